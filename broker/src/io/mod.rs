@@ -1,0 +1,1 @@
+//! File I/O trait (being written).

@@ -1,0 +1,14 @@
+//! # pigeon-client
+//!
+//! The half of Pigeon that both sides share, plus the async Rust client.
+//!
+//! ## Layout
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`batch`] | the record batch format: the unit of append, storage and transfer (the bytes on disk are the bytes on the wire) |
+//!
+//! The wire protocol lives in this crate and the broker depends on it, so the
+//! two sides can never disagree about a byte.
+
+pub mod batch;
