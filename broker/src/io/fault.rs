@@ -51,10 +51,11 @@ struct Rule {
     remaining: Option<u64>,
 }
 
-/// The shared list of fault rules.
+/// The shared list of fault rules, and a count of calls per operation.
 #[derive(Debug, Default, Clone)]
 pub struct FaultPlan {
     rules: Arc<Mutex<Vec<Rule>>>,
+    calls: Arc<Mutex<Vec<(Op, String)>>>,
 }
 
 impl FaultPlan {
@@ -80,9 +81,18 @@ impl FaultPlan {
         self.rules.lock().clear();
     }
 
+    /// How many calls of `op` were made on paths containing `path_contains`.
+    pub fn calls(&self, op: Op, path_contains: &str) -> usize {
+        let calls = self.calls.lock();
+        calls.iter().filter(|(o, p)| *o == op && p.contains(path_contains)).count()
+    }
+
     /// The fault to apply to this call, if any.
     fn check(&self, op: Op, path: &Path) -> Option<Fault> {
         let path = path.to_string_lossy();
+        if matches!(op, Op::Sync | Op::DirOp | Op::Open) {
+            self.calls.lock().push((op, path.to_string()));
+        }
         let mut rules = self.rules.lock();
         for rule in rules.iter_mut() {
             if rule.op != op || !path.contains(rule.path_contains.as_str()) {

@@ -1,1 +1,67 @@
-//! The segmented log (being written).
+//! The segmented append-only log of one partition.
+//!
+//! ## Design constraints
+//!
+//! 1. Offsets are dense u64s from the log start; a record batch takes
+//!    `record_count` consecutive offsets and is never split or re-encoded:
+//!    the bytes appended are the bytes served.
+//! 2. One writer per partition ([`Log`], driven by [`PartitionLog`]'s
+//!    thread); any number of concurrent readers ([`LogReader`]) that never
+//!    wait for it.
+//! 3. `fsync=always` acknowledges an append only once an `fdatasync`
+//!    covering it has completed; concurrent appends share one (group
+//!    commit). Readers see a batch only once it is as durable as the policy
+//!    promises.
+//! 4. After a failed `fdatasync` the partition refuses writes until restart.
+//! 5. Restart work is bounded by the bytes written since the last checkpoint
+//!    (default every 64 MiB and at each roll), not by the log's size; a clean
+//!    shutdown makes it zero.
+//! 6. Nothing damaged is ever served: every batch read is checked.
+//!
+//! ## Files of a partition directory
+//!
+//! | file | content |
+//! | --- | --- |
+//! | `<base>.log` | record batches back to back (format: [`pigeon_client::batch`]) |
+//! | `<base>.index` | sparse offset index, see [`index`] |
+//! | `<base>.timeindex` | sparse time index, see [`index`] |
+//! | `checkpoint` | recovery point and clean-shutdown flag, see [`checkpoint`] |
+//!
+//! `<base>` is the segment's first offset, zero-padded to 20 digits.
+//!
+//! ## Modules
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`config`] | settings and the fsync policy |
+//! | [`segment`] | one segment's files, naming, the batch scanner |
+//! | [`index`] | memory-mapped offset and time indexes |
+//! | [`writer`] | appends, commits, roll, retention, close |
+//! | [`recovery`] | opening and crash recovery |
+//! | [`reader`] | reads by offset and by time |
+//! | [`retention`] | which segments retention deletes |
+//! | [`checkpoint`] | the recovery checkpoint file |
+//! | [`committer`] | the writer thread: group commit behind an async API |
+
+pub mod checkpoint;
+pub mod clock;
+pub mod committer;
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod reader;
+pub mod recovery;
+pub mod retention;
+pub mod segment;
+pub mod writer;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use committer::PartitionLog;
+pub use config::{FsyncPolicy, LogConfig};
+pub use error::{LogError, LogResult};
+pub use reader::{LogReader, ReadResult};
+pub use recovery::RecoveryReport;
+pub use writer::{AppendInfo, Log};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+//! [`PartitionLog`]: a partition log driven by its own writer thread, with
+//! group commit behind an async API.
+//!
+//! Appends arrive on a bounded channel (back-pressure: when the writer falls
+//! behind, `append` waits for room instead of growing a queue). The thread
+//! takes every append waiting (up to [`MAX_GROUP_BYTES`]), stages them all,
+//! then commits once: under `fsync=always` one `fdatasync` covers the whole
+//! group, and each append's future completes only after it. While that sync
+//! runs, new appends queue up and form the next group, so the number of
+//! syncs adapts to the load: one per append when idle, one per many when
+//! busy.
+//!
+//! The thread also runs the interval policy's timed sync and periodic
+//! retention. Dropping every handle, or [`PartitionLog::close`], shuts the log
+//! down cleanly (sync, clean checkpoint).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pigeon_client::batch::RecordBatch;
+use tokio::sync::{oneshot, watch};
+
+use super::clock::Clock;
+use super::config::LogConfig;
+use super::error::{LogError, LogResult};
+use super::reader::LogReader;
+use super::writer::{AppendInfo, Log};
+use crate::io::FileSystem;
+
+/// Most bytes of batches staged into one commit group.
+pub const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
+/// Appends that may wait for the writer before `append` itself waits.
+const QUEUE_DEPTH: usize = 1024;
+/// How often retention runs when nothing rolls.
+const RETENTION_CHECK: Duration = Duration::from_secs(60);
+
+enum Command {
+    Append {
+        batch: RecordBatch,
+        reply: oneshot::Sender<LogResult<AppendInfo>>,
+    },
+    Retention {
+        reply: oneshot::Sender<LogResult<usize>>,
+    },
+    Close {
+        reply: oneshot::Sender<LogResult<()>>,
+    },
+}
+
+/// Handle to a partition log and its writer thread. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PartitionLog {
+    commands: flume::Sender<Command>,
+    reader: LogReader,
+    end: watch::Receiver<u64>,
+}
+
+impl PartitionLog {
+    /// Opens (recovering if needed) the log in `dir` and starts its writer.
+    pub fn open(fs: Arc<dyn FileSystem>, dir: &Path, config: LogConfig, clock: Arc<dyn Clock>) -> LogResult<PartitionLog> {
+        let log = Log::open(fs, dir, config, clock)?;
+        Ok(Self::start(log))
+    }
+
+    /// Starts the writer thread of an opened log.
+    pub fn start(log: Log) -> PartitionLog {
+        let (commands, receiver) = flume::bounded(QUEUE_DEPTH);
+        let reader = log.reader();
+        let (end_tx, end) = watch::channel(reader.end_offset());
+        let name = format!("log-{}", log.dir().file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        let spawned = std::thread::Builder::new().name(name).spawn(move || Writer { log, end: end_tx }.run(receiver));
+        if let Err(e) = spawned {
+            // Without a thread every append fails with `Closed`.
+            tracing::error!(error = %e, "could not start a partition writer thread");
+        }
+        PartitionLog { commands, reader, end }
+    }
+
+    /// Appends a validated batch; completes when it is as durable as the
+    /// fsync policy promises (and visible to readers).
+    pub async fn append(&self, batch: RecordBatch) -> LogResult<AppendInfo> {
+        let (reply, response) = oneshot::channel();
+        self.commands.send_async(Command::Append { batch, reply }).await.map_err(|_| LogError::Closed)?;
+        response.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// The reader of this log.
+    pub fn reader(&self) -> &LogReader {
+        &self.reader
+    }
+
+    /// Watches the log end offset (high watermark): changes after every
+    /// commit, so a fetch at the end can wait for new data without polling.
+    pub fn watch_end(&self) -> watch::Receiver<u64> {
+        self.end.clone()
+    }
+
+    /// Runs retention now; returns the number of segments deleted.
+    pub async fn enforce_retention(&self) -> LogResult<usize> {
+        let (reply, response) = oneshot::channel();
+        self.commands.send_async(Command::Retention { reply }).await.map_err(|_| LogError::Closed)?;
+        response.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Commits what is queued, shuts down cleanly, and stops the writer.
+    pub async fn close(&self) -> LogResult<()> {
+        let (reply, response) = oneshot::channel();
+        self.commands.send_async(Command::Close { reply }).await.map_err(|_| LogError::Closed)?;
+        response.await.map_err(|_| LogError::Closed)?
+    }
+}
+
+struct Writer {
+    log: Log,
+    end: watch::Sender<u64>,
+}
+
+impl Writer {
+    fn run(mut self, commands: flume::Receiver<Command>) {
+        let mut next_retention = Instant::now() + RETENTION_CHECK;
+        loop {
+            let deadline = self.log.sync_due_at().map_or(next_retention, |t| t.min(next_retention));
+            let first = match commands.recv_deadline(deadline) {
+                Ok(command) => command,
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    self.on_timer(&mut next_retention);
+                    continue;
+                }
+                Err(flume::RecvTimeoutError::Disconnected) => {
+                    let _ = self.close();
+                    return;
+                }
+            };
+            let mut group = vec![first];
+            let mut bytes = 0;
+            while bytes < MAX_GROUP_BYTES
+                && let Ok(command) = commands.try_recv()
+            {
+                if let Command::Append { batch, .. } = &command {
+                    bytes += batch.bytes().len();
+                }
+                group.push(command);
+            }
+            if let Some(reply) = self.run_group(group) {
+                let _ = reply.send(self.close());
+                return;
+            }
+        }
+    }
+
+    /// Stages and commits one group; returns the close reply if asked to close.
+    fn run_group(&mut self, group: Vec<Command>) -> Option<oneshot::Sender<LogResult<()>>> {
+        let mut staged = Vec::with_capacity(group.len());
+        let mut close = None;
+        for command in group {
+            match command {
+                Command::Append { batch, reply } => match self.log.append(&batch) {
+                    Ok(info) => staged.push((reply, info)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                },
+                Command::Retention { reply } => {
+                    let _ = reply.send(self.log.enforce_retention());
+                }
+                Command::Close { reply } => close = Some(reply),
+            }
+        }
+        let committed = self.log.commit();
+        for (reply, info) in staged {
+            let _ = reply.send(committed.clone().map(|()| info));
+        }
+        self.end.send_replace(self.log.reader().end_offset());
+        close
+    }
+
+    fn on_timer(&mut self, next_retention: &mut Instant) {
+        if self.log.sync_due_at().is_some_and(|t| t <= Instant::now())
+            && let Err(e) = self.log.commit()
+        {
+            tracing::error!(error = %e, "timed fsync failed");
+        }
+        if Instant::now() >= *next_retention {
+            if let Err(e) = self.log.enforce_retention() {
+                tracing::warn!(error = %e, "retention failed");
+            }
+            *next_retention = Instant::now() + RETENTION_CHECK;
+        }
+        self.end.send_replace(self.log.reader().end_offset());
+    }
+
+    fn close(self) -> LogResult<()> {
+        self.log.close()
+    }
+}

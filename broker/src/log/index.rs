@@ -1,0 +1,337 @@
+//! Sparse, memory-mapped indexes of one segment, with fixed-size entries.
+//!
+//! | file | entry | size | meaning |
+//! | --- | --- | --- | --- |
+//! | `.index` | `relative_offset` u32, `position` u32 | 8 | the batch whose base offset is `base + relative_offset` starts at byte `position` of the `.log` |
+//! | `.timeindex` | `timestamp` i64, `relative_offset` u32 | 12 | batches before `base + relative_offset` have timestamps ≤ `timestamp`, and the batch there has it |
+//!
+//! Integers are little-endian. One entry is added every
+//! `index_interval_bytes` of log (never at position 0: the segment start is
+//! implicit), so both are sorted and strictly increasing in every field; a
+//! time entry is only added when the timestamp grew. When a segment is sealed
+//! its time index gets a last entry holding the segment's largest timestamp.
+//!
+//! ## Files and maps
+//!
+//! The active segment's index files are preallocated (sparse) to their
+//! capacity and mapped once; entries are written through the map by the one
+//! writer and published with a release store of the entry count, so readers
+//! never see a half-written entry and never lock. A sealed index is truncated
+//! to exactly its entries; the map stays valid because readers only touch
+//! entries below the count, which lie inside the file.
+//!
+//! Index files are derived data: recovery rebuilds them from the log when
+//! they are missing, the wrong size, or written after the last checkpoint.
+//! A zero entry never occurs among valid entries, so a preallocated tail is
+//! recognisable.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::io::{FileSystem, OpenMode, StorageFile};
+
+/// A file of fixed-size `N`-byte entries, memory-mapped.
+#[derive(Debug)]
+pub(crate) struct MappedIndex<const N: usize> {
+    file: Arc<dyn StorageFile>,
+    map: Option<MmapRaw>,
+    /// Entries the map has room for.
+    capacity: usize,
+    /// Entries written and visible to readers.
+    len: AtomicUsize,
+}
+
+impl<const N: usize> MappedIndex<N> {
+    /// Creates an empty index file with room for `capacity` entries.
+    pub fn create(fs: &dyn FileSystem, path: &Path, capacity: usize) -> io::Result<Self> {
+        let file = fs.open(path, OpenMode::Create)?;
+        file.set_len(0)?;
+        Self::map(file, capacity, 0)
+    }
+
+    /// Opens a sealed index: every entry in the file counts. Fails when the
+    /// size is not a whole number of entries (the caller rebuilds it).
+    pub fn open_sealed(fs: &dyn FileSystem, path: &Path) -> io::Result<Self> {
+        let file = fs.open(path, OpenMode::ReadWrite)?;
+        let size = file.len()?;
+        if size % N as u64 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("index size {size} is not a multiple of the entry size {N}"),
+            ));
+        }
+        let count = (size / N as u64) as usize;
+        Self::map(file, count, count)
+    }
+
+    /// Opens the active segment's index, keeping the leading entries that
+    /// `keep` accepts (given the entry and the previous kept one), zeroing
+    /// the rest, and growing the file to `capacity` entries.
+    pub fn open_active(
+        fs: &dyn FileSystem,
+        path: &Path,
+        capacity: usize,
+        keep: impl Fn(&[u8; N], Option<&[u8; N]>) -> bool,
+    ) -> io::Result<Self> {
+        let file = fs.open(path, OpenMode::Create)?;
+        let size = file.len()?;
+        let present = (size / N as u64) as usize;
+        let capacity = capacity.max(present);
+        file.set_len((capacity * N) as u64)?;
+        let index = Self::map(file, capacity, present)?;
+        let mut kept = 0;
+        while kept < present {
+            let entry = index.get(kept);
+            let previous = kept.checked_sub(1).map(|i| index.get(i));
+            if entry == [0; N] || !keep(&entry, previous.as_ref()) {
+                break;
+            }
+            kept += 1;
+        }
+        index.truncate(kept);
+        Ok(index)
+    }
+
+    fn map(file: Arc<dyn StorageFile>, capacity: usize, len: usize) -> io::Result<Self> {
+        let map = if capacity == 0 {
+            None
+        } else {
+            Some(MmapOptions::new().len(capacity * N).map_raw(file.std_file())?)
+        };
+        Ok(MappedIndex {
+            file,
+            map,
+            capacity,
+            len: AtomicUsize::new(len),
+        })
+    }
+
+    /// Entries visible to readers.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Entries the index has room for.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Entry `i`, which must be below [`len`](Self::len).
+    pub fn get(&self, i: usize) -> [u8; N] {
+        let mut entry = [0u8; N];
+        if let Some(map) = &self.map
+            && i < self.capacity
+        {
+            // SAFETY: `i < capacity`, so the N bytes at `i * N` lie inside the
+            // map; entries below `len` are inside the file (whose size is at
+            // least `len * N`) and are never written again once published.
+            unsafe {
+                std::ptr::copy_nonoverlapping(map.as_ptr().add(i * N), entry.as_mut_ptr(), N);
+            }
+        }
+        entry
+    }
+
+    /// Appends an entry; `false` when the index is full. Writer only.
+    pub fn push(&self, entry: [u8; N]) -> bool {
+        let len = self.len.load(Ordering::Relaxed);
+        let Some(map) = &self.map else { return false };
+        if len >= self.capacity {
+            return false;
+        }
+        // SAFETY: `len < capacity`: inside the map. Only the single writer
+        // writes, and readers do not read slot `len` until the release
+        // store below publishes it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(entry.as_ptr(), map.as_mut_ptr().add(len * N), N);
+        }
+        self.len.store(len + 1, Ordering::Release);
+        true
+    }
+
+    /// Drops entries from `keep` on, zeroing them so that a later recovery
+    /// never mistakes them for valid ones. Writer only, with no readers of
+    /// the dropped entries (recovery, or a failed append's rollback).
+    pub fn truncate(&self, keep: usize) {
+        let Some(map) = &self.map else { return };
+        let len = self.len.load(Ordering::Relaxed);
+        if keep >= len {
+            return;
+        }
+        let end = self.capacity.min(len.max(keep));
+        self.len.store(keep.min(len), Ordering::Release);
+        if end > keep {
+            // SAFETY: `keep..end` is inside the map (end ≤ capacity), and the
+            // count no longer covers it, so no reader looks at these bytes.
+            unsafe {
+                std::ptr::write_bytes(map.as_mut_ptr().add(keep * N), 0, (end - keep) * N);
+            }
+        }
+    }
+
+    /// Writes the mapped entries to disk.
+    pub fn flush(&self) -> io::Result<()> {
+        match &self.map {
+            Some(map) => map.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Seals: flushes, cuts the file to exactly its entries, syncs.
+    pub fn seal(&self) -> io::Result<()> {
+        self.flush()?;
+        self.file.set_len((self.len() * N) as u64)?;
+        self.file.sync_data()
+    }
+}
+
+/// The offset index of a segment.
+#[derive(Debug)]
+pub(crate) struct OffsetIndex(pub MappedIndex<8>);
+
+impl OffsetIndex {
+    /// Records that the batch at `relative_offset` starts at `position`.
+    pub fn push(&self, relative_offset: u32, position: u32) -> bool {
+        let mut entry = [0u8; 8];
+        entry[..4].copy_from_slice(&relative_offset.to_le_bytes());
+        entry[4..].copy_from_slice(&position.to_le_bytes());
+        self.0.push(entry)
+    }
+
+    /// Entry `i` as `(relative_offset, position)`.
+    pub fn entry(&self, i: usize) -> (u32, u32) {
+        decode_offset_entry(&self.0.get(i))
+    }
+
+    /// The last entry at or before `relative_offset`: where a scan for it
+    /// starts. `(0, 0)` (the segment start) when there is none.
+    pub fn lookup(&self, relative_offset: u32) -> (u32, u32) {
+        let len = self.0.len();
+        let after = partition_point(len, |i| self.entry(i).0 <= relative_offset);
+        if after == 0 { (0, 0) } else { self.entry(after - 1) }
+    }
+}
+
+/// The time index of a segment.
+#[derive(Debug)]
+pub(crate) struct TimeIndex(pub MappedIndex<12>);
+
+impl TimeIndex {
+    /// Records that batches from `relative_offset` on have timestamps ≥ `timestamp`.
+    pub fn push(&self, timestamp: i64, relative_offset: u32) -> bool {
+        let mut entry = [0u8; 12];
+        entry[..8].copy_from_slice(&timestamp.to_le_bytes());
+        entry[8..].copy_from_slice(&relative_offset.to_le_bytes());
+        self.0.push(entry)
+    }
+
+    /// Entry `i` as `(timestamp, relative_offset)`.
+    pub fn entry(&self, i: usize) -> (i64, u32) {
+        decode_time_entry(&self.0.get(i))
+    }
+
+    /// The last entry, if any.
+    pub fn last(&self) -> Option<(i64, u32)> {
+        self.0.len().checked_sub(1).map(|i| self.entry(i))
+    }
+
+    /// Relative offset to start a scan for the first record at or after
+    /// `timestamp`: the last entry strictly before it, else 0.
+    pub fn lookup(&self, timestamp: i64) -> u32 {
+        let after = partition_point(self.0.len(), |i| self.entry(i).0 < timestamp);
+        if after == 0 { 0 } else { self.entry(after - 1).1 }
+    }
+}
+
+pub(crate) fn decode_offset_entry(entry: &[u8; 8]) -> (u32, u32) {
+    let rel = u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]);
+    let pos = u32::from_le_bytes([entry[4], entry[5], entry[6], entry[7]]);
+    (rel, pos)
+}
+
+pub(crate) fn decode_time_entry(entry: &[u8; 12]) -> (i64, u32) {
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&entry[..8]);
+    let rel = u32::from_le_bytes([entry[8], entry[9], entry[10], entry[11]]);
+    (i64::from_le_bytes(ts), rel)
+}
+
+/// First `i` in `0..len` for which `pred(i)` is false (pred must be true
+/// then false over the range).
+fn partition_point(len: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) { lo = mid + 1 } else { hi = mid }
+    }
+    lo
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::StdFs;
+
+    #[test]
+    fn lookup_finds_the_last_entry_at_or_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = OffsetIndex(MappedIndex::create(&StdFs, &dir.path().join("i"), 8).expect("create"));
+        assert_eq!(index.lookup(5), (0, 0));
+        for (rel, pos) in [(10, 4096), (20, 8200), (35, 12300)] {
+            assert!(index.push(rel, pos));
+        }
+        assert_eq!(index.lookup(9), (0, 0));
+        assert_eq!(index.lookup(10), (10, 4096));
+        assert_eq!(index.lookup(34), (20, 8200));
+        assert_eq!(index.lookup(u32::MAX), (35, 12300));
+    }
+
+    #[test]
+    fn sealed_index_reopens_with_exact_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t");
+        let index = TimeIndex(MappedIndex::create(&StdFs, &path, 100).expect("create"));
+        index.push(1000, 3);
+        index.push(2000, 9);
+        index.0.seal().expect("seal");
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), 24);
+        let reopened = TimeIndex(MappedIndex::open_sealed(&StdFs, &path).expect("open"));
+        assert_eq!(reopened.last(), Some((2000, 9)));
+        assert_eq!(reopened.lookup(1500), 3);
+        assert_eq!(reopened.lookup(1000), 0);
+    }
+
+    #[test]
+    fn sealed_index_of_partial_entry_size_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("i");
+        std::fs::write(&path, [1u8; 13]).expect("write");
+        let err = MappedIndex::<8>::open_sealed(&StdFs, &path).expect_err("partial entry");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn active_index_keeps_only_accepted_prefix_and_zeroes_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("i");
+        let index = OffsetIndex(MappedIndex::create(&StdFs, &path, 4).expect("create"));
+        let index_file_len = |p: &Path| std::fs::metadata(p).expect("meta").len();
+        for (rel, pos) in [(1, 100), (2, 200), (3, 300)] {
+            index.push(rel, pos);
+        }
+        index.0.flush().expect("flush");
+        drop(index);
+        let keep_below_250 = |e: &[u8; 8], _: Option<&[u8; 8]>| decode_offset_entry(e).1 < 250;
+        let reopened = OffsetIndex(MappedIndex::open_active(&StdFs, &path, 4, keep_below_250).expect("open"));
+        assert_eq!(reopened.0.len(), 2);
+        assert_eq!(index_file_len(&path), 32);
+        reopened.0.flush().expect("flush");
+        drop(reopened);
+        let again = OffsetIndex(MappedIndex::open_active(&StdFs, &path, 4, |_, _| true).expect("open"));
+        assert_eq!(again.0.len(), 2, "the dropped entry was zeroed, not resurrected");
+    }
+}

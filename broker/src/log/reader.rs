@@ -1,0 +1,206 @@
+//! [`LogReader`]: reads of a partition log by offset and by time, from any
+//! thread, concurrently with the writer.
+//!
+//! A read takes a snapshot of the segment list (a reference-counted vector,
+//! swapped whole by roll and retention), then works on files with positioned
+//! reads: it never waits for the writer, which only holds the list's lock to
+//! swap a pointer. Every batch served is checked (length, CRC, offset
+//! continuity) first: a damaged batch is never served; the read fails with
+//! an error naming the segment file and byte position, and every other
+//! range of the log keeps working.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pigeon_client::batch::{BatchHeader, HEADER_LEN, records_of, verify_stored};
+
+use super::error::{LogError, LogResult};
+use super::segment::Segment;
+use super::writer::Shared;
+use crate::io::read_full_at;
+
+/// Raw batches read from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole record batches, back to back, exactly as stored. The first one
+    /// contains the offset asked for (it may start before it).
+    pub bytes: Bytes,
+    /// The log start offset (earliest readable).
+    pub log_start_offset: u64,
+    /// Offset after the last readable record (the high watermark).
+    pub high_watermark: u64,
+}
+
+/// Reads a partition log. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    shared: Arc<Shared>,
+}
+
+/// Bytes read per step while looking for a batch's header.
+const LOCATE_CHUNK: usize = 64 * 1024;
+
+impl LogReader {
+    pub(crate) fn new(shared: Arc<Shared>) -> LogReader {
+        LogReader { shared }
+    }
+
+    /// Earliest readable offset.
+    pub fn start_offset(&self) -> u64 {
+        self.shared.snapshot().first().map_or(0, |s| s.base_offset)
+    }
+
+    /// Offset after the last readable record.
+    pub fn end_offset(&self) -> u64 {
+        self.shared.snapshot().last().map_or(0, |s| s.next_offset())
+    }
+
+    /// Readable bytes over all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared.snapshot().iter().map(|s| s.size()).sum()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.shared.snapshot().len()
+    }
+
+    /// Reads whole batches from the one holding `offset`, up to `max_bytes`
+    /// (at least one batch, however large, so a reader always progresses).
+    /// Empty at the end of the log.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> LogResult<ReadResult> {
+        let segments = self.shared.snapshot();
+        let (start, end) = bounds(&segments);
+        let result = |bytes: Bytes| ReadResult {
+            bytes,
+            log_start_offset: start,
+            high_watermark: end,
+        };
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                earliest: start,
+                next: end,
+            });
+        }
+        if offset == end {
+            return Ok(result(Bytes::new()));
+        }
+        let segment = segment_for(&segments, offset);
+        let size = segment.size();
+        let (_, position) = segment.index.lookup((offset - segment.base_offset) as u32);
+        let (position, first) = self.locate(segment, u64::from(position), size, |h| h.next_offset() > offset)?
+            .ok_or_else(|| segment.corrupt(size, format!("offset {offset} is not in the segment it belongs to")))?;
+        let bytes = self.read_batches(segment, position, size, &first, max_bytes)?;
+        Ok(result(bytes))
+    }
+
+    /// The first offset whose timestamp is at or after `timestamp`; `None`
+    /// when every record is older (the next record will be the first).
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> LogResult<Option<u64>> {
+        let segments = self.shared.snapshot();
+        let Some(segment) = segments.iter().find(|s| s.max_timestamp() >= timestamp) else {
+            return Ok(None);
+        };
+        let relative = segment.time_index.lookup(timestamp);
+        let (_, position) = segment.index.lookup(relative);
+        let size = segment.size();
+        let Some((position, header)) = self.locate(segment, u64::from(position), size, |h| h.max_timestamp >= timestamp)? else {
+            return Ok(None);
+        };
+        let bytes = Bytes::from(segment.read_exact(position, header.total_len())?);
+        verify_stored(&bytes, self.shared.max_batch_bytes).map_err(|e| segment.corrupt(position, e.to_string()))?;
+        let records = records_of(bytes).map_err(|e| segment.corrupt(position, e.to_string()))?;
+        for record in records {
+            let record = record.map_err(|e| segment.corrupt(position, e.to_string()))?;
+            if record.timestamp >= timestamp {
+                return Ok(Some(record.offset));
+            }
+        }
+        Ok(Some(header.next_offset()))
+    }
+
+    /// Walks batch headers from `position` to the first one `found` accepts.
+    fn locate(
+        &self,
+        segment: &Segment,
+        mut position: u64,
+        size: u64,
+        found: impl Fn(&BatchHeader) -> bool,
+    ) -> LogResult<Option<(u64, BatchHeader)>> {
+        let mut buf = vec![0u8; LOCATE_CHUNK];
+        while position < size {
+            let want = ((size - position) as usize).min(LOCATE_CHUNK);
+            let read = read_full_at(segment.log.as_ref(), &mut buf[..want], position)
+                .map_err(|e| LogError::io(format!("reading {}", segment.log_path.display()), e))?;
+            if read < HEADER_LEN {
+                return Err(segment.corrupt(position, "file ends inside a batch header"));
+            }
+            let mut at = 0usize;
+            while at + HEADER_LEN <= read {
+                let header = BatchHeader::parse(&buf[at..read]).map_err(|e| segment.corrupt(position + at as u64, e.to_string()))?;
+                let total = header.total_len();
+                if total < HEADER_LEN || total > self.shared.max_batch_bytes {
+                    return Err(segment.corrupt(position + at as u64, format!("impossible batch length {total}")));
+                }
+                if found(&header) {
+                    return Ok(Some((position + at as u64, header)));
+                }
+                at += total;
+            }
+            position += at as u64;
+        }
+        Ok(None)
+    }
+
+    /// Reads and checks whole batches starting with `first` at `position`.
+    fn read_batches(
+        &self,
+        segment: &Segment,
+        position: u64,
+        size: u64,
+        first: &BatchHeader,
+        max_bytes: usize,
+    ) -> LogResult<Bytes> {
+        let want = ((size - position) as usize).min(max_bytes.max(first.total_len()));
+        let mut buf = segment.read_exact(position, want)?;
+        let mut at = 0usize;
+        let mut expected = first.base_offset;
+        while at + HEADER_LEN <= buf.len() {
+            let Some((_, length)) = pigeon_client::batch::read_prefix(&buf[at..]) else { break };
+            let total = 12 + length as usize;
+            if at + total > buf.len() {
+                break;
+            }
+            let checked = verify_stored(&buf[at..at + total], self.shared.max_batch_bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|h| match h.base_offset == expected {
+                    true => Ok(h),
+                    false => Err(format!("batch has base offset {} where {expected} was expected", h.base_offset)),
+                });
+            match checked {
+                Ok(header) => expected = header.next_offset(),
+                // Serve the good batches before the damage; the next read
+                // starts at the damaged one and reports it.
+                Err(_) if at > 0 => break,
+                Err(reason) => return Err(segment.corrupt(position + at as u64, reason)),
+            }
+            at += total;
+        }
+        buf.truncate(at);
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// `(start, end)` offsets of a segment list.
+fn bounds(segments: &[Arc<Segment>]) -> (u64, u64) {
+    let start = segments.first().map_or(0, |s| s.base_offset);
+    let end = segments.last().map_or(0, |s| s.next_offset());
+    (start, end)
+}
+
+/// The segment holding `offset` (which is within the bounds).
+fn segment_for(segments: &[Arc<Segment>], offset: u64) -> &Segment {
+    let after = segments.partition_point(|s| s.base_offset <= offset);
+    &segments[after.saturating_sub(1)]
+}

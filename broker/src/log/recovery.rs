@@ -1,0 +1,350 @@
+//! Opening a partition log, and recovering it after an unclean stop.
+//!
+//! 1. Remove leftovers: `*.tmp` files (an interrupted atomic write) and index
+//!    files whose `.log` is gone (an interrupted retention delete).
+//! 2. Read the checkpoint. Segments before the checkpoint's segment are
+//!    sealed and were fsynced before it was written: open them as they are
+//!    (O(1) each; an index file that is missing or not a whole number of
+//!    entries is rebuilt by scanning that one segment).
+//! 3. Clean shutdown (checkpoint says clean and matches the last segment's
+//!    size): open the active segment as it is. Nothing is scanned.
+//! 4. Otherwise scan from the checkpoint's position to the end of the last
+//!    segment (and through any segment sealed after the checkpoint): every
+//!    batch's length, CRC and offset continuity is checked. The active
+//!    segment is cut at the first bad batch (logged with its byte position);
+//!    a bad batch inside a sealed segment is left in place, logged, and
+//!    reported by reads that reach it. Index entries written after the
+//!    checkpoint are dropped and rebuilt from the scan.
+//! 5. Sync what was recovered and write a new (unclean) checkpoint, so a
+//!    crash right after start does not scan the same bytes again.
+//!
+//! The work is proportional to the bytes written since the last checkpoint,
+//! never to the size of the log.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use pigeon_client::batch::{BatchHeader, HEADER_LEN};
+
+use super::checkpoint::Checkpoint;
+use super::clock::Clock;
+use super::config::LogConfig;
+use super::error::{LogError, LogResult};
+use super::index::{MappedIndex, OffsetIndex, TimeIndex, decode_offset_entry, decode_time_entry};
+use super::segment::{BatchScanner, Segment, parse_file_name};
+use super::writer::{Active, Cursor, Log, index_entry, push_entry};
+use crate::io::{FileSystem, OpenMode, read_full_at};
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering it if the
+    /// last stop was not clean.
+    pub fn open(fs: Arc<dyn FileSystem>, dir: &Path, config: LogConfig, clock: Arc<dyn Clock>) -> LogResult<Log> {
+        config.validate().map_err(|reason| LogError::io("checking the log settings", std::io::Error::other(reason)))?;
+        let io = |what: &str| {
+            let what = format!("{what} in {}", dir.display());
+            move |e| LogError::io(what, e)
+        };
+        fs.create_dir_all(dir).map_err(io("creating the partition directory"))?;
+        let bases = clean_leftovers(fs.as_ref(), dir).map_err(io("listing segments"))?;
+        let checkpoint = Checkpoint::read(fs.as_ref(), dir);
+        let mut opener = Opener {
+            fs: fs.as_ref(),
+            dir,
+            config: &config,
+            max_timestamp: i64::MIN,
+            report: RecoveryReport::default(),
+        };
+        let (segments, active) = match bases.split_last() {
+            None => opener.fresh(checkpoint.map_or(0, |c| c.next_offset))?,
+            Some((&last, sealed)) => {
+                let mut segments = Vec::with_capacity(bases.len());
+                for (i, &base) in sealed.iter().enumerate() {
+                    let next_base = bases[i + 1];
+                    let trusted = checkpoint.is_some_and(|c| base < c.segment_base);
+                    segments.push(Arc::new(opener.sealed(base, next_base, trusted)?));
+                }
+                let active = opener.active(last, checkpoint, clock.now_ms())?;
+                segments.push(active.segment.clone());
+                (segments, active)
+            }
+        };
+        let report = opener.report;
+        let mut log = Log::assemble(dir, config, fs.clone(), clock, segments, active);
+        log.recovery = report;
+        log.write_checkpoint(false);
+        Ok(log)
+    }
+}
+
+/// Removes leftovers and returns the base offsets of the `.log` files, sorted.
+fn clean_leftovers(fs: &dyn FileSystem, dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut logs = BTreeSet::new();
+    let mut indexes = Vec::new();
+    for path in fs.read_dir(dir)? {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        if name.ends_with(".tmp") {
+            fs.remove_file(&path)?;
+            continue;
+        }
+        match parse_file_name(name) {
+            Some((base, "log")) => {
+                logs.insert(base);
+            }
+            Some((base, "index" | "timeindex")) => indexes.push((base, path)),
+            _ => {}
+        }
+    }
+    for (base, path) in indexes {
+        if !logs.contains(&base) {
+            tracing::info!(path = %path.display(), "removing an index file whose segment was deleted");
+            fs.remove_file(&path)?;
+        }
+    }
+    Ok(logs.into_iter().collect())
+}
+
+/// Opens segments one by one, carrying the largest timestamp seen.
+struct Opener<'a> {
+    fs: &'a dyn FileSystem,
+    dir: &'a Path,
+    config: &'a LogConfig,
+    max_timestamp: i64,
+    report: RecoveryReport,
+}
+
+/// What opening a log had to do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The last stop was clean: nothing was scanned.
+    pub clean: bool,
+    /// Bytes of log scanned and checked.
+    pub scanned_bytes: u64,
+    /// Bytes cut off the end of the active segment (torn or corrupt tail).
+    pub truncated_bytes: u64,
+    /// Sealed segments whose indexes were rebuilt.
+    pub rebuilt_indexes: usize,
+}
+
+impl Opener<'_> {
+    fn io_error(&self, what: String) -> impl FnOnce(std::io::Error) -> LogError {
+        move |e| LogError::io(what, e)
+    }
+
+    /// A new log with one empty segment at `base`.
+    fn fresh(&mut self, base: u64) -> LogResult<(Vec<Arc<Segment>>, Active)> {
+        let segment = Segment::create(self.fs, self.dir, base, self.config.index_capacity())
+            .and_then(|s| self.fs.sync_dir(self.dir).map(|()| s))
+            .map_err(self.io_error(format!("creating the first segment in {}", self.dir.display())))?;
+        let segment = Arc::new(segment);
+        let active = Active {
+            segment: segment.clone(),
+            created_ms: 0,
+            write_pos: 0,
+            synced_pos: 0,
+            checkpoint_pos: 0,
+            cursor: empty_cursor(base, i64::MIN),
+        };
+        Ok((vec![segment], active))
+    }
+
+    /// Opens a sealed segment. `trusted`: it precedes the checkpoint, so its
+    /// indexes are used as they are unless unusable; otherwise it is scanned.
+    fn sealed(&mut self, base: u64, next_base: u64, trusted: bool) -> LogResult<Segment> {
+        let [log_path, index_path, time_path] = Segment::paths(self.dir, base);
+        let log = self.fs.open(&log_path, OpenMode::ReadWrite)
+            .map_err(self.io_error(format!("opening {}", log_path.display())))?;
+        let size = log.len().map_err(self.io_error(format!("reading the size of {}", log_path.display())))?;
+        let indexes = trusted
+            .then(|| {
+                let index = MappedIndex::open_sealed(self.fs, &index_path).ok()?;
+                let time = MappedIndex::open_sealed(self.fs, &time_path).ok()?;
+                Some((OffsetIndex(index), TimeIndex(time)))
+            })
+            .flatten()
+            .filter(|(index, time)| plausible(index, time, size));
+        let segment = match indexes {
+            Some((index, time_index)) => {
+                let max_ts = time_index.last().map_or(i64::MIN, |(ts, _)| ts);
+                Segment::assemble(base, log_path, log, index, time_index, size, next_base, max_ts)
+            }
+            None => {
+                if trusted {
+                    tracing::warn!(segment = %log_path.display(), "index files missing or damaged; rebuilding them");
+                }
+                self.rebuild_sealed(base, next_base, log_path, log, size)?
+            }
+        };
+        segment.sealed.store(true, Ordering::Release);
+        self.max_timestamp = self.max_timestamp.max(segment.max_timestamp());
+        Ok(segment)
+    }
+
+    /// Scans a sealed segment and writes fresh indexes for it.
+    fn rebuild_sealed(
+        &mut self,
+        base: u64,
+        next_base: u64,
+        log_path: std::path::PathBuf,
+        log: Arc<dyn crate::io::StorageFile>,
+        size: u64,
+    ) -> LogResult<Segment> {
+        let capacity = self.config.index_capacity().max((size / u64::from(self.config.index_interval_bytes)) as usize + 4);
+        let [_, index_path, time_path] = Segment::paths(self.dir, base);
+        let shown = log_path.display().to_string();
+        let io = |e| LogError::io(format!("rebuilding the indexes of {shown}"), e);
+        let index = OffsetIndex(MappedIndex::create(self.fs, &index_path, capacity).map_err(io)?);
+        let time_index = TimeIndex(MappedIndex::create(self.fs, &time_path, capacity).map_err(io)?);
+        let segment = Segment::assemble(base, log_path, log, index, time_index, size, next_base, i64::MIN);
+        self.report.rebuilt_indexes += 1;
+        self.report.scanned_bytes += size;
+        let mut cursor = empty_cursor(base, i64::MIN);
+        let end = scan_into(&segment, self.config, &mut cursor, 0, size);
+        if let Err(stop) = end {
+            tracing::error!(
+                segment = %segment.log_path.display(), position = stop.position, reason = %stop.reason,
+                "corrupt batch inside a sealed segment; it is kept and reads that reach it report the damage"
+            );
+        }
+        if let Some(relative) = cursor.last_batch_relative
+            && cursor.max_timestamp > segment.time_index.last().map_or(i64::MIN, |(ts, _)| ts)
+        {
+            segment.time_index.push(cursor.max_timestamp, relative);
+        }
+        segment.index.0.seal().map_err(io)?;
+        segment.time_index.0.seal().map_err(io)?;
+        segment.max_timestamp.store(cursor.max_timestamp, Ordering::Release);
+        Ok(segment)
+    }
+
+    /// Opens and, unless the stop was clean, recovers the active segment.
+    fn active(&mut self, base: u64, checkpoint: Option<Checkpoint>, now_ms: i64) -> LogResult<Active> {
+        let [log_path, index_path, time_path] = Segment::paths(self.dir, base);
+        let io = |what: &str| {
+            let what = format!("{what} {}", log_path.display());
+            move |e| LogError::io(what, e)
+        };
+        let log = self.fs.open(&log_path, OpenMode::ReadWrite).map_err(io("opening"))?;
+        let file_len = log.len().map_err(io("reading the size of"))?;
+        let at_checkpoint = checkpoint.filter(|c| c.segment_base == base && c.position <= file_len);
+        let clean = at_checkpoint.is_some_and(|c| c.clean && c.position == file_len);
+        let (start_pos, start_offset, start_ts) = match at_checkpoint {
+            Some(c) => (c.position, c.next_offset, c.max_timestamp.max(self.max_timestamp)),
+            None => (0, base, self.max_timestamp),
+        };
+        let capacity = self.config.index_capacity();
+        let start_relative = (start_offset - base) as u32;
+        let keep_offset = |e: &[u8; 8], prev: Option<&[u8; 8]>| {
+            let (rel, pos) = decode_offset_entry(e);
+            let increasing = prev.is_none_or(|p| {
+                let (prel, ppos) = decode_offset_entry(p);
+                rel > prel && pos > ppos
+            });
+            clean || (increasing && u64::from(pos) < start_pos && rel < start_relative)
+        };
+        let keep_time = |e: &[u8; 12], prev: Option<&[u8; 12]>| {
+            let (ts, rel) = decode_time_entry(e);
+            let increasing = prev.is_none_or(|p| {
+                let (pts, prel) = decode_time_entry(p);
+                ts > pts && rel > prel
+            });
+            clean || (increasing && rel < start_relative && ts <= start_ts)
+        };
+        let index = OffsetIndex(MappedIndex::open_active(self.fs, &index_path, capacity, keep_offset).map_err(io("opening the index of"))?);
+        let time_index = TimeIndex(MappedIndex::open_active(self.fs, &time_path, capacity, keep_time).map_err(io("opening the time index of"))?);
+        let segment = Segment::assemble(base, log_path.clone(), log, index, time_index, start_pos, start_offset, start_ts);
+        let mut cursor = resume_cursor(&segment, self.config, start_pos, start_offset, start_ts);
+        let mut end = start_pos;
+        self.report.clean = clean;
+        if !clean {
+            self.report.scanned_bytes += file_len - start_pos;
+            tracing::info!(segment = %log_path.display(), from = start_pos, to = file_len, "recovering the log tail after an unclean stop");
+            end = match scan_into(&segment, self.config, &mut cursor, start_pos, file_len) {
+                Ok(end) => end,
+                Err(stop) => {
+                    tracing::warn!(
+                        segment = %log_path.display(), position = stop.position, reason = %stop.reason,
+                        cut = file_len - stop.position, "truncating a torn or corrupt tail"
+                    );
+                    stop.position
+                }
+            };
+            self.report.truncated_bytes = file_len - end;
+            if end < file_len {
+                segment.log.set_len(end).map_err(io("truncating the torn tail of"))?;
+            }
+            segment.log.sync_data().map_err(io("syncing the recovered tail of"))?;
+        }
+        let segment_max = if end == 0 { i64::MIN } else { cursor.max_timestamp };
+        segment.publish(end, cursor.next_offset, segment_max);
+        let created_ms = if end == 0 { now_ms } else { first_timestamp(&segment).unwrap_or(now_ms) };
+        Ok(Active {
+            segment: Arc::new(segment),
+            created_ms,
+            write_pos: end,
+            synced_pos: end,
+            checkpoint_pos: start_pos,
+            cursor,
+        })
+    }
+}
+
+fn empty_cursor(next_offset: u64, max_timestamp: i64) -> Cursor {
+    Cursor {
+        next_offset,
+        max_timestamp,
+        bytes_since_index: 0,
+        last_indexed_timestamp: i64::MIN,
+        last_batch_relative: None,
+    }
+}
+
+/// The writer's cursor at `position` of a segment whose kept index entries
+/// are already loaded.
+fn resume_cursor(segment: &Segment, config: &LogConfig, position: u64, next_offset: u64, max_ts: i64) -> Cursor {
+    let last_entry_pos = segment.index.0.len().checked_sub(1).map_or(0, |i| u64::from(segment.index.entry(i).1));
+    Cursor {
+        next_offset,
+        max_timestamp: max_ts,
+        bytes_since_index: position.saturating_sub(last_entry_pos).min(u64::from(config.index_interval_bytes)),
+        last_indexed_timestamp: segment.time_index.last().map_or(i64::MIN, |(ts, _)| ts),
+        last_batch_relative: (next_offset > segment.base_offset).then(|| (next_offset - 1 - segment.base_offset) as u32),
+    }
+}
+
+/// Scans `from..to` of a segment (no readers yet), adding index entries.
+/// Returns the end of the last good batch, or where and why it stopped.
+fn scan_into(
+    segment: &Segment,
+    config: &LogConfig,
+    cursor: &mut Cursor,
+    from: u64,
+    to: u64,
+) -> Result<u64, super::segment::ScanStop> {
+    let mut scanner = BatchScanner::new(segment.log.as_ref(), from, to, cursor.next_offset, config.max_batch_bytes as usize);
+    while let Some(batch) = scanner.next_batch()? {
+        let header = batch.header;
+        let relative = (header.base_offset - segment.base_offset) as u32;
+        if let Some(entry) = index_entry(cursor, config, batch.position, relative, header.max_timestamp, header.total_len() as u64) {
+            push_entry(segment, entry);
+        }
+        cursor.next_offset = header.next_offset();
+        cursor.max_timestamp = cursor.max_timestamp.max(header.max_timestamp);
+    }
+    Ok(scanner.position())
+}
+
+/// Timestamp of a segment's first batch.
+fn first_timestamp(segment: &Segment) -> Option<i64> {
+    let mut buf = [0u8; HEADER_LEN];
+    let read = read_full_at(segment.log.as_ref(), &mut buf, 0).ok()?;
+    (read == HEADER_LEN).then(|| BatchHeader::parse(&buf).ok().map(|h| h.first_timestamp)).flatten()
+}
+
+/// Cheap sanity check of a sealed segment's indexes: the last entries must
+/// point inside the segment.
+fn plausible(index: &OffsetIndex, time: &TimeIndex, size: u64) -> bool {
+    let offset_ok = index.0.len().checked_sub(1).is_none_or(|i| u64::from(index.entry(i).1) < size);
+    offset_ok && (size == 0 || time.0.len() > 0)
+}

@@ -1,0 +1,265 @@
+//! One segment: a `.log` file of record batches back to back, with its
+//! offset and time indexes, named by its base offset zero-padded to 20 digits.
+//!
+//! A segment is shared between the log's one writer and any number of
+//! readers. What readers may see is published through atomics: `size` (bytes
+//! readable from the start of the file) and `next_offset`/`max_timestamp`
+//! (of the last readable batch). The writer stores `size` before
+//! `next_offset`, so a reader that loads `next_offset` first and `size` second
+//! always finds the batches below that offset inside `size`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use pigeon_client::batch::{BatchHeader, HEADER_LEN, LOG_OVERHEAD, MIN_BATCH_LENGTH, verify_stored};
+
+use super::error::{LogError, LogResult};
+use super::index::{MappedIndex, OffsetIndex, TimeIndex};
+use crate::io::{FileSystem, OpenMode, StorageFile, read_full_at};
+
+/// File name of a segment's `kind` file (`log`, `index`, `timeindex`).
+pub(crate) fn file_name(base_offset: u64, kind: &str) -> String {
+    format!("{base_offset:020}.{kind}")
+}
+
+/// Parses `00000000000000000042.log` into `(42, "log")`.
+pub(crate) fn parse_file_name(name: &str) -> Option<(u64, &str)> {
+    let (stem, kind) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, kind))
+}
+
+/// A segment of the log.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    /// Offset of the first record this segment holds (or will hold).
+    pub base_offset: u64,
+    /// Path of the `.log` file, for error messages and deletion.
+    pub log_path: PathBuf,
+    /// The `.log` file.
+    pub log: Arc<dyn StorageFile>,
+    /// Sparse offset → position index.
+    pub index: OffsetIndex,
+    /// Sparse timestamp → offset index.
+    pub time_index: TimeIndex,
+    /// Bytes readers may read.
+    pub size: AtomicU64,
+    /// Offset after the last readable batch.
+    pub next_offset: AtomicU64,
+    /// Largest timestamp of the readable batches (`i64::MIN` when empty).
+    pub max_timestamp: AtomicI64,
+    /// Whether the segment is sealed (immutable).
+    pub sealed: AtomicBool,
+}
+
+impl Segment {
+    /// Paths of this segment's three files.
+    pub fn paths(dir: &Path, base_offset: u64) -> [PathBuf; 3] {
+        ["log", "index", "timeindex"].map(|kind| dir.join(file_name(base_offset, kind)))
+    }
+
+    /// Creates a new empty segment (files truncated if they exist).
+    pub fn create(fs: &dyn FileSystem, dir: &Path, base_offset: u64, capacity: usize) -> io::Result<Segment> {
+        let [log_path, index_path, time_path] = Self::paths(dir, base_offset);
+        let log = fs.open(&log_path, OpenMode::Create)?;
+        log.set_len(0)?;
+        let index = OffsetIndex(MappedIndex::create(fs, &index_path, capacity)?);
+        let time_index = TimeIndex(MappedIndex::create(fs, &time_path, capacity)?);
+        Ok(Self::assemble(base_offset, log_path, log, index, time_index, 0, base_offset, i64::MIN))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn assemble(
+        base_offset: u64,
+        log_path: PathBuf,
+        log: Arc<dyn StorageFile>,
+        index: OffsetIndex,
+        time_index: TimeIndex,
+        size: u64,
+        next_offset: u64,
+        max_timestamp: i64,
+    ) -> Segment {
+        Segment {
+            base_offset,
+            log_path,
+            log,
+            index,
+            time_index,
+            size: AtomicU64::new(size),
+            next_offset: AtomicU64::new(next_offset),
+            max_timestamp: AtomicI64::new(max_timestamp),
+            sealed: AtomicBool::new(false),
+        }
+    }
+
+    /// Makes bytes up to `size` and offsets below `next_offset` readable.
+    pub fn publish(&self, size: u64, next_offset: u64, max_timestamp: i64) {
+        self.max_timestamp.store(max_timestamp, Ordering::Release);
+        self.size.store(size, Ordering::Release);
+        self.next_offset.store(next_offset, Ordering::Release);
+    }
+
+    /// Offset after the last readable batch.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Readable bytes.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Largest readable timestamp.
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    /// A [`LogError::Corrupt`] naming this segment.
+    pub fn corrupt(&self, position: u64, reason: impl Into<String>) -> LogError {
+        LogError::Corrupt {
+            segment: self.log_path.clone(),
+            position,
+            reason: reason.into(),
+        }
+    }
+
+    /// Reads `len` bytes at `position`, failing if the file is shorter.
+    pub fn read_exact(&self, position: u64, len: usize) -> LogResult<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let read = read_full_at(self.log.as_ref(), &mut buf, position)
+            .map_err(|e| LogError::io(format!("reading {}", self.log_path.display()), e))?;
+        if read < len {
+            return Err(self.corrupt(
+                position + read as u64,
+                format!("file ends {} bytes early", len - read),
+            ));
+        }
+        Ok(buf)
+    }
+}
+
+/// Why a scan stopped before the end of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScanStop {
+    /// Byte position of the first bad batch.
+    pub position: u64,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+/// Reads a segment's batches in order from a position, checking the length,
+/// CRC and offset continuity of each. Used by recovery and index rebuilds.
+pub(crate) struct BatchScanner<'a> {
+    file: &'a dyn StorageFile,
+    end: u64,
+    position: u64,
+    expected_offset: u64,
+    max_batch_bytes: usize,
+    buf: Vec<u8>,
+    /// `buf` holds file bytes `buf_start .. buf_start + buf.len()`.
+    buf_start: u64,
+}
+
+/// A batch found by a scan.
+pub(crate) struct ScannedBatch {
+    pub position: u64,
+    pub header: BatchHeader,
+}
+
+const SCAN_CHUNK: usize = 1 << 20;
+
+impl<'a> BatchScanner<'a> {
+    /// Scans `file` from `position` (where offset `expected_offset` starts)
+    /// to `end`.
+    pub fn new(file: &'a dyn StorageFile, position: u64, end: u64, expected_offset: u64, max_batch_bytes: usize) -> Self {
+        BatchScanner {
+            file,
+            end,
+            position,
+            expected_offset,
+            max_batch_bytes,
+            buf: Vec::new(),
+            buf_start: position,
+        }
+    }
+
+    /// Position after the last good batch.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The next good batch; `Ok(None)` at a clean end; `Err(stop)` at the
+    /// first torn, corrupt or out-of-sequence batch. I/O errors are returned
+    /// as a stop too, with the error text.
+    pub fn next_batch(&mut self) -> Result<Option<ScannedBatch>, ScanStop> {
+        if self.position >= self.end {
+            return Ok(None);
+        }
+        let position = self.position;
+        let max_batch_bytes = self.max_batch_bytes;
+        let stop = |reason: String| ScanStop { position, reason };
+        let remaining = self.end - self.position;
+        if remaining < HEADER_LEN as u64 {
+            return Err(stop(format!("{remaining} trailing bytes are too few for a batch header")));
+        }
+        let prefix = self.bytes(LOG_OVERHEAD).map_err(|e| stop(e.to_string()))?;
+        let length = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
+        let total = LOG_OVERHEAD as u64 + u64::from(length);
+        if length < MIN_BATCH_LENGTH || total > max_batch_bytes as u64 {
+            return Err(stop(format!("batch length field {length} is impossible")));
+        }
+        if total > remaining {
+            return Err(stop(format!("batch of {total} bytes is torn: only {remaining} bytes remain")));
+        }
+        let bytes = self.bytes(total as usize).map_err(|e| stop(e.to_string()))?;
+        let header = verify_stored(bytes, max_batch_bytes).map_err(|e| stop(e.to_string()))?;
+        if header.base_offset != self.expected_offset || header.record_count == 0 {
+            return Err(stop(format!(
+                "batch has base offset {} and {} records where offset {} was expected",
+                header.base_offset, header.record_count, self.expected_offset
+            )));
+        }
+        let found = ScannedBatch {
+            position: self.position,
+            header,
+        };
+        self.position += total;
+        self.expected_offset = header.next_offset();
+        Ok(Some(found))
+    }
+
+    /// `len` bytes at the current position, from the buffer or the file.
+    fn bytes(&mut self, len: usize) -> io::Result<&[u8]> {
+        let start = self.position.checked_sub(self.buf_start).map(|s| s as usize);
+        let Some(start) = start.filter(|s| s + len <= self.buf.len()) else {
+            let want = (self.end - self.position).min(SCAN_CHUNK.max(len) as u64) as usize;
+            self.buf.resize(want, 0);
+            let read = read_full_at(self.file, &mut self.buf, self.position)?;
+            self.buf.truncate(read);
+            self.buf_start = self.position;
+            if read < len {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than expected"));
+            }
+            return Ok(&self.buf[..len]);
+        };
+        Ok(&self.buf[start..start + len])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_twenty_digit_base_offsets() {
+        assert_eq!(file_name(42, "log"), "00000000000000000042.log");
+        assert_eq!(parse_file_name("00000000000000000042.timeindex"), Some((42, "timeindex")));
+        assert_eq!(parse_file_name("42.log"), None);
+        assert_eq!(parse_file_name("0000000000000000004x.log"), None);
+        assert_eq!(parse_file_name("checkpoint"), None);
+    }
+}

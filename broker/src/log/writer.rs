@@ -1,0 +1,546 @@
+//! [`Log`]: the writer side of a partition log, owned by one thread.
+//!
+//! ## Append, step by step (what is on disk at each point)
+//!
+//! 1. [`Log::append`] validates limits, rolls the segment if needed, assigns
+//!    the base offset and the append time, and copies the batch, restamped,
+//!    into a staging buffer. Nothing is on disk; nothing is visible.
+//! 2. [`Log::flush_writes`] writes the staging buffer with one positioned
+//!    write. The bytes are in the page cache. Index entries for them become
+//!    visible to index lookups. If the write fails (e.g. `ENOSPC`), the file
+//!    is cut back to where the staged bytes began and the whole staged group
+//!    fails; nothing that was acknowledged is touched.
+//! 3. [`Log::sync`] runs one `fdatasync` for everything written so far
+//!    (group commit). Only then, under `fsync=always`, do readers see the
+//!    new batches. If it fails the log turns read-only: the kernel may have
+//!    dropped the dirty pages, so retrying would pretend.
+//!
+//! A crash before 3 leaves a tail that recovery validates batch by batch and
+//! cuts at the first torn or corrupt one.
+//!
+//! ## Roll
+//!
+//! Flush and sync the active segment, seal its indexes (final time entry,
+//! flush, truncate to exact size, sync), create the next segment's three
+//! files, sync the directory, then write a checkpoint pointing at the new
+//! segment. A crash anywhere in between leaves either the old checkpoint
+//! (recovery scans the old segment's tail and the new, empty segment) or the
+//! new one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use pigeon_client::batch::{RecordBatch, stamp};
+
+use super::checkpoint::Checkpoint;
+use super::clock::Clock;
+use super::config::{FsyncPolicy, LogConfig};
+use super::error::{LogError, LogResult};
+use super::reader::LogReader;
+use super::recovery::RecoveryReport;
+use super::retention::{SealedInfo, expired_prefix};
+use super::segment::Segment;
+use crate::io::{FileSystem, write_all_at};
+
+/// Staged bytes are written out once they pass this size.
+const STAGE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// What readers share with the writer.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// All segments, oldest first; the last one is active. Replaced as a
+    /// whole (roll, retention) so readers take a snapshot without blocking.
+    pub segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    /// Largest batch, for sanity checks while reading.
+    pub max_batch_bytes: usize,
+}
+
+impl Shared {
+    pub fn snapshot(&self) -> Arc<Vec<Arc<Segment>>> {
+        self.segments.read().clone()
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the batch's first record.
+    pub base_offset: u64,
+    /// Offset of its last record.
+    pub last_offset: u64,
+    /// Append time given to every record of the batch (ms since the epoch).
+    pub timestamp: i64,
+    /// The log start offset at the time of the append.
+    pub log_start_offset: u64,
+}
+
+/// Index entries of staged batches, pushed once their bytes are written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PendingEntry {
+    relative_offset: u32,
+    position: u32,
+    /// Present when the time index gets an entry too.
+    timestamp: Option<i64>,
+}
+
+/// State of the writer kept across appends; restored when a staged group
+/// fails to be written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cursor {
+    /// Offset the next batch gets.
+    pub next_offset: u64,
+    /// Largest timestamp assigned so far (timestamps never go back).
+    pub max_timestamp: i64,
+    /// Bytes appended since the last index entry.
+    pub bytes_since_index: u64,
+    /// Timestamp of the last time index entry.
+    pub last_indexed_timestamp: i64,
+    /// Relative offset of the last batch of the active segment.
+    pub last_batch_relative: Option<u32>,
+}
+
+/// The active segment and the writer's position in it.
+#[derive(Debug)]
+pub(crate) struct Active {
+    pub segment: Arc<Segment>,
+    /// When the segment got its first batch, for `segment_ms`.
+    pub created_ms: i64,
+    /// Bytes written to the file.
+    pub write_pos: u64,
+    /// Bytes covered by a completed fdatasync.
+    pub synced_pos: u64,
+    /// Position of the last checkpoint in this segment.
+    pub checkpoint_pos: u64,
+    pub cursor: Cursor,
+}
+
+/// The writer of one partition log. See the module doc for the crash story.
+#[derive(Debug)]
+pub struct Log {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    pub(crate) fs: Arc<dyn FileSystem>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) active: Active,
+    /// Batches copied in, restamped, not yet written.
+    staged: Vec<u8>,
+    /// Cursor before the first staged batch, to roll back a failed write.
+    staged_from: Option<Cursor>,
+    pending_entries: Vec<PendingEntry>,
+    /// Set when staged batches were lost by a failed write: the next commit
+    /// fails for every append of the group.
+    staged_lost: Option<LogError>,
+    /// Set after a failed fsync: the log refuses writes.
+    read_only: Option<String>,
+    /// When the oldest write not yet synced happened (interval policy).
+    unsynced_since: Option<Instant>,
+    /// What opening the log had to do.
+    pub(crate) recovery: RecoveryReport,
+}
+
+impl Log {
+    pub(crate) fn assemble(
+        dir: &Path,
+        config: LogConfig,
+        fs: Arc<dyn FileSystem>,
+        clock: Arc<dyn Clock>,
+        segments: Vec<Arc<Segment>>,
+        active: Active,
+    ) -> Log {
+        let shared = Arc::new(Shared {
+            segments: RwLock::new(Arc::new(segments)),
+            max_batch_bytes: config.max_batch_bytes as usize,
+        });
+        Log {
+            dir: dir.to_owned(),
+            config,
+            fs,
+            clock,
+            shared,
+            active,
+            staged: Vec::new(),
+            staged_from: None,
+            pending_entries: Vec::new(),
+            staged_lost: None,
+            read_only: None,
+            unsynced_since: None,
+            recovery: RecoveryReport::default(),
+        }
+    }
+
+    /// A reader sharing this log's segments.
+    pub fn reader(&self) -> LogReader {
+        LogReader::new(self.shared.clone())
+    }
+
+    /// What opening the log had to do (scan, truncation, index rebuilds).
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.recovery
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Offset the next appended record will get (staged batches included).
+    pub fn next_offset(&self) -> u64 {
+        self.active.cursor.next_offset
+    }
+
+    /// Bytes of the active segment covered by a completed fsync.
+    pub fn durable_position(&self) -> (u64, u64) {
+        (self.active.segment.base_offset, self.active.synced_pos)
+    }
+
+    /// Appends a validated batch: stages it, restamped with its offset and
+    /// the append time. It is durable and visible only after [`Log::commit`].
+    pub fn append(&mut self, batch: &RecordBatch) -> LogResult<AppendInfo> {
+        self.check_writable()?;
+        if batch.max_timestamp_delta() != 0 {
+            return Err(LogError::TimestampDelta(batch.max_timestamp_delta()));
+        }
+        let bytes = batch.bytes();
+        let len = bytes.len();
+        if len > self.config.max_batch_bytes as usize {
+            return Err(LogError::InvalidBatch(pigeon_client::batch::BatchError::BadLength {
+                declared: batch.header().batch_length,
+                reason: format!("the partition's batch size limit is {} bytes", self.config.max_batch_bytes),
+            }));
+        }
+        let count = batch.header().record_count;
+        if self.should_roll(len as u64, count) {
+            self.roll()?;
+        }
+        if self.staged.len() + len > STAGE_LIMIT {
+            self.flush_writes()?;
+        }
+        let cursor = &mut self.active.cursor;
+        if self.staged.is_empty() {
+            self.staged_from = Some(*cursor);
+        }
+        let base_offset = cursor.next_offset;
+        let timestamp = self.clock.now_ms().max(cursor.max_timestamp);
+        let position = self.active.write_pos + self.staged.len() as u64;
+        let start = self.staged.len();
+        self.staged.extend_from_slice(bytes);
+        stamp(&mut self.staged[start..], base_offset, timestamp, timestamp, batch.records_crc());
+        let relative = (base_offset - self.active.segment.base_offset) as u32;
+        if let Some(entry) = index_entry(cursor, &self.config, position, relative, timestamp, len as u64) {
+            self.pending_entries.push(entry);
+        }
+        cursor.next_offset += u64::from(count);
+        cursor.max_timestamp = timestamp;
+        if self.active.write_pos == 0 && start == 0 {
+            self.active.created_ms = timestamp;
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: base_offset + u64::from(count) - 1,
+            timestamp,
+            log_start_offset: self.reader().start_offset(),
+        })
+    }
+
+    /// Makes the appends since the last commit as durable as the policy
+    /// says, and visible. Fails if any of them was lost.
+    pub fn commit(&mut self) -> LogResult<()> {
+        let result = match self.config.fsync {
+            FsyncPolicy::Always => self.sync(),
+            FsyncPolicy::Interval(every) => self.flush_writes().and_then(|()| {
+                let due = self.unsynced_since.is_some_and(|t| t.elapsed() >= every);
+                if due { self.sync() } else { self.checkpoint_if_due() }
+            }),
+            FsyncPolicy::Never => self.flush_writes().and_then(|()| self.checkpoint_if_due()),
+        };
+        match self.staged_lost.take() {
+            Some(lost) => Err(lost),
+            None => result,
+        }
+    }
+
+    /// When the interval policy next needs a sync, if it does.
+    pub fn sync_due_at(&self) -> Option<Instant> {
+        match self.config.fsync {
+            FsyncPolicy::Interval(every) => self.unsynced_since.map(|t| t + every),
+            _ => None,
+        }
+    }
+
+    /// Writes staged batches to the file (one positioned write).
+    pub fn flush_writes(&mut self) -> LogResult<()> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let segment = self.active.segment.clone();
+        if let Err(e) = write_all_at(segment.log.as_ref(), &self.staged, self.active.write_pos) {
+            let error = LogError::io(format!("appending to {}", segment.log_path.display()), e);
+            self.discard_staged(&error);
+            return Err(error);
+        }
+        self.active.write_pos += self.staged.len() as u64;
+        self.staged.clear();
+        self.staged_from = None;
+        for entry in self.pending_entries.drain(..) {
+            segment.index.push(entry.relative_offset, entry.position);
+            if let Some(ts) = entry.timestamp {
+                segment.time_index.push(ts, entry.relative_offset);
+            }
+        }
+        self.unsynced_since.get_or_insert_with(Instant::now);
+        if self.config.fsync != FsyncPolicy::Always {
+            self.publish();
+        }
+        Ok(())
+    }
+
+    /// Drops the staged group after a failed write, restoring the cursor and
+    /// cutting off whatever part of it reached the file.
+    fn discard_staged(&mut self, error: &LogError) {
+        if let Some(cursor) = self.staged_from.take() {
+            self.active.cursor = cursor;
+        }
+        self.staged.clear();
+        self.pending_entries.clear();
+        let segment = &self.active.segment;
+        if let Err(e) = segment.log.set_len(self.active.write_pos) {
+            // Harmless for readers (they stop at the published size) and for
+            // the next write (positioned at write_pos); recovery cuts it.
+            tracing::warn!(segment = %segment.log_path.display(), error = %e, "could not cut a failed write off the segment");
+        }
+        self.staged_lost = Some(error.clone());
+    }
+
+    /// Writes and fsyncs everything appended; then publishes it.
+    pub fn sync(&mut self) -> LogResult<()> {
+        self.check_writable()?;
+        self.flush_writes()?;
+        if self.active.synced_pos < self.active.write_pos {
+            let segment = self.active.segment.clone();
+            if let Err(e) = segment.log.sync_data() {
+                return Err(self.turn_read_only(&segment, e));
+            }
+            self.active.synced_pos = self.active.write_pos;
+        }
+        self.unsynced_since = None;
+        self.publish();
+        self.checkpoint_if_due()
+    }
+
+    fn turn_read_only(&mut self, segment: &Segment, e: std::io::Error) -> LogError {
+        let cause = format!("fdatasync of {} failed: {e}", segment.log_path.display());
+        tracing::error!(%cause, "partition turns read-only");
+        self.read_only = Some(cause.clone());
+        LogError::ReadOnly { cause }
+    }
+
+    fn check_writable(&self) -> LogResult<()> {
+        match &self.read_only {
+            Some(cause) => Err(LogError::ReadOnly { cause: cause.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes written batches visible to readers.
+    fn publish(&self) {
+        let a = &self.active;
+        a.segment.publish(a.write_pos, a.cursor.next_offset, a.cursor.max_timestamp);
+    }
+
+    fn checkpoint_if_due(&mut self) -> LogResult<()> {
+        let a = &self.active;
+        if a.write_pos - a.checkpoint_pos < self.config.checkpoint_interval_bytes {
+            return Ok(());
+        }
+        if a.synced_pos < a.write_pos {
+            return self.sync();
+        }
+        self.write_checkpoint(false);
+        Ok(())
+    }
+
+    /// Records the durable point. Needs `synced_pos == write_pos`. A failure
+    /// only costs a longer scan after a crash, so it is logged, not raised.
+    pub(crate) fn write_checkpoint(&mut self, clean: bool) {
+        let a = &self.active;
+        let flushed = a.segment.index.0.flush().and_then(|()| a.segment.time_index.0.flush());
+        let checkpoint = Checkpoint {
+            clean,
+            segment_base: a.segment.base_offset,
+            position: a.synced_pos,
+            next_offset: a.cursor.next_offset,
+            max_timestamp: a.cursor.max_timestamp,
+        };
+        match flushed.and_then(|()| checkpoint.write(self.fs.as_ref(), &self.dir)) {
+            Ok(()) => self.active.checkpoint_pos = checkpoint.position,
+            Err(e) => tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the recovery checkpoint"),
+        }
+    }
+
+    fn should_roll(&self, len: u64, count: u32) -> bool {
+        let a = &self.active;
+        let size = a.write_pos + self.staged.len() as u64;
+        if size == 0 {
+            return false;
+        }
+        let segment = &a.segment;
+        size + len > self.config.segment_bytes
+            || self.clock.now_ms().saturating_sub(a.created_ms) >= self.config.segment_ms as i64
+            || segment.index.0.len() + self.pending_entries.len() + 1 >= segment.index.0.capacity()
+            || a.cursor.next_offset + u64::from(count) - segment.base_offset > u64::from(u32::MAX)
+    }
+
+    /// Seals the active segment and starts a new one at the next offset.
+    pub fn roll(&mut self) -> LogResult<()> {
+        self.sync()?;
+        let old = self.active.segment.clone();
+        self.seal(&old)?;
+        let base = self.active.cursor.next_offset;
+        let capacity = self.config.index_capacity();
+        let created = Segment::create(self.fs.as_ref(), &self.dir, base, capacity)
+            .and_then(|segment| self.fs.sync_dir(&self.dir).map(|()| segment));
+        let segment = match created {
+            Ok(segment) => Arc::new(segment),
+            Err(e) => {
+                for path in Segment::paths(&self.dir, base) {
+                    let _ = self.fs.remove_file(&path);
+                }
+                return Err(LogError::io(format!("creating segment {base:020} in {}", self.dir.display()), e));
+            }
+        };
+        segment.publish(0, base, i64::MIN);
+        {
+            let mut segments = self.shared.segments.write();
+            let mut list = Vec::clone(&segments);
+            list.push(segment.clone());
+            *segments = Arc::new(list);
+        }
+        let cursor = Cursor {
+            bytes_since_index: 0,
+            last_indexed_timestamp: i64::MIN,
+            last_batch_relative: None,
+            ..self.active.cursor
+        };
+        self.active = Active {
+            segment,
+            created_ms: self.clock.now_ms(),
+            write_pos: 0,
+            synced_pos: 0,
+            checkpoint_pos: 0,
+            cursor,
+        };
+        self.write_checkpoint(false);
+        self.enforce_retention()?;
+        Ok(())
+    }
+
+    /// Final time entry, flush, truncate and sync both indexes; idempotent.
+    fn seal(&mut self, segment: &Segment) -> LogResult<()> {
+        if segment.sealed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let cursor = &self.active.cursor;
+        if let Some(relative) = cursor.last_batch_relative
+            && cursor.max_timestamp > segment.time_index.last().map_or(i64::MIN, |(ts, _)| ts)
+        {
+            segment.time_index.push(cursor.max_timestamp, relative);
+        }
+        let sealed = segment.index.0.seal().and_then(|()| segment.time_index.0.seal());
+        sealed.map_err(|e| LogError::io(format!("sealing the indexes of {}", segment.log_path.display()), e))?;
+        segment.sealed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Deletes whole sealed segments past retention; returns how many.
+    pub fn enforce_retention(&mut self) -> LogResult<usize> {
+        let snapshot = self.shared.snapshot();
+        let sealed: Vec<SealedInfo> = snapshot[..snapshot.len() - 1]
+            .iter()
+            .map(|s| SealedInfo {
+                size: s.size(),
+                max_timestamp: s.max_timestamp(),
+            })
+            .collect();
+        let active_size = self.active.write_pos;
+        let config = &self.config;
+        let count = expired_prefix(&sealed, active_size, self.clock.now_ms(), config.retention_ms, config.retention_bytes);
+        if count == 0 {
+            return Ok(0);
+        }
+        *self.shared.segments.write() = Arc::new(snapshot[count..].to_vec());
+        for segment in &snapshot[..count] {
+            tracing::info!(segment = %segment.log_path.display(), "retention deletes segment");
+            for path in Segment::paths(&self.dir, segment.base_offset) {
+                if let Err(e) = self.fs.remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "could not delete a segment file");
+                }
+            }
+        }
+        if let Err(e) = self.fs.sync_dir(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not sync the directory after retention");
+        }
+        Ok(count)
+    }
+
+    /// Clean shutdown: write, sync, cut the active indexes to their entries,
+    /// and write a clean checkpoint so that the next open skips the scan.
+    pub fn close(mut self) -> LogResult<()> {
+        if self.read_only.is_some() {
+            return Ok(());
+        }
+        self.sync()?;
+        let segment = self.active.segment.clone();
+        let sealed = segment.index.0.seal().and_then(|()| segment.time_index.0.seal());
+        sealed.map_err(|e| LogError::io(format!("flushing the indexes of {}", segment.log_path.display()), e))?;
+        self.write_checkpoint(true);
+        Ok(())
+    }
+}
+
+/// The index entry the batch at `position` gets, if one is due, and the
+/// bookkeeping for the next one. Shared by appends and recovery, so that a
+/// rebuilt index equals the one appends would have written.
+pub(crate) fn index_entry(
+    cursor: &mut Cursor,
+    config: &LogConfig,
+    position: u64,
+    relative_offset: u32,
+    timestamp: i64,
+    len: u64,
+) -> Option<PendingEntry> {
+    let mut entry = None;
+    if cursor.bytes_since_index >= u64::from(config.index_interval_bytes) && position > 0 {
+        let timestamp = (timestamp > cursor.last_indexed_timestamp).then_some(timestamp);
+        if let Some(ts) = timestamp {
+            cursor.last_indexed_timestamp = ts;
+        }
+        entry = Some(PendingEntry {
+            relative_offset,
+            position: position as u32,
+            timestamp,
+        });
+        cursor.bytes_since_index = 0;
+    }
+    cursor.bytes_since_index += len;
+    cursor.last_batch_relative = Some(relative_offset);
+    entry
+}
+
+/// Pushes an entry straight into a segment's indexes (recovery: no readers yet).
+pub(crate) fn push_entry(segment: &Segment, entry: PendingEntry) {
+    segment.index.push(entry.relative_offset, entry.position);
+    if let Some(ts) = entry.timestamp {
+        segment.time_index.push(ts, entry.relative_offset);
+    }
+}
