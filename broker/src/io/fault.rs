@@ -84,7 +84,10 @@ impl FaultPlan {
     /// How many calls of `op` were made on paths containing `path_contains`.
     pub fn calls(&self, op: Op, path_contains: &str) -> usize {
         let calls = self.calls.lock();
-        calls.iter().filter(|(o, p)| *o == op && p.contains(path_contains)).count()
+        calls
+            .iter()
+            .filter(|(o, p)| *o == op && p.contains(path_contains))
+            .count()
     }
 
     /// The fault to apply to this call, if any.

@@ -58,7 +58,12 @@ pub struct PartitionLog {
 
 impl PartitionLog {
     /// Opens (recovering if needed) the log in `dir` and starts its writer.
-    pub fn open(fs: Arc<dyn FileSystem>, dir: &Path, config: LogConfig, clock: Arc<dyn Clock>) -> LogResult<PartitionLog> {
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+    ) -> LogResult<PartitionLog> {
         let log = Log::open(fs, dir, config, clock)?;
         Ok(Self::start(log))
     }
@@ -68,20 +73,35 @@ impl PartitionLog {
         let (commands, receiver) = flume::bounded(QUEUE_DEPTH);
         let reader = log.reader();
         let (end_tx, end) = watch::channel(reader.end_offset());
-        let name = format!("log-{}", log.dir().file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
-        let spawned = std::thread::Builder::new().name(name).spawn(move || Writer { log, end: end_tx }.run(receiver));
+        let name = format!(
+            "log-{}",
+            log.dir()
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        );
+        let spawned = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || Writer { log, end: end_tx }.run(receiver));
         if let Err(e) = spawned {
             // Without a thread every append fails with `Closed`.
             tracing::error!(error = %e, "could not start a partition writer thread");
         }
-        PartitionLog { commands, reader, end }
+        PartitionLog {
+            commands,
+            reader,
+            end,
+        }
     }
 
     /// Appends a validated batch; completes when it is as durable as the
     /// fsync policy promises (and visible to readers).
     pub async fn append(&self, batch: RecordBatch) -> LogResult<AppendInfo> {
         let (reply, response) = oneshot::channel();
-        self.commands.send_async(Command::Append { batch, reply }).await.map_err(|_| LogError::Closed)?;
+        self.commands
+            .send_async(Command::Append { batch, reply })
+            .await
+            .map_err(|_| LogError::Closed)?;
         response.await.map_err(|_| LogError::Closed)?
     }
 
@@ -99,14 +119,20 @@ impl PartitionLog {
     /// Runs retention now; returns the number of segments deleted.
     pub async fn enforce_retention(&self) -> LogResult<usize> {
         let (reply, response) = oneshot::channel();
-        self.commands.send_async(Command::Retention { reply }).await.map_err(|_| LogError::Closed)?;
+        self.commands
+            .send_async(Command::Retention { reply })
+            .await
+            .map_err(|_| LogError::Closed)?;
         response.await.map_err(|_| LogError::Closed)?
     }
 
     /// Commits what is queued, shuts down cleanly, and stops the writer.
     pub async fn close(&self) -> LogResult<()> {
         let (reply, response) = oneshot::channel();
-        self.commands.send_async(Command::Close { reply }).await.map_err(|_| LogError::Closed)?;
+        self.commands
+            .send_async(Command::Close { reply })
+            .await
+            .map_err(|_| LogError::Closed)?;
         response.await.map_err(|_| LogError::Closed)?
     }
 }
@@ -120,7 +146,10 @@ impl Writer {
     fn run(mut self, commands: flume::Receiver<Command>) {
         let mut next_retention = Instant::now() + RETENTION_CHECK;
         loop {
-            let deadline = self.log.sync_due_at().map_or(next_retention, |t| t.min(next_retention));
+            let deadline = self
+                .log
+                .sync_due_at()
+                .map_or(next_retention, |t| t.min(next_retention));
             let first = match commands.recv_deadline(deadline) {
                 Ok(command) => command,
                 Err(flume::RecvTimeoutError::Timeout) => {

@@ -41,7 +41,9 @@ impl FromStr for FsyncPolicy {
                     .and_then(|ms| ms.parse::<u64>().ok())
                     .filter(|ms| *ms > 0)
                     .ok_or_else(|| {
-                        format!("fsync policy {s:?} is not one of always, interval:<ms> (ms > 0), never")
+                        format!(
+                            "fsync policy {s:?} is not one of always, interval:<ms> (ms > 0), never"
+                        )
                     })?;
                 Ok(FsyncPolicy::Interval(Duration::from_millis(ms)))
             }
@@ -142,7 +144,10 @@ mod tests {
             let err = bad.parse::<FsyncPolicy>().expect_err(bad);
             assert!(err.contains("always, interval:<ms>"), "{err}");
         }
-        assert_eq!(FsyncPolicy::Interval(Duration::from_millis(5)).to_string(), "interval:5");
+        assert_eq!(
+            FsyncPolicy::Interval(Duration::from_millis(5)).to_string(),
+            "interval:5"
+        );
     }
 
     #[test]

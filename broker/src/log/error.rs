@@ -42,7 +42,9 @@ pub enum LogError {
         reason: String,
     },
     /// The disk is full. Retriable once space is freed.
-    #[error("no space left on device while {context}; free disk space or lower retention, then retry")]
+    #[error(
+        "no space left on device while {context}; free disk space or lower retention, then retry"
+    )]
     DiskFull {
         /// What the log was doing.
         context: String,

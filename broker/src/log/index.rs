@@ -50,6 +50,7 @@ impl<const N: usize> MappedIndex<N> {
     pub fn create(fs: &dyn FileSystem, path: &Path, capacity: usize) -> io::Result<Self> {
         let file = fs.open(path, OpenMode::Create)?;
         file.set_len(0)?;
+        file.set_len((capacity * N) as u64)?;
         Self::map(file, capacity, 0)
     }
 
@@ -100,7 +101,11 @@ impl<const N: usize> MappedIndex<N> {
         let map = if capacity == 0 {
             None
         } else {
-            Some(MmapOptions::new().len(capacity * N).map_raw(file.std_file())?)
+            Some(
+                MmapOptions::new()
+                    .len(capacity * N)
+                    .map_raw(file.std_file())?,
+            )
         };
         Ok(MappedIndex {
             file,
@@ -212,7 +217,11 @@ impl OffsetIndex {
     pub fn lookup(&self, relative_offset: u32) -> (u32, u32) {
         let len = self.0.len();
         let after = partition_point(len, |i| self.entry(i).0 <= relative_offset);
-        if after == 0 { (0, 0) } else { self.entry(after - 1) }
+        if after == 0 {
+            (0, 0)
+        } else {
+            self.entry(after - 1)
+        }
     }
 }
 
@@ -243,7 +252,11 @@ impl TimeIndex {
     /// `timestamp`: the last entry strictly before it, else 0.
     pub fn lookup(&self, timestamp: i64) -> u32 {
         let after = partition_point(self.0.len(), |i| self.entry(i).0 < timestamp);
-        if after == 0 { 0 } else { self.entry(after - 1).1 }
+        if after == 0 {
+            0
+        } else {
+            self.entry(after - 1).1
+        }
     }
 }
 
@@ -279,7 +292,8 @@ mod tests {
     #[test]
     fn lookup_finds_the_last_entry_at_or_before() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let index = OffsetIndex(MappedIndex::create(&StdFs, &dir.path().join("i"), 8).expect("create"));
+        let index =
+            OffsetIndex(MappedIndex::create(&StdFs, &dir.path().join("i"), 8).expect("create"));
         assert_eq!(index.lookup(5), (0, 0));
         for (rel, pos) in [(10, 4096), (20, 8200), (35, 12300)] {
             assert!(index.push(rel, pos));
@@ -326,12 +340,18 @@ mod tests {
         index.0.flush().expect("flush");
         drop(index);
         let keep_below_250 = |e: &[u8; 8], _: Option<&[u8; 8]>| decode_offset_entry(e).1 < 250;
-        let reopened = OffsetIndex(MappedIndex::open_active(&StdFs, &path, 4, keep_below_250).expect("open"));
+        let reopened =
+            OffsetIndex(MappedIndex::open_active(&StdFs, &path, 4, keep_below_250).expect("open"));
         assert_eq!(reopened.0.len(), 2);
         assert_eq!(index_file_len(&path), 32);
         reopened.0.flush().expect("flush");
         drop(reopened);
-        let again = OffsetIndex(MappedIndex::open_active(&StdFs, &path, 4, |_, _| true).expect("open"));
-        assert_eq!(again.0.len(), 2, "the dropped entry was zeroed, not resurrected");
+        let again =
+            OffsetIndex(MappedIndex::open_active(&StdFs, &path, 4, |_, _| true).expect("open"));
+        assert_eq!(
+            again.0.len(),
+            2,
+            "the dropped entry was zeroed, not resurrected"
+        );
     }
 }

@@ -89,8 +89,16 @@ impl LogReader {
         let segment = segment_for(&segments, offset);
         let size = segment.size();
         let (_, position) = segment.index.lookup((offset - segment.base_offset) as u32);
-        let (position, first) = self.locate(segment, u64::from(position), size, |h| h.next_offset() > offset)?
-            .ok_or_else(|| segment.corrupt(size, format!("offset {offset} is not in the segment it belongs to")))?;
+        let (position, first) = self
+            .locate(segment, u64::from(position), size, |h| {
+                h.next_offset() > offset
+            })?
+            .ok_or_else(|| {
+                segment.corrupt(
+                    size,
+                    format!("offset {offset} is not in the segment it belongs to"),
+                )
+            })?;
         let bytes = self.read_batches(segment, position, size, &first, max_bytes)?;
         Ok(result(bytes))
     }
@@ -105,11 +113,15 @@ impl LogReader {
         let relative = segment.time_index.lookup(timestamp);
         let (_, position) = segment.index.lookup(relative);
         let size = segment.size();
-        let Some((position, header)) = self.locate(segment, u64::from(position), size, |h| h.max_timestamp >= timestamp)? else {
+        let Some((position, header)) = self.locate(segment, u64::from(position), size, |h| {
+            h.max_timestamp >= timestamp
+        })?
+        else {
             return Ok(None);
         };
         let bytes = Bytes::from(segment.read_exact(position, header.total_len())?);
-        verify_stored(&bytes, self.shared.max_batch_bytes).map_err(|e| segment.corrupt(position, e.to_string()))?;
+        verify_stored(&bytes, self.shared.max_batch_bytes)
+            .map_err(|e| segment.corrupt(position, e.to_string()))?;
         let records = records_of(bytes).map_err(|e| segment.corrupt(position, e.to_string()))?;
         for record in records {
             let record = record.map_err(|e| segment.corrupt(position, e.to_string()))?;
@@ -138,10 +150,14 @@ impl LogReader {
             }
             let mut at = 0usize;
             while at + HEADER_LEN <= read {
-                let header = BatchHeader::parse(&buf[at..read]).map_err(|e| segment.corrupt(position + at as u64, e.to_string()))?;
+                let header = BatchHeader::parse(&buf[at..read])
+                    .map_err(|e| segment.corrupt(position + at as u64, e.to_string()))?;
                 let total = header.total_len();
                 if total < HEADER_LEN || total > self.shared.max_batch_bytes {
-                    return Err(segment.corrupt(position + at as u64, format!("impossible batch length {total}")));
+                    return Err(segment.corrupt(
+                        position + at as u64,
+                        format!("impossible batch length {total}"),
+                    ));
                 }
                 if found(&header) {
                     return Ok(Some((position + at as u64, header)));
@@ -167,7 +183,9 @@ impl LogReader {
         let mut at = 0usize;
         let mut expected = first.base_offset;
         while at + HEADER_LEN <= buf.len() {
-            let Some((_, length)) = pigeon_client::batch::read_prefix(&buf[at..]) else { break };
+            let Some((_, length)) = pigeon_client::batch::read_prefix(&buf[at..]) else {
+                break;
+            };
             let total = 12 + length as usize;
             if at + total > buf.len() {
                 break;
@@ -176,7 +194,10 @@ impl LogReader {
                 .map_err(|e| e.to_string())
                 .and_then(|h| match h.base_offset == expected {
                     true => Ok(h),
-                    false => Err(format!("batch has base offset {} where {expected} was expected", h.base_offset)),
+                    false => Err(format!(
+                        "batch has base offset {} where {expected} was expected",
+                        h.base_offset
+                    )),
                 });
             match checked {
                 Ok(header) => expected = header.next_offset(),

@@ -40,13 +40,21 @@ use crate::io::{FileSystem, OpenMode, read_full_at};
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering it if the
     /// last stop was not clean.
-    pub fn open(fs: Arc<dyn FileSystem>, dir: &Path, config: LogConfig, clock: Arc<dyn Clock>) -> LogResult<Log> {
-        config.validate().map_err(|reason| LogError::io("checking the log settings", std::io::Error::other(reason)))?;
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+    ) -> LogResult<Log> {
+        config.validate().map_err(|reason| {
+            LogError::io("checking the log settings", std::io::Error::other(reason))
+        })?;
         let io = |what: &str| {
             let what = format!("{what} in {}", dir.display());
             move |e| LogError::io(what, e)
         };
-        fs.create_dir_all(dir).map_err(io("creating the partition directory"))?;
+        fs.create_dir_all(dir)
+            .map_err(io("creating the partition directory"))?;
         let bases = clean_leftovers(fs.as_ref(), dir).map_err(io("listing segments"))?;
         let checkpoint = Checkpoint::read(fs.as_ref(), dir);
         let mut opener = Opener {
@@ -83,7 +91,9 @@ fn clean_leftovers(fs: &dyn FileSystem, dir: &Path) -> std::io::Result<Vec<u64>>
     let mut logs = BTreeSet::new();
     let mut indexes = Vec::new();
     for path in fs.read_dir(dir)? {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
         if name.ends_with(".tmp") {
             fs.remove_file(&path)?;
             continue;
@@ -136,7 +146,10 @@ impl Opener<'_> {
     fn fresh(&mut self, base: u64) -> LogResult<(Vec<Arc<Segment>>, Active)> {
         let segment = Segment::create(self.fs, self.dir, base, self.config.index_capacity())
             .and_then(|s| self.fs.sync_dir(self.dir).map(|()| s))
-            .map_err(self.io_error(format!("creating the first segment in {}", self.dir.display())))?;
+            .map_err(self.io_error(format!(
+                "creating the first segment in {}",
+                self.dir.display()
+            )))?;
         let segment = Arc::new(segment);
         let active = Active {
             segment: segment.clone(),
@@ -153,9 +166,13 @@ impl Opener<'_> {
     /// indexes are used as they are unless unusable; otherwise it is scanned.
     fn sealed(&mut self, base: u64, next_base: u64, trusted: bool) -> LogResult<Segment> {
         let [log_path, index_path, time_path] = Segment::paths(self.dir, base);
-        let log = self.fs.open(&log_path, OpenMode::ReadWrite)
+        let log = self
+            .fs
+            .open(&log_path, OpenMode::ReadWrite)
             .map_err(self.io_error(format!("opening {}", log_path.display())))?;
-        let size = log.len().map_err(self.io_error(format!("reading the size of {}", log_path.display())))?;
+        let size = log
+            .len()
+            .map_err(self.io_error(format!("reading the size of {}", log_path.display())))?;
         let indexes = trusted
             .then(|| {
                 let index = MappedIndex::open_sealed(self.fs, &index_path).ok()?;
@@ -167,7 +184,9 @@ impl Opener<'_> {
         let segment = match indexes {
             Some((index, time_index)) => {
                 let max_ts = time_index.last().map_or(i64::MIN, |(ts, _)| ts);
-                Segment::assemble(base, log_path, log, index, time_index, size, next_base, max_ts)
+                Segment::assemble(
+                    base, log_path, log, index, time_index, size, next_base, max_ts,
+                )
             }
             None => {
                 if trusted {
@@ -190,13 +209,25 @@ impl Opener<'_> {
         log: Arc<dyn crate::io::StorageFile>,
         size: u64,
     ) -> LogResult<Segment> {
-        let capacity = self.config.index_capacity().max((size / u64::from(self.config.index_interval_bytes)) as usize + 4);
+        let capacity = self
+            .config
+            .index_capacity()
+            .max((size / u64::from(self.config.index_interval_bytes)) as usize + 4);
         let [_, index_path, time_path] = Segment::paths(self.dir, base);
         let shown = log_path.display().to_string();
         let io = |e| LogError::io(format!("rebuilding the indexes of {shown}"), e);
         let index = OffsetIndex(MappedIndex::create(self.fs, &index_path, capacity).map_err(io)?);
         let time_index = TimeIndex(MappedIndex::create(self.fs, &time_path, capacity).map_err(io)?);
-        let segment = Segment::assemble(base, log_path, log, index, time_index, size, next_base, i64::MIN);
+        let segment = Segment::assemble(
+            base,
+            log_path,
+            log,
+            index,
+            time_index,
+            size,
+            next_base,
+            i64::MIN,
+        );
         self.report.rebuilt_indexes += 1;
         self.report.scanned_bytes += size;
         let mut cursor = empty_cursor(base, i64::MIN);
@@ -214,23 +245,37 @@ impl Opener<'_> {
         }
         segment.index.0.seal().map_err(io)?;
         segment.time_index.0.seal().map_err(io)?;
-        segment.max_timestamp.store(cursor.max_timestamp, Ordering::Release);
+        segment
+            .max_timestamp
+            .store(cursor.max_timestamp, Ordering::Release);
         Ok(segment)
     }
 
     /// Opens and, unless the stop was clean, recovers the active segment.
-    fn active(&mut self, base: u64, checkpoint: Option<Checkpoint>, now_ms: i64) -> LogResult<Active> {
+    fn active(
+        &mut self,
+        base: u64,
+        checkpoint: Option<Checkpoint>,
+        now_ms: i64,
+    ) -> LogResult<Active> {
         let [log_path, index_path, time_path] = Segment::paths(self.dir, base);
         let io = |what: &str| {
             let what = format!("{what} {}", log_path.display());
             move |e| LogError::io(what, e)
         };
-        let log = self.fs.open(&log_path, OpenMode::ReadWrite).map_err(io("opening"))?;
+        let log = self
+            .fs
+            .open(&log_path, OpenMode::ReadWrite)
+            .map_err(io("opening"))?;
         let file_len = log.len().map_err(io("reading the size of"))?;
         let at_checkpoint = checkpoint.filter(|c| c.segment_base == base && c.position <= file_len);
         let clean = at_checkpoint.is_some_and(|c| c.clean && c.position == file_len);
         let (start_pos, start_offset, start_ts) = match at_checkpoint {
-            Some(c) => (c.position, c.next_offset, c.max_timestamp.max(self.max_timestamp)),
+            Some(c) => (
+                c.position,
+                c.next_offset,
+                c.max_timestamp.max(self.max_timestamp),
+            ),
             None => (0, base, self.max_timestamp),
         };
         let capacity = self.config.index_capacity();
@@ -251,9 +296,24 @@ impl Opener<'_> {
             });
             clean || (increasing && rel < start_relative && ts <= start_ts)
         };
-        let index = OffsetIndex(MappedIndex::open_active(self.fs, &index_path, capacity, keep_offset).map_err(io("opening the index of"))?);
-        let time_index = TimeIndex(MappedIndex::open_active(self.fs, &time_path, capacity, keep_time).map_err(io("opening the time index of"))?);
-        let segment = Segment::assemble(base, log_path.clone(), log, index, time_index, start_pos, start_offset, start_ts);
+        let index = OffsetIndex(
+            MappedIndex::open_active(self.fs, &index_path, capacity, keep_offset)
+                .map_err(io("opening the index of"))?,
+        );
+        let time_index = TimeIndex(
+            MappedIndex::open_active(self.fs, &time_path, capacity, keep_time)
+                .map_err(io("opening the time index of"))?,
+        );
+        let segment = Segment::assemble(
+            base,
+            log_path.clone(),
+            log,
+            index,
+            time_index,
+            start_pos,
+            start_offset,
+            start_ts,
+        );
         let mut cursor = resume_cursor(&segment, self.config, start_pos, start_offset, start_ts);
         let mut end = start_pos;
         self.report.clean = clean;
@@ -272,13 +332,27 @@ impl Opener<'_> {
             };
             self.report.truncated_bytes = file_len - end;
             if end < file_len {
-                segment.log.set_len(end).map_err(io("truncating the torn tail of"))?;
+                segment
+                    .log
+                    .set_len(end)
+                    .map_err(io("truncating the torn tail of"))?;
             }
-            segment.log.sync_data().map_err(io("syncing the recovered tail of"))?;
+            segment
+                .log
+                .sync_data()
+                .map_err(io("syncing the recovered tail of"))?;
         }
-        let segment_max = if end == 0 { i64::MIN } else { cursor.max_timestamp };
+        let segment_max = if end == 0 {
+            i64::MIN
+        } else {
+            cursor.max_timestamp
+        };
         segment.publish(end, cursor.next_offset, segment_max);
-        let created_ms = if end == 0 { now_ms } else { first_timestamp(&segment).unwrap_or(now_ms) };
+        let created_ms = if end == 0 {
+            now_ms
+        } else {
+            first_timestamp(&segment).unwrap_or(now_ms)
+        };
         Ok(Active {
             segment: Arc::new(segment),
             created_ms,
@@ -302,14 +376,28 @@ fn empty_cursor(next_offset: u64, max_timestamp: i64) -> Cursor {
 
 /// The writer's cursor at `position` of a segment whose kept index entries
 /// are already loaded.
-fn resume_cursor(segment: &Segment, config: &LogConfig, position: u64, next_offset: u64, max_ts: i64) -> Cursor {
-    let last_entry_pos = segment.index.0.len().checked_sub(1).map_or(0, |i| u64::from(segment.index.entry(i).1));
+fn resume_cursor(
+    segment: &Segment,
+    config: &LogConfig,
+    position: u64,
+    next_offset: u64,
+    max_ts: i64,
+) -> Cursor {
+    let last_entry_pos = segment
+        .index
+        .0
+        .len()
+        .checked_sub(1)
+        .map_or(0, |i| u64::from(segment.index.entry(i).1));
     Cursor {
         next_offset,
         max_timestamp: max_ts,
-        bytes_since_index: position.saturating_sub(last_entry_pos).min(u64::from(config.index_interval_bytes)),
+        bytes_since_index: position
+            .saturating_sub(last_entry_pos)
+            .min(u64::from(config.index_interval_bytes)),
         last_indexed_timestamp: segment.time_index.last().map_or(i64::MIN, |(ts, _)| ts),
-        last_batch_relative: (next_offset > segment.base_offset).then(|| (next_offset - 1 - segment.base_offset) as u32),
+        last_batch_relative: (next_offset > segment.base_offset)
+            .then(|| (next_offset - 1 - segment.base_offset) as u32),
     }
 }
 
@@ -322,11 +410,24 @@ fn scan_into(
     from: u64,
     to: u64,
 ) -> Result<u64, super::segment::ScanStop> {
-    let mut scanner = BatchScanner::new(segment.log.as_ref(), from, to, cursor.next_offset, config.max_batch_bytes as usize);
+    let mut scanner = BatchScanner::new(
+        segment.log.as_ref(),
+        from,
+        to,
+        cursor.next_offset,
+        config.max_batch_bytes as usize,
+    );
     while let Some(batch) = scanner.next_batch()? {
         let header = batch.header;
         let relative = (header.base_offset - segment.base_offset) as u32;
-        if let Some(entry) = index_entry(cursor, config, batch.position, relative, header.max_timestamp, header.total_len() as u64) {
+        if let Some(entry) = index_entry(
+            cursor,
+            config,
+            batch.position,
+            relative,
+            header.max_timestamp,
+            header.total_len() as u64,
+        ) {
             push_entry(segment, entry);
         }
         cursor.next_offset = header.next_offset();
@@ -339,12 +440,18 @@ fn scan_into(
 fn first_timestamp(segment: &Segment) -> Option<i64> {
     let mut buf = [0u8; HEADER_LEN];
     let read = read_full_at(segment.log.as_ref(), &mut buf, 0).ok()?;
-    (read == HEADER_LEN).then(|| BatchHeader::parse(&buf).ok().map(|h| h.first_timestamp)).flatten()
+    (read == HEADER_LEN)
+        .then(|| BatchHeader::parse(&buf).ok().map(|h| h.first_timestamp))
+        .flatten()
 }
 
 /// Cheap sanity check of a sealed segment's indexes: the last entries must
 /// point inside the segment.
 fn plausible(index: &OffsetIndex, time: &TimeIndex, size: u64) -> bool {
-    let offset_ok = index.0.len().checked_sub(1).is_none_or(|i| u64::from(index.entry(i).1) < size);
+    let offset_ok = index
+        .0
+        .len()
+        .checked_sub(1)
+        .is_none_or(|i| u64::from(index.entry(i).1) < size);
     offset_ok && (size == 0 || time.0.len() > 0)
 }

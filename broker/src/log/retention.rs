@@ -39,7 +39,10 @@ mod tests {
     use super::*;
 
     fn seg(size: u64, max_timestamp: i64) -> SealedInfo {
-        SealedInfo { size, max_timestamp }
+        SealedInfo {
+            size,
+            max_timestamp,
+        }
     }
 
     #[test]

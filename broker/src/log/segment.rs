@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use pigeon_client::batch::{BatchHeader, HEADER_LEN, LOG_OVERHEAD, MIN_BATCH_LENGTH, verify_stored};
+use pigeon_client::batch::{
+    BatchHeader, HEADER_LEN, LOG_OVERHEAD, MIN_BATCH_LENGTH, verify_stored,
+};
 
 use super::error::{LogError, LogResult};
 use super::index::{MappedIndex, OffsetIndex, TimeIndex};
@@ -63,13 +65,27 @@ impl Segment {
     }
 
     /// Creates a new empty segment (files truncated if they exist).
-    pub fn create(fs: &dyn FileSystem, dir: &Path, base_offset: u64, capacity: usize) -> io::Result<Segment> {
+    pub fn create(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        base_offset: u64,
+        capacity: usize,
+    ) -> io::Result<Segment> {
         let [log_path, index_path, time_path] = Self::paths(dir, base_offset);
         let log = fs.open(&log_path, OpenMode::Create)?;
         log.set_len(0)?;
         let index = OffsetIndex(MappedIndex::create(fs, &index_path, capacity)?);
         let time_index = TimeIndex(MappedIndex::create(fs, &time_path, capacity)?);
-        Ok(Self::assemble(base_offset, log_path, log, index, time_index, 0, base_offset, i64::MIN))
+        Ok(Self::assemble(
+            base_offset,
+            log_path,
+            log,
+            index,
+            time_index,
+            0,
+            base_offset,
+            i64::MIN,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -175,7 +191,13 @@ const SCAN_CHUNK: usize = 1 << 20;
 impl<'a> BatchScanner<'a> {
     /// Scans `file` from `position` (where offset `expected_offset` starts)
     /// to `end`.
-    pub fn new(file: &'a dyn StorageFile, position: u64, end: u64, expected_offset: u64, max_batch_bytes: usize) -> Self {
+    pub fn new(
+        file: &'a dyn StorageFile,
+        position: u64,
+        end: u64,
+        expected_offset: u64,
+        max_batch_bytes: usize,
+    ) -> Self {
         BatchScanner {
             file,
             end,
@@ -204,7 +226,9 @@ impl<'a> BatchScanner<'a> {
         let stop = |reason: String| ScanStop { position, reason };
         let remaining = self.end - self.position;
         if remaining < HEADER_LEN as u64 {
-            return Err(stop(format!("{remaining} trailing bytes are too few for a batch header")));
+            return Err(stop(format!(
+                "{remaining} trailing bytes are too few for a batch header"
+            )));
         }
         let prefix = self.bytes(LOG_OVERHEAD).map_err(|e| stop(e.to_string()))?;
         let length = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
@@ -213,9 +237,13 @@ impl<'a> BatchScanner<'a> {
             return Err(stop(format!("batch length field {length} is impossible")));
         }
         if total > remaining {
-            return Err(stop(format!("batch of {total} bytes is torn: only {remaining} bytes remain")));
+            return Err(stop(format!(
+                "batch of {total} bytes is torn: only {remaining} bytes remain"
+            )));
         }
-        let bytes = self.bytes(total as usize).map_err(|e| stop(e.to_string()))?;
+        let bytes = self
+            .bytes(total as usize)
+            .map_err(|e| stop(e.to_string()))?;
         let header = verify_stored(bytes, max_batch_bytes).map_err(|e| stop(e.to_string()))?;
         if header.base_offset != self.expected_offset || header.record_count == 0 {
             return Err(stop(format!(
@@ -234,7 +262,10 @@ impl<'a> BatchScanner<'a> {
 
     /// `len` bytes at the current position, from the buffer or the file.
     fn bytes(&mut self, len: usize) -> io::Result<&[u8]> {
-        let start = self.position.checked_sub(self.buf_start).map(|s| s as usize);
+        let start = self
+            .position
+            .checked_sub(self.buf_start)
+            .map(|s| s as usize);
         let Some(start) = start.filter(|s| s + len <= self.buf.len()) else {
             let want = (self.end - self.position).min(SCAN_CHUNK.max(len) as u64) as usize;
             self.buf.resize(want, 0);
@@ -242,7 +273,10 @@ impl<'a> BatchScanner<'a> {
             self.buf.truncate(read);
             self.buf_start = self.position;
             if read < len {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than expected"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shorter than expected",
+                ));
             }
             return Ok(&self.buf[..len]);
         };
@@ -257,7 +291,10 @@ mod tests {
     #[test]
     fn file_names_are_twenty_digit_base_offsets() {
         assert_eq!(file_name(42, "log"), "00000000000000000042.log");
-        assert_eq!(parse_file_name("00000000000000000042.timeindex"), Some((42, "timeindex")));
+        assert_eq!(
+            parse_file_name("00000000000000000042.timeindex"),
+            Some((42, "timeindex"))
+        );
         assert_eq!(parse_file_name("42.log"), None);
         assert_eq!(parse_file_name("0000000000000000004x.log"), None);
         assert_eq!(parse_file_name("checkpoint"), None);

@@ -212,10 +212,15 @@ impl Log {
         let bytes = batch.bytes();
         let len = bytes.len();
         if len > self.config.max_batch_bytes as usize {
-            return Err(LogError::InvalidBatch(pigeon_client::batch::BatchError::BadLength {
-                declared: batch.header().batch_length,
-                reason: format!("the partition's batch size limit is {} bytes", self.config.max_batch_bytes),
-            }));
+            return Err(LogError::InvalidBatch(
+                pigeon_client::batch::BatchError::BadLength {
+                    declared: batch.header().batch_length,
+                    reason: format!(
+                        "the partition's batch size limit is {} bytes",
+                        self.config.max_batch_bytes
+                    ),
+                },
+            ));
         }
         let count = batch.header().record_count;
         if self.should_roll(len as u64, count) {
@@ -233,9 +238,22 @@ impl Log {
         let position = self.active.write_pos + self.staged.len() as u64;
         let start = self.staged.len();
         self.staged.extend_from_slice(bytes);
-        stamp(&mut self.staged[start..], base_offset, timestamp, timestamp, batch.records_crc());
+        stamp(
+            &mut self.staged[start..],
+            base_offset,
+            timestamp,
+            timestamp,
+            batch.records_crc(),
+        );
         let relative = (base_offset - self.active.segment.base_offset) as u32;
-        if let Some(entry) = index_entry(cursor, &self.config, position, relative, timestamp, len as u64) {
+        if let Some(entry) = index_entry(
+            cursor,
+            &self.config,
+            position,
+            relative,
+            timestamp,
+            len as u64,
+        ) {
             self.pending_entries.push(entry);
         }
         cursor.next_offset += u64::from(count);
@@ -258,7 +276,11 @@ impl Log {
             FsyncPolicy::Always => self.sync(),
             FsyncPolicy::Interval(every) => self.flush_writes().and_then(|()| {
                 let due = self.unsynced_since.is_some_and(|t| t.elapsed() >= every);
-                if due { self.sync() } else { self.checkpoint_if_due() }
+                if due {
+                    self.sync()
+                } else {
+                    self.checkpoint_if_due()
+                }
             }),
             FsyncPolicy::Never => self.flush_writes().and_then(|()| self.checkpoint_if_due()),
         };
@@ -345,7 +367,9 @@ impl Log {
 
     fn check_writable(&self) -> LogResult<()> {
         match &self.read_only {
-            Some(cause) => Err(LogError::ReadOnly { cause: cause.clone() }),
+            Some(cause) => Err(LogError::ReadOnly {
+                cause: cause.clone(),
+            }),
             None => Ok(()),
         }
     }
@@ -353,7 +377,8 @@ impl Log {
     /// Makes written batches visible to readers.
     fn publish(&self) {
         let a = &self.active;
-        a.segment.publish(a.write_pos, a.cursor.next_offset, a.cursor.max_timestamp);
+        a.segment
+            .publish(a.write_pos, a.cursor.next_offset, a.cursor.max_timestamp);
     }
 
     fn checkpoint_if_due(&mut self) -> LogResult<()> {
@@ -372,7 +397,12 @@ impl Log {
     /// only costs a longer scan after a crash, so it is logged, not raised.
     pub(crate) fn write_checkpoint(&mut self, clean: bool) {
         let a = &self.active;
-        let flushed = a.segment.index.0.flush().and_then(|()| a.segment.time_index.0.flush());
+        let flushed = a
+            .segment
+            .index
+            .0
+            .flush()
+            .and_then(|()| a.segment.time_index.0.flush());
         let checkpoint = Checkpoint {
             clean,
             segment_base: a.segment.base_offset,
@@ -382,7 +412,9 @@ impl Log {
         };
         match flushed.and_then(|()| checkpoint.write(self.fs.as_ref(), &self.dir)) {
             Ok(()) => self.active.checkpoint_pos = checkpoint.position,
-            Err(e) => tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the recovery checkpoint"),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the recovery checkpoint")
+            }
         }
     }
 
@@ -414,7 +446,10 @@ impl Log {
                 for path in Segment::paths(&self.dir, base) {
                     let _ = self.fs.remove_file(&path);
                 }
-                return Err(LogError::io(format!("creating segment {base:020} in {}", self.dir.display()), e));
+                return Err(LogError::io(
+                    format!("creating segment {base:020} in {}", self.dir.display()),
+                    e,
+                ));
             }
         };
         segment.publish(0, base, i64::MIN);
@@ -454,8 +489,17 @@ impl Log {
         {
             segment.time_index.push(cursor.max_timestamp, relative);
         }
-        let sealed = segment.index.0.seal().and_then(|()| segment.time_index.0.seal());
-        sealed.map_err(|e| LogError::io(format!("sealing the indexes of {}", segment.log_path.display()), e))?;
+        let sealed = segment
+            .index
+            .0
+            .seal()
+            .and_then(|()| segment.time_index.0.seal());
+        sealed.map_err(|e| {
+            LogError::io(
+                format!("sealing the indexes of {}", segment.log_path.display()),
+                e,
+            )
+        })?;
         segment.sealed.store(true, Ordering::Release);
         Ok(())
     }
@@ -472,7 +516,13 @@ impl Log {
             .collect();
         let active_size = self.active.write_pos;
         let config = &self.config;
-        let count = expired_prefix(&sealed, active_size, self.clock.now_ms(), config.retention_ms, config.retention_bytes);
+        let count = expired_prefix(
+            &sealed,
+            active_size,
+            self.clock.now_ms(),
+            config.retention_ms,
+            config.retention_bytes,
+        );
         if count == 0 {
             return Ok(0);
         }
@@ -501,8 +551,17 @@ impl Log {
         }
         self.sync()?;
         let segment = self.active.segment.clone();
-        let sealed = segment.index.0.seal().and_then(|()| segment.time_index.0.seal());
-        sealed.map_err(|e| LogError::io(format!("flushing the indexes of {}", segment.log_path.display()), e))?;
+        let sealed = segment
+            .index
+            .0
+            .seal()
+            .and_then(|()| segment.time_index.0.seal());
+        sealed.map_err(|e| {
+            LogError::io(
+                format!("flushing the indexes of {}", segment.log_path.display()),
+                e,
+            )
+        })?;
         self.write_checkpoint(true);
         Ok(())
     }
