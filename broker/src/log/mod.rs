@@ -64,4 +64,6 @@ pub use recovery::RecoveryReport;
 pub use writer::{AppendInfo, Log};
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;

@@ -177,6 +177,11 @@ impl Log {
         LogReader::new(self.shared.clone())
     }
 
+    /// `(segment base, bytes written)` of the active segment.
+    pub fn end_position(&self) -> (u64, u64) {
+        (self.active.segment.base_offset, self.active.write_pos)
+    }
+
     /// What opening the log had to do (scan, truncation, index rebuilds).
     pub fn recovery_report(&self) -> RecoveryReport {
         self.recovery
@@ -432,7 +437,12 @@ impl Log {
     }
 
     /// Seals the active segment and starts a new one at the next offset.
+    /// Does nothing while the active segment is empty (a new segment would
+    /// have the same base offset).
     pub fn roll(&mut self) -> LogResult<()> {
+        if self.active.write_pos == 0 && self.staged.is_empty() {
+            return Ok(());
+        }
         self.sync()?;
         let old = self.active.segment.clone();
         self.seal(&old)?;
