@@ -310,7 +310,16 @@ fn truncate_at_char_boundary(s: &str, max: usize) -> &str {
 /// after the length field.
 fn header_reader(frame: Bytes, limits: Limits) -> Result<(Reader, u16, u16, u32), CodecError> {
     let mut r = Reader::new(frame, 0, limits);
-    let _length = r.u32("frame_length")?;
+    let length = r.u32("frame_length")?;
+    if length as usize != r.remaining() {
+        return Err(CodecError::new(
+            0,
+            CodecErrorKind::InvalidValue {
+                field: "frame_length",
+                value: u64::from(length),
+            },
+        ));
+    }
     let api_key = r.u16("api_key")?;
     let api_version = r.u16("api_version")?;
     let request_id = r.u32("request_id")?;
@@ -318,7 +327,9 @@ fn header_reader(frame: Bytes, limits: Limits) -> Result<(Reader, u16, u16, u32)
 }
 
 /// Decodes a whole request frame (length field included). `Err` only if
-/// the header itself is cut short; body errors land in
+/// the header itself is cut short or the length field does not match the
+/// bytes given (both impossible for frames from [`split_frame`]); body
+/// errors land in
 /// [`IncomingRequest::request`].
 pub fn decode_request(frame: Bytes, limits: Limits) -> Result<IncomingRequest, CodecError> {
     let (mut r, api_key, api_version, request_id) = header_reader(frame, limits)?;
@@ -332,7 +343,9 @@ pub fn decode_request(frame: Bytes, limits: Limits) -> Result<IncomingRequest, C
 }
 
 /// Decodes a whole response frame (length field included). `Err` only if
-/// the header itself is cut short; body errors land in
+/// the header itself is cut short or the length field does not match the
+/// bytes given (both impossible for frames from [`split_frame`]); body
+/// errors land in
 /// [`IncomingResponse::body`].
 pub fn decode_response(frame: Bytes, limits: Limits) -> Result<IncomingResponse, CodecError> {
     let (mut r, api_key, api_version, request_id) = header_reader(frame, limits)?;

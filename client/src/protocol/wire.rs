@@ -17,7 +17,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::codec_error::{CodecError, CodecErrorKind};
-use super::limits::{Limits, MAX_TOPIC_NAME_LEN, validate_topic_name};
+use super::limits::{Limits, MAX_TOPIC_NAME_LEN, TopicNameError, validate_topic_name};
 
 /// Elements pre-allocated for an array before any is decoded; arrays longer
 /// than this grow as their elements are actually read.
@@ -136,13 +136,20 @@ impl Reader {
     }
 
     /// Reads a topic name: a string of at most 200 bytes that passes
-    /// [`validate_topic_name`].
+    /// [`validate_topic_name`]. Every failure, a too-long length prefix
+    /// included, is `InvalidTopicName` at the offset of the length prefix.
     pub fn topic_name(&mut self, field: &'static str) -> Result<String, CodecError> {
         let start = self.offset();
-        let name = self.string(field, MAX_TOPIC_NAME_LEN)?;
-        validate_topic_name(&name)
-            .map_err(|e| CodecError::new(start, CodecErrorKind::InvalidTopicName(e)))?;
-        Ok(name)
+        let invalid = |e| CodecError::new(start, CodecErrorKind::InvalidTopicName(e));
+        let len = usize::from(self.u16(field)?);
+        if len > MAX_TOPIC_NAME_LEN {
+            return Err(invalid(TopicNameError::TooLong { len }));
+        }
+        let bytes = self.take(field, len)?;
+        let name = std::str::from_utf8(&bytes)
+            .map_err(|_| CodecError::new(start, CodecErrorKind::InvalidUtf8 { field }))?;
+        validate_topic_name(name).map_err(invalid)?;
+        Ok(name.to_owned())
     }
 
     /// Reads bytes: `u32` length (at most `max_len`), then the bytes, as a
