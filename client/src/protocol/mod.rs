@@ -43,6 +43,45 @@
 //!   fatal [`CodecError`] (the connection is closed); any other decoding
 //!   failure is confined to its own request, which gets an error response.
 //!
+//! ## Use
+//!
+//! A client encodes [`RequestFrame`]s and decodes [`IncomingResponse`]s
+//! with a [`ClientCodec`]; the broker decodes [`IncomingRequest`]s and
+//! encodes [`ResponseFrame`]s with a [`ServerCodec`]. Both are
+//! `tokio_util::codec` codecs, for `Framed` over a TCP stream:
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use pigeon_client::protocol::*;
+//! use tokio_util::codec::{Decoder, Encoder};
+//!
+//! # fn main() -> Result<(), CodecError> {
+//! let (mut client, mut server) = (ClientCodec::default(), ServerCodec::default());
+//! let mut wire = BytesMut::new();
+//!
+//! // Client: send a request tagged with an id of its choosing.
+//! let request = DescribeTopicRequest { topic: "orders".into() };
+//! client.encode(RequestFrame { request_id: 1, api_version: 0, request: request.into() }, &mut wire)?;
+//!
+//! // Server: decode it; a malformed body would be answered, not fatal.
+//! let incoming = server.decode(&mut wire)?.expect("a whole frame");
+//! let answer = match incoming.request {
+//!     Ok(Request::DescribeTopic(req)) => {
+//!         ResponseFrame::error(&incoming.header, ErrorCode::UnknownTopic, format!("no topic {}", req.topic))
+//!     }
+//!     Ok(_) => unreachable!(),
+//!     Err(err) => ResponseFrame::for_codec_error(&incoming.header, &err),
+//! };
+//! server.encode(answer, &mut wire)?;
+//!
+//! // Client: match the response to its request by id.
+//! let response = client.decode(&mut wire)?.expect("a whole frame");
+//! assert_eq!(response.header.request_id, 1);
+//! assert_eq!(response.header.error_code, ErrorCode::UnknownTopic);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Layout
 //!
 //! | file | job |
