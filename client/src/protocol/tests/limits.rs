@@ -620,3 +620,26 @@ fn handshake_negotiates_the_highest_common_version() {
     let request = HandshakeRequest::for_this_build("pigeon-client test");
     assert_eq!(request.api_versions.len(), ALL_API_KEYS.len());
 }
+
+/// Regression (found by `mutated_requests_never_panic`): a frame handed
+/// straight to `decode_request`/`decode_response` whose length field
+/// disagrees with its size is refused, not decoded.
+#[test]
+fn whole_frame_decoders_check_the_length_field() {
+    let mut frame = raw_request(ApiKey::ListTopics.as_u16(), 0, 1, b"");
+    frame[0] = 14;
+    let err = decode_request(Bytes::from(frame), Limits::default()).expect_err("mismatch");
+    assert_eq!(
+        err,
+        CodecError::new(
+            0,
+            CodecErrorKind::InvalidValue {
+                field: "frame_length",
+                value: 14
+            }
+        )
+    );
+    let mut frame = raw_response(ApiKey::ListTopics.as_u16(), 1, 0, &0u32.to_le_bytes());
+    frame[0] = 0;
+    assert!(decode_response(Bytes::from(frame), Limits::default()).is_err());
+}
