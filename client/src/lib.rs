@@ -7,8 +7,10 @@
 //! | module | job |
 //! | --- | --- |
 //! | [`batch`] | the record batch format: the unit of append, storage and transfer (the bytes on disk are the bytes on the wire) |
+//! | [`protocol`] | the wire protocol: length-prefixed frames, message bodies, error codes, `tokio_util` codecs |
 //!
 //! The wire protocol lives in this crate and the broker depends on it, so the
 //! two sides can never disagree about a byte.
 
 pub mod batch;
+pub mod protocol;

@@ -1,0 +1,135 @@
+//! [`ApiKey`]: which operation a frame carries, and the versions of each
+//! that this build speaks.
+//!
+//! Keys are fixed forever and never reused. They are grouped in ranges with
+//! room to grow:
+//!
+//! | keys | group |
+//! | --- | --- |
+//! | 0–9 | connection (0 Handshake) |
+//! | 10–19 | topic administration |
+//! | 20–29 | producing (20 Produce; producer registration comes here) |
+//! | 30–39 | reading (30 Fetch, 31 ListOffsets) |
+//! | 40–59 | consumer groups (later) |
+
+use super::codec_error::{CodecError, CodecErrorKind};
+
+/// The operation a frame carries.
+#[repr(u16)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ApiKey {
+    /// Version negotiation and limits; the first request on a connection.
+    Handshake = 0,
+    /// Create a topic.
+    CreateTopic = 10,
+    /// Delete a topic and its data.
+    DeleteTopic = 11,
+    /// List all topics.
+    ListTopics = 12,
+    /// Describe one topic's partitions.
+    DescribeTopic = 13,
+    /// Append record batches.
+    Produce = 20,
+    /// Read record batches.
+    Fetch = 30,
+    /// Look up offsets (earliest, latest, by timestamp).
+    ListOffsets = 31,
+}
+
+/// Every API key, in number order.
+pub const ALL_API_KEYS: [ApiKey; 8] = [
+    ApiKey::Handshake,
+    ApiKey::CreateTopic,
+    ApiKey::DeleteTopic,
+    ApiKey::ListTopics,
+    ApiKey::DescribeTopic,
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+];
+
+/// An inclusive range of versions of one API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VersionRange {
+    /// Lowest version.
+    pub min: u16,
+    /// Highest version.
+    pub max: u16,
+}
+
+impl VersionRange {
+    /// Whether `version` is in the range.
+    pub fn contains(self, version: u16) -> bool {
+        self.min <= version && version <= self.max
+    }
+
+    /// The highest version in both ranges, if they overlap.
+    pub fn highest_common(self, other: VersionRange) -> Option<u16> {
+        let min = self.min.max(other.min);
+        let max = self.max.min(other.max);
+        (min <= max).then_some(max)
+    }
+}
+
+impl ApiKey {
+    /// The key for `n`, if this build knows it.
+    pub fn from_u16(n: u16) -> Option<ApiKey> {
+        ALL_API_KEYS.iter().copied().find(|k| k.as_u16() == n)
+    }
+
+    /// The number on the wire.
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// The versions of this API that this build encodes and decodes.
+    pub fn supported_versions(self) -> VersionRange {
+        // Every API is at version 0 today. Raise `max` (and keep decoding
+        // the old versions) when a body changes.
+        VersionRange { min: 0, max: 0 }
+    }
+
+    /// Fails with `UnsupportedVersion` at frame offset `offset` unless this
+    /// build speaks `version` of this API.
+    pub fn check_version(self, version: u16, offset: usize) -> Result<(), CodecError> {
+        let range = self.supported_versions();
+        if range.contains(version) {
+            Ok(())
+        } else {
+            Err(CodecError::new(
+                offset,
+                CodecErrorKind::UnsupportedVersion {
+                    api_key: self.as_u16(),
+                    version,
+                    min: range.min,
+                    max: range.max,
+                },
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_pinned() {
+        let numbers: Vec<u16> = ALL_API_KEYS.iter().map(|k| k.as_u16()).collect();
+        assert_eq!(numbers, vec![0, 10, 11, 12, 13, 20, 30, 31]);
+        for key in ALL_API_KEYS {
+            assert_eq!(ApiKey::from_u16(key.as_u16()), Some(key));
+        }
+        assert_eq!(ApiKey::from_u16(1), None);
+        assert_eq!(ApiKey::from_u16(u16::MAX), None);
+    }
+
+    #[test]
+    fn version_ranges() {
+        let a = VersionRange { min: 0, max: 3 };
+        let b = VersionRange { min: 2, max: 5 };
+        assert_eq!(a.highest_common(b), Some(3));
+        assert_eq!(a.highest_common(VersionRange { min: 4, max: 4 }), None);
+        assert!(a.contains(0) && a.contains(3) && !a.contains(4));
+    }
+}
