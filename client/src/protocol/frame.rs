@@ -294,7 +294,7 @@ pub fn encode_response(
     })
 }
 
-fn truncate_at_char_boundary(s: &str, max: usize) -> &str {
+pub(crate) fn truncate_at_char_boundary(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -5,7 +5,7 @@
 //! `offset` u64, `max_bytes` u32).
 //!
 //! Response v0: `partitions` array of (`topic` string, `partition` u32,
-//! `error_code` u16, `high_watermark` u64, `log_start_offset` u64,
+//! `error_code` u16, `error_message` string, `high_watermark` u64, `log_start_offset` u64,
 //! `records` bytes).
 //!
 //! `records` is zero or more whole record batches back to back, exactly as
@@ -18,6 +18,8 @@ use super::Message;
 use crate::protocol::api::ApiKey;
 use crate::protocol::codec_error::CodecError;
 use crate::protocol::error_code::ErrorCode;
+use crate::protocol::frame::truncate_at_char_boundary;
+use crate::protocol::limits::MAX_ERROR_MESSAGE_LEN;
 use crate::protocol::wire::{Reader, Writer};
 
 /// Read from one or more partitions.
@@ -63,6 +65,9 @@ pub struct FetchPartitionResponse {
     pub partition: u32,
     /// `None`, or why nothing was read (`OffsetOutOfRange`, …).
     pub error_code: ErrorCode,
+    /// Why, in words, when `error_code` is not `None` (empty otherwise; at
+    /// most 1024 bytes, longer is truncated).
+    pub error_message: String,
     /// The partition's log end offset: every offset below it is readable.
     pub high_watermark: u64,
     /// The partition's oldest stored offset.
@@ -112,6 +117,11 @@ impl Message for FetchResponse {
             w.topic_name("topic", &p.topic)?;
             w.u32(p.partition);
             w.u16(p.error_code.as_u16());
+            w.string(
+                "error_message",
+                truncate_at_char_boundary(&p.error_message, MAX_ERROR_MESSAGE_LEN),
+                MAX_ERROR_MESSAGE_LEN,
+            )?;
             w.u64(p.high_watermark);
             w.u64(p.log_start_offset);
             w.bytes("records", &p.records)
@@ -121,11 +131,12 @@ impl Message for FetchResponse {
     fn decode(_version: u16, r: &mut Reader) -> Result<Self, CodecError> {
         let max_records = u64::from(r.limits().max_frame_size);
         Ok(FetchResponse {
-            partitions: r.vec("partitions", 28, false, |r| {
+            partitions: r.vec("partitions", 30, false, |r| {
                 Ok(FetchPartitionResponse {
                     topic: r.topic_name("topic")?,
                     partition: r.u32("partition")?,
                     error_code: ErrorCode::from_u16(r.u16("error_code")?),
+                    error_message: r.string("error_message", MAX_ERROR_MESSAGE_LEN)?,
                     high_watermark: r.u64("high_watermark")?,
                     log_start_offset: r.u64("log_start_offset")?,
                     records: r.bytes("records", max_records)?,

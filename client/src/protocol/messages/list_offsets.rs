@@ -5,12 +5,14 @@
 //! `timestamp_ms` i64).
 //!
 //! Response v0: `partitions` array of (`topic` string, `partition` u32,
-//! `error_code` u16, `offset` u64, `timestamp_ms` option i64).
+//! `error_code` u16, `error_message` string, `offset` u64, `timestamp_ms` option i64).
 
 use super::Message;
 use crate::protocol::api::ApiKey;
 use crate::protocol::codec_error::{CodecError, CodecErrorKind};
 use crate::protocol::error_code::ErrorCode;
+use crate::protocol::frame::truncate_at_char_boundary;
+use crate::protocol::limits::MAX_ERROR_MESSAGE_LEN;
 use crate::protocol::wire::{Reader, Writer};
 
 /// Which offset to look up.
@@ -60,6 +62,9 @@ pub struct ListOffsetsPartitionResponse {
     pub partition: u32,
     /// `None`, or why there is no answer.
     pub error_code: ErrorCode,
+    /// Why, in words, when `error_code` is not `None` (empty otherwise; at
+    /// most 1024 bytes, longer is truncated).
+    pub error_message: String,
     /// The offset found.
     pub offset: u64,
     /// For `ByTimestamp`, the timestamp of the batch found; `None` for the
@@ -128,6 +133,11 @@ impl Message for ListOffsetsResponse {
             w.topic_name("topic", &p.topic)?;
             w.u32(p.partition);
             w.u16(p.error_code.as_u16());
+            w.string(
+                "error_message",
+                truncate_at_char_boundary(&p.error_message, MAX_ERROR_MESSAGE_LEN),
+                MAX_ERROR_MESSAGE_LEN,
+            )?;
             w.u64(p.offset);
             w.option_i64(p.timestamp_ms);
             Ok(())
@@ -136,11 +146,12 @@ impl Message for ListOffsetsResponse {
 
     fn decode(_version: u16, r: &mut Reader) -> Result<Self, CodecError> {
         Ok(ListOffsetsResponse {
-            partitions: r.vec("partitions", 17, false, |r| {
+            partitions: r.vec("partitions", 19, false, |r| {
                 Ok(ListOffsetsPartitionResponse {
                     topic: r.topic_name("topic")?,
                     partition: r.u32("partition")?,
                     error_code: ErrorCode::from_u16(r.u16("error_code")?),
+                    error_message: r.string("error_message", MAX_ERROR_MESSAGE_LEN)?,
                     offset: r.u64("offset")?,
                     timestamp_ms: r.option_i64("timestamp_ms")?,
                 })

@@ -5,7 +5,7 @@
 //! each a `u32` length (≤ max batch size) followed by the batch bytes).
 //!
 //! Response v0: `topic` string, `partitions` array of (`partition` u32,
-//! `error_code` u16, `base_offset` u64, `last_offset` u64, `append_time_ms`
+//! `error_code` u16, `error_message` string, `base_offset` u64, `last_offset` u64, `append_time_ms`
 //! i64, `log_start_offset` u64).
 //!
 //! Record batches are opaque here: the codec hands them over as zero-copy
@@ -19,6 +19,8 @@ use super::Message;
 use crate::protocol::api::ApiKey;
 use crate::protocol::codec_error::CodecError;
 use crate::protocol::error_code::ErrorCode;
+use crate::protocol::frame::truncate_at_char_boundary;
+use crate::protocol::limits::MAX_ERROR_MESSAGE_LEN;
 use crate::protocol::wire::{Reader, Writer};
 
 /// Append record batches to one or more partitions of a topic.
@@ -52,13 +54,16 @@ pub struct ProduceResponse {
 }
 
 /// The outcome of appending to one partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducePartitionResponse {
     /// Partition id.
     pub partition: u32,
     /// `None` if every batch was appended (or was a duplicate of an
     /// appended one); otherwise why none was.
     pub error_code: ErrorCode,
+    /// Why, in words, when `error_code` is not `None` (empty otherwise; at
+    /// most 1024 bytes, longer is truncated).
+    pub error_message: String,
     /// Offset of the first record appended (0 on error).
     pub base_offset: u64,
     /// Offset of the last record appended (0 on error).
@@ -105,6 +110,11 @@ impl Message for ProduceResponse {
         w.vec("partitions", &self.partitions, false, |w, p| {
             w.u32(p.partition);
             w.u16(p.error_code.as_u16());
+            w.string(
+                "error_message",
+                truncate_at_char_boundary(&p.error_message, MAX_ERROR_MESSAGE_LEN),
+                MAX_ERROR_MESSAGE_LEN,
+            )?;
             w.u64(p.base_offset);
             w.u64(p.last_offset);
             w.i64(p.append_time_ms);
@@ -116,10 +126,11 @@ impl Message for ProduceResponse {
     fn decode(_version: u16, r: &mut Reader) -> Result<Self, CodecError> {
         Ok(ProduceResponse {
             topic: r.topic_name("topic")?,
-            partitions: r.vec("partitions", 38, false, |r| {
+            partitions: r.vec("partitions", 40, false, |r| {
                 Ok(ProducePartitionResponse {
                     partition: r.u32("partition")?,
                     error_code: ErrorCode::from_u16(r.u16("error_code")?),
+                    error_message: r.string("error_message", MAX_ERROR_MESSAGE_LEN)?,
                     base_offset: r.u64("base_offset")?,
                     last_offset: r.u64("last_offset")?,
                     append_time_ms: r.i64("append_time_ms")?,

@@ -58,6 +58,7 @@ fn produce_response_frame() -> ResponseFrame {
             partitions: vec![ProducePartitionResponse {
                 partition: 1,
                 error_code: ErrorCode::None,
+                error_message: String::new(),
                 base_offset: 100,
                 last_offset: 104,
                 append_time_ms: 1_700_000_000_000,
@@ -68,7 +69,7 @@ fn produce_response_frame() -> ResponseFrame {
 }
 
 const PRODUCE_RESPONSE_BYTES: &str = "
-    37 00 00 00
+    39 00 00 00
     14 00
     00 00
     04 03 02 01
@@ -76,6 +77,7 @@ const PRODUCE_RESPONSE_BYTES: &str = "
     01 00 74
     01 00 00 00
     01 00 00 00
+    00 00
     00 00
     64 00 00 00 00 00 00 00
     68 00 00 00 00 00 00 00

@@ -157,6 +157,7 @@ pub fn produce_response() -> impl Strategy<Value = ProduceResponse> {
             ProducePartitionResponse {
                 partition,
                 error_code,
+                error_message: format!("{error_code:?}"),
                 base_offset: base,
                 last_offset: last,
                 append_time_ms: time,
@@ -207,6 +208,7 @@ pub fn fetch_response() -> impl Strategy<Value = FetchResponse> {
                     topic,
                     partition,
                     error_code,
+                    error_message: format!("{error_code:?}"),
                     high_watermark,
                     log_start_offset,
                     records,
@@ -248,6 +250,7 @@ pub fn list_offsets_response() -> impl Strategy<Value = ListOffsetsResponse> {
                 topic,
                 partition,
                 error_code,
+                error_message: format!("{error_code:?}"),
                 offset,
                 timestamp_ms,
             }
