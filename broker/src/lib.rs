@@ -8,6 +8,16 @@
 //! | --- | --- |
 //! | [`io`] | file I/O behind a small trait, so tests can inject faults |
 //! | [`log`] | the segmented append-only log of one partition: segments, indexes, recovery, retention, group commit |
+//! | [`topics`] | topics: metadata, partition logs, data directory layout |
+//! | [`server`] | the protocol listener, connections and request handlers |
+//! | [`config`] | settings from defaults, file, environment and flags |
+//! | [`http`] | `/health` and `/metrics` |
+//! | [`metrics`] | metric names and recording |
 
+pub mod config;
+pub mod http;
 pub mod io;
 pub mod log;
+pub mod metrics;
+pub mod server;
+pub mod topics;

@@ -1,6 +1,123 @@
-//! `pigeon-broker`: the Pigeon broker server.
+//! `pigeon-broker`: the Pigeon broker server. See `pigeon-broker --help`.
 
-fn main() {
-    eprintln!("pigeon-broker: the network server is not built yet; see README.md");
-    std::process::exit(2);
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+use pigeon_broker::config::{BrokerConfig, Flags};
+use pigeon_broker::io::StdFs;
+use pigeon_broker::log::SystemClock;
+use pigeon_broker::server::{self, Broker};
+use pigeon_broker::topics::Topics;
+use pigeon_broker::{http, metrics};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let config = match BrokerConfig::load(flags) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("pigeon-broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("pigeon-broker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pigeon-broker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: BrokerConfig) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let prometheus = match metrics::install() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics are disabled");
+            None
+        }
+    };
+    let started = std::time::Instant::now();
+    let topics = Topics::open(
+        Arc::new(StdFs),
+        &config.data_dir,
+        config.log.clone(),
+        Arc::new(SystemClock),
+    )
+    .with_context(|| {
+        format!(
+            "cannot open the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is another broker running?)",
+            config.listen
+        )
+    })?;
+    let http_listener = TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("cannot serve HTTP on {}", config.http))?;
+    tracing::info!(
+        listen = %listener.local_addr()?, http = %http_listener.local_addr()?, data_dir = %config.data_dir.display(),
+        fsync = %config.log.fsync, topics = topics.list().len(), startup_ms = started.elapsed().as_millis() as u64,
+        "pigeon-broker is serving"
+    );
+    let broker = Arc::new(Broker {
+        config,
+        topics,
+        shutdown: CancellationToken::new(),
+        serving: AtomicBool::new(true),
+    });
+    let http = tokio::spawn(http::run(broker.clone(), prometheus, http_listener));
+    let signals = tokio::spawn(wait_for_signal(broker.shutdown.clone()));
+    server::run(broker.clone(), listener).await;
+    broker.serving.store(false, Ordering::Release);
+    broker.shutdown.cancel();
+    tracing::info!("closing partition logs");
+    broker.topics.close().await;
+    let _ = http.await;
+    signals.abort();
+    tracing::info!("pigeon-broker stopped cleanly");
+    Ok(())
+}
+
+/// Cancels `shutdown` at SIGTERM or SIGINT.
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the broker with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
 }

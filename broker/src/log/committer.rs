@@ -105,6 +105,32 @@ impl PartitionLog {
         response.await.map_err(|_| LogError::Closed)?
     }
 
+    /// Appends batches in order, letting them share commits; one result
+    /// per batch, in the same order.
+    pub async fn append_all(&self, batches: Vec<RecordBatch>) -> Vec<LogResult<AppendInfo>> {
+        let mut responses = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let (reply, response) = oneshot::channel();
+            match self
+                .commands
+                .send_async(Command::Append { batch, reply })
+                .await
+            {
+                Ok(()) => responses.push(Some(response)),
+                Err(_) => responses.push(None),
+            }
+        }
+        let mut results = Vec::with_capacity(responses.len());
+        for response in responses {
+            let result = match response {
+                Some(response) => response.await.unwrap_or(Err(LogError::Closed)),
+                None => Err(LogError::Closed),
+            };
+            results.push(result);
+        }
+        results
+    }
+
     /// The reader of this log.
     pub fn reader(&self) -> &LogReader {
         &self.reader

@@ -106,6 +106,13 @@ impl LogReader {
     /// The first offset whose timestamp is at or after `timestamp`; `None`
     /// when every record is older (the next record will be the first).
     pub fn offset_for_timestamp(&self, timestamp: i64) -> LogResult<Option<u64>> {
+        Ok(self
+            .record_at_or_after(timestamp)?
+            .map(|(offset, _)| offset))
+    }
+
+    /// The first record at or after `timestamp`: its offset and timestamp.
+    pub fn record_at_or_after(&self, timestamp: i64) -> LogResult<Option<(u64, i64)>> {
         let segments = self.shared.snapshot();
         let Some(segment) = segments.iter().find(|s| s.max_timestamp() >= timestamp) else {
             return Ok(None);
@@ -126,10 +133,13 @@ impl LogReader {
         for record in records {
             let record = record.map_err(|e| segment.corrupt(position, e.to_string()))?;
             if record.timestamp >= timestamp {
-                return Ok(Some(record.offset));
+                return Ok(Some((record.offset, record.timestamp)));
             }
         }
-        Ok(Some(header.next_offset()))
+        Err(segment.corrupt(
+            position,
+            "batch's max timestamp is above every record's timestamp",
+        ))
     }
 
     /// Walks batch headers from `position` to the first one `found` accepts.

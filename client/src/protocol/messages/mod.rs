@@ -18,7 +18,7 @@ pub use create_topic::{CreateTopicRequest, CreateTopicResponse};
 pub use delete_topic::{DeleteTopicRequest, DeleteTopicResponse};
 pub use describe_topic::{DescribeTopicRequest, DescribeTopicResponse, PartitionDescription};
 pub use fetch::{FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse};
-pub use handshake::{ApiVersionRange, HandshakeRequest, HandshakeResponse};
+pub use handshake::{ApiVersionRange, HandshakeRequest, HandshakeResponse, supported_api_versions};
 pub use list_offsets::{
     ListOffsetsPartition, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
     OffsetSpec,

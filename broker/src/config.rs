@@ -1,0 +1,312 @@
+//! Broker settings: built-in defaults, then a TOML file (`--config`), then
+//! `PIGEON_*` environment variables, then command-line flags; each later
+//! source overrides the earlier ones, key by key.
+//!
+//! Every key of the TOML file has a flag of the same name (`segment_bytes` →
+//! `--segment-bytes`) and an environment variable (`PIGEON_SEGMENT_BYTES`).
+//! An unknown key or a bad value is refused at start with a message naming
+//! the key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::log::{FsyncPolicy, LogConfig};
+
+/// Settings of the broker, as the file spells them. Every key is optional.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    http: Option<String>,
+    fsync: Option<String>,
+    segment_bytes: Option<u64>,
+    segment_ms: Option<u64>,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    index_interval_bytes: Option<u32>,
+    checkpoint_interval_bytes: Option<u64>,
+    max_frame_bytes: Option<u32>,
+    max_batch_bytes: Option<u32>,
+    max_in_flight_per_connection: Option<u32>,
+    max_connections: Option<u32>,
+    shutdown_timeout_ms: Option<u64>,
+    log: Option<String>,
+}
+
+/// `pigeon-broker`: the Pigeon message broker.
+///
+/// Settings come from defaults, then the TOML file given with --config, then
+/// PIGEON_* environment variables, then these flags. Every flag is also a key
+/// of the TOML file (with underscores: --segment-bytes is segment_bytes).
+#[derive(Debug, Parser)]
+#[command(name = "pigeon-broker", version, about, long_about)]
+pub struct Flags {
+    /// TOML file with settings (keys as the flags below, with underscores).
+    #[arg(long, env = "PIGEON_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory holding topics, segments and metadata [default: ./pigeon-data].
+    #[arg(long, env = "PIGEON_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the binary protocol [default: 127.0.0.1:7420].
+    #[arg(long, env = "PIGEON_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// Address of the HTTP endpoints /health and /metrics [default: 127.0.0.1:7421].
+    #[arg(long, env = "PIGEON_HTTP", value_name = "ADDR")]
+    http: Option<String>,
+    /// Durability: always (ack after fdatasync, group commit), interval:<ms>, or never [default: always].
+    #[arg(long, env = "PIGEON_FSYNC", value_name = "POLICY")]
+    fsync: Option<String>,
+    /// A segment rolls when it would grow past this many bytes [default: 134217728].
+    #[arg(long, env = "PIGEON_SEGMENT_BYTES", value_name = "BYTES")]
+    segment_bytes: Option<u64>,
+    /// A segment rolls at the first append once it is this old [default: 604800000, 7 days].
+    #[arg(long, env = "PIGEON_SEGMENT_MS", value_name = "MS")]
+    segment_ms: Option<u64>,
+    /// Default retention by age for topics that set none; 0 keeps forever [default: 604800000, 7 days].
+    #[arg(long, env = "PIGEON_RETENTION_MS", value_name = "MS")]
+    retention_ms: Option<u64>,
+    /// Default retention by size per partition for topics that set none; 0 is unlimited [default: 0].
+    #[arg(long, env = "PIGEON_RETENTION_BYTES", value_name = "BYTES")]
+    retention_bytes: Option<u64>,
+    /// Bytes of log between two sparse index entries [default: 4096].
+    #[arg(long, env = "PIGEON_INDEX_INTERVAL_BYTES", value_name = "BYTES")]
+    index_interval_bytes: Option<u32>,
+    /// Bytes between recovery checkpoints: bounds the scan after a crash [default: 67108864].
+    #[arg(long, env = "PIGEON_CHECKPOINT_INTERVAL_BYTES", value_name = "BYTES")]
+    checkpoint_interval_bytes: Option<u64>,
+    /// Largest protocol frame accepted [default: 16777216].
+    #[arg(long, env = "PIGEON_MAX_FRAME_BYTES", value_name = "BYTES")]
+    max_frame_bytes: Option<u32>,
+    /// Largest record batch accepted [default: 8388608].
+    #[arg(long, env = "PIGEON_MAX_BATCH_BYTES", value_name = "BYTES")]
+    max_batch_bytes: Option<u32>,
+    /// Requests one connection may have in flight [default: 256].
+    #[arg(long, env = "PIGEON_MAX_IN_FLIGHT_PER_CONNECTION", value_name = "N")]
+    max_in_flight_per_connection: Option<u32>,
+    /// Concurrent client connections accepted [default: 4096].
+    #[arg(long, env = "PIGEON_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<u32>,
+    /// How long shutdown waits for in-flight requests [default: 10000].
+    #[arg(long, env = "PIGEON_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
+    shutdown_timeout_ms: Option<u64>,
+    /// Log filter, e.g. info or pigeon_broker=debug [default: info].
+    #[arg(long, env = "PIGEON_LOG", value_name = "FILTER")]
+    log: Option<String>,
+}
+
+/// The broker's effective settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerConfig {
+    /// Root of the data directory.
+    pub data_dir: PathBuf,
+    /// Protocol listener.
+    pub listen: SocketAddr,
+    /// HTTP listener.
+    pub http: SocketAddr,
+    /// Defaults for every partition log.
+    pub log: LogConfig,
+    /// Largest frame.
+    pub max_frame_bytes: u32,
+    /// Requests in flight per connection.
+    pub max_in_flight_per_connection: u32,
+    /// Connections at once.
+    pub max_connections: u32,
+    /// Longest wait for in-flight work at shutdown.
+    pub shutdown_timeout: Duration,
+    /// Log filter.
+    pub log_filter: String,
+}
+
+/// A setting that could not be used, naming its key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Flags {
+    /// The file settings overridden by these flags (and environment).
+    fn overlay(self, file: FileConfig) -> FileConfig {
+        FileConfig {
+            data_dir: self.data_dir.or(file.data_dir),
+            listen: self.listen.or(file.listen),
+            http: self.http.or(file.http),
+            fsync: self.fsync.or(file.fsync),
+            segment_bytes: self.segment_bytes.or(file.segment_bytes),
+            segment_ms: self.segment_ms.or(file.segment_ms),
+            retention_ms: self.retention_ms.or(file.retention_ms),
+            retention_bytes: self.retention_bytes.or(file.retention_bytes),
+            index_interval_bytes: self.index_interval_bytes.or(file.index_interval_bytes),
+            checkpoint_interval_bytes: self
+                .checkpoint_interval_bytes
+                .or(file.checkpoint_interval_bytes),
+            max_frame_bytes: self.max_frame_bytes.or(file.max_frame_bytes),
+            max_batch_bytes: self.max_batch_bytes.or(file.max_batch_bytes),
+            max_in_flight_per_connection: self
+                .max_in_flight_per_connection
+                .or(file.max_in_flight_per_connection),
+            max_connections: self.max_connections.or(file.max_connections),
+            shutdown_timeout_ms: self.shutdown_timeout_ms.or(file.shutdown_timeout_ms),
+            log: self.log.or(file.log),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Reads the file named by the flags (if any), applies the flags, checks
+    /// every value.
+    pub fn load(flags: Flags) -> Result<BrokerConfig, ConfigError> {
+        let file = match &flags.config {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(format!("cannot read config file {}: {e}", path.display()))
+                })?;
+                parse_file(&text)
+                    .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?
+            }
+        };
+        BrokerConfig::from_file_config(flags.overlay(file))
+    }
+
+    /// Checks and completes settings.
+    pub fn from_file_config(c: FileConfig) -> Result<BrokerConfig, ConfigError> {
+        let defaults = LogConfig::default();
+        let fsync: FsyncPolicy = match c.fsync.as_deref() {
+            None => FsyncPolicy::Always,
+            Some(s) => s.parse().map_err(|e| ConfigError(format!("fsync: {e}")))?,
+        };
+        let log = LogConfig {
+            segment_bytes: c.segment_bytes.unwrap_or(defaults.segment_bytes),
+            segment_ms: c.segment_ms.unwrap_or(defaults.segment_ms),
+            index_interval_bytes: c
+                .index_interval_bytes
+                .unwrap_or(defaults.index_interval_bytes),
+            retention_ms: match c.retention_ms {
+                None => defaults.retention_ms,
+                Some(0) => None,
+                Some(ms) => Some(ms),
+            },
+            retention_bytes: c.retention_bytes.filter(|b| *b > 0),
+            fsync,
+            max_batch_bytes: c.max_batch_bytes.unwrap_or(defaults.max_batch_bytes),
+            checkpoint_interval_bytes: c
+                .checkpoint_interval_bytes
+                .unwrap_or(defaults.checkpoint_interval_bytes),
+        };
+        log.validate().map_err(ConfigError)?;
+        let max_frame_bytes = c.max_frame_bytes.unwrap_or(16 * 1024 * 1024);
+        if max_frame_bytes < 1024 || max_frame_bytes < log.max_batch_bytes {
+            return Err(ConfigError(format!(
+                "max_frame_bytes is {max_frame_bytes}; it must be at least 1024 and at least max_batch_bytes ({})",
+                log.max_batch_bytes
+            )));
+        }
+        let positive = |key: &str, value: Option<u32>, default: u32| match value {
+            Some(0) => Err(ConfigError(format!("{key} must be above 0"))),
+            v => Ok(v.unwrap_or(default)),
+        };
+        Ok(BrokerConfig {
+            data_dir: c.data_dir.unwrap_or_else(|| PathBuf::from("./pigeon-data")),
+            listen: address("listen", c.listen.as_deref().unwrap_or("127.0.0.1:7420"))?,
+            http: address("http", c.http.as_deref().unwrap_or("127.0.0.1:7421"))?,
+            log,
+            max_frame_bytes,
+            max_in_flight_per_connection: positive(
+                "max_in_flight_per_connection",
+                c.max_in_flight_per_connection,
+                256,
+            )?,
+            max_connections: positive("max_connections", c.max_connections, 4096)?,
+            shutdown_timeout: Duration::from_millis(c.shutdown_timeout_ms.unwrap_or(10_000)),
+            log_filter: c.log.unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+/// Parses the TOML text of a config file.
+pub fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+fn address(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError(format!(
+            "{key}: {value:?} is not an IP address with a port, such as 127.0.0.1:7420"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        Flags::try_parse_from(std::iter::once("pigeon-broker").chain(args.iter().copied()))
+            .expect("flags")
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = BrokerConfig::from_file_config(FileConfig::default()).expect("defaults");
+        assert_eq!(config.data_dir, PathBuf::from("./pigeon-data"));
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7420");
+        assert_eq!(config.http.to_string(), "127.0.0.1:7421");
+        assert_eq!(config.log.fsync, FsyncPolicy::Always);
+        assert_eq!(config.log.segment_bytes, 128 * 1024 * 1024);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = parse_file("fsync = \"never\"\nsegment_bytes = 65536\nlisten = \"127.0.0.1:1\"")
+            .expect("toml");
+        let config =
+            BrokerConfig::from_file_config(flags(&["--listen", "127.0.0.1:2"]).overlay(file))
+                .expect("ok");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:2");
+        assert_eq!(config.log.fsync, FsyncPolicy::Never);
+        assert_eq!(config.log.segment_bytes, 65536);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = parse_file("segment_byte = 3").expect_err("unknown key");
+        assert!(err.contains("segment_byte"), "{err}");
+        let err = parse_file("segment_bytes = \"big\"").expect_err("bad type");
+        assert!(err.contains("segment_bytes"), "{err}");
+        let bad = FileConfig {
+            fsync: Some("sometimes".into()),
+            ..FileConfig::default()
+        };
+        let err = BrokerConfig::from_file_config(bad)
+            .expect_err("bad fsync")
+            .to_string();
+        assert!(err.starts_with("fsync:"), "{err}");
+        let bad = FileConfig {
+            listen: Some("localhost".into()),
+            ..FileConfig::default()
+        };
+        let err = BrokerConfig::from_file_config(bad)
+            .expect_err("bad address")
+            .to_string();
+        assert!(err.starts_with("listen:"), "{err}");
+    }
+
+    #[test]
+    fn retention_zero_means_forever() {
+        let c = FileConfig {
+            retention_ms: Some(0),
+            ..FileConfig::default()
+        };
+        assert_eq!(
+            BrokerConfig::from_file_config(c)
+                .expect("ok")
+                .log
+                .retention_ms,
+            None
+        );
+    }
+}

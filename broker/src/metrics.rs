@@ -1,0 +1,89 @@
+//! Prometheus metrics: names in one place, recorded through the `metrics`
+//! facade and rendered by `metrics-exporter-prometheus` at `/metrics`.
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `pigeon_produce_requests_total` | counter | |
+//! | `pigeon_produce_records_total`, `pigeon_produce_bytes_total` | counter | `topic` |
+//! | `pigeon_produce_latency_seconds` | histogram | |
+//! | `pigeon_fetch_requests_total`, `pigeon_fetch_bytes_total` | counter | |
+//! | `pigeon_fetch_latency_seconds` | histogram (includes long-poll waits) | |
+//! | `pigeon_errors_total` | counter | `code` (error code name) |
+//! | `pigeon_connections` | gauge | |
+//! | `pigeon_connections_total` | counter | |
+//! | `pigeon_log_size_bytes`, `pigeon_log_segments`, `pigeon_log_start_offset`, `pigeon_log_end_offset` | gauge, refreshed at each scrape | `topic`, `partition` |
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use pigeon_client::protocol::ErrorCode;
+
+use crate::topics::Topics;
+
+/// Latency buckets, seconds: 50 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// Installs the global recorder; returns the handle that renders it.
+pub fn install() -> Result<PrometheusHandle, String> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())
+}
+
+/// A produce request appended `records` records in `bytes` bytes.
+pub fn produced(topic: &str, records: u64, bytes: u64) {
+    counter!("pigeon_produce_records_total", "topic" => topic.to_owned()).increment(records);
+    counter!("pigeon_produce_bytes_total", "topic" => topic.to_owned()).increment(bytes);
+}
+
+/// A produce request finished.
+pub fn produce_latency(elapsed: Duration) {
+    counter!("pigeon_produce_requests_total").increment(1);
+    histogram!("pigeon_produce_latency_seconds").record(elapsed.as_secs_f64());
+}
+
+/// A fetch request returned `bytes` bytes of records.
+pub fn fetched(bytes: u64, elapsed: Duration) {
+    counter!("pigeon_fetch_requests_total").increment(1);
+    counter!("pigeon_fetch_bytes_total").increment(bytes);
+    histogram!("pigeon_fetch_latency_seconds").record(elapsed.as_secs_f64());
+}
+
+/// An error was answered.
+pub fn error(code: ErrorCode) {
+    counter!("pigeon_errors_total", "code" => code.name().to_string()).increment(1);
+}
+
+/// A connection was accepted.
+pub fn connection_opened() {
+    gauge!("pigeon_connections").increment(1.0);
+    counter!("pigeon_connections_total").increment(1);
+}
+
+/// A connection ended.
+pub fn connection_closed() {
+    gauge!("pigeon_connections").decrement(1.0);
+}
+
+/// Sets the per-partition log gauges (called at each scrape).
+pub fn refresh_logs(topics: &Topics) {
+    for topic in topics.list() {
+        for (id, log) in topic.partitions.iter().enumerate() {
+            let labels = [
+                ("topic", topic.metadata.name.clone()),
+                ("partition", id.to_string()),
+            ];
+            let reader = log.reader();
+            gauge!("pigeon_log_size_bytes", &labels).set(reader.size_bytes() as f64);
+            gauge!("pigeon_log_segments", &labels).set(reader.segment_count() as f64);
+            gauge!("pigeon_log_start_offset", &labels).set(reader.start_offset() as f64);
+            gauge!("pigeon_log_end_offset", &labels).set(reader.end_offset() as f64);
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! One function per API: a decoded request in, a response frame out. Errors
+//! of one partition go in that partition's entry; errors of the whole
+//! request (unknown topic, bad configuration) in the top-level error code.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::select_all;
+use pigeon_client::batch::{BatchError, RecordBatch};
+use pigeon_client::protocol::*;
+
+use super::Broker;
+use crate::log::{AppendInfo, LogError};
+use crate::metrics;
+use crate::topics::{NewTopic, Topic, TopicError};
+
+/// Longest long-poll a fetch may ask for.
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+
+/// Answers one request.
+pub async fn handle(broker: &Broker, header: &RequestHeader, request: Request) -> ResponseFrame {
+    let id = header.request_id;
+    let version = header.api_version;
+    let result = match request {
+        Request::Handshake(_) => Ok(Response::from(handshake(broker))),
+        Request::CreateTopic(req) => create_topic(broker, req).await.map(Response::from),
+        Request::DeleteTopic(req) => delete_topic(broker, req).await.map(Response::from),
+        Request::ListTopics(_) => Ok(Response::from(list_topics(broker))),
+        Request::DescribeTopic(req) => describe_topic(broker, req).map(Response::from),
+        Request::Produce(req) => produce(broker, req).await.map(Response::from),
+        Request::Fetch(req) => Ok(Response::from(fetch(broker, req).await)),
+        Request::ListOffsets(req) => Ok(Response::from(list_offsets(broker, req).await)),
+    };
+    match result {
+        Ok(response) => ResponseFrame::ok(id, version, response),
+        Err(e) => {
+            metrics::error(e.code);
+            ResponseFrame::error(header, e.code, e.message)
+        }
+    }
+}
+
+fn handshake(broker: &Broker) -> HandshakeResponse {
+    HandshakeResponse {
+        server_name: format!("pigeon-broker {}", env!("CARGO_PKG_VERSION")),
+        api_versions: supported_api_versions(),
+        max_frame_size: broker.config.max_frame_bytes,
+        max_batch_size: broker.config.log.max_batch_bytes,
+        max_in_flight_requests: broker.config.max_in_flight_per_connection,
+    }
+}
+
+async fn create_topic(
+    broker: &Broker,
+    req: CreateTopicRequest,
+) -> Result<CreateTopicResponse, TopicError> {
+    let new = NewTopic {
+        name: req.topic,
+        partitions: req.partitions,
+        retention_ms: req.retention_ms,
+        retention_bytes: req.retention_bytes,
+    };
+    broker.topics.create(new).await.map(|_| CreateTopicResponse)
+}
+
+async fn delete_topic(
+    broker: &Broker,
+    req: DeleteTopicRequest,
+) -> Result<DeleteTopicResponse, TopicError> {
+    broker
+        .topics
+        .delete(&req.topic)
+        .await
+        .map(|()| DeleteTopicResponse)
+}
+
+fn list_topics(broker: &Broker) -> ListTopicsResponse {
+    let topics = broker.topics.list();
+    let topics = topics.iter().map(|t| TopicListing {
+        topic: t.metadata.name.clone(),
+        partitions: t.metadata.partitions,
+    });
+    ListTopicsResponse {
+        topics: topics.collect(),
+    }
+}
+
+fn describe_topic(
+    broker: &Broker,
+    req: DescribeTopicRequest,
+) -> Result<DescribeTopicResponse, TopicError> {
+    let topic = find_topic(broker, &req.topic)?;
+    let partitions = topic.partitions.iter().enumerate().map(|(id, log)| {
+        let reader = log.reader();
+        PartitionDescription {
+            partition: id as u32,
+            log_start_offset: reader.start_offset(),
+            log_end_offset: reader.end_offset(),
+            size_bytes: reader.size_bytes(),
+            segment_count: reader.segment_count() as u32,
+        }
+    });
+    Ok(DescribeTopicResponse {
+        topic: topic.metadata.name.clone(),
+        retention_ms: topic.metadata.retention_ms,
+        retention_bytes: topic.metadata.retention_bytes,
+        partitions: partitions.collect(),
+    })
+}
+
+fn find_topic(broker: &Broker, name: &str) -> Result<Arc<Topic>, TopicError> {
+    broker.topics.get(name).ok_or_else(|| TopicError {
+        code: ErrorCode::UnknownTopic,
+        message: format!(
+            "topic {name} does not exist; create it with `pigeon topic create {name}`"
+        ),
+    })
+}
+
+async fn produce(broker: &Broker, req: ProduceRequest) -> Result<ProduceResponse, TopicError> {
+    let started = Instant::now();
+    let topic = find_topic(broker, &req.topic)?;
+    let mut partitions = Vec::with_capacity(req.partitions.len());
+    for part in req.partitions {
+        let response = produce_partition(broker, &topic, part).await;
+        if response.error_code != ErrorCode::None {
+            metrics::error(response.error_code);
+        }
+        partitions.push(response);
+    }
+    metrics::produce_latency(started.elapsed());
+    Ok(ProduceResponse {
+        topic: req.topic,
+        partitions,
+    })
+}
+
+async fn produce_partition(
+    broker: &Broker,
+    topic: &Topic,
+    part: ProducePartition,
+) -> ProducePartitionResponse {
+    let failed = |code, message: String| ProducePartitionResponse {
+        partition: part.partition,
+        error_code: code,
+        error_message: message,
+        base_offset: 0,
+        last_offset: 0,
+        append_time_ms: -1,
+        log_start_offset: 0,
+    };
+    let Some(log) = topic.partition(part.partition) else {
+        return failed(
+            ErrorCode::UnknownPartition,
+            unknown_partition(topic, part.partition),
+        );
+    };
+    let max = broker.config.log.max_batch_bytes as usize;
+    let mut batches = Vec::with_capacity(part.batches.len());
+    let mut bytes = 0;
+    for (i, raw) in part.batches.into_iter().enumerate() {
+        bytes += raw.len();
+        match RecordBatch::validate(raw, max) {
+            Ok(batch) => batches.push(batch),
+            Err(e) => {
+                return failed(
+                    batch_error_code(&e),
+                    format!("record batch {i} was refused: {e}"),
+                );
+            }
+        }
+    }
+    let records: u64 = batches
+        .iter()
+        .map(|b| u64::from(b.header().record_count))
+        .sum();
+    let results = log.append_all(batches).await;
+    let mut first: Option<AppendInfo> = None;
+    let mut last: Option<AppendInfo> = None;
+    for result in results {
+        match result {
+            Ok(info) => {
+                first.get_or_insert(info);
+                last = Some(info);
+            }
+            Err(e) => return failed(log_error_code(&e), e.to_string()),
+        }
+    }
+    metrics::produced(&topic.metadata.name, records, bytes as u64);
+    match (first, last) {
+        (Some(first), Some(last)) => ProducePartitionResponse {
+            partition: part.partition,
+            error_code: ErrorCode::None,
+            error_message: String::new(),
+            base_offset: first.base_offset,
+            last_offset: last.last_offset,
+            append_time_ms: last.timestamp,
+            log_start_offset: last.log_start_offset,
+        },
+        _ => failed(
+            ErrorCode::InvalidRequest,
+            "the produce request carries no record batch for this partition".into(),
+        ),
+    }
+}
+
+fn unknown_partition(topic: &Topic, partition: u32) -> String {
+    format!(
+        "topic {} has partitions 0 to {}; partition {partition} does not exist",
+        topic.metadata.name,
+        topic.metadata.partitions - 1
+    )
+}
+
+fn batch_error_code(e: &BatchError) -> ErrorCode {
+    match e {
+        BatchError::BadLength { reason, .. } if reason.contains("limit") => {
+            ErrorCode::BatchTooLarge
+        }
+        _ => ErrorCode::CorruptMessage,
+    }
+}
+
+/// The wire code of a log error.
+pub fn log_error_code(e: &LogError) -> ErrorCode {
+    match e {
+        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        LogError::InvalidBatch(b) => batch_error_code(b),
+        LogError::TimestampDelta(_) => ErrorCode::InvalidTimestamp,
+        LogError::Corrupt { .. } => ErrorCode::CorruptStoredData,
+        LogError::DiskFull { .. } => ErrorCode::DiskFull,
+        LogError::ReadOnly { .. } => ErrorCode::PartitionReadOnly,
+        LogError::Closed => ErrorCode::ShuttingDown,
+        _ => ErrorCode::StorageError,
+    }
+}
+
+async fn fetch(broker: &Broker, req: FetchRequest) -> FetchResponse {
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(u64::from(req.max_wait_ms)).min(MAX_FETCH_WAIT);
+    let min_bytes = (req.min_bytes as usize).max(1);
+    let max_total = (req.max_bytes as usize).min(broker.config.max_frame_bytes as usize - 1024);
+    loop {
+        let (response, total) = fetch_once(broker, &req, max_total);
+        let now = Instant::now();
+        if total >= min_bytes || now >= deadline || broker.shutdown.is_cancelled() {
+            metrics::fetched(total as u64, started.elapsed());
+            return response;
+        }
+        wait_for_data(broker, &req, &response, deadline).await;
+    }
+}
+
+/// Reads every partition once; returns the response and its record bytes.
+fn fetch_once(broker: &Broker, req: &FetchRequest, max_total: usize) -> (FetchResponse, usize) {
+    let mut total = 0usize;
+    let mut partitions = Vec::with_capacity(req.partitions.len());
+    for p in &req.partitions {
+        let budget = (p.max_bytes as usize).min(max_total.saturating_sub(total));
+        let mut entry = FetchPartitionResponse {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            error_code: ErrorCode::None,
+            error_message: String::new(),
+            high_watermark: 0,
+            log_start_offset: 0,
+            records: Bytes::new(),
+        };
+        match partition_of(broker, &p.topic, p.partition) {
+            Err(e) => set_error(&mut entry, e.code, e.message),
+            Ok(log) if budget == 0 => {
+                entry.high_watermark = log.reader().end_offset();
+                entry.log_start_offset = log.reader().start_offset();
+            }
+            Ok(log) => match tokio::task::block_in_place(|| log.reader().read(p.offset, budget)) {
+                Ok(read) => {
+                    total += read.bytes.len();
+                    entry.high_watermark = read.high_watermark;
+                    entry.log_start_offset = read.log_start_offset;
+                    entry.records = read.bytes;
+                }
+                Err(e) => {
+                    entry.high_watermark = log.reader().end_offset();
+                    entry.log_start_offset = log.reader().start_offset();
+                    set_error(&mut entry, log_error_code(&e), e.to_string());
+                }
+            },
+        }
+        partitions.push(entry);
+    }
+    (FetchResponse { partitions }, total)
+}
+
+fn set_error(entry: &mut FetchPartitionResponse, code: ErrorCode, message: String) {
+    metrics::error(code);
+    entry.error_code = code;
+    entry.error_message = message;
+}
+
+/// Waits until a fetched partition's end moves past what was asked, the
+/// deadline passes, or the broker shuts down. No polling: each partition
+/// log announces its end offset through a watch channel.
+async fn wait_for_data(
+    broker: &Broker,
+    req: &FetchRequest,
+    response: &FetchResponse,
+    deadline: Instant,
+) {
+    let mut watches = Vec::new();
+    for (p, r) in req.partitions.iter().zip(&response.partitions) {
+        if r.error_code != ErrorCode::None {
+            continue;
+        }
+        if let Ok(log) = partition_of(broker, &p.topic, p.partition) {
+            let mut end = log.watch_end();
+            end.borrow_and_update();
+            let offset = p.offset;
+            watches.push(Box::pin(async move {
+                let _ = end.wait_for(|e| *e > offset).await;
+            }));
+        }
+    }
+    let timeout = tokio::time::sleep_until(deadline.into());
+    if watches.is_empty() {
+        tokio::select! {
+            _ = timeout => {}
+            _ = broker.shutdown.cancelled() => {}
+        }
+        return;
+    }
+    tokio::select! {
+        _ = select_all(watches) => {}
+        _ = timeout => {}
+        _ = broker.shutdown.cancelled() => {}
+    }
+}
+
+fn partition_of(
+    broker: &Broker,
+    topic: &str,
+    partition: u32,
+) -> Result<crate::log::PartitionLog, TopicError> {
+    let topic = find_topic(broker, topic)?;
+    topic
+        .partition(partition)
+        .cloned()
+        .ok_or_else(|| TopicError {
+            code: ErrorCode::UnknownPartition,
+            message: unknown_partition(&topic, partition),
+        })
+}
+
+async fn list_offsets(broker: &Broker, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut partitions = Vec::with_capacity(req.partitions.len());
+    for p in req.partitions {
+        let mut entry = ListOffsetsPartitionResponse {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            error_code: ErrorCode::None,
+            error_message: String::new(),
+            offset: 0,
+            timestamp_ms: None,
+        };
+        match partition_of(broker, &p.topic, p.partition) {
+            Err(e) => {
+                entry.error_code = e.code;
+                entry.error_message = e.message;
+            }
+            Ok(log) => {
+                let reader = log.reader();
+                match p.spec {
+                    OffsetSpec::Earliest => entry.offset = reader.start_offset(),
+                    OffsetSpec::Latest => entry.offset = reader.end_offset(),
+                    OffsetSpec::ByTimestamp(ts) => {
+                        match tokio::task::block_in_place(|| reader.record_at_or_after(ts)) {
+                            Ok(Some((offset, found))) => {
+                                entry.offset = offset;
+                                entry.timestamp_ms = Some(found);
+                            }
+                            Ok(None) => entry.offset = reader.end_offset(),
+                            Err(e) => {
+                                entry.error_code = log_error_code(&e);
+                                entry.error_message = e.to_string();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        partitions.push(entry);
+    }
+    ListOffsetsResponse { partitions }
+}

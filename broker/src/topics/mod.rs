@@ -1,0 +1,407 @@
+//! Topics: their metadata, their partition logs, and the data directory
+//! layout under `<data-dir>/topics/`.
+//!
+//! ```text
+//! <data-dir>/topics/<topic>/topic.json          metadata (see `metadata`)
+//! <data-dir>/topics/<topic>/<partition>/        one partition log each
+//! <data-dir>/trash/                             topics being deleted
+//! ```
+//!
+//! ## Crash story
+//!
+//! - Create: make the topic directory, write `topic.json` atomically, sync
+//!   the parent directory, then open the partition logs. A directory without
+//!   `topic.json` at start is an interrupted create and is removed.
+//! - Delete: close the partition logs, rename the topic directory into
+//!   `trash/` (one atomic step: the topic is gone), sync both directories,
+//!   then remove the files. `trash/` is emptied at start.
+//!
+//! Topic names are checked against `[A-Za-z0-9._-]{1,200}`, not `.` or
+//! `..`, before they touch the file system, so no name can escape the data
+//! directory. Create and delete are serialised by one lock.
+
+pub mod metadata;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use pigeon_client::protocol::{ErrorCode, validate_topic_name};
+
+use crate::io::{FileSystem, OpenMode, read_full_at, write_atomically};
+use crate::log::{Clock, LogConfig, PartitionLog};
+pub use metadata::TopicMetadata;
+
+/// Most partitions one topic may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+/// Largest `topic.json` read.
+const MAX_METADATA_BYTES: usize = 64 * 1024;
+
+/// A topic and its open partition logs.
+#[derive(Debug)]
+pub struct Topic {
+    /// What is persisted.
+    pub metadata: TopicMetadata,
+    /// Partition logs, indexed by partition id.
+    pub partitions: Vec<PartitionLog>,
+}
+
+impl Topic {
+    /// Partition `id`, if it exists.
+    pub fn partition(&self, id: u32) -> Option<&PartitionLog> {
+        self.partitions.get(id as usize)
+    }
+}
+
+/// A failed topic operation: the protocol error code and a sentence.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TopicError {
+    /// Code for the wire.
+    pub code: ErrorCode,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl TopicError {
+    fn new(code: ErrorCode, message: impl Into<String>) -> TopicError {
+        TopicError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn storage(what: String, e: impl std::fmt::Display) -> TopicError {
+        TopicError::new(ErrorCode::StorageError, format!("{what}: {e}"))
+    }
+}
+
+/// What `create` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Name.
+    pub name: String,
+    /// Partition count (1..=MAX_PARTITIONS).
+    pub partitions: u32,
+    /// Retention by age override.
+    pub retention_ms: Option<u64>,
+    /// Retention by size override.
+    pub retention_bytes: Option<u64>,
+}
+
+/// All topics of the broker.
+#[derive(Debug)]
+pub struct Topics {
+    root: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    clock: Arc<dyn Clock>,
+    defaults: LogConfig,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises create and delete.
+    admin: tokio::sync::Mutex<()>,
+}
+
+impl Topics {
+    /// Opens every topic under `<data_dir>/topics`, recovering their logs.
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        data_dir: &Path,
+        defaults: LogConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Topics, TopicError> {
+        let root = data_dir.join("topics");
+        let trash = data_dir.join("trash");
+        for dir in [&root, &trash] {
+            fs.create_dir_all(dir)
+                .map_err(|e| TopicError::storage(format!("creating {}", dir.display()), e))?;
+        }
+        for leftover in fs
+            .read_dir(&trash)
+            .map_err(|e| TopicError::storage(format!("listing {}", trash.display()), e))?
+        {
+            if let Err(e) = fs.remove_dir_all(&leftover) {
+                tracing::warn!(path = %leftover.display(), error = %e, "could not remove a deleted topic");
+            }
+        }
+        let topics = Topics {
+            root,
+            fs,
+            clock,
+            defaults,
+            topics: RwLock::new(BTreeMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+        };
+        topics.open_existing()?;
+        Ok(topics)
+    }
+
+    fn open_existing(&self) -> Result<(), TopicError> {
+        let listing = self
+            .fs
+            .read_dir(&self.root)
+            .map_err(|e| TopicError::storage(format!("listing {}", self.root.display()), e))?;
+        for dir in listing {
+            let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            if validate_topic_name(&name).is_err() {
+                tracing::warn!(path = %dir.display(), "ignoring a directory that is not a topic");
+                continue;
+            }
+            let Some(metadata) = self.read_metadata(&dir)? else {
+                tracing::warn!(topic = %name, "removing a topic whose creation was interrupted");
+                self.fs
+                    .remove_dir_all(&dir)
+                    .map_err(|e| TopicError::storage(format!("removing {}", dir.display()), e))?;
+                continue;
+            };
+            let topic = self.open_topic(metadata)?;
+            self.topics.write().insert(name, Arc::new(topic));
+        }
+        Ok(())
+    }
+
+    fn read_metadata(&self, dir: &Path) -> Result<Option<TopicMetadata>, TopicError> {
+        let path = dir.join(metadata::FILE_NAME);
+        if !self.fs.exists(&path) {
+            return Ok(None);
+        }
+        let read = || -> std::io::Result<Vec<u8>> {
+            let file = self.fs.open(&path, OpenMode::Read)?;
+            let mut buf = vec![0u8; MAX_METADATA_BYTES];
+            let n = read_full_at(file.as_ref(), &mut buf, 0)?;
+            buf.truncate(n);
+            Ok(buf)
+        };
+        let bytes =
+            read().map_err(|e| TopicError::storage(format!("reading {}", path.display()), e))?;
+        TopicMetadata::from_json(&bytes).map(Some).map_err(|e| {
+            TopicError::new(
+                ErrorCode::StorageError,
+                format!(
+                    "{} is damaged: {e}; restore it or delete the topic directory",
+                    path.display()
+                ),
+            )
+        })
+    }
+
+    fn open_topic(&self, metadata: TopicMetadata) -> Result<Topic, TopicError> {
+        let config = self.log_config(&metadata);
+        let dir = self.root.join(&metadata.name);
+        let mut partitions = Vec::with_capacity(metadata.partitions as usize);
+        for id in 0..metadata.partitions {
+            let log = PartitionLog::open(
+                self.fs.clone(),
+                &dir.join(id.to_string()),
+                config.clone(),
+                self.clock.clone(),
+            )
+            .map_err(|e| {
+                TopicError::storage(
+                    format!("opening partition {id} of topic {}", metadata.name),
+                    e,
+                )
+            })?;
+            partitions.push(log);
+        }
+        Ok(Topic {
+            metadata,
+            partitions,
+        })
+    }
+
+    fn log_config(&self, metadata: &TopicMetadata) -> LogConfig {
+        LogConfig {
+            retention_ms: metadata
+                .retention_ms
+                .map_or(self.defaults.retention_ms, |ms| (ms > 0).then_some(ms)),
+            retention_bytes: metadata
+                .retention_bytes
+                .map_or(self.defaults.retention_bytes, |b| (b > 0).then_some(b)),
+            ..self.defaults.clone()
+        }
+    }
+
+    /// The topic called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().get(name).cloned()
+    }
+
+    /// Every topic, by name.
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().values().cloned().collect()
+    }
+
+    /// Creates a topic.
+    pub async fn create(&self, new: NewTopic) -> Result<Arc<Topic>, TopicError> {
+        validate_topic_name(&new.name)
+            .map_err(|e| TopicError::new(ErrorCode::InvalidTopicName, e.to_string()))?;
+        if new.partitions == 0 || new.partitions > MAX_PARTITIONS {
+            return Err(TopicError::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "a topic needs 1 to {MAX_PARTITIONS} partitions, not {}",
+                    new.partitions
+                ),
+            ));
+        }
+        let _admin = self.admin.lock().await;
+        if self.get(&new.name).is_some() {
+            return Err(TopicError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic {} already exists", new.name),
+            ));
+        }
+        let metadata = TopicMetadata {
+            version: 1,
+            name: new.name.clone(),
+            partitions: new.partitions,
+            retention_ms: new.retention_ms,
+            retention_bytes: new.retention_bytes,
+            created_ms: self.clock.now_ms(),
+        };
+        let dir = self.root.join(&new.name);
+        let persisted = self
+            .fs
+            .create_dir_all(&dir)
+            .and_then(|()| {
+                write_atomically(
+                    self.fs.as_ref(),
+                    &dir.join(metadata::FILE_NAME),
+                    &metadata.to_json(),
+                )
+            })
+            .and_then(|()| self.fs.sync_dir(&self.root));
+        if let Err(e) = persisted {
+            let _ = self.fs.remove_dir_all(&dir);
+            return Err(TopicError::storage(
+                format!("creating topic {}", new.name),
+                e,
+            ));
+        }
+        let topic = Arc::new(self.open_topic(metadata)?);
+        self.topics.write().insert(new.name, topic.clone());
+        Ok(topic)
+    }
+
+    /// Deletes a topic and all its data.
+    pub async fn delete(&self, name: &str) -> Result<(), TopicError> {
+        let _admin = self.admin.lock().await;
+        let topic = self.topics.write().remove(name).ok_or_else(|| {
+            TopicError::new(
+                ErrorCode::UnknownTopic,
+                format!("topic {name} does not exist"),
+            )
+        })?;
+        for partition in &topic.partitions {
+            if let Err(e) = partition.close().await {
+                tracing::warn!(topic = name, error = %e, "closing a partition of a deleted topic");
+            }
+        }
+        let trash = self
+            .root
+            .with_file_name("trash")
+            .join(format!("{name}.{}", self.clock.now_ms()));
+        let moved = self
+            .fs
+            .rename(&self.root.join(name), &trash)
+            .and_then(|()| self.fs.sync_dir(&self.root));
+        moved.map_err(|e| TopicError::storage(format!("deleting topic {name}"), e))?;
+        if let Err(e) = self.fs.remove_dir_all(&trash) {
+            tracing::warn!(path = %trash.display(), error = %e, "could not remove a deleted topic's files; they go at next start");
+        }
+        Ok(())
+    }
+
+    /// Closes every partition log cleanly (sync, clean checkpoint).
+    pub async fn close(&self) {
+        for topic in self.list() {
+            for (id, partition) in topic.partitions.iter().enumerate() {
+                if let Err(e) = partition.close().await {
+                    tracing::error!(topic = %topic.metadata.name, partition = id, error = %e, "closing a partition failed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::StdFs;
+    use crate::log::SystemClock;
+
+    fn new_topic(name: &str, partitions: u32) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            partitions,
+            retention_ms: None,
+            retention_bytes: None,
+        }
+    }
+
+    fn open(dir: &Path) -> Topics {
+        Topics::open(
+            Arc::new(StdFs),
+            dir,
+            LogConfig::default(),
+            Arc::new(SystemClock),
+        )
+        .expect("open")
+    }
+
+    #[tokio::test]
+    async fn topics_survive_restarts_and_deletes_are_final() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let topics = open(tmp.path());
+        topics.create(new_topic("orders", 3)).await.expect("create");
+        topics
+            .create(new_topic("audit.log", 1))
+            .await
+            .expect("create");
+        assert!(tmp.path().join("topics/orders/2").is_dir());
+        let err = topics
+            .create(new_topic("orders", 1))
+            .await
+            .expect_err("exists");
+        assert_eq!(err.code, ErrorCode::TopicAlreadyExists);
+        topics.delete("audit.log").await.expect("delete");
+        topics.close().await;
+        drop(topics);
+        let topics = open(tmp.path());
+        let names: Vec<String> = topics
+            .list()
+            .iter()
+            .map(|t| t.metadata.name.clone())
+            .collect();
+        assert_eq!(names, ["orders"]);
+        assert_eq!(topics.get("orders").expect("orders").partitions.len(), 3);
+        assert!(!tmp.path().join("topics/audit.log").exists());
+    }
+
+    #[tokio::test]
+    async fn names_that_could_escape_the_data_dir_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let topics = open(tmp.path());
+        for bad in ["..", ".", "a/b", "../x", "", "with space", &"x".repeat(201)] {
+            let err = topics.create(new_topic(bad, 1)).await.expect_err(bad);
+            assert_eq!(err.code, ErrorCode::InvalidTopicName, "{bad:?}");
+        }
+        let err = topics
+            .create(new_topic("ok", 0))
+            .await
+            .expect_err("zero partitions");
+        assert_eq!(err.code, ErrorCode::InvalidConfig);
+    }
+
+    #[tokio::test]
+    async fn interrupted_create_is_cleaned_up() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(tmp.path().join("topics/half/0")).expect("mkdir");
+        let topics = open(tmp.path());
+        assert!(topics.get("half").is_none());
+        assert!(!tmp.path().join("topics/half").exists());
+    }
+}
