@@ -1,3 +1,422 @@
 //! Shared helpers for the end-to-end tests in `tests/` and the benchmarks in
-//! `benches/`: locating the built binaries, temp data dirs, waiting for a
-//! condition with a deadline.
+//! `benches/`: building and locating the real binaries, starting a broker on
+//! ephemeral loopback ports with a temp data dir, stopping it (SIGTERM or
+//! SIGKILL), and waiting for a condition with a deadline (never a fixed
+//! sleep).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary (`pigeon-broker` or `pigeon`), building the
+/// workspace's binaries once per test process if needed.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let dir = profile_dir();
+    let built = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut command = Command::new(cargo);
+        command.args([
+            "build",
+            "--quiet",
+            "--bins",
+            "-p",
+            "pigeon-broker",
+            "-p",
+            "pigeon-client",
+        ]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            command.arg("--release");
+        }
+        let status = command
+            .status()
+            .map_err(|e| format!("cannot run cargo build: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("cargo build failed: {status}"))
+        }
+    });
+    if let Err(e) = built {
+        panic!("{e}");
+    }
+    dir.join(name)
+}
+
+/// `target/<profile>`, from the path of the running test executable.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("exe dir");
+    let dir = if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().expect("profile dir")
+    } else {
+        deps
+    };
+    dir.to_path_buf()
+}
+
+/// Polls `condition` until it holds or `within` passes; panics with `what`.
+pub fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running `pigeon-broker` process. Killed when dropped.
+pub struct Broker {
+    child: Option<Child>,
+    /// Protocol address.
+    pub addr: SocketAddr,
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    extra: Vec<String>,
+}
+
+/// How long a broker may take to start serving.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Broker {
+    /// Starts a broker on `data_dir` with ephemeral ports and `extra` flags.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Broker {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Self::spawn(data_dir, extra)
+    }
+
+    fn spawn(data_dir: &Path, extra: Vec<String>) -> Broker {
+        static LOG_ID: Mutex<u32> = Mutex::new(0);
+        let id = {
+            let mut n = LOG_ID.lock().unwrap_or_else(|e| e.into_inner());
+            *n += 1;
+            *n
+        };
+        let log = data_dir.with_extension(format!("broker-{}-{id}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log).expect("broker log file");
+        let child = Command::new(binary("pigeon-broker"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--log",
+                "info",
+            ])
+            .args(&extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start pigeon-broker");
+        let mut broker = Broker {
+            child: Some(child),
+            addr: "0.0.0.0:0".parse().expect("addr"),
+            http: "0.0.0.0:0".parse().expect("addr"),
+            data_dir: data_dir.to_path_buf(),
+            log,
+            extra,
+        };
+        broker.await_serving();
+        broker
+    }
+
+    /// Reads the addresses from the "serving" log line.
+    fn await_serving(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some((addr, http)) = self.serving_line() {
+                self.addr = addr;
+                self.http = http;
+                return;
+            }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "pigeon-broker exited with {status} before serving:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pigeon-broker did not start serving:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn serving_line(&self) -> Option<(SocketAddr, SocketAddr)> {
+        let file = std::fs::File::open(&self.log).ok()?;
+        let line = BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.contains("pigeon-broker is serving"))
+            .last()?;
+        let field = |name: &str| -> Option<SocketAddr> {
+            let start = line.find(&format!(" {name}="))? + name.len() + 2;
+            line[start..].split_whitespace().next()?.parse().ok()
+        };
+        Some((field("listen")?, field("http")?))
+    }
+
+    /// What the broker logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL: the process dies at once, nothing is flushed or marked clean.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "pigeon-broker did not stop within 30 s of SIGTERM:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts a new broker process on the same data dir and flags (new ports).
+    pub fn restart(&mut self) {
+        self.kill();
+        let next = Self::spawn(&self.data_dir.clone(), self.extra.clone());
+        *self = next;
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A minimal protocol client for tests: one connection, one request at a
+/// time (or raw bytes), no retries, so that tests see exactly what the
+/// broker answers.
+pub mod raw {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures_util::{SinkExt, StreamExt};
+    use pigeon_client::batch::{BatchBuilder, ProducerStamp};
+    use pigeon_client::protocol::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    use tokio_util::codec::Framed;
+
+    /// How long a test waits for one response.
+    pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A connection speaking the protocol.
+    pub struct RawClient {
+        framed: Framed<TcpStream, ClientCodec>,
+        next_id: u32,
+    }
+
+    impl RawClient {
+        /// Connects and performs the handshake.
+        pub async fn connect(addr: SocketAddr) -> RawClient {
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            let mut client = RawClient {
+                framed: Framed::new(stream, ClientCodec::default()),
+                next_id: 1,
+            };
+            match client
+                .call(HandshakeRequest::for_this_build("e2e-test").into())
+                .await
+            {
+                ResponseBody::Ok(Response::Handshake(_)) => client,
+                other => panic!("handshake failed: {other:?}"),
+            }
+        }
+
+        /// Sends one request and waits for its response.
+        pub async fn call(&mut self, request: Request) -> ResponseBody {
+            let request_id = self.next_id;
+            self.next_id += 1;
+            let frame = RequestFrame {
+                request_id,
+                api_version: 0,
+                request,
+            };
+            self.framed.send(frame).await.expect("send request");
+            let response = tokio::time::timeout(RESPONSE_TIMEOUT, self.framed.next())
+                .await
+                .expect("response in time")
+                .expect("connection open")
+                .expect("decodable response");
+            assert_eq!(
+                response.header.request_id, request_id,
+                "response to another request"
+            );
+            response.body.expect("decodable body")
+        }
+
+        /// Writes raw bytes on the connection.
+        pub async fn send_raw(&mut self, bytes: &[u8]) {
+            self.framed
+                .get_mut()
+                .write_all(bytes)
+                .await
+                .expect("write raw bytes");
+        }
+
+        /// The next frame, `None` when the broker closed the connection.
+        pub async fn next_frame(&mut self) -> Option<Result<IncomingResponse, CodecError>> {
+            tokio::time::timeout(RESPONSE_TIMEOUT, self.framed.next())
+                .await
+                .expect("frame or close in time")
+        }
+
+        /// Creates a topic, panicking on failure.
+        pub async fn create_topic(&mut self, topic: &str, partitions: u32) {
+            let request = CreateTopicRequest {
+                topic: topic.into(),
+                partitions,
+                retention_ms: None,
+                retention_bytes: None,
+            };
+            match self.call(request.into()).await {
+                ResponseBody::Ok(_) => {}
+                other => panic!("create topic {topic}: {other:?}"),
+            }
+        }
+
+        /// Produces one batch of `values` to a partition; returns the
+        /// partition's response.
+        pub async fn produce(
+            &mut self,
+            topic: &str,
+            partition: u32,
+            values: &[&[u8]],
+        ) -> ProducePartitionResponse {
+            let request = ProduceRequest {
+                timeout_ms: 30_000,
+                topic: topic.into(),
+                partitions: vec![ProducePartition {
+                    partition,
+                    batches: vec![batch(values)],
+                }],
+            };
+            match self.call(request.into()).await {
+                ResponseBody::Ok(Response::Produce(mut r)) => r.partitions.remove(0),
+                other => panic!("produce: {other:?}"),
+            }
+        }
+
+        /// Fetches from one partition.
+        pub async fn fetch(
+            &mut self,
+            topic: &str,
+            partition: u32,
+            offset: u64,
+            max_wait_ms: u32,
+        ) -> FetchPartitionResponse {
+            let request = FetchRequest {
+                max_wait_ms,
+                min_bytes: 1,
+                max_bytes: 4 << 20,
+                partitions: vec![FetchPartition {
+                    topic: topic.into(),
+                    partition,
+                    offset,
+                    max_bytes: 1 << 20,
+                }],
+            };
+            match self.call(request.into()).await {
+                ResponseBody::Ok(Response::Fetch(mut r)) => r.partitions.remove(0),
+                other => panic!("fetch: {other:?}"),
+            }
+        }
+
+        /// Every record value of a partition from `offset` to the current end.
+        pub async fn read_values(
+            &mut self,
+            topic: &str,
+            partition: u32,
+            mut offset: u64,
+        ) -> Vec<(u64, Vec<u8>)> {
+            let mut out = Vec::new();
+            loop {
+                let response = self.fetch(topic, partition, offset, 0).await;
+                assert_eq!(
+                    response.error_code,
+                    ErrorCode::None,
+                    "{}",
+                    response.error_message
+                );
+                if response.records.is_empty() {
+                    return out;
+                }
+                for record in decode_records(&response.records) {
+                    if record.offset >= offset {
+                        out.push((record.offset, record.value.to_vec()));
+                    }
+                }
+                offset = out.last().map_or(offset, |r| r.0 + 1);
+            }
+        }
+    }
+
+    /// A batch holding `values`.
+    pub fn batch(values: &[&[u8]]) -> Bytes {
+        let mut builder = BatchBuilder::new();
+        for value in values {
+            builder.push(None, value, &[]);
+        }
+        builder.build(ProducerStamp::NONE, 0)
+    }
+
+    /// Decodes whole batches back to back, checking each CRC.
+    pub fn decode_records(mut bytes: &[u8]) -> Vec<pigeon_client::batch::Record> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let (_, length) = pigeon_client::batch::read_prefix(bytes).expect("batch prefix");
+            let total = 12 + length as usize;
+            pigeon_client::batch::verify_stored(&bytes[..total], 64 << 20)
+                .expect("served batch verifies");
+            let records = pigeon_client::batch::records_of(Bytes::copy_from_slice(&bytes[..total]))
+                .expect("batch");
+            out.extend(records.map(|r| r.expect("record")));
+            bytes = &bytes[total..];
+        }
+        out
+    }
+}

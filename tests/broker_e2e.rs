@@ -1,0 +1,459 @@
+//! End-to-end tests of the real `pigeon-broker` binary over loopback, speaking
+//! the wire protocol directly: topic lifecycle, produce and read back,
+//! reads by time, long-poll, crash and clean restarts, hostile input.
+
+use std::time::{Duration, Instant};
+
+use pigeon_client::protocol::*;
+use pigeon_suite::Broker;
+use pigeon_suite::raw::{RawClient, batch};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn temp() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    (tmp, data)
+}
+
+#[test]
+fn topic_lifecycle_through_the_protocol() {
+    let (_tmp, data) = temp();
+    let broker = Broker::start(&data, &[]);
+    runtime().block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        client.create_topic("orders", 3).await;
+        assert!(
+            data.join("topics/orders/2").is_dir(),
+            "partition directories follow the documented layout"
+        );
+        let again = CreateTopicRequest {
+            topic: "orders".into(),
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+        };
+        match client.call(again.into()).await {
+            ResponseBody::Error(e) => {
+                assert_eq!(e.code, ErrorCode::TopicAlreadyExists, "{}", e.message)
+            }
+            other => panic!("duplicate create answered {other:?}"),
+        }
+        match client.call(ListTopicsRequest.into()).await {
+            ResponseBody::Ok(Response::ListTopics(list)) => {
+                assert_eq!(
+                    list.topics,
+                    vec![TopicListing {
+                        topic: "orders".into(),
+                        partitions: 3
+                    }]
+                );
+            }
+            other => panic!("list: {other:?}"),
+        }
+        client.produce("orders", 1, &[b"a", b"b"]).await;
+        match client
+            .call(
+                DescribeTopicRequest {
+                    topic: "orders".into(),
+                }
+                .into(),
+            )
+            .await
+        {
+            ResponseBody::Ok(Response::DescribeTopic(d)) => {
+                assert_eq!(d.partitions.len(), 3);
+                assert_eq!(d.partitions[1].log_end_offset, 2);
+                assert_eq!(d.partitions[1].segment_count, 1);
+                assert!(d.partitions[1].size_bytes > 0);
+            }
+            other => panic!("describe: {other:?}"),
+        }
+        match client
+            .call(
+                DeleteTopicRequest {
+                    topic: "orders".into(),
+                }
+                .into(),
+            )
+            .await
+        {
+            ResponseBody::Ok(_) => {}
+            other => panic!("delete: {other:?}"),
+        }
+        assert!(!data.join("topics/orders").exists());
+        match client
+            .call(
+                DescribeTopicRequest {
+                    topic: "orders".into(),
+                }
+                .into(),
+            )
+            .await
+        {
+            ResponseBody::Error(e) => {
+                assert_eq!(e.code, ErrorCode::UnknownTopic);
+                assert!(e.message.contains("orders"), "{}", e.message);
+            }
+            other => panic!("describe of deleted topic: {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn produce_then_read_back_byte_for_byte() {
+    let (_tmp, data) = temp();
+    let broker = Broker::start(&data, &[]);
+    runtime().block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        client.create_topic("t", 1).await;
+        let sent = batch(&[b"one", b"two", b"three"]);
+        let request = ProduceRequest {
+            timeout_ms: 30_000,
+            topic: "t".into(),
+            partitions: vec![ProducePartition {
+                partition: 0,
+                batches: vec![sent.clone()],
+            }],
+        };
+        let ack = match client.call(request.into()).await {
+            ResponseBody::Ok(Response::Produce(mut r)) => r.partitions.remove(0),
+            other => panic!("produce: {other:?}"),
+        };
+        assert_eq!(
+            (ack.error_code, ack.base_offset, ack.last_offset),
+            (ErrorCode::None, 0, 2)
+        );
+        let fetched = client.fetch("t", 0, 0, 0).await;
+        // The stored batch is the sent one with offset, time and CRC stamped.
+        assert_eq!(fetched.records.len(), sent.len());
+        assert_eq!(fetched.records[23..31], ack.append_time_ms.to_le_bytes());
+        assert_eq!(
+            fetched.records[16..23],
+            sent[16..23],
+            "magic, attributes, record count"
+        );
+        assert_eq!(
+            fetched.records[39..],
+            sent[39..],
+            "producer fields and records untouched"
+        );
+        let values = client.read_values("t", 0, 1).await;
+        assert_eq!(values, vec![(1, b"two".to_vec()), (2, b"three".to_vec())]);
+        let beyond = client.fetch("t", 0, 9, 0).await;
+        assert_eq!(beyond.error_code, ErrorCode::OffsetOutOfRange);
+        assert!(
+            beyond.error_message.contains("earliest is 0"),
+            "{}",
+            beyond.error_message
+        );
+        let unknown = client.fetch("t", 7, 0, 0).await;
+        assert_eq!(unknown.error_code, ErrorCode::UnknownPartition);
+    });
+}
+
+#[test]
+fn list_offsets_by_time_finds_the_first_record_at_or_after() {
+    let (_tmp, data) = temp();
+    let broker = Broker::start(&data, &[]);
+    runtime().block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        client.create_topic("t", 1).await;
+        let first = client.produce("t", 0, &[b"early"]).await;
+        // Wait for the clock to move on so that the second batch is later.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut second = client.produce("t", 0, &[b"late"]).await;
+        while second.append_time_ms == first.append_time_ms {
+            assert!(Instant::now() < deadline, "clock did not advance");
+            second = client.produce("t", 0, &[b"late"]).await;
+        }
+        let spec = |spec| ListOffsetsRequest {
+            partitions: vec![ListOffsetsPartition {
+                topic: "t".into(),
+                partition: 0,
+                spec,
+            }],
+        };
+        let lookup = |r: ResponseBody| match r {
+            ResponseBody::Ok(Response::ListOffsets(mut r)) => r.partitions.remove(0),
+            other => panic!("list offsets: {other:?}"),
+        };
+        let at = lookup(
+            client
+                .call(spec(OffsetSpec::ByTimestamp(second.append_time_ms)).into())
+                .await,
+        );
+        assert_eq!(
+            (at.offset, at.timestamp_ms),
+            (second.base_offset, Some(second.append_time_ms))
+        );
+        let earliest = lookup(client.call(spec(OffsetSpec::Earliest).into()).await);
+        assert_eq!(earliest.offset, 0);
+        let latest = lookup(client.call(spec(OffsetSpec::Latest).into()).await);
+        assert_eq!(latest.offset, second.last_offset + 1);
+        let future = lookup(
+            client
+                .call(spec(OffsetSpec::ByTimestamp(second.append_time_ms + 60_000)).into())
+                .await,
+        );
+        assert_eq!((future.offset, future.timestamp_ms), (latest.offset, None));
+    });
+}
+
+#[test]
+fn fetch_at_the_end_waits_for_new_data() {
+    let (_tmp, data) = temp();
+    let broker = Broker::start(&data, &[]);
+    runtime().block_on(async {
+        let mut reader = RawClient::connect(broker.addr).await;
+        let mut writer = RawClient::connect(broker.addr).await;
+        reader.create_topic("t", 1).await;
+        let waiting = tokio::spawn(async move {
+            let started = Instant::now();
+            let response = reader.fetch("t", 0, 0, 20_000).await;
+            (response, started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        writer.produce("t", 0, &[b"wake up"]).await;
+        let (response, waited) = waiting.await.expect("join");
+        assert_eq!(
+            pigeon_suite::raw::decode_records(&response.records)[0]
+                .value
+                .as_ref(),
+            b"wake up"
+        );
+        assert!(
+            waited < Duration::from_secs(15),
+            "the long-poll was not woken by the produce ({waited:?})"
+        );
+        // With no data, the fetch answers empty after max_wait.
+        let mut idle = RawClient::connect(broker.addr).await;
+        let started = Instant::now();
+        let empty = idle.fetch("t", 0, 1, 300).await;
+        assert!(empty.records.is_empty());
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "answered before max_wait"
+        );
+    });
+}
+
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_record() {
+    let (_tmp, data) = temp();
+    let mut broker = Broker::start(&data, &["--segment-bytes", "65536"]);
+    let rt = runtime();
+    let acked = rt.block_on(async {
+        let mut admin = RawClient::connect(broker.addr).await;
+        admin.create_topic("t", 1).await;
+        let addr = broker.addr;
+        let producers: Vec<_> = (0..4)
+            .map(|p| {
+                tokio::spawn(async move {
+                    let mut client = RawClient::connect(addr).await;
+                    let mut acked = Vec::new();
+                    for i in 0..100_000u32 {
+                        let value = format!("p{p}-{i}");
+                        let request = ProduceRequest {
+                            timeout_ms: 30_000,
+                            topic: "t".into(),
+                            partitions: vec![ProducePartition {
+                                partition: 0,
+                                batches: vec![batch(&[value.as_bytes()])],
+                            }],
+                        };
+                        // Send by hand so a dead broker ends the loop instead of panicking.
+                        let Some(offset) = try_produce(&mut client, request).await else {
+                            break;
+                        };
+                        acked.push((offset, value.into_bytes()));
+                    }
+                    acked
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        producers
+    });
+    broker.kill();
+    let acked: Vec<(u64, Vec<u8>)> = rt.block_on(async {
+        let mut all = Vec::new();
+        for p in acked {
+            all.extend(p.await.expect("join"));
+        }
+        all
+    });
+    assert!(
+        acked.len() > 50,
+        "too little was acknowledged before the kill: {}",
+        acked.len()
+    );
+    broker.restart();
+    rt.block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        let stored: std::collections::HashMap<u64, Vec<u8>> =
+            client.read_values("t", 0, 0).await.into_iter().collect();
+        for (offset, value) in &acked {
+            assert_eq!(
+                stored.get(offset),
+                Some(value),
+                "acknowledged record at offset {offset} lost"
+            );
+        }
+    });
+}
+
+/// Sends a produce; `None` if the connection died.
+async fn try_produce(client: &mut RawClient, request: ProduceRequest) -> Option<u64> {
+    let call = std::panic::AssertUnwindSafe(client.call(request.into()));
+    let result = futures_util::FutureExt::catch_unwind(call).await.ok()?;
+    match result {
+        ResponseBody::Ok(Response::Produce(r)) if r.partitions[0].error_code == ErrorCode::None => {
+            Some(r.partitions[0].base_offset)
+        }
+        _ => None,
+    }
+}
+
+#[test]
+fn graceful_shutdown_loses_nothing_and_restarts_without_a_scan() {
+    let (_tmp, data) = temp();
+    let mut broker = Broker::start(&data, &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        client.create_topic("t", 2).await;
+        for i in 0..50u32 {
+            client
+                .produce("t", i % 2, &[format!("v{i}").as_bytes()])
+                .await;
+        }
+    });
+    assert_eq!(
+        broker.terminate(),
+        Some(0),
+        "clean exit:\n{}",
+        broker.log_text()
+    );
+    broker.restart();
+    assert!(
+        !broker.log_text().contains("recovering the log tail"),
+        "a clean restart scanned:\n{}",
+        broker.log_text()
+    );
+    rt.block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        assert_eq!(client.read_values("t", 0, 0).await.len(), 25);
+        assert_eq!(client.read_values("t", 1, 0).await.len(), 25);
+    });
+}
+
+#[test]
+fn hostile_input_gets_errors_and_other_clients_carry_on() {
+    let (_tmp, data) = temp();
+    let broker = Broker::start(
+        &data,
+        &["--max-frame-bytes", "1048576", "--max-batch-bytes", "65536"],
+    );
+    runtime().block_on(async {
+        let mut good = RawClient::connect(broker.addr).await;
+        good.create_topic("t", 1).await;
+
+        // A connection that stalls half-way through a frame.
+        let mut stalled = RawClient::connect(broker.addr).await;
+        stalled.send_raw(&[200, 0, 0, 0, 20, 0]).await;
+
+        // Garbage: a length below the header size closes the connection.
+        let mut garbage = RawClient::connect(broker.addr).await;
+        garbage.send_raw(&[3, 0, 0, 0, 0xde, 0xad, 0xbe]).await;
+        expect_connection_error(&mut garbage, ErrorCode::InvalidRequest).await;
+
+        // A declared frame above the limit: refused before allocating.
+        let mut huge = RawClient::connect(broker.addr).await;
+        huge.send_raw(&(64u32 << 20).to_le_bytes()).await;
+        expect_connection_error(&mut huge, ErrorCode::FrameTooLarge).await;
+
+        // A bad topic name and a corrupt batch get error responses; the
+        // connection stays usable.
+        let bad_name = CreateTopicRequest { topic: "../etc".into(), partitions: 1, retention_ms: None, retention_bytes: None };
+        let mut frame = bytes::BytesMut::new();
+        encode_bad_name_request(&bad_name, &mut frame);
+        good.send_raw(&frame).await;
+        match good.next_frame().await {
+            Some(Ok(r)) => assert!(matches!(r.body, Ok(ResponseBody::Error(ref e)) if e.code == ErrorCode::InvalidTopicName), "{r:?}"),
+            other => panic!("bad name: {other:?}"),
+        }
+        let mut corrupt = batch(&[b"x"]).to_vec();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let request = ProduceRequest {
+            timeout_ms: 1000,
+            topic: "t".into(),
+            partitions: vec![ProducePartition { partition: 0, batches: vec![corrupt.into()] }],
+        };
+        match good.call(request.into()).await {
+            ResponseBody::Ok(Response::Produce(r)) => {
+                assert_eq!(r.partitions[0].error_code, ErrorCode::CorruptMessage);
+                assert!(r.partitions[0].error_message.contains("CRC"), "{}", r.partitions[0].error_message);
+            }
+            other => panic!("corrupt batch: {other:?}"),
+        }
+        let big: Vec<u8> = vec![7; 70_000];
+        let request = ProduceRequest {
+            timeout_ms: 1000,
+            topic: "t".into(),
+            partitions: vec![ProducePartition { partition: 0, batches: vec![batch(&[&big])] }],
+        };
+        match good.call(request.into()).await {
+            ResponseBody::Error(e) => assert_eq!(e.code, ErrorCode::BatchTooLarge, "{}", e.message),
+            ResponseBody::Ok(Response::Produce(r)) => assert_eq!(r.partitions[0].error_code, ErrorCode::BatchTooLarge),
+            other => panic!("oversized batch: {other:?}"),
+        }
+
+        // Meanwhile the good client and new clients are served normally.
+        let ack = good.produce("t", 0, &[b"still fine"]).await;
+        assert_eq!(ack.error_code, ErrorCode::None);
+        let mut fresh = RawClient::connect(broker.addr).await;
+        assert_eq!(fresh.read_values("t", 0, 0).await, vec![(0, b"still fine".to_vec())]);
+        drop(stalled);
+    });
+    let log = broker.log_text();
+    assert!(!log.contains("panicked"), "the broker panicked:\n{log}");
+}
+
+/// Encodes a create-topic request without the client-side name check, as a
+/// hostile client would.
+fn encode_bad_name_request(request: &CreateTopicRequest, out: &mut bytes::BytesMut) {
+    use bytes::BufMut;
+    let mut body = bytes::BytesMut::new();
+    body.put_u16_le(request.topic.len() as u16);
+    body.put_slice(request.topic.as_bytes());
+    body.put_u32_le(request.partitions);
+    body.put_u8(0);
+    body.put_u8(0);
+    out.put_u32_le(8 + body.len() as u32);
+    out.put_u16_le(ApiKey::CreateTopic.as_u16());
+    out.put_u16_le(0);
+    out.put_u32_le(99);
+    out.put_slice(&body);
+}
+
+async fn expect_connection_error(client: &mut RawClient, code: ErrorCode) {
+    match client.next_frame().await {
+        Some(Ok(r)) => match r.body {
+            Ok(ResponseBody::Error(e)) => assert_eq!(e.code, code, "{}", e.message),
+            other => panic!("expected a connection error, got {other:?}"),
+        },
+        other => panic!("expected a connection error frame, got {other:?}"),
+    }
+    assert!(
+        client.next_frame().await.is_none(),
+        "the connection stays open after an unreadable frame"
+    );
+}
