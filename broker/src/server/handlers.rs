@@ -122,8 +122,13 @@ async fn produce(broker: &Broker, req: ProduceRequest) -> Result<ProduceResponse
     let started = Instant::now();
     let topic = find_topic(broker, &req.topic)?;
     let mut partitions = Vec::with_capacity(req.partitions.len());
+    let timeout = Duration::from_millis(u64::from(req.timeout_ms.max(1)));
     for part in req.partitions {
-        let response = produce_partition(broker, &topic, part).await;
+        let partition = part.partition;
+        let response = match tokio::time::timeout(timeout, produce_partition(broker, &topic, part)).await {
+            Ok(response) => response,
+            Err(_) => timed_out(partition, req.timeout_ms),
+        };
         if response.error_code != ErrorCode::None {
             metrics::error(response.error_code);
         }
@@ -205,6 +210,20 @@ async fn produce_partition(
     }
 }
 
+fn timed_out(partition: u32, timeout_ms: u32) -> ProducePartitionResponse {
+    ProducePartitionResponse {
+        partition,
+        error_code: ErrorCode::RequestTimedOut,
+        error_message: format!(
+            "the append was not durable within the request's timeout of {timeout_ms} ms; it may still be appended, so a retry can duplicate it unless the producer is idempotent"
+        ),
+        base_offset: 0,
+        last_offset: 0,
+        append_time_ms: -1,
+        log_start_offset: 0,
+    }
+}
+
 fn unknown_partition(topic: &Topic, partition: u32) -> String {
     format!(
         "topic {} has partitions 0 to {}; partition {partition} does not exist",
@@ -275,10 +294,14 @@ fn fetch_once(broker: &Broker, req: &FetchRequest, max_total: usize) -> (FetchRe
             }
             Ok(log) => match tokio::task::block_in_place(|| log.reader().read(p.offset, budget)) {
                 Ok(read) => {
-                    total += read.bytes.len();
                     entry.high_watermark = read.high_watermark;
                     entry.log_start_offset = read.log_start_offset;
-                    entry.records = read.bytes;
+                    // A read returns at least one whole batch; past the first
+                    // partition, one that does not fit waits for the next fetch.
+                    if total == 0 || read.bytes.len() <= budget {
+                        total += read.bytes.len();
+                        entry.records = read.bytes;
+                    }
                 }
                 Err(e) => {
                     entry.high_watermark = log.reader().end_offset();
