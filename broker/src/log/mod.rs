@@ -41,6 +41,7 @@
 //! | [`reader`] | reads by offset and by time |
 //! | [`retention`] | which segments retention deletes |
 //! | [`checkpoint`] | the recovery checkpoint file |
+//! | [`producers`] | idempotent producer state: sequence checks, snapshots |
 //! | [`committer`] | the writer thread: group commit behind an async API |
 
 pub mod checkpoint;
@@ -49,6 +50,7 @@ pub mod committer;
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod producers;
 pub mod reader;
 pub mod recovery;
 pub mod retention;

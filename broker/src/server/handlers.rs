@@ -123,14 +123,19 @@ async fn produce(broker: &Broker, req: ProduceRequest) -> Result<ProduceResponse
     let topic = find_topic(broker, &req.topic)?;
     let mut partitions = Vec::with_capacity(req.partitions.len());
     // 0 asks for no particular bound: use the default of 30 s.
-    let timeout_ms = if req.timeout_ms == 0 { 30_000 } else { req.timeout_ms };
+    let timeout_ms = if req.timeout_ms == 0 {
+        30_000
+    } else {
+        req.timeout_ms
+    };
     let timeout = Duration::from_millis(u64::from(timeout_ms));
     for part in req.partitions {
         let partition = part.partition;
-        let response = match tokio::time::timeout(timeout, produce_partition(broker, &topic, part)).await {
-            Ok(response) => response,
-            Err(_) => timed_out(partition, timeout_ms),
-        };
+        let response =
+            match tokio::time::timeout(timeout, produce_partition(broker, &topic, part)).await {
+                Ok(response) => response,
+                Err(_) => timed_out(partition, timeout_ms),
+            };
         if response.error_code != ErrorCode::None {
             metrics::error(response.error_code);
         }
