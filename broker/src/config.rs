@@ -30,6 +30,7 @@ pub struct FileConfig {
     retention_bytes: Option<u64>,
     index_interval_bytes: Option<u32>,
     checkpoint_interval_bytes: Option<u64>,
+    producer_expiry_ms: Option<u64>,
     max_frame_bytes: Option<u32>,
     max_batch_bytes: Option<u32>,
     max_in_flight_per_connection: Option<u32>,
@@ -79,6 +80,9 @@ pub struct Flags {
     /// Bytes between recovery checkpoints: bounds the scan after a crash [default: 67108864].
     #[arg(long, env = "PIGEON_CHECKPOINT_INTERVAL_BYTES", value_name = "BYTES")]
     checkpoint_interval_bytes: Option<u64>,
+    /// Idempotent producer state is dropped after this long without a batch [default: 604800000, 7 days].
+    #[arg(long, env = "PIGEON_PRODUCER_EXPIRY_MS", value_name = "MS")]
+    producer_expiry_ms: Option<u64>,
     /// Largest protocol frame accepted [default: 16777216].
     #[arg(long, env = "PIGEON_MAX_FRAME_BYTES", value_name = "BYTES")]
     max_frame_bytes: Option<u32>,
@@ -143,6 +147,7 @@ impl Flags {
             checkpoint_interval_bytes: self
                 .checkpoint_interval_bytes
                 .or(file.checkpoint_interval_bytes),
+            producer_expiry_ms: self.producer_expiry_ms.or(file.producer_expiry_ms),
             max_frame_bytes: self.max_frame_bytes.or(file.max_frame_bytes),
             max_batch_bytes: self.max_batch_bytes.or(file.max_batch_bytes),
             max_in_flight_per_connection: self
@@ -196,6 +201,7 @@ impl BrokerConfig {
             checkpoint_interval_bytes: c
                 .checkpoint_interval_bytes
                 .unwrap_or(defaults.checkpoint_interval_bytes),
+            producer_expiry_ms: c.producer_expiry_ms.unwrap_or(defaults.producer_expiry_ms),
         };
         log.validate().map_err(ConfigError)?;
         let max_frame_bytes = c.max_frame_bytes.unwrap_or(16 * 1024 * 1024);

@@ -71,12 +71,17 @@ pub struct LogConfig {
     /// A recovery checkpoint is written after this many bytes: the most an
     /// unclean restart has to scan (plus the last commit group).
     pub checkpoint_interval_bytes: u64,
+    /// Idempotent producer state is dropped after this long without a
+    /// batch from the producer (ms).
+    pub producer_expiry_ms: u64,
 }
 
 /// 128 MiB.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
 /// 7 days.
 pub const DEFAULT_SEGMENT_MS: u64 = 7 * 24 * 3600 * 1000;
+/// 7 days.
+pub const DEFAULT_PRODUCER_EXPIRY_MS: u64 = 7 * 24 * 3600 * 1000;
 /// 7 days.
 pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 
@@ -91,6 +96,7 @@ impl Default for LogConfig {
             fsync: FsyncPolicy::Always,
             max_batch_bytes: 8 * 1024 * 1024,
             checkpoint_interval_bytes: 64 * 1024 * 1024,
+            producer_expiry_ms: DEFAULT_PRODUCER_EXPIRY_MS,
         }
     }
 }

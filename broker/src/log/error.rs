@@ -66,6 +66,10 @@ pub enum LogError {
         /// The failed fsync's error.
         cause: String,
     },
+    /// An idempotent producer's batch was refused (fenced, out of order,
+    /// unknown producer). Not retriable as is.
+    #[error("{0}")]
+    Sequence(#[from] super::producers::SequenceError),
     /// The log was closed.
     #[error("the partition log is closed")]
     Closed,

@@ -30,6 +30,17 @@ use std::collections::BTreeMap;
 
 use pigeon_client::batch::BatchHeader;
 
+/// Where a partition learns the current epoch of a producer id: the
+/// broker's producer registry, so that a zombie is fenced even in
+/// partitions the new instance has not written to yet.
+pub trait EpochSource: Send + Sync + std::fmt::Debug {
+    /// The newest registered epoch of `producer_id`, if known.
+    fn current_epoch(&self, producer_id: i64) -> Option<i16>;
+}
+
+/// File name of the snapshot inside a partition directory.
+pub const SNAPSHOT_FILE: &str = "producers.snapshot";
+
 /// Batches remembered per producer and partition for answering retries.
 pub const CACHED_BATCHES: usize = 5;
 
@@ -262,19 +273,21 @@ impl ProducerTable {
             .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) <= expiry);
     }
 
-    /// Encodes the table (snapshot file body).
+    /// Encodes the table as of log offset `offset` (snapshot file body).
     ///
     /// | field | type |
     /// | --- | --- |
     /// | magic | `PGPS` |
     /// | version | u16 = 1 |
+    /// | offset | u64: the log's next offset when the snapshot was taken |
     /// | count | u32 |
     /// | per producer: id i64, epoch i16, last_timestamp i64, batches u8, per batch: first_sequence i32, last_sequence i32, base_offset u64, last_offset u64, timestamp i64 | |
     /// | crc | u32 of everything before |
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(10 + self.entries.len() * 64);
+    pub fn encode(&self, offset: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(22 + self.entries.len() * 64);
         out.extend_from_slice(b"PGPS");
         out.extend_from_slice(&1u16.to_le_bytes());
+        out.extend_from_slice(&offset.to_le_bytes());
         out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         for (pid, entry) in &self.entries {
             out.extend_from_slice(&pid.to_le_bytes());
@@ -294,8 +307,8 @@ impl ProducerTable {
         out
     }
 
-    /// Decodes a snapshot; `None` if damaged.
-    pub fn decode(bytes: &[u8]) -> Option<ProducerTable> {
+    /// Decodes a snapshot into its offset and table; `None` if damaged.
+    pub fn decode(bytes: &[u8]) -> Option<(u64, ProducerTable)> {
         let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
             return None;
@@ -304,6 +317,7 @@ impl ProducerTable {
         if r.take(4)? != b"PGPS" || r.u16()? != 1 {
             return None;
         }
+        let offset = r.u64()?;
         let count = r.u32()?;
         let mut table = ProducerTable::new();
         for _ in 0..count {
@@ -333,7 +347,7 @@ impl ProducerTable {
                 },
             );
         }
-        r.0.is_empty().then_some(table)
+        r.0.is_empty().then_some((offset, table))
     }
 }
 
@@ -463,8 +477,8 @@ mod tests {
             table.apply(&header(3, 0, i, 1, i as u64));
             table.apply(&header(4, 2, i * 2, 2, 100 + i as u64));
         }
-        let bytes = table.encode();
-        assert_eq!(ProducerTable::decode(&bytes), Some(table.clone()));
+        let bytes = table.encode(77);
+        assert_eq!(ProducerTable::decode(&bytes), Some((77, table.clone())));
         for at in [0, 5, 20, bytes.len() - 1] {
             let mut damaged = bytes.clone();
             damaged[at] ^= 1;

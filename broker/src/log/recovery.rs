@@ -33,6 +33,7 @@ use super::clock::Clock;
 use super::config::LogConfig;
 use super::error::{LogError, LogResult};
 use super::index::{MappedIndex, OffsetIndex, TimeIndex, decode_offset_entry, decode_time_entry};
+use super::producers::{ProducerTable, SNAPSHOT_FILE};
 use super::segment::{BatchScanner, Segment, parse_file_name};
 use super::writer::{Active, Cursor, Log, index_entry, push_entry};
 use crate::io::{FileSystem, OpenMode, read_full_at};
@@ -57,12 +58,16 @@ impl Log {
             .map_err(io("creating the partition directory"))?;
         let bases = clean_leftovers(fs.as_ref(), dir).map_err(io("listing segments"))?;
         let checkpoint = Checkpoint::read(fs.as_ref(), dir);
+        let (producers_from, producers) =
+            read_producer_snapshot(fs.as_ref(), dir).unwrap_or_default();
         let mut opener = Opener {
             fs: fs.as_ref(),
             dir,
             config: &config,
             max_timestamp: i64::MIN,
             report: RecoveryReport::default(),
+            producers,
+            producers_from,
         };
         let (segments, active) = match bases.split_last() {
             None => opener.fresh(checkpoint.map_or(0, |c| c.next_offset))?,
@@ -79,8 +84,10 @@ impl Log {
             }
         };
         let report = opener.report;
+        let producers = std::mem::take(&mut opener.producers);
         let mut log = Log::assemble(dir, config, fs.clone(), clock, segments, active);
         log.recovery = report;
+        log.producers = producers;
         log.write_checkpoint(false);
         Ok(log)
     }
@@ -122,6 +129,10 @@ struct Opener<'a> {
     config: &'a LogConfig,
     max_timestamp: i64,
     report: RecoveryReport,
+    /// Producer state being rebuilt: the snapshot, plus every batch at or
+    /// after `producers_from` that recovery walks.
+    producers: ProducerTable,
+    producers_from: u64,
 }
 
 /// What opening a log had to do.
@@ -231,7 +242,15 @@ impl Opener<'_> {
         self.report.rebuilt_indexes += 1;
         self.report.scanned_bytes += size;
         let mut cursor = empty_cursor(base, i64::MIN);
-        let end = scan_into(&segment, self.config, &mut cursor, 0, size);
+        let end = scan_into(
+            &segment,
+            self.config,
+            &mut cursor,
+            0,
+            size,
+            &mut self.producers,
+            self.producers_from,
+        );
         if let Err(stop) = end {
             tracing::error!(
                 segment = %segment.log_path.display(), position = stop.position, reason = %stop.reason,
@@ -315,12 +334,23 @@ impl Opener<'_> {
             start_ts,
         );
         let mut cursor = resume_cursor(&segment, self.config, start_pos, start_offset, start_ts);
+        if start_offset > self.producers_from && start_pos > 0 {
+            self.walk_producers(&segment, 0, start_pos);
+        }
         let mut end = start_pos;
         self.report.clean = clean;
         if !clean {
             self.report.scanned_bytes += file_len - start_pos;
             tracing::info!(segment = %log_path.display(), from = start_pos, to = file_len, "recovering the log tail after an unclean stop");
-            end = match scan_into(&segment, self.config, &mut cursor, start_pos, file_len) {
+            end = match scan_into(
+                &segment,
+                self.config,
+                &mut cursor,
+                start_pos,
+                file_len,
+                &mut self.producers,
+                self.producers_from,
+            ) {
                 Ok(end) => end,
                 Err(stop) => {
                     tracing::warn!(
@@ -362,6 +392,48 @@ impl Opener<'_> {
             cursor,
         })
     }
+}
+
+impl Opener<'_> {
+    /// Replays the batch headers of `from..to` of a segment into the producer
+    /// state (only needed when the snapshot is missing or older than the
+    /// checkpoint: a first start, or a damaged snapshot).
+    fn walk_producers(&mut self, segment: &Segment, from: u64, to: u64) {
+        let expected = if from == 0 {
+            segment.base_offset
+        } else {
+            return;
+        };
+        let mut scanner = BatchScanner::new(
+            segment.log.as_ref(),
+            from,
+            to,
+            expected,
+            self.config.max_batch_bytes as usize,
+        );
+        self.report.scanned_bytes += to - from;
+        while let Ok(Some(batch)) = scanner.next_batch() {
+            if batch.header.base_offset >= self.producers_from {
+                self.producers.apply(&batch.header);
+            }
+        }
+    }
+}
+
+/// The producer snapshot of a partition: the offset it was taken at and
+/// the table. `None` if missing or damaged (then the state is rebuilt by
+/// walking the log).
+fn read_producer_snapshot(fs: &dyn FileSystem, dir: &Path) -> Option<(u64, ProducerTable)> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let file = fs.open(&path, OpenMode::Read).ok()?;
+    let len = file.len().ok()? as usize;
+    let mut buf = vec![0u8; len.min(256 << 20)];
+    let read = read_full_at(file.as_ref(), &mut buf, 0).ok()?;
+    let decoded = ProducerTable::decode(&buf[..read]);
+    if decoded.is_none() {
+        tracing::warn!(path = %path.display(), "producer snapshot is damaged; rebuilding producer state from the log");
+    }
+    decoded
 }
 
 fn empty_cursor(next_offset: u64, max_timestamp: i64) -> Cursor {
@@ -409,6 +481,8 @@ fn scan_into(
     cursor: &mut Cursor,
     from: u64,
     to: u64,
+    producers: &mut ProducerTable,
+    producers_from: u64,
 ) -> Result<u64, super::segment::ScanStop> {
     let mut scanner = BatchScanner::new(
         segment.log.as_ref(),
@@ -432,6 +506,9 @@ fn scan_into(
         }
         cursor.next_offset = header.next_offset();
         cursor.max_timestamp = cursor.max_timestamp.max(header.max_timestamp);
+        if header.base_offset >= producers_from {
+            producers.apply(&header);
+        }
     }
     Ok(scanner.position())
 }

@@ -39,11 +39,12 @@ use super::checkpoint::Checkpoint;
 use super::clock::Clock;
 use super::config::{FsyncPolicy, LogConfig};
 use super::error::{LogError, LogResult};
+use super::producers::{Check, EpochSource, ProducerEntry, ProducerTable, SNAPSHOT_FILE};
 use super::reader::LogReader;
 use super::recovery::RecoveryReport;
 use super::retention::{SealedInfo, expired_prefix};
 use super::segment::Segment;
-use crate::io::{FileSystem, write_all_at};
+use crate::io::{FileSystem, write_all_at, write_atomically};
 
 /// Staged bytes are written out once they pass this size.
 const STAGE_LIMIT: usize = 4 * 1024 * 1024;
@@ -75,6 +76,9 @@ pub struct AppendInfo {
     pub timestamp: i64,
     /// The log start offset at the time of the append.
     pub log_start_offset: u64,
+    /// The batch was a retry of one already appended: nothing new was
+    /// written, and these are the original's offsets and time.
+    pub duplicate: bool,
 }
 
 /// Index entries of staged batches, pushed once their bytes are written.
@@ -140,6 +144,12 @@ pub struct Log {
     unsynced_since: Option<Instant>,
     /// What opening the log had to do.
     pub(crate) recovery: RecoveryReport,
+    /// Idempotent producers' sequences and recent batches.
+    pub(crate) producers: ProducerTable,
+    /// The broker's producer registry, for fencing.
+    epochs: Option<Arc<dyn EpochSource>>,
+    /// Producer entries as they were before the staged group touched them.
+    staged_producers: Vec<(i64, Option<ProducerEntry>)>,
 }
 
 impl Log {
@@ -169,7 +179,21 @@ impl Log {
             read_only: None,
             unsynced_since: None,
             recovery: RecoveryReport::default(),
+            producers: ProducerTable::new(),
+            epochs: None,
+            staged_producers: Vec::new(),
         }
+    }
+
+    /// Uses `epochs` to fence producers whose epoch is no longer current.
+    pub fn with_epochs(mut self, epochs: Arc<dyn EpochSource>) -> Log {
+        self.epochs = Some(epochs);
+        self
+    }
+
+    /// The idempotent producer state.
+    pub fn producers(&self) -> &ProducerTable {
+        &self.producers
     }
 
     /// A reader sharing this log's segments.
@@ -227,7 +251,24 @@ impl Log {
                 },
             ));
         }
-        let count = batch.header().record_count;
+        let header = *batch.header();
+        let producer = header.producer;
+        if producer.is_idempotent() {
+            let current = self
+                .epochs
+                .as_ref()
+                .and_then(|e| e.current_epoch(producer.producer_id));
+            if let Check::Duplicate(original) = self.producers.check(&header, current)? {
+                return Ok(AppendInfo {
+                    base_offset: original.base_offset,
+                    last_offset: original.last_offset,
+                    timestamp: original.timestamp,
+                    log_start_offset: self.reader().start_offset(),
+                    duplicate: true,
+                });
+            }
+        }
+        let count = header.record_count;
         if self.should_roll(len as u64, count) {
             self.roll()?;
         }
@@ -263,6 +304,20 @@ impl Log {
         }
         cursor.next_offset += u64::from(count);
         cursor.max_timestamp = timestamp;
+        if producer.is_idempotent() {
+            let pid = producer.producer_id;
+            if !self.staged_producers.iter().any(|(p, _)| *p == pid) {
+                self.staged_producers
+                    .push((pid, self.producers.entry_of(pid)));
+            }
+            let stamped = pigeon_client::batch::BatchHeader {
+                base_offset,
+                first_timestamp: timestamp,
+                max_timestamp: timestamp,
+                ..header
+            };
+            self.producers.apply(&stamped);
+        }
         if self.active.write_pos == 0 && start == 0 {
             self.active.created_ms = timestamp;
         }
@@ -271,6 +326,7 @@ impl Log {
             last_offset: base_offset + u64::from(count) - 1,
             timestamp,
             log_start_offset: self.reader().start_offset(),
+            duplicate: false,
         })
     }
 
@@ -317,6 +373,7 @@ impl Log {
         self.active.write_pos += self.staged.len() as u64;
         self.staged.clear();
         self.staged_from = None;
+        self.staged_producers.clear();
         for entry in self.pending_entries.drain(..) {
             segment.index.push(entry.relative_offset, entry.position);
             if let Some(ts) = entry.timestamp {
@@ -338,6 +395,9 @@ impl Log {
         }
         self.staged.clear();
         self.pending_entries.clear();
+        for (pid, entry) in self.staged_producers.drain(..).rev() {
+            self.producers.restore(pid, entry);
+        }
         let segment = &self.active.segment;
         if let Err(e) = segment.log.set_len(self.active.write_pos) {
             // Harmless for readers (they stop at the published size) and for
@@ -401,6 +461,16 @@ impl Log {
     /// Records the durable point. Needs `synced_pos == write_pos`. A failure
     /// only costs a longer scan after a crash, so it is logged, not raised.
     pub(crate) fn write_checkpoint(&mut self, clean: bool) {
+        // The producer snapshot goes first: recovery relies on a snapshot
+        // at or after the checkpoint's offset.
+        self.producers
+            .expire(self.clock.now_ms(), self.config.producer_expiry_ms);
+        let snapshot = self.producers.encode(self.active.cursor.next_offset);
+        if let Err(e) = write_atomically(self.fs.as_ref(), &self.dir.join(SNAPSHOT_FILE), &snapshot)
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the producer snapshot; checkpoint skipped");
+            return;
+        }
         let a = &self.active;
         let flushed = a
             .segment

@@ -11,6 +11,7 @@ use pigeon_client::batch::{BatchError, RecordBatch};
 use pigeon_client::protocol::*;
 
 use super::Broker;
+use crate::log::producers::SequenceError;
 use crate::log::{AppendInfo, LogError};
 use crate::metrics;
 use crate::topics::{NewTopic, Topic, TopicError};
@@ -258,6 +259,9 @@ pub fn log_error_code(e: &LogError) -> ErrorCode {
         LogError::DiskFull { .. } => ErrorCode::DiskFull,
         LogError::ReadOnly { .. } => ErrorCode::PartitionReadOnly,
         LogError::Closed => ErrorCode::ShuttingDown,
+        LogError::Sequence(SequenceError::Fenced { .. }) => ErrorCode::ProducerFenced,
+        LogError::Sequence(SequenceError::OutOfOrder { .. }) => ErrorCode::OutOfOrderSequence,
+        LogError::Sequence(SequenceError::Unknown { .. }) => ErrorCode::UnknownProducer,
         _ => ErrorCode::StorageError,
     }
 }
