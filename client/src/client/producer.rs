@@ -270,10 +270,13 @@ struct ProducerShared {
     ctx: Arc<SenderCtx>,
     buffer: Arc<Semaphore>,
     buffer_memory: usize,
-    senders: Mutex<HashMap<(Arc<str>, u32), mpsc::UnboundedSender<Command>>>,
+    senders: Mutex<HashMap<TopicPartition, mpsc::UnboundedSender<Command>>>,
     round_robin: AtomicU32,
     closed: AtomicBool,
 }
+
+/// A topic and a partition of it.
+type TopicPartition = (Arc<str>, u32);
 
 /// What partition senders need (not the senders map: dropping the
 /// producer closes their queues).

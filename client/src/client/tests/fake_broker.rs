@@ -278,16 +278,23 @@ async fn handle(state: &State, incoming: IncomingRequest) -> ResponseFrame {
         ),
         Request::CreateTopic(req) => {
             let mut topics = lock(&state.topics);
-            if topics.contains_key(&req.topic) {
-                ResponseFrame::error(&header, ErrorCode::TopicAlreadyExists, req.topic)
-            } else if req.partitions == 0 {
-                ResponseFrame::error(&header, ErrorCode::InvalidConfig, "zero partitions")
-            } else {
-                let logs = (0..req.partitions)
-                    .map(|_| PartitionLog::default())
-                    .collect();
-                topics.insert(req.topic, logs);
-                ResponseFrame::ok(id, version, CreateTopicResponse)
+            if req.partitions == 0 {
+                return ResponseFrame::error(&header, ErrorCode::InvalidConfig, "zero partitions");
+            }
+            match topics.entry(req.topic) {
+                std::collections::hash_map::Entry::Occupied(entry) => ResponseFrame::error(
+                    &header,
+                    ErrorCode::TopicAlreadyExists,
+                    entry.key().clone(),
+                ),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(
+                        (0..req.partitions)
+                            .map(|_| PartitionLog::default())
+                            .collect(),
+                    );
+                    ResponseFrame::ok(id, version, CreateTopicResponse)
+                }
             }
         }
         Request::DeleteTopic(req) => match lock(&state.topics).remove(&req.topic) {
