@@ -30,7 +30,8 @@
 //!   again, so a dead broker is never hammered.
 //! - Each connection starts with a Handshake; the codec then adopts the
 //!   server's limits, and each request is sent in the highest API version
-//!   both sides speak.
+//!   both sides speak. At most the broker's `max_in_flight_requests` are
+//!   outstanding on a connection; further requests wait for a slot.
 //! - A request that is cancelled or times out leaves nothing behind: its
 //!   entry in the map is removed, and a late answer is dropped.
 
@@ -42,7 +43,7 @@ use std::time::Duration;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -146,6 +147,10 @@ struct Conn {
     queue: mpsc::Sender<RequestFrame>,
     shared: Arc<ConnShared>,
     handshake: Arc<HandshakeResponse>,
+    /// Permits for the requests the broker serves at once on a connection
+    /// (`max_in_flight_requests` from the handshake); more wait here rather
+    /// than be refused with `TooManyRequestsInFlight`.
+    in_flight: Arc<Semaphore>,
 }
 
 /// What the connection's tasks share with callers.
@@ -429,6 +434,11 @@ impl Client {
 
     async fn round_trip(&self, request: Request) -> Result<Response, ClientError> {
         let conn = self.connection().await?;
+        let _slot = conn
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| conn.shared.dead_error())?;
         let api = request.api_key();
         let api_version = conn.handshake.negotiate(api).ok_or_else(|| {
             ClientError::broker(
@@ -573,6 +583,9 @@ impl Client {
         Ok(Conn {
             queue,
             shared,
+            in_flight: Arc::new(Semaphore::new(
+                (handshake.max_in_flight_requests as usize).clamp(1, Semaphore::MAX_PERMITS),
+            )),
             handshake: Arc::new(handshake),
         })
     }

@@ -39,6 +39,27 @@ async fn concurrent_requests_answered_in_reverse_are_matched_to_their_callers() 
 }
 
 #[tokio::test]
+async fn requests_beyond_the_brokers_in_flight_limit_wait_for_a_slot() {
+    bounded(async {
+        let broker = FakeBroker::start().await;
+        broker.create_topic("t", 1);
+        broker.behave(|b| {
+            b.max_in_flight = 4;
+            b.delay = Duration::from_millis(20);
+        });
+        let client = Client::connect_with(broker.addr(), fast_client_config())
+            .await
+            .unwrap();
+        let admin = client.admin();
+        let answers = join_all((0..20).map(|_| admin.describe_topic("t"))).await;
+        assert!(answers.iter().all(Result::is_ok));
+        let most = broker.most_in_flight();
+        assert!((1..=4).contains(&most), "{most} requests in flight at once");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_dropped_connection_fails_requests_in_flight_and_the_next_request_reconnects() {
     bounded(async {
         let broker = FakeBroker::start().await;

@@ -41,6 +41,8 @@ pub struct Behavior {
     pub corrupt_fetch: bool,
     /// The append time to stamp; `None`: the system clock.
     pub clock_ms: Option<i64>,
+    /// `max_in_flight_requests` announced in the handshake; 0: 10 000.
+    pub max_in_flight: u32,
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +62,8 @@ struct State {
     stall_produce: watch::Sender<bool>,
     produce_requests: AtomicUsize,
     connections: AtomicUsize,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
     kill: Mutex<CancellationToken>,
 }
 
@@ -89,6 +93,8 @@ impl FakeBroker {
             stall_produce: watch::channel(false).0,
             produce_requests: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
             kill: Mutex::new(CancellationToken::new()),
         });
         let broker = FakeBroker {
@@ -160,6 +166,11 @@ impl FakeBroker {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// The most requests (handshakes excepted) ever handled at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.state.most_in_flight.load(Ordering::SeqCst)
     }
 
     /// Sizes of the stored batches of a partition.
@@ -235,7 +246,14 @@ async fn serve(stream: TcpStream, state: Arc<State>, kill: CancellationToken) {
         let state = state.clone();
         let answers = answers.clone();
         tokio::spawn(async move {
+            if !is_handshake {
+                let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                state.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            }
             let answer = handle(&state, incoming).await;
+            if !is_handshake {
+                state.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
             let _ = answers.send(answer);
         });
     }
@@ -273,7 +291,10 @@ async fn handle(state: &State, incoming: IncomingRequest) -> ResponseFrame {
                 api_versions: HandshakeRequest::for_this_build("fake").api_versions,
                 max_frame_size: DEFAULT_MAX_FRAME_SIZE,
                 max_batch_size: DEFAULT_MAX_BATCH_SIZE,
-                max_in_flight_requests: 10_000,
+                max_in_flight_requests: match lock(&state.behavior).max_in_flight {
+                    0 => 10_000,
+                    n => n,
+                },
             },
         ),
         Request::CreateTopic(req) => {
