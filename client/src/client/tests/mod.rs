@@ -59,3 +59,14 @@ fn fast_producer_config() -> ProducerConfig {
         ..ProducerConfig::default()
     }
 }
+
+#[test]
+fn handles_can_move_between_tasks() {
+    fn shared<T: Send + Sync + Clone>() {}
+    fn sendable<T: Send>() {}
+    shared::<super::Client>();
+    shared::<super::Producer>();
+    shared::<super::Admin>();
+    sendable::<super::Reader>();
+    sendable::<super::Delivery>();
+}
