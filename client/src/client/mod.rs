@@ -1,0 +1,67 @@
+//! The async Rust client of the Pigeon broker.
+//!
+//! This module owns everything a program needs to talk to a broker over
+//! TCP: a multiplexed, self-healing connection ([`Client`]), topic
+//! administration ([`Admin`]), a batching, retrying producer ([`Producer`])
+//! and a partition reader that is an async stream ([`Reader`]). It speaks
+//! only through [`crate::protocol`] and reads records with [`crate::batch`].
+//!
+//! ```no_run
+//! use futures_util::StreamExt;
+//! use pigeon_client::client::*;
+//!
+//! # async fn demo() -> Result<(), ClientError> {
+//! let client = Client::connect(DEFAULT_BROKER_ADDR).await?;
+//! client.admin().create_topic(NewTopic::new("orders", 1)).await?;
+//!
+//! let producer = Producer::new(client.clone(), ProducerConfig::default());
+//! let stored = producer.send("orders", ProducerRecord::new("created").key("order-7")).await?;
+//!
+//! let config = ReaderConfig::new(StartAt::Offset(stored.offset)).follow(false);
+//! let mut reader = Reader::open(&client, "orders", stored.partition, config).await?;
+//! while let Some(record) = reader.next().await {
+//!     println!("{:?}", record?.value);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Invariants shared by the whole client
+//!
+//! - Every wait is bounded: requests by their timeout, deliveries by the
+//!   producer's delivery timeout, buffers by their byte budget.
+//! - Failures are typed ([`ClientError`]) and say whether a retry may help
+//!   ([`ClientError::is_retriable`]); what the library retries itself is
+//!   documented where it does.
+//!
+//! ## Layout
+//!
+//! | file | job |
+//! | --- | --- |
+//! | `error.rs` | [`ClientError`] |
+//! | `backoff.rs` | [`Backoff`]: exponential delays with jitter |
+//! | `breaker.rs` | [`CircuitConfig`] and the circuit breaker |
+//! | `connection.rs` | [`Client`]: connection, handshake, request matching, reconnects |
+//! | `admin.rs` | [`Admin`]: create/delete/list/describe topics, offset lookups |
+//! | `producer.rs` | [`Producer`]: partitioning, batching, buffering, retries |
+//! | `reader.rs` | [`Reader`]: a partition as an async stream of records |
+
+mod admin;
+mod backoff;
+mod breaker;
+mod connection;
+mod error;
+mod producer;
+mod reader;
+
+#[cfg(test)]
+mod tests;
+
+pub use admin::{Admin, NewTopic};
+pub use backoff::Backoff;
+pub use breaker::CircuitConfig;
+pub use connection::{Client, ClientConfig, DEFAULT_BROKER_ADDR};
+pub use error::ClientError;
+pub use producer::{
+    Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata, partition_for_key,
+};
+pub use reader::{Reader, ReaderConfig, StartAt};

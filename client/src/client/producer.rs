@@ -1,0 +1,795 @@
+//! [`Producer`]: batching, partitioning, bounded buffering, retries and
+//! fail-fast delivery of records to the broker.
+//!
+//! ## How a record travels
+//!
+//! 1. [`Producer::send`] (or [`Producer::enqueue`]) picks the partition:
+//!    the record's explicit partition, else `FNV-1a-64(key) mod
+//!    partition_count` for keyed records ([`partition_for_key`]), else
+//!    round robin. Partition counts come from DescribeTopic, cached per
+//!    topic and forgotten when the broker answers `UnknownTopic` or
+//!    `UnknownPartition`.
+//! 2. It reserves the record's encoded size in the buffer, a byte
+//!    semaphore of [`ProducerConfig::buffer_memory`]: when the buffer is
+//!    full, `send` waits (back-pressure; memory never grows without bound).
+//! 3. The record goes to its partition's *sender*, one task per
+//!    topic-partition, which appends records to a [`BatchBuilder`] until
+//!    [`ProducerConfig::linger`] has passed since the batch's first record
+//!    was enqueued, or the next record would make the batch larger than
+//!    [`ProducerConfig::max_batch_bytes`], or a flush asks for it.
+//! 4. The batch is built once (its bytes and, later, its producer stamp
+//!    fixed from then on) and sent in one Produce request. Retriable
+//!    failures (lost connection, timeout, open circuit, retriable broker
+//!    codes) resend the *same bytes* after an exponential backoff with
+//!    jitter, until [`ProducerConfig::delivery_timeout`] after the batch's
+//!    first record was enqueued. Each record's future then completes with
+//!    its own offset (`base_offset + index`), or with the batch's error,
+//!    and its buffer bytes are released.
+//!
+//! ## Invariants
+//!
+//! - At most one batch per partition is in flight, and a partition's
+//!   batches are sent in the order their records were enqueued: a retried
+//!   batch is never overtaken. (Idempotent producers will stamp a producer
+//!   id, epoch and base sequence into each batch when it is built, in the
+//!   partition sender, so a batch keeps its sequence across retries.)
+//! - Without idempotence, a retry after a lost answer may append a batch
+//!   twice; each record's future reports the offsets of the append that
+//!   was acknowledged.
+//! - While the broker's circuit is open (see
+//!   [`CircuitConfig`](super::CircuitConfig)), new sends fail at once with
+//!   [`ClientError::CircuitOpen`]; batches already buffered keep retrying
+//!   until their delivery timeout, and their requests serve as probes.
+//! - [`Producer::flush`] returns once every record enqueued before it was
+//!   delivered or failed; [`Producer::close`] refuses new records, then
+//!   flushes. Dropping a producer without closing still delivers what was
+//!   enqueued, in the background.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::admin::describe_topic;
+use super::backoff::Backoff;
+use super::connection::{Client, expect_response};
+use super::error::ClientError;
+use crate::batch::{BatchBuilder, HEADER_LEN, ProducerStamp};
+use crate::protocol::{ErrorCode, ProducePartition, ProduceRequest};
+
+/// How a [`Producer`] batches, buffers and retries.
+///
+/// ```
+/// use std::time::Duration;
+/// use pigeon_client::client::ProducerConfig;
+///
+/// let config = ProducerConfig { linger: Duration::from_millis(20), ..ProducerConfig::default() };
+/// assert_eq!(config.max_batch_bytes, 1 << 20);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// How long a batch waits for more records after its first (5 ms).
+    pub linger: Duration,
+    /// Largest batch, in encoded bytes (1 MiB; also capped by the broker's
+    /// max batch size once known).
+    pub max_batch_bytes: usize,
+    /// Bytes of records buffered and in flight before `send` waits
+    /// (32 MiB; raised to `max_batch_bytes` if smaller).
+    pub buffer_memory: usize,
+    /// How long after it was enqueued a record may still be retried (2 min).
+    pub delivery_timeout: Duration,
+    /// Spacing of retries (100 ms doubling up to 10 s, ±20 %).
+    pub retry_backoff: Backoff,
+    /// Longest wait for the answer to one Produce request (30 s); also the
+    /// `timeout_ms` the broker is given.
+    pub request_timeout: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            linger: Duration::from_millis(5),
+            max_batch_bytes: 1024 * 1024,
+            buffer_memory: 32 * 1024 * 1024,
+            delivery_timeout: Duration::from_secs(120),
+            retry_backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A record to send.
+///
+/// ```
+/// use pigeon_client::client::ProducerRecord;
+///
+/// let record = ProducerRecord::new("created")
+///     .key("order-7")
+///     .header("trace", "abc")
+///     .partition(2);
+/// assert_eq!(record.partition, Some(2));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProducerRecord {
+    /// Optional key; keyed records of one key always go to one partition.
+    pub key: Option<Bytes>,
+    /// The payload.
+    pub value: Bytes,
+    /// Ordered headers; names may repeat.
+    pub headers: Vec<(String, Bytes)>,
+    /// Explicit partition, overriding the key.
+    pub partition: Option<u32>,
+}
+
+impl ProducerRecord {
+    /// A record with `value`, no key, no headers.
+    ///
+    /// ```
+    /// # use pigeon_client::client::ProducerRecord;
+    /// assert_eq!(ProducerRecord::new("v").value, "v");
+    /// ```
+    pub fn new(value: impl Into<Bytes>) -> Self {
+        ProducerRecord {
+            value: value.into(),
+            ..ProducerRecord::default()
+        }
+    }
+
+    /// Sets the key.
+    ///
+    /// ```
+    /// # use pigeon_client::client::ProducerRecord;
+    /// assert!(ProducerRecord::new("v").key("k").key.is_some());
+    /// ```
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Appends a header.
+    ///
+    /// ```
+    /// # use pigeon_client::client::ProducerRecord;
+    /// assert_eq!(ProducerRecord::new("v").header("h", "1").headers.len(), 1);
+    /// ```
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sends the record to `partition`, whatever its key.
+    ///
+    /// ```
+    /// # use pigeon_client::client::ProducerRecord;
+    /// assert_eq!(ProducerRecord::new("v").partition(1).partition, Some(1));
+    /// ```
+    pub fn partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Encoded size of this record inside a batch (an upper bound).
+    fn encoded_size(&self) -> usize {
+        let headers: Vec<(&str, &[u8])> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_ref()))
+            .collect();
+        BatchBuilder::record_size(self.key.as_deref(), &self.value, &headers)
+    }
+}
+
+/// Where a record was stored.
+///
+/// ```
+/// use pigeon_client::client::RecordMetadata;
+/// let m = RecordMetadata { partition: 0, offset: 41, timestamp: 1_700_000_000_000 };
+/// assert_eq!(m.offset + 1, 42);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordMetadata {
+    /// The partition.
+    pub partition: u32,
+    /// The record's offset in the partition.
+    pub offset: u64,
+    /// The broker's append time, ms since the Unix epoch.
+    pub timestamp: i64,
+}
+
+/// The partition of a keyed record: FNV-1a 64 of the key bytes modulo the
+/// partition count. Stable across runs, builds and platforms.
+///
+/// ```
+/// use pigeon_client::client::partition_for_key;
+/// assert_eq!(partition_for_key(b"order-7", 8), partition_for_key(b"order-7", 8));
+/// assert!(partition_for_key(b"anything", 3) < 3);
+/// ```
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    (fnv1a64(key) % u64::from(partitions.max(1))) as u32
+}
+
+/// FNV-1a, 64-bit.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes.iter().fold(OFFSET_BASIS, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(PRIME)
+    })
+}
+
+/// The outcome of one enqueued record: a future of its [`RecordMetadata`].
+///
+/// ```no_run
+/// use pigeon_client::client::{Producer, ProducerRecord};
+/// # async fn demo(producer: Producer) -> Result<(), pigeon_client::client::ClientError> {
+/// let delivery = producer.enqueue("orders", ProducerRecord::new("a")).await?;
+/// let metadata = delivery.await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Delivery {
+    answer: oneshot::Receiver<Result<RecordMetadata, ClientError>>,
+}
+
+impl Future for Delivery {
+    type Output = Result<RecordMetadata, ClientError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.answer)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+/// Publishes records to topics; cheap to clone, safe to share.
+///
+/// ```no_run
+/// use pigeon_client::client::{Client, Producer, ProducerConfig, ProducerRecord};
+/// # async fn demo() -> Result<(), pigeon_client::client::ClientError> {
+/// let client = Client::connect("127.0.0.1:7420").await?;
+/// let producer = Producer::new(client, ProducerConfig::default());
+/// let stored = producer.send("orders", ProducerRecord::new("created").key("order-7")).await?;
+/// println!("partition {} offset {}", stored.partition, stored.offset);
+/// producer.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Producer {
+    shared: Arc<ProducerShared>,
+}
+
+#[derive(Debug)]
+struct ProducerShared {
+    ctx: Arc<SenderCtx>,
+    buffer: Arc<Semaphore>,
+    buffer_memory: usize,
+    senders: Mutex<HashMap<TopicPartition, mpsc::UnboundedSender<Command>>>,
+    round_robin: AtomicU32,
+    closed: AtomicBool,
+}
+
+/// A topic and a partition of it.
+type TopicPartition = (Arc<str>, u32);
+
+/// What partition senders need (not the senders map: dropping the
+/// producer closes their queues).
+#[derive(Debug)]
+struct SenderCtx {
+    client: Client,
+    config: ProducerConfig,
+    partition_counts: Mutex<HashMap<String, u32>>,
+}
+
+#[derive(Debug)]
+enum Command {
+    Record(Enqueued),
+    Flush(oneshot::Sender<()>),
+}
+
+/// A record waiting for its batch.
+#[derive(Debug)]
+struct Enqueued {
+    record: ProducerRecord,
+    size: usize,
+    permit: OwnedSemaphorePermit,
+    enqueued_at: Instant,
+    reply: oneshot::Sender<Result<RecordMetadata, ClientError>>,
+}
+
+/// A built batch: its bytes (and producer stamp) never change again, so a
+/// retry sends exactly the same batch.
+#[derive(Debug)]
+struct ProducerBatch {
+    topic: Arc<str>,
+    partition: u32,
+    bytes: Bytes,
+    /// `ProducerStamp::NONE` until idempotence assigns sequences here.
+    #[allow(dead_code)]
+    stamp: ProducerStamp,
+    replies: Vec<oneshot::Sender<Result<RecordMetadata, ClientError>>>,
+    /// The buffer bytes of every record; released when the batch completes.
+    _permits: Option<OwnedSemaphorePermit>,
+    /// When the first record was enqueued: the delivery timeout counts
+    /// from here.
+    created_at: Instant,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Producer {
+    /// A producer sending through `client`.
+    ///
+    /// ```
+    /// use pigeon_client::client::{Client, ClientConfig, Producer, ProducerConfig};
+    /// let client = Client::lazy("127.0.0.1:7420", ClientConfig::default());
+    /// let producer = Producer::new(client, ProducerConfig::default());
+    /// assert_eq!(producer.buffered_bytes(), 0);
+    /// ```
+    pub fn new(client: Client, config: ProducerConfig) -> Producer {
+        let buffer_memory = config
+            .buffer_memory
+            .max(config.max_batch_bytes)
+            .min(Semaphore::MAX_PERMITS);
+        Producer {
+            shared: Arc::new(ProducerShared {
+                ctx: Arc::new(SenderCtx {
+                    client,
+                    config,
+                    partition_counts: Mutex::new(HashMap::new()),
+                }),
+                buffer: Arc::new(Semaphore::new(buffer_memory)),
+                buffer_memory,
+                senders: Mutex::new(HashMap::new()),
+                round_robin: AtomicU32::new(0),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The configuration.
+    ///
+    /// ```
+    /// # use pigeon_client::client::{Client, ClientConfig, Producer, ProducerConfig};
+    /// # let producer = Producer::new(Client::lazy("h:1", ClientConfig::default()), ProducerConfig::default());
+    /// assert_eq!(producer.config().linger.as_millis(), 5);
+    /// ```
+    pub fn config(&self) -> &ProducerConfig {
+        &self.shared.ctx.config
+    }
+
+    /// Bytes of records currently buffered or in flight.
+    ///
+    /// ```
+    /// # use pigeon_client::client::{Client, ClientConfig, Producer, ProducerConfig};
+    /// # let producer = Producer::new(Client::lazy("h:1", ClientConfig::default()), ProducerConfig::default());
+    /// assert_eq!(producer.buffered_bytes(), 0);
+    /// ```
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.buffer_memory - self.shared.buffer.available_permits()
+    }
+
+    /// Sends one record to `topic` and waits until the broker stored it
+    /// (or the delivery failed). Concurrent sends are batched together.
+    ///
+    /// ```no_run
+    /// use pigeon_client::client::{Producer, ProducerRecord};
+    /// # async fn demo(producer: Producer) -> Result<(), pigeon_client::client::ClientError> {
+    /// let stored = producer.send("orders", ProducerRecord::new("created").key("order-7")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send(
+        &self,
+        topic: &str,
+        record: ProducerRecord,
+    ) -> Result<RecordMetadata, ClientError> {
+        self.enqueue(topic, record).await?.await
+    }
+
+    /// Puts one record in the buffer (waiting while the buffer is full)
+    /// and returns a future of its delivery, so a caller can enqueue many
+    /// records before waiting for any.
+    ///
+    /// ```no_run
+    /// use pigeon_client::client::{Producer, ProducerRecord};
+    /// # async fn demo(producer: Producer) -> Result<(), pigeon_client::client::ClientError> {
+    /// let mut deliveries = Vec::new();
+    /// for i in 0..100 {
+    ///     deliveries.push(producer.enqueue("orders", ProducerRecord::new(format!("{i}"))).await?);
+    /// }
+    /// for delivery in deliveries {
+    ///     delivery.await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue(
+        &self,
+        topic: &str,
+        record: ProducerRecord,
+    ) -> Result<Delivery, ClientError> {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::SeqCst) {
+            return Err(ClientError::Closed);
+        }
+        shared.ctx.client.check_circuit()?;
+        let size = record.encoded_size();
+        let max = self.max_batch_bytes();
+        if HEADER_LEN + size > max {
+            return Err(ClientError::RecordTooLarge {
+                size: HEADER_LEN + size,
+                max,
+            });
+        }
+        let partition = match record.partition {
+            Some(partition) => partition,
+            None => {
+                let count = shared.ctx.partition_count(topic).await?;
+                match &record.key {
+                    Some(key) => partition_for_key(key, count),
+                    None => shared.round_robin.fetch_add(1, Ordering::Relaxed) % count,
+                }
+            }
+        };
+        let permits = u32::try_from(size.min(shared.buffer_memory)).unwrap_or(u32::MAX);
+        let permit = shared
+            .buffer
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        let enqueued = Enqueued {
+            record,
+            size,
+            permit,
+            enqueued_at: Instant::now(),
+            reply,
+        };
+        self.sender(topic, partition)
+            .send(Command::Record(enqueued))
+            .map_err(|_| ClientError::Closed)?;
+        Ok(Delivery { answer })
+    }
+
+    /// The largest batch: the configured one, capped by the broker's limit.
+    fn max_batch_bytes(&self) -> usize {
+        let configured = self.shared.ctx.config.max_batch_bytes;
+        match self.shared.ctx.client.server_limits() {
+            Some(limits) => configured.min(limits.max_batch_size as usize),
+            None => configured,
+        }
+    }
+
+    /// The queue of the sender of `topic`/`partition`, started on first use.
+    fn sender(&self, topic: &str, partition: u32) -> mpsc::UnboundedSender<Command> {
+        let mut senders = lock(&self.shared.senders);
+        let key = (Arc::<str>::from(topic), partition);
+        if let Some(sender) = senders.get(&key)
+            && !sender.is_closed()
+        {
+            return sender.clone();
+        }
+        let (sender, commands) = mpsc::unbounded_channel();
+        let max_batch_bytes = self.max_batch_bytes();
+        tokio::spawn(run_partition(
+            self.shared.ctx.clone(),
+            key.0.clone(),
+            partition,
+            max_batch_bytes,
+            commands,
+        ));
+        senders.insert(key, sender.clone());
+        sender
+    }
+
+    /// Sends every buffered record now (without waiting for linger) and
+    /// waits until each record enqueued before this call is delivered or
+    /// has failed.
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: pigeon_client::client::Producer) {
+    /// producer.flush().await;
+    /// # }
+    /// ```
+    pub async fn flush(&self) {
+        let senders: Vec<_> = lock(&self.shared.senders).values().cloned().collect();
+        let mut acks = Vec::with_capacity(senders.len());
+        for sender in senders {
+            let (ack, done) = oneshot::channel();
+            if sender.send(Command::Flush(ack)).is_ok() {
+                acks.push(done);
+            }
+        }
+        for done in acks {
+            // An error means the sender exited, after delivering its records.
+            let _ = done.await;
+        }
+    }
+
+    /// Refuses new records (sends waiting for buffer space fail with
+    /// [`ClientError::Closed`]), delivers what is buffered and waits for it.
+    /// The client stays open.
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: pigeon_client::client::Producer) {
+    /// producer.close().await;
+    /// # }
+    /// ```
+    pub async fn close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.buffer.close();
+        self.flush().await;
+        lock(&self.shared.senders).clear();
+    }
+}
+
+impl SenderCtx {
+    /// The partition count of `topic`, from the cache or DescribeTopic.
+    async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
+        if let Some(&count) = lock(&self.partition_counts).get(topic) {
+            return Ok(count);
+        }
+        let description = describe_topic(&self.client, topic).await?;
+        let count = u32::try_from(description.partitions.len()).unwrap_or(u32::MAX);
+        if count == 0 {
+            return Err(ClientError::broker(
+                ErrorCode::UnknownPartition,
+                format!("topic {topic} has no partitions"),
+            ));
+        }
+        lock(&self.partition_counts).insert(topic.to_string(), count);
+        Ok(count)
+    }
+
+    fn forget_partition_count(&self, topic: &str) {
+        lock(&self.partition_counts).remove(topic);
+    }
+}
+
+/// A batch being filled.
+struct OpenBatch {
+    builder: BatchBuilder,
+    replies: Vec<oneshot::Sender<Result<RecordMetadata, ClientError>>>,
+    permits: Option<OwnedSemaphorePermit>,
+    created_at: Instant,
+}
+
+impl OpenBatch {
+    fn new(first: Enqueued) -> Self {
+        let mut batch = OpenBatch {
+            builder: BatchBuilder::with_capacity(first.size.max(4096)),
+            replies: Vec::new(),
+            permits: None,
+            created_at: first.enqueued_at,
+        };
+        batch.push(first);
+        batch
+    }
+
+    fn fits(&self, next: &Enqueued, max: usize) -> bool {
+        self.builder.encoded_len() + next.size <= max
+    }
+
+    fn push(&mut self, enqueued: Enqueued) {
+        let record = &enqueued.record;
+        let headers: Vec<(&str, &[u8])> = record
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_ref()))
+            .collect();
+        self.builder
+            .push(record.key.as_deref(), &record.value, &headers);
+        self.replies.push(enqueued.reply);
+        match &mut self.permits {
+            Some(permits) => permits.merge(enqueued.permit),
+            None => self.permits = Some(enqueued.permit),
+        }
+    }
+
+    fn seal(self, topic: Arc<str>, partition: u32) -> ProducerBatch {
+        let stamp = ProducerStamp::NONE;
+        ProducerBatch {
+            topic,
+            partition,
+            bytes: self.builder.build(stamp, now_ms()),
+            stamp,
+            replies: self.replies,
+            _permits: self.permits,
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// The sender of one topic-partition: fills batches from its queue and
+/// delivers them one at a time, in order.
+async fn run_partition(
+    ctx: Arc<SenderCtx>,
+    topic: Arc<str>,
+    partition: u32,
+    max_batch_bytes: usize,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let linger = ctx.config.linger;
+    let mut carry: Option<Enqueued> = None;
+    loop {
+        let first = match carry.take() {
+            Some(first) => first,
+            None => match commands.recv().await {
+                None => return,
+                Some(Command::Flush(ack)) => {
+                    let _ = ack.send(());
+                    continue;
+                }
+                Some(Command::Record(first)) => first,
+            },
+        };
+        let mut batch = OpenBatch::new(first);
+        let deadline = batch.created_at + linger;
+        let mut flush_acks = Vec::new();
+        while batch.builder.encoded_len() < max_batch_bytes {
+            let command = tokio::select! {
+                biased;
+                command = commands.recv() => command,
+                _ = tokio::time::sleep_until(deadline) => break,
+            };
+            match command {
+                None => break,
+                Some(Command::Flush(ack)) => {
+                    flush_acks.push(ack);
+                    break;
+                }
+                Some(Command::Record(next)) => {
+                    if batch.fits(&next, max_batch_bytes) {
+                        batch.push(next);
+                    } else {
+                        carry = Some(next);
+                        break;
+                    }
+                }
+            }
+        }
+        deliver(&ctx, batch.seal(topic.clone(), partition)).await;
+        for ack in flush_acks {
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// Sends one batch until it is stored, fails for good, or its delivery
+/// timeout passes; completes every record's future.
+async fn deliver(ctx: &SenderCtx, batch: ProducerBatch) {
+    let config = &ctx.config;
+    let deadline = batch.created_at + config.delivery_timeout;
+    let timeout_ms = u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX);
+    let mut attempt = 0u32;
+    let mut last_error = ClientError::Timeout {
+        after: config.delivery_timeout,
+    };
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return fail(
+                batch,
+                ClientError::DeliveryTimeout {
+                    after: config.delivery_timeout,
+                    last_error: Box::new(last_error),
+                },
+            );
+        }
+        let request = ProduceRequest {
+            timeout_ms,
+            topic: batch.topic.to_string(),
+            partitions: vec![ProducePartition {
+                partition: batch.partition,
+                batches: vec![batch.bytes.clone()],
+            }],
+        };
+        let answer = ctx
+            .client
+            .request_with_timeout(request.into(), config.request_timeout.min(remaining))
+            .await
+            .and_then(|response| expect_response!(response, Produce));
+        let err = match answer {
+            Ok(response) => match response
+                .partitions
+                .iter()
+                .find(|p| p.partition == batch.partition)
+            {
+                Some(stored) if stored.error_code == ErrorCode::None => {
+                    let expected = batch.replies.len() as u64;
+                    if stored.last_offset.checked_sub(stored.base_offset) != Some(expected - 1) {
+                        tracing::warn!(
+                            topic = %batch.topic, partition = batch.partition,
+                            base = stored.base_offset, last = stored.last_offset, expected,
+                            "broker acknowledged a different number of records than the batch holds"
+                        );
+                    }
+                    for (index, reply) in batch.replies.into_iter().enumerate() {
+                        let _ = reply.send(Ok(RecordMetadata {
+                            partition: batch.partition,
+                            offset: stored.base_offset + index as u64,
+                            timestamp: stored.append_time_ms,
+                        }));
+                    }
+                    return;
+                }
+                Some(stored) => ClientError::broker_said(
+                    stored.error_code,
+                    format!("produce to {}/{}", batch.topic, batch.partition),
+                    &stored.error_message,
+                ),
+                None => ClientError::UnexpectedResponse(format!(
+                    "Produce answer without {}/{}",
+                    batch.topic, batch.partition
+                )),
+            },
+            Err(err) => err,
+        };
+        if matches!(
+            err.code(),
+            Some(ErrorCode::UnknownTopic | ErrorCode::UnknownPartition)
+        ) {
+            ctx.forget_partition_count(&batch.topic);
+        }
+        if !err.is_retriable() {
+            return fail(batch, err);
+        }
+        let delay = config.retry_backoff.delay(attempt);
+        attempt = attempt.saturating_add(1);
+        if Instant::now() + delay >= deadline {
+            return fail(
+                batch,
+                ClientError::DeliveryTimeout {
+                    after: config.delivery_timeout,
+                    last_error: Box::new(err),
+                },
+            );
+        }
+        tracing::debug!(
+            topic = %batch.topic, partition = batch.partition, attempt, ?delay, error = %err,
+            "retrying produce"
+        );
+        last_error = err;
+        tokio::time::sleep(delay).await;
+    }
+}
+
+fn fail(batch: ProducerBatch, err: ClientError) {
+    tracing::warn!(topic = %batch.topic, partition = batch.partition, error = %err, "batch failed");
+    for reply in batch.replies {
+        let _ = reply.send(Err(err.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a64_known_answers() {
+        // Published FNV-1a 64 test vectors.
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(
+            partition_for_key(b"foobar", 7),
+            (0x8594_4171_f739_67e8u64 % 7) as u32
+        );
+    }
+}
