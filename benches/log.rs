@@ -376,16 +376,12 @@ fn append(c: &mut Criterion, root: &Path, rec: &Recorder, fsync: FsyncPolicy) {
         }
     }
     group.finish();
-    eprintln!("\n### {name}: one batch per commit (medians)\n");
-    eprintln!(
-        "| fsync | batch | batch bytes | ours MiB/s | ours msgs/s | raw MiB/s | ours / raw |"
-    );
-    eprintln!("| --- | --- | --- | --- | --- | --- | --- |");
+    let mut lines = Vec::new();
     for (policy, shape, len, ours_id, raw_id) in rows {
         let (Some(ours), Some(raw)) = (rec.median(&ours_id), rec.median(&raw_id)) else {
             continue;
         };
-        eprintln!(
+        lines.push(format!(
             "| {policy} | {} × {} B | {len} | {:.1} | {} | {:.1} | {:.2} |",
             shape.records,
             shape.value_len,
@@ -393,9 +389,17 @@ fn append(c: &mut Criterion, root: &Path, rec: &Recorder, fsync: FsyncPolicy) {
             grouped(f64::from(shape.records) / ours.as_secs_f64()),
             mib_per_s(len, raw),
             raw.as_secs_f64() / ours.as_secs_f64(),
-        );
+        ));
     }
-    eprintln!();
+    if lines.is_empty() {
+        return;
+    }
+    eprintln!("\n### {name}: one batch per commit (medians)\n");
+    eprintln!(
+        "| fsync | batch | batch bytes | ours MiB/s | ours msgs/s | raw MiB/s | ours / raw |"
+    );
+    eprintln!("| --- | --- | --- | --- | --- | --- | --- |");
+    eprintln!("{}\n", lines.join("\n"));
 }
 
 // ---------------------------------------------------------------------------
