@@ -1,0 +1,724 @@
+//! Benchmarks of the partition log (`pigeon_broker::log`), each measured
+//! next to a raw baseline in the same run, so that the ratio does not depend
+//! on how busy the machine was on another day. `docs/benchmarks.md` quotes
+//! the figures.
+//!
+//! Run: `cargo bench --bench log` (add a criterion filter after `--` to run
+//! part of it, e.g. `-- append_never`). Data goes to a temporary directory
+//! under `$PIGEON_BENCH_DIR` (default: the system temp dir) and is deleted
+//! afterwards; the recovery group needs about 2.2 GiB free there.
+//!
+//! | group | ours | raw baseline |
+//! | --- | --- | --- |
+//! | `append_never`, `append_always` | one `append` + one `commit` per batch | `write_all_at` of the same bytes at increasing positions (+ `sync_data` for `always`) |
+//! | `read` | a pass over a 256 MiB log with `reader().read(offset, 1 MiB)` | `read_exact_at` of the same lengths from a plain file of the same size |
+//! | `recovery_1GiB` | `Log::open` after a crash with a 1 GiB unchecked tail | reading the same 1 GiB file in 1 MiB chunks |
+//!
+//! Besides criterion's own report, each group prints a markdown table of
+//! medians (stderr), and the run starts by printing the fsync latency of the
+//! disk.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode, Throughput};
+use pigeon_broker::io::StdFs;
+use pigeon_broker::log::{FsyncPolicy, Log, LogConfig, SystemClock};
+use pigeon_client::batch::{BatchBuilder, ProducerStamp, RecordBatch};
+use tempfile::TempDir;
+
+/// Criterion samples per benchmark (its minimum).
+const SAMPLES: usize = 10;
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
+/// The log and the raw file are both thrown away and started afresh (untimed)
+/// after this many bytes, so a run never fills the disk and both sides pay
+/// the same file-growth costs.
+const RESET_BYTES: u64 = 256 * MIB;
+/// Size of the log the read benchmark reads.
+const READ_LOG_BYTES: u64 = 256 * MIB;
+/// `max_bytes` of each read.
+const READ_CHUNK: usize = MIB as usize;
+/// Size of the unchecked tail the recovery benchmark scans.
+const RECOVERY_TAIL: u64 = GIB;
+
+fn main() {
+    let mut c = Criterion::default()
+        .sample_size(SAMPLES)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and
+    // then every benchmark runs once as a smoke test.
+    let measuring = std::env::args().any(|a| a == "--bench");
+    let root = std::env::var_os("PIGEON_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    std::fs::create_dir_all(&root).expect("creating the benchmark directory");
+    let rec = Recorder::default();
+    if measuring {
+        fsync_latency(&root);
+    }
+    append(&mut c, &root, &rec, FsyncPolicy::Never);
+    append(&mut c, &root, &rec, FsyncPolicy::Always);
+    read(&mut c, &root, &rec);
+    recovery(&mut c, &root, &rec);
+    c.final_summary();
+}
+
+// ---------------------------------------------------------------------------
+// Recording medians for the summary tables.
+
+/// Every call of every `iter_custom` routine, by benchmark id. Criterion
+/// calls a routine during warm-up first, then once per sample: the last
+/// [`SAMPLES`] calls are the measured samples.
+#[derive(Default)]
+struct Recorder(RefCell<BTreeMap<String, Vec<Sample>>>);
+
+/// `(iterations, time they took)` of one call.
+type Sample = (u64, Duration);
+
+impl Recorder {
+    fn record(&self, id: &str, iters: u64, took: Duration) {
+        self.0
+            .borrow_mut()
+            .entry(id.to_owned())
+            .or_default()
+            .push((iters, took));
+    }
+
+    /// Median over the measured samples of the time per iteration.
+    fn median(&self, id: &str) -> Option<Duration> {
+        let calls = self.0.borrow();
+        let calls = calls.get(id)?;
+        let samples = &calls[calls.len().saturating_sub(SAMPLES)..];
+        let mut per_iter: Vec<f64> = samples
+            .iter()
+            .map(|(iters, took)| took.as_secs_f64() / *iters as f64)
+            .collect();
+        per_iter.sort_by(f64::total_cmp);
+        let n = per_iter.len();
+        let median = if n % 2 == 1 {
+            per_iter[n / 2]
+        } else {
+            (per_iter[n / 2 - 1] + per_iter[n / 2]) / 2.0
+        };
+        Some(Duration::from_secs_f64(median))
+    }
+}
+
+fn mib_per_s(bytes: u64, per_iter: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / per_iter.as_secs_f64()
+}
+
+/// `1234567.8` as `1,234,568`.
+fn grouped(x: f64) -> String {
+    let digits = format!("{:.0}", x);
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// fsync latency of the disk.
+
+/// Times 1000 × (4 KiB positioned write + `sync_data`) on a plain file and
+/// prints the distribution: the floor of every `fsync=always` figure.
+fn fsync_latency(root: &Path) {
+    const ROUNDS: usize = 1000;
+    let dir = tempfile::tempdir_in(root).expect("temp dir");
+    let file = File::create(dir.path().join("fsync-probe")).expect("probe file");
+    let block = vec![0xa5u8; 4096];
+    let mut took = Vec::with_capacity(ROUNDS);
+    for i in 0..ROUNDS {
+        let start = Instant::now();
+        file.write_all_at(&block, (i * block.len()) as u64)
+            .expect("probe write");
+        file.sync_data().expect("probe fdatasync");
+        took.push(start.elapsed());
+    }
+    took.sort();
+    let total: Duration = took.iter().sum();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    eprintln!("\n### fsync latency (4 KiB write + fdatasync, {ROUNDS} rounds)\n");
+    eprintln!("| median | mean | p90 | p99 | max |\n| --- | --- | --- | --- | --- |");
+    eprintln!(
+        "| {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs |\n",
+        us(took[ROUNDS / 2]),
+        us(total / ROUNDS as u32),
+        us(took[ROUNDS * 9 / 10]),
+        us(took[ROUNDS * 99 / 100]),
+        us(took[ROUNDS - 1]),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Appends.
+
+/// One batch shape: `records` records of `value_len` bytes each, no key, no
+/// headers.
+#[derive(Clone, Copy)]
+struct Shape {
+    records: u32,
+    value_len: usize,
+}
+
+impl Shape {
+    fn label(&self) -> String {
+        let value = if self.value_len.is_multiple_of(1024) {
+            format!("{}KiB", self.value_len / 1024)
+        } else {
+            format!("{}B", self.value_len)
+        };
+        format!("{}x{value}", self.records)
+    }
+
+    fn batch(&self) -> RecordBatch {
+        let mut builder = BatchBuilder::new();
+        // Not all zeros, in case a file system or disk compresses.
+        let mut value = vec![0u8; self.value_len];
+        let mut x = 0x9e37_79b9_u32;
+        for i in 0..self.records {
+            for byte in value.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *byte = x as u8;
+            }
+            value[0] = i as u8;
+            builder.push(None, &value, &[]);
+        }
+        let bytes = builder.build(ProducerStamp::NONE, 0);
+        RecordBatch::validate(bytes, 8 * MIB as usize).expect("the built batch is valid")
+    }
+}
+
+const SHAPES: [Shape; 6] = [
+    Shape {
+        records: 1,
+        value_len: 100,
+    },
+    Shape {
+        records: 100,
+        value_len: 100,
+    },
+    Shape {
+        records: 1000,
+        value_len: 100,
+    },
+    Shape {
+        records: 1,
+        value_len: 1024,
+    },
+    Shape {
+        records: 100,
+        value_len: 1024,
+    },
+    Shape {
+        records: 1000,
+        value_len: 1024,
+    },
+];
+
+/// Something batches are written to, one per iteration.
+trait Target {
+    fn write_batch(&mut self);
+}
+
+/// The log: one append and one commit per batch.
+struct Ours<'a> {
+    log: Log,
+    batch: &'a RecordBatch,
+}
+
+impl Target for Ours<'_> {
+    fn write_batch(&mut self) {
+        self.log.append(self.batch).expect("append");
+        self.log.commit().expect("commit");
+    }
+}
+
+/// A plain file: the same bytes at increasing positions.
+struct Raw<'a> {
+    file: File,
+    pos: u64,
+    bytes: &'a [u8],
+    sync: bool,
+}
+
+impl Target for Raw<'_> {
+    fn write_batch(&mut self) {
+        self.file
+            .write_all_at(self.bytes, self.pos)
+            .expect("raw write");
+        self.pos += self.bytes.len() as u64;
+        if self.sync {
+            self.file.sync_data().expect("raw fdatasync");
+        }
+    }
+}
+
+/// Writes `iters` batches of `batch_len` bytes to targets made by `open`
+/// in fresh directories, a new one every [`RESET_BYTES`]; only the writes
+/// are timed. The target is dropped without a clean close (for the log, a
+/// crash: the next open would scan), and its directory deleted.
+fn time_writes<T: Target>(
+    root: &Path,
+    iters: u64,
+    batch_len: u64,
+    mut open: impl FnMut(&Path) -> T,
+) -> Duration {
+    let per_window = (RESET_BYTES / batch_len).max(1);
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let dir = tempfile::tempdir_in(root).expect("temp dir");
+        let mut target = open(dir.path());
+        let n = per_window.min(iters - done);
+        let start = Instant::now();
+        for _ in 0..n {
+            target.write_batch();
+        }
+        total += start.elapsed();
+        done += n;
+        drop(target);
+        drop(dir);
+    }
+    total
+}
+
+fn open_log(dir: &Path, config: LogConfig) -> Log {
+    Log::open(Arc::new(StdFs), dir, config, Arc::new(SystemClock)).expect("opening the log")
+}
+
+/// The `append_never` or `append_always` group.
+fn append(c: &mut Criterion, root: &Path, rec: &Recorder, fsync: FsyncPolicy) {
+    let name = format!("append_{fsync}");
+    let always = fsync == FsyncPolicy::Always;
+    let mut group = c.benchmark_group(&name);
+    // Under `always` every iteration waits for the disk: keep those short.
+    group.measurement_time(Duration::from_secs(if always { 2 } else { 3 }));
+    let config = LogConfig {
+        fsync,
+        ..LogConfig::default()
+    };
+    // `never` also runs without the syncs the log does on its own at each
+    // checkpoint (64 MiB) and roll (128 MiB): a checkpoint interval and a
+    // segment size above RESET_BYTES never come due. This isolates the CPU
+    // cost of the log from the cost of those syncs.
+    let no_periodic_sync = LogConfig {
+        segment_bytes: 2 * GIB,
+        checkpoint_interval_bytes: 2 * GIB,
+        ..config.clone()
+    };
+    let mut rows = Vec::new();
+    for shape in SHAPES {
+        let batch = shape.batch();
+        let len = batch.bytes().len() as u64;
+        let label = shape.label();
+        group.throughput(Throughput::ElementsAndBytes {
+            elements: u64::from(shape.records),
+            bytes: len,
+        });
+        let ours_id = format!("{name}/ours/{label}");
+        group.bench_function(format!("ours/{label}"), |b| {
+            b.iter_custom(|iters| {
+                let took = time_writes(root, iters, len, |dir| Ours {
+                    log: open_log(dir, config.clone()),
+                    batch: &batch,
+                });
+                rec.record(&ours_id, iters, took);
+                took
+            })
+        });
+        let raw_id = format!("{name}/raw/{label}");
+        group.bench_function(format!("raw/{label}"), |b| {
+            b.iter_custom(|iters| {
+                let took = time_writes(root, iters, len, |dir| Raw {
+                    file: File::create(dir.join("00000000000000000000.log")).expect("raw file"),
+                    pos: 0,
+                    bytes: batch.bytes(),
+                    sync: always,
+                });
+                rec.record(&raw_id, iters, took);
+                took
+            })
+        });
+        rows.push((format!("{fsync}"), shape, len, ours_id, raw_id.clone()));
+        if !always && shape.records == 1000 {
+            let id = format!("{name}/ours-no-periodic-sync/{label}");
+            group.bench_function(format!("ours-no-periodic-sync/{label}"), |b| {
+                b.iter_custom(|iters| {
+                    let took = time_writes(root, iters, len, |dir| Ours {
+                        log: open_log(dir, no_periodic_sync.clone()),
+                        batch: &batch,
+                    });
+                    rec.record(&id, iters, took);
+                    took
+                })
+            });
+            rows.push((
+                format!("{fsync}, no periodic sync"),
+                shape,
+                len,
+                id.clone(),
+                raw_id,
+            ));
+        }
+    }
+    group.finish();
+    let mut lines = Vec::new();
+    for (policy, shape, len, ours_id, raw_id) in rows {
+        let (Some(ours), Some(raw)) = (rec.median(&ours_id), rec.median(&raw_id)) else {
+            continue;
+        };
+        lines.push(format!(
+            "| {policy} | {} × {} B | {len} | {:.1} | {} | {:.1} | {:.2} |",
+            shape.records,
+            shape.value_len,
+            mib_per_s(len, ours),
+            grouped(f64::from(shape.records) / ours.as_secs_f64()),
+            mib_per_s(len, raw),
+            raw.as_secs_f64() / ours.as_secs_f64(),
+        ));
+    }
+    if lines.is_empty() {
+        return;
+    }
+    eprintln!("\n### {name}: one batch per commit (medians)\n");
+    eprintln!(
+        "| fsync | batch | batch bytes | ours MiB/s | ours msgs/s | raw MiB/s | ours / raw |"
+    );
+    eprintln!("| --- | --- | --- | --- | --- | --- | --- |");
+    eprintln!("{}\n", lines.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+// Reads.
+
+/// A 256 MiB log of 1,000-record batches of 100 B values, and a plain file
+/// of the same size.
+struct ReadFixture {
+    _dir: TempDir,
+    log: Log,
+    raw: File,
+    /// `(offset, length)` of each read of a sequential pass.
+    reads: Vec<(u64, usize)>,
+}
+
+const READ_SHAPE: Shape = Shape {
+    records: 1000,
+    value_len: 100,
+};
+
+impl ReadFixture {
+    /// `(bytes, records)` of the log.
+    fn size() -> (u64, u64) {
+        let len = READ_SHAPE.batch().bytes().len() as u64;
+        let count = READ_LOG_BYTES / len;
+        (count * len, count * u64::from(READ_SHAPE.records))
+    }
+
+    fn new(root: &Path) -> ReadFixture {
+        let dir = tempfile::tempdir_in(root).expect("temp dir");
+        let shape = READ_SHAPE;
+        let batch = shape.batch();
+        let len = batch.bytes().len() as u64;
+        let config = LogConfig {
+            fsync: FsyncPolicy::Never,
+            ..LogConfig::default()
+        };
+        let mut log = open_log(&dir.path().join("log"), config);
+        let raw = File::create_new(dir.path().join("raw")).expect("raw file");
+        let count = READ_LOG_BYTES / len;
+        for i in 0..count {
+            log.append(&batch).expect("append");
+            log.commit().expect("commit");
+            raw.write_all_at(batch.bytes(), i * len).expect("raw write");
+        }
+        // One pass to learn what each read returns; the raw side replays it.
+        let reader = log.reader();
+        let mut reads = Vec::new();
+        let mut offset = 0;
+        let mut bytes = 0;
+        loop {
+            let got = reader.read(offset, READ_CHUNK).expect("read");
+            if got.bytes.is_empty() {
+                break;
+            }
+            let n = got.bytes.len();
+            assert_eq!(n as u64 % len, 0, "reads return whole batches");
+            reads.push((offset, n));
+            offset += n as u64 / len * u64::from(shape.records);
+            bytes += n as u64;
+        }
+        assert_eq!(
+            (bytes, offset),
+            ReadFixture::size(),
+            "one pass reads the whole log"
+        );
+        ReadFixture {
+            _dir: dir,
+            log,
+            raw,
+            reads,
+        }
+    }
+}
+
+fn read(c: &mut Criterion, root: &Path, rec: &Recorder) {
+    let fixture: RefCell<Option<ReadFixture>> = RefCell::new(None);
+    let with_fixture = |f: &mut dyn FnMut(&ReadFixture)| {
+        let mut slot = fixture.borrow_mut();
+        f(slot.get_or_insert_with(|| ReadFixture::new(root)));
+    };
+    let mut group = c.benchmark_group("read");
+    group.sampling_mode(SamplingMode::Flat);
+    // What one pass reads, known before the fixture is built (lazily, so
+    // that a filtered run skipping this group does not write 256 MiB).
+    let (pass_bytes, pass_records) = ReadFixture::size();
+    group.throughput(Throughput::ElementsAndBytes {
+        elements: pass_records,
+        bytes: pass_bytes,
+    });
+    group.bench_function("ours/1MiB", |b| {
+        b.iter_custom(|iters| {
+            let mut took = Duration::ZERO;
+            with_fixture(&mut |f| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let reader = f.log.reader();
+                    for &(offset, len) in &f.reads {
+                        let got = reader.read(offset, READ_CHUNK).expect("read");
+                        assert_eq!(got.bytes.len(), len);
+                    }
+                }
+                took = start.elapsed();
+            });
+            rec.record("read/ours", iters, took);
+            took
+        })
+    });
+    group.bench_function("raw/1MiB", |b| {
+        b.iter_custom(|iters| {
+            let mut took = Duration::ZERO;
+            with_fixture(&mut |f| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let mut pos = 0;
+                    for &(_, len) in &f.reads {
+                        // A fresh buffer per read, as the log hands out one.
+                        let mut buf = vec![0u8; len];
+                        f.raw.read_exact_at(&mut buf, pos).expect("raw read");
+                        std::hint::black_box(&buf);
+                        pos += len as u64;
+                    }
+                }
+                took = start.elapsed();
+            });
+            rec.record("read/raw", iters, took);
+            took
+        })
+    });
+    group.finish();
+    drop(fixture);
+    if let (Some(ours), Some(raw)) = (rec.median("read/ours"), rec.median("read/raw")) {
+        eprintln!(
+            "\n### read: sequential pass over {} MiB, 1,000 × 100 B batches, reads of ≤ 1 MiB, page cache warm (medians)\n",
+            pass_bytes / MIB
+        );
+        eprintln!(
+            "| ours MiB/s | ours msgs/s | raw MiB/s | ours / raw |\n| --- | --- | --- | --- |"
+        );
+        eprintln!(
+            "| {:.0} | {} | {:.0} | {:.2} |\n",
+            mib_per_s(pass_bytes, ours),
+            grouped(pass_records as f64 / ours.as_secs_f64()),
+            mib_per_s(pass_bytes, raw),
+            raw.as_secs_f64() / ours.as_secs_f64(),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Recovery.
+
+/// A log whose only segment holds a 1 GiB tail that no checkpoint covers.
+struct RecoveryFixture {
+    _dir: TempDir,
+    log_dir: PathBuf,
+    config: LogConfig,
+    /// The segment's `.log` file.
+    segment: PathBuf,
+}
+
+impl RecoveryFixture {
+    fn new(root: &Path) -> RecoveryFixture {
+        let dir = tempfile::tempdir_in(root).expect("temp dir");
+        let log_dir = dir.path().join("log");
+        let config = LogConfig {
+            fsync: FsyncPolicy::Never,
+            // All of the tail in one segment, and no checkpoint inside it.
+            segment_bytes: RECOVERY_TAIL + 64 * MIB,
+            checkpoint_interval_bytes: 2 * GIB,
+            ..LogConfig::default()
+        };
+        let batch = READ_SHAPE.batch();
+        let mut log = open_log(&log_dir, config.clone());
+        while log.reader().size_bytes() < RECOVERY_TAIL {
+            log.append(&batch).expect("append");
+            log.commit().expect("commit");
+        }
+        assert_eq!(log.reader().segment_count(), 1);
+        drop(log); // A crash: no clean checkpoint.
+        // The first recovery also fsyncs the tail (it was never synced);
+        // the timed ones find it clean on disk, as after a real crash.
+        let log = open_log(&log_dir, config.clone());
+        assert!(log.recovery_report().scanned_bytes >= RECOVERY_TAIL);
+        drop(log);
+        let segment = std::fs::read_dir(&log_dir)
+            .expect("listing the log")
+            .map(|e| e.expect("directory entry").path())
+            .find(|p| p.extension().is_some_and(|e| e == "log"))
+            .expect("the segment file");
+        RecoveryFixture {
+            _dir: dir,
+            log_dir,
+            config,
+            segment,
+        }
+    }
+
+    /// Back to the state right after the crash: each open writes a new
+    /// checkpoint (making the next open instant); without one, the whole
+    /// last segment is scanned.
+    fn restore_crash_state(&self) {
+        std::fs::remove_file(self.log_dir.join("checkpoint")).expect("removing the checkpoint");
+    }
+
+    /// Drops the (clean) segment's pages from the page cache, as after a
+    /// reboot.
+    fn evict(&self) {
+        let file = File::open(&self.segment).expect("opening the segment");
+        // SAFETY: a plain syscall on a file descriptor we own.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0, "posix_fadvise(DONTNEED) failed");
+    }
+
+    /// Timed open of the crashed log; returns the time and bytes scanned.
+    fn recover(&self) -> (Duration, u64) {
+        self.restore_crash_state();
+        let start = Instant::now();
+        let log = open_log(&self.log_dir, self.config.clone());
+        let took = start.elapsed();
+        let scanned = log.recovery_report().scanned_bytes;
+        drop(log);
+        (took, scanned)
+    }
+
+    /// Timed sequential read of the segment file in 1 MiB chunks.
+    fn read_raw(&self) -> Duration {
+        let file = File::open(&self.segment).expect("opening the segment");
+        let len = file.metadata().expect("segment size").len();
+        let mut buf = vec![0u8; MIB as usize];
+        let start = Instant::now();
+        let mut pos = 0;
+        while pos < len {
+            let n = (len - pos).min(MIB) as usize;
+            file.read_exact_at(&mut buf[..n], pos).expect("raw read");
+            std::hint::black_box(&buf);
+            pos += n as u64;
+        }
+        start.elapsed()
+    }
+}
+
+fn recovery(c: &mut Criterion, root: &Path, rec: &Recorder) {
+    let fixture: RefCell<Option<RecoveryFixture>> = RefCell::new(None);
+    let scanned = RefCell::new(Vec::new());
+    let with_fixture = |f: &mut dyn FnMut(&RecoveryFixture)| {
+        let mut slot = fixture.borrow_mut();
+        f(slot.get_or_insert_with(|| RecoveryFixture::new(root)));
+    };
+    let mut group = c.benchmark_group("recovery_1GiB");
+    group.sampling_mode(SamplingMode::Flat);
+    group.measurement_time(Duration::from_secs(2));
+    group.throughput(Throughput::Bytes(RECOVERY_TAIL));
+    for cold in [false, true] {
+        let cache = if cold { "cold" } else { "warm" };
+        let ours_id = format!("recovery/ours/{cache}");
+        group.bench_function(format!("ours/{cache}"), |b| {
+            b.iter_custom(|iters| {
+                let mut took = Duration::ZERO;
+                with_fixture(&mut |f| {
+                    for _ in 0..iters {
+                        if cold {
+                            f.evict();
+                        }
+                        let (t, bytes) = f.recover();
+                        assert!(bytes >= RECOVERY_TAIL, "scanned only {bytes} bytes");
+                        scanned.borrow_mut().push(bytes);
+                        took += t;
+                    }
+                });
+                rec.record(&ours_id, iters, took);
+                took
+            })
+        });
+        let raw_id = format!("recovery/raw/{cache}");
+        group.bench_function(format!("raw-read/{cache}"), |b| {
+            b.iter_custom(|iters| {
+                let mut took = Duration::ZERO;
+                with_fixture(&mut |f| {
+                    for _ in 0..iters {
+                        if cold {
+                            f.evict();
+                        }
+                        took += f.read_raw();
+                    }
+                });
+                rec.record(&raw_id, iters, took);
+                took
+            })
+        });
+    }
+    group.finish();
+    drop(fixture);
+    let scanned = scanned.into_inner();
+    let (Some(&min), Some(&max)) = (scanned.iter().min(), scanned.iter().max()) else {
+        return;
+    };
+    eprintln!(
+        "\n### recovery_1GiB: `Log::open` after a crash, tail of {min}..={max} bytes scanned per open (medians)\n"
+    );
+    eprintln!(
+        "| page cache | open (recovery) | scan rate MiB/s | raw read of the file | raw MiB/s | ours / raw |"
+    );
+    eprintln!("| --- | --- | --- | --- | --- | --- |");
+    for cache in ["warm", "cold"] {
+        let (Some(ours), Some(raw)) = (
+            rec.median(&format!("recovery/ours/{cache}")),
+            rec.median(&format!("recovery/raw/{cache}")),
+        ) else {
+            continue;
+        };
+        eprintln!(
+            "| {cache} | {:.0} ms | {:.0} | {:.0} ms | {:.0} | {:.2} |",
+            ours.as_secs_f64() * 1e3,
+            mib_per_s(min, ours),
+            raw.as_secs_f64() * 1e3,
+            mib_per_s(min, raw),
+            raw.as_secs_f64() / ours.as_secs_f64(),
+        );
+    }
+    eprintln!();
+}
