@@ -90,6 +90,13 @@ pub struct ProducerConfig {
     /// Longest wait for the answer to one Produce request (30 s); also the
     /// `timeout_ms` the broker is given.
     pub request_timeout: Duration,
+    /// Whether batches carry a producer id, epoch and sequence so that the
+    /// broker appends each exactly once across retries (on by default).
+    pub idempotent: bool,
+    /// Stable name of this producer for idempotence (e.g. the service
+    /// instance); a newer producer with the same name fences this one.
+    /// `None`: derived from the host name and the process id.
+    pub producer_name: Option<String>,
 }
 
 impl Default for ProducerConfig {
@@ -101,6 +108,8 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
             request_timeout: Duration::from_secs(30),
+            idempotent: true,
+            producer_name: None,
         }
     }
 }
