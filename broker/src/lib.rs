@@ -13,11 +13,13 @@
 //! | [`config`] | settings from defaults, file, environment and flags |
 //! | [`http`] | `/health` and `/metrics` |
 //! | [`metrics`] | metric names and recording |
+//! | [`registry`] | idempotent producer names, ids and epochs |
 
 pub mod config;
 pub mod http;
 pub mod io;
 pub mod log;
 pub mod metrics;
+pub mod registry;
 pub mod server;
 pub mod topics;

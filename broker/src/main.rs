@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use pigeon_broker::config::{BrokerConfig, Flags};
-use pigeon_broker::io::StdFs;
+use pigeon_broker::io::{FileSystem, StdFs};
 use pigeon_broker::log::SystemClock;
+use pigeon_broker::log::producers::EpochSource;
+use pigeon_broker::registry::ProducerRegistry;
 use pigeon_broker::server::{self, Broker};
 use pigeon_broker::topics::Topics;
 use pigeon_broker::{http, metrics};
@@ -60,11 +62,22 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         }
     };
     let started = std::time::Instant::now();
-    let topics = Topics::open(
-        Arc::new(StdFs),
+    let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+    fs.create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let producers =
+        Arc::new(ProducerRegistry::open(fs.clone(), &config.data_dir).map_err(anyhow::Error::msg)?);
+    let epochs: Arc<dyn EpochSource> = producers.clone();
+    let topics = Topics::open_with_epochs(
+        fs,
         &config.data_dir,
         config.log.clone(),
         Arc::new(SystemClock),
+        Some(epochs),
     )
     .with_context(|| {
         format!(
@@ -89,6 +102,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let broker = Arc::new(Broker {
         config,
         topics,
+        producers,
         shutdown: CancellationToken::new(),
         serving: AtomicBool::new(true),
     });

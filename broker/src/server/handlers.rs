@@ -30,6 +30,7 @@ pub async fn handle(broker: &Broker, header: &RequestHeader, request: Request) -
         Request::ListTopics(_) => Ok(Response::from(list_topics(broker))),
         Request::DescribeTopic(req) => describe_topic(broker, req).map(Response::from),
         Request::Produce(req) => produce(broker, req).await.map(Response::from),
+        Request::RegisterProducer(req) => register_producer(broker, req).map(Response::from),
         Request::Fetch(req) => Ok(Response::from(fetch(broker, req).await)),
         Request::ListOffsets(req) => Ok(Response::from(list_offsets(broker, req).await)),
     };
@@ -116,6 +117,22 @@ fn find_topic(broker: &Broker, name: &str) -> Result<Arc<Topic>, TopicError> {
         message: format!(
             "topic {name} does not exist; create it with `pigeon topic create {name}`"
         ),
+    })
+}
+
+fn register_producer(
+    broker: &Broker,
+    req: RegisterProducerRequest,
+) -> Result<RegisterProducerResponse, TopicError> {
+    let registered = tokio::task::block_in_place(|| broker.producers.register(&req.name));
+    let (producer_id, producer_epoch) = registered.map_err(|message| TopicError {
+        code: ErrorCode::StorageError,
+        message,
+    })?;
+    tracing::debug!(name = %req.name, producer_id, producer_epoch, "producer registered");
+    Ok(RegisterProducerResponse {
+        producer_id,
+        producer_epoch,
     })
 }
 

@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::BrokerConfig;
 use crate::metrics;
+use crate::registry::ProducerRegistry;
 use crate::topics::Topics;
 
 /// Everything the request handlers share.
@@ -42,6 +43,8 @@ pub struct Broker {
     pub config: BrokerConfig,
     /// Topics and their logs.
     pub topics: Topics,
+    /// Idempotent producers' names, ids and epochs.
+    pub producers: Arc<ProducerRegistry>,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
     /// True while the broker accepts requests (for `/health`).

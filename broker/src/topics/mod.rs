@@ -30,7 +30,8 @@ use parking_lot::RwLock;
 use pigeon_client::protocol::{ErrorCode, validate_topic_name};
 
 use crate::io::{FileSystem, OpenMode, read_full_at, write_atomically};
-use crate::log::{Clock, LogConfig, PartitionLog};
+use crate::log::producers::EpochSource;
+use crate::log::{Clock, Log, LogConfig, PartitionLog};
 pub use metadata::TopicMetadata;
 
 /// Most partitions one topic may have.
@@ -97,6 +98,8 @@ pub struct Topics {
     fs: Arc<dyn FileSystem>,
     clock: Arc<dyn Clock>,
     defaults: LogConfig,
+    /// Current producer epochs, for fencing in every partition.
+    epochs: Option<Arc<dyn EpochSource>>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises create and delete.
     admin: tokio::sync::Mutex<()>,
@@ -109,6 +112,17 @@ impl Topics {
         data_dir: &Path,
         defaults: LogConfig,
         clock: Arc<dyn Clock>,
+    ) -> Result<Topics, TopicError> {
+        Self::open_with_epochs(fs, data_dir, defaults, clock, None)
+    }
+
+    /// [`Topics::open`], fencing producers whose epoch `epochs` says is old.
+    pub fn open_with_epochs(
+        fs: Arc<dyn FileSystem>,
+        data_dir: &Path,
+        defaults: LogConfig,
+        clock: Arc<dyn Clock>,
+        epochs: Option<Arc<dyn EpochSource>>,
     ) -> Result<Topics, TopicError> {
         let root = data_dir.join("topics");
         let trash = data_dir.join("trash");
@@ -129,6 +143,7 @@ impl Topics {
             fs,
             clock,
             defaults,
+            epochs,
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
         };
@@ -192,7 +207,7 @@ impl Topics {
         let dir = self.root.join(&metadata.name);
         let mut partitions = Vec::with_capacity(metadata.partitions as usize);
         for id in 0..metadata.partitions {
-            let log = PartitionLog::open(
+            let mut log = Log::open(
                 self.fs.clone(),
                 &dir.join(id.to_string()),
                 config.clone(),
@@ -204,7 +219,10 @@ impl Topics {
                     e,
                 )
             })?;
-            partitions.push(log);
+            if let Some(epochs) = &self.epochs {
+                log = log.with_epochs(epochs.clone());
+            }
+            partitions.push(PartitionLog::start(log));
         }
         Ok(Topic {
             metadata,

@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | 0–9 | connection (0 Handshake) |
 //! | 10–19 | topic administration |
-//! | 20–29 | producing (20 Produce; producer registration comes here) |
+//! | 20–29 | producing (20 Produce, 21 RegisterProducer) |
 //! | 30–39 | reading (30 Fetch, 31 ListOffsets) |
 //! | 40–59 | consumer groups (later) |
 
@@ -30,6 +30,8 @@ pub enum ApiKey {
     DescribeTopic = 13,
     /// Append record batches.
     Produce = 20,
+    /// Register an idempotent producer by name: producer id and epoch.
+    RegisterProducer = 21,
     /// Read record batches.
     Fetch = 30,
     /// Look up offsets (earliest, latest, by timestamp).
@@ -37,13 +39,14 @@ pub enum ApiKey {
 }
 
 /// Every API key, in number order.
-pub const ALL_API_KEYS: [ApiKey; 8] = [
+pub const ALL_API_KEYS: [ApiKey; 9] = [
     ApiKey::Handshake,
     ApiKey::CreateTopic,
     ApiKey::DeleteTopic,
     ApiKey::ListTopics,
     ApiKey::DescribeTopic,
     ApiKey::Produce,
+    ApiKey::RegisterProducer,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
 ];
@@ -116,7 +119,7 @@ mod tests {
     #[test]
     fn keys_are_pinned() {
         let numbers: Vec<u16> = ALL_API_KEYS.iter().map(|k| k.as_u16()).collect();
-        assert_eq!(numbers, vec![0, 10, 11, 12, 13, 20, 30, 31]);
+        assert_eq!(numbers, vec![0, 10, 11, 12, 13, 20, 21, 30, 31]);
         for key in ALL_API_KEYS {
             assert_eq!(ApiKey::from_u16(key.as_u16()), Some(key));
         }

@@ -75,6 +75,8 @@ api_enum! {
         DescribeTopic(DescribeTopicRequest),
         /// Produce (key 20).
         Produce(ProduceRequest),
+        /// RegisterProducer (key 21).
+        RegisterProducer(RegisterProducerRequest),
         /// Fetch (key 30).
         Fetch(FetchRequest),
         /// ListOffsets (key 31).
@@ -97,6 +99,8 @@ api_enum! {
         DescribeTopic(DescribeTopicResponse),
         /// Produce (key 20).
         Produce(ProduceResponse),
+        /// RegisterProducer (key 21).
+        RegisterProducer(RegisterProducerResponse),
         /// Fetch (key 30).
         Fetch(FetchResponse),
         /// ListOffsets (key 31).

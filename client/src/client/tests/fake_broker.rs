@@ -65,6 +65,8 @@ struct State {
     in_flight: AtomicUsize,
     most_in_flight: AtomicUsize,
     kill: Mutex<CancellationToken>,
+    /// Registered producers: name → (producer id, epoch).
+    producers: Mutex<HashMap<String, (i64, i16)>>,
 }
 
 /// A running fake broker.
@@ -96,6 +98,7 @@ impl FakeBroker {
             in_flight: AtomicUsize::new(0),
             most_in_flight: AtomicUsize::new(0),
             kill: Mutex::new(CancellationToken::new()),
+            producers: Mutex::new(HashMap::new()),
         });
         let broker = FakeBroker {
             addr,
@@ -317,6 +320,20 @@ async fn handle(state: &State, incoming: IncomingRequest) -> ResponseFrame {
                     ResponseFrame::ok(id, version, CreateTopicResponse)
                 }
             }
+        }
+        Request::RegisterProducer(req) => {
+            let mut producers = lock(&state.producers);
+            let next_id = producers.len() as i64;
+            let entry = producers.entry(req.name).or_insert((next_id, -1));
+            entry.1 += 1;
+            ResponseFrame::ok(
+                id,
+                version,
+                RegisterProducerResponse {
+                    producer_id: entry.0,
+                    producer_epoch: entry.1,
+                },
+            )
         }
         Request::DeleteTopic(req) => match lock(&state.topics).remove(&req.topic) {
             Some(_) => ResponseFrame::ok(id, version, DeleteTopicResponse),

@@ -13,6 +13,7 @@ mod handshake;
 mod list_offsets;
 mod list_topics;
 mod produce;
+mod register_producer;
 
 pub use create_topic::{CreateTopicRequest, CreateTopicResponse};
 pub use delete_topic::{DeleteTopicRequest, DeleteTopicResponse};
@@ -25,6 +26,9 @@ pub use list_offsets::{
 };
 pub use list_topics::{ListTopicsRequest, ListTopicsResponse, TopicListing};
 pub use produce::{ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse};
+pub use register_producer::{
+    MAX_PRODUCER_NAME_LEN, RegisterProducerRequest, RegisterProducerResponse,
+};
 
 use super::api::ApiKey;
 use super::codec_error::CodecError;

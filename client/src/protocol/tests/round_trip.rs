@@ -88,6 +88,16 @@ proptest! {
     }
 
     #[test]
+    fn register_producer_request_round_trips(body in register_producer_request(), id in request_id()) {
+        check_request(body.into(), id)?;
+    }
+
+    #[test]
+    fn register_producer_response_round_trips(body in register_producer_response(), id in any::<u32>()) {
+        check_ok_response(body.into(), id)?;
+    }
+
+    #[test]
     fn delete_topic_response_round_trips(id in any::<u32>()) {
         check_ok_response(DeleteTopicResponse.into(), id)?;
     }

@@ -83,6 +83,19 @@ pub fn create_topic_request() -> impl Strategy<Value = CreateTopicRequest> {
         )
 }
 
+pub fn register_producer_request() -> impl Strategy<Value = RegisterProducerRequest> {
+    "[a-z0-9.-]{1,40}".prop_map(|name| RegisterProducerRequest { name })
+}
+
+pub fn register_producer_response() -> impl Strategy<Value = RegisterProducerResponse> {
+    (any::<i64>(), any::<i16>()).prop_map(|(producer_id, producer_epoch)| {
+        RegisterProducerResponse {
+            producer_id,
+            producer_epoch,
+        }
+    })
+}
+
 pub fn delete_topic_request() -> impl Strategy<Value = DeleteTopicRequest> {
     topic().prop_map(|topic| DeleteTopicRequest { topic })
 }
@@ -263,6 +276,7 @@ pub fn request() -> impl Strategy<Value = Request> {
         handshake_request().prop_map(Request::from),
         create_topic_request().prop_map(Request::from),
         delete_topic_request().prop_map(Request::from),
+        register_producer_request().prop_map(Request::from),
         Just(Request::from(ListTopicsRequest)),
         describe_topic_request().prop_map(Request::from),
         produce_request().prop_map(Request::from),
@@ -276,6 +290,7 @@ pub fn response() -> impl Strategy<Value = Response> {
         handshake_response().prop_map(Response::from),
         Just(Response::from(CreateTopicResponse)),
         Just(Response::from(DeleteTopicResponse)),
+        register_producer_response().prop_map(Response::from),
         list_topics_response().prop_map(Response::from),
         describe_topic_response().prop_map(Response::from),
         produce_response().prop_map(Response::from),
