@@ -420,3 +420,141 @@ pub mod raw {
         out
     }
 }
+
+/// A TCP proxy between clients and a broker that injects faults: after a
+/// request has been forwarded to the broker, it may drop the connection
+/// before relaying the response, so the client cannot know whether its
+/// request took effect. The upstream address can change (a restarted broker
+/// gets new ports) while clients keep the proxy's address.
+pub mod proxy {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// The broker address, changeable at run time.
+    #[derive(Debug)]
+    struct Upstream(std::sync::Mutex<SocketAddr>);
+
+    impl Upstream {
+        fn new(addr: SocketAddr) -> Upstream {
+            Upstream(std::sync::Mutex::new(addr))
+        }
+        fn get(&self) -> SocketAddr {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
+        fn set(&self, addr: SocketAddr) {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+        }
+    }
+
+    /// A running proxy (its tasks end with the runtime that started it).
+    #[derive(Debug, Clone)]
+    pub struct FaultyProxy {
+        /// Where clients connect.
+        pub addr: SocketAddr,
+        upstream: Arc<Upstream>,
+        /// Chance, in parts per million, that a response chunk is dropped
+        /// together with the connection.
+        drop_ppm: Arc<AtomicU32>,
+        /// Connections dropped so far.
+        drops: Arc<AtomicUsize>,
+        seed: Arc<AtomicU32>,
+    }
+
+    impl FaultyProxy {
+        /// Starts a proxy to `upstream` on an ephemeral loopback port.
+        pub async fn start(upstream: SocketAddr, drop_ppm: u32, seed: u32) -> FaultyProxy {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+            let proxy = FaultyProxy {
+                addr: listener.local_addr().expect("proxy addr"),
+                upstream: Arc::new(Upstream::new(upstream)),
+                drop_ppm: Arc::new(AtomicU32::new(drop_ppm)),
+                drops: Arc::new(AtomicUsize::new(0)),
+                seed: Arc::new(AtomicU32::new(seed.max(1))),
+            };
+            let running = proxy.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let proxy = running.clone();
+                    tokio::spawn(async move { proxy.relay(client).await });
+                }
+            });
+            proxy
+        }
+
+        /// Points the proxy at a new broker address.
+        pub fn set_upstream(&self, addr: SocketAddr) {
+            self.upstream.set(addr);
+        }
+
+        /// Changes the drop chance (parts per million per response chunk).
+        pub fn set_drop_ppm(&self, ppm: u32) {
+            self.drop_ppm.store(ppm, Ordering::SeqCst);
+        }
+
+        /// Connections dropped so far.
+        pub fn drops(&self) -> usize {
+            self.drops.load(Ordering::SeqCst)
+        }
+
+        /// A xorshift step of the shared seed: deterministic given the seed
+        /// and the interleaving.
+        fn roll(&self) -> u32 {
+            let mut x = self.seed.load(Ordering::Relaxed);
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            self.seed.store(x, Ordering::Relaxed);
+            x % 1_000_000
+        }
+
+        async fn relay(&self, client: TcpStream) {
+            let Ok(broker) = TcpStream::connect(self.upstream.get()).await else {
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = broker.set_nodelay(true);
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut broker_read, mut broker_write) = broker.into_split();
+            let upstream = async {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match client_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if broker_write.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            };
+            let downstream = async {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match broker_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if self.roll() < self.drop_ppm.load(Ordering::Relaxed) {
+                                // The broker has done the work; the client
+                                // never hears of it.
+                                self.drops.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                            if client_write.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                _ = upstream => {}
+                _ = downstream => {}
+            }
+        }
+    }
+}

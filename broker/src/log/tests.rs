@@ -696,3 +696,142 @@ async fn interval_policy_syncs_by_itself() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+fn idempotent_batch(values: &[&[u8]], producer_id: i64, epoch: i16, sequence: i32) -> RecordBatch {
+    let mut builder = BatchBuilder::new();
+    for value in values {
+        builder.push(None, value, &[]);
+    }
+    let stamp = ProducerStamp {
+        producer_id,
+        producer_epoch: epoch,
+        base_sequence: sequence,
+    };
+    RecordBatch::validate(builder.build(stamp, 0), 1 << 20).expect("valid batch")
+}
+
+/// Sends batches 0..n of producer 7 (one record each), committing each.
+fn append_idempotent(log: &mut Log, from: i32, n: i32) -> Vec<AppendInfo> {
+    (from..from + n)
+        .map(|seq| {
+            let info = log
+                .append(&idempotent_batch(&[&value(seq as u64)], 7, 0, seq))
+                .expect("append");
+            log.commit().expect("commit");
+            info
+        })
+        .collect()
+}
+
+#[test]
+fn a_retried_idempotent_batch_gets_its_original_offsets() {
+    let fx = Fixture::new(LogConfig::default());
+    let mut log = fx.open();
+    let first = append_idempotent(&mut log, 0, 3);
+    let retry = log
+        .append(&idempotent_batch(&[&value(1)], 7, 0, 1))
+        .expect("retry");
+    assert!(retry.duplicate);
+    assert_eq!(
+        (retry.base_offset, retry.timestamp),
+        (first[1].base_offset, first[1].timestamp)
+    );
+    assert_eq!(log.next_offset(), 3, "nothing was appended");
+    let gap = log
+        .append(&idempotent_batch(&[b"x"], 7, 0, 9))
+        .expect_err("gap");
+    assert!(
+        matches!(
+            gap,
+            LogError::Sequence(producers::SequenceError::OutOfOrder { expected: 3, .. })
+        ),
+        "{gap}"
+    );
+}
+
+#[test]
+fn producer_state_survives_a_crash_without_a_full_scan() {
+    let fx = Fixture::new(LogConfig {
+        checkpoint_interval_bytes: 1 << 30,
+        ..small_config()
+    });
+    let mut log = fx.open();
+    let first = append_idempotent(&mut log, 0, 120); // rolls several times
+    drop(log); // crash
+    let mut log = fx.open();
+    let report = log.recovery_report();
+    let (active_base, _) = log.end_position();
+    assert_eq!(
+        report.scanned_bytes,
+        file_len(&fx.segment_path(active_base, "log")),
+        "only the tail was scanned"
+    );
+    let retry = log
+        .append(&idempotent_batch(&[&value(119)], 7, 0, 119))
+        .expect("retry after crash");
+    assert!(retry.duplicate);
+    assert_eq!(retry.base_offset, first[119].base_offset);
+    append_idempotent(&mut log, 120, 1);
+    assert_values(&read_all(&log.reader(), 0), 0..121);
+}
+
+#[test]
+fn producer_state_survives_a_clean_restart_and_retention() {
+    let fx = Fixture::new(LogConfig {
+        retention_bytes: Some(4096),
+        ..small_config()
+    });
+    let mut log = fx.open();
+    let first = append_idempotent(&mut log, 0, 150);
+    assert!(
+        log.reader().start_offset() > 0,
+        "retention deleted the segments the producer wrote first"
+    );
+    log.close().expect("close");
+    let mut log = fx.open();
+    assert!(log.recovery_report().clean);
+    let retry = log
+        .append(&idempotent_batch(&[&value(149)], 7, 0, 149))
+        .expect("retry");
+    assert!(retry.duplicate);
+    assert_eq!(retry.base_offset, first[149].base_offset);
+    assert!(
+        !log.append(&idempotent_batch(&[b"next"], 7, 0, 150))
+            .expect("next")
+            .duplicate
+    );
+}
+
+#[test]
+fn producer_state_is_rebuilt_from_the_log_when_the_snapshot_is_lost() {
+    let fx = Fixture::new(small_config());
+    let mut log = fx.open();
+    let first = append_idempotent(&mut log, 0, 60);
+    log.close().expect("close");
+    std::fs::write(fx.dir.join("producers.snapshot"), b"garbage").expect("damage snapshot");
+    let mut log = fx.open();
+    let retry = log
+        .append(&idempotent_batch(&[&value(59)], 7, 0, 59))
+        .expect("retry");
+    assert!(retry.duplicate, "state was rebuilt by walking the log");
+    assert_eq!(retry.base_offset, first[59].base_offset);
+}
+
+#[test]
+fn a_failed_write_does_not_advance_a_producers_sequence() {
+    let plan = FaultPlan::new();
+    let fx = Fixture::with_fs(LogConfig::default(), Arc::new(FaultyFs::new(plan.clone())));
+    let mut log = fx.open();
+    append_idempotent(&mut log, 0, 2);
+    plan.inject(Op::Write, ".log", Fault::NoSpace, 0, Some(1));
+    log.append(&idempotent_batch(&[b"lost"], 7, 0, 2))
+        .expect("staged");
+    assert!(log.commit().is_err());
+    // The same sequence is accepted again (as new, not as a duplicate).
+    let again = log
+        .append(&idempotent_batch(&[b"again"], 7, 0, 2))
+        .expect("append");
+    assert!(!again.duplicate);
+    log.commit().expect("commit");
+    assert_eq!(again.base_offset, 2);
+}

@@ -174,6 +174,24 @@ pub fn stamp(
     buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.finalize().to_le_bytes());
 }
 
+/// A copy of a built batch with other producer fields (id, epoch, base
+/// sequence) and the CRC to match: used by a producer that must resend a
+/// batch under a new session.
+pub fn with_producer(batch: &[u8], producer: ProducerStamp) -> Bytes {
+    let mut buf = batch.to_vec();
+    if buf.len() < HEADER_LEN {
+        return Bytes::from(buf);
+    }
+    buf[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer.producer_id.to_le_bytes());
+    buf[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2]
+        .copy_from_slice(&producer.producer_epoch.to_le_bytes());
+    buf[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
+        .copy_from_slice(&producer.base_sequence.to_le_bytes());
+    let crc = crc32fast::hash(&buf[CRC_COVERS_FROM..]);
+    buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    Bytes::from(buf)
+}
+
 /// Checks length, limit, version and attributes; returns the header.
 fn check_envelope(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(bytes)?;

@@ -84,6 +84,18 @@ fn stamp_rewrites_offset_time_and_crc() {
 }
 
 #[test]
+fn with_producer_restamps_the_producer_fields_and_crc() {
+    let stamp = ProducerStamp {
+        producer_id: 9,
+        producer_epoch: 3,
+        base_sequence: 41,
+    };
+    let bytes = with_producer(&one_record_batch(), stamp);
+    let batch = RecordBatch::validate(bytes, LIMIT).expect("valid after restamp");
+    assert_eq!(batch.header().producer, stamp);
+}
+
+#[test]
 fn every_single_bit_flip_after_the_length_is_detected() {
     let bytes = one_record_batch();
     for bit in (CRC_AT * 8)..(bytes.len() * 8) {

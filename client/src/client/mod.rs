@@ -52,6 +52,7 @@ mod connection;
 mod error;
 mod producer;
 mod reader;
+mod session;
 
 #[cfg(test)]
 mod tests;

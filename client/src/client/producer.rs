@@ -30,9 +30,14 @@
 //!
 //! - At most one batch per partition is in flight, and a partition's
 //!   batches are sent in the order their records were enqueued: a retried
-//!   batch is never overtaken. (Idempotent producers will stamp a producer
-//!   id, epoch and base sequence into each batch when it is built, in the
-//!   partition sender, so a batch keeps its sequence across retries.)
+//!   batch is never overtaken.
+//! - Idempotence (on by default, [`ProducerConfig::idempotent`]): the
+//!   producer registers its name ([`ProducerConfig::producer_name`]) and
+//!   stamps each batch, when it is built, with the producer id, epoch and the
+//!   partition's next sequence number; every retry resends the same stamp,
+//!   so the broker appends the batch once and answers a retry with the
+//!   original offsets. See [`session`](super::session) for what happens
+//!   after a failure whose outcome is unknown, and for fencing.
 //! - Without idempotence, a retry after a lost answer may append a batch
 //!   twice; each record's future reports the offsets of the append that
 //!   was acknowledged.
@@ -61,6 +66,7 @@ use super::admin::describe_topic;
 use super::backoff::Backoff;
 use super::connection::{Client, expect_response};
 use super::error::ClientError;
+use super::session::{Session, SessionId, default_producer_name};
 use crate::batch::{BatchBuilder, HEADER_LEN, ProducerStamp};
 use crate::protocol::{ErrorCode, ProducePartition, ProduceRequest};
 
@@ -294,6 +300,8 @@ struct SenderCtx {
     client: Client,
     config: ProducerConfig,
     partition_counts: Mutex<HashMap<String, u32>>,
+    /// The idempotent session; `None` when idempotence is off.
+    session: Option<Arc<Session>>,
 }
 
 #[derive(Debug)]
@@ -319,9 +327,10 @@ struct ProducerBatch {
     topic: Arc<str>,
     partition: u32,
     bytes: Bytes,
-    /// `ProducerStamp::NONE` until idempotence assigns sequences here.
-    #[allow(dead_code)]
+    /// Producer id, epoch and base sequence (`NONE` without idempotence).
     stamp: ProducerStamp,
+    /// The session the stamp belongs to.
+    session: Option<SessionId>,
     replies: Vec<oneshot::Sender<Result<RecordMetadata, ClientError>>>,
     /// The buffer bytes of every record; released when the batch completes.
     _permits: Option<OwnedSemaphorePermit>,
@@ -359,6 +368,13 @@ impl Producer {
         Producer {
             shared: Arc::new(ProducerShared {
                 ctx: Arc::new(SenderCtx {
+                    session: config.idempotent.then(|| {
+                        let name = config
+                            .producer_name
+                            .clone()
+                            .unwrap_or_else(default_producer_name);
+                        Arc::new(Session::new(name))
+                    }),
                     client,
                     config,
                     partition_counts: Mutex::new(HashMap::new()),
@@ -435,6 +451,9 @@ impl Producer {
         let shared = &self.shared;
         if shared.closed.load(Ordering::SeqCst) {
             return Err(ClientError::Closed);
+        }
+        if let Some(fenced) = shared.ctx.session.as_ref().and_then(|s| s.fenced()) {
+            return Err(fenced);
         }
         shared.ctx.client.check_circuit()?;
         let size = record.encoded_size();
@@ -611,13 +630,19 @@ impl OpenBatch {
         }
     }
 
-    fn seal(self, topic: Arc<str>, partition: u32) -> ProducerBatch {
-        let stamp = ProducerStamp::NONE;
+    fn seal(
+        self,
+        topic: Arc<str>,
+        partition: u32,
+        stamp: ProducerStamp,
+        session: Option<SessionId>,
+    ) -> ProducerBatch {
         ProducerBatch {
             topic,
             partition,
             bytes: self.builder.build(stamp, now_ms()),
             stamp,
+            session,
             replies: self.replies,
             _permits: self.permits,
             created_at: self.created_at,
@@ -636,6 +661,8 @@ async fn run_partition(
 ) {
     let linger = ctx.config.linger;
     let mut carry: Option<Enqueued> = None;
+    // (session generation, next base sequence) of this partition.
+    let mut sequence: Option<(u64, i32)> = None;
     loop {
         let first = match carry.take() {
             Some(first) => first,
@@ -673,16 +700,161 @@ async fn run_partition(
                 }
             }
         }
-        deliver(&ctx, batch.seal(topic.clone(), partition)).await;
+        send_batch(&ctx, &mut sequence, batch, topic.clone(), partition).await;
         for ack in flush_acks {
             let _ = ack.send(());
         }
     }
 }
 
+/// Stamps a batch for the idempotent session (if any), delivers it, and
+/// keeps the partition's sequence numbers in step with what the broker did.
+async fn send_batch(
+    ctx: &SenderCtx,
+    sequence: &mut Option<(u64, i32)>,
+    open: OpenBatch,
+    topic: Arc<str>,
+    partition: u32,
+) {
+    let Some(session) = ctx.session.clone() else {
+        deliver(ctx, open.seal(topic, partition, ProducerStamp::NONE, None)).await;
+        return;
+    };
+    let deadline = open.created_at + ctx.config.delivery_timeout;
+    let id = match session
+        .current(&ctx.client, &ctx.config.retry_backoff, deadline)
+        .await
+    {
+        Ok(id) => id,
+        Err(err) => {
+            let context = format!("registering producer {}", session.name());
+            return fail(
+                open.seal(topic, partition, ProducerStamp::NONE, None),
+                wrap(err, &context),
+            );
+        }
+    };
+    let mut batch = open.seal(topic, partition, stamp_for(sequence, id), Some(id));
+    loop {
+        let count = batch.replies.len() as u32;
+        let id = batch.session.unwrap_or(id);
+        match deliver(ctx, batch).await {
+            Delivered::Stored => {
+                let first = sequence.map_or(0, |s| s.1);
+                *sequence = Some((id.generation, next_sequence(first, count)));
+                return;
+            }
+            Delivered::NotStored => return,
+            Delivered::Unknown => {
+                // The broker may hold it: start a new session so that no
+                // later batch can be mistaken for it.
+                session.reset(id.generation).await;
+                *sequence = None;
+                return;
+            }
+            Delivered::Fenced(failed, err) => {
+                let err = session.on_fenced(id, err).await;
+                return fail(failed, err);
+            }
+            Delivered::UnknownProducer(retry) => {
+                // The broker forgot this producer (state expired): the batch
+                // was not appended, so it can go again under a new session.
+                session.reset(id.generation).await;
+                let deadline = retry.created_at + ctx.config.delivery_timeout;
+                let fresh = match session
+                    .current(&ctx.client, &ctx.config.retry_backoff, deadline)
+                    .await
+                {
+                    Ok(fresh) => fresh,
+                    Err(err) => return fail(retry, err),
+                };
+                *sequence = None;
+                let stamp = stamp_for(sequence, fresh);
+                batch = ProducerBatch {
+                    bytes: crate::batch::with_producer(&retry.bytes, stamp),
+                    stamp,
+                    session: Some(fresh),
+                    ..retry
+                };
+            }
+        }
+    }
+}
+
+/// The stamp of the next batch of a partition in session `id`.
+fn stamp_for(sequence: &mut Option<(u64, i32)>, id: SessionId) -> ProducerStamp {
+    let next = match *sequence {
+        Some((generation, next)) if generation == id.generation => next,
+        _ => 0,
+    };
+    *sequence = Some((id.generation, next));
+    ProducerStamp {
+        producer_id: id.producer_id,
+        producer_epoch: id.epoch,
+        base_sequence: next,
+    }
+}
+
+/// The sequence after a batch of `count` records starting at `first`.
+fn next_sequence(first: i32, count: u32) -> i32 {
+    ((i64::from(first) + i64::from(count)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+fn wrap(err: ClientError, context: &str) -> ClientError {
+    match err {
+        ClientError::Broker { code, message } => ClientError::Broker {
+            code,
+            message: format!("{context}: {message}"),
+        },
+        other => other,
+    }
+}
+
+/// What became of a batch.
+enum Delivered {
+    /// Appended (or found already appended); every future completed.
+    Stored,
+    /// Refused for a reason that proves it was not appended; futures failed.
+    NotStored,
+    /// Failed after attempts whose outcome is unknown; futures failed.
+    Unknown,
+    /// Refused as fenced; futures not completed yet.
+    Fenced(ProducerBatch, ClientError),
+    /// Refused because the broker has no state for the producer; futures
+    /// not completed yet.
+    UnknownProducer(ProducerBatch),
+}
+
+/// Whether an error proves the batch was not appended.
+fn not_appended(err: &ClientError) -> bool {
+    match err {
+        ClientError::CircuitOpen { .. } | ClientError::RecordTooLarge { .. } => true,
+        ClientError::Broker { code, .. } => matches!(
+            code,
+            ErrorCode::CorruptMessage
+                | ErrorCode::BatchTooLarge
+                | ErrorCode::InvalidTimestamp
+                | ErrorCode::UnknownTopic
+                | ErrorCode::UnknownPartition
+                | ErrorCode::ProducerFenced
+                | ErrorCode::OutOfOrderSequence
+                | ErrorCode::UnknownProducer
+                | ErrorCode::InvalidRequest
+                | ErrorCode::DiskFull
+                | ErrorCode::UnsupportedVersion
+                | ErrorCode::UnknownApi
+                | ErrorCode::TooManyRequestsInFlight
+                | ErrorCode::ShuttingDown
+        ),
+        _ => false,
+    }
+}
+
 /// Sends one batch until it is stored, fails for good, or its delivery
-/// timeout passes; completes every record's future.
-async fn deliver(ctx: &SenderCtx, batch: ProducerBatch) {
+/// timeout passes; completes every record's future (except when the
+/// caller must decide: fenced, unknown producer).
+async fn deliver(ctx: &SenderCtx, batch: ProducerBatch) -> Delivered {
+    let mut maybe_appended = false;
     let config = &ctx.config;
     let deadline = batch.created_at + config.delivery_timeout;
     let timeout_ms = u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX);
@@ -693,13 +865,18 @@ async fn deliver(ctx: &SenderCtx, batch: ProducerBatch) {
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return fail(
+            fail(
                 batch,
                 ClientError::DeliveryTimeout {
                     after: config.delivery_timeout,
                     last_error: Box::new(last_error),
                 },
             );
+            return if maybe_appended {
+                Delivered::Unknown
+            } else {
+                Delivered::NotStored
+            };
         }
         let request = ProduceRequest {
             timeout_ms,
@@ -736,7 +913,7 @@ async fn deliver(ctx: &SenderCtx, batch: ProducerBatch) {
                             timestamp: stored.append_time_ms,
                         }));
                     }
-                    return;
+                    return Delivered::Stored;
                 }
                 Some(stored) => ClientError::broker_said(
                     stored.error_code,
@@ -756,19 +933,38 @@ async fn deliver(ctx: &SenderCtx, batch: ProducerBatch) {
         ) {
             ctx.forget_partition_count(&batch.topic);
         }
+        let idempotent = batch.session.is_some();
+        match err.code() {
+            Some(ErrorCode::ProducerFenced) if idempotent => return Delivered::Fenced(batch, err),
+            Some(ErrorCode::UnknownProducer) if idempotent && !maybe_appended => {
+                return Delivered::UnknownProducer(batch);
+            }
+            _ => {}
+        }
+        maybe_appended |= !not_appended(&err);
         if !err.is_retriable() {
-            return fail(batch, err);
+            fail(batch, err);
+            return if maybe_appended {
+                Delivered::Unknown
+            } else {
+                Delivered::NotStored
+            };
         }
         let delay = config.retry_backoff.delay(attempt);
         attempt = attempt.saturating_add(1);
         if Instant::now() + delay >= deadline {
-            return fail(
+            fail(
                 batch,
                 ClientError::DeliveryTimeout {
                     after: config.delivery_timeout,
                     last_error: Box::new(err),
                 },
             );
+            return if maybe_appended {
+                Delivered::Unknown
+            } else {
+                Delivered::NotStored
+            };
         }
         tracing::debug!(
             topic = %batch.topic, partition = batch.partition, attempt, ?delay, error = %err,
@@ -780,7 +976,10 @@ async fn deliver(ctx: &SenderCtx, batch: ProducerBatch) {
 }
 
 fn fail(batch: ProducerBatch, err: ClientError) {
-    tracing::warn!(topic = %batch.topic, partition = batch.partition, error = %err, "batch failed");
+    tracing::warn!(
+        topic = %batch.topic, partition = batch.partition, sequence = batch.stamp.base_sequence,
+        error = %err, "batch failed"
+    );
     for reply in batch.replies {
         let _ = reply.send(Err(err.clone()));
     }
