@@ -13,7 +13,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use pigeon_client::client::{Admin, Client, ClientConfig, NewTopic, Producer, ProducerConfig, ProducerRecord};
+use pigeon_client::client::{
+    Admin, Client, ClientConfig, NewTopic, Producer, ProducerConfig, ProducerRecord,
+};
 use pigeon_suite::Broker;
 
 const VALUE_BYTES: usize = 100;
@@ -22,12 +24,20 @@ const WINDOW: usize = 200_000;
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    let env = |name: &str, default: usize| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
     let records = env("PIGEON_BENCH_RECORDS", 1_000_000);
     let rounds = env("PIGEON_BENCH_ROUNDS", 5);
     let tmp = tempfile::tempdir().expect("tempdir");
     let broker = Broker::start(&tmp.path().join("data"), &["--fsync", "always"]);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut on = Vec::new();
     let mut off = Vec::new();
     runtime.block_on(async {
@@ -55,8 +65,15 @@ fn main() {
 }
 
 /// Sends `records` records and waits for every acknowledgement.
-async fn run(addr: std::net::SocketAddr, topic: &str, records: usize, idempotent: bool) -> Duration {
-    let client = Client::connect_with(addr.to_string(), ClientConfig::default()).await.expect("connect");
+async fn run(
+    addr: std::net::SocketAddr,
+    topic: &str,
+    records: usize,
+    idempotent: bool,
+) -> Duration {
+    let client = Client::connect_with(addr.to_string(), ClientConfig::default())
+        .await
+        .expect("connect");
     let config = ProducerConfig {
         idempotent,
         producer_name: Some(format!("bench-{topic}")),

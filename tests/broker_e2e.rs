@@ -457,3 +457,60 @@ async fn expect_connection_error(client: &mut RawClient, code: ErrorCode) {
         "the connection stays open after an unreadable frame"
     );
 }
+
+/// A plain HTTP GET over loopback; returns the status code and the body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect http");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read http");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+#[test]
+fn health_and_metrics_report_what_the_broker_does() {
+    let (_tmp, data) = temp();
+    let broker = Broker::start(&data, &[]);
+    let (status, body) = http_get(broker.http, "/health");
+    assert_eq!((status, body.trim()), (200, "serving"));
+    runtime().block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        client.create_topic("metered", 2).await;
+        client.produce("metered", 1, &[b"a", b"b", b"c"]).await;
+        client.fetch("metered", 1, 0, 0).await;
+        client.fetch("metered", 9, 0, 0).await; // an error, counted
+    });
+    let (status, metrics) = http_get(broker.http, "/metrics");
+    assert_eq!(status, 200);
+    for expected in [
+        "pigeon_produce_records_total{topic=\"metered\"} 3",
+        "pigeon_produce_latency_seconds_bucket",
+        "pigeon_fetch_bytes_total",
+        "pigeon_fetch_latency_seconds_bucket",
+        "pigeon_connections_total 1",
+        "pigeon_errors_total{code=\"UnknownPartition\"} 1",
+        "pigeon_log_segments{topic=\"metered\",partition=\"1\"} 1",
+        "pigeon_log_end_offset{topic=\"metered\",partition=\"1\"} 3",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "/metrics lacks {expected:?}:\n{metrics}"
+        );
+    }
+}
