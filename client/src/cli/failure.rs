@@ -43,6 +43,9 @@ pub(crate) async fn connect(addr: &str) -> Result<Client, Failure> {
                 addr,
                 &format!("no handshake within {} ms", after.as_millis()),
             ),
+            ClientError::Codec(err) => anyhow::anyhow!(
+                "the server at {addr} does not speak the Pigeon protocol ({err}); is --broker the address of pigeon-broker's protocol listener?"
+            ),
             other => client_failure(other),
         })
 }
@@ -127,7 +130,10 @@ mod tests {
     fn connection_reasons_are_short_and_lower_case() {
         use std::io::ErrorKind;
         assert_eq!(
-            reason(ErrorKind::ConnectionRefused, "Connection refused (os error 111)"),
+            reason(
+                ErrorKind::ConnectionRefused,
+                "Connection refused (os error 111)"
+            ),
             "connection refused"
         );
         assert_eq!(

@@ -173,7 +173,11 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn record(key: Option<&'static [u8]>, value: &'static [u8], headers: &[(&str, &'static [u8])]) -> Record {
+    fn record(
+        key: Option<&'static [u8]>,
+        value: &'static [u8],
+        headers: &[(&str, &'static [u8])],
+    ) -> Record {
         Record {
             offset: 5,
             timestamp: 1_795_428_000_123,
@@ -206,22 +210,45 @@ mod tests {
 
     #[test]
     fn json_repeated_header_names_become_arrays() {
-        let line = record_json("t", 1, &record(Some(b"k"), b"v", &[("a", b"1"), ("b", b"2"), ("a", b"3")]));
-        assert!(line.contains(r#""key":"k","value":"v","headers":{"a":["1","3"],"b":"2"}}"#), "{line}");
+        let line = record_json(
+            "t",
+            1,
+            &record(Some(b"k"), b"v", &[("a", b"1"), ("b", b"2"), ("a", b"3")]),
+        );
+        assert!(
+            line.contains(r#""key":"k","value":"v","headers":{"a":["1","3"],"b":"2"}}"#),
+            "{line}"
+        );
     }
 
     #[test]
     fn json_non_utf8_bytes_are_base64_with_a_marker() {
-        let line = record_json("t", 0, &record(Some(b"\xff"), b"\x00\xfe", &[("h", b"\x80"), ("i", b"ok")]));
-        assert!(line.contains(r#""key":"/w==","key_encoding":"base64""#), "{line}");
-        assert!(line.contains(r#""value":"AP4=","value_encoding":"base64""#), "{line}");
-        assert!(line.contains(r#""headers":{"h":"gA==","i":"b2s="},"headers_encoding":"base64""#), "{line}");
+        let line = record_json(
+            "t",
+            0,
+            &record(Some(b"\xff"), b"\x00\xfe", &[("h", b"\x80"), ("i", b"ok")]),
+        );
+        assert!(
+            line.contains(r#""key":"/w==","key_encoding":"base64""#),
+            "{line}"
+        );
+        assert!(
+            line.contains(r#""value":"AP4=","value_encoding":"base64""#),
+            "{line}"
+        );
+        assert!(
+            line.contains(r#""headers":{"h":"gA==","i":"b2s="},"headers_encoding":"base64""#),
+            "{line}"
+        );
     }
 
     #[test]
     fn human_lines_escape_control_characters_and_show_binary_as_base64() {
         let line = record_human("t", 0, &record(Some(b"k"), b"a\tb\x1b", &[("h", b"v")]));
-        assert_eq!(line, r"t/0@5 2026-11-23T10:00:00.123Z key=k [h=v] a\tb\u{1b}");
+        assert_eq!(
+            line,
+            r"t/0@5 2026-11-23T10:00:00.123Z key=k [h=v] a\tb\u{1b}"
+        );
         assert_eq!(printable(b"\xff"), "base64:/w==");
     }
 }

@@ -17,9 +17,7 @@ use std::io::BufRead;
 use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Args;
-use pigeon_client::client::{
-    Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
-};
+use pigeon_client::client::{Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 use tokio::sync::mpsc;
 
 use super::Failure;
@@ -54,7 +52,9 @@ pub(crate) struct ProduceArgs {
 fn parse_header(arg: &str) -> Result<(String, String), String> {
     match arg.split_once('=') {
         Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
-        Some(_) => Err(format!("header `{arg}` has an empty name; expected NAME=VALUE")),
+        Some(_) => Err(format!(
+            "header `{arg}` has an empty name; expected NAME=VALUE"
+        )),
         None => Err(format!("header `{arg}` has no `=`; expected NAME=VALUE")),
     }
 }
@@ -137,7 +137,10 @@ async fn pipeline(producer: &Producer, args: &ProduceArgs, out: &mut Out) -> Res
 /// is none.
 async fn front(
     pending: &mut VecDeque<(u64, Delivery)>,
-) -> Option<(u64, Result<RecordMetadata, pigeon_client::client::ClientError>)> {
+) -> Option<(
+    u64,
+    Result<RecordMetadata, pigeon_client::client::ClientError>,
+)> {
     let (number, delivery) = pending.front_mut()?;
     let number = *number;
     let result = delivery.await;
@@ -220,7 +223,10 @@ mod tests {
             parse_header("trace=a=b"),
             Ok(("trace".to_string(), "a=b".to_string()))
         );
-        assert_eq!(parse_header("empty="), Ok(("empty".to_string(), String::new())));
+        assert_eq!(
+            parse_header("empty="),
+            Ok(("empty".to_string(), String::new()))
+        );
         assert!(parse_header("novalue").is_err());
         assert!(parse_header("=v").is_err());
     }

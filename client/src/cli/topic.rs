@@ -111,9 +111,9 @@ fn describe_human(out: &mut Out, topic: &DescribeTopicResponse) -> Result<(), Fa
     let retention_ms = topic
         .retention_ms
         .map_or("unlimited".to_string(), |ms| format!("{ms} ms"));
-    let retention_bytes = topic
-        .retention_bytes
-        .map_or("unlimited".to_string(), |b| format!("{b} bytes per partition"));
+    let retention_bytes = topic.retention_bytes.map_or("unlimited".to_string(), |b| {
+        format!("{b} bytes per partition")
+    });
     out.line(format_args!(
         "topic {}: {count} partition{plural}, retention by time: {retention_ms}, by size: {retention_bytes}",
         topic.topic
@@ -133,7 +133,13 @@ fn describe_human(out: &mut Out, topic: &DescribeTopicResponse) -> Result<(), Fa
         .collect();
     print_table(
         out,
-        ["PARTITION", "START OFFSET", "END OFFSET", "SIZE (BYTES)", "SEGMENTS"],
+        [
+            "PARTITION",
+            "START OFFSET",
+            "END OFFSET",
+            "SIZE (BYTES)",
+            "SEGMENTS",
+        ],
         &rows,
     )
 }
