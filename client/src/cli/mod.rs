@@ -36,7 +36,7 @@ use failure::Failure;
 
 /// The command-line client of the Pigeon message broker.
 #[derive(Debug, Parser)]
-#[command(name = "pigeon", version, about, propagate_version = true)]
+#[command(name = "pigeon", version, propagate_version = true)]
 pub(crate) struct Cli {
     /// Address of the broker's protocol listener (host:port).
     #[arg(
