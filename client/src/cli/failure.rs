@@ -87,7 +87,7 @@ pub(crate) fn explain(err: &ClientError) -> String {
             unreachable_for.as_secs()
         ),
         ClientError::DeliveryTimeout { after, last_error } => format!(
-            "not stored within {} s: {}",
+            "the broker did not acknowledge it within {} s; last error: {}",
             after.as_secs(),
             explain(last_error)
         ),
