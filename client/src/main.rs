@@ -1,6 +1,10 @@
 //! `pigeon`: the command-line client of the Pigeon broker.
+//!
+//! Everything lives in the [`cli`] module tree (one file per command
+//! group); this file only hands over the process's exit code.
 
-fn main() {
-    eprintln!("pigeon: the command-line client is not built yet; see README.md");
-    std::process::exit(2);
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

@@ -1,0 +1,166 @@
+//! Connecting with timeouts sized for a command line, and turning every
+//! failure into one sentence for stderr.
+//!
+//! A CLI invocation is short-lived: when the broker is not there it must say
+//! so within seconds, not after the library's patient defaults (10 s
+//! connect, 30 s requests, 2 min delivery). So the first connection is made
+//! eagerly and its failure ends the command with a message naming the
+//! address and how to change it.
+
+use std::time::Duration;
+
+use pigeon_client::client::{Client, ClientConfig, ClientError};
+
+/// What a command fails with; printed as `pigeon: {failure:#}`.
+pub(crate) type Failure = anyhow::Error;
+
+/// Longest wait for the broker to accept the TCP connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for the answer to one request (fetches add their long-poll
+/// wait on top).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `produce` keeps retrying a message before giving up.
+pub(crate) const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The client configuration of every command.
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        client_name: format!("pigeon-cli {}", env!("CARGO_PKG_VERSION")),
+        connect_timeout: CONNECT_TIMEOUT,
+        request_timeout: REQUEST_TIMEOUT,
+        ..ClientConfig::default()
+    }
+}
+
+/// Connects to the broker at `addr` now, so that an unreachable broker is
+/// reported at once and as such.
+pub(crate) async fn connect(addr: &str) -> Result<Client, Failure> {
+    Client::connect_with(addr, client_config())
+        .await
+        .map_err(|err| match err {
+            ClientError::Connection { kind, message, .. } => unreachable_broker(addr, &reason(kind, &message)),
+            ClientError::Timeout { after } => unreachable_broker(
+                addr,
+                &format!("no handshake within {} ms", after.as_millis()),
+            ),
+            ClientError::Codec(err) => anyhow::anyhow!(
+                "the server at {addr} does not speak the Pigeon protocol ({err}); is --broker the address of pigeon-broker's protocol listener?"
+            ),
+            other => client_failure(other),
+        })
+}
+
+fn unreachable_broker(addr: &str, reason: &str) -> Failure {
+    anyhow::anyhow!(
+        "cannot reach the broker at {addr}: {reason}; is pigeon-broker running? (set --broker or PIGEON_BROKER)"
+    )
+}
+
+/// A [`ClientError`] as a failure of the command.
+pub(crate) fn client_failure(err: ClientError) -> Failure {
+    anyhow::anyhow!(explain(&err))
+}
+
+/// One sentence (without the `pigeon: ` prefix) saying what went wrong.
+pub(crate) fn explain(err: &ClientError) -> String {
+    match err {
+        ClientError::Broker { code, message } if message.is_empty() => {
+            code.description().to_string()
+        }
+        ClientError::Broker { message, .. } => message.clone(),
+        ClientError::Connection {
+            addr,
+            kind,
+            message,
+        } => format!(
+            "the connection to the broker at {addr} failed: {}",
+            reason(*kind, message)
+        ),
+        ClientError::Timeout { after } => {
+            format!("the broker did not answer within {} ms", after.as_millis())
+        }
+        ClientError::CircuitOpen {
+            addr,
+            unreachable_for,
+        } => format!(
+            "the broker at {addr} has been unreachable for {} s",
+            unreachable_for.as_secs()
+        ),
+        ClientError::DeliveryTimeout { after, last_error } => format!(
+            "the broker did not acknowledge it within {} s; last error: {}",
+            after.as_secs(),
+            explain(last_error)
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The reason of a connection failure in lower case, without the OS error
+/// number: `connection refused`.
+fn reason(kind: std::io::ErrorKind, message: &str) -> String {
+    if kind == std::io::ErrorKind::ConnectionRefused {
+        return "connection refused".to_string();
+    }
+    let message = match message.find(" (os error") {
+        Some(at) => &message[..at],
+        None => message,
+    };
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => kind.to_string(),
+    }
+}
+
+/// Whether `failure` is only that stdout was closed under us (a broken pipe).
+pub(crate) fn is_closed_stdout(failure: &Failure) -> bool {
+    failure.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|err| err.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pigeon_client::protocol::ErrorCode;
+
+    #[test]
+    fn connection_reasons_are_short_and_lower_case() {
+        use std::io::ErrorKind;
+        assert_eq!(
+            reason(
+                ErrorKind::ConnectionRefused,
+                "Connection refused (os error 111)"
+            ),
+            "connection refused"
+        );
+        assert_eq!(
+            reason(ErrorKind::Other, "Network unreachable (os error 101)"),
+            "network unreachable"
+        );
+    }
+
+    #[test]
+    fn broker_errors_show_the_brokers_message() {
+        let err = ClientError::Broker {
+            code: ErrorCode::UnknownTopic,
+            message: "topic t does not exist".into(),
+        };
+        assert_eq!(explain(&err), "topic t does not exist");
+        let bare = ClientError::Broker {
+            code: ErrorCode::UnknownTopic,
+            message: String::new(),
+        };
+        assert_eq!(explain(&bare), "the topic does not exist");
+    }
+
+    #[test]
+    fn a_broken_pipe_is_recognised_through_context() {
+        let err = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let failure = anyhow::Error::new(err).context("writing to stdout");
+        assert!(is_closed_stdout(&failure));
+        assert!(!is_closed_stdout(&anyhow::anyhow!("other")));
+    }
+}

@@ -1,0 +1,190 @@
+//! `pigeon topic create|list|describe|delete`.
+//!
+//! Human output is a short sentence or an aligned table; `--json` on `list`
+//! and `describe` prints one JSON object per line (a topic, resp. a
+//! partition) for scripts.
+
+use clap::{Args, Subcommand};
+use pigeon_client::client::NewTopic;
+use pigeon_client::protocol::DescribeTopicResponse;
+use serde_json::Value;
+
+use super::Failure;
+use super::failure::{client_failure, connect};
+use super::output::{Out, json_object};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopicCommand {
+    /// Create a topic.
+    Create(CreateArgs),
+    /// List every topic and its partition count.
+    List(JsonFlag),
+    /// Show a topic's retention and, per partition, its offsets, size and segments.
+    Describe {
+        /// The topic.
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Delete a topic and all its data.
+    Delete {
+        /// The topic.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// The topic's name ([A-Za-z0-9._-], 1 to 200 characters).
+    name: String,
+    /// Number of partitions.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    partitions: u32,
+    /// Delete sealed segments older than this (ms); the broker's default if absent.
+    #[arg(long, value_name = "MS")]
+    retention_ms: Option<u64>,
+    /// Delete the oldest sealed segments beyond this size per partition (bytes).
+    #[arg(long, value_name = "B")]
+    retention_bytes: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JsonFlag {
+    /// Print one JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn run(broker: &str, command: TopicCommand) -> Result<(), Failure> {
+    let admin = connect(broker).await?.admin();
+    let mut out = Out::new();
+    match command {
+        TopicCommand::Create(args) => {
+            let mut topic = NewTopic::new(&args.name, args.partitions);
+            topic.retention_ms = args.retention_ms;
+            topic.retention_bytes = args.retention_bytes;
+            admin.create_topic(topic).await.map_err(client_failure)?;
+            let plural = if args.partitions == 1 { "" } else { "s" };
+            out.line(format_args!(
+                "created topic {} with {} partition{plural}",
+                args.name, args.partitions
+            ))?;
+        }
+        TopicCommand::List(JsonFlag { json }) => {
+            let mut topics = admin.list_topics().await.map_err(client_failure)?;
+            topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+            let rows: Vec<_> = topics
+                .iter()
+                .map(|t| [t.topic.clone(), t.partitions.to_string()])
+                .collect();
+            if json {
+                for t in &topics {
+                    let object = json_object([
+                        ("topic", t.topic.clone().into()),
+                        ("partitions", t.partitions.into()),
+                    ]);
+                    out.line(object)?;
+                }
+            } else {
+                print_table(&mut out, ["TOPIC", "PARTITIONS"], &rows)?;
+            }
+        }
+        TopicCommand::Describe { name, json } => {
+            let topic = admin.describe_topic(&name).await.map_err(client_failure)?;
+            if json.json {
+                describe_json(&mut out, &topic)?;
+            } else {
+                describe_human(&mut out, &topic)?;
+            }
+        }
+        TopicCommand::Delete { name } => {
+            admin.delete_topic(&name).await.map_err(client_failure)?;
+            out.line(format_args!("deleted topic {name}"))?;
+        }
+    }
+    out.flush()
+}
+
+fn describe_human(out: &mut Out, topic: &DescribeTopicResponse) -> Result<(), Failure> {
+    let count = topic.partitions.len();
+    let plural = if count == 1 { "" } else { "s" };
+    let retention_ms = topic
+        .retention_ms
+        .map_or("unlimited".to_string(), |ms| format!("{ms} ms"));
+    let retention_bytes = topic.retention_bytes.map_or("unlimited".to_string(), |b| {
+        format!("{b} bytes per partition")
+    });
+    out.line(format_args!(
+        "topic {}: {count} partition{plural}, retention by time: {retention_ms}, by size: {retention_bytes}",
+        topic.topic
+    ))?;
+    let rows: Vec<_> = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            [
+                p.partition.to_string(),
+                p.log_start_offset.to_string(),
+                p.log_end_offset.to_string(),
+                p.size_bytes.to_string(),
+                p.segment_count.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        out,
+        [
+            "PARTITION",
+            "START OFFSET",
+            "END OFFSET",
+            "SIZE (BYTES)",
+            "SEGMENTS",
+        ],
+        &rows,
+    )
+}
+
+fn describe_json(out: &mut Out, topic: &DescribeTopicResponse) -> Result<(), Failure> {
+    let optional = |v: Option<u64>| v.map_or(Value::Null, Value::from);
+    for p in &topic.partitions {
+        let object = json_object([
+            ("topic", topic.topic.clone().into()),
+            ("partition", p.partition.into()),
+            ("start_offset", p.log_start_offset.into()),
+            ("end_offset", p.log_end_offset.into()),
+            ("size_bytes", p.size_bytes.into()),
+            ("segments", p.segment_count.into()),
+            ("retention_ms", optional(topic.retention_ms)),
+            ("retention_bytes", optional(topic.retention_bytes)),
+        ]);
+        out.line(object)?;
+    }
+    Ok(())
+}
+
+/// Left-aligned columns separated by two spaces.
+fn print_table<const N: usize>(
+    out: &mut Out,
+    header: [&str; N],
+    rows: &[[String; N]],
+) -> Result<(), Failure> {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let render = |cells: [&str; N]| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    out.line(render(header))?;
+    for row in rows {
+        out.line(render(row.each_ref().map(String::as_str)))?;
+    }
+    Ok(())
+}
