@@ -372,9 +372,9 @@ fn read_json_returns_the_lines_byte_for_byte_with_the_exact_field_set() {
         assert_eq!(record.get("partition").as_u64(), 0);
         assert_eq!(record.get("offset").as_u64(), i as u64);
         assert!(record.get("timestamp").as_i64() > 1_600_000_000_000);
-        assert_eq!(*record.get("key"), Json::Null);
+        assert_eq!(record.get("key"), Json::NULL);
         assert_eq!(record.get("value").as_str(), line);
-        assert_eq!(*record.get("headers"), Json::Object(vec![]));
+        assert_eq!(record.get("headers"), Json(serde_json::json!({})));
     }
 }
 
@@ -424,11 +424,8 @@ fn key_and_headers_round_trip() {
             "first-seen order"
         );
         assert_eq!(
-            *headers.get("trace"),
-            Json::Array(vec![
-                Json::String("abc=def".into()),
-                Json::String("second".into())
-            ])
+            headers.get("trace"),
+            Json(serde_json::json!(["abc=def", "second"]))
         );
         assert_eq!(headers.get("origin").as_str(), "cli");
         assert_eq!(headers.get("empty").as_str(), "");
@@ -784,26 +781,10 @@ fn the_readme_flow_publishes_from_a_shell_pipe_and_replays_from_an_offset() {
     assert!(replay.starts_with("orders/0@2 "), "{replay}");
 }
 
-/// `ms` since the epoch as RFC 3339 UTC with milliseconds (civil-from-days,
-/// proleptic Gregorian).
+/// `ms` since the epoch as RFC 3339 UTC with milliseconds.
 fn rfc3339(ms: i64) -> String {
-    let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        day_secs / 3600,
-        day_secs / 60 % 60,
-        day_secs % 60
-    )
+    let at = jiff::Timestamp::from_millisecond(ms).expect("timestamp in range");
+    format!("{at:.3}")
 }
 
 #[test]
@@ -815,221 +796,64 @@ fn the_test_rfc3339_formatter_is_right() {
 
 use json::Json;
 
-/// A small JSON reader for checking `--json` output exactly (field order
-/// included), so the tests need no JSON crate.
+/// `--json` lines, parsed with serde_json (objects keep their field order),
+/// behind accessors that fail the test with a clear message.
 mod json {
-    /// A parsed JSON value; objects keep their field order.
+    /// A parsed JSON value.
     #[derive(Debug, Clone, PartialEq)]
-    pub enum Json {
-        Null,
-        Bool(bool),
-        Number(String),
-        String(String),
-        Array(Vec<Json>),
-        Object(Vec<(String, Json)>),
-    }
+    pub struct Json(pub serde_json::Value);
 
     impl Json {
-        pub fn get(&self, name: &str) -> &Json {
-            match self {
-                Json::Object(fields) => fields
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v)
-                    .unwrap_or_else(|| panic!("no field {name} in {self:?}")),
-                other => panic!("{other:?} is not an object"),
-            }
+        /// JSON `null`.
+        pub const NULL: Json = Json(serde_json::Value::Null);
+
+        /// The field `name` of an object.
+        pub fn get(&self, name: &str) -> Json {
+            let object = self
+                .0
+                .as_object()
+                .unwrap_or_else(|| panic!("{} is not an object", self.0));
+            Json(
+                object
+                    .get(name)
+                    .unwrap_or_else(|| panic!("no field {name} in {}", self.0))
+                    .clone(),
+            )
         }
 
-        pub fn keys(&self) -> Vec<&str> {
-            match self {
-                Json::Object(fields) => fields.iter().map(|(n, _)| n.as_str()).collect(),
-                other => panic!("{other:?} is not an object"),
-            }
+        /// The field names of an object, in order.
+        pub fn keys(&self) -> Vec<String> {
+            let object = self
+                .0
+                .as_object()
+                .unwrap_or_else(|| panic!("{} is not an object", self.0));
+            object.keys().cloned().collect()
         }
 
+        /// A string's text.
         pub fn as_str(&self) -> &str {
-            match self {
-                Json::String(s) => s,
-                other => panic!("{other:?} is not a string"),
-            }
+            self.0
+                .as_str()
+                .unwrap_or_else(|| panic!("{} is not a string", self.0))
         }
 
+        /// A non-negative integer.
         pub fn as_u64(&self) -> u64 {
-            match self {
-                Json::Number(n) => n.parse().unwrap_or_else(|_| panic!("{n} is not a u64")),
-                other => panic!("{other:?} is not a number"),
-            }
+            self.0
+                .as_u64()
+                .unwrap_or_else(|| panic!("{} is not a u64", self.0))
         }
 
+        /// An integer.
         pub fn as_i64(&self) -> i64 {
-            match self {
-                Json::Number(n) => n.parse().unwrap_or_else(|_| panic!("{n} is not an i64")),
-                other => panic!("{other:?} is not a number"),
-            }
+            self.0
+                .as_i64()
+                .unwrap_or_else(|| panic!("{} is not an i64", self.0))
         }
     }
 
-    /// Parses one complete JSON document; panics on anything malformed.
+    /// Parses one line of `--json` output.
     pub fn parse(text: &str) -> Json {
-        let mut parser = Parser {
-            chars: text.chars().collect(),
-            at: 0,
-        };
-        let value = parser.value();
-        parser.skip_space();
-        assert_eq!(parser.at, parser.chars.len(), "trailing text in {text}");
-        value
-    }
-
-    struct Parser {
-        chars: Vec<char>,
-        at: usize,
-    }
-
-    impl Parser {
-        fn peek(&self) -> char {
-            *self.chars.get(self.at).expect("unexpected end of JSON")
-        }
-
-        fn bump(&mut self) -> char {
-            let c = self.peek();
-            self.at += 1;
-            c
-        }
-
-        fn expect(&mut self, c: char) {
-            assert_eq!(self.bump(), c, "at {}", self.at);
-        }
-
-        fn skip_space(&mut self) {
-            while self.chars.get(self.at).is_some_and(|c| c.is_whitespace()) {
-                self.at += 1;
-            }
-        }
-
-        fn literal(&mut self, word: &str, value: Json) -> Json {
-            for c in word.chars() {
-                self.expect(c);
-            }
-            value
-        }
-
-        fn value(&mut self) -> Json {
-            self.skip_space();
-            match self.peek() {
-                'n' => self.literal("null", Json::Null),
-                't' => self.literal("true", Json::Bool(true)),
-                'f' => self.literal("false", Json::Bool(false)),
-                '"' => Json::String(self.string()),
-                '[' => self.array(),
-                '{' => self.object(),
-                _ => self.number(),
-            }
-        }
-
-        fn number(&mut self) -> Json {
-            let start = self.at;
-            while self
-                .chars
-                .get(self.at)
-                .is_some_and(|c| c.is_ascii_digit() || "+-.eE".contains(*c))
-            {
-                self.at += 1;
-            }
-            assert!(self.at > start, "not a JSON value at {start}");
-            Json::Number(self.chars[start..self.at].iter().collect())
-        }
-
-        fn string(&mut self) -> String {
-            self.expect('"');
-            let mut out = String::new();
-            loop {
-                match self.bump() {
-                    '"' => return out,
-                    '\\' => match self.bump() {
-                        'n' => out.push('\n'),
-                        't' => out.push('\t'),
-                        'r' => out.push('\r'),
-                        'b' => out.push('\u{8}'),
-                        'f' => out.push('\u{c}'),
-                        'u' => {
-                            let high = self.hex4();
-                            let code = if (0xD800..0xDC00).contains(&high) {
-                                self.expect('\\');
-                                self.expect('u');
-                                let low = self.hex4();
-                                0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
-                            } else {
-                                high
-                            };
-                            out.push(char::from_u32(code).expect("valid escape"));
-                        }
-                        c => out.push(c),
-                    },
-                    c => {
-                        assert!(c >= ' ', "raw control character in a JSON string");
-                        out.push(c);
-                    }
-                }
-            }
-        }
-
-        fn hex4(&mut self) -> u32 {
-            let digits: String = (0..4).map(|_| self.bump()).collect();
-            u32::from_str_radix(&digits, 16).expect("hex escape")
-        }
-
-        fn array(&mut self) -> Json {
-            self.expect('[');
-            let mut items = Vec::new();
-            self.skip_space();
-            if self.peek() == ']' {
-                self.at += 1;
-                return Json::Array(items);
-            }
-            loop {
-                items.push(self.value());
-                self.skip_space();
-                match self.bump() {
-                    ',' => {}
-                    ']' => return Json::Array(items),
-                    c => panic!("unexpected {c} in an array"),
-                }
-            }
-        }
-
-        fn object(&mut self) -> Json {
-            self.expect('{');
-            let mut fields = Vec::new();
-            self.skip_space();
-            if self.peek() == '}' {
-                self.at += 1;
-                return Json::Object(fields);
-            }
-            loop {
-                self.skip_space();
-                let name = self.string();
-                self.skip_space();
-                self.expect(':');
-                fields.push((name, self.value()));
-                self.skip_space();
-                match self.bump() {
-                    ',' => {}
-                    '}' => return Json::Object(fields),
-                    c => panic!("unexpected {c} in an object"),
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn parses_nested_values_in_order() {
-        let v = parse(r#"{"b":[1,"x\u00e9\n"],"a":null,"c":{"d":true}}"#);
-        assert_eq!(v.keys(), ["b", "a", "c"]);
-        assert_eq!(
-            *v.get("b"),
-            Json::Array(vec![Json::Number("1".into()), Json::String("xé\n".into())])
-        );
+        Json(serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
     }
 }
