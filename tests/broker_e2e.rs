@@ -5,16 +5,8 @@
 use std::time::{Duration, Instant};
 
 use pigeon_client::protocol::*;
-use pigeon_suite::Broker;
 use pigeon_suite::raw::{RawClient, batch};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
+use pigeon_suite::{Broker, runtime};
 
 fn temp() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");

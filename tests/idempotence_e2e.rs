@@ -9,17 +9,9 @@ use pigeon_client::client::{
     Admin, Client, ClientConfig, NewTopic, Producer, ProducerConfig, ProducerRecord,
 };
 use pigeon_client::protocol::ErrorCode;
-use pigeon_suite::Broker;
 use pigeon_suite::proxy::FaultyProxy;
 use pigeon_suite::raw::RawClient;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
+use pigeon_suite::{Broker, runtime};
 
 /// A seed from the environment (to replay a failure) or the clock; printed.
 fn seed() -> u32 {

@@ -58,6 +58,15 @@ fn profile_dir() -> PathBuf {
     dir.to_path_buf()
 }
 
+/// A two-worker tokio runtime for tests that drive real processes.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Polls `condition` until it holds or `within` passes; panics with `what`.
 pub fn wait_until(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;

@@ -257,13 +257,8 @@ impl Opener<'_> {
                 "corrupt batch inside a sealed segment; it is kept and reads that reach it report the damage"
             );
         }
-        if let Some(relative) = cursor.last_batch_relative
-            && cursor.max_timestamp > segment.time_index.last().map_or(i64::MIN, |(ts, _)| ts)
-        {
-            segment.time_index.push(cursor.max_timestamp, relative);
-        }
-        segment.index.0.seal().map_err(io)?;
-        segment.time_index.0.seal().map_err(io)?;
+        segment.push_final_time_entry(cursor.max_timestamp, cursor.last_batch_relative);
+        segment.seal_indexes()?;
         segment
             .max_timestamp
             .store(cursor.max_timestamp, Ordering::Release);

@@ -134,6 +134,28 @@ impl Segment {
         self.max_timestamp.load(Ordering::Acquire)
     }
 
+    /// Adds the time index's final entry, the segment's largest timestamp at
+    /// its last batch, unless the last entry already holds it.
+    pub fn push_final_time_entry(&self, max_timestamp: i64, last_relative: Option<u32>) {
+        let last = self.time_index.last().map_or(i64::MIN, |(ts, _)| ts);
+        if let Some(relative) = last_relative
+            && max_timestamp > last
+        {
+            self.time_index.push(max_timestamp, relative);
+        }
+    }
+
+    /// Flushes both indexes, cuts them to exactly their entries, syncs them.
+    pub fn seal_indexes(&self) -> LogResult<()> {
+        let sealed = self.index.0.seal().and_then(|()| self.time_index.0.seal());
+        sealed.map_err(|e| {
+            LogError::io(
+                format!("sealing the indexes of {}", self.log_path.display()),
+                e,
+            )
+        })
+    }
+
     /// A [`LogError::Corrupt`] naming this segment.
     pub fn corrupt(&self, position: u64, reason: impl Into<String>) -> LogError {
         LogError::Corrupt {

@@ -564,22 +564,8 @@ impl Log {
             return Ok(());
         }
         let cursor = &self.active.cursor;
-        if let Some(relative) = cursor.last_batch_relative
-            && cursor.max_timestamp > segment.time_index.last().map_or(i64::MIN, |(ts, _)| ts)
-        {
-            segment.time_index.push(cursor.max_timestamp, relative);
-        }
-        let sealed = segment
-            .index
-            .0
-            .seal()
-            .and_then(|()| segment.time_index.0.seal());
-        sealed.map_err(|e| {
-            LogError::io(
-                format!("sealing the indexes of {}", segment.log_path.display()),
-                e,
-            )
-        })?;
+        segment.push_final_time_entry(cursor.max_timestamp, cursor.last_batch_relative);
+        segment.seal_indexes()?;
         segment.sealed.store(true, Ordering::Release);
         Ok(())
     }
@@ -630,18 +616,7 @@ impl Log {
             return Ok(());
         }
         self.sync()?;
-        let segment = self.active.segment.clone();
-        let sealed = segment
-            .index
-            .0
-            .seal()
-            .and_then(|()| segment.time_index.0.seal());
-        sealed.map_err(|e| {
-            LogError::io(
-                format!("flushing the indexes of {}", segment.log_path.display()),
-                e,
-            )
-        })?;
+        self.active.segment.seal_indexes()?;
         self.write_checkpoint(true);
         Ok(())
     }

@@ -3,9 +3,9 @@
 use bytes::Bytes;
 
 use super::header::{
-    ATTRIBUTES_AT, BASE_OFFSET_AT, BASE_SEQUENCE_AT, CRC_AT, CRC_COVERS_FROM, FIRST_TIMESTAMP_AT,
-    HEADER_LEN, LENGTH_AT, LOG_OVERHEAD, MAGIC, MAGIC_AT, MAX_TIMESTAMP_AT, PRODUCER_EPOCH_AT,
-    PRODUCER_ID_AT, ProducerStamp, RECORD_COUNT_AT,
+    ATTRIBUTES_AT, BASE_OFFSET_AT, CRC_AT, CRC_COVERS_FROM, FIRST_TIMESTAMP_AT, HEADER_LEN,
+    LENGTH_AT, LOG_OVERHEAD, MAGIC, MAGIC_AT, MAX_TIMESTAMP_AT, ProducerStamp, RECORD_COUNT_AT,
+    write_producer,
 };
 use super::varint;
 
@@ -130,12 +130,7 @@ impl BatchBuilder {
         buf[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&self.count.to_le_bytes());
         buf[FIRST_TIMESTAMP_AT..FIRST_TIMESTAMP_AT + 8].copy_from_slice(&timestamp.to_le_bytes());
         buf[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&timestamp.to_le_bytes());
-        buf[PRODUCER_ID_AT..PRODUCER_ID_AT + 8]
-            .copy_from_slice(&producer.producer_id.to_le_bytes());
-        buf[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2]
-            .copy_from_slice(&producer.producer_epoch.to_le_bytes());
-        buf[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
-            .copy_from_slice(&producer.base_sequence.to_le_bytes());
+        write_producer(buf, producer);
         let crc = crc32fast::hash(&buf[CRC_COVERS_FROM..]);
         buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
         Bytes::from(self.buf)

@@ -138,6 +138,16 @@ impl BatchHeader {
     }
 }
 
+/// Writes the producer id, epoch and base sequence into a batch header
+/// (`buf` holds at least [`HEADER_LEN`] bytes). The CRC is the caller's.
+pub(crate) fn write_producer(buf: &mut [u8], producer: ProducerStamp) {
+    buf[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer.producer_id.to_le_bytes());
+    buf[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2]
+        .copy_from_slice(&producer.producer_epoch.to_le_bytes());
+    buf[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
+        .copy_from_slice(&producer.base_sequence.to_le_bytes());
+}
+
 /// Reads the `(base_offset, batch_length)` prefix of a batch; `None` when
 /// fewer than [`LOG_OVERHEAD`] bytes are given.
 pub fn read_prefix(bytes: &[u8]) -> Option<(u64, u32)> {

@@ -182,11 +182,7 @@ pub fn with_producer(batch: &[u8], producer: ProducerStamp) -> Bytes {
     if buf.len() < HEADER_LEN {
         return Bytes::from(buf);
     }
-    buf[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer.producer_id.to_le_bytes());
-    buf[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2]
-        .copy_from_slice(&producer.producer_epoch.to_le_bytes());
-    buf[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
-        .copy_from_slice(&producer.base_sequence.to_le_bytes());
+    header::write_producer(&mut buf, producer);
     let crc = crc32fast::hash(&buf[CRC_COVERS_FROM..]);
     buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
     Bytes::from(buf)
