@@ -14,7 +14,8 @@
 //!    promises.
 //! 4. After a failed `fdatasync` the partition refuses writes until restart.
 //! 5. Restart work is bounded by the bytes written since the last checkpoint
-//!    (default every 64 MiB and at each roll), not by the log's size; a clean
+//!    (default every 64 MiB and at each roll; at each roll only under
+//!    `fsync=never`), not by the log's size; a clean
 //!    shutdown makes it zero.
 //! 6. Nothing damaged is ever served: every batch read is checked.
 //!

@@ -835,3 +835,32 @@ fn a_failed_write_does_not_advance_a_producers_sequence() {
     log.commit().expect("commit");
     assert_eq!(again.base_offset, 2);
 }
+
+#[test]
+fn fsync_never_does_not_sync_on_the_append_path_until_a_roll() {
+    let plan = FaultPlan::new();
+    let config = LogConfig {
+        fsync: FsyncPolicy::Never,
+        checkpoint_interval_bytes: 1024,
+        ..LogConfig::default()
+    };
+    let fx = Fixture::with_fs(config, Arc::new(FaultyFs::new(plan.clone())));
+    let mut log = fx.open();
+    let before = plan.calls(Op::Sync, ".log");
+    append_n(&mut log, 0, 500); // far past the checkpoint interval
+    assert_eq!(
+        plan.calls(Op::Sync, ".log"),
+        before,
+        "fsync=never synced on the append path"
+    );
+    assert_eq!(
+        log.reader().end_offset(),
+        500,
+        "appends are visible without a sync"
+    );
+    log.roll().expect("roll");
+    assert!(
+        plan.calls(Op::Sync, ".log") > before,
+        "a roll syncs the sealed segment"
+    );
+}
