@@ -11,11 +11,13 @@
 //! | [`topics`] | topics: metadata, partition logs, data directory layout |
 //! | [`server`] | the protocol listener, connections and request handlers |
 //! | [`config`] | settings from defaults, file, environment and flags |
+//! | [`delivery`] | consumer groups: leases, acks, redelivery with backoff, dead letters, seek |
 //! | [`http`] | `/health` and `/metrics` |
 //! | [`metrics`] | metric names and recording |
 //! | [`registry`] | idempotent producer names, ids and epochs |
 
 pub mod config;
+pub mod delivery;
 pub mod http;
 pub mod io;
 pub mod log;

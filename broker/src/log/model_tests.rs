@@ -298,8 +298,16 @@ fn read_records(reader: &LogReader, from: u64) -> Vec<(u64, Vec<u8>)> {
     }
 }
 
+/// `PROPTEST_CASES` when set (for long runs), else `default`.
+fn cases_from_env(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(cases_from_env(48)))]
 
     #[test]
     fn log_matches_model(steps in proptest::collection::vec(step(), 1..40)) {

@@ -1,0 +1,19 @@
+//! The delivery engine: consumer groups with per-message leases and acks,
+//! redelivery with backoff, dead-lettering and seek.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`settings`] | group settings, the backoff formula, jitter |
+//! | [`partition`] | the delivery state machine of one partition in one group |
+
+pub mod partition;
+pub mod settings;
+
+pub use partition::{
+    ConsumerId, DeadLetter, DeadLetterReason, Delivery, Lease, OffsetState, PartitionDelivery,
+    SettleError,
+};
+pub use settings::{GroupSettings, Jitter};
+
+#[cfg(test)]
+mod model_tests;

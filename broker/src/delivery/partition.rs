@@ -1,0 +1,491 @@
+//! The delivery state of one partition in one group: which offsets are
+//! settled, leased to a consumer, waiting for a redelivery, or on their way
+//! to the dead-letter queue. Pure and clock-driven (`now_ms` is passed in),
+//! so the whole state machine is tested without sleeping.
+//!
+//! ## States of an offset
+//!
+//! ```text
+//! new (≥ next) ──deliver──▶ in flight (lease: consumer, attempt, deadline)
+//!   ▲                           │ ack ────────────────▶ settled
+//!   │                           │ nack / expiry / consumer gone
+//!   │                           ▼
+//!   └────── due ─────── delayed (attempt n, due at now + backoff(n))
+//!                               │ attempt = max_deliveries, or reject
+//!                               ▼
+//!                  dead-lettering (DLQ copy being written) ──▶ settled
+//! ```
+//!
+//! ## Invariants
+//!
+//! - An offset is in at most one of: in flight, delayed, dead-lettering,
+//!   settled. So no message is leased to two consumers at once.
+//! - Every offset below `floor` is settled (or skipped by a seek); `floor`
+//!   ≤ `next`; offsets at or above `next` were never delivered since the
+//!   last seek.
+//! - The attempt number of a lease never exceeds `max_deliveries`: the
+//!   attempt that reaches it is dead-lettered instead of delayed.
+//! - Memory: a lease or a delay costs one map entry (≈ 40 bytes); settled
+//!   offsets above the floor cost one set entry until the floor passes them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::settings::{GroupSettings, Jitter};
+
+/// A consumer's id, unique within the broker's run.
+pub type ConsumerId = u64;
+
+/// A message leased to a consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// Who holds it.
+    pub consumer: ConsumerId,
+    /// Which delivery this is (1 for the first).
+    pub attempt: u32,
+    /// When the lease ends unless acked or extended (ms since the epoch).
+    pub deadline_ms: i64,
+}
+
+/// One message handed to a consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Its offset.
+    pub offset: u64,
+    /// Which delivery this is (1 for the first).
+    pub attempt: u32,
+    /// When the lease ends.
+    pub deadline_ms: i64,
+}
+
+/// Why a message goes to the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// Its attempts reached `max_deliveries`.
+    MaxDeliveries,
+    /// A consumer rejected it, with this reason text.
+    Rejected(String),
+}
+
+/// A message to copy to the dead-letter queue. It stays out of delivery
+/// until [`PartitionDelivery::dead_lettered`] says the copy is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The source offset.
+    pub offset: u64,
+    /// Deliveries it had.
+    pub attempts: u32,
+    /// Why.
+    pub reason: DeadLetterReason,
+}
+
+/// Why an ack, nack, reject or extend was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettleError {
+    /// The consumer does not hold a lease on the offset (it expired and the
+    /// message went back, perhaps to another consumer, or it was settled).
+    #[error(
+        "lease lost: offset {offset} is no longer leased to this consumer (the lease expired or the message was settled); the message will be or was delivered again"
+    )]
+    LeaseLost {
+        /// The offset.
+        offset: u64,
+    },
+}
+
+/// Where an offset is, for "why is this message stuck?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetState {
+    /// Not delivered yet (or due for redelivery now).
+    Available {
+        /// Deliveries so far.
+        attempts: u32,
+    },
+    /// Leased.
+    InFlight(Lease),
+    /// Waiting for its next attempt.
+    Delayed {
+        /// Deliveries so far.
+        attempts: u32,
+        /// When it is due.
+        due_ms: i64,
+    },
+    /// Its dead-letter copy is being written.
+    DeadLettering {
+        /// Deliveries it had.
+        attempts: u32,
+    },
+    /// Acked, dead-lettered, or skipped by a seek.
+    Settled,
+}
+
+/// The delivery state of one partition in one group.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartitionDelivery {
+    /// Every offset below is settled.
+    floor: u64,
+    /// Offsets from here on were never delivered (since the last seek).
+    next: u64,
+    /// Settled offsets in `floor..next`.
+    settled: BTreeSet<u64>,
+    in_flight: HashMap<u64, Lease>,
+    /// `(due_ms, offset)` → deliveries so far.
+    delayed: BTreeMap<(i64, u64), u32>,
+    /// Offsets whose dead-letter copy is being written → deliveries so far.
+    dead_lettering: BTreeMap<u64, u32>,
+    /// Messages copied to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Messages that retention deleted before they were settled.
+    pub removed_by_retention: u64,
+}
+
+impl PartitionDelivery {
+    /// A partition whose delivery starts at `start`.
+    pub fn new(start: u64) -> PartitionDelivery {
+        PartitionDelivery {
+            floor: start,
+            next: start,
+            ..PartitionDelivery::default()
+        }
+    }
+
+    /// Every offset below is settled.
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// The first offset never delivered since the last seek.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// Leases held.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Leases held by `consumer`.
+    pub fn in_flight_of(&self, consumer: ConsumerId) -> usize {
+        self.in_flight
+            .values()
+            .filter(|l| l.consumer == consumer)
+            .count()
+    }
+
+    /// Messages waiting for a redelivery.
+    pub fn delayed(&self) -> usize {
+        self.delayed.len()
+    }
+
+    /// Messages not settled yet, up to `log_end`: those from the floor on,
+    /// plus leases and dead-letter copies still open below it (kept across a
+    /// forward seek).
+    pub fn lag(&self, log_end: u64) -> u64 {
+        let above = log_end
+            .saturating_sub(self.floor)
+            .saturating_sub(self.settled.len() as u64);
+        let below = self
+            .in_flight
+            .keys()
+            .chain(self.dead_lettering.keys())
+            .filter(|o| **o < self.floor)
+            .count();
+        above + below as u64
+    }
+
+    /// The earliest moment something needs doing without a request: a
+    /// lease deadline or a delay coming due.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let lease = self.in_flight.values().map(|l| l.deadline_ms).min();
+        let delay = self.delayed.keys().next().map(|(due, _)| *due);
+        lease.into_iter().chain(delay).min()
+    }
+
+    /// Leases up to `max` messages to `consumer`: due redeliveries first,
+    /// then new offsets in order, up to `log_end`.
+    pub fn deliver(
+        &mut self,
+        consumer: ConsumerId,
+        max: usize,
+        now_ms: i64,
+        log_end: u64,
+        settings: &GroupSettings,
+    ) -> Vec<Delivery> {
+        let deadline_ms = now_ms + settings.ack_timeout.as_millis() as i64;
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some((&(due, offset), &attempts)) = self.delayed.first_key_value() else {
+                break;
+            };
+            if due > now_ms {
+                break;
+            }
+            self.delayed.remove(&(due, offset));
+            out.push(self.lease(offset, attempts + 1, consumer, deadline_ms));
+        }
+        while out.len() < max && self.next < log_end {
+            let offset = self.next;
+            self.next += 1;
+            if !self.settled.contains(&offset) {
+                out.push(self.lease(offset, 1, consumer, deadline_ms));
+            }
+        }
+        out
+    }
+
+    fn lease(
+        &mut self,
+        offset: u64,
+        attempt: u32,
+        consumer: ConsumerId,
+        deadline_ms: i64,
+    ) -> Delivery {
+        self.in_flight.insert(
+            offset,
+            Lease {
+                consumer,
+                attempt,
+                deadline_ms,
+            },
+        );
+        Delivery {
+            offset,
+            attempt,
+            deadline_ms,
+        }
+    }
+
+    /// The lease of `consumer` on `offset`, removed.
+    fn take_lease(&mut self, consumer: ConsumerId, offset: u64) -> Result<Lease, SettleError> {
+        match self.in_flight.get(&offset) {
+            Some(lease) if lease.consumer == consumer => {
+                let lease = *lease;
+                self.in_flight.remove(&offset);
+                Ok(lease)
+            }
+            _ => Err(SettleError::LeaseLost { offset }),
+        }
+    }
+
+    /// The consumer processed the message: settle it.
+    pub fn ack(&mut self, consumer: ConsumerId, offset: u64) -> Result<(), SettleError> {
+        self.take_lease(consumer, offset)?;
+        self.settle(offset);
+        Ok(())
+    }
+
+    /// The consumer asks for a redelivery, after `delay_ms` or the backoff.
+    pub fn nack(
+        &mut self,
+        consumer: ConsumerId,
+        offset: u64,
+        delay_ms: Option<i64>,
+        now_ms: i64,
+        settings: &GroupSettings,
+        jitter: &mut Jitter,
+    ) -> Result<Option<DeadLetter>, SettleError> {
+        let lease = self.take_lease(consumer, offset)?;
+        Ok(self.retry_or_dead_letter(offset, lease.attempt, delay_ms, now_ms, settings, jitter))
+    }
+
+    /// The consumer rejects the message: it goes to the dead-letter queue.
+    pub fn reject(
+        &mut self,
+        consumer: ConsumerId,
+        offset: u64,
+        reason: String,
+    ) -> Result<Option<DeadLetter>, SettleError> {
+        let lease = self.take_lease(consumer, offset)?;
+        if offset < self.floor {
+            return Ok(None);
+        }
+        self.dead_lettering.insert(offset, lease.attempt);
+        Ok(Some(DeadLetter {
+            offset,
+            attempts: lease.attempt,
+            reason: DeadLetterReason::Rejected(reason),
+        }))
+    }
+
+    /// The consumer needs more time: the lease ends `extend_ms` from now.
+    pub fn extend(
+        &mut self,
+        consumer: ConsumerId,
+        offset: u64,
+        extend_ms: i64,
+        now_ms: i64,
+    ) -> Result<i64, SettleError> {
+        match self.in_flight.get_mut(&offset) {
+            Some(lease) if lease.consumer == consumer => {
+                lease.deadline_ms = now_ms + extend_ms;
+                Ok(lease.deadline_ms)
+            }
+            _ => Err(SettleError::LeaseLost { offset }),
+        }
+    }
+
+    /// Ends every lease whose deadline has passed; returns the messages
+    /// that reached `max_deliveries`.
+    pub fn expire(
+        &mut self,
+        now_ms: i64,
+        settings: &GroupSettings,
+        jitter: &mut Jitter,
+    ) -> Vec<DeadLetter> {
+        let expired: Vec<(u64, Lease)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, l)| l.deadline_ms <= now_ms)
+            .map(|(o, l)| (*o, *l))
+            .collect();
+        self.return_leases(expired, now_ms, settings, jitter)
+    }
+
+    /// A consumer left (or its connection dropped): its leases come back at
+    /// once, each counted as an attempt.
+    pub fn drop_consumer(
+        &mut self,
+        consumer: ConsumerId,
+        now_ms: i64,
+        settings: &GroupSettings,
+        jitter: &mut Jitter,
+    ) -> Vec<DeadLetter> {
+        let held: Vec<(u64, Lease)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, l)| l.consumer == consumer)
+            .map(|(o, l)| (*o, *l))
+            .collect();
+        self.return_leases(held, now_ms, settings, jitter)
+    }
+
+    fn return_leases(
+        &mut self,
+        leases: Vec<(u64, Lease)>,
+        now_ms: i64,
+        settings: &GroupSettings,
+        jitter: &mut Jitter,
+    ) -> Vec<DeadLetter> {
+        let mut dead = Vec::new();
+        for (offset, lease) in leases {
+            self.in_flight.remove(&offset);
+            if let Some(d) =
+                self.retry_or_dead_letter(offset, lease.attempt, None, now_ms, settings, jitter)
+            {
+                dead.push(d);
+            }
+        }
+        dead.sort_by_key(|d| d.offset);
+        dead
+    }
+
+    fn retry_or_dead_letter(
+        &mut self,
+        offset: u64,
+        attempts: u32,
+        delay_ms: Option<i64>,
+        now_ms: i64,
+        settings: &GroupSettings,
+        jitter: &mut Jitter,
+    ) -> Option<DeadLetter> {
+        if offset < self.floor {
+            // Skipped by a seek while it was leased: nothing to redeliver.
+            return None;
+        }
+        if attempts >= settings.max_deliveries {
+            self.dead_lettering.insert(offset, attempts);
+            return Some(DeadLetter {
+                offset,
+                attempts,
+                reason: DeadLetterReason::MaxDeliveries,
+            });
+        }
+        let delay = delay_ms.unwrap_or_else(|| settings.backoff_ms(attempts, jitter.unit()));
+        self.delayed
+            .insert((now_ms + delay.max(0), offset), attempts);
+        None
+    }
+
+    /// The dead-letter copy of `offset` is durable: settle it.
+    pub fn dead_lettered(&mut self, offset: u64) {
+        if self.dead_lettering.remove(&offset).is_some() {
+            self.dead_lettered += 1;
+            self.settle(offset);
+        }
+    }
+
+    /// Messages waiting for their dead-letter copy (to retry after a
+    /// failed write, or after a restart).
+    pub fn pending_dead_letters(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.dead_lettering.iter().map(|(o, a)| (*o, *a))
+    }
+
+    fn settle(&mut self, offset: u64) {
+        if offset < self.floor {
+            return;
+        }
+        self.settled.insert(offset);
+        while self.floor < self.next && self.settled.remove(&self.floor) {
+            self.floor += 1;
+        }
+    }
+
+    /// Moves delivery to `target`: every offset from there on is delivered
+    /// again with attempts reset; leases and delays at or after it are
+    /// dropped. Offsets below it count as settled; leases below it may still
+    /// be acked, but are not redelivered.
+    pub fn seek(&mut self, target: u64) {
+        // At or above the target everything is new again; below it
+        // everything is skipped, so no delay survives either way.
+        self.in_flight.retain(|offset, _| *offset < target);
+        self.delayed.clear();
+        self.dead_lettering.retain(|offset, _| *offset < target);
+        self.settled.clear();
+        self.floor = target;
+        self.next = target;
+    }
+
+    /// Retention deleted offsets below `log_start`: count those never
+    /// settled, and move past them.
+    pub fn apply_retention(&mut self, log_start: u64) {
+        if log_start <= self.floor {
+            return;
+        }
+        let removed = (self.floor..log_start)
+            .filter(|o| {
+                !self.settled.contains(o)
+                    && !self.in_flight.contains_key(o)
+                    && !self.dead_lettering.contains_key(o)
+            })
+            .count() as u64;
+        self.removed_by_retention += removed;
+        self.delayed.retain(|(_, offset), _| *offset >= log_start);
+        self.settled.retain(|o| *o >= log_start);
+        self.floor = log_start;
+        self.next = self.next.max(log_start);
+        while self.floor < self.next && self.settled.remove(&self.floor) {
+            self.floor += 1;
+        }
+    }
+
+    /// Where `offset` is.
+    pub fn state_of(&self, offset: u64) -> OffsetState {
+        if let Some(lease) = self.in_flight.get(&offset) {
+            return OffsetState::InFlight(*lease);
+        }
+        if let Some(attempts) = self.dead_lettering.get(&offset) {
+            return OffsetState::DeadLettering {
+                attempts: *attempts,
+            };
+        }
+        if let Some(((due, _), attempts)) = self.delayed.iter().find(|((_, o), _)| *o == offset) {
+            return OffsetState::Delayed {
+                attempts: *attempts,
+                due_ms: *due,
+            };
+        }
+        if offset < self.floor || self.settled.contains(&offset) {
+            return OffsetState::Settled;
+        }
+        OffsetState::Available { attempts: 0 }
+    }
+}
