@@ -5,13 +5,16 @@
 //! | --- | --- |
 //! | [`settings`] | group settings, the backoff formula, jitter |
 //! | [`partition`] | the delivery state machine of one partition in one group |
+//! | [`journal`] | the events that record every change of that state, for crash recovery |
 
+pub mod journal;
 pub mod partition;
 pub mod settings;
 
+pub use journal::Event;
 pub use partition::{
     ConsumerId, DeadLetter, DeadLetterReason, Delivery, Lease, OffsetState, PartitionDelivery,
-    SettleError,
+    RECOVERED, SettleError,
 };
 pub use settings::{GroupSettings, Jitter};
 

@@ -95,6 +95,11 @@ struct Harness {
     /// Dead-letter copies per (offset, seek epoch).
     dead_letters: HashMap<(u64, u32), u32>,
     epoch: u32,
+    /// Every journal event so far, through its byte encoding.
+    journal: Vec<Event>,
+    /// A copy of the state taken mid-run (a snapshot) and the journal
+    /// length at that moment.
+    snapshot: Option<(PartitionDelivery, usize)>,
 }
 
 impl Harness {
@@ -107,6 +112,8 @@ impl Harness {
             settings: settings(),
             dead_letters: HashMap::new(),
             epoch: 0,
+            journal: Vec::new(),
+            snapshot: None,
         }
     }
 
@@ -319,7 +326,7 @@ impl Harness {
                 }
             }
             Step::CompleteDeadLetters => {
-                let pending: Vec<u64> = self.sut.pending_dead_letters().map(|(o, _)| o).collect();
+                let pending: Vec<u64> = self.sut.pending_dead_letters().map(|d| d.offset).collect();
                 for offset in pending {
                     let count = self.dead_letters.entry((offset, self.epoch)).or_default();
                     *count += 1;
@@ -347,6 +354,51 @@ impl Harness {
                 } else {
                     self.returned(offset, l.attempt, None);
                 }
+            }
+        }
+    }
+
+    /// Moves the state machine's new events into the journal (encoded and
+    /// decoded, as the journal log stores them).
+    fn journal_events(&mut self) {
+        for event in self.sut.take_events() {
+            let mut bytes = Vec::new();
+            event.encode(&mut bytes);
+            self.journal
+                .push(Event::decode(&bytes).expect("journal event decodes"));
+        }
+        if self.snapshot.is_none() && self.journal.len() > 20 {
+            self.snapshot = Some((self.sut.clone(), self.journal.len()));
+        }
+    }
+
+    /// A restart: the state rebuilt from the journal (from scratch, and from
+    /// the snapshot plus the events after it) equals the live state, once
+    /// open leases are recovered on both sides.
+    fn check_recovery(&self) {
+        let mut live = self.sut.clone();
+        live.take_events();
+        let dead_live = live.recover_leases(self.now, &self.settings);
+        let mut from_scratch =
+            PartitionDelivery::replay(PartitionDelivery::new(0), self.journal.clone());
+        let dead_scratch = from_scratch.recover_leases(self.now, &self.settings);
+        assert_eq!(dead_scratch, dead_live, "dead letters after recovery");
+        assert_eq!(from_scratch, live, "state rebuilt from the whole journal");
+        if let Some((snapshot, at)) = &self.snapshot {
+            let mut base = snapshot.clone();
+            base.take_events();
+            let mut from_snapshot = PartitionDelivery::replay(base, self.journal[*at..].to_vec());
+            from_snapshot.recover_leases(self.now, &self.settings);
+            assert_eq!(
+                from_snapshot, live,
+                "state rebuilt from a snapshot and the journal after it"
+            );
+        }
+        for offset in 0..self.model.len() as u64 {
+            if let OffsetState::Delayed { attempts, .. } | OffsetState::DeadLettering { attempts } =
+                live.state_of(offset)
+            {
+                assert!(attempts <= MAX_DELIVERIES);
             }
         }
     }
@@ -427,7 +479,9 @@ proptest! {
         for step in &steps {
             harness.apply(step);
             harness.check();
+            harness.journal_events();
         }
+        harness.check_recovery();
         harness.drain();
     }
 }
@@ -448,7 +502,10 @@ fn a_poison_message_is_dead_lettered_after_max_deliveries() {
         assert_eq!(dead.is_some(), attempt == MAX_DELIVERIES);
     }
     assert_eq!(
-        h.sut.pending_dead_letters().collect::<Vec<_>>(),
+        h.sut
+            .pending_dead_letters()
+            .map(|d| (d.offset, d.attempts))
+            .collect::<Vec<_>>(),
         vec![(0, MAX_DELIVERIES)]
     );
     h.sut.dead_lettered(0);

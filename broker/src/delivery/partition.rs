@@ -30,10 +30,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::journal::Event;
 use super::settings::{GroupSettings, Jitter};
 
 /// A consumer's id, unique within the broker's run.
 pub type ConsumerId = u64;
+
+/// The holder of leases rebuilt from the journal after a restart.
+pub const RECOVERED: ConsumerId = u64::MAX;
 
 /// A message leased to a consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,8 +134,11 @@ pub struct PartitionDelivery {
     in_flight: HashMap<u64, Lease>,
     /// `(due_ms, offset)` → deliveries so far.
     delayed: BTreeMap<(i64, u64), u32>,
-    /// Offsets whose dead-letter copy is being written → deliveries so far.
-    dead_lettering: BTreeMap<u64, u32>,
+    /// Offsets whose dead-letter copy is being written → deliveries so
+    /// far and why.
+    dead_lettering: BTreeMap<u64, (u32, DeadLetterReason)>,
+    /// Changes not yet taken by the journal writer.
+    events: Vec<Event>,
     /// Messages copied to the dead-letter queue.
     pub dead_lettered: u64,
     /// Messages that retention deleted before they were settled.
@@ -247,6 +254,7 @@ impl PartitionDelivery {
                 deadline_ms,
             },
         );
+        self.events.push(Event::Leased { offset, attempt });
         Delivery {
             offset,
             attempt,
@@ -269,6 +277,7 @@ impl PartitionDelivery {
     /// The consumer processed the message: settle it.
     pub fn ack(&mut self, consumer: ConsumerId, offset: u64) -> Result<(), SettleError> {
         self.take_lease(consumer, offset)?;
+        self.events.push(Event::Acked { offset });
         self.settle(offset);
         Ok(())
     }
@@ -296,14 +305,14 @@ impl PartitionDelivery {
     ) -> Result<Option<DeadLetter>, SettleError> {
         let lease = self.take_lease(consumer, offset)?;
         if offset < self.floor {
+            self.events.push(Event::Acked { offset });
             return Ok(None);
         }
-        self.dead_lettering.insert(offset, lease.attempt);
-        Ok(Some(DeadLetter {
+        Ok(Some(self.start_dead_letter(
             offset,
-            attempts: lease.attempt,
-            reason: DeadLetterReason::Rejected(reason),
-        }))
+            lease.attempt,
+            DeadLetterReason::Rejected(reason),
+        )))
     }
 
     /// The consumer needs more time: the lease ends `extend_ms` from now.
@@ -389,25 +398,47 @@ impl PartitionDelivery {
     ) -> Option<DeadLetter> {
         if offset < self.floor {
             // Skipped by a seek while it was leased: nothing to redeliver.
+            self.events.push(Event::Acked { offset });
             return None;
         }
         if attempts >= settings.max_deliveries {
-            self.dead_lettering.insert(offset, attempts);
-            return Some(DeadLetter {
-                offset,
-                attempts,
-                reason: DeadLetterReason::MaxDeliveries,
-            });
+            return Some(self.start_dead_letter(offset, attempts, DeadLetterReason::MaxDeliveries));
         }
         let delay = delay_ms.unwrap_or_else(|| settings.backoff_ms(attempts, jitter.unit()));
-        self.delayed
-            .insert((now_ms + delay.max(0), offset), attempts);
+        let due_ms = now_ms + delay.max(0);
+        self.delayed.insert((due_ms, offset), attempts);
+        self.events.push(Event::Delayed {
+            offset,
+            attempt: attempts,
+            due_ms,
+        });
         None
+    }
+
+    fn start_dead_letter(
+        &mut self,
+        offset: u64,
+        attempts: u32,
+        reason: DeadLetterReason,
+    ) -> DeadLetter {
+        self.dead_lettering
+            .insert(offset, (attempts, reason.clone()));
+        self.events.push(Event::DeadLetterStarted {
+            offset,
+            attempts,
+            reason: reason.clone(),
+        });
+        DeadLetter {
+            offset,
+            attempts,
+            reason,
+        }
     }
 
     /// The dead-letter copy of `offset` is durable: settle it.
     pub fn dead_lettered(&mut self, offset: u64) {
         if self.dead_lettering.remove(&offset).is_some() {
+            self.events.push(Event::DeadLettered { offset });
             self.dead_lettered += 1;
             self.settle(offset);
         }
@@ -415,8 +446,96 @@ impl PartitionDelivery {
 
     /// Messages waiting for their dead-letter copy (to retry after a
     /// failed write, or after a restart).
-    pub fn pending_dead_letters(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
-        self.dead_lettering.iter().map(|(o, a)| (*o, *a))
+    pub fn pending_dead_letters(&self) -> impl Iterator<Item = DeadLetter> + '_ {
+        self.dead_lettering
+            .iter()
+            .map(|(offset, (attempts, reason))| DeadLetter {
+                offset: *offset,
+                attempts: *attempts,
+                reason: reason.clone(),
+            })
+    }
+
+    /// The changes made since the last call, for the journal.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Rebuilds a partition's state from its journal, starting from `base`
+    /// (a snapshot, or a new partition). Leases found open are still open:
+    /// call [`recover_leases`](Self::recover_leases) next.
+    pub fn replay(
+        mut base: PartitionDelivery,
+        events: impl IntoIterator<Item = Event>,
+    ) -> PartitionDelivery {
+        for event in events {
+            base.apply(event);
+        }
+        base.events.clear();
+        base
+    }
+
+    fn apply(&mut self, event: Event) {
+        match event {
+            Event::Leased { offset, attempt } => {
+                self.delayed.retain(|(_, o), _| *o != offset);
+                self.next = self.next.max(offset + 1);
+                self.in_flight.insert(
+                    offset,
+                    Lease {
+                        consumer: RECOVERED,
+                        attempt,
+                        deadline_ms: i64::MAX,
+                    },
+                );
+            }
+            Event::Acked { offset } => {
+                self.in_flight.remove(&offset);
+                self.settle(offset);
+            }
+            Event::Delayed {
+                offset,
+                attempt,
+                due_ms,
+            } => {
+                self.in_flight.remove(&offset);
+                self.delayed.insert((due_ms, offset), attempt);
+            }
+            Event::DeadLetterStarted {
+                offset,
+                attempts,
+                reason,
+            } => {
+                self.in_flight.remove(&offset);
+                self.dead_lettering.insert(offset, (attempts, reason));
+            }
+            Event::DeadLettered { offset } => self.dead_lettered(offset),
+            Event::Seek { target } => self.seek(target),
+            Event::Retention { log_start } => self.apply_retention(log_start),
+        }
+    }
+
+    /// After a restart, leases that were open belong to nobody: each comes
+    /// back for delivery at once, counted as an attempt (or goes to the
+    /// dead-letter queue if it reached `max_deliveries`).
+    pub fn recover_leases(&mut self, now_ms: i64, settings: &GroupSettings) -> Vec<DeadLetter> {
+        let mut open: Vec<(u64, Lease)> = self.in_flight.drain().collect();
+        open.sort_by_key(|(offset, _)| *offset);
+        let mut no_jitter = Jitter::new(1);
+        let mut dead = Vec::new();
+        for (offset, lease) in open {
+            if let Some(d) = self.retry_or_dead_letter(
+                offset,
+                lease.attempt,
+                Some(0),
+                now_ms,
+                settings,
+                &mut no_jitter,
+            ) {
+                dead.push(d);
+            }
+        }
+        dead
     }
 
     fn settle(&mut self, offset: u64) {
@@ -442,6 +561,7 @@ impl PartitionDelivery {
         self.settled.clear();
         self.floor = target;
         self.next = target;
+        self.events.push(Event::Seek { target });
     }
 
     /// Retention deleted offsets below `log_start`: count those never
@@ -450,6 +570,7 @@ impl PartitionDelivery {
         if log_start <= self.floor {
             return;
         }
+        self.events.push(Event::Retention { log_start });
         let removed = (self.floor..log_start)
             .filter(|o| {
                 !self.settled.contains(o)
@@ -472,7 +593,7 @@ impl PartitionDelivery {
         if let Some(lease) = self.in_flight.get(&offset) {
             return OffsetState::InFlight(*lease);
         }
-        if let Some(attempts) = self.dead_lettering.get(&offset) {
+        if let Some((attempts, _)) = self.dead_lettering.get(&offset) {
             return OffsetState::DeadLettering {
                 attempts: *attempts,
             };
