@@ -33,35 +33,35 @@ fn settings() -> GroupSettings {
 enum Step {
     Produce(u64),
     Deliver {
-        consumer: u64,
+        consumer: u32,
         max: usize,
     },
     Ack {
-        consumer: u64,
+        consumer: u32,
         pick: usize,
     },
     Nack {
-        consumer: u64,
+        consumer: u32,
         pick: usize,
         delay: Option<i64>,
     },
     Reject {
-        consumer: u64,
+        consumer: u32,
         pick: usize,
     },
     Extend {
-        consumer: u64,
+        consumer: u32,
         pick: usize,
         ms: i64,
     },
     Advance(i64),
-    Disconnect(u64),
+    Disconnect(u32),
     Seek(usize),
     CompleteDeadLetters,
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    let consumer = 1u64..4;
+    let consumer = 1u32..4;
     prop_oneof![
         2 => (1u64..6).prop_map(Step::Produce),
         4 => (consumer.clone(), 1usize..6).prop_map(|(consumer, max)| Step::Deliver { consumer, max }),
@@ -121,7 +121,7 @@ impl Harness {
         (!self.model.is_empty()).then(|| (pick % self.model.len()) as u64)
     }
 
-    fn held_by(&self, consumer: u64) -> usize {
+    fn held_by(&self, consumer: u32) -> usize {
         self.model
             .iter()
             .filter(|m| matches!(m, M::InFlight(l) if l.consumer == consumer))

@@ -33,21 +33,22 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::journal::Event;
 use super::settings::{GroupSettings, Jitter};
 
-/// A consumer's id, unique within the broker's run.
-pub type ConsumerId = u64;
+/// A consumer's id, assigned by the broker, unique within its run (32 bits
+/// keep a lease at 16 bytes).
+pub type ConsumerId = u32;
 
 /// The holder of leases rebuilt from the journal after a restart.
-pub const RECOVERED: ConsumerId = u64::MAX;
+pub const RECOVERED: ConsumerId = u32::MAX;
 
 /// A message leased to a consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
+    /// When the lease ends unless acked or extended (ms since the epoch).
+    pub deadline_ms: i64,
     /// Who holds it.
     pub consumer: ConsumerId,
     /// Which delivery this is (1 for the first).
     pub attempt: u32,
-    /// When the lease ends unless acked or extended (ms since the epoch).
-    pub deadline_ms: i64,
 }
 
 /// One message handed to a consumer.
@@ -454,6 +455,17 @@ impl PartitionDelivery {
                 attempts: *attempts,
                 reason: reason.clone(),
             })
+    }
+
+    /// Gives back memory a burst left behind (maps keep their capacity
+    /// when they empty); the group engine calls it now and then.
+    pub fn compact(&mut self) {
+        if self.in_flight.capacity() > 64 && self.in_flight.len() < self.in_flight.capacity() / 4 {
+            self.in_flight.shrink_to_fit();
+        }
+        if self.events.capacity() > 1024 && self.events.is_empty() {
+            self.events = Vec::new();
+        }
     }
 
     /// The changes made since the last call, for the journal.
