@@ -6,10 +6,12 @@
 //! | [`settings`] | group settings, the backoff formula, jitter |
 //! | [`partition`] | the delivery state machine of one partition in one group |
 //! | [`journal`] | the events that record every change of that state, for crash recovery |
+//! | [`snapshot`] | snapshots of that state, so recovery replays only the recent journal |
 
 pub mod journal;
 pub mod partition;
 pub mod settings;
+pub mod snapshot;
 
 pub use journal::Event;
 pub use partition::{

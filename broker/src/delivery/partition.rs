@@ -123,6 +123,22 @@ pub enum OffsetState {
     Settled,
 }
 
+/// The persistent content of a [`PartitionDelivery`], for snapshots.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SnapshotParts {
+    pub floor: u64,
+    pub next: u64,
+    pub dead_lettered: u64,
+    pub removed_by_retention: u64,
+    pub settled: Vec<u64>,
+    /// Open leases: (offset, attempt).
+    pub leases: Vec<(u64, u32)>,
+    /// (due_ms, offset, attempts).
+    pub delayed: Vec<(i64, u64, u32)>,
+    /// (offset, attempts, reason).
+    pub dead_lettering: Vec<(u64, u32, DeadLetterReason)>,
+}
+
 /// The delivery state of one partition in one group.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PartitionDelivery {
@@ -465,6 +481,70 @@ impl PartitionDelivery {
         }
         if self.events.capacity() > 1024 && self.events.is_empty() {
             self.events = Vec::new();
+        }
+    }
+
+    /// What a snapshot stores.
+    pub fn parts(&self) -> SnapshotParts {
+        let mut leases: Vec<(u64, u32)> = self
+            .in_flight
+            .iter()
+            .map(|(o, l)| (*o, l.attempt))
+            .collect();
+        leases.sort_unstable();
+        SnapshotParts {
+            floor: self.floor,
+            next: self.next,
+            dead_lettered: self.dead_lettered,
+            removed_by_retention: self.removed_by_retention,
+            settled: self.settled.iter().copied().collect(),
+            leases,
+            delayed: self
+                .delayed
+                .iter()
+                .map(|((due, o), a)| (*due, *o, *a))
+                .collect(),
+            dead_lettering: self
+                .dead_lettering
+                .iter()
+                .map(|(o, (a, r))| (*o, *a, r.clone()))
+                .collect(),
+        }
+    }
+
+    /// A state from a snapshot; open leases are held by [`RECOVERED`].
+    pub fn from_parts(parts: SnapshotParts) -> PartitionDelivery {
+        PartitionDelivery {
+            floor: parts.floor,
+            next: parts.next,
+            settled: parts.settled.into_iter().collect(),
+            in_flight: parts
+                .leases
+                .into_iter()
+                .map(|(o, attempt)| {
+                    (
+                        o,
+                        Lease {
+                            deadline_ms: i64::MAX,
+                            consumer: RECOVERED,
+                            attempt,
+                        },
+                    )
+                })
+                .collect(),
+            delayed: parts
+                .delayed
+                .into_iter()
+                .map(|(due, o, a)| ((due, o), a))
+                .collect(),
+            dead_lettering: parts
+                .dead_lettering
+                .into_iter()
+                .map(|(o, a, r)| (o, (a, r)))
+                .collect(),
+            events: Vec::new(),
+            dead_lettered: parts.dead_lettered,
+            removed_by_retention: parts.removed_by_retention,
         }
     }
 
