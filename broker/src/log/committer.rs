@@ -43,6 +43,10 @@ enum Command {
     Retention {
         reply: oneshot::Sender<LogResult<usize>>,
     },
+    Trim {
+        before: u64,
+        reply: oneshot::Sender<usize>,
+    },
     Close {
         reply: oneshot::Sender<LogResult<()>>,
     },
@@ -152,6 +156,17 @@ impl PartitionLog {
         response.await.map_err(|_| LogError::Closed)?
     }
 
+    /// Deletes the sealed segments holding only offsets below `before`;
+    /// returns how many.
+    pub async fn trim_before(&self, before: u64) -> LogResult<usize> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send_async(Command::Trim { before, reply })
+            .await
+            .map_err(|_| LogError::Closed)?;
+        response.await.map_err(|_| LogError::Closed)
+    }
+
     /// Commits what is queued, shuts down cleanly, and stops the writer.
     pub async fn close(&self) -> LogResult<()> {
         let (reply, response) = oneshot::channel();
@@ -218,6 +233,9 @@ impl Writer {
                 },
                 Command::Retention { reply } => {
                     let _ = reply.send(self.log.enforce_retention());
+                }
+                Command::Trim { before, reply } => {
+                    let _ = reply.send(self.log.trim_before(before));
                 }
                 Command::Close { reply } => close = Some(reply),
             }

@@ -864,3 +864,31 @@ fn fsync_never_does_not_sync_on_the_append_path_until_a_roll() {
         "a roll syncs the sealed segment"
     );
 }
+
+#[test]
+fn trim_before_deletes_only_segments_wholly_below_the_offset() {
+    let fx = Fixture::new(small_config());
+    let mut log = fx.open();
+    append_n(&mut log, 0, 300);
+    let bases: Vec<u64> = log
+        .shared
+        .snapshot()
+        .iter()
+        .map(|s| s.base_offset)
+        .collect();
+    assert!(bases.len() > 3);
+    // An offset inside the third segment: the first two go.
+    let deleted = log.trim_before(bases[2] + 1);
+    assert_eq!(deleted, 2);
+    assert_eq!(log.reader().start_offset(), bases[2]);
+    assert!(!fx.segment_path(bases[0], "log").exists());
+    assert_eq!(
+        log.trim_before(u64::MAX),
+        bases.len() - 3,
+        "never the active segment"
+    );
+    assert_values(
+        &read_all(&log.reader(), log.reader().start_offset()),
+        *bases.last().expect("bases")..300,
+    );
+}

@@ -597,12 +597,30 @@ impl Log {
             config.retention_ms,
             config.retention_bytes,
         );
+        Ok(self.delete_oldest(&snapshot, count, "retention"))
+    }
+
+    /// Deletes the sealed segments that hold only offsets below `offset`
+    /// (the log is kept elsewhere up to there, e.g. a group journal whose
+    /// snapshot covers it); returns how many.
+    pub fn trim_before(&mut self, offset: u64) -> usize {
+        let snapshot = self.shared.snapshot();
+        let sealed = snapshot.len() - 1;
+        let count = (0..sealed)
+            .take_while(|&i| snapshot[i + 1].base_offset <= offset)
+            .count();
+        self.delete_oldest(&snapshot, count, "trim")
+    }
+
+    /// Removes the first `count` segments of `snapshot` from the log and
+    /// their files from the disk.
+    fn delete_oldest(&mut self, snapshot: &[Arc<Segment>], count: usize, why: &str) -> usize {
         if count == 0 {
-            return Ok(0);
+            return 0;
         }
         *self.shared.segments.write() = Arc::new(snapshot[count..].to_vec());
         for segment in &snapshot[..count] {
-            tracing::info!(segment = %segment.log_path.display(), "retention deletes segment");
+            tracing::info!(segment = %segment.log_path.display(), why, "deleting segment");
             for path in Segment::paths(&self.dir, segment.base_offset) {
                 if let Err(e) = self.fs.remove_file(&path)
                     && e.kind() != std::io::ErrorKind::NotFound
@@ -612,9 +630,9 @@ impl Log {
             }
         }
         if let Err(e) = self.fs.sync_dir(&self.dir) {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "could not sync the directory after retention");
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not sync the directory after deleting segments");
         }
-        Ok(count)
+        count
     }
 
     /// Clean shutdown: write, sync, cut the active indexes to their entries,
