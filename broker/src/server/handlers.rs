@@ -33,6 +33,20 @@ pub async fn handle(broker: &Broker, header: &RequestHeader, request: Request) -
         Request::RegisterProducer(req) => register_producer(broker, req).map(Response::from),
         Request::Fetch(req) => Ok(Response::from(fetch(broker, req).await)),
         Request::ListOffsets(req) => Ok(Response::from(list_offsets(broker, req).await)),
+        Request::CreateGroup(_)
+        | Request::DescribeGroup(_)
+        | Request::AlterGroup(_)
+        | Request::SeekGroup(_)
+        | Request::PauseGroup(_)
+        | Request::DeleteGroup(_)
+        | Request::JoinGroup(_)
+        | Request::Receive(_)
+        | Request::Settle(_)
+        | Request::MessageState(_)
+        | Request::Redrive(_) => Err(TopicError {
+            code: ErrorCode::UnknownApi,
+            message: "consumer groups are not served by this build yet".into(),
+        }),
     };
     match result {
         Ok(response) => ResponseFrame::ok(id, version, response),

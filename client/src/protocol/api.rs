@@ -10,7 +10,7 @@
 //! | 10–19 | topic administration |
 //! | 20–29 | producing (20 Produce, 21 RegisterProducer) |
 //! | 30–39 | reading (30 Fetch, 31 ListOffsets) |
-//! | 40–59 | consumer groups (later) |
+//! | 40–59 | consumer groups (40 CreateGroup … 50 Redrive) |
 
 use super::codec_error::{CodecError, CodecErrorKind};
 
@@ -36,10 +36,32 @@ pub enum ApiKey {
     Fetch = 30,
     /// Look up offsets (earliest, latest, by timestamp).
     ListOffsets = 31,
+    /// Create a consumer group on a topic, with its settings.
+    CreateGroup = 40,
+    /// Describe a group: settings, pause state, per-partition progress.
+    DescribeGroup = 41,
+    /// Change a group's settings.
+    AlterGroup = 42,
+    /// Move a group to an offset, a time, the earliest or the latest.
+    SeekGroup = 43,
+    /// Pause or resume a group's deliveries.
+    PauseGroup = 44,
+    /// Delete a group and its delivery state.
+    DeleteGroup = 45,
+    /// A consumer joins a group: consumer id and the group's settings.
+    JoinGroup = 46,
+    /// A consumer receives deliveries (leased messages).
+    Receive = 47,
+    /// A consumer settles deliveries: ack, nack, reject or extend.
+    Settle = 48,
+    /// One message's state in a group.
+    MessageState = 49,
+    /// Move dead-lettered messages back into the source topic.
+    Redrive = 50,
 }
 
 /// Every API key, in number order.
-pub const ALL_API_KEYS: [ApiKey; 9] = [
+pub const ALL_API_KEYS: [ApiKey; 20] = [
     ApiKey::Handshake,
     ApiKey::CreateTopic,
     ApiKey::DeleteTopic,
@@ -49,6 +71,17 @@ pub const ALL_API_KEYS: [ApiKey; 9] = [
     ApiKey::RegisterProducer,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
+    ApiKey::CreateGroup,
+    ApiKey::DescribeGroup,
+    ApiKey::AlterGroup,
+    ApiKey::SeekGroup,
+    ApiKey::PauseGroup,
+    ApiKey::DeleteGroup,
+    ApiKey::JoinGroup,
+    ApiKey::Receive,
+    ApiKey::Settle,
+    ApiKey::MessageState,
+    ApiKey::Redrive,
 ];
 
 /// An inclusive range of versions of one API.
@@ -119,11 +152,18 @@ mod tests {
     #[test]
     fn keys_are_pinned() {
         let numbers: Vec<u16> = ALL_API_KEYS.iter().map(|k| k.as_u16()).collect();
-        assert_eq!(numbers, vec![0, 10, 11, 12, 13, 20, 21, 30, 31]);
+        assert_eq!(
+            numbers,
+            vec![
+                0, 10, 11, 12, 13, 20, 21, 30, 31, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50
+            ]
+        );
         for key in ALL_API_KEYS {
             assert_eq!(ApiKey::from_u16(key.as_u16()), Some(key));
         }
         assert_eq!(ApiKey::from_u16(1), None);
+        assert_eq!(ApiKey::from_u16(39), None);
+        assert_eq!(ApiKey::from_u16(51), None);
         assert_eq!(ApiKey::from_u16(u16::MAX), None);
     }
 

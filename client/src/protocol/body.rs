@@ -81,6 +81,28 @@ api_enum! {
         Fetch(FetchRequest),
         /// ListOffsets (key 31).
         ListOffsets(ListOffsetsRequest),
+        /// CreateGroup (key 40).
+        CreateGroup(CreateGroupRequest),
+        /// DescribeGroup (key 41).
+        DescribeGroup(DescribeGroupRequest),
+        /// AlterGroup (key 42).
+        AlterGroup(AlterGroupRequest),
+        /// SeekGroup (key 43).
+        SeekGroup(SeekGroupRequest),
+        /// PauseGroup (key 44).
+        PauseGroup(PauseGroupRequest),
+        /// DeleteGroup (key 45).
+        DeleteGroup(DeleteGroupRequest),
+        /// JoinGroup (key 46).
+        JoinGroup(JoinGroupRequest),
+        /// Receive (key 47).
+        Receive(ReceiveRequest),
+        /// Settle (key 48).
+        Settle(SettleRequest),
+        /// MessageState (key 49).
+        MessageState(MessageStateRequest),
+        /// Redrive (key 50).
+        Redrive(RedriveRequest),
     }
 }
 
@@ -105,5 +127,27 @@ api_enum! {
         Fetch(FetchResponse),
         /// ListOffsets (key 31).
         ListOffsets(ListOffsetsResponse),
+        /// CreateGroup (key 40).
+        CreateGroup(CreateGroupResponse),
+        /// DescribeGroup (key 41).
+        DescribeGroup(DescribeGroupResponse),
+        /// AlterGroup (key 42).
+        AlterGroup(AlterGroupResponse),
+        /// SeekGroup (key 43).
+        SeekGroup(SeekGroupResponse),
+        /// PauseGroup (key 44).
+        PauseGroup(PauseGroupResponse),
+        /// DeleteGroup (key 45).
+        DeleteGroup(DeleteGroupResponse),
+        /// JoinGroup (key 46).
+        JoinGroup(JoinGroupResponse),
+        /// Receive (key 47).
+        Receive(ReceiveResponse),
+        /// Settle (key 48).
+        Settle(SettleResponse),
+        /// MessageState (key 49).
+        MessageState(MessageStateResponse),
+        /// Redrive (key 50).
+        Redrive(RedriveResponse),
     }
 }

@@ -90,6 +90,10 @@ pub enum CodecErrorKind {
     /// A topic name breaks the naming rules.
     #[error("invalid topic name: {0}")]
     InvalidTopicName(TopicNameError),
+    /// A consumer group name breaks the naming rules, which are the topic
+    /// naming rules.
+    #[error("invalid group name (group names follow the topic naming rules): {0}")]
+    InvalidGroupName(TopicNameError),
     /// A field holds a value outside its domain (e.g. an option tag of 7).
     #[error("{field} has invalid value {value}")]
     InvalidValue {
@@ -167,6 +171,7 @@ impl CodecError {
             | CodecErrorKind::TooManyElements { .. }
             | CodecErrorKind::EmptyArray { .. }
             | CodecErrorKind::InvalidUtf8 { .. }
+            | CodecErrorKind::InvalidGroupName(_)
             | CodecErrorKind::InvalidValue { .. }
             | CodecErrorKind::TrailingBytes(_)
             | CodecErrorKind::ApiKeyMismatch { .. } => ErrorCode::InvalidRequest,

@@ -8,6 +8,8 @@
 //! | bytes | `u32` byte length, then that many bytes |
 //! | array | `u32` element count, then the elements back to back |
 //! | option | `u8` tag, 0 = absent, 1 = present and followed by the value |
+//! | bool | `u8`, 0 = false, 1 = true; anything else is an error |
+//! | f64 | its IEEE-754 bits as a little-endian `u64` |
 //!
 //! The reader never indexes out of bounds and never allocates according to a
 //! declared size alone: lengths are checked against their limit and against
@@ -139,16 +141,36 @@ impl Reader {
     /// [`validate_topic_name`]. Every failure, a too-long length prefix
     /// included, is `InvalidTopicName` at the offset of the length prefix.
     pub fn topic_name(&mut self, field: &'static str) -> Result<String, CodecError> {
+        self.checked_name(field, CodecErrorKind::InvalidTopicName)
+    }
+
+    /// Reads a consumer group name, which follows the topic naming rules
+    /// ([`validate_topic_name`]). Every failure, a too-long length prefix
+    /// included, is `InvalidGroupName` at the offset of the length prefix.
+    pub fn group_name(&mut self, field: &'static str) -> Result<String, CodecError> {
+        self.checked_name(field, CodecErrorKind::InvalidGroupName)
+    }
+
+    /// A string of at most [`MAX_TOPIC_NAME_LEN`] bytes that passes
+    /// [`validate_topic_name`]; failures are `invalid(reason)` at the offset
+    /// of the length prefix (invalid UTF-8 is `InvalidUtf8` there).
+    fn checked_name(
+        &mut self,
+        field: &'static str,
+        invalid: fn(TopicNameError) -> CodecErrorKind,
+    ) -> Result<String, CodecError> {
         let start = self.offset();
-        let invalid = |e| CodecError::new(start, CodecErrorKind::InvalidTopicName(e));
         let len = usize::from(self.u16(field)?);
         if len > MAX_TOPIC_NAME_LEN {
-            return Err(invalid(TopicNameError::TooLong { len }));
+            return Err(CodecError::new(
+                start,
+                invalid(TopicNameError::TooLong { len }),
+            ));
         }
         let bytes = self.take(field, len)?;
         let name = std::str::from_utf8(&bytes)
             .map_err(|_| CodecError::new(start, CodecErrorKind::InvalidUtf8 { field }))?;
-        validate_topic_name(name).map_err(invalid)?;
+        validate_topic_name(name).map_err(|e| CodecError::new(start, invalid(e)))?;
         Ok(name.to_owned())
     }
 
@@ -268,6 +290,50 @@ impl Reader {
         }
     }
 
+    /// Reads an optional `u32`.
+    pub fn option_u32(&mut self, field: &'static str) -> Result<Option<u32>, CodecError> {
+        if self.option_tag(field)? {
+            Ok(Some(self.u32(field)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Reads optional bytes (see [`Reader::bytes`]).
+    pub fn option_bytes(
+        &mut self,
+        field: &'static str,
+        max_len: u64,
+    ) -> Result<Option<Bytes>, CodecError> {
+        if self.option_tag(field)? {
+            Ok(Some(self.bytes(field, max_len)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Reads a bool: `0` false, `1` true, anything else an error.
+    pub fn bool(&mut self, field: &'static str) -> Result<bool, CodecError> {
+        let start = self.offset();
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(CodecError::new(
+                start,
+                CodecErrorKind::InvalidValue {
+                    field,
+                    value: u64::from(other),
+                },
+            )),
+        }
+    }
+
+    /// Reads an `f64` from its IEEE-754 bits (a little-endian `u64`). Any
+    /// bit pattern is accepted here; callers check the value's domain.
+    pub fn f64(&mut self, field: &'static str) -> Result<f64, CodecError> {
+        Ok(f64::from_bits(self.u64(field)?))
+    }
+
     /// Succeeds only if every byte has been read.
     pub fn finish(&self) -> Result<(), CodecError> {
         match self.remaining() {
@@ -363,6 +429,13 @@ impl<'a> Writer<'a> {
         self.string(field, name, MAX_TOPIC_NAME_LEN)
     }
 
+    /// Writes a consumer group name, refusing one that breaks the topic
+    /// naming rules ([`validate_topic_name`]).
+    pub fn group_name(&mut self, field: &'static str, name: &str) -> Result<(), CodecError> {
+        validate_topic_name(name).map_err(|e| self.error(CodecErrorKind::InvalidGroupName(e)))?;
+        self.string(field, name, MAX_TOPIC_NAME_LEN)
+    }
+
     /// Writes bytes with a `u32` length prefix.
     pub fn bytes(&mut self, field: &'static str, b: &[u8]) -> Result<(), CodecError> {
         let len = u32::try_from(b.len()).map_err(|_| {
@@ -434,5 +507,44 @@ impl<'a> Writer<'a> {
             }
             None => self.u8(0),
         }
+    }
+
+    /// Writes an optional `u32`.
+    pub fn option_u32(&mut self, v: Option<u32>) {
+        match v {
+            Some(v) => {
+                self.u8(1);
+                self.u32(v);
+            }
+            None => self.u8(0),
+        }
+    }
+
+    /// Writes optional bytes with a `u32` length prefix.
+    pub fn option_bytes(
+        &mut self,
+        field: &'static str,
+        b: Option<&[u8]>,
+    ) -> Result<(), CodecError> {
+        match b {
+            Some(b) => {
+                self.u8(1);
+                self.bytes(field, b)
+            }
+            None => {
+                self.u8(0);
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes a bool as `u8` 0 or 1.
+    pub fn bool(&mut self, v: bool) {
+        self.u8(u8::from(v));
+    }
+
+    /// Writes an `f64` as its IEEE-754 bits in a little-endian `u64`.
+    pub fn f64(&mut self, v: f64) {
+        self.u64(v.to_bits());
     }
 }

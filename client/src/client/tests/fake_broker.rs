@@ -422,6 +422,21 @@ async fn handle(state: &State, incoming: IncomingRequest) -> ResponseFrame {
                 .collect();
             ResponseFrame::ok(id, version, ListOffsetsResponse { partitions })
         }
+        Request::CreateGroup(_)
+        | Request::DescribeGroup(_)
+        | Request::AlterGroup(_)
+        | Request::SeekGroup(_)
+        | Request::PauseGroup(_)
+        | Request::DeleteGroup(_)
+        | Request::JoinGroup(_)
+        | Request::Receive(_)
+        | Request::Settle(_)
+        | Request::MessageState(_)
+        | Request::Redrive(_) => ResponseFrame::error(
+            &header,
+            ErrorCode::UnknownApi,
+            "not supported by the fake broker",
+        ),
     }
 }
 

@@ -5,29 +5,55 @@
 //! frame header (see the [module documentation](super)); the field tables of
 //! each live in `docs/protocol.md` and in each file's documentation.
 
+mod alter_group;
+mod create_group;
 mod create_topic;
+mod delete_group;
 mod delete_topic;
+mod describe_group;
 mod describe_topic;
 mod fetch;
+mod group_settings;
 mod handshake;
+mod join_group;
 mod list_offsets;
 mod list_topics;
+mod message_state;
+mod pause_group;
 mod produce;
+mod receive;
+mod redrive;
 mod register_producer;
+mod seek_group;
+mod settle;
 
+pub use alter_group::{AlterGroupRequest, AlterGroupResponse};
+pub use create_group::{CreateGroupRequest, CreateGroupResponse};
 pub use create_topic::{CreateTopicRequest, CreateTopicResponse};
+pub use delete_group::{DeleteGroupRequest, DeleteGroupResponse};
 pub use delete_topic::{DeleteTopicRequest, DeleteTopicResponse};
+pub use describe_group::{DescribeGroupRequest, DescribeGroupResponse, GroupPartitionDescription};
 pub use describe_topic::{DescribeTopicRequest, DescribeTopicResponse, PartitionDescription};
 pub use fetch::{FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse};
+pub use group_settings::{GroupSettings, MAX_BACKOFF_JITTER_PERMILLE};
 pub use handshake::{ApiVersionRange, HandshakeRequest, HandshakeResponse, supported_api_versions};
+pub use join_group::{JoinGroupRequest, JoinGroupResponse, MAX_CONSUMER_NAME_LEN};
 pub use list_offsets::{
     ListOffsetsPartition, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
     OffsetSpec,
 };
 pub use list_topics::{ListTopicsRequest, ListTopicsResponse, TopicListing};
+pub use message_state::{MessageState, MessageStateRequest, MessageStateResponse};
+pub use pause_group::{PauseGroupRequest, PauseGroupResponse};
 pub use produce::{ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse};
+pub use receive::{Delivery, DeliveryHeader, MAX_HEADER_NAME_LEN, ReceiveRequest, ReceiveResponse};
+pub use redrive::{RedriveRequest, RedriveResponse, RedrivenMessage};
 pub use register_producer::{
     MAX_PRODUCER_NAME_LEN, RegisterProducerRequest, RegisterProducerResponse,
+};
+pub use seek_group::{SeekGroupPartition, SeekGroupRequest, SeekGroupResponse, SeekTarget};
+pub use settle::{
+    MAX_SETTLE_REASON_LEN, SettleAction, SettleItem, SettleRequest, SettleResponse, SettleResult,
 };
 
 use super::api::ApiKey;

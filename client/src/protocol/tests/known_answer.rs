@@ -118,3 +118,71 @@ fn error_response_bytes_are_pinned() {
     assert_eq!(&response_bytes(&frame)[..], &expected[..]);
     assert_eq!(decode_one_response(&expected).body, Ok(frame.body));
 }
+
+fn settle_frame() -> RequestFrame {
+    RequestFrame {
+        request_id: 5,
+        api_version: 0,
+        request: SettleRequest {
+            topic: "orders".into(),
+            group: "billing".into(),
+            consumer_id: 7,
+            items: vec![
+                SettleItem {
+                    partition: 0,
+                    offset: 42,
+                    action: SettleAction::Ack,
+                    delay_ms: 0,
+                    reason: String::new(),
+                },
+                SettleItem {
+                    partition: 1,
+                    offset: 7,
+                    action: SettleAction::Reject,
+                    delay_ms: 0,
+                    reason: "bad".into(),
+                },
+                SettleItem {
+                    partition: 1,
+                    offset: 8,
+                    action: SettleAction::Nack,
+                    delay_ms: 1500,
+                    reason: String::new(),
+                },
+            ],
+        }
+        .into(),
+    }
+}
+
+pub(super) const SETTLE_BYTES: &str = "
+    61 00 00 00
+    30 00
+    00 00
+    05 00 00 00
+    06 00 6f 72 64 65 72 73
+    07 00 62 69 6c 6c 69 6e 67
+    07 00 00 00 00 00 00 00
+    03 00 00 00
+    00 00 00 00  2a 00 00 00 00 00 00 00  00  00 00 00 00  00 00
+    01 00 00 00  07 00 00 00 00 00 00 00  02  00 00 00 00  03 00 62 61 64
+    01 00 00 00  08 00 00 00 00 00 00 00  01  dc 05 00 00  00 00";
+
+#[test]
+fn settle_request_bytes_are_pinned() {
+    // length 97 | api_key 48 | version 0 | request_id 5 | topic "orders" |
+    // group "billing" | consumer_id 7 | 3 items:
+    //   partition 0, offset 42, Ack, delay 0, reason ""
+    //   partition 1, offset 7, Reject, delay 0, reason "bad"
+    //   partition 1, offset 8, Nack, delay 1500, reason ""
+    let expected = hex(SETTLE_BYTES);
+    assert_eq!(expected.len(), 101);
+    assert_eq!(&request_bytes(&settle_frame())[..], &expected[..]);
+    let incoming = decode_one_request(&expected);
+    assert_eq!(incoming.request, Ok(settle_frame().request));
+}
+
+/// Parses space-separated hex bytes (for the other test modules).
+pub(super) fn hex_bytes(s: &str) -> Vec<u8> {
+    hex(s)
+}

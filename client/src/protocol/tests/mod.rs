@@ -2,6 +2,7 @@
 //! streaming, robustness against arbitrary bytes) and unit tests (limits,
 //! error offsets, known-answer frames).
 
+mod groups;
 mod known_answer;
 mod limits;
 mod robustness;

@@ -153,6 +153,116 @@ proptest! {
     }
 
     #[test]
+    fn create_group_request_round_trips(body in create_group_request(), id in request_id()) {
+        check_request(body.into(), id)?;
+    }
+
+    #[test]
+    fn create_group_response_round_trips(id in any::<u32>()) {
+        check_ok_response(CreateGroupResponse.into(), id)?;
+    }
+
+    #[test]
+    fn describe_group_request_round_trips(body in describe_group_request(), id in request_id()) {
+        check_request(body.into(), id)?;
+    }
+
+    #[test]
+    fn describe_group_response_round_trips(body in describe_group_response(), id in any::<u32>()) {
+        check_ok_response(body.into(), id)?;
+    }
+
+    #[test]
+    fn alter_group_request_round_trips(body in alter_group_request(), id in request_id()) {
+        check_request(body.into(), id)?;
+    }
+
+    #[test]
+    fn alter_group_response_round_trips(id in any::<u32>()) {
+        check_ok_response(AlterGroupResponse.into(), id)?;
+    }
+
+    #[test]
+    fn seek_group_request_round_trips(body in seek_group_request(), id in request_id()) {
+        check_request(body.into(), id)?;
+    }
+
+    #[test]
+    fn seek_group_response_round_trips(body in seek_group_response(), id in any::<u32>()) {
+        check_ok_response(body.into(), id)?;
+    }
+
+    #[test]
+    fn pause_group_request_round_trips(body in pause_group_request(), id in request_id()) {
+        check_request(body.into(), id)?;
+    }
+
+    #[test]
+    fn pause_group_response_round_trips(id in any::<u32>()) {
+        check_ok_response(PauseGroupResponse.into(), id)?;
+    }
+
+    #[test]
+    fn delete_group_request_round_trips(body in delete_group_request(), id in request_id()) {
+        check_request(body.into(), id)?;
+    }
+
+    #[test]
+    fn delete_group_response_round_trips(id in any::<u32>()) {
+        check_ok_response(DeleteGroupResponse.into(), id)?;
+    }
+
+    #[test]
+    fn join_group_request_round_trips(body in join_group_request(), id in request_id()) {
+        check_request(body.into(), id)?;
+    }
+
+    #[test]
+    fn join_group_response_round_trips(body in join_group_response(), id in any::<u32>()) {
+        check_ok_response(body.into(), id)?;
+    }
+
+    #[test]
+    fn receive_request_round_trips(body in receive_request(), id in request_id()) {
+        check_request(body.into(), id)?;
+    }
+
+    #[test]
+    fn receive_response_round_trips(body in receive_response(), id in any::<u32>()) {
+        check_ok_response(body.into(), id)?;
+    }
+
+    #[test]
+    fn settle_request_round_trips(body in settle_request(), id in request_id()) {
+        check_request(body.into(), id)?;
+    }
+
+    #[test]
+    fn settle_response_round_trips(body in settle_response(), id in any::<u32>()) {
+        check_ok_response(body.into(), id)?;
+    }
+
+    #[test]
+    fn message_state_request_round_trips(body in message_state_request(), id in request_id()) {
+        check_request(body.into(), id)?;
+    }
+
+    #[test]
+    fn message_state_response_round_trips(body in message_state_response(), id in any::<u32>()) {
+        check_ok_response(body.into(), id)?;
+    }
+
+    #[test]
+    fn redrive_request_round_trips(body in redrive_request(), id in request_id()) {
+        check_request(body.into(), id)?;
+    }
+
+    #[test]
+    fn redrive_response_round_trips(body in redrive_response(), id in any::<u32>()) {
+        check_ok_response(body.into(), id)?;
+    }
+
+    #[test]
     fn error_responses_round_trip(frame in response_frame()) {
         check_response(frame)?;
     }
@@ -216,6 +326,27 @@ proptest! {
                 let at = batch.as_ptr() as usize;
                 prop_assert!(range.contains(&at) && at + batch.len() <= range.end);
             }
+        }
+    }
+
+    /// Delivered keys, values and header values are slices of the frame.
+    #[test]
+    fn delivered_bytes_are_zero_copy(body in receive_response()) {
+        let frame = response_bytes(&ResponseFrame::ok(1, 0, body));
+        let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        let incoming = decode_response(frame.clone(), Limits::default()).expect("header");
+        let Ok(ResponseBody::Ok(Response::Receive(decoded))) = incoming.body else {
+            return Err(TestCaseError::fail("not a receive response"));
+        };
+        let slices = decoded.deliveries.iter().flat_map(|d| {
+            d.key
+                .iter()
+                .chain(std::iter::once(&d.value))
+                .chain(d.headers.iter().map(|h| &h.value))
+        });
+        for bytes in slices.filter(|b| !b.is_empty()) {
+            let at = bytes.as_ptr() as usize;
+            prop_assert!(range.contains(&at) && at + bytes.len() <= range.end);
         }
     }
 

@@ -271,6 +271,297 @@ pub fn list_offsets_response() -> impl Strategy<Value = ListOffsetsResponse> {
     vec(partition, 0..6).prop_map(|partitions| ListOffsetsResponse { partitions })
 }
 
+/// Valid group names: the topic naming rules.
+pub fn group() -> impl Strategy<Value = String> {
+    topic()
+}
+
+/// Settings the codec accepts: a finite multiplier ≥ 1.0 and a jitter of
+/// at most 1000 ‰.
+pub fn group_settings() -> impl Strategy<Value = GroupSettings> {
+    let multiplier = prop_oneof![Just(1.0), Just(2.0), 1.0f64..1e6, Just(f64::MAX),];
+    (
+        (any::<u32>(), any::<u32>(), any::<u32>()),
+        multiplier,
+        any::<u32>(),
+        0u16..=MAX_BACKOFF_JITTER_PERMILLE,
+        any::<u32>(),
+    )
+        .prop_map(
+            |((ack, deliveries, initial), multiplier, max, jitter, in_flight)| GroupSettings {
+                ack_timeout_ms: ack,
+                max_deliveries: deliveries,
+                backoff_initial_ms: initial,
+                backoff_multiplier: multiplier,
+                backoff_max_ms: max,
+                backoff_jitter_permille: jitter,
+                max_in_flight: in_flight,
+            },
+        )
+}
+
+pub fn create_group_request() -> impl Strategy<Value = CreateGroupRequest> {
+    (topic(), group(), group_settings()).prop_map(|(topic, group, settings)| CreateGroupRequest {
+        topic,
+        group,
+        settings,
+    })
+}
+
+pub fn describe_group_request() -> impl Strategy<Value = DescribeGroupRequest> {
+    (topic(), group()).prop_map(|(topic, group)| DescribeGroupRequest { topic, group })
+}
+
+pub fn describe_group_response() -> impl Strategy<Value = DescribeGroupResponse> {
+    let partition =
+        (any::<u32>(), [any::<u64>(); 8]).prop_map(|(partition, n)| GroupPartitionDescription {
+            partition,
+            committed_floor: n[0],
+            log_start: n[1],
+            log_end: n[2],
+            lag: n[3],
+            in_flight: n[4],
+            delayed: n[5],
+            dead_lettered: n[6],
+            removed_by_retention: n[7],
+        });
+    (group_settings(), any::<bool>(), vec(partition, 0..5)).prop_map(
+        |(settings, paused, partitions)| DescribeGroupResponse {
+            settings,
+            paused,
+            partitions,
+        },
+    )
+}
+
+pub fn alter_group_request() -> impl Strategy<Value = AlterGroupRequest> {
+    (topic(), group(), group_settings()).prop_map(|(topic, group, settings)| AlterGroupRequest {
+        topic,
+        group,
+        settings,
+    })
+}
+
+pub fn seek_target() -> impl Strategy<Value = SeekTarget> {
+    prop_oneof![
+        any::<u64>().prop_map(SeekTarget::Offset),
+        any::<i64>().prop_map(SeekTarget::Timestamp),
+        Just(SeekTarget::Earliest),
+        Just(SeekTarget::Latest),
+    ]
+}
+
+pub fn seek_group_request() -> impl Strategy<Value = SeekGroupRequest> {
+    (topic(), group(), option::of(any::<u32>()), seek_target()).prop_map(
+        |(topic, group, partition, target)| SeekGroupRequest {
+            topic,
+            group,
+            partition,
+            target,
+        },
+    )
+}
+
+pub fn seek_group_response() -> impl Strategy<Value = SeekGroupResponse> {
+    let partition = (any::<u32>(), any::<u64>())
+        .prop_map(|(partition, offset)| SeekGroupPartition { partition, offset });
+    vec(partition, 0..8).prop_map(|partitions| SeekGroupResponse { partitions })
+}
+
+pub fn pause_group_request() -> impl Strategy<Value = PauseGroupRequest> {
+    (topic(), group(), any::<bool>()).prop_map(|(topic, group, paused)| PauseGroupRequest {
+        topic,
+        group,
+        paused,
+    })
+}
+
+pub fn delete_group_request() -> impl Strategy<Value = DeleteGroupRequest> {
+    (topic(), group()).prop_map(|(topic, group)| DeleteGroupRequest { topic, group })
+}
+
+/// Consumer names: 1 to 255 bytes of UTF-8.
+pub fn consumer_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => "[a-z0-9.-]{1,40}",
+        1 => "\\PC{1,60}",
+        1 => "[a-z]{255}",
+    ]
+}
+
+pub fn join_group_request() -> impl Strategy<Value = JoinGroupRequest> {
+    (topic(), group(), consumer_name()).prop_map(|(topic, group, consumer_name)| JoinGroupRequest {
+        topic,
+        group,
+        consumer_name,
+    })
+}
+
+pub fn join_group_response() -> impl Strategy<Value = JoinGroupResponse> {
+    (any::<u64>(), group_settings()).prop_map(|(consumer_id, settings)| JoinGroupResponse {
+        consumer_id,
+        settings,
+    })
+}
+
+pub fn receive_request() -> impl Strategy<Value = ReceiveRequest> {
+    (topic(), group(), any::<u64>(), 1u32.., any::<u32>()).prop_map(
+        |(topic, group, consumer_id, max_messages, max_wait_ms)| ReceiveRequest {
+            topic,
+            group,
+            consumer_id,
+            max_messages,
+            max_wait_ms,
+        },
+    )
+}
+
+pub fn delivery() -> impl Strategy<Value = Delivery> {
+    let header =
+        ("\\PC{0,20}", record_batch()).prop_map(|(name, value)| DeliveryHeader { name, value });
+    (
+        (
+            any::<u32>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<i64>(),
+            any::<i64>(),
+        ),
+        option::of(record_batch()),
+        record_batch(),
+        vec(header, 0..4),
+    )
+        .prop_map(
+            |(
+                (partition, offset, attempt, lease_deadline_ms, timestamp_ms),
+                key,
+                value,
+                headers,
+            )| {
+                Delivery {
+                    partition,
+                    offset,
+                    attempt,
+                    lease_deadline_ms,
+                    timestamp_ms,
+                    key,
+                    value,
+                    headers,
+                }
+            },
+        )
+}
+
+pub fn receive_response() -> impl Strategy<Value = ReceiveResponse> {
+    vec(delivery(), 0..5).prop_map(|deliveries| ReceiveResponse { deliveries })
+}
+
+pub fn settle_action() -> impl Strategy<Value = SettleAction> {
+    prop_oneof![
+        Just(SettleAction::Ack),
+        Just(SettleAction::Nack),
+        Just(SettleAction::Reject),
+        Just(SettleAction::Extend),
+    ]
+}
+
+pub fn settle_request() -> impl Strategy<Value = SettleRequest> {
+    let item = (
+        any::<u32>(),
+        any::<u64>(),
+        settle_action(),
+        any::<u32>(),
+        "\\PC{0,40}",
+    )
+        .prop_map(|(partition, offset, action, delay_ms, reason)| SettleItem {
+            partition,
+            offset,
+            action,
+            delay_ms,
+            reason,
+        });
+    (topic(), group(), any::<u64>(), vec(item, 1..6)).prop_map(
+        |(topic, group, consumer_id, items)| SettleRequest {
+            topic,
+            group,
+            consumer_id,
+            items,
+        },
+    )
+}
+
+pub fn settle_response() -> impl Strategy<Value = SettleResponse> {
+    let result =
+        (any::<u32>(), any::<u64>(), error_code()).prop_map(|(partition, offset, error_code)| {
+            SettleResult {
+                partition,
+                offset,
+                error_code,
+                error_message: format!("{error_code:?}"),
+            }
+        });
+    vec(result, 0..6).prop_map(|results| SettleResponse { results })
+}
+
+pub fn message_state() -> impl Strategy<Value = MessageState> {
+    (0u8..7).prop_map(|n| MessageState::from_u8(n).expect("a known state"))
+}
+
+pub fn message_state_request() -> impl Strategy<Value = MessageStateRequest> {
+    (topic(), group(), any::<u32>(), any::<u64>()).prop_map(|(topic, group, partition, offset)| {
+        MessageStateRequest {
+            topic,
+            group,
+            partition,
+            offset,
+        }
+    })
+}
+
+pub fn message_state_response() -> impl Strategy<Value = MessageStateResponse> {
+    (
+        message_state(),
+        any::<u32>(),
+        prop_oneof![Just(String::new()), consumer_name()],
+        (any::<i64>(), any::<i64>(), any::<i64>()),
+        "\\PC{0,40}",
+    )
+        .prop_map(
+            |(state, attempts, consumer, (until_ms, first, last), reason)| MessageStateResponse {
+                state,
+                attempts,
+                consumer,
+                until_ms,
+                first_delivery_ms: first,
+                last_delivery_ms: last,
+                reason,
+            },
+        )
+}
+
+pub fn redrive_request() -> impl Strategy<Value = RedriveRequest> {
+    (topic(), group(), any::<u32>(), any::<bool>(), any::<u32>()).prop_map(
+        |(topic, group, max, dry_run, rate_per_sec)| RedriveRequest {
+            topic,
+            group,
+            max,
+            dry_run,
+            rate_per_sec,
+        },
+    )
+}
+
+pub fn redrive_response() -> impl Strategy<Value = RedriveResponse> {
+    let message = (any::<u64>(), any::<u32>(), any::<u64>()).prop_map(
+        |(dlq_offset, partition, new_offset)| RedrivenMessage {
+            dlq_offset,
+            partition,
+            new_offset,
+        },
+    );
+    vec(message, 0..8).prop_map(|redriven| RedriveResponse { redriven })
+}
+
 pub fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         handshake_request().prop_map(Request::from),
@@ -282,6 +573,17 @@ pub fn request() -> impl Strategy<Value = Request> {
         produce_request().prop_map(Request::from),
         fetch_request().prop_map(Request::from),
         list_offsets_request().prop_map(Request::from),
+        create_group_request().prop_map(Request::from),
+        describe_group_request().prop_map(Request::from),
+        alter_group_request().prop_map(Request::from),
+        seek_group_request().prop_map(Request::from),
+        pause_group_request().prop_map(Request::from),
+        delete_group_request().prop_map(Request::from),
+        join_group_request().prop_map(Request::from),
+        receive_request().prop_map(Request::from),
+        settle_request().prop_map(Request::from),
+        message_state_request().prop_map(Request::from),
+        redrive_request().prop_map(Request::from),
     ]
 }
 
@@ -296,6 +598,17 @@ pub fn response() -> impl Strategy<Value = Response> {
         produce_response().prop_map(Response::from),
         fetch_response().prop_map(Response::from),
         list_offsets_response().prop_map(Response::from),
+        Just(Response::from(CreateGroupResponse)),
+        describe_group_response().prop_map(Response::from),
+        Just(Response::from(AlterGroupResponse)),
+        seek_group_response().prop_map(Response::from),
+        Just(Response::from(PauseGroupResponse)),
+        Just(Response::from(DeleteGroupResponse)),
+        join_group_response().prop_map(Response::from),
+        receive_response().prop_map(Response::from),
+        settle_response().prop_map(Response::from),
+        message_state_response().prop_map(Response::from),
+        redrive_response().prop_map(Response::from),
     ]
 }
 
