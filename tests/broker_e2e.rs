@@ -506,3 +506,29 @@ fn health_and_metrics_report_what_the_broker_does() {
         );
     }
 }
+
+#[test]
+fn the_handshake_announces_only_the_apis_the_broker_serves() {
+    let (_tmp, data) = temp();
+    let broker = Broker::start(&data, &[]);
+    runtime().block_on(async {
+        let stream = tokio::net::TcpStream::connect(broker.addr)
+            .await
+            .expect("connect");
+        let mut framed = tokio_util::codec::Framed::new(stream, ClientCodec::default());
+        use futures_util::{SinkExt, StreamExt};
+        let request = RequestFrame {
+            request_id: 1,
+            api_version: 0,
+            request: HandshakeRequest::for_this_build("test").into(),
+        };
+        framed.send(request).await.expect("send");
+        let response = framed.next().await.expect("frame").expect("decodes");
+        let Ok(ResponseBody::Ok(Response::Handshake(h))) = response.body else {
+            panic!("handshake: {response:?}")
+        };
+        let keys: Vec<u16> = h.api_versions.iter().map(|v| v.api_key).collect();
+        assert_eq!(keys, vec![0, 10, 11, 12, 13, 20, 21, 30, 31]);
+        assert!(h.negotiate(ApiKey::Produce).is_some());
+    });
+}

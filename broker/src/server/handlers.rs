@@ -57,10 +57,17 @@ pub async fn handle(broker: &Broker, header: &RequestHeader, request: Request) -
     }
 }
 
+/// The APIs this broker serves, announced in the handshake; the group APIs
+/// (40–50) are decoded but not served yet.
+const SERVED_APIS: [u16; 9] = [0, 10, 11, 12, 13, 20, 21, 30, 31];
+
 fn handshake(broker: &Broker) -> HandshakeResponse {
     HandshakeResponse {
         server_name: format!("pigeon-broker {}", env!("CARGO_PKG_VERSION")),
-        api_versions: supported_api_versions(),
+        api_versions: supported_api_versions()
+            .into_iter()
+            .filter(|range| SERVED_APIS.contains(&range.api_key))
+            .collect(),
         max_frame_size: broker.config.max_frame_bytes,
         max_batch_size: broker.config.log.max_batch_bytes,
         max_in_flight_requests: broker.config.max_in_flight_per_connection,
