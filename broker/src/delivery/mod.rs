@@ -7,11 +7,13 @@
 //! | [`partition`] | the delivery state machine of one partition in one group |
 //! | [`journal`] | the events that record every change of that state, for crash recovery |
 //! | [`snapshot`] | snapshots of that state, so recovery replays only the recent journal |
+//! | [`store`] | a group's durable state on disk: metadata, journals, snapshots |
 
 pub mod journal;
 pub mod partition;
 pub mod settings;
 pub mod snapshot;
+pub mod store;
 
 pub use journal::Event;
 pub use partition::{
