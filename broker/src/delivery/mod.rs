@@ -8,7 +8,9 @@
 //! | [`journal`] | the events that record every change of that state, for crash recovery |
 //! | [`snapshot`] | snapshots of that state, so recovery replays only the recent journal |
 //! | [`store`] | a group's durable state on disk: metadata, journals, snapshots |
+//! | [`engine`] | one task per group: joins, long-poll receives, settles, timers, dead letters, seek, pause |
 
+pub mod engine;
 pub mod journal;
 pub mod partition;
 pub mod settings;

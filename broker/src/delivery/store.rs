@@ -244,21 +244,12 @@ impl GroupStore {
     /// Appends events to a partition's journal; completes when durable (as
     /// the journal's fsync policy says). Returns the journal's end offset.
     pub async fn append(&self, partition: usize, events: &[Event]) -> Result<u64, StoreError> {
-        let journal = self.journal(partition)?;
-        let mut end = journal.reader().end_offset();
-        for chunk in events.chunks(4096) {
-            let mut builder = BatchBuilder::with_capacity(chunk.len() * 24);
-            let mut buf = Vec::with_capacity(32);
-            for event in chunk {
-                buf.clear();
-                event.encode(&mut buf);
-                builder.push(None, &buf, &[]);
-            }
-            let batch = RecordBatch::validate(builder.build(ProducerStamp::NONE, 0), usize::MAX)
-                .map_err(|e| StoreError(format!("encoding journal events: {e}")))?;
-            end = journal.append(batch).await?.last_offset + 1;
-        }
-        Ok(end)
+        append_to(self.journal(partition)?, events).await
+    }
+
+    /// Handles to every partition's journal.
+    pub fn journals(&self) -> Vec<PartitionLog> {
+        self.journals.clone()
     }
 
     /// Writes a snapshot of `state` covering the journal up to `covered`
@@ -291,6 +282,25 @@ impl GroupStore {
             }
         }
     }
+}
+
+/// Appends events to a journal, one record per event; returns the
+/// journal's end offset once they are durable.
+pub async fn append_to(journal: &PartitionLog, events: &[Event]) -> Result<u64, StoreError> {
+    let mut end = journal.reader().end_offset();
+    for chunk in events.chunks(4096) {
+        let mut builder = BatchBuilder::with_capacity(chunk.len() * 24);
+        let mut buf = Vec::with_capacity(32);
+        for event in chunk {
+            buf.clear();
+            event.encode(&mut buf);
+            builder.push(None, &buf, &[]);
+        }
+        let batch = RecordBatch::validate(builder.build(ProducerStamp::NONE, 0), usize::MAX)
+            .map_err(|e| StoreError(format!("encoding journal events: {e}")))?;
+        end = journal.append(batch).await?.last_offset + 1;
+    }
+    Ok(end)
 }
 
 /// Every event of `log` from `from` on.

@@ -1,0 +1,993 @@
+//! The group engine: one task per consumer group, owning the group's
+//! delivery state, fed by a channel (no locks around the state machine).
+//!
+//! It serves `join`, `receive` (long-poll: waits up to `max_wait` for a
+//! message), `settle` (ack, nack, reject, extend), `seek`, `pause`,
+//! `describe` and `leave`; fires lease expiries and redeliveries on time;
+//! copies dead letters out through a [`DeadLetterSink`] and settles them only
+//! once the copy is durable; and journals every change through the
+//! [`GroupStore`] (group-committed, lazily: the engine does not wait for the
+//! journal before answering, so the last commit window of acks can be
+//! redelivered after a crash, never lost).
+//!
+//! Source records are read through a [`SourceReader`], so the engine is
+//! tested with paused tokio time against an in-memory source.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pigeon_client::batch::Record;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::partition::{
+    ConsumerId, DeadLetter, Delivery, OffsetState, PartitionDelivery, SettleError,
+};
+use super::settings::{GroupSettings, Jitter};
+use super::store::GroupStore;
+
+/// Reads the source topic's records for delivery.
+pub trait SourceReader: Send + Sync + 'static {
+    /// `(log start, log end)` of a partition.
+    fn bounds(&self, partition: usize) -> (u64, u64);
+    /// The records at `offsets` (sorted) of a partition; missing ones are
+    /// left out (removed by retention).
+    fn records(&self, partition: usize, offsets: &[u64]) -> Vec<Record>;
+}
+
+/// Writes dead-letter copies (to the `<topic>.<group>.dlq` topic).
+pub trait DeadLetterSink: Send + Sync + 'static {
+    /// Makes the copy durable; the same `(partition, offset)` written twice
+    /// must be stored once (an idempotent write keyed on the source offset).
+    fn write(
+        &self,
+        partition: usize,
+        dead: &DeadLetter,
+        record: &Record,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+/// One message given to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDelivery {
+    /// Source partition.
+    pub partition: u32,
+    /// The record (offset, timestamp, key, value, headers).
+    pub record: Record,
+    /// Which delivery this is.
+    pub attempt: u32,
+    /// When the lease ends.
+    pub lease_deadline_ms: i64,
+}
+
+/// What a consumer does with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// Processed.
+    Ack,
+    /// Deliver again after this delay (`None`: the group's backoff).
+    Nack(Option<Duration>),
+    /// Poison: to the dead-letter queue, with this reason.
+    Reject(String),
+    /// Lease ends this long from now.
+    Extend(Duration),
+}
+
+/// Per-partition figures for `describe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionFigures {
+    /// Every offset below is settled.
+    pub committed_floor: u64,
+    /// Source log start and end.
+    pub log_start: u64,
+    /// Source log end.
+    pub log_end: u64,
+    /// Messages not settled.
+    pub lag: u64,
+    /// Leased now.
+    pub in_flight: u64,
+    /// Waiting for redelivery.
+    pub delayed: u64,
+    /// Copied to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Deleted by retention before they were settled.
+    pub removed_by_retention: u64,
+}
+
+enum Command {
+    Join {
+        reply: oneshot::Sender<ConsumerId>,
+    },
+    Leave {
+        consumer: ConsumerId,
+    },
+    Receive {
+        consumer: ConsumerId,
+        max: usize,
+        wait: Duration,
+        reply: oneshot::Sender<Vec<GroupDelivery>>,
+    },
+    Settle {
+        consumer: ConsumerId,
+        items: Vec<(u32, u64, Settle)>,
+        reply: oneshot::Sender<Vec<Result<(), SettleError>>>,
+    },
+    Seek {
+        partition: Option<u32>,
+        target: SeekTo,
+        reply: oneshot::Sender<Vec<(u32, u64)>>,
+    },
+    Pause {
+        paused: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Describe {
+        reply: oneshot::Sender<(bool, Vec<PartitionFigures>)>,
+    },
+    State {
+        partition: u32,
+        offset: u64,
+        reply: oneshot::Sender<Option<OffsetState>>,
+    },
+}
+
+/// Where a seek moves a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    /// An offset (clamped to the log's bounds).
+    Offset(u64),
+    /// The log start.
+    Earliest,
+    /// The log end: only new messages.
+    Latest,
+}
+
+/// Handle to a running group engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct GroupHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+/// The engine was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the consumer group is shutting down")]
+pub struct Stopped;
+
+impl GroupHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Stopped> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(make(reply)).await.map_err(|_| Stopped)?;
+        answer.await.map_err(|_| Stopped)
+    }
+
+    /// A new consumer joins.
+    pub async fn join(&self) -> Result<ConsumerId, Stopped> {
+        self.ask(|reply| Command::Join { reply }).await
+    }
+
+    /// A consumer leaves (or its connection dropped): its leases return.
+    pub async fn leave(&self, consumer: ConsumerId) {
+        let _ = self.commands.send(Command::Leave { consumer }).await;
+    }
+
+    /// Up to `max` messages for `consumer`, waiting up to `wait` for one.
+    pub async fn receive(
+        &self,
+        consumer: ConsumerId,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<GroupDelivery>, Stopped> {
+        self.ask(|reply| Command::Receive {
+            consumer,
+            max,
+            wait,
+            reply,
+        })
+        .await
+    }
+
+    /// Acks, nacks, rejects or extends; one result per item, in order.
+    pub async fn settle(
+        &self,
+        consumer: ConsumerId,
+        items: Vec<(u32, u64, Settle)>,
+    ) -> Result<Vec<Result<(), SettleError>>, Stopped> {
+        self.ask(|reply| Command::Settle {
+            consumer,
+            items,
+            reply,
+        })
+        .await
+    }
+
+    /// Moves one partition (or all) to `target`; returns where each starts.
+    pub async fn seek(
+        &self,
+        partition: Option<u32>,
+        target: SeekTo,
+    ) -> Result<Vec<(u32, u64)>, Stopped> {
+        self.ask(|reply| Command::Seek {
+            partition,
+            target,
+            reply,
+        })
+        .await
+    }
+
+    /// Pauses or resumes deliveries (durably).
+    pub async fn pause(&self, paused: bool) -> Result<Result<(), String>, Stopped> {
+        self.ask(|reply| Command::Pause { paused, reply }).await
+    }
+
+    /// Whether paused, and per-partition figures.
+    pub async fn describe(&self) -> Result<(bool, Vec<PartitionFigures>), Stopped> {
+        self.ask(|reply| Command::Describe { reply }).await
+    }
+
+    /// Where one message is.
+    pub async fn state_of(
+        &self,
+        partition: u32,
+        offset: u64,
+    ) -> Result<Option<OffsetState>, Stopped> {
+        self.ask(|reply| Command::State {
+            partition,
+            offset,
+            reply,
+        })
+        .await
+    }
+}
+
+/// A receive waiting for messages.
+struct Waiting {
+    consumer: ConsumerId,
+    max: usize,
+    until: Instant,
+    reply: oneshot::Sender<Vec<GroupDelivery>>,
+}
+
+struct Engine<S: SourceReader, D: DeadLetterSink> {
+    settings: GroupSettings,
+    paused: bool,
+    states: Vec<PartitionDelivery>,
+    /// Metadata updates (pause); `None` in tests without storage.
+    store: Option<GroupStore>,
+    /// Ordered channel to the journal writer task.
+    journal: Option<mpsc::UnboundedSender<(usize, Vec<super::journal::Event>)>>,
+    source: Arc<S>,
+    sink: Arc<D>,
+    jitter: Jitter,
+    next_consumer: ConsumerId,
+    consumers: HashMap<ConsumerId, ()>,
+    waiting: Vec<Waiting>,
+    /// Round-robin start for fairness across partitions.
+    rotate: usize,
+    clock: fn() -> i64,
+}
+
+/// Milliseconds since the epoch, following tokio's (pausable) clock.
+fn tokio_now_ms() -> i64 {
+    static START: std::sync::OnceLock<(Instant, i64)> = std::sync::OnceLock::new();
+    let (start, wall) = START.get_or_init(|| {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        (Instant::now(), wall)
+    });
+    wall + Instant::now().duration_since(*start).as_millis() as i64
+}
+
+/// Starts the engine of a group over `states` (recovered from its store;
+/// open leases are returned at once, counted as attempts).
+pub fn start<S: SourceReader, D: DeadLetterSink>(
+    settings: GroupSettings,
+    paused: bool,
+    mut states: Vec<PartitionDelivery>,
+    store: Option<GroupStore>,
+    source: Arc<S>,
+    sink: Arc<D>,
+) -> GroupHandle {
+    let now = tokio_now_ms();
+    let mut recovered = Vec::new();
+    for (p, state) in states.iter_mut().enumerate() {
+        for dead in state.recover_leases(now, &settings) {
+            recovered.push((p, dead));
+        }
+    }
+    let (commands, inbox) = mpsc::channel(1024);
+    let journal = store
+        .as_ref()
+        .map(|store| spawn_journal_writer(store.journals()));
+    let mut engine = Engine {
+        settings,
+        paused,
+        states,
+        store,
+        journal,
+        source,
+        sink,
+        jitter: Jitter::new(now as u64),
+        next_consumer: 1,
+        consumers: HashMap::new(),
+        waiting: Vec::new(),
+        rotate: 0,
+        clock: tokio_now_ms,
+    };
+    tokio::spawn(async move {
+        // Dead letters left pending by a crash are written again (the sink
+        // is idempotent, so nothing is parked twice).
+        for p in 0..engine.states.len() {
+            let pending: Vec<DeadLetter> = engine.states[p].pending_dead_letters().collect();
+            recovered.extend(pending.into_iter().map(|d| (p, d)));
+        }
+        recovered.sort_by_key(|(p, d)| (*p, d.offset));
+        recovered.dedup_by_key(|(p, d)| (*p, d.offset));
+        engine.dead_letter(recovered).await;
+        engine.run(inbox).await;
+    });
+    GroupHandle { commands }
+}
+
+impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
+        loop {
+            let wake = self.next_wake();
+            let command = tokio::select! {
+                command = inbox.recv() => command,
+                _ = sleep_until_opt(wake) => {
+                    self.on_timer().await;
+                    continue;
+                }
+            };
+            let Some(command) = command else { return };
+            self.handle(command).await;
+            self.serve_waiting();
+            self.journal();
+        }
+    }
+
+    /// When the engine must wake without a request: a lease deadline, a
+    /// delay coming due, or a waiting receive's deadline. New source data is
+    /// noticed by polling the waiting receives every few milliseconds.
+    fn next_wake(&self) -> Option<Instant> {
+        let now_ms = (self.clock)();
+        let due_ms = self
+            .states
+            .iter()
+            .filter_map(PartitionDelivery::next_deadline)
+            .min();
+        let due =
+            due_ms.map(|ms| Instant::now() + Duration::from_millis((ms - now_ms).max(0) as u64));
+        let waiting = self.waiting.iter().map(|w| w.until).min();
+        let poll = (!self.waiting.is_empty()).then(|| Instant::now() + Duration::from_millis(5));
+        due.into_iter().chain(waiting).chain(poll).min()
+    }
+
+    async fn on_timer(&mut self) {
+        let now = (self.clock)();
+        let mut dead = Vec::new();
+        for (p, state) in self.states.iter_mut().enumerate() {
+            dead.extend(
+                state
+                    .expire(now, &self.settings, &mut self.jitter)
+                    .into_iter()
+                    .map(|d| (p, d)),
+            );
+        }
+        self.dead_letter(dead).await;
+        self.serve_waiting();
+        self.journal();
+    }
+
+    async fn handle(&mut self, command: Command) {
+        let now = (self.clock)();
+        match command {
+            Command::Join { reply } => {
+                let id = self.next_consumer;
+                self.next_consumer += 1;
+                self.consumers.insert(id, ());
+                let _ = reply.send(id);
+            }
+            Command::Leave { consumer } => {
+                self.consumers.remove(&consumer);
+                self.waiting.retain(|w| w.consumer != consumer);
+                let mut dead = Vec::new();
+                for (p, state) in self.states.iter_mut().enumerate() {
+                    dead.extend(
+                        state
+                            .drop_consumer(consumer, now, &self.settings, &mut self.jitter)
+                            .into_iter()
+                            .map(|d| (p, d)),
+                    );
+                }
+                self.dead_letter(dead).await;
+            }
+            Command::Receive {
+                consumer,
+                max,
+                wait,
+                reply,
+            } => {
+                let got = self.take(consumer, max);
+                if got.is_empty() && !wait.is_zero() {
+                    self.waiting.push(Waiting {
+                        consumer,
+                        max,
+                        until: Instant::now() + wait,
+                        reply,
+                    });
+                } else {
+                    let _ = reply.send(got);
+                }
+            }
+            Command::Settle {
+                consumer,
+                items,
+                reply,
+            } => {
+                let mut results = Vec::with_capacity(items.len());
+                let mut dead = Vec::new();
+                for (partition, offset, action) in items {
+                    let Some(state) = self.states.get_mut(partition as usize) else {
+                        results.push(Err(SettleError::LeaseLost { offset }));
+                        continue;
+                    };
+                    let result = match action {
+                        Settle::Ack => state.ack(consumer, offset),
+                        Settle::Nack(delay) => state
+                            .nack(
+                                consumer,
+                                offset,
+                                delay.map(|d| d.as_millis() as i64),
+                                now,
+                                &self.settings,
+                                &mut self.jitter,
+                            )
+                            .map(|d| dead.extend(d.map(|d| (partition as usize, d)))),
+                        Settle::Reject(reason) => state
+                            .reject(consumer, offset, reason)
+                            .map(|d| dead.extend(d.map(|d| (partition as usize, d)))),
+                        Settle::Extend(by) => state
+                            .extend(consumer, offset, by.as_millis() as i64, now)
+                            .map(|_| ()),
+                    };
+                    results.push(result);
+                }
+                let _ = reply.send(results);
+                self.dead_letter(dead).await;
+            }
+            Command::Seek {
+                partition,
+                target,
+                reply,
+            } => {
+                let mut moved = Vec::new();
+                for (p, state) in self.states.iter_mut().enumerate() {
+                    if partition.is_some_and(|only| only as usize != p) {
+                        continue;
+                    }
+                    let (start, end) = self.source.bounds(p);
+                    let offset = match target {
+                        SeekTo::Offset(o) => o.clamp(start, end),
+                        SeekTo::Earliest => start,
+                        SeekTo::Latest => end,
+                    };
+                    state.seek(offset);
+                    moved.push((p as u32, offset));
+                }
+                let _ = reply.send(moved);
+            }
+            Command::Pause { paused, reply } => {
+                let saved = match &mut self.store {
+                    Some(store) => store
+                        .update_meta(|m| m.paused = paused)
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
+                };
+                if saved.is_ok() {
+                    self.paused = paused;
+                }
+                let _ = reply.send(saved);
+            }
+            Command::Describe { reply } => {
+                let figures = self
+                    .states
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(p, state)| {
+                        let (log_start, log_end) = self.source.bounds(p);
+                        state.apply_retention(log_start);
+                        PartitionFigures {
+                            committed_floor: state.floor(),
+                            log_start,
+                            log_end,
+                            lag: state.lag(log_end),
+                            in_flight: state.in_flight() as u64,
+                            delayed: state.delayed() as u64,
+                            dead_lettered: state.dead_lettered,
+                            removed_by_retention: state.removed_by_retention,
+                        }
+                    })
+                    .collect();
+                let _ = reply.send((self.paused, figures));
+            }
+            Command::State {
+                partition,
+                offset,
+                reply,
+            } => {
+                let _ = reply.send(
+                    self.states
+                        .get(partition as usize)
+                        .map(|s| s.state_of(offset)),
+                );
+            }
+        }
+    }
+
+    /// Leases up to `max` messages to `consumer`, spreading over partitions,
+    /// within its `max_in_flight`; reads their records.
+    fn take(&mut self, consumer: ConsumerId, max: usize) -> Vec<GroupDelivery> {
+        if self.paused || !self.consumers.contains_key(&consumer) {
+            return Vec::new();
+        }
+        let held: usize = self.states.iter().map(|s| s.in_flight_of(consumer)).sum();
+        let mut room = max.min((self.settings.max_in_flight as usize).saturating_sub(held));
+        let now = (self.clock)();
+        let count = self.states.len();
+        let mut out = Vec::new();
+        for i in 0..count {
+            if room == 0 {
+                break;
+            }
+            let p = (self.rotate + i) % count;
+            let (log_start, log_end) = self.source.bounds(p);
+            let state = &mut self.states[p];
+            state.apply_retention(log_start);
+            let leased: Vec<Delivery> = state.deliver(consumer, room, now, log_end, &self.settings);
+            if leased.is_empty() {
+                continue;
+            }
+            room -= leased.len();
+            let mut offsets: Vec<u64> = leased.iter().map(|d| d.offset).collect();
+            offsets.sort_unstable();
+            let records: HashMap<u64, Record> = self
+                .source
+                .records(p, &offsets)
+                .into_iter()
+                .map(|r| (r.offset, r))
+                .collect();
+            for d in leased {
+                match records.get(&d.offset) {
+                    Some(record) => out.push(GroupDelivery {
+                        partition: p as u32,
+                        record: record.clone(),
+                        attempt: d.attempt,
+                        lease_deadline_ms: d.deadline_ms,
+                    }),
+                    // Deleted by retention between the bounds and the read.
+                    None => {
+                        let _ = state.ack(consumer, d.offset);
+                        state.removed_by_retention += 1;
+                    }
+                }
+            }
+        }
+        self.rotate = self.rotate.wrapping_add(1);
+        out
+    }
+
+    /// Answers waiting receives that can now be served or have timed out.
+    fn serve_waiting(&mut self) {
+        let waiting = std::mem::take(&mut self.waiting);
+        let now = Instant::now();
+        for w in waiting {
+            let got = self.take(w.consumer, w.max);
+            if !got.is_empty() || now >= w.until || w.reply.is_closed() {
+                let _ = w.reply.send(got);
+            } else {
+                self.waiting.push(w);
+            }
+        }
+    }
+
+    /// Copies dead letters out, then settles each whose copy is durable. A
+    /// failed copy stays pending and is tried again at the next call.
+    async fn dead_letter(&mut self, mut dead: Vec<(usize, DeadLetter)>) {
+        for p in 0..self.states.len() {
+            for pending in self.states[p].pending_dead_letters() {
+                if !dead
+                    .iter()
+                    .any(|(q, d)| *q == p && d.offset == pending.offset)
+                {
+                    dead.push((p, pending));
+                }
+            }
+        }
+        for (p, d) in dead {
+            let records = self.source.records(p, &[d.offset]);
+            let written = match records.first() {
+                Some(record) => self.sink.write(p, &d, record).await,
+                // Deleted by retention: nothing left to park.
+                None => Ok(()),
+            };
+            match written {
+                Ok(()) => self.states[p].dead_lettered(d.offset),
+                Err(e) => {
+                    tracing::warn!(partition = p, offset = d.offset, error = %e, "dead-letter copy failed; will retry")
+                }
+            }
+        }
+    }
+
+    /// Hands the state changes to the journal writer, in order (not
+    /// awaited: acks are persisted lazily, in group commits).
+    fn journal(&mut self) {
+        for (p, state) in self.states.iter_mut().enumerate() {
+            let events = state.take_events();
+            if let Some(journal) = &self.journal
+                && !events.is_empty()
+            {
+                let _ = journal.send((p, events));
+            }
+        }
+    }
+}
+
+/// The journal writer of a group: appends each partition's events in the
+/// order the engine made them, everything queued in one append per
+/// partition (so the journal's group commit covers many engine steps).
+fn spawn_journal_writer(
+    journals: Vec<crate::log::PartitionLog>,
+) -> mpsc::UnboundedSender<(usize, Vec<super::journal::Event>)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Vec<super::journal::Event>)>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut by_partition: HashMap<usize, Vec<super::journal::Event>> = HashMap::new();
+            by_partition.entry(first.0).or_default().extend(first.1);
+            while let Ok((p, events)) = rx.try_recv() {
+                by_partition.entry(p).or_default().extend(events);
+            }
+            for (p, events) in by_partition {
+                if let Some(journal) = journals.get(p)
+                    && let Err(e) = super::store::append_to(journal, &events).await
+                {
+                    tracing::error!(partition = p, error = %e, "writing the group journal failed");
+                }
+            }
+        }
+    });
+    tx
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::DeadLetterReason;
+    use bytes::Bytes;
+    use parking_lot::Mutex;
+
+    #[derive(Default)]
+    struct MemSource(Mutex<Vec<Vec<Record>>>);
+
+    impl MemSource {
+        fn with(partitions: usize, per_partition: u64) -> Arc<MemSource> {
+            let source = MemSource(Mutex::new(vec![Vec::new(); partitions]));
+            for p in 0..partitions {
+                for _ in 0..per_partition {
+                    source.push(p, "m");
+                }
+            }
+            Arc::new(source)
+        }
+
+        fn push(&self, p: usize, value: &str) {
+            let mut parts = self.0.lock();
+            let offset = parts[p].len() as u64;
+            parts[p].push(Record {
+                offset,
+                timestamp: 1,
+                key: None,
+                value: Bytes::from(format!("{value}-{p}-{offset}")),
+                headers: Vec::new(),
+            });
+        }
+    }
+
+    impl SourceReader for MemSource {
+        fn bounds(&self, partition: usize) -> (u64, u64) {
+            (0, self.0.lock()[partition].len() as u64)
+        }
+        fn records(&self, partition: usize, offsets: &[u64]) -> Vec<Record> {
+            let parts = self.0.lock();
+            offsets
+                .iter()
+                .filter_map(|o| parts[partition].get(*o as usize).cloned())
+                .collect()
+        }
+    }
+
+    #[derive(Default)]
+    struct MemSink(Mutex<Vec<(usize, u64, u32, DeadLetterReason)>>);
+
+    impl DeadLetterSink for MemSink {
+        async fn write(
+            &self,
+            partition: usize,
+            dead: &DeadLetter,
+            record: &Record,
+        ) -> Result<(), String> {
+            assert_eq!(record.offset, dead.offset);
+            self.0
+                .lock()
+                .push((partition, dead.offset, dead.attempts, dead.reason.clone()));
+            Ok(())
+        }
+    }
+
+    fn settings() -> GroupSettings {
+        GroupSettings {
+            ack_timeout: Duration::from_secs(1),
+            max_deliveries: 3,
+            backoff_initial: Duration::from_millis(100),
+            backoff_multiplier: 2.0,
+            backoff_max: Duration::from_secs(10),
+            backoff_jitter: 0.0,
+            max_in_flight: 100,
+        }
+    }
+
+    fn start_engine(source: &Arc<MemSource>, sink: &Arc<MemSink>) -> GroupHandle {
+        let partitions = source.0.lock().len();
+        let states = (0..partitions).map(|_| PartitionDelivery::new(0)).collect();
+        start(
+            settings(),
+            false,
+            states,
+            None,
+            source.clone(),
+            sink.clone(),
+        )
+    }
+
+    fn offsets(got: &[GroupDelivery]) -> Vec<(u32, u64, u32)> {
+        let mut v: Vec<_> = got
+            .iter()
+            .map(|d| (d.partition, d.record.offset, d.attempt))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poison_message_reaches_the_dlq_after_max_deliveries_and_the_rest_settle() {
+        let (source, sink) = (MemSource::with(1, 5), Arc::new(MemSink::default()));
+        let group = start_engine(&source, &sink);
+        let consumer = group.join().await.expect("join");
+        let first = group
+            .receive(consumer, 10, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(
+            offsets(&first),
+            (0..5).map(|o| (0, o, 1)).collect::<Vec<_>>()
+        );
+        let acks = (0..4).map(|o| (0, o, Settle::Ack)).collect();
+        assert!(
+            group
+                .settle(consumer, acks)
+                .await
+                .expect("settle")
+                .iter()
+                .all(Result::is_ok)
+        );
+        // Offset 4 is never acked: its lease expires, it comes back with
+        // backoff, attempt 2 then 3, then it is parked.
+        for attempt in 2..=3 {
+            let again = group
+                .receive(consumer, 10, Duration::from_secs(10))
+                .await
+                .expect("receive");
+            assert_eq!(offsets(&again), vec![(0, 4, attempt)]);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while sink.0.lock().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never dead-lettered"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            *sink.0.lock(),
+            vec![(0, 4, 3, DeadLetterReason::MaxDeliveries)]
+        );
+        let (paused, figures) = group.describe().await.expect("describe");
+        assert!(!paused);
+        assert_eq!(
+            (
+                figures[0].lag,
+                figures[0].dead_lettered,
+                figures[0].committed_floor
+            ),
+            (0, 1, 5)
+        );
+        assert_eq!(
+            group.state_of(0, 4).await.expect("state"),
+            Some(OffsetState::Settled)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ack_after_the_lease_expired_is_answered_lease_lost() {
+        let (source, sink) = (MemSource::with(1, 1), Arc::new(MemSink::default()));
+        let group = start_engine(&source, &sink);
+        let slow = group.join().await.expect("join");
+        let fast = group.join().await.expect("join");
+        assert_eq!(
+            group
+                .receive(slow, 1, Duration::ZERO)
+                .await
+                .expect("receive")
+                .len(),
+            1
+        );
+        let again = group
+            .receive(fast, 1, Duration::from_secs(10))
+            .await
+            .expect("receive");
+        assert_eq!(
+            offsets(&again),
+            vec![(0, 0, 2)],
+            "re-leased to the other consumer"
+        );
+        let late = group
+            .settle(slow, vec![(0, 0, Settle::Ack)])
+            .await
+            .expect("settle");
+        assert!(matches!(late[0], Err(SettleError::LeaseLost { offset: 0 })));
+        assert!(
+            group
+                .settle(fast, vec![(0, 0, Settle::Ack)])
+                .await
+                .expect("settle")[0]
+                .is_ok()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_receive_waits_for_new_messages_and_partitions_share_the_load() {
+        let (source, sink) = (MemSource::with(2, 0), Arc::new(MemSink::default()));
+        let group = start_engine(&source, &sink);
+        let consumer = group.join().await.expect("join");
+        let waiting = tokio::spawn({
+            let group = group.clone();
+            async move { group.receive(consumer, 10, Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        source.push(1, "late");
+        let got = waiting.await.expect("join").expect("receive");
+        assert_eq!(offsets(&got), vec![(1, 0, 1)]);
+        source.push(0, "a");
+        source.push(1, "b");
+        let both = group
+            .receive(consumer, 10, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(offsets(&both), vec![(0, 0, 1), (1, 1, 1)]);
+        let empty = group
+            .receive(consumer, 10, Duration::from_millis(200))
+            .await
+            .expect("receive");
+        assert!(empty.is_empty(), "answers empty after max_wait");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_group_delivers_nothing_until_resumed() {
+        let (source, sink) = (MemSource::with(1, 3), Arc::new(MemSink::default()));
+        let group = start_engine(&source, &sink);
+        let consumer = group.join().await.expect("join");
+        group.pause(true).await.expect("pause").expect("saved");
+        assert!(
+            group
+                .receive(consumer, 10, Duration::from_millis(100))
+                .await
+                .expect("receive")
+                .is_empty()
+        );
+        assert!(group.describe().await.expect("describe").0);
+        group.pause(false).await.expect("resume").expect("saved");
+        assert_eq!(
+            group
+                .receive(consumer, 10, Duration::ZERO)
+                .await
+                .expect("receive")
+                .len(),
+            3
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn seek_replays_from_an_offset_with_attempts_reset() {
+        let (source, sink) = (MemSource::with(1, 6), Arc::new(MemSink::default()));
+        let group = start_engine(&source, &sink);
+        let consumer = group.join().await.expect("join");
+        let got = group
+            .receive(consumer, 10, Duration::ZERO)
+            .await
+            .expect("receive");
+        let acks = got
+            .iter()
+            .map(|d| (0, d.record.offset, Settle::Ack))
+            .collect();
+        group.settle(consumer, acks).await.expect("settle");
+        assert_eq!(
+            group.seek(None, SeekTo::Offset(2)).await.expect("seek"),
+            vec![(0, 2)]
+        );
+        let replay = group
+            .receive(consumer, 10, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(
+            offsets(&replay),
+            (2..6).map(|o| (0, o, 1)).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            group.seek(Some(0), SeekTo::Latest).await.expect("seek"),
+            vec![(0, 6)]
+        );
+        assert_eq!(
+            group.seek(Some(0), SeekTo::Offset(99)).await.expect("seek"),
+            vec![(0, 6)],
+            "clamped to the log end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_consumer_that_leaves_returns_its_leases_and_a_reject_parks_at_once() {
+        let (source, sink) = (MemSource::with(1, 2), Arc::new(MemSink::default()));
+        let group = start_engine(&source, &sink);
+        let first = group.join().await.expect("join");
+        assert_eq!(
+            group
+                .receive(first, 10, Duration::ZERO)
+                .await
+                .expect("receive")
+                .len(),
+            2
+        );
+        group.leave(first).await;
+        let second = group.join().await.expect("join");
+        let back = group
+            .receive(second, 10, Duration::from_secs(10))
+            .await
+            .expect("receive");
+        assert_eq!(offsets(&back), vec![(0, 0, 2), (0, 1, 2)]);
+        let results = group
+            .settle(
+                second,
+                vec![
+                    (0, 0, Settle::Reject("bad schema".into())),
+                    (0, 1, Settle::Ack),
+                ],
+            )
+            .await
+            .expect("settle");
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(
+            *sink.0.lock(),
+            vec![(0, 0, 2, DeadLetterReason::Rejected("bad schema".into()))]
+        );
+        assert_eq!(group.describe().await.expect("describe").1[0].lag, 0);
+    }
+}
