@@ -12,12 +12,14 @@
 //! | [`server`] | the protocol listener, connections and request handlers |
 //! | [`config`] | settings from defaults, file, environment and flags |
 //! | [`delivery`] | consumer groups: leases, acks, redelivery with backoff, dead letters, seek |
+//! | [`groups`] | the broker's groups: create, open, delete, source reads, dead-letter topics |
 //! | [`http`] | `/health` and `/metrics` |
 //! | [`metrics`] | metric names and recording |
 //! | [`registry`] | idempotent producer names, ids and epochs |
 
 pub mod config;
 pub mod delivery;
+pub mod groups;
 pub mod http;
 pub mod io;
 pub mod log;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use pigeon_broker::config::{BrokerConfig, Flags};
+use pigeon_broker::groups::Groups;
 use pigeon_broker::io::{FileSystem, StdFs};
 use pigeon_broker::log::SystemClock;
 use pigeon_broker::log::producers::EpochSource;
@@ -73,7 +74,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         Arc::new(ProducerRegistry::open(fs.clone(), &config.data_dir).map_err(anyhow::Error::msg)?);
     let epochs: Arc<dyn EpochSource> = producers.clone();
     let topics = Topics::open_with_epochs(
-        fs,
+        fs.clone(),
         &config.data_dir,
         config.log.clone(),
         Arc::new(SystemClock),
@@ -85,6 +86,14 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
             config.data_dir.display()
         )
     })?;
+    let groups = Groups::open(
+        fs,
+        &config.data_dir,
+        &config.log,
+        Arc::new(SystemClock),
+        &topics,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the consumer groups: {e}"))?;
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (is another broker running?)",
@@ -103,6 +112,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         config,
         topics,
         producers,
+        groups,
         shutdown: CancellationToken::new(),
         serving: AtomicBool::new(true),
     });

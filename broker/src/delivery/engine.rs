@@ -122,6 +122,10 @@ enum Command {
         paused: bool,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    Alter {
+        settings: GroupSettings,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     Describe {
         reply: oneshot::Sender<(bool, Vec<PartitionFigures>)>,
     },
@@ -218,6 +222,12 @@ impl GroupHandle {
     /// Pauses or resumes deliveries (durably).
     pub async fn pause(&self, paused: bool) -> Result<Result<(), String>, Stopped> {
         self.ask(|reply| Command::Pause { paused, reply }).await
+    }
+
+    /// Changes the settings (durably); leases already given keep their
+    /// deadline.
+    pub async fn alter(&self, settings: GroupSettings) -> Result<Result<(), String>, Stopped> {
+        self.ask(|reply| Command::Alter { settings, reply }).await
     }
 
     /// Whether paused, and per-partition figures.
@@ -488,6 +498,18 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                 };
                 if saved.is_ok() {
                     self.paused = paused;
+                }
+                let _ = reply.send(saved);
+            }
+            Command::Alter { settings, reply } => {
+                let saved = settings.validate().and_then(|()| match &mut self.store {
+                    Some(store) => store
+                        .update_meta(|m| m.set_settings(&settings))
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
+                });
+                if saved.is_ok() {
+                    self.settings = settings;
                 }
                 let _ = reply.send(saved);
             }

@@ -51,6 +51,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
     ));
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let ids = Arc::new(Mutex::new(HashSet::new()));
+    let members = Arc::new(super::group_handlers::Membership::default());
     loop {
         let next = async {
             if frames.read_buffer().is_empty() {
@@ -116,16 +117,23 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
                 .await;
             continue;
         }
-        let (broker, responses, ids) = (broker.clone(), responses.clone(), ids.clone());
+        let (broker, responses, ids, members) = (
+            broker.clone(),
+            responses.clone(),
+            ids.clone(),
+            members.clone(),
+        );
         tokio::spawn(async move {
-            let response = handle(&broker, &header, request).await;
+            let response = handle(&broker, &members, &header, request).await;
             ids.lock().remove(&header.request_id);
             let _ = responses.send(response).await;
             drop(permit);
         });
     }
-    // Let the requests already accepted finish and their responses go out.
+    // Let the requests already accepted finish and their responses go out;
+    // then the connection's consumers leave: their leases return at once.
     let _ = in_flight.acquire_many(max_in_flight as u32).await;
+    members.leave_all().await;
     drop(responses);
     let _ = writer.await;
 }

@@ -20,7 +20,12 @@ use crate::topics::{NewTopic, Topic, TopicError};
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 
 /// Answers one request.
-pub async fn handle(broker: &Broker, header: &RequestHeader, request: Request) -> ResponseFrame {
+pub async fn handle(
+    broker: &Broker,
+    members: &super::group_handlers::Membership,
+    header: &RequestHeader,
+    request: Request,
+) -> ResponseFrame {
     let id = header.request_id;
     let version = header.api_version;
     let result = match request {
@@ -33,20 +38,15 @@ pub async fn handle(broker: &Broker, header: &RequestHeader, request: Request) -
         Request::RegisterProducer(req) => register_producer(broker, req).map(Response::from),
         Request::Fetch(req) => Ok(Response::from(fetch(broker, req).await)),
         Request::ListOffsets(req) => Ok(Response::from(list_offsets(broker, req).await)),
-        Request::CreateGroup(_)
-        | Request::DescribeGroup(_)
-        | Request::AlterGroup(_)
-        | Request::SeekGroup(_)
-        | Request::PauseGroup(_)
-        | Request::DeleteGroup(_)
-        | Request::JoinGroup(_)
-        | Request::Receive(_)
-        | Request::Settle(_)
-        | Request::MessageState(_)
-        | Request::Redrive(_) => Err(TopicError {
-            code: ErrorCode::UnknownApi,
-            message: "consumer groups are not served by this build yet".into(),
-        }),
+        group_request => {
+            match super::group_handlers::handle(broker, members, group_request).await {
+                Some(result) => result,
+                None => Err(TopicError {
+                    code: ErrorCode::UnknownApi,
+                    message: "this API is not served by this broker".into(),
+                }),
+            }
+        }
     };
     match result {
         Ok(response) => ResponseFrame::ok(id, version, response),
@@ -57,9 +57,11 @@ pub async fn handle(broker: &Broker, header: &RequestHeader, request: Request) -
     }
 }
 
-/// The APIs this broker serves, announced in the handshake; the group APIs
-/// (40–50) are decoded but not served yet.
-const SERVED_APIS: [u16; 9] = [0, 10, 11, 12, 13, 20, 21, 30, 31];
+/// The APIs this broker serves, announced in the handshake (50, DLQ
+/// redrive, is decoded but not served yet).
+const SERVED_APIS: [u16; 19] = [
+    0, 10, 11, 12, 13, 20, 21, 30, 31, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
+];
 
 fn handshake(broker: &Broker) -> HandshakeResponse {
     HandshakeResponse {

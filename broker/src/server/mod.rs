@@ -21,6 +21,7 @@
 //! every partition log is closed cleanly (final fsync, clean checkpoint).
 
 pub mod connection;
+pub mod group_handlers;
 pub mod handlers;
 
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct Broker {
     pub topics: Topics,
     /// Idempotent producers' names, ids and epochs.
     pub producers: Arc<ProducerRegistry>,
+    /// Consumer groups.
+    pub groups: crate::groups::Groups,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
     /// True while the broker accepts requests (for `/health`).

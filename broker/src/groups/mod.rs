@@ -1,0 +1,291 @@
+//! Consumer groups of the broker: creating, opening (at start), finding and
+//! deleting them, and running one [`engine`](crate::delivery::engine) each.
+//!
+//! ```text
+//! <data-dir>/groups/<topic>/<group>/     a group's store (see delivery::store)
+//! <topic>.<group>.dlq                    its dead-letter topic (an ordinary topic,
+//!                                        as many partitions as the source)
+//! ```
+//!
+//! Create writes the store (metadata first, atomically) after creating the
+//! dead-letter topic; a crash in between leaves a DLQ topic without a group,
+//! which the next create reuses. A new group starts at each partition's log
+//! start: it delivers everything the topic still holds.
+
+pub mod dlq;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pigeon_client::protocol::{ErrorCode, validate_topic_name};
+
+use crate::delivery::GroupSettings;
+use crate::delivery::engine::{self, GroupHandle};
+use crate::delivery::store::{GroupMeta, GroupStore, META_FILE};
+use crate::io::FileSystem;
+use crate::log::{Clock, LogConfig};
+use crate::topics::{NewTopic, Topic, TopicError, Topics};
+use dlq::{DlqSink, dlq_topic};
+use source::TopicSource;
+
+/// A running group.
+#[derive(Debug, Clone)]
+pub struct GroupEntry {
+    /// Its engine.
+    pub handle: GroupHandle,
+    /// Its settings when last set.
+    pub settings: GroupSettings,
+}
+
+/// Every consumer group of the broker.
+pub struct Groups {
+    root: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    clock: Arc<dyn Clock>,
+    journal_config: LogConfig,
+    groups: Mutex<BTreeMap<(String, String), GroupEntry>>,
+    /// Serialises create and delete.
+    admin: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Groups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Groups")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> TopicError {
+    TopicError {
+        code,
+        message: message.into(),
+    }
+}
+
+impl Groups {
+    /// Opens every group under `<data_dir>/groups` and starts its engine.
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        data_dir: &std::path::Path,
+        log: &LogConfig,
+        clock: Arc<dyn Clock>,
+        topics: &Topics,
+    ) -> Result<Groups, TopicError> {
+        let root = data_dir.join("groups");
+        fs.create_dir_all(&root).map_err(|e| {
+            error(
+                ErrorCode::StorageError,
+                format!("creating {}: {e}", root.display()),
+            )
+        })?;
+        let journal_config = LogConfig {
+            segment_bytes: 16 * 1024 * 1024,
+            retention_ms: None,
+            retention_bytes: None,
+            ..log.clone()
+        };
+        let groups = Groups {
+            root,
+            fs,
+            clock,
+            journal_config,
+            groups: Mutex::new(BTreeMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+        };
+        let list = |dir: &std::path::Path| {
+            groups.fs.read_dir(dir).map_err(|e| {
+                error(
+                    ErrorCode::StorageError,
+                    format!("listing {}: {e}", dir.display()),
+                )
+            })
+        };
+        for topic_dir in list(&groups.root)? {
+            for group_dir in list(&topic_dir)? {
+                if !groups.fs.exists(&group_dir.join(META_FILE)) {
+                    continue;
+                }
+                let names = (topic_dir.file_name(), group_dir.file_name());
+                let (Some(topic), Some(group)) = (
+                    names.0.and_then(|n| n.to_str()),
+                    names.1.and_then(|n| n.to_str()),
+                ) else {
+                    continue;
+                };
+                let (Some(source), Some(dlq)) =
+                    (topics.get(topic), topics.get(&dlq_topic(topic, group)))
+                else {
+                    tracing::warn!(
+                        topic,
+                        group,
+                        "skipping a group whose topic or dead-letter topic is gone"
+                    );
+                    continue;
+                };
+                let starts = starts(&source);
+                let (store, states) = GroupStore::open(
+                    groups.fs.clone(),
+                    &group_dir,
+                    &starts,
+                    groups.journal_config.clone(),
+                    groups.clock.clone(),
+                )
+                .map_err(|e| {
+                    error(
+                        ErrorCode::StorageError,
+                        format!("opening group {group} of topic {topic}: {e}"),
+                    )
+                })?;
+                let entry = groups.run(topic, group, store, states, source, dlq);
+                groups
+                    .groups
+                    .lock()
+                    .insert((topic.to_owned(), group.to_owned()), entry);
+            }
+        }
+        Ok(groups)
+    }
+
+    fn run(
+        &self,
+        topic: &str,
+        group: &str,
+        store: GroupStore,
+        states: Vec<crate::delivery::PartitionDelivery>,
+        source: Arc<Topic>,
+        dlq: Arc<Topic>,
+    ) -> GroupEntry {
+        let settings = store.meta().settings();
+        let paused = store.meta().paused;
+        let sink = DlqSink {
+            dlq,
+            source_topic: topic.to_owned(),
+            group: group.to_owned(),
+        };
+        let handle = engine::start(
+            settings,
+            paused,
+            states,
+            Some(store),
+            Arc::new(TopicSource(source)),
+            Arc::new(sink),
+        );
+        GroupEntry { handle, settings }
+    }
+
+    /// The running group `group` of `topic`.
+    pub fn get(&self, topic: &str, group: &str) -> Result<GroupEntry, TopicError> {
+        self.groups.lock().get(&(topic.to_owned(), group.to_owned())).cloned().ok_or_else(|| {
+            error(ErrorCode::UnknownGroup, format!("group {group} of topic {topic} does not exist; create it with `pigeon group create {group} --topic {topic}`"))
+        })
+    }
+
+    /// Creates a group (and its dead-letter topic) and starts it.
+    pub async fn create(
+        &self,
+        topics: &Topics,
+        topic: &str,
+        group: &str,
+        settings: GroupSettings,
+    ) -> Result<(), TopicError> {
+        validate_topic_name(group)
+            .map_err(|e| error(ErrorCode::InvalidRequest, format!("group name: {e}")))?;
+        settings
+            .validate()
+            .map_err(|e| error(ErrorCode::InvalidConfig, e))?;
+        let _admin = self.admin.lock().await;
+        if self.get(topic, group).is_ok() {
+            return Err(error(
+                ErrorCode::GroupAlreadyExists,
+                format!("group {group} of topic {topic} already exists"),
+            ));
+        }
+        let source = topics.get(topic).ok_or_else(|| {
+            error(
+                ErrorCode::UnknownTopic,
+                format!("topic {topic} does not exist"),
+            )
+        })?;
+        let dlq_name = dlq_topic(topic, group);
+        validate_topic_name(&dlq_name).map_err(|_| error(ErrorCode::InvalidRequest, format!("the dead-letter topic name {dlq_name} would be too long: shorten the topic or group name")))?;
+        let dlq = match topics.get(&dlq_name) {
+            Some(dlq) => dlq,
+            None => {
+                let new = NewTopic {
+                    name: dlq_name,
+                    partitions: source.metadata.partitions,
+                    retention_ms: None,
+                    retention_bytes: None,
+                };
+                topics.create(new).await?
+            }
+        };
+        let meta = GroupMeta::new(topic, group, &settings, self.clock.now_ms());
+        let dir = self.root.join(topic).join(group);
+        let (store, states) = GroupStore::create(
+            self.fs.clone(),
+            &dir,
+            meta,
+            &starts(&source),
+            self.journal_config.clone(),
+            self.clock.clone(),
+        )
+        .map_err(|e| {
+            error(
+                ErrorCode::StorageError,
+                format!("creating group {group}: {e}"),
+            )
+        })?;
+        let entry = self.run(topic, group, store, states, source, dlq);
+        self.groups
+            .lock()
+            .insert((topic.to_owned(), group.to_owned()), entry);
+        Ok(())
+    }
+
+    /// Stops and deletes a group (its dead-letter topic stays).
+    pub async fn delete(&self, topic: &str, group: &str) -> Result<(), TopicError> {
+        let _admin = self.admin.lock().await;
+        let removed = self
+            .groups
+            .lock()
+            .remove(&(topic.to_owned(), group.to_owned()));
+        removed.ok_or_else(|| {
+            error(
+                ErrorCode::UnknownGroup,
+                format!("group {group} of topic {topic} does not exist"),
+            )
+        })?;
+        let dir = self.root.join(topic).join(group);
+        self.fs.remove_dir_all(&dir).map_err(|e| {
+            error(
+                ErrorCode::StorageError,
+                format!("deleting {}: {e}", dir.display()),
+            )
+        })
+    }
+
+    /// Records the new settings of a group.
+    pub fn set_settings(&self, topic: &str, group: &str, settings: GroupSettings) {
+        if let Some(entry) = self
+            .groups
+            .lock()
+            .get_mut(&(topic.to_owned(), group.to_owned()))
+        {
+            entry.settings = settings;
+        }
+    }
+}
+
+/// Where a new group starts in each partition: the log start.
+fn starts(topic: &Topic) -> Vec<u64> {
+    topic
+        .partitions
+        .iter()
+        .map(|p| p.reader().start_offset())
+        .collect()
+}

@@ -1,0 +1,71 @@
+//! [`TopicSource`]: the group engine's view of its source topic.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pigeon_client::batch::{Record, read_prefix, records_of};
+
+use crate::delivery::engine::SourceReader;
+use crate::topics::Topic;
+
+/// Reads a topic's partitions for a group.
+pub struct TopicSource(pub Arc<Topic>);
+
+impl SourceReader for TopicSource {
+    fn bounds(&self, partition: usize) -> (u64, u64) {
+        self.0.partitions.get(partition).map_or((0, 0), |log| {
+            let reader = log.reader();
+            (reader.start_offset(), reader.end_offset())
+        })
+    }
+
+    fn records(&self, partition: usize, offsets: &[u64]) -> Vec<Record> {
+        let Some(log) = self.0.partitions.get(partition) else {
+            return Vec::new();
+        };
+        read_records(log.reader(), offsets)
+    }
+}
+
+/// The records at `offsets` (sorted) of a log; offsets that cannot be read
+/// (deleted, corrupt) are left out and logged.
+pub fn read_records(reader: &crate::log::LogReader, offsets: &[u64]) -> Vec<Record> {
+    let mut out = Vec::with_capacity(offsets.len());
+    let mut wanted = offsets.iter().copied().peekable();
+    while let Some(&next) = wanted.peek() {
+        let read = match reader.read(next, 1 << 20) {
+            Ok(read) if !read.bytes.is_empty() => read,
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(offset = next, error = %e, "cannot read a record for delivery");
+                wanted.next();
+                continue;
+            }
+        };
+        let mut bytes: &[u8] = &read.bytes;
+        let mut last = next;
+        while let Some((_, length)) = read_prefix(bytes) {
+            let total = 12 + length as usize;
+            let Ok(records) = records_of(Bytes::copy_from_slice(&bytes[..total.min(bytes.len())]))
+            else {
+                break;
+            };
+            for record in records.flatten() {
+                last = last.max(record.offset);
+                while wanted.peek().is_some_and(|w| *w < record.offset) {
+                    wanted.next();
+                }
+                if wanted.peek() == Some(&record.offset) {
+                    wanted.next();
+                    out.push(record);
+                }
+            }
+            bytes = &bytes[total.min(bytes.len())..];
+        }
+        // Skip anything the read covered but did not contain.
+        while wanted.peek().is_some_and(|w| *w <= last) {
+            wanted.next();
+        }
+    }
+    out
+}
