@@ -582,6 +582,12 @@ fn disk_full_on_roll_fails_the_append_and_keeps_the_log() {
     let (at, err) = failed.expect("a roll was needed");
     assert!(matches!(err, LogError::DiskFull { .. }), "{err}");
     assert_values(&read_all(&log.reader(), 0), 0..at);
+    // Even a batch that would fit goes nowhere near the sealed segment:
+    // the roll is retried first, and fails while the disk is full.
+    let small = log
+        .append(&batch(&[b"s"]))
+        .expect_err("the sealed segment takes no appends");
+    assert!(matches!(small, LogError::DiskFull { .. }), "{small}");
     plan.clear();
     append_n(&mut log, at, 3);
     assert_values(&read_all(&log.reader(), 0), 0..at + 3);

@@ -508,7 +508,10 @@ impl Log {
             return false;
         }
         let segment = &a.segment;
-        size + len > self.config.segment_bytes
+        // A segment sealed by a roll that then failed (e.g. no space for the
+        // next one) takes no more appends: the roll is retried first.
+        segment.sealed.load(Ordering::Acquire)
+            || size + len > self.config.segment_bytes
             || self.clock.now_ms().saturating_sub(a.created_ms) >= self.config.segment_ms as i64
             || segment.index.0.len() + self.pending_entries.len() + 1 >= segment.index.0.capacity()
             || a.cursor.next_offset + u64::from(count) - segment.base_offset > u64::from(u32::MAX)
