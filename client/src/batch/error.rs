@@ -59,6 +59,14 @@ pub enum BatchError {
         /// What is wrong.
         what: &'static str,
     },
+    /// The batch's offsets (or timestamps) would pass the largest value.
+    #[error(
+        "record batch with base offset {base_offset} has offsets or timestamps beyond the largest value"
+    )]
+    OffsetOverflow {
+        /// The `base_offset` field.
+        base_offset: u64,
+    },
     /// `record_count` disagrees with the records present.
     #[error("record batch says it holds {declared} records but {found} were found")]
     CountMismatch {

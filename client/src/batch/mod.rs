@@ -202,6 +202,15 @@ pub fn with_producer(batch: &[u8], producer: ProducerStamp) -> Bytes {
 /// Checks length, limit, version and attributes; returns the header.
 fn check_envelope(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(bytes)?;
+    if header
+        .base_offset
+        .checked_add(u64::from(header.record_count))
+        .is_none()
+    {
+        return Err(BatchError::OffsetOverflow {
+            base_offset: header.base_offset,
+        });
+    }
     let declared = header.batch_length;
     let bad_length = |reason: String| BatchError::BadLength { declared, reason };
     if declared < MIN_BATCH_LENGTH {
@@ -290,9 +299,23 @@ impl Iterator for Records {
         };
         self.at = spans.end;
         self.index += 1;
+        let offset = self
+            .header
+            .base_offset
+            .checked_add(u64::from(spans.offset_delta));
+        let timestamp = self
+            .header
+            .first_timestamp
+            .checked_add(i64::from(spans.timestamp_delta));
+        let (Some(offset), Some(timestamp)) = (offset, timestamp) else {
+            self.at = self.bytes.len();
+            return Some(Err(BatchError::OffsetOverflow {
+                base_offset: self.header.base_offset,
+            }));
+        };
         Some(Ok(Record {
-            offset: self.header.base_offset + u64::from(spans.offset_delta),
-            timestamp: self.header.first_timestamp + i64::from(spans.timestamp_delta),
+            offset,
+            timestamp,
             key: spans.key.clone().map(|r| self.bytes.slice(r)),
             value: self.bytes.slice(spans.value.clone()),
             headers: decode_headers(&self.bytes, &spans),
