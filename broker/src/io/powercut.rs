@@ -526,7 +526,10 @@ mod tests {
         fs.rename(&tmp, &dir.join("old")).expect("rename");
         fs.remove_file(&dir.join("gone")).expect("remove");
         fs.power_cut(2).expect("cut");
-        assert_eq!(std::fs::read(dir.join("old")).expect("read"), b"old content");
+        assert_eq!(
+            std::fs::read(dir.join("old")).expect("read"),
+            b"old content"
+        );
         assert_eq!(std::fs::read(dir.join("gone")).expect("read"), b"deleted");
         assert!(!tmp.exists());
     }

@@ -39,7 +39,9 @@ use pigeon_client::batch::{
 
 use super::producers::CACHED_BATCHES;
 use super::*;
-use crate::io::{FileSystem, PowerCutFs, StdFs};
+use proptest::prelude::*;
+
+use crate::io::{Fault, FaultPlan, FaultyFs, FileSystem, Op, PowerCutFs, StdFs};
 
 const T0: i64 = 1_700_000_000_000;
 const PID: i64 = 7;
@@ -309,11 +311,12 @@ impl Case {
             self.stats.cuts_mid_call += 1;
         } else if let Some(current) = log.as_mut().filter(|_| self.rng.chance(2)) {
             // The power goes while a group is written but not yet synced.
-            let written = self
-                .append(current)
-                .and_then(|()| current.flush_writes());
+            let written = self.append(current).and_then(|()| current.flush_writes());
             if let Err(e) = written {
-                assert!(self.fs.is_off(), "a call failed without a power failure: {e}");
+                assert!(
+                    self.fs.is_off(),
+                    "a call failed without a power failure: {e}"
+                );
             }
             self.note_durable(current);
         }
@@ -407,7 +410,8 @@ impl Case {
         let info = log.append(&make_batch(&values, producer))?;
         assert!(!info.duplicate, "a new batch was taken for a duplicate");
         for (i, value) in values.iter().enumerate() {
-            self.written.insert(info.base_offset + i as u64, value.clone());
+            self.written
+                .insert(info.base_offset + i as u64, value.clone());
         }
         if idempotent {
             self.idem.push(IdemBatch {
@@ -621,4 +625,379 @@ fn power_cut_long() {
         total.add(&run_cases(policy, cases));
     }
     println!("power cut, all policies: {total:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Disk faults that `tests.rs` does not cover: a full disk while writing the
+// checkpoint or the producer snapshot, and failures during recovery itself.
+// ---------------------------------------------------------------------------
+
+fn value(i: u64) -> Vec<u8> {
+    format!("value-{i:06}").into_bytes()
+}
+
+fn fault_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 2048,
+        index_interval_bytes: 256,
+        checkpoint_interval_bytes: 512,
+        fsync: FsyncPolicy::Always,
+        ..LogConfig::default()
+    }
+}
+
+fn open_faulty(dir: &std::path::Path, plan: &FaultPlan, config: &LogConfig) -> LogResult<Log> {
+    Log::open(
+        Arc::new(FaultyFs::new(plan.clone())),
+        dir,
+        config.clone(),
+        Arc::new(ManualClock::new(T0)),
+    )
+}
+
+/// Appends idempotent one-record batches `from..from + n` of producer 7.
+fn append_values(log: &mut Log, from: u64, n: u64) {
+    for i in from..from + n {
+        let batch = make_batch(&[value(i)], stamp(i as i32));
+        let info = log.append(&batch).expect("append");
+        assert_eq!(info.base_offset, i);
+        log.commit().expect("commit");
+    }
+}
+
+fn assert_holds(log: &Log, n: u64) {
+    let records = read_records(&log.reader(), 0);
+    let want: Vec<(u64, Vec<u8>)> = (0..n).map(|i| (i, value(i))).collect();
+    assert!(
+        records == want,
+        "the log does not hold exactly records 0..{n}"
+    );
+    assert_eq!(log.next_offset(), n);
+}
+
+#[test]
+fn disk_full_while_writing_checkpoints_and_snapshots_keeps_the_log_working() {
+    // Creating the temp file, writing it, and the rename's directory sync.
+    let faults = [
+        (Op::Write, "checkpoint.tmp"),
+        (Op::Write, "producers.snapshot.tmp"),
+        (Op::Open, "checkpoint.tmp"),
+        (Op::Open, "producers.snapshot.tmp"),
+        (Op::DirOp, "checkpoint"),
+    ];
+    for (op, path) in faults {
+        let tmp = fast_tempdir();
+        let dir = tmp.path().join("p");
+        let plan = FaultPlan::new();
+        let config = fault_config();
+        let mut log = open_faulty(&dir, &plan, &config).expect("open");
+        append_values(&mut log, 0, 10);
+        plan.inject(op, path, Fault::NoSpace, 0, None);
+        // Many checkpoints and several rolls come due; none can be written.
+        append_values(&mut log, 10, 150);
+        assert!(log.reader().segment_count() > 2, "rolls happened");
+        assert_holds(&log, 160);
+        // A crash while the disk is still full: recovery scans further back
+        // (its own checkpoint fails too) and keeps everything.
+        drop(log);
+        if op == Op::DirOp {
+            // The rule would also fail the removal of the leftover temp file
+            // at open (a clear error); unlinks rarely need space.
+            plan.clear();
+        }
+        let mut log = open_faulty(&dir, &plan, &config).expect("reopen on a full disk");
+        assert_holds(&log, 160);
+        let retry = log
+            .append(&make_batch(&[value(159)], stamp(159)))
+            .expect("retry");
+        assert!(retry.duplicate, "{op:?} {path}: producer state survived");
+        plan.clear();
+        append_values(&mut log, 160, 5);
+        log.close().expect("close");
+        let log = open_faulty(&dir, &plan, &config).expect("reopen");
+        assert!(log.recovery_report().clean, "{op:?} {path}");
+        assert_holds(&log, 165);
+        assert!(
+            std::fs::read_dir(&dir).expect("list").all(|e| !e
+                .expect("entry")
+                .path()
+                .to_string_lossy()
+                .ends_with(".tmp")),
+            "no temp file is left behind"
+        );
+    }
+}
+
+/// A log of `n` records whose active segment ends with half a batch.
+fn torn_log(n: u64) -> (tempfile::TempDir, PathBuf, LogConfig) {
+    let tmp = fast_tempdir();
+    let dir = tmp.path().join("p");
+    let config = LogConfig {
+        checkpoint_interval_bytes: 1 << 30,
+        ..fault_config()
+    };
+    let mut log = open_faulty(&dir, &FaultPlan::new(), &config).expect("open");
+    append_values(&mut log, 0, n);
+    let (base, end) = log.end_position();
+    drop(log);
+    let path = dir.join(format!("{base:020}.log"));
+    let mut bytes = std::fs::read(&path).expect("read");
+    let half = make_batch(&[value(n)], ProducerStamp::NONE);
+    bytes.extend_from_slice(&half.bytes()[..30]);
+    assert_eq!(bytes.len() as u64, end + 30);
+    std::fs::write(&path, bytes).expect("write");
+    (tmp, dir, config)
+}
+
+#[test]
+fn disk_full_while_recovery_cuts_a_torn_tail_fails_the_open_and_damages_nothing() {
+    let (_tmp, dir, config) = torn_log(40);
+    let plan = FaultPlan::new();
+    plan.inject(Op::SetLen, ".log", Fault::NoSpace, 0, None);
+    let err = open_faulty(&dir, &plan, &config).expect_err("cannot cut the tail");
+    let text = err.to_string();
+    assert!(text.contains("truncating the torn tail"), "{text}");
+    assert!(matches!(err, LogError::DiskFull { .. }), "{text}");
+    plan.clear();
+    let log = open_faulty(&dir, &plan, &config).expect("open once space is back");
+    assert_eq!(log.recovery_report().truncated_bytes, 30);
+    assert_holds(&log, 40);
+}
+
+#[test]
+fn failed_fsync_during_recovery_fails_the_open_and_damages_nothing() {
+    let (_tmp, dir, config) = torn_log(40);
+    let plan = FaultPlan::new();
+    plan.inject(Op::Sync, ".log", Fault::Io, 0, Some(1));
+    let err = open_faulty(&dir, &plan, &config).expect_err("sync fails");
+    assert!(
+        err.to_string().contains("syncing the recovered tail"),
+        "{err}"
+    );
+    let log = open_faulty(&dir, &plan, &config).expect("open when the disk works");
+    assert_holds(&log, 40);
+}
+
+#[test]
+fn disk_full_while_recovery_rebuilds_an_index_fails_the_open_and_damages_nothing() {
+    let tmp = fast_tempdir();
+    let dir = tmp.path().join("p");
+    let config = fault_config();
+    let mut log = open_faulty(&dir, &FaultPlan::new(), &config).expect("open");
+    append_values(&mut log, 0, 120);
+    log.close().expect("close");
+    std::fs::remove_file(dir.join(format!("{:020}.index", 0))).expect("remove index");
+    let plan = FaultPlan::new();
+    plan.inject(Op::SetLen, ".index", Fault::NoSpace, 0, None);
+    let err = open_faulty(&dir, &plan, &config).expect_err("cannot rebuild");
+    assert!(err.to_string().contains("index"), "{err}");
+    plan.clear();
+    // The failed attempt may leave an empty index file, which is then
+    // trusted as a (very sparse) index: slower lookups, same answers.
+    let log = open_faulty(&dir, &plan, &config).expect("open once space is back");
+    assert_holds(&log, 120);
+    assert_eq!(read_records(&log.reader(), 60)[0], (60, value(60)));
+}
+
+#[test]
+#[ignore = "bug: a roll that fails after sealing the active segment (ENOSPC creating the next one) leaves it sealed but still active; later appends land in it, its final time entry goes stale and, after a restart, time lookups skip their records"]
+fn a_failed_roll_does_not_leave_a_sealed_segment_taking_appends() {
+    let tmp = fast_tempdir();
+    let dir = tmp.path().join("p");
+    let clock = ManualClock::new(T0);
+    // No index entries (a huge interval): the stale-index path is shown
+    // without writing through a map past the end of a sealed index file.
+    let config = LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 1 << 30,
+        fsync: FsyncPolicy::Always,
+        ..LogConfig::default()
+    };
+    let plan = FaultPlan::new();
+    let fs: Arc<dyn FileSystem> = Arc::new(FaultyFs::new(plan.clone()));
+    let open = || Log::open(fs.clone(), &dir, config.clone(), Arc::new(clock.clone()));
+    let mut log = open().expect("open");
+    let big = vec![b'x'; 300];
+    while log.end_position().1 + 2 * 400 <= 1024 {
+        clock.advance(10);
+        log.append(&make_batch(&[big.clone()], ProducerStamp::NONE))
+            .expect("append");
+        log.commit().expect("commit");
+    }
+    // The next big batch needs a roll; creating the new segment fails.
+    plan.inject(Op::Open, ".index", Fault::NoSpace, 0, Some(1));
+    clock.advance(10);
+    let err = log
+        .append(&make_batch(
+            &[big.clone(), big.clone()],
+            ProducerStamp::NONE,
+        ))
+        .expect_err("roll fails");
+    assert!(matches!(err, LogError::DiskFull { .. }), "{err}");
+    // A small batch still fits in the old segment.
+    clock.advance(1000);
+    let small = log
+        .append(&make_batch(&[b"late".to_vec()], ProducerStamp::NONE))
+        .expect("small append");
+    log.commit().expect("commit");
+    // Space is back; the next big batch rolls for real.
+    clock.advance(10);
+    log.append(&make_batch(
+        &[big.clone(), big.clone()],
+        ProducerStamp::NONE,
+    ))
+    .expect("append after the roll");
+    log.commit().expect("commit");
+    let live = log
+        .reader()
+        .offset_for_timestamp(small.timestamp)
+        .expect("lookup");
+    log.close().expect("close");
+    let log = open().expect("reopen");
+    let after_restart = log
+        .reader()
+        .offset_for_timestamp(small.timestamp)
+        .expect("lookup");
+    assert_eq!(live, Some(small.base_offset), "before the restart");
+    assert_eq!(
+        after_restart,
+        Some(small.base_offset),
+        "after the restart, the time lookup of the batch appended after the failed roll"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Bounded fuzz: recovery over arbitrary segment bytes never panics, never
+// serves a damaged batch, and keeps exactly the valid prefix.
+// ---------------------------------------------------------------------------
+
+/// Stamped batches at offsets 0.. and their values, as a segment would hold.
+fn valid_segment(batches: &[Vec<Vec<u8>>]) -> (Vec<u8>, Vec<(u64, Vec<u8>)>, Vec<usize>) {
+    let mut bytes = Vec::new();
+    let mut records = Vec::new();
+    let mut ends = Vec::new();
+    let mut offset = 0u64;
+    for values in batches {
+        let batch = make_batch(values, ProducerStamp::NONE);
+        let start = bytes.len();
+        bytes.extend_from_slice(batch.bytes());
+        pigeon_client::batch::stamp(&mut bytes[start..], offset, T0, T0, batch.records_crc());
+        for value in values {
+            records.push((offset, value.clone()));
+            offset += 1;
+        }
+        ends.push(bytes.len());
+    }
+    (bytes, records, ends)
+}
+
+#[derive(Debug, Clone)]
+enum Damage {
+    /// Arbitrary bytes appended.
+    Append(Vec<u8>),
+    /// Bytes overwritten at fractions of the length.
+    Overwrite(Vec<(f64, u8)>),
+    /// Cut at a fraction of the length.
+    Cut(f64),
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 1..300).prop_map(Damage::Append),
+        proptest::collection::vec((0.0..1.0f64, any::<u8>()), 1..6).prop_map(Damage::Overwrite),
+        (0.0..1.0f64).prop_map(Damage::Cut),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// The active segment: recovery keeps exactly the batches before the
+    /// first damaged one.
+    #[test]
+    fn recovery_of_a_damaged_active_segment_keeps_the_valid_prefix(
+        batches in proptest::collection::vec(
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 1..4), 0..6),
+        damage in damage(),
+        index in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..100)),
+    ) {
+        let (mut bytes, records, ends) = valid_segment(&batches);
+        let intact_to = match &damage {
+            Damage::Append(garbage) => { bytes.extend_from_slice(garbage); bytes.len() }
+            Damage::Overwrite(edits) => {
+                let mut first = bytes.len();
+                for &(at, b) in edits {
+                    if bytes.is_empty() { break; }
+                    let at = ((bytes.len() as f64 * at) as usize).min(bytes.len() - 1);
+                    if bytes[at] != b { first = first.min(at); }
+                    bytes[at] = b;
+                }
+                first
+            }
+            Damage::Cut(at) => { let cut = (bytes.len() as f64 * at) as usize; bytes.truncate(cut); cut }
+        };
+        // Batches entirely before the first damaged byte must survive.
+        let kept_batches = ends.iter().filter(|&&end| end <= intact_to).count();
+        let kept_records: usize = batches[..kept_batches].iter().map(Vec::len).sum();
+        let tmp = fast_tempdir();
+        let dir = tmp.path().join("p");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(format!("{:020}.log", 0)), &bytes).expect("write segment");
+        if let Some(index) = &index {
+            std::fs::write(dir.join(format!("{:020}.index", 0)), index).expect("write index");
+        }
+        let log = Log::open(Arc::new(StdFs), &dir, LogConfig::default(), Arc::new(ManualClock::new(T0)))
+            .expect("recovery of an active segment always succeeds");
+        let got = read_records(&log.reader(), 0);
+        let next = log.next_offset();
+        prop_assert!(got.iter().map(|r| r.0).eq(0..next), "dense offsets");
+        prop_assert!(got.len() >= kept_records, "lost intact batches: {} < {kept_records}", got.len());
+        prop_assert!(got.len() <= records.len());
+        prop_assert!(got[..] == records[..got.len()], "served bytes differ from the batches written");
+    }
+
+    /// A damaged sealed segment followed by an active one: opening and
+    /// reading everything never panics, and what is served is what was written.
+    #[test]
+    fn damaged_sealed_segments_never_panic_or_serve_damage(
+        sealed in proptest::collection::vec(any::<u8>(), 0..400),
+        edits in proptest::collection::vec((0.0..1.0f64, any::<u8>()), 0..4),
+        sealed_index in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+        active in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let (mut first, records, _) = valid_segment(&[vec![b"a".to_vec(), b"b".to_vec()], vec![b"c".to_vec()]]);
+        first.extend_from_slice(&sealed);
+        for (at, b) in edits {
+            let at = ((first.len() as f64 * at) as usize).min(first.len() - 1);
+            first[at] = b;
+        }
+        let tmp = fast_tempdir();
+        let dir = tmp.path().join("p");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(format!("{:020}.log", 0)), &first).expect("write");
+        if let Some(index) = &sealed_index {
+            std::fs::write(dir.join(format!("{:020}.index", 0)), index).expect("write");
+        }
+        std::fs::write(dir.join(format!("{:020}.log", 3)), &active).expect("write");
+        let Ok(log) = Log::open(Arc::new(StdFs), &dir, LogConfig::default(), Arc::new(ManualClock::new(T0))) else {
+            return Ok(());
+        };
+        let reader = log.reader();
+        for offset in reader.start_offset()..log.next_offset() {
+            let Ok(result) = reader.read(offset, 1 << 16) else { continue };
+            let mut bytes = &result.bytes[..];
+            while !bytes.is_empty() {
+                let (_, length) = read_prefix(bytes).expect("prefix");
+                let total = 12 + length as usize;
+                prop_assert!(verify_stored(&bytes[..total], 1 << 20).is_ok(), "a damaged batch was served");
+                for record in records_of(Bytes::copy_from_slice(&bytes[..total])).expect("batch") {
+                    let record = record.expect("record");
+                    if let Some((_, want)) = records.iter().find(|r| r.0 == record.offset) {
+                        prop_assert_eq!(&record.value[..], &want[..]);
+                    }
+                }
+                bytes = &bytes[total..];
+            }
+        }
+    }
 }
