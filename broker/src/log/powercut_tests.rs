@@ -820,7 +820,7 @@ fn a_failed_roll_does_not_leave_a_sealed_segment_taking_appends() {
     let big = vec![b'x'; 300];
     while log.end_position().1 + 2 * 400 <= 1024 {
         clock.advance(10);
-        log.append(&make_batch(&[big.clone()], ProducerStamp::NONE))
+        log.append(&make_batch(std::slice::from_ref(&big), ProducerStamp::NONE))
             .expect("append");
         log.commit().expect("commit");
     }
@@ -871,8 +871,12 @@ fn a_failed_roll_does_not_leave_a_sealed_segment_taking_appends() {
 // serves a damaged batch, and keeps exactly the valid prefix.
 // ---------------------------------------------------------------------------
 
-/// Stamped batches at offsets 0.. and their values, as a segment would hold.
-fn valid_segment(batches: &[Vec<Vec<u8>>]) -> (Vec<u8>, Vec<(u64, Vec<u8>)>, Vec<usize>) {
+/// `(offset, value)` of each record.
+type Records = Vec<(u64, Vec<u8>)>;
+
+/// Stamped batches at offsets 0.. as a segment would hold them, their
+/// records, and where each batch ends.
+fn valid_segment(batches: &[Vec<Vec<u8>>]) -> (Vec<u8>, Records, Vec<usize>) {
     let mut bytes = Vec::new();
     let mut records = Vec::new();
     let mut ends = Vec::new();
