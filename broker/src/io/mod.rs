@@ -14,6 +14,7 @@
 //! reported as [`io::ErrorKind::WriteZero`].
 
 mod fault;
+mod powercut;
 mod std_fs;
 
 use std::fmt::Debug;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use fault::{Fault, FaultPlan, FaultyFs, Op};
+pub use powercut::{CutReport, PowerCutFs};
 pub use std_fs::StdFs;
 
 /// How a file is opened.

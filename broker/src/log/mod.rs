@@ -69,4 +69,6 @@ pub use writer::{AppendInfo, Log};
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
+mod powercut_tests;
+#[cfg(test)]
 mod tests;
