@@ -458,3 +458,121 @@ fn group_errors_are_one_sentence_and_exit_1() {
         usage.stderr
     );
 }
+
+/// The library's `Consumer` through a proxy: ack (and a second ack:
+/// `LeaseLost`), nack with a delay (attempt 2), reject with a reason (to
+/// the DLQ), extend; then the broker is killed and restarted under a
+/// pending receive, and the consumer rejoins by itself and goes on.
+#[test]
+fn library_consumer_settles_and_rejoins_after_a_broker_restart() {
+    use pigeon_client::client::{Client, Consumer, ConsumerConfig};
+    use pigeon_client::protocol::{ErrorCode, GroupSettings};
+    use pigeon_suite::proxy::FaultyProxy;
+
+    let (_tmp, mut broker) = start_broker();
+    let lines: Vec<String> = (0..4).map(|i| format!("m{i}")).collect();
+    topic_with(&broker, "lib", &lines);
+    let rt = pigeon_suite::runtime();
+    let proxy = rt.block_on(FaultyProxy::start(broker.addr, 0, 1));
+    let mut consumer = rt.block_on(async {
+        let client = Client::connect(proxy.addr.to_string())
+            .await
+            .expect("connect");
+        let settings = GroupSettings {
+            max_deliveries: 3,
+            backoff_initial_ms: 10,
+            backoff_max_ms: 50,
+            ..GroupSettings::default()
+        };
+        client
+            .admin()
+            .create_group("lib", "g", settings)
+            .await
+            .expect("create group");
+        let config = ConsumerConfig {
+            max_messages: 1,
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::join(&client, "lib", "g", config)
+            .await
+            .expect("join");
+        let within = Duration::from_secs(10);
+        let d0 = tokio::time::timeout(within, consumer.next_delivery())
+            .await
+            .expect("in time")
+            .expect("d0");
+        assert_eq!(
+            (d0.offset, d0.attempt, d0.value.as_ref()),
+            (0, 1, &b"m0"[..])
+        );
+        d0.ack().await.expect("ack");
+        let again = d0.ack().await.expect_err("a second ack");
+        assert_eq!(again.code(), Some(ErrorCode::LeaseLost), "{again}");
+
+        let d1 = consumer.next_delivery().await.expect("d1");
+        assert_eq!(d1.offset, 1);
+        d1.nack(Some(Duration::from_millis(10)))
+            .await
+            .expect("nack");
+        let d2 = consumer.next_delivery().await.expect("d2");
+        let d2 = if d2.offset == 1 {
+            // The nacked message may come back before offset 2.
+            assert_eq!(d2.attempt, 2);
+            d2.ack().await.expect("ack the redelivery");
+            consumer.next_delivery().await.expect("d2")
+        } else {
+            d2
+        };
+        assert_eq!(d2.offset, 2);
+        d2.reject("bad total").await.expect("reject");
+        let d3 = loop {
+            let d = consumer.next_delivery().await.expect("d3");
+            if d.offset == 1 {
+                assert_eq!(d.attempt, 2);
+                d.ack().await.expect("ack the redelivery");
+                continue;
+            }
+            break d;
+        };
+        assert_eq!(d3.offset, 3);
+        d3.extend(Duration::from_secs(120)).await.expect("extend");
+        d3.ack().await.expect("ack after extend");
+
+        let admin = client.admin();
+        let state = admin.message_state("lib", "g", 0, 2).await.expect("state");
+        assert!(
+            matches!(
+                state.state,
+                pigeon_client::protocol::MessageState::DeadLettered
+                    | pigeon_client::protocol::MessageState::Settled
+            ),
+            "{state:?}"
+        );
+        consumer
+    });
+
+    // A receive is pending (nothing is left). Kill the broker under the
+    // consumer, start a new one, point the proxy at it, and produce offset
+    // 4: only a consumer that joined the new broker can get it.
+    let pending = rt.spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            let d = consumer.next_delivery().await.expect("after restart");
+            d.ack().await.expect("ack after rejoin");
+            seen.push(d.offset);
+            if d.offset == 4 {
+                return seen;
+            }
+        }
+    });
+    broker.restart();
+    proxy.set_upstream(broker.addr);
+    assert!(!pending.is_finished());
+    let produced = pigeon(&broker, &["produce", "lib"], b"m4\n").ok();
+    assert_eq!(produced.lines().len(), 1);
+    let seen = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), pending).await })
+        .expect("the consumer came back within 30 s")
+        .expect("task");
+    assert_eq!(seen.last(), Some(&4), "{seen:?}");
+}
