@@ -20,6 +20,15 @@
 //!   membership then fails with `LeaseLost`, like any lost lease.
 //! - A settle answer of `LeaseLost` (or any per-item error) is returned as
 //!   [`ClientError::Broker`] with the broker's code.
+//! - The connection lives as long as the consumer or any of its deliveries:
+//!   dropping them all (or [`Consumer::close`]) closes it, and the broker
+//!   hands the leases still held back to the group.
+//!
+//! Known gap: a connection that dies while *no* request of the consumer is
+//! outstanding (e.g. during a long handler) is re-established by [`Client`]
+//! on the next request without the consumer noticing; the broker then
+//! answers the stale consumer id's Receive with nothing. Closing it needs a
+//! connection generation from [`Client`] (not exposed yet).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
