@@ -18,6 +18,6 @@ pub mod client;
 pub mod protocol;
 
 pub use client::{
-    Admin, Client, ClientConfig, ClientError, Producer, ProducerConfig, ProducerRecord, Reader,
-    ReaderConfig, RecordMetadata, StartAt,
+    Admin, Client, ClientConfig, ClientError, Consumer, ConsumerConfig, GroupDelivery, Producer,
+    ProducerConfig, ProducerRecord, Reader, ReaderConfig, RecordMetadata, StartAt,
 };

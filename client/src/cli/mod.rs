@@ -10,6 +10,10 @@
 //! | `topic.rs` | `pigeon topic create/list/describe/delete` |
 //! | `produce.rs` | `pigeon produce`: stdin lines to records, pipelined |
 //! | `read.rs` | `pigeon read`: replay without a group, optionally following |
+//! | `group.rs` | `pigeon group create/describe/seek/pause/resume/delete` |
+//! | `consume.rs` | `pigeon consume`: a group's messages printed or handed to `--exec`, then settled |
+//! | `message.rs` | `pigeon message show`: one message's state in a group |
+//! | `dlq.rs` | `pigeon dlq list`: a group's dead-letter topic |
 //! | `output.rs` | buffered stdout, record rendering (human and `--json`), timestamps |
 //!
 //! ## Exit codes
@@ -20,7 +24,11 @@
 //!   reported on stderr as one sentence prefixed `pigeon: `;
 //! - 2: a usage error (clap's own report).
 
+mod consume;
+mod dlq;
 mod failure;
+mod group;
+mod message;
 mod output;
 mod produce;
 mod read;
@@ -62,6 +70,17 @@ enum Command {
     /// Replay a topic's records without a group, from a start point to the
     /// end of the log (or follow it).
     Read(read::ReadArgs),
+    /// Create, describe, seek, pause, resume and delete consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
+    /// Receive a group's messages: print (or run a command on) and ack each.
+    Consume(consume::ConsumeArgs),
+    /// A message's state in a consumer group.
+    #[command(subcommand)]
+    Message(message::MessageCommand),
+    /// The dead-letter queue of a consumer group.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
 }
 
 /// Parses the arguments, runs the command and turns its outcome into an
@@ -90,6 +109,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Topic(command) => topic::run(&cli.broker, command).await,
         Command::Produce(args) => produce::run(&cli.broker, args).await,
         Command::Read(args) => read::run(&cli.broker, args).await,
+        Command::Group(command) => group::run(&cli.broker, command).await,
+        Command::Consume(args) => consume::run(&cli.broker, args).await,
+        Command::Message(command) => message::run(&cli.broker, command).await,
+        Command::Dlq(command) => dlq::run(&cli.broker, command).await,
     }
 }
 

@@ -68,6 +68,11 @@ pub(crate) fn json_object<const N: usize>(fields: [(&str, Value); N]) -> Value {
 
 /// One record as a `--json` line (see the module documentation).
 pub(crate) fn record_json(topic: &str, partition: u32, record: &Record) -> String {
+    Value::Object(record_json_map(topic, partition, record)).to_string()
+}
+
+/// One record as the JSON object of a `--json` line.
+pub(crate) fn record_json_map(topic: &str, partition: u32, record: &Record) -> Map<String, Value> {
     let mut object = Map::new();
     object.insert("topic".into(), topic.into());
     object.insert("partition".into(), partition.into());
@@ -88,7 +93,7 @@ pub(crate) fn record_json(topic: &str, partition: u32, record: &Record) -> Strin
     if base64 {
         object.insert("headers_encoding".into(), "base64".into());
     }
-    Value::Object(object).to_string()
+    object
 }
 
 /// Inserts `name` as text, or as base64 followed by `<name>_encoding`.

@@ -46,7 +46,7 @@ pub(crate) struct ReadArgs {
 }
 
 /// An RFC 3339 time as ms since the Unix epoch.
-fn parse_time(arg: &str) -> Result<i64, String> {
+pub(crate) fn parse_time(arg: &str) -> Result<i64, String> {
     arg.parse::<jiff::Timestamp>()
         .map(|ts| ts.as_millisecond())
         .map_err(|err| format!("`{arg}` is not an RFC 3339 time like 2026-11-23T10:00:00Z: {err}"))

@@ -163,7 +163,7 @@ fn describe_json(out: &mut Out, topic: &DescribeTopicResponse) -> Result<(), Fai
 }
 
 /// Left-aligned columns separated by two spaces.
-fn print_table<const N: usize>(
+pub(crate) fn print_table<const N: usize>(
     out: &mut Out,
     header: [&str; N],
     rows: &[[String; N]],

@@ -10,9 +10,12 @@
 use super::connection::{Client, expect_response};
 use super::error::ClientError;
 use crate::protocol::{
-    CreateTopicRequest, DeleteTopicRequest, DescribeTopicRequest, DescribeTopicResponse, ErrorCode,
-    ListOffsetsPartition, ListOffsetsPartitionResponse, ListOffsetsRequest, ListTopicsRequest,
-    OffsetSpec, TopicListing,
+    AlterGroupRequest, CreateGroupRequest, CreateTopicRequest, DeleteGroupRequest,
+    DeleteTopicRequest, DescribeGroupRequest, DescribeGroupResponse, DescribeTopicRequest,
+    DescribeTopicResponse, ErrorCode, GroupSettings, ListOffsetsPartition,
+    ListOffsetsPartitionResponse, ListOffsetsRequest, ListTopicsRequest, MessageStateRequest,
+    MessageStateResponse, OffsetSpec, PauseGroupRequest, SeekGroupPartition, SeekGroupRequest,
+    SeekTarget, TopicListing,
 };
 
 /// A topic to create.
@@ -233,4 +236,126 @@ pub(crate) async fn list_offset(
         ));
     }
     Ok(answer)
+}
+
+impl Admin {
+    /// Creates a consumer group on `topic` with `settings` (and its DLQ
+    /// topic `<topic>.<group>.dlq`). Fails with `UnknownTopic`,
+    /// `GroupAlreadyExists` or `InvalidConfig` broker errors.
+    ///
+    /// ```no_run
+    /// use pigeon_client::protocol::GroupSettings;
+    /// # async fn demo(admin: pigeon_client::client::Admin) -> Result<(), pigeon_client::client::ClientError> {
+    /// admin.create_group("orders", "billing", GroupSettings::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_group(
+        &self,
+        topic: &str,
+        group: &str,
+        settings: GroupSettings,
+    ) -> Result<(), ClientError> {
+        let request = CreateGroupRequest {
+            topic: topic.to_string(),
+            group: group.to_string(),
+            settings,
+        };
+        let response = self.client.request(request.into()).await?;
+        expect_response!(response, CreateGroup).map(|_| ())
+    }
+
+    /// A group's settings, pause state and per-partition progress (lag,
+    /// in flight, delayed, dead-lettered, removed by retention).
+    pub async fn describe_group(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<DescribeGroupResponse, ClientError> {
+        let request = DescribeGroupRequest {
+            topic: topic.to_string(),
+            group: group.to_string(),
+        };
+        let response = self.client.request(request.into()).await?;
+        expect_response!(response, DescribeGroup)
+    }
+
+    /// Replaces a group's settings (all of them).
+    pub async fn alter_group(
+        &self,
+        topic: &str,
+        group: &str,
+        settings: GroupSettings,
+    ) -> Result<(), ClientError> {
+        let request = AlterGroupRequest {
+            topic: topic.to_string(),
+            group: group.to_string(),
+            settings,
+        };
+        let response = self.client.request(request.into()).await?;
+        expect_response!(response, AlterGroup).map(|_| ())
+    }
+
+    /// Moves a group in one partition (or all, with `None`) to `target`;
+    /// everything from there on is delivered again. Returns where each
+    /// partition sought now starts.
+    pub async fn seek_group(
+        &self,
+        topic: &str,
+        group: &str,
+        partition: Option<u32>,
+        target: SeekTarget,
+    ) -> Result<Vec<SeekGroupPartition>, ClientError> {
+        let request = SeekGroupRequest {
+            topic: topic.to_string(),
+            group: group.to_string(),
+            partition,
+            target,
+        };
+        let response = self.client.request(request.into()).await?;
+        expect_response!(response, SeekGroup).map(|r| r.partitions)
+    }
+
+    /// Pauses (`true`) or resumes (`false`) a group's deliveries.
+    pub async fn pause_group(
+        &self,
+        topic: &str,
+        group: &str,
+        paused: bool,
+    ) -> Result<(), ClientError> {
+        let request = PauseGroupRequest {
+            topic: topic.to_string(),
+            group: group.to_string(),
+            paused,
+        };
+        let response = self.client.request(request.into()).await?;
+        expect_response!(response, PauseGroup).map(|_| ())
+    }
+
+    /// Deletes a group and its delivery state.
+    pub async fn delete_group(&self, topic: &str, group: &str) -> Result<(), ClientError> {
+        let request = DeleteGroupRequest {
+            topic: topic.to_string(),
+            group: group.to_string(),
+        };
+        let response = self.client.request(request.into()).await?;
+        expect_response!(response, DeleteGroup).map(|_| ())
+    }
+
+    /// Where one message stands in a group.
+    pub async fn message_state(
+        &self,
+        topic: &str,
+        group: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<MessageStateResponse, ClientError> {
+        let request = MessageStateRequest {
+            topic: topic.to_string(),
+            group: group.to_string(),
+            partition,
+            offset,
+        };
+        let response = self.client.request(request.into()).await?;
+        expect_response!(response, MessageState)
+    }
 }

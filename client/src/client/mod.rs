@@ -42,6 +42,7 @@
 //! | `breaker.rs` | [`CircuitConfig`] and the circuit breaker |
 //! | `connection.rs` | [`Client`]: connection, handshake, request matching, reconnects |
 //! | `admin.rs` | [`Admin`]: create/delete/list/describe topics, offset lookups |
+//! //! | `consumer.rs` | [`Consumer`]: group membership, long-poll receive, ack/nack/reject/extend, rejoin |
 //! | `producer.rs` | [`Producer`]: partitioning, batching, buffering, retries |
 //! | `reader.rs` | [`Reader`]: a partition as an async stream of records |
 
@@ -49,6 +50,7 @@ mod admin;
 mod backoff;
 mod breaker;
 mod connection;
+mod consumer;
 mod error;
 mod producer;
 mod reader;
@@ -61,6 +63,7 @@ pub use admin::{Admin, NewTopic};
 pub use backoff::Backoff;
 pub use breaker::CircuitConfig;
 pub use connection::{Client, ClientConfig, DEFAULT_BROKER_ADDR};
+pub use consumer::{Consumer, ConsumerConfig, GroupDelivery};
 pub use error::ClientError;
 pub use producer::{
     Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata, partition_for_key,

@@ -1,0 +1,578 @@
+//! End-to-end tests of the consumer-group commands of the `pigeon` command
+//! line against a real `pigeon-broker`: `group create/describe/seek/pause/
+//! resume`, `consume` (printing, `--json`, `--max`, `--wait-ms`, `--exec`
+//! with ack / reject / nack verdicts), `dlq list` and `message show`.
+//!
+//! Every `pigeon` run is bounded by [`RUN_TIMEOUT`]; commands stop by
+//! themselves (`--max`, `--wait-ms`), never after a fixed sleep.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use pigeon_suite::Broker;
+use serde_json::Value;
+
+/// Longest a single `pigeon` invocation may take.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(self) -> Run {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "pigeon failed: stderr: {}\nstdout: {}",
+            self.stderr,
+            self.stdout
+        );
+        assert!(self.stderr.is_empty(), "stderr: {}", self.stderr);
+        self
+    }
+
+    fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+
+    fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+}
+
+/// `pigeon --broker ADDR ARGS` with `stdin`, bounded by [`RUN_TIMEOUT`].
+fn pigeon(broker: &Broker, args: &[&str], stdin: &[u8]) -> Run {
+    let mut child = Command::new(pigeon_suite::binary("pigeon"))
+        .arg("--broker")
+        .arg(broker.addr.to_string())
+        .args(args)
+        .env_remove("PIGEON_BROKER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pigeon");
+    let mut input = child.stdin.take().expect("stdin");
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let stdout = drain(child.stdout.take().expect("stdout"));
+    let stderr = drain(child.stderr.take().expect("stderr"));
+    let code = wait_bounded(&mut child, RUN_TIMEOUT);
+    let _ = writer.join();
+    Run {
+        code,
+        stdout: String::from_utf8_lossy(&stdout.recv().expect("stdout")).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr.recv().expect("stderr")).into_owned(),
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (done, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        let _ = done.send(bytes);
+    });
+    receiver
+}
+
+fn wait_bounded(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for pigeon") {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pigeon did not finish within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn start_broker() -> (tempfile::TempDir, Broker) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(&tmp.path().join("data"), &[]);
+    (tmp, broker)
+}
+
+/// Creates `topic` and produces `lines` into it.
+fn topic_with(broker: &Broker, topic: &str, lines: &[String]) {
+    pigeon(broker, &["topic", "create", topic], b"").ok();
+    let mut input = lines.join("\n");
+    input.push('\n');
+    let produced = pigeon(broker, &["produce", topic], input.as_bytes()).ok();
+    assert_eq!(produced.lines().len(), lines.len());
+}
+
+fn create_group(broker: &Broker, topic: &str, group: &str, extra: &[&str]) {
+    let mut args = vec!["group", "create", group, "--topic", topic];
+    args.extend_from_slice(extra);
+    let created = pigeon(broker, &args, b"").ok();
+    assert!(created.stdout.contains(group), "{}", created.stdout);
+}
+
+fn describe_json(broker: &Broker, topic: &str, group: &str) -> Vec<Value> {
+    pigeon(
+        broker,
+        &["group", "describe", group, "--topic", topic, "--json"],
+        b"",
+    )
+    .ok()
+    .json_lines()
+}
+
+fn message_show(broker: &Broker, topic: &str, group: &str, offset: u64) -> String {
+    pigeon(
+        broker,
+        &[
+            "message",
+            "show",
+            topic,
+            "--partition",
+            "0",
+            "--offset",
+            &offset.to_string(),
+            "--group",
+            group,
+        ],
+        b"",
+    )
+    .ok()
+    .stdout
+}
+
+fn write_handler(dir: &Path, handled: &Path) -> String {
+    let script = dir.join("handler.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "v=$(cat)\ncase \"$v\" in *poison*) exit 65;; esac\nprintf '%s %s %s\\n' \"$PIGEON_OFFSET\" \"$PIGEON_ATTEMPT\" \"$v\" >> '{}'\n",
+            handled.display()
+        ),
+    )
+    .expect("write handler");
+    format!("sh '{}'", script.display())
+}
+
+#[test]
+fn exec_handler_acks_good_lines_and_rejects_poison_to_the_dlq() {
+    let (tmp, broker) = start_broker();
+    let lines: Vec<String> = (0..100)
+        .map(|i| {
+            if i % 20 == 7 {
+                format!("poison {i}")
+            } else {
+                format!("line {i}")
+            }
+        })
+        .collect();
+    topic_with(&broker, "orders", &lines);
+    create_group(
+        &broker,
+        "orders",
+        "billing",
+        &[
+            "--max-deliveries",
+            "2",
+            "--backoff-initial-ms",
+            "10",
+            "--backoff-max-ms",
+            "50",
+        ],
+    );
+    let handled = tmp.path().join("handled.txt");
+    let command = write_handler(tmp.path(), &handled);
+    pigeon(
+        &broker,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--exec",
+            &command,
+            "--wait-ms",
+            "2000",
+        ],
+        b"",
+    )
+    .ok();
+
+    let handled = std::fs::read_to_string(&handled).expect("handler output");
+    let mut values: Vec<&str> = handled
+        .lines()
+        .map(|l| l.splitn(3, ' ').nth(2).expect("value"))
+        .collect();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!(values.len(), 95, "{handled}");
+    assert!(values.iter().all(|v| v.starts_with("line ")));
+    assert!(
+        handled.lines().all(|l| l.split(' ').nth(1) == Some("1")),
+        "every good line handled at its first attempt: {handled}"
+    );
+
+    let dlq = pigeon(
+        &broker,
+        &["dlq", "list", "orders", "--group", "billing"],
+        b"",
+    )
+    .ok();
+    let parked = dlq.lines();
+    assert_eq!(parked.len(), 5, "{}", dlq.stdout);
+    for (line, i) in parked.iter().zip([7, 27, 47, 67, 87]) {
+        assert!(line.starts_with(&format!("orders/0@{i} ")), "{line}");
+        assert!(line.contains("reason=rejected"), "{line}");
+        assert!(line.contains("exited with code 65"), "{line}");
+        assert!(line.ends_with(&format!("poison {i}")), "{line}");
+    }
+    let dlq_json = pigeon(
+        &broker,
+        &["dlq", "list", "orders", "--group", "billing", "--json"],
+        b"",
+    )
+    .ok()
+    .json_lines();
+    assert_eq!(dlq_json.len(), 5);
+    assert_eq!(dlq_json[0]["headers"]["pigeon.dlq.reason"], "rejected");
+    assert_eq!(dlq_json[0]["headers"]["pigeon.dlq.source-offset"], "7");
+
+    let described = describe_json(&broker, "orders", "billing");
+    assert_eq!(described.len(), 1);
+    assert_eq!(described[0]["lag"], 0, "{}", described[0]);
+    assert_eq!(described[0]["dead_lettered"], 5, "{}", described[0]);
+    assert_eq!(described[0]["committed_floor"], 100, "{}", described[0]);
+    assert_eq!(described[0]["log_end"], 100, "{}", described[0]);
+    assert_eq!(described[0]["settings"]["max_deliveries"], 2);
+    let human = pigeon(
+        &broker,
+        &["group", "describe", "billing", "--topic", "orders"],
+        b"",
+    )
+    .ok();
+    assert!(human.stdout.contains("LAG"), "{}", human.stdout);
+    assert!(
+        human.stdout.contains("max deliveries 2"),
+        "{}",
+        human.stdout
+    );
+
+    let acked = message_show(&broker, "orders", "billing", 3);
+    assert!(acked.contains("settled"), "{acked}");
+}
+
+#[test]
+fn failing_exec_nacks_until_max_deliveries_dead_letters() {
+    let (_tmp, broker) = start_broker();
+    let lines: Vec<String> = (0..3).map(|i| format!("job {i}")).collect();
+    topic_with(&broker, "jobs", &lines);
+    create_group(
+        &broker,
+        "jobs",
+        "workers",
+        &[
+            "--max-deliveries",
+            "2",
+            "--backoff-initial-ms",
+            "10",
+            "--backoff-max-ms",
+            "50",
+        ],
+    );
+    pigeon(
+        &broker,
+        &[
+            "consume",
+            "jobs",
+            "--group",
+            "workers",
+            "--exec",
+            "exit 1",
+            "--wait-ms",
+            "2000",
+        ],
+        b"",
+    )
+    .ok();
+    let dlq = pigeon(&broker, &["dlq", "list", "jobs", "--group", "workers"], b"").ok();
+    assert_eq!(dlq.lines().len(), 3, "{}", dlq.stdout);
+    for line in dlq.lines() {
+        assert!(line.contains("attempts=2"), "{line}");
+        assert!(line.contains("reason=max-deliveries"), "{line}");
+    }
+    assert_eq!(describe_json(&broker, "jobs", "workers")[0]["lag"], 0);
+}
+
+/// Once the group's committed floor passes a dead-lettered message,
+/// MessageState answers `Settled` with 0 attempts: `message show` cannot
+/// say "dead-lettered and why" as DESIGN.md asks.
+#[test]
+#[ignore = "bug: MessageState reports a dead-lettered message below the committed floor as Settled with 0 attempts and no reason"]
+fn message_show_says_dead_lettered_after_the_floor_passed_it() {
+    let (_tmp, broker) = start_broker();
+    topic_with(&broker, "jobs", &["job 0".to_string()]);
+    create_group(&broker, "jobs", "workers", &[]);
+    pigeon(
+        &broker,
+        &[
+            "consume", "jobs", "--group", "workers", "--exec", "exit 65", "--max", "1",
+        ],
+        b"",
+    )
+    .ok();
+    let state = message_show(&broker, "jobs", "workers", 0);
+    assert!(state.contains("dead-lettered"), "{state}");
+    assert!(state.contains("attempts: 1"), "{state}");
+}
+
+#[test]
+fn json_max_seek_replay_pause_and_resume() {
+    let (_tmp, broker) = start_broker();
+    let lines: Vec<String> = (0..10).map(|i| format!("event {i}")).collect();
+    topic_with(&broker, "events", &lines);
+    create_group(&broker, "events", "audit", &[]);
+    let consume = |extra: &[&str]| {
+        let mut args = vec!["consume", "events", "--group", "audit"];
+        args.extend_from_slice(extra);
+        pigeon(&broker, &args, b"").ok()
+    };
+
+    let first = consume(&["--max", "3", "--json"]).json_lines();
+    assert_eq!(first.len(), 3);
+    for (i, object) in first.iter().enumerate() {
+        let keys: Vec<&str> = object
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "topic",
+                "partition",
+                "offset",
+                "timestamp",
+                "key",
+                "value",
+                "headers",
+                "attempt"
+            ]
+        );
+        assert_eq!(object["offset"], i as u64);
+        assert_eq!(object["value"], format!("event {i}"));
+        assert_eq!(object["attempt"], 1);
+    }
+    let acked = message_show(&broker, "events", "audit", 2);
+    assert!(acked.contains("settled"), "{acked}");
+    let pending = message_show(&broker, "events", "audit", 5);
+    assert!(pending.contains("available"), "{pending}");
+
+    let rest = consume(&["--wait-ms", "500"]);
+    assert_eq!(rest.lines().len(), 7, "{}", rest.stdout);
+    assert!(
+        rest.lines()[0].starts_with("events/0@3 attempt=1 "),
+        "{}",
+        rest.stdout
+    );
+    assert!(rest.lines()[6].ends_with(" event 9"), "{}", rest.stdout);
+    assert_eq!(describe_json(&broker, "events", "audit")[0]["lag"], 0);
+
+    let sought = pigeon(
+        &broker,
+        &[
+            "group",
+            "seek",
+            "audit",
+            "--topic",
+            "events",
+            "--to-offset",
+            "0",
+        ],
+        b"",
+    )
+    .ok();
+    assert!(sought.stdout.contains("offset 0"), "{}", sought.stdout);
+    pigeon(
+        &broker,
+        &["group", "pause", "audit", "--topic", "events"],
+        b"",
+    )
+    .ok();
+    assert_eq!(describe_json(&broker, "events", "audit")[0]["paused"], true);
+    let started = Instant::now();
+    let paused = consume(&["--wait-ms", "300"]);
+    assert!(paused.stdout.is_empty(), "{}", paused.stdout);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    pigeon(
+        &broker,
+        &["group", "resume", "audit", "--topic", "events"],
+        b"",
+    )
+    .ok();
+    let replay = consume(&["--wait-ms", "500", "--json"]).json_lines();
+    let offsets: Vec<u64> = replay
+        .iter()
+        .map(|o| o["offset"].as_u64().expect("offset"))
+        .collect();
+    assert_eq!(offsets, (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn group_errors_are_one_sentence_and_exit_1() {
+    let (_tmp, broker) = start_broker();
+    let run = pigeon(
+        &broker,
+        &["group", "describe", "nope", "--topic", "missing"],
+        b"",
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.starts_with("pigeon: "), "{}", run.stderr);
+    assert_eq!(run.stderr.trim_end().lines().count(), 1, "{}", run.stderr);
+    let run = pigeon(
+        &broker,
+        &["consume", "missing", "--group", "g", "--max", "1"],
+        b"",
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.starts_with("pigeon: "), "{}", run.stderr);
+    let usage = pigeon(&broker, &["group", "seek", "g", "--topic", "t"], b"");
+    assert_eq!(
+        usage.code,
+        Some(2),
+        "a seek needs a target: {}",
+        usage.stderr
+    );
+}
+
+/// The library's `Consumer` through a proxy: ack (and a second ack:
+/// `LeaseLost`), nack with a delay (attempt 2), reject with a reason (to
+/// the DLQ), extend; then the broker is killed and restarted under a
+/// pending receive, and the consumer rejoins by itself and goes on.
+#[test]
+fn library_consumer_settles_and_rejoins_after_a_broker_restart() {
+    use pigeon_client::client::{Client, Consumer, ConsumerConfig};
+    use pigeon_client::protocol::{ErrorCode, GroupSettings};
+    use pigeon_suite::proxy::FaultyProxy;
+
+    let (_tmp, mut broker) = start_broker();
+    let lines: Vec<String> = (0..4).map(|i| format!("m{i}")).collect();
+    topic_with(&broker, "lib", &lines);
+    let rt = pigeon_suite::runtime();
+    let proxy = rt.block_on(FaultyProxy::start(broker.addr, 0, 1));
+    let mut consumer = rt.block_on(async {
+        let client = Client::connect(proxy.addr.to_string())
+            .await
+            .expect("connect");
+        let settings = GroupSettings {
+            max_deliveries: 3,
+            backoff_initial_ms: 10,
+            backoff_max_ms: 50,
+            ..GroupSettings::default()
+        };
+        client
+            .admin()
+            .create_group("lib", "g", settings)
+            .await
+            .expect("create group");
+        let config = ConsumerConfig {
+            max_messages: 1,
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::join(&client, "lib", "g", config)
+            .await
+            .expect("join");
+        let within = Duration::from_secs(10);
+        let d0 = tokio::time::timeout(within, consumer.next_delivery())
+            .await
+            .expect("in time")
+            .expect("d0");
+        assert_eq!(
+            (d0.offset, d0.attempt, d0.value.as_ref()),
+            (0, 1, &b"m0"[..])
+        );
+        d0.ack().await.expect("ack");
+        let again = d0.ack().await.expect_err("a second ack");
+        assert_eq!(again.code(), Some(ErrorCode::LeaseLost), "{again}");
+
+        let d1 = consumer.next_delivery().await.expect("d1");
+        assert_eq!(d1.offset, 1);
+        d1.nack(Some(Duration::from_millis(10)))
+            .await
+            .expect("nack");
+        let d2 = consumer.next_delivery().await.expect("d2");
+        let d2 = if d2.offset == 1 {
+            // The nacked message may come back before offset 2.
+            assert_eq!(d2.attempt, 2);
+            d2.ack().await.expect("ack the redelivery");
+            consumer.next_delivery().await.expect("d2")
+        } else {
+            d2
+        };
+        assert_eq!(d2.offset, 2);
+        d2.reject("bad total").await.expect("reject");
+        let d3 = loop {
+            let d = consumer.next_delivery().await.expect("d3");
+            if d.offset == 1 {
+                assert_eq!(d.attempt, 2);
+                d.ack().await.expect("ack the redelivery");
+                continue;
+            }
+            break d;
+        };
+        assert_eq!(d3.offset, 3);
+        d3.extend(Duration::from_secs(120)).await.expect("extend");
+        d3.ack().await.expect("ack after extend");
+
+        let admin = client.admin();
+        let state = admin.message_state("lib", "g", 0, 2).await.expect("state");
+        assert!(
+            matches!(
+                state.state,
+                pigeon_client::protocol::MessageState::DeadLettered
+                    | pigeon_client::protocol::MessageState::Settled
+            ),
+            "{state:?}"
+        );
+        consumer
+    });
+
+    // A receive is pending (nothing is left). Kill the broker under the
+    // consumer, start a new one, point the proxy at it, and produce offset
+    // 4: only a consumer that joined the new broker can get it.
+    let pending = rt.spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            let d = consumer.next_delivery().await.expect("after restart");
+            d.ack().await.expect("ack after rejoin");
+            seen.push(d.offset);
+            if d.offset == 4 {
+                return seen;
+            }
+        }
+    });
+    broker.restart();
+    proxy.set_upstream(broker.addr);
+    assert!(!pending.is_finished());
+    let produced = pigeon(&broker, &["produce", "lib"], b"m4\n").ok();
+    assert_eq!(produced.lines().len(), 1);
+    let seen = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), pending).await })
+        .expect("the consumer came back within 30 s")
+        .expect("task");
+    assert_eq!(seen.last(), Some(&4), "{seen:?}");
+}
