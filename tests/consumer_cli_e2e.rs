@@ -576,3 +576,61 @@ fn library_consumer_settles_and_rejoins_after_a_broker_restart() {
         .expect("task");
     assert_eq!(seen.last(), Some(&4), "{seen:?}");
 }
+
+#[test]
+fn an_idle_consumer_rejoins_when_its_connection_was_lost_between_requests() {
+    use pigeon_client::client::{Client, Consumer, ConsumerConfig};
+    use pigeon_client::protocol::GroupSettings;
+    use pigeon_suite::proxy::FaultyProxy;
+
+    let (_tmp, mut broker) = start_broker();
+    topic_with(&broker, "idle", &["m0".to_string()]);
+    let rt = pigeon_suite::runtime();
+    let proxy = rt.block_on(FaultyProxy::start(broker.addr, 0, 1));
+    let mut consumer = rt.block_on(async {
+        let client = Client::connect(proxy.addr.to_string())
+            .await
+            .expect("connect");
+        client
+            .admin()
+            .create_group("idle", "g", GroupSettings::default())
+            .await
+            .expect("create group");
+        let config = ConsumerConfig {
+            max_messages: 1,
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::join(&client, "idle", "g", config)
+            .await
+            .expect("join");
+        let d0 = tokio::time::timeout(Duration::from_secs(10), consumer.next_delivery())
+            .await
+            .expect("in time")
+            .expect("d0");
+        d0.ack().await.expect("ack");
+        consumer
+    });
+    // No request of the consumer is outstanding while the broker goes away.
+    broker.restart();
+    proxy.set_upstream(broker.addr);
+    pigeon(&broker, &["produce", "idle"], b"m1\n").ok();
+    let got = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let d = consumer
+                    .next_delivery()
+                    .await
+                    .expect("delivery after the restart");
+                d.ack().await.expect("ack");
+                if d.offset == 1 {
+                    return d.offset;
+                }
+            }
+        })
+        .await
+    });
+    assert_eq!(
+        got.expect("the idle consumer joined again and got the new message"),
+        1
+    );
+}

@@ -126,6 +126,9 @@ struct Inner {
     /// Connection attempts started, to let callers that waited for an
     /// attempt share its outcome.
     attempts: AtomicU64,
+    /// Connections established so far: a change tells state bound to a
+    /// connection (a consumer's group membership) that it was lost.
+    generation: AtomicU64,
     link: tokio::sync::Mutex<Link>,
     breaker: Mutex<CircuitBreaker>,
     server: Mutex<Option<HandshakeResponse>>,
@@ -316,6 +319,7 @@ impl Client {
                 config,
                 next_id: AtomicU32::new(0),
                 attempts: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
                 link: tokio::sync::Mutex::new(Link::default()),
                 breaker: Mutex::new(breaker),
                 server: Mutex::new(None),
@@ -343,6 +347,13 @@ impl Client {
     /// ```
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// How many connections this client has established: it changes when
+    /// the client reconnects, so state the broker ties to a connection
+    /// (group membership) knows it must be set up again.
+    pub fn connection_generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
     }
 
     /// The limits the broker announced in the last handshake, if any.
@@ -506,6 +517,7 @@ impl Client {
         inner.attempts.fetch_add(1, Ordering::SeqCst);
         match self.open().await {
             Ok(conn) => {
+                inner.generation.fetch_add(1, Ordering::SeqCst);
                 lock(&inner.breaker).record_success();
                 *lock(&inner.server) = Some((*conn.handshake).clone());
                 link.conn = Some(conn.clone());

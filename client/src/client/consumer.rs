@@ -24,11 +24,10 @@
 //!   dropping them all (or [`Consumer::close`]) closes it, and the broker
 //!   hands the leases still held back to the group.
 //!
-//! Known gap: a connection that dies while *no* request of the consumer is
-//! outstanding (e.g. during a long handler) is re-established by [`Client`]
-//! on the next request without the consumer noticing; the broker then
-//! answers the stale consumer id's Receive with nothing. Closing it needs a
-//! connection generation from [`Client`] (not exposed yet).
+//! - A connection that dies while no request of the consumer is outstanding
+//!   (e.g. during a long handler) is noticed through the client's
+//!   [`connection_generation`](Client::connection_generation): the next
+//!   Receive joins the group again first.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -90,6 +89,9 @@ struct Membership {
     group: String,
     /// Set when the connection was lost: join again before receiving.
     lost: AtomicBool,
+    /// The client's connection generation when the consumer joined: the
+    /// membership ends with that connection.
+    joined_on: std::sync::atomic::AtomicU64,
 }
 
 impl Membership {
@@ -156,6 +158,7 @@ impl Consumer {
             topic: topic.to_string(),
             group: group.to_string(),
             lost: AtomicBool::new(false),
+            joined_on: std::sync::atomic::AtomicU64::new(0),
         });
         let (consumer_id, settings) = join_group(&shared, &config.consumer_name).await?;
         Ok(Consumer {
@@ -266,7 +269,9 @@ impl Consumer {
     /// One Receive of up to `max_messages`, waiting up to `wait`; joins
     /// again first if the connection was lost.
     async fn receive(&mut self, wait: Duration) -> Result<(), ClientError> {
-        if self.shared.lost.swap(false, Ordering::SeqCst) {
+        let reconnected = self.shared.client.connection_generation()
+            != self.shared.joined_on.load(Ordering::SeqCst);
+        if self.shared.lost.swap(false, Ordering::SeqCst) || reconnected {
             match join_group(&self.shared, &self.config.consumer_name).await {
                 Ok((id, settings)) => {
                     tracing::info!(consumer_id = id, "joined the group again");
@@ -340,6 +345,9 @@ async fn join_group(
     };
     let response = shared.client.request(request.into()).await?;
     let joined = expect_response!(response, JoinGroup)?;
+    shared
+        .joined_on
+        .store(shared.client.connection_generation(), Ordering::SeqCst);
     Ok((joined.consumer_id, joined.settings))
 }
 
