@@ -634,3 +634,124 @@ fn an_idle_consumer_rejoins_when_its_connection_was_lost_between_requests() {
         1
     );
 }
+
+#[test]
+fn dlq_redrive_moves_each_parked_message_back_once() {
+    let (_tmp, broker) = start_broker();
+    let lines: Vec<String> = (0..6).map(|i| format!("event {i}")).collect();
+    topic_with(&broker, "orders", &lines);
+    create_group(&broker, "orders", "billing", &[]);
+    // Reject everything: six messages parked.
+    pigeon(
+        &broker,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--exec",
+            "exit 65",
+            "--wait-ms",
+            "1000",
+        ],
+        b"",
+    )
+    .ok();
+    let parked = pigeon(
+        &broker,
+        &["dlq", "list", "orders", "--group", "billing"],
+        b"",
+    )
+    .ok();
+    assert_eq!(parked.lines().len(), 6, "{}", parked.stdout);
+
+    let dry = pigeon(
+        &broker,
+        &[
+            "dlq",
+            "redrive",
+            "orders",
+            "--group",
+            "billing",
+            "--dry-run",
+        ],
+        b"",
+    )
+    .ok();
+    assert_eq!(dry.lines().len(), 6, "{}", dry.stdout);
+    assert!(
+        dry.lines().iter().all(|l| l.starts_with("would redrive")),
+        "{}",
+        dry.stdout
+    );
+    let source = |b: &Broker| {
+        pigeon(b, &["read", "orders", "--json"], b"")
+            .ok()
+            .json_lines()
+    };
+    assert_eq!(source(&broker).len(), 6, "a dry run moves nothing");
+
+    let first = pigeon(
+        &broker,
+        &[
+            "dlq", "redrive", "orders", "--group", "billing", "--max", "2",
+        ],
+        b"",
+    )
+    .ok();
+    assert_eq!(first.lines().len(), 2, "{}", first.stdout);
+    let rest = pigeon(
+        &broker,
+        &[
+            "dlq",
+            "redrive",
+            "orders",
+            "--group",
+            "billing",
+            "--rate-per-sec",
+            "1000",
+        ],
+        b"",
+    )
+    .ok();
+    assert_eq!(
+        rest.lines().len(),
+        4,
+        "the second run moves only what the first did not: {}",
+        rest.stdout
+    );
+    let again = pigeon(
+        &broker,
+        &["dlq", "redrive", "orders", "--group", "billing"],
+        b"",
+    )
+    .ok();
+    assert!(
+        again.lines().is_empty(),
+        "running it again moves nothing: {}",
+        again.stdout
+    );
+
+    let records = source(&broker);
+    assert_eq!(records.len(), 12, "six originals and six redriven");
+    let redriven: Vec<&Value> = records[6..].iter().collect();
+    let values: Vec<&str> = redriven
+        .iter()
+        .map(|r| r["value"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        values,
+        lines.iter().map(String::as_str).collect::<Vec<_>>(),
+        "in DLQ order, values intact"
+    );
+    for (i, r) in redriven.iter().enumerate() {
+        assert_eq!(
+            r["headers"]["pigeon.redrive.dlq-offset"].as_str(),
+            Some(i.to_string().as_str())
+        );
+        assert!(
+            r["headers"].get("pigeon.dlq.reason").is_none(),
+            "dead-letter headers are dropped"
+        );
+    }
+}

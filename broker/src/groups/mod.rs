@@ -13,6 +13,7 @@
 //! start: it delivers everything the topic still holds.
 
 pub mod dlq;
+pub mod redrive;
 pub mod source;
 
 use std::collections::BTreeMap;
@@ -267,6 +268,45 @@ impl Groups {
                 format!("deleting {}: {e}", dir.display()),
             )
         })
+    }
+
+    /// Moves parked messages back to the source topic (see [`redrive`]).
+    pub async fn redrive(
+        &self,
+        topics: &Topics,
+        topic: &str,
+        group: &str,
+        max: u64,
+        dry_run: bool,
+        rate_per_sec: u32,
+    ) -> Result<Vec<redrive::Redriven>, TopicError> {
+        self.get(topic, group)?;
+        let source = topics.get(topic).ok_or_else(|| {
+            error(
+                ErrorCode::UnknownTopic,
+                format!("topic {topic} does not exist"),
+            )
+        })?;
+        let dlq = topics.get(&dlq_topic(topic, group)).ok_or_else(|| {
+            error(
+                ErrorCode::UnknownTopic,
+                format!("the dead-letter topic of group {group} is gone"),
+            )
+        })?;
+        // One redrive of a group at a time.
+        let _admin = self.admin.lock().await;
+        let dir = self.root.join(topic).join(group);
+        redrive::redrive(
+            self.fs.as_ref(),
+            &dir,
+            &source,
+            &dlq,
+            max,
+            dry_run,
+            rate_per_sec,
+        )
+        .await
+        .map_err(|e| error(ErrorCode::StorageError, e))
     }
 
     /// Records the new settings of a group.

@@ -130,10 +130,29 @@ pub async fn handle(
         R::Receive(req) => receive(broker, req).await,
         R::Settle(req) => settle(broker, req).await,
         R::MessageState(req) => message_state(broker, req).await,
-        R::Redrive(_) => Err(error(
-            ErrorCode::UnknownApi,
-            "DLQ redrive is not served by this build yet; read the DLQ topic with `pigeon read`",
-        )),
+        R::Redrive(req) => {
+            let moved = groups
+                .redrive(
+                    &broker.topics,
+                    &req.topic,
+                    &req.group,
+                    u64::from(req.max),
+                    req.dry_run,
+                    req.rate_per_sec,
+                )
+                .await;
+            moved.map(|moved| {
+                let redriven = moved
+                    .into_iter()
+                    .map(|r| wire::RedrivenMessage {
+                        dlq_offset: r.dlq_offset,
+                        partition: r.partition,
+                        new_offset: r.new_offset,
+                    })
+                    .collect();
+                wire::RedriveResponse { redriven }.into()
+            })
+        }
         _ => return None,
     })
 }

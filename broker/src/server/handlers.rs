@@ -57,10 +57,9 @@ pub async fn handle(
     }
 }
 
-/// The APIs this broker serves, announced in the handshake (50, DLQ
-/// redrive, is decoded but not served yet).
-const SERVED_APIS: [u16; 19] = [
-    0, 10, 11, 12, 13, 20, 21, 30, 31, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
+/// The APIs this broker serves, announced in the handshake.
+const SERVED_APIS: [u16; 20] = [
+    0, 10, 11, 12, 13, 20, 21, 30, 31, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50,
 ];
 
 fn handshake(broker: &Broker) -> HandshakeResponse {

@@ -1,7 +1,9 @@
 //! `pigeon dlq list TOPIC --group G`: the messages a group parked in its
 //! dead-letter topic `<topic>.<group>.dlq`, with why and from where.
 //!
-//! `dlq redrive` is not offered yet: the broker does not serve Redrive.
+//! `pigeon dlq redrive TOPIC --group G [--max N] [--dry-run] [--rate-per-sec R]`:
+//! moves parked messages back into the source topic as new records (the
+//! broker never moves one twice, even when run again or interrupted).
 
 use clap::{Args, Subcommand};
 use pigeon_client::batch::Record;
@@ -15,6 +17,62 @@ use super::output::{Out, printable, record_json, rfc3339_ms};
 pub(crate) enum DlqCommand {
     /// List the messages parked in a group's dead-letter topic.
     List(ListArgs),
+    /// Move parked messages back into the source topic, as new records.
+    Redrive(RedriveArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RedriveArgs {
+    /// The source topic.
+    topic: String,
+    /// The consumer group.
+    #[arg(long, value_name = "G")]
+    group: String,
+    /// Move at most this many messages (default: all).
+    #[arg(long, value_name = "N")]
+    max: Option<u32>,
+    /// List what would move, move nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Move at most this many messages a second (default: no limit).
+    #[arg(long, value_name = "R")]
+    rate_per_sec: Option<u32>,
+}
+
+async fn redrive(broker: &str, args: RedriveArgs) -> Result<(), Failure> {
+    let client = connect(broker).await?;
+    let moved = client
+        .admin()
+        .redrive(
+            &args.topic,
+            &args.group,
+            args.max.unwrap_or(0),
+            args.dry_run,
+            args.rate_per_sec.unwrap_or(0),
+        )
+        .await
+        .map_err(client_failure)?;
+    let mut out = Out::new();
+    for m in &moved.redriven {
+        if args.dry_run {
+            out.line(format!(
+                "would redrive {}.{}.dlq/{}@{} to {}/{}",
+                args.topic, args.group, m.partition, m.dlq_offset, args.topic, m.partition
+            ))?;
+        } else {
+            out.line(format!(
+                "redrove {}.{}.dlq/{}@{} to {}/{}@{}",
+                args.topic,
+                args.group,
+                m.partition,
+                m.dlq_offset,
+                args.topic,
+                m.partition,
+                m.new_offset
+            ))?;
+        }
+    }
+    out.flush()
 }
 
 #[derive(Debug, Args)]
@@ -31,7 +89,10 @@ pub(crate) struct ListArgs {
 }
 
 pub(crate) async fn run(broker: &str, command: DlqCommand) -> Result<(), Failure> {
-    let DlqCommand::List(args) = command;
+    let args = match command {
+        DlqCommand::List(args) => args,
+        DlqCommand::Redrive(args) => return redrive(broker, args).await,
+    };
     let client = connect(broker).await?;
     let dlq = format!("{}.{}.dlq", args.topic, args.group);
     let topic = client.admin().describe_topic(&dlq).await.map_err(|err| {

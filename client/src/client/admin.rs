@@ -14,8 +14,8 @@ use crate::protocol::{
     DeleteTopicRequest, DescribeGroupRequest, DescribeGroupResponse, DescribeTopicRequest,
     DescribeTopicResponse, ErrorCode, GroupSettings, ListOffsetsPartition,
     ListOffsetsPartitionResponse, ListOffsetsRequest, ListTopicsRequest, MessageStateRequest,
-    MessageStateResponse, OffsetSpec, PauseGroupRequest, SeekGroupPartition, SeekGroupRequest,
-    SeekTarget, TopicListing,
+    MessageStateResponse, OffsetSpec, PauseGroupRequest, RedriveRequest, RedriveResponse,
+    SeekGroupPartition, SeekGroupRequest, SeekTarget, TopicListing,
 };
 
 /// A topic to create.
@@ -339,6 +339,32 @@ impl Admin {
         };
         let response = self.client.request(request.into()).await?;
         expect_response!(response, DeleteGroup).map(|_| ())
+    }
+
+    /// Moves up to `max` (0: all) parked messages of a group's dead-letter
+    /// topic back into the source topic, at most `rate_per_sec` a second (0:
+    /// no limit); `dry_run` lists them without moving anything. Never moves
+    /// a message twice, even when run again or interrupted.
+    pub async fn redrive(
+        &self,
+        topic: &str,
+        group: &str,
+        max: u32,
+        dry_run: bool,
+        rate_per_sec: u32,
+    ) -> Result<RedriveResponse, ClientError> {
+        let request = RedriveRequest {
+            topic: topic.to_string(),
+            group: group.to_string(),
+            max,
+            dry_run,
+            rate_per_sec,
+        };
+        let response = self
+            .client
+            .request_with_timeout(request.into(), std::time::Duration::from_secs(600))
+            .await?;
+        expect_response!(response, Redrive)
     }
 
     /// Where one message stands in a group.
