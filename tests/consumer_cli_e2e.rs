@@ -755,3 +755,101 @@ fn dlq_redrive_moves_each_parked_message_back_once() {
         );
     }
 }
+
+/// The scenario: 1,000 messages of which 50 make the handler fail
+/// (any exit but 0 and 65: a nack), with `--max-deliveries 3`.
+#[test]
+fn a_thousand_messages_with_fifty_poison_end_handled_or_parked_after_max_deliveries() {
+    let (tmp, broker) = start_broker();
+    let lines: Vec<String> = (0..1000)
+        .map(|i| {
+            if i % 20 == 3 {
+                format!("poison {i}")
+            } else {
+                format!("ok {i}")
+            }
+        })
+        .collect();
+    topic_with(&broker, "orders", &lines);
+    create_group(
+        &broker,
+        "orders",
+        "billing",
+        &[
+            "--max-deliveries",
+            "3",
+            "--backoff-initial-ms",
+            "5",
+            "--backoff-max-ms",
+            "20",
+        ],
+    );
+    let handled = tmp.path().join("handled.txt");
+    let script = tmp.path().join("fails_on_poison.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "v=$(cat)\ncase \"$v\" in *poison*) exit 1;; esac\nprintf '%s\\n' \"$v\" >> '{}'\n",
+            handled.display()
+        ),
+    )
+    .expect("write handler");
+    let command = format!("sh '{}'", script.display());
+    pigeon(
+        &broker,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--exec",
+            &command,
+            "--wait-ms",
+            "3000",
+        ],
+        b"",
+    )
+    .ok();
+    let done = std::fs::read_to_string(&handled).expect("handled file");
+    assert_eq!(done.lines().count(), 950, "each good message handled once");
+    let parked = pigeon(
+        &broker,
+        &["dlq", "list", "orders", "--group", "billing", "--json"],
+        b"",
+    )
+    .ok()
+    .json_lines();
+    assert_eq!(parked.len(), 50);
+    for record in &parked {
+        assert!(
+            record["value"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("poison"),
+            "{record}"
+        );
+        assert_eq!(
+            record["headers"]["pigeon.dlq.attempts"].as_str(),
+            Some("3"),
+            "{record}"
+        );
+        assert_eq!(
+            record["headers"]["pigeon.dlq.reason"].as_str(),
+            Some("max-deliveries"),
+            "{record}"
+        );
+        assert_eq!(
+            record["headers"]["pigeon.dlq.group"].as_str(),
+            Some("billing"),
+            "{record}"
+        );
+        assert_eq!(
+            record["headers"]["pigeon.dlq.source-topic"].as_str(),
+            Some("orders"),
+            "{record}"
+        );
+    }
+    let described = describe_json(&broker, "orders", "billing");
+    assert_eq!(described[0]["lag"].as_u64(), Some(0));
+    assert_eq!(described[0]["dead_lettered"].as_u64(), Some(50));
+}
