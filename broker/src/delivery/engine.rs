@@ -575,17 +575,17 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             room -= leased.len();
             let mut offsets: Vec<u64> = leased.iter().map(|d| d.offset).collect();
             offsets.sort_unstable();
-            let records: HashMap<u64, Record> = self
+            let mut records: HashMap<u64, Record> = self
                 .source
                 .records(p, &offsets)
                 .into_iter()
                 .map(|r| (r.offset, r))
                 .collect();
             for d in leased {
-                match records.get(&d.offset) {
+                match records.remove(&d.offset) {
                     Some(record) => out.push(GroupDelivery {
                         partition: p as u32,
-                        record: record.clone(),
+                        record,
                         attempt: d.attempt,
                         lease_deadline_ms: d.deadline_ms,
                     }),

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use pigeon_client::batch::{Record, read_prefix, records_of};
 
 use crate::delivery::engine::SourceReader;
@@ -33,7 +32,11 @@ pub fn read_records(reader: &crate::log::LogReader, offsets: &[u64]) -> Vec<Reco
     let mut out = Vec::with_capacity(offsets.len());
     let mut wanted = offsets.iter().copied().peekable();
     while let Some(&next) = wanted.peek() {
-        let read = match reader.read(next, 1 << 20) {
+        // Read about what the wanted offsets need (they are mostly
+        // consecutive), not a fixed megabyte.
+        let left = offsets.len() - out.len();
+        let budget = (left * 192).clamp(16 << 10, 1 << 20);
+        let read = match reader.read(next, budget) {
             Ok(read) if !read.bytes.is_empty() => read,
             Ok(_) => break,
             Err(e) => {
@@ -42,15 +45,18 @@ pub fn read_records(reader: &crate::log::LogReader, offsets: &[u64]) -> Vec<Reco
                 continue;
             }
         };
-        let mut bytes: &[u8] = &read.bytes;
+        // Records are zero-copy slices of the one buffer the read filled.
+        let mut at = 0usize;
         let mut last = next;
-        while let Some((_, length)) = read_prefix(bytes) {
-            let total = 12 + length as usize;
-            let Ok(records) = records_of(Bytes::copy_from_slice(&bytes[..total.min(bytes.len())]))
-            else {
+        while let Some((_, length)) = read_prefix(&read.bytes[at..]) {
+            let end = (at + 12 + length as usize).min(read.bytes.len());
+            let Ok(records) = records_of(read.bytes.slice(at..end)) else {
                 break;
             };
             for record in records.flatten() {
+                if wanted.peek().is_none() {
+                    break;
+                }
                 last = last.max(record.offset);
                 while wanted.peek().is_some_and(|w| *w < record.offset) {
                     wanted.next();
@@ -60,7 +66,7 @@ pub fn read_records(reader: &crate::log::LogReader, offsets: &[u64]) -> Vec<Reco
                     out.push(record);
                 }
             }
-            bytes = &bytes[total.min(bytes.len())..];
+            at = end;
         }
         // Skip anything the read covered but did not contain.
         while wanted.peek().is_some_and(|w| *w <= last) {
