@@ -7,13 +7,13 @@
 //! condition polls with a deadline, never a fixed sleep.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pigeon_suite::Broker;
+use pigeon_suite::process;
 
 /// Longest a single `pigeon` invocation may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -83,65 +83,19 @@ fn pigeon_bin() -> PathBuf {
 
 /// `pigeon --broker ADDR ARGS` with `stdin`, bounded by [`RUN_TIMEOUT`].
 fn pigeon(broker: &Broker, args: &[&str], stdin: &[u8]) -> Run {
-    let mut command = Command::new(pigeon_bin());
-    command
-        .arg("--broker")
-        .arg(broker.addr.to_string())
-        .args(args)
-        .env_remove("PIGEON_BROKER");
+    let mut command = process::pigeon_command(broker.addr);
+    command.args(args);
     run(command, stdin)
 }
 
 /// Runs `command` to completion with `stdin`, killing it past the timeout.
-fn run(mut command: Command, stdin: &[u8]) -> Run {
-    let started = Instant::now();
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pigeon");
-    let mut input = child.stdin.take().expect("stdin");
-    let stdin = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        // The command may exit without reading everything (an error).
-        let _ = input.write_all(&stdin);
-    });
-    let stdout = drain(child.stdout.take().expect("stdout"));
-    let stderr = drain(child.stderr.take().expect("stderr"));
-    let code = wait_bounded(&mut child, RUN_TIMEOUT);
-    let _ = writer.join();
+fn run(command: Command, stdin: &[u8]) -> Run {
+    let out = process::run(command, stdin, RUN_TIMEOUT);
     Run {
-        code,
-        stdout: stdout.recv().expect("stdout collected"),
-        stderr: String::from_utf8_lossy(&stderr.recv().expect("stderr collected")).into_owned(),
-        took: started.elapsed(),
-    }
-}
-
-/// Reads a pipe to its end on a thread.
-fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
-    let (done, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        let _ = done.send(bytes);
-    });
-    receiver
-}
-
-fn wait_bounded(child: &mut Child, within: Duration) -> Option<i32> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for pigeon") {
-            return status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pigeon did not finish within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
+        code: out.code,
+        stdout: out.stdout,
+        stderr: out.stderr,
+        took: out.took,
     }
 }
 

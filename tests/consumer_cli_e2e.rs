@@ -6,13 +6,11 @@
 //! Every `pigeon` run is bounded by [`RUN_TIMEOUT`]; commands stop by
 //! themselves (`--max`, `--wait-ms`), never after a fixed sleep.
 
-use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use pigeon_suite::Broker;
+use pigeon_suite::process;
 use serde_json::Value;
 
 /// Longest a single `pigeon` invocation may take.
@@ -51,54 +49,13 @@ impl Run {
 
 /// `pigeon --broker ADDR ARGS` with `stdin`, bounded by [`RUN_TIMEOUT`].
 fn pigeon(broker: &Broker, args: &[&str], stdin: &[u8]) -> Run {
-    let mut child = Command::new(pigeon_suite::binary("pigeon"))
-        .arg("--broker")
-        .arg(broker.addr.to_string())
-        .args(args)
-        .env_remove("PIGEON_BROKER")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pigeon");
-    let mut input = child.stdin.take().expect("stdin");
-    let stdin = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let stdout = drain(child.stdout.take().expect("stdout"));
-    let stderr = drain(child.stderr.take().expect("stderr"));
-    let code = wait_bounded(&mut child, RUN_TIMEOUT);
-    let _ = writer.join();
+    let mut command = process::pigeon_command(broker.addr);
+    command.args(args);
+    let out = process::run(command, stdin, RUN_TIMEOUT);
     Run {
-        code,
-        stdout: String::from_utf8_lossy(&stdout.recv().expect("stdout")).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr.recv().expect("stderr")).into_owned(),
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
-    let (done, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        let _ = done.send(bytes);
-    });
-    receiver
-}
-
-fn wait_bounded(child: &mut Child, within: Duration) -> Option<i32> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for pigeon") {
-            return status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pigeon did not finish within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
+        code: out.code,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: out.stderr,
     }
 }
 

@@ -567,3 +567,90 @@ pub mod proxy {
         }
     }
 }
+
+/// Running the `pigeon` CLI (or any command) from tests: stdin fed on a
+/// thread, stdout and stderr drained on threads, the wait bounded.
+pub mod process {
+    use std::io::{Read, Write};
+    use std::net::SocketAddr;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    /// What a finished command left.
+    #[derive(Debug)]
+    pub struct Output {
+        /// Exit code (`None` if killed by a signal).
+        pub code: Option<i32>,
+        /// Everything written to stdout.
+        pub stdout: Vec<u8>,
+        /// Everything written to stderr.
+        pub stderr: String,
+        /// How long it ran.
+        pub took: Duration,
+    }
+
+    /// `pigeon --broker ADDR`, ready for arguments; `PIGEON_BROKER` unset.
+    pub fn pigeon_command(broker: SocketAddr) -> Command {
+        let mut command = Command::new(super::binary("pigeon"));
+        command
+            .arg("--broker")
+            .arg(broker.to_string())
+            .env_remove("PIGEON_BROKER");
+        command
+    }
+
+    /// Runs `command` to completion with `stdin`, killing it after `within`.
+    pub fn run(mut command: Command, stdin: &[u8], within: Duration) -> Output {
+        let started = Instant::now();
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the command");
+        let mut input = child.stdin.take().expect("stdin");
+        let stdin = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            // The command may exit without reading everything (an error).
+            let _ = input.write_all(&stdin);
+        });
+        let stdout = drain(child.stdout.take().expect("stdout"));
+        let stderr = drain(child.stderr.take().expect("stderr"));
+        let code = wait_bounded(&mut child, within);
+        let _ = writer.join();
+        Output {
+            code,
+            stdout: stdout.recv().expect("stdout collected"),
+            stderr: String::from_utf8_lossy(&stderr.recv().expect("stderr collected")).into_owned(),
+            took: started.elapsed(),
+        }
+    }
+
+    /// Reads a pipe to its end on a thread.
+    pub fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+        let (done, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            let _ = done.send(bytes);
+        });
+        receiver
+    }
+
+    /// Waits for `child` to exit; kills it and panics after `within`.
+    pub fn wait_bounded(child: &mut Child, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the command") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the command did not finish within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
