@@ -26,7 +26,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
-use crate::io::{FileSystem, OpenMode, read_full_at, write_atomically};
+use crate::io::{FileSystem, read_all, write_atomically};
 use crate::log::producers::EpochSource;
 
 /// File name inside the data directory.
@@ -63,7 +63,7 @@ impl ProducerRegistry {
     pub fn open(fs: Arc<dyn FileSystem>, data_dir: &Path) -> Result<ProducerRegistry, String> {
         let path = data_dir.join(FILE_NAME);
         let file = if fs.exists(&path) {
-            let bytes = read_file(fs.as_ref(), &path)
+            let bytes = read_all(fs.as_ref(), &path, MAX_FILE_BYTES)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let file: RegistryFile = serde_json::from_slice(&bytes)
                 .map_err(|e| format!("{} is damaged ({e}); restore it from a backup, or delete it to forget every producer (their next batches are then refused as unknown until they register again)", path.display()))?;
@@ -135,15 +135,6 @@ impl EpochSource for ProducerRegistry {
     fn current_epoch(&self, producer_id: i64) -> Option<i16> {
         self.epochs.read().get(&producer_id).copied()
     }
-}
-
-fn read_file(fs: &dyn FileSystem, path: &Path) -> std::io::Result<Vec<u8>> {
-    let file = fs.open(path, OpenMode::Read)?;
-    let len = (file.len()? as usize).min(MAX_FILE_BYTES);
-    let mut buf = vec![0u8; len];
-    let read = read_full_at(file.as_ref(), &mut buf, 0)?;
-    buf.truncate(read);
-    Ok(buf)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use super::journal::Event;
 use super::partition::PartitionDelivery;
 use super::settings::GroupSettings;
 use super::snapshot;
-use crate::io::{FileSystem, OpenMode, read_full_at, write_atomically};
+use crate::io::{FileSystem, read_all, write_atomically};
 use crate::log::{Clock, Log, LogConfig, LogError, PartitionLog};
 
 /// File of the group's metadata.
@@ -340,14 +340,7 @@ fn read_journal(log: &Log, from: u64) -> Result<Vec<Event>, StoreError> {
 }
 
 fn read_file(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>, StoreError> {
-    let read = || -> std::io::Result<Vec<u8>> {
-        let file = fs.open(path, OpenMode::Read)?;
-        let mut buf = vec![0u8; (file.len()? as usize).min(1 << 30)];
-        let n = read_full_at(file.as_ref(), &mut buf, 0)?;
-        buf.truncate(n);
-        Ok(buf)
-    };
-    read().map_err(|e| StoreError(format!("reading {}: {e}", path.display())))
+    read_all(fs, path, 1 << 30).map_err(|e| StoreError(format!("reading {}: {e}", path.display())))
 }
 
 #[cfg(test)]

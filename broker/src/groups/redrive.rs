@@ -30,7 +30,7 @@ use pigeon_client::batch::{BatchBuilder, ProducerStamp, Record, RecordBatch};
 use serde::{Deserialize, Serialize};
 
 use super::source::read_records;
-use crate::io::{FileSystem, OpenMode, read_full_at, write_atomically};
+use crate::io::{FileSystem, read_all, write_atomically};
 use crate::topics::Topic;
 
 /// File of the redrive state inside a group's directory.
@@ -74,14 +74,8 @@ fn load(fs: &dyn FileSystem, dir: &Path) -> Result<RedriveState, String> {
     if !fs.exists(&path) {
         return Ok(RedriveState::default());
     }
-    let read = || -> std::io::Result<Vec<u8>> {
-        let file = fs.open(&path, OpenMode::Read)?;
-        let mut buf = vec![0u8; (file.len()? as usize).min(16 << 20)];
-        let n = read_full_at(file.as_ref(), &mut buf, 0)?;
-        buf.truncate(n);
-        Ok(buf)
-    };
-    let bytes = read().map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let bytes =
+        read_all(fs, &path, 16 << 20).map_err(|e| format!("reading {}: {e}", path.display()))?;
     serde_json::from_slice(&bytes).map_err(|e| format!("{} is damaged: {e}", path.display()))
 }
 

@@ -112,6 +112,17 @@ pub fn read_full_at(file: &dyn StorageFile, buf: &mut [u8], pos: u64) -> io::Res
     Ok(done)
 }
 
+/// Reads a whole file, at most `max` bytes of it (a small metadata or state
+/// file: the cap keeps a damaged or hostile size from allocating much).
+pub fn read_all(fs: &dyn FileSystem, path: &Path, max: usize) -> io::Result<Vec<u8>> {
+    let file = fs.open(path, OpenMode::Read)?;
+    let len = usize::try_from(file.len()?).unwrap_or(usize::MAX).min(max);
+    let mut buf = vec![0u8; len];
+    let read = read_full_at(file.as_ref(), &mut buf, 0)?;
+    buf.truncate(read);
+    Ok(buf)
+}
+
 /// Writes `bytes` to `path` so that after a crash the file holds either its
 /// old content or all of `bytes`: write a temp file, fsync it, rename it over
 /// `path`, fsync the directory.

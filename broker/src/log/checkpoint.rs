@@ -24,7 +24,7 @@
 
 use std::path::Path;
 
-use crate::io::{FileSystem, OpenMode, read_full_at, write_atomically};
+use crate::io::{FileSystem, read_all, write_atomically};
 
 /// File name of the checkpoint inside a partition directory.
 pub(crate) const FILE_NAME: &str = "checkpoint";
@@ -83,10 +83,9 @@ impl Checkpoint {
     /// Reads the checkpoint of `dir`; `None` when missing or damaged.
     pub fn read(fs: &dyn FileSystem, dir: &Path) -> Option<Checkpoint> {
         let path = dir.join(FILE_NAME);
-        let file = fs.open(&path, OpenMode::Read).ok()?;
-        let mut buf = [0u8; LEN + 1];
-        let read = read_full_at(file.as_ref(), &mut buf, 0).ok()?;
-        let decoded = Checkpoint::decode(&buf[..read]);
+        // One byte more than a checkpoint, so a longer file is refused.
+        let bytes = read_all(fs, &path, LEN + 1).ok()?;
+        let decoded = Checkpoint::decode(&bytes);
         if decoded.is_none() {
             tracing::warn!(path = %path.display(), "recovery checkpoint is damaged; the whole log will be scanned");
         }

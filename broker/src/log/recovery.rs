@@ -36,7 +36,7 @@ use super::index::{MappedIndex, OffsetIndex, TimeIndex, decode_offset_entry, dec
 use super::producers::{ProducerTable, SNAPSHOT_FILE};
 use super::segment::{BatchScanner, Segment, parse_file_name};
 use super::writer::{Active, Cursor, Log, index_entry, push_entry};
-use crate::io::{FileSystem, OpenMode, read_full_at};
+use crate::io::{FileSystem, OpenMode, read_all, read_full_at};
 
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering it if the
@@ -420,11 +420,8 @@ impl Opener<'_> {
 /// walking the log).
 fn read_producer_snapshot(fs: &dyn FileSystem, dir: &Path) -> Option<(u64, ProducerTable)> {
     let path = dir.join(SNAPSHOT_FILE);
-    let file = fs.open(&path, OpenMode::Read).ok()?;
-    let len = file.len().ok()? as usize;
-    let mut buf = vec![0u8; len.min(256 << 20)];
-    let read = read_full_at(file.as_ref(), &mut buf, 0).ok()?;
-    let decoded = ProducerTable::decode(&buf[..read]);
+    let bytes = read_all(fs, &path, 256 << 20).ok()?;
+    let decoded = ProducerTable::decode(&bytes);
     if decoded.is_none() {
         tracing::warn!(path = %path.display(), "producer snapshot is damaged; rebuilding producer state from the log");
     }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use pigeon_client::protocol::{ErrorCode, validate_topic_name};
 
-use crate::io::{FileSystem, OpenMode, read_full_at, write_atomically};
+use crate::io::{FileSystem, read_all, write_atomically};
 use crate::log::producers::EpochSource;
 use crate::log::{Clock, Log, LogConfig, PartitionLog};
 pub use metadata::TopicMetadata;
@@ -182,15 +182,9 @@ impl Topics {
         if !self.fs.exists(&path) {
             return Ok(None);
         }
-        let read = || -> std::io::Result<Vec<u8>> {
-            let file = self.fs.open(&path, OpenMode::Read)?;
-            let mut buf = vec![0u8; MAX_METADATA_BYTES];
-            let n = read_full_at(file.as_ref(), &mut buf, 0)?;
-            buf.truncate(n);
-            Ok(buf)
-        };
-        let bytes =
-            read().map_err(|e| TopicError::storage(format!("reading {}", path.display()), e))?;
+
+        let bytes = read_all(self.fs.as_ref(), &path, MAX_METADATA_BYTES)
+            .map_err(|e| TopicError::storage(format!("reading {}", path.display()), e))?;
         TopicMetadata::from_json(&bytes).map(Some).map_err(|e| {
             TopicError::new(
                 ErrorCode::StorageError,

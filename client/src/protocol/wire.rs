@@ -258,18 +258,7 @@ impl Reader {
 
     /// Reads an option tag: `0` absent, `1` present, anything else an error.
     pub fn option_tag(&mut self, field: &'static str) -> Result<bool, CodecError> {
-        let start = self.offset();
-        match self.u8(field)? {
-            0 => Ok(false),
-            1 => Ok(true),
-            other => Err(CodecError::new(
-                start,
-                CodecErrorKind::InvalidValue {
-                    field,
-                    value: u64::from(other),
-                },
-            )),
-        }
+        self.bool(field)
     }
 
     /// Reads an optional `u64`.
