@@ -23,8 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use pigeon_client::batch::{BatchBuilder, ProducerStamp, RecordBatch, records_of};
+use pigeon_client::batch::{BatchBuilder, ProducerStamp, RecordBatch, records_of_batches};
 use serde::{Deserialize, Serialize};
 
 use super::journal::Event;
@@ -313,28 +312,19 @@ fn read_journal(log: &Log, from: u64) -> Result<Vec<Event>, StoreError> {
         if read.bytes.is_empty() {
             return Ok(events);
         }
-        let mut bytes: &[u8] = &read.bytes;
-        while !bytes.is_empty() {
-            let (_, length) = pigeon_client::batch::read_prefix(bytes)
-                .ok_or_else(|| StoreError("journal batch truncated".into()))?;
-            let total = 12 + length as usize;
-            let records = records_of(Bytes::copy_from_slice(&bytes[..total]))
-                .map_err(|e| StoreError(format!("journal: {e}")))?;
-            for record in records {
-                let record = record.map_err(|e| StoreError(format!("journal: {e}")))?;
-                if record.offset >= offset {
-                    let event = Event::decode(&record.value).map_err(|e| {
-                        StoreError(format!(
-                            "journal record {} of {}: {e}",
-                            record.offset,
-                            log.dir().display()
-                        ))
-                    })?;
-                    events.push(event);
-                    offset = record.offset + 1;
-                }
+        for record in records_of_batches(read.bytes) {
+            let record = record.map_err(|e| StoreError(format!("journal: {e}")))?;
+            if record.offset >= offset {
+                let event = Event::decode(&record.value).map_err(|e| {
+                    StoreError(format!(
+                        "journal record {} of {}: {e}",
+                        record.offset,
+                        log.dir().display()
+                    ))
+                })?;
+                events.push(event);
+                offset = record.offset + 1;
             }
-            bytes = &bytes[total..];
         }
     }
 }

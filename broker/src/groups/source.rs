@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use pigeon_client::batch::{Record, read_prefix, records_of};
+use pigeon_client::batch::{Record, records_of_batches};
 
 use crate::delivery::engine::SourceReader;
 use crate::topics::Topic;
@@ -45,28 +45,21 @@ pub fn read_records(reader: &crate::log::LogReader, offsets: &[u64]) -> Vec<Reco
                 continue;
             }
         };
-        // Records are zero-copy slices of the one buffer the read filled.
-        let mut at = 0usize;
+        // Records are zero-copy slices of the one buffer the read filled
+        // (every batch of it passed its CRC check in the read).
         let mut last = next;
-        while let Some((_, length)) = read_prefix(&read.bytes[at..]) {
-            let end = (at + 12 + length as usize).min(read.bytes.len());
-            let Ok(records) = records_of(read.bytes.slice(at..end)) else {
+        for record in records_of_batches(read.bytes).map_while(Result::ok) {
+            if wanted.peek().is_none() {
                 break;
-            };
-            for record in records.flatten() {
-                if wanted.peek().is_none() {
-                    break;
-                }
-                last = last.max(record.offset);
-                while wanted.peek().is_some_and(|w| *w < record.offset) {
-                    wanted.next();
-                }
-                if wanted.peek() == Some(&record.offset) {
-                    wanted.next();
-                    out.push(record);
-                }
             }
-            at = end;
+            last = last.max(record.offset);
+            while wanted.peek().is_some_and(|w| *w < record.offset) {
+                wanted.next();
+            }
+            if wanted.peek() == Some(&record.offset) {
+                wanted.next();
+                out.push(record);
+            }
         }
         // Skip anything the read covered but did not contain.
         while wanted.peek().is_some_and(|w| *w <= last) {

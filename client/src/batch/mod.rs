@@ -155,6 +155,51 @@ pub fn records_of(bytes: Bytes) -> Result<Records, BatchError> {
     })
 }
 
+/// The records of whole batches laid back to back, as a log read or a
+/// fetch returns them, as zero-copy slices of `bytes`. A truncated or
+/// undecodable batch yields one error and ends the walk.
+pub fn records_of_batches(bytes: Bytes) -> impl Iterator<Item = Result<Record, BatchError>> {
+    let mut at = 0usize;
+    let mut current: Option<Records> = None;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        loop {
+            if let Some(record) = current.as_mut().and_then(Iterator::next) {
+                return Some(record);
+            }
+            current = None;
+            if done || at >= bytes.len() {
+                return None;
+            }
+            let end =
+                read_prefix(&bytes[at..]).map(|(_, length)| at + LOG_OVERHEAD + length as usize);
+            let batch = match end {
+                Some(end) if end <= bytes.len() => {
+                    records_of(bytes.slice(at..end)).map(|records| (records, end))
+                }
+                Some(end) => Err(BatchError::Truncated {
+                    at: bytes.len(),
+                    needed: end,
+                }),
+                None => Err(BatchError::Truncated {
+                    at: bytes.len(),
+                    needed: at + LOG_OVERHEAD,
+                }),
+            };
+            match batch {
+                Ok((records, end)) => {
+                    current = Some(records);
+                    at = end;
+                }
+                Err(e) => {
+                    done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    })
+}
+
 /// Rewrites what the broker decides on append (base offset, first and max
 /// timestamp) in a copy of a validated batch, and the CRC to match.
 /// `buf` must hold exactly the batch that `records_crc` was computed for.

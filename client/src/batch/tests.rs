@@ -96,6 +96,27 @@ fn with_producer_restamps_the_producer_fields_and_crc() {
 }
 
 #[test]
+fn records_of_batches_walks_batches_back_to_back_and_reports_a_torn_one() {
+    let batch = RecordBatch::validate(one_record_batch(), LIMIT).expect("valid");
+    let mut two = batch.bytes().to_vec();
+    stamp(&mut two, 0, T0, T0, batch.records_crc());
+    let mut second = batch.bytes().to_vec();
+    stamp(&mut second, 1, T0, T0, batch.records_crc());
+    two.extend_from_slice(&second);
+    let offsets: Vec<u64> = records_of_batches(Bytes::from(two.clone()))
+        .map(|r| r.expect("record").offset)
+        .collect();
+    assert_eq!(offsets, vec![0, 1]);
+    let torn: Vec<_> = records_of_batches(Bytes::from(two[..two.len() - 5].to_vec())).collect();
+    assert_eq!(torn.len(), 2);
+    assert!(
+        matches!(torn[1], Err(BatchError::Truncated { .. })),
+        "{:?}",
+        torn[1]
+    );
+}
+
+#[test]
 fn every_single_bit_flip_after_the_length_is_detected() {
     let bytes = one_record_batch();
     for bit in (CRC_AT * 8)..(bytes.len() * 8) {
