@@ -429,46 +429,111 @@ impl GroupDelivery {
         delay_ms: u32,
         reason: String,
     ) -> Result<(), ClientError> {
-        let request = SettleRequest {
-            topic: self.topic.clone(),
-            group: self.shared.group.clone(),
-            consumer_id: self.consumer_id,
-            items: vec![SettleItem {
-                partition: self.partition,
-                offset: self.offset,
-                action,
-                delay_ms,
-                reason,
-            }],
+        let item = SettleItem {
+            partition: self.partition,
+            offset: self.offset,
+            action,
+            delay_ms,
+            reason,
         };
-        let answer = self
-            .shared
-            .client
-            .request(request.into())
-            .await
-            .and_then(|response| expect_response!(response, Settle));
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(err) => {
-                self.shared.observe(&err);
-                return Err(err);
-            }
-        };
-        let result = answer.results.into_iter().next().ok_or_else(|| {
-            ClientError::UnexpectedResponse("Settle answer without a result".into())
-        })?;
-        if result.error_code != ErrorCode::None {
-            return Err(ClientError::broker_said(
-                result.error_code,
-                format!(
-                    "{action:?} of {}/{}@{}",
-                    self.topic, self.partition, self.offset
-                ),
-                &result.error_message,
-            ));
-        }
-        Ok(())
+        let results = settle_items(&self.shared, self.consumer_id, vec![item]).await?;
+        results.into_iter().next().unwrap_or_else(|| {
+            Err(ClientError::UnexpectedResponse(
+                "Settle answer without a result".into(),
+            ))
+        })
     }
+
+    /// Acks many deliveries with one Settle request per consumer
+    /// membership (usually exactly one), instead of one round trip each.
+    ///
+    /// The outer error is a failed request (nothing is known to be
+    /// settled; the leases come back when they expire or the connection
+    /// closes); otherwise there is one result per delivery, in order,
+    /// `LeaseLost` for a lease that had already ended.
+    pub async fn ack_all(
+        deliveries: &[GroupDelivery],
+    ) -> Result<Vec<Result<(), ClientError>>, ClientError> {
+        let mut results = Vec::with_capacity(deliveries.len());
+        let mut rest = deliveries;
+        while let Some(first) = rest.first() {
+            let same = rest
+                .iter()
+                .take_while(|d| {
+                    Arc::ptr_eq(&d.shared, &first.shared) && d.consumer_id == first.consumer_id
+                })
+                .count();
+            let (run, tail) = rest.split_at(same);
+            let items = run
+                .iter()
+                .map(|d| SettleItem {
+                    partition: d.partition,
+                    offset: d.offset,
+                    action: SettleAction::Ack,
+                    delay_ms: 0,
+                    reason: String::new(),
+                })
+                .collect();
+            let answers = settle_items(&first.shared, first.consumer_id, items).await?;
+            if answers.len() != run.len() {
+                return Err(ClientError::UnexpectedResponse(format!(
+                    "Settle answer with {} results for {} items",
+                    answers.len(),
+                    run.len()
+                )));
+            }
+            results.extend(answers);
+            rest = tail;
+        }
+        Ok(results)
+    }
+}
+
+/// Sends one Settle request with `items` for `consumer_id`; one result per
+/// item, in order, naming the message when the broker refused it.
+async fn settle_items(
+    shared: &Membership,
+    consumer_id: u64,
+    items: Vec<SettleItem>,
+) -> Result<Vec<Result<(), ClientError>>, ClientError> {
+    let actions: Vec<SettleAction> = items.iter().map(|i| i.action).collect();
+    let request = SettleRequest {
+        topic: shared.topic.clone(),
+        group: shared.group.clone(),
+        consumer_id,
+        items,
+    };
+    let answer = shared
+        .client
+        .request(request.into())
+        .await
+        .and_then(|response| expect_response!(response, Settle));
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(err) => {
+            shared.observe(&err);
+            return Err(err);
+        }
+    };
+    Ok(answer
+        .results
+        .into_iter()
+        .zip(actions)
+        .map(|(result, action)| {
+            if result.error_code == ErrorCode::None {
+                Ok(())
+            } else {
+                Err(ClientError::broker_said(
+                    result.error_code,
+                    format!(
+                        "{action:?} of {}/{}@{}",
+                        shared.topic, result.partition, result.offset
+                    ),
+                    &result.error_message,
+                ))
+            }
+        })
+        .collect())
 }
 
 fn millis(d: Duration) -> u32 {
