@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::partition::{
-    ConsumerId, DeadLetter, Delivery, OffsetState, PartitionDelivery, SettleError,
+    ConsumerId, DeadLetter, Delivery, DeliveryTimes, OffsetState, PartitionDelivery, SettleError,
 };
 use super::settings::{GroupSettings, Jitter};
 use super::store::GroupStore;
@@ -132,7 +132,7 @@ enum Command {
     State {
         partition: u32,
         offset: u64,
-        reply: oneshot::Sender<Option<OffsetState>>,
+        reply: oneshot::Sender<Option<(OffsetState, Option<DeliveryTimes>)>>,
     },
 }
 
@@ -240,7 +240,7 @@ impl GroupHandle {
         &self,
         partition: u32,
         offset: u64,
-    ) -> Result<Option<OffsetState>, Stopped> {
+    ) -> Result<Option<(OffsetState, Option<DeliveryTimes>)>, Stopped> {
         self.ask(|reply| Command::State {
             partition,
             offset,
@@ -543,7 +543,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                 let _ = reply.send(
                     self.states
                         .get(partition as usize)
-                        .map(|s| s.state_of(offset)),
+                        .map(|s| (s.state_of(offset), s.delivery_times(offset))),
                 );
             }
         }
@@ -845,7 +845,7 @@ mod tests {
         );
         assert_eq!(
             group.state_of(0, 4).await.expect("state"),
-            Some(OffsetState::Settled)
+            Some((OffsetState::Settled, None))
         );
     }
 

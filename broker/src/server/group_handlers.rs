@@ -11,7 +11,10 @@ use pigeon_client::protocol::{ErrorCode, Response};
 use super::Broker;
 use crate::delivery::engine::{GroupHandle, SeekTo, Settle};
 use crate::delivery::{ConsumerId, GroupSettings, OffsetState, SettleError};
+use crate::groups::dlq::{dlq_topic, find_parked, header_text};
+use crate::groups::source::read_records;
 use crate::topics::TopicError;
+use pigeon_client::batch::Record;
 
 /// Longest wait a receive may ask for.
 const MAX_RECEIVE_WAIT: Duration = Duration::from_secs(30);
@@ -338,6 +341,22 @@ async fn settle(broker: &Broker, req: wire::SettleRequest) -> Result<Response, T
     Ok(wire::SettleResponse { results }.into())
 }
 
+/// Fills `answer` from the dead-letter copy of its message.
+fn describe_parked(answer: &mut wire::MessageStateResponse, copy: &Record) {
+    let number = |name: &str| header_text(copy, name).and_then(|v| v.parse::<i64>().ok());
+    answer.state = wire::MessageState::DeadLettered;
+    answer.attempts = number("pigeon.dlq.attempts").map_or(0, |n| n as u32);
+    answer.first_delivery_ms = number("pigeon.dlq.first-delivery-ms").unwrap_or(-1);
+    answer.last_delivery_ms = number("pigeon.dlq.last-delivery-ms").unwrap_or(-1);
+    let reason = header_text(copy, "pigeon.dlq.reason").unwrap_or("unknown");
+    let text = header_text(copy, "pigeon.dlq.reason-text").unwrap_or("");
+    answer.reason = if text.is_empty() {
+        reason.to_owned()
+    } else {
+        format!("{reason}: {text}")
+    };
+}
+
 async fn message_state(
     broker: &Broker,
     req: wire::MessageStateRequest,
@@ -369,11 +388,20 @@ async fn message_state(
         answer.state = wire::MessageState::NotYetWritten;
         return Ok(answer.into());
     }
-    let state = entry
+    let found = entry
         .handle
         .state_of(req.partition, req.offset)
         .await
         .map_err(stopped)?;
+    let (state, times) = match found {
+        Some((state, times)) => (Some(state), times),
+        None => (None, None),
+    };
+    if let Some(times) = times {
+        let ms = |s: u32| if s == 0 { -1 } else { i64::from(s) * 1000 };
+        answer.first_delivery_ms = ms(times.first_s);
+        answer.last_delivery_ms = ms(times.last_s);
+    }
     match state {
         None => answer.state = wire::MessageState::NotYetWritten,
         Some(OffsetState::Settled) if req.offset < start => {
@@ -399,7 +427,21 @@ async fn message_state(
             answer.attempts = attempts;
             answer.reason = "its dead-letter copy is being written".into();
         }
-        Some(OffsetState::Settled) => answer.state = wire::MessageState::Settled,
+        Some(OffsetState::Settled) => {
+            answer.state = wire::MessageState::Settled;
+            // Acked, or dead-lettered: the DLQ copy tells which.
+            let dlq = broker.topics.get(&dlq_topic(&req.topic, &req.group));
+            let source = read_records(log.reader(), &[req.offset]);
+            if let (Some(dlq), Some(record)) = (dlq, source.first()) {
+                let partition = req.partition as usize;
+                let parked = tokio::task::block_in_place(|| {
+                    find_parked(&dlq, partition, req.offset, record.timestamp)
+                });
+                if let Some(copy) = parked {
+                    describe_parked(&mut answer, &copy);
+                }
+            }
+        }
     }
     Ok(answer.into())
 }
