@@ -573,16 +573,14 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                 continue;
             }
             room -= leased.len();
-            let mut offsets: Vec<u64> = leased.iter().map(|d| d.offset).collect();
-            offsets.sort_unstable();
-            let mut records: HashMap<u64, Record> = self
-                .source
-                .records(p, &offsets)
-                .into_iter()
-                .map(|r| (r.offset, r))
-                .collect();
+            // Both in offset order, then matched in one walk.
+            let mut leased = leased;
+            leased.sort_unstable_by_key(|d| d.offset);
+            let offsets: Vec<u64> = leased.iter().map(|d| d.offset).collect();
+            let mut records = self.source.records(p, &offsets).into_iter().peekable();
             for d in leased {
-                match records.remove(&d.offset) {
+                while records.next_if(|r| r.offset < d.offset).is_some() {}
+                match records.next_if(|r| r.offset == d.offset) {
                     Some(record) => out.push(GroupDelivery {
                         partition: p as u32,
                         record,
