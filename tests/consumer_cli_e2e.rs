@@ -951,6 +951,11 @@ fn a_consumer_killed_mid_batch_hands_its_leases_back_and_they_come_again_as_atte
         .filter(|o| message_show(&broker, "jobs", "workers", *o).contains("in flight"))
         .collect();
     assert!(leased.contains(&0), "the message being handled is leased");
+    let holder = message_show(&broker, "jobs", "workers", 0);
+    assert!(
+        holder.contains(&format!("-{} (consumer ", consumer.id())),
+        "names the consumer by the name it joined with: {holder}"
+    );
     // SIGKILL the consumer and its handler (the whole process group).
     let group = -(consumer.id() as i32);
     // SAFETY: kill(2) with a negative pid signals that process group; the

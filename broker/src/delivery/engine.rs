@@ -95,8 +95,20 @@ pub struct PartitionFigures {
     pub removed_by_retention: u64,
 }
 
+/// Where one message stands, for `message show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetReport {
+    /// Its state.
+    pub state: OffsetState,
+    /// When it was first and last delivered, while tracked.
+    pub times: Option<DeliveryTimes>,
+    /// The name the lease holder joined with (in flight only).
+    pub holder: Option<String>,
+}
+
 enum Command {
     Join {
+        name: String,
         reply: oneshot::Sender<ConsumerId>,
     },
     Leave {
@@ -132,7 +144,7 @@ enum Command {
     State {
         partition: u32,
         offset: u64,
-        reply: oneshot::Sender<Option<(OffsetState, Option<DeliveryTimes>)>>,
+        reply: oneshot::Sender<Option<OffsetReport>>,
     },
 }
 
@@ -166,8 +178,9 @@ impl GroupHandle {
     }
 
     /// A new consumer joins.
-    pub async fn join(&self) -> Result<ConsumerId, Stopped> {
-        self.ask(|reply| Command::Join { reply }).await
+    pub async fn join(&self, name: impl Into<String>) -> Result<ConsumerId, Stopped> {
+        let name = name.into();
+        self.ask(|reply| Command::Join { name, reply }).await
     }
 
     /// A consumer leaves (or its connection dropped): its leases return.
@@ -240,7 +253,7 @@ impl GroupHandle {
         &self,
         partition: u32,
         offset: u64,
-    ) -> Result<Option<(OffsetState, Option<DeliveryTimes>)>, Stopped> {
+    ) -> Result<Option<OffsetReport>, Stopped> {
         self.ask(|reply| Command::State {
             partition,
             offset,
@@ -270,7 +283,8 @@ struct Engine<S: SourceReader, D: DeadLetterSink> {
     sink: Arc<D>,
     jitter: Jitter,
     next_consumer: ConsumerId,
-    consumers: HashMap<ConsumerId, ()>,
+    /// Members, with the names they joined with.
+    consumers: HashMap<ConsumerId, String>,
     waiting: Vec<Waiting>,
     /// Round-robin start for fairness across partitions.
     rotate: usize,
@@ -394,10 +408,10 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     async fn handle(&mut self, command: Command) {
         let now = (self.clock)();
         match command {
-            Command::Join { reply } => {
+            Command::Join { name, reply } => {
                 let id = self.next_consumer;
                 self.next_consumer += 1;
-                self.consumers.insert(id, ());
+                self.consumers.insert(id, name);
                 let _ = reply.send(id);
             }
             Command::Leave { consumer } => {
@@ -540,11 +554,20 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                 offset,
                 reply,
             } => {
-                let _ = reply.send(
-                    self.states
-                        .get(partition as usize)
-                        .map(|s| (s.state_of(offset), s.delivery_times(offset))),
-                );
+                let _ = reply.send(self.states.get(partition as usize).map(|s| {
+                    let state = s.state_of(offset);
+                    let holder = match &state {
+                        OffsetState::InFlight(lease) => {
+                            self.consumers.get(&lease.consumer).cloned()
+                        }
+                        _ => None,
+                    };
+                    OffsetReport {
+                        state,
+                        times: s.delivery_times(offset),
+                        holder,
+                    }
+                }));
             }
         }
     }
@@ -792,7 +815,7 @@ mod tests {
     async fn a_poison_message_reaches_the_dlq_after_max_deliveries_and_the_rest_settle() {
         let (source, sink) = (MemSource::with(1, 5), Arc::new(MemSink::default()));
         let group = start_engine(&source, &sink);
-        let consumer = group.join().await.expect("join");
+        let consumer = group.join("test").await.expect("join");
         let first = group
             .receive(consumer, 10, Duration::ZERO)
             .await
@@ -843,7 +866,11 @@ mod tests {
         );
         assert_eq!(
             group.state_of(0, 4).await.expect("state"),
-            Some((OffsetState::Settled, None))
+            Some(OffsetReport {
+                state: OffsetState::Settled,
+                times: None,
+                holder: None
+            })
         );
     }
 
@@ -851,8 +878,8 @@ mod tests {
     async fn an_ack_after_the_lease_expired_is_answered_lease_lost() {
         let (source, sink) = (MemSource::with(1, 1), Arc::new(MemSink::default()));
         let group = start_engine(&source, &sink);
-        let slow = group.join().await.expect("join");
-        let fast = group.join().await.expect("join");
+        let slow = group.join("test").await.expect("join");
+        let fast = group.join("test").await.expect("join");
         assert_eq!(
             group
                 .receive(slow, 1, Duration::ZERO)
@@ -888,7 +915,7 @@ mod tests {
     async fn a_receive_waits_for_new_messages_and_partitions_share_the_load() {
         let (source, sink) = (MemSource::with(2, 0), Arc::new(MemSink::default()));
         let group = start_engine(&source, &sink);
-        let consumer = group.join().await.expect("join");
+        let consumer = group.join("test").await.expect("join");
         let waiting = tokio::spawn({
             let group = group.clone();
             async move { group.receive(consumer, 10, Duration::from_secs(30)).await }
@@ -915,7 +942,7 @@ mod tests {
     async fn a_paused_group_delivers_nothing_until_resumed() {
         let (source, sink) = (MemSource::with(1, 3), Arc::new(MemSink::default()));
         let group = start_engine(&source, &sink);
-        let consumer = group.join().await.expect("join");
+        let consumer = group.join("test").await.expect("join");
         group.pause(true).await.expect("pause").expect("saved");
         assert!(
             group
@@ -940,7 +967,7 @@ mod tests {
     async fn seek_replays_from_an_offset_with_attempts_reset() {
         let (source, sink) = (MemSource::with(1, 6), Arc::new(MemSink::default()));
         let group = start_engine(&source, &sink);
-        let consumer = group.join().await.expect("join");
+        let consumer = group.join("test").await.expect("join");
         let got = group
             .receive(consumer, 10, Duration::ZERO)
             .await
@@ -977,7 +1004,7 @@ mod tests {
     async fn a_consumer_that_leaves_returns_its_leases_and_a_reject_parks_at_once() {
         let (source, sink) = (MemSource::with(1, 2), Arc::new(MemSink::default()));
         let group = start_engine(&source, &sink);
-        let first = group.join().await.expect("join");
+        let first = group.join("test").await.expect("join");
         assert_eq!(
             group
                 .receive(first, 10, Duration::ZERO)
@@ -987,7 +1014,7 @@ mod tests {
             2
         );
         group.leave(first).await;
-        let second = group.join().await.expect("join");
+        let second = group.join("test").await.expect("join");
         let back = group
             .receive(second, 10, Duration::from_secs(10))
             .await

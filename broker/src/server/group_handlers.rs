@@ -117,7 +117,7 @@ pub async fn handle(
             Err(e) => Err(e),
         },
         R::JoinGroup(req) => match groups.get(&req.topic, &req.group) {
-            Ok(entry) => match entry.handle.join().await {
+            Ok(entry) => match entry.handle.join(req.consumer_name.clone()).await {
                 Ok(consumer) => {
                     members.0.lock().push((entry.handle.clone(), consumer));
                     Ok(wire::JoinGroupResponse {
@@ -393,9 +393,9 @@ async fn message_state(
         .state_of(req.partition, req.offset)
         .await
         .map_err(stopped)?;
-    let (state, times) = match found {
-        Some((state, times)) => (Some(state), times),
-        None => (None, None),
+    let (state, times, holder) = match found {
+        Some(report) => (Some(report.state), report.times, report.holder),
+        None => (None, None, None),
     };
     if let Some(times) = times {
         let ms = |s: u32| if s == 0 { -1 } else { i64::from(s) * 1000 };
@@ -414,7 +414,22 @@ async fn message_state(
         Some(OffsetState::InFlight(lease)) => {
             answer.state = wire::MessageState::InFlight;
             answer.attempts = lease.attempt;
-            answer.consumer = format!("consumer {}", lease.consumer);
+            answer.consumer = match holder.filter(|name| !name.is_empty()) {
+                Some(name) => {
+                    let id = format!(" (consumer {})", lease.consumer);
+                    let mut keep = wire::MAX_CONSUMER_NAME_LEN
+                        .saturating_sub(id.len())
+                        .min(name.len());
+                    while !name.is_char_boundary(keep) {
+                        keep -= 1;
+                    }
+                    format!("{}{id}", &name[..keep])
+                }
+                None if lease.consumer == crate::delivery::RECOVERED => {
+                    "nobody (a lease from before the restart)".to_string()
+                }
+                None => format!("consumer {} (gone)", lease.consumer),
+            };
             answer.until_ms = lease.deadline_ms;
         }
         Some(OffsetState::Delayed { attempts, due_ms }) => {
