@@ -34,6 +34,12 @@ pub trait SourceReader: Send + Sync + 'static {
     /// The records at `offsets` (sorted) of a partition; missing ones are
     /// left out (removed by retention).
     fn records(&self, partition: usize, offsets: &[u64]) -> Vec<Record>;
+    /// One watch of the log end per partition, so waiting receives are
+    /// served the moment a record is appended. Without watches (the
+    /// default) the engine polls its waiting receives every few ms.
+    fn end_watches(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
+        Vec::new()
+    }
 }
 
 /// Writes dead-letter copies (to the `<topic>.<group>.dlq` topic).
@@ -288,6 +294,9 @@ struct Engine<S: SourceReader, D: DeadLetterSink> {
     waiting: Vec<Waiting>,
     /// Round-robin start for fairness across partitions.
     rotate: usize,
+    /// Signalled when a source partition's log end moves; `None` when the
+    /// source offers no watches (then waiting receives are polled).
+    appended: Option<Arc<tokio::sync::Notify>>,
     clock: fn() -> i64,
 }
 
@@ -324,6 +333,7 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
     let journal = store
         .as_ref()
         .map(|store| spawn_journal_writer(store.journals()));
+    let appended = watch_appends(source.end_watches());
     let mut engine = Engine {
         settings,
         paused,
@@ -337,6 +347,7 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
         consumers: HashMap::new(),
         waiting: Vec::new(),
         rotate: 0,
+        appended,
         clock: tokio_now_ms,
     };
     tokio::spawn(async move {
@@ -356,12 +367,18 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
 
 impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
+        let appended = self.appended.clone();
         loop {
             let wake = self.next_wake();
             let command = tokio::select! {
                 command = inbox.recv() => command,
                 _ = sleep_until_opt(wake) => {
                     self.on_timer().await;
+                    continue;
+                }
+                () = notified(appended.as_deref()) => {
+                    self.serve_waiting();
+                    self.journal();
                     continue;
                 }
             };
@@ -374,7 +391,8 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
 
     /// When the engine must wake without a request: a lease deadline, a
     /// delay coming due, or a waiting receive's deadline. New source data is
-    /// noticed by polling the waiting receives every few milliseconds.
+    /// noticed through the log end watches (or, for a source without them,
+    /// by polling the waiting receives every few milliseconds).
     fn next_wake(&self) -> Option<Instant> {
         let now_ms = (self.clock)();
         let due_ms = self
@@ -385,7 +403,8 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         let due =
             due_ms.map(|ms| Instant::now() + Duration::from_millis((ms - now_ms).max(0) as u64));
         let waiting = self.waiting.iter().map(|w| w.until).min();
-        let poll = (!self.waiting.is_empty()).then(|| Instant::now() + Duration::from_millis(5));
+        let poll = (!self.waiting.is_empty() && self.appended.is_none())
+            .then(|| Instant::now() + Duration::from_millis(5));
         due.into_iter().chain(waiting).chain(poll).min()
     }
 
@@ -705,6 +724,35 @@ fn spawn_journal_writer(
     tx
 }
 
+/// One task per watch that signals the returned `Notify` whenever that log
+/// end moves (a permit is kept if the engine is busy, so no append is
+/// missed). The tasks end with their logs.
+fn watch_appends(
+    watches: Vec<tokio::sync::watch::Receiver<u64>>,
+) -> Option<Arc<tokio::sync::Notify>> {
+    if watches.is_empty() {
+        return None;
+    }
+    let notify = Arc::new(tokio::sync::Notify::new());
+    for mut watch in watches {
+        let notify = Arc::clone(&notify);
+        tokio::spawn(async move {
+            while watch.changed().await.is_ok() {
+                notify.notify_one();
+            }
+        });
+    }
+    Some(notify)
+}
+
+/// Waits for `notify`; forever without one.
+async fn notified(notify: Option<&tokio::sync::Notify>) {
+    match notify {
+        Some(notify) => notify.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -719,12 +767,30 @@ mod tests {
     use bytes::Bytes;
     use parking_lot::Mutex;
 
+    /// Records in memory; with `ends`, it offers log end watches like a
+    /// real topic.
     #[derive(Default)]
-    struct MemSource(Mutex<Vec<Vec<Record>>>);
+    struct MemSource(
+        Mutex<Vec<Vec<Record>>>,
+        Option<Vec<tokio::sync::watch::Sender<u64>>>,
+    );
 
     impl MemSource {
         fn with(partitions: usize, per_partition: u64) -> Arc<MemSource> {
-            let source = MemSource(Mutex::new(vec![Vec::new(); partitions]));
+            Self::build(partitions, per_partition, false)
+        }
+
+        fn watched(partitions: usize, per_partition: u64) -> Arc<MemSource> {
+            Self::build(partitions, per_partition, true)
+        }
+
+        fn build(partitions: usize, per_partition: u64, watched: bool) -> Arc<MemSource> {
+            let ends = watched.then(|| {
+                (0..partitions)
+                    .map(|_| tokio::sync::watch::channel(0).0)
+                    .collect()
+            });
+            let source = MemSource(Mutex::new(vec![Vec::new(); partitions]), ends);
             for p in 0..partitions {
                 for _ in 0..per_partition {
                     source.push(p, "m");
@@ -743,6 +809,9 @@ mod tests {
                 value: Bytes::from(format!("{value}-{p}-{offset}")),
                 headers: Vec::new(),
             });
+            if let Some(ends) = &self.1 {
+                ends[p].send_replace(offset + 1);
+            }
         }
     }
 
@@ -756,6 +825,9 @@ mod tests {
                 .iter()
                 .filter_map(|o| parts[partition].get(*o as usize).cloned())
                 .collect()
+        }
+        fn end_watches(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
+            self.1.iter().flatten().map(|end| end.subscribe()).collect()
         }
     }
 
@@ -936,6 +1008,32 @@ mod tests {
             .await
             .expect("receive");
         assert!(empty.is_empty(), "answers empty after max_wait");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_receive_is_served_the_moment_a_record_is_appended() {
+        let (source, sink) = (MemSource::watched(2, 0), Arc::new(MemSink::default()));
+        let group = start_engine(&source, &sink);
+        let consumer = group.join("test").await.expect("join");
+        for round in 0..3u64 {
+            let waiting = tokio::spawn({
+                let group = group.clone();
+                async move { group.receive(consumer, 10, Duration::from_secs(30)).await }
+            });
+            // Off the 5 ms grid a poll would follow.
+            tokio::time::sleep(Duration::from_millis(52)).await;
+            let appended = Instant::now();
+            source.push(1, "late");
+            let got = waiting.await.expect("join").expect("receive");
+            assert_eq!(offsets(&got), vec![(1, round, 1)]);
+            // Paused time only moves when every task waits on a timer: a
+            // poll would have cost a step of it; the watch costs none.
+            assert_eq!(appended.elapsed(), Duration::ZERO, "round {round}");
+            group
+                .settle(consumer, vec![(1, round, Settle::Ack)])
+                .await
+                .expect("settle");
+        }
     }
 
     #[tokio::test(start_paused = true)]
