@@ -1,6 +1,12 @@
 //! Request handlers of the consumer-group APIs (40–49). Consumers that
 //! join on a connection are remembered by it, so that when the connection
 //! ends their leases return at once.
+//!
+//! A consumer id is valid only on the connection that joined it: consumer
+//! ids are numbered from 1 again when the broker restarts, so an id kept
+//! from an earlier connection may now name someone else. Receive for an id
+//! not joined on the connection delivers nothing, and Settle answers each
+//! item `LeaseLost` (whatever that id holds now is not the caller's lease).
 
 use std::time::Duration;
 
@@ -21,15 +27,32 @@ const MAX_RECEIVE_WAIT: Duration = Duration::from_secs(30);
 
 /// Consumers joined on one connection.
 #[derive(Debug, Default)]
-pub struct Membership(Mutex<Vec<(GroupHandle, ConsumerId)>>);
+pub struct Membership(Mutex<Vec<Member>>);
+
+/// One consumer joined on a connection.
+#[derive(Debug)]
+struct Member {
+    topic: String,
+    group: String,
+    handle: GroupHandle,
+    consumer: ConsumerId,
+}
 
 impl Membership {
     /// Makes every consumer of the connection leave its group.
     pub async fn leave_all(&self) {
         let joined = std::mem::take(&mut *self.0.lock());
-        for (group, consumer) in joined {
-            group.leave(consumer).await;
+        for member in joined {
+            member.handle.leave(member.consumer).await;
         }
+    }
+
+    /// Whether `consumer` of `topic`/`group` joined on this connection.
+    fn holds(&self, topic: &str, group: &str, consumer: ConsumerId) -> bool {
+        self.0
+            .lock()
+            .iter()
+            .any(|m| m.consumer == consumer && m.topic == topic && m.group == group)
     }
 }
 
@@ -119,7 +142,12 @@ pub async fn handle(
         R::JoinGroup(req) => match groups.get(&req.topic, &req.group) {
             Ok(entry) => match entry.handle.join(req.consumer_name.clone()).await {
                 Ok(consumer) => {
-                    members.0.lock().push((entry.handle.clone(), consumer));
+                    members.0.lock().push(Member {
+                        topic: req.topic.clone(),
+                        group: req.group.clone(),
+                        handle: entry.handle.clone(),
+                        consumer,
+                    });
                     Ok(wire::JoinGroupResponse {
                         consumer_id: u64::from(consumer),
                         settings: to_wire(&entry.settings),
@@ -130,8 +158,8 @@ pub async fn handle(
             },
             Err(e) => Err(e),
         },
-        R::Receive(req) => receive(broker, req).await,
-        R::Settle(req) => settle(broker, req).await,
+        R::Receive(req) => receive(broker, members, req).await,
+        R::Settle(req) => settle(broker, members, req).await,
         R::MessageState(req) => message_state(broker, req).await,
         R::Redrive(req) => {
             let moved = groups
@@ -258,9 +286,21 @@ async fn seek(broker: &Broker, req: wire::SeekGroupRequest) -> Result<Response, 
     Ok(wire::SeekGroupResponse { partitions }.into())
 }
 
-async fn receive(broker: &Broker, req: wire::ReceiveRequest) -> Result<Response, TopicError> {
+async fn receive(
+    broker: &Broker,
+    members: &Membership,
+    req: wire::ReceiveRequest,
+) -> Result<Response, TopicError> {
     let entry = broker.groups.get(&req.topic, &req.group)?;
     let consumer = consumer_id(req.consumer_id)?;
+    if !members.holds(&req.topic, &req.group, consumer) {
+        // Not this connection's: the caller's membership ended with its
+        // connection (a client joins again when it notices).
+        return Ok(wire::ReceiveResponse {
+            deliveries: Vec::new(),
+        }
+        .into());
+    }
     let wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(MAX_RECEIVE_WAIT);
     let max = (req.max_messages as usize).clamp(1, 10_000);
     let got = tokio::select! {
@@ -291,9 +331,29 @@ async fn receive(broker: &Broker, req: wire::ReceiveRequest) -> Result<Response,
     Ok(wire::ReceiveResponse { deliveries }.into())
 }
 
-async fn settle(broker: &Broker, req: wire::SettleRequest) -> Result<Response, TopicError> {
+async fn settle(
+    broker: &Broker,
+    members: &Membership,
+    req: wire::SettleRequest,
+) -> Result<Response, TopicError> {
     let entry = broker.groups.get(&req.topic, &req.group)?;
     let consumer = consumer_id(req.consumer_id)?;
+    if !members.holds(&req.topic, &req.group, consumer) {
+        let results = req
+            .items
+            .iter()
+            .map(|i| wire::SettleResult {
+                partition: i.partition,
+                offset: i.offset,
+                error_code: ErrorCode::LeaseLost,
+                error_message: format!(
+                    "consumer {} did not join {}/{} on this connection; its leases ended with its connection",
+                    req.consumer_id, req.topic, req.group
+                ),
+            })
+            .collect();
+        return Ok(wire::SettleResponse { results }.into());
+    }
     let positions: Vec<(u32, u64)> = req.items.iter().map(|i| (i.partition, i.offset)).collect();
     let items = req
         .items
