@@ -139,7 +139,10 @@ async fn first_use(addr: String, end: u64) {
     assert_eq!(record.offset, end - 1, "the last record survived the kill");
     let producer = Producer::new(client, ProducerConfig::default());
     producer
-        .send("bench", ProducerRecord::new(&b"after restart"[..]).partition(0))
+        .send(
+            "bench",
+            ProducerRecord::new(&b"after restart"[..]).partition(0),
+        )
         .await
         .expect("produce after restart");
     producer.close().await;

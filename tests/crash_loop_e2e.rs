@@ -24,6 +24,22 @@ fn crash_loop_short() {
     assert_eq!(figures.cycles, config.cycles);
     assert_eq!((figures.lost, figures.log_duplicates), (0, 0));
     assert!(figures.acked > 0 && figures.deliveries > 0, "{figures}");
+    assert_fixed_bugs_stay_fixed(&figures);
+}
+
+/// The two broker bugs the crash loop found (each with its own test
+/// below) must not come back: a parked message delivered again after a
+/// crash, and a late settle applied to a newer lease.
+fn assert_fixed_bugs_stay_fixed(figures: &crash_loop::Figures) {
+    assert_eq!(
+        (
+            figures.dlq_window_redeliveries,
+            figures.parked_then_acked,
+            figures.stale_settles_redirected
+        ),
+        (0, 0, 0),
+        "{figures}"
+    );
 }
 
 #[test]
@@ -34,23 +50,25 @@ fn crash_loop_long() {
     let figures = crash_loop::run(&config, dir.path());
     assert_eq!(figures.cycles, config.cycles);
     assert_eq!((figures.lost, figures.log_duplicates), (0, 0));
+    assert_fixed_bugs_stay_fixed(&figures);
 }
 
 /// Found by the crash loop (`dlq_window_redeliveries`, `parked_then_acked`
-/// in its figures): the group engine writes a dead letter's DLQ copy
-/// (append and fsync) before it hands the `DeadLetterStarted` /
-/// `DeadLettered` events to the journal, so a crash between the two leaves
-/// the copy in the DLQ while the journal still holds only the lease. After
-/// the restart the lease comes back as an ordinary attempt and the message
-/// is delivered again; a consumer that acks it leaves the group with a
+/// in its figures), now fixed: the group engine wrote a dead letter's DLQ
+/// copy (append and fsync) before it handed the `DeadLetterStarted` /
+/// `DeadLettered` events to the journal, so a crash between the two left
+/// the copy in the DLQ while the journal still held only the lease. After
+/// the restart the lease came back as an ordinary attempt and the message
+/// was delivered again; a consumer that acked it left the group with a
 /// message both acked and parked (a redrive would then process it twice).
+/// The engine now waits for the journal to hold `DeadLetterStarted`
+/// before it writes the copy.
 ///
 /// Each round: one message, rejected, SIGKILL as soon as the reject is
 /// answered (the copy is written right after the answer), restart, then
 /// look for the copy in the DLQ and for a redelivery. A message parked
 /// must not be delivered again.
 #[test]
-#[ignore = "known bug: a parked message is delivered again after a crash (DLQ copy written before the dead-lettering is journaled)"]
 fn a_parked_message_is_not_delivered_again_after_a_crash() {
     use pigeon_client::protocol::*;
     use pigeon_suite::raw::{RawClient, decode_records};
@@ -94,6 +112,7 @@ fn a_parked_message_is_not_delivered_again_after_a_crash() {
             items: vec![SettleItem {
                 partition: 0,
                 offset,
+                attempt: 0,
                 action: SettleAction::Reject,
                 delay_ms: 0,
                 reason: "bad".into(),
@@ -197,7 +216,6 @@ fn a_parked_message_is_not_delivered_again_after_a_crash() {
 /// lease the consumer no longer holds"; a late nack or reject would requeue
 /// or park a message that the consumer is still working on.
 #[test]
-#[ignore = "known bug: a late settle of an expired lease is applied to the same consumer's newer lease of the message"]
 fn a_late_ack_of_an_expired_lease_is_lease_lost_even_if_the_consumer_got_the_message_again() {
     use std::time::Duration;
 
@@ -296,6 +314,7 @@ fn a_consumer_id_joined_on_another_connection_settles_nothing() {
             items: vec![SettleItem {
                 partition: 0,
                 offset,
+                attempt: 0,
                 action: SettleAction::Ack,
                 delay_ms: 0,
                 reason: String::new(),

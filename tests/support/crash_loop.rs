@@ -70,10 +70,10 @@
 //!   or delayed, as many dead letters as its DLQ holds (less those parked
 //!   and then delivered again and acked), and a new consumer gets nothing.
 //!
-//! Two known broker bugs are tolerated and counted rather than reported
-//! (`docs/reliability.md`, "Bugs found by the crash loop"): a parked
-//! message delivered again after a crash, and a late settle of an expired
-//! lease applied to the same consumer's newer lease of the message.
+//! Two broker bugs it found (`docs/reliability.md`, "Bugs found by the
+//! crash loop", both fixed) are counted here and asserted to be 0 by the
+//! tests: a parked message delivered again after a crash, and a late settle
+//! of an expired lease applied to the same consumer's newer lease.
 //!
 //! The seed ([`Config::seed`], `PIGEON_CRASH_SEED`) fixes the workload, the
 //! consumers' decisions and the killer's timing; the interleaving with the
@@ -856,7 +856,7 @@ pub struct Figures {
     /// dead-lettering was journaled).
     pub parked_then_acked: u64,
     /// Settles answered OK that the broker applied to a newer lease of the
-    /// same consumer (a known bug: the old lease had expired).
+    /// same consumer (a fixed bug: the old lease had expired; must be 0).
     pub stale_settles_redirected: u64,
     /// Longest time from an ack answered OK to the kill that made it be
     /// redelivered, ms.
@@ -923,7 +923,7 @@ impl fmt::Display for Figures {
         )?;
         writeln!(
             f,
-            "  late settles of an expired lease applied to the same consumer's newer lease (known bug): {}",
+            "  late settles of an expired lease applied to the same consumer's newer lease (must be 0): {}",
             self.stale_settles_redirected
         )?;
         writeln!(

@@ -10,6 +10,22 @@
 //! journal before answering, so the last commit window of acks can be
 //! redelivered after a crash, never lost).
 //!
+//! ## Dead letters: the crash story
+//!
+//! 1. The state machine marks the message dead-lettering
+//!    (`DeadLetterStarted`): it is out of delivery from then on.
+//! 2. The engine waits until the journal holds that event durably (a
+//!    barrier through the journal writer) — the one place it waits for the
+//!    journal. A crash before this point: the journal still has the lease,
+//!    nothing was parked, the message comes back (an attempt).
+//! 3. The copy is written to the DLQ topic and made durable. A crash here:
+//!    the journal says dead-lettering, so after the restart the copy is
+//!    written again, and the sink finds it already parked (idempotent).
+//! 4. `DeadLettered` settles it (journaled lazily, like an ack; a crash
+//!    before it is journaled is step 3 again).
+//!
+//! So a parked message is never delivered again, and never parked twice.
+//!
 //! Source records are read through a [`SourceReader`], so the engine is
 //! tested with paused tokio time against an in-memory source.
 
@@ -128,7 +144,7 @@ enum Command {
     },
     Settle {
         consumer: ConsumerId,
-        items: Vec<(u32, u64, Settle)>,
+        items: Vec<(u32, u64, u32, Settle)>,
         reply: oneshot::Sender<Vec<Result<(), SettleError>>>,
     },
     Seek {
@@ -210,11 +226,26 @@ impl GroupHandle {
         .await
     }
 
-    /// Acks, nacks, rejects or extends; one result per item, in order.
+    /// Acks, nacks, rejects or extends `(partition, offset, action)`,
+    /// whichever attempt the consumer's lease is; one result per item, in
+    /// order.
     pub async fn settle(
         &self,
         consumer: ConsumerId,
         items: Vec<(u32, u64, Settle)>,
+    ) -> Result<Vec<Result<(), SettleError>>, Stopped> {
+        let items = items.into_iter().map(|(p, o, a)| (p, o, 0, a)).collect();
+        self.settle_attempts(consumer, items).await
+    }
+
+    /// Like [`settle`](Self::settle) for `(partition, offset, attempt,
+    /// action)`: an item applies only if the consumer's lease on the offset
+    /// is that attempt (0: any), else `LeaseLost` — a late settle of an
+    /// expired lease never touches a newer lease of the same message.
+    pub async fn settle_attempts(
+        &self,
+        consumer: ConsumerId,
+        items: Vec<(u32, u64, u32, Settle)>,
     ) -> Result<Vec<Result<(), SettleError>>, Stopped> {
         self.ask(|reply| Command::Settle {
             consumer,
@@ -284,7 +315,7 @@ struct Engine<S: SourceReader, D: DeadLetterSink> {
     /// Metadata updates (pause); `None` in tests without storage.
     store: Option<GroupStore>,
     /// Ordered channel to the journal writer task.
-    journal: Option<mpsc::UnboundedSender<(usize, Vec<super::journal::Event>)>>,
+    journal: Option<mpsc::UnboundedSender<JournalWork>>,
     source: Arc<S>,
     sink: Arc<D>,
     jitter: Jitter,
@@ -472,11 +503,16 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             } => {
                 let mut results = Vec::with_capacity(items.len());
                 let mut dead = Vec::new();
-                for (partition, offset, action) in items {
+                for (partition, offset, attempt, action) in items {
                     let Some(state) = self.states.get_mut(partition as usize) else {
                         results.push(Err(SettleError::LeaseLost { offset }));
                         continue;
                     };
+                    if attempt != 0 && state.lease_of(offset).is_some_and(|l| l.attempt != attempt)
+                    {
+                        results.push(Err(SettleError::LeaseLost { offset }));
+                        continue;
+                    }
                     let result = match action {
                         Settle::Ack => state.ack(consumer, offset),
                         Settle::Nack(delay) => state
@@ -657,6 +693,8 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
 
     /// Copies dead letters out, then settles each whose copy is durable. A
     /// failed copy stays pending and is tried again at the next call.
+    /// Nothing is copied before the journal holds the dead-lettering (see
+    /// the module's crash story).
     async fn dead_letter(&mut self, mut dead: Vec<(usize, DeadLetter)>) {
         for p in 0..self.states.len() {
             for pending in self.states[p].pending_dead_letters() {
@@ -667,6 +705,16 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                     dead.push((p, pending));
                 }
             }
+        }
+        if dead.is_empty() {
+            return;
+        }
+        if !self.journal_durable().await {
+            tracing::warn!(
+                count = dead.len(),
+                "the group journal did not take the dead-lettering; the copies wait for the next try"
+            );
+            return;
         }
         for (p, d) in dead {
             let records = self.source.records(p, &[d.offset]);
@@ -692,32 +740,82 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             if let Some(journal) = &self.journal
                 && !events.is_empty()
             {
-                let _ = journal.send((p, events));
+                let _ = journal.send(JournalWork::Events(p, events));
             }
         }
     }
+
+    /// Hands the state changes to the journal writer and waits until every
+    /// change made so far is appended (durable under the journal's fsync
+    /// policy); `false` if an append failed. `true` at once without a
+    /// journal (tests without storage).
+    async fn journal_durable(&mut self) -> bool {
+        self.journal();
+        let Some(journal) = &self.journal else {
+            return true;
+        };
+        let (done, appended) = oneshot::channel();
+        if journal.send(JournalWork::Barrier(done)).is_err() {
+            return false;
+        }
+        appended.await.unwrap_or(false)
+    }
+}
+
+/// What the journal writer is asked to do.
+enum JournalWork {
+    /// Append these events of a partition (after those sent before).
+    Events(usize, Vec<super::journal::Event>),
+    /// Answer once everything sent before is appended: `true`, or `false`
+    /// if an append failed.
+    Barrier(oneshot::Sender<bool>),
 }
 
 /// The journal writer of a group: appends each partition's events in the
 /// order the engine made them, everything queued in one append per
-/// partition (so the journal's group commit covers many engine steps).
+/// partition (so the journal's group commit covers many engine steps), the
+/// partitions' appends concurrently (so one partition's fsync does not hold
+/// up the others', and acks reach the disk sooner).
 fn spawn_journal_writer(
     journals: Vec<crate::log::PartitionLog>,
-) -> mpsc::UnboundedSender<(usize, Vec<super::journal::Event>)> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Vec<super::journal::Event>)>();
+) -> mpsc::UnboundedSender<JournalWork> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<JournalWork>();
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
-            let mut by_partition: HashMap<usize, Vec<super::journal::Event>> = HashMap::new();
-            by_partition.entry(first.0).or_default().extend(first.1);
-            while let Ok((p, events)) = rx.try_recv() {
-                by_partition.entry(p).or_default().extend(events);
-            }
-            for (p, events) in by_partition {
-                if let Some(journal) = journals.get(p)
-                    && let Err(e) = super::store::append_to(journal, &events).await
-                {
-                    tracing::error!(partition = p, error = %e, "writing the group journal failed");
+            let mut by_partition: std::collections::BTreeMap<usize, Vec<super::journal::Event>> =
+                std::collections::BTreeMap::new();
+            let mut barriers = Vec::new();
+            let mut work = Some(first);
+            while let Some(next) = work {
+                match next {
+                    JournalWork::Events(p, events) => {
+                        by_partition.entry(p).or_default().extend(events)
+                    }
+                    JournalWork::Barrier(done) => barriers.push(done),
                 }
+                work = rx.try_recv().ok();
+            }
+            let appends = by_partition.into_iter().map(|(p, events)| {
+                let journal = journals.get(p);
+                async move {
+                    let Some(journal) = journal else {
+                        return true;
+                    };
+                    match super::store::append_to(journal, &events).await {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::error!(partition = p, error = %e, "writing the group journal failed");
+                            false
+                        }
+                    }
+                }
+            });
+            let all_ok = futures_util::future::join_all(appends)
+                .await
+                .into_iter()
+                .all(|ok| ok);
+            for done in barriers {
+                let _ = done.send(all_ok);
             }
         }
     });

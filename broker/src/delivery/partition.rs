@@ -734,6 +734,11 @@ impl PartitionDelivery {
         }
     }
 
+    /// The lease on `offset`, if it is in flight.
+    pub fn lease_of(&self, offset: u64) -> Option<Lease> {
+        self.in_flight.get(offset).map(|e| e.lease)
+    }
+
     /// Where `offset` is.
     pub fn state_of(&self, offset: u64) -> OffsetState {
         if let Some(entry) = self.in_flight.get(offset) {

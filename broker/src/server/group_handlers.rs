@@ -374,12 +374,12 @@ async fn settle(
                     Settle::Extend(by)
                 }
             };
-            (i.partition, i.offset, action)
+            (i.partition, i.offset, i.attempt, action)
         })
         .collect();
     let outcomes = entry
         .handle
-        .settle(consumer, items)
+        .settle_attempts(consumer, items)
         .await
         .map_err(stopped)?;
     let results = positions

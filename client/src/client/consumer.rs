@@ -432,6 +432,7 @@ impl GroupDelivery {
         let item = SettleItem {
             partition: self.partition,
             offset: self.offset,
+            attempt: self.attempt,
             action,
             delay_ms,
             reason,
@@ -469,6 +470,7 @@ impl GroupDelivery {
                 .map(|d| SettleItem {
                     partition: d.partition,
                     offset: d.offset,
+                    attempt: d.attempt,
                     action: SettleAction::Ack,
                     delay_ms: 0,
                     reason: String::new(),
