@@ -3,18 +3,28 @@
 //!
 //! - Reading stops when the client closes, a frame is unreadable (its
 //!   length is too large or too small: answered with a connection-level
-//!   error, then closed), a started frame stalls longer than the frame
-//!   timeout, or the broker shuts down.
+//!   error, then closed), a frame is not whole within `frame_timeout` of
+//!   its first byte (slowloris: trickling bytes does not reset the clock;
+//!   an idle connection between frames is not timed), or the broker shuts
+//!   down.
 //! - At most `max_in_flight_per_connection` requests run at once; one more
 //!   is answered with `TooManyRequestsInFlight` at once, so a client cannot
 //!   queue unbounded work. A request id already in flight is refused.
 //! - The writer drains a bounded channel: a client that stops reading its
-//!   responses blocks only its own handlers.
+//!   responses blocks only its own handlers. A response that would exceed
+//!   the frame limit (a fetch or settle naming thousands of partitions or
+//!   items) is replaced by a `FrameTooLarge` error for that request; the
+//!   connection goes on.
 //! - Malformed bodies get an error response and the connection goes on.
+//! - With a produce quota (`produce_quota_bytes_per_sec`), each produce
+//!   request's batch bytes are charged to the connection's
+//!   [`TokenBucket`]; when it goes into debt the response carries
+//!   `throttle_ms` (Produce v1) and the connection is muted: nothing more
+//!   is read from it until the debt is paid. Responses still go out.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
@@ -25,10 +35,8 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::Broker;
 use super::handlers::handle;
+use super::quota::TokenBucket;
 use crate::metrics;
-
-/// How long a frame may take to arrive once its first byte has.
-const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves one connection until it ends.
 pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
@@ -52,21 +60,39 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let ids = Arc::new(Mutex::new(HashSet::new()));
     let members = Arc::new(super::group_handlers::Membership::default());
+    let frame_timeout = broker.config.frame_timeout;
+    let mut quota = broker
+        .config
+        .produce_quota_bytes_per_sec
+        .map(|rate| TokenBucket::new(rate, Instant::now()));
+    let mut muted_until: Option<Instant> = None;
     loop {
-        let next = async {
-            if frames.read_buffer().is_empty() {
-                Ok(frames.next().await)
-            } else {
-                tokio::time::timeout(FRAME_TIMEOUT, frames.next()).await
+        // Throttled: read nothing until the connection's debt is paid.
+        if let Some(until) = muted_until.take() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = broker.shutdown.cancelled() => break,
             }
-        };
+        }
+        // Between frames the connection may idle as long as it likes; the
+        // frame clock starts with the first byte of the next frame.
+        if frames.read_buffer().is_empty() {
+            let mut first = [0u8; 1];
+            tokio::select! {
+                // An error or the end of the stream shows up in `next` below.
+                _ = frames.get_mut().peek(&mut first) => {}
+                _ = broker.shutdown.cancelled() => break,
+            }
+        }
         let item = tokio::select! {
-            item = next => item,
+            item = tokio::time::timeout(frame_timeout, frames.next()) => item,
             _ = broker.shutdown.cancelled() => break,
         };
         let incoming = match item {
             Err(_) => {
-                tracing::info!(%peer, "closing a connection whose frame stalled for {FRAME_TIMEOUT:?}");
+                tracing::info!(%peer, buffered = frames.read_buffer().len(),
+                    "closing a connection whose frame did not arrive whole within {frame_timeout:?}");
+                metrics::frame_timed_out();
                 break;
             }
             Ok(None) => break,
@@ -79,6 +105,24 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
             Ok(Some(Ok(incoming))) => incoming,
         };
         let header = incoming.header;
+        let throttle = match (&mut quota, &incoming.request) {
+            (Some(bucket), Ok(Request::Produce(produce))) => {
+                let bytes = produce
+                    .partitions
+                    .iter()
+                    .flat_map(|p| &p.batches)
+                    .map(|b| b.len() as u64)
+                    .sum();
+                let now = Instant::now();
+                let wait = bucket.charge(bytes, now);
+                if !wait.is_zero() {
+                    metrics::produce_throttled(wait);
+                    muted_until = Some(now + wait);
+                }
+                wait
+            }
+            _ => Duration::ZERO,
+        };
         let request = match incoming.request {
             Ok(request) => request,
             Err(e) => {
@@ -124,7 +168,10 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
             members.clone(),
         );
         tokio::spawn(async move {
-            let response = handle(&broker, &members, &header, request).await;
+            let mut response = handle(&broker, &members, &header, request).await;
+            if let ResponseBody::Ok(Response::Produce(produce)) = &mut response.body {
+                produce.throttle_ms = u32::try_from(throttle.as_millis()).unwrap_or(u32::MAX);
+            }
             ids.lock().remove(&header.request_id);
             let _ = responses.send(response).await;
             drop(permit);
@@ -144,11 +191,11 @@ async fn write_responses(
 ) {
     while let Some(frame) = outbox.recv().await {
         // Write everything queued, then flush once.
-        let mut result = sink.feed(frame).await;
+        let mut result = feed(&mut sink, frame).await;
         while result.is_ok()
             && let Ok(more) = outbox.try_recv()
         {
-            result = sink.feed(more).await;
+            result = feed(&mut sink, more).await;
         }
         let flushed = match result {
             Ok(()) => SinkExt::<ResponseFrame>::flush(&mut sink).await,
@@ -158,5 +205,36 @@ async fn write_responses(
             tracing::debug!(error = %e, "connection write failed");
             return;
         }
+    }
+}
+
+/// Queues one response for writing. A response that cannot be encoded (it
+/// would exceed the frame limit) is replaced by an error answering the same
+/// request, so that the client learns why and the connection goes on; only
+/// a failed write ends the connection.
+async fn feed(
+    sink: &mut FramedWrite<tokio::net::tcp::OwnedWriteHalf, ServerCodec>,
+    frame: ResponseFrame,
+) -> Result<(), CodecError> {
+    let header = RequestHeader {
+        api_key: frame.api_key(),
+        api_version: frame.api_version,
+        request_id: frame.request_id,
+    };
+    match sink.feed(frame).await {
+        Err(e) if !matches!(e.kind, CodecErrorKind::Io { .. }) => {
+            let code = match e.kind {
+                CodecErrorKind::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+                _ => ErrorCode::Internal,
+            };
+            tracing::info!(request_id = header.request_id, error = %e, "a response could not be encoded");
+            metrics::error(code);
+            let message = format!(
+                "the response to this request could not be sent: {e}; ask for less in one request (fewer partitions, items or bytes)"
+            );
+            sink.feed(ResponseFrame::error(&header, code, message))
+                .await
+        }
+        other => other,
     }
 }

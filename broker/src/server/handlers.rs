@@ -19,6 +19,11 @@ use crate::topics::{NewTopic, Topic, TopicError};
 /// Longest long-poll a fetch may ask for.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 
+/// Bytes of one fetch response entry besides its topic name and records
+/// (name length, partition, error code, empty message, high watermark, log
+/// start, records length).
+const FETCH_ENTRY_OVERHEAD: usize = 2 + 4 + 2 + 2 + 8 + 8 + 4;
+
 /// Answers one request.
 pub async fn handle(
     broker: &Broker,
@@ -185,6 +190,8 @@ async fn produce(broker: &Broker, req: ProduceRequest) -> Result<ProduceResponse
     Ok(ProduceResponse {
         topic: req.topic,
         partitions,
+        // Set by the connection, which keeps the quota.
+        throttle_ms: 0,
     })
 }
 
@@ -309,7 +316,15 @@ async fn fetch(broker: &Broker, req: FetchRequest) -> FetchResponse {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(u64::from(req.max_wait_ms)).min(MAX_FETCH_WAIT);
     let min_bytes = (req.min_bytes as usize).max(1);
-    let max_total = (req.max_bytes as usize).min(broker.config.max_frame_bytes as usize - 1024);
+    // Records share the frame with every partition's entry: what is left
+    // after those (and 1 KiB for the header and error messages) bounds them.
+    let entries: usize = req
+        .partitions
+        .iter()
+        .map(|p| FETCH_ENTRY_OVERHEAD + p.topic.len())
+        .sum();
+    let room = (broker.config.max_frame_bytes as usize).saturating_sub(1024 + entries);
+    let max_total = (req.max_bytes as usize).min(room);
     loop {
         let (response, total) = fetch_once(broker, &req, max_total);
         let now = Instant::now();

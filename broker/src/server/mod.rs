@@ -3,8 +3,10 @@
 //!
 //! ## Concurrency model
 //!
-//! - One tokio task accepts connections (at most `max_connections` at once,
-//!   further ones wait in the kernel's backlog).
+//! - One tokio task accepts connections. At most `max_connections` are
+//!   served at once; one more is answered, at once, with a
+//!   connection-level `TooManyConnections` error and closed, so a client
+//!   learns why instead of hanging in the kernel's backlog.
 //! - One task per connection reads frames; each request runs in its own
 //!   task (bounded per connection), so a slow fetch long-poll never holds up
 //!   a produce on the same connection.
@@ -23,12 +25,20 @@
 pub mod connection;
 pub mod group_handlers;
 pub mod handlers;
+pub mod quota;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use bytes::BytesMut;
+use pigeon_client::protocol::{
+    CONNECTION_ERROR_API_KEY, CONNECTION_ERROR_REQUEST_ID, ErrorCode, Limits, RequestHeader,
+    ResponseFrame, encode_response,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,23 +64,41 @@ pub struct Broker {
     pub serving: AtomicBool,
 }
 
+/// Refused connections being told why at once; past this many, further
+/// refused connections are closed without a word.
+const MAX_REFUSALS_IN_PROGRESS: usize = 64;
+
+/// Longest a refused connection is kept to deliver its error.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
 /// Accepts connections until shutdown; returns once every connection ended.
 pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
     let connections = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(broker.config.max_connections as usize));
+    let max_connections = broker.config.max_connections;
+    let slots = Arc::new(Semaphore::new(max_connections as usize));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_PROGRESS));
+    let mut refused = 0u64;
+    let mut last_refusal_log: Option<Instant> = None;
     loop {
-        let Ok(permit) = (tokio::select! {
-            p = slots.clone().acquire_owned() => p,
-            _ = broker.shutdown.cancelled() => break,
-        }) else {
-            break;
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = broker.shutdown.cancelled() => break,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    refused += 1;
+                    metrics::connection_refused();
+                    if last_refusal_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                        last_refusal_log = Some(Instant::now());
+                        tracing::warn!(%peer, max_connections, refused,
+                            "refusing connections: max_connections are already served");
+                    }
+                    if let Ok(telling) = refusals.clone().try_acquire_owned() {
+                        tokio::spawn(refuse(stream, max_connections, telling));
+                    }
+                    continue;
+                };
                 let broker = broker.clone();
                 connections.spawn(async move {
                     metrics::connection_opened();
@@ -93,4 +121,32 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
     {
         tracing::warn!("some requests were still running when the shutdown timeout passed");
     }
+}
+
+/// Tells a connection over the limit why it is closed: a connection-level
+/// `TooManyConnections` error, then a clean close (what the client sent is
+/// drained first, so that the close does not reset the connection before
+/// the client has read the error). Bounded by [`REFUSAL_LINGER`].
+async fn refuse(mut stream: TcpStream, max_connections: u32, _telling: OwnedSemaphorePermit) {
+    let header = RequestHeader {
+        api_key: CONNECTION_ERROR_API_KEY,
+        api_version: 0,
+        request_id: CONNECTION_ERROR_REQUEST_ID,
+    };
+    let message = format!(
+        "the broker already serves {max_connections} connections (max_connections); close idle connections or retry later"
+    );
+    let frame = ResponseFrame::error(&header, ErrorCode::TooManyConnections, message);
+    let mut bytes = BytesMut::new();
+    if encode_response(&frame, Limits::default(), &mut bytes).is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        stream.write_all(&bytes).await?;
+        stream.shutdown().await?;
+        let mut drained = [0u8; 1024];
+        while stream.read(&mut drained).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
 }
