@@ -5,13 +5,16 @@
 //!   length is too large or too small: answered with a connection-level
 //!   error, then closed), a frame is not whole within `frame_timeout` of
 //!   its first byte (slowloris: trickling bytes does not reset the clock;
-//!   an idle connection between frames is not timed), or the broker shuts
-//!   down.
+//!   an idle connection between frames is not timed; answered with a
+//!   connection-level `RequestTimedOut`, then closed), the writer gave up
+//!   (below), or the broker shuts down.
 //! - At most `max_in_flight_per_connection` requests run at once; one more
 //!   is answered with `TooManyRequestsInFlight` at once, so a client cannot
 //!   queue unbounded work. A request id already in flight is refused.
 //! - The writer drains a bounded channel: a client that stops reading its
-//!   responses blocks only its own handlers. A response that would exceed
+//!   responses blocks only its own handlers, and once a response has waited
+//!   `frame_timeout` for the client to read, the connection is closed (its
+//!   slot, requests and group leases are freed). A response that would exceed
 //!   the frame limit (a fetch or settle naming thousands of partitions or
 //!   items) is replaced by a `FrameTooLarge` error for that request; the
 //!   connection goes on.
@@ -56,6 +59,8 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
     let writer = tokio::spawn(write_responses(
         FramedWrite::new(write, ServerCodec::new(limits)),
         outbox,
+        broker.config.frame_timeout,
+        peer.clone(),
     ));
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let ids = Arc::new(Mutex::new(HashSet::new()));
@@ -82,20 +87,35 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
                 // An error or the end of the stream shows up in `next` below.
                 _ = frames.get_mut().peek(&mut first) => {}
                 _ = broker.shutdown.cancelled() => break,
+                // The writer gave up on a client that does not read.
+                _ = responses.closed() => break,
             }
         }
         let item = tokio::select! {
             item = tokio::time::timeout(frame_timeout, frames.next()) => item,
             _ = broker.shutdown.cancelled() => break,
+            _ = responses.closed() => break,
         };
         let incoming = match item {
             Err(_) => {
                 tracing::info!(%peer, buffered = frames.read_buffer().len(),
                     "closing a connection whose frame did not arrive whole within {frame_timeout:?}");
                 metrics::frame_timed_out();
+                metrics::error(ErrorCode::RequestTimedOut);
+                let message = format!(
+                    "a request frame did not arrive whole within {} ms of its first byte (frame_timeout_ms); the connection is closed",
+                    frame_timeout.as_millis()
+                );
+                let _ = responses.try_send(connection_error(ErrorCode::RequestTimedOut, message));
                 break;
             }
             Ok(None) => break,
+            Ok(Some(Err(e))) if matches!(e.kind, CodecErrorKind::Io { .. }) => {
+                // The client closed mid-frame or the socket failed: nobody
+                // is left to tell.
+                tracing::debug!(%peer, error = %e, "connection ended");
+                break;
+            }
             Ok(Some(Err(e))) => {
                 tracing::info!(%peer, error = %e, "closing a connection after an unreadable frame");
                 metrics::error(e.error_code());
@@ -185,20 +205,41 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
     let _ = writer.await;
 }
 
+/// Writes responses until the connection ends. A client that reads
+/// nothing for `stall_timeout` while a response waits to be written is
+/// given up on: the writer ends, which ends the connection.
 async fn write_responses(
     mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, ServerCodec>,
     mut outbox: mpsc::Receiver<ResponseFrame>,
+    stall_timeout: Duration,
+    peer: String,
 ) {
+    let stalled = || {
+        tracing::info!(%peer, "closing a connection that read none of its responses for {stall_timeout:?}");
+        metrics::frame_timed_out();
+    };
     while let Some(frame) = outbox.recv().await {
         // Write everything queued, then flush once.
-        let mut result = feed(&mut sink, frame).await;
+        let Ok(mut result) = tokio::time::timeout(stall_timeout, feed(&mut sink, frame)).await
+        else {
+            return stalled();
+        };
         while result.is_ok()
             && let Ok(more) = outbox.try_recv()
         {
-            result = feed(&mut sink, more).await;
+            let Ok(fed) = tokio::time::timeout(stall_timeout, feed(&mut sink, more)).await else {
+                return stalled();
+            };
+            result = fed;
         }
         let flushed = match result {
-            Ok(()) => SinkExt::<ResponseFrame>::flush(&mut sink).await,
+            Ok(()) => {
+                let flush = SinkExt::<ResponseFrame>::flush(&mut sink);
+                let Ok(flushed) = tokio::time::timeout(stall_timeout, flush).await else {
+                    return stalled();
+                };
+                flushed
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = flushed {
@@ -206,6 +247,16 @@ async fn write_responses(
             return;
         }
     }
+}
+
+/// A connection-level error: request id `0xFFFFFFFF`, API key `0xFFFF`.
+pub(super) fn connection_error(code: ErrorCode, message: String) -> ResponseFrame {
+    let header = RequestHeader {
+        api_key: CONNECTION_ERROR_API_KEY,
+        api_version: 0,
+        request_id: CONNECTION_ERROR_REQUEST_ID,
+    };
+    ResponseFrame::error(&header, code, message)
 }
 
 /// Queues one response for writing. A response that cannot be encoded (it

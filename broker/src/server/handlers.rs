@@ -41,7 +41,7 @@ pub async fn handle(
         Request::DescribeTopic(req) => describe_topic(broker, req).map(Response::from),
         Request::Produce(req) => produce(broker, req).await.map(Response::from),
         Request::RegisterProducer(req) => register_producer(broker, req).map(Response::from),
-        Request::Fetch(req) => Ok(Response::from(fetch(broker, req).await)),
+        Request::Fetch(req) => fetch(broker, req).await.map(Response::from),
         Request::ListOffsets(req) => Ok(Response::from(list_offsets(broker, req).await)),
         group_request => {
             match super::group_handlers::handle(broker, members, group_request).await {
@@ -312,8 +312,22 @@ pub fn log_error_code(e: &LogError) -> ErrorCode {
     }
 }
 
-async fn fetch(broker: &Broker, req: FetchRequest) -> FetchResponse {
+async fn fetch(broker: &Broker, req: FetchRequest) -> Result<FetchResponse, TopicError> {
     let started = Instant::now();
+    // Each entry is one read: the same partition twice would let one small
+    // request make thousands of reads.
+    let mut named = std::collections::HashSet::with_capacity(req.partitions.len());
+    for p in &req.partitions {
+        if !named.insert((p.topic.as_str(), p.partition)) {
+            return Err(TopicError {
+                code: ErrorCode::InvalidRequest,
+                message: format!(
+                    "the fetch names {}/{} more than once; name each partition once",
+                    p.topic, p.partition
+                ),
+            });
+        }
+    }
     let deadline = started + Duration::from_millis(u64::from(req.max_wait_ms)).min(MAX_FETCH_WAIT);
     let min_bytes = (req.min_bytes as usize).max(1);
     // Records share the frame with every partition's entry: what is left
@@ -330,7 +344,7 @@ async fn fetch(broker: &Broker, req: FetchRequest) -> FetchResponse {
         let now = Instant::now();
         if total >= min_bytes || now >= deadline || broker.shutdown.is_cancelled() {
             metrics::fetched(total as u64, started.elapsed());
-            return response;
+            return Ok(response);
         }
         wait_for_data(broker, &req, &response, deadline).await;
     }

@@ -32,10 +32,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use pigeon_client::protocol::{
-    CONNECTION_ERROR_API_KEY, CONNECTION_ERROR_REQUEST_ID, ErrorCode, Limits, RequestHeader,
-    ResponseFrame, encode_response,
-};
+use pigeon_client::protocol::{ErrorCode, Limits, encode_response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -64,9 +61,10 @@ pub struct Broker {
     pub serving: AtomicBool,
 }
 
-/// Refused connections being told why at once; past this many, further
-/// refused connections are closed without a word.
-const MAX_REFUSALS_IN_PROGRESS: usize = 64;
+/// Refused connections kept open for a moment so that their client reads
+/// the error before the close; past this many, further refused connections
+/// get the error and are closed at once.
+const MAX_LINGERING_REFUSALS: usize = 256;
 
 /// Longest a refused connection is kept to deliver its error.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
@@ -76,7 +74,8 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
     let connections = TaskTracker::new();
     let max_connections = broker.config.max_connections;
     let slots = Arc::new(Semaphore::new(max_connections as usize));
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_PROGRESS));
+    let refusals = Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS));
+    let refusal = refusal_frame(max_connections);
     let mut refused = 0u64;
     let mut last_refusal_log: Option<Instant> = None;
     loop {
@@ -94,9 +93,7 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
                         tracing::warn!(%peer, max_connections, refused,
                             "refusing connections: max_connections are already served");
                     }
-                    if let Ok(telling) = refusals.clone().try_acquire_owned() {
-                        tokio::spawn(refuse(stream, max_connections, telling));
-                    }
+                    refuse(stream, &refusal, refusals.clone().try_acquire_owned().ok());
                     continue;
                 };
                 let broker = broker.clone();
@@ -123,30 +120,48 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
     }
 }
 
-/// Tells a connection over the limit why it is closed: a connection-level
-/// `TooManyConnections` error, then a clean close (what the client sent is
-/// drained first, so that the close does not reset the connection before
-/// the client has read the error). Bounded by [`REFUSAL_LINGER`].
-async fn refuse(mut stream: TcpStream, max_connections: u32, _telling: OwnedSemaphorePermit) {
-    let header = RequestHeader {
-        api_key: CONNECTION_ERROR_API_KEY,
-        api_version: 0,
-        request_id: CONNECTION_ERROR_REQUEST_ID,
-    };
+/// The connection-level `TooManyConnections` error, encoded.
+fn refusal_frame(max_connections: u32) -> BytesMut {
     let message = format!(
         "the broker already serves {max_connections} connections (max_connections); close idle connections or retry later"
     );
-    let frame = ResponseFrame::error(&header, ErrorCode::TooManyConnections, message);
+    let frame = connection::connection_error(ErrorCode::TooManyConnections, message);
     let mut bytes = BytesMut::new();
-    if encode_response(&frame, Limits::default(), &mut bytes).is_err() {
-        return;
+    if let Err(e) = encode_response(&frame, Limits::default(), &mut bytes) {
+        tracing::error!(error = %e, "cannot encode the TooManyConnections error");
     }
-    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
-        stream.write_all(&bytes).await?;
-        stream.shutdown().await?;
-        let mut drained = [0u8; 1024];
-        while stream.read(&mut drained).await? > 0 {}
-        Ok::<(), std::io::Error>(())
-    })
-    .await;
+    bytes
+}
+
+/// Tells a connection over the limit why it is closed: the connection-level
+/// `TooManyConnections` error (a new socket's buffer always has room for
+/// it), then the end of the stream. With a `lingering` permit, what the
+/// client sends is drained for up to [`REFUSAL_LINGER`] before the close,
+/// so that the close cannot reset the connection before the client has
+/// read the error; without one, what already arrived is drained and the
+/// socket closed at once.
+fn refuse(stream: TcpStream, error: &[u8], lingering: Option<OwnedSemaphorePermit>) {
+    let _ = stream.try_write(error);
+    match lingering {
+        Some(permit) => {
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+                    stream.shutdown().await?;
+                    let mut drained = [0u8; 1024];
+                    while stream.read(&mut drained).await? > 0 {}
+                    Ok::<(), std::io::Error>(())
+                })
+                .await;
+                drop(permit);
+            });
+        }
+        None => {
+            let mut drained = [0u8; 1024];
+            while matches!(stream.try_read(&mut drained), Ok(n) if n > 0) {}
+            if let Ok(stream) = stream.into_std() {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+            }
+        }
+    }
 }
