@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use pigeon_client::protocol::*;
 use pigeon_suite::raw::{RawClient, batch, decode_records};
-use pigeon_suite::{Broker, XorShift, memory, metric, runtime, seed};
+use pigeon_suite::{Broker, XorShift, cpu_time, memory, metric, runtime, seed};
 
 fn temp() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -359,6 +359,55 @@ fn absurd_offsets_sizes_counts_and_names_get_clear_errors() {
             }
             other => panic!("{other:?}"),
         }
+        cases += 1;
+
+        // min_bytes of 4 GiB: more than will ever come. Four such long-polls
+        // wait out their max_wait idle (they used to spin a core each).
+        let mut waiter = RawClient::connect(broker.addr).await;
+        let mut polls = BytesMut::new();
+        for id in 0..4u32 {
+            let request = FetchRequest {
+                max_wait_ms: 1000,
+                min_bytes: u32::MAX,
+                max_bytes: 1 << 20,
+                partitions: vec![FetchPartition {
+                    topic: "big".into(),
+                    partition: 0,
+                    offset: 0,
+                    max_bytes: 1 << 20,
+                }],
+            };
+            let frame = RequestFrame {
+                request_id: 900 + id,
+                api_version: 0,
+                request: request.into(),
+            };
+            encode_request(&frame, Limits::default(), &mut polls).expect("encode");
+        }
+        let cpu_before = cpu_time(broker.pid()).expect("cpu time");
+        let started = Instant::now();
+        waiter.send_raw(&polls).await;
+        for _ in 0..4 {
+            let (code, message, response) = answer(&mut waiter).await;
+            assert_eq!(code, ErrorCode::None, "{message}");
+            match response {
+                Some(Response::Fetch(r)) => assert!(!r.partitions[0].records.is_empty()),
+                other => panic!("{other:?}"),
+            }
+        }
+        let waited = started.elapsed();
+        let cpu = cpu_time(broker.pid()).expect("cpu time") - cpu_before;
+        println!(
+            "4 fetches with min_bytes of 4 GiB: answered after {waited:?}, broker CPU {cpu:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(900),
+            "answered after {waited:?}"
+        );
+        assert!(
+            cpu < Duration::from_millis(250),
+            "the waiting fetches burnt {cpu:?} of CPU"
+        );
         cases += 1;
 
         // Times at both ends of i64.

@@ -18,6 +18,11 @@
 //!   the frame limit (a fetch or settle naming thousands of partitions or
 //!   items) is replaced by a `FrameTooLarge` error for that request; the
 //!   connection goes on.
+//! - Fetched records count against the connection's read budget (two
+//!   frames' worth) from the read until the response is in the socket's
+//!   buffer: a fetch waits for budget before reading, so a client that
+//!   does not read its responses pins at most that much memory, and its
+//!   pipelined fetches stop reading the log.
 //! - Malformed bodies get an error response and the connection goes on.
 //! - With a produce quota (`produce_quota_bytes_per_sec`), each produce
 //!   request's batch bytes are charged to the connection's
@@ -33,7 +38,7 @@ use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use pigeon_client::protocol::*;
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::Broker;
@@ -55,7 +60,13 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
     let (read, write) = stream.into_split();
     let mut frames = FramedRead::new(read, ServerCodec::new(limits));
     let max_in_flight = broker.config.max_in_flight_per_connection as usize;
-    let (responses, outbox) = mpsc::channel::<ResponseFrame>(max_in_flight);
+    let (responses, outbox) = mpsc::channel::<Outgoing>(max_in_flight);
+    // Bytes (in KiB) of fetched records read for this connection and not
+    // yet handed to the socket: a client that reads slowly, or not at all,
+    // pins at most two frames' worth of them.
+    let read_budget = Arc::new(Semaphore::new(
+        (2 * broker.config.max_frame_bytes as usize).div_ceil(1024),
+    ));
     let writer = tokio::spawn(write_responses(
         FramedWrite::new(write, ServerCodec::new(limits)),
         outbox,
@@ -106,7 +117,8 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
                     "a request frame did not arrive whole within {} ms of its first byte (frame_timeout_ms); the connection is closed",
                     frame_timeout.as_millis()
                 );
-                let _ = responses.try_send(connection_error(ErrorCode::RequestTimedOut, message));
+                let _ = responses
+                    .try_send(connection_error(ErrorCode::RequestTimedOut, message).into());
                 break;
             }
             Ok(None) => break,
@@ -119,7 +131,9 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
             Ok(Some(Err(e))) => {
                 tracing::info!(%peer, error = %e, "closing a connection after an unreadable frame");
                 metrics::error(e.error_code());
-                let _ = responses.send(ResponseFrame::connection_error(&e)).await;
+                let _ = responses
+                    .send(ResponseFrame::connection_error(&e).into())
+                    .await;
                 break;
             }
             Ok(Some(Ok(incoming))) => incoming,
@@ -148,7 +162,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
             Err(e) => {
                 metrics::error(e.error_code());
                 let _ = responses
-                    .send(ResponseFrame::for_codec_error(&header, &e))
+                    .send(ResponseFrame::for_codec_error(&header, &e).into())
                     .await;
                 continue;
             }
@@ -159,11 +173,10 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
                 "{max_in_flight} requests are already in flight on this connection; wait for responses"
             );
             let _ = responses
-                .send(ResponseFrame::error(
-                    &header,
-                    ErrorCode::TooManyRequestsInFlight,
-                    message,
-                ))
+                .send(
+                    ResponseFrame::error(&header, ErrorCode::TooManyRequestsInFlight, message)
+                        .into(),
+                )
                 .await;
             continue;
         };
@@ -173,27 +186,30 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
                 header.request_id
             );
             let _ = responses
-                .send(ResponseFrame::error(
-                    &header,
-                    ErrorCode::DuplicateRequestId,
-                    message,
-                ))
+                .send(ResponseFrame::error(&header, ErrorCode::DuplicateRequestId, message).into())
                 .await;
             continue;
         }
-        let (broker, responses, ids, members) = (
+        let (broker, responses, ids, members, read_budget) = (
             broker.clone(),
             responses.clone(),
             ids.clone(),
             members.clone(),
+            read_budget.clone(),
         );
         tokio::spawn(async move {
-            let mut response = handle(&broker, &members, &header, request).await;
+            let (mut response, held) =
+                handle(&broker, &members, &read_budget, &header, request).await;
             if let ResponseBody::Ok(Response::Produce(produce)) = &mut response.body {
                 produce.throttle_ms = u32::try_from(throttle.as_millis()).unwrap_or(u32::MAX);
             }
             ids.lock().remove(&header.request_id);
-            let _ = responses.send(response).await;
+            let _ = responses
+                .send(Outgoing {
+                    frame: response,
+                    _held: held,
+                })
+                .await;
             drop(permit);
         });
     }
@@ -205,12 +221,25 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
     let _ = writer.await;
 }
 
+/// A response on its way to the writer, with what it holds of the
+/// connection's read budget (released once it is written).
+struct Outgoing {
+    frame: ResponseFrame,
+    _held: Option<OwnedSemaphorePermit>,
+}
+
+impl From<ResponseFrame> for Outgoing {
+    fn from(frame: ResponseFrame) -> Self {
+        Outgoing { frame, _held: None }
+    }
+}
+
 /// Writes responses until the connection ends. A client that reads
 /// nothing for `stall_timeout` while a response waits to be written is
 /// given up on: the writer ends, which ends the connection.
 async fn write_responses(
     mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, ServerCodec>,
-    mut outbox: mpsc::Receiver<ResponseFrame>,
+    mut outbox: mpsc::Receiver<Outgoing>,
     stall_timeout: Duration,
     peer: String,
 ) {
@@ -218,16 +247,19 @@ async fn write_responses(
         tracing::info!(%peer, "closing a connection that read none of its responses for {stall_timeout:?}");
         metrics::frame_timed_out();
     };
-    while let Some(frame) = outbox.recv().await {
+    // Each response's read budget is released once it is in the socket's
+    // write buffer (the outgoing value is dropped after `feed`).
+    while let Some(out) = outbox.recv().await {
         // Write everything queued, then flush once.
-        let Ok(mut result) = tokio::time::timeout(stall_timeout, feed(&mut sink, frame)).await
+        let Ok(mut result) = tokio::time::timeout(stall_timeout, feed(&mut sink, out.frame)).await
         else {
             return stalled();
         };
         while result.is_ok()
             && let Ok(more) = outbox.try_recv()
         {
-            let Ok(fed) = tokio::time::timeout(stall_timeout, feed(&mut sink, more)).await else {
+            let Ok(fed) = tokio::time::timeout(stall_timeout, feed(&mut sink, more.frame)).await
+            else {
                 return stalled();
             };
             result = fed;
