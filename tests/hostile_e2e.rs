@@ -245,6 +245,50 @@ fn slowloris_frames_are_cut_off_and_idle_connections_are_not() {
             "the trickle went on for {trickled_for:?}"
         );
 
+        // A client that asks for 40 MB and reads none of it: once its
+        // socket buffers are full and nothing moves for the frame timeout,
+        // the broker closes it.
+        let value = vec![b'd'; 1000];
+        let values: Vec<&[u8]> = (0..250).map(|_| value.as_slice()).collect();
+        good.create_topic("deep", 1).await;
+        for _ in 0..4 {
+            good.produce("deep", 0, &values).await;
+        }
+        let mut deaf = RawClient::connect(broker.addr).await;
+        let mut requests = BytesMut::new();
+        for id in 0..40u32 {
+            let fetch = FetchRequest {
+                max_wait_ms: 0,
+                min_bytes: 0,
+                max_bytes: 1 << 20,
+                partitions: vec![FetchPartition {
+                    topic: "deep".into(),
+                    partition: 0,
+                    offset: 0,
+                    max_bytes: 1 << 20,
+                }],
+            };
+            let frame = RequestFrame {
+                request_id: 10 + id,
+                api_version: 0,
+                request: fetch.into(),
+            };
+            encode_request(&frame, Limits::default(), &mut requests).expect("encode");
+        }
+        deaf.send_raw(&requests).await;
+        let started = Instant::now();
+        let http = broker.http;
+        tokio::task::spawn_blocking(move || {
+            pigeon_suite::wait_until(Duration::from_secs(15), "the deaf client closed", || {
+                metric(http, "pigeon_frame_timeouts_total") >= 3.0
+            })
+        })
+        .await
+        .expect("wait");
+        let deaf_for = started.elapsed();
+        assert!(broker.log_text().contains("read none of its responses"));
+        drop(deaf);
+
         // Meanwhile, and after, well-behaved clients are served; the idle
         // connection (no partial frame) outlived three frame timeouts.
         let ack = good.produce("t", 0, &[b"still served"]).await;
@@ -255,13 +299,15 @@ fn slowloris_frames_are_cut_off_and_idle_connections_are_not() {
             vec![(0, b"still served".to_vec())]
         );
         println!(
-            "slowloris: stalled frame closed after {:.2} s, trickled frame after {:.2} s ({sent} of {} bytes); idle connection kept",
+            "slowloris: stalled frame closed after {:.2} s, trickled frame after {:.2} s ({sent} of {} bytes), \
+             client reading none of 40 MB of responses after {:.2} s; idle connection kept",
             stalled_for.as_secs_f64(),
             trickled_for.as_secs_f64(),
-            frame.len()
+            frame.len(),
+            deaf_for.as_secs_f64(),
         );
     });
-    assert!(metric(broker.http, "pigeon_frame_timeouts_total") >= 2.0);
+    assert!(metric(broker.http, "pigeon_frame_timeouts_total") >= 3.0);
     assert_no_panic(&broker);
 }
 
