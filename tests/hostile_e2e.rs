@@ -407,8 +407,32 @@ fn absurd_offsets_sizes_counts_and_names_get_clear_errors() {
         }
         cases += 1;
 
-        // min_bytes of 4 GiB: more than will ever come. Four such long-polls
-        // wait out their max_wait idle (they used to spin a core each).
+        // min_bytes of 4 GiB: more than will ever come. When the response
+        // is as full as max_bytes allows, the fetch answers at once.
+        let request = FetchRequest {
+            max_wait_ms: 10_000,
+            min_bytes: u32::MAX,
+            max_bytes: 1 << 20,
+            partitions: vec![FetchPartition {
+                topic: "big".into(),
+                partition: 0,
+                offset: 0,
+                max_bytes: 1 << 20,
+            }],
+        };
+        let started = Instant::now();
+        match c.call(request.into()).await {
+            ResponseBody::Ok(Response::Fetch(r)) => assert!(!r.partitions[0].records.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a full fetch waited"
+        );
+        cases += 1;
+        // Near the end of the log the response could grow: four such
+        // long-polls wait out their max_wait, idle (they used to spin a
+        // core each).
         let mut waiter = RawClient::connect(broker.addr).await;
         let mut polls = BytesMut::new();
         for id in 0..4u32 {
@@ -419,7 +443,7 @@ fn absurd_offsets_sizes_counts_and_names_get_clear_errors() {
                 partitions: vec![FetchPartition {
                     topic: "big".into(),
                     partition: 0,
-                    offset: 0,
+                    offset: 2400,
                     max_bytes: 1 << 20,
                 }],
             };

@@ -165,3 +165,22 @@ fn refuse(stream: TcpStream, error: &[u8], lingering: Option<OwnedSemaphorePermi
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_the_documented_connection_level_error() {
+        let bytes = refusal_frame(4096);
+        // docs/protocol.md, "Examples": 115 bytes.
+        assert_eq!(bytes.len(), 115);
+        assert_eq!(
+            &bytes[..16],
+            &[
+                0x6f, 0, 0, 0, 0xff, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x1d, 0, 0x63, 0
+            ]
+        );
+        assert!(bytes.ends_with(b"(max_connections); close idle connections or retry later"));
+    }
+}
