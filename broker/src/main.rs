@@ -175,9 +175,12 @@ fn raise_open_file_limit(max_connections: u32) {
         }
     }
     let needed = u64::from(max_connections) + SPARE_FILE_DESCRIPTORS;
-    if (limit.rlim_cur as u64) < needed {
+    // `rlim_t` is u64 on 64-bit Linux but not on every target.
+    #[allow(clippy::unnecessary_cast)]
+    let open_files = limit.rlim_cur as u64;
+    if open_files < needed {
         tracing::warn!(
-            open_files = limit.rlim_cur as u64,
+            open_files,
             max_connections,
             "the open-file limit is below max_connections + {SPARE_FILE_DESCRIPTORS}: connections may fail with \"too many open files\" before max_connections; raise the limit (ulimit -n) or lower max_connections"
         );
