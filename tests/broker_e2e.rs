@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pigeon_client::protocol::*;
 use pigeon_suite::raw::{RawClient, batch};
-use pigeon_suite::{Broker, runtime};
+use pigeon_suite::{Broker, http_get, runtime};
 
 fn temp() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -448,31 +448,6 @@ async fn expect_connection_error(client: &mut RawClient, code: ErrorCode) {
         client.next_frame().await.is_none(),
         "the connection stays open after an unreadable frame"
     );
-}
-
-/// A plain HTTP GET over loopback; returns the status code and the body.
-fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect http");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read http");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
 }
 
 #[test]

@@ -35,6 +35,8 @@ pub struct FileConfig {
     max_batch_bytes: Option<u32>,
     max_in_flight_per_connection: Option<u32>,
     max_connections: Option<u32>,
+    frame_timeout_ms: Option<u64>,
+    produce_quota_bytes_per_sec: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
     log: Option<String>,
 }
@@ -92,9 +94,15 @@ pub struct Flags {
     /// Requests one connection may have in flight [default: 256].
     #[arg(long, env = "PIGEON_MAX_IN_FLIGHT_PER_CONNECTION", value_name = "N")]
     max_in_flight_per_connection: Option<u32>,
-    /// Concurrent client connections accepted [default: 4096].
+    /// Concurrent client connections served; one more is answered TooManyConnections and closed [default: 4096].
     #[arg(long, env = "PIGEON_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<u32>,
+    /// A frame must arrive whole within this long of its first byte, else the connection is closed [default: 30000].
+    #[arg(long, env = "PIGEON_FRAME_TIMEOUT_MS", value_name = "MS")]
+    frame_timeout_ms: Option<u64>,
+    /// Produce bytes per second each connection may send (token bucket, one second of burst); above it the broker throttles the connection; 0 is unlimited [default: 0].
+    #[arg(long, env = "PIGEON_PRODUCE_QUOTA_BYTES_PER_SEC", value_name = "BYTES")]
+    produce_quota_bytes_per_sec: Option<u64>,
     /// How long shutdown waits for in-flight requests [default: 10000].
     #[arg(long, env = "PIGEON_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
     shutdown_timeout_ms: Option<u64>,
@@ -120,6 +128,10 @@ pub struct BrokerConfig {
     pub max_in_flight_per_connection: u32,
     /// Connections at once.
     pub max_connections: u32,
+    /// Longest a frame may take to arrive once its first byte has.
+    pub frame_timeout: Duration,
+    /// Produce bytes per second per connection; `None`: unlimited.
+    pub produce_quota_bytes_per_sec: Option<u64>,
     /// Longest wait for in-flight work at shutdown.
     pub shutdown_timeout: Duration,
     /// Log filter.
@@ -154,6 +166,10 @@ impl Flags {
                 .max_in_flight_per_connection
                 .or(file.max_in_flight_per_connection),
             max_connections: self.max_connections.or(file.max_connections),
+            frame_timeout_ms: self.frame_timeout_ms.or(file.frame_timeout_ms),
+            produce_quota_bytes_per_sec: self
+                .produce_quota_bytes_per_sec
+                .or(file.produce_quota_bytes_per_sec),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(file.shutdown_timeout_ms),
             log: self.log.or(file.log),
         }
@@ -215,6 +231,21 @@ impl BrokerConfig {
             Some(0) => Err(ConfigError(format!("{key} must be above 0"))),
             v => Ok(v.unwrap_or(default)),
         };
+        let frame_timeout_ms = c.frame_timeout_ms.unwrap_or(30_000);
+        if !(10..=3_600_000).contains(&frame_timeout_ms) {
+            return Err(ConfigError(format!(
+                "frame_timeout_ms is {frame_timeout_ms}; it must be from 10 to 3600000 (one hour)"
+            )));
+        }
+        let produce_quota_bytes_per_sec = match c.produce_quota_bytes_per_sec {
+            None | Some(0) => None,
+            Some(rate) if rate < 1024 => {
+                return Err(ConfigError(format!(
+                    "produce_quota_bytes_per_sec is {rate}; it must be 0 (unlimited) or at least 1024"
+                )));
+            }
+            Some(rate) => Some(rate),
+        };
         Ok(BrokerConfig {
             data_dir: c.data_dir.unwrap_or_else(|| PathBuf::from("./pigeon-data")),
             listen: address("listen", c.listen.as_deref().unwrap_or("127.0.0.1:7420"))?,
@@ -227,6 +258,8 @@ impl BrokerConfig {
                 256,
             )?,
             max_connections: positive("max_connections", c.max_connections, 4096)?,
+            frame_timeout: Duration::from_millis(frame_timeout_ms),
+            produce_quota_bytes_per_sec,
             shutdown_timeout: Duration::from_millis(c.shutdown_timeout_ms.unwrap_or(10_000)),
             log_filter: c.log.unwrap_or_else(|| "info".into()),
         })
@@ -263,6 +296,42 @@ mod tests {
         assert_eq!(config.http.to_string(), "127.0.0.1:7421");
         assert_eq!(config.log.fsync, FsyncPolicy::Always);
         assert_eq!(config.log.segment_bytes, 128 * 1024 * 1024);
+        assert_eq!(config.max_connections, 4096);
+        assert_eq!(config.frame_timeout, Duration::from_secs(30));
+        assert_eq!(
+            config.produce_quota_bytes_per_sec, None,
+            "no quota by default"
+        );
+    }
+
+    #[test]
+    fn the_produce_quota_and_frame_timeout_come_from_file_env_or_flag() {
+        let file = parse_file("produce_quota_bytes_per_sec = 1048576\nframe_timeout_ms = 500")
+            .expect("toml");
+        let config = BrokerConfig::from_file_config(flags(&[]).overlay(file.clone())).expect("ok");
+        assert_eq!(config.produce_quota_bytes_per_sec, Some(1 << 20));
+        assert_eq!(config.frame_timeout, Duration::from_millis(500));
+        let config = BrokerConfig::from_file_config(
+            flags(&["--produce-quota-bytes-per-sec", "0"]).overlay(file),
+        )
+        .expect("ok");
+        assert_eq!(config.produce_quota_bytes_per_sec, None, "0 is unlimited");
+        let low = FileConfig {
+            produce_quota_bytes_per_sec: Some(10),
+            ..FileConfig::default()
+        };
+        let err = BrokerConfig::from_file_config(low)
+            .expect_err("too low")
+            .to_string();
+        assert!(err.starts_with("produce_quota_bytes_per_sec"), "{err}");
+        let zero = FileConfig {
+            frame_timeout_ms: Some(0),
+            ..FileConfig::default()
+        };
+        let err = BrokerConfig::from_file_config(zero)
+            .expect_err("zero")
+            .to_string();
+        assert!(err.starts_with("frame_timeout_ms"), "{err}");
     }
 
     #[test]

@@ -63,6 +63,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         }
     };
     let started = std::time::Instant::now();
+    raise_open_file_limit(config.max_connections);
     let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
     fs.create_dir_all(&config.data_dir).with_context(|| {
         format!(
@@ -144,4 +145,44 @@ async fn wait_for_signal(shutdown: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     shutdown.cancel();
+}
+
+/// File descriptors kept for segments, indexes, journals and the listeners
+/// besides one per connection.
+const SPARE_FILE_DESCRIPTORS: u64 = 1024;
+
+/// Raises the soft limit on open files to the hard limit (as many servers
+/// do), so that `max_connections` connections can be served; warns if even
+/// the hard limit is too low, since accepting then fails with "too many open
+/// files" before `max_connections` is reached.
+fn raise_open_file_limit(max_connections: u32) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit through a valid pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let needed = u64::from(max_connections) + SPARE_FILE_DESCRIPTORS;
+    // `rlim_t` is u64 on 64-bit Linux but not on every target.
+    #[allow(clippy::unnecessary_cast)]
+    let open_files = limit.rlim_cur as u64;
+    if open_files < needed {
+        tracing::warn!(
+            open_files,
+            max_connections,
+            "the open-file limit is below max_connections + {SPARE_FILE_DESCRIPTORS}: connections may fail with \"too many open files\" before max_connections; raise the limit (ulimit -n) or lower max_connections"
+        );
+    }
 }

@@ -11,6 +11,10 @@
 //! | `pigeon_errors_total` | counter | `code` (error code name) |
 //! | `pigeon_connections` | gauge | |
 //! | `pigeon_connections_total` | counter | |
+//! | `pigeon_connections_refused_total` | counter (over `max_connections`) | |
+//! | `pigeon_frame_timeouts_total` | counter (connections closed by `frame_timeout_ms`: a request frame not whole in time, or responses not read) | |
+//! | `pigeon_produce_throttled_total` | counter (produce requests that put their connection over the quota) | |
+//! | `pigeon_produce_throttle_seconds` | histogram of each hold-back; its `_sum` is the total throttle time | |
 //! | `pigeon_log_size_bytes`, `pigeon_log_segments`, `pigeon_log_start_offset`, `pigeon_log_end_offset` | gauge, refreshed at each scrape | `topic`, `partition` |
 
 use std::time::Duration;
@@ -64,6 +68,24 @@ pub fn error(code: ErrorCode) {
 pub fn connection_opened() {
     gauge!("pigeon_connections").increment(1.0);
     counter!("pigeon_connections_total").increment(1);
+}
+
+/// A connection over `max_connections` was refused.
+pub fn connection_refused() {
+    counter!("pigeon_connections_refused_total").increment(1);
+}
+
+/// A connection was closed by the frame timeout (a request frame that
+/// stalled, or responses the client did not read).
+pub fn frame_timed_out() {
+    counter!("pigeon_frame_timeouts_total").increment(1);
+}
+
+/// A produce request put its connection over the quota: it is held back
+/// for `wait`.
+pub fn produce_throttled(wait: Duration) {
+    counter!("pigeon_produce_throttled_total").increment(1);
+    histogram!("pigeon_produce_throttle_seconds").record(wait.as_secs_f64());
 }
 
 /// A connection ended.

@@ -300,13 +300,28 @@ pub mod raw {
             }
         }
 
+        /// Connects without a handshake (for hostile tests that speak
+        /// first); `None` if the connection is refused.
+        pub async fn connect_bare(addr: SocketAddr) -> Option<RawClient> {
+            let stream = TcpStream::connect(addr).await.ok()?;
+            Some(RawClient {
+                framed: Framed::new(stream, ClientCodec::default()),
+                next_id: 1,
+            })
+        }
+
         /// Sends one request and waits for its response.
         pub async fn call(&mut self, request: Request) -> ResponseBody {
+            self.call_version(request, 0).await
+        }
+
+        /// Sends one request at `api_version` and waits for its response.
+        pub async fn call_version(&mut self, request: Request, api_version: u16) -> ResponseBody {
             let request_id = self.next_id;
             self.next_id += 1;
             let frame = RequestFrame {
                 request_id,
-                api_version: 0,
+                api_version,
                 request,
             };
             self.framed.send(frame).await.expect("send request");
@@ -329,6 +344,26 @@ pub mod raw {
                 .write_all(bytes)
                 .await
                 .expect("write raw bytes");
+        }
+
+        /// Writes raw bytes; `false` if the broker already closed.
+        pub async fn try_send_raw(&mut self, bytes: &[u8]) -> bool {
+            self.framed.get_mut().write_all(bytes).await.is_ok()
+        }
+
+        /// Closes the sending side (the broker sees the end of the stream).
+        pub async fn shutdown_write(&mut self) {
+            let _ = self.framed.get_mut().shutdown().await;
+        }
+
+        /// The next frame, or `None` once the broker closed, or `Err` if
+        /// nothing happened within `within`.
+        pub async fn next_frame_within(
+            &mut self,
+            within: Duration,
+        ) -> Result<Option<Result<IncomingResponse, CodecError>>, tokio::time::error::Elapsed>
+        {
+            tokio::time::timeout(within, self.framed.next()).await
         }
 
         /// The next frame, `None` when the broker closed the connection.
@@ -677,4 +712,125 @@ pub mod process {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+}
+
+/// What `/proc/<pid>/status` says of a process's memory, in KiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Resident set size now (`VmRSS`).
+    pub rss_kib: u64,
+    /// Peak resident set size (`VmHWM`, the high-water mark).
+    pub peak_kib: u64,
+}
+
+/// The memory of process `pid` (Linux `/proc`); `None` elsewhere or if it
+/// is gone.
+pub fn memory(pid: u32) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some(Memory {
+        rss_kib: field("VmRSS:")?,
+        peak_kib: field("VmHWM:")?,
+    })
+}
+
+/// A plain HTTP GET over loopback: the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect http");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read http");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+/// The value of one series of the broker's `/metrics` (e.g.
+/// `pigeon_produce_bytes_total{topic="t"}`); 0 if it is not there yet.
+pub fn metric(http: SocketAddr, series: &str) -> f64 {
+    let (_, body) = http_get(http, "/metrics");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// A deterministic xorshift64* generator for hostile inputs (the seed is
+/// printed by the tests that use it, so a failure can be replayed).
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// A generator from `seed` (0 is replaced by a fixed odd number).
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// The test seed: `PIGEON_TEST_SEED` if set, else from the clock.
+pub fn seed() -> u64 {
+    std::env::var("PIGEON_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+}
+
+/// CPU time process `pid` has used so far, all threads, user and system
+/// (Linux `/proc/<pid>/stat`, in clock ticks of 1/100 s); `None` elsewhere.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold
+    // spaces): state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures_util::future::select_all;
 use pigeon_client::batch::{BatchError, RecordBatch};
 use pigeon_client::protocol::*;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Broker;
 use crate::log::producers::SequenceError;
@@ -19,15 +20,24 @@ use crate::topics::{NewTopic, Topic, TopicError};
 /// Longest long-poll a fetch may ask for.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 
-/// Answers one request.
+/// Bytes of one fetch response entry besides its topic name and records
+/// (name length, partition, error code, empty message, high watermark, log
+/// start, records length).
+const FETCH_ENTRY_OVERHEAD: usize = 2 + 4 + 2 + 2 + 8 + 8 + 4;
+
+/// Answers one request. `read_budget` is the connection's budget of
+/// fetched bytes in memory, in KiB; the permit returned with the response
+/// holds its share until the response is written.
 pub async fn handle(
     broker: &Broker,
     members: &super::group_handlers::Membership,
+    read_budget: &Arc<Semaphore>,
     header: &RequestHeader,
     request: Request,
-) -> ResponseFrame {
+) -> (ResponseFrame, Option<OwnedSemaphorePermit>) {
     let id = header.request_id;
     let version = header.api_version;
+    let mut held = None;
     let result = match request {
         Request::Handshake(_) => Ok(Response::from(handshake(broker))),
         Request::CreateTopic(req) => create_topic(broker, req).await.map(Response::from),
@@ -36,7 +46,10 @@ pub async fn handle(
         Request::DescribeTopic(req) => describe_topic(broker, req).map(Response::from),
         Request::Produce(req) => produce(broker, req).await.map(Response::from),
         Request::RegisterProducer(req) => register_producer(broker, req).map(Response::from),
-        Request::Fetch(req) => Ok(Response::from(fetch(broker, req).await)),
+        Request::Fetch(req) => fetch(broker, req, read_budget).await.map(|(r, permit)| {
+            held = permit;
+            Response::from(r)
+        }),
         Request::ListOffsets(req) => Ok(Response::from(list_offsets(broker, req).await)),
         group_request => {
             match super::group_handlers::handle(broker, members, group_request).await {
@@ -48,13 +61,14 @@ pub async fn handle(
             }
         }
     };
-    match result {
+    let frame = match result {
         Ok(response) => ResponseFrame::ok(id, version, response),
         Err(e) => {
             metrics::error(e.code);
             ResponseFrame::error(header, e.code, e.message)
         }
-    }
+    };
+    (frame, held)
 }
 
 /// The APIs this broker serves, announced in the handshake.
@@ -185,6 +199,8 @@ async fn produce(broker: &Broker, req: ProduceRequest) -> Result<ProduceResponse
     Ok(ProduceResponse {
         topic: req.topic,
         partitions,
+        // Set by the connection, which keeps the quota.
+        throttle_ms: 0,
     })
 }
 
@@ -305,25 +321,120 @@ pub fn log_error_code(e: &LogError) -> ErrorCode {
     }
 }
 
-async fn fetch(broker: &Broker, req: FetchRequest) -> FetchResponse {
+async fn fetch(
+    broker: &Broker,
+    req: FetchRequest,
+    read_budget: &Arc<Semaphore>,
+) -> Result<(FetchResponse, Option<OwnedSemaphorePermit>), TopicError> {
     let started = Instant::now();
+    // Each entry is one read: the same partition twice would let one small
+    // request make thousands of reads.
+    let mut named = std::collections::HashSet::with_capacity(req.partitions.len());
+    for p in &req.partitions {
+        if !named.insert((p.topic.as_str(), p.partition)) {
+            return Err(TopicError {
+                code: ErrorCode::InvalidRequest,
+                message: format!(
+                    "the fetch names {}/{} more than once; name each partition once",
+                    p.topic, p.partition
+                ),
+            });
+        }
+    }
     let deadline = started + Duration::from_millis(u64::from(req.max_wait_ms)).min(MAX_FETCH_WAIT);
     let min_bytes = (req.min_bytes as usize).max(1);
-    let max_total = (req.max_bytes as usize).min(broker.config.max_frame_bytes as usize - 1024);
+    // Records share the frame with every partition's entry: what is left
+    // after those (and 1 KiB for the header and error messages) bounds them.
+    let entries: usize = req
+        .partitions
+        .iter()
+        .map(|p| FETCH_ENTRY_OVERHEAD + p.topic.len())
+        .sum();
+    let room = (broker.config.max_frame_bytes as usize).saturating_sub(1024 + entries);
+    let max_total = (req.max_bytes as usize).min(room);
+    // What this fetch may read, in KiB of the connection's read budget
+    // (which always holds at least one frame).
+    let want = u32::try_from(max_total.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
     loop {
-        let (response, total) = fetch_once(broker, &req, max_total);
+        // Bytes stored before the read: what grows past them is new.
+        let before = log_state(broker, &req);
+        let mut permit = tokio::select! {
+            permit = read_budget.clone().acquire_many_owned(want) => permit.ok(),
+            _ = broker.shutdown.cancelled() => None,
+        };
+        let (response, total, full) = fetch_once(broker, &req, max_total);
         let now = Instant::now();
-        if total >= min_bytes || now >= deadline || broker.shutdown.is_cancelled() {
+        if total >= min_bytes || full || now >= deadline || broker.shutdown.is_cancelled() {
             metrics::fetched(total as u64, started.elapsed());
-            return response;
+            // Keep only what was read.
+            let used = total.div_ceil(1024);
+            if let Some(permit) = &mut permit
+                && permit.num_permits() > used
+            {
+                drop(permit.split(permit.num_permits() - used));
+            }
+            return Ok((response, permit));
         }
-        wait_for_data(broker, &req, &response, deadline).await;
+        drop(permit);
+        // Wait for data beyond what this read saw (not beyond the offset
+        // asked for, which would hold at once and spin), and read again
+        // only once enough bytes may have arrived to reach `min_bytes`: a
+        // long-poll does not re-read its partitions at every append.
+        let mut seen: Vec<Option<u64>> = req
+            .partitions
+            .iter()
+            .zip(&response.partitions)
+            .map(|(p, r)| (r.error_code == ErrorCode::None).then(|| r.high_watermark.max(p.offset)))
+            .collect();
+        loop {
+            wait_for_data(broker, &req, &seen, deadline).await;
+            if Instant::now() >= deadline || broker.shutdown.is_cancelled() {
+                break;
+            }
+            let now = log_state(broker, &req);
+            let grown: u64 = before
+                .iter()
+                .zip(&now)
+                .map(|(b, n)| match (b, n) {
+                    (Some((_, then)), Some((_, size))) => size.saturating_sub(*then),
+                    _ => 0,
+                })
+                .sum();
+            if total as u64 + grown >= min_bytes as u64 {
+                break;
+            }
+            for (seen, now) in seen.iter_mut().zip(&now) {
+                if let (Some(seen), Some((end, _))) = (seen, now) {
+                    *seen = (*seen).max(*end);
+                }
+            }
+        }
     }
 }
 
-/// Reads every partition once; returns the response and its record bytes.
-fn fetch_once(broker: &Broker, req: &FetchRequest, max_total: usize) -> (FetchResponse, usize) {
+/// Each fetched partition's end offset and bytes stored (`None` for a
+/// partition that does not exist).
+fn log_state(broker: &Broker, req: &FetchRequest) -> Vec<Option<(u64, u64)>> {
+    req.partitions
+        .iter()
+        .map(|p| {
+            let log = partition_of(broker, &p.topic, p.partition).ok()?;
+            let reader = log.reader();
+            Some((reader.end_offset(), reader.size_bytes()))
+        })
+        .collect()
+}
+
+/// Reads every partition once; returns the response, its record bytes,
+/// and whether it is as full as it can get now (some partition has data it
+/// could not include): then waiting for `min_bytes` cannot help.
+fn fetch_once(
+    broker: &Broker,
+    req: &FetchRequest,
+    max_total: usize,
+) -> (FetchResponse, usize, bool) {
     let mut total = 0usize;
+    let mut full = false;
     let mut partitions = Vec::with_capacity(req.partitions.len());
     for p in &req.partitions {
         let budget = (p.max_bytes as usize).min(max_total.saturating_sub(total));
@@ -341,6 +452,7 @@ fn fetch_once(broker: &Broker, req: &FetchRequest, max_total: usize) -> (FetchRe
             Ok(log) if budget == 0 => {
                 entry.high_watermark = log.reader().end_offset();
                 entry.log_start_offset = log.reader().start_offset();
+                full |= p.offset < entry.high_watermark;
             }
             Ok(log) => match tokio::task::block_in_place(|| log.reader().read(p.offset, budget)) {
                 Ok(read) => {
@@ -350,7 +462,11 @@ fn fetch_once(broker: &Broker, req: &FetchRequest, max_total: usize) -> (FetchRe
                     // partition, one that does not fit waits for the next fetch.
                     if total == 0 || read.bytes.len() <= budget {
                         total += read.bytes.len();
+                        full |= next_offset_after(&read.bytes)
+                            .is_some_and(|next| next < read.high_watermark);
                         entry.records = read.bytes;
+                    } else {
+                        full = true;
                     }
                 }
                 Err(e) => {
@@ -362,7 +478,18 @@ fn fetch_once(broker: &Broker, req: &FetchRequest, max_total: usize) -> (FetchRe
         }
         partitions.push(entry);
     }
-    (FetchResponse { partitions }, total)
+    (FetchResponse { partitions }, total, full)
+}
+
+/// The offset after the last record of batches laid back to back.
+fn next_offset_after(mut batches: &[u8]) -> Option<u64> {
+    let mut next = None;
+    while !batches.is_empty() {
+        let header = pigeon_client::batch::BatchHeader::parse(batches).ok()?;
+        next = Some(header.next_offset());
+        batches = batches.get(header.total_len()..)?;
+    }
+    next
 }
 
 fn set_error(entry: &mut FetchPartitionResponse, code: ErrorCode, message: String) {
@@ -371,26 +498,23 @@ fn set_error(entry: &mut FetchPartitionResponse, code: ErrorCode, message: Strin
     entry.error_message = message;
 }
 
-/// Waits until a fetched partition's end moves past what was asked, the
-/// deadline passes, or the broker shuts down. No polling: each partition
-/// log announces its end offset through a watch channel.
+/// Waits until a fetched partition's end moves past `seen` (`None`:
+/// not watched), the deadline passes, or the broker shuts down. No
+/// polling: each partition log announces its end offset through a watch
+/// channel.
 async fn wait_for_data(
     broker: &Broker,
     req: &FetchRequest,
-    response: &FetchResponse,
+    seen: &[Option<u64>],
     deadline: Instant,
 ) {
     let mut watches = Vec::new();
-    for (p, r) in req.partitions.iter().zip(&response.partitions) {
-        if r.error_code != ErrorCode::None {
-            continue;
-        }
+    for (p, seen) in req.partitions.iter().zip(seen) {
+        let Some(seen) = *seen else { continue };
         if let Ok(log) = partition_of(broker, &p.topic, p.partition) {
             let mut end = log.watch_end();
-            end.borrow_and_update();
-            let offset = p.offset;
             watches.push(Box::pin(async move {
-                let _ = end.wait_for(|e| *e > offset).await;
+                let _ = end.wait_for(|e| *e > seen).await;
             }));
         }
     }

@@ -3,8 +3,10 @@
 //!
 //! ## Concurrency model
 //!
-//! - One tokio task accepts connections (at most `max_connections` at once,
-//!   further ones wait in the kernel's backlog).
+//! - One tokio task accepts connections. At most `max_connections` are
+//!   served at once; one more is answered, at once, with a
+//!   connection-level `TooManyConnections` error and closed, so a client
+//!   learns why instead of hanging in the kernel's backlog.
 //! - One task per connection reads frames; each request runs in its own
 //!   task (bounded per connection), so a slow fetch long-poll never holds up
 //!   a produce on the same connection.
@@ -23,12 +25,17 @@
 pub mod connection;
 pub mod group_handlers;
 pub mod handlers;
+pub mod quota;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use bytes::BytesMut;
+use pigeon_client::protocol::{ErrorCode, Limits, encode_response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,23 +61,41 @@ pub struct Broker {
     pub serving: AtomicBool,
 }
 
+/// Refused connections kept open for a moment so that their client reads
+/// the error before the close; past this many, further refused connections
+/// get the error and are closed at once.
+const MAX_LINGERING_REFUSALS: usize = 256;
+
+/// Longest a refused connection is kept to deliver its error.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
 /// Accepts connections until shutdown; returns once every connection ended.
 pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
     let connections = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(broker.config.max_connections as usize));
+    let max_connections = broker.config.max_connections;
+    let slots = Arc::new(Semaphore::new(max_connections as usize));
+    let refusals = Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS));
+    let refusal = refusal_frame(max_connections);
+    let mut refused = 0u64;
+    let mut last_refusal_log: Option<Instant> = None;
     loop {
-        let Ok(permit) = (tokio::select! {
-            p = slots.clone().acquire_owned() => p,
-            _ = broker.shutdown.cancelled() => break,
-        }) else {
-            break;
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = broker.shutdown.cancelled() => break,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    refused += 1;
+                    metrics::connection_refused();
+                    if last_refusal_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                        last_refusal_log = Some(Instant::now());
+                        tracing::warn!(%peer, max_connections, refused,
+                            "refusing connections: max_connections are already served");
+                    }
+                    refuse(stream, &refusal, refusals.clone().try_acquire_owned().ok());
+                    continue;
+                };
                 let broker = broker.clone();
                 connections.spawn(async move {
                     metrics::connection_opened();
@@ -92,5 +117,70 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
         .is_err()
     {
         tracing::warn!("some requests were still running when the shutdown timeout passed");
+    }
+}
+
+/// The connection-level `TooManyConnections` error, encoded.
+fn refusal_frame(max_connections: u32) -> BytesMut {
+    let message = format!(
+        "the broker already serves {max_connections} connections (max_connections); close idle connections or retry later"
+    );
+    let frame = connection::connection_error(ErrorCode::TooManyConnections, message);
+    let mut bytes = BytesMut::new();
+    if let Err(e) = encode_response(&frame, Limits::default(), &mut bytes) {
+        tracing::error!(error = %e, "cannot encode the TooManyConnections error");
+    }
+    bytes
+}
+
+/// Tells a connection over the limit why it is closed: the connection-level
+/// `TooManyConnections` error (a new socket's buffer always has room for
+/// it), then the end of the stream. With a `lingering` permit, what the
+/// client sends is drained for up to [`REFUSAL_LINGER`] before the close,
+/// so that the close cannot reset the connection before the client has
+/// read the error; without one, what already arrived is drained and the
+/// socket closed at once.
+fn refuse(stream: TcpStream, error: &[u8], lingering: Option<OwnedSemaphorePermit>) {
+    let _ = stream.try_write(error);
+    match lingering {
+        Some(permit) => {
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+                    stream.shutdown().await?;
+                    let mut drained = [0u8; 1024];
+                    while stream.read(&mut drained).await? > 0 {}
+                    Ok::<(), std::io::Error>(())
+                })
+                .await;
+                drop(permit);
+            });
+        }
+        None => {
+            let mut drained = [0u8; 1024];
+            while matches!(stream.try_read(&mut drained), Ok(n) if n > 0) {}
+            if let Ok(stream) = stream.into_std() {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_the_documented_connection_level_error() {
+        let bytes = refusal_frame(4096);
+        // docs/protocol.md, "Examples": 115 bytes.
+        assert_eq!(bytes.len(), 115);
+        assert_eq!(
+            &bytes[..16],
+            &[
+                0x6f, 0, 0, 0, 0xff, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x1d, 0, 0x63, 0
+            ]
+        );
+        assert!(bytes.ends_with(b"(max_connections); close idle connections or retry later"));
     }
 }

@@ -66,6 +66,7 @@ pub use connection::{Client, ClientConfig, DEFAULT_BROKER_ADDR};
 pub use consumer::{Consumer, ConsumerConfig, GroupDelivery};
 pub use error::ClientError;
 pub use producer::{
-    Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata, partition_for_key,
+    Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata, ThrottleStats,
+    partition_for_key,
 };
 pub use reader::{Reader, ReaderConfig, StartAt};

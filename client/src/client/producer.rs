@@ -45,6 +45,11 @@
 //!   [`CircuitConfig`](super::CircuitConfig)), new sends fail at once with
 //!   [`ClientError::CircuitOpen`]; batches already buffered keep retrying
 //!   until their delivery timeout, and their requests serve as probes.
+//! - Produce quota: when a Produce response carries `throttle_ms` (the
+//!   broker's per-connection byte-rate quota was exceeded; Produce v1), no
+//!   partition sender of this producer sends another request before that
+//!   much time has passed (the broker would not read it before then
+//!   anyway). [`Producer::throttle_stats`] reports how often and how long.
 //! - [`Producer::flush`] returns once every record enqueued before it was
 //!   delivered or failed; [`Producer::close`] refuses new records, then
 //!   flushes. Dropping a producer without closing still delivers what was
@@ -118,6 +123,23 @@ impl Default for ProducerConfig {
             producer_name: None,
         }
     }
+}
+
+/// How much the broker's produce quota has held a [`Producer`] back.
+///
+/// ```
+/// use pigeon_client::client::ThrottleStats;
+/// assert_eq!(ThrottleStats::default().throttled_responses, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThrottleStats {
+    /// Produce responses that asked the producer to wait (`throttle_ms` > 0).
+    pub throttled_responses: u64,
+    /// The waits those responses asked for, summed.
+    pub throttle_time: Duration,
+    /// How long sends were actually held back because of them, summed over
+    /// the partition senders that had something to send.
+    pub waited: Duration,
 }
 
 /// A record to send.
@@ -302,6 +324,9 @@ struct SenderCtx {
     partition_counts: Mutex<HashMap<String, u32>>,
     /// The idempotent session; `None` when idempotence is off.
     session: Option<Arc<Session>>,
+    /// Until when the broker asked for no more produce requests, and the
+    /// statistics of it.
+    throttle: Mutex<(Option<Instant>, ThrottleStats)>,
 }
 
 #[derive(Debug)]
@@ -378,6 +403,7 @@ impl Producer {
                     client,
                     config,
                     partition_counts: Mutex::new(HashMap::new()),
+                    throttle: Mutex::new((None, ThrottleStats::default())),
                 }),
                 buffer: Arc::new(Semaphore::new(buffer_memory)),
                 buffer_memory,
@@ -408,6 +434,18 @@ impl Producer {
     /// ```
     pub fn buffered_bytes(&self) -> usize {
         self.shared.buffer_memory - self.shared.buffer.available_permits()
+    }
+
+    /// How often and how long the broker's produce quota held this
+    /// producer back.
+    ///
+    /// ```
+    /// # use pigeon_client::client::{Client, ClientConfig, Producer, ProducerConfig};
+    /// # let producer = Producer::new(Client::lazy("h:1", ClientConfig::default()), ProducerConfig::default());
+    /// assert_eq!(producer.throttle_stats().throttled_responses, 0);
+    /// ```
+    pub fn throttle_stats(&self) -> ThrottleStats {
+        lock(&self.shared.ctx.throttle).1
     }
 
     /// Sends one record to `topic` and waits until the broker stored it
@@ -587,6 +625,32 @@ impl SenderCtx {
 
     fn forget_partition_count(&self, topic: &str) {
         lock(&self.partition_counts).remove(topic);
+    }
+
+    /// Notes a Produce response's `throttle_ms`.
+    fn throttled(&self, throttle_ms: u32) {
+        if throttle_ms == 0 {
+            return;
+        }
+        let wait = Duration::from_millis(u64::from(throttle_ms));
+        let until = Instant::now() + wait;
+        let mut throttle = lock(&self.throttle);
+        throttle.0 = Some(throttle.0.map_or(until, |u| u.max(until)));
+        throttle.1.throttled_responses += 1;
+        throttle.1.throttle_time += wait;
+        tracing::debug!(throttle_ms, "the broker throttles this producer");
+    }
+
+    /// Waits until the broker's throttle (if any) is over, or `deadline`.
+    async fn wait_out_throttle(&self, deadline: Instant) {
+        let until = lock(&self.throttle).0;
+        let Some(until) = until else { return };
+        let start = Instant::now();
+        if until <= start {
+            return;
+        }
+        tokio::time::sleep_until(until.min(deadline)).await;
+        lock(&self.throttle).1.waited += start.elapsed();
     }
 }
 
@@ -844,6 +908,7 @@ fn not_appended(err: &ClientError) -> bool {
                 | ErrorCode::UnsupportedVersion
                 | ErrorCode::UnknownApi
                 | ErrorCode::TooManyRequestsInFlight
+                | ErrorCode::TooManyConnections
                 | ErrorCode::ShuttingDown
         ),
         _ => false,
@@ -863,6 +928,7 @@ async fn deliver(ctx: &SenderCtx, batch: ProducerBatch) -> Delivered {
         after: config.delivery_timeout,
     };
     loop {
+        ctx.wait_out_throttle(deadline).await;
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             fail(
@@ -891,6 +957,9 @@ async fn deliver(ctx: &SenderCtx, batch: ProducerBatch) -> Delivered {
             .request_with_timeout(request.into(), config.request_timeout.min(remaining))
             .await
             .and_then(|response| expect_response!(response, Produce));
+        if let Ok(response) = &answer {
+            ctx.throttled(response.throttle_ms);
+        }
         let err = match answer {
             Ok(response) => match response
                 .partitions

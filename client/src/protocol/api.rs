@@ -121,9 +121,10 @@ impl ApiKey {
     /// The versions of this API that this build encodes and decodes.
     pub fn supported_versions(self) -> VersionRange {
         // Raise `max` (and keep decoding the old versions) when a body
-        // changes. Settle v1 adds the attempt to each item.
+        // changes. Produce v1 adds `throttle_ms` to the response; Settle
+        // v1 adds the attempt to each item.
         match self {
-            ApiKey::Settle => VersionRange { min: 0, max: 1 },
+            ApiKey::Produce | ApiKey::Settle => VersionRange { min: 0, max: 1 },
             _ => VersionRange { min: 0, max: 0 },
         }
     }

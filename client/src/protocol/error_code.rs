@@ -69,12 +69,15 @@ pub enum ErrorCode {
     InvalidTimestamp = 27,
     /// The request id is already in flight on this connection.
     DuplicateRequestId = 28,
+    /// The broker already serves its maximum number of connections; this
+    /// one is closed right after the error.
+    TooManyConnections = 29,
     /// A code this build does not know, with its raw number.
     Unrecognized(u16) = 0xFFFF,
 }
 
 /// Every assigned code, in number order (without `Unrecognized`).
-pub const ALL_ERROR_CODES: [ErrorCode; 29] = [
+pub const ALL_ERROR_CODES: [ErrorCode; 30] = [
     ErrorCode::None,
     ErrorCode::Internal,
     ErrorCode::CorruptMessage,
@@ -104,6 +107,7 @@ pub const ALL_ERROR_CODES: [ErrorCode; 29] = [
     ErrorCode::DiskFull,
     ErrorCode::InvalidTimestamp,
     ErrorCode::DuplicateRequestId,
+    ErrorCode::TooManyConnections,
 ];
 
 impl ErrorCode {
@@ -147,6 +151,7 @@ impl ErrorCode {
             ErrorCode::DiskFull => 26,
             ErrorCode::InvalidTimestamp => 27,
             ErrorCode::DuplicateRequestId => 28,
+            ErrorCode::TooManyConnections => 29,
             ErrorCode::Unrecognized(n) => n,
         }
     }
@@ -166,6 +171,7 @@ impl ErrorCode {
                 | ErrorCode::RequestTimedOut
                 | ErrorCode::ShuttingDown
                 | ErrorCode::DiskFull
+                | ErrorCode::TooManyConnections
         )
     }
 
@@ -201,6 +207,7 @@ impl ErrorCode {
             ErrorCode::DiskFull => "DiskFull",
             ErrorCode::InvalidTimestamp => "InvalidTimestamp",
             ErrorCode::DuplicateRequestId => "DuplicateRequestId",
+            ErrorCode::TooManyConnections => "TooManyConnections",
             ErrorCode::Unrecognized(_) => "Unrecognized",
         }
     }
@@ -237,6 +244,7 @@ impl ErrorCode {
             ErrorCode::DiskFull => "the disk is full",
             ErrorCode::InvalidTimestamp => "the timestamp is invalid",
             ErrorCode::DuplicateRequestId => "the request id is already in flight",
+            ErrorCode::TooManyConnections => "the broker serves its maximum number of connections",
             ErrorCode::Unrecognized(_) => "an error code unknown to this client",
         }
     }
@@ -267,11 +275,12 @@ mod tests {
         assert_eq!(ErrorCode::PartitionReadOnly.as_u16(), 15);
         assert_eq!(ErrorCode::CorruptStoredData.as_u16(), 25);
         assert_eq!(ErrorCode::DuplicateRequestId.as_u16(), 28);
+        assert_eq!(ErrorCode::TooManyConnections.as_u16(), 29);
     }
 
     #[test]
     fn unknown_numbers_are_preserved() {
-        for n in [29u16, 100, 0xFFFE, 0xFFFF] {
+        for n in [30u16, 100, 0xFFFE, 0xFFFF] {
             let code = ErrorCode::from_u16(n);
             assert_eq!(code, ErrorCode::Unrecognized(n));
             assert_eq!(code.as_u16(), n);
@@ -286,7 +295,7 @@ mod tests {
             .filter(|c| c.is_retriable())
             .map(|c| c.as_u16())
             .collect();
-        assert_eq!(retriable, vec![7, 14, 16, 17, 26]);
+        assert_eq!(retriable, vec![7, 14, 16, 17, 26, 29]);
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Behavior {
     pub clock_ms: Option<i64>,
     /// `max_in_flight_requests` announced in the handshake; 0: 10 000.
     pub max_in_flight: u32,
+    /// `throttle_ms` put in every Produce response (version 1 and later).
+    pub throttle_ms: u32,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +63,8 @@ struct State {
     /// While true, produce requests wait.
     stall_produce: watch::Sender<bool>,
     produce_requests: AtomicUsize,
+    /// When each produce request arrived, in order.
+    produce_arrivals: Mutex<Vec<std::time::Instant>>,
     connections: AtomicUsize,
     in_flight: AtomicUsize,
     most_in_flight: AtomicUsize,
@@ -94,6 +98,7 @@ impl FakeBroker {
             appended: watch::channel(0).0,
             stall_produce: watch::channel(false).0,
             produce_requests: AtomicUsize::new(0),
+            produce_arrivals: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             most_in_flight: AtomicUsize::new(0),
@@ -164,6 +169,11 @@ impl FakeBroker {
     /// Produce requests handled so far.
     pub fn produce_requests(&self) -> usize {
         self.state.produce_requests.load(Ordering::SeqCst)
+    }
+
+    /// When each produce request arrived, in order.
+    pub fn produce_arrivals(&self) -> Vec<std::time::Instant> {
+        lock(&self.state.produce_arrivals).clone()
     }
 
     /// Connections accepted so far.
@@ -377,6 +387,7 @@ async fn handle(state: &State, incoming: IncomingRequest) -> ResponseFrame {
         }
         Request::Produce(req) => {
             state.produce_requests.fetch_add(1, Ordering::SeqCst);
+            lock(&state.produce_arrivals).push(std::time::Instant::now());
             let mut stall = state.stall_produce.subscribe();
             let _ = stall.wait_for(|stalled| !*stalled).await;
             produce(state, &header, req)
@@ -493,6 +504,7 @@ fn produce(state: &State, header: &RequestHeader, req: ProduceRequest) -> Respon
         ProduceResponse {
             topic: req.topic,
             partitions,
+            throttle_ms: lock(&state.behavior).throttle_ms,
         },
     )
 }

@@ -304,3 +304,41 @@ async fn flush_sends_without_waiting_for_linger_and_close_refuses_new_records() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_throttled_producer_waits_before_its_next_request() {
+    bounded(async {
+        let (broker, _client, producer) = setup(2, fast_producer_config()).await;
+        broker.behave(|b| b.throttle_ms = 200);
+        // Two partitions, three sends each, one at a time: six requests;
+        // every answer asks for 200 ms of quiet before the next one.
+        for i in 0..6u32 {
+            let record = ProducerRecord::new(format!("v{i}")).partition(i % 2);
+            producer.send("t", record).await.unwrap();
+        }
+        let arrivals = broker.produce_arrivals();
+        assert_eq!(arrivals.len(), 6);
+        for pair in arrivals.windows(2) {
+            let gap = pair[1].duration_since(pair[0]);
+            assert!(
+                gap >= Duration::from_millis(190),
+                "a produce request came {gap:?} after a throttled answer"
+            );
+        }
+        let stats = producer.throttle_stats();
+        assert_eq!(stats.throttled_responses, 6);
+        assert_eq!(stats.throttle_time, Duration::from_millis(1200));
+        assert!(stats.waited >= Duration::from_millis(900), "{stats:?}");
+        // The throttle lifts: with no more throttling, sends go at once.
+        broker.behave(|b| b.throttle_ms = 0);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let started = std::time::Instant::now();
+        producer
+            .send("t", ProducerRecord::new("free"))
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_millis(150));
+        assert_eq!(producer.throttle_stats().throttled_responses, 6);
+    })
+    .await;
+}

@@ -8,6 +8,12 @@
 //! `error_code` u16, `error_message` string, `base_offset` u64, `last_offset` u64, `append_time_ms`
 //! i64, `log_start_offset` u64).
 //!
+//! Version 1 has the same request; its response appends `throttle_ms` u32
+//! after the partitions: how long the broker holds back this connection's
+//! next requests because it went over its produce byte-rate quota (0: not
+//! throttled). A v0 response has no such field (decoded as 0); a v0 client
+//! is throttled all the same, it is just not told.
+//!
 //! Record batches are opaque here: the codec hands them over as zero-copy
 //! slices of the frame, and the broker validates them with the record batch
 //! format (see `docs/storage.md`). Producer id, epoch and sequence number
@@ -51,6 +57,11 @@ pub struct ProduceResponse {
     pub topic: String,
     /// One result per requested partition.
     pub partitions: Vec<ProducePartitionResponse>,
+    /// Version 1 and later: how long, in ms, the broker delays reading this
+    /// connection's next requests because the connection went over its
+    /// produce quota; the client should send nothing more to this broker
+    /// for that long. 0: not throttled (always 0 in version 0).
+    pub throttle_ms: u32,
 }
 
 /// The outcome of appending to one partition.
@@ -105,7 +116,7 @@ impl Message for ProduceRequest {
 impl Message for ProduceResponse {
     const API_KEY: ApiKey = ApiKey::Produce;
 
-    fn encode(&self, _version: u16, w: &mut Writer<'_>) -> Result<(), CodecError> {
+    fn encode(&self, version: u16, w: &mut Writer<'_>) -> Result<(), CodecError> {
         w.topic_name("topic", &self.topic)?;
         w.vec("partitions", &self.partitions, false, |w, p| {
             w.u32(p.partition);
@@ -120,10 +131,14 @@ impl Message for ProduceResponse {
             w.i64(p.append_time_ms);
             w.u64(p.log_start_offset);
             Ok(())
-        })
+        })?;
+        if version >= 1 {
+            w.u32(self.throttle_ms);
+        }
+        Ok(())
     }
 
-    fn decode(_version: u16, r: &mut Reader) -> Result<Self, CodecError> {
+    fn decode(version: u16, r: &mut Reader) -> Result<Self, CodecError> {
         Ok(ProduceResponse {
             topic: r.topic_name("topic")?,
             partitions: r.vec("partitions", 40, false, |r| {
@@ -137,6 +152,11 @@ impl Message for ProduceResponse {
                     log_start_offset: r.u64("log_start_offset")?,
                 })
             })?,
+            throttle_ms: if version >= 1 {
+                r.u32("throttle_ms")?
+            } else {
+                0
+            },
         })
     }
 }

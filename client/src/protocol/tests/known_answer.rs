@@ -1,4 +1,4 @@
-//! Known-answer tests: the exact bytes of one request frame and two
+//! Known-answer tests: the exact bytes of one request frame and some
 //! response frames, written out by hand from `docs/protocol.md`. If one of
 //! these fails, the wire format changed: that needs a new API version, not
 //! a new expected value.
@@ -64,6 +64,7 @@ fn produce_response_frame() -> ResponseFrame {
                 append_time_ms: 1_700_000_000_000,
                 log_start_offset: 0,
             }],
+            throttle_ms: 0,
         },
     )
 }
@@ -96,6 +97,29 @@ fn produce_response_bytes_are_pinned() {
     );
     let incoming = decode_one_response(&expected);
     assert_eq!(incoming.body, Ok(produce_response_frame().body));
+}
+
+#[test]
+fn produce_response_v1_appends_throttle_ms() {
+    // The v0 frame above, at version 1, with throttle_ms 250 (0xfa) after
+    // the partitions: length 61 | … | throttle_ms 250
+    let mut frame = produce_response_frame();
+    frame.api_version = 1;
+    if let ResponseBody::Ok(Response::Produce(body)) = &mut frame.body {
+        body.throttle_ms = 250;
+    }
+    let mut expected = hex(PRODUCE_RESPONSE_BYTES);
+    expected[0] = 0x3d;
+    expected[6] = 0x01;
+    expected.extend_from_slice(&hex("fa 00 00 00"));
+    assert_eq!(&response_bytes(&frame)[..], &expected[..]);
+    assert_eq!(decode_one_response(&expected).body, Ok(frame.body));
+    // A v0 frame has no room for it: its decoder reads 0.
+    let v0 = decode_one_response(&hex(PRODUCE_RESPONSE_BYTES));
+    match v0.body {
+        Ok(ResponseBody::Ok(Response::Produce(body))) => assert_eq!(body.throttle_ms, 0),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

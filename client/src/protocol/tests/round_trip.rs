@@ -133,6 +133,22 @@ proptest! {
     }
 
     #[test]
+    fn produce_v1_round_trips_with_its_throttle(
+        request in produce_request(),
+        body in produce_response(),
+        throttle_ms in any::<u32>(),
+        id in request_id(),
+    ) {
+        // The request layout is unchanged in version 1.
+        let frame = RequestFrame { request_id: id, api_version: 1, request: request.clone().into() };
+        let incoming = decode_one_request(&request_bytes(&frame));
+        prop_assert_eq!(incoming.header.api_version, 1);
+        prop_assert_eq!(incoming.request, Ok(Request::from(request)));
+        let body = ProduceResponse { throttle_ms, ..body };
+        check_response(ResponseFrame::ok(id, 1, body))?;
+    }
+
+    #[test]
     fn fetch_request_round_trips(body in fetch_request(), id in request_id()) {
         check_request(body.into(), id)?;
     }

@@ -177,8 +177,11 @@ pub fn produce_response() -> impl Strategy<Value = ProduceResponse> {
                 log_start_offset: start,
             }
         });
-    (topic(), vec(partition, 0..6))
-        .prop_map(|(topic, partitions)| ProduceResponse { topic, partitions })
+    (topic(), vec(partition, 0..6)).prop_map(|(topic, partitions)| ProduceResponse {
+        topic,
+        partitions,
+        throttle_ms: 0,
+    })
 }
 
 pub fn fetch_request() -> impl Strategy<Value = FetchRequest> {
