@@ -61,6 +61,9 @@ pub mod seen;
 pub mod target;
 pub mod workload;
 
+#[cfg(test)]
+mod tests;
+
 pub use harness::{GROUP, run};
 pub use pigeon::PigeonTarget;
 pub use report::Report;
