@@ -81,7 +81,11 @@ const RECEIVE_WAIT: Duration = Duration::from_millis(100);
 /// println!("{}", report.to_json());
 /// # Ok(()) }
 /// ```
-pub async fn run<T: Target>(target: &T, topic: &str, workload: &Workload) -> anyhow::Result<Report> {
+pub async fn run<T: Target>(
+    target: &T,
+    topic: &str,
+    workload: &Workload,
+) -> anyhow::Result<Report> {
     workload.validate()?;
     target
         .create_topic(topic, workload.partitions)
@@ -164,11 +168,7 @@ async fn consume<T: Target>(target: &T, topic: &str, w: &Workload) -> anyhow::Re
 
 /// The e2e workload: subscribers first, then publishers and subscribers
 /// together.
-async fn end_to_end<T: Target>(
-    target: &T,
-    topic: &str,
-    w: &Workload,
-) -> anyhow::Result<Measured> {
+async fn end_to_end<T: Target>(target: &T, topic: &str, w: &Workload) -> anyhow::Result<Measured> {
     let subscribers = open_subscribers(target, topic, w).await?;
     let publishers = open_publishers(target, topic, w).await?;
     let expected = match w.duration {
@@ -246,9 +246,9 @@ fn sources(
     timed: bool,
 ) -> anyhow::Result<(Option<Pacer>, Vec<IndexSource>)> {
     let start_ns = run.epoch.ns();
-    let until_ns = w.duration.map(|d| {
-        start_ns.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-    });
+    let until_ns = w
+        .duration
+        .map(|d| start_ns.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)));
     match w.rate {
         Some(rate) if timed => {
             let schedule = Schedule { start_ns, rate };

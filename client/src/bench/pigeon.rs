@@ -30,12 +30,10 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::harness::GROUP;
-use super::target::{
-    PublishSettings, Publisher, Received, SubscribeSettings, Subscriber, Target,
-};
+use super::target::{PublishSettings, Publisher, Received, SubscribeSettings, Subscriber, Target};
 use crate::client::{
-    Admin, Client, ClientError, Consumer, ConsumerConfig, Delivery, GroupDelivery,
-    NewTopic, Producer, ProducerConfig, ProducerRecord,
+    Admin, Client, ClientError, Consumer, ConsumerConfig, Delivery, GroupDelivery, NewTopic,
+    Producer, ProducerConfig, ProducerRecord,
 };
 use crate::protocol::{ErrorCode, GroupSettings};
 
@@ -103,7 +101,10 @@ impl Target for PigeonTarget {
         let admin = self.admin();
         let gone = [ErrorCode::UnknownTopic, ErrorCode::UnknownGroup];
         tolerate(admin.delete_group(topic, GROUP).await, &gone)?;
-        tolerate(admin.delete_topic(&format!("{topic}.{GROUP}.dlq")).await, &gone)?;
+        tolerate(
+            admin.delete_topic(&format!("{topic}.{GROUP}.dlq")).await,
+            &gone,
+        )?;
         tolerate(admin.delete_topic(topic).await, &gone)?;
         admin
             .create_topic(NewTopic::new(topic, partitions))

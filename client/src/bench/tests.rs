@@ -223,7 +223,11 @@ fn a_timed_produce_run_stops_on_time() {
     w.duration = Some(Duration::from_millis(100));
     let report = runtime().block_on(run(&fake, "t", &w)).expect("run");
     assert!(report.messages > 1);
-    assert!(report.seconds >= 0.1 && report.seconds < 10.0, "{}", report.seconds);
+    assert!(
+        report.seconds >= 0.1 && report.seconds < 10.0,
+        "{}",
+        report.seconds
+    );
 }
 
 #[test]

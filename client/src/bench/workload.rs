@@ -204,12 +204,19 @@ mod tests {
 
     #[test]
     fn every_default_workload_is_valid() {
-        for kind in [WorkloadKind::Produce, WorkloadKind::Consume, WorkloadKind::E2e] {
+        for kind in [
+            WorkloadKind::Produce,
+            WorkloadKind::Consume,
+            WorkloadKind::E2e,
+        ] {
             let workload = Workload::new(kind);
             assert!(workload.validate().is_ok(), "{kind}");
             assert!(workload.value_size >= STAMP_LEN);
         }
-        assert_eq!(Workload::new(WorkloadKind::E2e).publish.linger, Duration::ZERO);
+        assert_eq!(
+            Workload::new(WorkloadKind::E2e).publish.linger,
+            Duration::ZERO
+        );
     }
 
     #[test]
