@@ -1531,6 +1531,11 @@ fn check(
                                 && (d.leased_ms, d.attempt, d.id)
                                     > (own.leased_ms, own.attempt, own.id)
                                 && d.leased_ms <= s.done_ms + CLOCK_SLACK_MS
+                                // Across a kill the ids start again: the
+                                // same id in two broker runs is two
+                                // memberships, and a settle sent on the
+                                // old connection never reaches the new run.
+                                && kill_between(kills, own.leased_ms, d.leased_ms).is_none()
                         })
                     })
                 {
