@@ -14,6 +14,7 @@
 //! | `consume.rs` | `pigeon consume`: a group's messages printed or handed to `--exec`, then settled |
 //! | `message.rs` | `pigeon message show`: one message's state in a group |
 //! | `dlq.rs` | `pigeon dlq list`: a group's dead-letter topic |
+//! | `bench.rs` | `pigeon bench produce/consume/e2e`: the load generator |
 //! | `output.rs` | buffered stdout, record rendering (human and `--json`), timestamps |
 //!
 //! ## Exit codes
@@ -24,6 +25,7 @@
 //!   reported on stderr as one sentence prefixed `pigeon: `;
 //! - 2: a usage error (clap's own report).
 
+mod bench;
 mod consume;
 mod dlq;
 mod failure;
@@ -57,11 +59,11 @@ pub(crate) struct Cli {
     broker: String,
 
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
@@ -81,6 +83,10 @@ enum Command {
     /// The dead-letter queue of a consumer group.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Load generator: measure throughput and latency of produce, consume
+    /// and end to end (the topic is deleted and created afresh).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Parses the arguments, runs the command and turns its outcome into an
@@ -113,6 +119,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Consume(args) => consume::run(&cli.broker, args).await,
         Command::Message(command) => message::run(&cli.broker, command).await,
         Command::Dlq(command) => dlq::run(&cli.broker, command).await,
+        Command::Bench(command) => bench::run(&cli.broker, command).await,
     }
 }
 

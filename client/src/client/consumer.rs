@@ -248,6 +248,26 @@ impl Consumer {
         }
     }
 
+    /// Up to `max` deliveries at once (at least one) if any is available
+    /// within `wait`, else none: what is buffered, or else what one Receive
+    /// returns (asking for [`ConsumerConfig::max_messages`]). Whatever
+    /// exceeds `max` stays buffered for the next call. Retries like
+    /// [`Consumer::next_within`].
+    pub async fn next_batch_within(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<GroupDelivery>, ClientError> {
+        let Some(first) = self.next_within(wait).await? else {
+            return Ok(Vec::new());
+        };
+        let more = self.buffered.len().min(max.saturating_sub(1));
+        let mut batch = Vec::with_capacity(1 + more);
+        batch.push(first);
+        batch.extend(self.buffered.drain(..more));
+        Ok(batch)
+    }
+
     /// The deliveries as a stream; it ends after the first failure that is
     /// not retriable.
     pub fn into_stream(self) -> impl Stream<Item = Result<GroupDelivery, ClientError>> + Send {
