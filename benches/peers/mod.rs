@@ -66,6 +66,15 @@ impl Window {
         let permits = u32::try_from(bytes)?;
         Ok(Arc::clone(&self.room).acquire_many_owned(permits).await?)
     }
+
+    /// Waits until nothing is outstanding (the caller must be resolving or
+    /// dropping the ack futures meanwhile, as the harness does).
+    pub async fn drain(&self) -> anyhow::Result<()> {
+        // OUTSTANDING_BYTES fits in u32.
+        let all = u32::try_from(OUTSTANDING_BYTES)?;
+        drop(self.room.acquire_many(all).await?);
+        Ok(())
+    }
 }
 
 /// Turns a stream or topic name into a name both peers accept: letters,

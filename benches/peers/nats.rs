@@ -200,10 +200,10 @@ impl Publisher for NatsPublisher {
     }
 
     async fn close(self) -> anyhow::Result<()> {
-        // Acks handed out resolve by themselves; make sure nothing queued
-        // is left unsent.
         self.context.client().flush().await?;
-        Ok(())
+        // Every ack future frees its bytes once it resolved (or was
+        // dropped): the whole window free means none is outstanding.
+        self.window.drain().await
     }
 }
 

@@ -7,7 +7,8 @@
 //!   [`PublishSettings::linger`] after the first) and sends it as one
 //!   pipeline of `XADD <stream> * v <value>` on the publisher's
 //!   multiplexed connection, with up to [`PIPELINES_IN_FLIGHT`] pipelines
-//!   outstanding. Each message's oneshot is answered when the pipeline's
+//!   outstanding. (A publisher may be given several connections, used in
+//!   turn per pipeline: see [`RedisTarget::connect`].) Each message's oneshot is answered when the pipeline's
 //!   replies arrive; Redis replies only after the write is in the AOF and,
 //!   with `appendfsync always`, fsynced (one fsync per event-loop turn,
 //!   covering every client's writes of that turn).
@@ -48,16 +49,28 @@ const FIELD: &str = "v";
 pub struct RedisTarget {
     /// Opens connections (it holds only the address).
     client: redis::Client,
+    /// Connections per publisher (1 unless asked otherwise).
+    connections: usize,
     /// For DEL and other one-off commands.
     admin: MultiplexedConnection,
 }
 
 impl RedisTarget {
-    /// Connects to the Redis server at `addr` (`host:port`).
-    pub async fn connect(addr: &str) -> anyhow::Result<RedisTarget> {
+    /// Connects to the Redis server at `addr` (`host:port`); each
+    /// publisher will spread its pipelines over `connections` connections.
+    ///
+    /// Why more than one can matter: Redis reads at most 16 KiB of one
+    /// client's input per event-loop turn, and with `appendfsync always`
+    /// each turn that wrote ends with one fsync, so one connection gets
+    /// about 16 KiB of XADDs per fsync however deep its pipeline is.
+    pub async fn connect(addr: &str, connections: usize) -> anyhow::Result<RedisTarget> {
         let client = redis::Client::open(format!("redis://{addr}/"))?;
         let admin = connection(&client).await?;
-        Ok(RedisTarget { client, admin })
+        Ok(RedisTarget {
+            client,
+            connections: connections.max(1),
+            admin,
+        })
     }
 }
 
@@ -96,10 +109,13 @@ impl Target for RedisTarget {
         topic: &str,
         settings: &PublishSettings,
     ) -> anyhow::Result<RedisPublisher> {
-        let connection = connection(&self.client).await?;
+        let mut connections = Vec::with_capacity(self.connections);
+        for _ in 0..self.connections {
+            connections.push(connection(&self.client).await?);
+        }
         let (queue, pending) = mpsc::channel(QUEUE_MESSAGES);
         let pipeliner = Pipeliner {
-            connection,
+            connections,
             stream: super::stream_name(topic),
             settings: settings.clone(),
         };
@@ -195,7 +211,8 @@ impl Publisher for RedisPublisher {
 
 /// Turns queued messages into XADD pipelines.
 struct Pipeliner {
-    connection: MultiplexedConnection,
+    /// Used in turn, one pipeline each.
+    connections: Vec<MultiplexedConnection>,
     stream: String,
     settings: PublishSettings,
 }
@@ -204,12 +221,15 @@ impl Pipeliner {
     /// Sends pipelines until the queue closes, then waits for every reply.
     async fn run(self, mut queue: mpsc::Receiver<Pending>) -> anyhow::Result<()> {
         let mut in_flight = JoinSet::new();
+        let mut turn = 0;
         while let Some(first) = queue.recv().await {
             while in_flight.len() >= PIPELINES_IN_FLIGHT {
                 in_flight.join_next().await;
             }
             let batch = self.fill(first, &mut queue).await;
-            let (mut connection, stream) = (self.connection.clone(), self.stream.clone());
+            let mut connection = self.connections[turn % self.connections.len()].clone();
+            turn += 1;
+            let stream = self.stream.clone();
             in_flight.spawn(async move { send(&mut connection, &stream, batch).await });
         }
         while in_flight.join_next().await.is_some() {}

@@ -66,7 +66,7 @@ fn throughput(
         if (x - i).abs() < 1e-6 && i >= 0.0 {
             cases
                 .get(i as usize)
-                .map(|c| format!("{} {}", c.name(), c.title()))
+                .map(|c| c.short().to_string())
                 .unwrap_or_default()
         } else {
             String::new()
@@ -194,7 +194,7 @@ fn latency(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.9))
         .draw()

@@ -10,7 +10,11 @@
 //! PIGEON_BENCH_SCALE=0.1 cargo bench --bench side_by_side          # a tenth of every count and duration
 //! PIGEON_BENCH_ONLY=W1,W3 cargo bench --bench side_by_side         # some workloads
 //! PIGEON_BENCH_TARGETS=pigeon,redis cargo bench --bench side_by_side
+//! PIGEON_BENCH_REDIS_CONNECTIONS=4 cargo bench --bench side_by_side   # Redis publishers on 4 connections
 //! ```
+//!
+//! `PIGEON_BENCH_REDIS_SERVER` and `PIGEON_BENCH_NATS_SERVER` name the
+//! server binaries when they are not on `PATH`.
 //!
 //! | module | job |
 //! | --- | --- |
@@ -42,9 +46,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-mod shim;
-use shim as bench;
-use shim::{PigeonTarget, PublishSettings, SubscribeSettings, Target, Workload, WorkloadKind};
+use pigeon_client::bench::{
+    self, PigeonTarget, Target, Workload, WorkloadKind,
+};
 use pigeon_suite::Broker;
 
 use machine::Machine;
@@ -94,51 +98,47 @@ impl Case {
         }
     }
 
-    /// The harness workload, with counts and durations multiplied by `scale`.
+    /// A label short enough for the chart's axis.
+    pub fn short(self) -> &'static str {
+        match self {
+            Case::W1 => "W1 produce 100 B",
+            Case::W2 => "W2 produce 1 KiB",
+            Case::W3 => "W3 e2e 10k/s",
+            Case::W4 => "W4 consume 100 B",
+        }
+    }
+
+    /// The harness workload (`Workload::new`'s defaults: 1 MiB batches with
+    /// 5 ms linger, none for e2e; receives of up to 1,000; one producer,
+    /// one consumer, one partition), with counts and durations multiplied
+    /// by `scale`.
     pub fn workload(self, scale: f64) -> Workload {
         let count = |n: f64| ((n * scale).round() as u64).max(1_000);
-        let batching = PublishSettings {
-            batch_bytes: 1024 * 1024,
-            linger: Duration::from_millis(5),
-        };
         let mut workload = match self {
-            Case::W1 | Case::W2 => {
-                let mut w = Workload::new(WorkloadKind::Produce);
-                w.messages = count(1e6);
-                w.value_size = if self == Case::W1 { 100 } else { 1024 };
-                w.publish = batching;
-                w
+            Case::W1 | Case::W2 => Workload::new(WorkloadKind::Produce),
+            Case::W3 => Workload::new(WorkloadKind::E2e),
+            Case::W4 => Workload::new(WorkloadKind::Consume),
+        };
+        match self {
+            Case::W1 | Case::W4 => {
+                workload.messages = count(1e6);
+                workload.value_size = 100;
+            }
+            Case::W2 => {
+                workload.messages = count(1e6);
+                workload.value_size = 1024;
             }
             Case::W3 => {
-                let mut w = Workload::new(WorkloadKind::E2e);
-                w.rate = Some(10_000);
-                let seconds = (30.0 * scale).max(2.0);
-                w.duration = Some(Duration::from_secs_f64(seconds));
-                w.messages = (10_000.0 * seconds) as u64;
-                w.value_size = 1024;
-                // A moderate fixed rate: send each message at once.
-                w.publish = PublishSettings {
-                    batch_bytes: 1024 * 1024,
-                    linger: Duration::ZERO,
-                };
-                w.consumers = 1;
-                w
+                workload.rate = Some(10_000);
+                workload.duration = Some(Duration::from_secs_f64((30.0 * scale).max(2.0)));
+                workload.value_size = 1024;
+                // A moderate fixed rate: each message goes out at once.
+                workload.publish.linger = Duration::ZERO;
             }
-            Case::W4 => {
-                let mut w = Workload::new(WorkloadKind::Consume);
-                w.messages = count(1e6);
-                w.value_size = 100;
-                w.publish = batching;
-                w.consumers = 1;
-                w
-            }
-        };
+        }
         workload.producers = 1;
+        workload.consumers = 1;
         workload.partitions = 1;
-        workload.subscribe = SubscribeSettings {
-            max_messages: 1_000,
-            ack_timeout: Duration::from_secs(30),
-        };
         workload.progress = false;
         workload
     }
@@ -152,6 +152,9 @@ struct Knobs {
     cases: Vec<Case>,
     /// `PIGEON_BENCH_TARGETS` (default `pigeon,redis,nats`): which systems.
     targets: Vec<String>,
+    /// `PIGEON_BENCH_REDIS_CONNECTIONS` (default 1): connections each
+    /// Redis publisher spreads its pipelines over.
+    redis_connections: usize,
 }
 
 impl Knobs {
@@ -187,10 +190,17 @@ impl Knobs {
         {
             anyhow::bail!("PIGEON_BENCH_TARGETS: no system {bad} (pigeon, redis, nats)");
         }
+        let redis_connections = match std::env::var("PIGEON_BENCH_REDIS_CONNECTIONS") {
+            Ok(text) => text.parse::<usize>().ok().filter(|n| *n > 0).with_context(|| {
+                format!("PIGEON_BENCH_REDIS_CONNECTIONS={text} is not a positive number")
+            })?,
+            Err(_) => 1,
+        };
         Ok(Knobs {
             scale,
             cases,
             targets,
+            redis_connections,
         })
     }
 }
@@ -215,9 +225,14 @@ fn main() -> anyhow::Result<()> {
             let outcome = match target.as_str() {
                 "pigeon" => Outcome::from(run_pigeon(&runtime, scratch.path(), *case, &workload)),
                 name => match peers.iter().find(|(p, _)| p.binary_name().starts_with(name)) {
-                    Some((_, Ok(installed))) => {
-                        Outcome::from(run_peer(&runtime, scratch.path(), installed, *case, &workload))
-                    }
+                    Some((_, Ok(installed))) => Outcome::from(run_peer(
+                        &runtime,
+                        scratch.path(),
+                        installed,
+                        knobs.redis_connections,
+                        *case,
+                        &workload,
+                    )),
                     Some((_, Err(why))) => Outcome::Skipped(why.clone()),
                     None => continue,
                 },
@@ -233,7 +248,12 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let installed: Vec<Installed> = peers.into_iter().filter_map(|(_, p)| p.ok()).collect();
-    let text = report::markdown(&machine, &installed, &knobs.targets, knobs.scale, &runs);
+    let settings = format!(
+        "Scale {} (`PIGEON_BENCH_SCALE`); {} connection(s) per Redis publisher \
+         (`PIGEON_BENCH_REDIS_CONNECTIONS`).",
+        knobs.scale, knobs.redis_connections
+    );
+    let text = report::markdown(&machine, &installed, &knobs.targets, &settings, &runs);
     println!("{text}");
     let report_path = out_dir.join("report.md");
     std::fs::write(&report_path, &text)?;
@@ -283,6 +303,7 @@ fn run_peer(
     runtime: &tokio::runtime::Runtime,
     scratch: &Path,
     installed: &Installed,
+    redis_connections: usize,
     case: Case,
     workload: &Workload,
 ) -> anyhow::Result<bench::Report> {
@@ -291,7 +312,10 @@ fn run_peer(
     eprintln!("{} {}: running", case.name(), installed.peer.binary_name());
     let report = runtime.block_on(async {
         match installed.peer {
-            Peer::Redis => drive(&RedisTarget::connect(&addr).await?, case, workload).await,
+            Peer::Redis => {
+                let target = RedisTarget::connect(&addr, redis_connections).await?;
+                drive(&target, case, workload).await
+            }
             Peer::Nats => {
                 drive(&NatsTarget::connect(&addr, CONNECT_TIMEOUT).await?, case, workload).await
             }

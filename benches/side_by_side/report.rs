@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use crate::bench::Report;
+use pigeon_client::bench::Report;
 
 use crate::Case;
 use crate::machine::Machine;
@@ -59,13 +59,13 @@ pub fn markdown(
     machine: &Machine,
     peers: &[Installed],
     targets: &[String],
-    scale: f64,
+    settings: &str,
     runs: &[Run],
 ) -> String {
     let mut out = String::new();
     machine_table(&mut out, machine);
     systems_table(&mut out, peers, targets);
-    let _ = writeln!(out, "Scale: {scale} (`PIGEON_BENCH_SCALE`).\n");
+    let _ = writeln!(out, "{settings}\n");
     throughput_table(&mut out, targets, runs);
     latency_table(&mut out, targets, runs);
     for run in runs {
