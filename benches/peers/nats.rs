@@ -67,7 +67,9 @@ impl NatsTarget {
                 Err(why) => why,
             };
             if tokio::time::Instant::now() >= deadline {
-                return Err(anyhow!("JetStream did not answer within {within:?}: {why:#}"));
+                return Err(anyhow!(
+                    "JetStream did not answer within {within:?}: {why:#}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -118,28 +118,35 @@ fn latency(
     runs: &[Run],
 ) -> anyhow::Result<()> {
     const POINTS: [&str; 4] = ["p50", "p99", "p99.9", "max"];
-    let series: Vec<(usize, &String, [u64; 4], Option<[u64; 4]>)> = targets
+    let series: Vec<Percentiles> = targets
         .iter()
         .enumerate()
-        .filter_map(|(t, target)| {
+        .filter_map(|(colour, target)| {
             let r = figures(runs, Case::W3, target)?;
-            let deliver = [r.p50_us, r.p99_us, r.p999_us, r.max_us];
             let ack = match (r.ack_p50_us, r.ack_p99_us, r.ack_p999_us, r.ack_max_us) {
                 (Some(a), Some(b), Some(c), Some(d)) => Some([a, b, c, d]),
                 _ => None,
             };
-            Some((t, target, deliver, ack))
+            Some(Percentiles {
+                colour,
+                target,
+                deliver: [r.p50_us, r.p99_us, r.p999_us, r.max_us],
+                ack,
+            })
         })
         .collect();
     let top = series
         .iter()
-        .flat_map(|(_, _, d, a)| d.iter().chain(a.iter().flatten()))
+        .flat_map(|p| p.deliver.iter().chain(p.ack.iter().flatten()))
         .copied()
         .max()
         .unwrap_or(1000)
         .max(10) as f64;
     let mut chart = ChartBuilder::on(area)
-        .caption("W3 latency at 10,000 msgs/s (µs, log scale)", ("sans-serif", 20))
+        .caption(
+            "W3 latency at 10,000 msgs/s (µs, log scale)",
+            ("sans-serif", 20),
+        )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -160,7 +167,13 @@ fn latency(
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(plot_error)?;
-    for (t, target, deliver, ack) in series {
+    for Percentiles {
+        colour: t,
+        target,
+        deliver,
+        ack,
+    } in series
+    {
         let line = colour(t);
         let points = |values: [u64; 4]| {
             values
@@ -175,7 +188,11 @@ fn latency(
             .label(format!("{target} publish→deliver"))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], line.stroke_width(2)));
         chart
-            .draw_series(points(deliver).into_iter().map(|p| Circle::new(p, 3, line.filled())))
+            .draw_series(
+                points(deliver)
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, line.filled())),
+            )
             .map_err(plot_error)?;
         if let Some(ack) = ack {
             chart
@@ -187,9 +204,7 @@ fn latency(
                 ))
                 .map_err(plot_error)?
                 .label(format!("{target} produce→ack"))
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 6, y)], line.stroke_width(2))
-                });
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 6, y)], line.stroke_width(2)));
         }
     }
     chart
@@ -200,6 +215,17 @@ fn latency(
         .draw()
         .map_err(plot_error)?;
     Ok(())
+}
+
+/// One system's W3 latency points (p50, p99, p99.9, max), in µs.
+struct Percentiles<'a> {
+    /// Index of its colour (its place in `targets`).
+    colour: usize,
+    target: &'a str,
+    /// publish→deliver.
+    deliver: [u64; 4],
+    /// produce→ack, where reported.
+    ack: Option<[u64; 4]>,
 }
 
 /// Plotters' errors borrow the backend's error type; keep their text.

@@ -46,9 +46,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use pigeon_client::bench::{
-    self, PigeonTarget, Target, Workload, WorkloadKind,
-};
+use pigeon_client::bench::{self, PigeonTarget, Target, Workload, WorkloadKind};
 use pigeon_suite::Broker;
 
 use machine::Machine;
@@ -191,9 +189,13 @@ impl Knobs {
             anyhow::bail!("PIGEON_BENCH_TARGETS: no system {bad} (pigeon, redis, nats)");
         }
         let redis_connections = match std::env::var("PIGEON_BENCH_REDIS_CONNECTIONS") {
-            Ok(text) => text.parse::<usize>().ok().filter(|n| *n > 0).with_context(|| {
-                format!("PIGEON_BENCH_REDIS_CONNECTIONS={text} is not a positive number")
-            })?,
+            Ok(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| {
+                    format!("PIGEON_BENCH_REDIS_CONNECTIONS={text} is not a positive number")
+                })?,
             Err(_) => 1,
         };
         Ok(Knobs {
@@ -212,7 +214,10 @@ fn main() -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(&out_dir)?;
-    eprintln!("measuring the machine and the fsync latency of {}", scratch.path().display());
+    eprintln!(
+        "measuring the machine and the fsync latency of {}",
+        scratch.path().display()
+    );
     let machine = Machine::describe(scratch.path())?;
     let peers = find_peers(&knobs.targets);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -224,7 +229,10 @@ fn main() -> anyhow::Result<()> {
         for target in &knobs.targets {
             let outcome = match target.as_str() {
                 "pigeon" => Outcome::from(run_pigeon(&runtime, scratch.path(), *case, &workload)),
-                name => match peers.iter().find(|(p, _)| p.binary_name().starts_with(name)) {
+                name => match peers
+                    .iter()
+                    .find(|(p, _)| p.binary_name().starts_with(name))
+                {
                     Some((_, Ok(installed))) => Outcome::from(run_peer(
                         &runtime,
                         scratch.path(),
@@ -259,7 +267,11 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&report_path, &text)?;
     let chart_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks-side-by-side.svg");
     chart::draw(&chart_path, &knobs.targets, &runs)?;
-    eprintln!("wrote {} and {}", report_path.display(), chart_path.display());
+    eprintln!(
+        "wrote {} and {}",
+        report_path.display(),
+        chart_path.display()
+    );
     Ok(())
 }
 
@@ -267,7 +279,10 @@ fn main() -> anyhow::Result<()> {
 fn find_peers(targets: &[String]) -> Vec<(Peer, Result<Installed, String>)> {
     let mut found = Vec::new();
     for peer in [Peer::Redis, Peer::Nats] {
-        if !targets.iter().any(|t| peer.binary_name().starts_with(t.as_str())) {
+        if !targets
+            .iter()
+            .any(|t| peer.binary_name().starts_with(t.as_str()))
+        {
             continue;
         }
         let installed = Installed::find(peer).map_err(|e| format!("skipped: {e:#}"));
@@ -287,7 +302,9 @@ fn run_pigeon(
     case: Case,
     workload: &Workload,
 ) -> anyhow::Result<bench::Report> {
-    let dir = tempfile::Builder::new().prefix("pigeon").tempdir_in(scratch)?;
+    let dir = tempfile::Builder::new()
+        .prefix("pigeon")
+        .tempdir_in(scratch)?;
     let broker = Broker::start(&dir.path().join("data"), &["--fsync", "always"]);
     eprintln!("{} pigeon: running", case.name());
     let report = runtime.block_on(async {
@@ -317,7 +334,12 @@ fn run_peer(
                 drive(&target, case, workload).await
             }
             Peer::Nats => {
-                drive(&NatsTarget::connect(&addr, CONNECT_TIMEOUT).await?, case, workload).await
+                drive(
+                    &NatsTarget::connect(&addr, CONNECT_TIMEOUT).await?,
+                    case,
+                    workload,
+                )
+                .await
             }
         }
     });
@@ -325,7 +347,11 @@ fn run_peer(
         let log = server.log_text();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        eprintln!("{} log (last lines):\n{}", installed.peer.binary_name(), tail.join("\n"));
+        eprintln!(
+            "{} log (last lines):\n{}",
+            installed.peer.binary_name(),
+            tail.join("\n")
+        );
     }
     report
 }
@@ -354,7 +380,10 @@ async fn drive<T: Target>(
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     exe.ancestors()
-        .find(|dir| dir.file_name().is_some_and(|n| n == "release" || n == "debug"))
+        .find(|dir| {
+            dir.file_name()
+                .is_some_and(|n| n == "release" || n == "debug")
+        })
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))

@@ -27,8 +27,8 @@ pub struct Run {
 
 /// What a run produced.
 pub enum Outcome {
-    /// The harness's figures.
-    Done(Report),
+    /// The harness's figures (boxed: far larger than the other variants).
+    Done(Box<Report>),
     /// The system was not available.
     Skipped(String),
     /// The run failed.
@@ -38,7 +38,7 @@ pub enum Outcome {
 impl From<anyhow::Result<Report>> for Outcome {
     fn from(result: anyhow::Result<Report>) -> Outcome {
         match result {
-            Ok(report) => Outcome::Done(report),
+            Ok(report) => Outcome::Done(Box::new(report)),
             Err(e) => Outcome::Failed(format!("failed: {e:#}")),
         }
     }
@@ -49,7 +49,7 @@ pub fn figures<'a>(runs: &'a [Run], case: Case, target: &str) -> Option<&'a Repo
     runs.iter()
         .find(|r| r.case == case && r.target == target)
         .and_then(|r| match &r.outcome {
-            Outcome::Done(report) => Some(report),
+            Outcome::Done(report) => Some(report.as_ref()),
             _ => None,
         })
 }
@@ -92,7 +92,10 @@ fn machine_table(out: &mut String, m: &Machine) {
 }
 
 fn systems_table(out: &mut String, peers: &[Installed], targets: &[String]) {
-    let _ = writeln!(out, "| system | version | durability |\n| --- | --- | --- |");
+    let _ = writeln!(
+        out,
+        "| system | version | durability |\n| --- | --- | --- |"
+    );
     if targets.iter().any(|t| t == "pigeon") {
         let _ = writeln!(
             out,
