@@ -32,7 +32,7 @@ pub(crate) enum BenchCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Topic to run on, DELETED and created afresh [default: bench-<workload>].
+    /// Topic to run on, DELETED and created afresh [default: bench-WORKLOAD].
     topic: Option<String>,
     /// Messages to publish (or consume) in all [default: 1000000; 100000 for e2e].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
