@@ -16,7 +16,7 @@ use crate::Case;
 use crate::report::{Run, figures};
 
 /// Size of the whole picture in pixels.
-const SIZE: (u32, u32) = (1200, 520);
+const SIZE: (u32, u32) = (1200, 540);
 
 /// The colour of each system, in `targets` order.
 fn colour(index: usize) -> RGBColor {
@@ -28,11 +28,20 @@ fn colour(index: usize) -> RGBColor {
     PALETTE[index % PALETTE.len()]
 }
 
-/// Draws the chart of `runs` into `path`.
-pub fn draw(path: &Path, targets: &[String], runs: &[Run]) -> anyhow::Result<()> {
+/// Draws the chart of `runs` into `path`, with `footer` (when and how it
+/// was measured) along the bottom.
+pub fn draw(path: &Path, targets: &[String], runs: &[Run], footer: &str) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
-    let (left, right) = root.split_horizontally(SIZE.0 / 2);
+    let (charts, bottom) = root.split_vertically(SIZE.1 - 24);
+    bottom
+        .draw_text(
+            footer,
+            &("sans-serif", 12).into_text_style(&bottom),
+            (15, 4),
+        )
+        .map_err(plot_error)?;
+    let (left, right) = charts.split_horizontally(SIZE.0 / 2);
     throughput(&left, targets, runs)?;
     latency(&right, targets, runs)?;
     root.present().map_err(plot_error)?;

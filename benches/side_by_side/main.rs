@@ -256,9 +256,12 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let installed: Vec<Installed> = peers.into_iter().filter_map(|(_, p)| p.ok()).collect();
+    let date = jiff::Timestamp::now()
+        .strftime("%Y-%m-%d %H:%M UTC")
+        .to_string();
     let settings = format!(
-        "Scale {} (`PIGEON_BENCH_SCALE`); {} connection(s) per Redis publisher \
-         (`PIGEON_BENCH_REDIS_CONNECTIONS`).",
+        "Measured {date}; scale {} (`PIGEON_BENCH_SCALE`); {} connection(s) per Redis \
+         publisher (`PIGEON_BENCH_REDIS_CONNECTIONS`).",
         knobs.scale, knobs.redis_connections
     );
     let text = report::markdown(&machine, &installed, &knobs.targets, &settings, &runs);
@@ -266,7 +269,19 @@ fn main() -> anyhow::Result<()> {
     let report_path = out_dir.join("report.md");
     std::fs::write(&report_path, &text)?;
     let chart_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/benchmarks-side-by-side.svg");
-    chart::draw(&chart_path, &knobs.targets, &runs)?;
+    let nats = match installed.iter().find(|i| i.peer == Peer::Nats) {
+        Some(i) if i.sync_always => ", nats sync_interval always",
+        Some(_) => ", nats without fsync (no sync_interval option)",
+        None => "",
+    };
+    let footer = format!(
+        "cargo bench --bench side_by_side, {date}, scale {}; {} cores, fsync p50 {} µs; \
+         pigeon fsync=always, redis appendfsync always{nats}",
+        knobs.scale,
+        machine.cores,
+        machine.fsync.p50.as_micros()
+    );
+    chart::draw(&chart_path, &knobs.targets, &runs, &footer)?;
     eprintln!(
         "wrote {} and {}",
         report_path.display(),

@@ -108,8 +108,8 @@ impl Installed {
                 "JetStream file storage, sync_interval: always (fsync on every write)".into()
             }
             (Peer::Nats, false) => "JetStream file storage; this nats-server has no \
-                 sync_interval option (it rejects `sync_interval: always`), so it runs with \
-                 its built-in background sync: PubAcks do not wait for fsync"
+                 sync_interval option (it rejects `sync_interval: always`): PubAcks do not \
+                 wait for any fsync (see docs/benchmarks.md)"
                 .into(),
         }
     }
