@@ -124,6 +124,7 @@ fn main() {
                 .map(|d| SettleItem {
                     partition: d.partition,
                     offset: d.offset,
+                    attempt: 0,
                     action: SettleAction::Ack,
                     delay_ms: 0,
                     reason: String::new(),

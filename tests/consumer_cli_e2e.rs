@@ -277,7 +277,6 @@ fn failing_exec_nacks_until_max_deliveries_dead_letters() {
 /// MessageState answers `Settled` with 0 attempts: `message show` cannot
 /// say "dead-lettered and why" as DESIGN.md asks.
 #[test]
-#[ignore = "bug: MessageState reports a dead-lettered message below the committed floor as Settled with 0 attempts and no reason"]
 fn message_show_says_dead_lettered_after_the_floor_passed_it() {
     let (_tmp, broker) = start_broker();
     topic_with(&broker, "jobs", &["job 0".to_string()]);
@@ -291,8 +290,10 @@ fn message_show_says_dead_lettered_after_the_floor_passed_it() {
     )
     .ok();
     let state = message_show(&broker, "jobs", "workers", 0);
-    assert!(state.contains("dead-lettered"), "{state}");
+    assert!(state.contains("dead-lettered (rejected"), "{state}");
     assert!(state.contains("attempts: 1"), "{state}");
+    assert!(state.contains("first delivered 20"), "{state}");
+    assert!(state.contains("last delivered 20"), "{state}");
 }
 
 #[test]
@@ -805,8 +806,193 @@ fn a_thousand_messages_with_fifty_poison_end_handled_or_parked_after_max_deliver
             Some("orders"),
             "{record}"
         );
+        let ms = |name: &str| {
+            record["headers"][name]
+                .as_str()
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or_else(|| panic!("{name} missing in {record}"))
+        };
+        let (first, last) = (
+            ms("pigeon.dlq.first-delivery-ms"),
+            ms("pigeon.dlq.last-delivery-ms"),
+        );
+        let parked_at = ms("pigeon.dlq.dead-lettered-ms");
+        assert!(first <= last && last <= parked_at, "{record}");
+        assert!(parked_at - first < 120_000, "{record}");
     }
     let described = describe_json(&broker, "orders", "billing");
     assert_eq!(described[0]["lag"].as_u64(), Some(0));
     assert_eq!(described[0]["dead_lettered"].as_u64(), Some(50));
+}
+
+/// Milliseconds since the Unix epoch, by the test's clock.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[test]
+fn seek_to_a_time_replays_exactly_the_messages_appended_from_then_on() {
+    let (_tmp, broker) = start_broker();
+    let before: Vec<String> = (0..4).map(|i| format!("before {i}")).collect();
+    topic_with(&broker, "events", &before);
+    create_group(&broker, "events", "audit", &[]);
+    let done = pigeon(
+        &broker,
+        &["consume", "events", "--group", "audit", "--wait-ms", "300"],
+        b"",
+    )
+    .ok();
+    assert_eq!(done.lines().len(), 4, "{}", done.stdout);
+    // The next records must get a later append time than the first four.
+    let last = pigeon(&broker, &["read", "events", "--json"], b"")
+        .ok()
+        .json_lines()
+        .last()
+        .and_then(|r| r["timestamp"].as_i64())
+        .expect("timestamp");
+    pigeon_suite::wait_until(Duration::from_secs(5), "the clock to move on", || {
+        now_ms() > last
+    });
+    let after: Vec<String> = (0..3).map(|i| format!("after {i}")).collect();
+    let mut input = after.join("\n");
+    input.push('\n');
+    pigeon(&broker, &["produce", "events"], input.as_bytes()).ok();
+    let records = pigeon(&broker, &["read", "events", "--json"], b"")
+        .ok()
+        .json_lines();
+    let from = records[4]["timestamp"].as_i64().expect("timestamp");
+    assert!(from > last);
+    let at = jiff::Timestamp::from_millisecond(from)
+        .expect("timestamp")
+        .to_string();
+
+    let sought = pigeon(
+        &broker,
+        &[
+            "group",
+            "seek",
+            "audit",
+            "--topic",
+            "events",
+            "--to-time",
+            &at,
+        ],
+        b"",
+    )
+    .ok();
+    assert!(sought.stdout.contains("offset 4"), "{}", sought.stdout);
+    let replay = pigeon(
+        &broker,
+        &[
+            "consume",
+            "events",
+            "--group",
+            "audit",
+            "--wait-ms",
+            "500",
+            "--json",
+        ],
+        b"",
+    )
+    .ok()
+    .json_lines();
+    let got: Vec<(u64, String, u64)> = replay
+        .iter()
+        .map(|r| {
+            (
+                r["offset"].as_u64().expect("offset"),
+                r["value"].as_str().expect("value").to_string(),
+                r["attempt"].as_u64().expect("attempt"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (4, "after 0".to_string(), 1),
+            (5, "after 1".to_string(), 1),
+            (6, "after 2".to_string(), 1)
+        ]
+    );
+    assert_eq!(describe_json(&broker, "events", "audit")[0]["lag"], 0);
+}
+
+#[test]
+fn a_consumer_killed_mid_batch_hands_its_leases_back_and_they_come_again_as_attempt_2() {
+    use std::os::unix::process::CommandExt;
+
+    let (tmp, broker) = start_broker();
+    let lines: Vec<String> = (0..5).map(|i| format!("job {i}")).collect();
+    topic_with(&broker, "jobs", &lines);
+    create_group(
+        &broker,
+        "jobs",
+        "workers",
+        &["--backoff-initial-ms", "50", "--ack-timeout-ms", "60000"],
+    );
+    // The handler signals that it started, then hangs: the consumer is
+    // killed while it holds the whole batch.
+    let started = tmp.path().join("started");
+    let handler = format!("touch '{}'; exec sleep 120", started.display());
+    let mut command = process::pigeon_command(broker.addr);
+    command
+        .args(["consume", "jobs", "--group", "workers", "--exec", &handler])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    let mut consumer = command.spawn().expect("spawn pigeon consume");
+    pigeon_suite::wait_until(Duration::from_secs(30), "the handler to start", || {
+        started.exists()
+    });
+    let leased: Vec<u64> = (0..5)
+        .filter(|o| message_show(&broker, "jobs", "workers", *o).contains("in flight"))
+        .collect();
+    assert!(leased.contains(&0), "the message being handled is leased");
+    let holder = message_show(&broker, "jobs", "workers", 0);
+    assert!(
+        holder.contains(&format!("-{} (consumer ", consumer.id())),
+        "names the consumer by the name it joined with: {holder}"
+    );
+    // SIGKILL the consumer and its handler (the whole process group).
+    let group = -(consumer.id() as i32);
+    // SAFETY: kill(2) with a negative pid signals that process group; the
+    // group is the consumer this test started.
+    unsafe {
+        libc::kill(group, libc::SIGKILL);
+    }
+    process::wait_bounded(&mut consumer, Duration::from_secs(10));
+
+    let again = pigeon(
+        &broker,
+        &[
+            "consume",
+            "jobs",
+            "--group",
+            "workers",
+            "--wait-ms",
+            "1000",
+            "--json",
+        ],
+        b"",
+    )
+    .ok()
+    .json_lines();
+    let mut got: Vec<(u64, u64)> = again
+        .iter()
+        .map(|r| {
+            (
+                r["offset"].as_u64().expect("offset"),
+                r["attempt"].as_u64().expect("attempt"),
+            )
+        })
+        .collect();
+    got.sort_unstable();
+    let expected: Vec<(u64, u64)> = (0..5)
+        .map(|o| (o, if leased.contains(&o) { 2 } else { 1 }))
+        .collect();
+    assert_eq!(got, expected, "leased by the killed consumer: {leased:?}");
+    assert_eq!(describe_json(&broker, "jobs", "workers")[0]["lag"], 0);
 }

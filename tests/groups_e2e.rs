@@ -62,6 +62,7 @@ async fn settle(
         .map(|(offset, action, reason)| SettleItem {
             partition: 0,
             offset,
+            attempt: 0,
             action,
             delay_ms: 0,
             reason: reason.into(),

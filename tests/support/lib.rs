@@ -2,7 +2,8 @@
 //! `benches/`: building and locating the real binaries, starting a broker on
 //! ephemeral loopback ports with a temp data dir, stopping it (SIGTERM or
 //! SIGKILL), and waiting for a condition with a deadline (never a fixed
-//! sleep).
+//! sleep). [`crash_loop`] is the harness that kills a broker under load many
+//! times and checks what the clients and the log say afterwards.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+pub mod crash_loop;
 
 /// Path of a workspace binary (`pigeon-broker` or `pigeon`), building the
 /// workspace's binaries once per test process if needed.
@@ -102,7 +105,9 @@ impl Broker {
         Self::spawn(data_dir, extra)
     }
 
-    fn spawn(data_dir: &Path, extra: Vec<String>) -> Broker {
+    /// Starts a `pigeon-broker` process logging to a new file next to
+    /// `data_dir`; returns it without waiting for it to serve.
+    fn launch(data_dir: &Path, extra: &[String]) -> (Child, PathBuf) {
         static LOG_ID: Mutex<u32> = Mutex::new(0);
         let id = {
             let mut n = LOG_ID.lock().unwrap_or_else(|e| e.into_inner());
@@ -122,12 +127,17 @@ impl Broker {
                 "--log",
                 "info",
             ])
-            .args(&extra)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .expect("start pigeon-broker");
+        (child, log)
+    }
+
+    fn spawn(data_dir: &Path, extra: Vec<String>) -> Broker {
+        let (child, log) = Self::launch(data_dir, &extra);
         let mut broker = Broker {
             child: Some(child),
             addr: "0.0.0.0:0".parse().expect("addr"),
@@ -218,6 +228,20 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// A crash during start-up: SIGKILL of the running process (if any),
+    /// then a new process on the same data dir and flags, itself killed
+    /// `after` its start, whether or not it was serving yet (it may be in
+    /// the middle of recovery). Nothing is serving afterwards: call
+    /// [`restart`](Self::restart).
+    pub fn crash_while_starting(&mut self, after: Duration) {
+        self.kill();
+        let (mut child, log) = Self::launch(&self.data_dir, &self.extra);
+        std::thread::sleep(after);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(log);
     }
 
     /// Starts a new broker process on the same data dir and flags (new ports).

@@ -10,6 +10,22 @@
 //! journal before answering, so the last commit window of acks can be
 //! redelivered after a crash, never lost).
 //!
+//! ## Dead letters: the crash story
+//!
+//! 1. The state machine marks the message dead-lettering
+//!    (`DeadLetterStarted`): it is out of delivery from then on.
+//! 2. The engine waits until the journal holds that event durably (a
+//!    barrier through the journal writer) — the one place it waits for the
+//!    journal. A crash before this point: the journal still has the lease,
+//!    nothing was parked, the message comes back (an attempt).
+//! 3. The copy is written to the DLQ topic and made durable. A crash here:
+//!    the journal says dead-lettering, so after the restart the copy is
+//!    written again, and the sink finds it already parked (idempotent).
+//! 4. `DeadLettered` settles it (journaled lazily, like an ack; a crash
+//!    before it is journaled is step 3 again).
+//!
+//! So a parked message is never delivered again, and never parked twice.
+//!
 //! Source records are read through a [`SourceReader`], so the engine is
 //! tested with paused tokio time against an in-memory source.
 
@@ -22,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::partition::{
-    ConsumerId, DeadLetter, Delivery, OffsetState, PartitionDelivery, SettleError,
+    ConsumerId, DeadLetter, Delivery, DeliveryTimes, OffsetState, PartitionDelivery, SettleError,
 };
 use super::settings::{GroupSettings, Jitter};
 use super::store::GroupStore;
@@ -34,6 +50,12 @@ pub trait SourceReader: Send + Sync + 'static {
     /// The records at `offsets` (sorted) of a partition; missing ones are
     /// left out (removed by retention).
     fn records(&self, partition: usize, offsets: &[u64]) -> Vec<Record>;
+    /// One watch of the log end per partition, so waiting receives are
+    /// served the moment a record is appended. Without watches (the
+    /// default) the engine polls its waiting receives every few ms.
+    fn end_watches(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
+        Vec::new()
+    }
 }
 
 /// Writes dead-letter copies (to the `<topic>.<group>.dlq` topic).
@@ -95,8 +117,20 @@ pub struct PartitionFigures {
     pub removed_by_retention: u64,
 }
 
+/// Where one message stands, for `message show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetReport {
+    /// Its state.
+    pub state: OffsetState,
+    /// When it was first and last delivered, while tracked.
+    pub times: Option<DeliveryTimes>,
+    /// The name the lease holder joined with (in flight only).
+    pub holder: Option<String>,
+}
+
 enum Command {
     Join {
+        name: String,
         reply: oneshot::Sender<ConsumerId>,
     },
     Leave {
@@ -110,7 +144,7 @@ enum Command {
     },
     Settle {
         consumer: ConsumerId,
-        items: Vec<(u32, u64, Settle)>,
+        items: Vec<(u32, u64, u32, Settle)>,
         reply: oneshot::Sender<Vec<Result<(), SettleError>>>,
     },
     Seek {
@@ -132,7 +166,7 @@ enum Command {
     State {
         partition: u32,
         offset: u64,
-        reply: oneshot::Sender<Option<OffsetState>>,
+        reply: oneshot::Sender<Option<OffsetReport>>,
     },
 }
 
@@ -166,8 +200,9 @@ impl GroupHandle {
     }
 
     /// A new consumer joins.
-    pub async fn join(&self) -> Result<ConsumerId, Stopped> {
-        self.ask(|reply| Command::Join { reply }).await
+    pub async fn join(&self, name: impl Into<String>) -> Result<ConsumerId, Stopped> {
+        let name = name.into();
+        self.ask(|reply| Command::Join { name, reply }).await
     }
 
     /// A consumer leaves (or its connection dropped): its leases return.
@@ -191,11 +226,26 @@ impl GroupHandle {
         .await
     }
 
-    /// Acks, nacks, rejects or extends; one result per item, in order.
+    /// Acks, nacks, rejects or extends `(partition, offset, action)`,
+    /// whichever attempt the consumer's lease is; one result per item, in
+    /// order.
     pub async fn settle(
         &self,
         consumer: ConsumerId,
         items: Vec<(u32, u64, Settle)>,
+    ) -> Result<Vec<Result<(), SettleError>>, Stopped> {
+        let items = items.into_iter().map(|(p, o, a)| (p, o, 0, a)).collect();
+        self.settle_attempts(consumer, items).await
+    }
+
+    /// Like [`settle`](Self::settle) for `(partition, offset, attempt,
+    /// action)`: an item applies only if the consumer's lease on the offset
+    /// is that attempt (0: any), else `LeaseLost` — a late settle of an
+    /// expired lease never touches a newer lease of the same message.
+    pub async fn settle_attempts(
+        &self,
+        consumer: ConsumerId,
+        items: Vec<(u32, u64, u32, Settle)>,
     ) -> Result<Vec<Result<(), SettleError>>, Stopped> {
         self.ask(|reply| Command::Settle {
             consumer,
@@ -240,7 +290,7 @@ impl GroupHandle {
         &self,
         partition: u32,
         offset: u64,
-    ) -> Result<Option<OffsetState>, Stopped> {
+    ) -> Result<Option<OffsetReport>, Stopped> {
         self.ask(|reply| Command::State {
             partition,
             offset,
@@ -265,15 +315,19 @@ struct Engine<S: SourceReader, D: DeadLetterSink> {
     /// Metadata updates (pause); `None` in tests without storage.
     store: Option<GroupStore>,
     /// Ordered channel to the journal writer task.
-    journal: Option<mpsc::UnboundedSender<(usize, Vec<super::journal::Event>)>>,
+    journal: Option<mpsc::UnboundedSender<JournalWork>>,
     source: Arc<S>,
     sink: Arc<D>,
     jitter: Jitter,
     next_consumer: ConsumerId,
-    consumers: HashMap<ConsumerId, ()>,
+    /// Members, with the names they joined with.
+    consumers: HashMap<ConsumerId, String>,
     waiting: Vec<Waiting>,
     /// Round-robin start for fairness across partitions.
     rotate: usize,
+    /// Signalled when a source partition's log end moves; `None` when the
+    /// source offers no watches (then waiting receives are polled).
+    appended: Option<Arc<tokio::sync::Notify>>,
     clock: fn() -> i64,
 }
 
@@ -310,6 +364,7 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
     let journal = store
         .as_ref()
         .map(|store| spawn_journal_writer(store.journals()));
+    let appended = watch_appends(source.end_watches());
     let mut engine = Engine {
         settings,
         paused,
@@ -323,6 +378,7 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
         consumers: HashMap::new(),
         waiting: Vec::new(),
         rotate: 0,
+        appended,
         clock: tokio_now_ms,
     };
     tokio::spawn(async move {
@@ -342,12 +398,18 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
 
 impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     async fn run(mut self, mut inbox: mpsc::Receiver<Command>) {
+        let appended = self.appended.clone();
         loop {
             let wake = self.next_wake();
             let command = tokio::select! {
                 command = inbox.recv() => command,
                 _ = sleep_until_opt(wake) => {
                     self.on_timer().await;
+                    continue;
+                }
+                () = notified(appended.as_deref()) => {
+                    self.serve_waiting();
+                    self.journal();
                     continue;
                 }
             };
@@ -360,7 +422,8 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
 
     /// When the engine must wake without a request: a lease deadline, a
     /// delay coming due, or a waiting receive's deadline. New source data is
-    /// noticed by polling the waiting receives every few milliseconds.
+    /// noticed through the log end watches (or, for a source without them,
+    /// by polling the waiting receives every few milliseconds).
     fn next_wake(&self) -> Option<Instant> {
         let now_ms = (self.clock)();
         let due_ms = self
@@ -371,7 +434,8 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         let due =
             due_ms.map(|ms| Instant::now() + Duration::from_millis((ms - now_ms).max(0) as u64));
         let waiting = self.waiting.iter().map(|w| w.until).min();
-        let poll = (!self.waiting.is_empty()).then(|| Instant::now() + Duration::from_millis(5));
+        let poll = (!self.waiting.is_empty() && self.appended.is_none())
+            .then(|| Instant::now() + Duration::from_millis(5));
         due.into_iter().chain(waiting).chain(poll).min()
     }
 
@@ -394,10 +458,10 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     async fn handle(&mut self, command: Command) {
         let now = (self.clock)();
         match command {
-            Command::Join { reply } => {
+            Command::Join { name, reply } => {
                 let id = self.next_consumer;
                 self.next_consumer += 1;
-                self.consumers.insert(id, ());
+                self.consumers.insert(id, name);
                 let _ = reply.send(id);
             }
             Command::Leave { consumer } => {
@@ -439,11 +503,16 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             } => {
                 let mut results = Vec::with_capacity(items.len());
                 let mut dead = Vec::new();
-                for (partition, offset, action) in items {
+                for (partition, offset, attempt, action) in items {
                     let Some(state) = self.states.get_mut(partition as usize) else {
                         results.push(Err(SettleError::LeaseLost { offset }));
                         continue;
                     };
+                    if attempt != 0 && state.lease_of(offset).is_some_and(|l| l.attempt != attempt)
+                    {
+                        results.push(Err(SettleError::LeaseLost { offset }));
+                        continue;
+                    }
                     let result = match action {
                         Settle::Ack => state.ack(consumer, offset),
                         Settle::Nack(delay) => state
@@ -540,11 +609,20 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                 offset,
                 reply,
             } => {
-                let _ = reply.send(
-                    self.states
-                        .get(partition as usize)
-                        .map(|s| s.state_of(offset)),
-                );
+                let _ = reply.send(self.states.get(partition as usize).map(|s| {
+                    let state = s.state_of(offset);
+                    let holder = match &state {
+                        OffsetState::InFlight(lease) => {
+                            self.consumers.get(&lease.consumer).cloned()
+                        }
+                        _ => None,
+                    };
+                    OffsetReport {
+                        state,
+                        times: s.delivery_times(offset),
+                        holder,
+                    }
+                }));
             }
         }
     }
@@ -573,16 +651,14 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                 continue;
             }
             room -= leased.len();
-            let mut offsets: Vec<u64> = leased.iter().map(|d| d.offset).collect();
-            offsets.sort_unstable();
-            let mut records: HashMap<u64, Record> = self
-                .source
-                .records(p, &offsets)
-                .into_iter()
-                .map(|r| (r.offset, r))
-                .collect();
+            // Both in offset order, then matched in one walk.
+            let mut leased = leased;
+            leased.sort_unstable_by_key(|d| d.offset);
+            let offsets: Vec<u64> = leased.iter().map(|d| d.offset).collect();
+            let mut records = self.source.records(p, &offsets).into_iter().peekable();
             for d in leased {
-                match records.remove(&d.offset) {
+                while records.next_if(|r| r.offset < d.offset).is_some() {}
+                match records.next_if(|r| r.offset == d.offset) {
                     Some(record) => out.push(GroupDelivery {
                         partition: p as u32,
                         record,
@@ -617,6 +693,8 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
 
     /// Copies dead letters out, then settles each whose copy is durable. A
     /// failed copy stays pending and is tried again at the next call.
+    /// Nothing is copied before the journal holds the dead-lettering (see
+    /// the module's crash story).
     async fn dead_letter(&mut self, mut dead: Vec<(usize, DeadLetter)>) {
         for p in 0..self.states.len() {
             for pending in self.states[p].pending_dead_letters() {
@@ -627,6 +705,16 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                     dead.push((p, pending));
                 }
             }
+        }
+        if dead.is_empty() {
+            return;
+        }
+        if !self.journal_durable().await {
+            tracing::warn!(
+                count = dead.len(),
+                "the group journal did not take the dead-lettering; the copies wait for the next try"
+            );
+            return;
         }
         for (p, d) in dead {
             let records = self.source.records(p, &[d.offset]);
@@ -652,36 +740,115 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             if let Some(journal) = &self.journal
                 && !events.is_empty()
             {
-                let _ = journal.send((p, events));
+                let _ = journal.send(JournalWork::Events(p, events));
             }
         }
     }
+
+    /// Hands the state changes to the journal writer and waits until every
+    /// change made so far is appended (durable under the journal's fsync
+    /// policy); `false` if an append failed. `true` at once without a
+    /// journal (tests without storage).
+    async fn journal_durable(&mut self) -> bool {
+        self.journal();
+        let Some(journal) = &self.journal else {
+            return true;
+        };
+        let (done, appended) = oneshot::channel();
+        if journal.send(JournalWork::Barrier(done)).is_err() {
+            return false;
+        }
+        appended.await.unwrap_or(false)
+    }
+}
+
+/// What the journal writer is asked to do.
+enum JournalWork {
+    /// Append these events of a partition (after those sent before).
+    Events(usize, Vec<super::journal::Event>),
+    /// Answer once everything sent before is appended: `true`, or `false`
+    /// if an append failed.
+    Barrier(oneshot::Sender<bool>),
 }
 
 /// The journal writer of a group: appends each partition's events in the
 /// order the engine made them, everything queued in one append per
-/// partition (so the journal's group commit covers many engine steps).
+/// partition (so the journal's group commit covers many engine steps), the
+/// partitions' appends concurrently (so one partition's fsync does not hold
+/// up the others', and acks reach the disk sooner).
 fn spawn_journal_writer(
     journals: Vec<crate::log::PartitionLog>,
-) -> mpsc::UnboundedSender<(usize, Vec<super::journal::Event>)> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Vec<super::journal::Event>)>();
+) -> mpsc::UnboundedSender<JournalWork> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<JournalWork>();
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
-            let mut by_partition: HashMap<usize, Vec<super::journal::Event>> = HashMap::new();
-            by_partition.entry(first.0).or_default().extend(first.1);
-            while let Ok((p, events)) = rx.try_recv() {
-                by_partition.entry(p).or_default().extend(events);
-            }
-            for (p, events) in by_partition {
-                if let Some(journal) = journals.get(p)
-                    && let Err(e) = super::store::append_to(journal, &events).await
-                {
-                    tracing::error!(partition = p, error = %e, "writing the group journal failed");
+            let mut by_partition: std::collections::BTreeMap<usize, Vec<super::journal::Event>> =
+                std::collections::BTreeMap::new();
+            let mut barriers = Vec::new();
+            let mut work = Some(first);
+            while let Some(next) = work {
+                match next {
+                    JournalWork::Events(p, events) => {
+                        by_partition.entry(p).or_default().extend(events)
+                    }
+                    JournalWork::Barrier(done) => barriers.push(done),
                 }
+                work = rx.try_recv().ok();
+            }
+            let appends = by_partition.into_iter().map(|(p, events)| {
+                let journal = journals.get(p);
+                async move {
+                    let Some(journal) = journal else {
+                        return true;
+                    };
+                    match super::store::append_to(journal, &events).await {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::error!(partition = p, error = %e, "writing the group journal failed");
+                            false
+                        }
+                    }
+                }
+            });
+            let all_ok = futures_util::future::join_all(appends)
+                .await
+                .into_iter()
+                .all(|ok| ok);
+            for done in barriers {
+                let _ = done.send(all_ok);
             }
         }
     });
     tx
+}
+
+/// One task per watch that signals the returned `Notify` whenever that log
+/// end moves (a permit is kept if the engine is busy, so no append is
+/// missed). The tasks end with their logs.
+fn watch_appends(
+    watches: Vec<tokio::sync::watch::Receiver<u64>>,
+) -> Option<Arc<tokio::sync::Notify>> {
+    if watches.is_empty() {
+        return None;
+    }
+    let notify = Arc::new(tokio::sync::Notify::new());
+    for mut watch in watches {
+        let notify = Arc::clone(&notify);
+        tokio::spawn(async move {
+            while watch.changed().await.is_ok() {
+                notify.notify_one();
+            }
+        });
+    }
+    Some(notify)
+}
+
+/// Waits for `notify`; forever without one.
+async fn notified(notify: Option<&tokio::sync::Notify>) {
+    match notify {
+        Some(notify) => notify.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -698,12 +865,30 @@ mod tests {
     use bytes::Bytes;
     use parking_lot::Mutex;
 
+    /// Records in memory; with `ends`, it offers log end watches like a
+    /// real topic.
     #[derive(Default)]
-    struct MemSource(Mutex<Vec<Vec<Record>>>);
+    struct MemSource(
+        Mutex<Vec<Vec<Record>>>,
+        Option<Vec<tokio::sync::watch::Sender<u64>>>,
+    );
 
     impl MemSource {
         fn with(partitions: usize, per_partition: u64) -> Arc<MemSource> {
-            let source = MemSource(Mutex::new(vec![Vec::new(); partitions]));
+            Self::build(partitions, per_partition, false)
+        }
+
+        fn watched(partitions: usize, per_partition: u64) -> Arc<MemSource> {
+            Self::build(partitions, per_partition, true)
+        }
+
+        fn build(partitions: usize, per_partition: u64, watched: bool) -> Arc<MemSource> {
+            let ends = watched.then(|| {
+                (0..partitions)
+                    .map(|_| tokio::sync::watch::channel(0).0)
+                    .collect()
+            });
+            let source = MemSource(Mutex::new(vec![Vec::new(); partitions]), ends);
             for p in 0..partitions {
                 for _ in 0..per_partition {
                     source.push(p, "m");
@@ -722,6 +907,9 @@ mod tests {
                 value: Bytes::from(format!("{value}-{p}-{offset}")),
                 headers: Vec::new(),
             });
+            if let Some(ends) = &self.1 {
+                ends[p].send_replace(offset + 1);
+            }
         }
     }
 
@@ -735,6 +923,9 @@ mod tests {
                 .iter()
                 .filter_map(|o| parts[partition].get(*o as usize).cloned())
                 .collect()
+        }
+        fn end_watches(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
+            self.1.iter().flatten().map(|end| end.subscribe()).collect()
         }
     }
 
@@ -794,7 +985,7 @@ mod tests {
     async fn a_poison_message_reaches_the_dlq_after_max_deliveries_and_the_rest_settle() {
         let (source, sink) = (MemSource::with(1, 5), Arc::new(MemSink::default()));
         let group = start_engine(&source, &sink);
-        let consumer = group.join().await.expect("join");
+        let consumer = group.join("test").await.expect("join");
         let first = group
             .receive(consumer, 10, Duration::ZERO)
             .await
@@ -845,7 +1036,11 @@ mod tests {
         );
         assert_eq!(
             group.state_of(0, 4).await.expect("state"),
-            Some(OffsetState::Settled)
+            Some(OffsetReport {
+                state: OffsetState::Settled,
+                times: None,
+                holder: None
+            })
         );
     }
 
@@ -853,8 +1048,8 @@ mod tests {
     async fn an_ack_after_the_lease_expired_is_answered_lease_lost() {
         let (source, sink) = (MemSource::with(1, 1), Arc::new(MemSink::default()));
         let group = start_engine(&source, &sink);
-        let slow = group.join().await.expect("join");
-        let fast = group.join().await.expect("join");
+        let slow = group.join("test").await.expect("join");
+        let fast = group.join("test").await.expect("join");
         assert_eq!(
             group
                 .receive(slow, 1, Duration::ZERO)
@@ -890,7 +1085,7 @@ mod tests {
     async fn a_receive_waits_for_new_messages_and_partitions_share_the_load() {
         let (source, sink) = (MemSource::with(2, 0), Arc::new(MemSink::default()));
         let group = start_engine(&source, &sink);
-        let consumer = group.join().await.expect("join");
+        let consumer = group.join("test").await.expect("join");
         let waiting = tokio::spawn({
             let group = group.clone();
             async move { group.receive(consumer, 10, Duration::from_secs(30)).await }
@@ -914,10 +1109,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_waiting_receive_is_served_the_moment_a_record_is_appended() {
+        let (source, sink) = (MemSource::watched(2, 0), Arc::new(MemSink::default()));
+        let group = start_engine(&source, &sink);
+        let consumer = group.join("test").await.expect("join");
+        for round in 0..3u64 {
+            let waiting = tokio::spawn({
+                let group = group.clone();
+                async move { group.receive(consumer, 10, Duration::from_secs(30)).await }
+            });
+            // Off the 5 ms grid a poll would follow.
+            tokio::time::sleep(Duration::from_millis(52)).await;
+            let appended = Instant::now();
+            source.push(1, "late");
+            let got = waiting.await.expect("join").expect("receive");
+            assert_eq!(offsets(&got), vec![(1, round, 1)]);
+            // Paused time only moves when every task waits on a timer: a
+            // poll would have cost a step of it; the watch costs none.
+            assert_eq!(appended.elapsed(), Duration::ZERO, "round {round}");
+            group
+                .settle(consumer, vec![(1, round, Settle::Ack)])
+                .await
+                .expect("settle");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_paused_group_delivers_nothing_until_resumed() {
         let (source, sink) = (MemSource::with(1, 3), Arc::new(MemSink::default()));
         let group = start_engine(&source, &sink);
-        let consumer = group.join().await.expect("join");
+        let consumer = group.join("test").await.expect("join");
         group.pause(true).await.expect("pause").expect("saved");
         assert!(
             group
@@ -942,7 +1163,7 @@ mod tests {
     async fn seek_replays_from_an_offset_with_attempts_reset() {
         let (source, sink) = (MemSource::with(1, 6), Arc::new(MemSink::default()));
         let group = start_engine(&source, &sink);
-        let consumer = group.join().await.expect("join");
+        let consumer = group.join("test").await.expect("join");
         let got = group
             .receive(consumer, 10, Duration::ZERO)
             .await
@@ -979,7 +1200,7 @@ mod tests {
     async fn a_consumer_that_leaves_returns_its_leases_and_a_reject_parks_at_once() {
         let (source, sink) = (MemSource::with(1, 2), Arc::new(MemSink::default()));
         let group = start_engine(&source, &sink);
-        let first = group.join().await.expect("join");
+        let first = group.join("test").await.expect("join");
         assert_eq!(
             group
                 .receive(first, 10, Duration::ZERO)
@@ -989,7 +1210,7 @@ mod tests {
             2
         );
         group.leave(first).await;
-        let second = group.join().await.expect("join");
+        let second = group.join("test").await.expect("join");
         let back = group
             .receive(second, 10, Duration::from_secs(10))
             .await

@@ -8,7 +8,8 @@
 //!
 //! | tag | event | fields |
 //! | --- | --- | --- |
-//! | 1 | `Leased` | offset u64, attempt u32 |
+//! | 8 | `Leased` | offset u64, attempt u32, first delivery u32, this delivery u32 (seconds since the Unix epoch) |
+//! | 1 | `Leased`, as written before delivery times were kept (read only; times 0) | offset u64, attempt u32 |
 //! | 2 | `Acked` | offset u64 |
 //! | 3 | `Delayed` | offset u64, attempt u32, due_ms i64 |
 //! | 4 | `DeadLetterStarted` | offset u64, attempts u32, reason u8 (0 max deliveries, 1 rejected), reason text (u16 length + UTF-8) |
@@ -26,7 +27,7 @@
 //! an attempt, so a message that crashes every consumer still reaches the
 //! dead-letter queue after `max_deliveries`.
 
-use super::partition::DeadLetterReason;
+use super::partition::{DeadLetterReason, DeliveryTimes};
 
 /// One change of a partition's delivery state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub enum Event {
         offset: u64,
         /// Its attempt number.
         attempt: u32,
+        /// Its first delivery and this one.
+        times: DeliveryTimes,
     },
     /// `offset` was acked.
     Acked {
@@ -85,10 +88,16 @@ impl Event {
     /// Appends the encoded event to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Event::Leased { offset, attempt } => {
-                out.push(1);
+            Event::Leased {
+                offset,
+                attempt,
+                times,
+            } => {
+                out.push(8);
                 out.extend_from_slice(&offset.to_le_bytes());
                 out.extend_from_slice(&attempt.to_le_bytes());
+                out.extend_from_slice(&times.first_s.to_le_bytes());
+                out.extend_from_slice(&times.last_s.to_le_bytes());
             }
             Event::Acked { offset } => tagged_u64(out, 2, *offset),
             Event::Delayed {
@@ -131,6 +140,15 @@ impl Event {
             1 => Event::Leased {
                 offset: r.u64()?,
                 attempt: r.u32()?,
+                times: DeliveryTimes::default(),
+            },
+            8 => Event::Leased {
+                offset: r.u64()?,
+                attempt: r.u32()?,
+                times: DeliveryTimes {
+                    first_s: r.u32()?,
+                    last_s: r.u32()?,
+                },
             },
             2 => Event::Acked { offset: r.u64()? },
             3 => Event::Delayed {
@@ -230,8 +248,13 @@ mod tests {
 
     fn event() -> impl Strategy<Value = Event> {
         prop_oneof![
-            (any::<u64>(), any::<u32>())
-                .prop_map(|(offset, attempt)| Event::Leased { offset, attempt }),
+            (any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+                |(offset, attempt, first_s, last_s)| Event::Leased {
+                    offset,
+                    attempt,
+                    times: DeliveryTimes { first_s, last_s },
+                }
+            ),
             any::<u64>().prop_map(|offset| Event::Acked { offset }),
             (any::<u64>(), any::<u32>(), any::<i64>()).prop_map(|(offset, attempt, due_ms)| {
                 Event::Delayed {
@@ -266,6 +289,21 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Event::decode(&bytes);
         }
+    }
+
+    #[test]
+    fn leases_written_before_delivery_times_still_decode() {
+        let mut old = vec![1u8];
+        old.extend_from_slice(&7u64.to_le_bytes());
+        old.extend_from_slice(&2u32.to_le_bytes());
+        assert_eq!(
+            Event::decode(&old),
+            Ok(Event::Leased {
+                offset: 7,
+                attempt: 2,
+                times: DeliveryTimes::default(),
+            })
+        );
     }
 
     #[test]

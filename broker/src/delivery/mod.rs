@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | [`settings`] | group settings, the backoff formula, jitter |
 //! | [`partition`] | the delivery state machine of one partition in one group |
+//! | [`leases`] | the lease table of a partition: per-consumer counts, next deadline without scans |
 //! | [`journal`] | the events that record every change of that state, for crash recovery |
 //! | [`snapshot`] | snapshots of that state, so recovery replays only the recent journal |
 //! | [`store`] | a group's durable state on disk: metadata, journals, snapshots |
@@ -12,6 +13,7 @@
 
 pub mod engine;
 pub mod journal;
+pub mod leases;
 pub mod partition;
 pub mod settings;
 pub mod snapshot;
@@ -19,8 +21,8 @@ pub mod store;
 
 pub use journal::Event;
 pub use partition::{
-    ConsumerId, DeadLetter, DeadLetterReason, Delivery, Lease, OffsetState, PartitionDelivery,
-    RECOVERED, SettleError,
+    ConsumerId, DeadLetter, DeadLetterReason, Delivery, DeliveryTimes, Lease, OffsetState,
+    PartitionDelivery, RECOVERED, SettleError,
 };
 pub use settings::{GroupSettings, Jitter};
 

@@ -6,26 +6,38 @@
 //! | field | type |
 //! | --- | --- |
 //! | magic | `PGDS` |
-//! | version | u16 = 1 |
+//! | version | u16 = 2 |
 //! | journal_offset | u64: the journal offset the snapshot covers up to (exclusive) |
 //! | floor, next, dead_lettered, removed_by_retention | u64 × 4 |
 //! | settled | u32 count, then offsets u64 |
-//! | leases | u32 count, then (offset u64, attempt u32) — open leases, recovered at restart |
-//! | delayed | u32 count, then (due_ms i64, offset u64, attempts u32) |
-//! | dead_lettering | u32 count, then (offset u64, attempts u32, reason u8, text: u16 length + UTF-8) |
+//! | leases | u32 count, then (offset u64, attempt u32, times) — open leases, recovered at restart |
+//! | delayed | u32 count, then (due_ms i64, offset u64, attempts u32, times) |
+//! | dead_lettering | u32 count, then (offset u64, attempts u32, times, reason u8, text: u16 length + UTF-8) |
 //! | crc | u32: CRC-32 of everything before |
+//!
+//! `times` is the first and the latest delivery, u32 seconds since the
+//! Unix epoch each. Version 1 (written before delivery times were kept) is
+//! the same without the `times` fields; it is still read, with times 0.
 
 use super::journal::MAX_REASON_LEN;
-use super::partition::{DeadLetterReason, PartitionDelivery, SnapshotParts};
+use super::partition::{
+    DeadLetter, DeadLetterReason, DeliveryTimes, PartitionDelivery, SnapshotParts,
+};
 
 const MAGIC: &[u8; 4] = b"PGDS";
+const VERSION: u16 = 2;
+
+fn put_times(out: &mut Vec<u8>, times: &DeliveryTimes) {
+    out.extend_from_slice(&times.first_s.to_le_bytes());
+    out.extend_from_slice(&times.last_s.to_le_bytes());
+}
 
 /// Encodes `state` as of journal offset `journal_offset`.
 pub fn encode(state: &PartitionDelivery, journal_offset: u64) -> Vec<u8> {
     let parts = state.parts();
     let mut out = Vec::with_capacity(64 + parts.settled.len() * 8 + parts.delayed.len() * 20);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&VERSION.to_le_bytes());
     for v in [
         journal_offset,
         parts.floor,
@@ -40,21 +52,24 @@ pub fn encode(state: &PartitionDelivery, journal_offset: u64) -> Vec<u8> {
         out.extend_from_slice(&o.to_le_bytes());
     }
     out.extend_from_slice(&(parts.leases.len() as u32).to_le_bytes());
-    for (o, attempt) in &parts.leases {
+    for (o, attempt, times) in &parts.leases {
         out.extend_from_slice(&o.to_le_bytes());
         out.extend_from_slice(&attempt.to_le_bytes());
+        put_times(&mut out, times);
     }
     out.extend_from_slice(&(parts.delayed.len() as u32).to_le_bytes());
-    for (due, o, attempts) in &parts.delayed {
+    for (due, o, attempts, times) in &parts.delayed {
         out.extend_from_slice(&due.to_le_bytes());
         out.extend_from_slice(&o.to_le_bytes());
         out.extend_from_slice(&attempts.to_le_bytes());
+        put_times(&mut out, times);
     }
     out.extend_from_slice(&(parts.dead_lettering.len() as u32).to_le_bytes());
-    for (o, attempts, reason) in &parts.dead_lettering {
-        out.extend_from_slice(&o.to_le_bytes());
-        out.extend_from_slice(&attempts.to_le_bytes());
-        let (kind, text) = match reason {
+    for dead in &parts.dead_lettering {
+        out.extend_from_slice(&dead.offset.to_le_bytes());
+        out.extend_from_slice(&dead.attempts.to_le_bytes());
+        put_times(&mut out, &dead.times);
+        let (kind, text) = match &dead.reason {
             DeadLetterReason::MaxDeliveries => (0u8, ""),
             DeadLetterReason::Rejected(t) => (1u8, t.as_str()),
         };
@@ -77,9 +92,23 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
         return None;
     }
     let mut r = Cursor(body);
-    if r.take(4)? != MAGIC || r.u16()? != 1 {
+    if r.take(4)? != MAGIC {
         return None;
     }
+    let version = r.u16()?;
+    if version != 1 && version != VERSION {
+        return None;
+    }
+    let times_len = if version == 1 { 0 } else { 8 };
+    let times = |r: &mut Cursor| -> Option<DeliveryTimes> {
+        if version == 1 {
+            return Some(DeliveryTimes::default());
+        }
+        Some(DeliveryTimes {
+            first_s: r.u32()?,
+            last_s: r.u32()?,
+        })
+    };
     let journal_offset = r.u64()?;
     let mut parts = SnapshotParts {
         floor: r.u64()?,
@@ -91,15 +120,18 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
     for _ in 0..r.count(8)? {
         parts.settled.push(r.u64()?);
     }
-    for _ in 0..r.count(12)? {
-        parts.leases.push((r.u64()?, r.u32()?));
+    for _ in 0..r.count(12 + times_len)? {
+        parts.leases.push((r.u64()?, r.u32()?, times(&mut r)?));
     }
-    for _ in 0..r.count(20)? {
-        parts.delayed.push((r.u64()? as i64, r.u64()?, r.u32()?));
+    for _ in 0..r.count(20 + times_len)? {
+        parts
+            .delayed
+            .push((r.u64()? as i64, r.u64()?, r.u32()?, times(&mut r)?));
     }
-    for _ in 0..r.count(15)? {
+    for _ in 0..r.count(15 + times_len)? {
         let offset = r.u64()?;
         let attempts = r.u32()?;
+        let times = times(&mut r)?;
         let kind = r.take(1)?[0];
         let len = r.u16()? as usize;
         let text = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
@@ -108,7 +140,12 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
             1 => DeadLetterReason::Rejected(text),
             _ => return None,
         };
-        parts.dead_lettering.push((offset, attempts, reason));
+        parts.dead_lettering.push(DeadLetter {
+            offset,
+            attempts,
+            reason,
+            times,
+        });
     }
     if !r.0.is_empty() {
         return None;
@@ -187,6 +224,30 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_snapshot_is_read_with_unknown_delivery_times() {
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(MAGIC);
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        for v in [9u64, 10, 12, 0, 0] {
+            v1.extend_from_slice(&v.to_le_bytes());
+        }
+        v1.extend_from_slice(&0u32.to_le_bytes()); // settled
+        v1.extend_from_slice(&1u32.to_le_bytes()); // one lease
+        v1.extend_from_slice(&11u64.to_le_bytes());
+        v1.extend_from_slice(&2u32.to_le_bytes());
+        v1.extend_from_slice(&0u32.to_le_bytes()); // delayed
+        v1.extend_from_slice(&0u32.to_le_bytes()); // dead_lettering
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let (state, covered) = decode(&v1).expect("version 1 decodes");
+        assert_eq!(covered, 9);
+        assert_eq!(
+            state.parts().leases,
+            vec![(11, 2, DeliveryTimes::default())]
+        );
+    }
+
+    #[test]
     fn damaged_snapshots_are_refused() {
         let bytes = encode(&sample(), 5);
         for at in [0, 6, 30, bytes.len() / 2, bytes.len() - 1] {
@@ -202,7 +263,7 @@ mod tests {
     fn a_count_larger_than_the_bytes_is_refused_before_allocating() {
         let mut bytes = Vec::new();
         bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&1u16.to_le_bytes());
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
         bytes.extend_from_slice(&[0u8; 40]);
         bytes.extend_from_slice(&u32::MAX.to_le_bytes()); // settled count
         let crc = crc32fast::hash(&bytes);

@@ -12,7 +12,17 @@
 //! | `pigeon.dlq.attempts` | deliveries it had (decimal) |
 //! | `pigeon.dlq.reason` | `max-deliveries` or `rejected` |
 //! | `pigeon.dlq.reason-text` | the consumer's reason (rejections) |
+//! | `pigeon.dlq.first-delivery-ms` | its first delivery to the group, ms (decimal, to the second) |
+//! | `pigeon.dlq.last-delivery-ms` | its last delivery to the group, ms (decimal, to the second) |
 //! | `pigeon.dlq.dead-lettered-ms` | when it was parked, ms (decimal) |
+//!
+//! The delivery times are kept to the second by the state machine (see
+//! `delivery::partition`); they are left out when unknown (a lease
+//! recovered from state written by an older version).
+//!
+//! [`find_parked`] finds the copy of a source message again (for `pigeon
+//! message show`), searching the DLQ partition from the source record's
+//! append time on: a copy is always appended after its source.
 //!
 //! Writing twice parks once: before writing, the tail of the DLQ partition
 //! is searched for a copy of the same source offset (after a crash, the
@@ -29,6 +39,9 @@ use crate::topics::Topic;
 
 /// How many of the DLQ partition's last records are searched for a copy.
 const LOOK_BACK: u64 = 512;
+
+/// How many DLQ records [`find_parked`] reads at most.
+pub const FIND_LIMIT: u64 = 100_000;
 
 /// Writes one group's dead letters.
 pub struct DlqSink {
@@ -54,13 +67,57 @@ impl DlqSink {
         let end = reader.end_offset();
         let from = end.saturating_sub(LOOK_BACK).max(reader.start_offset());
         let offsets: Vec<u64> = (from..end).collect();
-        let wanted = offset.to_string();
-        read_records(reader, &offsets).iter().any(|r| {
-            r.headers.iter().any(|h| {
-                h.name == "pigeon.dlq.source-offset" && h.value.as_ref() == wanted.as_bytes()
-            })
-        })
+        read_records(reader, &offsets)
+            .iter()
+            .any(|r| is_copy_of(r, offset))
     }
+}
+
+/// Whether DLQ record `record` is the copy of source offset `offset` (of
+/// the partition with the DLQ partition's number).
+fn is_copy_of(record: &Record, offset: u64) -> bool {
+    let wanted = offset.to_string();
+    record
+        .headers
+        .iter()
+        .any(|h| h.name == "pigeon.dlq.source-offset" && h.value.as_ref() == wanted.as_bytes())
+}
+
+/// The dead-letter copy of source `offset` in partition `partition` of the
+/// DLQ topic `dlq`, searching from the first DLQ record appended at or after
+/// `source_timestamp` (the source record's append time), at most
+/// [`FIND_LIMIT`] records. `None` if not found there (never parked, or
+/// removed by the DLQ topic's retention).
+pub fn find_parked(
+    dlq: &Topic,
+    partition: usize,
+    offset: u64,
+    source_timestamp: i64,
+) -> Option<Record> {
+    let reader = dlq.partitions.get(partition)?.reader();
+    let mut from = reader.offset_for_timestamp(source_timestamp).ok()??;
+    let end = reader.end_offset().min(from.saturating_add(FIND_LIMIT));
+    while from < end {
+        let to = end.min(from + 4096);
+        let offsets: Vec<u64> = (from..to).collect();
+        if let Some(found) = read_records(reader, &offsets)
+            .into_iter()
+            .find(|r| is_copy_of(r, offset))
+        {
+            return Some(found);
+        }
+        from = to;
+    }
+    None
+}
+
+/// The value of header `name` of `record`, as text.
+pub fn header_text<'r>(record: &'r Record, name: &str) -> Option<&'r str> {
+    record
+        .headers
+        .iter()
+        .find(|h| h.name == name)
+        .and_then(|h| std::str::from_utf8(&h.value).ok())
 }
 
 impl DeadLetterSink for DlqSink {
@@ -85,7 +142,10 @@ impl DeadLetterSink for DlqSink {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let added = [
+        let ms = |s: u32| (s > 0).then(|| (u64::from(s) * 1000).to_string());
+        let first = ms(dead.times.first_s);
+        let last = ms(dead.times.last_s);
+        let mut added = vec![
             ("pigeon.dlq.source-topic", self.source_topic.clone()),
             ("pigeon.dlq.source-partition", partition.to_string()),
             ("pigeon.dlq.source-offset", dead.offset.to_string()),
@@ -94,8 +154,10 @@ impl DeadLetterSink for DlqSink {
             ("pigeon.dlq.attempts", dead.attempts.to_string()),
             ("pigeon.dlq.reason", reason.to_owned()),
             ("pigeon.dlq.reason-text", text.to_owned()),
-            ("pigeon.dlq.dead-lettered-ms", now.to_string()),
         ];
+        added.extend(first.map(|v| ("pigeon.dlq.first-delivery-ms", v)));
+        added.extend(last.map(|v| ("pigeon.dlq.last-delivery-ms", v)));
+        added.push(("pigeon.dlq.dead-lettered-ms", now.to_string()));
         let mut headers: Vec<(&str, &[u8])> = record
             .headers
             .iter()

@@ -24,6 +24,14 @@ impl SourceReader for TopicSource {
         };
         read_records(log.reader(), offsets)
     }
+
+    fn end_watches(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
+        self.0
+            .partitions
+            .iter()
+            .map(|log| log.watch_end())
+            .collect()
+    }
 }
 
 /// The records at `offsets` (sorted) of a log; offsets that cannot be read

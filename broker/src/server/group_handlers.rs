@@ -1,6 +1,12 @@
 //! Request handlers of the consumer-group APIs (40–49). Consumers that
 //! join on a connection are remembered by it, so that when the connection
 //! ends their leases return at once.
+//!
+//! A consumer id is valid only on the connection that joined it: consumer
+//! ids are numbered from 1 again when the broker restarts, so an id kept
+//! from an earlier connection may now name someone else. Receive for an id
+//! not joined on the connection delivers nothing, and Settle answers each
+//! item `LeaseLost` (whatever that id holds now is not the caller's lease).
 
 use std::time::Duration;
 
@@ -11,22 +17,42 @@ use pigeon_client::protocol::{ErrorCode, Response};
 use super::Broker;
 use crate::delivery::engine::{GroupHandle, SeekTo, Settle};
 use crate::delivery::{ConsumerId, GroupSettings, OffsetState, SettleError};
+use crate::groups::dlq::{dlq_topic, find_parked, header_text};
+use crate::groups::source::read_records;
 use crate::topics::TopicError;
+use pigeon_client::batch::Record;
 
 /// Longest wait a receive may ask for.
 const MAX_RECEIVE_WAIT: Duration = Duration::from_secs(30);
 
 /// Consumers joined on one connection.
 #[derive(Debug, Default)]
-pub struct Membership(Mutex<Vec<(GroupHandle, ConsumerId)>>);
+pub struct Membership(Mutex<Vec<Member>>);
+
+/// One consumer joined on a connection.
+#[derive(Debug)]
+struct Member {
+    topic: String,
+    group: String,
+    handle: GroupHandle,
+    consumer: ConsumerId,
+}
 
 impl Membership {
     /// Makes every consumer of the connection leave its group.
     pub async fn leave_all(&self) {
         let joined = std::mem::take(&mut *self.0.lock());
-        for (group, consumer) in joined {
-            group.leave(consumer).await;
+        for member in joined {
+            member.handle.leave(member.consumer).await;
         }
+    }
+
+    /// Whether `consumer` of `topic`/`group` joined on this connection.
+    fn holds(&self, topic: &str, group: &str, consumer: ConsumerId) -> bool {
+        self.0
+            .lock()
+            .iter()
+            .any(|m| m.consumer == consumer && m.topic == topic && m.group == group)
     }
 }
 
@@ -114,9 +140,14 @@ pub async fn handle(
             Err(e) => Err(e),
         },
         R::JoinGroup(req) => match groups.get(&req.topic, &req.group) {
-            Ok(entry) => match entry.handle.join().await {
+            Ok(entry) => match entry.handle.join(req.consumer_name.clone()).await {
                 Ok(consumer) => {
-                    members.0.lock().push((entry.handle.clone(), consumer));
+                    members.0.lock().push(Member {
+                        topic: req.topic.clone(),
+                        group: req.group.clone(),
+                        handle: entry.handle.clone(),
+                        consumer,
+                    });
                     Ok(wire::JoinGroupResponse {
                         consumer_id: u64::from(consumer),
                         settings: to_wire(&entry.settings),
@@ -127,8 +158,8 @@ pub async fn handle(
             },
             Err(e) => Err(e),
         },
-        R::Receive(req) => receive(broker, req).await,
-        R::Settle(req) => settle(broker, req).await,
+        R::Receive(req) => receive(broker, members, req).await,
+        R::Settle(req) => settle(broker, members, req).await,
         R::MessageState(req) => message_state(broker, req).await,
         R::Redrive(req) => {
             let moved = groups
@@ -255,9 +286,21 @@ async fn seek(broker: &Broker, req: wire::SeekGroupRequest) -> Result<Response, 
     Ok(wire::SeekGroupResponse { partitions }.into())
 }
 
-async fn receive(broker: &Broker, req: wire::ReceiveRequest) -> Result<Response, TopicError> {
+async fn receive(
+    broker: &Broker,
+    members: &Membership,
+    req: wire::ReceiveRequest,
+) -> Result<Response, TopicError> {
     let entry = broker.groups.get(&req.topic, &req.group)?;
     let consumer = consumer_id(req.consumer_id)?;
+    if !members.holds(&req.topic, &req.group, consumer) {
+        // Not this connection's: the caller's membership ended with its
+        // connection (a client joins again when it notices).
+        return Ok(wire::ReceiveResponse {
+            deliveries: Vec::new(),
+        }
+        .into());
+    }
     let wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(MAX_RECEIVE_WAIT);
     let max = (req.max_messages as usize).clamp(1, 10_000);
     let got = tokio::select! {
@@ -288,9 +331,29 @@ async fn receive(broker: &Broker, req: wire::ReceiveRequest) -> Result<Response,
     Ok(wire::ReceiveResponse { deliveries }.into())
 }
 
-async fn settle(broker: &Broker, req: wire::SettleRequest) -> Result<Response, TopicError> {
+async fn settle(
+    broker: &Broker,
+    members: &Membership,
+    req: wire::SettleRequest,
+) -> Result<Response, TopicError> {
     let entry = broker.groups.get(&req.topic, &req.group)?;
     let consumer = consumer_id(req.consumer_id)?;
+    if !members.holds(&req.topic, &req.group, consumer) {
+        let results = req
+            .items
+            .iter()
+            .map(|i| wire::SettleResult {
+                partition: i.partition,
+                offset: i.offset,
+                error_code: ErrorCode::LeaseLost,
+                error_message: format!(
+                    "consumer {} did not join {}/{} on this connection; its leases ended with its connection",
+                    req.consumer_id, req.topic, req.group
+                ),
+            })
+            .collect();
+        return Ok(wire::SettleResponse { results }.into());
+    }
     let positions: Vec<(u32, u64)> = req.items.iter().map(|i| (i.partition, i.offset)).collect();
     let items = req
         .items
@@ -311,12 +374,12 @@ async fn settle(broker: &Broker, req: wire::SettleRequest) -> Result<Response, T
                     Settle::Extend(by)
                 }
             };
-            (i.partition, i.offset, action)
+            (i.partition, i.offset, i.attempt, action)
         })
         .collect();
     let outcomes = entry
         .handle
-        .settle(consumer, items)
+        .settle_attempts(consumer, items)
         .await
         .map_err(stopped)?;
     let results = positions
@@ -336,6 +399,22 @@ async fn settle(broker: &Broker, req: wire::SettleRequest) -> Result<Response, T
         })
         .collect();
     Ok(wire::SettleResponse { results }.into())
+}
+
+/// Fills `answer` from the dead-letter copy of its message.
+fn describe_parked(answer: &mut wire::MessageStateResponse, copy: &Record) {
+    let number = |name: &str| header_text(copy, name).and_then(|v| v.parse::<i64>().ok());
+    answer.state = wire::MessageState::DeadLettered;
+    answer.attempts = number("pigeon.dlq.attempts").map_or(0, |n| n as u32);
+    answer.first_delivery_ms = number("pigeon.dlq.first-delivery-ms").unwrap_or(-1);
+    answer.last_delivery_ms = number("pigeon.dlq.last-delivery-ms").unwrap_or(-1);
+    let reason = header_text(copy, "pigeon.dlq.reason").unwrap_or("unknown");
+    let text = header_text(copy, "pigeon.dlq.reason-text").unwrap_or("");
+    answer.reason = if text.is_empty() {
+        reason.to_owned()
+    } else {
+        format!("{reason}: {text}")
+    };
 }
 
 async fn message_state(
@@ -369,11 +448,20 @@ async fn message_state(
         answer.state = wire::MessageState::NotYetWritten;
         return Ok(answer.into());
     }
-    let state = entry
+    let found = entry
         .handle
         .state_of(req.partition, req.offset)
         .await
         .map_err(stopped)?;
+    let (state, times, holder) = match found {
+        Some(report) => (Some(report.state), report.times, report.holder),
+        None => (None, None, None),
+    };
+    if let Some(times) = times {
+        let ms = |s: u32| if s == 0 { -1 } else { i64::from(s) * 1000 };
+        answer.first_delivery_ms = ms(times.first_s);
+        answer.last_delivery_ms = ms(times.last_s);
+    }
     match state {
         None => answer.state = wire::MessageState::NotYetWritten,
         Some(OffsetState::Settled) if req.offset < start => {
@@ -386,7 +474,22 @@ async fn message_state(
         Some(OffsetState::InFlight(lease)) => {
             answer.state = wire::MessageState::InFlight;
             answer.attempts = lease.attempt;
-            answer.consumer = format!("consumer {}", lease.consumer);
+            answer.consumer = match holder.filter(|name| !name.is_empty()) {
+                Some(name) => {
+                    let id = format!(" (consumer {})", lease.consumer);
+                    let mut keep = wire::MAX_CONSUMER_NAME_LEN
+                        .saturating_sub(id.len())
+                        .min(name.len());
+                    while !name.is_char_boundary(keep) {
+                        keep -= 1;
+                    }
+                    format!("{}{id}", &name[..keep])
+                }
+                None if lease.consumer == crate::delivery::RECOVERED => {
+                    "nobody (a lease from before the restart)".to_string()
+                }
+                None => format!("consumer {} (gone)", lease.consumer),
+            };
             answer.until_ms = lease.deadline_ms;
         }
         Some(OffsetState::Delayed { attempts, due_ms }) => {
@@ -399,7 +502,21 @@ async fn message_state(
             answer.attempts = attempts;
             answer.reason = "its dead-letter copy is being written".into();
         }
-        Some(OffsetState::Settled) => answer.state = wire::MessageState::Settled,
+        Some(OffsetState::Settled) => {
+            answer.state = wire::MessageState::Settled;
+            // Acked, or dead-lettered: the DLQ copy tells which.
+            let dlq = broker.topics.get(&dlq_topic(&req.topic, &req.group));
+            let source = read_records(log.reader(), &[req.offset]);
+            if let (Some(dlq), Some(record)) = (dlq, source.first()) {
+                let partition = req.partition as usize;
+                let parked = tokio::task::block_in_place(|| {
+                    find_parked(&dlq, partition, req.offset, record.timestamp)
+                });
+                if let Some(copy) = parked {
+                    describe_parked(&mut answer, &copy);
+                }
+            }
+        }
     }
     Ok(answer.into())
 }

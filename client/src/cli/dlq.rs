@@ -129,7 +129,7 @@ fn header<'a>(record: &'a Record, name: &str) -> Option<&'a [u8]> {
         .map(|h| h.value.as_ref())
 }
 
-/// `orders/0@17 attempts=2 reason=max-deliveries reason-text="…" parked=… value`.
+/// `orders/0@17 attempts=2 reason=max-deliveries reason-text="…" first-delivery=… last-delivery=… parked=… value`.
 fn human(record: &Record) -> String {
     let get = |name: &str| header(record, &format!("pigeon.dlq.{name}")).map(printable);
     let mut line = format!(
@@ -145,6 +145,17 @@ fn human(record: &Record) -> String {
     ));
     if let Some(text) = get("reason-text").filter(|t| !t.is_empty()) {
         line.push_str(&format!(" reason-text={text:?}"));
+    }
+    let time = |name: &str| {
+        get(name)
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(rfc3339_ms)
+    };
+    if let Some(first) = time("first-delivery-ms") {
+        line.push_str(&format!(" first-delivery={first}"));
+    }
+    if let Some(last) = time("last-delivery-ms") {
+        line.push_str(&format!(" last-delivery={last}"));
     }
     line.push_str(&format!(
         " parked={} (dlq offset {})",

@@ -452,6 +452,7 @@ impl GroupDelivery {
         let item = SettleItem {
             partition: self.partition,
             offset: self.offset,
+            attempt: self.attempt,
             action,
             delay_ms,
             reason,
@@ -489,6 +490,7 @@ impl GroupDelivery {
                 .map(|d| SettleItem {
                     partition: d.partition,
                     offset: d.offset,
+                    attempt: d.attempt,
                     action: SettleAction::Ack,
                     delay_ms: 0,
                     reason: String::new(),

@@ -120,9 +120,12 @@ impl ApiKey {
 
     /// The versions of this API that this build encodes and decodes.
     pub fn supported_versions(self) -> VersionRange {
-        // Every API is at version 0 today. Raise `max` (and keep decoding
-        // the old versions) when a body changes.
-        VersionRange { min: 0, max: 0 }
+        // Raise `max` (and keep decoding the old versions) when a body
+        // changes. Settle v1 adds the attempt to each item.
+        match self {
+            ApiKey::Settle => VersionRange { min: 0, max: 1 },
+            _ => VersionRange { min: 0, max: 0 },
+        }
     }
 
     /// Fails with `UnsupportedVersion` at frame offset `offset` unless this

@@ -6,7 +6,14 @@
 //! u64, `action` u8 (0 Ack, 1 Nack, 2 Reject, 3 Extend; any other value is
 //! invalid), `delay_ms` u32, `reason` string ≤ 1024).
 //!
-//! Response v0: `results` array of (`partition` u32, `offset` u64,
+//! Request v1: the same, with `attempt` u32 after `offset` in each item:
+//! the attempt number of the delivery being settled. The broker applies the
+//! item only if the consumer's lease on the offset is that attempt (else
+//! `LeaseLost`): a late settle of an expired lease is refused even when the
+//! message came back to the same consumer. 0 (and every v0 item) means "the
+//! consumer's current lease, whichever attempt".
+//!
+//! Response v0 and v1: `results` array of (`partition` u32, `offset` u64,
 //! `error_code` u16, `error_message` string): one per item, in order.
 //!
 //! `delay_ms` is read by Nack (the redelivery delay; 0 = the group's
@@ -89,6 +96,9 @@ pub struct SettleItem {
     pub partition: u32,
     /// The delivery's offset.
     pub offset: u64,
+    /// The delivery's attempt number: the item applies only to that lease
+    /// (v1; 0 = whichever lease the consumer holds, and what v0 decodes to).
+    pub attempt: u32,
     /// Ack, nack, reject or extend.
     pub action: SettleAction,
     /// Nack: redelivery delay (0 = the group's backoff). Extend: new lease
@@ -124,20 +134,23 @@ pub struct SettleResult {
 impl Message for SettleRequest {
     const API_KEY: ApiKey = ApiKey::Settle;
 
-    fn encode(&self, _version: u16, w: &mut Writer<'_>) -> Result<(), CodecError> {
+    fn encode(&self, version: u16, w: &mut Writer<'_>) -> Result<(), CodecError> {
         w.topic_name("topic", &self.topic)?;
         w.group_name("group", &self.group)?;
         w.u64(self.consumer_id);
         w.vec("items", &self.items, true, |w, item| {
             w.u32(item.partition);
             w.u64(item.offset);
+            if version >= 1 {
+                w.u32(item.attempt);
+            }
             w.u8(item.action.as_u8());
             w.u32(item.delay_ms);
             w.string("reason", &item.reason, MAX_SETTLE_REASON_LEN)
         })
     }
 
-    fn decode(_version: u16, r: &mut Reader) -> Result<Self, CodecError> {
+    fn decode(version: u16, r: &mut Reader) -> Result<Self, CodecError> {
         Ok(SettleRequest {
             topic: r.topic_name("topic")?,
             group: r.group_name("group")?,
@@ -145,12 +158,14 @@ impl Message for SettleRequest {
             items: r.vec("items", MIN_ITEM_LEN, true, |r| {
                 let partition = r.u32("partition")?;
                 let offset = r.u64("offset")?;
+                let attempt = if version >= 1 { r.u32("attempt")? } else { 0 };
                 let start = r.offset();
                 let action = SettleAction::from_u8(r.u8("action")?)
                     .map_err(|kind| CodecError::new(start, kind))?;
                 Ok(SettleItem {
                     partition,
                     offset,
+                    attempt,
                     action,
                     delay_ms: r.u32("delay_ms")?,
                     reason: r.string("reason", MAX_SETTLE_REASON_LEN)?,

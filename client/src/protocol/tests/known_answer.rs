@@ -131,6 +131,7 @@ fn settle_frame() -> RequestFrame {
                 SettleItem {
                     partition: 0,
                     offset: 42,
+                    attempt: 0,
                     action: SettleAction::Ack,
                     delay_ms: 0,
                     reason: String::new(),
@@ -138,6 +139,7 @@ fn settle_frame() -> RequestFrame {
                 SettleItem {
                     partition: 1,
                     offset: 7,
+                    attempt: 0,
                     action: SettleAction::Reject,
                     delay_ms: 0,
                     reason: "bad".into(),
@@ -145,6 +147,7 @@ fn settle_frame() -> RequestFrame {
                 SettleItem {
                     partition: 1,
                     offset: 8,
+                    attempt: 0,
                     action: SettleAction::Nack,
                     delay_ms: 1500,
                     reason: String::new(),
@@ -180,6 +183,25 @@ fn settle_request_bytes_are_pinned() {
     assert_eq!(&request_bytes(&settle_frame())[..], &expected[..]);
     let incoming = decode_one_request(&expected);
     assert_eq!(incoming.request, Ok(settle_frame().request));
+}
+
+#[test]
+fn settle_v1_request_bytes_carry_the_attempt_after_the_offset() {
+    let mut frame = settle_frame();
+    frame.api_version = 1;
+    if let Request::Settle(settle) = &mut frame.request {
+        settle.items.truncate(1);
+        settle.items[0].attempt = 3;
+    }
+    // length 60 | api_key 48 | version 1 | request_id 5 | topic "orders" |
+    // group "billing" | consumer_id 7 | 1 item: partition 0, offset 42,
+    // attempt 3, Ack, delay 0, reason "".
+    let expected = hex("3c 00 00 00  30 00  01 00  05 00 00 00
+         06 00 6f 72 64 65 72 73  07 00 62 69 6c 6c 69 6e 67
+         07 00 00 00 00 00 00 00  01 00 00 00
+         00 00 00 00  2a 00 00 00 00 00 00 00  03 00 00 00  00  00 00 00 00  00 00");
+    assert_eq!(&request_bytes(&frame)[..], &expected[..]);
+    assert_eq!(decode_one_request(&expected).request, Ok(frame.request));
 }
 
 /// Parses space-separated hex bytes (for the other test modules).

@@ -238,6 +238,22 @@ proptest! {
     }
 
     #[test]
+    fn settle_v1_round_trips_with_attempts(
+        body in settle_request(),
+        attempts in proptest::collection::vec(any::<u32>(), 6),
+        id in request_id(),
+    ) {
+        let mut body = body;
+        for (item, attempt) in body.items.iter_mut().zip(attempts) {
+            item.attempt = attempt;
+        }
+        let frame = RequestFrame { request_id: id, api_version: 1, request: body.clone().into() };
+        let incoming = decode_one_request(&request_bytes(&frame));
+        prop_assert_eq!(incoming.header.api_version, 1);
+        prop_assert_eq!(incoming.request, Ok(Request::from(body)));
+    }
+
+    #[test]
     fn settle_response_round_trips(body in settle_response(), id in any::<u32>()) {
         check_ok_response(body.into(), id)?;
     }

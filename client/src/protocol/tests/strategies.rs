@@ -476,6 +476,7 @@ pub fn settle_request() -> impl Strategy<Value = SettleRequest> {
         .prop_map(|(partition, offset, action, delay_ms, reason)| SettleItem {
             partition,
             offset,
+            attempt: 0,
             action,
             delay_ms,
             reason,
