@@ -200,10 +200,13 @@ fn nats_accepts_sync_always(binary: &Path) -> anyhow::Result<bool> {
     Ok(status.success())
 }
 
-/// The first `name` in a directory of `PATH`.
+/// The first `name` in a directory of `PATH`, then in the system `sbin`
+/// directories (Debian puts `nats-server` in `/usr/sbin`, which a
+/// non-root `PATH` may lack).
 fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
