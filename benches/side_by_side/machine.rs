@@ -1,0 +1,124 @@
+//! What the run was measured on: cores, CPU model, memory, the
+//! filesystem the servers' data dirs live on, and that filesystem's fsync
+//! latency, measured here (every system in the comparison pays it on each
+//! durable write, so it bounds what `fsync=always` can do).
+//!
+//! The fsync probe writes [`PROBE_BYTES`] at the end of a scratch file and
+//! calls `fdatasync`, [`PROBE_ROUNDS`] times, the way a log appends; the
+//! file is removed afterwards.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Rounds of the fsync probe.
+pub const PROBE_ROUNDS: usize = 1_000;
+/// Bytes appended before each `fdatasync` of the probe.
+pub const PROBE_BYTES: usize = 4096;
+
+/// The machine and its disk.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// Cores this process may run on.
+    pub cores: usize,
+    /// `model name` of the first CPU in `/proc/cpuinfo`.
+    pub cpu: String,
+    /// `MemTotal` of `/proc/meminfo`, in GiB.
+    pub memory_gib: f64,
+    /// The kernel release (`/proc/sys/kernel/osrelease`).
+    pub kernel: String,
+    /// Filesystem type and device of the data dir (from `/proc/mounts`).
+    pub filesystem: String,
+    /// The fsync probe's result.
+    pub fsync: FsyncLatency,
+}
+
+/// Latency of a 4 KiB append + `fdatasync`.
+#[derive(Debug, Clone, Copy)]
+pub struct FsyncLatency {
+    /// Median.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+}
+
+impl Machine {
+    /// Describes this machine, probing fsync in `data_dir`.
+    pub fn describe(data_dir: &Path) -> std::io::Result<Machine> {
+        Ok(Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu: cpu_model().unwrap_or_else(|| "unknown".into()),
+            memory_gib: memory_gib().unwrap_or(0.0),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+            filesystem: filesystem_of(data_dir).unwrap_or_else(|| "unknown".into()),
+            fsync: probe_fsync(data_dir)?,
+        })
+    }
+}
+
+/// The first `model name` of `/proc/cpuinfo`.
+fn cpu_model() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    text.lines()
+        .find(|line| line.starts_with("model name"))
+        .and_then(|line| line.split_once(':'))
+        .map(|(_, model)| model.trim().to_string())
+}
+
+/// `MemTotal` in GiB.
+fn memory_gib() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: f64 = text
+        .lines()
+        .find(|line| line.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib / (1024.0 * 1024.0))
+}
+
+/// `type (device)` of the longest mount point containing `path`.
+fn filesystem_of(path: &Path) -> Option<String> {
+    let path = path.canonicalize().ok()?;
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (device, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            path.starts_with(point)
+                .then(|| (point.len(), format!("{kind} ({device})")))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, description)| description)
+}
+
+/// [`PROBE_ROUNDS`] × (append [`PROBE_BYTES`] + `fdatasync`) in `dir`.
+fn probe_fsync(dir: &Path) -> std::io::Result<FsyncLatency> {
+    let path = dir.join("fsync-probe");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)?;
+    let block = vec![0x5a_u8; PROBE_BYTES];
+    let mut samples = Vec::with_capacity(PROBE_ROUNDS);
+    for _ in 0..PROBE_ROUNDS {
+        let start = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        samples.push(start.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Ok(FsyncLatency {
+        p50: at(0.5),
+        p99: at(0.99),
+    })
+}
