@@ -996,3 +996,61 @@ fn a_consumer_killed_mid_batch_hands_its_leases_back_and_they_come_again_as_atte
     assert_eq!(got, expected, "leased by the killed consumer: {leased:?}");
     assert_eq!(describe_json(&broker, "jobs", "workers")[0]["lag"], 0);
 }
+
+#[test]
+fn deleting_a_topic_deletes_its_groups_so_a_new_topic_of_that_name_starts_clean() {
+    let (_tmp, broker) = start_broker();
+    let old: Vec<String> = (0..5).map(|i| format!("old {i}")).collect();
+    topic_with(&broker, "orders", &old);
+    create_group(&broker, "orders", "billing", &[]);
+    let consumed = pigeon(
+        &broker,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--wait-ms",
+            "300",
+        ],
+        b"",
+    )
+    .ok();
+    assert_eq!(consumed.lines().len(), 5);
+    pigeon(&broker, &["topic", "delete", "orders"], b"").ok();
+    let gone = pigeon(
+        &broker,
+        &["group", "describe", "billing", "--topic", "orders"],
+        b"",
+    );
+    assert_ne!(gone.code, Some(0), "the group went with its topic");
+
+    let new: Vec<String> = (0..2).map(|i| format!("new {i}")).collect();
+    topic_with(&broker, "orders", &new);
+    create_group(&broker, "orders", "billing", &[]);
+    let fresh = pigeon(
+        &broker,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--wait-ms",
+            "300",
+            "--json",
+        ],
+        b"",
+    )
+    .ok()
+    .json_lines();
+    let got: Vec<(u64, &str)> = fresh
+        .iter()
+        .map(|r| {
+            (
+                r["offset"].as_u64().expect("offset"),
+                r["value"].as_str().expect("value"),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(0, "new 0"), (1, "new 1")]);
+}

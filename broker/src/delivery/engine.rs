@@ -129,6 +129,9 @@ pub struct OffsetReport {
 }
 
 enum Command {
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
     Join {
         name: String,
         reply: oneshot::Sender<ConsumerId>,
@@ -203,6 +206,13 @@ impl GroupHandle {
     pub async fn join(&self, name: impl Into<String>) -> Result<ConsumerId, Stopped> {
         let name = name.into();
         self.ask(|reply| Command::Join { name, reply }).await
+    }
+
+    /// Stops the engine for good (the group is being deleted): every change
+    /// is handed to the journal and appended first; receives still waiting
+    /// are dropped, and every later request fails with [`Stopped`].
+    pub async fn stop(&self) {
+        let _ = self.ask(|reply| Command::Stop { reply }).await;
     }
 
     /// A consumer leaves (or its connection dropped): its leases return.
@@ -414,6 +424,11 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                 }
             };
             let Some(command) = command else { return };
+            if let Command::Stop { reply } = command {
+                self.journal_durable().await;
+                let _ = reply.send(());
+                return;
+            }
             self.handle(command).await;
             self.serve_waiting();
             self.journal();
@@ -458,6 +473,10 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     async fn handle(&mut self, command: Command) {
         let now = (self.clock)();
         match command {
+            // Handled by the run loop, which ends with it.
+            Command::Stop { reply } => {
+                let _ = reply.send(());
+            }
             Command::Join { name, reply } => {
                 let id = self.next_consumer;
                 self.next_consumer += 1;

@@ -227,6 +227,18 @@ impl Groups {
         };
         let meta = GroupMeta::new(topic, group, &settings, self.clock.now_ms());
         let dir = self.root.join(topic).join(group);
+        if self.fs.exists(&dir) {
+            // Not a live group (checked above): state left by a group of an
+            // earlier topic of this name (deleted while the broker was
+            // down, or skipped at startup). It must not steer the new group.
+            tracing::warn!(topic, group, dir = %dir.display(), "removing stale state of an earlier group of this name");
+            self.fs.remove_dir_all(&dir).map_err(|e| {
+                error(
+                    ErrorCode::StorageError,
+                    format!("removing stale group state {}: {e}", dir.display()),
+                )
+            })?;
+        }
         let (store, states) = GroupStore::create(
             self.fs.clone(),
             &dir,
@@ -255,12 +267,15 @@ impl Groups {
             .groups
             .lock()
             .remove(&(topic.to_owned(), group.to_owned()));
-        removed.ok_or_else(|| {
+        let entry = removed.ok_or_else(|| {
             error(
                 ErrorCode::UnknownGroup,
                 format!("group {group} of topic {topic} does not exist"),
             )
         })?;
+        // The engine appends its last journal events and ends before its
+        // files go.
+        entry.handle.stop().await;
         let dir = self.root.join(topic).join(group);
         self.fs.remove_dir_all(&dir).map_err(|e| {
             error(
@@ -268,6 +283,37 @@ impl Groups {
                 format!("deleting {}: {e}", dir.display()),
             )
         })
+    }
+
+    /// Deletes every group of `topic` (the topic is being deleted: its
+    /// groups' progress would be meaningless, and harmful, on a new topic
+    /// of the same name). Returns the groups deleted.
+    pub async fn delete_all_of(&self, topic: &str) -> Result<Vec<String>, TopicError> {
+        let names: Vec<String> = self
+            .groups
+            .lock()
+            .keys()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, g)| g.clone())
+            .collect();
+        for group in &names {
+            match self.delete(topic, group).await {
+                Ok(()) => {}
+                // Deleted meanwhile by someone else.
+                Err(e) if e.code == ErrorCode::UnknownGroup => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let dir = self.root.join(topic);
+        if self.fs.exists(&dir) {
+            self.fs.remove_dir_all(&dir).map_err(|e| {
+                error(
+                    ErrorCode::StorageError,
+                    format!("deleting {}: {e}", dir.display()),
+                )
+            })?;
+        }
+        Ok(names)
     }
 
     /// Moves parked messages back to the source topic (see [`redrive`]).

@@ -106,6 +106,14 @@ async fn delete_topic(
     broker: &Broker,
     req: DeleteTopicRequest,
 ) -> Result<DeleteTopicResponse, TopicError> {
+    if broker.topics.get(&req.topic).is_some() {
+        // Its groups go first: a crash in between leaves a topic without
+        // groups, never groups whose progress would apply to a new topic.
+        let deleted = broker.groups.delete_all_of(&req.topic).await?;
+        if !deleted.is_empty() {
+            tracing::info!(topic = req.topic, groups = ?deleted, "deleted the topic's consumer groups");
+        }
+    }
     broker
         .topics
         .delete(&req.topic)
