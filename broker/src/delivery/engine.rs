@@ -384,7 +384,7 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
         source,
         sink,
         jitter: Jitter::new(now as u64),
-        next_consumer: 1,
+        next_consumer: first_consumer_id(),
         consumers: HashMap::new(),
         waiting: Vec::new(),
         rotate: 0,
@@ -479,7 +479,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             }
             Command::Join { name, reply } => {
                 let id = self.next_consumer;
-                self.next_consumer += 1;
+                self.next_consumer = next_consumer_id(id);
                 self.consumers.insert(id, name);
                 let _ = reply.send(id);
             }
@@ -778,6 +778,30 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             return false;
         }
         appended.await.unwrap_or(false)
+    }
+}
+
+/// Where this run's consumer ids start: a value drawn from the clock and
+/// the process id, so that ids are not reused across restarts. A client
+/// that still holds a delivery from before a crash settles it, after
+/// reconnecting, with its old id: were ids to start again from 1, that id
+/// could be a new member's on the new connection, and the stale settle
+/// would apply to the new lease of the same message (same offset, same
+/// attempt when the lease was not journaled). With a fresh base per run a
+/// collision needs two of a few 2^32 values to meet.
+fn first_consumer_id() -> ConsumerId {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mixed = (nanos ^ (u64::from(std::process::id()) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    next_consumer_id((mixed >> 32) as ConsumerId)
+}
+
+/// The id after `id`, skipping 0 and [`RECOVERED`](super::partition::RECOVERED).
+fn next_consumer_id(id: ConsumerId) -> ConsumerId {
+    match id.wrapping_add(1) {
+        0 | super::partition::RECOVERED => 1,
+        next => next,
     }
 }
 
@@ -1125,6 +1149,17 @@ mod tests {
             .await
             .expect("receive");
         assert!(empty.is_empty(), "answers empty after max_wait");
+    }
+
+    #[test]
+    fn consumer_ids_skip_zero_and_recovered_and_start_afresh_each_run() {
+        assert_eq!(next_consumer_id(7), 8);
+        assert_eq!(next_consumer_id(u32::MAX - 1), 1, "RECOVERED is skipped");
+        assert_eq!(next_consumer_id(u32::MAX), 1, "0 is skipped");
+        let firsts: std::collections::HashSet<ConsumerId> =
+            (0..16).map(|_| first_consumer_id()).collect();
+        assert!(firsts.len() > 1, "the base is drawn, not fixed: {firsts:?}");
+        assert!(!firsts.contains(&0) && !firsts.contains(&crate::delivery::RECOVERED));
     }
 
     #[tokio::test(start_paused = true)]
