@@ -18,6 +18,15 @@
 //! A crash before the rename leaves the previous registrations; the client
 //! got no answer and registers again. An epoch is therefore never handed out
 //! twice. When an epoch would pass `i16::MAX`, the name gets a fresh id.
+//!
+//! ## Bounds
+//!
+//! Names are never forgotten (a name keeps its id so that its batches stay
+//! recognisable), so the registry holds at most [`MAX_PRODUCERS`] names: a
+//! new name beyond that is refused with a clear error, while every known
+//! name still registers. Without the cap a client inventing names would
+//! grow the file (rewritten whole at each new registration) until the
+//! broker could no longer read it at startup.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -33,6 +42,23 @@ use crate::log::producers::EpochSource;
 pub const FILE_NAME: &str = "producers.json";
 /// Largest registry file read (about a million producer names).
 const MAX_FILE_BYTES: usize = 128 << 20;
+/// Most producer names registered (a file of a few MiB, well inside
+/// [`MAX_FILE_BYTES`]).
+pub const MAX_PRODUCERS: usize = 100_000;
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The name is not valid.
+    #[error("{0}")]
+    InvalidName(String),
+    /// [`MAX_PRODUCERS`] names are registered already.
+    #[error("{0}")]
+    Full(String),
+    /// The registration could not be made durable.
+    #[error("{0}")]
+    Storage(String),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Registered {
@@ -91,14 +117,19 @@ impl ProducerRegistry {
     }
 
     /// Registers `name`: returns its producer id and new epoch, durably.
-    pub fn register(&self, name: &str) -> Result<(i64, i16), String> {
+    pub fn register(&self, name: &str) -> Result<(i64, i16), RegisterError> {
         if name.is_empty() || name.len() > 255 {
-            return Err(format!(
+            return Err(RegisterError::InvalidName(format!(
                 "a producer name has 1 to 255 bytes, not {}",
                 name.len()
-            ));
+            )));
         }
         let mut file = self.file.lock();
+        if !file.producers.contains_key(name) && file.producers.len() >= MAX_PRODUCERS {
+            return Err(RegisterError::Full(format!(
+                "cannot register producer {name}: the broker already knows {MAX_PRODUCERS} producer names; give each service instance a stable name and reuse it"
+            )));
+        }
         let mut next = file.clone();
         let registered = match next.producers.get(name) {
             Some(r) if r.epoch < i16::MAX => Registered {
@@ -112,9 +143,12 @@ impl ProducerRegistry {
             }
         };
         next.producers.insert(name.to_owned(), registered);
-        let bytes = serde_json::to_vec(&next).map_err(|e| e.to_string())?;
-        write_atomically(self.fs.as_ref(), &self.path, &bytes)
-            .map_err(|e| format!("cannot persist the registration of producer {name}: {e}"))?;
+        let bytes = serde_json::to_vec(&next).map_err(|e| RegisterError::Storage(e.to_string()))?;
+        write_atomically(self.fs.as_ref(), &self.path, &bytes).map_err(|e| {
+            RegisterError::Storage(format!(
+                "cannot persist the registration of producer {name}: {e}"
+            ))
+        })?;
         *file = next;
         self.epochs.write().insert(registered.id, registered.epoch);
         Ok((registered.id, registered.epoch))
@@ -156,6 +190,34 @@ mod tests {
         assert_eq!(registry.register("orders-7"), Ok((0, 2)));
         assert_eq!(registry.register("new"), Ok((2, 0)));
         assert!(registry.register("").is_err());
+    }
+
+    #[test]
+    fn new_names_are_refused_past_the_cap_and_known_names_still_register() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let registry = ProducerRegistry::open(Arc::new(StdFs), tmp.path()).expect("open");
+        {
+            // Fill the registry in memory (persisting 100,000 times would
+            // be slow); the cap is checked against what is registered.
+            let mut file = registry.file.lock();
+            for i in 0..MAX_PRODUCERS as i64 {
+                file.producers
+                    .insert(format!("p-{i}"), Registered { id: i, epoch: 0 });
+            }
+            file.next_id = MAX_PRODUCERS as i64;
+        }
+        let err = registry.register("one-too-many").expect_err("full");
+        assert!(matches!(err, RegisterError::Full(_)), "{err:?}");
+        assert!(err.to_string().contains("stable name"), "{err}");
+        assert_eq!(
+            registry.register("p-7"),
+            Ok((7, 1)),
+            "a known name still registers"
+        );
+        assert!(matches!(
+            registry.register(""),
+            Err(RegisterError::InvalidName(_))
+        ));
     }
 
     #[test]

@@ -169,9 +169,16 @@ fn register_producer(
     req: RegisterProducerRequest,
 ) -> Result<RegisterProducerResponse, TopicError> {
     let registered = tokio::task::block_in_place(|| broker.producers.register(&req.name));
-    let (producer_id, producer_epoch) = registered.map_err(|message| TopicError {
-        code: ErrorCode::StorageError,
-        message,
+    let (producer_id, producer_epoch) = registered.map_err(|e| {
+        let code = match e {
+            crate::registry::RegisterError::InvalidName(_)
+            | crate::registry::RegisterError::Full(_) => ErrorCode::InvalidRequest,
+            crate::registry::RegisterError::Storage(_) => ErrorCode::StorageError,
+        };
+        TopicError {
+            code,
+            message: e.to_string(),
+        }
     })?;
     tracing::debug!(name = %req.name, producer_id, producer_epoch, "producer registered");
     Ok(RegisterProducerResponse {
