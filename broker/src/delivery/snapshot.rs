@@ -23,6 +23,7 @@ use super::journal::MAX_REASON_LEN;
 use super::partition::{
     DeadLetter, DeadLetterReason, DeliveryTimes, PartitionDelivery, SnapshotParts,
 };
+use crate::io::{LeCursor, seal, unseal};
 
 const MAGIC: &[u8; 4] = b"PGDS";
 const VERSION: u16 = 2;
@@ -78,8 +79,7 @@ pub fn encode(state: &PartitionDelivery, journal_offset: u64) -> Vec<u8> {
         out.extend_from_slice(&(text.len() as u16).to_le_bytes());
         out.extend_from_slice(text.as_bytes());
     }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    seal(&mut out);
     out
 }
 
@@ -87,11 +87,7 @@ pub fn encode(state: &PartitionDelivery, journal_offset: u64) -> Vec<u8> {
 /// [`RECOVERED`](super::RECOVERED)) and the journal offset it covers;
 /// `None` when damaged.
 pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
-    let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
-    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
-        return None;
-    }
-    let mut r = Cursor(body);
+    let mut r = LeCursor::new(unseal(bytes)?);
     if r.take(4)? != MAGIC {
         return None;
     }
@@ -100,7 +96,7 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
         return None;
     }
     let times_len = if version == 1 { 0 } else { 8 };
-    let times = |r: &mut Cursor| -> Option<DeliveryTimes> {
+    let times = |r: &mut LeCursor| -> Option<DeliveryTimes> {
         if version == 1 {
             return Some(DeliveryTimes::default());
         }
@@ -132,7 +128,7 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
         let offset = r.u64()?;
         let attempts = r.u32()?;
         let times = times(&mut r)?;
-        let kind = r.take(1)?[0];
+        let kind = r.u8()?;
         let len = r.u16()? as usize;
         let text = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
         let reason = match kind {
@@ -147,7 +143,7 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
             times,
         });
     }
-    if !r.0.is_empty() {
+    if !r.is_empty() {
         return None;
     }
     Some((PartitionDelivery::from_parts(parts), journal_offset))
@@ -162,31 +158,6 @@ fn floor_char_boundary(s: &str, max: usize) -> usize {
         end -= 1;
     }
     end
-}
-
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = self.0.split_at_checked(n)?;
-        self.0 = rest;
-        Some(head)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    /// An element count, refused when the bytes left cannot hold that many
-    /// elements of at least `min_size` bytes (no allocation from a lie).
-    fn count(&mut self, min_size: usize) -> Option<usize> {
-        let n = self.u32()? as usize;
-        (n.checked_mul(min_size)? <= self.0.len()).then_some(n)
-    }
 }
 
 #[cfg(test)]

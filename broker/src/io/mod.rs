@@ -8,6 +8,9 @@
 //! - [`StdFs`] is the real thing; [`FaultyFs`] wraps it and fails the calls
 //!   a [`FaultPlan`] says to fail.
 //!
+//! - [`seal`], [`unseal`] and [`LeCursor`]: the CRC-32 trailer and the
+//!   bounds-checked little-endian reading of the small binary state files.
+//!
 //! Invariants: every write is positioned (no shared file cursor), so readers
 //! and the single writer of a file never disturb each other. A short write is
 //! not an error: [`write_all_at`] continues it, and a write of zero bytes is
@@ -15,6 +18,7 @@
 
 mod fault;
 mod powercut;
+mod state_bytes;
 mod std_fs;
 
 use std::fmt::Debug;
@@ -24,6 +28,7 @@ use std::sync::Arc;
 
 pub use fault::{Fault, FaultPlan, FaultyFs, Op};
 pub use powercut::{CutReport, PowerCutFs};
+pub use state_bytes::{LeCursor, seal, unseal};
 pub use std_fs::StdFs;
 
 /// How a file is opened.

@@ -30,6 +30,8 @@ use std::collections::BTreeMap;
 
 use pigeon_client::batch::BatchHeader;
 
+use crate::io::{LeCursor, seal, unseal};
+
 /// Where a partition learns the current epoch of a producer id: the
 /// broker's producer registry, so that a zombie is fenced even in
 /// partitions the new instance has not written to yet.
@@ -302,18 +304,13 @@ impl ProducerTable {
                 out.extend_from_slice(&b.timestamp.to_le_bytes());
             }
         }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        seal(&mut out);
         out
     }
 
     /// Decodes a snapshot into its offset and table; `None` if damaged.
     pub fn decode(bytes: &[u8]) -> Option<(u64, ProducerTable)> {
-        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
-        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
-            return None;
-        }
-        let mut r = Cursor(body);
+        let mut r = LeCursor::new(unseal(bytes)?);
         if r.take(4)? != b"PGPS" || r.u16()? != 1 {
             return None;
         }
@@ -324,7 +321,7 @@ impl ProducerTable {
             let pid = r.u64()? as i64;
             let epoch = r.u16()? as i16;
             let last_timestamp = r.u64()? as i64;
-            let n = r.take(1)?[0] as usize;
+            let n = r.u8()? as usize;
             if n > CACHED_BATCHES {
                 return None;
             }
@@ -347,7 +344,7 @@ impl ProducerTable {
                 },
             );
         }
-        r.0.is_empty().then_some((offset, table))
+        r.is_empty().then_some((offset, table))
     }
 }
 
@@ -355,25 +352,6 @@ impl ProducerTable {
 fn is_before(a: i32, b: i32) -> bool {
     let distance = (i64::from(b) - i64::from(a)).rem_euclid(i64::from(i32::MAX) + 1);
     distance > 0 && distance < i64::from(i32::MAX) / 2
-}
-
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = self.0.split_at_checked(n)?;
-        self.0 = rest;
-        Some(head)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
 }
 
 #[cfg(test)]
