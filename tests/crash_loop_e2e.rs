@@ -74,36 +74,6 @@ fn a_parked_message_is_not_delivered_again_after_a_crash() {
     use pigeon_suite::raw::{RawClient, decode_records};
     use pigeon_suite::{Broker, runtime};
 
-    async fn ok(client: &mut RawClient, request: Request) -> Response {
-        match client.call(request).await {
-            ResponseBody::Ok(response) => response,
-            ResponseBody::Error(e) => panic!("{:?}: {}", e.code, e.message),
-        }
-    }
-    async fn join(client: &mut RawClient) -> u64 {
-        let join = JoinGroupRequest {
-            topic: "orders".into(),
-            group: "billing".into(),
-            consumer_name: "test".into(),
-        };
-        match ok(client, join.into()).await {
-            Response::JoinGroup(j) => j.consumer_id,
-            other => panic!("{other:?}"),
-        }
-    }
-    async fn receive(client: &mut RawClient, consumer: u64, wait_ms: u32) -> Vec<Delivery> {
-        let request = ReceiveRequest {
-            topic: "orders".into(),
-            group: "billing".into(),
-            consumer_id: consumer,
-            max_messages: 10,
-            max_wait_ms: wait_ms,
-        };
-        match ok(client, request.into()).await {
-            Response::Receive(r) => r.deliveries,
-            other => panic!("{other:?}"),
-        }
-    }
     async fn reject(client: &mut RawClient, consumer: u64, offset: u64) -> ErrorCode {
         let request = SettleRequest {
             topic: "orders".into(),
@@ -118,7 +88,7 @@ fn a_parked_message_is_not_delivered_again_after_a_crash() {
                 reason: "bad".into(),
             }],
         };
-        match ok(client, request.into()).await {
+        match client.ok(request.into()).await {
             Response::Settle(r) => r.results[0].error_code,
             other => panic!("{other:?}"),
         }
@@ -165,7 +135,7 @@ fn a_parked_message_is_not_delivered_again_after_a_crash() {
             group: "billing".into(),
             settings,
         };
-        ok(&mut admin, create.into()).await;
+        admin.ok(create.into()).await;
     });
     let mut both = Vec::new();
     let mut parked_rounds = 0;
@@ -175,8 +145,10 @@ fn a_parked_message_is_not_delivered_again_after_a_crash() {
             client
                 .produce("orders", 0, &[format!("m{round}").as_bytes()])
                 .await;
-            let consumer = join(&mut client).await;
-            let got = receive(&mut client, consumer, 5_000).await;
+            let consumer = client.join_group("orders", "billing", "test").await;
+            let got = client
+                .receive("orders", "billing", consumer, 10, 5_000)
+                .await;
             assert_eq!(got.len(), 1, "round {round}: {got:?}");
             assert_eq!(got[0].offset, round);
             assert_eq!(reject(&mut client, consumer, round).await, ErrorCode::None);
@@ -186,8 +158,10 @@ fn a_parked_message_is_not_delivered_again_after_a_crash() {
         rt.block_on(async {
             let mut client = RawClient::connect(broker.addr).await;
             let parked = parked_offsets(&mut client).await.contains(&round);
-            let consumer = join(&mut client).await;
-            let again = receive(&mut client, consumer, 1_000).await;
+            let consumer = client.join_group("orders", "billing", "test").await;
+            let again = client
+                .receive("orders", "billing", consumer, 10, 1_000)
+                .await;
             let redelivered = again.iter().any(|d| d.offset == round);
             parked_rounds += u32::from(parked);
             if parked && redelivered {
@@ -289,23 +263,6 @@ fn a_consumer_id_joined_on_another_connection_settles_nothing() {
     use pigeon_suite::raw::RawClient;
     use pigeon_suite::{Broker, runtime};
 
-    async fn ok(client: &mut RawClient, request: Request) -> Response {
-        match client.call(request).await {
-            ResponseBody::Ok(response) => response,
-            ResponseBody::Error(e) => panic!("{:?}: {}", e.code, e.message),
-        }
-    }
-    async fn join(client: &mut RawClient) -> u64 {
-        let join = JoinGroupRequest {
-            topic: "orders".into(),
-            group: "billing".into(),
-            consumer_name: "test".into(),
-        };
-        match ok(client, join.into()).await {
-            Response::JoinGroup(j) => j.consumer_id,
-            other => panic!("{other:?}"),
-        }
-    }
     fn settle(consumer_id: u64, offset: u64) -> Request {
         SettleRequest {
             topic: "orders".into(),
@@ -334,10 +291,10 @@ fn a_consumer_id_joined_on_another_connection_settles_nothing() {
             group: "billing".into(),
             settings: GroupSettings::default(),
         };
-        ok(&mut owner, create.into()).await;
+        owner.ok(create.into()).await;
         let mut other = RawClient::connect(broker.addr).await;
-        let _other_id = join(&mut other).await;
-        let owner_id = join(&mut owner).await;
+        let _other_id = other.join_group("orders", "billing", "test").await;
+        let owner_id = owner.join_group("orders", "billing", "test").await;
         let receive = ReceiveRequest {
             topic: "orders".into(),
             group: "billing".into(),
@@ -345,7 +302,7 @@ fn a_consumer_id_joined_on_another_connection_settles_nothing() {
             max_messages: 1,
             max_wait_ms: 5_000,
         };
-        let Response::Receive(got) = ok(&mut owner, receive.clone().into()).await else {
+        let Response::Receive(got) = owner.ok(receive.clone().into()).await else {
             panic!("receive")
         };
         assert_eq!(got.deliveries.len(), 1);
@@ -370,7 +327,7 @@ fn a_consumer_id_joined_on_another_connection_settles_nothing() {
             other => panic!("receive for another connection's consumer: {other:?}"),
         }
         // The owner's lease is untouched.
-        match ok(&mut owner, settle(owner_id, 0)).await {
+        match owner.ok(settle(owner_id, 0)).await {
             Response::Settle(r) => assert_eq!(r.results[0].error_code, ErrorCode::None),
             other => panic!("{other:?}"),
         }

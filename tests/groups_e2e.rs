@@ -19,39 +19,6 @@ fn settings() -> GroupSettings {
     }
 }
 
-async fn ok(client: &mut RawClient, request: Request) -> Response {
-    match client.call(request).await {
-        ResponseBody::Ok(response) => response,
-        ResponseBody::Error(e) => panic!("{:?}: {}", e.code, e.message),
-    }
-}
-
-async fn join(client: &mut RawClient) -> u64 {
-    let join = JoinGroupRequest {
-        topic: "orders".into(),
-        group: "billing".into(),
-        consumer_name: "test".into(),
-    };
-    match ok(client, join.into()).await {
-        Response::JoinGroup(j) => j.consumer_id,
-        other => panic!("{other:?}"),
-    }
-}
-
-async fn receive(client: &mut RawClient, consumer: u64, max: u32, wait_ms: u32) -> Vec<Delivery> {
-    let req = ReceiveRequest {
-        topic: "orders".into(),
-        group: "billing".into(),
-        consumer_id: consumer,
-        max_messages: max,
-        max_wait_ms: wait_ms,
-    };
-    match ok(client, req.into()).await {
-        Response::Receive(r) => r.deliveries,
-        other => panic!("{other:?}"),
-    }
-}
-
 async fn settle(
     client: &mut RawClient,
     consumer: u64,
@@ -74,22 +41,20 @@ async fn settle(
         consumer_id: consumer,
         items,
     };
-    match ok(client, req.into()).await {
+    match client.ok(req.into()).await {
         Response::Settle(r) => r.results,
         other => panic!("{other:?}"),
     }
 }
 
 async fn describe(client: &mut RawClient) -> DescribeGroupResponse {
-    match ok(
-        client,
-        DescribeGroupRequest {
+    match client
+        .ok(DescribeGroupRequest {
             topic: "orders".into(),
             group: "billing".into(),
         }
-        .into(),
-    )
-    .await
+        .into())
+        .await
     {
         Response::DescribeGroup(d) => d,
         other => panic!("{other:?}"),
@@ -114,15 +79,17 @@ fn acks_dead_letters_disconnects_and_kill_9() {
             group: "billing".into(),
             settings: settings(),
         };
-        ok(&mut admin, create.into()).await;
+        admin.ok(create.into()).await;
         assert!(
             tmp.path().join("data/topics/orders.billing.dlq/0").is_dir(),
             "the DLQ topic exists"
         );
 
         let mut consumer_conn = RawClient::connect(broker.addr).await;
-        let consumer = join(&mut consumer_conn).await;
-        let got = receive(&mut consumer_conn, consumer, 10, 1000).await;
+        let consumer = consumer_conn.join_group("orders", "billing", "test").await;
+        let got = consumer_conn
+            .receive("orders", "billing", consumer, 10, 1000)
+            .await;
         assert_eq!(
             got.iter()
                 .map(|d| (d.offset, d.attempt))
@@ -176,10 +143,10 @@ fn acks_dead_letters_disconnects_and_kill_9() {
         // The consumer's connection drops: its three leases come back.
         drop(consumer_conn);
         let mut second = RawClient::connect(broker.addr).await;
-        let other = join(&mut second).await;
+        let other = second.join_group("orders", "billing", "test").await;
         let mut back = Vec::new();
         for _ in 0..50 {
-            back.extend(receive(&mut second, other, 10, 5000).await);
+            back.extend(second.receive("orders", "billing", other, 10, 5000).await);
             if back.len() >= 3 {
                 break;
             }
@@ -211,10 +178,14 @@ fn acks_dead_letters_disconnects_and_kill_9() {
         let d = describe(&mut client).await;
         assert_eq!(d.partitions[0].dead_lettered, 1, "dead letter survived");
         assert_eq!(d.partitions[0].committed_floor, 4, "acks survived");
-        let consumer = join(&mut client).await;
+        let consumer = client.join_group("orders", "billing", "test").await;
         let mut again = Vec::new();
         for _ in 0..50 {
-            again.extend(receive(&mut client, consumer, 10, 5000).await);
+            again.extend(
+                client
+                    .receive("orders", "billing", consumer, 10, 5000)
+                    .await,
+            );
             if again.len() >= 2 {
                 break;
             }
@@ -238,18 +209,15 @@ fn seek_pause_and_resume() {
         for i in 0..5 {
             c.produce("orders", 0, &[format!("o{i}").as_bytes()]).await;
         }
-        ok(
-            &mut c,
-            CreateGroupRequest {
-                topic: "orders".into(),
-                group: "billing".into(),
-                settings: settings(),
-            }
-            .into(),
-        )
-        .await;
-        let consumer = join(&mut c).await;
-        let got = receive(&mut c, consumer, 10, 1000).await;
+        c.ok(CreateGroupRequest {
+            topic: "orders".into(),
+            group: "billing".into(),
+            settings: settings(),
+        }
+        .into())
+            .await;
+        let consumer = c.join_group("orders", "billing", "test").await;
+        let got = c.receive("orders", "billing", consumer, 10, 1000).await;
         settle(
             &mut c,
             consumer,
@@ -258,23 +226,20 @@ fn seek_pause_and_resume() {
                 .collect(),
         )
         .await;
-        ok(
-            &mut c,
-            PauseGroupRequest {
-                topic: "orders".into(),
-                group: "billing".into(),
-                paused: true,
-            }
-            .into(),
-        )
-        .await;
+        c.ok(PauseGroupRequest {
+            topic: "orders".into(),
+            group: "billing".into(),
+            paused: true,
+        }
+        .into())
+            .await;
         let seek = SeekGroupRequest {
             topic: "orders".into(),
             group: "billing".into(),
             partition: None,
             target: SeekTarget::Offset(3),
         };
-        match ok(&mut c, seek.into()).await {
+        match c.ok(seek.into()).await {
             Response::SeekGroup(s) => assert_eq!(
                 s.partitions,
                 vec![SeekGroupPartition {
@@ -285,21 +250,20 @@ fn seek_pause_and_resume() {
             other => panic!("{other:?}"),
         }
         assert!(
-            receive(&mut c, consumer, 10, 200).await.is_empty(),
+            c.receive("orders", "billing", consumer, 10, 200)
+                .await
+                .is_empty(),
             "paused: nothing delivered"
         );
         assert!(describe(&mut c).await.paused);
-        ok(
-            &mut c,
-            PauseGroupRequest {
-                topic: "orders".into(),
-                group: "billing".into(),
-                paused: false,
-            }
-            .into(),
-        )
-        .await;
-        let replay = receive(&mut c, consumer, 10, 1000).await;
+        c.ok(PauseGroupRequest {
+            topic: "orders".into(),
+            group: "billing".into(),
+            paused: false,
+        }
+        .into())
+            .await;
+        let replay = c.receive("orders", "billing", consumer, 10, 1000).await;
         assert_eq!(
             replay
                 .iter()

@@ -225,46 +225,6 @@ fn stamped_at(value: &[u8]) -> Duration {
     Duration::from_micros(u64::from_le_bytes(micros))
 }
 
-async fn ok(client: &mut RawClient, request: Request) -> Response {
-    match client.call(request).await {
-        ResponseBody::Ok(response) => response,
-        ResponseBody::Error(e) => panic!("{:?}: {}", e.code, e.message),
-    }
-}
-
-async fn join(client: &mut RawClient, topic: &str, group: &str) -> u64 {
-    let join = JoinGroupRequest {
-        topic: topic.into(),
-        group: group.into(),
-        consumer_name: format!("{group}-consumer"),
-    };
-    match ok(client, join.into()).await {
-        Response::JoinGroup(j) => j.consumer_id,
-        other => panic!("{other:?}"),
-    }
-}
-
-async fn receive(
-    client: &mut RawClient,
-    topic: &str,
-    group: &str,
-    consumer: u64,
-    max: u32,
-    wait_ms: u32,
-) -> Vec<Delivery> {
-    let req = ReceiveRequest {
-        topic: topic.into(),
-        group: group.into(),
-        consumer_id: consumer,
-        max_messages: max,
-        max_wait_ms: wait_ms,
-    };
-    match ok(client, req.into()).await {
-        Response::Receive(r) => r.deliveries,
-        other => panic!("{other:?}"),
-    }
-}
-
 async fn ack(client: &mut RawClient, topic: &str, group: &str, consumer: u64, d: &[Delivery]) {
     if d.is_empty() {
         return;
@@ -286,7 +246,7 @@ async fn ack(client: &mut RawClient, topic: &str, group: &str, consumer: u64, d:
         consumer_id: consumer,
         items,
     };
-    match ok(client, req.into()).await {
+    match client.ok(req.into()).await {
         Response::Settle(r) => {
             for result in r.results {
                 assert_eq!(
@@ -337,7 +297,7 @@ fn a_producer_flood_starves_no_consumer_and_a_dead_consumer_blocks_nobody() {
                 group: group.into(),
                 settings,
             };
-            ok(&mut admin, create.into()).await;
+            admin.ok(create.into()).await;
         }
         // Something for the dead consumer to take before the flood.
         let value = vec![b'f'; 1024];
@@ -349,8 +309,8 @@ fn a_producer_flood_starves_no_consumer_and_a_dead_consumer_blocks_nobody() {
         // The dead consumer: joins, takes all it may (200 leases for 60 s),
         // then never receives or acks again, and keeps its connection.
         let mut dead = RawClient::connect(broker.addr).await;
-        let dead_id = join(&mut dead, "flooded", "dead").await;
-        let held = receive(&mut dead, "flooded", "dead", dead_id, 10_000, 1000).await;
+        let dead_id = dead.join_group("flooded", "dead", "dead-consumer").await;
+        let held = dead.receive("flooded", "dead", dead_id, 10_000, 1000).await;
         assert_eq!(held.len(), 100, "the dead consumer took every message");
 
         // A reader that asks for a lot and never reads the answers.
@@ -403,10 +363,10 @@ fn a_producer_flood_starves_no_consumer_and_a_dead_consumer_blocks_nobody() {
             let (stop, addr) = (stop.clone(), broker.addr);
             tokio::spawn(async move {
                 let mut c = RawClient::connect(addr).await;
-                let id = join(&mut c, "flooded", "live").await;
+                let id = c.join_group("flooded", "live", "live-consumer").await;
                 let (mut acked, mut caught_up) = (Vec::new(), Vec::new());
                 while !stop.load(Ordering::SeqCst) {
-                    let got = receive(&mut c, "flooded", "live", id, 200, 200).await;
+                    let got = c.receive("flooded", "live", id, 200, 200).await;
                     ack(&mut c, "flooded", "live", id, &got).await;
                     let now = Instant::now();
                     if got.is_empty() {
@@ -439,7 +399,7 @@ fn a_producer_flood_starves_no_consumer_and_a_dead_consumer_blocks_nobody() {
             let addr = broker.addr;
             tokio::spawn(async move {
                 let mut c = RawClient::connect(addr).await;
-                let id = join(&mut c, "quiet", "live").await;
+                let id = c.join_group("quiet", "live", "live-consumer").await;
                 let mut latencies = Vec::new();
                 let deadline = Instant::now() + FLOOD + Duration::from_secs(20);
                 loop {
@@ -449,7 +409,7 @@ fn a_producer_flood_starves_no_consumer_and_a_dead_consumer_blocks_nobody() {
                         break;
                     }
                     assert!(Instant::now() < deadline, "the quiet group fell behind");
-                    let got = receive(&mut c, "quiet", "live", id, 100, 200).await;
+                    let got = c.receive("quiet", "live", id, 100, 200).await;
                     let now = origin.elapsed();
                     for d in &got {
                         latencies.push(now.saturating_sub(stamped_at(&d.value)));
@@ -478,7 +438,7 @@ fn a_producer_flood_starves_no_consumer_and_a_dead_consumer_blocks_nobody() {
             partition: held[0].partition,
             offset: held[0].offset,
         };
-        match ok(&mut admin, state.into()).await {
+        match admin.ok(state.into()).await {
             Response::MessageState(s) => assert_eq!(s.state, MessageState::InFlight),
             other => panic!("{other:?}"),
         }

@@ -373,6 +373,49 @@ pub mod raw {
                 .expect("frame or close in time")
         }
 
+        /// The answer to `request`, panicking on an error response.
+        pub async fn ok(&mut self, request: Request) -> Response {
+            match self.call(request).await {
+                ResponseBody::Ok(response) => response,
+                ResponseBody::Error(e) => panic!("{:?}: {}", e.code, e.message),
+            }
+        }
+
+        /// Joins `group` of `topic` as `consumer_name`; the consumer id.
+        pub async fn join_group(&mut self, topic: &str, group: &str, consumer_name: &str) -> u64 {
+            let join = JoinGroupRequest {
+                topic: topic.into(),
+                group: group.into(),
+                consumer_name: consumer_name.into(),
+            };
+            match self.ok(join.into()).await {
+                Response::JoinGroup(j) => j.consumer_id,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// One Receive of up to `max` deliveries, waiting up to `wait_ms`.
+        pub async fn receive(
+            &mut self,
+            topic: &str,
+            group: &str,
+            consumer: u64,
+            max: u32,
+            wait_ms: u32,
+        ) -> Vec<Delivery> {
+            let request = ReceiveRequest {
+                topic: topic.into(),
+                group: group.into(),
+                consumer_id: consumer,
+                max_messages: max,
+                max_wait_ms: wait_ms,
+            };
+            match self.ok(request.into()).await {
+                Response::Receive(r) => r.deliveries,
+                other => panic!("{other:?}"),
+            }
+        }
+
         /// Creates a topic, panicking on failure.
         pub async fn create_topic(&mut self, topic: &str, partitions: u32) {
             let request = CreateTopicRequest {
