@@ -111,13 +111,11 @@ pub fn find_parked(
     None
 }
 
-/// The value of header `name` of `record`, as text.
+/// The value of header `name` of `record` (the last of that name), as text.
 pub fn header_text<'r>(record: &'r Record, name: &str) -> Option<&'r str> {
     record
-        .headers
-        .iter()
-        .find(|h| h.name == name)
-        .and_then(|h| std::str::from_utf8(&h.value).ok())
+        .header(name)
+        .and_then(|v| std::str::from_utf8(v).ok())
 }
 
 impl DeadLetterSink for DlqSink {

@@ -85,14 +85,6 @@ fn save(fs: &dyn FileSystem, dir: &Path, state: &RedriveState) -> Result<(), Str
         .map_err(|e| format!("saving the redrive state: {e}"))
 }
 
-fn header<'a>(record: &'a Record, name: &str) -> Option<&'a [u8]> {
-    record
-        .headers
-        .iter()
-        .find(|h| h.name == name)
-        .map(|h| h.value.as_ref())
-}
-
 /// Whether the source partition holds, from `from_offset` on, the redrive
 /// of DLQ offset `dlq_offset` of DLQ partition `dlq_partition`.
 fn landed(
@@ -109,8 +101,8 @@ fn landed(
     let offsets: Vec<u64> = (from_offset.max(reader.start_offset())..reader.end_offset()).collect();
     let (want_offset, want_partition) = (dlq_offset.to_string(), dlq_partition.to_string());
     read_records(reader, &offsets).iter().any(|r| {
-        header(r, "pigeon.redrive.dlq-offset") == Some(want_offset.as_bytes())
-            && header(r, "pigeon.redrive.dlq-partition") == Some(want_partition.as_bytes())
+        r.header("pigeon.redrive.dlq-offset") == Some(want_offset.as_bytes())
+            && r.header("pigeon.redrive.dlq-partition") == Some(want_partition.as_bytes())
     })
 }
 
@@ -300,6 +292,30 @@ mod tests {
             load(&StdFs, &group_dir).expect("load").cursors.get(&0),
             Some(&3)
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_redriven_twice_is_found_by_its_latest_redrive_link() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (_topics, source, _dlq) = setup(tmp.path()).await;
+        // Redriven once from DLQ offset 7, parked again, redriven again from
+        // DLQ offset 1: the first link is still among its headers.
+        let mut b = BatchBuilder::new();
+        b.push(
+            None,
+            b"twice",
+            &[
+                ("pigeon.redrive.dlq-offset", b"7"),
+                ("pigeon.redrive.dlq-partition", b"0"),
+                ("pigeon.redrive.dlq-offset", b"1"),
+                ("pigeon.redrive.dlq-partition", b"0"),
+            ],
+        );
+        let batch =
+            RecordBatch::validate(b.build(ProducerStamp::NONE, 0), usize::MAX).expect("batch");
+        source.partitions[0].append(batch).await.expect("append");
+        assert!(landed(&source, 0, 0, 0, 1), "the latest link counts");
+        assert!(!landed(&source, 0, 0, 0, 7), "an earlier link is history");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,32 @@ pub struct Record {
     pub headers: Vec<Header>,
 }
 
+impl Record {
+    /// The value of the last header named `name`. Names may repeat, and
+    /// headers added later come later (the broker appends its own
+    /// `pigeon.dlq.*` and `pigeon.redrive.*` headers after the record's), so
+    /// the last one is the current one.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use pigeon_client::batch::{Header, Record};
+    /// let header = |v: &'static str| Header { name: "hop".into(), value: Bytes::from(v) };
+    /// let record = Record {
+    ///     offset: 0, timestamp: 0, key: None, value: Bytes::new(),
+    ///     headers: vec![header("first"), header("second")],
+    /// };
+    /// assert_eq!(record.header("hop"), Some(&b"second"[..]));
+    /// assert_eq!(record.header("other"), None);
+    /// ```
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|h| h.name == name)
+            .map(|h| h.value.as_ref())
+    }
+}
+
 /// A record header: a UTF-8 name and a byte value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {

@@ -120,18 +120,9 @@ pub(crate) async fn run(broker: &str, command: DlqCommand) -> Result<(), Failure
     out.flush()
 }
 
-fn header<'a>(record: &'a Record, name: &str) -> Option<&'a [u8]> {
-    record
-        .headers
-        .iter()
-        .rev()
-        .find(|h| h.name == name)
-        .map(|h| h.value.as_ref())
-}
-
 /// `orders/0@17 attempts=2 reason=max-deliveries reason-text="…" first-delivery=… last-delivery=… parked=… value`.
 fn human(record: &Record) -> String {
-    let get = |name: &str| header(record, &format!("pigeon.dlq.{name}")).map(printable);
+    let get = |name: &str| record.header(&format!("pigeon.dlq.{name}")).map(printable);
     let mut line = format!(
         "{}/{}@{}",
         get("source-topic").unwrap_or_else(|| "?".into()),
