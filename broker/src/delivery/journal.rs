@@ -27,6 +27,8 @@
 //! an attempt, so a message that crashes every consumer still reaches the
 //! dead-letter queue after `max_deliveries`.
 
+use pigeon_client::protocol::truncate_at_char_boundary;
+
 use super::partition::{DeadLetterReason, DeliveryTimes};
 
 /// One change of a partition's delivery state.
@@ -123,7 +125,7 @@ impl Event {
                     DeadLetterReason::Rejected(text) => (1u8, text.as_str()),
                 };
                 out.push(kind);
-                let text = truncate(text, MAX_REASON_LEN);
+                let text = truncate_at_char_boundary(text, MAX_REASON_LEN);
                 out.extend_from_slice(&(text.len() as u16).to_le_bytes());
                 out.extend_from_slice(text.as_bytes());
             }
@@ -194,17 +196,6 @@ impl Event {
 fn tagged_u64(out: &mut Vec<u8>, tag: u8, value: u64) {
     out.push(tag);
     out.extend_from_slice(&value.to_le_bytes());
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 struct Reader<'a> {

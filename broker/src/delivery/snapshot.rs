@@ -19,6 +19,8 @@
 //! Unix epoch each. Version 1 (written before delivery times were kept) is
 //! the same without the `times` fields; it is still read, with times 0.
 
+use pigeon_client::protocol::truncate_at_char_boundary;
+
 use super::journal::MAX_REASON_LEN;
 use super::partition::{
     DeadLetter, DeadLetterReason, DeliveryTimes, PartitionDelivery, SnapshotParts,
@@ -75,7 +77,7 @@ pub fn encode(state: &PartitionDelivery, journal_offset: u64) -> Vec<u8> {
             DeadLetterReason::Rejected(t) => (1u8, t.as_str()),
         };
         out.push(kind);
-        let text = &text[..floor_char_boundary(text, MAX_REASON_LEN)];
+        let text = truncate_at_char_boundary(text, MAX_REASON_LEN);
         out.extend_from_slice(&(text.len() as u16).to_le_bytes());
         out.extend_from_slice(text.as_bytes());
     }
@@ -147,17 +149,6 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
         return None;
     }
     Some((PartitionDelivery::from_parts(parts), journal_offset))
-}
-
-fn floor_char_boundary(s: &str, max: usize) -> usize {
-    if s.len() <= max {
-        return s.len();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    end
 }
 
 #[cfg(test)]

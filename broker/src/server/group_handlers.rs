@@ -477,13 +477,8 @@ async fn message_state(
             answer.consumer = match holder.filter(|name| !name.is_empty()) {
                 Some(name) => {
                     let id = format!(" (consumer {})", lease.consumer);
-                    let mut keep = wire::MAX_CONSUMER_NAME_LEN
-                        .saturating_sub(id.len())
-                        .min(name.len());
-                    while !name.is_char_boundary(keep) {
-                        keep -= 1;
-                    }
-                    format!("{}{id}", &name[..keep])
+                    let room = wire::MAX_CONSUMER_NAME_LEN.saturating_sub(id.len());
+                    format!("{}{id}", wire::truncate_at_char_boundary(&name, room))
                 }
                 None if lease.consumer == crate::delivery::RECOVERED => {
                     "nobody (a lease from before the restart)".to_string()

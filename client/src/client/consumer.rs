@@ -427,13 +427,12 @@ impl GroupDelivery {
     /// 1024 bytes; longer is cut at a character boundary).
     pub async fn reject(&self, reason: impl Into<String>) -> Result<(), ClientError> {
         let mut reason = reason.into();
-        if reason.len() > crate::protocol::MAX_SETTLE_REASON_LEN {
-            let mut cut = crate::protocol::MAX_SETTLE_REASON_LEN;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            reason.truncate(cut);
-        }
+        let keep = crate::protocol::truncate_at_char_boundary(
+            &reason,
+            crate::protocol::MAX_SETTLE_REASON_LEN,
+        )
+        .len();
+        reason.truncate(keep);
         self.settle(SettleAction::Reject, 0, reason).await
     }
 

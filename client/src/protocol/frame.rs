@@ -294,7 +294,14 @@ pub fn encode_response(
     })
 }
 
-pub(crate) fn truncate_at_char_boundary(s: &str, max: usize) -> &str {
+/// `s` cut to at most `max` bytes, at a character boundary.
+///
+/// ```
+/// use pigeon_client::protocol::truncate_at_char_boundary;
+/// assert_eq!(truncate_at_char_boundary("héllo", 2), "h");
+/// assert_eq!(truncate_at_char_boundary("hello", 9), "hello");
+/// ```
+pub fn truncate_at_char_boundary(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -118,7 +118,7 @@ pub use frame::{
     CONNECTION_ERROR_API_KEY, CONNECTION_ERROR_REQUEST_ID, ErrorResponse, IncomingRequest,
     IncomingResponse, LENGTH_FIELD_LEN, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN, RequestFrame,
     RequestHeader, ResponseBody, ResponseFrame, ResponseHeader, decode_request, decode_response,
-    encode_request, encode_response, split_frame,
+    encode_request, encode_response, split_frame, truncate_at_char_boundary,
 };
 pub use limits::{
     DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_FRAME_SIZE, Limits, MAX_ERROR_MESSAGE_LEN,
