@@ -15,9 +15,9 @@
 //!   failures surface on a later `ack` or on `close`. A `LeaseLost` answer
 //!   is not a failure: that message comes back, and the harness counts it
 //!   once.
-//! - [`Target::create_topic`] deletes the harness's group on the topic and
-//!   its dead-letter topic along with the topic (the broker keeps groups
-//!   when their topic is deleted), so every run starts from nothing.
+//! - [`Target::create_topic`] deletes the topic (the broker deletes its
+//!   groups with it) and the harness group's dead-letter topic (an ordinary
+//!   topic, which stays), so every run starts from nothing.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -99,8 +99,7 @@ impl Target for PigeonTarget {
 
     async fn create_topic(&self, topic: &str, partitions: u32) -> anyhow::Result<()> {
         let admin = self.admin();
-        let gone = [ErrorCode::UnknownTopic, ErrorCode::UnknownGroup];
-        tolerate(admin.delete_group(topic, GROUP).await, &gone)?;
+        let gone = [ErrorCode::UnknownTopic];
         tolerate(
             admin.delete_topic(&format!("{topic}.{GROUP}.dlq")).await,
             &gone,
