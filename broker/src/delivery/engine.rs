@@ -629,7 +629,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                 reply,
             } => {
                 let _ = reply.send(self.states.get(partition as usize).map(|s| {
-                    let state = s.state_of(offset);
+                    let (state, times) = s.state_and_times(offset);
                     let holder = match &state {
                         OffsetState::InFlight(lease) => {
                             self.consumers.get(&lease.consumer).cloned()
@@ -638,7 +638,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                     };
                     OffsetReport {
                         state,
-                        times: s.delivery_times(offset),
+                        times,
                         holder,
                     }
                 }));

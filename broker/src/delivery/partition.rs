@@ -741,43 +741,38 @@ impl PartitionDelivery {
 
     /// Where `offset` is.
     pub fn state_of(&self, offset: u64) -> OffsetState {
+        self.state_and_times(offset).0
+    }
+
+    /// Where `offset` is, and when it was first and last delivered while
+    /// the state machine tracks it (leased, delayed, or being
+    /// dead-lettered; `None` after it settled or before its first
+    /// delivery). One lookup for both, for `message show`.
+    pub fn state_and_times(&self, offset: u64) -> (OffsetState, Option<DeliveryTimes>) {
         if let Some(entry) = self.in_flight.get(offset) {
-            return OffsetState::InFlight(entry.lease);
+            let times = DeliveryTimes {
+                first_s: entry.first_s,
+                last_s: entry.leased_s,
+            };
+            return (OffsetState::InFlight(entry.lease), Some(times));
         }
         if let Some(dead) = self.dead_lettering.get(&offset) {
-            return OffsetState::DeadLettering {
+            let state = OffsetState::DeadLettering {
                 attempts: dead.attempts,
             };
+            return (state, Some(dead.times));
         }
         if let Some(((due, _), waiting)) = self.delayed.iter().find(|((_, o), _)| *o == offset) {
-            return OffsetState::Delayed {
+            let state = OffsetState::Delayed {
                 attempts: waiting.attempts,
                 due_ms: *due,
             };
+            return (state, Some(waiting.times));
         }
         if offset < self.floor || self.settled.contains(&offset) {
-            return OffsetState::Settled;
+            return (OffsetState::Settled, None);
         }
-        OffsetState::Available { attempts: 0 }
-    }
-
-    /// When `offset` was first and last delivered, while the state machine
-    /// tracks it (leased, delayed, or being dead-lettered); `None` after it
-    /// settled or before its first delivery.
-    pub fn delivery_times(&self, offset: u64) -> Option<DeliveryTimes> {
-        if let Some(entry) = self.in_flight.get(offset) {
-            return Some(DeliveryTimes {
-                first_s: entry.first_s,
-                last_s: entry.leased_s,
-            });
-        }
-        if let Some(dead) = self.dead_lettering.get(&offset) {
-            return Some(dead.times);
-        }
-        self.delayed
-            .iter()
-            .find(|((_, o), _)| *o == offset)
-            .map(|(_, w)| w.times)
+        (OffsetState::Available { attempts: 0 }, None)
     }
 }
 
@@ -810,7 +805,7 @@ mod tests {
         let mut journal = Vec::new();
         let first = state.deliver(1, 1, 10_500, 1, &settings);
         assert_eq!(
-            state.delivery_times(0),
+            state.state_and_times(0).1,
             Some(DeliveryTimes {
                 first_s: 10,
                 last_s: 10
@@ -826,17 +821,20 @@ mod tests {
                 &mut jitter,
             )
             .expect("nack");
-        assert_eq!(state.delivery_times(0).map(|t| t.first_s), Some(10));
+        assert_eq!(state.state_and_times(0).1.map(|t| t.first_s), Some(10));
         journal.extend(state.take_events());
         let again = state.deliver(2, 1, 20_000, 1, &settings);
         assert_eq!(again[0].attempt, 2);
         journal.extend(state.take_events());
         let replayed = PartitionDelivery::replay(PartitionDelivery::new(0), journal.clone());
-        assert_eq!(replayed.delivery_times(0), state.delivery_times(0));
+        assert_eq!(replayed.state_and_times(0).1, state.state_and_times(0).1);
         let (from_snapshot, _) =
             super::super::snapshot::decode(&super::super::snapshot::encode(&state, 0))
                 .expect("snapshot");
-        assert_eq!(from_snapshot.delivery_times(0), state.delivery_times(0));
+        assert_eq!(
+            from_snapshot.state_and_times(0).1,
+            state.state_and_times(0).1
+        );
         let dead = state
             .nack(2, 0, None, 21_000, &settings, &mut jitter)
             .expect("nack")
@@ -852,6 +850,6 @@ mod tests {
         let replayed = PartitionDelivery::replay(PartitionDelivery::new(0), journal);
         assert_eq!(replayed.pending_dead_letters().next(), Some(dead));
         state.dead_lettered(0);
-        assert_eq!(state.delivery_times(0), None, "settled");
+        assert_eq!(state.state_and_times(0).1, None, "settled");
     }
 }
