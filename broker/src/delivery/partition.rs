@@ -87,6 +87,22 @@ pub struct DeliveryTimes {
     pub last_s: u32,
 }
 
+impl DeliveryTimes {
+    /// The first delivery in ms since the epoch (to the second), if known.
+    pub fn first_ms(&self) -> Option<i64> {
+        known_ms(self.first_s)
+    }
+
+    /// The latest delivery in ms since the epoch (to the second), if known.
+    pub fn last_ms(&self) -> Option<i64> {
+        known_ms(self.last_s)
+    }
+}
+
+fn known_ms(seconds: u32) -> Option<i64> {
+    (seconds > 0).then(|| i64::from(seconds) * 1000)
+}
+
 /// A message to copy to the dead-letter queue. It stays out of delivery
 /// until [`PartitionDelivery::dead_lettered`] says the copy is durable.
 #[derive(Debug, Clone, PartialEq, Eq)]

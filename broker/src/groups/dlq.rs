@@ -140,9 +140,8 @@ impl DeadLetterSink for DlqSink {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let ms = |s: u32| (s > 0).then(|| (u64::from(s) * 1000).to_string());
-        let first = ms(dead.times.first_s);
-        let last = ms(dead.times.last_s);
+        let first = dead.times.first_ms().map(|ms| ms.to_string());
+        let last = dead.times.last_ms().map(|ms| ms.to_string());
         let mut added = vec![
             ("pigeon.dlq.source-topic", self.source_topic.clone()),
             ("pigeon.dlq.source-partition", partition.to_string()),

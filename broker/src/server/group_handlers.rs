@@ -458,9 +458,8 @@ async fn message_state(
         None => (None, None, None),
     };
     if let Some(times) = times {
-        let ms = |s: u32| if s == 0 { -1 } else { i64::from(s) * 1000 };
-        answer.first_delivery_ms = ms(times.first_s);
-        answer.last_delivery_ms = ms(times.last_s);
+        answer.first_delivery_ms = times.first_ms().unwrap_or(-1);
+        answer.last_delivery_ms = times.last_ms().unwrap_or(-1);
     }
     match state {
         None => answer.state = wire::MessageState::NotYetWritten,
