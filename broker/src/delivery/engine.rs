@@ -426,6 +426,12 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             let Some(command) = command else { return };
             if let Command::Stop { reply } = command {
                 self.journal_durable().await;
+                // The journals' writer threads write their clean-shutdown
+                // checkpoint when closed: that must happen before the
+                // group's directory is deleted, not during.
+                if let Some(store) = &self.store {
+                    store.close().await;
+                }
                 let _ = reply.send(());
                 return;
             }
@@ -1286,5 +1292,47 @@ mod tests {
             vec![(0, 0, 2, DeadLetterReason::Rejected("bad schema".into()))]
         );
         assert_eq!(group.describe().await.expect("describe").1[0].lag, 0);
+    }
+
+    /// Deleting a group removes its directory right after `stop`: the
+    /// journals must be closed by then, or their writers' clean-shutdown
+    /// checkpoint lands in the directory while it is being removed
+    /// ("Directory not empty").
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_closes_the_journals_before_it_returns() {
+        use crate::delivery::store::GroupMeta;
+        use crate::log::{Clock, LogConfig, LogError, SystemClock};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("t").join("g");
+        let meta = GroupMeta::new("t", "g", &settings(), 1);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let (store, states) = GroupStore::create(
+            Arc::new(crate::io::StdFs),
+            &dir,
+            meta,
+            &[0],
+            LogConfig::default(),
+            clock,
+        )
+        .expect("create");
+        let journals = store.journals();
+        let (source, sink) = (MemSource::with(1, 3), Arc::new(MemSink::default()));
+        let group = start(settings(), false, states, Some(store), source, sink);
+        let consumer = group.join("test").await.expect("join");
+        let got = group
+            .receive(consumer, 10, Duration::ZERO)
+            .await
+            .expect("receive");
+        let items = got
+            .iter()
+            .map(|d| (d.partition, d.record.offset, Settle::Ack))
+            .collect();
+        group.settle(consumer, items).await.expect("settle");
+        group.stop().await;
+        assert!(
+            matches!(journals[0].close().await, Err(LogError::Closed)),
+            "the journal is still open after stop"
+        );
+        std::fs::remove_dir_all(&dir).expect("the group directory is removable");
     }
 }

@@ -273,7 +273,8 @@ impl GroupStore {
             .ok_or_else(|| StoreError(format!("the group has no partition {partition}")))
     }
 
-    /// Closes every journal cleanly.
+    /// Closes every journal cleanly and waits for their writers to stop
+    /// (after this nothing writes into the group's directory).
     pub async fn close(&self) {
         for journal in &self.journals {
             if let Err(e) = journal.close().await {
