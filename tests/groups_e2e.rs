@@ -273,3 +273,62 @@ fn seek_pause_and_resume() {
         );
     });
 }
+
+#[test]
+fn a_graceful_stop_keeps_every_ack_and_closes_the_journals_cleanly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut broker = Broker::start(&tmp.path().join("data"), &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        client.create_topic("orders", 1).await;
+        let values: Vec<Vec<u8>> = (0..500)
+            .map(|i| format!("order {i}").into_bytes())
+            .collect();
+        let values: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        client.produce("orders", 0, &values).await;
+        let create = CreateGroupRequest {
+            topic: "orders".into(),
+            group: "billing".into(),
+            settings: settings(),
+        };
+        client.ok(create.into()).await;
+        let consumer = client.join_group("orders", "billing", "test").await;
+        let mut got = Vec::new();
+        while got.len() < 500 {
+            got.extend(
+                client
+                    .receive("orders", "billing", consumer, 500, 5000)
+                    .await,
+            );
+        }
+        let acks = got
+            .iter()
+            .map(|d| (d.offset, SettleAction::Ack, ""))
+            .collect();
+        let results = settle(&mut client, consumer, acks).await;
+        assert!(results.iter().all(|r| r.error_code == ErrorCode::None));
+    });
+    // Stopped the moment the acks are answered: the journal writer may not
+    // have appended them yet, and shutdown must wait for it.
+    assert_eq!(
+        broker.terminate(),
+        Some(0),
+        "clean exit:\n{}",
+        broker.log_text()
+    );
+    broker.restart();
+    assert!(
+        !broker.log_text().contains("recovering the log tail"),
+        "the group journal was not closed cleanly:\n{}",
+        broker.log_text()
+    );
+    rt.block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        let d = describe(&mut client).await;
+        assert_eq!(d.partitions[0].committed_floor, 500, "every ack kept");
+        let consumer = client.join_group("orders", "billing", "test").await;
+        let again = client.receive("orders", "billing", consumer, 10, 200).await;
+        assert!(again.is_empty(), "acked messages came back: {again:?}");
+    });
+}

@@ -122,6 +122,9 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     server::run(broker.clone(), listener).await;
     broker.serving.store(false, Ordering::Release);
     broker.shutdown.cancel();
+    // Groups first: their engines may still write dead letters into topics.
+    tracing::info!("closing consumer groups");
+    broker.groups.close().await;
     tracing::info!("closing partition logs");
     broker.topics.close().await;
     let _ = http.await;

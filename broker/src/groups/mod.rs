@@ -285,6 +285,20 @@ impl Groups {
         })
     }
 
+    /// Stops every group's engine at broker shutdown: each writes its last
+    /// journal events (acks answered just before the shutdown included)
+    /// and closes its journals cleanly, so a graceful restart redelivers
+    /// nothing that was acked.
+    pub async fn close(&self) {
+        let handles: Vec<GroupHandle> = self
+            .groups
+            .lock()
+            .values()
+            .map(|entry| entry.handle.clone())
+            .collect();
+        futures_util::future::join_all(handles.iter().map(GroupHandle::stop)).await;
+    }
+
     /// Deletes every group of `topic` (the topic is being deleted: its
     /// groups' progress would be meaningless, and harmful, on a new topic
     /// of the same name). Returns the groups deleted.

@@ -20,7 +20,9 @@
 //! Cancelling [`Broker::shutdown`] stops the accept loop and makes every
 //! connection stop reading; requests already accepted finish (long-polls
 //! answer at once with what they have), their responses are written, then
-//! every partition log is closed cleanly (final fsync, clean checkpoint).
+//! every group's engine hands its last events to its journal and closes it,
+//! then every partition log is closed cleanly (final fsync, clean
+//! checkpoint).
 
 pub mod connection;
 pub mod group_handlers;
