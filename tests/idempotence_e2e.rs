@@ -232,3 +232,84 @@ fn producer_state_survives_a_clean_restart() {
         );
     });
 }
+
+/// A producer may keep several batches of a partition in flight on one
+/// connection: the broker queues each produce at the partition before it
+/// reads the next request, so the batches are appended in the order sent
+/// and their sequence numbers are never seen out of order.
+#[test]
+fn pipelined_batches_on_one_connection_are_appended_in_the_order_sent() {
+    use pigeon_client::batch::{BatchBuilder, ProducerStamp};
+    use pigeon_client::protocol::*;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(&tmp.path().join("data"), &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        create_topic(broker.addr, "orders").await;
+        let mut client = RawClient::connect(broker.addr).await;
+        let (producer_id, producer_epoch) = match client
+            .ok(RegisterProducerRequest {
+                name: "pipelined".into(),
+            }
+            .into())
+            .await
+        {
+            Response::RegisterProducer(r) => (r.producer_id, r.producer_epoch),
+            other => panic!("{other:?}"),
+        };
+        const BATCHES: usize = 60;
+        const PER_BATCH: usize = 50;
+        let mut ids = Vec::new();
+        for b in 0..BATCHES {
+            let mut builder = BatchBuilder::new();
+            for r in 0..PER_BATCH {
+                builder.push(
+                    None,
+                    format!("record-{:05}", b * PER_BATCH + r).as_bytes(),
+                    &[],
+                );
+            }
+            let stamp = ProducerStamp {
+                producer_id,
+                producer_epoch,
+                base_sequence: (b * PER_BATCH) as i32,
+            };
+            let request = ProduceRequest {
+                timeout_ms: 30_000,
+                topic: "orders".into(),
+                partitions: vec![ProducePartition {
+                    partition: 0,
+                    batches: vec![builder.build(stamp, 0)],
+                }],
+            };
+            ids.push(client.send(request.into()).await);
+        }
+        let mut answers = std::collections::HashMap::new();
+        while answers.len() < BATCHES {
+            let frame = client
+                .next_frame()
+                .await
+                .expect("connection open")
+                .expect("decodable frame");
+            match frame.body.expect("decodable body") {
+                ResponseBody::Ok(Response::Produce(mut r)) => {
+                    answers.insert(frame.header.request_id, r.partitions.remove(0));
+                }
+                other => panic!("produce: {other:?}"),
+            }
+        }
+        for (b, id) in ids.iter().enumerate() {
+            let answer = &answers[id];
+            assert_eq!(
+                (answer.error_code, answer.base_offset),
+                (ErrorCode::None, (b * PER_BATCH) as u64),
+                "batch {b}: {}",
+                answer.error_message
+            );
+        }
+        assert_eq!(
+            stored_values(broker.addr, "orders").await,
+            expected(BATCHES * PER_BATCH)
+        );
+    });
+}

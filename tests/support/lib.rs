@@ -337,6 +337,20 @@ pub mod raw {
             response.body.expect("decodable body")
         }
 
+        /// Sends one request without waiting for its answer (for
+        /// pipelining); returns its request id.
+        pub async fn send(&mut self, request: Request) -> u32 {
+            let request_id = self.next_id;
+            self.next_id += 1;
+            let frame = RequestFrame {
+                request_id,
+                api_version: 0,
+                request,
+            };
+            self.framed.send(frame).await.expect("send request");
+            request_id
+        }
+
         /// Writes raw bytes on the connection.
         pub async fn send_raw(&mut self, bytes: &[u8]) {
             self.framed

@@ -112,6 +112,16 @@ impl PartitionLog {
     /// Appends batches in order, letting them share commits; one result
     /// per batch, in the same order.
     pub async fn append_all(&self, batches: Vec<RecordBatch>) -> Vec<LogResult<AppendInfo>> {
+        self.submit_all(batches).await.wait().await
+    }
+
+    /// Queues batches for the writer, in order, and returns once they are
+    /// queued (waiting for room if the writer is behind); their results
+    /// come from [`Submitted::wait`]. Batches submitted one after another
+    /// are appended in that order, which is what lets a connection submit
+    /// a producer's pipelined requests in the order it read them while
+    /// their commits overlap.
+    pub async fn submit_all(&self, batches: Vec<RecordBatch>) -> Submitted {
         let mut responses = Vec::with_capacity(batches.len());
         for batch in batches {
             let (reply, response) = oneshot::channel();
@@ -124,15 +134,7 @@ impl PartitionLog {
                 Err(_) => responses.push(None),
             }
         }
-        let mut results = Vec::with_capacity(responses.len());
-        for response in responses {
-            let result = match response {
-                Some(response) => response.await.unwrap_or(Err(LogError::Closed)),
-                None => Err(LogError::Closed),
-            };
-            results.push(result);
-        }
-        results
+        Submitted { responses }
     }
 
     /// The reader of this log.
@@ -175,6 +177,29 @@ impl PartitionLog {
             .await
             .map_err(|_| LogError::Closed)?;
         response.await.map_err(|_| LogError::Closed)?
+    }
+}
+
+/// Batches queued by [`PartitionLog::submit_all`], waiting for their commit.
+#[derive(Debug)]
+pub struct Submitted {
+    responses: Vec<Option<oneshot::Receiver<LogResult<AppendInfo>>>>,
+}
+
+impl Submitted {
+    /// One result per batch, in order, once each is as durable as the
+    /// fsync policy promises ([`LogError::Closed`] for a batch the writer
+    /// never took).
+    pub async fn wait(self) -> Vec<LogResult<AppendInfo>> {
+        let mut results = Vec::with_capacity(self.responses.len());
+        for response in self.responses {
+            let result = match response {
+                Some(response) => response.await.unwrap_or(Err(LogError::Closed)),
+                None => Err(LogError::Closed),
+            };
+            results.push(result);
+        }
+        results
     }
 }
 

@@ -59,7 +59,7 @@ pub mod segment;
 pub mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use committer::PartitionLog;
+pub use committer::{PartitionLog, Submitted};
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{LogError, LogResult};
 pub use reader::{LogReader, ReadResult};

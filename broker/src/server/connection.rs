@@ -42,7 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::Broker;
-use super::handlers::handle;
+use super::handlers::{SubmittedProduce, handle, submit_produce};
 use super::quota::TokenBucket;
 use crate::metrics;
 
@@ -190,6 +190,14 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
                 .await;
             continue;
         }
+        // A produce is queued at its partitions' writers here, before the
+        // next frame is read: pipelined produces reach a partition in the
+        // order the client sent them. Only the wait for the commit runs in
+        // the request's task.
+        let work = match request {
+            Request::Produce(req) => Work::Produce(submit_produce(&broker, req).await),
+            other => Work::Other(other),
+        };
         let (broker, responses, ids, members, read_budget) = (
             broker.clone(),
             responses.clone(),
@@ -198,8 +206,12 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
             read_budget.clone(),
         );
         tokio::spawn(async move {
-            let (mut response, held) =
-                handle(&broker, &members, &read_budget, &header, request).await;
+            let (mut response, held) = match work {
+                Work::Produce(submitted) => (produce_response(&header, submitted).await, None),
+                Work::Other(request) => {
+                    handle(&broker, &members, &read_budget, &header, request).await
+                }
+            };
             if let ResponseBody::Ok(Response::Produce(produce)) = &mut response.body {
                 produce.throttle_ms = u32::try_from(throttle.as_millis()).unwrap_or(u32::MAX);
             }
@@ -219,6 +231,35 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
     members.leave_all().await;
     drop(responses);
     let _ = writer.await;
+}
+
+/// A request as the connection hands it to its task.
+enum Work {
+    /// A produce already queued at its partitions (or refused as a whole).
+    Produce(Result<SubmittedProduce, crate::topics::TopicError>),
+    /// Anything else, handled entirely in the task.
+    Other(Request),
+}
+
+/// The response frame of a submitted produce, once its batches committed.
+async fn produce_response(
+    header: &RequestHeader,
+    submitted: Result<SubmittedProduce, crate::topics::TopicError>,
+) -> ResponseFrame {
+    match submitted {
+        Ok(submitted) => {
+            let response = submitted.finish().await;
+            ResponseFrame::ok(
+                header.request_id,
+                header.api_version,
+                Response::from(response),
+            )
+        }
+        Err(e) => {
+            metrics::error(e.code);
+            ResponseFrame::error(header, e.code, e.message)
+        }
+    }
 }
 
 /// A response on its way to the writer, with what it holds of the

@@ -188,62 +188,146 @@ fn register_producer(
 }
 
 async fn produce(broker: &Broker, req: ProduceRequest) -> Result<ProduceResponse, TopicError> {
+    Ok(submit_produce(broker, req).await?.finish().await)
+}
+
+/// A produce request whose batches are queued at their partitions' writers
+/// (or refused), waiting for their commits.
+#[derive(Debug)]
+pub struct SubmittedProduce {
+    topic: Arc<Topic>,
+    started: Instant,
+    deadline: tokio::time::Instant,
+    timeout_ms: u32,
+    partitions: Vec<SubmittedPartition>,
+}
+
+#[derive(Debug)]
+enum SubmittedPartition {
+    /// Refused before reaching the log, or not queued in time.
+    Answered(ProducePartitionResponse),
+    /// Queued: records and bytes for the metrics once committed.
+    Queued {
+        partition: u32,
+        records: u64,
+        bytes: u64,
+        submitted: crate::log::Submitted,
+    },
+}
+
+/// Validates a produce request and queues its batches at their partitions'
+/// writers, in the request's order. The connection calls this for each
+/// produce before it reads the next request, so a producer's pipelined
+/// requests to a partition are appended in the order it sent them (their
+/// sequence numbers stay in order) while their commits overlap. Waits only
+/// for room in the writers' queues, up to the request's timeout.
+pub async fn submit_produce(
+    broker: &Broker,
+    req: ProduceRequest,
+) -> Result<SubmittedProduce, TopicError> {
     let started = Instant::now();
     let topic = find_topic(broker, &req.topic)?;
-    let mut partitions = Vec::with_capacity(req.partitions.len());
     // 0 asks for no particular bound: use the default of 30 s.
     let timeout_ms = if req.timeout_ms == 0 {
         30_000
     } else {
         req.timeout_ms
     };
-    let timeout = Duration::from_millis(u64::from(timeout_ms));
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+    let mut partitions = Vec::with_capacity(req.partitions.len());
     for part in req.partitions {
         let partition = part.partition;
-        let response =
-            match tokio::time::timeout(timeout, produce_partition(broker, &topic, part)).await {
-                Ok(response) => response,
-                Err(_) => timed_out(partition, timeout_ms),
-            };
-        if response.error_code != ErrorCode::None {
-            metrics::error(response.error_code);
-        }
-        partitions.push(response);
+        let submitted = tokio::time::timeout_at(deadline, submit_partition(broker, &topic, part))
+            .await
+            .unwrap_or_else(|_| SubmittedPartition::Answered(timed_out(partition, timeout_ms)));
+        partitions.push(submitted);
     }
-    metrics::produce_latency(started.elapsed());
-    Ok(ProduceResponse {
-        topic: req.topic,
+    Ok(SubmittedProduce {
+        topic,
+        started,
+        deadline,
+        timeout_ms,
         partitions,
-        // Set by the connection, which keeps the quota.
-        throttle_ms: 0,
     })
 }
 
-async fn produce_partition(
-    broker: &Broker,
-    topic: &Topic,
-    part: ProducePartition,
-) -> ProducePartitionResponse {
-    let failed = |code, message: String| ProducePartitionResponse {
-        partition: part.partition,
+impl SubmittedProduce {
+    /// Waits for every queued batch to commit (up to the request's timeout)
+    /// and builds the answer.
+    pub async fn finish(self) -> ProduceResponse {
+        let mut partitions = Vec::with_capacity(self.partitions.len());
+        for part in self.partitions {
+            let response = match part {
+                SubmittedPartition::Answered(response) => response,
+                SubmittedPartition::Queued {
+                    partition,
+                    records,
+                    bytes,
+                    submitted,
+                } => match tokio::time::timeout_at(self.deadline, submitted.wait()).await {
+                    Ok(results) => {
+                        let response = committed(partition, results);
+                        if response.error_code == ErrorCode::None {
+                            metrics::produced(&self.topic.metadata.name, records, bytes);
+                        }
+                        response
+                    }
+                    Err(_) => timed_out(partition, self.timeout_ms),
+                },
+            };
+            if response.error_code != ErrorCode::None {
+                metrics::error(response.error_code);
+            }
+            partitions.push(response);
+        }
+        metrics::produce_latency(self.started.elapsed());
+        ProduceResponse {
+            topic: self.topic.metadata.name.clone(),
+            partitions,
+            // Set by the connection, which keeps the quota.
+            throttle_ms: 0,
+        }
+    }
+}
+
+fn failed_partition(partition: u32, code: ErrorCode, message: String) -> ProducePartitionResponse {
+    ProducePartitionResponse {
+        partition,
         error_code: code,
         error_message: message,
         base_offset: 0,
         last_offset: 0,
         append_time_ms: -1,
         log_start_offset: 0,
+    }
+}
+
+async fn submit_partition(
+    broker: &Broker,
+    topic: &Topic,
+    part: ProducePartition,
+) -> SubmittedPartition {
+    let partition = part.partition;
+    let failed = |code, message: String| {
+        SubmittedPartition::Answered(failed_partition(partition, code, message))
     };
-    let Some(log) = topic.partition(part.partition) else {
+    let Some(log) = topic.partition(partition) else {
         return failed(
             ErrorCode::UnknownPartition,
-            unknown_partition(topic, part.partition),
+            unknown_partition(topic, partition),
         );
     };
+    if part.batches.is_empty() {
+        return failed(
+            ErrorCode::InvalidRequest,
+            "the produce request carries no record batch for this partition".into(),
+        );
+    }
     let max = broker.config.log.max_batch_bytes as usize;
     let mut batches = Vec::with_capacity(part.batches.len());
     let mut bytes = 0;
     for (i, raw) in part.batches.into_iter().enumerate() {
-        bytes += raw.len();
+        bytes += raw.len() as u64;
         match RecordBatch::validate(raw, max) {
             Ok(batch) => batches.push(batch),
             Err(e) => {
@@ -254,11 +338,24 @@ async fn produce_partition(
             }
         }
     }
-    let records: u64 = batches
+    let records = batches
         .iter()
         .map(|b| u64::from(b.header().record_count))
         .sum();
-    let results = log.append_all(batches).await;
+    SubmittedPartition::Queued {
+        partition,
+        records,
+        bytes,
+        submitted: log.submit_all(batches).await,
+    }
+}
+
+/// The answer for a partition's committed batches: the first and last
+/// offsets, or the first error.
+fn committed(
+    partition: u32,
+    results: Vec<Result<AppendInfo, LogError>>,
+) -> ProducePartitionResponse {
     let mut first: Option<AppendInfo> = None;
     let mut last: Option<AppendInfo> = None;
     for result in results {
@@ -267,13 +364,12 @@ async fn produce_partition(
                 first.get_or_insert(info);
                 last = Some(info);
             }
-            Err(e) => return failed(log_error_code(&e), e.to_string()),
+            Err(e) => return failed_partition(partition, log_error_code(&e), e.to_string()),
         }
     }
-    metrics::produced(&topic.metadata.name, records, bytes as u64);
     match (first, last) {
         (Some(first), Some(last)) => ProducePartitionResponse {
-            partition: part.partition,
+            partition,
             error_code: ErrorCode::None,
             error_message: String::new(),
             base_offset: first.base_offset,
@@ -281,7 +377,8 @@ async fn produce_partition(
             append_time_ms: last.timestamp,
             log_start_offset: last.log_start_offset,
         },
-        _ => failed(
+        _ => failed_partition(
+            partition,
             ErrorCode::InvalidRequest,
             "the produce request carries no record batch for this partition".into(),
         ),
@@ -289,17 +386,13 @@ async fn produce_partition(
 }
 
 fn timed_out(partition: u32, timeout_ms: u32) -> ProducePartitionResponse {
-    ProducePartitionResponse {
+    failed_partition(
         partition,
-        error_code: ErrorCode::RequestTimedOut,
-        error_message: format!(
+        ErrorCode::RequestTimedOut,
+        format!(
             "the append was not durable within the request's timeout of {timeout_ms} ms; it may still be appended, so a retry can duplicate it unless the producer is idempotent"
         ),
-        base_offset: 0,
-        last_offset: 0,
-        append_time_ms: -1,
-        log_start_offset: 0,
-    }
+    )
 }
 
 fn unknown_partition(topic: &Topic, partition: u32) -> String {
