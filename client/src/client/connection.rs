@@ -251,14 +251,51 @@ impl ConnShared {
 
 /// Removes a request's waiter if the caller stops waiting (timeout or
 /// cancellation) before the answer arrives.
-struct PendingGuard<'a> {
-    shared: &'a ConnShared,
+#[derive(Debug)]
+struct PendingGuard {
+    shared: Arc<ConnShared>,
     id: u32,
 }
 
-impl Drop for PendingGuard<'_> {
+impl Drop for PendingGuard {
     fn drop(&mut self) {
         self.shared.forget(self.id);
+    }
+}
+
+/// A request queued on a connection by [`Client::send_request`], waiting
+/// for its answer. Dropping it forgets the request (a late answer is
+/// dropped) and frees its in-flight slot.
+#[derive(Debug)]
+pub struct PendingRequest {
+    answer: oneshot::Receiver<Result<Response, ClientError>>,
+    guard: PendingGuard,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    /// When the answer is due, and the timeout that set it.
+    deadline: Option<(Instant, Duration)>,
+}
+
+impl PendingRequest {
+    /// The answer, as [`Client::request`] gives it (a top-level error
+    /// answer becomes [`ClientError::Broker`]), or a timeout once the
+    /// deadline set by [`Client::send_request`] passes.
+    pub async fn answer(self) -> Result<Response, ClientError> {
+        let PendingRequest {
+            answer,
+            guard,
+            _slot,
+            deadline,
+        } = self;
+        let dead = || guard.shared.dead_error();
+        let result = match deadline {
+            Some((at, timeout)) => match tokio::time::timeout_at(at, answer).await {
+                Ok(answer) => answer.unwrap_or_else(|_| Err(dead())),
+                Err(_) => Err(ClientError::Timeout { after: timeout }),
+            },
+            None => answer.await.unwrap_or_else(|_| Err(dead())),
+        };
+        drop(guard);
+        result
     }
 }
 
@@ -444,10 +481,53 @@ impl Client {
     }
 
     async fn round_trip(&self, request: Request) -> Result<Response, ClientError> {
+        self.queue_request(request).await?.answer().await
+    }
+
+    /// Queues `request` on the connection and returns once it is queued
+    /// (connecting first if needed, and waiting for an in-flight slot),
+    /// without waiting for the answer: [`PendingRequest::answer`] does.
+    /// Requests queued one after another by one caller go out on the
+    /// connection in that order, so a caller can pipeline requests whose
+    /// order matters (a producer's batches of one partition) and still have
+    /// several in flight. The timeout bounds the wait to queue and the
+    /// wait for the answer together.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use pigeon_client::protocol::ListTopicsRequest;
+    /// # async fn demo(client: pigeon_client::client::Client) -> Result<(), pigeon_client::client::ClientError> {
+    /// let first = client.send_request(ListTopicsRequest.into(), Duration::from_secs(1)).await?;
+    /// let second = client.send_request(ListTopicsRequest.into(), Duration::from_secs(1)).await?;
+    /// first.answer().await?;
+    /// second.answer().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_request(
+        &self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<PendingRequest, ClientError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(ClientError::Closed);
+        }
+        let deadline = Instant::now() + timeout;
+        match tokio::time::timeout_at(deadline, self.queue_request(request)).await {
+            Ok(Ok(mut pending)) => {
+                pending.deadline = Some((deadline, timeout));
+                Ok(pending)
+            }
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(ClientError::Timeout { after: timeout }),
+        }
+    }
+
+    async fn queue_request(&self, request: Request) -> Result<PendingRequest, ClientError> {
         let conn = self.connection().await?;
-        let _slot = conn
+        let slot = conn
             .in_flight
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| conn.shared.dead_error())?;
         let api = request.api_key();
@@ -459,9 +539,14 @@ impl Client {
         })?;
         let (reply, answer) = oneshot::channel();
         let request_id = conn.shared.register(&self.inner.next_id, reply)?;
-        let _guard = PendingGuard {
-            shared: &conn.shared,
-            id: request_id,
+        let pending = PendingRequest {
+            answer,
+            guard: PendingGuard {
+                shared: conn.shared.clone(),
+                id: request_id,
+            },
+            _slot: slot,
+            deadline: None,
         };
         let frame = RequestFrame {
             request_id,
@@ -471,10 +556,7 @@ impl Client {
         if conn.queue.send(frame).await.is_err() {
             return Err(conn.shared.dead_error());
         }
-        match answer.await {
-            Ok(result) => result,
-            Err(_) => Err(conn.shared.dead_error()),
-        }
+        Ok(pending)
     }
 
     /// The live connection, connecting if there is none (see the module

@@ -62,11 +62,11 @@ mod tests;
 pub use admin::{Admin, NewTopic};
 pub use backoff::Backoff;
 pub use breaker::CircuitConfig;
-pub use connection::{Client, ClientConfig, DEFAULT_BROKER_ADDR};
+pub use connection::{Client, ClientConfig, DEFAULT_BROKER_ADDR, PendingRequest};
 pub use consumer::{Consumer, ConsumerConfig, GroupDelivery};
 pub use error::ClientError;
 pub use producer::{
-    Delivery, Producer, ProducerConfig, ProducerRecord, RecordMetadata, ThrottleStats,
-    partition_for_key,
+    Delivery, MAX_IN_FLIGHT_BATCHES, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    ThrottleStats, partition_for_key,
 };
 pub use reader::{Reader, ReaderConfig, StartAt};

@@ -18,23 +18,36 @@
 //!    was enqueued, or the next record would make the batch larger than
 //!    [`ProducerConfig::max_batch_bytes`], or a flush asks for it.
 //! 4. The batch is built once (its bytes and, later, its producer stamp
-//!    fixed from then on) and sent in one Produce request. Retriable
-//!    failures (lost connection, timeout, open circuit, retriable broker
-//!    codes) resend the *same bytes* after an exponential backoff with
-//!    jitter, until [`ProducerConfig::delivery_timeout`] after the batch's
-//!    first record was enqueued. Each record's future then completes with
-//!    its own offset (`base_offset + index`), or with the batch's error,
-//!    and its buffer bytes are released.
+//!    fixed from then on) and sent in one Produce request. An idempotent
+//!    producer does not wait for the answer before sending the partition's
+//!    next batches: up to [`ProducerConfig::max_in_flight_batches`] are in
+//!    flight on the connection, in order (the broker appends a
+//!    connection's produces to a partition in the order it read them), so
+//!    the next batches travel while the first one's fsync runs. Answers
+//!    are handled oldest first. Retriable failures (lost connection,
+//!    timeout, open circuit, retriable broker codes) resend the *same
+//!    bytes* after an exponential backoff with jitter, until
+//!    [`ProducerConfig::delivery_timeout`] after the batch's first record
+//!    was enqueued. Each record's future then completes with its own
+//!    offset (`base_offset + index`), or with the batch's error, and its
+//!    buffer bytes are released.
 //!
 //! ## Invariants
 //!
-//! - At most one batch per partition is in flight, and a partition's
-//!   batches are sent in the order their records were enqueued: a retried
-//!   batch is never overtaken.
+//! - A partition's batches are sent in the order their records were
+//!   enqueued, and a retried batch is never overtaken: when the oldest
+//!   batch in flight fails, the sender collects the answers of the batches
+//!   sent after it and goes through them all again one at a time, in
+//!   order. A batch the broker refused only because an earlier one was
+//!   missing (`OutOfOrderSequence`) is sent again in its turn; one stamped
+//!   after a batch that was finally not stored is renumbered first (the
+//!   broker cannot have stored it: its sequence had a gap). Without
+//!   idempotence one batch per partition is in flight.
 //! - Idempotence (on by default, [`ProducerConfig::idempotent`]): the
 //!   producer registers its name ([`ProducerConfig::producer_name`]) and
 //!   stamps each batch, when it is built, with the producer id, epoch and the
-//!   partition's next sequence number; every retry resends the same stamp,
+//!   partition's next sequence number; every retry resends the same stamp
+//!   (unless renumbered as above, when the broker cannot hold it),
 //!   so the broker appends the batch once and answers a retry with the
 //!   original offsets. See [`session`](super::session) for what happens
 //!   after a failure whose outcome is unknown, and for fencing.
@@ -55,7 +68,7 @@
 //!   flushes. Dropping a producer without closing still delivers what was
 //!   enqueued, in the background.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -73,7 +86,7 @@ use super::connection::{Client, expect_response};
 use super::error::ClientError;
 use super::session::{Session, SessionId, default_producer_name};
 use crate::batch::{BatchBuilder, HEADER_LEN, ProducerStamp};
-use crate::protocol::{ErrorCode, ProducePartition, ProduceRequest};
+use crate::protocol::{ErrorCode, ProducePartition, ProduceRequest, Response};
 
 /// How a [`Producer`] batches, buffers and retries.
 ///
@@ -108,7 +121,18 @@ pub struct ProducerConfig {
     /// instance); a newer producer with the same name fences this one.
     /// `None`: derived from the host name and the process id.
     pub producer_name: Option<String>,
+    /// Batches of one partition sent before the first is answered, when
+    /// idempotent (5, at most [`MAX_IN_FLIGHT_BATCHES`]): the next batches
+    /// travel and are staged while the first one's fsync runs. Without
+    /// idempotence one batch is in flight per partition, so that a retry
+    /// never lets a later batch overtake an earlier one.
+    pub max_in_flight_batches: usize,
 }
+
+/// Most batches of a partition in flight at once: the broker remembers
+/// the last five batches of each producer and partition to answer their
+/// retries, so a retried batch is always recognised.
+pub const MAX_IN_FLIGHT_BATCHES: usize = 5;
 
 impl Default for ProducerConfig {
     fn default() -> Self {
@@ -121,6 +145,7 @@ impl Default for ProducerConfig {
             request_timeout: Duration::from_secs(30),
             idempotent: true,
             producer_name: None,
+            max_in_flight_batches: MAX_IN_FLIGHT_BATCHES,
         }
     }
 }
@@ -714,8 +739,30 @@ impl OpenBatch {
     }
 }
 
+/// A batch sent and waiting for its answer.
+struct Sent {
+    batch: ProducerBatch,
+    answer: Pin<Box<dyn Future<Output = Result<Response, ClientError>> + Send>>,
+}
+
+/// What woke a partition sender.
+enum Event {
+    Command(Option<Command>),
+    Answer(Result<Response, ClientError>),
+    Linger,
+}
+
+/// The answer of the oldest batch in flight (never ready when none is).
+async fn front_answer(in_flight: &mut VecDeque<Sent>) -> Result<Response, ClientError> {
+    match in_flight.front_mut() {
+        Some(sent) => sent.answer.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The sender of one topic-partition: fills batches from its queue and
-/// delivers them one at a time, in order.
+/// sends them in order, with up to `max_in_flight_batches` of them in
+/// flight when idempotent (one otherwise), answers handled oldest first.
 async fn run_partition(
     ctx: Arc<SenderCtx>,
     topic: Arc<str>,
@@ -724,37 +771,69 @@ async fn run_partition(
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let linger = ctx.config.linger;
+    let window = if ctx.session.is_some() {
+        ctx.config
+            .max_in_flight_batches
+            .clamp(1, MAX_IN_FLIGHT_BATCHES)
+    } else {
+        1
+    };
     let mut carry: Option<Enqueued> = None;
-    // (session generation, next base sequence) of this partition.
+    // (session generation, base sequence of the next batch sealed).
     let mut sequence: Option<(u64, i32)> = None;
+    let mut in_flight: VecDeque<Sent> = VecDeque::new();
     loop {
+        if in_flight.len() >= window {
+            let answer = front_answer(&mut in_flight).await;
+            on_front_answer(&ctx, &mut sequence, &mut in_flight, answer).await;
+            continue;
+        }
         let first = match carry.take() {
             Some(first) => first,
-            None => match commands.recv().await {
-                None => return,
-                Some(Command::Flush(ack)) => {
-                    let _ = ack.send(());
-                    continue;
+            None => {
+                let event = tokio::select! {
+                    biased;
+                    answer = front_answer(&mut in_flight) => Event::Answer(answer),
+                    command = commands.recv() => Event::Command(command),
+                };
+                match event {
+                    Event::Answer(answer) => {
+                        on_front_answer(&ctx, &mut sequence, &mut in_flight, answer).await;
+                        continue;
+                    }
+                    Event::Linger | Event::Command(None) => {
+                        drain(&ctx, &mut sequence, &mut in_flight).await;
+                        return;
+                    }
+                    Event::Command(Some(Command::Flush(ack))) => {
+                        drain(&ctx, &mut sequence, &mut in_flight).await;
+                        let _ = ack.send(());
+                        continue;
+                    }
+                    Event::Command(Some(Command::Record(first))) => first,
                 }
-                Some(Command::Record(first)) => first,
-            },
+            }
         };
         let mut batch = OpenBatch::new(first);
         let deadline = batch.created_at + linger;
         let mut flush_acks = Vec::new();
         while batch.builder.encoded_len() < max_batch_bytes {
-            let command = tokio::select! {
+            let event = tokio::select! {
                 biased;
-                command = commands.recv() => command,
-                _ = tokio::time::sleep_until(deadline) => break,
+                command = commands.recv() => Event::Command(command),
+                _ = tokio::time::sleep_until(deadline) => Event::Linger,
+                answer = front_answer(&mut in_flight) => Event::Answer(answer),
             };
-            match command {
-                None => break,
-                Some(Command::Flush(ack)) => {
+            match event {
+                Event::Linger | Event::Command(None) => break,
+                Event::Answer(answer) => {
+                    on_front_answer(&ctx, &mut sequence, &mut in_flight, answer).await;
+                }
+                Event::Command(Some(Command::Flush(ack))) => {
                     flush_acks.push(ack);
                     break;
                 }
-                Some(Command::Record(next)) => {
+                Event::Command(Some(Command::Record(next))) => {
                     if batch.fits(&next, max_batch_bytes) {
                         batch.push(next);
                     } else {
@@ -764,27 +843,170 @@ async fn run_partition(
                 }
             }
         }
-        send_batch(&ctx, &mut sequence, batch, topic.clone(), partition).await;
-        for ack in flush_acks {
-            let _ = ack.send(());
+        send_batch(
+            &ctx,
+            &mut sequence,
+            &mut in_flight,
+            batch,
+            topic.clone(),
+            partition,
+        )
+        .await;
+        if !flush_acks.is_empty() {
+            drain(&ctx, &mut sequence, &mut in_flight).await;
+            for ack in flush_acks {
+                let _ = ack.send(());
+            }
         }
     }
 }
 
-/// Stamps a batch for the idempotent session (if any), delivers it, and
-/// keeps the partition's sequence numbers in step with what the broker did.
+/// Waits for every batch in flight to be delivered or to fail.
+async fn drain(ctx: &SenderCtx, sequence: &mut Option<(u64, i32)>, in_flight: &mut VecDeque<Sent>) {
+    while !in_flight.is_empty() {
+        let answer = front_answer(in_flight).await;
+        on_front_answer(ctx, sequence, in_flight, answer).await;
+    }
+}
+
+/// Stamps a batch for the idempotent session (if any), advancing the
+/// partition's sequence past it, and sends it without waiting for the
+/// answer.
 async fn send_batch(
     ctx: &SenderCtx,
     sequence: &mut Option<(u64, i32)>,
+    in_flight: &mut VecDeque<Sent>,
     open: OpenBatch,
     topic: Arc<str>,
     partition: u32,
 ) {
-    let Some(session) = ctx.session.clone() else {
-        deliver(ctx, open.seal(topic, partition, ProducerStamp::NONE, None)).await;
+    let deadline = open.created_at + ctx.config.delivery_timeout;
+    let batch = match ctx.session.clone() {
+        None => open.seal(topic, partition, ProducerStamp::NONE, None),
+        Some(session) => {
+            let id = match session
+                .current(&ctx.client, &ctx.config.retry_backoff, deadline)
+                .await
+            {
+                Ok(id) => id,
+                Err(err) => {
+                    let context = format!("registering producer {}", session.name());
+                    return fail(
+                        open.seal(topic, partition, ProducerStamp::NONE, None),
+                        wrap(err, &context),
+                    );
+                }
+            };
+            let count = open.replies.len() as u32;
+            let stamp = stamp_for(sequence, id);
+            *sequence = Some((id.generation, next_sequence(stamp.base_sequence, count)));
+            open.seal(topic, partition, stamp, Some(id))
+        }
+    };
+    ctx.wait_out_throttle(deadline).await;
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let answer: Pin<Box<dyn Future<Output = _> + Send>> = match ctx
+        .client
+        .send_request(
+            produce_request(ctx, &batch),
+            ctx.config.request_timeout.min(remaining),
+        )
+        .await
+    {
+        Ok(pending) => Box::pin(pending.answer()),
+        Err(err) => Box::pin(std::future::ready(Err(err))),
+    };
+    in_flight.push_back(Sent { batch, answer });
+}
+
+/// The Produce request carrying `batch`.
+fn produce_request(ctx: &SenderCtx, batch: &ProducerBatch) -> crate::protocol::Request {
+    ProduceRequest {
+        timeout_ms: u32::try_from(ctx.config.request_timeout.as_millis()).unwrap_or(u32::MAX),
+        topic: batch.topic.to_string(),
+        partitions: vec![ProducePartition {
+            partition: batch.partition,
+            batches: vec![batch.bytes.clone()],
+        }],
+    }
+    .into()
+}
+
+/// Handles the answer of the oldest batch in flight: completes it, or, if
+/// it failed, recovers the whole window in order.
+async fn on_front_answer(
+    ctx: &SenderCtx,
+    sequence: &mut Option<(u64, i32)>,
+    in_flight: &mut VecDeque<Sent>,
+    answer: Result<Response, ClientError>,
+) {
+    let Some(sent) = in_flight.pop_front() else {
         return;
     };
-    let deadline = open.created_at + ctx.config.delivery_timeout;
+    if let Err(failed) = interpret(ctx, sent.batch, answer) {
+        let (failed, err) = *failed;
+        recover(ctx, sequence, failed, err, in_flight).await;
+    }
+}
+
+/// After the oldest batch in flight failed: collects the answers of the
+/// batches sent after it, then goes through them all in order, one at a
+/// time: a batch already stored is done; a failed one is retried (see
+/// [`deliver`]), restamped first if an earlier batch was not stored. A
+/// batch that may have been appended under a session that had to be
+/// abandoned fails with an unknown outcome rather than risk a duplicate.
+async fn recover(
+    ctx: &SenderCtx,
+    sequence: &mut Option<(u64, i32)>,
+    failed: ProducerBatch,
+    err: ClientError,
+    in_flight: &mut VecDeque<Sent>,
+) {
+    let mut later = Vec::with_capacity(in_flight.len());
+    while let Some(sent) = in_flight.pop_front() {
+        let answer = sent.answer.await;
+        later.push(interpret(ctx, sent.batch, answer));
+    }
+    // Sequences restart from the failed batch's: later batches are
+    // renumbered from what is really stored.
+    if let Some(id) = failed.session {
+        *sequence = Some((id.generation, failed.stamp.base_sequence));
+    }
+    for outcome in std::iter::once(Err(Box::new((failed, err)))).chain(later) {
+        match outcome {
+            Ok(stored) => {
+                if let Some(id) = stored.session {
+                    *sequence = Some((
+                        id.generation,
+                        next_sequence(stored.base_sequence, stored.count),
+                    ));
+                }
+            }
+            Err(failed) => {
+                let (batch, err) = *failed;
+                // A later batch refused only because an earlier one was
+                // missing goes again fresh, in its turn.
+                let prior = (err.code() != Some(ErrorCode::OutOfOrderSequence)).then_some(err);
+                resend(ctx, sequence, batch, prior).await;
+            }
+        }
+    }
+}
+
+/// Delivers one batch on its own (retrying as [`deliver`] does), keeping
+/// the partition's sequence numbers in step with what the broker did.
+/// `prior` is the error of an attempt already made.
+async fn resend(
+    ctx: &SenderCtx,
+    sequence: &mut Option<(u64, i32)>,
+    batch: ProducerBatch,
+    prior: Option<ClientError>,
+) {
+    let Some(session) = ctx.session.clone() else {
+        deliver(ctx, batch, prior).await;
+        return;
+    };
+    let deadline = batch.created_at + ctx.config.delivery_timeout;
     let id = match session
         .current(&ctx.client, &ctx.config.retry_backoff, deadline)
         .await
@@ -792,17 +1014,42 @@ async fn send_batch(
         Ok(id) => id,
         Err(err) => {
             let context = format!("registering producer {}", session.name());
-            return fail(
-                open.seal(topic, partition, ProducerStamp::NONE, None),
-                wrap(err, &context),
-            );
+            return fail(batch, wrap(err, &context));
         }
     };
-    let mut batch = open.seal(topic, partition, stamp_for(sequence, id), Some(id));
+    let stamp = stamp_for(sequence, id);
+    let mut batch = batch;
+    let mut prior = prior;
+    if batch.session != Some(id) || batch.stamp != stamp {
+        let same_session = batch.session.is_some_and(|s| s.generation == id.generation);
+        // In the same session a batch stamped past the sequence was sent
+        // after one that was not stored, so the broker refused it (a gap).
+        // Under an abandoned session it may be stored if its earlier
+        // batch was: only an error proving it was not may send it again.
+        if !same_session && prior.as_ref().is_some_and(|e| !not_appended(e)) {
+            let cause = prior.unwrap_or(ClientError::Closed);
+            return fail(
+                batch,
+                ClientError::Broker {
+                    code: cause.code().unwrap_or(ErrorCode::RequestTimedOut),
+                    message: format!(
+                        "the outcome of this batch is unknown: it was in flight when an earlier batch of the partition failed with an unknown outcome ({cause})"
+                    ),
+                },
+            );
+        }
+        batch = ProducerBatch {
+            bytes: crate::batch::with_producer(&batch.bytes, stamp),
+            stamp,
+            session: Some(id),
+            ..batch
+        };
+        prior = prior.filter(|e| e.code() != Some(ErrorCode::OutOfOrderSequence));
+    }
     loop {
         let count = batch.replies.len() as u32;
         let id = batch.session.unwrap_or(id);
-        match deliver(ctx, batch).await {
+        match deliver(ctx, batch, prior.take()).await {
             Delivered::Stored => {
                 let first = sequence.map_or(0, |s| s.1);
                 *sequence = Some((id.generation, next_sequence(first, count)));
@@ -915,93 +1162,127 @@ fn not_appended(err: &ClientError) -> bool {
     }
 }
 
+/// A batch the broker stored: what its sequence numbers were.
+struct Stored {
+    session: Option<SessionId>,
+    base_sequence: i32,
+    count: u32,
+}
+
+/// A batch handed back with the error that failed it.
+type Failed = Box<(ProducerBatch, ClientError)>;
+
+/// Reads the answer to a batch's Produce request: on success completes
+/// every record's future; otherwise hands the batch back with the error.
+fn interpret(
+    ctx: &SenderCtx,
+    batch: ProducerBatch,
+    answer: Result<Response, ClientError>,
+) -> Result<Stored, Failed> {
+    let answer = answer.and_then(|response| expect_response!(response, Produce));
+    if let Ok(response) = &answer {
+        ctx.throttled(response.throttle_ms);
+    }
+    let err = match answer {
+        Ok(response) => match response
+            .partitions
+            .iter()
+            .find(|p| p.partition == batch.partition)
+        {
+            Some(stored) if stored.error_code == ErrorCode::None => {
+                let expected = batch.replies.len() as u64;
+                if stored.last_offset.checked_sub(stored.base_offset) != Some(expected - 1) {
+                    tracing::warn!(
+                        topic = %batch.topic, partition = batch.partition,
+                        base = stored.base_offset, last = stored.last_offset, expected,
+                        "broker acknowledged a different number of records than the batch holds"
+                    );
+                }
+                for (index, reply) in batch.replies.into_iter().enumerate() {
+                    let _ = reply.send(Ok(RecordMetadata {
+                        partition: batch.partition,
+                        offset: stored.base_offset + index as u64,
+                        timestamp: stored.append_time_ms,
+                    }));
+                }
+                return Ok(Stored {
+                    session: batch.session,
+                    base_sequence: batch.stamp.base_sequence,
+                    count: expected as u32,
+                });
+            }
+            Some(stored) => ClientError::broker_said(
+                stored.error_code,
+                format!("produce to {}/{}", batch.topic, batch.partition),
+                &stored.error_message,
+            ),
+            None => ClientError::UnexpectedResponse(format!(
+                "Produce answer without {}/{}",
+                batch.topic, batch.partition
+            )),
+        },
+        Err(err) => err,
+    };
+    if matches!(
+        err.code(),
+        Some(ErrorCode::UnknownTopic | ErrorCode::UnknownPartition)
+    ) {
+        ctx.forget_partition_count(&batch.topic);
+    }
+    Err(Box::new((batch, err)))
+}
+
 /// Sends one batch until it is stored, fails for good, or its delivery
 /// timeout passes; completes every record's future (except when the
-/// caller must decide: fenced, unknown producer).
-async fn deliver(ctx: &SenderCtx, batch: ProducerBatch) -> Delivered {
+/// caller must decide: fenced, unknown producer). `prior` is the error of
+/// an attempt already made, handled as this loop's first answer.
+async fn deliver(ctx: &SenderCtx, batch: ProducerBatch, prior: Option<ClientError>) -> Delivered {
+    let mut batch = batch;
+    let mut prior = prior;
     let mut maybe_appended = false;
     let config = &ctx.config;
     let deadline = batch.created_at + config.delivery_timeout;
-    let timeout_ms = u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX);
     let mut attempt = 0u32;
     let mut last_error = ClientError::Timeout {
         after: config.delivery_timeout,
     };
     loop {
-        ctx.wait_out_throttle(deadline).await;
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            fail(
-                batch,
-                ClientError::DeliveryTimeout {
-                    after: config.delivery_timeout,
-                    last_error: Box::new(last_error),
-                },
-            );
-            return if maybe_appended {
-                Delivered::Unknown
-            } else {
-                Delivered::NotStored
-            };
-        }
-        let request = ProduceRequest {
-            timeout_ms,
-            topic: batch.topic.to_string(),
-            partitions: vec![ProducePartition {
-                partition: batch.partition,
-                batches: vec![batch.bytes.clone()],
-            }],
-        };
-        let answer = ctx
-            .client
-            .request_with_timeout(request.into(), config.request_timeout.min(remaining))
-            .await
-            .and_then(|response| expect_response!(response, Produce));
-        if let Ok(response) = &answer {
-            ctx.throttled(response.throttle_ms);
-        }
-        let err = match answer {
-            Ok(response) => match response
-                .partitions
-                .iter()
-                .find(|p| p.partition == batch.partition)
-            {
-                Some(stored) if stored.error_code == ErrorCode::None => {
-                    let expected = batch.replies.len() as u64;
-                    if stored.last_offset.checked_sub(stored.base_offset) != Some(expected - 1) {
-                        tracing::warn!(
-                            topic = %batch.topic, partition = batch.partition,
-                            base = stored.base_offset, last = stored.last_offset, expected,
-                            "broker acknowledged a different number of records than the batch holds"
-                        );
-                    }
-                    for (index, reply) in batch.replies.into_iter().enumerate() {
-                        let _ = reply.send(Ok(RecordMetadata {
-                            partition: batch.partition,
-                            offset: stored.base_offset + index as u64,
-                            timestamp: stored.append_time_ms,
-                        }));
-                    }
-                    return Delivered::Stored;
+        let err = match prior.take() {
+            Some(err) => err,
+            None => {
+                ctx.wait_out_throttle(deadline).await;
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    fail(
+                        batch,
+                        ClientError::DeliveryTimeout {
+                            after: config.delivery_timeout,
+                            last_error: Box::new(last_error),
+                        },
+                    );
+                    return if maybe_appended {
+                        Delivered::Unknown
+                    } else {
+                        Delivered::NotStored
+                    };
                 }
-                Some(stored) => ClientError::broker_said(
-                    stored.error_code,
-                    format!("produce to {}/{}", batch.topic, batch.partition),
-                    &stored.error_message,
-                ),
-                None => ClientError::UnexpectedResponse(format!(
-                    "Produce answer without {}/{}",
-                    batch.topic, batch.partition
-                )),
-            },
-            Err(err) => err,
+                let answer = ctx
+                    .client
+                    .request_with_timeout(
+                        produce_request(ctx, &batch),
+                        config.request_timeout.min(remaining),
+                    )
+                    .await;
+                match interpret(ctx, batch, answer) {
+                    Ok(_) => return Delivered::Stored,
+                    Err(failed) => {
+                        let (back, err) = *failed;
+                        batch = back;
+                        err
+                    }
+                }
+            }
         };
-        if matches!(
-            err.code(),
-            Some(ErrorCode::UnknownTopic | ErrorCode::UnknownPartition)
-        ) {
-            ctx.forget_partition_count(&batch.topic);
-        }
         let idempotent = batch.session.is_some();
         match err.code() {
             Some(ErrorCode::ProducerFenced) if idempotent => return Delivered::Fenced(batch, err),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -166,7 +166,7 @@ impl FakeBroker {
         lock(&self.state.topics).insert(topic.to_string(), logs);
     }
 
-    /// Produce requests handled so far.
+    /// Produce requests received so far.
     pub fn produce_requests(&self) -> usize {
         self.state.produce_requests.load(Ordering::SeqCst)
     }
@@ -242,6 +242,12 @@ async fn serve(stream: TcpStream, state: Arc<State>, kill: CancellationToken) {
             }
         }
     });
+    // Completed (sent or dropped) when the last produce read is appended.
+    let mut previous_produce = {
+        let (done, previous) = oneshot::channel::<()>();
+        drop(done);
+        previous
+    };
     loop {
         let item = tokio::select! {
             _ = kill.cancelled() => break,
@@ -256,6 +262,17 @@ async fn serve(stream: TcpStream, state: Arc<State>, kill: CancellationToken) {
                 break;
             }
         }
+        // Like the real broker, a connection's produces are appended in
+        // the order they were read: each waits for the one before.
+        let is_produce = incoming.header.api_key == ApiKey::Produce.as_u16();
+        if is_produce {
+            state.produce_requests.fetch_add(1, Ordering::SeqCst);
+            lock(&state.produce_arrivals).push(std::time::Instant::now());
+        }
+        let turn = is_produce.then(|| {
+            let (done, next) = oneshot::channel::<()>();
+            (std::mem::replace(&mut previous_produce, next), done)
+        });
         let state = state.clone();
         let answers = answers.clone();
         tokio::spawn(async move {
@@ -263,7 +280,15 @@ async fn serve(stream: TcpStream, state: Arc<State>, kill: CancellationToken) {
                 let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                 state.most_in_flight.fetch_max(now, Ordering::SeqCst);
             }
+            let done = match turn {
+                Some((before, done)) => {
+                    let _ = before.await;
+                    Some(done)
+                }
+                None => None,
+            };
             let answer = handle(&state, incoming).await;
+            drop(done);
             if !is_handshake {
                 state.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
@@ -386,8 +411,6 @@ async fn handle(state: &State, incoming: IncomingRequest) -> ResponseFrame {
             }
         }
         Request::Produce(req) => {
-            state.produce_requests.fetch_add(1, Ordering::SeqCst);
-            lock(&state.produce_arrivals).push(std::time::Instant::now());
             let mut stall = state.stall_produce.subscribe();
             let _ = stall.wait_for(|stalled| !*stalled).await;
             produce(state, &header, req)

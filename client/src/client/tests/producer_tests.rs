@@ -10,7 +10,8 @@ use futures_util::future::join_all;
 use super::fake_broker::FakeBroker;
 use super::{bounded, eventually, fast_client_config, fast_producer_config};
 use crate::client::{
-    Client, ClientError, Producer, ProducerConfig, ProducerRecord, partition_for_key,
+    Client, ClientError, MAX_IN_FLIGHT_BATCHES, Producer, ProducerConfig, ProducerRecord,
+    partition_for_key,
 };
 use crate::protocol::ErrorCode;
 
@@ -339,6 +340,62 @@ async fn a_throttled_producer_waits_before_its_next_request() {
             .unwrap();
         assert!(started.elapsed() < Duration::from_millis(150));
         assert_eq!(producer.throttle_stats().throttled_responses, 6);
+    })
+    .await;
+}
+
+/// Sends records of 380 bytes (two per 1 KiB batch) to partition 0 of a
+/// stalled broker and returns how many produce requests went out before
+/// any was answered, then the offsets the records got once released.
+async fn requests_in_flight_while_stalled(idempotent: bool) -> (usize, Vec<u64>) {
+    let config = ProducerConfig {
+        linger: Duration::ZERO,
+        max_batch_bytes: 1024,
+        idempotent,
+        ..fast_producer_config()
+    };
+    let (broker, _client, producer) = setup(1, config).await;
+    broker.stall_produce(true);
+    let mut deliveries = Vec::new();
+    for i in 0..20u8 {
+        let record = ProducerRecord::new(vec![i; 380]).partition(0);
+        deliveries.push(producer.enqueue("t", record).await.unwrap());
+    }
+    let window = if idempotent { MAX_IN_FLIGHT_BATCHES } else { 1 };
+    eventually("the window fills", || broker.produce_requests() == window).await;
+    let more = tokio::time::timeout(Duration::from_millis(100), async {
+        eventually("one more request", || broker.produce_requests() > window).await
+    })
+    .await;
+    assert!(more.is_err(), "more than {window} batches in flight");
+    let sent = broker.produce_requests();
+    broker.stall_produce(false);
+    let offsets = join_all(deliveries)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().offset)
+        .collect();
+    let stored: Vec<u8> = broker.records("t", 0).iter().map(|r| r.value[0]).collect();
+    assert_eq!(stored, (0..20).collect::<Vec<u8>>(), "stored out of order");
+    (sent, offsets)
+}
+
+#[tokio::test]
+async fn an_idempotent_producer_pipelines_a_partitions_batches_in_order() {
+    bounded(async {
+        let (sent, offsets) = requests_in_flight_while_stalled(true).await;
+        assert_eq!(sent, MAX_IN_FLIGHT_BATCHES);
+        assert_eq!(offsets, (0..20).collect::<Vec<u64>>());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_idempotence_one_batch_per_partition_is_in_flight() {
+    bounded(async {
+        let (sent, offsets) = requests_in_flight_while_stalled(false).await;
+        assert_eq!(sent, 1);
+        assert_eq!(offsets, (0..20).collect::<Vec<u64>>());
     })
     .await;
 }
