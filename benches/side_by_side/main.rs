@@ -11,6 +11,7 @@
 //! PIGEON_BENCH_ONLY=W1,W3 cargo bench --bench side_by_side         # some workloads
 //! PIGEON_BENCH_TARGETS=pigeon,redis cargo bench --bench side_by_side
 //! PIGEON_BENCH_REDIS_CONNECTIONS=4 cargo bench --bench side_by_side   # Redis publishers on 4 connections
+//! PIGEON_BENCH_IN_FLIGHT=1 cargo bench --bench side_by_side       # Pigeon with one batch in flight per partition
 //! ```
 //!
 //! `PIGEON_BENCH_REDIS_SERVER` and `PIGEON_BENCH_NATS_SERVER` name the
@@ -153,6 +154,10 @@ struct Knobs {
     /// `PIGEON_BENCH_REDIS_CONNECTIONS` (default 1): connections each
     /// Redis publisher spreads its pipelines over.
     redis_connections: usize,
+    /// `PIGEON_BENCH_IN_FLIGHT` (default 5, 1–5): batches of a partition
+    /// the Pigeon producer keeps in flight (to measure what pipelining
+    /// brings).
+    in_flight: Option<usize>,
 }
 
 impl Knobs {
@@ -198,11 +203,21 @@ impl Knobs {
                 })?,
             Err(_) => 1,
         };
+        let in_flight = match std::env::var("PIGEON_BENCH_IN_FLIGHT") {
+            Ok(text) => Some(
+                text.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=pigeon_client::client::MAX_IN_FLIGHT_BATCHES).contains(n))
+                    .with_context(|| format!("PIGEON_BENCH_IN_FLIGHT={text} is not 1 to 5"))?,
+            ),
+            Err(_) => None,
+        };
         Ok(Knobs {
             scale,
             cases,
             targets,
             redis_connections,
+            in_flight,
         })
     }
 }
@@ -225,7 +240,10 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let mut runs = Vec::new();
     for case in &knobs.cases {
-        let workload = case.workload(knobs.scale);
+        let mut workload = case.workload(knobs.scale);
+        if let Some(in_flight) = knobs.in_flight {
+            workload.publish.in_flight = in_flight;
+        }
         for target in &knobs.targets {
             let outcome = match target.as_str() {
                 "pigeon" => Outcome::from(run_pigeon(&runtime, scratch.path(), *case, &workload)),
@@ -261,8 +279,13 @@ fn main() -> anyhow::Result<()> {
         .to_string();
     let settings = format!(
         "Measured {date}; scale {} (`PIGEON_BENCH_SCALE`); {} connection(s) per Redis \
-         publisher (`PIGEON_BENCH_REDIS_CONNECTIONS`).",
-        knobs.scale, knobs.redis_connections
+         publisher (`PIGEON_BENCH_REDIS_CONNECTIONS`); {} Pigeon batch(es) in flight per \
+         partition (`PIGEON_BENCH_IN_FLIGHT`).",
+        knobs.scale,
+        knobs.redis_connections,
+        knobs
+            .in_flight
+            .unwrap_or(pigeon_client::client::MAX_IN_FLIGHT_BATCHES)
     );
     let text = report::markdown(&machine, &installed, &knobs.targets, &settings, &runs);
     println!("{text}");

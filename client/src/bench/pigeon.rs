@@ -120,6 +120,7 @@ impl Target for PigeonTarget {
         let config = ProducerConfig {
             linger: settings.linger,
             max_batch_bytes: settings.batch_bytes,
+            max_in_flight_batches: settings.in_flight,
             producer_name: Some(self.member_name()),
             ..ProducerConfig::default()
         };

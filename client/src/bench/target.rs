@@ -27,13 +27,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-/// How a publisher batches (what `--batch-bytes` and `--linger-ms` set).
+/// How a publisher batches (what `--batch-bytes`, `--linger-ms` and
+/// `--in-flight` set).
 #[derive(Debug, Clone)]
 pub struct PublishSettings {
     /// Largest batch (or pipeline chunk) in bytes.
     pub batch_bytes: usize,
     /// How long a publisher may wait to fill a batch.
     pub linger: Duration,
+    /// Batches of one partition a publisher may have in flight (Pigeon's
+    /// `ProducerConfig::max_in_flight_batches`; the peers' drivers keep
+    /// their own pipelining).
+    pub in_flight: usize,
 }
 
 /// How a subscriber receives.

@@ -137,6 +137,7 @@ impl Workload {
             publish: PublishSettings {
                 batch_bytes: 1024 * 1024,
                 linger,
+                in_flight: crate::client::MAX_IN_FLIGHT_BATCHES,
             },
             subscribe: SubscribeSettings {
                 max_messages: 1000,

@@ -58,6 +58,10 @@ pub(crate) struct BenchArgs {
     /// How long a producer waits to fill a batch, ms [default: 5; 0 for e2e].
     #[arg(long, value_name = "MS")]
     linger_ms: Option<u64>,
+    /// Batches of one partition a producer sends before the first is
+    /// answered.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=5))]
+    in_flight: u64,
     /// Publish at this fixed rate over all producers (msgs/s); latencies
     /// count from each message's scheduled time.
     #[arg(long, value_name = "MSGS_PER_SEC", value_parser = clap::value_parser!(u64).range(1..))]
@@ -122,6 +126,7 @@ fn workload(kind: WorkloadKind, args: &BenchArgs) -> Result<Workload, Failure> {
     if let Some(ms) = args.linger_ms {
         workload.publish.linger = Duration::from_millis(ms);
     }
+    workload.publish.in_flight = usize::try_from(args.in_flight)?;
     if let Some(max) = args.max_messages {
         workload.subscribe.max_messages = usize::try_from(max)?;
     }
@@ -173,6 +178,8 @@ mod tests {
             "65536",
             "--linger-ms",
             "2",
+            "--in-flight",
+            "2",
             "--rate",
             "10000",
             "--max-messages",
@@ -193,6 +200,7 @@ mod tests {
         );
         assert_eq!(w.publish.batch_bytes, 65_536);
         assert_eq!(w.publish.linger, Duration::from_millis(2));
+        assert_eq!(w.publish.in_flight, 2);
         assert_eq!(w.rate, Some(10_000));
         assert_eq!(w.subscribe.max_messages, 50);
         assert!(!w.progress);
