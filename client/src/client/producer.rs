@@ -20,10 +20,14 @@
 //! 4. The batch is built once (its bytes and, later, its producer stamp
 //!    fixed from then on) and sent in one Produce request. An idempotent
 //!    producer does not wait for the answer before sending the partition's
-//!    next batches: up to [`ProducerConfig::max_in_flight_batches`] are in
-//!    flight on the connection, in order (the broker appends a
+//!    next *full* batches: up to [`ProducerConfig::max_in_flight_batches`]
+//!    are in flight on the connection, in order (the broker appends a
 //!    connection's produces to a partition in the order it read them), so
-//!    the next batches travel while the first one's fsync runs. Answers
+//!    the next batches travel while the first one's fsync runs. A batch
+//!    that is not full waits, after its linger, until nothing of its
+//!    partition is in flight, gathering the records that arrive meanwhile
+//!    (at a moderate rate, one request per commit rather than one per
+//!    record). Answers
 //!    are handled oldest first. Retriable failures (lost connection,
 //!    timeout, open circuit, retriable broker codes) resend the *same
 //!    bytes* after an exponential backoff with jitter, until
@@ -816,18 +820,33 @@ async fn run_partition(
         };
         let mut batch = OpenBatch::new(first);
         let deadline = batch.created_at + linger;
+        let mut lingered = false;
         let mut flush_acks = Vec::new();
+        // A batch goes when it is full, or once its linger is over and no
+        // batch of the partition is in flight: only full batches are
+        // pipelined. At a moderate rate the records that arrive while one
+        // batch is committed share the next batch (one request, one
+        // commit) instead of each taking a request of its own.
         while batch.builder.encoded_len() < max_batch_bytes {
             let event = tokio::select! {
                 biased;
                 command = commands.recv() => Event::Command(command),
-                _ = tokio::time::sleep_until(deadline) => Event::Linger,
+                _ = tokio::time::sleep_until(deadline), if !lingered => Event::Linger,
                 answer = front_answer(&mut in_flight) => Event::Answer(answer),
             };
             match event {
-                Event::Linger | Event::Command(None) => break,
+                Event::Command(None) => break,
+                Event::Linger => {
+                    lingered = true;
+                    if in_flight.is_empty() {
+                        break;
+                    }
+                }
                 Event::Answer(answer) => {
                     on_front_answer(&ctx, &mut sequence, &mut in_flight, answer).await;
+                    if lingered && in_flight.is_empty() {
+                        break;
+                    }
                 }
                 Event::Command(Some(Command::Flush(ack))) => {
                     flush_acks.push(ack);

@@ -399,3 +399,44 @@ async fn without_idempotence_one_batch_per_partition_is_in_flight() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_batch_that_is_not_full_waits_for_the_one_in_flight_and_gathers_records() {
+    bounded(async {
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            ..fast_producer_config()
+        };
+        let (broker, _client, producer) = setup(1, config).await;
+        broker.stall_produce(true);
+        let mut deliveries = vec![
+            producer
+                .enqueue("t", ProducerRecord::new("first").partition(0))
+                .await
+                .unwrap(),
+        ];
+        eventually("the first batch is sent", || broker.produce_requests() == 1).await;
+        for i in 0..5 {
+            let record = ProducerRecord::new(format!("later-{i}")).partition(0);
+            deliveries.push(producer.enqueue("t", record).await.unwrap());
+        }
+        let more = tokio::time::timeout(Duration::from_millis(100), async {
+            eventually("a second request", || broker.produce_requests() > 1).await
+        })
+        .await;
+        assert!(more.is_err(), "a partial batch was pipelined");
+        broker.stall_produce(false);
+        let offsets: Vec<u64> = join_all(deliveries)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().offset)
+            .collect();
+        assert_eq!(offsets, (0..6).collect::<Vec<u64>>());
+        assert_eq!(
+            broker.produce_requests(),
+            2,
+            "the five later records share one batch"
+        );
+    })
+    .await;
+}
