@@ -692,9 +692,11 @@ struct OpenBatch {
 }
 
 impl OpenBatch {
-    fn new(first: Enqueued) -> Self {
+    /// A batch starting with `first`, its buffer sized for `expected`
+    /// bytes (so a batch as large as the last one never reallocates).
+    fn new(first: Enqueued, expected: usize) -> Self {
         let mut batch = OpenBatch {
-            builder: BatchBuilder::with_capacity(first.size.max(4096)),
+            builder: BatchBuilder::with_capacity(first.size.max(expected).max(4096)),
             replies: Vec::new(),
             permits: None,
             created_at: first.enqueued_at,
@@ -786,6 +788,9 @@ async fn run_partition(
     // (session generation, base sequence of the next batch sealed).
     let mut sequence: Option<(u64, i32)> = None;
     let mut in_flight: VecDeque<Sent> = VecDeque::new();
+    // Size of the last batch: the next one's buffer starts that large (a
+    // buffer grown by doubling copies its bytes about once more).
+    let mut last_batch_bytes = 0;
     loop {
         if in_flight.len() >= window {
             let answer = front_answer(&mut in_flight).await;
@@ -818,7 +823,7 @@ async fn run_partition(
                 }
             }
         };
-        let mut batch = OpenBatch::new(first);
+        let mut batch = OpenBatch::new(first, last_batch_bytes);
         let deadline = batch.created_at + linger;
         let mut lingered = false;
         let mut flush_acks = Vec::new();
@@ -862,6 +867,7 @@ async fn run_partition(
                 }
             }
         }
+        last_batch_bytes = batch.builder.encoded_len().min(max_batch_bytes);
         send_batch(
             &ctx,
             &mut sequence,
