@@ -27,17 +27,21 @@ fn crash_loop_short() {
     assert_fixed_bugs_stay_fixed(&figures);
 }
 
-/// The two broker bugs the crash loop found (each with its own test
-/// below) must not come back: a parked message delivered again after a
-/// crash, and a late settle applied to a newer lease.
+/// The bugs the crash loop found must not come back: two in the broker
+/// (each with its own test below), a parked message delivered again after
+/// a crash and a late settle applied to a newer lease; and one in the
+/// producer, which fenced itself after an outage (a batch renumbered under
+/// a new session kept the old stamp's `ProducerFenced` answer) and refused
+/// every later record.
 fn assert_fixed_bugs_stay_fixed(figures: &crash_loop::Figures) {
     assert_eq!(
         (
             figures.dlq_window_redeliveries,
             figures.parked_then_acked,
-            figures.stale_settles_redirected
+            figures.stale_settles_redirected,
+            figures.fenced
         ),
-        (0, 0, 0),
+        (0, 0, 0, 0),
         "{figures}"
     );
 }

@@ -817,6 +817,11 @@ pub struct Figures {
     pub refused: u64,
     /// Never enqueued (e.g. the circuit was open).
     pub not_enqueued: u64,
+    /// Refused or never enqueued because the producer was fenced (must
+    /// be 0: each producer name has one instance, so fencing is a client
+    /// bug; one made a producer fence itself after an outage and refuse
+    /// everything afterwards).
+    pub fenced: u64,
     /// Records in the log (all checked).
     pub log_records: u64,
     /// Acknowledged produces missing from the log (must be 0).
@@ -880,14 +885,15 @@ impl fmt::Display for Figures {
         )?;
         writeln!(
             f,
-            "  produced: {} sent, {} acknowledged, {} unknown outcome ({} in the log, {} not), {} refused, {} never enqueued (circuit open)",
+            "  produced: {} sent, {} acknowledged, {} unknown outcome ({} in the log, {} not), {} refused, {} never enqueued (circuit open); refused as fenced (must be 0): {}",
             self.sent,
             self.acked,
             self.unknown_in_log + self.unknown_absent,
             self.unknown_in_log,
             self.unknown_absent,
             self.refused,
-            self.not_enqueued
+            self.not_enqueued,
+            self.fenced
         )?;
         writeln!(
             f,
@@ -1379,6 +1385,9 @@ fn check(
                 }
             }
             SendOutcome::Refused(why) | SendOutcome::NotEnqueued(why) => {
+                if why.contains("fenced") {
+                    figures.fenced += 1;
+                }
                 if matches!(outcome, SendOutcome::Refused(_)) {
                     figures.refused += 1;
                 } else {

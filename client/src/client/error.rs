@@ -104,6 +104,12 @@ pub enum ClientError {
     /// The client or producer was closed.
     #[error("the client is closed")]
     Closed,
+    /// A batch was in flight when an earlier batch of its partition failed
+    /// with an unknown outcome: it may or may not be stored (once), and
+    /// it is not sent again under the producer's new session, where it
+    /// could be stored twice.
+    #[error("the outcome of this batch is unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl ClientError {
@@ -126,6 +132,7 @@ impl ClientError {
             | ClientError::CorruptBatch { .. }
             | ClientError::RecordTooLarge { .. }
             | ClientError::UnexpectedResponse(_)
+            | ClientError::OutcomeUnknown(_)
             | ClientError::Closed => false,
         }
     }

@@ -749,6 +749,9 @@ impl OpenBatch {
 struct Sent {
     batch: ProducerBatch,
     answer: Pin<Box<dyn Future<Output = Result<Response, ClientError>> + Send>>,
+    /// Whether the request was queued on a connection (else its error
+    /// came before: the broker never saw it).
+    queued: bool,
 }
 
 /// What woke a partition sender.
@@ -930,18 +933,29 @@ async fn send_batch(
     };
     ctx.wait_out_throttle(deadline).await;
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let answer: Pin<Box<dyn Future<Output = _> + Send>> = match ctx
-        .client
-        .send_request(
-            produce_request(ctx, &batch),
-            ctx.config.request_timeout.min(remaining),
-        )
-        .await
-    {
-        Ok(pending) => Box::pin(pending.answer()),
-        Err(err) => Box::pin(std::future::ready(Err(err))),
+    let sent = if remaining.is_zero() {
+        // Its records waited past their delivery timeout (an outage):
+        // never sent; the retry path fails it as not stored.
+        Err(ClientError::Timeout {
+            after: ctx.config.delivery_timeout,
+        })
+    } else {
+        ctx.client
+            .send_request(
+                produce_request(ctx, &batch),
+                ctx.config.request_timeout.min(remaining),
+            )
+            .await
     };
-    in_flight.push_back(Sent { batch, answer });
+    let (answer, queued): (Pin<Box<dyn Future<Output = _> + Send>>, bool) = match sent {
+        Ok(pending) => (Box::pin(pending.answer()), true),
+        Err(err) => (Box::pin(std::future::ready(Err(err))), false),
+    };
+    in_flight.push_back(Sent {
+        batch,
+        answer,
+        queued,
+    });
 }
 
 /// The Produce request carrying `batch`.
@@ -969,8 +983,7 @@ async fn on_front_answer(
         return;
     };
     if let Err(failed) = interpret(ctx, sent.batch, answer) {
-        let (failed, err) = *failed;
-        recover(ctx, sequence, failed, err, in_flight).await;
+        recover(ctx, sequence, (failed, sent.queued), in_flight).await;
     }
 }
 
@@ -983,21 +996,21 @@ async fn on_front_answer(
 async fn recover(
     ctx: &SenderCtx,
     sequence: &mut Option<(u64, i32)>,
-    failed: ProducerBatch,
-    err: ClientError,
+    failed: (Failed, bool),
     in_flight: &mut VecDeque<Sent>,
 ) {
     let mut later = Vec::with_capacity(in_flight.len());
     while let Some(sent) = in_flight.pop_front() {
         let answer = sent.answer.await;
-        later.push(interpret(ctx, sent.batch, answer));
+        later.push((interpret(ctx, sent.batch, answer), sent.queued));
     }
     // Sequences restart from the failed batch's: later batches are
     // renumbered from what is really stored.
-    if let Some(id) = failed.session {
-        *sequence = Some((id.generation, failed.stamp.base_sequence));
+    let (first, first_queued) = failed;
+    if let Some(id) = first.0.session {
+        *sequence = Some((id.generation, first.0.stamp.base_sequence));
     }
-    for outcome in std::iter::once(Err(Box::new((failed, err)))).chain(later) {
+    for (outcome, queued) in std::iter::once((Err(first), first_queued)).chain(later) {
         match outcome {
             Ok(stored) => {
                 if let Some(id) = stored.session {
@@ -1009,9 +1022,11 @@ async fn recover(
             }
             Err(failed) => {
                 let (batch, err) = *failed;
-                // A later batch refused only because an earlier one was
-                // missing goes again fresh, in its turn.
-                let prior = (err.code() != Some(ErrorCode::OutOfOrderSequence)).then_some(err);
+                // A batch never queued, or refused only because an earlier
+                // one was missing, goes again fresh, in its turn; otherwise
+                // its error counts as the first attempt.
+                let prior =
+                    (queued && err.code() != Some(ErrorCode::OutOfOrderSequence)).then_some(err);
                 resend(ctx, sequence, batch, prior).await;
             }
         }
@@ -1053,15 +1068,11 @@ async fn resend(
         // batch was: only an error proving it was not may send it again.
         if !same_session && prior.as_ref().is_some_and(|e| !not_appended(e)) {
             let cause = prior.unwrap_or(ClientError::Closed);
-            return fail(
-                batch,
-                ClientError::Broker {
-                    code: cause.code().unwrap_or(ErrorCode::RequestTimedOut),
-                    message: format!(
-                        "the outcome of this batch is unknown: it was in flight when an earlier batch of the partition failed with an unknown outcome ({cause})"
-                    ),
-                },
-            );
+            let err = ClientError::OutcomeUnknown(format!(
+                "it was in flight when an earlier batch of partition {} failed with an unknown outcome (its own error: {cause})",
+                batch.partition
+            ));
+            return fail(batch, err);
         }
         batch = ProducerBatch {
             bytes: crate::batch::with_producer(&batch.bytes, stamp),
@@ -1069,7 +1080,9 @@ async fn resend(
             session: Some(id),
             ..batch
         };
-        prior = prior.filter(|e| e.code() != Some(ErrorCode::OutOfOrderSequence));
+        // Renumbered, it was never sent: what was said to the old stamp
+        // (fenced, a gap) does not apply to it.
+        prior = None;
     }
     loop {
         let count = batch.replies.len() as u32;
@@ -1361,8 +1374,126 @@ fn fail(batch: ProducerBatch, err: ClientError) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::tests::fake_broker::FakeBroker;
+    use super::super::tests::{fast_client_config, fast_producer_config};
     use super::*;
+
+    /// The bug the crash loop found: a batch stamped under a session that
+    /// was then reset (another partition's batch had an unknown outcome)
+    /// is answered `ProducerFenced`; renumbered under the new session, it
+    /// must be sent again, not taken as proof that the *new* session is
+    /// fenced (which fenced the producer for good).
+    #[tokio::test]
+    async fn a_batch_renumbered_under_a_new_session_forgets_the_old_stamps_fenced_answer() {
+        let broker = FakeBroker::start().await;
+        broker.create_topic("t", 1);
+        let client = Client::connect_with(broker.addr(), fast_client_config())
+            .await
+            .unwrap();
+        let config = fast_producer_config();
+        let session = Arc::new(Session::new("renumbered".into()));
+        let ctx = SenderCtx {
+            client: client.clone(),
+            config: config.clone(),
+            partition_counts: Mutex::new(HashMap::new()),
+            session: Some(session.clone()),
+            throttle: Mutex::new((None, ThrottleStats::default())),
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let old = session
+            .current(&client, &config.retry_backoff, deadline)
+            .await
+            .unwrap();
+        session.reset(old.generation).await;
+        let new = session
+            .current(&client, &config.retry_backoff, deadline)
+            .await
+            .unwrap();
+        assert_ne!(old.epoch, new.epoch);
+        let stamp = ProducerStamp {
+            producer_id: old.producer_id,
+            producer_epoch: old.epoch,
+            base_sequence: 0,
+        };
+        let mut builder = BatchBuilder::new();
+        builder.push(None, b"late", &[]);
+        let (reply, stored) = oneshot::channel();
+        let batch = ProducerBatch {
+            topic: "t".into(),
+            partition: 0,
+            bytes: builder.build(stamp, now_ms()),
+            stamp,
+            session: Some(old),
+            replies: vec![reply],
+            _permits: None,
+            created_at: Instant::now(),
+        };
+        let fenced = ClientError::Broker {
+            code: ErrorCode::ProducerFenced,
+            message: "a newer epoch of this producer exists".into(),
+        };
+        let mut sequence = Some((old.generation, 0));
+        resend(&ctx, &mut sequence, batch, Some(fenced)).await;
+        let stored = stored.await.unwrap().expect("stored under the new session");
+        assert_eq!(stored.offset, 0);
+        assert!(session.fenced().is_none(), "the producer fenced itself");
+        assert_eq!(sequence, Some((new.generation, 1)));
+    }
+
+    /// A batch whose records waited past their delivery timeout (during
+    /// an outage) is never sent, so its outcome is known: not stored. It
+    /// fails without resetting the session (a reset after every outage
+    /// would also renumber every partition for nothing).
+    #[tokio::test]
+    async fn a_batch_too_late_to_send_fails_as_not_stored_without_a_session_reset() {
+        let broker = FakeBroker::start().await;
+        broker.create_topic("t", 1);
+        let client = Client::connect_with(broker.addr(), fast_client_config())
+            .await
+            .unwrap();
+        let config = ProducerConfig {
+            delivery_timeout: Duration::from_millis(200),
+            ..fast_producer_config()
+        };
+        let session = Arc::new(Session::new("late".into()));
+        let ctx = SenderCtx {
+            client: client.clone(),
+            config: config.clone(),
+            partition_counts: Mutex::new(HashMap::new()),
+            session: Some(session.clone()),
+            throttle: Mutex::new((None, ThrottleStats::default())),
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let before = session
+            .current(&client, &config.retry_backoff, deadline)
+            .await
+            .unwrap();
+        let buffer = Arc::new(Semaphore::new(1024));
+        let (reply, failed) = oneshot::channel();
+        let enqueued = Enqueued {
+            record: ProducerRecord::new("stale").partition(0),
+            size: 16,
+            permit: buffer.clone().try_acquire_many_owned(16).unwrap(),
+            enqueued_at: Instant::now() - Duration::from_secs(1),
+            reply,
+        };
+        let mut sequence = None;
+        let mut in_flight = VecDeque::new();
+        let open = OpenBatch::new(enqueued, 0);
+        send_batch(&ctx, &mut sequence, &mut in_flight, open, "t".into(), 0).await;
+        drain(&ctx, &mut sequence, &mut in_flight).await;
+        let err = failed.await.unwrap().expect_err("too late");
+        assert!(matches!(err, ClientError::DeliveryTimeout { .. }), "{err}");
+        assert_eq!(broker.produce_requests(), 0, "sent anyway");
+        let after = session
+            .current(&client, &config.retry_backoff, deadline)
+            .await
+            .unwrap();
+        assert_eq!(after, before, "the session was reset");
+        assert_eq!(buffer.available_permits(), 1024, "buffer bytes released");
+    }
 
     #[test]
     fn fnv1a64_known_answers() {

@@ -506,6 +506,21 @@ fn produce(state: &State, header: &RequestHeader, req: ProduceRequest) -> Respon
             partitions.push(result);
             continue;
         };
+        // Fencing, as the real broker does it: a batch of an epoch older
+        // than the producer id's latest registration is refused.
+        let fenced = validated.iter().any(|batch| {
+            let stamp = batch.header().producer;
+            stamp.producer_id >= 0
+                && lock(&state.producers)
+                    .values()
+                    .any(|(id, epoch)| *id == stamp.producer_id && *epoch > stamp.producer_epoch)
+        });
+        if fenced {
+            result.error_code = ErrorCode::ProducerFenced;
+            result.error_message = "a newer epoch of this producer exists".into();
+            partitions.push(result);
+            continue;
+        }
         result.base_offset = log.next_offset;
         for batch in validated {
             let base = log.next_offset;

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod connection_tests;
-mod fake_broker;
+pub(super) mod fake_broker;
 mod producer_tests;
 mod reader_tests;
 
@@ -36,7 +36,7 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 /// A client configuration with short timeouts and backoffs.
-fn fast_client_config() -> ClientConfig {
+pub(super) fn fast_client_config() -> ClientConfig {
     ClientConfig {
         request_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(1),
@@ -51,7 +51,7 @@ fn fast_client_config() -> ClientConfig {
 }
 
 /// A producer configuration with short backoffs.
-fn fast_producer_config() -> ProducerConfig {
+pub(super) fn fast_producer_config() -> ProducerConfig {
     ProducerConfig {
         retry_backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(50)),
         delivery_timeout: Duration::from_secs(10),
