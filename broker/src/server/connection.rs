@@ -1,5 +1,8 @@
 //! One client connection: frames in, requests handled concurrently,
-//! responses out in completion order (matched by request id).
+//! responses out in completion order (matched by request id). Produces are
+//! the one ordered part: each is queued at its partitions' writers before
+//! the next frame is read, so pipelined batches of a partition are
+//! appended in the order the client sent them.
 //!
 //! - Reading stops when the client closes, a frame is unreadable (its
 //!   length is too large or too small: answered with a connection-level

@@ -9,7 +9,10 @@
 //!   learns why instead of hanging in the kernel's backlog.
 //! - One task per connection reads frames; each request runs in its own
 //!   task (bounded per connection), so a slow fetch long-poll never holds up
-//!   a produce on the same connection.
+//!   a produce on the same connection. A produce's batches are queued at
+//!   their partitions by the connection task before it reads the next
+//!   frame (only the wait for the commit runs in the request's task), so a
+//!   connection's produces reach each partition in the order sent.
 //! - Each partition log has its own writer thread fed by a bounded channel
 //!   (see [`crate::log::committer`]): appends from every connection meet
 //!   there and share fsyncs. Reads run on the request's task against the
