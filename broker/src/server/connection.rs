@@ -21,6 +21,11 @@
 //!   the frame limit (a fetch or settle naming thousands of partitions or
 //!   items) is replaced by a `FrameTooLarge` error for that request; the
 //!   connection goes on.
+//! - Produce batches count against the connection's produce budget (two
+//!   frames' worth) from the read until the produce is answered: when
+//!   produces in flight hold that much, the connection reads nothing more
+//!   until one is answered, so a client pipelining large produces faster
+//!   than the disk commits them pins at most that much memory.
 //! - Fetched records count against the connection's read budget (two
 //!   frames' worth) from the read until the response is in the socket's
 //!   buffer: a fetch waits for budget before reading, so a client that
@@ -77,6 +82,11 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
         peer.clone(),
     ));
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    // KiB of produce batches read and not yet answered: two frames' worth
+    // (a frame's batches are at most one frame, so one always fits).
+    let produce_budget = Arc::new(Semaphore::new(
+        (2 * broker.config.max_frame_bytes as usize).div_ceil(1024),
+    ));
     let ids = Arc::new(Mutex::new(HashSet::new()));
     let members = Arc::new(super::group_handlers::Membership::default());
     let frame_timeout = broker.config.frame_timeout;
@@ -142,14 +152,18 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
             Ok(Some(Ok(incoming))) => incoming,
         };
         let header = incoming.header;
+        let produce_bytes: u64 = match &incoming.request {
+            Ok(Request::Produce(produce)) => produce
+                .partitions
+                .iter()
+                .flat_map(|p| &p.batches)
+                .map(|b| b.len() as u64)
+                .sum(),
+            _ => 0,
+        };
         let throttle = match (&mut quota, &incoming.request) {
-            (Some(bucket), Ok(Request::Produce(produce))) => {
-                let bytes = produce
-                    .partitions
-                    .iter()
-                    .flat_map(|p| &p.batches)
-                    .map(|b| b.len() as u64)
-                    .sum();
+            (Some(bucket), Ok(Request::Produce(_))) => {
+                let bytes = produce_bytes;
                 let now = Instant::now();
                 let wait = bucket.charge(bytes, now);
                 if !wait.is_zero() {
@@ -197,9 +211,19 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
         // next frame is read: pipelined produces reach a partition in the
         // order the client sent them. Only the wait for the commit runs in
         // the request's task.
-        let work = match request {
-            Request::Produce(req) => Work::Produce(submit_produce(&broker, req).await),
-            other => Work::Other(other),
+        let (work, produce_permit) = match request {
+            Request::Produce(req) => {
+                // Held until the produce is answered: while a connection's
+                // produces in flight carry this many bytes, it reads no
+                // more (back-pressure instead of memory growth).
+                let kib = u32::try_from(produce_bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+                let permit = tokio::select! {
+                    permit = produce_budget.clone().acquire_many_owned(kib) => permit.ok(),
+                    _ = broker.shutdown.cancelled() => None,
+                };
+                (Work::Produce(submit_produce(&broker, req).await), permit)
+            }
+            other => (Work::Other(other), None),
         };
         let (broker, responses, ids, members, read_budget) = (
             broker.clone(),
@@ -219,6 +243,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
                 produce.throttle_ms = u32::try_from(throttle.as_millis()).unwrap_or(u32::MAX);
             }
             ids.lock().remove(&header.request_id);
+            drop(produce_permit);
             let _ = responses
                 .send(Outgoing {
                     frame: response,
