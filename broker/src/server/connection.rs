@@ -50,7 +50,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::Broker;
-use super::handlers::{SubmittedProduce, handle, submit_produce};
+use super::handlers::{SubmittedProduce, handle, response_frame, submit_produce};
 use super::quota::TokenBucket;
 use crate::metrics;
 
@@ -163,9 +163,8 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
         };
         let throttle = match (&mut quota, &incoming.request) {
             (Some(bucket), Ok(Request::Produce(_))) => {
-                let bytes = produce_bytes;
                 let now = Instant::now();
-                let wait = bucket.charge(bytes, now);
+                let wait = bucket.charge(produce_bytes, now);
                 if !wait.is_zero() {
                     metrics::produce_throttled(wait);
                     muted_until = Some(now + wait);
@@ -274,20 +273,11 @@ async fn produce_response(
     header: &RequestHeader,
     submitted: Result<SubmittedProduce, crate::topics::TopicError>,
 ) -> ResponseFrame {
-    match submitted {
-        Ok(submitted) => {
-            let response = submitted.finish().await;
-            ResponseFrame::ok(
-                header.request_id,
-                header.api_version,
-                Response::from(response),
-            )
-        }
-        Err(e) => {
-            metrics::error(e.code);
-            ResponseFrame::error(header, e.code, e.message)
-        }
-    }
+    let result = match submitted {
+        Ok(submitted) => Ok(Response::from(submitted.finish().await)),
+        Err(e) => Err(e),
+    };
+    response_frame(header, result)
 }
 
 /// A response on its way to the writer, with what it holds of the

@@ -35,8 +35,6 @@ pub async fn handle(
     header: &RequestHeader,
     request: Request,
 ) -> (ResponseFrame, Option<OwnedSemaphorePermit>) {
-    let id = header.request_id;
-    let version = header.api_version;
     let mut held = None;
     let result = match request {
         Request::Handshake(_) => Ok(Response::from(handshake(broker))),
@@ -61,14 +59,21 @@ pub async fn handle(
             }
         }
     };
-    let frame = match result {
-        Ok(response) => ResponseFrame::ok(id, version, response),
+    (response_frame(header, result), held)
+}
+
+/// The frame answering `header`: the response, or the error (counted).
+pub fn response_frame(
+    header: &RequestHeader,
+    result: Result<Response, TopicError>,
+) -> ResponseFrame {
+    match result {
+        Ok(response) => ResponseFrame::ok(header.request_id, header.api_version, response),
         Err(e) => {
             metrics::error(e.code);
             ResponseFrame::error(header, e.code, e.message)
         }
-    };
-    (frame, held)
+    }
 }
 
 /// The APIs this broker serves, announced in the handshake.
