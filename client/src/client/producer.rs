@@ -421,19 +421,7 @@ impl Producer {
             .min(Semaphore::MAX_PERMITS);
         Producer {
             shared: Arc::new(ProducerShared {
-                ctx: Arc::new(SenderCtx {
-                    session: config.idempotent.then(|| {
-                        let name = config
-                            .producer_name
-                            .clone()
-                            .unwrap_or_else(default_producer_name);
-                        Arc::new(Session::new(name))
-                    }),
-                    client,
-                    config,
-                    partition_counts: Mutex::new(HashMap::new()),
-                    throttle: Mutex::new((None, ThrottleStats::default())),
-                }),
+                ctx: Arc::new(SenderCtx::new(client, config)),
                 buffer: Arc::new(Semaphore::new(buffer_memory)),
                 buffer_memory,
                 senders: Mutex::new(HashMap::new()),
@@ -635,6 +623,37 @@ impl Producer {
 }
 
 impl SenderCtx {
+    /// The senders' context of a producer: with an idempotent session
+    /// named by the configuration (or the host and process) when
+    /// idempotence is on.
+    fn new(client: Client, config: ProducerConfig) -> SenderCtx {
+        SenderCtx {
+            session: config.idempotent.then(|| {
+                let name = config
+                    .producer_name
+                    .clone()
+                    .unwrap_or_else(default_producer_name);
+                Arc::new(Session::new(name))
+            }),
+            client,
+            config,
+            partition_counts: Mutex::new(HashMap::new()),
+            throttle: Mutex::new((None, ThrottleStats::default())),
+        }
+    }
+
+    /// The producer's current session id (registering if needed, until
+    /// `deadline`); the error names the producer.
+    async fn registered(
+        &self,
+        session: &Session,
+        deadline: Instant,
+    ) -> Result<SessionId, ClientError> {
+        session
+            .current(&self.client, &self.config.retry_backoff, deadline)
+            .await
+            .map_err(|err| wrap(err, &format!("registering producer {}", session.name())))
+    }
     /// The partition count of `topic`, from the cache or DescribeTopic.
     async fn partition_count(&self, topic: &str) -> Result<u32, ClientError> {
         if let Some(&count) = lock(&self.partition_counts).get(topic) {
@@ -912,17 +931,10 @@ async fn send_batch(
     let batch = match ctx.session.clone() {
         None => open.seal(topic, partition, ProducerStamp::NONE, None),
         Some(session) => {
-            let id = match session
-                .current(&ctx.client, &ctx.config.retry_backoff, deadline)
-                .await
-            {
+            let id = match ctx.registered(&session, deadline).await {
                 Ok(id) => id,
                 Err(err) => {
-                    let context = format!("registering producer {}", session.name());
-                    return fail(
-                        open.seal(topic, partition, ProducerStamp::NONE, None),
-                        wrap(err, &context),
-                    );
+                    return fail(open.seal(topic, partition, ProducerStamp::NONE, None), err);
                 }
             };
             let count = open.replies.len() as u32;
@@ -1047,15 +1059,9 @@ async fn resend(
         return;
     };
     let deadline = batch.created_at + ctx.config.delivery_timeout;
-    let id = match session
-        .current(&ctx.client, &ctx.config.retry_backoff, deadline)
-        .await
-    {
+    let id = match ctx.registered(&session, deadline).await {
         Ok(id) => id,
-        Err(err) => {
-            let context = format!("registering producer {}", session.name());
-            return fail(batch, wrap(err, &context));
-        }
+        Err(err) => return fail(batch, err),
     };
     let stamp = stamp_for(sequence, id);
     let mut batch = batch;
@@ -1380,6 +1386,25 @@ mod tests {
     use super::super::tests::{fast_client_config, fast_producer_config};
     use super::*;
 
+    /// A fake broker with topic `t` (one partition) and the senders'
+    /// context of an idempotent producer connected to it, with its session.
+    async fn idempotent_sender(config: ProducerConfig) -> (FakeBroker, SenderCtx, Arc<Session>) {
+        let broker = FakeBroker::start().await;
+        broker.create_topic("t", 1);
+        let client = Client::connect_with(broker.addr(), fast_client_config())
+            .await
+            .unwrap();
+        let ctx = SenderCtx::new(
+            client,
+            ProducerConfig {
+                idempotent: true,
+                ..config
+            },
+        );
+        let session = ctx.session.clone().unwrap();
+        (broker, ctx, session)
+    }
+
     /// The bug the crash loop found: a batch stamped under a session that
     /// was then reset (another partition's batch had an unknown outcome)
     /// is answered `ProducerFenced`; renumbered under the new session, it
@@ -1387,30 +1412,11 @@ mod tests {
     /// fenced (which fenced the producer for good).
     #[tokio::test]
     async fn a_batch_renumbered_under_a_new_session_forgets_the_old_stamps_fenced_answer() {
-        let broker = FakeBroker::start().await;
-        broker.create_topic("t", 1);
-        let client = Client::connect_with(broker.addr(), fast_client_config())
-            .await
-            .unwrap();
-        let config = fast_producer_config();
-        let session = Arc::new(Session::new("renumbered".into()));
-        let ctx = SenderCtx {
-            client: client.clone(),
-            config: config.clone(),
-            partition_counts: Mutex::new(HashMap::new()),
-            session: Some(session.clone()),
-            throttle: Mutex::new((None, ThrottleStats::default())),
-        };
+        let (_broker, ctx, session) = idempotent_sender(fast_producer_config()).await;
         let deadline = Instant::now() + Duration::from_secs(5);
-        let old = session
-            .current(&client, &config.retry_backoff, deadline)
-            .await
-            .unwrap();
+        let old = ctx.registered(&session, deadline).await.unwrap();
         session.reset(old.generation).await;
-        let new = session
-            .current(&client, &config.retry_backoff, deadline)
-            .await
-            .unwrap();
+        let new = ctx.registered(&session, deadline).await.unwrap();
         assert_ne!(old.epoch, new.epoch);
         let stamp = ProducerStamp {
             producer_id: old.producer_id,
@@ -1448,28 +1454,13 @@ mod tests {
     /// would also renumber every partition for nothing).
     #[tokio::test]
     async fn a_batch_too_late_to_send_fails_as_not_stored_without_a_session_reset() {
-        let broker = FakeBroker::start().await;
-        broker.create_topic("t", 1);
-        let client = Client::connect_with(broker.addr(), fast_client_config())
-            .await
-            .unwrap();
-        let config = ProducerConfig {
+        let (broker, ctx, session) = idempotent_sender(ProducerConfig {
             delivery_timeout: Duration::from_millis(200),
             ..fast_producer_config()
-        };
-        let session = Arc::new(Session::new("late".into()));
-        let ctx = SenderCtx {
-            client: client.clone(),
-            config: config.clone(),
-            partition_counts: Mutex::new(HashMap::new()),
-            session: Some(session.clone()),
-            throttle: Mutex::new((None, ThrottleStats::default())),
-        };
+        })
+        .await;
         let deadline = Instant::now() + Duration::from_secs(5);
-        let before = session
-            .current(&client, &config.retry_backoff, deadline)
-            .await
-            .unwrap();
+        let before = ctx.registered(&session, deadline).await.unwrap();
         let buffer = Arc::new(Semaphore::new(1024));
         let (reply, failed) = oneshot::channel();
         let enqueued = Enqueued {
@@ -1487,10 +1478,7 @@ mod tests {
         let err = failed.await.unwrap().expect_err("too late");
         assert!(matches!(err, ClientError::DeliveryTimeout { .. }), "{err}");
         assert_eq!(broker.produce_requests(), 0, "sent anyway");
-        let after = session
-            .current(&client, &config.retry_backoff, deadline)
-            .await
-            .unwrap();
+        let after = ctx.registered(&session, deadline).await.unwrap();
         assert_eq!(after, before, "the session was reset");
         assert_eq!(buffer.available_permits(), 1024, "buffer bytes released");
     }
