@@ -327,18 +327,7 @@ fn graceful_shutdown_loses_nothing_and_restarts_without_a_scan() {
                 .await;
         }
     });
-    assert_eq!(
-        broker.terminate(),
-        Some(0),
-        "clean exit:\n{}",
-        broker.log_text()
-    );
-    broker.restart();
-    assert!(
-        !broker.log_text().contains("recovering the log tail"),
-        "a clean restart scanned:\n{}",
-        broker.log_text()
-    );
+    broker.restart_after_clean_stop();
     rt.block_on(async {
         let mut client = RawClient::connect(broker.addr).await;
         assert_eq!(client.read_values("t", 0, 0).await.len(), 25);

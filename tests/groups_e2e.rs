@@ -315,18 +315,7 @@ fn a_graceful_stop_keeps_every_ack_and_closes_the_journals_cleanly() {
     });
     // Stopped the moment the acks are answered: the journal writer may not
     // have appended them yet, and shutdown must wait for it.
-    assert_eq!(
-        broker.terminate(),
-        Some(0),
-        "clean exit:\n{}",
-        broker.log_text()
-    );
-    broker.restart();
-    assert!(
-        !broker.log_text().contains("recovering the log tail"),
-        "the group journal was not closed cleanly:\n{}",
-        broker.log_text()
-    );
+    broker.restart_after_clean_stop();
     rt.block_on(async {
         let mut client = RawClient::connect(broker.addr).await;
         let d = describe(&mut client).await;

@@ -916,30 +916,14 @@ fn pipelined_large_produces_are_held_back_not_buffered() {
         client.create_topic("bulk", 1).await;
         let value = vec![7u8; 1000];
         let one = batch(&vec![value.as_slice(); 512]);
-        let mut ids = Vec::new();
         for _ in 0..FRAMES {
-            let request = ProduceRequest {
-                timeout_ms: 60_000,
-                topic: "bulk".into(),
-                partitions: vec![ProducePartition {
-                    partition: 0,
-                    batches: vec![one.clone(); 16],
-                }],
-            };
-            ids.push(client.send(request.into()).await);
+            client
+                .send_produce("bulk", 0, vec![one.clone(); 16], 60_000)
+                .await;
         }
         for _ in 0..FRAMES {
-            let frame = client
-                .next_frame()
-                .await
-                .expect("connection open")
-                .expect("decodable frame");
-            match frame.body.expect("decodable body") {
-                ResponseBody::Ok(Response::Produce(r)) => {
-                    assert_eq!(r.partitions[0].error_code, ErrorCode::None, "{r:?}");
-                }
-                other => panic!("produce: {other:?}"),
-            }
+            let (_, answer) = client.next_produce_answer().await;
+            assert_eq!(answer.error_code, ErrorCode::None, "{answer:?}");
         }
     });
     let after = memory(broker.pid()).expect("the broker's memory");

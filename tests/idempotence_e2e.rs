@@ -274,29 +274,16 @@ fn pipelined_batches_on_one_connection_are_appended_in_the_order_sent() {
                 producer_epoch,
                 base_sequence: (b * PER_BATCH) as i32,
             };
-            let request = ProduceRequest {
-                timeout_ms: 30_000,
-                topic: "orders".into(),
-                partitions: vec![ProducePartition {
-                    partition: 0,
-                    batches: vec![builder.build(stamp, 0)],
-                }],
-            };
-            ids.push(client.send(request.into()).await);
+            ids.push(
+                client
+                    .send_produce("orders", 0, vec![builder.build(stamp, 0)], 30_000)
+                    .await,
+            );
         }
         let mut answers = std::collections::HashMap::new();
         while answers.len() < BATCHES {
-            let frame = client
-                .next_frame()
-                .await
-                .expect("connection open")
-                .expect("decodable frame");
-            match frame.body.expect("decodable body") {
-                ResponseBody::Ok(Response::Produce(mut r)) => {
-                    answers.insert(frame.header.request_id, r.partitions.remove(0));
-                }
-                other => panic!("produce: {other:?}"),
-            }
+            let (id, answer) = client.next_produce_answer().await;
+            answers.insert(id, answer);
         }
         for (b, id) in ids.iter().enumerate() {
             let answer = &answers[id];

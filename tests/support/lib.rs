@@ -245,6 +245,24 @@ impl Broker {
     }
 
     /// Starts a new broker process on the same data dir and flags (new ports).
+    /// SIGTERM (asserting a clean exit, code 0), start again, and assert
+    /// that the start scanned no log tail: every partition log and group
+    /// journal was closed cleanly.
+    pub fn restart_after_clean_stop(&mut self) {
+        assert_eq!(
+            self.terminate(),
+            Some(0),
+            "clean exit:\n{}",
+            self.log_text()
+        );
+        self.restart();
+        assert!(
+            !self.log_text().contains("recovering the log tail"),
+            "a restart after a clean stop scanned a log tail (a log or a group journal was not closed cleanly):\n{}",
+            self.log_text()
+        );
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         let next = Self::spawn(&self.data_dir.clone(), self.extra.clone());
@@ -452,16 +470,38 @@ pub mod raw {
             partition: u32,
             values: &[&[u8]],
         ) -> ProducePartitionResponse {
-            let request = ProduceRequest {
-                timeout_ms: 30_000,
-                topic: topic.into(),
-                partitions: vec![ProducePartition {
-                    partition,
-                    batches: vec![batch(values)],
-                }],
-            };
-            match self.call(request.into()).await {
+            let request = produce_request(topic, partition, vec![batch(values)], 30_000);
+            match self.call(request).await {
                 ResponseBody::Ok(Response::Produce(mut r)) => r.partitions.remove(0),
+                other => panic!("produce: {other:?}"),
+            }
+        }
+
+        /// Sends a produce of `batches` to a partition without waiting
+        /// (pipelining); returns its request id.
+        pub async fn send_produce(
+            &mut self,
+            topic: &str,
+            partition: u32,
+            batches: Vec<Bytes>,
+            timeout_ms: u32,
+        ) -> u32 {
+            self.send(produce_request(topic, partition, batches, timeout_ms))
+                .await
+        }
+
+        /// The next answer, which must be a produce answer: its request id
+        /// and its (first) partition's response.
+        pub async fn next_produce_answer(&mut self) -> (u32, ProducePartitionResponse) {
+            let frame = self
+                .next_frame()
+                .await
+                .expect("connection open")
+                .expect("decodable frame");
+            match frame.body.expect("decodable body") {
+                ResponseBody::Ok(Response::Produce(mut r)) => {
+                    (frame.header.request_id, r.partitions.remove(0))
+                }
                 other => panic!("produce: {other:?}"),
             }
         }
@@ -518,6 +558,21 @@ pub mod raw {
                 offset = out.last().map_or(offset, |r| r.0 + 1);
             }
         }
+    }
+
+    /// A produce of `batches` to one partition.
+    fn produce_request(
+        topic: &str,
+        partition: u32,
+        batches: Vec<Bytes>,
+        timeout_ms: u32,
+    ) -> Request {
+        ProduceRequest {
+            timeout_ms,
+            topic: topic.into(),
+            partitions: vec![ProducePartition { partition, batches }],
+        }
+        .into()
     }
 
     /// A batch holding `values`.
