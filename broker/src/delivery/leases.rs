@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::partition::{ConsumerId, Lease};
+use super::partition::{ConsumerId, DeliveryTimes, Lease};
 
 /// A lease and when its message was delivered (whole seconds since the
 /// Unix epoch; 0 when unknown, e.g. a lease recovered from an old journal).
@@ -38,6 +38,16 @@ pub struct LeaseEntry {
     pub first_s: u32,
     /// This delivery (the latest).
     pub leased_s: u32,
+}
+
+impl LeaseEntry {
+    /// The message's first and latest delivery times.
+    pub fn times(&self) -> DeliveryTimes {
+        DeliveryTimes {
+            first_s: self.first_s,
+            last_s: self.leased_s,
+        }
+    }
 }
 
 /// The open leases of one partition.

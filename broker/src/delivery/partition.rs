@@ -480,10 +480,7 @@ impl PartitionDelivery {
             (due_ms, offset),
             Waiting {
                 attempts,
-                times: DeliveryTimes {
-                    first_s: entry.first_s,
-                    last_s: entry.leased_s,
-                },
+                times: entry.times(),
             },
         );
         self.events.push(Event::Delayed {
@@ -504,10 +501,7 @@ impl PartitionDelivery {
             offset,
             attempts: entry.lease.attempt,
             reason,
-            times: DeliveryTimes {
-                first_s: entry.first_s,
-                last_s: entry.leased_s,
-            },
+            times: entry.times(),
         };
         self.dead_lettering.insert(offset, dead.clone());
         self.events.push(Event::DeadLetterStarted {
@@ -547,10 +541,7 @@ impl PartitionDelivery {
             .in_flight
             .iter()
             .map(|(o, e)| {
-                let times = DeliveryTimes {
-                    first_s: e.first_s,
-                    last_s: e.leased_s,
-                };
+                let times = e.times();
                 (o, e.lease.attempt, times)
             })
             .collect();
@@ -643,10 +634,7 @@ impl PartitionDelivery {
                 let times = self
                     .in_flight
                     .remove(offset)
-                    .map_or(DeliveryTimes::default(), |e| DeliveryTimes {
-                        first_s: e.first_s,
-                        last_s: e.leased_s,
-                    });
+                    .map_or(DeliveryTimes::default(), |e| e.times());
                 self.delayed.insert(
                     (due_ms, offset),
                     Waiting {
@@ -663,10 +651,7 @@ impl PartitionDelivery {
                 let times = self
                     .in_flight
                     .remove(offset)
-                    .map_or(DeliveryTimes::default(), |e| DeliveryTimes {
-                        first_s: e.first_s,
-                        last_s: e.leased_s,
-                    });
+                    .map_or(DeliveryTimes::default(), |e| e.times());
                 self.dead_lettering.insert(
                     offset,
                     DeadLetter {
@@ -766,10 +751,7 @@ impl PartitionDelivery {
     /// delivery). One lookup for both, for `message show`.
     pub fn state_and_times(&self, offset: u64) -> (OffsetState, Option<DeliveryTimes>) {
         if let Some(entry) = self.in_flight.get(offset) {
-            let times = DeliveryTimes {
-                first_s: entry.first_s,
-                last_s: entry.leased_s,
-            };
+            let times = entry.times();
             return (OffsetState::InFlight(entry.lease), Some(times));
         }
         if let Some(dead) = self.dead_lettering.get(&offset) {
