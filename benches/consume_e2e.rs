@@ -121,14 +121,7 @@ fn main() {
             let items = got
                 .deliveries
                 .iter()
-                .map(|d| SettleItem {
-                    partition: d.partition,
-                    offset: d.offset,
-                    attempt: 0,
-                    action: SettleAction::Ack,
-                    delay_ms: 0,
-                    reason: String::new(),
-                })
+                .map(|d| SettleItem::ack(d.partition, d.offset, 0))
                 .collect();
             let t = Instant::now();
             let settled = client

@@ -272,14 +272,7 @@ fn a_consumer_id_joined_on_another_connection_settles_nothing() {
             topic: "orders".into(),
             group: "billing".into(),
             consumer_id,
-            items: vec![SettleItem {
-                partition: 0,
-                offset,
-                attempt: 0,
-                action: SettleAction::Ack,
-                delay_ms: 0,
-                reason: String::new(),
-            }],
+            items: vec![SettleItem::ack(0, offset, 0)],
         }
         .into()
     }

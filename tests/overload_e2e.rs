@@ -231,14 +231,7 @@ async fn ack(client: &mut RawClient, topic: &str, group: &str, consumer: u64, d:
     }
     let items = d
         .iter()
-        .map(|d| SettleItem {
-            partition: d.partition,
-            offset: d.offset,
-            attempt: d.attempt,
-            action: SettleAction::Ack,
-            delay_ms: 0,
-            reason: String::new(),
-        })
+        .map(|d| SettleItem::ack(d.partition, d.offset, d.attempt))
         .collect();
     let req = SettleRequest {
         topic: topic.into(),

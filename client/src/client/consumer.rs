@@ -486,14 +486,7 @@ impl GroupDelivery {
             let (run, tail) = rest.split_at(same);
             let items = run
                 .iter()
-                .map(|d| SettleItem {
-                    partition: d.partition,
-                    offset: d.offset,
-                    attempt: d.attempt,
-                    action: SettleAction::Ack,
-                    delay_ms: 0,
-                    reason: String::new(),
-                })
+                .map(|d| SettleItem::ack(d.partition, d.offset, d.attempt))
                 .collect();
             let answers = settle_items(&first.shared, first.consumer_id, items).await?;
             if answers.len() != run.len() {

@@ -109,6 +109,27 @@ pub struct SettleItem {
     pub reason: String,
 }
 
+impl SettleItem {
+    /// An ack of the delivery at `partition`/`offset`, attempt `attempt`
+    /// (0: whichever lease the consumer holds).
+    ///
+    /// ```
+    /// use pigeon_client::protocol::{SettleAction, SettleItem};
+    /// let item = SettleItem::ack(2, 41, 1);
+    /// assert_eq!((item.action, item.delay_ms, item.reason.as_str()), (SettleAction::Ack, 0, ""));
+    /// ```
+    pub fn ack(partition: u32, offset: u64, attempt: u32) -> SettleItem {
+        SettleItem {
+            partition,
+            offset,
+            attempt,
+            action: SettleAction::Ack,
+            delay_ms: 0,
+            reason: String::new(),
+        }
+    }
+}
+
 /// The outcome of each settle item.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SettleResponse {
