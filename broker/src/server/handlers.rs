@@ -17,6 +17,10 @@ use crate::log::{AppendInfo, LogError};
 use crate::metrics;
 use crate::topics::{NewTopic, Topic, TopicError};
 
+/// The answer to a produce naming a partition without a batch (refused
+/// before the log; `committed` falls back to it for an empty result list).
+const NO_BATCH: &str = "the produce request carries no record batch for this partition";
+
 /// Longest long-poll a fetch may ask for.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 
@@ -323,10 +327,7 @@ async fn submit_partition(
         );
     };
     if part.batches.is_empty() {
-        return failed(
-            ErrorCode::InvalidRequest,
-            "the produce request carries no record batch for this partition".into(),
-        );
+        return failed(ErrorCode::InvalidRequest, NO_BATCH.into());
     }
     let max = broker.config.log.max_batch_bytes as usize;
     let mut batches = Vec::with_capacity(part.batches.len());
@@ -382,11 +383,7 @@ fn committed(
             append_time_ms: last.timestamp,
             log_start_offset: last.log_start_offset,
         },
-        _ => failed_partition(
-            partition,
-            ErrorCode::InvalidRequest,
-            "the produce request carries no record batch for this partition".into(),
-        ),
+        _ => failed_partition(partition, ErrorCode::InvalidRequest, NO_BATCH.into()),
     }
 }
 
