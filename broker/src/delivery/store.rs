@@ -407,7 +407,11 @@ mod tests {
             store.journal(0).expect("journal").reader().start_offset() > 0,
             "the snapshot trimmed the journal"
         );
-        drop(store); // crash: no clean close
+        // Crash: the journals stop without a clean close. (Dropping the
+        // store would close them cleanly, in the background, while the
+        // reopen below lists their segments: a race, seen failing the
+        // open about one run in ten under load.)
+        std::mem::forget(store);
         let (reopened, recovered) =
             GroupStore::open(Arc::new(StdFs), &dir, &[0, 0], config(), clock).expect("open");
         assert_eq!(reopened.meta(), &meta);
