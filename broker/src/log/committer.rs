@@ -12,7 +12,10 @@
 //!
 //! The thread also runs the interval policy's timed sync and periodic
 //! retention. Dropping every handle, or [`PartitionLog::close`], shuts the log
-//! down cleanly (sync, clean checkpoint).
+//! down cleanly (sync, clean checkpoint). A command sent while the log
+//! closes gets its answer or `Closed`, never a wait without end: the
+//! handles also watch for the writer thread to end (a command queued just
+//! after the writer took its Close stays in the channel unanswered).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use pigeon_client::batch::RecordBatch;
 use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::clock::Clock;
 use super::config::LogConfig;
@@ -58,6 +62,23 @@ pub struct PartitionLog {
     commands: flume::Sender<Command>,
     reader: LogReader,
     end: watch::Receiver<u64>,
+    /// Cancelled when the writer thread has stopped (or never started).
+    stopped: CancellationToken,
+}
+
+/// The writer's answer to a command, or `Closed` once the writer has
+/// stopped. A command queued just as the writer closed is never taken, and
+/// the channel keeps it (with its reply sender) as long as any handle
+/// lives: without this, its caller would wait forever.
+async fn answer<T>(
+    stopped: &CancellationToken,
+    response: oneshot::Receiver<LogResult<T>>,
+) -> LogResult<T> {
+    tokio::select! {
+        biased;
+        answer = response => answer.unwrap_or(Err(LogError::Closed)),
+        () = stopped.cancelled() => Err(LogError::Closed),
+    }
 }
 
 impl PartitionLog {
@@ -77,16 +98,24 @@ impl PartitionLog {
         let (commands, receiver) = flume::bounded(QUEUE_DEPTH);
         let reader = log.reader();
         let (end_tx, end) = watch::channel(reader.end_offset());
+        let stopped = CancellationToken::new();
+        let writer = Writer { log, end: end_tx };
+        // Dropped (cancelling `stopped`) once the thread has answered its
+        // last command and ended, or at once if it cannot start.
+        let stopped_guard = stopped.clone().drop_guard();
         let name = format!(
             "log-{}",
-            log.dir()
+            writer
+                .log
+                .dir()
                 .file_name()
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default()
         );
-        let spawned = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || Writer { log, end: end_tx }.run(receiver));
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            let _stopped = stopped_guard;
+            writer.run(receiver);
+        });
         if let Err(e) = spawned {
             // Without a thread every append fails with `Closed`.
             tracing::error!(error = %e, "could not start a partition writer thread");
@@ -95,6 +124,7 @@ impl PartitionLog {
             commands,
             reader,
             end,
+            stopped,
         }
     }
 
@@ -106,7 +136,7 @@ impl PartitionLog {
             .send_async(Command::Append { batch, reply })
             .await
             .map_err(|_| LogError::Closed)?;
-        response.await.map_err(|_| LogError::Closed)?
+        answer(&self.stopped, response).await
     }
 
     /// Appends batches in order, letting them share commits; one result
@@ -134,7 +164,10 @@ impl PartitionLog {
                 Err(_) => responses.push(None),
             }
         }
-        Submitted { responses }
+        Submitted {
+            responses,
+            stopped: self.stopped.clone(),
+        }
     }
 
     /// The reader of this log.
@@ -155,7 +188,7 @@ impl PartitionLog {
             .send_async(Command::Retention { reply })
             .await
             .map_err(|_| LogError::Closed)?;
-        response.await.map_err(|_| LogError::Closed)?
+        answer(&self.stopped, response).await
     }
 
     /// Deletes the sealed segments holding only offsets below `before`;
@@ -166,7 +199,11 @@ impl PartitionLog {
             .send_async(Command::Trim { before, reply })
             .await
             .map_err(|_| LogError::Closed)?;
-        response.await.map_err(|_| LogError::Closed)
+        tokio::select! {
+            biased;
+            deleted = response => deleted.map_err(|_| LogError::Closed),
+            () = self.stopped.cancelled() => Err(LogError::Closed),
+        }
     }
 
     /// Commits what is queued, shuts down cleanly, and stops the writer.
@@ -176,7 +213,7 @@ impl PartitionLog {
             .send_async(Command::Close { reply })
             .await
             .map_err(|_| LogError::Closed)?;
-        response.await.map_err(|_| LogError::Closed)?
+        answer(&self.stopped, response).await
     }
 }
 
@@ -184,6 +221,7 @@ impl PartitionLog {
 #[derive(Debug)]
 pub struct Submitted {
     responses: Vec<Option<oneshot::Receiver<LogResult<AppendInfo>>>>,
+    stopped: CancellationToken,
 }
 
 impl Submitted {
@@ -194,7 +232,7 @@ impl Submitted {
         let mut results = Vec::with_capacity(self.responses.len());
         for response in self.responses {
             let result = match response {
-                Some(response) => response.await.unwrap_or(Err(LogError::Closed)),
+                Some(response) => answer(&self.stopped, response).await,
                 None => Err(LogError::Closed),
             };
             results.push(result);

@@ -654,6 +654,52 @@ async fn concurrent_appends_share_fsyncs_and_complete_after_them() {
     assert_eq!(reopened.next_offset(), 200);
 }
 
+/// A command sent to a log while it closes is answered: appended, or
+/// `Closed`. One queued just after the writer took its Close stays in the
+/// channel forever (the handles keep the channel alive), so its caller
+/// must learn from the writer stopping, not from its reply being dropped.
+/// Before, such an append or close hung (about one round in ten of a
+/// group's stop followed by a close of its journal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_racing_the_close_is_answered_not_left_waiting() {
+    for round in 0..200 {
+        let fx = Fixture::new(LogConfig::default());
+        let log = PartitionLog::open(
+            fx.fs.clone(),
+            &fx.dir,
+            fx.config.clone(),
+            Arc::new(fx.clock.clone()),
+        )
+        .expect("open");
+        let closing = tokio::spawn({
+            let log = log.clone();
+            async move { log.close().await }
+        });
+        let raced = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let appended = log.append(batch(&[b"late"])).await;
+            let closed_again = log.close().await;
+            (appended, closed_again)
+        })
+        .await;
+        let (appended, closed_again) =
+            raced.unwrap_or_else(|_| panic!("round {round}: a command racing the close hung"));
+        assert!(
+            matches!(appended, Ok(_) | Err(LogError::Closed)),
+            "round {round}: {appended:?}"
+        );
+        let first_close = closing.await.expect("join");
+        // Whichever close reaches the writer first closes the log; the
+        // other is told it is closed.
+        assert!(
+            matches!(
+                (&first_close, &closed_again),
+                (Ok(()), Ok(()) | Err(LogError::Closed)) | (Err(LogError::Closed), Ok(()))
+            ),
+            "round {round}: {first_close:?}, {closed_again:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_end_reports_new_data() {
     let fx = Fixture::new(LogConfig::default());
