@@ -1,7 +1,7 @@
 //! Drivers of the peer systems for the side-by-side benchmark: Redis
 //! Streams ([`redis::RedisTarget`]) and NATS JetStream
 //! ([`nats::NatsTarget`]), each implementing the harness traits of
-//! `pigeon_client::bench::target`, so that Pigeon and its peers are driven
+//! `pigeon_cli::bench::target`, so that Pigeon and its peers are driven
 //! by the same load generator and only the system under test differs.
 //!
 //! | module | job |

@@ -29,7 +29,7 @@ use anyhow::{Context as _, anyhow};
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use pigeon_client::bench::{
+use pigeon_cli::bench::{
     PublishSettings, Publisher, Received, SubscribeSettings, Subscriber, Target,
 };
 use tokio::task::JoinSet;

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
-use pigeon_client::bench::{
+use pigeon_cli::bench::{
     PublishSettings, Publisher, Received, SubscribeSettings, Subscriber, Target,
 };
 use redis::aio::MultiplexedConnection;

@@ -1,7 +1,7 @@
 //! Side by side: the same workloads against Pigeon (`fsync=always`), Redis
 //! Streams (AOF, `appendfsync always`) and NATS JetStream (file storage),
 //! each server started here on loopback with a fresh data dir, each driven
-//! by the one harness of `pigeon_client::bench` through its `Target`
+//! by the one harness of `pigeon_cli::bench` through its `Target`
 //! (Pigeon's own, the peers' in `benches/peers/`), so the load generator is
 //! never what differs.
 //!
@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use pigeon_client::bench::{self, PigeonTarget, Target, Workload, WorkloadKind};
+use pigeon_cli::bench::{self, PigeonTarget, Target, Workload, WorkloadKind};
 use pigeon_suite::Broker;
 
 use machine::Machine;

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use pigeon_client::bench::Report;
+use pigeon_cli::bench::Report;
 
 use crate::Case;
 use crate::machine::Machine;

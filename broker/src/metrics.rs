@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use pigeon_client::protocol::ErrorCode;
+use pigeon_protocol::ErrorCode;
 
 use crate::topics::Topics;
 

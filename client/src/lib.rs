@@ -1,23 +1,29 @@
 //! # pigeon-client
 //!
-//! The half of Pigeon that both sides share, plus the async Rust client.
+//! The async Rust client of the Pigeon broker, for services to depend on:
+//! a multiplexed connection, admin, an idempotent batching producer, a
+//! group consumer and a partition reader.
 //!
 //! ## Layout
 //!
 //! | module | job |
 //! | --- | --- |
-//! | [`batch`] | the record batch format: the unit of append, storage and transfer (the bytes on disk are the bytes on the wire) |
-//! | [`protocol`] | the wire protocol: length-prefixed frames, message bodies, error codes, `tokio_util` codecs |
-//! | [`client`] | the async client: multiplexed connection, admin, batching producer, partition reader |
-//! | [`bench`](mod@bench) | the load generator behind `pigeon bench`: workloads, harness, reports |
+//! | [`client`] | the async client: multiplexed connection, admin, batching producer, consumer, partition reader |
+//! | [`protocol`] | re-export of the `pigeon-protocol` crate: frames, message bodies, error codes, codecs |
+//! | [`batch`] | re-export of the record batch format (`pigeon_protocol::batch`) |
 //!
-//! The wire protocol lives in this crate and the broker depends on it, so the
-//! two sides can never disagree about a byte.
+//! The wire protocol and the batch format live in the `pigeon-protocol`
+//! crate, which the broker depends on too, so the two sides can never
+//! disagree about a byte. The `pigeon` command line and the `pigeon bench`
+//! load generator live beside this library (crate `pigeon-cli`), so a
+//! service that depends on it pulls in no CLI or benchmark dependencies.
 
-pub mod batch;
-pub mod bench;
+#![warn(missing_docs)]
+
 pub mod client;
-pub mod protocol;
+
+pub use pigeon_protocol as protocol;
+pub use pigeon_protocol::batch;
 
 pub use client::{
     Admin, Client, ClientConfig, ClientError, Consumer, ConsumerConfig, GroupDelivery, Producer,

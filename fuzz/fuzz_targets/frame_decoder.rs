@@ -5,7 +5,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use pigeon_client::protocol::{ClientCodec, ServerCodec};
+use pigeon_protocol::{ClientCodec, ServerCodec};
 use tokio_util::codec::Decoder;
 
 fn drain<D: Decoder>(decoder: &mut D, data: &[u8]) {

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use pigeon_client::batch::{RecordBatch, records_of, verify_stored};
+use pigeon_protocol::batch::{RecordBatch, records_of, verify_stored};
 
 const LIMIT: usize = 1 << 20;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
 use pigeon_broker::io::StdFs;
 use pigeon_broker::log::{Log, LogConfig, ManualClock};
-use pigeon_client::batch::{read_prefix, verify_stored};
+use pigeon_protocol::batch::{read_prefix, verify_stored};
 
 fuzz_target!(|data: &[u8]| {
     // In memory when possible: recovery fsyncs, which would dominate.

@@ -29,7 +29,7 @@ pub fn binary(name: &str) -> PathBuf {
             "-p",
             "pigeon-broker",
             "-p",
-            "pigeon-client",
+            "pigeon-cli",
         ]);
         if dir.file_name().is_some_and(|n| n == "release") {
             command.arg("--release");

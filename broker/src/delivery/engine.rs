@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pigeon_client::batch::Record;
+use pigeon_protocol::batch::Record;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 

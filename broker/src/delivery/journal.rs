@@ -27,7 +27,7 @@
 //! an attempt, so a message that crashes every consumer still reaches the
 //! dead-letter queue after `max_deliveries`.
 
-use pigeon_client::protocol::truncate_at_char_boundary;
+use pigeon_protocol::truncate_at_char_boundary;
 
 use super::partition::{DeadLetterReason, DeliveryTimes};
 

@@ -19,7 +19,7 @@
 //! Unix epoch each. Version 1 (written before delivery times were kept) is
 //! the same without the `times` fields; it is still read, with times 0.
 
-use pigeon_client::protocol::truncate_at_char_boundary;
+use pigeon_protocol::truncate_at_char_boundary;
 
 use super::journal::MAX_REASON_LEN;
 use super::partition::{

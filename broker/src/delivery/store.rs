@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pigeon_client::batch::{BatchBuilder, ProducerStamp, RecordBatch, records_of_batches};
+use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, RecordBatch, records_of_batches};
 use serde::{Deserialize, Serialize};
 
 use super::journal::Event;

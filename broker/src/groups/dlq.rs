@@ -30,7 +30,7 @@
 
 use std::sync::Arc;
 
-use pigeon_client::batch::{BatchBuilder, ProducerStamp, Record, RecordBatch};
+use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, Record, RecordBatch};
 
 use super::source::read_records;
 use crate::delivery::engine::DeadLetterSink;

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use pigeon_client::protocol::{ErrorCode, validate_topic_name};
+use pigeon_protocol::{ErrorCode, validate_topic_name};
 
 use crate::delivery::GroupSettings;
 use crate::delivery::engine::{self, GroupHandle};

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use pigeon_client::batch::{BatchBuilder, ProducerStamp, Record, RecordBatch};
+use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, Record, RecordBatch};
 use serde::{Deserialize, Serialize};
 
 use super::source::read_records;

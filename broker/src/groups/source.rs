@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use pigeon_client::batch::{Record, records_of_batches};
+use pigeon_protocol::batch::{Record, records_of_batches};
 
 use crate::delivery::engine::SourceReader;
 use crate::topics::Topic;

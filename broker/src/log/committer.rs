@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pigeon_client::batch::RecordBatch;
+use pigeon_protocol::batch::RecordBatch;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 

@@ -5,7 +5,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pigeon_client::batch::BatchError;
+use pigeon_protocol::batch::BatchError;
 use thiserror::Error;
 
 /// An error of the partition log. Cloneable, because one failed group

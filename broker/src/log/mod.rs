@@ -23,7 +23,7 @@
 //!
 //! | file | content |
 //! | --- | --- |
-//! | `<base>.log` | record batches back to back (format: [`pigeon_client::batch`]) |
+//! | `<base>.log` | record batches back to back (format: [`pigeon_protocol::batch`]) |
 //! | `<base>.index` | sparse offset index, see [`index`] |
 //! | `<base>.timeindex` | sparse time index, see [`index`] |
 //! | `checkpoint` | recovery point and clean-shutdown flag, see [`checkpoint`] |

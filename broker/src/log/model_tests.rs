@@ -281,10 +281,10 @@ fn read_records(reader: &LogReader, from: u64) -> Vec<(u64, Vec<u8>)> {
         }
         let mut bytes = &result.bytes[..];
         while !bytes.is_empty() {
-            let (_, length) = pigeon_client::batch::read_prefix(bytes).expect("prefix");
+            let (_, length) = pigeon_protocol::batch::read_prefix(bytes).expect("prefix");
             let total = 12 + length as usize;
             let records =
-                pigeon_client::batch::records_of(bytes::Bytes::copy_from_slice(&bytes[..total]))
+                pigeon_protocol::batch::records_of(bytes::Bytes::copy_from_slice(&bytes[..total]))
                     .expect("batch");
             for record in records {
                 let record = record.expect("record");

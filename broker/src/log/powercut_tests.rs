@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pigeon_client::batch::{
+use pigeon_protocol::batch::{
     BatchBuilder, ProducerStamp, RecordBatch, read_prefix, records_of, verify_stored,
 };
 
@@ -884,7 +884,7 @@ fn valid_segment(batches: &[Vec<Vec<u8>>]) -> (Vec<u8>, Records, Vec<usize>) {
         let batch = make_batch(values, ProducerStamp::NONE);
         let start = bytes.len();
         bytes.extend_from_slice(batch.bytes());
-        pigeon_client::batch::stamp(&mut bytes[start..], offset, T0, T0, batch.records_crc());
+        pigeon_protocol::batch::stamp(&mut bytes[start..], offset, T0, T0, batch.records_crc());
         for value in values {
             records.push((offset, value.clone()));
             offset += 1;
@@ -1036,7 +1036,7 @@ fn batches_whose_offsets_pass_u64_max_are_refused_not_a_panic() {
     let values = [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
     let batch = make_batch(&values, ProducerStamp::NONE);
     let mut bytes = batch.bytes().to_vec();
-    pigeon_client::batch::stamp(&mut bytes, u64::MAX - 1, T0, T0, batch.records_crc());
+    pigeon_protocol::batch::stamp(&mut bytes, u64::MAX - 1, T0, T0, batch.records_crc());
     assert!(
         verify_stored(&bytes, 1 << 20).is_err(),
         "the envelope check refuses offsets past u64::MAX"

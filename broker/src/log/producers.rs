@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 
-use pigeon_client::batch::BatchHeader;
+use pigeon_protocol::batch::BatchHeader;
 
 use crate::io::{LeCursor, seal, unseal};
 
@@ -357,7 +357,7 @@ fn is_before(a: i32, b: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pigeon_client::batch::ProducerStamp;
+    use pigeon_protocol::batch::ProducerStamp;
     use proptest::prelude::*;
 
     fn header(pid: i64, epoch: i16, seq: i32, count: u32, base_offset: u64) -> BatchHeader {

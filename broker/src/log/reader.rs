@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pigeon_client::batch::{BatchHeader, HEADER_LEN, records_of, verify_stored};
+use pigeon_protocol::batch::{BatchHeader, HEADER_LEN, records_of, verify_stored};
 
 use super::error::{LogError, LogResult};
 use super::segment::Segment;
@@ -193,7 +193,7 @@ impl LogReader {
         let mut at = 0usize;
         let mut expected = first.base_offset;
         while at + HEADER_LEN <= buf.len() {
-            let Some((_, length)) = pigeon_client::batch::read_prefix(&buf[at..]) else {
+            let Some((_, length)) = pigeon_protocol::batch::read_prefix(&buf[at..]) else {
                 break;
             };
             let total = 12 + length as usize;

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use pigeon_client::batch::{BatchHeader, HEADER_LEN};
+use pigeon_protocol::batch::{BatchHeader, HEADER_LEN};
 
 use super::checkpoint::Checkpoint;
 use super::clock::Clock;

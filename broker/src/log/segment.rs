@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
-use pigeon_client::batch::{
+use pigeon_protocol::batch::{
     BatchHeader, HEADER_LEN, LOG_OVERHEAD, MIN_BATCH_LENGTH, verify_stored,
 };
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pigeon_client::batch::{
+use pigeon_protocol::batch::{
     BatchBuilder, ProducerStamp, Record, RecordBatch, records_of, verify_stored,
 };
 
@@ -104,7 +104,7 @@ fn read_all(reader: &LogReader, from: u64) -> Vec<Record> {
 fn decode(mut bytes: &[u8]) -> Vec<Record> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
-        let (_, length) = pigeon_client::batch::read_prefix(bytes).expect("prefix");
+        let (_, length) = pigeon_protocol::batch::read_prefix(bytes).expect("prefix");
         let total = 12 + length as usize;
         verify_stored(&bytes[..total], 1 << 20).expect("served batches verify");
         let records = records_of(Bytes::copy_from_slice(&bytes[..total])).expect("records");

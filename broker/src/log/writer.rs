@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use parking_lot::RwLock;
-use pigeon_client::batch::{RecordBatch, stamp};
+use pigeon_protocol::batch::{RecordBatch, stamp};
 
 use super::checkpoint::Checkpoint;
 use super::clock::Clock;
@@ -242,7 +242,7 @@ impl Log {
         let len = bytes.len();
         if len > self.config.max_batch_bytes as usize {
             return Err(LogError::InvalidBatch(
-                pigeon_client::batch::BatchError::BadLength {
+                pigeon_protocol::batch::BatchError::BadLength {
                     declared: batch.header().batch_length,
                     reason: format!(
                         "the partition's batch size limit is {} bytes",
@@ -310,7 +310,7 @@ impl Log {
                 self.staged_producers
                     .push((pid, self.producers.entry_of(pid)));
             }
-            let stamped = pigeon_client::batch::BatchHeader {
+            let stamped = pigeon_protocol::batch::BatchHeader {
                 base_offset,
                 first_timestamp: timestamp,
                 max_timestamp: timestamp,

@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use pigeon_client::protocol as wire;
-use pigeon_client::protocol::{ErrorCode, Response};
+use pigeon_protocol as wire;
+use pigeon_protocol::{ErrorCode, Response};
 
 use super::Broker;
 use crate::delivery::engine::{GroupHandle, SeekTo, Settle};
@@ -20,7 +20,7 @@ use crate::delivery::{ConsumerId, GroupSettings, OffsetState, SettleError};
 use crate::groups::dlq::{dlq_topic, find_parked, header_text};
 use crate::groups::source::read_records;
 use crate::topics::TopicError;
-use pigeon_client::batch::Record;
+use pigeon_protocol::batch::Record;
 
 /// Longest wait a receive may ask for.
 const MAX_RECEIVE_WAIT: Duration = Duration::from_secs(30);

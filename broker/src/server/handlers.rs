@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::select_all;
-use pigeon_client::batch::{BatchError, RecordBatch};
-use pigeon_client::protocol::*;
+use pigeon_protocol::batch::{BatchError, RecordBatch};
+use pigeon_protocol::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Broker;
@@ -595,7 +595,7 @@ fn fetch_once(
 fn next_offset_after(mut batches: &[u8]) -> Option<u64> {
     let mut next = None;
     while !batches.is_empty() {
-        let header = pigeon_client::batch::BatchHeader::parse(batches).ok()?;
+        let header = pigeon_protocol::batch::BatchHeader::parse(batches).ok()?;
         next = Some(header.next_offset());
         batches = batches.get(header.total_len()..)?;
     }

@@ -37,7 +37,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use pigeon_client::protocol::{ErrorCode, Limits, encode_response};
+use pigeon_protocol::{ErrorCode, Limits, encode_response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};

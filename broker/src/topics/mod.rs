@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use pigeon_client::protocol::{ErrorCode, validate_topic_name};
+use pigeon_protocol::{ErrorCode, validate_topic_name};
 
 use crate::io::{FileSystem, read_all, write_atomically};
 use crate::log::producers::EpochSource;

@@ -1,0 +1,233 @@
+//! `pigeon bench produce|consume|e2e [TOPIC]`: the load generator
+//! ([`pigeon_cli::bench`]) against the broker at `--broker`.
+//!
+//! The topic (default `bench-<workload>`) is deleted and created afresh,
+//! with the group `pigeon-bench` on it. While the run is timed a progress
+//! bar is drawn on stderr, only when stderr is a terminal and without
+//! `--json`. At the end the figures are printed: a few aligned lines, or
+//! with `--json` exactly one JSON object (see
+//! [`Report::to_json`](pigeon_cli::bench::Report::to_json)) on stdout.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use pigeon_cli::bench::{self, PigeonTarget, Workload, WorkloadKind};
+
+use super::Failure;
+use super::failure::connect;
+use super::output::Out;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Publish as fast as acks come back (or at --rate); latency is
+    /// publish→ack per message.
+    Produce(BenchArgs),
+    /// Pre-load the topic (untimed), then receive and ack everything;
+    /// latency is receive→ack per batch.
+    Consume(BenchArgs),
+    /// Publish and consume at once; latency is publish→deliver per message,
+    /// and publish→ack.
+    E2e(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Topic to run on, DELETED and created afresh [default: bench-WORKLOAD].
+    topic: Option<String>,
+    /// Messages to publish (or consume) in all [default: 1000000; 100000 for e2e].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    messages: Option<u64>,
+    /// Publish for this many seconds instead of a message count (produce, e2e).
+    #[arg(long, value_name = "S", conflicts_with = "messages", value_parser = parse_seconds)]
+    duration_secs: Option<Duration>,
+    /// Bytes per value (at least 8: they carry the publish time).
+    #[arg(long, value_name = "B", default_value_t = 100, value_parser = clap::value_parser!(u64).range(8..))]
+    value_size: u64,
+    /// Publishers, each on its own connection.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    producers: u64,
+    /// Members of the consumer group, each on its own connection (consume, e2e).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    consumers: u64,
+    /// Partitions of the topic.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    partitions: u32,
+    /// Largest batch a producer sends, in bytes [default: 1048576].
+    #[arg(long, value_name = "B", value_parser = clap::value_parser!(u64).range(1..))]
+    batch_bytes: Option<u64>,
+    /// How long a producer waits to fill a batch, ms [default: 5; 0 for e2e].
+    #[arg(long, value_name = "MS")]
+    linger_ms: Option<u64>,
+    /// Batches of one partition a producer sends before the first is
+    /// answered.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=5))]
+    in_flight: u64,
+    /// Publish at this fixed rate over all producers (msgs/s); latencies
+    /// count from each message's scheduled time.
+    #[arg(long, value_name = "MSGS_PER_SEC", value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
+    /// Most messages one receive returns [default: 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_messages: Option<u64>,
+    /// Print exactly one JSON object with the figures (no progress bar).
+    #[arg(long)]
+    json: bool,
+}
+
+/// A positive number of seconds (fractions allowed).
+fn parse_seconds(arg: &str) -> Result<Duration, String> {
+    let seconds: f64 = arg
+        .parse()
+        .map_err(|_| format!("`{arg}` is not a number of seconds"))?;
+    if !(seconds > 0.0 && seconds <= 366.0 * 86_400.0) {
+        return Err(format!(
+            "`{arg}`: the duration must be more than 0 and at most a year"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+pub(crate) async fn run(broker: &str, command: BenchCommand) -> Result<(), Failure> {
+    let (kind, args) = match command {
+        BenchCommand::Produce(args) => (WorkloadKind::Produce, args),
+        BenchCommand::Consume(args) => (WorkloadKind::Consume, args),
+        BenchCommand::E2e(args) => (WorkloadKind::E2e, args),
+    };
+    let workload = workload(kind, &args)?;
+    let topic = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| format!("bench-{}", kind.as_str()));
+    let target = PigeonTarget::with_client(connect(broker).await?);
+    let report = bench::run(&target, &topic, &workload).await?;
+    let mut out = Out::new();
+    if args.json {
+        out.line(report.to_json())?;
+    } else {
+        out.line(report.to_text().trim_end())?;
+    }
+    out.flush()
+}
+
+/// The workload the arguments describe.
+fn workload(kind: WorkloadKind, args: &BenchArgs) -> Result<Workload, Failure> {
+    let mut workload = Workload::new(kind);
+    if let Some(messages) = args.messages {
+        workload.messages = messages;
+    }
+    workload.duration = args.duration_secs;
+    workload.value_size = usize::try_from(args.value_size)?;
+    workload.producers = usize::try_from(args.producers)?;
+    workload.consumers = usize::try_from(args.consumers)?;
+    workload.partitions = args.partitions;
+    if let Some(bytes) = args.batch_bytes {
+        workload.publish.batch_bytes = usize::try_from(bytes)?;
+    }
+    if let Some(ms) = args.linger_ms {
+        workload.publish.linger = Duration::from_millis(ms);
+    }
+    workload.publish.in_flight = usize::try_from(args.in_flight)?;
+    if let Some(max) = args.max_messages {
+        workload.subscribe.max_messages = usize::try_from(max)?;
+    }
+    workload.rate = args.rate;
+    workload.progress = !args.json;
+    workload.validate()?;
+    Ok(workload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<(WorkloadKind, Workload), String> {
+        let mut argv = vec!["pigeon", "bench"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let crate::cli::Command::Bench(command) = cli.command else {
+            return Err("not a bench command".into());
+        };
+        let (kind, args) = match command {
+            BenchCommand::Produce(a) => (WorkloadKind::Produce, a),
+            BenchCommand::Consume(a) => (WorkloadKind::Consume, a),
+            BenchCommand::E2e(a) => (WorkloadKind::E2e, a),
+        };
+        workload(kind, &args)
+            .map(|w| (kind, w))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn flags_set_the_workload() {
+        let (kind, w) = parse(&[
+            "e2e",
+            "t",
+            "--messages",
+            "5",
+            "--value-size",
+            "1024",
+            "--producers",
+            "2",
+            "--consumers",
+            "3",
+            "--partitions",
+            "4",
+            "--batch-bytes",
+            "65536",
+            "--linger-ms",
+            "2",
+            "--in-flight",
+            "2",
+            "--rate",
+            "10000",
+            "--max-messages",
+            "50",
+            "--json",
+        ])
+        .expect("valid");
+        assert_eq!(kind, WorkloadKind::E2e);
+        assert_eq!(
+            (
+                w.messages,
+                w.value_size,
+                w.producers,
+                w.consumers,
+                w.partitions
+            ),
+            (5, 1024, 2, 3, 4)
+        );
+        assert_eq!(w.publish.batch_bytes, 65_536);
+        assert_eq!(w.publish.linger, Duration::from_millis(2));
+        assert_eq!(w.publish.in_flight, 2);
+        assert_eq!(w.rate, Some(10_000));
+        assert_eq!(w.subscribe.max_messages, 50);
+        assert!(!w.progress);
+    }
+
+    #[test]
+    fn defaults_follow_the_workload() {
+        let (_, produce) = parse(&["produce"]).expect("valid");
+        assert_eq!(produce.messages, 1_000_000);
+        assert!(produce.progress);
+        let (_, e2e) = parse(&["e2e", "--duration-secs", "1.5"]).expect("valid");
+        assert_eq!(e2e.messages, 100_000);
+        assert_eq!(e2e.duration, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for args in [
+            &["produce", "--value-size", "7"][..],
+            &["produce", "--producers", "0"],
+            &["produce", "--rate", "0"],
+            &["produce", "--duration-secs", "0"],
+            &["produce", "--duration-secs", "x"],
+            &["produce", "--messages", "5", "--duration-secs", "1"],
+            &["consume", "--duration-secs", "1"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} accepted");
+        }
+    }
+}
