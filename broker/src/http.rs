@@ -1,8 +1,8 @@
-//! HTTP endpoints on the `--http` address: `/health` (200 while serving,
-//! 503 otherwise) and `/metrics` (Prometheus text format).
+//! The HTTP adapter on the `--http` address: `/health` (200 while serving,
+//! 503 otherwise) and `/metrics` (Prometheus text format). Each handler
+//! asks the service layer ([`Broker`]) one question and renders the answer.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::State;
@@ -11,8 +11,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::metrics;
-use crate::server::Broker;
+use crate::service::Broker;
 
 #[derive(Clone)]
 struct HttpState {
@@ -36,7 +35,7 @@ pub async fn run(broker: Arc<Broker>, prometheus: Option<PrometheusHandle>, list
 }
 
 async fn health(State(state): State<HttpState>) -> (StatusCode, &'static str) {
-    if state.broker.serving.load(Ordering::Acquire) {
+    if state.broker.is_serving() {
         (StatusCode::OK, "serving\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not serving\n")
@@ -44,7 +43,7 @@ async fn health(State(state): State<HttpState>) -> (StatusCode, &'static str) {
 }
 
 async fn render_metrics(State(state): State<HttpState>) -> (StatusCode, String) {
-    metrics::refresh_logs(&state.broker.topics);
+    state.broker.refresh_metrics();
     match &state.prometheus {
         Some(handle) => (StatusCode::OK, handle.render()),
         None => (

@@ -9,7 +9,9 @@
 //! | [`io`] | file I/O behind a small trait, so tests can inject faults |
 //! | [`log`] | the segmented append-only log of one partition: segments, indexes, recovery, retention, group commit |
 //! | [`topics`] | topics: metadata, partition logs, data directory layout |
-//! | [`server`] | the protocol listener, connections and request handlers |
+//! | [`service`] | the service layer: the application root [`service::Broker`] and protocol-neutral operations |
+//! | [`error`] | [`error::BrokerError`]: why a domain operation failed, with no wire code |
+//! | [`server`] | the binary-protocol adapter: listener, connections, request translation |
 //! | [`config`] | settings from defaults, file, environment and flags |
 //! | [`delivery`] | consumer groups: leases, acks, redelivery with backoff, dead letters, seek |
 //! | [`groups`] | the broker's groups: create, open, delete, source reads, dead-letter topics |
@@ -19,6 +21,7 @@
 
 pub mod config;
 pub mod delivery;
+pub mod error;
 pub mod groups;
 pub mod http;
 pub mod io;
@@ -26,4 +29,5 @@ pub mod log;
 pub mod metrics;
 pub mod registry;
 pub mod server;
+pub mod service;
 pub mod topics;

@@ -2,17 +2,13 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use pigeon_broker::config::{BrokerConfig, Flags};
-use pigeon_broker::groups::Groups;
-use pigeon_broker::io::{FileSystem, StdFs};
+use pigeon_broker::io::StdFs;
 use pigeon_broker::log::SystemClock;
-use pigeon_broker::log::producers::EpochSource;
-use pigeon_broker::registry::ProducerRegistry;
-use pigeon_broker::server::{self, Broker};
-use pigeon_broker::topics::Topics;
+use pigeon_broker::server;
+use pigeon_broker::service::Broker;
 use pigeon_broker::{http, metrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -64,37 +60,9 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     raise_open_file_limit(config.max_connections);
-    let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
-    fs.create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
-    let producers =
-        Arc::new(ProducerRegistry::open(fs.clone(), &config.data_dir).map_err(anyhow::Error::msg)?);
-    let epochs: Arc<dyn EpochSource> = producers.clone();
-    let topics = Topics::open_with_epochs(
-        fs.clone(),
-        &config.data_dir,
-        config.log.clone(),
-        Arc::new(SystemClock),
-        Some(epochs),
-    )
-    .with_context(|| {
-        format!(
-            "cannot open the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
-    let groups = Groups::open(
-        fs,
-        &config.data_dir,
-        &config.log,
-        Arc::new(SystemClock),
-        &topics,
-    )
-    .map_err(|e| anyhow::anyhow!("cannot open the consumer groups: {e}"))?;
+    let broker =
+        Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock)).map_err(anyhow::Error::msg)?;
+    let config = &broker.config;
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (is another broker running?)",
@@ -106,28 +74,23 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot serve HTTP on {}", config.http))?;
     tracing::info!(
         listen = %listener.local_addr()?, http = %http_listener.local_addr()?, data_dir = %config.data_dir.display(),
-        fsync = %config.log.fsync, topics = topics.list().len(), startup_ms = started.elapsed().as_millis() as u64,
+        fsync = %config.log.fsync, topics = broker.topics.list().len(), startup_ms = started.elapsed().as_millis() as u64,
         "pigeon-broker is serving"
     );
-    let broker = Arc::new(Broker {
-        config,
-        topics,
-        producers,
-        groups,
-        shutdown: CancellationToken::new(),
-        serving: AtomicBool::new(true),
-    });
+    let broker = Arc::new(broker);
     let http = tokio::spawn(http::run(broker.clone(), prometheus, http_listener));
     let signals = tokio::spawn(wait_for_signal(broker.shutdown.clone()));
+    let sweeper = broker.clone();
+    let members = tokio::spawn(async move {
+        let every = std::time::Duration::from_secs(1);
+        sweeper.expire_idle_members_until_shutdown(every).await;
+    });
     server::run(broker.clone(), listener).await;
-    broker.serving.store(false, Ordering::Release);
-    broker.shutdown.cancel();
-    // Groups first: their engines may still write dead letters into topics.
-    tracing::info!("closing consumer groups");
-    broker.groups.close().await;
-    tracing::info!("closing partition logs");
-    broker.topics.close().await;
+    // Groups first (their engines may still write dead letters into
+    // topics), then the partition logs.
+    broker.close().await;
     let _ = http.await;
+    let _ = members.await;
     signals.abort();
     tracing::info!("pigeon-broker stopped cleanly");
     Ok(())

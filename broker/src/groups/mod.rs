@@ -21,14 +21,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use pigeon_protocol::{ErrorCode, validate_topic_name};
+use pigeon_protocol::validate_topic_name;
 
 use crate::delivery::GroupSettings;
 use crate::delivery::engine::{self, GroupHandle};
 use crate::delivery::store::{GroupMeta, GroupStore, META_FILE};
+use crate::error::{BrokerError, ErrorKind};
 use crate::io::FileSystem;
 use crate::log::{Clock, LogConfig};
-use crate::topics::{NewTopic, Topic, TopicError, Topics};
+use crate::topics::{NewTopic, Topic, Topics};
 use dlq::{DlqSink, dlq_topic};
 use source::TopicSource;
 
@@ -60,11 +61,8 @@ impl std::fmt::Debug for Groups {
     }
 }
 
-fn error(code: ErrorCode, message: impl Into<String>) -> TopicError {
-    TopicError {
-        code,
-        message: message.into(),
-    }
+fn error(kind: ErrorKind, message: impl Into<String>) -> BrokerError {
+    BrokerError::new(kind, message)
 }
 
 impl Groups {
@@ -75,11 +73,11 @@ impl Groups {
         log: &LogConfig,
         clock: Arc<dyn Clock>,
         topics: &Topics,
-    ) -> Result<Groups, TopicError> {
+    ) -> Result<Groups, BrokerError> {
         let root = data_dir.join("groups");
         fs.create_dir_all(&root).map_err(|e| {
             error(
-                ErrorCode::StorageError,
+                ErrorKind::Storage,
                 format!("creating {}: {e}", root.display()),
             )
         })?;
@@ -100,7 +98,7 @@ impl Groups {
         let list = |dir: &std::path::Path| {
             groups.fs.read_dir(dir).map_err(|e| {
                 error(
-                    ErrorCode::StorageError,
+                    ErrorKind::Storage,
                     format!("listing {}: {e}", dir.display()),
                 )
             })
@@ -137,7 +135,7 @@ impl Groups {
                 )
                 .map_err(|e| {
                     error(
-                        ErrorCode::StorageError,
+                        ErrorKind::Storage,
                         format!("opening group {group} of topic {topic}: {e}"),
                     )
                 })?;
@@ -179,10 +177,12 @@ impl Groups {
     }
 
     /// The running group `group` of `topic`.
-    pub fn get(&self, topic: &str, group: &str) -> Result<GroupEntry, TopicError> {
-        self.groups.lock().get(&(topic.to_owned(), group.to_owned())).cloned().ok_or_else(|| {
-            error(ErrorCode::UnknownGroup, format!("group {group} of topic {topic} does not exist; create it with `pigeon group create {group} --topic {topic}`"))
-        })
+    pub fn get(&self, topic: &str, group: &str) -> Result<GroupEntry, BrokerError> {
+        self.groups
+            .lock()
+            .get(&(topic.to_owned(), group.to_owned()))
+            .cloned()
+            .ok_or_else(|| BrokerError::unknown_group(topic, group))
     }
 
     /// Creates a group (and its dead-letter topic) and starts it.
@@ -192,27 +192,27 @@ impl Groups {
         topic: &str,
         group: &str,
         settings: GroupSettings,
-    ) -> Result<(), TopicError> {
+    ) -> Result<(), BrokerError> {
         validate_topic_name(group)
-            .map_err(|e| error(ErrorCode::InvalidRequest, format!("group name: {e}")))?;
+            .map_err(|e| error(ErrorKind::InvalidRequest, format!("group name: {e}")))?;
         settings
             .validate()
-            .map_err(|e| error(ErrorCode::InvalidConfig, e))?;
+            .map_err(|e| error(ErrorKind::InvalidConfig, e))?;
         let _admin = self.admin.lock().await;
         if self.get(topic, group).is_ok() {
             return Err(error(
-                ErrorCode::GroupAlreadyExists,
+                ErrorKind::GroupExists,
                 format!("group {group} of topic {topic} already exists"),
             ));
         }
         let source = topics.get(topic).ok_or_else(|| {
             error(
-                ErrorCode::UnknownTopic,
+                ErrorKind::UnknownTopic,
                 format!("topic {topic} does not exist"),
             )
         })?;
         let dlq_name = dlq_topic(topic, group);
-        validate_topic_name(&dlq_name).map_err(|_| error(ErrorCode::InvalidRequest, format!("the dead-letter topic name {dlq_name} would be too long: shorten the topic or group name")))?;
+        validate_topic_name(&dlq_name).map_err(|_| error(ErrorKind::InvalidRequest, format!("the dead-letter topic name {dlq_name} would be too long: shorten the topic or group name")))?;
         let dlq = match topics.get(&dlq_name) {
             Some(dlq) => dlq,
             None => {
@@ -234,7 +234,7 @@ impl Groups {
             tracing::warn!(topic, group, dir = %dir.display(), "removing stale state of an earlier group of this name");
             self.fs.remove_dir_all(&dir).map_err(|e| {
                 error(
-                    ErrorCode::StorageError,
+                    ErrorKind::Storage,
                     format!("removing stale group state {}: {e}", dir.display()),
                 )
             })?;
@@ -247,12 +247,7 @@ impl Groups {
             self.journal_config.clone(),
             self.clock.clone(),
         )
-        .map_err(|e| {
-            error(
-                ErrorCode::StorageError,
-                format!("creating group {group}: {e}"),
-            )
-        })?;
+        .map_err(|e| error(ErrorKind::Storage, format!("creating group {group}: {e}")))?;
         let entry = self.run(topic, group, store, states, source, dlq);
         self.groups
             .lock()
@@ -261,7 +256,7 @@ impl Groups {
     }
 
     /// Stops and deletes a group (its dead-letter topic stays).
-    pub async fn delete(&self, topic: &str, group: &str) -> Result<(), TopicError> {
+    pub async fn delete(&self, topic: &str, group: &str) -> Result<(), BrokerError> {
         let _admin = self.admin.lock().await;
         let removed = self
             .groups
@@ -269,7 +264,7 @@ impl Groups {
             .remove(&(topic.to_owned(), group.to_owned()));
         let entry = removed.ok_or_else(|| {
             error(
-                ErrorCode::UnknownGroup,
+                ErrorKind::UnknownGroup,
                 format!("group {group} of topic {topic} does not exist"),
             )
         })?;
@@ -279,7 +274,7 @@ impl Groups {
         let dir = self.root.join(topic).join(group);
         self.fs.remove_dir_all(&dir).map_err(|e| {
             error(
-                ErrorCode::StorageError,
+                ErrorKind::Storage,
                 format!("deleting {}: {e}", dir.display()),
             )
         })
@@ -302,7 +297,7 @@ impl Groups {
     /// Deletes every group of `topic` (the topic is being deleted: its
     /// groups' progress would be meaningless, and harmful, on a new topic
     /// of the same name). Returns the groups deleted.
-    pub async fn delete_all_of(&self, topic: &str) -> Result<Vec<String>, TopicError> {
+    pub async fn delete_all_of(&self, topic: &str) -> Result<Vec<String>, BrokerError> {
         let names: Vec<String> = self
             .groups
             .lock()
@@ -314,7 +309,7 @@ impl Groups {
             match self.delete(topic, group).await {
                 Ok(()) => {}
                 // Deleted meanwhile by someone else.
-                Err(e) if e.code == ErrorCode::UnknownGroup => {}
+                Err(e) if e.kind == ErrorKind::UnknownGroup => {}
                 Err(e) => return Err(e),
             }
         }
@@ -322,7 +317,7 @@ impl Groups {
         if self.fs.exists(&dir) {
             self.fs.remove_dir_all(&dir).map_err(|e| {
                 error(
-                    ErrorCode::StorageError,
+                    ErrorKind::Storage,
                     format!("deleting {}: {e}", dir.display()),
                 )
             })?;
@@ -339,17 +334,17 @@ impl Groups {
         max: u64,
         dry_run: bool,
         rate_per_sec: u32,
-    ) -> Result<Vec<redrive::Redriven>, TopicError> {
+    ) -> Result<Vec<redrive::Redriven>, BrokerError> {
         self.get(topic, group)?;
         let source = topics.get(topic).ok_or_else(|| {
             error(
-                ErrorCode::UnknownTopic,
+                ErrorKind::UnknownTopic,
                 format!("topic {topic} does not exist"),
             )
         })?;
         let dlq = topics.get(&dlq_topic(topic, group)).ok_or_else(|| {
             error(
-                ErrorCode::UnknownTopic,
+                ErrorKind::UnknownTopic,
                 format!("the dead-letter topic of group {group} is gone"),
             )
         })?;
@@ -366,7 +361,7 @@ impl Groups {
             rate_per_sec,
         )
         .await
-        .map_err(|e| error(ErrorCode::StorageError, e))
+        .map_err(|e| error(ErrorKind::Storage, e))
     }
 
     /// Records the new settings of a group.

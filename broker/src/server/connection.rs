@@ -37,6 +37,16 @@
 //!   [`TokenBucket`]; when it goes into debt the response carries
 //!   `throttle_ms` (Produce v1) and the connection is muted: nothing more
 //!   is read from it until the debt is paid. Responses still go out.
+//! - The connection is generic over its byte stream (any `AsyncRead` and
+//!   `AsyncWrite` halves: plain TCP today, TLS over it later); the wait
+//!   for a frame's first byte looks into the read buffer (`fill_buf`), not
+//!   at the socket.
+//!
+//! All of one connection's state is in [`Connection`], one small method per
+//! step: [`read_frame`](Connection::read_frame), [`charge`](Connection::charge)
+//! (the quota), [`admit`](Connection::admit) (in-flight limit and request
+//! ids), [`dispatch`](Connection::dispatch) (queue a produce, or start the
+//! request's task).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -45,198 +55,287 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use pigeon_protocol::*;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use super::Broker;
-use super::handlers::{SubmittedProduce, handle, response_frame, submit_produce};
+use super::handlers::{RequestContext, finish_produce, handle, response_frame, submit_produce};
 use super::quota::TokenBucket;
+use crate::error::BrokerError;
 use crate::metrics;
+use crate::service::{Broker, SubmittedProduce};
 
-/// Serves one connection until it ends.
-pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let _ = stream.set_nodelay(true);
-    let limits = Limits {
-        max_frame_size: broker.config.max_frame_bytes,
-        max_batch_size: broker.config.log.max_batch_bytes,
-    };
-    let (read, write) = stream.into_split();
-    let mut frames = FramedRead::new(read, ServerCodec::new(limits));
-    let max_in_flight = broker.config.max_in_flight_per_connection as usize;
-    let (responses, outbox) = mpsc::channel::<Outgoing>(max_in_flight);
-    // Bytes (in KiB) of fetched records read for this connection and not
-    // yet handed to the socket: a client that reads slowly, or not at all,
-    // pins at most two frames' worth of them.
-    let read_budget = Arc::new(Semaphore::new(
-        (2 * broker.config.max_frame_bytes as usize).div_ceil(1024),
-    ));
-    let writer = tokio::spawn(write_responses(
-        FramedWrite::new(write, ServerCodec::new(limits)),
-        outbox,
-        broker.config.frame_timeout,
-        peer.clone(),
-    ));
-    let in_flight = Arc::new(Semaphore::new(max_in_flight));
-    // KiB of produce batches read and not yet answered: two frames' worth
-    // (a frame's batches are at most one frame, so one always fits).
-    let produce_budget = Arc::new(Semaphore::new(
-        (2 * broker.config.max_frame_bytes as usize).div_ceil(1024),
-    ));
-    let ids = Arc::new(Mutex::new(HashSet::new()));
-    let members = Arc::new(super::group_handlers::Membership::default());
-    let frame_timeout = broker.config.frame_timeout;
-    let mut quota = broker
-        .config
-        .produce_quota_bytes_per_sec
-        .map(|rate| TokenBucket::new(rate, Instant::now()));
-    let mut muted_until: Option<Instant> = None;
-    loop {
+/// Serves one connection, given its two halves, until it ends.
+pub async fn serve<R, W>(broker: Arc<Broker>, read: R, write: W, peer: String)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    Connection::new(broker, read, write, peer).run().await;
+}
+
+/// One connection's state.
+struct Connection<R> {
+    broker: Arc<Broker>,
+    peer: String,
+    frames: FramedRead<BufReader<R>, ServerCodec>,
+    /// Responses to the writer task.
+    responses: mpsc::Sender<Outgoing>,
+    writer: JoinHandle<()>,
+    /// Requests running at once: at most `max_in_flight`.
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
+    /// KiB of produce batches read and not yet answered: two frames' worth
+    /// (a frame's batches are at most one frame, so one always fits).
+    produce_budget: Arc<Semaphore>,
+    /// Request ids in flight.
+    ids: Arc<Mutex<HashSet<u32>>>,
+    /// The connection's consumers' owner and its read budget.
+    context: RequestContext,
+    quota: Option<TokenBucket>,
+    /// Throttled: read nothing until then.
+    muted_until: Option<Instant>,
+}
+
+/// A request as the connection hands it to its task.
+enum Work {
+    /// A produce already queued at its partitions (or refused as a whole).
+    Produce(Result<SubmittedProduce, BrokerError>),
+    /// Anything else, handled entirely in the task.
+    Other(Request),
+}
+
+impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
+    fn new<W>(broker: Arc<Broker>, read: R, write: W, peer: String) -> Connection<R>
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let config = &broker.config;
+        let limits = Limits {
+            max_frame_size: config.max_frame_bytes,
+            max_batch_size: config.log.max_batch_bytes,
+        };
+        let max_in_flight = config.max_in_flight_per_connection as usize;
+        let (responses, outbox) = mpsc::channel::<Outgoing>(max_in_flight);
+        let writer = tokio::spawn(write_responses(
+            FramedWrite::new(write, ServerCodec::new(limits)),
+            outbox,
+            config.frame_timeout,
+            peer.clone(),
+        ));
+        // Bytes (in KiB) of fetched records read for this connection and
+        // not yet handed to the socket: a client that reads slowly, or not
+        // at all, pins at most two frames' worth of them.
+        let two_frames_kib = (2 * config.max_frame_bytes as usize).div_ceil(1024);
+        let context = RequestContext {
+            owner: broker.members.new_connection(),
+            read_budget: Arc::new(Semaphore::new(two_frames_kib)),
+        };
+        let quota = config
+            .produce_quota_bytes_per_sec
+            .map(|rate| TokenBucket::new(rate, Instant::now()));
+        Connection {
+            frames: FramedRead::new(BufReader::new(read), ServerCodec::new(limits)),
+            responses,
+            writer,
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+            produce_budget: Arc::new(Semaphore::new(two_frames_kib)),
+            ids: Arc::new(Mutex::new(HashSet::new())),
+            context,
+            quota,
+            muted_until: None,
+            peer,
+            broker,
+        }
+    }
+
+    async fn run(mut self) {
+        while let Some(incoming) = self.read_frame().await {
+            self.take(incoming).await;
+        }
+        self.close().await;
+    }
+
+    /// The next whole frame, or `None` once the connection must stop
+    /// reading (closed, unreadable frame, frame timeout, writer gone,
+    /// shutdown); a fatal error is answered before.
+    async fn read_frame(&mut self) -> Option<IncomingRequest> {
+        let shutdown = self.broker.shutdown.clone();
         // Throttled: read nothing until the connection's debt is paid.
-        if let Some(until) = muted_until.take() {
+        if let Some(until) = self.muted_until.take() {
             tokio::select! {
                 _ = tokio::time::sleep_until(until.into()) => {}
-                _ = broker.shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => return None,
             }
         }
         // Between frames the connection may idle as long as it likes; the
         // frame clock starts with the first byte of the next frame.
-        if frames.read_buffer().is_empty() {
-            let mut first = [0u8; 1];
+        if self.frames.read_buffer().is_empty() {
             tokio::select! {
                 // An error or the end of the stream shows up in `next` below.
-                _ = frames.get_mut().peek(&mut first) => {}
-                _ = broker.shutdown.cancelled() => break,
+                _ = self.frames.get_mut().fill_buf() => {}
+                _ = shutdown.cancelled() => return None,
                 // The writer gave up on a client that does not read.
-                _ = responses.closed() => break,
+                _ = self.responses.closed() => return None,
             }
         }
+        let frame_timeout = self.broker.config.frame_timeout;
         let item = tokio::select! {
-            item = tokio::time::timeout(frame_timeout, frames.next()) => item,
-            _ = broker.shutdown.cancelled() => break,
-            _ = responses.closed() => break,
+            item = tokio::time::timeout(frame_timeout, self.frames.next()) => item,
+            _ = shutdown.cancelled() => return None,
+            _ = self.responses.closed() => return None,
         };
-        let incoming = match item {
+        match item {
             Err(_) => {
-                tracing::info!(%peer, buffered = frames.read_buffer().len(),
-                    "closing a connection whose frame did not arrive whole within {frame_timeout:?}");
-                metrics::frame_timed_out();
-                metrics::error(ErrorCode::RequestTimedOut);
-                let message = format!(
-                    "a request frame did not arrive whole within {} ms of its first byte (frame_timeout_ms); the connection is closed",
-                    frame_timeout.as_millis()
-                );
-                let _ = responses
-                    .try_send(connection_error(ErrorCode::RequestTimedOut, message).into());
-                break;
+                self.frame_timed_out();
+                None
             }
-            Ok(None) => break,
+            Ok(None) => None,
             Ok(Some(Err(e))) if matches!(e.kind, CodecErrorKind::Io { .. }) => {
                 // The client closed mid-frame or the socket failed: nobody
                 // is left to tell.
-                tracing::debug!(%peer, error = %e, "connection ended");
-                break;
+                tracing::debug!(peer = %self.peer, error = %e, "connection ended");
+                None
             }
             Ok(Some(Err(e))) => {
-                tracing::info!(%peer, error = %e, "closing a connection after an unreadable frame");
+                tracing::info!(peer = %self.peer, error = %e, "closing a connection after an unreadable frame");
                 metrics::error(e.error_code());
-                let _ = responses
+                let _ = self
+                    .responses
                     .send(ResponseFrame::connection_error(&e).into())
                     .await;
-                break;
+                None
             }
-            Ok(Some(Ok(incoming))) => incoming,
-        };
+            Ok(Some(Ok(incoming))) => Some(incoming),
+        }
+    }
+
+    /// A frame did not arrive whole in time (slowloris): says why, then
+    /// the connection closes.
+    fn frame_timed_out(&self) {
+        let frame_timeout = self.broker.config.frame_timeout;
+        tracing::info!(peer = %self.peer, buffered = self.frames.read_buffer().len(),
+            "closing a connection whose frame did not arrive whole within {frame_timeout:?}");
+        metrics::frame_timed_out();
+        metrics::error(ErrorCode::RequestTimedOut);
+        let message = format!(
+            "a request frame did not arrive whole within {} ms of its first byte (frame_timeout_ms); the connection is closed",
+            frame_timeout.as_millis()
+        );
+        let _ = self
+            .responses
+            .try_send(connection_error(ErrorCode::RequestTimedOut, message).into());
+    }
+
+    /// Takes one decoded frame: charges the quota, answers a malformed
+    /// body, admits the request and dispatches it.
+    async fn take(&mut self, incoming: IncomingRequest) {
         let header = incoming.header;
-        let produce_bytes: u64 = match &incoming.request {
-            Ok(Request::Produce(produce)) => produce
-                .partitions
-                .iter()
-                .flat_map(|p| &p.batches)
-                .map(|b| b.len() as u64)
-                .sum(),
-            _ => 0,
+        let produce_bytes = match &incoming.request {
+            Ok(Request::Produce(produce)) => Some(batch_bytes(produce)),
+            _ => None,
         };
-        let throttle = match (&mut quota, &incoming.request) {
-            (Some(bucket), Ok(Request::Produce(_))) => {
-                let now = Instant::now();
-                let wait = bucket.charge(produce_bytes, now);
-                if !wait.is_zero() {
-                    metrics::produce_throttled(wait);
-                    muted_until = Some(now + wait);
-                }
-                wait
-            }
-            _ => Duration::ZERO,
-        };
+        let throttle = produce_bytes.map_or(Duration::ZERO, |bytes| self.charge(bytes));
         let request = match incoming.request {
             Ok(request) => request,
             Err(e) => {
                 metrics::error(e.error_code());
-                let _ = responses
-                    .send(ResponseFrame::for_codec_error(&header, &e).into())
-                    .await;
-                continue;
+                let frame = ResponseFrame::for_codec_error(&header, &e);
+                let _ = self.responses.send(frame.into()).await;
+                return;
             }
         };
-        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+        if let Some(permit) = self.admit(&header).await {
+            self.dispatch(
+                header,
+                request,
+                produce_bytes.unwrap_or(0),
+                throttle,
+                permit,
+            )
+            .await;
+        }
+    }
+
+    /// Charges a produce's batch bytes to the quota; returns how long the
+    /// connection is muted for it (zero when not in debt).
+    fn charge(&mut self, bytes: u64) -> Duration {
+        let Some(bucket) = &mut self.quota else {
+            return Duration::ZERO;
+        };
+        let now = Instant::now();
+        let wait = bucket.charge(bytes, now);
+        if !wait.is_zero() {
+            metrics::produce_throttled(wait);
+            self.muted_until = Some(now + wait);
+        }
+        wait
+    }
+
+    /// A slot for the request, unless `max_in_flight` requests already run
+    /// or its id is already in flight (both answered at once).
+    async fn admit(&mut self, header: &RequestHeader) -> Option<OwnedSemaphorePermit> {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             metrics::error(ErrorCode::TooManyRequestsInFlight);
             let message = format!(
-                "{max_in_flight} requests are already in flight on this connection; wait for responses"
+                "{} requests are already in flight on this connection; wait for responses",
+                self.max_in_flight
             );
-            let _ = responses
-                .send(
-                    ResponseFrame::error(&header, ErrorCode::TooManyRequestsInFlight, message)
-                        .into(),
-                )
-                .await;
-            continue;
+            let frame = ResponseFrame::error(header, ErrorCode::TooManyRequestsInFlight, message);
+            let _ = self.responses.send(frame.into()).await;
+            return None;
         };
-        if !ids.lock().insert(header.request_id) {
+        if !self.ids.lock().insert(header.request_id) {
             let message = format!(
                 "request id {} is already in flight on this connection",
                 header.request_id
             );
-            let _ = responses
-                .send(ResponseFrame::error(&header, ErrorCode::DuplicateRequestId, message).into())
-                .await;
-            continue;
+            let frame = ResponseFrame::error(header, ErrorCode::DuplicateRequestId, message);
+            let _ = self.responses.send(frame.into()).await;
+            return None;
         }
-        // A produce is queued at its partitions' writers here, before the
-        // next frame is read: pipelined produces reach a partition in the
-        // order the client sent them. Only the wait for the commit runs in
-        // the request's task.
+        Some(permit)
+    }
+
+    /// Starts the request's task. A produce is queued at its partitions'
+    /// writers here, before the next frame is read: pipelined produces
+    /// reach a partition in the order the client sent them. Only the wait
+    /// for the commit runs in the task.
+    async fn dispatch(
+        &mut self,
+        header: RequestHeader,
+        request: Request,
+        produce_bytes: u64,
+        throttle: Duration,
+        permit: OwnedSemaphorePermit,
+    ) {
         let (work, produce_permit) = match request {
             Request::Produce(req) => {
                 // Held until the produce is answered: while a connection's
                 // produces in flight carry this many bytes, it reads no
                 // more (back-pressure instead of memory growth).
                 let kib = u32::try_from(produce_bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-                let permit = tokio::select! {
-                    permit = produce_budget.clone().acquire_many_owned(kib) => permit.ok(),
-                    _ = broker.shutdown.cancelled() => None,
+                let produce_permit = tokio::select! {
+                    permit = self.produce_budget.clone().acquire_many_owned(kib) => permit.ok(),
+                    _ = self.broker.shutdown.cancelled() => None,
                 };
-                (Work::Produce(submit_produce(&broker, req).await), permit)
+                let submitted = submit_produce(&self.broker, req).await;
+                (Work::Produce(submitted), produce_permit)
             }
             other => (Work::Other(other), None),
         };
-        let (broker, responses, ids, members, read_budget) = (
-            broker.clone(),
-            responses.clone(),
-            ids.clone(),
-            members.clone(),
-            read_budget.clone(),
-        );
+        let (broker, responses) = (self.broker.clone(), self.responses.clone());
+        let (ids, context) = (self.ids.clone(), self.context.clone());
         tokio::spawn(async move {
             let (mut response, held) = match work {
-                Work::Produce(submitted) => (produce_response(&header, submitted).await, None),
-                Work::Other(request) => {
-                    handle(&broker, &members, &read_budget, &header, request).await
+                Work::Produce(Ok(submitted)) => {
+                    let answer = Response::from(finish_produce(submitted).await);
+                    (response_frame(&header, Ok(answer)), None)
                 }
+                Work::Produce(Err(e)) => (response_frame(&header, Err(e)), None),
+                Work::Other(request) => handle(&broker, &context, &header, request).await,
             };
             if let ResponseBody::Ok(Response::Produce(produce)) = &mut response.body {
                 produce.throttle_ms = u32::try_from(throttle.as_millis()).unwrap_or(u32::MAX);
@@ -252,32 +351,26 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream) {
             drop(permit);
         });
     }
-    // Let the requests already accepted finish and their responses go out;
-    // then the connection's consumers leave: their leases return at once.
-    let _ = in_flight.acquire_many(max_in_flight as u32).await;
-    members.leave_all().await;
-    drop(responses);
-    let _ = writer.await;
+
+    /// Lets the requests already accepted finish and their responses go
+    /// out; then the connection's consumers leave (their leases return at
+    /// once) and the writer drains.
+    async fn close(self) {
+        let _ = self.in_flight.acquire_many(self.max_in_flight as u32).await;
+        self.broker.leave_all(&self.context.owner).await;
+        drop(self.responses);
+        let _ = self.writer.await;
+    }
 }
 
-/// A request as the connection hands it to its task.
-enum Work {
-    /// A produce already queued at its partitions (or refused as a whole).
-    Produce(Result<SubmittedProduce, crate::topics::TopicError>),
-    /// Anything else, handled entirely in the task.
-    Other(Request),
-}
-
-/// The response frame of a submitted produce, once its batches committed.
-async fn produce_response(
-    header: &RequestHeader,
-    submitted: Result<SubmittedProduce, crate::topics::TopicError>,
-) -> ResponseFrame {
-    let result = match submitted {
-        Ok(submitted) => Ok(Response::from(submitted.finish().await)),
-        Err(e) => Err(e),
-    };
-    response_frame(header, result)
+/// A produce's record-batch bytes.
+fn batch_bytes(produce: &ProduceRequest) -> u64 {
+    produce
+        .partitions
+        .iter()
+        .flat_map(|p| &p.batches)
+        .map(|b| b.len() as u64)
+        .sum()
 }
 
 /// A response on its way to the writer, with what it holds of the
@@ -296,8 +389,8 @@ impl From<ResponseFrame> for Outgoing {
 /// Writes responses until the connection ends. A client that reads
 /// nothing for `stall_timeout` while a response waits to be written is
 /// given up on: the writer ends, which ends the connection.
-async fn write_responses(
-    mut sink: FramedWrite<tokio::net::tcp::OwnedWriteHalf, ServerCodec>,
+async fn write_responses<W: AsyncWrite + Unpin>(
+    mut sink: FramedWrite<W, ServerCodec>,
     mut outbox: mpsc::Receiver<Outgoing>,
     stall_timeout: Duration,
     peer: String,
@@ -354,8 +447,8 @@ pub(super) fn connection_error(code: ErrorCode, message: String) -> ResponseFram
 /// would exceed the frame limit) is replaced by an error answering the same
 /// request, so that the client learns why and the connection goes on; only
 /// a failed write ends the connection.
-async fn feed(
-    sink: &mut FramedWrite<tokio::net::tcp::OwnedWriteHalf, ServerCodec>,
+async fn feed<W: AsyncWrite + Unpin>(
+    sink: &mut FramedWrite<W, ServerCodec>,
     frame: ResponseFrame,
 ) -> Result<(), CodecError> {
     let header = RequestHeader {

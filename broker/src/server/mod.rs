@@ -1,5 +1,6 @@
-//! The network server: the protocol listener and the broker state shared
-//! by every connection.
+//! The binary-protocol adapter: the TCP listener, connections, and the
+//! translation of each request into one call to the service layer
+//! ([`crate::service::Broker`]).
 //!
 //! ## Concurrency model
 //!
@@ -20,7 +21,7 @@
 //!
 //! ## Shutdown
 //!
-//! Cancelling [`Broker::shutdown`] stops the accept loop and makes every
+//! Cancelling the broker's `shutdown` token stops the accept loop and makes every
 //! connection stop reading; requests already accepted finish (long-polls
 //! answer at once with what they have), their responses are written, then
 //! every group's engine hands its last events to its journal and closes it,
@@ -28,12 +29,12 @@
 //! checkpoint).
 
 pub mod connection;
+pub mod errors;
 pub mod group_handlers;
 pub mod handlers;
 pub mod quota;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -41,30 +42,10 @@ use pigeon_protocol::{ErrorCode, Limits, encode_response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::BrokerConfig;
 use crate::metrics;
-use crate::registry::ProducerRegistry;
-use crate::topics::Topics;
-
-/// Everything the request handlers share.
-#[derive(Debug)]
-pub struct Broker {
-    /// Effective settings.
-    pub config: BrokerConfig,
-    /// Topics and their logs.
-    pub topics: Topics,
-    /// Idempotent producers' names, ids and epochs.
-    pub producers: Arc<ProducerRegistry>,
-    /// Consumer groups.
-    pub groups: crate::groups::Groups,
-    /// Cancelled when the broker shuts down.
-    pub shutdown: CancellationToken,
-    /// True while the broker accepts requests (for `/health`).
-    pub serving: AtomicBool,
-}
+use crate::service::Broker;
 
 /// Refused connections kept open for a moment so that their client reads
 /// the error before the close; past this many, further refused connections
@@ -102,9 +83,11 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
                     continue;
                 };
                 let broker = broker.clone();
+                let _ = stream.set_nodelay(true);
+                let (read, write) = stream.into_split();
                 connections.spawn(async move {
                     metrics::connection_opened();
-                    connection::serve(broker, stream).await;
+                    connection::serve(broker, read, write, peer.to_string()).await;
                     metrics::connection_closed();
                     drop(permit);
                 });

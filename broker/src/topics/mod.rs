@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use pigeon_protocol::{ErrorCode, validate_topic_name};
+use pigeon_protocol::validate_topic_name;
+
+use crate::error::{BrokerError, ErrorKind};
 
 use crate::io::{FileSystem, read_all, write_atomically};
 use crate::log::producers::EpochSource;
@@ -52,29 +54,6 @@ impl Topic {
     /// Partition `id`, if it exists.
     pub fn partition(&self, id: u32) -> Option<&PartitionLog> {
         self.partitions.get(id as usize)
-    }
-}
-
-/// A failed topic operation: the protocol error code and a sentence.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct TopicError {
-    /// Code for the wire.
-    pub code: ErrorCode,
-    /// What went wrong and what to do.
-    pub message: String,
-}
-
-impl TopicError {
-    fn new(code: ErrorCode, message: impl Into<String>) -> TopicError {
-        TopicError {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn storage(what: String, e: impl std::fmt::Display) -> TopicError {
-        TopicError::new(ErrorCode::StorageError, format!("{what}: {e}"))
     }
 }
 
@@ -112,7 +91,7 @@ impl Topics {
         data_dir: &Path,
         defaults: LogConfig,
         clock: Arc<dyn Clock>,
-    ) -> Result<Topics, TopicError> {
+    ) -> Result<Topics, BrokerError> {
         Self::open_with_epochs(fs, data_dir, defaults, clock, None)
     }
 
@@ -123,16 +102,16 @@ impl Topics {
         defaults: LogConfig,
         clock: Arc<dyn Clock>,
         epochs: Option<Arc<dyn EpochSource>>,
-    ) -> Result<Topics, TopicError> {
+    ) -> Result<Topics, BrokerError> {
         let root = data_dir.join("topics");
         let trash = data_dir.join("trash");
         for dir in [&root, &trash] {
             fs.create_dir_all(dir)
-                .map_err(|e| TopicError::storage(format!("creating {}", dir.display()), e))?;
+                .map_err(|e| BrokerError::storage(format!("creating {}", dir.display()), e))?;
         }
         for leftover in fs
             .read_dir(&trash)
-            .map_err(|e| TopicError::storage(format!("listing {}", trash.display()), e))?
+            .map_err(|e| BrokerError::storage(format!("listing {}", trash.display()), e))?
         {
             if let Err(e) = fs.remove_dir_all(&leftover) {
                 tracing::warn!(path = %leftover.display(), error = %e, "could not remove a deleted topic");
@@ -151,11 +130,11 @@ impl Topics {
         Ok(topics)
     }
 
-    fn open_existing(&self) -> Result<(), TopicError> {
+    fn open_existing(&self) -> Result<(), BrokerError> {
         let listing = self
             .fs
             .read_dir(&self.root)
-            .map_err(|e| TopicError::storage(format!("listing {}", self.root.display()), e))?;
+            .map_err(|e| BrokerError::storage(format!("listing {}", self.root.display()), e))?;
         for dir in listing {
             let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
                 continue;
@@ -168,7 +147,7 @@ impl Topics {
                 tracing::warn!(topic = %name, "removing a topic whose creation was interrupted");
                 self.fs
                     .remove_dir_all(&dir)
-                    .map_err(|e| TopicError::storage(format!("removing {}", dir.display()), e))?;
+                    .map_err(|e| BrokerError::storage(format!("removing {}", dir.display()), e))?;
                 continue;
             };
             let topic = self.open_topic(metadata)?;
@@ -177,17 +156,17 @@ impl Topics {
         Ok(())
     }
 
-    fn read_metadata(&self, dir: &Path) -> Result<Option<TopicMetadata>, TopicError> {
+    fn read_metadata(&self, dir: &Path) -> Result<Option<TopicMetadata>, BrokerError> {
         let path = dir.join(metadata::FILE_NAME);
         if !self.fs.exists(&path) {
             return Ok(None);
         }
 
         let bytes = read_all(self.fs.as_ref(), &path, MAX_METADATA_BYTES)
-            .map_err(|e| TopicError::storage(format!("reading {}", path.display()), e))?;
+            .map_err(|e| BrokerError::storage(format!("reading {}", path.display()), e))?;
         TopicMetadata::from_json(&bytes).map(Some).map_err(|e| {
-            TopicError::new(
-                ErrorCode::StorageError,
+            BrokerError::new(
+                ErrorKind::Storage,
                 format!(
                     "{} is damaged: {e}; restore it or delete the topic directory",
                     path.display()
@@ -196,7 +175,7 @@ impl Topics {
         })
     }
 
-    fn open_topic(&self, metadata: TopicMetadata) -> Result<Topic, TopicError> {
+    fn open_topic(&self, metadata: TopicMetadata) -> Result<Topic, BrokerError> {
         let config = self.log_config(&metadata);
         let dir = self.root.join(&metadata.name);
         let mut partitions = Vec::with_capacity(metadata.partitions as usize);
@@ -208,7 +187,7 @@ impl Topics {
                 self.clock.clone(),
             )
             .map_err(|e| {
-                TopicError::storage(
+                BrokerError::storage(
                     format!("opening partition {id} of topic {}", metadata.name),
                     e,
                 )
@@ -247,12 +226,12 @@ impl Topics {
     }
 
     /// Creates a topic.
-    pub async fn create(&self, new: NewTopic) -> Result<Arc<Topic>, TopicError> {
+    pub async fn create(&self, new: NewTopic) -> Result<Arc<Topic>, BrokerError> {
         validate_topic_name(&new.name)
-            .map_err(|e| TopicError::new(ErrorCode::InvalidTopicName, e.to_string()))?;
+            .map_err(|e| BrokerError::new(ErrorKind::InvalidTopicName, e.to_string()))?;
         if new.partitions == 0 || new.partitions > MAX_PARTITIONS {
-            return Err(TopicError::new(
-                ErrorCode::InvalidConfig,
+            return Err(BrokerError::new(
+                ErrorKind::InvalidConfig,
                 format!(
                     "a topic needs 1 to {MAX_PARTITIONS} partitions, not {}",
                     new.partitions
@@ -261,8 +240,8 @@ impl Topics {
         }
         let _admin = self.admin.lock().await;
         if self.get(&new.name).is_some() {
-            return Err(TopicError::new(
-                ErrorCode::TopicAlreadyExists,
+            return Err(BrokerError::new(
+                ErrorKind::TopicExists,
                 format!("topic {} already exists", new.name),
             ));
         }
@@ -288,7 +267,7 @@ impl Topics {
             .and_then(|()| self.fs.sync_dir(&self.root));
         if let Err(e) = persisted {
             let _ = self.fs.remove_dir_all(&dir);
-            return Err(TopicError::storage(
+            return Err(BrokerError::storage(
                 format!("creating topic {}", new.name),
                 e,
             ));
@@ -299,11 +278,11 @@ impl Topics {
     }
 
     /// Deletes a topic and all its data.
-    pub async fn delete(&self, name: &str) -> Result<(), TopicError> {
+    pub async fn delete(&self, name: &str) -> Result<(), BrokerError> {
         let _admin = self.admin.lock().await;
         let topic = self.topics.write().remove(name).ok_or_else(|| {
-            TopicError::new(
-                ErrorCode::UnknownTopic,
+            BrokerError::new(
+                ErrorKind::UnknownTopic,
                 format!("topic {name} does not exist"),
             )
         })?;
@@ -320,7 +299,7 @@ impl Topics {
             .fs
             .rename(&self.root.join(name), &trash)
             .and_then(|()| self.fs.sync_dir(&self.root));
-        moved.map_err(|e| TopicError::storage(format!("deleting topic {name}"), e))?;
+        moved.map_err(|e| BrokerError::storage(format!("deleting topic {name}"), e))?;
         if let Err(e) = self.fs.remove_dir_all(&trash) {
             tracing::warn!(path = %trash.display(), error = %e, "could not remove a deleted topic's files; they go at next start");
         }
@@ -378,7 +357,7 @@ mod tests {
             .create(new_topic("orders", 1))
             .await
             .expect_err("exists");
-        assert_eq!(err.code, ErrorCode::TopicAlreadyExists);
+        assert_eq!(err.kind, ErrorKind::TopicExists);
         topics.delete("audit.log").await.expect("delete");
         topics.close().await;
         drop(topics);
@@ -399,13 +378,13 @@ mod tests {
         let topics = open(tmp.path());
         for bad in ["..", ".", "a/b", "../x", "", "with space", &"x".repeat(201)] {
             let err = topics.create(new_topic(bad, 1)).await.expect_err(bad);
-            assert_eq!(err.code, ErrorCode::InvalidTopicName, "{bad:?}");
+            assert_eq!(err.kind, ErrorKind::InvalidTopicName, "{bad:?}");
         }
         let err = topics
             .create(new_topic("ok", 0))
             .await
             .expect_err("zero partitions");
-        assert_eq!(err.code, ErrorCode::InvalidConfig);
+        assert_eq!(err.kind, ErrorKind::InvalidConfig);
     }
 
     #[tokio::test]

@@ -1,0 +1,417 @@
+//! Consumer members: who joined which group, on whose behalf, and until
+//! when; and the consume operations that go through them (join, receive,
+//! settle, leave).
+//!
+//! A member is a consumer joined to a group's engine, owned by a
+//! [`MemberOwner`]:
+//!
+//! - [`MemberOwner::Connection`]: a connection of the binary protocol. Its
+//!   members leave (their leases return at once) when the adapter calls
+//!   [`Broker::leave_all`] as the connection closes. A consumer id is valid
+//!   only for its owner: ids are numbered from 1 again when the broker
+//!   restarts, so an id kept from an earlier connection may now name
+//!   someone else. Receive for an id the owner did not join delivers
+//!   nothing, and settle answers each item `LeaseLost`.
+//! - [`MemberOwner::Named`]: a consumer known by name across connections
+//!   (a Redis consumer, say). Joining again with the same name returns the
+//!   same member, so its leases stay with it across reconnects. It leaves
+//!   when it has been idle (no join, receive or settle) for longer than
+//!   the expiry it joined with, swept by [`Broker::expire_idle_members`].
+//!
+//! ## Invariants
+//!
+//! - The table is bounded by the members joined and not left: every
+//!   connection's members leave when it closes, every named member has an
+//!   expiry or is removed by its adapter.
+//! - A member's consumer id is unique within its group's engine, so
+//!   `(topic, group, consumer id)` identifies it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::Broker;
+use crate::delivery::engine::{GroupDelivery, GroupHandle, Settle};
+use crate::delivery::{ConsumerId, GroupSettings, SettleError};
+use crate::error::{BrokerError, ErrorKind};
+
+/// Longest wait a receive may ask for.
+const MAX_RECEIVE_WAIT: Duration = Duration::from_secs(30);
+
+/// Most messages one receive hands out.
+const MAX_RECEIVE_MESSAGES: usize = 10_000;
+
+/// On whose behalf a consumer joined, which decides when it leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MemberOwner {
+    /// A connection (by its id from [`Members::new_connection`]): its
+    /// members leave when it closes.
+    Connection(u64),
+    /// A consumer name kept across connections: it leaves once idle
+    /// longer than its expiry.
+    Named(String),
+}
+
+/// What a consumer does with one delivered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleAction {
+    /// Processed: settle it.
+    Ack,
+    /// Deliver again after this delay (`None`: the group's backoff).
+    Nack(Option<Duration>),
+    /// Poison: to the dead-letter topic at once, with this reason.
+    Reject(String),
+    /// Keep the lease this much longer (`None`: the group's ack timeout).
+    Extend(Option<Duration>),
+}
+
+/// One item of a settle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleRequest {
+    /// Source partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// The delivery attempt this settles (0: whichever the lease is).
+    pub attempt: u32,
+    /// What to do.
+    pub action: SettleAction,
+}
+
+/// One joined consumer.
+#[derive(Debug)]
+struct Member {
+    handle: GroupHandle,
+    owner: MemberOwner,
+    last_seen: Instant,
+    idle_expiry: Option<Duration>,
+}
+
+/// Every joined consumer of the broker, by `(topic, group, consumer id)`.
+#[derive(Debug, Default)]
+pub struct Members {
+    joined: Mutex<HashMap<(String, String, ConsumerId), Member>>,
+    connections: AtomicU64,
+}
+
+impl Members {
+    /// A new connection's owner id.
+    pub fn new_connection(&self) -> MemberOwner {
+        MemberOwner::Connection(self.connections.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Whether `owner` holds `consumer` of `topic`/`group`; refreshes its
+    /// idle clock if so.
+    fn touch(&self, topic: &str, group: &str, consumer: ConsumerId, owner: &MemberOwner) -> bool {
+        let mut joined = self.joined.lock();
+        let key = (topic.to_owned(), group.to_owned(), consumer);
+        match joined.get_mut(&key) {
+            Some(member) if &member.owner == owner => {
+                member.last_seen = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The consumer a named owner already has in `topic`/`group`.
+    fn named(&self, topic: &str, group: &str, owner: &MemberOwner) -> Option<ConsumerId> {
+        let mut joined = self.joined.lock();
+        let found = joined
+            .iter_mut()
+            .find(|((t, g, _), m)| t == topic && g == group && &m.owner == owner);
+        found.map(|((_, _, consumer), member)| {
+            member.last_seen = Instant::now();
+            *consumer
+        })
+    }
+
+    /// Removes and returns the members `pick` selects.
+    fn take(&self, pick: impl Fn(&Member) -> bool) -> Vec<(ConsumerId, GroupHandle)> {
+        let mut joined = self.joined.lock();
+        let keys: Vec<_> = joined
+            .iter()
+            .filter(|(_, m)| pick(m))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let taken = keys.into_iter().filter_map(|k| {
+            let member = joined.remove(&k)?;
+            Some((k.2, member.handle))
+        });
+        taken.collect()
+    }
+
+    /// How many members are joined.
+    pub fn len(&self) -> usize {
+        self.joined.lock().len()
+    }
+
+    /// Whether no member is joined.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Broker {
+    /// Joins a consumer called `name` to `group` of `topic` on behalf of
+    /// `owner`; returns its id and the group's settings. A named owner
+    /// that already has a member there gets it back (with its leases).
+    /// `idle_expiry` applies to named owners only.
+    pub async fn join(
+        &self,
+        topic: &str,
+        group: &str,
+        name: &str,
+        owner: MemberOwner,
+        idle_expiry: Option<Duration>,
+    ) -> Result<(ConsumerId, GroupSettings), BrokerError> {
+        let entry = self.groups.get(topic, group)?;
+        if matches!(owner, MemberOwner::Named(_))
+            && let Some(consumer) = self.members.named(topic, group, &owner)
+        {
+            return Ok((consumer, entry.settings));
+        }
+        let joined = entry.handle.join(name.to_owned()).await;
+        let consumer = joined.map_err(|_| BrokerError::group_stopped())?;
+        let idle_expiry = idle_expiry.filter(|_| matches!(owner, MemberOwner::Named(_)));
+        let member = Member {
+            handle: entry.handle.clone(),
+            owner,
+            last_seen: Instant::now(),
+            idle_expiry,
+        };
+        let key = (topic.to_owned(), group.to_owned(), consumer);
+        self.members.joined.lock().insert(key, member);
+        Ok((consumer, entry.settings))
+    }
+
+    /// Up to `max` messages for `consumer`, waiting up to `wait` (at most
+    /// 30 s) for one. A consumer `owner` did not join gets none.
+    pub async fn receive(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: u64,
+        owner: &MemberOwner,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<GroupDelivery>, BrokerError> {
+        let entry = self.groups.get(topic, group)?;
+        let consumer = consumer_id(consumer)?;
+        if !self.members.touch(topic, group, consumer, owner) {
+            // Not the owner's: its membership ended (a client joins again
+            // when it notices).
+            return Ok(Vec::new());
+        }
+        let wait = wait.min(MAX_RECEIVE_WAIT);
+        let max = max.clamp(1, MAX_RECEIVE_MESSAGES);
+        tokio::select! {
+            got = entry.handle.receive(consumer, max, wait) => {
+                got.map_err(|_| BrokerError::group_stopped())
+            }
+            _ = self.shutdown.cancelled() => Ok(Vec::new()),
+        }
+    }
+
+    /// Settles `items` for `consumer`; one result per item, in order. Items
+    /// of a consumer `owner` did not join are each `LeaseLost`.
+    pub async fn settle(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: u64,
+        owner: &MemberOwner,
+        items: Vec<SettleRequest>,
+    ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+        let entry = self.groups.get(topic, group)?;
+        let id = consumer_id(consumer)?;
+        if !self.members.touch(topic, group, id, owner) {
+            let lost = not_joined(topic, group, consumer, owner);
+            return Ok(items.iter().map(|_| Err(lost.clone())).collect());
+        }
+        let ack_timeout = entry.settings.ack_timeout;
+        let items = items
+            .into_iter()
+            .map(|i| {
+                let action = match i.action {
+                    SettleAction::Ack => Settle::Ack,
+                    SettleAction::Nack(delay) => Settle::Nack(delay),
+                    SettleAction::Reject(reason) => Settle::Reject(reason),
+                    SettleAction::Extend(by) => Settle::Extend(by.unwrap_or(ack_timeout)),
+                };
+                (i.partition, i.offset, i.attempt, action)
+            })
+            .collect();
+        let settled = entry.handle.settle_attempts(id, items).await;
+        let outcomes = settled.map_err(|_| BrokerError::group_stopped())?;
+        let results = outcomes.into_iter().map(|outcome| {
+            outcome.map_err(|e @ SettleError::LeaseLost { .. }| {
+                BrokerError::new(ErrorKind::LeaseLost, e.to_string())
+            })
+        });
+        Ok(results.collect())
+    }
+
+    /// Every member of `owner` leaves its group: its leases return at once.
+    pub async fn leave_all(&self, owner: &MemberOwner) {
+        for (consumer, handle) in self.members.take(|m| &m.owner == owner) {
+            handle.leave(consumer).await;
+        }
+    }
+
+    /// Named members idle longer than their expiry leave their groups.
+    pub async fn expire_idle_members(&self) {
+        let now = Instant::now();
+        let expired = self.members.take(|m| {
+            m.idle_expiry
+                .is_some_and(|expiry| now.duration_since(m.last_seen) > expiry)
+        });
+        for (consumer, handle) in expired {
+            handle.leave(consumer).await;
+        }
+    }
+}
+
+impl Broker {
+    /// Sweeps idle named members every `every` until the broker shuts down.
+    pub async fn expire_idle_members_until_shutdown(&self, every: Duration) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => self.expire_idle_members().await,
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// A consumer id as given out by a group's engine.
+fn consumer_id(id: u64) -> Result<ConsumerId, BrokerError> {
+    ConsumerId::try_from(id).map_err(|_| {
+        BrokerError::new(
+            ErrorKind::InvalidRequest,
+            format!("consumer id {id} was never given out by this broker; join the group again"),
+        )
+    })
+}
+
+/// The `LeaseLost` answer to a settle by someone who did not join.
+fn not_joined(topic: &str, group: &str, consumer: u64, owner: &MemberOwner) -> BrokerError {
+    let message = match owner {
+        MemberOwner::Connection(_) => format!(
+            "consumer {consumer} did not join {topic}/{group} on this connection; its leases ended with its connection"
+        ),
+        MemberOwner::Named(name) => format!(
+            "consumer {consumer} is not {name}'s member of {topic}/{group} (it left or expired); join again"
+        ),
+    };
+    BrokerError::new(ErrorKind::LeaseLost, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BrokerConfig, FileConfig};
+    use crate::io::StdFs;
+    use crate::log::SystemClock;
+    use crate::topics::NewTopic;
+    use std::sync::Arc;
+
+    async fn broker_with_group(dir: &std::path::Path) -> Broker {
+        let mut config = BrokerConfig::from_file_config(FileConfig::default()).expect("config");
+        config.data_dir = dir.to_path_buf();
+        let broker = Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock)).expect("open");
+        let topic = NewTopic {
+            name: "t".into(),
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+        };
+        broker.create_topic(topic).await.expect("topic");
+        let settings = GroupSettings::default();
+        broker
+            .create_group("t", "g", settings)
+            .await
+            .expect("group");
+        broker
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_is_held_only_by_its_owner_and_leaves_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = broker_with_group(dir.path()).await;
+        let (a, b) = (
+            broker.members.new_connection(),
+            broker.members.new_connection(),
+        );
+        assert_ne!(a, b);
+        let (id, _) = broker
+            .join("t", "g", "c", a.clone(), None)
+            .await
+            .expect("join");
+        let quick = Duration::from_millis(1);
+        let got = broker.receive("t", "g", u64::from(id), &b, 10, quick).await;
+        assert!(
+            got.expect("receive").is_empty(),
+            "another owner receives nothing"
+        );
+        let item = SettleRequest {
+            partition: 0,
+            offset: 0,
+            attempt: 0,
+            action: SettleAction::Ack,
+        };
+        let settled = broker.settle("t", "g", u64::from(id), &b, vec![item]).await;
+        let results = settled.expect("settle");
+        assert_eq!(
+            results[0].as_ref().map_err(|e| e.kind),
+            Err(ErrorKind::LeaseLost)
+        );
+        broker.leave_all(&b).await;
+        assert_eq!(
+            broker.members.len(),
+            1,
+            "another owner's leave leaves nobody"
+        );
+        broker.leave_all(&a).await;
+        assert!(broker.members.is_empty());
+        broker.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_named_member_survives_its_connection_until_it_expires() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = broker_with_group(dir.path()).await;
+        let named = MemberOwner::Named("worker-1".into());
+        let expiry = Some(Duration::from_millis(50));
+        let (first, _) = broker
+            .join("t", "g", "worker-1", named.clone(), expiry)
+            .await
+            .expect("join");
+        let (again, _) = broker
+            .join("t", "g", "worker-1", named.clone(), expiry)
+            .await
+            .expect("join");
+        assert_eq!(first, again, "joining again by name keeps the member");
+        let other = MemberOwner::Named("worker-2".into());
+        let (second, _) = broker
+            .join("t", "g", "worker-2", other, None)
+            .await
+            .expect("join");
+        assert_ne!(first, second);
+        broker.expire_idle_members().await;
+        assert_eq!(broker.members.len(), 2, "not idle yet");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while broker.members.len() == 2 {
+            assert!(Instant::now() < deadline, "the idle member never expired");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            broker.expire_idle_members().await;
+        }
+        // The one without an expiry (a named owner that gave none) stays.
+        assert_eq!(broker.members.len(), 1);
+        broker.close().await;
+    }
+}

@@ -1,0 +1,151 @@
+//! The service layer: the broker as one application root ([`Broker`]) with
+//! protocol-neutral operations. Every way into the broker (the binary
+//! protocol in [`crate::server`], HTTP in [`crate::http`], later others) is
+//! a thin adapter that decodes its request, makes one call here and
+//! encodes the answer; no adapter decides a domain question.
+//!
+//! Operations take plain Rust values and fail with
+//! [`BrokerError`](crate::error::BrokerError), which carries a kind and a
+//! sentence but no wire code: each adapter maps the kind in one place.
+//!
+//! ## Layout
+//!
+//! | file | operations |
+//! | --- | --- |
+//! | `mod.rs` | [`Broker`]: open, shut down, the state every operation shares |
+//! | `topics.rs` | create, delete, list, describe topics; find a partition |
+//! | `produce.rs` | register a producer; validate and queue a produce, wait for its commits |
+//! | `fetch.rs` | fetch (long-poll, read budget); list offsets |
+//! | `groups.rs` | create, delete, alter, describe, seek, pause a group; redrive its DLQ |
+//! | `members.rs` | consumer members (sessions): join, receive, settle, leave, expiry |
+//! | `message.rs` | one message's state in a group (`message show`) |
+//!
+//! ## Lifecycle
+//!
+//! [`Broker::open`] takes the data directory as it finds it: producer
+//! registry, then topics (recovering each partition log), then groups
+//! (each group's engine starts). [`Broker::close`] is the reverse: groups
+//! first (their engines may still write dead letters into topics and must
+//! append their last journal events), then every partition log is closed
+//! cleanly (final fsync, clean checkpoint).
+
+mod fetch;
+mod groups;
+mod members;
+mod message;
+mod produce;
+mod topics;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::groups::Groups;
+use crate::io::FileSystem;
+use crate::log::Clock;
+use crate::log::producers::EpochSource;
+use crate::registry::ProducerRegistry;
+use crate::topics::Topics;
+
+pub use fetch::{FetchOutcome, FetchQuery, FetchRead, FetchedPartition, OffsetFound, OffsetSpec};
+pub use groups::{GroupDescription, SeekTarget};
+pub use members::{MemberOwner, Members, SettleAction, SettleRequest};
+pub use message::{MessageReport, MessageStatus};
+pub use produce::{Appended, PartitionBatches, ProduceOutcome, SubmittedProduce};
+pub use topics::{PartitionSummary, TopicDescription, TopicSummary};
+
+/// The broker: everything the operations share. One per process.
+#[derive(Debug)]
+pub struct Broker {
+    /// Effective settings.
+    pub config: BrokerConfig,
+    /// Topics and their logs.
+    pub topics: Topics,
+    /// Idempotent producers' names, ids and epochs.
+    pub producers: Arc<ProducerRegistry>,
+    /// Consumer groups.
+    pub groups: Groups,
+    /// Consumers joined to groups, by the adapter that joined them.
+    pub members: Members,
+    /// Cancelled when the broker shuts down.
+    pub shutdown: CancellationToken,
+    /// True while the broker accepts requests (for `/health`).
+    serving: AtomicBool,
+}
+
+impl Broker {
+    /// Opens the broker's state in `config.data_dir` (created if missing):
+    /// the producer registry, every topic (recovering its partition logs)
+    /// and every group (starting its engine).
+    pub fn open(
+        config: BrokerConfig,
+        fs: Arc<dyn FileSystem>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Broker, BrokerError> {
+        let data_dir = config.data_dir.clone();
+        fs.create_dir_all(&data_dir).map_err(|e| {
+            BrokerError::storage(
+                format_args!("cannot create the data directory {}", data_dir.display()),
+                e,
+            )
+        })?;
+        let producers = ProducerRegistry::open(fs.clone(), &data_dir)
+            .map_err(|e| BrokerError::new(crate::error::ErrorKind::Storage, e))?;
+        let producers = Arc::new(producers);
+        let epochs: Arc<dyn EpochSource> = producers.clone();
+        let topics = Topics::open_with_epochs(
+            fs.clone(),
+            &data_dir,
+            config.log.clone(),
+            clock.clone(),
+            Some(epochs),
+        )
+        .map_err(|e| {
+            let what = format!("cannot open the data directory {}: {e}", data_dir.display());
+            BrokerError::new(e.kind, what)
+        })?;
+        let groups = Groups::open(fs, &data_dir, &config.log, clock, &topics).map_err(|e| {
+            BrokerError::new(e.kind, format!("cannot open the consumer groups: {e}"))
+        })?;
+        Ok(Broker {
+            config,
+            topics,
+            producers,
+            groups,
+            members: Members::default(),
+            shutdown: CancellationToken::new(),
+            serving: AtomicBool::new(true),
+        })
+    }
+
+    /// Whether the broker still accepts requests.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    /// Stops accepting requests: `is_serving` turns false and the
+    /// `shutdown` token is cancelled, which ends listeners and long-polls.
+    pub fn begin_shutdown(&self) {
+        self.serving.store(false, Ordering::Release);
+        self.shutdown.cancel();
+    }
+
+    /// Closes the state once the listeners are done: every group's engine
+    /// appends its last journal events and closes its journals, then every
+    /// partition log is closed cleanly.
+    pub async fn close(&self) {
+        self.begin_shutdown();
+        tracing::info!("closing consumer groups");
+        self.groups.close().await;
+        tracing::info!("closing partition logs");
+        self.topics.close().await;
+    }
+
+    /// Refreshes the per-partition log gauges (for a metrics scrape).
+    pub fn refresh_metrics(&self) {
+        crate::metrics::refresh_logs(&self.topics);
+    }
+}
