@@ -40,7 +40,7 @@
 //! | `error.rs` | [`ClientError`] |
 //! | `backoff.rs` | [`Backoff`]: exponential delays with jitter |
 //! | `breaker.rs` | [`CircuitConfig`] and the circuit breaker |
-//! | `connection.rs` | [`Client`]: connection, handshake, request matching, reconnects |
+//! | `connection/` | [`Client`]: connection, handshake, reconnects; request matching in `connection/pending.rs` |
 //! | `admin.rs` | [`Admin`]: create/delete/list/describe topics, offset lookups |
 //! | `consumer.rs` | [`Consumer`]: group membership, long-poll receive, ack/nack/reject/extend, rejoin |
 //! | `producer/` | [`Producer`]: partitioning, batching, buffering, retries (its files: `producer/mod.rs`) |
