@@ -40,10 +40,11 @@
 //! | `error.rs` | [`ClientError`] |
 //! | `backoff.rs` | [`Backoff`]: exponential delays with jitter |
 //! | `breaker.rs` | [`CircuitConfig`] and the circuit breaker |
-//! | `connection.rs` | [`Client`]: connection, handshake, request matching, reconnects |
+//! | `connection/` | [`Client`]: connection, handshake, reconnects; request matching in `connection/pending.rs` |
 //! | `admin.rs` | [`Admin`]: create/delete/list/describe topics, offset lookups |
-//! //! | `consumer.rs` | [`Consumer`]: group membership, long-poll receive, ack/nack/reject/extend, rejoin |
-//! | `producer.rs` | [`Producer`]: partitioning, batching, buffering, retries |
+//! | `consumer.rs` | [`Consumer`]: group membership, long-poll receive, ack/nack/reject/extend, rejoin |
+//! | `producer/` | [`Producer`]: partitioning, batching, buffering, retries (its files: `producer/mod.rs`) |
+//! | `session.rs` | the idempotent producer session: registration, reset, fencing |
 //! | `reader.rs` | [`Reader`]: a partition as an async stream of records |
 
 mod admin;

@@ -1,9 +1,9 @@
 //! [`Client`]: one multiplexed, self-healing connection to a broker.
 //!
-//! This module owns the TCP connection, the handshake, request ids, the
-//! matching of responses to requests, reconnection and the circuit breaker.
-//! Everything else in the client library talks to the broker through
-//! [`Client::request`].
+//! This module owns the TCP connection, the handshake, reconnection and the
+//! circuit breaker; request ids and the matching of responses to requests
+//! are in [`pending`]. Everything else in the client library talks to the
+//! broker through [`Client::request`].
 //!
 //! ## How a connection works
 //!
@@ -13,14 +13,14 @@
 //!   (a full queue makes [`Client::request`] wait: back-pressure), batching
 //!   whatever is queued into one flush;
 //! - the *reader* decodes responses and completes the caller waiting on
-//!   each `request_id` (a map `request_id → oneshot`), so any number of
-//!   requests are in flight and answers may come in any order.
+//!   each `request_id` (a map `request_id → oneshot`, see [`pending`]), so
+//!   any number of requests are in flight and answers may come in any order.
 //!
 //! ## Invariants
 //!
-//! - Request ids are unique among a connection's requests in flight; they
-//!   count up, wrap, and never take `u32::MAX` (reserved by the protocol for
-//!   connection-level errors).
+//! - Request ids are unique among a connection's requests in flight, and a
+//!   request that is cancelled or times out leaves nothing behind (see
+//!   [`pending`]).
 //! - When a connection dies, every request in flight on it fails with a
 //!   retriable [`ClientError::Connection`] naming the broker address, and no
 //!   request is ever registered on a dead connection.
@@ -32,10 +32,18 @@
 //!   server's limits, and each request is sent in the highest API version
 //!   both sides speak. At most the broker's `max_in_flight_requests` are
 //!   outstanding on a connection; further requests wait for a slot.
-//! - A request that is cancelled or times out leaves nothing behind: its
-//!   entry in the map is removed, and a late answer is dropped.
+//!
+//! ## Layout
+//!
+//! | file | job |
+//! | --- | --- |
+//! | `mod.rs` | [`Client`], [`ClientConfig`]: connecting, handshake, reconnects, circuit breaker, the writer and reader tasks |
+//! | `pending.rs` | request ids, the table of callers waiting for answers, [`PendingRequest`] |
 
-use std::collections::HashMap;
+mod pending;
+
+pub use pending::PendingRequest;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -46,8 +54,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
-use tokio_util::sync::CancellationToken;
 
+use self::pending::{ConnShared, next_request_id};
 use super::backoff::Backoff;
 use super::breaker::{Admission, CircuitBreaker, CircuitConfig};
 use super::error::ClientError;
@@ -156,147 +164,13 @@ struct Conn {
     in_flight: Arc<Semaphore>,
 }
 
-/// What the connection's tasks share with callers.
-#[derive(Debug)]
-struct ConnShared {
-    addr: String,
-    pending: Mutex<Pending>,
-    shutdown: CancellationToken,
-}
-
-type Reply = oneshot::Sender<Result<Response, ClientError>>;
-
-#[derive(Debug, Default)]
-struct Pending {
-    waiting: HashMap<u32, Reply>,
-    /// Set once the connection is dead: why.
-    dead: Option<ClientError>,
-}
-
+/// Locks `mutex`, ignoring poisoning.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves consistent data (every
     // critical section is a handful of map or field operations).
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Takes the next request id after `counter`: wrapping, never `u32::MAX`.
-fn next_request_id(counter: &AtomicU32) -> u32 {
-    loop {
-        let id = counter.fetch_add(1, Ordering::Relaxed);
-        if id != CONNECTION_ERROR_REQUEST_ID {
-            return id;
-        }
-    }
-}
-
-impl ConnShared {
-    fn is_alive(&self) -> bool {
-        lock(&self.pending).dead.is_none()
-    }
-
-    fn dead_error(&self) -> ClientError {
-        lock(&self.pending)
-            .dead
-            .clone()
-            .unwrap_or_else(|| ClientError::connection(&self.addr, "connection closed"))
-    }
-
-    /// Registers a waiter under a fresh id (skipping ids still in flight).
-    fn register(&self, counter: &AtomicU32, reply: Reply) -> Result<u32, ClientError> {
-        let mut pending = lock(&self.pending);
-        if let Some(err) = &pending.dead {
-            return Err(err.clone());
-        }
-        let id = loop {
-            let id = next_request_id(counter);
-            if !pending.waiting.contains_key(&id) {
-                break id;
-            }
-        };
-        pending.waiting.insert(id, reply);
-        Ok(id)
-    }
-
-    fn forget(&self, id: u32) {
-        lock(&self.pending).waiting.remove(&id);
-    }
-
-    fn complete(&self, id: u32, result: Result<Response, ClientError>) {
-        let waiter = lock(&self.pending).waiting.remove(&id);
-        match waiter {
-            // The caller may have given up (timeout): nothing to do.
-            Some(reply) => drop(reply.send(result)),
-            None => tracing::debug!(request_id = id, "response to a request nobody waits for"),
-        }
-    }
-
-    /// Marks the connection dead and fails every request in flight.
-    fn fail_all(&self, err: ClientError) {
-        let waiting = {
-            let mut pending = lock(&self.pending);
-            if pending.dead.is_none() {
-                tracing::warn!(addr = %self.addr, error = %err, "connection lost");
-                pending.dead = Some(err.clone());
-            }
-            std::mem::take(&mut pending.waiting)
-        };
-        for (_, reply) in waiting {
-            drop(reply.send(Err(err.clone())));
-        }
-        self.shutdown.cancel();
-    }
-}
-
-/// Removes a request's waiter if the caller stops waiting (timeout or
-/// cancellation) before the answer arrives.
-#[derive(Debug)]
-struct PendingGuard {
-    shared: Arc<ConnShared>,
-    id: u32,
-}
-
-impl Drop for PendingGuard {
-    fn drop(&mut self) {
-        self.shared.forget(self.id);
-    }
-}
-
-/// A request queued on a connection by [`Client::send_request`], waiting
-/// for its answer. Dropping it forgets the request (a late answer is
-/// dropped) and frees its in-flight slot.
-#[derive(Debug)]
-pub struct PendingRequest {
-    answer: oneshot::Receiver<Result<Response, ClientError>>,
-    guard: PendingGuard,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-    /// When the answer is due, and the timeout that set it.
-    deadline: Option<(Instant, Duration)>,
-}
-
-impl PendingRequest {
-    /// The answer, as [`Client::request`] gives it (a top-level error
-    /// answer becomes [`ClientError::Broker`]), or a timeout once the
-    /// deadline set by [`Client::send_request`] passes.
-    pub async fn answer(self) -> Result<Response, ClientError> {
-        let PendingRequest {
-            answer,
-            guard,
-            _slot,
-            deadline,
-        } = self;
-        let dead = || guard.shared.dead_error();
-        let result = match deadline {
-            Some((at, timeout)) => match tokio::time::timeout_at(at, answer).await {
-                Ok(answer) => answer.unwrap_or_else(|_| Err(dead())),
-                Err(_) => Err(ClientError::Timeout { after: timeout }),
-            },
-            None => answer.await.unwrap_or_else(|_| Err(dead())),
-        };
-        drop(guard);
-        result
-    }
 }
 
 impl Drop for Inner {
@@ -514,7 +388,7 @@ impl Client {
         let deadline = Instant::now() + timeout;
         match tokio::time::timeout_at(deadline, self.queue_request(request)).await {
             Ok(Ok(mut pending)) => {
-                pending.deadline = Some((deadline, timeout));
+                pending.set_deadline(deadline, timeout);
                 Ok(pending)
             }
             Ok(Err(err)) => Err(err),
@@ -539,15 +413,7 @@ impl Client {
         })?;
         let (reply, answer) = oneshot::channel();
         let request_id = conn.shared.register(&self.inner.next_id, reply)?;
-        let pending = PendingRequest {
-            answer,
-            guard: PendingGuard {
-                shared: conn.shared.clone(),
-                id: request_id,
-            },
-            _slot: slot,
-            deadline: None,
-        };
+        let pending = PendingRequest::new(conn.shared.clone(), request_id, answer, slot);
         let frame = RequestFrame {
             request_id,
             api_version,
@@ -667,11 +533,7 @@ impl Client {
         tracing::debug!(addr, server = %handshake.server_name, "connected");
         let (sink, source) = framed.split();
         let (queue, frames) = mpsc::channel(inner.config.write_queue.max(1));
-        let shared = Arc::new(ConnShared {
-            addr: addr.to_string(),
-            pending: Mutex::new(Pending::default()),
-            shutdown: CancellationToken::new(),
-        });
+        let shared = Arc::new(ConnShared::new(addr.to_string()));
         tokio::spawn(write_loop(sink, frames, shared.clone()));
         tokio::spawn(read_loop(source, shared.clone()));
         Ok(Conn {
@@ -850,37 +712,3 @@ macro_rules! expect_response {
     };
 }
 pub(crate) use expect_response;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_wrap_and_skip_the_reserved_id() {
-        let counter = AtomicU32::new(u32::MAX - 1);
-        assert_eq!(next_request_id(&counter), u32::MAX - 1);
-        assert_eq!(next_request_id(&counter), 0);
-        assert_eq!(next_request_id(&counter), 1);
-    }
-
-    #[test]
-    fn register_skips_ids_in_flight() {
-        let shared = ConnShared {
-            addr: "a:1".into(),
-            pending: Mutex::new(Pending::default()),
-            shutdown: CancellationToken::new(),
-        };
-        let counter = AtomicU32::new(5);
-        let (a, _ra) = oneshot::channel();
-        assert_eq!(shared.register(&counter, a).ok(), Some(5));
-        counter.store(5, Ordering::Relaxed);
-        let (b, _rb) = oneshot::channel();
-        assert_eq!(shared.register(&counter, b).ok(), Some(6));
-        shared.fail_all(ClientError::connection("a:1", "gone"));
-        let (c, _rc) = oneshot::channel();
-        assert!(matches!(
-            shared.register(&counter, c),
-            Err(ClientError::Connection { .. })
-        ));
-    }
-}
