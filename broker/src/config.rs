@@ -3,7 +3,8 @@
 //! source overrides the earlier ones, key by key.
 //!
 //! Every key of the TOML file has a flag of the same name (`segment_bytes` →
-//! `--segment-bytes`) and an environment variable (`PIGEON_SEGMENT_BYTES`).
+//! `--segment-bytes`) and an environment variable (`PIGEON_SEGMENT_BYTES`):
+//! all three come from one declaration per key in [`Settings`].
 //! An unknown key or a bad value is refused at start with a message naming
 //! the key.
 
@@ -16,42 +17,40 @@ use serde::Deserialize;
 
 use crate::log::{FsyncPolicy, LogConfig};
 
-/// Settings of the broker, as the file spells them. Every key is optional.
-#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    data_dir: Option<PathBuf>,
-    listen: Option<String>,
-    http: Option<String>,
-    fsync: Option<String>,
-    segment_bytes: Option<u64>,
-    segment_ms: Option<u64>,
-    retention_ms: Option<u64>,
-    retention_bytes: Option<u64>,
-    index_interval_bytes: Option<u32>,
-    checkpoint_interval_bytes: Option<u64>,
-    producer_expiry_ms: Option<u64>,
-    max_frame_bytes: Option<u32>,
-    max_batch_bytes: Option<u32>,
-    max_in_flight_per_connection: Option<u32>,
-    max_connections: Option<u32>,
-    frame_timeout_ms: Option<u64>,
-    produce_quota_bytes_per_sec: Option<u64>,
-    shutdown_timeout_ms: Option<u64>,
-    log: Option<String>,
+/// Declares [`Settings`] from one list of keys: each key is a field (its
+/// TOML name), a flag (`--segment-bytes`) and an environment variable
+/// (`PIGEON_SEGMENT_BYTES`), and [`Settings::overlay`] covers every key.
+macro_rules! settings {
+    ($($(#[$meta:meta])* $key:ident: $ty:ty,)*) => {
+        /// `pigeon-broker`: the Pigeon message broker.
+        ///
+        /// Settings come from defaults, then the TOML file given with --config, then
+        /// PIGEON_* environment variables, then these flags. Every flag is also a key
+        /// of the TOML file (with underscores: --segment-bytes is segment_bytes).
+        #[derive(Debug, Default, Clone, PartialEq, Parser, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[command(name = "pigeon-broker", version, about, long_about)]
+        pub struct Settings {
+            /// TOML file with settings (keys as the flags below, with underscores).
+            #[arg(long, env = "PIGEON_CONFIG", value_name = "FILE")]
+            #[serde(skip)]
+            pub config: Option<PathBuf>,
+            $($(#[$meta])* pub $key: $ty,)*
+        }
+
+        impl Settings {
+            /// These settings over `file`: each key set here wins.
+            pub fn overlay(self, file: Settings) -> Settings {
+                Settings {
+                    config: self.config.or(file.config),
+                    $($key: self.$key.or(file.$key),)*
+                }
+            }
+        }
+    };
 }
 
-/// `pigeon-broker`: the Pigeon message broker.
-///
-/// Settings come from defaults, then the TOML file given with --config, then
-/// PIGEON_* environment variables, then these flags. Every flag is also a key
-/// of the TOML file (with underscores: --segment-bytes is segment_bytes).
-#[derive(Debug, Parser)]
-#[command(name = "pigeon-broker", version, about, long_about)]
-pub struct Flags {
-    /// TOML file with settings (keys as the flags below, with underscores).
-    #[arg(long, env = "PIGEON_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+settings! {
     /// Directory holding topics, segments and metadata [default: ./pigeon-data].
     #[arg(long, env = "PIGEON_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -111,6 +110,12 @@ pub struct Flags {
     log: Option<String>,
 }
 
+/// The settings as a config file spells them (every key optional).
+pub type FileConfig = Settings;
+
+/// The settings as flags and environment variables give them.
+pub type Flags = Settings;
+
 /// The broker's effective settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BrokerConfig {
@@ -142,39 +147,6 @@ pub struct BrokerConfig {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(String);
-
-impl Flags {
-    /// The file settings overridden by these flags (and environment).
-    fn overlay(self, file: FileConfig) -> FileConfig {
-        FileConfig {
-            data_dir: self.data_dir.or(file.data_dir),
-            listen: self.listen.or(file.listen),
-            http: self.http.or(file.http),
-            fsync: self.fsync.or(file.fsync),
-            segment_bytes: self.segment_bytes.or(file.segment_bytes),
-            segment_ms: self.segment_ms.or(file.segment_ms),
-            retention_ms: self.retention_ms.or(file.retention_ms),
-            retention_bytes: self.retention_bytes.or(file.retention_bytes),
-            index_interval_bytes: self.index_interval_bytes.or(file.index_interval_bytes),
-            checkpoint_interval_bytes: self
-                .checkpoint_interval_bytes
-                .or(file.checkpoint_interval_bytes),
-            producer_expiry_ms: self.producer_expiry_ms.or(file.producer_expiry_ms),
-            max_frame_bytes: self.max_frame_bytes.or(file.max_frame_bytes),
-            max_batch_bytes: self.max_batch_bytes.or(file.max_batch_bytes),
-            max_in_flight_per_connection: self
-                .max_in_flight_per_connection
-                .or(file.max_in_flight_per_connection),
-            max_connections: self.max_connections.or(file.max_connections),
-            frame_timeout_ms: self.frame_timeout_ms.or(file.frame_timeout_ms),
-            produce_quota_bytes_per_sec: self
-                .produce_quota_bytes_per_sec
-                .or(file.produce_quota_bytes_per_sec),
-            shutdown_timeout_ms: self.shutdown_timeout_ms.or(file.shutdown_timeout_ms),
-            log: self.log.or(file.log),
-        }
-    }
-}
 
 impl BrokerConfig {
     /// Reads the file named by the flags (if any), applies the flags, checks
