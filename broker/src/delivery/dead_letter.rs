@@ -122,9 +122,60 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use parking_lot::Mutex;
+
+    use super::*;
     use crate::delivery::engine::{OffsetReport, Settle};
-    use crate::delivery::test_support::{MemSink, MemSource, offsets, start_engine};
+    use crate::delivery::test_support::{MemSink, MemSource, offsets, settings, start_engine};
     use crate::delivery::{DeadLetterReason, OffsetState};
+
+    /// Fails its first write, then stores the offsets it is given.
+    #[derive(Default)]
+    struct FlakySink(Mutex<(u32, Vec<u64>)>);
+
+    impl DeadLetterSink for FlakySink {
+        async fn write(
+            &self,
+            _partition: usize,
+            dead: &DeadLetter,
+            _record: &Record,
+        ) -> Result<(), String> {
+            let mut sink = self.0.lock();
+            sink.0 += 1;
+            if sink.0 == 1 {
+                return Err("disk full".into());
+            }
+            sink.1.push(dead.offset);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_copy_stays_pending_and_is_written_at_the_next_call() {
+        let source = MemSource::with(1, 2);
+        let sink = FlakySink::default();
+        let journal = JournalWriter::discarding();
+        let mut states = vec![PartitionDelivery::new(0)];
+        states[0].deliver(1, 2, 1_000, 2, &settings());
+        let dead = states[0]
+            .reject(1, 1, "bad".into())
+            .expect("reject")
+            .expect("dead-lettering");
+        park(
+            &mut states,
+            &journal,
+            source.as_ref(),
+            &sink,
+            vec![(0, dead)],
+        )
+        .await;
+        assert_eq!(*sink.0.lock(), (1, vec![]), "the first copy failed");
+        assert_eq!(states[0].pending_dead_letters().count(), 1);
+        park(&mut states, &journal, source.as_ref(), &sink, Vec::new()).await;
+        assert_eq!(*sink.0.lock(), (2, vec![1]), "written again, once");
+        assert_eq!(states[0].pending_dead_letters().count(), 0);
+        assert_eq!(states[0].state_of(1), OffsetState::Settled);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_poison_message_reaches_the_dlq_after_max_deliveries_and_the_rest_settle() {

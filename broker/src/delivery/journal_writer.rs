@@ -152,3 +152,52 @@ async fn append_round(
         .into_iter()
         .all(|ok| ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::delivery::GroupSettings;
+    use crate::delivery::store::{GroupMeta, GroupStore};
+    use crate::io::StdFs;
+    use crate::log::{Clock, LogConfig, SystemClock};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_barrier_is_answered_once_everything_handed_over_before_it_is_appended() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let settings = GroupSettings::default();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let (store, mut states) = GroupStore::create(
+            Arc::new(StdFs),
+            &tmp.path().join("t").join("g"),
+            GroupMeta::new("t", "g", &settings, 1),
+            &[0, 0],
+            LogConfig::default(),
+            clock,
+        )
+        .expect("create");
+        let journals = store.journals();
+        let writer = JournalWriter::spawn(store.journals());
+        // Partition 0: 5 leases, then 2 acks in a later hand-over;
+        // partition 1: 3 leases. One event each.
+        states[0].deliver(1, 5, 1_000, 5, &settings);
+        states[1].deliver(1, 3, 1_000, 3, &settings);
+        writer.hand_over(&mut states);
+        states[0].ack(1, 0).expect("ack");
+        states[0].ack(1, 3).expect("ack");
+        assert!(writer.durable(&mut states).await, "every append succeeded");
+        let ends: Vec<u64> = journals.iter().map(|j| j.reader().end_offset()).collect();
+        assert_eq!(ends, vec![7, 3]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn without_a_journal_the_events_are_dropped_and_barriers_pass() {
+        let settings = GroupSettings::default();
+        let mut states = vec![PartitionDelivery::new(0)];
+        states[0].deliver(1, 2, 1_000, 2, &settings);
+        assert!(JournalWriter::discarding().durable(&mut states).await);
+        assert!(states[0].take_events().is_empty(), "the events were taken");
+    }
+}
