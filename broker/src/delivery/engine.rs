@@ -3,28 +3,14 @@
 //!
 //! It serves `join`, `receive` (long-poll: waits up to `max_wait` for a
 //! message), `settle` (ack, nack, reject, extend), `seek`, `pause`,
-//! `describe` and `leave`; fires lease expiries and redeliveries on time;
-//! copies dead letters out through a [`DeadLetterSink`] and settles them only
-//! once the copy is durable; and journals every change through the
-//! [`GroupStore`] (group-committed, lazily: the engine does not wait for the
-//! journal before answering, so the last commit window of acks can be
-//! redelivered after a crash, never lost).
-//!
-//! ## Dead letters: the crash story
-//!
-//! 1. The state machine marks the message dead-lettering
-//!    (`DeadLetterStarted`): it is out of delivery from then on.
-//! 2. The engine waits until the journal holds that event durably (a
-//!    barrier through the journal writer) — the one place it waits for the
-//!    journal. A crash before this point: the journal still has the lease,
-//!    nothing was parked, the message comes back (an attempt).
-//! 3. The copy is written to the DLQ topic and made durable. A crash here:
-//!    the journal says dead-lettering, so after the restart the copy is
-//!    written again, and the sink finds it already parked (idempotent).
-//! 4. `DeadLettered` settles it (journaled lazily, like an ack; a crash
-//!    before it is journaled is step 3 again).
-//!
-//! So a parked message is never delivered again, and never parked twice.
+//! `describe` and `leave`, one method per request; fires lease expiries and
+//! redeliveries on time; copies dead letters out through a
+//! [`DeadLetterSink`] and settles them only once the copy is durable (the
+//! [`dead_letter`] pipeline, with its crash story); and journals every
+//! change through the group's [journal writer](super::journal_writer)
+//! (group-committed, lazily: the engine does not wait for the journal
+//! before answering, so the last commit window of acks can be redelivered
+//! after a crash, never lost).
 //!
 //! Source records are read through a [`SourceReader`], so the engine is
 //! tested with paused tokio time against an in-memory source.
@@ -37,8 +23,15 @@ use pigeon_protocol::batch::Record;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::dead_letter;
+pub use super::dead_letter::DeadLetterSink;
+use super::handle::Command;
+pub use super::handle::{
+    GroupDelivery, GroupHandle, OffsetReport, PartitionFigures, SeekTo, Settle, Stopped,
+};
+use super::journal_writer::JournalWriter;
 use super::partition::{
-    ConsumerId, DeadLetter, Delivery, DeliveryTimes, OffsetState, PartitionDelivery, SettleError,
+    ConsumerId, DeadLetter, Delivery, OffsetState, PartitionDelivery, SettleError,
 };
 use super::settings::{GroupSettings, Jitter};
 use super::store::GroupStore;
@@ -58,258 +51,6 @@ pub trait SourceReader: Send + Sync + 'static {
     }
 }
 
-/// Writes dead-letter copies (to the `<topic>.<group>.dlq` topic).
-pub trait DeadLetterSink: Send + Sync + 'static {
-    /// Makes the copy durable; the same `(partition, offset)` written twice
-    /// must be stored once (an idempotent write keyed on the source offset).
-    fn write(
-        &self,
-        partition: usize,
-        dead: &DeadLetter,
-        record: &Record,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
-}
-
-/// One message given to a consumer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupDelivery {
-    /// Source partition.
-    pub partition: u32,
-    /// The record (offset, timestamp, key, value, headers).
-    pub record: Record,
-    /// Which delivery this is.
-    pub attempt: u32,
-    /// When the lease ends.
-    pub lease_deadline_ms: i64,
-}
-
-/// What a consumer does with a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settle {
-    /// Processed.
-    Ack,
-    /// Deliver again after this delay (`None`: the group's backoff).
-    Nack(Option<Duration>),
-    /// Poison: to the dead-letter queue, with this reason.
-    Reject(String),
-    /// Lease ends this long from now.
-    Extend(Duration),
-}
-
-/// Per-partition figures for `describe`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartitionFigures {
-    /// Every offset below is settled.
-    pub committed_floor: u64,
-    /// Source log start and end.
-    pub log_start: u64,
-    /// Source log end.
-    pub log_end: u64,
-    /// Messages not settled.
-    pub lag: u64,
-    /// Leased now.
-    pub in_flight: u64,
-    /// Waiting for redelivery.
-    pub delayed: u64,
-    /// Copied to the dead-letter queue.
-    pub dead_lettered: u64,
-    /// Deleted by retention before they were settled.
-    pub removed_by_retention: u64,
-}
-
-/// Where one message stands, for `message show`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OffsetReport {
-    /// Its state.
-    pub state: OffsetState,
-    /// When it was first and last delivered, while tracked.
-    pub times: Option<DeliveryTimes>,
-    /// The name the lease holder joined with (in flight only).
-    pub holder: Option<String>,
-}
-
-enum Command {
-    Stop {
-        reply: oneshot::Sender<()>,
-    },
-    Join {
-        name: String,
-        reply: oneshot::Sender<ConsumerId>,
-    },
-    Leave {
-        consumer: ConsumerId,
-    },
-    Receive {
-        consumer: ConsumerId,
-        max: usize,
-        wait: Duration,
-        reply: oneshot::Sender<Vec<GroupDelivery>>,
-    },
-    Settle {
-        consumer: ConsumerId,
-        items: Vec<(u32, u64, u32, Settle)>,
-        reply: oneshot::Sender<Vec<Result<(), SettleError>>>,
-    },
-    Seek {
-        partition: Option<u32>,
-        target: SeekTo,
-        reply: oneshot::Sender<Vec<(u32, u64)>>,
-    },
-    Pause {
-        paused: bool,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    Alter {
-        settings: GroupSettings,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    Describe {
-        reply: oneshot::Sender<(bool, Vec<PartitionFigures>)>,
-    },
-    State {
-        partition: u32,
-        offset: u64,
-        reply: oneshot::Sender<Option<OffsetReport>>,
-    },
-}
-
-/// Where a seek moves a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeekTo {
-    /// An offset (clamped to the log's bounds).
-    Offset(u64),
-    /// The log start.
-    Earliest,
-    /// The log end: only new messages.
-    Latest,
-}
-
-/// Handle to a running group engine. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct GroupHandle {
-    commands: mpsc::Sender<Command>,
-}
-
-/// The engine was stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the consumer group is shutting down")]
-pub struct Stopped;
-
-impl GroupHandle {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Stopped> {
-        let (reply, answer) = oneshot::channel();
-        self.commands.send(make(reply)).await.map_err(|_| Stopped)?;
-        answer.await.map_err(|_| Stopped)
-    }
-
-    /// A new consumer joins.
-    pub async fn join(&self, name: impl Into<String>) -> Result<ConsumerId, Stopped> {
-        let name = name.into();
-        self.ask(|reply| Command::Join { name, reply }).await
-    }
-
-    /// Stops the engine for good (the group is being deleted): every change
-    /// is handed to the journal and appended first; receives still waiting
-    /// are dropped, and every later request fails with [`Stopped`].
-    pub async fn stop(&self) {
-        let _ = self.ask(|reply| Command::Stop { reply }).await;
-    }
-
-    /// A consumer leaves (or its connection dropped): its leases return.
-    pub async fn leave(&self, consumer: ConsumerId) {
-        let _ = self.commands.send(Command::Leave { consumer }).await;
-    }
-
-    /// Up to `max` messages for `consumer`, waiting up to `wait` for one.
-    pub async fn receive(
-        &self,
-        consumer: ConsumerId,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<GroupDelivery>, Stopped> {
-        self.ask(|reply| Command::Receive {
-            consumer,
-            max,
-            wait,
-            reply,
-        })
-        .await
-    }
-
-    /// Acks, nacks, rejects or extends `(partition, offset, action)`,
-    /// whichever attempt the consumer's lease is; one result per item, in
-    /// order.
-    pub async fn settle(
-        &self,
-        consumer: ConsumerId,
-        items: Vec<(u32, u64, Settle)>,
-    ) -> Result<Vec<Result<(), SettleError>>, Stopped> {
-        let items = items.into_iter().map(|(p, o, a)| (p, o, 0, a)).collect();
-        self.settle_attempts(consumer, items).await
-    }
-
-    /// Like [`settle`](Self::settle) for `(partition, offset, attempt,
-    /// action)`: an item applies only if the consumer's lease on the offset
-    /// is that attempt (0: any), else `LeaseLost` — a late settle of an
-    /// expired lease never touches a newer lease of the same message.
-    pub async fn settle_attempts(
-        &self,
-        consumer: ConsumerId,
-        items: Vec<(u32, u64, u32, Settle)>,
-    ) -> Result<Vec<Result<(), SettleError>>, Stopped> {
-        self.ask(|reply| Command::Settle {
-            consumer,
-            items,
-            reply,
-        })
-        .await
-    }
-
-    /// Moves one partition (or all) to `target`; returns where each starts.
-    pub async fn seek(
-        &self,
-        partition: Option<u32>,
-        target: SeekTo,
-    ) -> Result<Vec<(u32, u64)>, Stopped> {
-        self.ask(|reply| Command::Seek {
-            partition,
-            target,
-            reply,
-        })
-        .await
-    }
-
-    /// Pauses or resumes deliveries (durably).
-    pub async fn pause(&self, paused: bool) -> Result<Result<(), String>, Stopped> {
-        self.ask(|reply| Command::Pause { paused, reply }).await
-    }
-
-    /// Changes the settings (durably); leases already given keep their
-    /// deadline.
-    pub async fn alter(&self, settings: GroupSettings) -> Result<Result<(), String>, Stopped> {
-        self.ask(|reply| Command::Alter { settings, reply }).await
-    }
-
-    /// Whether paused, and per-partition figures.
-    pub async fn describe(&self) -> Result<(bool, Vec<PartitionFigures>), Stopped> {
-        self.ask(|reply| Command::Describe { reply }).await
-    }
-
-    /// Where one message is.
-    pub async fn state_of(
-        &self,
-        partition: u32,
-        offset: u64,
-    ) -> Result<Option<OffsetReport>, Stopped> {
-        self.ask(|reply| Command::State {
-            partition,
-            offset,
-            reply,
-        })
-        .await
-    }
-}
-
 /// A receive waiting for messages.
 struct Waiting {
     consumer: ConsumerId,
@@ -324,8 +65,9 @@ struct Engine<S: SourceReader, D: DeadLetterSink> {
     states: Vec<PartitionDelivery>,
     /// Metadata updates (pause); `None` in tests without storage.
     store: Option<GroupStore>,
-    /// Ordered channel to the journal writer task.
-    journal: Option<mpsc::UnboundedSender<JournalWork>>,
+    /// Ordered channel to the journal writer task (discarding in tests
+    /// without storage).
+    journal: JournalWriter,
     source: Arc<S>,
     sink: Arc<D>,
     jitter: Jitter,
@@ -373,7 +115,9 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
     let (commands, inbox) = mpsc::channel(1024);
     let journal = store
         .as_ref()
-        .map(|store| spawn_journal_writer(store.journals()));
+        .map_or_else(JournalWriter::discarding, |store| {
+            JournalWriter::spawn(store.journals())
+        });
     let appended = watch_appends(source.end_watches());
     let mut engine = Engine {
         settings,
@@ -394,16 +138,11 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
     tokio::spawn(async move {
         // Dead letters left pending by a crash are written again (the sink
         // is idempotent, so nothing is parked twice).
-        for p in 0..engine.states.len() {
-            let pending: Vec<DeadLetter> = engine.states[p].pending_dead_letters().collect();
-            recovered.extend(pending.into_iter().map(|d| (p, d)));
-        }
-        recovered.sort_by_key(|(p, d)| (*p, d.offset));
-        recovered.dedup_by_key(|(p, d)| (*p, d.offset));
+        let recovered = dead_letter::left_by_a_crash(&engine.states, recovered);
         engine.dead_letter(recovered).await;
         engine.run(inbox).await;
     });
-    GroupHandle { commands }
+    GroupHandle::new(commands)
 }
 
 impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
@@ -425,19 +164,25 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             };
             let Some(command) = command else { return };
             if let Command::Stop { reply } = command {
-                self.journal_durable().await;
-                // The journals' writer threads write their clean-shutdown
-                // checkpoint when closed: that must happen before the
-                // group's directory is deleted, not during.
-                if let Some(store) = &self.store {
-                    store.close().await;
-                }
+                self.stop().await;
                 let _ = reply.send(());
                 return;
             }
             self.handle(command).await;
             self.serve_waiting();
             self.journal();
+        }
+    }
+
+    /// Hands every change to the journal and waits until it is appended,
+    /// then closes the journals.
+    async fn stop(&mut self) {
+        self.journal_durable().await;
+        // The journals' writer threads write their clean-shutdown
+        // checkpoint when closed: that must happen before the group's
+        // directory is deleted, not during.
+        if let Some(store) = &self.store {
+            store.close().await;
         }
     }
 
@@ -476,180 +221,241 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         self.journal();
     }
 
+    /// Serves one request: each has its own method.
     async fn handle(&mut self, command: Command) {
-        let now = (self.clock)();
         match command {
             // Handled by the run loop, which ends with it.
             Command::Stop { reply } => {
                 let _ = reply.send(());
             }
             Command::Join { name, reply } => {
-                let id = self.next_consumer;
-                self.next_consumer = next_consumer_id(id);
-                self.consumers.insert(id, name);
-                let _ = reply.send(id);
+                let _ = reply.send(self.join(name));
             }
-            Command::Leave { consumer } => {
-                self.consumers.remove(&consumer);
-                self.waiting.retain(|w| w.consumer != consumer);
-                let mut dead = Vec::new();
-                for (p, state) in self.states.iter_mut().enumerate() {
-                    dead.extend(
-                        state
-                            .drop_consumer(consumer, now, &self.settings, &mut self.jitter)
-                            .into_iter()
-                            .map(|d| (p, d)),
-                    );
-                }
-                self.dead_letter(dead).await;
-            }
+            Command::Leave { consumer } => self.leave(consumer).await,
             Command::Receive {
                 consumer,
                 max,
                 wait,
                 reply,
-            } => {
-                let got = self.take(consumer, max);
-                if got.is_empty() && !wait.is_zero() {
-                    self.waiting.push(Waiting {
-                        consumer,
-                        max,
-                        until: Instant::now() + wait,
-                        reply,
-                    });
-                } else {
-                    let _ = reply.send(got);
-                }
-            }
+            } => self.receive(consumer, max, wait, reply),
             Command::Settle {
                 consumer,
                 items,
                 reply,
-            } => {
-                let mut results = Vec::with_capacity(items.len());
-                let mut dead = Vec::new();
-                for (partition, offset, attempt, action) in items {
-                    let Some(state) = self.states.get_mut(partition as usize) else {
-                        results.push(Err(SettleError::LeaseLost { offset }));
-                        continue;
-                    };
-                    if attempt != 0 && state.lease_of(offset).is_some_and(|l| l.attempt != attempt)
-                    {
-                        results.push(Err(SettleError::LeaseLost { offset }));
-                        continue;
-                    }
-                    let result = match action {
-                        Settle::Ack => state.ack(consumer, offset),
-                        Settle::Nack(delay) => state
-                            .nack(
-                                consumer,
-                                offset,
-                                delay.map(|d| d.as_millis() as i64),
-                                now,
-                                &self.settings,
-                                &mut self.jitter,
-                            )
-                            .map(|d| dead.extend(d.map(|d| (partition as usize, d)))),
-                        Settle::Reject(reason) => state
-                            .reject(consumer, offset, reason)
-                            .map(|d| dead.extend(d.map(|d| (partition as usize, d)))),
-                        Settle::Extend(by) => state
-                            .extend(consumer, offset, by.as_millis() as i64, now)
-                            .map(|_| ()),
-                    };
-                    results.push(result);
-                }
-                let _ = reply.send(results);
-                self.dead_letter(dead).await;
-            }
+            } => self.settle(consumer, items, reply).await,
             Command::Seek {
                 partition,
                 target,
                 reply,
             } => {
-                let mut moved = Vec::new();
-                for (p, state) in self.states.iter_mut().enumerate() {
-                    if partition.is_some_and(|only| only as usize != p) {
-                        continue;
-                    }
-                    let (start, end) = self.source.bounds(p);
-                    let offset = match target {
-                        SeekTo::Offset(o) => o.clamp(start, end),
-                        SeekTo::Earliest => start,
-                        SeekTo::Latest => end,
-                    };
-                    state.seek(offset);
-                    moved.push((p as u32, offset));
-                }
-                let _ = reply.send(moved);
+                let _ = reply.send(self.seek(partition, target));
             }
             Command::Pause { paused, reply } => {
-                let saved = match &mut self.store {
-                    Some(store) => store
-                        .update_meta(|m| m.paused = paused)
-                        .map_err(|e| e.to_string()),
-                    None => Ok(()),
-                };
-                if saved.is_ok() {
-                    self.paused = paused;
-                }
-                let _ = reply.send(saved);
+                let _ = reply.send(self.pause(paused));
             }
             Command::Alter { settings, reply } => {
-                let saved = settings.validate().and_then(|()| match &mut self.store {
-                    Some(store) => store
-                        .update_meta(|m| m.set_settings(&settings))
-                        .map_err(|e| e.to_string()),
-                    None => Ok(()),
-                });
-                if saved.is_ok() {
-                    self.settings = settings;
-                }
-                let _ = reply.send(saved);
+                let _ = reply.send(self.alter(settings));
             }
             Command::Describe { reply } => {
-                let figures = self
-                    .states
-                    .iter_mut()
-                    .enumerate()
-                    .map(|(p, state)| {
-                        let (log_start, log_end) = self.source.bounds(p);
-                        state.apply_retention(log_start);
-                        PartitionFigures {
-                            committed_floor: state.floor(),
-                            log_start,
-                            log_end,
-                            lag: state.lag(log_end),
-                            in_flight: state.in_flight() as u64,
-                            delayed: state.delayed() as u64,
-                            dead_lettered: state.dead_lettered,
-                            removed_by_retention: state.removed_by_retention,
-                        }
-                    })
-                    .collect();
-                let _ = reply.send((self.paused, figures));
+                let _ = reply.send(self.describe());
             }
             Command::State {
                 partition,
                 offset,
                 reply,
             } => {
-                let _ = reply.send(self.states.get(partition as usize).map(|s| {
-                    let (state, times) = s.state_and_times(offset);
-                    let holder = match &state {
-                        OffsetState::InFlight(lease) => {
-                            self.consumers.get(&lease.consumer).cloned()
-                        }
-                        _ => None,
-                    };
-                    OffsetReport {
-                        state,
-                        times,
-                        holder,
-                    }
-                }));
+                let _ = reply.send(self.state_of(partition, offset));
             }
         }
+    }
+
+    /// A new member, named `name`: its id.
+    fn join(&mut self, name: String) -> ConsumerId {
+        let id = self.next_consumer;
+        self.next_consumer = next_consumer_id(id);
+        self.consumers.insert(id, name);
+        id
+    }
+
+    /// A member leaves: its waiting receives are dropped and its leases
+    /// return (those with no deliveries left are dead-lettered).
+    async fn leave(&mut self, consumer: ConsumerId) {
+        let now = (self.clock)();
+        self.consumers.remove(&consumer);
+        self.waiting.retain(|w| w.consumer != consumer);
+        let mut dead = Vec::new();
+        for (p, state) in self.states.iter_mut().enumerate() {
+            dead.extend(
+                state
+                    .drop_consumer(consumer, now, &self.settings, &mut self.jitter)
+                    .into_iter()
+                    .map(|d| (p, d)),
+            );
+        }
+        self.dead_letter(dead).await;
+    }
+
+    /// Answers with what can be leased now; with nothing and a `wait`, the
+    /// receive waits (answered by [`serve_waiting`](Self::serve_waiting)).
+    fn receive(
+        &mut self,
+        consumer: ConsumerId,
+        max: usize,
+        wait: Duration,
+        reply: oneshot::Sender<Vec<GroupDelivery>>,
+    ) {
+        let got = self.take(consumer, max);
+        if got.is_empty() && !wait.is_zero() {
+            self.waiting.push(Waiting {
+                consumer,
+                max,
+                until: Instant::now() + wait,
+                reply,
+            });
+        } else {
+            let _ = reply.send(got);
+        }
+    }
+
+    /// Applies the items in order and answers, then dead-letters what they
+    /// sent to the dead-letter queue.
+    async fn settle(
+        &mut self,
+        consumer: ConsumerId,
+        items: Vec<(u32, u64, u32, Settle)>,
+        reply: oneshot::Sender<Vec<Result<(), SettleError>>>,
+    ) {
+        let now = (self.clock)();
+        let mut results = Vec::with_capacity(items.len());
+        let mut dead = Vec::new();
+        for item in items {
+            let partition = item.0 as usize;
+            let result = self.settle_one(consumer, item, now);
+            results.push(result.map(|d| dead.extend(d.map(|d| (partition, d)))));
+        }
+        let _ = reply.send(results);
+        self.dead_letter(dead).await;
+    }
+
+    /// One settle item `(partition, offset, attempt, action)`: the dead
+    /// letter it starts, if any. `LeaseLost` for an unknown partition, or a
+    /// lease of another attempt than a non-zero `attempt`.
+    fn settle_one(
+        &mut self,
+        consumer: ConsumerId,
+        (partition, offset, attempt, action): (u32, u64, u32, Settle),
+        now: i64,
+    ) -> Result<Option<DeadLetter>, SettleError> {
+        let Some(state) = self.states.get_mut(partition as usize) else {
+            return Err(SettleError::LeaseLost { offset });
+        };
+        if attempt != 0 && state.lease_of(offset).is_some_and(|l| l.attempt != attempt) {
+            return Err(SettleError::LeaseLost { offset });
+        }
+        match action {
+            Settle::Ack => state.ack(consumer, offset).map(|()| None),
+            Settle::Nack(delay) => state.nack(
+                consumer,
+                offset,
+                delay.map(|d| d.as_millis() as i64),
+                now,
+                &self.settings,
+                &mut self.jitter,
+            ),
+            Settle::Reject(reason) => state.reject(consumer, offset, reason),
+            Settle::Extend(by) => state
+                .extend(consumer, offset, by.as_millis() as i64, now)
+                .map(|_| None),
+        }
+    }
+
+    /// Moves one partition (or all) to `target`, clamped to the source
+    /// log's bounds; where each starts.
+    fn seek(&mut self, partition: Option<u32>, target: SeekTo) -> Vec<(u32, u64)> {
+        let mut moved = Vec::new();
+        for (p, state) in self.states.iter_mut().enumerate() {
+            if partition.is_some_and(|only| only as usize != p) {
+                continue;
+            }
+            let (start, end) = self.source.bounds(p);
+            let offset = match target {
+                SeekTo::Offset(o) => o.clamp(start, end),
+                SeekTo::Earliest => start,
+                SeekTo::Latest => end,
+            };
+            state.seek(offset);
+            moved.push((p as u32, offset));
+        }
+        moved
+    }
+
+    /// Pauses or resumes, once the store has saved it.
+    fn pause(&mut self, paused: bool) -> Result<(), String> {
+        let saved = match &mut self.store {
+            Some(store) => store
+                .update_meta(|m| m.paused = paused)
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        if saved.is_ok() {
+            self.paused = paused;
+        }
+        saved
+    }
+
+    /// Takes new settings, once they are valid and the store has saved them.
+    fn alter(&mut self, settings: GroupSettings) -> Result<(), String> {
+        let saved = settings.validate().and_then(|()| match &mut self.store {
+            Some(store) => store
+                .update_meta(|m| m.set_settings(&settings))
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        });
+        if saved.is_ok() {
+            self.settings = settings;
+        }
+        saved
+    }
+
+    /// Whether paused, and each partition's figures (after applying the
+    /// source's retention).
+    fn describe(&mut self) -> (bool, Vec<PartitionFigures>) {
+        let figures = self
+            .states
+            .iter_mut()
+            .enumerate()
+            .map(|(p, state)| {
+                let (log_start, log_end) = self.source.bounds(p);
+                state.apply_retention(log_start);
+                PartitionFigures {
+                    committed_floor: state.floor(),
+                    log_start,
+                    log_end,
+                    lag: state.lag(log_end),
+                    in_flight: state.in_flight() as u64,
+                    delayed: state.delayed() as u64,
+                    dead_lettered: state.dead_lettered,
+                    removed_by_retention: state.removed_by_retention,
+                }
+            })
+            .collect();
+        (self.paused, figures)
+    }
+
+    /// Where one message stands (`None`: no such partition).
+    fn state_of(&self, partition: u32, offset: u64) -> Option<OffsetReport> {
+        self.states.get(partition as usize).map(|s| {
+            let (state, times) = s.state_and_times(offset);
+            let holder = match &state {
+                OffsetState::InFlight(lease) => self.consumers.get(&lease.consumer).cloned(),
+                _ => None,
+            };
+            OffsetReport {
+                state,
+                times,
+                holder,
+            }
+        })
     }
 
     /// Leases up to `max` messages to `consumer`, spreading over partitions,
@@ -716,58 +522,23 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         }
     }
 
-    /// Copies dead letters out, then settles each whose copy is durable. A
-    /// failed copy stays pending and is tried again at the next call.
-    /// Nothing is copied before the journal holds the dead-lettering (see
-    /// the module's crash story).
-    async fn dead_letter(&mut self, mut dead: Vec<(usize, DeadLetter)>) {
-        for p in 0..self.states.len() {
-            for pending in self.states[p].pending_dead_letters() {
-                if !dead
-                    .iter()
-                    .any(|(q, d)| *q == p && d.offset == pending.offset)
-                {
-                    dead.push((p, pending));
-                }
-            }
-        }
-        if dead.is_empty() {
-            return;
-        }
-        if !self.journal_durable().await {
-            tracing::warn!(
-                count = dead.len(),
-                "the group journal did not take the dead-lettering; the copies wait for the next try"
-            );
-            return;
-        }
-        for (p, d) in dead {
-            let records = self.source.records(p, &[d.offset]);
-            let written = match records.first() {
-                Some(record) => self.sink.write(p, &d, record).await,
-                // Deleted by retention: nothing left to park.
-                None => Ok(()),
-            };
-            match written {
-                Ok(()) => self.states[p].dead_lettered(d.offset),
-                Err(e) => {
-                    tracing::warn!(partition = p, offset = d.offset, error = %e, "dead-letter copy failed; will retry")
-                }
-            }
-        }
+    /// Runs the [dead-letter pipeline](super::dead_letter) over `dead` and
+    /// the dead letters still pending.
+    async fn dead_letter(&mut self, dead: Vec<(usize, DeadLetter)>) {
+        dead_letter::park(
+            &mut self.states,
+            &self.journal,
+            self.source.as_ref(),
+            self.sink.as_ref(),
+            dead,
+        )
+        .await;
     }
 
     /// Hands the state changes to the journal writer, in order (not
     /// awaited: acks are persisted lazily, in group commits).
     fn journal(&mut self) {
-        for (p, state) in self.states.iter_mut().enumerate() {
-            let events = state.take_events();
-            if let Some(journal) = &self.journal
-                && !events.is_empty()
-            {
-                let _ = journal.send(JournalWork::Events(p, events));
-            }
-        }
+        self.journal.hand_over(&mut self.states);
     }
 
     /// Hands the state changes to the journal writer and waits until every
@@ -775,15 +546,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     /// policy); `false` if an append failed. `true` at once without a
     /// journal (tests without storage).
     async fn journal_durable(&mut self) -> bool {
-        self.journal();
-        let Some(journal) = &self.journal else {
-            return true;
-        };
-        let (done, appended) = oneshot::channel();
-        if journal.send(JournalWork::Barrier(done)).is_err() {
-            return false;
-        }
-        appended.await.unwrap_or(false)
+        self.journal.durable(&mut self.states).await
     }
 }
 
@@ -809,66 +572,6 @@ fn next_consumer_id(id: ConsumerId) -> ConsumerId {
         0 | super::partition::RECOVERED => 1,
         next => next,
     }
-}
-
-/// What the journal writer is asked to do.
-enum JournalWork {
-    /// Append these events of a partition (after those sent before).
-    Events(usize, Vec<super::journal::Event>),
-    /// Answer once everything sent before is appended: `true`, or `false`
-    /// if an append failed.
-    Barrier(oneshot::Sender<bool>),
-}
-
-/// The journal writer of a group: appends each partition's events in the
-/// order the engine made them, everything queued in one append per
-/// partition (so the journal's group commit covers many engine steps), the
-/// partitions' appends concurrently (so one partition's fsync does not hold
-/// up the others', and acks reach the disk sooner).
-fn spawn_journal_writer(
-    journals: Vec<crate::log::PartitionLog>,
-) -> mpsc::UnboundedSender<JournalWork> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<JournalWork>();
-    tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut by_partition: std::collections::BTreeMap<usize, Vec<super::journal::Event>> =
-                std::collections::BTreeMap::new();
-            let mut barriers = Vec::new();
-            let mut work = Some(first);
-            while let Some(next) = work {
-                match next {
-                    JournalWork::Events(p, events) => {
-                        by_partition.entry(p).or_default().extend(events)
-                    }
-                    JournalWork::Barrier(done) => barriers.push(done),
-                }
-                work = rx.try_recv().ok();
-            }
-            let appends = by_partition.into_iter().map(|(p, events)| {
-                let journal = journals.get(p);
-                async move {
-                    let Some(journal) = journal else {
-                        return true;
-                    };
-                    match super::store::append_to(journal, &events).await {
-                        Ok(_) => true,
-                        Err(e) => {
-                            tracing::error!(partition = p, error = %e, "writing the group journal failed");
-                            false
-                        }
-                    }
-                }
-            });
-            let all_ok = futures_util::future::join_all(appends)
-                .await
-                .into_iter()
-                .all(|ok| ok);
-            for done in barriers {
-                let _ = done.send(all_ok);
-            }
-        }
-    });
-    tx
 }
 
 /// One task per watch that signals the returned `Notify` whenever that log
@@ -911,187 +614,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 mod tests {
     use super::*;
     use crate::delivery::DeadLetterReason;
-    use bytes::Bytes;
-    use parking_lot::Mutex;
-
-    /// Records in memory; with `ends`, it offers log end watches like a
-    /// real topic.
-    #[derive(Default)]
-    struct MemSource(
-        Mutex<Vec<Vec<Record>>>,
-        Option<Vec<tokio::sync::watch::Sender<u64>>>,
-    );
-
-    impl MemSource {
-        fn with(partitions: usize, per_partition: u64) -> Arc<MemSource> {
-            Self::build(partitions, per_partition, false)
-        }
-
-        fn watched(partitions: usize, per_partition: u64) -> Arc<MemSource> {
-            Self::build(partitions, per_partition, true)
-        }
-
-        fn build(partitions: usize, per_partition: u64, watched: bool) -> Arc<MemSource> {
-            let ends = watched.then(|| {
-                (0..partitions)
-                    .map(|_| tokio::sync::watch::channel(0).0)
-                    .collect()
-            });
-            let source = MemSource(Mutex::new(vec![Vec::new(); partitions]), ends);
-            for p in 0..partitions {
-                for _ in 0..per_partition {
-                    source.push(p, "m");
-                }
-            }
-            Arc::new(source)
-        }
-
-        fn push(&self, p: usize, value: &str) {
-            let mut parts = self.0.lock();
-            let offset = parts[p].len() as u64;
-            parts[p].push(Record {
-                offset,
-                timestamp: 1,
-                key: None,
-                value: Bytes::from(format!("{value}-{p}-{offset}")),
-                headers: Vec::new(),
-            });
-            if let Some(ends) = &self.1 {
-                ends[p].send_replace(offset + 1);
-            }
-        }
-    }
-
-    impl SourceReader for MemSource {
-        fn bounds(&self, partition: usize) -> (u64, u64) {
-            (0, self.0.lock()[partition].len() as u64)
-        }
-        fn records(&self, partition: usize, offsets: &[u64]) -> Vec<Record> {
-            let parts = self.0.lock();
-            offsets
-                .iter()
-                .filter_map(|o| parts[partition].get(*o as usize).cloned())
-                .collect()
-        }
-        fn end_watches(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
-            self.1.iter().flatten().map(|end| end.subscribe()).collect()
-        }
-    }
-
-    #[derive(Default)]
-    struct MemSink(Mutex<Vec<(usize, u64, u32, DeadLetterReason)>>);
-
-    impl DeadLetterSink for MemSink {
-        async fn write(
-            &self,
-            partition: usize,
-            dead: &DeadLetter,
-            record: &Record,
-        ) -> Result<(), String> {
-            assert_eq!(record.offset, dead.offset);
-            self.0
-                .lock()
-                .push((partition, dead.offset, dead.attempts, dead.reason.clone()));
-            Ok(())
-        }
-    }
-
-    fn settings() -> GroupSettings {
-        GroupSettings {
-            ack_timeout: Duration::from_secs(1),
-            max_deliveries: 3,
-            backoff_initial: Duration::from_millis(100),
-            backoff_multiplier: 2.0,
-            backoff_max: Duration::from_secs(10),
-            backoff_jitter: 0.0,
-            max_in_flight: 100,
-        }
-    }
-
-    fn start_engine(source: &Arc<MemSource>, sink: &Arc<MemSink>) -> GroupHandle {
-        let partitions = source.0.lock().len();
-        let states = (0..partitions).map(|_| PartitionDelivery::new(0)).collect();
-        start(
-            settings(),
-            false,
-            states,
-            None,
-            source.clone(),
-            sink.clone(),
-        )
-    }
-
-    fn offsets(got: &[GroupDelivery]) -> Vec<(u32, u64, u32)> {
-        let mut v: Vec<_> = got
-            .iter()
-            .map(|d| (d.partition, d.record.offset, d.attempt))
-            .collect();
-        v.sort_unstable();
-        v
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_poison_message_reaches_the_dlq_after_max_deliveries_and_the_rest_settle() {
-        let (source, sink) = (MemSource::with(1, 5), Arc::new(MemSink::default()));
-        let group = start_engine(&source, &sink);
-        let consumer = group.join("test").await.expect("join");
-        let first = group
-            .receive(consumer, 10, Duration::ZERO)
-            .await
-            .expect("receive");
-        assert_eq!(
-            offsets(&first),
-            (0..5).map(|o| (0, o, 1)).collect::<Vec<_>>()
-        );
-        let acks = (0..4).map(|o| (0, o, Settle::Ack)).collect();
-        assert!(
-            group
-                .settle(consumer, acks)
-                .await
-                .expect("settle")
-                .iter()
-                .all(Result::is_ok)
-        );
-        // Offset 4 is never acked: its lease expires, it comes back with
-        // backoff, attempt 2 then 3, then it is parked.
-        for attempt in 2..=3 {
-            let again = group
-                .receive(consumer, 10, Duration::from_secs(10))
-                .await
-                .expect("receive");
-            assert_eq!(offsets(&again), vec![(0, 4, attempt)]);
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while sink.0.lock().is_empty() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never dead-lettered"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(
-            *sink.0.lock(),
-            vec![(0, 4, 3, DeadLetterReason::MaxDeliveries)]
-        );
-        let (paused, figures) = group.describe().await.expect("describe");
-        assert!(!paused);
-        assert_eq!(
-            (
-                figures[0].lag,
-                figures[0].dead_lettered,
-                figures[0].committed_floor
-            ),
-            (0, 1, 5)
-        );
-        assert_eq!(
-            group.state_of(0, 4).await.expect("state"),
-            Some(OffsetReport {
-                state: OffsetState::Settled,
-                times: None,
-                holder: None
-            })
-        );
-    }
+    use crate::delivery::test_support::{MemSink, MemSource, offsets, settings, start_engine};
 
     #[tokio::test(start_paused = true)]
     async fn an_ack_after_the_lease_expired_is_answered_lease_lost() {

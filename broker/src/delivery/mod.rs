@@ -10,9 +10,15 @@
 //! | [`snapshot`] | snapshots of that state, so recovery replays only the recent journal |
 //! | [`store`] | a group's durable state on disk: metadata, journals, snapshots |
 //! | [`engine`] | one task per group: joins, long-poll receives, settles, timers, dead letters, seek, pause |
+//! | [`handle`] | the engine's handle: the requests it serves and their answers |
+//! | [`journal_writer`] | the engine's ordered channel to the group's journals: batched, per-partition appends, barriers |
+//! | [`dead_letter`] | the engine's dead-letter pipeline: journal first, then the DLQ copy, then the settle |
 
+pub mod dead_letter;
 pub mod engine;
+pub mod handle;
 pub mod journal;
+pub mod journal_writer;
 pub mod leases;
 pub mod partition;
 pub mod settings;
@@ -28,3 +34,5 @@ pub use settings::{GroupSettings, Jitter};
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod test_support;

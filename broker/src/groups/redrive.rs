@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::source::read_records;
 use crate::io::{FileSystem, read_all, write_atomically};
+use crate::log::PartitionLog;
 use crate::topics::Topic;
 
 /// File of the redrive state inside a group's directory.
@@ -118,87 +119,134 @@ pub async fn redrive(
     dry_run: bool,
     rate_per_sec: u32,
 ) -> Result<Vec<Redriven>, String> {
-    let mut state = load(fs, dir)?;
-    let limit = if max == 0 { u64::MAX } else { max };
-    let mut out = Vec::new();
+    let mut run = Run {
+        fs,
+        dir,
+        source,
+        dry_run,
+        rate_per_sec,
+        state: load(fs, dir)?,
+        limit: if max == 0 { u64::MAX } else { max },
+        out: Vec::new(),
+    };
     for (p, dlq_log) in dlq.partitions.iter().enumerate() {
         let p = p as u32;
         if source.partition(p).is_none() {
             continue;
         }
-        // A batch interrupted by a crash: done, or to do again.
-        if let Some(intent) = state.intents.get(&p).copied() {
-            if landed(source, p, intent.source_end, p, intent.from) {
-                state.cursors.insert(p, intent.to);
-            }
-            state.intents.remove(&p);
-            if !dry_run {
-                save(fs, dir, &state)?;
-            }
+        run.finish_intent(p)?;
+        run.partition(p, dlq_log).await?;
+    }
+    Ok(run.out)
+}
+
+/// One call of [`redrive`].
+struct Run<'a> {
+    fs: &'a dyn FileSystem,
+    /// The group's directory, holding the redrive state.
+    dir: &'a Path,
+    source: &'a Topic,
+    dry_run: bool,
+    /// Messages a second (0: no limit).
+    rate_per_sec: u32,
+    state: RedriveState,
+    /// Most messages moved in all.
+    limit: u64,
+    /// What was moved (or would be, on a dry run), so far.
+    out: Vec<Redriven>,
+}
+
+impl Run<'_> {
+    /// A batch of DLQ partition `p` interrupted by a crash: done (the cursor
+    /// moves past it), or to do again.
+    fn finish_intent(&mut self, p: u32) -> Result<(), String> {
+        let Some(intent) = self.state.intents.get(&p).copied() else {
+            return Ok(());
+        };
+        if landed(self.source, p, intent.source_end, p, intent.from) {
+            self.state.cursors.insert(p, intent.to);
         }
+        self.state.intents.remove(&p);
+        if !self.dry_run {
+            save(self.fs, self.dir, &self.state)?;
+        }
+        Ok(())
+    }
+
+    /// Redrives DLQ partition `p` from its cursor, a batch at a time, until
+    /// the partition's end or the run's limit.
+    async fn partition(&mut self, p: u32, dlq_log: &PartitionLog) -> Result<(), String> {
         let reader = dlq_log.reader();
-        let mut cursor = state
+        let mut cursor = self
+            .state
             .cursors
             .get(&p)
             .copied()
             .unwrap_or(0)
             .max(reader.start_offset());
-        while (out.len() as u64) < limit && cursor < reader.end_offset() {
+        while (self.out.len() as u64) < self.limit && cursor < reader.end_offset() {
             let take = BATCH
-                .min(limit - out.len() as u64)
+                .min(self.limit - self.out.len() as u64)
                 .min(reader.end_offset() - cursor);
             let offsets: Vec<u64> = (cursor..cursor + take).collect();
             let parked = read_records(reader, &offsets);
             let to = cursor + take;
-            if dry_run {
-                out.extend(parked.iter().map(|r| Redriven {
+            if self.dry_run {
+                self.out.extend(parked.iter().map(|r| Redriven {
                     dlq_offset: r.offset,
                     partition: p,
                     new_offset: 0,
                 }));
-                cursor = to;
-                continue;
+            } else if !parked.is_empty() {
+                self.move_batch(p, &parked, to).await?;
+                self.pace(parked.len()).await;
             }
-            if parked.is_empty() {
-                cursor = to;
-                continue;
-            }
-            let log = source.partition(p).ok_or("source partition missing")?;
-            let source_end = log.reader().end_offset();
-            state.intents.insert(
-                p,
-                Intent {
-                    from: parked[0].offset,
-                    to,
-                    source_end,
-                },
-            );
-            save(fs, dir, &state)?;
-            let batch = redrive_batch(&parked, p)?;
-            let appended = log
-                .append(batch)
-                .await
-                .map_err(|e| format!("appending to the source topic: {e}"))?;
-            for (i, record) in parked.iter().enumerate() {
-                out.push(Redriven {
-                    dlq_offset: record.offset,
-                    partition: p,
-                    new_offset: appended.base_offset + i as u64,
-                });
-            }
-            state.intents.remove(&p);
-            state.cursors.insert(p, to);
-            save(fs, dir, &state)?;
             cursor = to;
-            if rate_per_sec > 0 {
-                tokio::time::sleep(Duration::from_secs_f64(
-                    parked.len() as f64 / f64::from(rate_per_sec),
-                ))
-                .await;
-            }
+        }
+        Ok(())
+    }
+
+    /// Moves `parked` (DLQ partition `p`, up to offset `to`) into the source
+    /// partition `p` as one batch: intent, append, cursor (the module's
+    /// crash story).
+    async fn move_batch(&mut self, p: u32, parked: &[Record], to: u64) -> Result<(), String> {
+        let log = self.source.partition(p).ok_or("source partition missing")?;
+        let source_end = log.reader().end_offset();
+        self.state.intents.insert(
+            p,
+            Intent {
+                from: parked[0].offset,
+                to,
+                source_end,
+            },
+        );
+        save(self.fs, self.dir, &self.state)?;
+        let batch = redrive_batch(parked, p)?;
+        let appended = log
+            .append(batch)
+            .await
+            .map_err(|e| format!("appending to the source topic: {e}"))?;
+        for (i, record) in parked.iter().enumerate() {
+            self.out.push(Redriven {
+                dlq_offset: record.offset,
+                partition: p,
+                new_offset: appended.base_offset + i as u64,
+            });
+        }
+        self.state.intents.remove(&p);
+        self.state.cursors.insert(p, to);
+        save(self.fs, self.dir, &self.state)
+    }
+
+    /// Waits as long as `moved` messages take at the run's rate.
+    async fn pace(&self, moved: usize) {
+        if self.rate_per_sec > 0 {
+            tokio::time::sleep(Duration::from_secs_f64(
+                moved as f64 / f64::from(self.rate_per_sec),
+            ))
+            .await;
         }
     }
-    Ok(out)
 }
 
 /// One batch holding the parked records, as new records of the source.

@@ -272,7 +272,7 @@ impl Opener<'_> {
         checkpoint: Option<Checkpoint>,
         now_ms: i64,
     ) -> LogResult<Active> {
-        let [log_path, index_path, time_path] = Segment::paths(self.dir, base);
+        let [log_path, _, _] = Segment::paths(self.dir, base);
         let io = |what: &str| {
             let what = format!("{what} {}", log_path.display());
             move |e| LogError::io(what, e)
@@ -282,91 +282,34 @@ impl Opener<'_> {
             .open(&log_path, OpenMode::ReadWrite)
             .map_err(io("opening"))?;
         let file_len = log.len().map_err(io("reading the size of"))?;
-        let at_checkpoint = checkpoint.filter(|c| c.segment_base == base && c.position <= file_len);
-        let clean = at_checkpoint.is_some_and(|c| c.clean && c.position == file_len);
-        let (start_pos, start_offset, start_ts) = match at_checkpoint {
-            Some(c) => (
-                c.position,
-                c.next_offset,
-                c.max_timestamp.max(self.max_timestamp),
-            ),
-            None => (0, base, self.max_timestamp),
-        };
-        let capacity = self.config.index_capacity();
-        let start_relative = (start_offset - base) as u32;
-        let keep_offset = |e: &[u8; 8], prev: Option<&[u8; 8]>| {
-            let (rel, pos) = decode_offset_entry(e);
-            let increasing = prev.is_none_or(|p| {
-                let (prel, ppos) = decode_offset_entry(p);
-                rel > prel && pos > ppos
-            });
-            clean || (increasing && u64::from(pos) < start_pos && rel < start_relative)
-        };
-        let keep_time = |e: &[u8; 12], prev: Option<&[u8; 12]>| {
-            let (ts, rel) = decode_time_entry(e);
-            let increasing = prev.is_none_or(|p| {
-                let (pts, prel) = decode_time_entry(p);
-                ts > pts && rel > prel
-            });
-            clean || (increasing && rel < start_relative && ts <= start_ts)
-        };
-        let index = OffsetIndex(
-            MappedIndex::open_active(self.fs, &index_path, capacity, keep_offset)
-                .map_err(io("opening the index of"))?,
-        );
-        let time_index = TimeIndex(
-            MappedIndex::open_active(self.fs, &time_path, capacity, keep_time)
-                .map_err(io("opening the time index of"))?,
-        );
+        let resume = self.resume_point(base, checkpoint, file_len);
+        let (index, time_index) = self.open_active_indexes(base, resume)?;
         let segment = Segment::assemble(
             base,
             log_path.clone(),
             log,
             index,
             time_index,
-            start_pos,
-            start_offset,
-            start_ts,
+            resume.position,
+            resume.next_offset,
+            resume.max_timestamp,
         );
-        let mut cursor = resume_cursor(&segment, self.config, start_pos, start_offset, start_ts);
-        if start_offset > self.producers_from && start_pos > 0 {
-            self.walk_producers(&segment, 0, start_pos);
+        let mut cursor = resume_cursor(
+            &segment,
+            self.config,
+            resume.position,
+            resume.next_offset,
+            resume.max_timestamp,
+        );
+        if resume.next_offset > self.producers_from && resume.position > 0 {
+            self.walk_producers(&segment, 0, resume.position);
         }
-        let mut end = start_pos;
-        self.report.clean = clean;
-        if !clean {
-            self.report.scanned_bytes += file_len - start_pos;
-            tracing::info!(segment = %log_path.display(), from = start_pos, to = file_len, "recovering the log tail after an unclean stop");
-            end = match scan_into(
-                &segment,
-                self.config,
-                &mut cursor,
-                start_pos,
-                file_len,
-                &mut self.producers,
-                self.producers_from,
-            ) {
-                Ok(end) => end,
-                Err(stop) => {
-                    tracing::warn!(
-                        segment = %log_path.display(), position = stop.position, reason = %stop.reason,
-                        cut = file_len - stop.position, "truncating a torn or corrupt tail"
-                    );
-                    stop.position
-                }
-            };
-            self.report.truncated_bytes = file_len - end;
-            if end < file_len {
-                segment
-                    .log
-                    .set_len(end)
-                    .map_err(io("truncating the torn tail of"))?;
-            }
-            segment
-                .log
-                .sync_data()
-                .map_err(io("syncing the recovered tail of"))?;
-        }
+        self.report.clean = resume.clean;
+        let end = if resume.clean {
+            resume.position
+        } else {
+            self.recover_tail(&segment, &mut cursor, resume.position, file_len)?
+        };
         let segment_max = if end == 0 {
             i64::MIN
         } else {
@@ -383,10 +326,144 @@ impl Opener<'_> {
             created_ms,
             write_pos: end,
             synced_pos: end,
-            checkpoint_pos: start_pos,
+            checkpoint_pos: resume.position,
             cursor,
         })
     }
+
+    /// Where the active segment at `base`, `file_len` bytes long, is
+    /// trusted up to: the checkpoint, if it points into this segment and
+    /// within the file; else the segment's start.
+    fn resume_point(
+        &self,
+        base: u64,
+        checkpoint: Option<Checkpoint>,
+        file_len: u64,
+    ) -> ResumePoint {
+        let at_checkpoint = checkpoint.filter(|c| c.segment_base == base && c.position <= file_len);
+        let clean = at_checkpoint.is_some_and(|c| c.clean && c.position == file_len);
+        match at_checkpoint {
+            Some(c) => ResumePoint {
+                position: c.position,
+                next_offset: c.next_offset,
+                max_timestamp: c.max_timestamp.max(self.max_timestamp),
+                clean,
+            },
+            None => ResumePoint {
+                position: 0,
+                next_offset: base,
+                max_timestamp: self.max_timestamp,
+                clean,
+            },
+        }
+    }
+
+    /// Opens the active segment's indexes, keeping every entry after a
+    /// clean stop; otherwise only the entries that keep increasing and
+    /// point before the resume point (the rest are rebuilt by the scan).
+    fn open_active_indexes(
+        &self,
+        base: u64,
+        resume: ResumePoint,
+    ) -> LogResult<(OffsetIndex, TimeIndex)> {
+        let [log_path, index_path, time_path] = Segment::paths(self.dir, base);
+        let io = |what: &str| {
+            let what = format!("{what} {}", log_path.display());
+            move |e| LogError::io(what, e)
+        };
+        let capacity = self.config.index_capacity();
+        let start_relative = (resume.next_offset - base) as u32;
+        let keep_offset = |e: &[u8; 8], prev: Option<&[u8; 8]>| {
+            let (rel, pos) = decode_offset_entry(e);
+            let increasing = prev.is_none_or(|p| {
+                let (prel, ppos) = decode_offset_entry(p);
+                rel > prel && pos > ppos
+            });
+            resume.clean || (increasing && u64::from(pos) < resume.position && rel < start_relative)
+        };
+        let keep_time = |e: &[u8; 12], prev: Option<&[u8; 12]>| {
+            let (ts, rel) = decode_time_entry(e);
+            let increasing = prev.is_none_or(|p| {
+                let (pts, prel) = decode_time_entry(p);
+                ts > pts && rel > prel
+            });
+            resume.clean || (increasing && rel < start_relative && ts <= resume.max_timestamp)
+        };
+        let index = OffsetIndex(
+            MappedIndex::open_active(self.fs, &index_path, capacity, keep_offset)
+                .map_err(io("opening the index of"))?,
+        );
+        let time_index = TimeIndex(
+            MappedIndex::open_active(self.fs, &time_path, capacity, keep_time)
+                .map_err(io("opening the time index of"))?,
+        );
+        Ok((index, time_index))
+    }
+
+    /// Scans the active segment from `from` to `file_len` after an unclean
+    /// stop, cuts the file at the first torn or corrupt batch, and syncs
+    /// what is kept. Returns the end of the last good batch.
+    fn recover_tail(
+        &mut self,
+        segment: &Segment,
+        cursor: &mut Cursor,
+        from: u64,
+        file_len: u64,
+    ) -> LogResult<u64> {
+        let log_path = &segment.log_path;
+        let io = |what: &str| {
+            let what = format!("{what} {}", log_path.display());
+            move |e| LogError::io(what, e)
+        };
+        self.report.scanned_bytes += file_len - from;
+        tracing::info!(segment = %log_path.display(), from = from, to = file_len, "recovering the log tail after an unclean stop");
+        let end = match scan_into(
+            segment,
+            self.config,
+            cursor,
+            from,
+            file_len,
+            &mut self.producers,
+            self.producers_from,
+        ) {
+            Ok(end) => end,
+            Err(stop) => {
+                tracing::warn!(
+                    segment = %log_path.display(), position = stop.position, reason = %stop.reason,
+                    cut = file_len - stop.position, "truncating a torn or corrupt tail"
+                );
+                stop.position
+            }
+        };
+        self.report.truncated_bytes = file_len - end;
+        if end < file_len {
+            segment
+                .log
+                .set_len(end)
+                .map_err(io("truncating the torn tail of"))?;
+        }
+        segment
+            .log
+            .sync_data()
+            .map_err(io("syncing the recovered tail of"))?;
+        Ok(end)
+    }
+}
+
+/// Where recovery of the active segment starts (see
+/// [`Opener::resume_point`]).
+#[derive(Debug, Clone, Copy)]
+struct ResumePoint {
+    /// Byte position: the bytes before it are trusted.
+    position: u64,
+    /// Offset of the next batch at `position`.
+    next_offset: u64,
+    /// Largest timestamp before `position` (this segment and the earlier
+    /// ones).
+    max_timestamp: i64,
+    /// The stop was clean: the checkpoint is at the end of the file, and
+    /// nothing is scanned.
+    clean: bool,
 }
 
 impl Opener<'_> {

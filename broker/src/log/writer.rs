@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use parking_lot::RwLock;
-use pigeon_protocol::batch::{RecordBatch, stamp};
+use pigeon_protocol::batch::{BatchHeader, RecordBatch, stamp};
 
 use super::checkpoint::Checkpoint;
 use super::clock::Clock;
@@ -235,12 +235,39 @@ impl Log {
     /// the append time. It is durable and visible only after [`Log::commit`].
     pub fn append(&mut self, batch: &RecordBatch) -> LogResult<AppendInfo> {
         self.check_writable()?;
+        self.check_limits(batch)?;
+        let header = *batch.header();
+        if let Some(original) = self.duplicate_of(&header)? {
+            return Ok(original);
+        }
+        let len = batch.bytes().len();
+        let count = header.record_count;
+        if self.should_roll(len as u64, count) {
+            self.roll()?;
+        }
+        if self.staged.len() + len > STAGE_LIMIT {
+            self.flush_writes()?;
+        }
+        let (base_offset, timestamp) = self.stage(batch);
+        if header.producer.is_idempotent() {
+            self.stage_producer(&header, base_offset, timestamp);
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: base_offset + u64::from(count) - 1,
+            timestamp,
+            log_start_offset: self.reader().start_offset(),
+            duplicate: false,
+        })
+    }
+
+    /// Refuses a batch with a timestamp delta, or over the partition's
+    /// batch size limit.
+    fn check_limits(&self, batch: &RecordBatch) -> LogResult<()> {
         if batch.max_timestamp_delta() != 0 {
             return Err(LogError::TimestampDelta(batch.max_timestamp_delta()));
         }
-        let bytes = batch.bytes();
-        let len = bytes.len();
-        if len > self.config.max_batch_bytes as usize {
+        if batch.bytes().len() > self.config.max_batch_bytes as usize {
             return Err(LogError::InvalidBatch(
                 pigeon_protocol::batch::BatchError::BadLength {
                     declared: batch.header().batch_length,
@@ -251,30 +278,39 @@ impl Log {
                 },
             ));
         }
-        let header = *batch.header();
+        Ok(())
+    }
+
+    /// For an idempotent producer's batch: the answer to give if it is a
+    /// retry of one already appended (its original offsets and time); an
+    /// error if its sequence or epoch is refused.
+    fn duplicate_of(&self, header: &BatchHeader) -> LogResult<Option<AppendInfo>> {
         let producer = header.producer;
-        if producer.is_idempotent() {
-            let current = self
-                .epochs
-                .as_ref()
-                .and_then(|e| e.current_epoch(producer.producer_id));
-            if let Check::Duplicate(original) = self.producers.check(&header, current)? {
-                return Ok(AppendInfo {
-                    base_offset: original.base_offset,
-                    last_offset: original.last_offset,
-                    timestamp: original.timestamp,
-                    log_start_offset: self.reader().start_offset(),
-                    duplicate: true,
-                });
-            }
+        if !producer.is_idempotent() {
+            return Ok(None);
         }
-        let count = header.record_count;
-        if self.should_roll(len as u64, count) {
-            self.roll()?;
+        let current = self
+            .epochs
+            .as_ref()
+            .and_then(|e| e.current_epoch(producer.producer_id));
+        if let Check::Duplicate(original) = self.producers.check(header, current)? {
+            return Ok(Some(AppendInfo {
+                base_offset: original.base_offset,
+                last_offset: original.last_offset,
+                timestamp: original.timestamp,
+                log_start_offset: self.reader().start_offset(),
+                duplicate: true,
+            }));
         }
-        if self.staged.len() + len > STAGE_LIMIT {
-            self.flush_writes()?;
-        }
+        Ok(None)
+    }
+
+    /// Copies the batch into the staging buffer, restamped with the next
+    /// offset and the append time; queues its index entry, if one is due,
+    /// and moves the cursor past it. Returns `(base offset, append time)`.
+    fn stage(&mut self, batch: &RecordBatch) -> (u64, i64) {
+        let bytes = batch.bytes();
+        let len = bytes.len();
         let cursor = &mut self.active.cursor;
         if self.staged.is_empty() {
             self.staged_from = Some(*cursor);
@@ -302,32 +338,30 @@ impl Log {
         ) {
             self.pending_entries.push(entry);
         }
-        cursor.next_offset += u64::from(count);
+        cursor.next_offset += u64::from(batch.header().record_count);
         cursor.max_timestamp = timestamp;
-        if producer.is_idempotent() {
-            let pid = producer.producer_id;
-            if !self.staged_producers.iter().any(|(p, _)| *p == pid) {
-                self.staged_producers
-                    .push((pid, self.producers.entry_of(pid)));
-            }
-            let stamped = pigeon_protocol::batch::BatchHeader {
-                base_offset,
-                first_timestamp: timestamp,
-                max_timestamp: timestamp,
-                ..header
-            };
-            self.producers.apply(&stamped);
-        }
         if self.active.write_pos == 0 && start == 0 {
             self.active.created_ms = timestamp;
         }
-        Ok(AppendInfo {
+        (base_offset, timestamp)
+    }
+
+    /// Applies a staged idempotent batch to the producer state, first
+    /// keeping the producer's entry as it was before the staged group
+    /// touched it (restored if the group's write fails).
+    fn stage_producer(&mut self, header: &BatchHeader, base_offset: u64, timestamp: i64) {
+        let pid = header.producer.producer_id;
+        if !self.staged_producers.iter().any(|(p, _)| *p == pid) {
+            self.staged_producers
+                .push((pid, self.producers.entry_of(pid)));
+        }
+        let stamped = BatchHeader {
             base_offset,
-            last_offset: base_offset + u64::from(count) - 1,
-            timestamp,
-            log_start_offset: self.reader().start_offset(),
-            duplicate: false,
-        })
+            first_timestamp: timestamp,
+            max_timestamp: timestamp,
+            ..*header
+        };
+        self.producers.apply(&stamped);
     }
 
     /// Makes the appends since the last commit as durable as the policy

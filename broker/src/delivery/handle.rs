@@ -1,0 +1,261 @@
+//! The handle to a group's [engine](super::engine): [`GroupHandle`], the
+//! requests it sends down the engine's channel, and the answers.
+//!
+//! Each request but `leave` carries a `oneshot` for its answer; once the
+//! engine has stopped, requests fail with [`Stopped`]. These types are
+//! re-exported by [`engine`](super::engine), the path the rest of the broker
+//! uses.
+
+use std::time::Duration;
+
+use pigeon_protocol::batch::Record;
+use tokio::sync::{mpsc, oneshot};
+
+use super::partition::{ConsumerId, DeliveryTimes, OffsetState, SettleError};
+use super::settings::GroupSettings;
+
+/// One message given to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDelivery {
+    /// Source partition.
+    pub partition: u32,
+    /// The record (offset, timestamp, key, value, headers).
+    pub record: Record,
+    /// Which delivery this is.
+    pub attempt: u32,
+    /// When the lease ends.
+    pub lease_deadline_ms: i64,
+}
+
+/// What a consumer does with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// Processed.
+    Ack,
+    /// Deliver again after this delay (`None`: the group's backoff).
+    Nack(Option<Duration>),
+    /// Poison: to the dead-letter queue, with this reason.
+    Reject(String),
+    /// Lease ends this long from now.
+    Extend(Duration),
+}
+
+/// Per-partition figures for `describe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionFigures {
+    /// Every offset below is settled.
+    pub committed_floor: u64,
+    /// Source log start and end.
+    pub log_start: u64,
+    /// Source log end.
+    pub log_end: u64,
+    /// Messages not settled.
+    pub lag: u64,
+    /// Leased now.
+    pub in_flight: u64,
+    /// Waiting for redelivery.
+    pub delayed: u64,
+    /// Copied to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Deleted by retention before they were settled.
+    pub removed_by_retention: u64,
+}
+
+/// Where one message stands, for `message show`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetReport {
+    /// Its state.
+    pub state: OffsetState,
+    /// When it was first and last delivered, while tracked.
+    pub times: Option<DeliveryTimes>,
+    /// The name the lease holder joined with (in flight only).
+    pub holder: Option<String>,
+}
+
+/// A request to the engine, with the channel of its answer.
+pub(super) enum Command {
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
+    Join {
+        name: String,
+        reply: oneshot::Sender<ConsumerId>,
+    },
+    Leave {
+        consumer: ConsumerId,
+    },
+    Receive {
+        consumer: ConsumerId,
+        max: usize,
+        wait: Duration,
+        reply: oneshot::Sender<Vec<GroupDelivery>>,
+    },
+    Settle {
+        consumer: ConsumerId,
+        items: Vec<(u32, u64, u32, Settle)>,
+        reply: oneshot::Sender<Vec<Result<(), SettleError>>>,
+    },
+    Seek {
+        partition: Option<u32>,
+        target: SeekTo,
+        reply: oneshot::Sender<Vec<(u32, u64)>>,
+    },
+    Pause {
+        paused: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Alter {
+        settings: GroupSettings,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Describe {
+        reply: oneshot::Sender<(bool, Vec<PartitionFigures>)>,
+    },
+    State {
+        partition: u32,
+        offset: u64,
+        reply: oneshot::Sender<Option<OffsetReport>>,
+    },
+}
+
+/// Where a seek moves a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    /// An offset (clamped to the log's bounds).
+    Offset(u64),
+    /// The log start.
+    Earliest,
+    /// The log end: only new messages.
+    Latest,
+}
+
+/// Handle to a running group engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct GroupHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+/// The engine was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the consumer group is shutting down")]
+pub struct Stopped;
+
+impl GroupHandle {
+    /// The handle of the engine reading `commands`.
+    pub(super) fn new(commands: mpsc::Sender<Command>) -> GroupHandle {
+        GroupHandle { commands }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Stopped> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(make(reply)).await.map_err(|_| Stopped)?;
+        answer.await.map_err(|_| Stopped)
+    }
+
+    /// A new consumer joins.
+    pub async fn join(&self, name: impl Into<String>) -> Result<ConsumerId, Stopped> {
+        let name = name.into();
+        self.ask(|reply| Command::Join { name, reply }).await
+    }
+
+    /// Stops the engine for good (the group is being deleted): every change
+    /// is handed to the journal and appended first; receives still waiting
+    /// are dropped, and every later request fails with [`Stopped`].
+    pub async fn stop(&self) {
+        let _ = self.ask(|reply| Command::Stop { reply }).await;
+    }
+
+    /// A consumer leaves (or its connection dropped): its leases return.
+    pub async fn leave(&self, consumer: ConsumerId) {
+        let _ = self.commands.send(Command::Leave { consumer }).await;
+    }
+
+    /// Up to `max` messages for `consumer`, waiting up to `wait` for one.
+    pub async fn receive(
+        &self,
+        consumer: ConsumerId,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<GroupDelivery>, Stopped> {
+        self.ask(|reply| Command::Receive {
+            consumer,
+            max,
+            wait,
+            reply,
+        })
+        .await
+    }
+
+    /// Acks, nacks, rejects or extends `(partition, offset, action)`,
+    /// whichever attempt the consumer's lease is; one result per item, in
+    /// order.
+    pub async fn settle(
+        &self,
+        consumer: ConsumerId,
+        items: Vec<(u32, u64, Settle)>,
+    ) -> Result<Vec<Result<(), SettleError>>, Stopped> {
+        let items = items.into_iter().map(|(p, o, a)| (p, o, 0, a)).collect();
+        self.settle_attempts(consumer, items).await
+    }
+
+    /// Like [`settle`](Self::settle) for `(partition, offset, attempt,
+    /// action)`: an item applies only if the consumer's lease on the offset
+    /// is that attempt (0: any), else `LeaseLost` — a late settle of an
+    /// expired lease never touches a newer lease of the same message.
+    pub async fn settle_attempts(
+        &self,
+        consumer: ConsumerId,
+        items: Vec<(u32, u64, u32, Settle)>,
+    ) -> Result<Vec<Result<(), SettleError>>, Stopped> {
+        self.ask(|reply| Command::Settle {
+            consumer,
+            items,
+            reply,
+        })
+        .await
+    }
+
+    /// Moves one partition (or all) to `target`; returns where each starts.
+    pub async fn seek(
+        &self,
+        partition: Option<u32>,
+        target: SeekTo,
+    ) -> Result<Vec<(u32, u64)>, Stopped> {
+        self.ask(|reply| Command::Seek {
+            partition,
+            target,
+            reply,
+        })
+        .await
+    }
+
+    /// Pauses or resumes deliveries (durably).
+    pub async fn pause(&self, paused: bool) -> Result<Result<(), String>, Stopped> {
+        self.ask(|reply| Command::Pause { paused, reply }).await
+    }
+
+    /// Changes the settings (durably); leases already given keep their
+    /// deadline.
+    pub async fn alter(&self, settings: GroupSettings) -> Result<Result<(), String>, Stopped> {
+        self.ask(|reply| Command::Alter { settings, reply }).await
+    }
+
+    /// Whether paused, and per-partition figures.
+    pub async fn describe(&self) -> Result<(bool, Vec<PartitionFigures>), Stopped> {
+        self.ask(|reply| Command::Describe { reply }).await
+    }
+
+    /// Where one message is.
+    pub async fn state_of(
+        &self,
+        partition: u32,
+        offset: u64,
+    ) -> Result<Option<OffsetReport>, Stopped> {
+        self.ask(|reply| Command::State {
+            partition,
+            offset,
+            reply,
+        })
+        .await
+    }
+}
