@@ -105,48 +105,59 @@ impl Groups {
         };
         for topic_dir in list(&groups.root)? {
             for group_dir in list(&topic_dir)? {
-                if !groups.fs.exists(&group_dir.join(META_FILE)) {
-                    continue;
-                }
-                let names = (topic_dir.file_name(), group_dir.file_name());
-                let (Some(topic), Some(group)) = (
-                    names.0.and_then(|n| n.to_str()),
-                    names.1.and_then(|n| n.to_str()),
-                ) else {
-                    continue;
-                };
-                let (Some(source), Some(dlq)) =
-                    (topics.get(topic), topics.get(&dlq_topic(topic, group)))
-                else {
-                    tracing::warn!(
-                        topic,
-                        group,
-                        "skipping a group whose topic or dead-letter topic is gone"
-                    );
-                    continue;
-                };
-                let starts = starts(&source);
-                let (store, states) = GroupStore::open(
-                    groups.fs.clone(),
-                    &group_dir,
-                    &starts,
-                    groups.journal_config.clone(),
-                    groups.clock.clone(),
-                )
-                .map_err(|e| {
-                    error(
-                        ErrorKind::Storage,
-                        format!("opening group {group} of topic {topic}: {e}"),
-                    )
-                })?;
-                let entry = groups.run(topic, group, store, states, source, dlq);
-                groups
-                    .groups
-                    .lock()
-                    .insert((topic.to_owned(), group.to_owned()), entry);
+                groups.open_one(&topic_dir, &group_dir, topics)?;
             }
         }
         Ok(groups)
+    }
+
+    /// Opens the group stored in `group_dir` (under `topic_dir`) and
+    /// starts its engine; skips a directory that holds no group, and a
+    /// group whose topic or dead-letter topic is gone.
+    fn open_one(
+        &self,
+        topic_dir: &std::path::Path,
+        group_dir: &std::path::Path,
+        topics: &Topics,
+    ) -> Result<(), BrokerError> {
+        if !self.fs.exists(&group_dir.join(META_FILE)) {
+            return Ok(());
+        }
+        let names = (topic_dir.file_name(), group_dir.file_name());
+        let (Some(topic), Some(group)) = (
+            names.0.and_then(|n| n.to_str()),
+            names.1.and_then(|n| n.to_str()),
+        ) else {
+            return Ok(());
+        };
+        let (Some(source), Some(dlq)) = (topics.get(topic), topics.get(&dlq_topic(topic, group)))
+        else {
+            tracing::warn!(
+                topic,
+                group,
+                "skipping a group whose topic or dead-letter topic is gone"
+            );
+            return Ok(());
+        };
+        let starts = starts(&source);
+        let (store, states) = GroupStore::open(
+            self.fs.clone(),
+            group_dir,
+            &starts,
+            self.journal_config.clone(),
+            self.clock.clone(),
+        )
+        .map_err(|e| {
+            error(
+                ErrorKind::Storage,
+                format!("opening group {group} of topic {topic}: {e}"),
+            )
+        })?;
+        let entry = self.run(topic, group, store, states, source, dlq);
+        self.groups
+            .lock()
+            .insert((topic.to_owned(), group.to_owned()), entry);
+        Ok(())
     }
 
     fn run(
