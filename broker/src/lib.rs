@@ -19,6 +19,8 @@
 //! | [`metrics`] | metric names and recording |
 //! | [`registry`] | idempotent producer names, ids and epochs |
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod delivery;
 pub mod error;

@@ -15,6 +15,7 @@
 //! Source records are read through a [`SourceReader`], so the engine is
 //! tested with paused tokio time against an in-memory source.
 
+use crate::log::{Clock, TokioClock};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,19 +81,8 @@ struct Engine<S: SourceReader, D: DeadLetterSink> {
     /// Signalled when a source partition's log end moves; `None` when the
     /// source offers no watches (then waiting receives are polled).
     appended: Option<Arc<tokio::sync::Notify>>,
-    clock: fn() -> i64,
-}
-
-/// Milliseconds since the epoch, following tokio's (pausable) clock.
-fn tokio_now_ms() -> i64 {
-    static START: std::sync::OnceLock<(Instant, i64)> = std::sync::OnceLock::new();
-    let (start, wall) = START.get_or_init(|| {
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        (Instant::now(), wall)
-    });
-    wall + Instant::now().duration_since(*start).as_millis() as i64
+    /// The engine's clock: follows tokio's (pausable) time.
+    clock: TokioClock,
 }
 
 /// Starts the engine of a group over `states` (recovered from its store;
@@ -105,7 +95,8 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
     source: Arc<S>,
     sink: Arc<D>,
 ) -> GroupHandle {
-    let now = tokio_now_ms();
+    let clock = TokioClock;
+    let now = clock.now_ms();
     let mut recovered = Vec::new();
     for (p, state) in states.iter_mut().enumerate() {
         for dead in state.recover_leases(now, &settings) {
@@ -133,7 +124,7 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
         waiting: Vec::new(),
         rotate: 0,
         appended,
-        clock: tokio_now_ms,
+        clock,
     };
     tokio::spawn(async move {
         // Dead letters left pending by a crash are written again (the sink
@@ -191,7 +182,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     /// noticed through the log end watches (or, for a source without them,
     /// by polling the waiting receives every few milliseconds).
     fn next_wake(&self) -> Option<Instant> {
-        let now_ms = (self.clock)();
+        let now_ms = self.clock.now_ms();
         let due_ms = self
             .states
             .iter()
@@ -206,7 +197,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     }
 
     async fn on_timer(&mut self) {
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let mut dead = Vec::new();
         for (p, state) in self.states.iter_mut().enumerate() {
             dead.extend(
@@ -280,7 +271,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     /// A member leaves: its waiting receives are dropped and its leases
     /// return (those with no deliveries left are dead-lettered).
     async fn leave(&mut self, consumer: ConsumerId) {
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         self.consumers.remove(&consumer);
         self.waiting.retain(|w| w.consumer != consumer);
         let mut dead = Vec::new();
@@ -325,7 +316,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         items: Vec<(u32, u64, u32, Settle)>,
         reply: oneshot::Sender<Vec<Result<(), SettleError>>>,
     ) {
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let mut results = Vec::with_capacity(items.len());
         let mut dead = Vec::new();
         for item in items {
@@ -466,7 +457,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         }
         let held: usize = self.states.iter().map(|s| s.in_flight_of(consumer)).sum();
         let mut room = max.min((self.settings.max_in_flight as usize).saturating_sub(held));
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let count = self.states.len();
         let mut out = Vec::new();
         for i in 0..count {

@@ -174,10 +174,15 @@ pub enum OffsetState {
 /// The persistent content of a [`PartitionDelivery`], for snapshots.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SnapshotParts {
+    /// Every offset below is settled.
     pub floor: u64,
+    /// Offsets from here on were never delivered (since the last seek).
     pub next: u64,
+    /// Messages dead-lettered so far.
     pub dead_lettered: u64,
+    /// Messages removed by retention before the group settled them.
     pub removed_by_retention: u64,
+    /// Settled offsets in `floor..next`.
     pub settled: Vec<u64>,
     /// Open leases: (offset, attempt, times).
     pub leases: Vec<(u64, u32, DeliveryTimes)>,

@@ -5,6 +5,8 @@
 //! in `[1 − jitter, 1 + jitter]` so that a burst of failures does not come
 //! back as a burst.
 
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 use std::time::Duration;
 
 /// How a group delivers.
@@ -88,28 +90,20 @@ impl GroupSettings {
     }
 }
 
-/// A small, fast, seedable random source (xorshift64*), enough for jitter.
+/// The engine's seeded random source for jitter (rand's `SmallRng`: fast,
+/// not cryptographic, reproducible from its seed in tests).
 #[derive(Debug, Clone)]
-pub struct Jitter(u64);
+pub struct Jitter(SmallRng);
 
 impl Jitter {
-    /// A source from `seed` (0 is replaced by a fixed odd value).
+    /// A source from `seed`.
     pub fn new(seed: u64) -> Jitter {
-        Jitter(if seed == 0 {
-            0x9E37_79B9_7F4A_7C15
-        } else {
-            seed
-        })
+        Jitter(SmallRng::seed_from_u64(seed))
     }
 
     /// A uniform number in `[0, 1)`.
     pub fn unit(&mut self) -> f64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+        self.0.random::<f64>()
     }
 }
 

@@ -5,8 +5,11 @@
 //! - [`FileSystem`] opens files and does directory operations.
 //! - [`StorageFile`] is one open file: positioned reads and writes
 //!   (`pread`/`pwrite`), `fdatasync`, `set_len`.
-//! - [`StdFs`] is the real thing; [`FaultyFs`] wraps it and fails the calls
-//!   a [`FaultPlan`] says to fail.
+//! - [`StdFs`] is the real thing. For tests (and, outside this crate, with
+//!   the `test-util` feature, as tokio does): `FaultyFs` wraps it and fails
+//!   the calls a `FaultPlan` says to fail; `PowerCutFs` keeps what a power
+//!   cut would leave (only what a completed fsync covered, the last write
+//!   torn). Neither is compiled into a release build.
 //!
 //! - [`seal`], [`unseal`] and [`LeCursor`]: the CRC-32 trailer and the
 //!   bounds-checked little-endian reading of the small binary state files.
@@ -16,7 +19,9 @@
 //! not an error: [`write_all_at`] continues it, and a write of zero bytes is
 //! reported as [`io::ErrorKind::WriteZero`].
 
+#[cfg(any(test, feature = "test-util"))]
 mod fault;
+#[cfg(any(test, feature = "test-util"))]
 mod powercut;
 mod state_bytes;
 mod std_fs;
@@ -26,7 +31,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+#[cfg(any(test, feature = "test-util"))]
 pub use fault::{Fault, FaultPlan, FaultyFs, Op};
+#[cfg(any(test, feature = "test-util"))]
 pub use powercut::{CutReport, PowerCutFs};
 pub use state_bytes::{LeCursor, seal, unseal};
 pub use std_fs::StdFs;

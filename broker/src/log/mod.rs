@@ -58,7 +58,9 @@ pub mod retention;
 pub mod segment;
 pub mod writer;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+#[cfg(any(test, feature = "test-util"))]
+pub use clock::ManualClock;
+pub use clock::{Clock, SystemClock, TokioClock};
 pub use committer::{PartitionLog, Submitted};
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{LogError, LogResult};

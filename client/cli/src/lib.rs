@@ -5,4 +5,6 @@
 //! ([`bench`]) so that the side-by-side benchmarks drive Pigeon and its
 //! peers through the same harness.
 
+#![warn(missing_docs)]
+
 pub mod bench;
