@@ -4,7 +4,7 @@
 //! directory and measures how long until it serves: until its "serving"
 //! log line, and until a fetch at the log end and a produce succeed.
 //!
-//! DESIGN.md's target: serving again in under one second with ≥ 5 GB of
+//! docs/design.md's target: serving again in under one second with ≥ 5 GB of
 //! log (startup must grow with the unflushed tail, not the log size).
 //!
 //! ```sh

@@ -275,7 +275,7 @@ fn failing_exec_nacks_until_max_deliveries_dead_letters() {
 
 /// Once the group's committed floor passes a dead-lettered message,
 /// MessageState answers `Settled` with 0 attempts: `message show` cannot
-/// say "dead-lettered and why" as DESIGN.md asks.
+/// say "dead-lettered and why" as docs/design.md asks.
 #[test]
 fn message_show_says_dead_lettered_after_the_floor_passed_it() {
     let (_tmp, broker) = start_broker();

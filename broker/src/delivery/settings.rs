@@ -29,7 +29,7 @@ pub struct GroupSettings {
 }
 
 impl Default for GroupSettings {
-    /// DESIGN.md's defaults.
+    /// docs/design.md's defaults.
     fn default() -> Self {
         GroupSettings {
             ack_timeout: Duration::from_secs(30),

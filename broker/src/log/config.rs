@@ -1,4 +1,4 @@
-//! Settings of one partition log, with the defaults of DESIGN.md.
+//! Settings of one partition log, with the defaults of docs/design.md.
 
 use std::fmt;
 use std::str::FromStr;

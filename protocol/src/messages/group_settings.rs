@@ -46,7 +46,7 @@ pub struct GroupSettings {
 }
 
 impl Default for GroupSettings {
-    /// The defaults of `DESIGN.md`: 30 s ack timeout, 5 deliveries, backoff
+    /// The defaults of `docs/design.md`: 30 s ack timeout, 5 deliveries, backoff
     /// 1 s × 2.0 up to 5 min with ±20 % jitter, 1000 in flight.
     fn default() -> Self {
         GroupSettings {
