@@ -11,78 +11,114 @@
 //! | 20–29 | producing (20 Produce, 21 RegisterProducer) |
 //! | 30–39 | reading (30 Fetch, 31 ListOffsets) |
 //! | 40–59 | consumer groups (40 CreateGroup … 50 Redrive) |
+//!
+//! Each key is written once, as one entry of the `api_keys!` table below
+//! (its doc, name, number and the versions this build speaks); the macro
+//! generates the enum, [`ALL_API_KEYS`], [`ApiKey::from_u16`] and
+//! [`ApiKey::supported_versions`]. The Handshake announces the whole table
+//! (`supported_api_versions`). A new key also needs its request and response
+//! bodies in `body.rs`, whose dispatch over every key the compiler checks.
 
 use super::codec_error::{CodecError, CodecErrorKind};
 
-/// The operation a frame carries.
-#[repr(u16)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ApiKey {
-    /// Version negotiation and limits; the first request on a connection.
-    Handshake = 0,
-    /// Create a topic.
-    CreateTopic = 10,
-    /// Delete a topic and its data.
-    DeleteTopic = 11,
-    /// List all topics.
-    ListTopics = 12,
-    /// Describe one topic's partitions.
-    DescribeTopic = 13,
-    /// Append record batches.
-    Produce = 20,
-    /// Register an idempotent producer by name: producer id and epoch.
-    RegisterProducer = 21,
-    /// Read record batches.
-    Fetch = 30,
-    /// Look up offsets (earliest, latest, by timestamp).
-    ListOffsets = 31,
-    /// Create a consumer group on a topic, with its settings.
-    CreateGroup = 40,
-    /// Describe a group: settings, pause state, per-partition progress.
-    DescribeGroup = 41,
-    /// Change a group's settings.
-    AlterGroup = 42,
-    /// Move a group to an offset, a time, the earliest or the latest.
-    SeekGroup = 43,
-    /// Pause or resume a group's deliveries.
-    PauseGroup = 44,
-    /// Delete a group and its delivery state.
-    DeleteGroup = 45,
-    /// A consumer joins a group: consumer id and the group's settings.
-    JoinGroup = 46,
-    /// A consumer receives deliveries (leased messages).
-    Receive = 47,
-    /// A consumer settles deliveries: ack, nack, reject or extend.
-    Settle = 48,
-    /// One message's state in a group.
-    MessageState = 49,
-    /// Move dead-lettered messages back into the source topic.
-    Redrive = 50,
+/// Generates [`ApiKey`], [`ALL_API_KEYS`], [`ApiKey::from_u16`] and
+/// [`ApiKey::supported_versions`] from one entry per key:
+///
+/// ```text
+/// /// Variant doc.
+/// Name = number, versions: min..=max;
+/// ```
+///
+/// Entries are listed in number order; the compiler refuses a number or a
+/// name given twice (they are the enum's discriminants and variants).
+macro_rules! api_keys {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $n:literal, versions: $min:literal ..= $max:literal;
+    )*) => {
+        /// The operation a frame carries.
+        #[repr(u16)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum ApiKey {
+            $(
+                $(#[$doc])*
+                $variant = $n,
+            )*
+        }
+
+        /// Every API key, in number order.
+        pub const ALL_API_KEYS: [ApiKey; [$($n),*].len()] = [$(ApiKey::$variant),*];
+
+        impl ApiKey {
+            /// The key for `n`, if this build knows it.
+            pub fn from_u16(n: u16) -> Option<ApiKey> {
+                match n {
+                    $($n => Some(ApiKey::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// The number on the wire.
+            pub fn as_u16(self) -> u16 {
+                self as u16
+            }
+
+            /// The versions of this API that this build encodes and decodes.
+            pub fn supported_versions(self) -> VersionRange {
+                match self {
+                    $(ApiKey::$variant => VersionRange { min: $min, max: $max },)*
+                }
+            }
+        }
+    };
 }
 
-/// Every API key, in number order.
-pub const ALL_API_KEYS: [ApiKey; 20] = [
-    ApiKey::Handshake,
-    ApiKey::CreateTopic,
-    ApiKey::DeleteTopic,
-    ApiKey::ListTopics,
-    ApiKey::DescribeTopic,
-    ApiKey::Produce,
-    ApiKey::RegisterProducer,
-    ApiKey::Fetch,
-    ApiKey::ListOffsets,
-    ApiKey::CreateGroup,
-    ApiKey::DescribeGroup,
-    ApiKey::AlterGroup,
-    ApiKey::SeekGroup,
-    ApiKey::PauseGroup,
-    ApiKey::DeleteGroup,
-    ApiKey::JoinGroup,
-    ApiKey::Receive,
-    ApiKey::Settle,
-    ApiKey::MessageState,
-    ApiKey::Redrive,
-];
+// Raise a key's `max` (and keep decoding the old versions) when its body
+// changes.
+api_keys! {
+    /// Version negotiation and limits; the first request on a connection.
+    Handshake = 0, versions: 0..=0;
+    /// Create a topic.
+    CreateTopic = 10, versions: 0..=0;
+    /// Delete a topic and its data.
+    DeleteTopic = 11, versions: 0..=0;
+    /// List all topics.
+    ListTopics = 12, versions: 0..=0;
+    /// Describe one topic's partitions.
+    DescribeTopic = 13, versions: 0..=0;
+    // v1 adds `throttle_ms` to the response.
+    /// Append record batches.
+    Produce = 20, versions: 0..=1;
+    /// Register an idempotent producer by name: producer id and epoch.
+    RegisterProducer = 21, versions: 0..=0;
+    /// Read record batches.
+    Fetch = 30, versions: 0..=0;
+    /// Look up offsets (earliest, latest, by timestamp).
+    ListOffsets = 31, versions: 0..=0;
+    /// Create a consumer group on a topic, with its settings.
+    CreateGroup = 40, versions: 0..=0;
+    /// Describe a group: settings, pause state, per-partition progress.
+    DescribeGroup = 41, versions: 0..=0;
+    /// Change a group's settings.
+    AlterGroup = 42, versions: 0..=0;
+    /// Move a group to an offset, a time, the earliest or the latest.
+    SeekGroup = 43, versions: 0..=0;
+    /// Pause or resume a group's deliveries.
+    PauseGroup = 44, versions: 0..=0;
+    /// Delete a group and its delivery state.
+    DeleteGroup = 45, versions: 0..=0;
+    /// A consumer joins a group: consumer id and the group's settings.
+    JoinGroup = 46, versions: 0..=0;
+    /// A consumer receives deliveries (leased messages).
+    Receive = 47, versions: 0..=0;
+    // v1 adds the attempt to each item.
+    /// A consumer settles deliveries: ack, nack, reject or extend.
+    Settle = 48, versions: 0..=1;
+    /// One message's state in a group.
+    MessageState = 49, versions: 0..=0;
+    /// Move dead-lettered messages back into the source topic.
+    Redrive = 50, versions: 0..=0;
+}
 
 /// An inclusive range of versions of one API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,27 +144,6 @@ impl VersionRange {
 }
 
 impl ApiKey {
-    /// The key for `n`, if this build knows it.
-    pub fn from_u16(n: u16) -> Option<ApiKey> {
-        ALL_API_KEYS.iter().copied().find(|k| k.as_u16() == n)
-    }
-
-    /// The number on the wire.
-    pub fn as_u16(self) -> u16 {
-        self as u16
-    }
-
-    /// The versions of this API that this build encodes and decodes.
-    pub fn supported_versions(self) -> VersionRange {
-        // Raise `max` (and keep decoding the old versions) when a body
-        // changes. Produce v1 adds `throttle_ms` to the response; Settle
-        // v1 adds the attempt to each item.
-        match self {
-            ApiKey::Produce | ApiKey::Settle => VersionRange { min: 0, max: 1 },
-            _ => VersionRange { min: 0, max: 0 },
-        }
-    }
-
     /// Fails with `UnsupportedVersion` at frame offset `offset` unless this
     /// build speaks `version` of this API.
     pub fn check_version(self, version: u16, offset: usize) -> Result<(), CodecError> {

@@ -30,6 +30,7 @@
 use pigeon_protocol::truncate_at_char_boundary;
 
 use super::partition::{DeadLetterReason, DeliveryTimes};
+use crate::io::LeCursor;
 
 /// One change of a partition's delivery state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +138,7 @@ impl Event {
 
     /// Decodes one event; a message says what is wrong.
     pub fn decode(bytes: &[u8]) -> Result<Event, String> {
-        let mut r = Reader { bytes, at: 0 };
+        let mut r = Reader(LeCursor::new(bytes));
         let event = match r.u8()? {
             1 => Event::Leased {
                 offset: r.u64()?,
@@ -186,8 +187,11 @@ impl Event {
             },
             tag => return Err(format!("unknown journal event tag {tag}")),
         };
-        if r.at != bytes.len() {
-            return Err(format!("{} bytes after the event", bytes.len() - r.at));
+        if !r.0.is_empty() {
+            return Err(format!(
+                "{} bytes after the event",
+                bytes.len() - r.0.position()
+            ));
         }
         Ok(event)
     }
@@ -198,37 +202,29 @@ fn tagged_u64(out: &mut Vec<u8>, tag: u8, value: u64) {
     out.extend_from_slice(&value.to_le_bytes());
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
+/// The broker's [`LeCursor`] with the journal's error messages: a short
+/// read says at which byte the event was cut off.
+struct Reader<'a>(LeCursor<'a>);
 
 impl<'a> Reader<'a> {
+    fn read<T>(&mut self, get: impl FnOnce(&mut LeCursor<'a>) -> Option<T>) -> Result<T, String> {
+        let at = self.0.position();
+        get(&mut self.0).ok_or_else(|| format!("event truncated at byte {at}"))
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|e| *e <= self.bytes.len())
-            .ok_or_else(|| format!("event truncated at byte {}", self.at))?;
-        let out = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(out)
+        self.read(|r| r.take(n))
     }
     fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
+        self.read(LeCursor::u8)
     }
     fn u16(&mut self) -> Result<u16, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
+        self.read(LeCursor::u16)
     }
     fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.read(LeCursor::u32)
     }
     fn u64(&mut self) -> Result<u64, String> {
-        let mut raw = [0u8; 8];
-        raw.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(raw))
+        self.read(LeCursor::u64)
     }
 }
 
@@ -294,6 +290,30 @@ mod tests {
                 attempt: 2,
                 times: DeliveryTimes::default(),
             })
+        );
+    }
+
+    #[test]
+    fn errors_say_where_the_event_is_cut_off_or_overruns() {
+        assert_eq!(
+            Event::decode(&[2, 1]),
+            Err("event truncated at byte 1".to_string())
+        );
+        let mut long = vec![4u8];
+        long.extend_from_slice(&7u64.to_le_bytes());
+        long.extend_from_slice(&2u32.to_le_bytes());
+        long.extend_from_slice(&[1, 5, 0, b'a']);
+        assert_eq!(
+            Event::decode(&long),
+            Err("event truncated at byte 16".to_string()),
+            "a reason text shorter than its length"
+        );
+        let mut trailing = Vec::new();
+        Event::Seek { target: 3 }.encode(&mut trailing);
+        trailing.extend_from_slice(&[0, 0]);
+        assert_eq!(
+            Event::decode(&trailing),
+            Err("2 bytes after the event".to_string())
         );
     }
 

@@ -12,7 +12,8 @@
 //!   torn). Neither is compiled into a release build.
 //!
 //! - [`seal`], [`unseal`] and [`LeCursor`]: the CRC-32 trailer and the
-//!   bounds-checked little-endian reading of the small binary state files.
+//!   bounds-checked little-endian reading of the small binary state files
+//!   (the delivery journal's events are read with [`LeCursor`] too).
 //!
 //! Invariants: every write is positioned (no shared file cursor), so readers
 //! and the single writer of a file never disturb each other. A short write is
