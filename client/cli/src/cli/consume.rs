@@ -3,20 +3,15 @@
 //!
 //! Each message is printed (a human line, or with `--json` the `read
 //! --json` object plus `attempt`) and flushed to stdout *before* it is
-//! acked, so a message is never acked unseen. With `--exec 'CMD'`, CMD runs
-//! via `sh -c` once per message with the value on stdin and
-//! `PIGEON_TOPIC`, `PIGEON_PARTITION`, `PIGEON_OFFSET`, `PIGEON_ATTEMPT`,
-//! `PIGEON_KEY` in its environment: exit 0 acks, exit 65 rejects (to the
-//! DLQ), any other exit (or death by a signal) nacks (redelivery with the
-//! group's backoff). The command's own output goes to ours.
+//! acked, so a message is never acked unseen. With `--exec 'CMD'`, each
+//! message goes to one run of CMD instead (see `exec.rs`: up to
+//! `--concurrency` runs at once, leases extended while they run).
 //!
 //! The command stops after `--max` messages, once no message has been
 //! available for `--wait-ms`, or when interrupted (Ctrl-C, exit 0).
 //! Messages are received in batches no larger than what `--max` still
 //! allows, so no message is leased (and its attempt counted) needlessly.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use clap::Args;
@@ -24,11 +19,9 @@ use pigeon_client::client::{Client, Consumer, ConsumerConfig, GroupDelivery};
 use serde_json::Value;
 
 use super::Failure;
+use super::exec::Exec;
 use super::failure::{client_failure, connect, explain};
 use super::output::{Out, record_human, record_json_map};
-
-/// Exit code of an `--exec` command that rejects the message (EX_DATAERR).
-const EXIT_REJECT: i32 = 65;
 
 /// Most messages received at once.
 const BATCH: u64 = 100;
@@ -54,9 +47,15 @@ pub(crate) struct ConsumeArgs {
     #[arg(long)]
     json: bool,
     /// Run CMD via `sh -c` per message (value on stdin): exit 0 acks, 65
-    /// rejects to the DLQ, anything else nacks.
+    /// rejects to the DLQ, anything else nacks. The message's lease is
+    /// extended while CMD runs.
     #[arg(long, value_name = "CMD")]
     exec: Option<String>,
+    /// Run up to N commands at once (with --exec), each message to one of
+    /// them.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "exec",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    concurrency: u32,
 }
 
 pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> Result<(), Failure> {
@@ -65,9 +64,20 @@ pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> Result<(), Failure> 
     let mut out = Out::new();
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
+    let exec = args.exec.as_ref().map(|command| Exec {
+        command: command.as_str().into(),
+        concurrency: args.concurrency as usize,
+        max: args.max,
+        wait: args.wait_ms.map(Duration::from_millis),
+    });
     let outcome = tokio::select! {
         _ = &mut interrupted => Ok(()),
-        outcome = consume(&mut consumer, &args, &mut out) => outcome,
+        outcome = async {
+            match &exec {
+                Some(exec) => exec.run(&mut consumer).await,
+                None => consume(&mut consumer, &args, &mut out).await,
+            }
+        } => outcome,
     };
     let flushed = out.flush();
     consumer.close().await;
@@ -77,7 +87,14 @@ pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> Result<(), Failure> 
 async fn join(client: &Client, args: &ConsumeArgs) -> Result<Consumer, Failure> {
     let config = ConsumerConfig {
         consumer_name: consumer_name(),
-        max_messages: args.max.unwrap_or(BATCH).clamp(1, BATCH) as u32,
+        // With --exec, no more than the runs can take (see exec.rs).
+        max_messages: match &args.exec {
+            Some(_) => args
+                .max
+                .unwrap_or(BATCH)
+                .clamp(1, u64::from(args.concurrency)) as u32,
+            None => args.max.unwrap_or(BATCH).clamp(1, BATCH) as u32,
+        },
         ..ConsumerConfig::default()
     };
     Consumer::join(client, &args.topic, &args.group, config)
@@ -136,30 +153,33 @@ async fn consume(
 
 /// What to do with a message once handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Verdict {
+pub(crate) enum Verdict {
     Ack,
     Nack,
     Reject(String),
     Keep,
 }
 
+/// Prints a message (flushed), then acks it unless `--no-ack`.
 async fn handle(
     delivery: &GroupDelivery,
     args: &ConsumeArgs,
     out: &mut Out,
 ) -> Result<(), Failure> {
-    let verdict = match &args.exec {
-        Some(command) => execute(command, delivery).await?,
-        None => {
-            print(out, delivery, args.json)?;
-            out.flush()?;
-            if args.no_ack {
-                Verdict::Keep
-            } else {
-                Verdict::Ack
-            }
-        }
+    print(out, delivery, args.json)?;
+    out.flush()?;
+    let verdict = if args.no_ack {
+        Verdict::Keep
+    } else {
+        Verdict::Ack
     };
+    settle(delivery, verdict).await
+}
+
+/// Settles a handled message by its verdict. A settle the broker refuses
+/// (the lease was lost) or that fails retriably is a warning: the message
+/// comes back to the group, it is not ours to settle.
+pub(crate) async fn settle(delivery: &GroupDelivery, verdict: Verdict) -> Result<(), Failure> {
     let settled = match verdict {
         Verdict::Ack => delivery.ack().await,
         Verdict::Nack => delivery.nack(None).await,
@@ -198,47 +218,4 @@ fn print(out: &mut Out, delivery: &GroupDelivery, json: bool) -> Result<(), Fail
             delivery.attempt
         ))
     }
-}
-
-/// Runs `command` for `delivery` and maps its exit to a verdict.
-async fn execute(command: &str, delivery: &GroupDelivery) -> Result<Verdict, Failure> {
-    let command = command.to_string();
-    let value = delivery.value.clone();
-    let env = [
-        ("PIGEON_TOPIC", delivery.topic.clone()),
-        ("PIGEON_PARTITION", delivery.partition.to_string()),
-        ("PIGEON_OFFSET", delivery.offset.to_string()),
-        ("PIGEON_ATTEMPT", delivery.attempt.to_string()),
-        (
-            "PIGEON_KEY",
-            delivery
-                .key
-                .as_ref()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .unwrap_or_default(),
-        ),
-    ];
-    let status = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(&command)
-            .envs(env)
-            .stdin(Stdio::piped())
-            .spawn()?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // The command may not read its input: that is its business.
-            let _ = stdin.write_all(&value);
-        }
-        child.wait()
-    })
-    .await
-    .map_err(|err| anyhow::anyhow!("the --exec command could not be run: {err}"))?
-    .map_err(|err| anyhow::anyhow!("cannot run the --exec command with sh: {err}"))?;
-    Ok(match status.code() {
-        Some(0) => Verdict::Ack,
-        Some(EXIT_REJECT) => {
-            Verdict::Reject(format!("the --exec command exited with code {EXIT_REJECT}"))
-        }
-        _ => Verdict::Nack,
-    })
 }

@@ -12,6 +12,7 @@
 //! | `read.rs` | `pigeon read`: replay without a group, optionally following |
 //! | `group.rs` | `pigeon group create/describe/seek/pause/resume/delete` |
 //! | `consume.rs` | `pigeon consume`: a group's messages printed or handed to `--exec`, then settled |
+//! | `exec.rs` | `pigeon consume --exec`: one run of a command per message, `--concurrency` at once, leases extended while they run |
 //! | `message.rs` | `pigeon message show`: one message's state in a group |
 //! | `dlq.rs` | `pigeon dlq list`: a group's dead-letter topic |
 //! | `bench.rs` | `pigeon bench produce/consume/e2e`: the load generator |
@@ -28,6 +29,7 @@
 mod bench;
 mod consume;
 mod dlq;
+mod exec;
 mod failure;
 mod group;
 mod message;
