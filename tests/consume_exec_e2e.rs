@@ -167,3 +167,47 @@ fn concurrency_needs_exec_and_at_least_one() {
         assert_eq!(out.code, Some(2), "a usage error: {}", out.stderr);
     }
 }
+
+#[test]
+fn messages_of_300_kb_are_received_within_the_frame_limit_and_none_is_burned() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(&tmp.path().join("data"), &[]);
+    ok(pigeon(&broker, &["topic", "create", "big"], b""));
+    // 120 × 300 KB: a Receive of the CLI's 100 messages would be ~30 MB,
+    // twice the 16 MiB frame limit.
+    let line = "x".repeat(300 * 1024);
+    let input: String = (0..120).map(|_| format!("{line}\n")).collect();
+    ok(pigeon(&broker, &["produce", "big"], input.as_bytes()));
+    ok(pigeon(
+        &broker,
+        &["group", "create", "g", "--topic", "big"],
+        b"",
+    ));
+    let out = ok(pigeon(
+        &broker,
+        &["consume", "big", "--group", "g", "--max", "120", "--json"],
+        b"",
+    ));
+    let attempts: Vec<u64> = out
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("json");
+            assert_eq!(v["value"].as_str().map(str::len), Some(300 * 1024));
+            v["attempt"].as_u64().expect("attempt")
+        })
+        .collect();
+    assert_eq!(attempts.len(), 120);
+    assert!(
+        attempts.iter().all(|a| *a == 1),
+        "no attempt burned: {attempts:?}"
+    );
+    let described = ok(pigeon(
+        &broker,
+        &["group", "describe", "g", "--topic", "big", "--json"],
+        b"",
+    ));
+    let partition: Value =
+        serde_json::from_str(described.lines().next().expect("partition")).expect("json");
+    assert_eq!(partition["lag"], 0, "{partition}");
+    assert_eq!(partition["delayed"], 0, "{partition}");
+}

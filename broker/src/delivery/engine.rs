@@ -31,9 +31,7 @@ pub use super::handle::{
     GroupDelivery, GroupHandle, OffsetReport, PartitionFigures, SeekTo, Settle, Stopped,
 };
 use super::journal_writer::JournalWriter;
-use super::partition::{
-    ConsumerId, DeadLetter, Delivery, OffsetState, PartitionDelivery, SettleError,
-};
+use super::partition::{ConsumerId, DeadLetter, OffsetState, PartitionDelivery, SettleError};
 use super::settings::{GroupSettings, Jitter};
 use super::store::GroupStore;
 
@@ -56,6 +54,7 @@ pub trait SourceReader: Send + Sync + 'static {
 struct Waiting {
     consumer: ConsumerId,
     max: usize,
+    max_bytes: usize,
     until: Instant,
     reply: oneshot::Sender<Vec<GroupDelivery>>,
 }
@@ -226,9 +225,10 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             Command::Receive {
                 consumer,
                 max,
+                max_bytes,
                 wait,
                 reply,
-            } => self.receive(consumer, max, wait, reply),
+            } => self.receive(consumer, max, max_bytes, wait, reply),
             Command::Settle {
                 consumer,
                 items,
@@ -292,14 +292,16 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         &mut self,
         consumer: ConsumerId,
         max: usize,
+        max_bytes: usize,
         wait: Duration,
         reply: oneshot::Sender<Vec<GroupDelivery>>,
     ) {
-        let got = self.take(consumer, max);
+        let got = self.take(consumer, max, max_bytes);
         if got.is_empty() && !wait.is_zero() {
             self.waiting.push(Waiting {
                 consumer,
                 max,
+                max_bytes,
                 until: Instant::now() + wait,
                 reply,
             });
@@ -449,53 +451,87 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         })
     }
 
-    /// Leases up to `max` messages to `consumer`, spreading over partitions,
-    /// within its `max_in_flight`; reads their records.
-    fn take(&mut self, consumer: ConsumerId, max: usize) -> Vec<GroupDelivery> {
+    /// Leases up to `max` messages, of at most `max_bytes` in all (always
+    /// at least one), to `consumer`, spreading over partitions, within its
+    /// `max_in_flight`; reads their records. A partition's candidates are
+    /// read before they are leased, so a message that does not fit is
+    /// never leased (no attempt is counted for it).
+    fn take(&mut self, consumer: ConsumerId, max: usize, max_bytes: usize) -> Vec<GroupDelivery> {
         if self.paused || !self.consumers.contains_key(&consumer) {
             return Vec::new();
         }
         let held: usize = self.states.iter().map(|s| s.in_flight_of(consumer)).sum();
         let mut room = max.min((self.settings.max_in_flight as usize).saturating_sub(held));
-        let now = self.clock.now_ms();
+        let mut bytes_left = max_bytes;
         let count = self.states.len();
         let mut out = Vec::new();
         for i in 0..count {
-            if room == 0 {
+            if room == 0 || bytes_left == 0 {
                 break;
             }
             let p = (self.rotate + i) % count;
-            let (log_start, log_end) = self.source.bounds(p);
-            let state = &mut self.states[p];
-            state.apply_retention(log_start);
-            let leased: Vec<Delivery> = state.deliver(consumer, room, now, log_end, &self.settings);
-            if leased.is_empty() {
-                continue;
+            let taken = self.take_from(p, consumer, room, &mut bytes_left, out.is_empty());
+            room -= taken.len();
+            out.extend(taken);
+        }
+        self.rotate = self.rotate.wrapping_add(1);
+        out
+    }
+
+    /// Leases to `consumer` what partition `p` has for it, up to `room`
+    /// messages and `bytes_left` bytes (taken from it); with `first`, at
+    /// least one message whatever its size.
+    fn take_from(
+        &mut self,
+        p: usize,
+        consumer: ConsumerId,
+        room: usize,
+        bytes_left: &mut usize,
+        first: bool,
+    ) -> Vec<GroupDelivery> {
+        let now = self.clock.now_ms();
+        let (log_start, log_end) = self.source.bounds(p);
+        let state = &mut self.states[p];
+        state.apply_retention(log_start);
+        let candidates = state.candidates(room, now, log_end);
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        let mut sorted = candidates.clone();
+        sorted.sort_unstable();
+        let mut records: HashMap<u64, Record> = self
+            .source
+            .records(p, &sorted)
+            .into_iter()
+            .map(|r| (r.offset, r))
+            .collect();
+        // How many of the candidates, in delivery order, fit the budget.
+        let mut fitting = 0;
+        for offset in &candidates {
+            let size = records.get(offset).map_or(0, delivery_size);
+            if size > *bytes_left && !(first && fitting == 0) {
+                break;
             }
-            room -= leased.len();
-            // Both in offset order, then matched in one walk.
-            let mut leased = leased;
-            leased.sort_unstable_by_key(|d| d.offset);
-            let offsets: Vec<u64> = leased.iter().map(|d| d.offset).collect();
-            let mut records = self.source.records(p, &offsets).into_iter().peekable();
-            for d in leased {
-                while records.next_if(|r| r.offset < d.offset).is_some() {}
-                match records.next_if(|r| r.offset == d.offset) {
-                    Some(record) => out.push(GroupDelivery {
-                        partition: p as u32,
-                        record,
-                        attempt: d.attempt,
-                        lease_deadline_ms: d.deadline_ms,
-                    }),
-                    // Deleted by retention between the bounds and the read.
-                    None => {
-                        let _ = state.ack(consumer, d.offset);
-                        state.removed_by_retention += 1;
-                    }
+            *bytes_left = bytes_left.saturating_sub(size);
+            fitting += 1;
+        }
+        let leased = state.deliver(consumer, fitting, now, log_end, &self.settings);
+        let mut out = Vec::with_capacity(leased.len());
+        for d in leased {
+            match records.remove(&d.offset) {
+                Some(record) => out.push(GroupDelivery {
+                    partition: p as u32,
+                    record,
+                    attempt: d.attempt,
+                    lease_deadline_ms: d.deadline_ms,
+                }),
+                // Deleted by retention between the bounds and the read.
+                None => {
+                    let _ = state.ack(consumer, d.offset);
+                    state.removed_by_retention += 1;
                 }
             }
         }
-        self.rotate = self.rotate.wrapping_add(1);
         out
     }
 
@@ -504,7 +540,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         let waiting = std::mem::take(&mut self.waiting);
         let now = Instant::now();
         for w in waiting {
-            let got = self.take(w.consumer, w.max);
+            let got = self.take(w.consumer, w.max, w.max_bytes);
             if !got.is_empty() || now >= w.until || w.reply.is_closed() {
                 let _ = w.reply.send(got);
             } else {
@@ -539,6 +575,20 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     async fn journal_durable(&mut self) -> bool {
         self.journal.durable(&mut self.states).await
     }
+}
+
+/// Bytes a delivery of `record` takes in a Receive answer, at most: the
+/// record's key, value and headers, and a fixed allowance for the
+/// delivery's own fields and length prefixes.
+pub fn delivery_size(record: &Record) -> usize {
+    const FIXED: usize = 64;
+    const PER_HEADER: usize = 8;
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|h| PER_HEADER + h.name.len() + h.value.len())
+        .sum();
+    FIXED + record.key.as_ref().map_or(0, |k| k.len()) + record.value.len() + headers
 }
 
 /// Where this run's consumer ids start: a value drawn from the clock and
@@ -606,6 +656,34 @@ mod tests {
     use super::*;
     use crate::delivery::DeadLetterReason;
     use crate::delivery::test_support::{MemSink, MemSource, offsets, settings, start_engine};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_receive_leases_only_what_fits_its_byte_budget_and_at_least_one() {
+        let (source, sink) = (MemSource::with(1, 5), Arc::new(MemSink::default()));
+        let group = start_engine(&source, &sink);
+        let consumer = group.join("test").await.expect("join");
+        let one = source.0.lock()[0][0].clone();
+        let size = delivery_size(&one);
+        let two = group
+            .receive_within(consumer, 10, 2 * size + size / 2, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(offsets(&two), vec![(0, 0, 1), (0, 1, 1)]);
+        let tiny = group
+            .receive_within(consumer, 10, 1, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(offsets(&tiny), vec![(0, 2, 1)], "always at least one");
+        let rest = group
+            .receive(consumer, 10, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(
+            offsets(&rest),
+            vec![(0, 3, 1), (0, 4, 1)],
+            "what did not fit was never leased: first attempts"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn an_ack_after_the_lease_expired_is_answered_lease_lost() {

@@ -87,6 +87,7 @@ pub(super) enum Command {
     Receive {
         consumer: ConsumerId,
         max: usize,
+        max_bytes: usize,
         wait: Duration,
         reply: oneshot::Sender<Vec<GroupDelivery>>,
     },
@@ -177,9 +178,24 @@ impl GroupHandle {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<GroupDelivery>, Stopped> {
+        self.receive_within(consumer, max, usize::MAX, wait).await
+    }
+
+    /// Like [`receive`](Self::receive), and no more than `max_bytes` of
+    /// deliveries as [`delivery_size`](super::engine::delivery_size)
+    /// counts them (always at least one message): the engine leases only
+    /// what fits, so nothing is leased that the answer cannot carry.
+    pub async fn receive_within(
+        &self,
+        consumer: ConsumerId,
+        max: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<GroupDelivery>, Stopped> {
         self.ask(|reply| Command::Receive {
             consumer,
             max,
+            max_bytes,
             wait,
             reply,
         })

@@ -274,6 +274,19 @@ impl PartitionDelivery {
         lease.into_iter().chain(delay).min()
     }
 
+    /// The offsets [`deliver`](Self::deliver) would lease now, up to
+    /// `max`, in the order it would lease them (due redeliveries first,
+    /// then new offsets): a caller can read them before leasing any.
+    pub fn candidates(&self, max: usize, now_ms: i64, log_end: u64) -> Vec<u64> {
+        let due = self
+            .delayed
+            .keys()
+            .take_while(|(due, _)| *due <= now_ms)
+            .map(|(_, offset)| *offset);
+        let new = (self.next..log_end).filter(|o| !self.settled.contains(o));
+        due.chain(new).take(max).collect()
+    }
+
     /// Leases up to `max` messages to `consumer`: due redeliveries first,
     /// then new offsets in order, up to `log_end`.
     pub fn deliver(

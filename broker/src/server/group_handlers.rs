@@ -136,12 +136,19 @@ pub async fn join(broker: &Broker, owner: &MemberOwner, req: wire::JoinGroupRequ
     .into())
 }
 
-/// Receive.
+/// Bytes of a Receive response frame besides its deliveries (header,
+/// count), with room to spare.
+const RECEIVE_RESPONSE_OVERHEAD: usize = 1024;
+
+/// Receive. The deliveries must fit one response frame: the engine leases
+/// no more than that many bytes of them.
 pub async fn receive(broker: &Broker, owner: &MemberOwner, req: wire::ReceiveRequest) -> Answer {
     let wait = Duration::from_millis(u64::from(req.max_wait_ms));
     let (topic, group, max) = (&req.topic, &req.group, req.max_messages as usize);
+    let frame = broker.config.max_frame_bytes as usize;
+    let max_bytes = frame.saturating_sub(RECEIVE_RESPONSE_OVERHEAD);
     let got = broker
-        .receive(topic, group, req.consumer_id, owner, max, wait)
+        .receive(topic, group, req.consumer_id, owner, max, max_bytes, wait)
         .await?;
     let deliveries = got.into_iter().map(delivery_to_wire).collect();
     Ok(wire::ReceiveResponse { deliveries }.into())

@@ -187,8 +187,10 @@ impl Broker {
         Ok((consumer, entry.settings))
     }
 
-    /// Up to `max` messages for `consumer`, waiting up to `wait` (at most
-    /// 30 s) for one. A consumer `owner` did not join gets none.
+    /// Up to `max` messages for `consumer`, of at most `max_bytes` in all
+    /// (always at least one; as `delivery::engine::delivery_size` counts them), waiting up to `wait`
+    /// (at most 30 s) for one. A consumer `owner` did not join gets none.
+    #[allow(clippy::too_many_arguments)]
     pub async fn receive(
         &self,
         topic: &str,
@@ -196,6 +198,7 @@ impl Broker {
         consumer: u64,
         owner: &MemberOwner,
         max: usize,
+        max_bytes: usize,
         wait: Duration,
     ) -> Result<Vec<GroupDelivery>, BrokerError> {
         let entry = self.groups.get(topic, group)?;
@@ -208,7 +211,7 @@ impl Broker {
         let wait = wait.min(MAX_RECEIVE_WAIT);
         let max = max.clamp(1, MAX_RECEIVE_MESSAGES);
         tokio::select! {
-            got = entry.handle.receive(consumer, max, wait) => {
+            got = entry.handle.receive_within(consumer, max, max_bytes, wait) => {
                 got.map_err(|_| BrokerError::group_stopped())
             }
             _ = self.shutdown.cancelled() => Ok(Vec::new()),
@@ -353,7 +356,9 @@ mod tests {
             .await
             .expect("join");
         let quick = Duration::from_millis(1);
-        let got = broker.receive("t", "g", u64::from(id), &b, 10, quick).await;
+        let got = broker
+            .receive("t", "g", u64::from(id), &b, 10, usize::MAX, quick)
+            .await;
         assert!(
             got.expect("receive").is_empty(),
             "another owner receives nothing"
