@@ -121,6 +121,9 @@ fn consumer_name() -> String {
     }
 }
 
+/// Prints and acks the group's messages, a batch at a time: each batch is
+/// printed and flushed, then acked with one Settle request (never acked
+/// unseen, and one round trip per batch rather than per message).
 async fn consume(
     consumer: &mut Consumer,
     args: &ConsumeArgs,
@@ -128,64 +131,68 @@ async fn consume(
 ) -> Result<(), Failure> {
     let mut left = args.max.unwrap_or(u64::MAX);
     while left > 0 {
-        consumer.set_max_messages(left.min(BATCH) as u32);
-        let next = match args.wait_ms {
-            Some(ms) => consumer.next_within(Duration::from_millis(ms)).await,
-            None => consumer.next_delivery().await.map(Some),
-        };
-        let delivery = match next {
-            Ok(Some(delivery)) => delivery,
-            Ok(None) => return Ok(()),
-            Err(err) => {
-                return Err(anyhow::anyhow!(
+        let want = left.min(BATCH);
+        consumer.set_max_messages(want as u32);
+        let wait = args
+            .wait_ms
+            .map_or(Duration::from_secs(1), Duration::from_millis);
+        let batch = consumer
+            .next_batch_within(want as usize, wait)
+            .await
+            .map_err(|err| {
+                anyhow::anyhow!(
                     "cannot consume topic {} as group {}: {}",
                     args.topic,
                     args.group,
                     explain(&err)
-                ));
+                )
+            })?;
+        if batch.is_empty() {
+            if args.wait_ms.is_some() {
+                return Ok(());
             }
-        };
-        handle(&delivery, args, out).await?;
-        left -= 1;
+            continue;
+        }
+        for delivery in &batch {
+            print(out, delivery, args.json)?;
+        }
+        out.flush()?;
+        if !args.no_ack {
+            ack_batch(&batch).await?;
+        }
+        left -= batch.len() as u64;
     }
     Ok(())
 }
 
-/// What to do with a message once handled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Ack,
-    Nack,
-    Reject(String),
-    Keep,
+/// Acks a printed batch in one request. A message whose ack the broker
+/// refuses (its lease was lost), or a batch whose request fails
+/// retriably, is a warning: those messages come back to the group.
+async fn ack_batch(batch: &[GroupDelivery]) -> Result<(), Failure> {
+    let results = match GroupDelivery::ack_all(batch).await {
+        Ok(results) => results,
+        Err(err) if err.code().is_some() || err.is_retriable() => {
+            eprintln!(
+                "pigeon: warning: cannot ack {} messages: {}; they will be delivered again",
+                batch.len(),
+                explain(&err)
+            );
+            return Ok(());
+        }
+        Err(err) => return Err(client_failure(err)),
+    };
+    for (delivery, result) in batch.iter().zip(results) {
+        settle_result(delivery, result)?;
+    }
+    Ok(())
 }
 
-/// Prints a message (flushed), then acks it unless `--no-ack`.
-async fn handle(
+/// The outcome of settling `delivery`: refused (lease lost) or failed
+/// retriably is a warning, anything else a failure.
+pub(crate) fn settle_result(
     delivery: &GroupDelivery,
-    args: &ConsumeArgs,
-    out: &mut Out,
+    settled: Result<(), pigeon_client::ClientError>,
 ) -> Result<(), Failure> {
-    print(out, delivery, args.json)?;
-    out.flush()?;
-    let verdict = if args.no_ack {
-        Verdict::Keep
-    } else {
-        Verdict::Ack
-    };
-    settle(delivery, verdict).await
-}
-
-/// Settles a handled message by its verdict. A settle the broker refuses
-/// (the lease was lost) or that fails retriably is a warning: the message
-/// comes back to the group, it is not ours to settle.
-pub(crate) async fn settle(delivery: &GroupDelivery, verdict: Verdict) -> Result<(), Failure> {
-    let settled = match verdict {
-        Verdict::Ack => delivery.ack().await,
-        Verdict::Nack => delivery.nack(None).await,
-        Verdict::Reject(reason) => delivery.reject(reason).await,
-        Verdict::Keep => Ok(()),
-    };
     match settled {
         Ok(()) => Ok(()),
         // The message comes back to the group; it is not ours to settle.

@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::Failure;
-use super::consume::{Verdict, settle};
+use super::consume::settle_result;
 use super::failure::explain;
 
 /// Exit code of an `--exec` command that rejects the message (EX_DATAERR).
@@ -180,4 +180,24 @@ fn spawn(command: &str, delivery: &GroupDelivery) -> Result<tokio::process::Chil
         .stdin(std::process::Stdio::piped())
         .spawn()
         .map_err(|err| anyhow::anyhow!("cannot run the --exec command with sh: {err}"))
+}
+
+/// What to do with a message once handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Ack,
+    Nack,
+    Reject(String),
+}
+
+/// Settles a handled message by its verdict. A settle the broker refuses
+/// (the lease was lost) or that fails retriably is a warning: the message
+/// comes back to the group, it is not ours to settle.
+async fn settle(delivery: &GroupDelivery, verdict: Verdict) -> Result<(), Failure> {
+    let settled = match verdict {
+        Verdict::Ack => delivery.ack().await,
+        Verdict::Nack => delivery.nack(None).await,
+        Verdict::Reject(reason) => delivery.reject(reason).await,
+    };
+    settle_result(delivery, settled)
 }
