@@ -24,7 +24,7 @@ use super::failure::{client_failure, connect, explain};
 use super::output::{Out, record_human, record_json_map};
 
 /// Most messages received at once.
-const BATCH: u64 = 100;
+const BATCH: u64 = 1000;
 
 #[derive(Debug, Args)]
 pub(crate) struct ConsumeArgs {
@@ -123,19 +123,20 @@ fn consumer_name() -> String {
 
 /// Prints and acks the group's messages, a batch at a time: each batch is
 /// printed and flushed, then acked with one Settle request (never acked
-/// unseen, and one round trip per batch rather than per message).
+/// unseen, and one round trip per batch rather than per message). The ack
+/// of a batch overlaps the receive of the next one; at most one ack is in
+/// flight, and the last is waited for before returning.
 async fn consume(
     consumer: &mut Consumer,
     args: &ConsumeArgs,
     out: &mut Out,
 ) -> Result<(), Failure> {
     let mut left = args.max.unwrap_or(u64::MAX);
+    let mut acking: Option<tokio::task::JoinHandle<Result<(), Failure>>> = None;
     while left > 0 {
         let want = left.min(BATCH);
         consumer.set_max_messages(want as u32);
-        let wait = args
-            .wait_ms
-            .map_or(Duration::from_secs(1), Duration::from_millis);
+        let wait = args.wait_ms.map_or(Duration::from_secs(1), Duration::from_millis);
         let batch = consumer
             .next_batch_within(want as usize, wait)
             .await
@@ -149,7 +150,7 @@ async fn consume(
             })?;
         if batch.is_empty() {
             if args.wait_ms.is_some() {
-                return Ok(());
+                break;
             }
             continue;
         }
@@ -157,12 +158,25 @@ async fn consume(
             print(out, delivery, args.json)?;
         }
         out.flush()?;
-        if !args.no_ack {
-            ack_batch(&batch).await?;
-        }
         left -= batch.len() as u64;
+        if !args.no_ack {
+            acked(acking.take()).await?;
+            acking = Some(tokio::spawn(async move { ack_batch(&batch).await }));
+        }
     }
-    Ok(())
+    acked(acking).await
+}
+
+/// Waits for the ack in flight, if any, and passes on its failure.
+async fn acked(
+    acking: Option<tokio::task::JoinHandle<Result<(), Failure>>>,
+) -> Result<(), Failure> {
+    match acking {
+        Some(task) => task
+            .await
+            .map_err(|err| anyhow::anyhow!("acking a batch failed: {err}"))?,
+        None => Ok(()),
+    }
 }
 
 /// Acks a printed batch in one request. A message whose ack the broker
