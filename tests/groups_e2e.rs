@@ -325,3 +325,49 @@ fn a_graceful_stop_keeps_every_ack_and_closes_the_journals_cleanly() {
         assert!(again.is_empty(), "acked messages came back: {again:?}");
     });
 }
+
+#[test]
+fn a_disconnect_with_a_long_poll_pending_leases_nothing_to_the_gone_consumer() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(&tmp.path().join("data"), &[]);
+    let rt = runtime();
+    let mut admin = rt.block_on(async {
+        let mut admin = RawClient::connect(broker.addr).await;
+        admin.create_topic("jobs", 1).await;
+        let create = CreateGroupRequest {
+            topic: "jobs".into(),
+            group: "workers".into(),
+            settings: settings(),
+        };
+        admin.ok(create.into()).await;
+        let mut gone = RawClient::connect(broker.addr).await;
+        let id = gone.join_group("jobs", "workers", "gone").await;
+        let poll = ReceiveRequest {
+            topic: "jobs".into(),
+            group: "workers".into(),
+            consumer_id: id,
+            max_messages: 10,
+            max_wait_ms: 30_000,
+        };
+        gone.send(poll.into()).await;
+        // The consumer goes away with its long-poll pending.
+        drop(gone);
+        admin
+    });
+    // Its connection ends at once (not when the long-poll would have).
+    let connections = "pigeon_connections";
+    pigeon_suite::wait_until(Duration::from_secs(10), "the gone connection to close", || {
+        pigeon_suite::metric(broker.http, connections) == 1.0
+    });
+    rt.block_on(async {
+        admin.produce("jobs", 0, &[b"job"]).await;
+        let mut worker = RawClient::connect(broker.addr).await;
+        let id = worker.join_group("jobs", "workers", "worker").await;
+        let got = worker.receive("jobs", "workers", id, 10, 10_000).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].attempt, 1,
+            "the message was never leased to the consumer that went away"
+        );
+    });
+}

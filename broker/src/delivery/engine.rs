@@ -297,7 +297,9 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         reply: oneshot::Sender<Vec<GroupDelivery>>,
     ) {
         let got = self.take(consumer, max, max_bytes);
-        if got.is_empty() && !wait.is_zero() {
+        // A consumer that left (its connection went away) is not waited for.
+        let member = self.consumers.contains_key(&consumer);
+        if got.is_empty() && !wait.is_zero() && member {
             self.waiting.push(Waiting {
                 consumer,
                 max,

@@ -352,10 +352,16 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
         });
     }
 
-    /// Lets the requests already accepted finish and their responses go
-    /// out; then the connection's consumers leave (their leases return at
-    /// once) and the writer drains.
+    /// Ends the connection. When the client went away (or is closed for
+    /// misbehaving), its consumers leave first: their leases return at
+    /// once and their pending long-polls end, so nothing more is leased to
+    /// a member nobody will hear from. At a broker shutdown, the requests
+    /// already accepted finish and are answered first (acks just before
+    /// the stop count), then the consumers leave. Then the writer drains.
     async fn close(self) {
+        if !self.broker.shutdown.is_cancelled() {
+            self.broker.leave_all(&self.context.owner).await;
+        }
         let _ = self.in_flight.acquire_many(self.max_in_flight as u32).await;
         self.broker.leave_all(&self.context.owner).await;
         drop(self.responses);
