@@ -356,9 +356,11 @@ fn a_disconnect_with_a_long_poll_pending_leases_nothing_to_the_gone_consumer() {
     });
     // Its connection ends at once (not when the long-poll would have).
     let connections = "pigeon_connections";
-    pigeon_suite::wait_until(Duration::from_secs(10), "the gone connection to close", || {
-        pigeon_suite::metric(broker.http, connections) == 1.0
-    });
+    pigeon_suite::wait_until(
+        Duration::from_secs(10),
+        "the gone connection to close",
+        || pigeon_suite::metric(broker.http, connections) == 1.0,
+    );
     rt.block_on(async {
         admin.produce("jobs", 0, &[b"job"]).await;
         let mut worker = RawClient::connect(broker.addr).await;

@@ -28,7 +28,7 @@ use super::dead_letter;
 pub use super::dead_letter::DeadLetterSink;
 use super::handle::Command;
 pub use super::handle::{
-    GroupDelivery, GroupHandle, OffsetReport, PartitionFigures, SeekTo, Settle, Stopped,
+    GroupDelivery, GroupError, GroupHandle, OffsetReport, PartitionFigures, SeekTo, Settle, Stopped,
 };
 use super::journal_writer::JournalWriter;
 use super::partition::{ConsumerId, DeadLetter, OffsetState, PartitionDelivery, SettleError};
@@ -56,7 +56,7 @@ struct Waiting {
     max: usize,
     max_bytes: usize,
     until: Instant,
-    reply: oneshot::Sender<Vec<GroupDelivery>>,
+    reply: oneshot::Sender<Result<Vec<GroupDelivery>, GroupError>>,
 }
 
 struct Engine<S: SourceReader, D: DeadLetterSink> {
@@ -148,7 +148,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                 }
                 () = notified(appended.as_deref()) => {
                     self.serve_waiting();
-                    self.journal();
+                    self.journal().await;
                     continue;
                 }
             };
@@ -160,7 +160,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             }
             self.handle(command).await;
             self.serve_waiting();
-            self.journal();
+            self.journal().await;
         }
     }
 
@@ -208,7 +208,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         }
         self.dead_letter(dead).await;
         self.serve_waiting();
-        self.journal();
+        self.journal().await;
     }
 
     /// Serves one request: each has its own method.
@@ -294,8 +294,12 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         max: usize,
         max_bytes: usize,
         wait: Duration,
-        reply: oneshot::Sender<Vec<GroupDelivery>>,
+        reply: oneshot::Sender<Result<Vec<GroupDelivery>, GroupError>>,
     ) {
+        if let Some(cause) = self.journal.failure() {
+            let _ = reply.send(Err(GroupError::NotDurable(cause)));
+            return;
+        }
         let got = self.take(consumer, max, max_bytes);
         // A consumer that left (its connection went away) is not waited for.
         let member = self.consumers.contains_key(&consumer);
@@ -308,7 +312,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                 reply,
             });
         } else {
-            let _ = reply.send(got);
+            let _ = reply.send(Ok(got));
         }
     }
 
@@ -318,8 +322,12 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         &mut self,
         consumer: ConsumerId,
         items: Vec<(u32, u64, u32, Settle)>,
-        reply: oneshot::Sender<Vec<Result<(), SettleError>>>,
+        reply: oneshot::Sender<Result<Vec<Result<(), SettleError>>, GroupError>>,
     ) {
+        if let Some(cause) = self.journal.failure() {
+            let _ = reply.send(Err(GroupError::NotDurable(cause)));
+            return;
+        }
         let now = self.clock.now_ms();
         let mut results = Vec::with_capacity(items.len());
         let mut dead = Vec::new();
@@ -328,7 +336,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             let result = self.settle_one(consumer, item, now);
             results.push(result.map(|d| dead.extend(d.map(|d| (partition, d)))));
         }
-        let _ = reply.send(results);
+        let _ = reply.send(Ok(results));
         self.dead_letter(dead).await;
     }
 
@@ -459,7 +467,8 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     /// read before they are leased, so a message that does not fit is
     /// never leased (no attempt is counted for it).
     fn take(&mut self, consumer: ConsumerId, max: usize, max_bytes: usize) -> Vec<GroupDelivery> {
-        if self.paused || !self.consumers.contains_key(&consumer) {
+        let durable = self.journal.failure().is_none();
+        if self.paused || !durable || !self.consumers.contains_key(&consumer) {
             return Vec::new();
         }
         let held: usize = self.states.iter().map(|s| s.in_flight_of(consumer)).sum();
@@ -544,7 +553,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         for w in waiting {
             let got = self.take(w.consumer, w.max, w.max_bytes);
             if !got.is_empty() || now >= w.until || w.reply.is_closed() {
-                let _ = w.reply.send(got);
+                let _ = w.reply.send(Ok(got));
             } else {
                 self.waiting.push(w);
             }
@@ -566,8 +575,8 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
 
     /// Hands the state changes to the journal writer, in order (not
     /// awaited: acks are persisted lazily, in group commits).
-    fn journal(&mut self) {
-        self.journal.hand_over(&mut self.states);
+    async fn journal(&mut self) {
+        self.journal.hand_over(&mut self.states).await;
     }
 
     /// Hands the state changes to the journal writer and waits until every
@@ -658,6 +667,87 @@ mod tests {
     use super::*;
     use crate::delivery::DeadLetterReason;
     use crate::delivery::test_support::{MemSink, MemSource, offsets, settings, start_engine};
+
+    /// Polls `group` with receives until `done` holds for the answer
+    /// (bounded: 20 s).
+    async fn receive_until(
+        group: &GroupHandle,
+        consumer: ConsumerId,
+        done: impl Fn(&Result<Vec<GroupDelivery>, GroupError>) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let answer = group.receive(consumer, 1, Duration::ZERO).await;
+            if done(&answer) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "still {answer:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_journal_write_refuses_receives_and_settles_until_it_is_durable_again() {
+        use crate::delivery::store::{GroupMeta, GroupStore};
+        use crate::io::{Fault, FaultPlan, FaultyFs, FileSystem, Op};
+        use crate::log::{LogConfig, SystemClock};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plan = FaultPlan::new();
+        let fs: Arc<dyn FileSystem> = Arc::new(FaultyFs::new(plan.clone()));
+        let settings = GroupSettings {
+            ack_timeout: Duration::from_secs(600),
+            ..settings()
+        };
+        let dir = tmp.path().join("t").join("g");
+        let meta = GroupMeta::new("t", "g", &settings, 1);
+        let clock = Arc::new(SystemClock);
+        let (store, states) = GroupStore::create(
+            fs.clone(),
+            &dir,
+            meta,
+            &[0],
+            LogConfig::default(),
+            clock.clone(),
+        )
+        .expect("create");
+        let (source, sink) = (MemSource::with(1, 10), Arc::new(MemSink::default()));
+        let group = start(settings, false, states, Some(store), source, sink);
+        let consumer = group.join("test").await.expect("join");
+        let got = group
+            .receive(consumer, 2, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(offsets(&got), vec![(0, 0, 1), (0, 1, 1)]);
+
+        // The disk fills up: the next journal append fails.
+        plan.inject(Op::Write, ".log", Fault::NoSpace, 0, None);
+        let acked = group.settle(consumer, vec![(0, 0, Settle::Ack)]).await;
+        assert!(
+            acked.expect("settle")[0].is_ok(),
+            "acks are persisted lazily"
+        );
+        receive_until(&group, consumer, |r| {
+            matches!(r, Err(GroupError::NotDurable(_)))
+        })
+        .await;
+        let refused = group.settle(consumer, vec![(0, 1, Settle::Ack)]).await;
+        assert!(
+            matches!(&refused, Err(GroupError::NotDurable(cause)) if cause.contains("journal")),
+            "{refused:?}"
+        );
+
+        // Space returns: the kept events are appended and service resumes.
+        plan.clear();
+        receive_until(&group, consumer, Result::is_ok).await;
+        group.stop().await;
+        let (_store, states) =
+            GroupStore::open(fs, &dir, &[0], LogConfig::default(), clock).expect("reopen");
+        assert_eq!(
+            states[0].state_of(0),
+            OffsetState::Settled,
+            "the ack whose append failed was appended once the disk had room"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_receive_leases_only_what_fits_its_byte_budget_and_at_least_one() {

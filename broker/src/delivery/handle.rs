@@ -89,12 +89,12 @@ pub(super) enum Command {
         max: usize,
         max_bytes: usize,
         wait: Duration,
-        reply: oneshot::Sender<Vec<GroupDelivery>>,
+        reply: oneshot::Sender<Result<Vec<GroupDelivery>, GroupError>>,
     },
     Settle {
         consumer: ConsumerId,
         items: Vec<(u32, u64, u32, Settle)>,
-        reply: oneshot::Sender<Vec<Result<(), SettleError>>>,
+        reply: oneshot::Sender<Result<Vec<Result<(), SettleError>>, GroupError>>,
     },
     Seek {
         partition: Option<u32>,
@@ -141,6 +141,26 @@ pub struct GroupHandle {
 #[error("the consumer group is shutting down")]
 pub struct Stopped;
 
+/// Why a group refused a receive or a settle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// The engine was stopped.
+    #[error("the consumer group is shutting down")]
+    Stopped,
+    /// The group's journal cannot be written: nothing is handed out or
+    /// settled until its state is durable again.
+    #[error(
+        "the consumer group's state cannot be made durable ({0}); it refuses receives and settles until its journal can be written again (free disk space, or restart the broker after a failed fsync)"
+    )]
+    NotDurable(String),
+}
+
+impl From<Stopped> for GroupError {
+    fn from(_: Stopped) -> GroupError {
+        GroupError::Stopped
+    }
+}
+
 impl GroupHandle {
     /// The handle of the engine reading `commands`.
     pub(super) fn new(commands: mpsc::Sender<Command>) -> GroupHandle {
@@ -177,7 +197,7 @@ impl GroupHandle {
         consumer: ConsumerId,
         max: usize,
         wait: Duration,
-    ) -> Result<Vec<GroupDelivery>, Stopped> {
+    ) -> Result<Vec<GroupDelivery>, GroupError> {
         self.receive_within(consumer, max, usize::MAX, wait).await
     }
 
@@ -191,7 +211,7 @@ impl GroupHandle {
         max: usize,
         max_bytes: usize,
         wait: Duration,
-    ) -> Result<Vec<GroupDelivery>, Stopped> {
+    ) -> Result<Vec<GroupDelivery>, GroupError> {
         self.ask(|reply| Command::Receive {
             consumer,
             max,
@@ -199,7 +219,7 @@ impl GroupHandle {
             wait,
             reply,
         })
-        .await
+        .await?
     }
 
     /// Acks, nacks, rejects or extends `(partition, offset, action)`,
@@ -209,7 +229,7 @@ impl GroupHandle {
         &self,
         consumer: ConsumerId,
         items: Vec<(u32, u64, Settle)>,
-    ) -> Result<Vec<Result<(), SettleError>>, Stopped> {
+    ) -> Result<Vec<Result<(), SettleError>>, GroupError> {
         let items = items.into_iter().map(|(p, o, a)| (p, o, 0, a)).collect();
         self.settle_attempts(consumer, items).await
     }
@@ -222,13 +242,13 @@ impl GroupHandle {
         &self,
         consumer: ConsumerId,
         items: Vec<(u32, u64, u32, Settle)>,
-    ) -> Result<Vec<Result<(), SettleError>>, Stopped> {
+    ) -> Result<Vec<Result<(), SettleError>>, GroupError> {
         self.ask(|reply| Command::Settle {
             consumer,
             items,
             reply,
         })
-        .await
+        .await?
     }
 
     /// Moves one partition (or all) to `target`; returns where each starts.

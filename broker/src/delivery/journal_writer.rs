@@ -15,9 +15,20 @@
 //!   events concurrently, so one partition's fsync does not hold up the
 //!   others', and acks reach the disk sooner.
 //! - **Barriers**: a barrier is answered once everything handed over before
-//!   it is appended (durable under the journal's fsync policy): `true`, or
-//!   `false` if an append of its round failed. A failed append is logged and
-//!   its events are not tried again.
+//!   it has been tried: `true` if all of it is appended (durable under the
+//!   journal's fsync policy), `false` if some of it is not.
+//! - **Fail-stop**: a failed append is neither logged and forgotten nor
+//!   skipped: its partition's events stay queued, ahead of any later ones,
+//!   and are tried again (after a backoff, 50 ms doubling to 5 s) until
+//!   they are appended. Meanwhile the writer reports the group as not
+//!   durable ([`JournalWriter::failure`]), and the engine refuses receives
+//!   and settles with that cause: nothing is handed out or acknowledged
+//!   that the journal cannot record. A journal that failed an fsync is
+//!   read-only until the broker restarts, so its group stays refused until
+//!   then and recovers from what is durable; a full disk clears once space
+//!   returns.
+//! - **Bounded**: the queue holds at most [`QUEUE_DEPTH`] hand-overs; an
+//!   engine that produces events faster than the journal takes them waits.
 //!
 //! ## Crash story
 //!
@@ -32,19 +43,32 @@
 //! The task ends when the engine, which holds the only sender, is dropped.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::journal::Event;
 use super::partition::PartitionDelivery;
 use crate::log::PartitionLog;
 
+/// Hand-overs the queue holds before the engine waits for room.
+pub(super) const QUEUE_DEPTH: usize = 1024;
+
+/// First wait before a failed append is tried again; doubles up to
+/// [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// Longest wait between two tries of a failed append.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
 /// What the journal writer is asked to do.
 enum Work {
     /// Append these events of a partition (after those sent before).
     Events(usize, Vec<Event>),
-    /// Answer once everything sent before is appended: `true`, or `false`
-    /// if an append failed.
+    /// Answer once everything sent before has been tried: `true` if it is
+    /// all appended.
     Barrier(oneshot::Sender<bool>),
 }
 
@@ -52,105 +76,162 @@ enum Work {
 pub(super) struct JournalWriter {
     /// `None`: no journal (an engine without storage, in tests); the events
     /// are taken and dropped.
-    work: Option<mpsc::UnboundedSender<Work>>,
+    work: Option<mpsc::Sender<Work>>,
+    /// Why the journal is behind (an append failed and is being retried);
+    /// `None` while everything handed over is appended or on its way.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl JournalWriter {
     /// Starts the journal writer of a group over its journals (indexed by
     /// partition).
     pub(super) fn spawn(journals: Vec<PartitionLog>) -> JournalWriter {
-        let (work, mut queue) = mpsc::unbounded_channel::<Work>();
-        tokio::spawn(async move {
-            while let Some(first) = queue.recv().await {
-                let (by_partition, barriers) = take_round(first, &mut queue);
-                let all_ok = append_round(&journals, by_partition).await;
-                for done in barriers {
-                    let _ = done.send(all_ok);
-                }
-            }
-        });
-        JournalWriter { work: Some(work) }
+        let (work, queue) = mpsc::channel::<Work>(QUEUE_DEPTH);
+        let failure = Arc::new(Mutex::new(None));
+        tokio::spawn(write_rounds(journals, queue, failure.clone()));
+        JournalWriter {
+            work: Some(work),
+            failure,
+        }
     }
 
     /// A writer without a journal: the events are taken and dropped, and
     /// every barrier passes at once (tests without storage).
     pub(super) fn discarding() -> JournalWriter {
-        JournalWriter { work: None }
+        JournalWriter {
+            work: None,
+            failure: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Why the group's state is not durable now, if it is not: an append
+    /// failed and its events wait to be tried again.
+    pub(super) fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
     }
 
     /// Hands the state changes of every partition to the writer, in order
-    /// (not awaited: acks are persisted lazily, in group commits).
-    pub(super) fn hand_over(&self, states: &mut [PartitionDelivery]) {
+    /// (not awaited: acks are persisted lazily, in group commits); waits
+    /// only for room in the queue.
+    pub(super) async fn hand_over(&self, states: &mut [PartitionDelivery]) {
         for (p, state) in states.iter_mut().enumerate() {
             let events = state.take_events();
             if let Some(work) = &self.work
                 && !events.is_empty()
             {
-                let _ = work.send(Work::Events(p, events));
+                let _ = work.send(Work::Events(p, events)).await;
             }
         }
     }
 
     /// Hands the state changes to the writer and waits until every change
-    /// made so far is appended (durable under the journal's fsync policy);
-    /// `false` if an append failed. `true` at once without a journal.
+    /// made so far has been tried: `true` if it is all appended (durable
+    /// under the journal's fsync policy). `true` at once without a journal.
     pub(super) async fn durable(&self, states: &mut [PartitionDelivery]) -> bool {
-        self.hand_over(states);
+        self.hand_over(states).await;
         let Some(work) = &self.work else {
             return true;
         };
         let (done, appended) = oneshot::channel();
-        if work.send(Work::Barrier(done)).is_err() {
+        if work.send(Work::Barrier(done)).await.is_err() {
             return false;
         }
         appended.await.unwrap_or(false)
     }
 }
 
-/// Everything queued, starting with `first`: each partition's events in the
-/// order they were sent, and the barriers to answer once they are appended.
+/// The writer task: takes rounds from `queue` and appends them; events of
+/// a failed append are kept, ahead of later ones, and tried again after a
+/// backoff while `failure` says why.
+async fn write_rounds(
+    journals: Vec<PartitionLog>,
+    mut queue: mpsc::Receiver<Work>,
+    failure: Arc<Mutex<Option<String>>>,
+) {
+    let mut pending: BTreeMap<usize, Vec<Event>> = BTreeMap::new();
+    let mut delay = FIRST_RETRY_DELAY;
+    loop {
+        let first = if pending.is_empty() {
+            match queue.recv().await {
+                Some(first) => Some(first),
+                None => return,
+            }
+        } else {
+            // Retry what failed after the backoff, with whatever came meanwhile.
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_RETRY_DELAY);
+            queue.try_recv().ok()
+        };
+        let barriers = take_round(first, &mut queue, &mut pending);
+        let failed = append_round(&journals, &mut pending).await;
+        if failed.is_none() {
+            delay = FIRST_RETRY_DELAY;
+        }
+        let all_ok = failed.is_none();
+        *failure.lock() = failed;
+        for done in barriers {
+            let _ = done.send(all_ok);
+        }
+        if queue.is_closed() && pending.is_empty() && queue.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Everything queued, starting with `first`, added to `pending` (each
+/// partition's events in the order they were sent, after those kept from a
+/// failed append); returns the barriers to answer once they are tried.
 fn take_round(
-    first: Work,
-    queue: &mut mpsc::UnboundedReceiver<Work>,
-) -> (BTreeMap<usize, Vec<Event>>, Vec<oneshot::Sender<bool>>) {
-    let mut by_partition: BTreeMap<usize, Vec<Event>> = BTreeMap::new();
+    first: Option<Work>,
+    queue: &mut mpsc::Receiver<Work>,
+    pending: &mut BTreeMap<usize, Vec<Event>>,
+) -> Vec<oneshot::Sender<bool>> {
     let mut barriers = Vec::new();
-    let mut work = Some(first);
+    let mut work = first;
     while let Some(next) = work {
         match next {
-            Work::Events(p, events) => by_partition.entry(p).or_default().extend(events),
+            Work::Events(p, events) => pending.entry(p).or_default().extend(events),
             Work::Barrier(done) => barriers.push(done),
         }
         work = queue.try_recv().ok();
     }
-    (by_partition, barriers)
+    barriers
 }
 
-/// Appends a round, one append per partition, the partitions concurrently;
-/// `true` if every append succeeded.
+/// Appends what is pending, one append per partition, the partitions
+/// concurrently; what was appended leaves `pending`. `None` if every
+/// append succeeded, else the first failure.
 async fn append_round(
     journals: &[PartitionLog],
-    by_partition: BTreeMap<usize, Vec<Event>>,
-) -> bool {
-    let appends = by_partition.into_iter().map(|(p, events)| {
+    pending: &mut BTreeMap<usize, Vec<Event>>,
+) -> Option<String> {
+    let round = std::mem::take(pending);
+    let appends = round.into_iter().map(|(p, events)| {
         let journal = journals.get(p);
         async move {
             let Some(journal) = journal else {
-                return true;
+                return (p, events, None);
             };
-            match super::store::append_to(journal, &events).await {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::error!(partition = p, error = %e, "writing the group journal failed");
-                    false
+            match super::store::append_counted(journal, &events).await {
+                Ok(_) => (p, events, None),
+                Err((appended, e)) => {
+                    let cause = format!("appending to the journal of partition {p}: {e}");
+                    tracing::error!(partition = p, error = %e, "writing the group journal failed; retrying, and refusing receives and settles meanwhile");
+                    // Only what was not appended is tried again.
+                    let rest = events.into_iter().skip(appended).collect();
+                    (p, rest, Some(cause))
                 }
             }
         }
     });
-    futures_util::future::join_all(appends)
-        .await
-        .into_iter()
-        .all(|ok| ok)
+    let mut first_failure = None;
+    for (p, events, failed) in futures_util::future::join_all(appends).await {
+        if let Some(cause) = failed {
+            pending.insert(p, events);
+            first_failure.get_or_insert(cause);
+        }
+    }
+    first_failure
 }
 
 #[cfg(test)]
@@ -183,7 +264,7 @@ mod tests {
         // partition 1: 3 leases. One event each.
         states[0].deliver(1, 5, 1_000, 5, &settings);
         states[1].deliver(1, 3, 1_000, 3, &settings);
-        writer.hand_over(&mut states);
+        writer.hand_over(&mut states).await;
         states[0].ack(1, 0).expect("ack");
         states[0].ack(1, 3).expect("ack");
         assert!(writer.durable(&mut states).await, "every append succeeded");

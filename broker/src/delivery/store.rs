@@ -287,7 +287,18 @@ impl GroupStore {
 /// Appends events to a journal, one record per event; returns the
 /// journal's end offset once they are durable.
 pub async fn append_to(journal: &PartitionLog, events: &[Event]) -> Result<u64, StoreError> {
+    append_counted(journal, events).await.map_err(|(_, e)| e)
+}
+
+/// Like [`append_to`]; a failure also says how many of `events` (a prefix,
+/// whole batches of them) were appended before it, so that a retry
+/// appends only the rest.
+pub async fn append_counted(
+    journal: &PartitionLog,
+    events: &[Event],
+) -> Result<u64, (usize, StoreError)> {
     let mut end = journal.reader().end_offset();
+    let mut appended = 0;
     for chunk in events.chunks(4096) {
         let mut builder = BatchBuilder::with_capacity(chunk.len() * 24);
         let mut buf = Vec::with_capacity(32);
@@ -297,8 +308,18 @@ pub async fn append_to(journal: &PartitionLog, events: &[Event]) -> Result<u64, 
             builder.push(None, &buf, &[]);
         }
         let batch = RecordBatch::validate(builder.build(ProducerStamp::NONE, 0), usize::MAX)
-            .map_err(|e| StoreError(format!("encoding journal events: {e}")))?;
-        end = journal.append(batch).await?.last_offset + 1;
+            .map_err(|e| {
+                (
+                    appended,
+                    StoreError(format!("encoding journal events: {e}")),
+                )
+            })?;
+        let info = journal
+            .append(batch)
+            .await
+            .map_err(|e| (appended, StoreError::from(e)))?;
+        end = info.last_offset + 1;
+        appended += chunk.len();
     }
     Ok(end)
 }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::Broker;
-use crate::delivery::engine::{GroupDelivery, GroupHandle, Settle};
+use crate::delivery::engine::{GroupDelivery, GroupError, GroupHandle, Settle};
 use crate::delivery::{ConsumerId, GroupSettings, SettleError};
 use crate::error::{BrokerError, ErrorKind};
 
@@ -212,7 +212,7 @@ impl Broker {
         let max = max.clamp(1, MAX_RECEIVE_MESSAGES);
         tokio::select! {
             got = entry.handle.receive_within(consumer, max, max_bytes, wait) => {
-                got.map_err(|_| BrokerError::group_stopped())
+                got.map_err(group_error)
             }
             _ = self.shutdown.cancelled() => Ok(Vec::new()),
         }
@@ -248,7 +248,7 @@ impl Broker {
             })
             .collect();
         let settled = entry.handle.settle_attempts(id, items).await;
-        let outcomes = settled.map_err(|_| BrokerError::group_stopped())?;
+        let outcomes = settled.map_err(group_error)?;
         let results = outcomes.into_iter().map(|outcome| {
             outcome.map_err(|e @ SettleError::LeaseLost { .. }| {
                 BrokerError::new(ErrorKind::LeaseLost, e.to_string())
@@ -288,6 +288,14 @@ impl Broker {
                 _ = self.shutdown.cancelled() => return,
             }
         }
+    }
+}
+
+/// A group's refusal of a receive or settle.
+fn group_error(e: GroupError) -> BrokerError {
+    match e {
+        GroupError::Stopped => BrokerError::group_stopped(),
+        GroupError::NotDurable(_) => BrokerError::new(ErrorKind::Storage, e.to_string()),
     }
 }
 

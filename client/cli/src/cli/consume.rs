@@ -136,7 +136,9 @@ async fn consume(
     while left > 0 {
         let want = left.min(BATCH);
         consumer.set_max_messages(want as u32);
-        let wait = args.wait_ms.map_or(Duration::from_secs(1), Duration::from_millis);
+        let wait = args
+            .wait_ms
+            .map_or(Duration::from_secs(1), Duration::from_millis);
         let batch = consumer
             .next_batch_within(want as usize, wait)
             .await
