@@ -82,6 +82,8 @@ struct Engine<S: SourceReader, D: DeadLetterSink> {
     appended: Option<Arc<tokio::sync::Notify>>,
     /// The engine's clock: follows tokio's (pausable) time.
     clock: TokioClock,
+    /// The last source offset that could not be read (logged once).
+    last_read_error: Option<(usize, u64)>,
 }
 
 /// Starts the engine of a group over `states` (recovered from its store;
@@ -124,6 +126,7 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
         rotate: 0,
         appended,
         clock,
+        last_read_error: None,
     };
     tokio::spawn(async move {
         // Dead letters left pending by a crash are written again (the sink
@@ -516,34 +519,58 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             .into_iter()
             .map(|r| (r.offset, r))
             .collect();
-        // How many of the candidates, in delivery order, fit the budget.
+        // How many of the candidates, in delivery order, were read and fit
+        // the budget.
         let mut fitting = 0;
+        let mut unread = None;
         for offset in &candidates {
-            let size = records.get(offset).map_or(0, delivery_size);
+            let Some(record) = records.get(offset) else {
+                unread = Some(*offset);
+                break;
+            };
+            let size = delivery_size(record);
             if size > *bytes_left && !(first && fitting == 0) {
                 break;
             }
             *bytes_left = bytes_left.saturating_sub(size);
             fitting += 1;
         }
+        if let Some(offset) = unread {
+            self.not_read(p, offset);
+        }
+        let state = &mut self.states[p];
         let leased = state.deliver(consumer, fitting, now, log_end, &self.settings);
         let mut out = Vec::with_capacity(leased.len());
         for d in leased {
-            match records.remove(&d.offset) {
-                Some(record) => out.push(GroupDelivery {
+            if let Some(record) = records.remove(&d.offset) {
+                out.push(GroupDelivery {
                     partition: p as u32,
                     record,
                     attempt: d.attempt,
                     lease_deadline_ms: d.deadline_ms,
-                }),
-                // Deleted by retention between the bounds and the read.
-                None => {
-                    let _ = state.ack(consumer, d.offset);
-                    state.removed_by_retention += 1;
-                }
+                });
             }
         }
         out
+    }
+
+    /// A candidate of partition `p` could not be read, so it was not
+    /// leased (nor anything after it this time). Below the log start it was
+    /// deleted by retention meanwhile: counted (journaled) as removed. Else
+    /// it is a read error, not retention: the message stays available and
+    /// the error is logged (once per offset), never counted as removed.
+    fn not_read(&mut self, p: usize, offset: u64) {
+        let (log_start, _) = self.source.bounds(p);
+        if offset < log_start {
+            self.states[p].apply_retention(log_start);
+        } else if self.last_read_error != Some((p, offset)) {
+            self.last_read_error = Some((p, offset));
+            tracing::error!(
+                partition = p,
+                offset,
+                "a message of the group's source cannot be read; it is not delivered (nor what follows it in this partition) until it can be"
+            );
+        }
     }
 
     /// Answers waiting receives that can now be served or have timed out.
@@ -746,6 +773,38 @@ mod tests {
             states[0].state_of(0),
             OffsetState::Settled,
             "the ack whose append failed was appended once the disk had room"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_that_cannot_be_read_is_not_counted_as_removed_by_retention() {
+        let (source, sink) = (MemSource::with(1, 3), Arc::new(MemSink::default()));
+        source.2.lock().insert((0, 1));
+        let group = start_engine(&source, &sink);
+        let consumer = group.join("test").await.expect("join");
+        let got = group
+            .receive(consumer, 10, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(
+            offsets(&got),
+            vec![(0, 0, 1)],
+            "nothing at or past the unreadable offset"
+        );
+        let (_, figures) = group.describe().await.expect("describe");
+        assert_eq!(
+            figures[0].removed_by_retention, 0,
+            "a read error is not retention"
+        );
+        source.2.lock().clear();
+        let rest = group
+            .receive(consumer, 10, Duration::ZERO)
+            .await
+            .expect("receive");
+        assert_eq!(
+            offsets(&rest),
+            vec![(0, 1, 1), (0, 2, 1)],
+            "delivered once readable, at their first attempt"
         );
     }
 

@@ -18,6 +18,8 @@ use super::{DeadLetter, DeadLetterReason, GroupSettings, PartitionDelivery};
 pub(super) struct MemSource(
     pub(super) Mutex<Vec<Vec<Record>>>,
     pub(super) Option<Vec<tokio::sync::watch::Sender<u64>>>,
+    /// `(partition, offset)`s whose reads fail (left out of `records`).
+    pub(super) Mutex<std::collections::HashSet<(usize, u64)>>,
 );
 
 impl MemSource {
@@ -35,7 +37,11 @@ impl MemSource {
                 .map(|_| tokio::sync::watch::channel(0).0)
                 .collect()
         });
-        let source = MemSource(Mutex::new(vec![Vec::new(); partitions]), ends);
+        let source = MemSource(
+            Mutex::new(vec![Vec::new(); partitions]),
+            ends,
+            Mutex::default(),
+        );
         for p in 0..partitions {
             for _ in 0..per_partition {
                 source.push(p, "m");
@@ -66,8 +72,10 @@ impl SourceReader for MemSource {
     }
     fn records(&self, partition: usize, offsets: &[u64]) -> Vec<Record> {
         let parts = self.0.lock();
+        let unreadable = self.2.lock();
         offsets
             .iter()
+            .filter(|o| !unreadable.contains(&(partition, **o)))
             .filter_map(|o| parts[partition].get(*o as usize).cloned())
             .collect()
     }
