@@ -531,6 +531,134 @@ fn failed_fsync_turns_the_log_read_only() {
     assert_values(&read_all(&log.reader(), 0), 0..3);
 }
 
+/// Appends one batch whose fdatasync fails: its bytes stay in the page cache
+/// (with a valid CRC) although the disk may never get them.
+fn fail_an_fsync(plan: &FaultPlan, log: &mut Log, batch: &RecordBatch) {
+    plan.inject(Op::Sync, ".log", Fault::Io, 0, Some(1));
+    log.append(batch).expect("staged");
+    let err = log.commit().expect_err("fsync fails");
+    assert!(matches!(err, LogError::ReadOnly { .. }), "{err}");
+}
+
+#[test]
+fn fsync_failure_then_restart_serves_nothing_past_the_synced_position() {
+    let plan = FaultPlan::new();
+    let fx = Fixture::with_fs(LogConfig::default(), Arc::new(FaultyFs::new(plan.clone())));
+    let mut log = fx.open();
+    append_n(&mut log, 0, 3);
+    fail_an_fsync(&plan, &mut log, &batch(&[b"never synced"]));
+    // A process restart, not a power cut: the page cache still holds the
+    // batch, and a new descriptor's fsync would "succeed".
+    drop(log);
+    let log = fx.open();
+    assert_eq!(
+        log.reader().end_offset(),
+        3,
+        "the batch whose fsync failed is not served after a restart"
+    );
+    assert_values(&read_all(&log.reader(), 0), 0..3);
+}
+
+#[test]
+fn fsync_failure_then_restart_does_not_answer_a_retry_as_duplicate() {
+    let plan = FaultPlan::new();
+    let fx = Fixture::with_fs(LogConfig::default(), Arc::new(FaultyFs::new(plan.clone())));
+    let mut log = fx.open();
+    append_idempotent(&mut log, 0, 2);
+    fail_an_fsync(&plan, &mut log, &idempotent_batch(&[&value(2)], 7, 0, 2));
+    drop(log);
+    let mut log = fx.open();
+    let retry = log
+        .append(&idempotent_batch(&[&value(2)], 7, 0, 2))
+        .expect("retry after restart");
+    assert!(
+        !retry.duplicate,
+        "a batch that was never durable is appended again, not acknowledged as a duplicate"
+    );
+    log.commit().expect("commit");
+    assert_eq!(retry.base_offset, 2);
+    assert_values(&read_all(&log.reader(), 0), 0..3);
+}
+
+#[test]
+fn fsync_failure_whose_cut_also_fails_is_fenced_by_the_checkpoint() {
+    let plan = FaultPlan::new();
+    let fx = Fixture::with_fs(LogConfig::default(), Arc::new(FaultyFs::new(plan.clone())));
+    let mut log = fx.open();
+    append_n(&mut log, 0, 3);
+    // The file cannot be cut back either: only the persisted marker is left
+    // to tell recovery where the durable data ends.
+    plan.inject(Op::SetLen, ".log", Fault::Io, 0, None);
+    fail_an_fsync(&plan, &mut log, &batch(&[b"never synced"]));
+    drop(log);
+    plan.clear();
+    let log = fx.open();
+    assert_eq!(log.reader().end_offset(), 3);
+    assert!(
+        log.recovery_report().truncated_bytes > 0,
+        "recovery cut the unsynced tail at the marker"
+    );
+    assert_values(&read_all(&log.reader(), 0), 0..3);
+    drop(log);
+    // The marker was consumed: a later restart keeps the log as it is.
+    let log = fx.open();
+    assert_values(&read_all(&log.reader(), 0), 0..3);
+}
+
+#[test]
+fn a_fence_is_replaced_before_the_first_append_after_the_restart() {
+    let plan = FaultPlan::new();
+    let fx = Fixture::with_fs(LogConfig::default(), Arc::new(FaultyFs::new(plan.clone())));
+    let mut log = fx.open();
+    append_n(&mut log, 0, 3);
+    plan.inject(Op::SetLen, ".log", Fault::Io, 0, None);
+    fail_an_fsync(&plan, &mut log, &batch(&[b"never synced"]));
+    drop(log);
+    plan.clear();
+    // The restart honours the fence but cannot replace it yet.
+    plan.inject(Op::Open, "checkpoint.tmp", Fault::NoSpace, 0, None);
+    let mut log = fx.open();
+    assert_values(&read_all(&log.reader(), 0), 0..3);
+    let err = log
+        .append(&batch(&[&value(3)]))
+        .expect_err("an append while the fence stands would be cut at the next start");
+    assert!(matches!(err, LogError::DiskFull { .. }), "{err}");
+    assert!(err.to_string().contains("fence"), "{err}");
+    plan.clear();
+    append_n(&mut log, 3, 2);
+    drop(log); // crash
+    let log = fx.open();
+    assert_values(&read_all(&log.reader(), 0), 0..5);
+}
+
+#[test]
+fn fsync_failure_under_the_interval_policy_takes_back_unsynced_appends() {
+    let plan = FaultPlan::new();
+    let config = LogConfig {
+        fsync: FsyncPolicy::Interval(std::time::Duration::from_secs(3600)),
+        ..LogConfig::default()
+    };
+    let fx = Fixture::with_fs(config, Arc::new(FaultyFs::new(plan.clone())));
+    let mut log = fx.open();
+    append_n(&mut log, 0, 3);
+    log.sync().expect("sync");
+    append_n(&mut log, 3, 2);
+    assert_eq!(log.reader().end_offset(), 5, "visible before any sync");
+    plan.inject(Op::Sync, ".log", Fault::Io, 0, Some(1));
+    let err = log.sync().expect_err("fsync fails");
+    assert!(matches!(err, LogError::ReadOnly { .. }), "{err}");
+    assert_eq!(
+        log.reader().end_offset(),
+        3,
+        "readers no longer see what may never reach the disk"
+    );
+    assert_values(&read_all(&log.reader(), 0), 0..3);
+    assert_eq!(log.sync_due_at(), None, "no timed sync keeps failing");
+    drop(log);
+    let log = fx.open();
+    assert_values(&read_all(&log.reader(), 0), 0..3);
+}
+
 #[test]
 fn disk_full_on_append_fails_cleanly_and_service_resumes() {
     let plan = FaultPlan::new();

@@ -15,6 +15,21 @@
 //!    new batches. If it fails the log turns read-only: the kernel may have
 //!    dropped the dirty pages, so retrying would pretend.
 //!
+//! ## A failed fdatasync ("fsyncgate")
+//!
+//! After a failed writeback Linux may mark the dirty pages clean: they stay
+//! readable from the page cache, a later fsync (even through a new
+//! descriptor, after a restart) succeeds, and the bytes are gone once the
+//! pages are evicted or the power goes. So when an `fdatasync` of the active
+//! segment fails, the log goes back to the last position a completed sync
+//! covered: readers, index entries and the cursor forget what followed, the
+//! file is cut there (which drops those pages), and a fence checkpoint
+//! records the position (see [`super::checkpoint`]); recovery cuts at a
+//! fence even when the cut failed. The log then refuses writes until a
+//! restart. Under `fsync=always` nothing past that position was
+//! acknowledged; under `interval`/`never` the appends acknowledged since the
+//! last sync are dropped, as a power cut would drop them.
+//!
 //! A crash before 3 leaves a tail that recovery validates batch by batch and
 //! cuts at the first torn or corrupt one.
 //!
@@ -106,6 +121,26 @@ pub(crate) struct Cursor {
     pub last_batch_relative: Option<u32>,
 }
 
+/// The writer's state where the last completed fdatasync ended, to go back
+/// to when a later one fails.
+#[derive(Debug, Clone, Copy)]
+struct SyncedPoint {
+    cursor: Cursor,
+    /// Entries of the active segment's offset and time indexes then.
+    index_len: usize,
+    time_index_len: usize,
+}
+
+impl SyncedPoint {
+    fn of(active: &Active) -> SyncedPoint {
+        SyncedPoint {
+            cursor: active.cursor,
+            index_len: active.segment.index.0.len(),
+            time_index_len: active.segment.time_index.0.len(),
+        }
+    }
+}
+
 /// The active segment and the writer's position in it.
 #[derive(Debug)]
 pub(crate) struct Active {
@@ -140,6 +175,11 @@ pub struct Log {
     staged_lost: Option<LogError>,
     /// Set after a failed fsync: the log refuses writes.
     read_only: Option<String>,
+    /// The writer's state at `active.synced_pos`.
+    synced: SyncedPoint,
+    /// The checkpoint on disk is a fence (see [`super::checkpoint`]); it
+    /// must be replaced before any append, or the next start would cut it.
+    pub(crate) fence_pending: bool,
     /// When the oldest write not yet synced happened (interval policy).
     unsynced_since: Option<Instant>,
     /// What opening the log had to do.
@@ -171,17 +211,19 @@ impl Log {
             fs,
             clock,
             shared,
-            active,
             staged: Vec::new(),
             staged_from: None,
             pending_entries: Vec::new(),
             staged_lost: None,
             read_only: None,
+            synced: SyncedPoint::of(&active),
+            fence_pending: false,
             unsynced_since: None,
             recovery: RecoveryReport::default(),
             producers: ProducerTable::new(),
             epochs: None,
             staged_producers: Vec::new(),
+            active,
         }
     }
 
@@ -446,31 +488,107 @@ impl Log {
         self.check_writable()?;
         self.flush_writes()?;
         if self.active.synced_pos < self.active.write_pos {
-            let segment = self.active.segment.clone();
-            if let Err(e) = segment.log.sync_data() {
-                return Err(self.turn_read_only(&segment, e));
+            if let Err(e) = self.active.segment.log.sync_data() {
+                return Err(self.fsync_failed(e));
             }
             self.active.synced_pos = self.active.write_pos;
         }
+        self.synced = SyncedPoint::of(&self.active);
         self.unsynced_since = None;
         self.publish();
         self.checkpoint_if_due()
     }
 
-    fn turn_read_only(&mut self, segment: &Segment, e: std::io::Error) -> LogError {
-        let cause = format!("fdatasync of {} failed: {e}", segment.log_path.display());
-        tracing::error!(%cause, "partition turns read-only");
+    /// Turns the log read-only for `cause` (which completes "partition
+    /// refuses writes since …").
+    fn refuse_writes(&mut self, cause: String) -> LogError {
+        tracing::error!(dir = %self.dir.display(), %cause, "partition turns read-only");
         self.read_only = Some(cause.clone());
         LogError::ReadOnly { cause }
     }
 
-    fn check_writable(&self) -> LogResult<()> {
-        match &self.read_only {
-            Some(cause) => Err(LogError::ReadOnly {
-                cause: cause.clone(),
-            }),
-            None => Ok(()),
+    /// After a failed fdatasync of the active segment (see the module doc):
+    /// read-only, back to the last synced position, file cut there, fence
+    /// checkpoint written.
+    fn fsync_failed(&mut self, e: std::io::Error) -> LogError {
+        let segment = self.active.segment.clone();
+        let error = self.refuse_writes(format!(
+            "an fsync failed (fdatasync of {}: {e})",
+            segment.log_path.display()
+        ));
+        let synced = self.synced;
+        let position = self.active.synced_pos;
+        let max_timestamp = if position == 0 {
+            i64::MIN
+        } else {
+            synced.cursor.max_timestamp
+        };
+        if segment.size() > position {
+            // Published without a sync (interval and never policies).
+            retract(&segment, position, synced.cursor.next_offset, max_timestamp);
         }
+        segment.index.0.truncate(synced.index_len);
+        segment.time_index.0.truncate(synced.time_index_len);
+        self.active.write_pos = position;
+        self.active.cursor = synced.cursor;
+        self.unsynced_since = None;
+        let cut = segment.log.set_len(position);
+        if let Err(e) = segment
+            .index
+            .0
+            .flush()
+            .and_then(|()| segment.time_index.0.flush())
+        {
+            tracing::warn!(segment = %segment.log_path.display(), error = %e, "could not flush the indexes before writing the fence");
+        }
+        let fence = Checkpoint {
+            clean: false,
+            fence: true,
+            segment_base: segment.base_offset,
+            position,
+            next_offset: synced.cursor.next_offset,
+            max_timestamp: synced.cursor.max_timestamp,
+        };
+        let fenced = fence.write(self.fs.as_ref(), &self.dir);
+        let shown = segment.log_path.display();
+        match (cut, fenced) {
+            (Ok(()), Ok(())) => {
+                tracing::warn!(segment = %shown, position, "cut the segment back to its last synced position and fenced it")
+            }
+            (Err(e), Ok(())) => {
+                tracing::warn!(segment = %shown, position, error = %e, "could not cut the segment back to its last synced position; the fence makes recovery cut it")
+            }
+            (Ok(()), Err(e)) => {
+                tracing::warn!(segment = %shown, position, error = %e, "could not write the fence; the segment was cut back to its last synced position")
+            }
+            (Err(cut), Err(fence)) => tracing::error!(
+                segment = %shown, position, cut_error = %cut, fence_error = %fence,
+                "could neither cut the segment back to its last synced position nor record it: before restarting the broker, cut the file to that many bytes (or drop the page cache, or reboot), or a restart may serve bytes that never reached the disk"
+            ),
+        }
+        error
+    }
+
+    /// Refuses writes after a failure; replaces a fence left by the last
+    /// run before the first append.
+    fn check_writable(&mut self) -> LogResult<()> {
+        if let Some(cause) = &self.read_only {
+            return Err(LogError::ReadOnly {
+                cause: cause.clone(),
+            });
+        }
+        if self.fence_pending {
+            self.try_write_checkpoint(false).map_err(|e| {
+                LogError::io(
+                    format!(
+                        "replacing the fence checkpoint of {} (left by a failed fsync) before the first append",
+                        self.dir.display()
+                    ),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Makes written batches visible to readers.
@@ -503,36 +621,41 @@ impl Log {
     /// Records the durable point. Needs `synced_pos == write_pos`. A failure
     /// only costs a longer scan after a crash, so it is logged, not raised.
     pub(crate) fn write_checkpoint(&mut self, clean: bool) {
+        if let Err(e) = self.try_write_checkpoint(clean) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the recovery checkpoint (and producer snapshot)");
+        }
+    }
+
+    /// [`write_checkpoint`](Self::write_checkpoint), returning the failure.
+    /// Refused once the log is read-only: its in-memory state (producers)
+    /// may hold batches that are not durable, and the fence must stay.
+    fn try_write_checkpoint(&mut self, clean: bool) -> std::io::Result<()> {
+        if let Some(cause) = &self.read_only {
+            return Err(std::io::Error::other(format!(
+                "no checkpoint is written once the partition refuses writes since {cause}"
+            )));
+        }
         // The producer snapshot goes first: recovery relies on a snapshot
         // at or after the checkpoint's offset.
         self.producers
             .expire(self.clock.now_ms(), self.config.producer_expiry_ms);
         let snapshot = self.producers.encode(self.active.cursor.next_offset);
-        if let Err(e) = write_atomically(self.fs.as_ref(), &self.dir.join(SNAPSHOT_FILE), &snapshot)
-        {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the producer snapshot; checkpoint skipped");
-            return;
-        }
+        write_atomically(self.fs.as_ref(), &self.dir.join(SNAPSHOT_FILE), &snapshot)?;
         let a = &self.active;
-        let flushed = a
-            .segment
-            .index
-            .0
-            .flush()
-            .and_then(|()| a.segment.time_index.0.flush());
+        a.segment.index.0.flush()?;
+        a.segment.time_index.0.flush()?;
         let checkpoint = Checkpoint {
             clean,
+            fence: false,
             segment_base: a.segment.base_offset,
             position: a.synced_pos,
             next_offset: a.cursor.next_offset,
             max_timestamp: a.cursor.max_timestamp,
         };
-        match flushed.and_then(|()| checkpoint.write(self.fs.as_ref(), &self.dir)) {
-            Ok(()) => self.active.checkpoint_pos = checkpoint.position,
-            Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the recovery checkpoint")
-            }
-        }
+        checkpoint.write(self.fs.as_ref(), &self.dir)?;
+        self.active.checkpoint_pos = checkpoint.position;
+        self.fence_pending = false;
+        Ok(())
     }
 
     fn should_roll(&self, len: u64, count: u32) -> bool {
@@ -598,6 +721,7 @@ impl Log {
             checkpoint_pos: 0,
             cursor,
         };
+        self.synced = SyncedPoint::of(&self.active);
         self.write_checkpoint(false);
         self.enforce_retention()?;
         Ok(())
@@ -712,6 +836,17 @@ pub(crate) fn index_entry(
     cursor.bytes_since_index += len;
     cursor.last_batch_relative = Some(relative_offset);
     entry
+}
+
+/// Moves what readers may see of `segment` back to `size` bytes and offsets
+/// below `next_offset`; the offsets first, so that a reader does not look
+/// for a batch past the size.
+fn retract(segment: &Segment, size: u64, next_offset: u64, max_timestamp: i64) {
+    segment.next_offset.store(next_offset, Ordering::Release);
+    segment.size.store(size, Ordering::Release);
+    segment
+        .max_timestamp
+        .store(max_timestamp, Ordering::Release);
 }
 
 /// Pushes an entry straight into a segment's indexes (recovery: no readers yet).
