@@ -35,12 +35,15 @@
 //!
 //! ## Roll
 //!
-//! Flush and sync the active segment, seal its indexes (final time entry,
-//! flush, truncate to exact size, sync), create the next segment's three
-//! files, sync the directory, then write a checkpoint pointing at the new
-//! segment. A crash anywhere in between leaves either the old checkpoint
-//! (recovery scans the old segment's tail and the new, empty segment) or the
-//! new one.
+//! Flush and sync the active segment, seal its indexes (mark the segment
+//! sealed so it takes no more appends, final time entry, flush, truncate to
+//! exact size, sync), create the next segment's three files, sync the
+//! directory, then write a checkpoint pointing at the new segment. A crash
+//! anywhere in between leaves either the old checkpoint (recovery scans the
+//! old segment's tail and the new, empty segment) or the new one. A failed
+//! seal turns the log read-only (appending over an index file cut to size
+//! would write through the map past its end); a failed create leaves the
+//! old segment sealed, and the next append retries the roll.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -728,15 +731,24 @@ impl Log {
     }
 
     /// Final time entry, flush, truncate and sync both indexes; idempotent.
+    ///
+    /// The segment is marked sealed first, so it takes no appends from
+    /// before its index files are cut to their entries: a later entry
+    /// pushed through the map past the cut end of the file would fault,
+    /// and one past the final time entry would break its order. If the
+    /// seal fails half-way (say the index's fsync after the cut), the log
+    /// turns read-only: the index files on disk are in an unknown state,
+    /// and a restart rebuilds them from the log.
     fn seal(&mut self, segment: &Segment) -> LogResult<()> {
         if segment.sealed.load(Ordering::Acquire) {
             return Ok(());
         }
+        segment.sealed.store(true, Ordering::Release);
         let cursor = &self.active.cursor;
         segment.push_final_time_entry(cursor.max_timestamp, cursor.last_batch_relative);
-        segment.seal_indexes()?;
-        segment.sealed.store(true, Ordering::Release);
-        Ok(())
+        segment
+            .seal_indexes()
+            .map_err(|e| self.refuse_writes(format!("sealing a segment failed ({e})")))
     }
 
     /// Deletes whole sealed segments past retention; returns how many.
