@@ -33,6 +33,21 @@
 //! A crash before 3 leaves a tail that recovery validates batch by batch and
 //! cuts at the first torn or corrupt one.
 //!
+//! ## What each append's answer says
+//!
+//! A commit group can be written in several pieces (the staging buffer is
+//! written out whenever it passes [`STAGE_LIMIT`], and a roll syncs what
+//! came before it), so one piece can fail while others are stored. Each
+//! staged append gets a ticket ([`Tracked`]); [`Log::commit_tracked`]
+//! settles every ticket on its own ([`Committed::result`]): lost by a
+//! failed write (its offsets are reused), or stored and as durable as the
+//! policy promises, or not durable because the log turned read-only. A
+//! retry of an idempotent batch staged in the same group shares its
+//! original's ticket. A failed write in the last piece does not keep the
+//! pieces written before it from being synced and acknowledged.
+//! [`Log::append`] and [`Log::commit`] are the same without tickets:
+//! `commit` fails if any append since the last commit was lost.
+//!
 //! ## Roll
 //!
 //! Flush and sync the active segment, seal its indexes (mark the segment
@@ -99,6 +114,57 @@ pub struct AppendInfo {
     pub duplicate: bool,
 }
 
+/// A staged append, until [`Log::commit_tracked`] settles it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tracked {
+    /// Where the batch goes (or, for a retry, where its original went).
+    pub info: AppendInfo,
+    /// Whose fate the append shares; `None` for a retry of a batch already
+    /// committed (nothing new to settle).
+    ticket: Option<u64>,
+}
+
+/// How the appends since the last commit were settled.
+#[derive(Debug, Clone)]
+pub(crate) struct Committed {
+    /// Tickets lost by a failed write, with its error.
+    lost: Vec<(std::ops::Range<u64>, LogError)>,
+    /// Tickets below this (and not lost) are stored and as durable as the
+    /// policy promises.
+    durable_below: u64,
+    /// Why the commit failed, if it did.
+    error: Option<LogError>,
+}
+
+impl Committed {
+    /// What happened to one staged append.
+    pub fn result(&self, tracked: &Tracked) -> LogResult<()> {
+        let Some(ticket) = tracked.ticket else {
+            return Ok(());
+        };
+        if let Some((_, error)) = self.lost.iter().find(|(r, _)| r.contains(&ticket)) {
+            return Err(error.clone());
+        }
+        if ticket < self.durable_below {
+            return Ok(());
+        }
+        Err(self.error.clone().unwrap_or_else(|| {
+            LogError::io(
+                "committing an append",
+                std::io::Error::other("the append was neither stored nor failed (a bug)"),
+            )
+        }))
+    }
+
+    /// The first failure, if any append was lost or the commit failed.
+    fn first_error(&self) -> Option<LogError> {
+        self.lost
+            .first()
+            .map(|(_, e)| e.clone())
+            .or_else(|| self.error.clone())
+    }
+}
+
 /// Index entries of staged batches, pushed once their bytes are written.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PendingEntry {
@@ -132,14 +198,17 @@ struct SyncedPoint {
     /// Entries of the active segment's offset and time indexes then.
     index_len: usize,
     time_index_len: usize,
+    /// Appends with a ticket below this were synced.
+    ticket: u64,
 }
 
 impl SyncedPoint {
-    fn of(active: &Active) -> SyncedPoint {
+    fn of(active: &Active, ticket: u64) -> SyncedPoint {
         SyncedPoint {
             cursor: active.cursor,
             index_len: active.segment.index.0.len(),
             time_index_len: active.segment.time_index.0.len(),
+            ticket,
         }
     }
 }
@@ -173,9 +242,18 @@ pub struct Log {
     /// Cursor before the first staged batch, to roll back a failed write.
     staged_from: Option<Cursor>,
     pending_entries: Vec<PendingEntry>,
-    /// Set when staged batches were lost by a failed write: the next commit
-    /// fails for every append of the group.
-    staged_lost: Option<LogError>,
+    /// Ticket of the next staged append.
+    next_ticket: u64,
+    /// Ticket of the first append in `staged`.
+    staged_first_ticket: u64,
+    /// Appends since the last commit: `(base offset, ticket)`, so that a
+    /// retry in the same group shares its original's ticket.
+    unsettled: Vec<(u64, u64)>,
+    /// Tickets lost by failed writes since the last commit.
+    lost: Vec<(std::ops::Range<u64>, LogError)>,
+    /// Tickets below this are written and as durable as the policy promises
+    /// (under `fsync=always`: synced).
+    durable_below: u64,
     /// Set after a failed fsync: the log refuses writes.
     read_only: Option<String>,
     /// The writer's state at `active.synced_pos`.
@@ -217,9 +295,13 @@ impl Log {
             staged: Vec::new(),
             staged_from: None,
             pending_entries: Vec::new(),
-            staged_lost: None,
+            next_ticket: 0,
+            staged_first_ticket: 0,
+            unsettled: Vec::new(),
+            lost: Vec::new(),
+            durable_below: 0,
             read_only: None,
-            synced: SyncedPoint::of(&active),
+            synced: SyncedPoint::of(&active, 0),
             fence_pending: false,
             unsynced_since: None,
             recovery: RecoveryReport::default(),
@@ -279,11 +361,24 @@ impl Log {
     /// Appends a validated batch: stages it, restamped with its offset and
     /// the append time. It is durable and visible only after [`Log::commit`].
     pub fn append(&mut self, batch: &RecordBatch) -> LogResult<AppendInfo> {
+        self.append_tracked(batch).map(|tracked| tracked.info)
+    }
+
+    /// [`append`](Self::append), with the ticket that
+    /// [`commit_tracked`](Self::commit_tracked) settles.
+    pub(crate) fn append_tracked(&mut self, batch: &RecordBatch) -> LogResult<Tracked> {
         self.check_writable()?;
         self.check_limits(batch)?;
         let header = *batch.header();
-        if let Some(original) = self.duplicate_of(&header)? {
-            return Ok(original);
+        if let Some(info) = self.duplicate_of(&header)? {
+            // Staged in this group: it shares the original's fate.
+            let ticket = self
+                .unsettled
+                .iter()
+                .rev()
+                .find(|(base, _)| *base == info.base_offset)
+                .map(|(_, ticket)| *ticket);
+            return Ok(Tracked { info, ticket });
         }
         let len = batch.bytes().len();
         let count = header.record_count;
@@ -297,12 +392,19 @@ impl Log {
         if header.producer.is_idempotent() {
             self.stage_producer(&header, base_offset, timestamp);
         }
-        Ok(AppendInfo {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.unsettled.push((base_offset, ticket));
+        let info = AppendInfo {
             base_offset,
             last_offset: base_offset + u64::from(count) - 1,
             timestamp,
             log_start_offset: self.reader().start_offset(),
             duplicate: false,
+        };
+        Ok(Tracked {
+            info,
+            ticket: Some(ticket),
         })
     }
 
@@ -359,6 +461,7 @@ impl Log {
         let cursor = &mut self.active.cursor;
         if self.staged.is_empty() {
             self.staged_from = Some(*cursor);
+            self.staged_first_ticket = self.next_ticket;
         }
         let base_offset = cursor.next_offset;
         let timestamp = self.clock.now_ms().max(cursor.max_timestamp);
@@ -412,7 +515,26 @@ impl Log {
     /// Makes the appends since the last commit as durable as the policy
     /// says, and visible. Fails if any of them was lost.
     pub fn commit(&mut self) -> LogResult<()> {
-        let result = match self.config.fsync {
+        match self.commit_tracked().first_error() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// [`commit`](Self::commit), saying what happened to each append.
+    pub(crate) fn commit_tracked(&mut self) -> Committed {
+        let error = self.commit_written().err();
+        self.unsettled.clear();
+        Committed {
+            lost: std::mem::take(&mut self.lost),
+            durable_below: self.durable_below,
+            error,
+        }
+    }
+
+    /// The policy's work for a commit.
+    fn commit_written(&mut self) -> LogResult<()> {
+        match self.config.fsync {
             FsyncPolicy::Always => self.sync(),
             FsyncPolicy::Interval(every) => self.flush_writes().and_then(|()| {
                 let due = self.unsynced_since.is_some_and(|t| t.elapsed() >= every);
@@ -423,10 +545,6 @@ impl Log {
                 }
             }),
             FsyncPolicy::Never => self.flush_writes().and_then(|()| self.checkpoint_if_due()),
-        };
-        match self.staged_lost.take() {
-            Some(lost) => Err(lost),
-            None => result,
         }
     }
 
@@ -461,6 +579,7 @@ impl Log {
         }
         self.unsynced_since.get_or_insert_with(Instant::now);
         if self.config.fsync != FsyncPolicy::Always {
+            self.durable_below = self.next_ticket;
             self.publish();
         }
         Ok(())
@@ -483,22 +602,27 @@ impl Log {
             // the next write (positioned at write_pos); recovery cuts it.
             tracing::warn!(segment = %segment.log_path.display(), error = %e, "could not cut a failed write off the segment");
         }
-        self.staged_lost = Some(error.clone());
+        self.lost
+            .push((self.staged_first_ticket..self.next_ticket, error.clone()));
     }
 
-    /// Writes and fsyncs everything appended; then publishes it.
+    /// Writes and fsyncs everything appended; then publishes it. If the
+    /// write of the staged batches fails, what was written before them is
+    /// still synced and published, and the write's error returned.
     pub fn sync(&mut self) -> LogResult<()> {
         self.check_writable()?;
-        self.flush_writes()?;
+        let written = self.flush_writes();
         if self.active.synced_pos < self.active.write_pos {
             if let Err(e) = self.active.segment.log.sync_data() {
                 return Err(self.fsync_failed(e));
             }
             self.active.synced_pos = self.active.write_pos;
         }
-        self.synced = SyncedPoint::of(&self.active);
+        self.synced = SyncedPoint::of(&self.active, self.next_ticket);
+        self.durable_below = self.next_ticket;
         self.unsynced_since = None;
         self.publish();
+        written?;
         self.checkpoint_if_due()
     }
 
@@ -534,6 +658,7 @@ impl Log {
         segment.time_index.0.truncate(synced.time_index_len);
         self.active.write_pos = position;
         self.active.cursor = synced.cursor;
+        self.durable_below = self.durable_below.min(synced.ticket);
         self.unsynced_since = None;
         let cut = segment.log.set_len(position);
         if let Err(e) = segment
@@ -724,7 +849,7 @@ impl Log {
             checkpoint_pos: 0,
             cursor,
         };
-        self.synced = SyncedPoint::of(&self.active);
+        self.synced = SyncedPoint::of(&self.active, self.next_ticket);
         self.write_checkpoint(false);
         self.enforce_retention()?;
         Ok(())
