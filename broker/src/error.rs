@@ -52,7 +52,7 @@ pub enum ErrorKind {
     Storage,
     /// The disk is full.
     DiskFull,
-    /// The partition refuses writes since an fsync failed.
+    /// The partition refuses writes since an fsync (or a segment seal) failed.
     ReadOnly,
     /// The operation did not finish within its timeout.
     TimedOut,

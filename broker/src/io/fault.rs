@@ -27,6 +27,8 @@ pub enum Op {
     Read,
     /// `set_len` (truncate or extend).
     SetLen,
+    /// `allocate` (reserving disk space up front).
+    Allocate,
     /// Rename, remove, and directory `fsync`.
     DirOp,
 }
@@ -216,6 +218,11 @@ impl StorageFile for FaultyFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.plan.fail(Op::SetLen, &self.path)?;
         self.inner.set_len(len)
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        self.plan.fail(Op::Allocate, &self.path)?;
+        self.inner.allocate(len)
     }
 
     fn len(&self) -> io::Result<u64> {

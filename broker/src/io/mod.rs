@@ -4,7 +4,10 @@
 //!
 //! - [`FileSystem`] opens files and does directory operations.
 //! - [`StorageFile`] is one open file: positioned reads and writes
-//!   (`pread`/`pwrite`), `fdatasync`, `set_len`.
+//!   (`pread`/`pwrite`), `fdatasync`, `set_len`, and `allocate` (disk space
+//!   reserved up front, for files written through a memory map: on a full
+//!   disk a store into an unallocated mapped page is a `SIGBUS` that kills
+//!   the process, while a failed `allocate` is an `ENOSPC` answer).
 //! - [`StdFs`] is the real thing. For tests (and, outside this crate, with
 //!   the `test-util` feature, as tokio does): `FaultyFs` wraps it and fails
 //!   the calls a `FaultPlan` says to fail; `PowerCutFs` keeps what a power
@@ -85,6 +88,14 @@ pub trait StorageFile: Send + Sync + Debug {
     /// Whether the file is empty.
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
+    }
+    /// Reserves disk space for the first `len` bytes (growing the file to
+    /// `len` if it is shorter) and keeps the bytes already there, so that
+    /// writing them later cannot fail for lack of space, also through a
+    /// memory map (where it would be a `SIGBUS`, not an error). Call it
+    /// before the file is mapped or shared. `ENOSPC` when the disk is full.
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        std_fs::allocate(self.std_file(), len)
     }
     /// The underlying OS file, for memory maps.
     fn std_file(&self) -> &std::fs::File;

@@ -1,4 +1,5 @@
-//! The real file system: `std::fs` with positioned I/O.
+//! The real file system: `std::fs` with positioned I/O, and disk space
+//! reserved up front with `fallocate` ([`allocate`]).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -61,6 +62,61 @@ impl FileSystem for StdFs {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }
+}
+
+/// [`StorageFile::allocate`] for an OS file: `fallocate` (mode 0: allocate,
+/// keep the data, extend the size). Where the file system does not support
+/// it, each block is rewritten with its own bytes (zeros past the end),
+/// which allocates it as well.
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let end = libc::off_t::try_from(len).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot allocate {len} bytes: too large for off_t"),
+            )
+        })?;
+        loop {
+            // SAFETY: fallocate takes a descriptor that `file` keeps open
+            // for the call, and no pointers.
+            if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, end) } == 0 {
+                return Ok(());
+            }
+            let error = io::Error::last_os_error();
+            match error.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EOPNOTSUPP) => break,
+                _ => return Err(error),
+            }
+        }
+    }
+    rewrite_blocks(file, len)
+}
+
+/// Allocates the first `len` bytes of a file by writing every block back
+/// with the bytes it holds (zeros past the end of the file).
+fn rewrite_blocks(file: &File, len: u64) -> io::Result<()> {
+    const BLOCK: u64 = 4096;
+    let mut buf = [0u8; BLOCK as usize];
+    let mut pos = 0;
+    while pos < len {
+        let chunk = &mut buf[..(len - pos).min(BLOCK) as usize];
+        chunk.fill(0);
+        let mut filled = 0;
+        while filled < chunk.len() {
+            match file.read_at(&mut chunk[filled..], pos + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        file.write_all_at(chunk, pos)?;
+        pos += chunk.len() as u64;
+    }
+    Ok(())
 }
 
 impl StorageFile for StdFile {

@@ -8,7 +8,9 @@
 //! group, and each append's future completes only after it. While that sync
 //! runs, new appends queue up and form the next group, so the number of
 //! syncs adapts to the load: one per append when idle, one per many when
-//! busy.
+//! busy. Each append's answer is its own, not the group's: a group can be
+//! written in pieces and one piece can fail while the others are stored
+//! (see "What each append's answer says" in [`super::writer`]).
 //!
 //! The thread also runs the interval policy's timed sync and periodic
 //! retention. Dropping every handle, or [`PartitionLog::close`], shuts the log
@@ -288,8 +290,8 @@ impl Writer {
         let mut close = None;
         for command in group {
             match command {
-                Command::Append { batch, reply } => match self.log.append(&batch) {
-                    Ok(info) => staged.push((reply, info)),
+                Command::Append { batch, reply } => match self.log.append_tracked(&batch) {
+                    Ok(tracked) => staged.push((reply, tracked)),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -303,9 +305,11 @@ impl Writer {
                 Command::Close { reply } => close = Some(reply),
             }
         }
-        let committed = self.log.commit();
-        for (reply, info) in staged {
-            let _ = reply.send(committed.clone().map(|()| info));
+        // Each append gets its own answer: a group can be written in
+        // pieces, and one piece can fail while the others are stored.
+        let committed = self.log.commit_tracked();
+        for (reply, tracked) in staged {
+            let _ = reply.send(committed.result(&tracked).map(|()| tracked.info));
         }
         self.end.send_replace(self.log.reader().end_offset());
         close
@@ -328,5 +332,177 @@ impl Writer {
 
     fn close(self) -> LogResult<()> {
         self.log.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, records_of};
+
+    use super::*;
+    use crate::io::{Fault, FaultPlan, FaultyFs, Op};
+    use crate::log::ManualClock;
+
+    /// Three of these pass the staging limit, so the third append writes
+    /// the first two out in the middle of the group.
+    const BIG: usize = 1536 * 1024;
+
+    fn batch_of(len: usize, tag: u8, producer: ProducerStamp) -> RecordBatch {
+        let mut builder = BatchBuilder::new();
+        builder.push(None, &vec![tag; len], &[]);
+        RecordBatch::validate(builder.build(producer, 0), 8 << 20).expect("valid batch")
+    }
+
+    fn plain(len: usize, tag: u8) -> RecordBatch {
+        batch_of(len, tag, ProducerStamp::NONE)
+    }
+
+    fn idempotent(len: usize, tag: u8, sequence: i32) -> RecordBatch {
+        let producer = ProducerStamp {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: sequence,
+        };
+        batch_of(len, tag, producer)
+    }
+
+    fn writer(dir: &Path, plan: &FaultPlan) -> Writer {
+        let log = Log::open(
+            Arc::new(FaultyFs::new(plan.clone())),
+            dir,
+            LogConfig::default(),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+        )
+        .expect("open");
+        let (end, _) = watch::channel(0);
+        Writer { log, end }
+    }
+
+    /// Runs one group of appends through the writer, as its thread would;
+    /// returns each reply.
+    fn run_group(writer: &mut Writer, batches: Vec<RecordBatch>) -> Vec<LogResult<AppendInfo>> {
+        let mut responses = Vec::new();
+        let group = batches
+            .into_iter()
+            .map(|batch| {
+                let (reply, response) = oneshot::channel();
+                responses.push(response);
+                Command::Append { batch, reply }
+            })
+            .collect();
+        assert!(writer.run_group(group).is_none());
+        responses
+            .into_iter()
+            .map(|mut r| r.try_recv().expect("every append is answered"))
+            .collect()
+    }
+
+    /// Offset → tag of every record the log serves.
+    fn stored(writer: &Writer) -> BTreeMap<u64, u8> {
+        let reader = writer.log.reader();
+        let mut out = BTreeMap::new();
+        let mut offset = reader.start_offset();
+        while offset < reader.end_offset() {
+            let bytes = reader.read(offset, 1).expect("read").bytes;
+            let total = 12
+                + pigeon_protocol::batch::read_prefix(&bytes)
+                    .expect("prefix")
+                    .1 as usize;
+            for record in records_of(Bytes::copy_from_slice(&bytes[..total])).expect("records") {
+                let record = record.expect("record");
+                out.insert(record.offset, record.value[0]);
+                offset = record.offset + 1;
+            }
+        }
+        out
+    }
+
+    /// Offset → tag of every batch whose reply said it was stored.
+    fn acknowledged(replies: &[LogResult<AppendInfo>], tags: &[u8], into: &mut BTreeMap<u64, u8>) {
+        for (reply, tag) in replies.iter().zip(tags) {
+            if let Ok(info) = reply {
+                into.insert(info.base_offset, *tag);
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_write_mid_group_fails_only_the_batches_it_lost() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plan = FaultPlan::new();
+        let mut writer = writer(tmp.path(), &plan);
+        // The mid-group write of a and b fails; d is written at commit.
+        plan.inject(Op::Write, ".log", Fault::NoSpace, 0, Some(1));
+        let tags = [b'a', b'b', b'c', b'd'];
+        let replies = run_group(
+            &mut writer,
+            vec![
+                plain(BIG, b'a'),
+                plain(BIG, b'b'),
+                plain(BIG, b'c'),
+                plain(10, b'd'),
+            ],
+        );
+        for (reply, tag) in replies.iter().zip(tags).take(3) {
+            let err = reply.as_ref().expect_err("lost by the failed write");
+            assert!(
+                matches!(err, LogError::DiskFull { .. }),
+                "{}: {err}",
+                tag as char
+            );
+        }
+        let mut acked = BTreeMap::new();
+        acknowledged(&replies, &tags, &mut acked);
+        assert_eq!(
+            stored(&writer),
+            acked,
+            "each reply says whether its batch was stored"
+        );
+        let d = replies[3].as_ref().expect("d was stored");
+        assert_eq!(d.base_offset, 0, "the lost batches' offsets were reused");
+    }
+
+    #[test]
+    fn a_failed_write_at_commit_does_not_fail_the_batches_written_before_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plan = FaultPlan::new();
+        let mut writer = writer(tmp.path(), &plan);
+        // a and b are written mid-group; writing c and d at commit fails.
+        plan.inject(Op::Write, ".log", Fault::NoSpace, 1, Some(1));
+        let tags = [b'a', b'a', b'b', b'c', b'd'];
+        let replies = run_group(
+            &mut writer,
+            vec![
+                idempotent(BIG, b'a', 0),
+                idempotent(BIG, b'a', 0), // a retry of a, in the same group
+                plain(BIG, b'b'),
+                plain(BIG, b'c'),
+                plain(10, b'd'),
+            ],
+        );
+        let mut acked = BTreeMap::new();
+        acknowledged(&replies, &tags, &mut acked);
+        let later = run_group(&mut writer, vec![plain(10, b'e')]);
+        acknowledged(&later, b"e", &mut acked);
+        assert_eq!(
+            stored(&writer),
+            acked,
+            "each reply says whether its batch was stored"
+        );
+        let retry = replies[1].as_ref().expect("the retry shares a's fate");
+        assert!(retry.duplicate);
+        assert_eq!(retry.base_offset, 0);
+        for reply in &replies[3..] {
+            let err = reply.as_ref().expect_err("lost by the failed write");
+            assert!(matches!(err, LogError::DiskFull { .. }), "{err}");
+        }
+        assert_eq!(
+            writer.log.durable_position().1,
+            writer.log.end_position().1,
+            "what was acknowledged is synced"
+        );
     }
 }

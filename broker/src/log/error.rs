@@ -57,13 +57,14 @@ pub enum LogError {
         /// The operating system's error.
         source: Arc<io::Error>,
     },
-    /// An `fsync` failed earlier, so the log can no longer promise that
-    /// written data is durable; it refuses writes until restarted.
+    /// An `fsync` failed earlier (or a segment could not be sealed), so the
+    /// log can no longer promise that written data is durable; it refuses
+    /// writes until restarted.
     #[error(
-        "partition refuses writes since an fsync failed ({cause}); restart the broker to recover from the last durable state"
+        "partition refuses writes since {cause}; restart the broker to recover from the last durable state"
     )]
     ReadOnly {
-        /// The failed fsync's error.
+        /// What failed, e.g. `an fsync failed (fdatasync of …: …)`.
         cause: String,
     },
     /// An idempotent producer's batch was refused (fenced, out of order,

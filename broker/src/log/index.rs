@@ -13,12 +13,28 @@
 //!
 //! ## Files and maps
 //!
-//! The active segment's index files are preallocated (sparse) to their
-//! capacity and mapped once; entries are written through the map by the one
-//! writer and published with a release store of the entry count, so readers
-//! never see a half-written entry and never lock. A sealed index is truncated
-//! to exactly its entries; the map stays valid because readers only touch
+//! The active segment's index files are preallocated to their capacity and
+//! mapped once; entries are written through the map by the one writer and
+//! published with a release store of the entry count, so readers never see
+//! a half-written entry and never lock. A sealed index is truncated to
+//! exactly its entries; the map stays valid because readers only touch
 //! entries below the count, which lie inside the file.
+//!
+//! ## Full disk
+//!
+//! A store through a shared map into a page the file system cannot
+//! allocate is a `SIGBUS`, which kills the process (every partition), not
+//! an error. So an index file's disk space is allocated up front
+//! ([`StorageFile::allocate`], `fallocate`) before it is mapped: a full
+//! disk shows as `ENOSPC` when a segment is created (the roll fails with
+//! `DiskFull`, the append is refused, service resumes once space is back),
+//! never at an entry's store. Opening the active index after a restart
+//! reads its entries with `pread` (on tmpfs even a read fault of a hole
+//! allocates) and grows it to capacity the same way; on a full disk it is
+//! cut to its kept entries instead, and the first append needing an entry
+//! rolls (and fails with `DiskFull` until there is space). The space costs
+//! `capacity × 20` bytes per partition's active segment (about 640 KiB
+//! with the defaults); sealing gives back what the entries do not use.
 //!
 //! Index files are derived data: recovery rebuilds them from the log when
 //! they are missing, the wrong size, or written after the last checkpoint.
@@ -32,7 +48,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::io::{FileSystem, OpenMode, StorageFile};
+use crate::io::{FileSystem, OpenMode, StorageFile, read_full_at};
 
 /// A file of fixed-size `N`-byte entries, memory-mapped.
 #[derive(Debug)]
@@ -46,11 +62,14 @@ pub(crate) struct MappedIndex<const N: usize> {
 }
 
 impl<const N: usize> MappedIndex<N> {
-    /// Creates an empty index file with room for `capacity` entries.
+    /// Creates an empty index file with room for `capacity` entries, its
+    /// disk space allocated (`ENOSPC` on a full disk).
     pub fn create(fs: &dyn FileSystem, path: &Path, capacity: usize) -> io::Result<Self> {
         let file = fs.open(path, OpenMode::Create)?;
         file.set_len(0)?;
-        file.set_len((capacity * N) as u64)?;
+        let len = (capacity * N) as u64;
+        file.set_len(len)?;
+        file.allocate(len)?;
         Self::map(file, capacity, 0)
     }
 
@@ -71,7 +90,9 @@ impl<const N: usize> MappedIndex<N> {
 
     /// Opens the active segment's index, keeping the leading entries that
     /// `keep` accepts (given the entry and the previous kept one), zeroing
-    /// the rest, and growing the file to `capacity` entries.
+    /// the rest, and growing the file to `capacity` entries, allocated. On
+    /// a full disk the file is cut to the kept entries instead (see the
+    /// module doc).
     pub fn open_active(
         fs: &dyn FileSystem,
         path: &Path,
@@ -81,20 +102,40 @@ impl<const N: usize> MappedIndex<N> {
         let file = fs.open(path, OpenMode::Create)?;
         let size = file.len()?;
         let present = (size / N as u64) as usize;
-        let capacity = capacity.max(present);
-        file.set_len((capacity * N) as u64)?;
-        let index = Self::map(file, capacity, present)?;
+        // Read with pread, not through a map: the file may be sparse.
+        let mut bytes = vec![0u8; present * N];
+        let read = read_full_at(file.as_ref(), &mut bytes, 0)?;
+        bytes.truncate(read - read % N);
+        let entry = |i: usize| {
+            let mut entry = [0u8; N];
+            entry.copy_from_slice(&bytes[i * N..(i + 1) * N]);
+            entry
+        };
         let mut kept = 0;
-        while kept < present {
-            let entry = index.get(kept);
-            let previous = kept.checked_sub(1).map(|i| index.get(i));
-            if entry == [0; N] || !keep(&entry, previous.as_ref()) {
+        while kept < bytes.len() / N {
+            let previous = kept.checked_sub(1).map(entry);
+            let current = entry(kept);
+            if current == [0; N] || !keep(&current, previous.as_ref()) {
                 break;
             }
             kept += 1;
         }
-        index.truncate(kept);
-        Ok(index)
+        let capacity = capacity.max(present);
+        let len = (capacity * N) as u64;
+        let grown = file.set_len(len).and_then(|()| file.allocate(len));
+        match grown {
+            Ok(()) => {
+                let index = Self::map(file, capacity, present)?;
+                index.truncate(kept);
+                Ok(index)
+            }
+            Err(e) if is_no_space(&e) => {
+                tracing::warn!(path = %path.display(), error = %e, "no space to grow the active index; it is cut to its entries and the segment rolls at its next index entry");
+                file.set_len((kept * N) as u64)?;
+                Self::map(file, kept, kept)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn map(file: Arc<dyn StorageFile>, capacity: usize, len: usize) -> io::Result<Self> {
@@ -258,6 +299,11 @@ impl TimeIndex {
             self.entry(after - 1).1
         }
     }
+}
+
+/// Whether an I/O error means the disk is full.
+fn is_no_space(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull
 }
 
 pub(crate) fn decode_offset_entry(entry: &[u8; 8]) -> (u32, u32) {

@@ -12,7 +12,10 @@
 //!    covering it has completed; concurrent appends share one (group
 //!    commit). Readers see a batch only once it is as durable as the policy
 //!    promises.
-//! 4. After a failed `fdatasync` the partition refuses writes until restart.
+//! 4. After a failed `fdatasync` the partition refuses writes until restart,
+//!    and nothing past the last synced position is served or acknowledged,
+//!    in this process or after a restart (the segment is cut back and a
+//!    fence checkpoint records the position; see [`writer`]).
 //! 5. Restart work is bounded by the bytes written since the last checkpoint
 //!    (default every 64 MiB and at each roll; at each roll only under
 //!    `fsync=never`), not by the log's size; a clean

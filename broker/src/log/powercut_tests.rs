@@ -865,6 +865,77 @@ fn a_failed_roll_does_not_leave_a_sealed_segment_taking_appends() {
     );
 }
 
+#[test]
+fn a_half_failed_seal_leaves_the_partition_read_only_not_writable_over_a_cut_index() {
+    let tmp = fast_tempdir();
+    let dir = tmp.path().join("p");
+    let clock = ManualClock::new(T0);
+    // No index entries (a huge interval), so that today's code, appending
+    // over the cut index, shows it without writing through the map past
+    // the end of the file.
+    let config = LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 1 << 30,
+        fsync: FsyncPolicy::Always,
+        ..LogConfig::default()
+    };
+    let plan = FaultPlan::new();
+    let fs: Arc<dyn FileSystem> = Arc::new(FaultyFs::new(plan.clone()));
+    let open = || Log::open(fs.clone(), &dir, config.clone(), Arc::new(clock.clone()));
+    let mut log = open().expect("open");
+    let big = vec![b'x'; 300];
+    let mut acknowledged = Vec::new();
+    while log.end_position().1 + 2 * 400 <= 1024 {
+        clock.advance(10);
+        let info = log
+            .append(&make_batch(std::slice::from_ref(&big), ProducerStamp::NONE))
+            .expect("append");
+        log.commit().expect("commit");
+        acknowledged.push(info.base_offset);
+    }
+    // The next big batch needs a roll; the seal cuts the index file to its
+    // entries, then its fsync fails.
+    plan.inject(Op::Sync, ".index", Fault::Io, 0, Some(1));
+    clock.advance(10);
+    let err = log
+        .append(&make_batch(
+            &[big.clone(), big.clone()],
+            ProducerStamp::NONE,
+        ))
+        .expect_err("the seal fails");
+    assert!(matches!(err, LogError::ReadOnly { .. }), "{err}");
+    assert!(err.to_string().contains("sealing"), "{err}");
+    // A small batch would fit in the segment whose index was cut: refused.
+    let small = log
+        .append(&make_batch(&[b"late".to_vec()], ProducerStamp::NONE))
+        .expect_err("no append over a cut index");
+    assert!(matches!(small, LogError::ReadOnly { .. }), "{small}");
+    assert!(small.to_string().contains("restart the broker"), "{small}");
+    let served: Vec<u64> = read_records(&log.reader(), 0)
+        .into_iter()
+        .map(|(offset, _)| offset)
+        .collect();
+    assert_eq!(served, acknowledged, "reads keep working");
+    // A restart recovers, and the log takes appends again.
+    drop(log);
+    let mut log = open().expect("reopen");
+    let served: Vec<u64> = read_records(&log.reader(), 0)
+        .into_iter()
+        .map(|(offset, _)| offset)
+        .collect();
+    assert_eq!(served, acknowledged, "acknowledged data survives");
+    clock.advance(10);
+    let after = log
+        .append(&make_batch(
+            &[big.clone(), big.clone()],
+            ProducerStamp::NONE,
+        ))
+        .expect("append after the restart");
+    log.commit().expect("commit");
+    assert_eq!(after.base_offset, acknowledged.len() as u64);
+    assert!(log.reader().segment_count() >= 2, "the roll happened");
+}
+
 // ---------------------------------------------------------------------------
 // Bounded fuzz: recovery over arbitrary segment bytes never panics, never
 // serves a damaged batch, and keeps exactly the valid prefix.

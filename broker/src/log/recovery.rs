@@ -8,6 +8,9 @@
 //!    entries is rebuilt by scanning that one segment).
 //! 3. Clean shutdown (checkpoint says clean and matches the last segment's
 //!    size): open the active segment as it is. Nothing is scanned.
+//!    A fence checkpoint (an fsync of the active segment failed, see
+//!    [`super::checkpoint`]) first cuts that segment at the fence, unscanned:
+//!    the page cache may hold bytes there that never reached the disk.
 //! 4. Otherwise scan from the checkpoint's position to the end of the last
 //!    segment (and through any segment sealed after the checkpoint): every
 //!    batch's length, CRC and offset continuity is checked. The active
@@ -88,6 +91,9 @@ impl Log {
         let mut log = Log::assemble(dir, config, fs.clone(), clock, segments, active);
         log.recovery = report;
         log.producers = producers;
+        // A fence must be replaced before the log takes appends: left in
+        // place, it would cut them at the next start.
+        log.fence_pending = checkpoint.is_some_and(|c| c.fence);
         log.write_checkpoint(false);
         Ok(log)
     }
@@ -281,7 +287,16 @@ impl Opener<'_> {
             .fs
             .open(&log_path, OpenMode::ReadWrite)
             .map_err(io("opening"))?;
-        let file_len = log.len().map_err(io("reading the size of"))?;
+        let mut file_len = log.len().map_err(io("reading the size of"))?;
+        // Past a fence (an fsync failed there) nothing is durable, however
+        // valid the page cache makes it look: cut it unscanned.
+        let fenced = checkpoint.and_then(|c| c.fenced_end(base, file_len));
+        if let Some(end) = fenced {
+            tracing::warn!(segment = %log_path.display(), position = end, cut = file_len - end, "cutting the tail written after a failed fsync");
+            log.set_len(end)
+                .map_err(io("cutting the tail after a failed fsync of"))?;
+        }
+        let fenced_bytes = fenced.map_or(0, |end| std::mem::replace(&mut file_len, end) - end);
         let resume = self.resume_point(base, checkpoint, file_len);
         let (index, time_index) = self.open_active_indexes(base, resume)?;
         let segment = Segment::assemble(
@@ -310,6 +325,7 @@ impl Opener<'_> {
         } else {
             self.recover_tail(&segment, &mut cursor, resume.position, file_len)?
         };
+        self.report.truncated_bytes += fenced_bytes;
         let segment_max = if end == 0 {
             i64::MIN
         } else {

@@ -531,6 +531,134 @@ fn failed_fsync_turns_the_log_read_only() {
     assert_values(&read_all(&log.reader(), 0), 0..3);
 }
 
+/// Appends one batch whose fdatasync fails: its bytes stay in the page cache
+/// (with a valid CRC) although the disk may never get them.
+fn fail_an_fsync(plan: &FaultPlan, log: &mut Log, batch: &RecordBatch) {
+    plan.inject(Op::Sync, ".log", Fault::Io, 0, Some(1));
+    log.append(batch).expect("staged");
+    let err = log.commit().expect_err("fsync fails");
+    assert!(matches!(err, LogError::ReadOnly { .. }), "{err}");
+}
+
+#[test]
+fn fsync_failure_then_restart_serves_nothing_past_the_synced_position() {
+    let plan = FaultPlan::new();
+    let fx = Fixture::with_fs(LogConfig::default(), Arc::new(FaultyFs::new(plan.clone())));
+    let mut log = fx.open();
+    append_n(&mut log, 0, 3);
+    fail_an_fsync(&plan, &mut log, &batch(&[b"never synced"]));
+    // A process restart, not a power cut: the page cache still holds the
+    // batch, and a new descriptor's fsync would "succeed".
+    drop(log);
+    let log = fx.open();
+    assert_eq!(
+        log.reader().end_offset(),
+        3,
+        "the batch whose fsync failed is not served after a restart"
+    );
+    assert_values(&read_all(&log.reader(), 0), 0..3);
+}
+
+#[test]
+fn fsync_failure_then_restart_does_not_answer_a_retry_as_duplicate() {
+    let plan = FaultPlan::new();
+    let fx = Fixture::with_fs(LogConfig::default(), Arc::new(FaultyFs::new(plan.clone())));
+    let mut log = fx.open();
+    append_idempotent(&mut log, 0, 2);
+    fail_an_fsync(&plan, &mut log, &idempotent_batch(&[&value(2)], 7, 0, 2));
+    drop(log);
+    let mut log = fx.open();
+    let retry = log
+        .append(&idempotent_batch(&[&value(2)], 7, 0, 2))
+        .expect("retry after restart");
+    assert!(
+        !retry.duplicate,
+        "a batch that was never durable is appended again, not acknowledged as a duplicate"
+    );
+    log.commit().expect("commit");
+    assert_eq!(retry.base_offset, 2);
+    assert_values(&read_all(&log.reader(), 0), 0..3);
+}
+
+#[test]
+fn fsync_failure_whose_cut_also_fails_is_fenced_by_the_checkpoint() {
+    let plan = FaultPlan::new();
+    let fx = Fixture::with_fs(LogConfig::default(), Arc::new(FaultyFs::new(plan.clone())));
+    let mut log = fx.open();
+    append_n(&mut log, 0, 3);
+    // The file cannot be cut back either: only the persisted marker is left
+    // to tell recovery where the durable data ends.
+    plan.inject(Op::SetLen, ".log", Fault::Io, 0, None);
+    fail_an_fsync(&plan, &mut log, &batch(&[b"never synced"]));
+    drop(log);
+    plan.clear();
+    let log = fx.open();
+    assert_eq!(log.reader().end_offset(), 3);
+    assert!(
+        log.recovery_report().truncated_bytes > 0,
+        "recovery cut the unsynced tail at the marker"
+    );
+    assert_values(&read_all(&log.reader(), 0), 0..3);
+    drop(log);
+    // The marker was consumed: a later restart keeps the log as it is.
+    let log = fx.open();
+    assert_values(&read_all(&log.reader(), 0), 0..3);
+}
+
+#[test]
+fn a_fence_is_replaced_before_the_first_append_after_the_restart() {
+    let plan = FaultPlan::new();
+    let fx = Fixture::with_fs(LogConfig::default(), Arc::new(FaultyFs::new(plan.clone())));
+    let mut log = fx.open();
+    append_n(&mut log, 0, 3);
+    plan.inject(Op::SetLen, ".log", Fault::Io, 0, None);
+    fail_an_fsync(&plan, &mut log, &batch(&[b"never synced"]));
+    drop(log);
+    plan.clear();
+    // The restart honours the fence but cannot replace it yet.
+    plan.inject(Op::Open, "checkpoint.tmp", Fault::NoSpace, 0, None);
+    let mut log = fx.open();
+    assert_values(&read_all(&log.reader(), 0), 0..3);
+    let err = log
+        .append(&batch(&[&value(3)]))
+        .expect_err("an append while the fence stands would be cut at the next start");
+    assert!(matches!(err, LogError::DiskFull { .. }), "{err}");
+    assert!(err.to_string().contains("fence"), "{err}");
+    plan.clear();
+    append_n(&mut log, 3, 2);
+    drop(log); // crash
+    let log = fx.open();
+    assert_values(&read_all(&log.reader(), 0), 0..5);
+}
+
+#[test]
+fn fsync_failure_under_the_interval_policy_takes_back_unsynced_appends() {
+    let plan = FaultPlan::new();
+    let config = LogConfig {
+        fsync: FsyncPolicy::Interval(std::time::Duration::from_secs(3600)),
+        ..LogConfig::default()
+    };
+    let fx = Fixture::with_fs(config, Arc::new(FaultyFs::new(plan.clone())));
+    let mut log = fx.open();
+    append_n(&mut log, 0, 3);
+    log.sync().expect("sync");
+    append_n(&mut log, 3, 2);
+    assert_eq!(log.reader().end_offset(), 5, "visible before any sync");
+    plan.inject(Op::Sync, ".log", Fault::Io, 0, Some(1));
+    let err = log.sync().expect_err("fsync fails");
+    assert!(matches!(err, LogError::ReadOnly { .. }), "{err}");
+    assert_eq!(
+        log.reader().end_offset(),
+        3,
+        "readers no longer see what may never reach the disk"
+    );
+    assert_values(&read_all(&log.reader(), 0), 0..3);
+    assert_eq!(log.sync_due_at(), None, "no timed sync keeps failing");
+    drop(log);
+    let log = fx.open();
+    assert_values(&read_all(&log.reader(), 0), 0..3);
+}
+
 #[test]
 fn disk_full_on_append_fails_cleanly_and_service_resumes() {
     let plan = FaultPlan::new();
@@ -591,6 +719,217 @@ fn disk_full_on_roll_fails_the_append_and_keeps_the_log() {
     plan.clear();
     append_n(&mut log, at, 3);
     assert_values(&read_all(&log.reader(), 0), 0..at + 3);
+}
+
+/// A tmpfs of a given size mounted on a directory; unmounted when dropped.
+struct SmallTmpfs(PathBuf);
+
+impl SmallTmpfs {
+    /// Mounts one, or says why it cannot (needs root and `mount`).
+    fn mount(dir: &Path, size: &str) -> Result<SmallTmpfs, String> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not running as root".into());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(SmallTmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+/// Writes a file until the file system has no page left.
+fn fill_disk(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("create filler");
+    let page = [0x5au8; 4096];
+    while file.write_all(&page).is_ok() {}
+    let _ = file.sync_all();
+}
+
+/// A one-record batch of exactly `len` bytes.
+fn batch_of_len(len: usize, tag: u64) -> RecordBatch {
+    let overhead = batch(&[b""]).bytes().len();
+    let mut value = format!("{tag:08}").into_bytes();
+    value.resize(len - overhead, b'.');
+    let batch = batch(&[&value]);
+    assert_eq!(batch.bytes().len(), len, "value length varint grew");
+    batch
+}
+
+/// The body of `index_writes_on_a_full_tmpfs_answer_disk_full_not_sigbus`,
+/// run in a child process (a SIGBUS would kill the whole test binary) with
+/// its data directory on a small tmpfs at `mount`.
+fn full_tmpfs_scenario(mount: &Path) {
+    let dir = mount.join("topics").join("t").join("0");
+    let config = LogConfig {
+        segment_bytes: 256 * 1024,
+        index_interval_bytes: 64,
+        fsync: FsyncPolicy::Always,
+        ..LogConfig::default()
+    };
+    let clock = ManualClock::new(T0);
+    let open = || {
+        Log::open(
+            Arc::new(StdFs),
+            &dir,
+            config.clone(),
+            Arc::new(clock.clone()),
+        )
+    };
+    let mut log = open().expect("open");
+    // 100-byte batches: each gets an index entry, and the log's last page
+    // is always partly used. Fill the first page of the offset index (512
+    // entries of 8 bytes).
+    let mut acked = 0u64;
+    while log.active.segment.index.0.len() < 512 {
+        log.append(&batch_of_len(100, acked)).expect("append");
+        log.commit().expect("commit");
+        acked += 1;
+    }
+    let room = 4096 - log.end_position().1 % 4096;
+    assert!(room >= 100, "the next batch fits in the log's last page");
+    fill_disk(&mount.join("filler"));
+    // The next batch fits in the log's last page, so its write succeeds;
+    // its index entry starts the index file's second page, which the full
+    // disk cannot provide unless it was allocated up front.
+    let disk_full = loop {
+        let appended = log
+            .append(&batch_of_len(100, acked))
+            .and_then(|_| log.commit());
+        match appended {
+            Ok(()) => acked += 1,
+            Err(e) => break e,
+        }
+        assert!(acked < 10_000, "the disk never filled up");
+    };
+    assert!(
+        matches!(disk_full, LogError::DiskFull { .. }),
+        "{disk_full}"
+    );
+    let served = read_all(&log.reader(), 0).len() as u64;
+    assert_eq!(served, acked, "everything acknowledged is served");
+    // Recovery on the still-full disk (a crash, then a restart).
+    drop(log);
+    let mut log = open().expect("reopen on the full disk");
+    assert_eq!(read_all(&log.reader(), 0).len() as u64, acked);
+    // Space comes back; appends resume.
+    std::fs::remove_file(mount.join("filler")).expect("free space");
+    for _ in 0..600 {
+        log.append(&batch_of_len(100, acked)).expect("append");
+        log.commit().expect("commit");
+        acked += 1;
+    }
+    assert_eq!(read_all(&log.reader(), 0).len() as u64, acked);
+    log.close().expect("close");
+}
+
+#[test]
+fn index_writes_on_a_full_tmpfs_answer_disk_full_not_sigbus() {
+    const CHILD: &str = "PIGEON_FULL_TMPFS_DIR";
+    if let Some(mount) = std::env::var_os(CHILD) {
+        full_tmpfs_scenario(Path::new(&mount));
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mount = match SmallTmpfs::mount(&tmp.path().join("small"), "8m") {
+        Ok(mount) => mount,
+        Err(why) => {
+            // The fault file system tests of `Op::Allocate` cover the
+            // error path; only a real file system shows the signal.
+            println!("index_writes_on_a_full_tmpfs NOT RUN: {why}");
+            return;
+        }
+    };
+    let exe = std::env::current_exe().expect("test binary");
+    let output = std::process::Command::new(exe)
+        .args([
+            "log::tests::index_writes_on_a_full_tmpfs_answer_disk_full_not_sigbus",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, &mount.0)
+        .output()
+        .expect("run the scenario in a child process");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        output.status.signal(),
+        None,
+        "the broker process was killed by signal {:?} (SIGBUS is {}) on a full disk:\n{said}",
+        output.status.signal(),
+        libc::SIGBUS
+    );
+    assert!(output.status.success(), "the scenario failed:\n{said}");
+    assert!(
+        said.contains("1 passed"),
+        "the child ran the scenario:\n{said}"
+    );
+}
+
+#[test]
+fn no_space_to_allocate_index_files_is_disk_full_at_open_and_roll() {
+    let plan = FaultPlan::new();
+    let fx = Fixture::with_fs(small_config(), Arc::new(FaultyFs::new(plan.clone())));
+    let mut log = fx.open();
+    append_n(&mut log, 0, 20);
+    log.close().expect("close"); // cuts the active indexes to their entries
+    // The disk is full: the active index cannot grow back at open.
+    plan.inject(Op::Allocate, "index", Fault::NoSpace, 0, None);
+    let mut log = fx.open();
+    assert_values(&read_all(&log.reader(), 0), 0..20);
+    // Its next entry needs a roll, and the new segment's indexes cannot be
+    // allocated either: a clear answer, nothing written through a map.
+    let mut failed = None;
+    for i in 20..400 {
+        match log.append(&batch(&[&value(i)])) {
+            Ok(_) => log.commit().expect("commit"),
+            Err(e) => {
+                failed = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (at, err) = failed.expect("a roll was needed");
+    assert!(matches!(err, LogError::DiskFull { .. }), "{err}");
+    assert!(err.is_retriable());
+    assert_values(&read_all(&log.reader(), 0), 0..at);
+    plan.clear();
+    append_n(&mut log, at, 300);
+    assert!(log.reader().segment_count() > 2, "rolls resumed");
+    assert_values(&read_all(&log.reader(), 0), 0..at + 300);
+    drop(log);
+    let log = fx.open();
+    assert_values(&read_all(&log.reader(), 0), 0..at + 300);
 }
 
 #[test]

@@ -15,17 +15,50 @@
 //!    new batches. If it fails the log turns read-only: the kernel may have
 //!    dropped the dirty pages, so retrying would pretend.
 //!
+//! ## A failed fdatasync ("fsyncgate")
+//!
+//! After a failed writeback Linux may mark the dirty pages clean: they stay
+//! readable from the page cache, a later fsync (even through a new
+//! descriptor, after a restart) succeeds, and the bytes are gone once the
+//! pages are evicted or the power goes. So when an `fdatasync` of the active
+//! segment fails, the log goes back to the last position a completed sync
+//! covered: readers, index entries and the cursor forget what followed, the
+//! file is cut there (which drops those pages), and a fence checkpoint
+//! records the position (see [`super::checkpoint`]); recovery cuts at a
+//! fence even when the cut failed. The log then refuses writes until a
+//! restart. Under `fsync=always` nothing past that position was
+//! acknowledged; under `interval`/`never` the appends acknowledged since the
+//! last sync are dropped, as a power cut would drop them.
+//!
 //! A crash before 3 leaves a tail that recovery validates batch by batch and
 //! cuts at the first torn or corrupt one.
 //!
+//! ## What each append's answer says
+//!
+//! A commit group can be written in several pieces (the staging buffer is
+//! written out whenever it passes [`STAGE_LIMIT`], and a roll syncs what
+//! came before it), so one piece can fail while others are stored. Each
+//! staged append gets a ticket ([`Tracked`]); [`Log::commit_tracked`]
+//! settles every ticket on its own ([`Committed::result`]): lost by a
+//! failed write (its offsets are reused), or stored and as durable as the
+//! policy promises, or not durable because the log turned read-only. A
+//! retry of an idempotent batch staged in the same group shares its
+//! original's ticket. A failed write in the last piece does not keep the
+//! pieces written before it from being synced and acknowledged.
+//! [`Log::append`] and [`Log::commit`] are the same without tickets:
+//! `commit` fails if any append since the last commit was lost.
+//!
 //! ## Roll
 //!
-//! Flush and sync the active segment, seal its indexes (final time entry,
-//! flush, truncate to exact size, sync), create the next segment's three
-//! files, sync the directory, then write a checkpoint pointing at the new
-//! segment. A crash anywhere in between leaves either the old checkpoint
-//! (recovery scans the old segment's tail and the new, empty segment) or the
-//! new one.
+//! Flush and sync the active segment, seal its indexes (mark the segment
+//! sealed so it takes no more appends, final time entry, flush, truncate to
+//! exact size, sync), create the next segment's three files, sync the
+//! directory, then write a checkpoint pointing at the new segment. A crash
+//! anywhere in between leaves either the old checkpoint (recovery scans the
+//! old segment's tail and the new, empty segment) or the new one. A failed
+//! seal turns the log read-only (appending over an index file cut to size
+//! would write through the map past its end); a failed create leaves the
+//! old segment sealed, and the next append retries the roll.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,6 +114,57 @@ pub struct AppendInfo {
     pub duplicate: bool,
 }
 
+/// A staged append, until [`Log::commit_tracked`] settles it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tracked {
+    /// Where the batch goes (or, for a retry, where its original went).
+    pub info: AppendInfo,
+    /// Whose fate the append shares; `None` for a retry of a batch already
+    /// committed (nothing new to settle).
+    ticket: Option<u64>,
+}
+
+/// How the appends since the last commit were settled.
+#[derive(Debug, Clone)]
+pub(crate) struct Committed {
+    /// Tickets lost by a failed write, with its error.
+    lost: Vec<(std::ops::Range<u64>, LogError)>,
+    /// Tickets below this (and not lost) are stored and as durable as the
+    /// policy promises.
+    durable_below: u64,
+    /// Why the commit failed, if it did.
+    error: Option<LogError>,
+}
+
+impl Committed {
+    /// What happened to one staged append.
+    pub fn result(&self, tracked: &Tracked) -> LogResult<()> {
+        let Some(ticket) = tracked.ticket else {
+            return Ok(());
+        };
+        if let Some((_, error)) = self.lost.iter().find(|(r, _)| r.contains(&ticket)) {
+            return Err(error.clone());
+        }
+        if ticket < self.durable_below {
+            return Ok(());
+        }
+        Err(self.error.clone().unwrap_or_else(|| {
+            LogError::io(
+                "committing an append",
+                std::io::Error::other("the append was neither stored nor failed (a bug)"),
+            )
+        }))
+    }
+
+    /// The first failure, if any append was lost or the commit failed.
+    fn first_error(&self) -> Option<LogError> {
+        self.lost
+            .first()
+            .map(|(_, e)| e.clone())
+            .or_else(|| self.error.clone())
+    }
+}
+
 /// Index entries of staged batches, pushed once their bytes are written.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PendingEntry {
@@ -104,6 +188,29 @@ pub(crate) struct Cursor {
     pub last_indexed_timestamp: i64,
     /// Relative offset of the last batch of the active segment.
     pub last_batch_relative: Option<u32>,
+}
+
+/// The writer's state where the last completed fdatasync ended, to go back
+/// to when a later one fails.
+#[derive(Debug, Clone, Copy)]
+struct SyncedPoint {
+    cursor: Cursor,
+    /// Entries of the active segment's offset and time indexes then.
+    index_len: usize,
+    time_index_len: usize,
+    /// Appends with a ticket below this were synced.
+    ticket: u64,
+}
+
+impl SyncedPoint {
+    fn of(active: &Active, ticket: u64) -> SyncedPoint {
+        SyncedPoint {
+            cursor: active.cursor,
+            index_len: active.segment.index.0.len(),
+            time_index_len: active.segment.time_index.0.len(),
+            ticket,
+        }
+    }
 }
 
 /// The active segment and the writer's position in it.
@@ -135,11 +242,25 @@ pub struct Log {
     /// Cursor before the first staged batch, to roll back a failed write.
     staged_from: Option<Cursor>,
     pending_entries: Vec<PendingEntry>,
-    /// Set when staged batches were lost by a failed write: the next commit
-    /// fails for every append of the group.
-    staged_lost: Option<LogError>,
+    /// Ticket of the next staged append.
+    next_ticket: u64,
+    /// Ticket of the first append in `staged`.
+    staged_first_ticket: u64,
+    /// Appends since the last commit: `(base offset, ticket)`, so that a
+    /// retry in the same group shares its original's ticket.
+    unsettled: Vec<(u64, u64)>,
+    /// Tickets lost by failed writes since the last commit.
+    lost: Vec<(std::ops::Range<u64>, LogError)>,
+    /// Tickets below this are written and as durable as the policy promises
+    /// (under `fsync=always`: synced).
+    durable_below: u64,
     /// Set after a failed fsync: the log refuses writes.
     read_only: Option<String>,
+    /// The writer's state at `active.synced_pos`.
+    synced: SyncedPoint,
+    /// The checkpoint on disk is a fence (see [`super::checkpoint`]); it
+    /// must be replaced before any append, or the next start would cut it.
+    pub(crate) fence_pending: bool,
     /// When the oldest write not yet synced happened (interval policy).
     unsynced_since: Option<Instant>,
     /// What opening the log had to do.
@@ -171,17 +292,23 @@ impl Log {
             fs,
             clock,
             shared,
-            active,
             staged: Vec::new(),
             staged_from: None,
             pending_entries: Vec::new(),
-            staged_lost: None,
+            next_ticket: 0,
+            staged_first_ticket: 0,
+            unsettled: Vec::new(),
+            lost: Vec::new(),
+            durable_below: 0,
             read_only: None,
+            synced: SyncedPoint::of(&active, 0),
+            fence_pending: false,
             unsynced_since: None,
             recovery: RecoveryReport::default(),
             producers: ProducerTable::new(),
             epochs: None,
             staged_producers: Vec::new(),
+            active,
         }
     }
 
@@ -234,11 +361,24 @@ impl Log {
     /// Appends a validated batch: stages it, restamped with its offset and
     /// the append time. It is durable and visible only after [`Log::commit`].
     pub fn append(&mut self, batch: &RecordBatch) -> LogResult<AppendInfo> {
+        self.append_tracked(batch).map(|tracked| tracked.info)
+    }
+
+    /// [`append`](Self::append), with the ticket that
+    /// [`commit_tracked`](Self::commit_tracked) settles.
+    pub(crate) fn append_tracked(&mut self, batch: &RecordBatch) -> LogResult<Tracked> {
         self.check_writable()?;
         self.check_limits(batch)?;
         let header = *batch.header();
-        if let Some(original) = self.duplicate_of(&header)? {
-            return Ok(original);
+        if let Some(info) = self.duplicate_of(&header)? {
+            // Staged in this group: it shares the original's fate.
+            let ticket = self
+                .unsettled
+                .iter()
+                .rev()
+                .find(|(base, _)| *base == info.base_offset)
+                .map(|(_, ticket)| *ticket);
+            return Ok(Tracked { info, ticket });
         }
         let len = batch.bytes().len();
         let count = header.record_count;
@@ -252,12 +392,19 @@ impl Log {
         if header.producer.is_idempotent() {
             self.stage_producer(&header, base_offset, timestamp);
         }
-        Ok(AppendInfo {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.unsettled.push((base_offset, ticket));
+        let info = AppendInfo {
             base_offset,
             last_offset: base_offset + u64::from(count) - 1,
             timestamp,
             log_start_offset: self.reader().start_offset(),
             duplicate: false,
+        };
+        Ok(Tracked {
+            info,
+            ticket: Some(ticket),
         })
     }
 
@@ -314,6 +461,7 @@ impl Log {
         let cursor = &mut self.active.cursor;
         if self.staged.is_empty() {
             self.staged_from = Some(*cursor);
+            self.staged_first_ticket = self.next_ticket;
         }
         let base_offset = cursor.next_offset;
         let timestamp = self.clock.now_ms().max(cursor.max_timestamp);
@@ -367,7 +515,26 @@ impl Log {
     /// Makes the appends since the last commit as durable as the policy
     /// says, and visible. Fails if any of them was lost.
     pub fn commit(&mut self) -> LogResult<()> {
-        let result = match self.config.fsync {
+        match self.commit_tracked().first_error() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// [`commit`](Self::commit), saying what happened to each append.
+    pub(crate) fn commit_tracked(&mut self) -> Committed {
+        let error = self.commit_written().err();
+        self.unsettled.clear();
+        Committed {
+            lost: std::mem::take(&mut self.lost),
+            durable_below: self.durable_below,
+            error,
+        }
+    }
+
+    /// The policy's work for a commit.
+    fn commit_written(&mut self) -> LogResult<()> {
+        match self.config.fsync {
             FsyncPolicy::Always => self.sync(),
             FsyncPolicy::Interval(every) => self.flush_writes().and_then(|()| {
                 let due = self.unsynced_since.is_some_and(|t| t.elapsed() >= every);
@@ -378,10 +545,6 @@ impl Log {
                 }
             }),
             FsyncPolicy::Never => self.flush_writes().and_then(|()| self.checkpoint_if_due()),
-        };
-        match self.staged_lost.take() {
-            Some(lost) => Err(lost),
-            None => result,
         }
     }
 
@@ -416,6 +579,7 @@ impl Log {
         }
         self.unsynced_since.get_or_insert_with(Instant::now);
         if self.config.fsync != FsyncPolicy::Always {
+            self.durable_below = self.next_ticket;
             self.publish();
         }
         Ok(())
@@ -438,39 +602,121 @@ impl Log {
             // the next write (positioned at write_pos); recovery cuts it.
             tracing::warn!(segment = %segment.log_path.display(), error = %e, "could not cut a failed write off the segment");
         }
-        self.staged_lost = Some(error.clone());
+        self.lost
+            .push((self.staged_first_ticket..self.next_ticket, error.clone()));
     }
 
-    /// Writes and fsyncs everything appended; then publishes it.
+    /// Writes and fsyncs everything appended; then publishes it. If the
+    /// write of the staged batches fails, what was written before them is
+    /// still synced and published, and the write's error returned.
     pub fn sync(&mut self) -> LogResult<()> {
         self.check_writable()?;
-        self.flush_writes()?;
+        let written = self.flush_writes();
         if self.active.synced_pos < self.active.write_pos {
-            let segment = self.active.segment.clone();
-            if let Err(e) = segment.log.sync_data() {
-                return Err(self.turn_read_only(&segment, e));
+            if let Err(e) = self.active.segment.log.sync_data() {
+                return Err(self.fsync_failed(e));
             }
             self.active.synced_pos = self.active.write_pos;
         }
+        self.synced = SyncedPoint::of(&self.active, self.next_ticket);
+        self.durable_below = self.next_ticket;
         self.unsynced_since = None;
         self.publish();
+        written?;
         self.checkpoint_if_due()
     }
 
-    fn turn_read_only(&mut self, segment: &Segment, e: std::io::Error) -> LogError {
-        let cause = format!("fdatasync of {} failed: {e}", segment.log_path.display());
-        tracing::error!(%cause, "partition turns read-only");
+    /// Turns the log read-only for `cause` (which completes "partition
+    /// refuses writes since …").
+    fn refuse_writes(&mut self, cause: String) -> LogError {
+        tracing::error!(dir = %self.dir.display(), %cause, "partition turns read-only");
         self.read_only = Some(cause.clone());
         LogError::ReadOnly { cause }
     }
 
-    fn check_writable(&self) -> LogResult<()> {
-        match &self.read_only {
-            Some(cause) => Err(LogError::ReadOnly {
-                cause: cause.clone(),
-            }),
-            None => Ok(()),
+    /// After a failed fdatasync of the active segment (see the module doc):
+    /// read-only, back to the last synced position, file cut there, fence
+    /// checkpoint written.
+    fn fsync_failed(&mut self, e: std::io::Error) -> LogError {
+        let segment = self.active.segment.clone();
+        let error = self.refuse_writes(format!(
+            "an fsync failed (fdatasync of {}: {e})",
+            segment.log_path.display()
+        ));
+        let synced = self.synced;
+        let position = self.active.synced_pos;
+        let max_timestamp = if position == 0 {
+            i64::MIN
+        } else {
+            synced.cursor.max_timestamp
+        };
+        if segment.size() > position {
+            // Published without a sync (interval and never policies).
+            retract(&segment, position, synced.cursor.next_offset, max_timestamp);
         }
+        segment.index.0.truncate(synced.index_len);
+        segment.time_index.0.truncate(synced.time_index_len);
+        self.active.write_pos = position;
+        self.active.cursor = synced.cursor;
+        self.durable_below = self.durable_below.min(synced.ticket);
+        self.unsynced_since = None;
+        let cut = segment.log.set_len(position);
+        if let Err(e) = segment
+            .index
+            .0
+            .flush()
+            .and_then(|()| segment.time_index.0.flush())
+        {
+            tracing::warn!(segment = %segment.log_path.display(), error = %e, "could not flush the indexes before writing the fence");
+        }
+        let fence = Checkpoint {
+            clean: false,
+            fence: true,
+            segment_base: segment.base_offset,
+            position,
+            next_offset: synced.cursor.next_offset,
+            max_timestamp: synced.cursor.max_timestamp,
+        };
+        let fenced = fence.write(self.fs.as_ref(), &self.dir);
+        let shown = segment.log_path.display();
+        match (cut, fenced) {
+            (Ok(()), Ok(())) => {
+                tracing::warn!(segment = %shown, position, "cut the segment back to its last synced position and fenced it")
+            }
+            (Err(e), Ok(())) => {
+                tracing::warn!(segment = %shown, position, error = %e, "could not cut the segment back to its last synced position; the fence makes recovery cut it")
+            }
+            (Ok(()), Err(e)) => {
+                tracing::warn!(segment = %shown, position, error = %e, "could not write the fence; the segment was cut back to its last synced position")
+            }
+            (Err(cut), Err(fence)) => tracing::error!(
+                segment = %shown, position, cut_error = %cut, fence_error = %fence,
+                "could neither cut the segment back to its last synced position nor record it: before restarting the broker, cut the file to that many bytes (or drop the page cache, or reboot), or a restart may serve bytes that never reached the disk"
+            ),
+        }
+        error
+    }
+
+    /// Refuses writes after a failure; replaces a fence left by the last
+    /// run before the first append.
+    fn check_writable(&mut self) -> LogResult<()> {
+        if let Some(cause) = &self.read_only {
+            return Err(LogError::ReadOnly {
+                cause: cause.clone(),
+            });
+        }
+        if self.fence_pending {
+            self.try_write_checkpoint(false).map_err(|e| {
+                LogError::io(
+                    format!(
+                        "replacing the fence checkpoint of {} (left by a failed fsync) before the first append",
+                        self.dir.display()
+                    ),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Makes written batches visible to readers.
@@ -503,36 +749,41 @@ impl Log {
     /// Records the durable point. Needs `synced_pos == write_pos`. A failure
     /// only costs a longer scan after a crash, so it is logged, not raised.
     pub(crate) fn write_checkpoint(&mut self, clean: bool) {
+        if let Err(e) = self.try_write_checkpoint(clean) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the recovery checkpoint (and producer snapshot)");
+        }
+    }
+
+    /// [`write_checkpoint`](Self::write_checkpoint), returning the failure.
+    /// Refused once the log is read-only: its in-memory state (producers)
+    /// may hold batches that are not durable, and the fence must stay.
+    fn try_write_checkpoint(&mut self, clean: bool) -> std::io::Result<()> {
+        if let Some(cause) = &self.read_only {
+            return Err(std::io::Error::other(format!(
+                "no checkpoint is written once the partition refuses writes since {cause}"
+            )));
+        }
         // The producer snapshot goes first: recovery relies on a snapshot
         // at or after the checkpoint's offset.
         self.producers
             .expire(self.clock.now_ms(), self.config.producer_expiry_ms);
         let snapshot = self.producers.encode(self.active.cursor.next_offset);
-        if let Err(e) = write_atomically(self.fs.as_ref(), &self.dir.join(SNAPSHOT_FILE), &snapshot)
-        {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the producer snapshot; checkpoint skipped");
-            return;
-        }
+        write_atomically(self.fs.as_ref(), &self.dir.join(SNAPSHOT_FILE), &snapshot)?;
         let a = &self.active;
-        let flushed = a
-            .segment
-            .index
-            .0
-            .flush()
-            .and_then(|()| a.segment.time_index.0.flush());
+        a.segment.index.0.flush()?;
+        a.segment.time_index.0.flush()?;
         let checkpoint = Checkpoint {
             clean,
+            fence: false,
             segment_base: a.segment.base_offset,
             position: a.synced_pos,
             next_offset: a.cursor.next_offset,
             max_timestamp: a.cursor.max_timestamp,
         };
-        match flushed.and_then(|()| checkpoint.write(self.fs.as_ref(), &self.dir)) {
-            Ok(()) => self.active.checkpoint_pos = checkpoint.position,
-            Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the recovery checkpoint")
-            }
-        }
+        checkpoint.write(self.fs.as_ref(), &self.dir)?;
+        self.active.checkpoint_pos = checkpoint.position;
+        self.fence_pending = false;
+        Ok(())
     }
 
     fn should_roll(&self, len: u64, count: u32) -> bool {
@@ -598,21 +849,31 @@ impl Log {
             checkpoint_pos: 0,
             cursor,
         };
+        self.synced = SyncedPoint::of(&self.active, self.next_ticket);
         self.write_checkpoint(false);
         self.enforce_retention()?;
         Ok(())
     }
 
     /// Final time entry, flush, truncate and sync both indexes; idempotent.
+    ///
+    /// The segment is marked sealed first, so it takes no appends from
+    /// before its index files are cut to their entries: a later entry
+    /// pushed through the map past the cut end of the file would fault,
+    /// and one past the final time entry would break its order. If the
+    /// seal fails half-way (say the index's fsync after the cut), the log
+    /// turns read-only: the index files on disk are in an unknown state,
+    /// and a restart rebuilds them from the log.
     fn seal(&mut self, segment: &Segment) -> LogResult<()> {
         if segment.sealed.load(Ordering::Acquire) {
             return Ok(());
         }
+        segment.sealed.store(true, Ordering::Release);
         let cursor = &self.active.cursor;
         segment.push_final_time_entry(cursor.max_timestamp, cursor.last_batch_relative);
-        segment.seal_indexes()?;
-        segment.sealed.store(true, Ordering::Release);
-        Ok(())
+        segment
+            .seal_indexes()
+            .map_err(|e| self.refuse_writes(format!("sealing a segment failed ({e})")))
     }
 
     /// Deletes whole sealed segments past retention; returns how many.
@@ -712,6 +973,17 @@ pub(crate) fn index_entry(
     cursor.bytes_since_index += len;
     cursor.last_batch_relative = Some(relative_offset);
     entry
+}
+
+/// Moves what readers may see of `segment` back to `size` bytes and offsets
+/// below `next_offset`; the offsets first, so that a reader does not look
+/// for a batch past the size.
+fn retract(segment: &Segment, size: u64, next_offset: u64, max_timestamp: i64) {
+    segment.next_offset.store(next_offset, Ordering::Release);
+    segment.size.store(size, Ordering::Release);
+    segment
+        .max_timestamp
+        .store(max_timestamp, Ordering::Release);
 }
 
 /// Pushes an entry straight into a segment's indexes (recovery: no readers yet).
