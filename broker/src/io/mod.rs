@@ -136,6 +136,71 @@ pub fn read_all(fs: &dyn FileSystem, path: &Path, max: usize) -> io::Result<Vec<
     Ok(buf)
 }
 
+/// Creates the directory `path` and every missing directory between it and
+/// `up_to`, one at a time, and makes the new names durable: once anything
+/// was created, every directory from the parent of the deepest new one up
+/// to `up_to` itself is fsynced (an ancestor that already existed may have
+/// been created by a process that died before its parent was synced, so
+/// the whole chain is synced, not only the new names' parents). Nothing is
+/// synced when `path` already existed. Returns whether anything was
+/// created.
+///
+/// `up_to` must be `path` or one of its ancestors, and must exist: the
+/// caller owns it (the data directory, a topic's directory) and its own
+/// name's durability. An empty `up_to` means the current directory.
+pub fn create_dir_durably(fs: &dyn FileSystem, path: &Path, up_to: &Path) -> io::Result<bool> {
+    let below = path.strip_prefix(up_to).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not inside {}: the directory cannot be created there",
+                path.display(),
+                up_to.display()
+            ),
+        )
+    })?;
+    let as_dir = |p: &Path| -> PathBuf {
+        if p.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            p.to_owned()
+        }
+    };
+    if !fs.exists(&as_dir(up_to)) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "{} does not exist, so {} cannot be created in it",
+                up_to.display(),
+                path.display()
+            ),
+        ));
+    }
+    let mut current = up_to.to_path_buf();
+    // The parent of the deepest directory created so far.
+    let mut deepest_parent = None;
+    for component in below.components() {
+        let parent = current.clone();
+        current.push(component);
+        if !fs.exists(&current) {
+            // Its parent exists: this creates exactly one directory.
+            fs.create_dir_all(&current)?;
+            deepest_parent = Some(parent);
+        }
+    }
+    let Some(deepest_parent) = deepest_parent else {
+        return Ok(false);
+    };
+    // From the deepest new name's parent up to `up_to`, inclusive.
+    let depth = deepest_parent
+        .strip_prefix(up_to)
+        .map_or(0, |rest| rest.components().count());
+    for dir in deepest_parent.ancestors().take(depth + 1) {
+        fs.sync_dir(&as_dir(dir))?;
+    }
+    Ok(true)
+}
+
 /// Writes `bytes` to `path` so that after a crash the file holds either its
 /// old content or all of `bytes`: write a temp file, fsync it, rename it over
 /// `path`, fsync the directory.

@@ -22,20 +22,25 @@
 //!
 //! ## Lifecycle
 //!
-//! [`Broker::open`] takes the data directory as it finds it: producer
-//! registry, then topics (recovering each partition log), then groups
-//! (each group's engine starts). [`Broker::close`] is the reverse: groups
+//! [`Broker::open`] creates the data directory if it is missing (durably:
+//! its parent is synced) and locks it ([`DataDirLock`]: one broker per
+//! directory) before it reads anything in it; then it takes the directory
+//! as it finds it: producer registry, then topics (recovering each
+//! partition log), then groups (each group's engine starts). The lock is
+//! held for the broker's lifetime. [`Broker::close`] is the reverse: groups
 //! first (their engines may still write dead letters into topics and must
 //! append their last journal events), then every partition log is closed
 //! cleanly (final fsync, clean checkpoint).
 
 mod fetch;
 mod groups;
+mod lock;
 mod members;
 mod message;
 mod produce;
 mod topics;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -44,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::Groups;
-use crate::io::FileSystem;
+use crate::io::{FileSystem, create_dir_durably};
 use crate::log::Clock;
 use crate::log::producers::EpochSource;
 use crate::registry::ProducerRegistry;
@@ -52,6 +57,7 @@ use crate::topics::Topics;
 
 pub use fetch::{FetchOutcome, FetchQuery, FetchRead, FetchedPartition, OffsetFound, OffsetSpec};
 pub use groups::{GroupDescription, SeekTarget};
+pub use lock::{DataDirLock, LOCK_FILE};
 pub use members::{MemberOwner, Members, SettleAction, SettleRequest};
 pub use message::{MessageReport, MessageStatus};
 pub use produce::{Appended, PartitionBatches, ProduceOutcome, SubmittedProduce};
@@ -74,24 +80,37 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// True while the broker accepts requests (for `/health`).
     serving: AtomicBool,
+    /// The data directory's lock, released when the broker is dropped
+    /// (last, after everything that writes into the directory).
+    _lock: DataDirLock,
 }
 
 impl Broker {
     /// Opens the broker's state in `config.data_dir` (created if missing):
-    /// the producer registry, every topic (recovering its partition logs)
-    /// and every group (starting its engine).
+    /// locks the directory, then opens the producer registry, every topic
+    /// (recovering its partition logs) and every group (starting its
+    /// engine). Fails without touching the directory if another broker
+    /// holds it.
     pub fn open(
         config: BrokerConfig,
         fs: Arc<dyn FileSystem>,
         clock: Arc<dyn Clock>,
     ) -> Result<Broker, BrokerError> {
         let data_dir = config.data_dir.clone();
-        fs.create_dir_all(&data_dir).map_err(|e| {
+        // Its nearest existing ancestor: the new directories below it are
+        // made durable there.
+        let existing = data_dir
+            .ancestors()
+            .find(|dir| !dir.as_os_str().is_empty() && fs.exists(dir))
+            .unwrap_or(Path::new(""));
+        create_dir_durably(fs.as_ref(), &data_dir, existing).map_err(|e| {
             BrokerError::storage(
                 format_args!("cannot create the data directory {}", data_dir.display()),
                 e,
             )
         })?;
+        // Before anything in the directory is read.
+        let lock = DataDirLock::acquire(&data_dir)?;
         let producers = ProducerRegistry::open(fs.clone(), &data_dir)
             .map_err(|e| BrokerError::new(crate::error::ErrorKind::Storage, e))?;
         let producers = Arc::new(producers);
@@ -118,6 +137,7 @@ impl Broker {
             members: Members::default(),
             shutdown: CancellationToken::new(),
             serving: AtomicBool::new(true),
+            _lock: lock,
         })
     }
 
