@@ -40,7 +40,6 @@ mod message;
 mod produce;
 mod topics;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -49,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::Groups;
-use crate::io::{FileSystem, create_dir_durably};
+use crate::io::{FileSystem, create_dir_durably, existing_ancestor};
 use crate::log::Clock;
 use crate::log::producers::EpochSource;
 use crate::registry::ProducerRegistry;
@@ -99,10 +98,7 @@ impl Broker {
         let data_dir = config.data_dir.clone();
         // Its nearest existing ancestor: the new directories below it are
         // made durable there.
-        let existing = data_dir
-            .ancestors()
-            .find(|dir| !dir.as_os_str().is_empty() && fs.exists(dir))
-            .unwrap_or(Path::new(""));
+        let existing = existing_ancestor(fs.as_ref(), &data_dir);
         create_dir_durably(fs.as_ref(), &data_dir, existing).map_err(|e| {
             BrokerError::storage(
                 format_args!("cannot create the data directory {}", data_dir.display()),
@@ -167,5 +163,76 @@ impl Broker {
     /// Refreshes the per-partition log gauges (for a metrics scrape).
     pub fn refresh_metrics(&self) {
         crate::metrics::refresh_logs(&self.topics);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FileConfig;
+    use crate::delivery::GroupSettings;
+    use crate::io::{PowerCutFs, StdFs};
+    use crate::log::{FsyncPolicy, SystemClock};
+    use crate::topics::NewTopic;
+    use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, RecordBatch, records_of_batches};
+    use std::path::Path;
+
+    fn config(data_dir: &Path) -> BrokerConfig {
+        let mut config = BrokerConfig::from_file_config(FileConfig::default()).expect("config");
+        config.data_dir = data_dir.to_path_buf();
+        config.log.fsync = FsyncPolicy::Always;
+        config
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_data_dir_with_its_first_topic_and_group_survives_a_power_cut() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // Neither the data directory nor its parent exists yet.
+        let data = tmp.path().join("var/pigeon");
+        let fs = PowerCutFs::new();
+        let broker =
+            Broker::open(config(&data), Arc::new(fs.clone()), Arc::new(SystemClock)).expect("open");
+        let topic = NewTopic {
+            name: "orders".into(),
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+        };
+        broker.create_topic(topic).await.expect("topic");
+        let mut builder = BatchBuilder::new();
+        builder.push(None, b"first order", &[]);
+        let batch =
+            RecordBatch::validate(builder.build(ProducerStamp::NONE, 0), 1 << 20).expect("batch");
+        let orders = broker.topics.get("orders").expect("orders");
+        orders.partitions[0]
+            .append(batch)
+            .await
+            .expect("acknowledged under fsync=always");
+        broker
+            .create_group("orders", "billing", GroupSettings::default())
+            .await
+            .expect("group");
+        // The power goes right after the acknowledgements.
+        fs.fail_after(0);
+        broker.close().await;
+        drop((orders, broker));
+        fs.power_cut(7).expect("power cut");
+
+        let broker =
+            Broker::open(config(&data), Arc::new(StdFs), Arc::new(SystemClock)).expect("reopen");
+        let orders = broker.topics.get("orders").expect("the topic survives");
+        let read = orders.partitions[0]
+            .reader()
+            .read(0, 1 << 20)
+            .expect("read");
+        let values: Vec<Vec<u8>> = records_of_batches(read.bytes)
+            .map(|r| r.expect("record").value.to_vec())
+            .collect();
+        assert_eq!(values, [b"first order".to_vec()], "the acknowledged record");
+        broker
+            .groups
+            .get("orders", "billing")
+            .expect("the created group survives");
+        broker.close().await;
     }
 }
