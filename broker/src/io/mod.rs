@@ -11,6 +11,9 @@
 //!   cut would leave (only what a completed fsync covered, the last write
 //!   torn). Neither is compiled into a release build.
 //!
+//! - [`write_atomically`], [`create_dir_durably`] and [`sync_parent`]: a
+//!   file replaced whole, and directory entries (new directories, renames,
+//!   deletes) made durable by syncing the directory that holds them.
 //! - [`seal`], [`unseal`] and [`LeCursor`]: the CRC-32 trailer and the
 //!   bounds-checked little-endian reading of the small binary state files
 //!   (the delivery journal's events are read with [`LeCursor`] too).
@@ -18,7 +21,10 @@
 //! Invariants: every write is positioned (no shared file cursor), so readers
 //! and the single writer of a file never disturb each other. A short write is
 //! not an error: [`write_all_at`] continues it, and a write of zero bytes is
-//! reported as [`io::ErrorKind::WriteZero`].
+//! reported as [`io::ErrorKind::WriteZero`]. A directory is durable only
+//! once its parent was synced after its creation: the broker creates
+//! directories with [`create_dir_durably`], never with a bare
+//! [`FileSystem::create_dir_all`].
 
 #[cfg(any(test, feature = "test-util"))]
 mod fault;

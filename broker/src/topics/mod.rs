@@ -11,8 +11,8 @@
 //!
 //! - Open: `topics/` and `trash/` are created if missing, durably (their
 //!   names synced in the data directory).
-//! - Create: make the topic directory, write `topic.json` atomically, sync
-//!   the parent directory, then open the partition logs; each log creates
+//! - Create: make the topic directory and sync `topics/` (the new name is
+//!   durable), write `topic.json` atomically, then open the partition logs; each log creates
 //!   its directory and syncs it into the topic directory before it takes an
 //!   append, so no acknowledged record sits in a directory a power cut can
 //!   lose. A directory without `topic.json` at start is an interrupted
@@ -259,17 +259,13 @@ impl Topics {
             created_ms: self.clock.now_ms(),
         };
         let dir = self.root.join(&new.name);
-        let persisted = self
-            .fs
-            .create_dir_all(&dir)
-            .and_then(|()| {
-                write_atomically(
-                    self.fs.as_ref(),
-                    &dir.join(metadata::FILE_NAME),
-                    &metadata.to_json(),
-                )
-            })
-            .and_then(|()| self.fs.sync_dir(&self.root));
+        let persisted = create_dir_durably(self.fs.as_ref(), &dir, &self.root).and_then(|_| {
+            write_atomically(
+                self.fs.as_ref(),
+                &dir.join(metadata::FILE_NAME),
+                &metadata.to_json(),
+            )
+        });
         if let Err(e) = persisted {
             let _ = self.fs.remove_dir_all(&dir);
             return Err(BrokerError::storage(
