@@ -501,3 +501,123 @@ fn the_handshake_announces_only_the_apis_the_broker_serves() {
         assert!(h.negotiate(ApiKey::Produce).is_some());
     });
 }
+
+/// Every file and directory under `dir`: size, modification time and (for
+/// files) content, by path relative to `dir`.
+fn listing(
+    dir: &std::path::Path,
+) -> std::collections::BTreeMap<std::path::PathBuf, (u64, std::time::SystemTime, Vec<u8>)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).expect("list the data dir") {
+            let path = entry.expect("a directory entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            let modified = meta.modified().expect("mtime");
+            let content = if meta.is_dir() {
+                pending.push(path.clone());
+                Vec::new()
+            } else {
+                std::fs::read(&path).expect("read a file of the data dir")
+            };
+            let relative = path.strip_prefix(dir).expect("under the dir").to_path_buf();
+            out.insert(relative, (meta.len(), modified, content));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_second_broker_on_the_same_data_dir_exits_naming_the_holder_and_changes_nothing() {
+    use pigeon_suite::process::drain;
+    use std::process::{Command, Stdio};
+
+    let (_tmp, data) = temp();
+    let first = Broker::start(&data, &[]);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut client = RawClient::connect(first.addr).await;
+        client.create_topic("orders", 2).await;
+        for i in 0..20u32 {
+            client
+                .produce("orders", i % 2, &[format!("order {i}").as_bytes()])
+                .await;
+        }
+        let create = CreateGroupRequest {
+            topic: "orders".into(),
+            group: "billing".into(),
+            settings: GroupSettings::default(),
+        };
+        client.ok(create.into()).await;
+    });
+    let before = listing(&data);
+
+    // Other ports, same directory.
+    let started = Instant::now();
+    let mut second = Command::new(pigeon_suite::binary("pigeon-broker"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a second pigeon-broker");
+    let stderr = drain(second.stderr.take().expect("stderr"));
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait for the second broker") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(2) {
+            let _ = second.kill();
+            let _ = second.wait();
+            let said = String::from_utf8_lossy(&stderr.recv().unwrap_or_default()).into_owned();
+            panic!(
+                "a second broker on the same data dir was still running after 2 s (it serves beside the first):\n{said}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let said = String::from_utf8_lossy(&stderr.recv().expect("stderr collected")).into_owned();
+    assert!(
+        !status.success(),
+        "the second broker exited with {status}:\n{said}"
+    );
+    assert!(
+        said.contains(&data.display().to_string()),
+        "the message names the data directory {}:\n{said}",
+        data.display()
+    );
+    assert!(
+        said.contains(&format!("pid {}", first.pid())),
+        "the message names the holder's pid {}:\n{said}",
+        first.pid()
+    );
+
+    let after = listing(&data);
+    for (path, (size, modified, content)) in &before {
+        match after.get(path) {
+            None => panic!("{} is gone", path.display()),
+            Some((s, m, c)) => assert!(
+                (s, m, c) == (size, modified, content),
+                "{} changed (size {size} → {s}, mtime {modified:?} → {m:?})",
+                path.display()
+            ),
+        }
+    }
+    let added: Vec<_> = after.keys().filter(|p| !before.contains_key(*p)).collect();
+    assert!(added.is_empty(), "files appeared: {added:?}");
+
+    // The first broker still serves.
+    rt.block_on(async {
+        let mut client = RawClient::connect(first.addr).await;
+        let answer = client.produce("orders", 0, &[b"after"]).await;
+        assert_eq!(answer.error_code, ErrorCode::None, "{answer:?}");
+        let values = client.read_values("orders", 0, 0).await;
+        assert_eq!(values.len(), 11);
+        assert_eq!(
+            values.last().map(|(_, v)| v.as_slice()),
+            Some(&b"after"[..])
+        );
+    });
+}

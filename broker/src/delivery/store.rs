@@ -16,6 +16,9 @@
 //! - A snapshot is written atomically (temp, fsync, rename, fsync dir), then
 //!   the journal segments it covers are deleted. A crash between the two
 //!   leaves extra segments, which the next snapshot deletes.
+//! - Create makes the group's directory (and its topic's, if new) durably:
+//!   each new name is synced in its parent before the metadata is written;
+//!   each journal's log does the same for its partition directory.
 //! - Opening a group loads each partition's snapshot (or starts empty) and
 //!   replays the journal from the offset the snapshot covers. The work is
 //!   bounded by the journal written since the last snapshot.
@@ -30,7 +33,7 @@ use super::journal::Event;
 use super::partition::PartitionDelivery;
 use super::settings::GroupSettings;
 use super::snapshot;
-use crate::io::{FileSystem, read_all, write_atomically};
+use crate::io::{FileSystem, create_dir_durably, existing_ancestor, read_all, write_atomically};
 use crate::log::{Clock, Log, LogConfig, LogError, PartitionLog};
 
 /// File of the group's metadata.
@@ -145,7 +148,8 @@ impl GroupStore {
         journal_config: LogConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<(GroupStore, Vec<PartitionDelivery>), StoreError> {
-        fs.create_dir_all(dir)
+        // The topic's directory (`<groups>/<topic>/`) may be new too.
+        create_dir_durably(fs.as_ref(), dir, existing_ancestor(fs.as_ref(), dir))
             .map_err(|e| StoreError(format!("creating {}: {e}", dir.display())))?;
         let mut store = GroupStore {
             fs,

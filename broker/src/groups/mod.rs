@@ -9,7 +9,11 @@
 //!
 //! Create writes the store (metadata first, atomically) after creating the
 //! dead-letter topic; a crash in between leaves a DLQ topic without a group,
-//! which the next create reuses. A new group starts at each partition's log
+//! which the next create reuses. Every directory is created durably (its
+//! name synced in its parent, up to `groups/`, which is itself synced into
+//! the data directory at open), and a delete syncs the parent after the
+//! removal, so a power cut neither loses an acknowledged group nor brings a
+//! deleted one back. A new group starts at each partition's log
 //! start: it delivers everything the topic still holds.
 
 pub mod dlq;
@@ -27,7 +31,7 @@ use crate::delivery::GroupSettings;
 use crate::delivery::engine::{self, GroupHandle};
 use crate::delivery::store::{GroupMeta, GroupStore, META_FILE};
 use crate::error::{BrokerError, ErrorKind};
-use crate::io::FileSystem;
+use crate::io::{FileSystem, create_dir_durably, sync_parent};
 use crate::log::{Clock, LogConfig};
 use crate::topics::{NewTopic, Topic, Topics};
 use dlq::{DlqSink, dlq_topic};
@@ -75,7 +79,7 @@ impl Groups {
         topics: &Topics,
     ) -> Result<Groups, BrokerError> {
         let root = data_dir.join("groups");
-        fs.create_dir_all(&root).map_err(|e| {
+        create_dir_durably(fs.as_ref(), &root, data_dir).map_err(|e| {
             error(
                 ErrorKind::Storage,
                 format!("creating {}: {e}", root.display()),
@@ -283,12 +287,16 @@ impl Groups {
         // files go.
         entry.handle.stop().await;
         let dir = self.root.join(topic).join(group);
-        self.fs.remove_dir_all(&dir).map_err(|e| {
-            error(
-                ErrorKind::Storage,
-                format!("deleting {}: {e}", dir.display()),
-            )
-        })
+        // Synced, or a power cut brings the group back.
+        self.fs
+            .remove_dir_all(&dir)
+            .and_then(|()| sync_parent(self.fs.as_ref(), &dir))
+            .map_err(|e| {
+                error(
+                    ErrorKind::Storage,
+                    format!("deleting {}: {e}", dir.display()),
+                )
+            })
     }
 
     /// Stops every group's engine at broker shutdown: each writes its last
@@ -326,12 +334,15 @@ impl Groups {
         }
         let dir = self.root.join(topic);
         if self.fs.exists(&dir) {
-            self.fs.remove_dir_all(&dir).map_err(|e| {
-                error(
-                    ErrorKind::Storage,
-                    format!("deleting {}: {e}", dir.display()),
-                )
-            })?;
+            self.fs
+                .remove_dir_all(&dir)
+                .and_then(|()| sync_parent(self.fs.as_ref(), &dir))
+                .map_err(|e| {
+                    error(
+                        ErrorKind::Storage,
+                        format!("deleting {}: {e}", dir.display()),
+                    )
+                })?;
         }
         Ok(names)
     }

@@ -14,6 +14,9 @@
 //!   cut would leave (only what a completed fsync covered, the last write
 //!   torn). Neither is compiled into a release build.
 //!
+//! - [`write_atomically`], [`create_dir_durably`] and [`sync_parent`]: a
+//!   file replaced whole, and directory entries (new directories, renames,
+//!   deletes) made durable by syncing the directory that holds them.
 //! - [`seal`], [`unseal`] and [`LeCursor`]: the CRC-32 trailer and the
 //!   bounds-checked little-endian reading of the small binary state files
 //!   (the delivery journal's events are read with [`LeCursor`] too).
@@ -21,7 +24,10 @@
 //! Invariants: every write is positioned (no shared file cursor), so readers
 //! and the single writer of a file never disturb each other. A short write is
 //! not an error: [`write_all_at`] continues it, and a write of zero bytes is
-//! reported as [`io::ErrorKind::WriteZero`].
+//! reported as [`io::ErrorKind::WriteZero`]. A directory is durable only
+//! once its parent was synced after its creation: the broker creates
+//! directories with [`create_dir_durably`], never with a bare
+//! [`FileSystem::create_dir_all`].
 
 #[cfg(any(test, feature = "test-util"))]
 mod fault;
@@ -147,6 +153,90 @@ pub fn read_all(fs: &dyn FileSystem, path: &Path, max: usize) -> io::Result<Vec<
     Ok(buf)
 }
 
+/// Creates the directory `path` and every missing directory between it and
+/// `up_to`, one at a time, and makes the new names durable: once anything
+/// was created, every directory from the parent of the deepest new one up
+/// to `up_to` itself is fsynced (an ancestor that already existed may have
+/// been created by a process that died before its parent was synced, so
+/// the whole chain is synced, not only the new names' parents). Nothing is
+/// synced when `path` already existed. Returns whether anything was
+/// created.
+///
+/// `up_to` must be `path` or one of its ancestors, and must exist: the
+/// caller owns it (the data directory) and its own name's durability; a
+/// caller that owns no such directory passes [`existing_ancestor`]. An
+/// empty `up_to` means the current directory.
+pub fn create_dir_durably(fs: &dyn FileSystem, path: &Path, up_to: &Path) -> io::Result<bool> {
+    let below = path.strip_prefix(up_to).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not inside {}: the directory cannot be created there",
+                path.display(),
+                up_to.display()
+            ),
+        )
+    })?;
+    if !fs.exists(as_dir(up_to)) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "{} does not exist, so {} cannot be created in it",
+                up_to.display(),
+                path.display()
+            ),
+        ));
+    }
+    let mut current = up_to.to_path_buf();
+    // The parent of the deepest directory created so far.
+    let mut deepest_parent = None;
+    for component in below.components() {
+        let parent = current.clone();
+        current.push(component);
+        if !fs.exists(&current) {
+            // Its parent exists: this creates exactly one directory.
+            fs.create_dir_all(&current)?;
+            deepest_parent = Some(parent);
+        }
+    }
+    let Some(deepest_parent) = deepest_parent else {
+        return Ok(false);
+    };
+    // From the deepest new name's parent up to `up_to`, inclusive.
+    let depth = deepest_parent
+        .strip_prefix(up_to)
+        .map_or(0, |rest| rest.components().count());
+    for dir in deepest_parent.ancestors().take(depth + 1) {
+        fs.sync_dir(as_dir(dir))?;
+    }
+    Ok(true)
+}
+
+/// The nearest ancestor of `path` (or `path` itself) that exists; the empty
+/// path (the current directory) if none does. The boundary to pass to
+/// [`create_dir_durably`] by a caller that owns no directory above `path`.
+pub fn existing_ancestor<'a>(fs: &dyn FileSystem, path: &'a Path) -> &'a Path {
+    path.ancestors()
+        .find(|dir| !dir.as_os_str().is_empty() && fs.exists(dir))
+        .unwrap_or(Path::new(""))
+}
+
+/// `path` as a directory to open: the empty path (the parent of a relative
+/// one-component path) is the current directory.
+fn as_dir(path: &Path) -> &Path {
+    if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    }
+}
+
+/// fsyncs the directory holding `path`, making a create, rename or delete
+/// of `path` durable.
+pub fn sync_parent(fs: &dyn FileSystem, path: &Path) -> io::Result<()> {
+    fs.sync_dir(as_dir(path.parent().unwrap_or(Path::new(""))))
+}
+
 /// Writes `bytes` to `path` so that after a crash the file holds either its
 /// old content or all of `bytes`: write a temp file, fsync it, rename it over
 /// `path`, fsync the directory.
@@ -160,8 +250,7 @@ pub fn write_atomically(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> io::R
     file.sync_data()?;
     drop(file);
     fs.rename(&tmp, path)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs.sync_dir(dir)
+    sync_parent(fs, path)
 }
 
 #[cfg(test)]
@@ -181,6 +270,40 @@ mod tests {
         let mut buf = [0u8; 11];
         assert_eq!(read_full_at(file.as_ref(), &mut buf, 0).expect("read"), 11);
         assert_eq!(&buf, b"hello world");
+    }
+
+    #[test]
+    fn create_dir_durably_creates_each_missing_directory_and_syncs_the_chain() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("data");
+        std::fs::create_dir(&root).expect("mkdir");
+        let plan = FaultPlan::new();
+        let fs = FaultyFs::new(plan.clone());
+        let path = root.join("topics/t/0");
+        assert!(create_dir_durably(&fs, &path, &root).expect("create"));
+        assert!(path.is_dir());
+        assert!(
+            !create_dir_durably(&fs, &path, &root).expect("again"),
+            "nothing to create the second time"
+        );
+        // A failed sync of a parent is reported, not ignored (the first
+        // directory operation, the creation, succeeds).
+        plan.inject(Op::DirOp, "data", Fault::Io, 1, None);
+        create_dir_durably(&fs, &root.join("topics/u"), &root).expect_err("the sync fails");
+        assert!(root.join("topics/u").is_dir());
+    }
+
+    #[test]
+    fn create_dir_durably_stays_inside_its_boundary() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let err = create_dir_durably(&StdFs, &tmp.path().join("a"), &tmp.path().join("b"))
+            .expect_err("not inside");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let missing = tmp.path().join("missing");
+        let err =
+            create_dir_durably(&StdFs, &missing.join("a"), &missing).expect_err("no boundary");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(!missing.exists(), "nothing above the boundary is created");
     }
 
     #[test]

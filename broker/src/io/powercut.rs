@@ -15,12 +15,23 @@
 //!   image; a file that already existed when first touched is taken as
 //!   durable as it is (a test starts from a synced or freshly recovered
 //!   state).
-//! - **Directory entries.** A create, rename or delete is durable once a
-//!   [`FileSystem::sync_dir`] of its parent directory completes after it.
-//!   Until then a power cut undoes it: a new file vanishes, a renamed file
-//!   is back under its old name (and the replaced file is back), a deleted
-//!   file is back with its durable image. Directories themselves are not
-//!   tracked: `create_dir_all` and `remove_dir_all` count as durable at once.
+//! - **Directory entries.** Each directory is an inode too (it keeps its
+//!   identity across renames) with two sets of entries: as the running
+//!   system sees them, and as a power cut would leave them — as of the last
+//!   completed [`FileSystem::sync_dir`] of that directory. A create (of a
+//!   file or a directory), rename or delete is durable once a `sync_dir` of
+//!   the directory it changed completes after it. Until then a power cut
+//!   undoes it: a new file or directory vanishes (a directory with
+//!   everything in it, however synced), a renamed one is back under its old
+//!   name (and what it replaced is back), a deleted file or directory tree
+//!   is back with its durable content. Syncing a directory makes its own
+//!   entries durable, not its name in its parent: a file synced into a new
+//!   directory is lost with that directory unless the parent was synced
+//!   too. A file or directory that already existed when this file system
+//!   first met it is taken as durable where it is; a directory renamed or
+//!   removed is first read in full (every file under it becomes tracked) so
+//!   that it can come back. Paths are taken as spelled: no symlink is
+//!   resolved, and `..` is applied lexically.
 //! - **At the cut** every write, truncation or extension not covered by a
 //!   completed `sync_data` of its file is dropped: the file goes back to its
 //!   durable image. Except, chosen at random per file: if the last operation
@@ -45,12 +56,15 @@
 //! simulated, which also keeps the tests fast. Call
 //! [`PowerCutFs::power_cut`] only once nothing uses the file system any more
 //! (drop the log first); handles opened before a cut must not be used after
-//! it. After a cut the model starts afresh: what is on disk is durable.
+//! it. After a cut the model starts afresh: what is on disk is durable. A
+//! cut only changes what was created, written, renamed or removed through
+//! this file system: entries it never touched stay as they are.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -61,6 +75,14 @@ use super::{FileSystem, OpenMode, StdFs, StorageFile};
 pub const SECTOR: u64 = 512;
 
 type FileId = u64;
+type DirId = u64;
+
+/// What a directory entry names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    File(FileId),
+    Dir(DirId),
+}
 
 /// What is known of one file (inode).
 #[derive(Debug)]
@@ -79,14 +101,25 @@ struct Tracked {
     is_index: bool,
 }
 
+/// The entries of one directory (inode).
+#[derive(Debug, Default, Clone)]
+struct Dir {
+    /// As the running system sees them.
+    current: BTreeMap<OsString, Node>,
+    /// As a power cut would leave them: as of the last completed
+    /// `sync_dir` of this directory.
+    durable: BTreeMap<OsString, Node>,
+}
+
 #[derive(Debug, Default)]
 struct State {
-    next_id: FileId,
+    next_id: u64,
     files: HashMap<FileId, Tracked>,
-    /// Path → file as the running system sees it.
-    current: HashMap<PathBuf, FileId>,
-    /// Path → file as a power cut would leave it.
-    durable: HashMap<PathBuf, FileId>,
+    dirs: HashMap<DirId, Dir>,
+    /// Where resolving a path starts: `/` for absolute paths, the empty
+    /// path (the current directory) for relative ones. Paths are taken as
+    /// spelled (no symlink is resolved).
+    roots: BTreeMap<PathBuf, DirId>,
     /// Mutating calls still allowed before everything fails (`None`: no limit).
     budget: Option<u64>,
     /// Counts of mutating calls, for reports.
@@ -107,10 +140,17 @@ pub struct CutReport {
     pub reverted: usize,
     /// Files where a prefix of the last unsynced write survived.
     pub torn: usize,
-    /// Files that vanished (created or renamed in since the last dir sync).
+    /// Files that vanished (created or renamed in since the last dir sync,
+    /// or inside a directory that vanished).
     pub vanished: usize,
     /// Files that came back (deleted or renamed away since the last dir sync).
     pub restored: usize,
+    /// Directories that vanished (created or renamed in since their
+    /// parent's last sync), counted with every directory under them.
+    pub dirs_vanished: usize,
+    /// Directories that came back (removed or renamed away since their
+    /// parent's last sync).
+    pub dirs_restored: usize,
     /// Index files cut to a random length.
     pub index_truncated: usize,
 }
@@ -119,11 +159,40 @@ fn power_off() -> io::Error {
     io::Error::other("simulated power cut: the power is off")
 }
 
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: a directory on the path does not exist", path.display()),
+    )
+}
+
 fn is_index(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("index" | "timeindex")
     )
+}
+
+/// `path` as a root and the names below it, `.` dropped and `..` applied
+/// lexically.
+fn split(path: &Path) -> (PathBuf, Vec<OsString>) {
+    let mut root = PathBuf::new();
+    let mut names: Vec<OsString> = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => root.push(component),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if names.last().is_none_or(|n| n == "..") {
+                    names.push("..".into());
+                } else {
+                    names.pop();
+                }
+            }
+            Component::Normal(name) => names.push(name.to_owned()),
+        }
+    }
+    (root, names)
 }
 
 /// splitmix64: a small seeded generator, so that a cut replays from its seed.
@@ -160,6 +229,20 @@ fn read_whole(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Which view of the directory entries.
+#[derive(Debug, Clone, Copy)]
+enum View {
+    Current,
+    Durable,
+}
+
+/// One view of the whole tree, flattened to paths.
+#[derive(Debug, Default)]
+struct Flat {
+    dirs: BTreeMap<PathBuf, DirId>,
+    files: BTreeMap<PathBuf, FileId>,
+}
+
 impl State {
     /// Counts a mutating call; fails once the budget is spent.
     fn spend(&mut self) -> io::Result<()> {
@@ -181,25 +264,20 @@ impl State {
         }
     }
 
-    /// The file at `path`, registering a file that existed before this file
-    /// system touched it as durable as it is.
-    fn track_existing(&mut self, path: &Path) -> io::Result<Option<FileId>> {
-        if let Some(&id) = self.current.get(path) {
-            return Ok(Some(id));
-        }
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let handle = StdFs.open(path, OpenMode::Read)?;
-        let durable = read_whole(handle.as_ref())?;
-        let id = self.insert(handle, durable, path);
-        self.durable.insert(path.to_owned(), id);
-        Ok(Some(id))
-    }
-
-    fn insert(&mut self, handle: Arc<dyn StorageFile>, durable: Vec<u8>, path: &Path) -> FileId {
+    fn new_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
+        id
+    }
+
+    fn new_dir(&mut self) -> DirId {
+        let id = self.new_id();
+        self.dirs.insert(id, Dir::default());
+        id
+    }
+
+    fn new_file(&mut self, handle: Arc<dyn StorageFile>, durable: Vec<u8>, path: &Path) -> FileId {
+        let id = self.new_id();
         self.files.insert(
             id,
             Tracked {
@@ -211,12 +289,181 @@ impl State {
                 is_index: is_index(path),
             },
         );
-        self.current.insert(path.to_owned(), id);
         id
     }
 
     fn file(&mut self, id: FileId) -> &mut Tracked {
         self.files.get_mut(&id).expect("tracked file")
+    }
+
+    fn dir(&mut self, id: DirId) -> &mut Dir {
+        self.dirs.get_mut(&id).expect("tracked directory")
+    }
+
+    /// The directory `root` (`/` or the current directory), existing
+    /// before anything ran and durable by definition.
+    fn root(&mut self, root: &Path) -> DirId {
+        if let Some(&id) = self.roots.get(root) {
+            return id;
+        }
+        let id = self.new_dir();
+        self.roots.insert(root.to_owned(), id);
+        id
+    }
+
+    /// The entry `name` of directory `dir` (at `dir_path`). An entry this
+    /// file system never saw but that exists on disk existed before it
+    /// was first touched: it is registered as durable as it is (a file
+    /// with its current bytes as its durable image).
+    fn lookup(&mut self, dir: DirId, dir_path: &Path, name: &OsStr) -> io::Result<Option<Node>> {
+        if let Some(&node) = self.dir(dir).current.get(name) {
+            return Ok(Some(node));
+        }
+        let path = dir_path.join(name);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return Ok(None);
+        };
+        let node = if meta.is_dir() {
+            Node::Dir(self.new_dir())
+        } else {
+            let handle = StdFs.open(&path, OpenMode::Read)?;
+            let durable = read_whole(handle.as_ref())?;
+            Node::File(self.new_file(handle, durable, &path))
+        };
+        let entries = self.dir(dir);
+        entries.current.insert(name.to_owned(), node);
+        entries.durable.entry(name.to_owned()).or_insert(node);
+        Ok(Some(node))
+    }
+
+    /// The directory at `names` under `root`; `None` if a component is
+    /// missing or not a directory.
+    fn resolve_dir(&mut self, root: &Path, names: &[OsString]) -> io::Result<Option<DirId>> {
+        let mut dir = self.root(root);
+        let mut path = root.to_path_buf();
+        for name in names {
+            match self.lookup(dir, &path, name)? {
+                Some(Node::Dir(id)) => dir = id,
+                _ => return Ok(None),
+            }
+            path.push(name);
+        }
+        Ok(Some(dir))
+    }
+
+    /// The directory holding `path`, its path, and the name of `path` in it.
+    fn resolve_parent(&mut self, path: &Path) -> io::Result<(DirId, PathBuf, OsString)> {
+        let (root, mut names) = split(path);
+        let name = names.pop().ok_or_else(|| not_found(path))?;
+        let dir = self
+            .resolve_dir(&root, &names)?
+            .ok_or_else(|| not_found(path))?;
+        let mut parent = root;
+        parent.extend(&names);
+        Ok((dir, parent, name))
+    }
+
+    /// Registers everything under directory `dir` (at `path`), so that the
+    /// tree can be put back after it was renamed or removed.
+    fn materialize(&mut self, dir: DirId, path: &Path) -> io::Result<()> {
+        for entry in std::fs::read_dir(path)? {
+            let name = entry?.file_name();
+            if let Some(Node::Dir(child)) = self.lookup(dir, path, &name)? {
+                self.materialize(child, &path.join(&name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every directory and file reachable from the roots in `view`.
+    fn flatten(&self, view: View) -> Flat {
+        let mut flat = Flat::default();
+        let mut visiting = HashSet::new();
+        for (root, &id) in &self.roots {
+            self.flatten_dir(id, root, view, &mut flat, &mut visiting);
+        }
+        flat
+    }
+
+    fn flatten_dir(
+        &self,
+        dir: DirId,
+        path: &Path,
+        view: View,
+        flat: &mut Flat,
+        visiting: &mut HashSet<DirId>,
+    ) {
+        // A directory inside itself can only come of a mix of old and new
+        // entries no real file system would produce; it is not followed.
+        if !visiting.insert(dir) {
+            return;
+        }
+        let entries = &self.dirs[&dir];
+        let entries = match view {
+            View::Current => &entries.current,
+            View::Durable => &entries.durable,
+        };
+        for (name, node) in entries {
+            let child = path.join(name);
+            match *node {
+                Node::File(id) => {
+                    flat.files.insert(child, id);
+                }
+                Node::Dir(id) => {
+                    flat.dirs.insert(child.clone(), id);
+                    self.flatten_dir(id, &child, view, flat, visiting);
+                }
+            }
+        }
+        visiting.remove(&dir);
+    }
+
+    /// What file `id` holds after the cut (see the module doc).
+    fn image_after_cut(
+        &self,
+        id: FileId,
+        rng: &mut Rng,
+        report: &mut CutReport,
+    ) -> io::Result<Vec<u8>> {
+        let file = &self.files[&id];
+        if file.is_index {
+            let mut bytes = read_whole(file.handle.as_ref())?;
+            if file.resized && rng.coin() {
+                bytes.truncate(rng.upto(bytes.len() as u64) as usize);
+                report.index_truncated += 1;
+            }
+            return Ok(bytes);
+        }
+        let mut bytes = file.durable.clone();
+        if file.dirty {
+            report.reverted += 1;
+        }
+        if let Some((pos, data)) = &file.last_write
+            && rng.coin()
+        {
+            let end = pos + data.len() as u64;
+            // Sector boundaries inside the write, plus its start.
+            let first = pos.div_ceil(SECTOR);
+            let last = end / SECTOR;
+            let mut cuts: Vec<u64> = (first..=last).map(|s| s * SECTOR).collect();
+            if cuts.first() != Some(pos) {
+                cuts.insert(0, *pos);
+            }
+            if cuts.last() != Some(&end) {
+                cuts.push(end);
+            }
+            let keep_to = cuts[rng.upto(cuts.len() as u64 - 1) as usize];
+            let kept = (keep_to - pos) as usize;
+            if kept > 0 {
+                let start = *pos as usize;
+                if bytes.len() < start + kept {
+                    bytes.resize(start + kept, 0);
+                }
+                bytes[start..start + kept].copy_from_slice(&data[..kept]);
+                report.torn += 1;
+            }
+        }
+        Ok(bytes)
     }
 }
 
@@ -227,8 +474,8 @@ impl PowerCutFs {
     }
 
     /// After `n` more mutating calls (open for writing, write, sync,
-    /// set_len, rename, remove, dir sync) every call fails with `EIO`, as if
-    /// the machine had lost power at that point.
+    /// set_len, create dir, rename, remove, dir sync) every call fails with
+    /// `EIO`, as if the machine had lost power at that point.
     pub fn fail_after(&self, n: u64) {
         self.state.lock().budget = Some(n);
     }
@@ -244,86 +491,71 @@ impl PowerCutFs {
         self.state.lock().ops
     }
 
-    /// Rewrites the real files to what a power cut would leave (see the
-    /// module doc), choosing torn writes and index lengths from `rng_seed`,
-    /// and starts the model afresh. Nothing may use the file system during
-    /// the call, and handles opened before it must not be used after it.
+    /// Rewrites the real files and directories to what a power cut would
+    /// leave (see the module doc), choosing torn writes and index lengths
+    /// from `rng_seed`, and starts the model afresh. Nothing may use the
+    /// file system during the call, and handles opened before it must not
+    /// be used after it.
     pub fn power_cut(&self, rng_seed: u64) -> io::Result<CutReport> {
         let mut state = self.state.lock();
         let mut rng = Rng(rng_seed);
         let mut report = CutReport::default();
-        // What each surviving path will hold, computed before touching disk.
-        let mut survivors: Vec<(&PathBuf, FileId)> =
-            state.durable.iter().map(|(p, &id)| (p, id)).collect();
-        survivors.sort();
-        let mut images: Vec<(PathBuf, Vec<u8>)> = Vec::with_capacity(survivors.len());
-        for (path, id) in survivors {
-            let file = &state.files[&id];
-            let image = if file.is_index {
-                let mut bytes = read_whole(file.handle.as_ref())?;
-                if file.resized && rng.coin() {
-                    bytes.truncate(rng.upto(bytes.len() as u64) as usize);
-                    report.index_truncated += 1;
-                }
-                bytes
-            } else {
-                let mut bytes = file.durable.clone();
-                if file.dirty {
-                    report.reverted += 1;
-                }
-                if let Some((pos, data)) = &file.last_write
-                    && rng.coin()
-                {
-                    let end = pos + data.len() as u64;
-                    // Sector boundaries inside the write, plus its start.
-                    let first = pos.div_ceil(SECTOR);
-                    let last = end / SECTOR;
-                    let mut cuts: Vec<u64> = (first..=last).map(|s| s * SECTOR).collect();
-                    if cuts.first() != Some(pos) {
-                        cuts.insert(0, *pos);
-                    }
-                    if cuts.last() != Some(&end) {
-                        cuts.push(end);
-                    }
-                    let keep_to = cuts[rng.upto(cuts.len() as u64 - 1) as usize];
-                    let kept = (keep_to - pos) as usize;
-                    if kept > 0 {
-                        let start = *pos as usize;
-                        if bytes.len() < start + kept {
-                            bytes.resize(start + kept, 0);
-                        }
-                        bytes[start..start + kept].copy_from_slice(&data[..kept]);
-                        report.torn += 1;
-                    }
-                }
-                bytes
-            };
-            images.push((path.clone(), image));
+        let current = state.flatten(View::Current);
+        let durable = state.flatten(View::Durable);
+        // What each surviving file will hold, computed before touching
+        // disk (once per file: a file may survive under two names).
+        let mut images: HashMap<FileId, Vec<u8>> = HashMap::new();
+        for &id in durable.files.values() {
+            if let std::collections::hash_map::Entry::Vacant(slot) = images.entry(id) {
+                slot.insert(state.image_after_cut(id, &mut rng, &mut report)?);
+            }
         }
-        // Every path the running system knew of goes; survivors come back.
-        let mut current: Vec<&PathBuf> = state.current.keys().collect();
-        current.sort();
-        for path in current {
-            match state.durable.get(path) {
+        for (path, id) in &current.files {
+            match durable.files.get(path) {
                 None => report.vanished += 1,
-                Some(id) if state.current.get(path) != Some(id) => report.restored += 1,
+                Some(d) if d != id => report.restored += 1,
                 Some(_) => {}
             }
+        }
+        report.restored += durable
+            .files
+            .keys()
+            .filter(|p| !current.files.contains_key(*p))
+            .count();
+        report.dirs_vanished = current
+            .dirs
+            .iter()
+            .filter(|&(p, id)| durable.dirs.get(p) != Some(id))
+            .count();
+        report.dirs_restored = durable
+            .dirs
+            .iter()
+            .filter(|&(p, id)| current.dirs.get(p) != Some(id))
+            .count();
+        // Every directory the running system has that is not the same
+        // directory after the cut goes, with everything in it (a directory
+        // that moved or was removed was read in full first, so nothing
+        // untracked is lost that should survive); then every tracked file.
+        for (path, id) in &current.dirs {
+            if durable.dirs.get(path) != Some(id) {
+                match std::fs::remove_dir_all(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        for path in current.files.keys() {
             match std::fs::remove_file(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
         }
-        for path in state.durable.keys() {
-            if !state.current.contains_key(path) {
-                report.restored += 1;
-            }
+        // The durable tree comes back: directories (parents first), files.
+        for path in durable.dirs.keys() {
+            std::fs::create_dir_all(path)?;
         }
-        for (path, image) in images {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&path, image)?;
+        for (path, id) in &durable.files {
+            std::fs::write(path, &images[id])?;
         }
         *state = State::default();
         Ok(report)
@@ -346,12 +578,23 @@ impl FileSystem for PowerCutFs {
         } else {
             state.spend()?;
         }
-        let existing = state.track_existing(path)?;
+        let (dir, parent, name) = state.resolve_parent(path)?;
+        let existing = state.lookup(dir, &parent, &name)?;
+        if let Some(Node::Dir(_)) = existing {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("{} is a directory", path.display()),
+            ));
+        }
         let inner = StdFs.open(path, mode)?;
         let id = match existing {
-            Some(id) => id,
+            Some(Node::File(id)) => id,
             // Created now: empty durable image, entry not durable yet.
-            None => state.insert(StdFs.open(path, OpenMode::Read)?, Vec::new(), path),
+            _ => {
+                let id = state.new_file(StdFs.open(path, OpenMode::Read)?, Vec::new(), path);
+                state.dir(dir).current.insert(name, Node::File(id));
+                id
+            }
         };
         Ok(Arc::new(PowerCutFile {
             inner,
@@ -361,8 +604,32 @@ impl FileSystem for PowerCutFs {
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.state.lock().spend()?;
-        StdFs.create_dir_all(path)
+        let mut state = self.state.lock();
+        state.spend()?;
+        let (root, names) = split(path);
+        let mut dir = state.root(&root);
+        let mut at = root;
+        for name in names {
+            let node = state.lookup(dir, &at, &name)?;
+            at.push(&name);
+            dir = match node {
+                Some(Node::Dir(id)) => id,
+                Some(Node::File(_)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} exists and is not a directory", at.display()),
+                    ));
+                }
+                // Created now: its entry is not durable yet.
+                None => {
+                    std::fs::create_dir(&at)?;
+                    let id = state.new_dir();
+                    state.dir(dir).current.insert(name, Node::Dir(id));
+                    id
+                }
+            };
+        }
+        Ok(())
     }
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
@@ -373,29 +640,44 @@ impl FileSystem for PowerCutFs {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         state.spend()?;
-        state.track_existing(path)?;
+        let (dir, parent, name) = state.resolve_parent(path)?;
+        // Registered first, so that it can come back.
+        state.lookup(dir, &parent, &name)?;
         StdFs.remove_file(path)?;
-        state.current.remove(path);
+        state.dir(dir).current.remove(&name);
         Ok(())
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         state.spend()?;
+        let (dir, parent, name) = state.resolve_parent(path)?;
+        // Read in full first, so that the tree can come back.
+        if let Some(Node::Dir(id)) = state.lookup(dir, &parent, &name)? {
+            state.materialize(id, path)?;
+        }
         StdFs.remove_dir_all(path)?;
-        state.current.retain(|p, _| !p.starts_with(path));
-        state.durable.retain(|p, _| !p.starts_with(path));
+        state.dir(dir).current.remove(&name);
         Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         state.spend()?;
-        state.track_existing(from)?;
-        state.track_existing(to)?;
+        let (from_dir, from_parent, from_name) = state.resolve_parent(from)?;
+        let moved = state.lookup(from_dir, &from_parent, &from_name)?;
+        let (to_dir, to_parent, to_name) = state.resolve_parent(to)?;
+        let replaced = state.lookup(to_dir, &to_parent, &to_name)?;
+        // Directories are read in full first, so that they can come back.
+        for (node, path) in [(moved, from), (replaced, to)] {
+            if let Some(Node::Dir(id)) = node {
+                state.materialize(id, path)?;
+            }
+        }
         StdFs.rename(from, to)?;
-        if let Some(id) = state.current.remove(from) {
-            state.current.insert(to.to_owned(), id);
+        if let Some(node) = moved {
+            state.dir(from_dir).current.remove(&from_name);
+            state.dir(to_dir).current.insert(to_name, node);
         }
         Ok(())
     }
@@ -403,15 +685,12 @@ impl FileSystem for PowerCutFs {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         state.spend()?;
-        let State {
-            current, durable, ..
-        } = &mut *state;
-        durable.retain(|p, _| p.parent() != Some(path) || current.contains_key(p));
-        for (p, &id) in current.iter() {
-            if p.parent() == Some(path) {
-                durable.insert(p.clone(), id);
-            }
-        }
+        let (root, names) = split(path);
+        let id = state
+            .resolve_dir(&root, &names)?
+            .ok_or_else(|| not_found(path))?;
+        let dir = state.dir(id);
+        dir.durable = dir.current.clone();
         Ok(())
     }
 
@@ -472,7 +751,7 @@ impl StorageFile for PowerCutFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::{write_all_at, write_atomically};
+    use crate::io::{create_dir_durably, write_all_at, write_atomically};
 
     fn setup() -> (tempfile::TempDir, PathBuf, PowerCutFs) {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -567,6 +846,85 @@ mod tests {
             std::fs::write(&path, vec![1u8; 100]).expect("reset");
         }
         assert!(seen.len() >= 3, "several tear points: {seen:?}");
+    }
+
+    /// Creates `path` holding `bytes`, synced, and syncs its directory.
+    fn synced_file(fs: &PowerCutFs, path: &Path, bytes: &[u8]) {
+        let file = fs.open(path, OpenMode::Create).expect("open");
+        write_all_at(file.as_ref(), bytes, 0).expect("write");
+        file.sync_data().expect("sync");
+        fs.sync_dir(path.parent().expect("parent"))
+            .expect("sync dir");
+    }
+
+    #[test]
+    fn a_new_directory_vanishes_with_its_synced_files_unless_its_parent_was_synced() {
+        let (_tmp, dir, fs) = setup();
+        std::fs::create_dir_all(dir.join("untouched")).expect("mkdir");
+        std::fs::write(dir.join("untouched/f"), b"as it was").expect("write");
+        fs.create_dir_all(&dir.join("a/b")).expect("mkdir");
+        synced_file(&fs, &dir.join("a/b/f"), b"data");
+        // `a` is synced (so `b` is durable in it), but `a` itself is not
+        // durable in `dir`.
+        fs.sync_dir(&dir.join("a")).expect("sync dir");
+        let report = fs.power_cut(1).expect("cut");
+        assert!(
+            !dir.join("a").exists(),
+            "a was never synced into its parent"
+        );
+        assert_eq!((report.dirs_vanished, report.vanished), (2, 1));
+        assert_eq!(
+            std::fs::read(dir.join("untouched/f")).expect("read"),
+            b"as it was",
+            "what the file system never touched stays"
+        );
+
+        assert!(create_dir_durably(&fs, &dir.join("a/b"), &dir).expect("create"));
+        synced_file(&fs, &dir.join("a/b/f"), b"data");
+        let report = fs.power_cut(2).expect("cut");
+        assert_eq!(std::fs::read(dir.join("a/b/f")).expect("read"), b"data");
+        assert_eq!((report.dirs_vanished, report.vanished), (0, 0));
+    }
+
+    #[test]
+    fn a_removed_directory_tree_comes_back_unless_its_parent_was_synced() {
+        let (_tmp, dir, fs) = setup();
+        std::fs::create_dir_all(dir.join("x/y")).expect("mkdir");
+        std::fs::write(dir.join("x/y/f"), b"old").expect("write");
+        fs.remove_dir_all(&dir.join("x")).expect("remove");
+        assert!(!dir.join("x").exists());
+        let report = fs.power_cut(3).expect("cut");
+        assert_eq!(std::fs::read(dir.join("x/y/f")).expect("read"), b"old");
+        assert_eq!((report.dirs_restored, report.restored), (2, 1));
+
+        fs.remove_dir_all(&dir.join("x")).expect("remove");
+        fs.sync_dir(&dir).expect("sync dir");
+        fs.power_cut(4).expect("cut");
+        assert!(!dir.join("x").exists(), "the removal was synced");
+    }
+
+    #[test]
+    fn a_renamed_directory_keeps_its_entries_and_is_back_under_its_old_name_unless_synced() {
+        let (_tmp, dir, fs) = setup();
+        std::fs::create_dir_all(dir.join("trash")).expect("mkdir");
+        std::fs::create_dir_all(dir.join("t/0")).expect("mkdir");
+        std::fs::write(dir.join("t/0/seg"), b"records").expect("write");
+        let (from, to) = (dir.join("t"), dir.join("trash/t.1"));
+        fs.rename(&from, &to).expect("rename");
+        fs.power_cut(5).expect("cut");
+        assert_eq!(std::fs::read(from.join("0/seg")).expect("read"), b"records");
+        assert!(!to.exists());
+
+        fs.rename(&from, &to).expect("rename");
+        fs.sync_dir(&dir).expect("sync dir");
+        fs.sync_dir(&dir.join("trash")).expect("sync dir");
+        fs.power_cut(6).expect("cut");
+        assert!(!from.exists());
+        assert_eq!(
+            std::fs::read(to.join("0/seg")).expect("read"),
+            b"records",
+            "a directory's entries go with it"
+        );
     }
 
     #[test]

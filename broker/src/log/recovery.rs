@@ -21,6 +21,11 @@
 //! 5. Sync what was recovered and write a new (unclean) checkpoint, so a
 //!    crash right after start does not scan the same bytes again.
 //!
+//! Before step 1 the partition directory (and any missing parent) is
+//! created if it is missing, durably (each new name is synced in its parent
+//! before anything is written into it); a directory that holds no segment yet has its parent synced again,
+//! as its creator may have died before doing so.
+//!
 //! The work is proportional to the bytes written since the last checkpoint,
 //! never to the size of the log.
 
@@ -39,7 +44,10 @@ use super::index::{MappedIndex, OffsetIndex, TimeIndex, decode_offset_entry, dec
 use super::producers::{ProducerTable, SNAPSHOT_FILE};
 use super::segment::{BatchScanner, Segment, parse_file_name};
 use super::writer::{Active, Cursor, Log, index_entry, push_entry};
-use crate::io::{FileSystem, OpenMode, read_all, read_full_at};
+use crate::io::{
+    FileSystem, OpenMode, create_dir_durably, existing_ancestor, read_all, read_full_at,
+    sync_parent,
+};
 
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering it if the
@@ -57,9 +65,18 @@ impl Log {
             let what = format!("{what} in {}", dir.display());
             move |e| LogError::io(what, e)
         };
-        fs.create_dir_all(dir)
+        // Durably: each new directory's name is synced in its parent before
+        // any append into it is acknowledged.
+        let existing = existing_ancestor(fs.as_ref(), dir);
+        let created = create_dir_durably(fs.as_ref(), dir, existing)
             .map_err(io("creating the partition directory"))?;
         let bases = clean_leftovers(fs.as_ref(), dir).map_err(io("listing segments"))?;
+        if bases.is_empty() && !created {
+            // No segment yet: a process may have died between creating
+            // the directory and syncing its parent.
+            sync_parent(fs.as_ref(), dir)
+                .map_err(io("syncing the parent of the partition directory"))?;
+        }
         let checkpoint = Checkpoint::read(fs.as_ref(), dir);
         let (producers_from, producers) =
             read_producer_snapshot(fs.as_ref(), dir).unwrap_or_default();

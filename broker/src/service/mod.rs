@@ -22,15 +22,19 @@
 //!
 //! ## Lifecycle
 //!
-//! [`Broker::open`] takes the data directory as it finds it: producer
-//! registry, then topics (recovering each partition log), then groups
-//! (each group's engine starts). [`Broker::close`] is the reverse: groups
+//! [`Broker::open`] creates the data directory if it is missing (durably:
+//! its parent is synced) and locks it ([`DataDirLock`]: one broker per
+//! directory) before it reads anything in it; then it takes the directory
+//! as it finds it: producer registry, then topics (recovering each
+//! partition log), then groups (each group's engine starts). The lock is
+//! held for the broker's lifetime. [`Broker::close`] is the reverse: groups
 //! first (their engines may still write dead letters into topics and must
 //! append their last journal events), then every partition log is closed
 //! cleanly (final fsync, clean checkpoint).
 
 mod fetch;
 mod groups;
+mod lock;
 mod members;
 mod message;
 mod produce;
@@ -44,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::Groups;
-use crate::io::FileSystem;
+use crate::io::{FileSystem, create_dir_durably, existing_ancestor};
 use crate::log::Clock;
 use crate::log::producers::EpochSource;
 use crate::registry::ProducerRegistry;
@@ -52,6 +56,7 @@ use crate::topics::Topics;
 
 pub use fetch::{FetchOutcome, FetchQuery, FetchRead, FetchedPartition, OffsetFound, OffsetSpec};
 pub use groups::{GroupDescription, SeekTarget};
+pub use lock::{DataDirLock, LOCK_FILE};
 pub use members::{MemberOwner, Members, SettleAction, SettleRequest};
 pub use message::{MessageReport, MessageStatus};
 pub use produce::{Appended, PartitionBatches, ProduceOutcome, SubmittedProduce};
@@ -74,24 +79,34 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// True while the broker accepts requests (for `/health`).
     serving: AtomicBool,
+    /// The data directory's lock, released when the broker is dropped
+    /// (last, after everything that writes into the directory).
+    _lock: DataDirLock,
 }
 
 impl Broker {
     /// Opens the broker's state in `config.data_dir` (created if missing):
-    /// the producer registry, every topic (recovering its partition logs)
-    /// and every group (starting its engine).
+    /// locks the directory, then opens the producer registry, every topic
+    /// (recovering its partition logs) and every group (starting its
+    /// engine). Fails without touching the directory if another broker
+    /// holds it.
     pub fn open(
         config: BrokerConfig,
         fs: Arc<dyn FileSystem>,
         clock: Arc<dyn Clock>,
     ) -> Result<Broker, BrokerError> {
         let data_dir = config.data_dir.clone();
-        fs.create_dir_all(&data_dir).map_err(|e| {
+        // Its nearest existing ancestor: the new directories below it are
+        // made durable there.
+        let existing = existing_ancestor(fs.as_ref(), &data_dir);
+        create_dir_durably(fs.as_ref(), &data_dir, existing).map_err(|e| {
             BrokerError::storage(
                 format_args!("cannot create the data directory {}", data_dir.display()),
                 e,
             )
         })?;
+        // Before anything in the directory is read.
+        let lock = DataDirLock::acquire(&data_dir)?;
         let producers = ProducerRegistry::open(fs.clone(), &data_dir)
             .map_err(|e| BrokerError::new(crate::error::ErrorKind::Storage, e))?;
         let producers = Arc::new(producers);
@@ -118,6 +133,7 @@ impl Broker {
             members: Members::default(),
             shutdown: CancellationToken::new(),
             serving: AtomicBool::new(true),
+            _lock: lock,
         })
     }
 
@@ -147,5 +163,76 @@ impl Broker {
     /// Refreshes the per-partition log gauges (for a metrics scrape).
     pub fn refresh_metrics(&self) {
         crate::metrics::refresh_logs(&self.topics);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FileConfig;
+    use crate::delivery::GroupSettings;
+    use crate::io::{PowerCutFs, StdFs};
+    use crate::log::{FsyncPolicy, SystemClock};
+    use crate::topics::NewTopic;
+    use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, RecordBatch, records_of_batches};
+    use std::path::Path;
+
+    fn config(data_dir: &Path) -> BrokerConfig {
+        let mut config = BrokerConfig::from_file_config(FileConfig::default()).expect("config");
+        config.data_dir = data_dir.to_path_buf();
+        config.log.fsync = FsyncPolicy::Always;
+        config
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_data_dir_with_its_first_topic_and_group_survives_a_power_cut() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // Neither the data directory nor its parent exists yet.
+        let data = tmp.path().join("var/pigeon");
+        let fs = PowerCutFs::new();
+        let broker =
+            Broker::open(config(&data), Arc::new(fs.clone()), Arc::new(SystemClock)).expect("open");
+        let topic = NewTopic {
+            name: "orders".into(),
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+        };
+        broker.create_topic(topic).await.expect("topic");
+        let mut builder = BatchBuilder::new();
+        builder.push(None, b"first order", &[]);
+        let batch =
+            RecordBatch::validate(builder.build(ProducerStamp::NONE, 0), 1 << 20).expect("batch");
+        let orders = broker.topics.get("orders").expect("orders");
+        orders.partitions[0]
+            .append(batch)
+            .await
+            .expect("acknowledged under fsync=always");
+        broker
+            .create_group("orders", "billing", GroupSettings::default())
+            .await
+            .expect("group");
+        // The power goes right after the acknowledgements.
+        fs.fail_after(0);
+        broker.close().await;
+        drop((orders, broker));
+        fs.power_cut(7).expect("power cut");
+
+        let broker =
+            Broker::open(config(&data), Arc::new(StdFs), Arc::new(SystemClock)).expect("reopen");
+        let orders = broker.topics.get("orders").expect("the topic survives");
+        let read = orders.partitions[0]
+            .reader()
+            .read(0, 1 << 20)
+            .expect("read");
+        let values: Vec<Vec<u8>> = records_of_batches(read.bytes)
+            .map(|r| r.expect("record").value.to_vec())
+            .collect();
+        assert_eq!(values, [b"first order".to_vec()], "the acknowledged record");
+        broker
+            .groups
+            .get("orders", "billing")
+            .expect("the created group survives");
+        broker.close().await;
     }
 }

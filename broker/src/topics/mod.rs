@@ -9,9 +9,14 @@
 //!
 //! ## Crash story
 //!
-//! - Create: make the topic directory, write `topic.json` atomically, sync
-//!   the parent directory, then open the partition logs. A directory without
-//!   `topic.json` at start is an interrupted create and is removed.
+//! - Open: `topics/` and `trash/` are created if missing, durably (their
+//!   names synced in the data directory).
+//! - Create: make the topic directory and sync `topics/` (the new name is
+//!   durable), write `topic.json` atomically, then open the partition logs; each log creates
+//!   its directory and syncs it into the topic directory before it takes an
+//!   append, so no acknowledged record sits in a directory a power cut can
+//!   lose. A directory without `topic.json` at start is an interrupted
+//!   create and is removed.
 //! - Delete: close the partition logs, rename the topic directory into
 //!   `trash/` (one atomic step: the topic is gone), sync both directories,
 //!   then remove the files. `trash/` is emptied at start.
@@ -31,7 +36,7 @@ use pigeon_protocol::validate_topic_name;
 
 use crate::error::{BrokerError, ErrorKind};
 
-use crate::io::{FileSystem, read_all, write_atomically};
+use crate::io::{FileSystem, create_dir_durably, read_all, write_atomically};
 use crate::log::producers::EpochSource;
 use crate::log::{Clock, Log, LogConfig, PartitionLog};
 pub use metadata::TopicMetadata;
@@ -106,7 +111,7 @@ impl Topics {
         let root = data_dir.join("topics");
         let trash = data_dir.join("trash");
         for dir in [&root, &trash] {
-            fs.create_dir_all(dir)
+            create_dir_durably(fs.as_ref(), dir, data_dir)
                 .map_err(|e| BrokerError::storage(format!("creating {}", dir.display()), e))?;
         }
         for leftover in fs
@@ -254,17 +259,13 @@ impl Topics {
             created_ms: self.clock.now_ms(),
         };
         let dir = self.root.join(&new.name);
-        let persisted = self
-            .fs
-            .create_dir_all(&dir)
-            .and_then(|()| {
-                write_atomically(
-                    self.fs.as_ref(),
-                    &dir.join(metadata::FILE_NAME),
-                    &metadata.to_json(),
-                )
-            })
-            .and_then(|()| self.fs.sync_dir(&self.root));
+        let persisted = create_dir_durably(self.fs.as_ref(), &dir, &self.root).and_then(|_| {
+            write_atomically(
+                self.fs.as_ref(),
+                &dir.join(metadata::FILE_NAME),
+                &metadata.to_json(),
+            )
+        });
         if let Err(e) = persisted {
             let _ = self.fs.remove_dir_all(&dir);
             return Err(BrokerError::storage(
@@ -291,14 +292,13 @@ impl Topics {
                 tracing::warn!(topic = name, error = %e, "closing a partition of a deleted topic");
             }
         }
-        let trash = self
-            .root
-            .with_file_name("trash")
-            .join(format!("{name}.{}", self.clock.now_ms()));
+        let trash_dir = self.root.with_file_name("trash");
+        let trash = trash_dir.join(format!("{name}.{}", self.clock.now_ms()));
         let moved = self
             .fs
             .rename(&self.root.join(name), &trash)
-            .and_then(|()| self.fs.sync_dir(&self.root));
+            .and_then(|()| self.fs.sync_dir(&self.root))
+            .and_then(|()| self.fs.sync_dir(&trash_dir));
         moved.map_err(|e| BrokerError::storage(format!("deleting topic {name}"), e))?;
         if let Err(e) = self.fs.remove_dir_all(&trash) {
             tracing::warn!(path = %trash.display(), error = %e, "could not remove a deleted topic's files; they go at next start");
@@ -385,6 +385,67 @@ mod tests {
             .await
             .expect_err("zero partitions");
         assert_eq!(err.kind, ErrorKind::InvalidConfig);
+    }
+
+    fn one_record(value: &[u8]) -> pigeon_protocol::batch::RecordBatch {
+        use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, RecordBatch};
+        let mut builder = BatchBuilder::new();
+        builder.push(None, value, &[]);
+        RecordBatch::validate(builder.build(ProducerStamp::NONE, 0), 1 << 20).expect("batch")
+    }
+
+    fn values(partition: &PartitionLog) -> Vec<Vec<u8>> {
+        let read = partition.reader().read(0, 1 << 20).expect("read");
+        pigeon_protocol::batch::records_of_batches(read.bytes)
+            .map(|r| r.expect("record").value.to_vec())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_records_of_a_new_topic_survive_a_power_cut() {
+        use crate::io::PowerCutFs;
+        use crate::log::FsyncPolicy;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // `topics/` and `trash/` exist from an earlier run.
+        open(tmp.path()).close().await;
+        let fs = PowerCutFs::new();
+        let config = LogConfig {
+            fsync: FsyncPolicy::Always,
+            ..LogConfig::default()
+        };
+        for seed in 0..4 {
+            let name = format!("t{seed}");
+            let topics = Topics::open(
+                Arc::new(fs.clone()),
+                tmp.path(),
+                config.clone(),
+                Arc::new(SystemClock),
+            )
+            .expect("open");
+            let topic = topics.create(new_topic(&name, 2)).await.expect("create");
+            for (id, partition) in topic.partitions.iter().enumerate() {
+                partition
+                    .append(one_record(format!("{name}/{id}").as_bytes()))
+                    .await
+                    .expect("acknowledged under fsync=always");
+            }
+            // The power goes right after the acknowledgements.
+            fs.fail_after(0);
+            topics.close().await;
+            drop((topic, topics));
+            fs.power_cut(seed).expect("power cut");
+
+            let topics = open(tmp.path());
+            let topic = topics.get(&name).expect("the created topic survives");
+            for (id, partition) in topic.partitions.iter().enumerate() {
+                assert_eq!(
+                    values(partition),
+                    [format!("{name}/{id}").into_bytes()],
+                    "partition {id} of {name} lost an acknowledged record"
+                );
+            }
+            topics.close().await;
+        }
     }
 
     #[tokio::test]
