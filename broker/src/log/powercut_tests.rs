@@ -799,6 +799,78 @@ fn disk_full_while_recovery_rebuilds_an_index_fails_the_open_and_damages_nothing
     assert_eq!(read_records(&log.reader(), 60)[0], (60, value(60)));
 }
 
+/// The `.log` file of the last segment in `dir`.
+fn last_segment(dir: &std::path::Path) -> PathBuf {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().expect("a segment")
+}
+
+/// Issue 12, defect 2: a read error while scanning the unclean tail is not
+/// damage. Before, the scan stopped at the error and recovery cut the
+/// segment there, dropping acknowledged batches and reusing their offsets.
+#[test]
+fn a_read_error_in_the_tail_scan_fails_the_open_and_cuts_nothing() {
+    let (_tmp, dir, config) = torn_log(40);
+    let active = last_segment(&dir);
+    let len = std::fs::metadata(&active).expect("meta").len();
+    let name = active
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_string();
+    let plan = FaultPlan::new();
+    plan.inject(Op::Read, &name, Fault::Io, 0, Some(1));
+    let err = open_faulty(&dir, &plan, &config).expect_err("a read error fails the open");
+    let text = err.to_string();
+    assert!(matches!(err, LogError::Io { .. }), "{text}");
+    assert!(
+        text.contains(&name) && text.contains("nothing was cut"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::metadata(&active).expect("meta").len(),
+        len,
+        "the segment was not truncated"
+    );
+    plan.clear();
+    let log = open_faulty(&dir, &plan, &config).expect("open when the disk reads again");
+    assert_eq!(
+        log.recovery_report().truncated_bytes,
+        30,
+        "only the torn half batch"
+    );
+    assert_holds(&log, 40);
+}
+
+/// Issue 12, defect 2: a read error while rebuilding a sealed segment's
+/// indexes fails the open. Before, it was logged as "corrupt batch inside a
+/// sealed segment" and the segment was opened with indexes (and a largest
+/// timestamp) covering only the part read before the error.
+#[test]
+fn a_read_error_while_rebuilding_a_sealed_index_fails_the_open() {
+    let tmp = fast_tempdir();
+    let dir = tmp.path().join("p");
+    let config = fault_config();
+    let mut log = open_faulty(&dir, &FaultPlan::new(), &config).expect("open");
+    append_values(&mut log, 0, 120);
+    log.close().expect("close");
+    std::fs::remove_file(dir.join(format!("{:020}.index", 0))).expect("remove index");
+    let plan = FaultPlan::new();
+    plan.inject(Op::Read, &format!("{:020}.log", 0), Fault::Io, 0, Some(1));
+    let err = open_faulty(&dir, &plan, &config).expect_err("a read error fails the open");
+    let text = err.to_string();
+    assert!(matches!(err, LogError::Io { .. }), "{text}");
+    assert!(text.contains(&format!("{:020}.log", 0)), "{text}");
+    plan.clear();
+    let log = open_faulty(&dir, &plan, &config).expect("open when the disk reads again");
+    assert_holds(&log, 120);
+}
+
 #[test]
 fn a_failed_roll_does_not_leave_a_sealed_segment_taking_appends() {
     let tmp = fast_tempdir();

@@ -14,7 +14,12 @@
 //!    segment is cut at the first bad batch (logged with its byte position);
 //!    a bad batch inside a sealed segment is left in place, logged, and
 //!    reported by reads that reach it. Index entries written after the
-//!    checkpoint are dropped and rebuilt from the scan.
+//!    checkpoint are dropped and rebuilt from the scan. Only proven damage
+//!    (an impossible length, a torn batch, a failed CRC, an offset out of
+//!    sequence) is cut: a read error fails the open of the partition with
+//!    an error naming the file and position, and nothing is cut. Producer
+//!    state remembered past the recovered end (the snapshot may be newer
+//!    than what survived) is forgotten.
 //! 5. Sync what was recovered and write a new (unclean) checkpoint, so a
 //!    crash right after start does not scan the same bytes again.
 //!
@@ -34,7 +39,7 @@ use super::config::LogConfig;
 use super::error::{LogError, LogResult};
 use super::index::{MappedIndex, OffsetIndex, TimeIndex, decode_offset_entry, decode_time_entry};
 use super::producers::{ProducerTable, SNAPSHOT_FILE};
-use super::segment::{BatchScanner, Segment, parse_file_name};
+use super::segment::{BatchScanner, ScanStop, Segment, parse_file_name};
 use super::writer::{Active, Cursor, Log, index_entry, push_entry};
 use crate::io::{FileSystem, OpenMode, read_all, read_full_at};
 
@@ -57,9 +62,11 @@ impl Log {
         fs.create_dir_all(dir)
             .map_err(io("creating the partition directory"))?;
         let bases = clean_leftovers(fs.as_ref(), dir).map_err(io("listing segments"))?;
-        let checkpoint = Checkpoint::read(fs.as_ref(), dir);
-        let (producers_from, producers) =
-            read_producer_snapshot(fs.as_ref(), dir).unwrap_or_default();
+        let checkpoint =
+            Checkpoint::read(fs.as_ref(), dir).map_err(io("reading the checkpoint"))?;
+        let (producers_from, producers) = read_producer_snapshot(fs.as_ref(), dir)
+            .map_err(io("reading the producer snapshot"))?
+            .unwrap_or_default();
         let mut opener = Opener {
             fs: fs.as_ref(),
             dir,
@@ -84,7 +91,11 @@ impl Log {
             }
         };
         let report = opener.report;
-        let producers = std::mem::take(&mut opener.producers);
+        let mut producers = std::mem::take(&mut opener.producers);
+        // The snapshot may remember batches that recovery has just cut (or
+        // that never reached the disk): a retry of one must be appended
+        // again, not answered with offsets the log does not hold.
+        producers.forget_from(active.cursor.next_offset);
         let mut log = Log::assemble(dir, config, fs.clone(), clock, segments, active);
         log.recovery = report;
         log.producers = producers;
@@ -251,11 +262,15 @@ impl Opener<'_> {
             &mut self.producers,
             self.producers_from,
         );
-        if let Err(stop) = end {
-            tracing::error!(
-                segment = %segment.log_path.display(), position = stop.position, reason = %stop.reason,
-                "corrupt batch inside a sealed segment; it is kept and reads that reach it report the damage"
-            );
+        match end {
+            Ok(_) => {}
+            Err(ScanStop::Damaged { position, reason }) => {
+                tracing::error!(
+                    segment = %segment.log_path.display(), position, reason = %reason,
+                    "corrupt batch inside a sealed segment; it is kept and reads that reach it report the damage"
+                );
+            }
+            Err(stop) => return Err(stop.into_error(&segment.log_path, "rebuilding its indexes")),
         }
         segment.push_final_time_entry(cursor.max_timestamp, cursor.last_batch_relative);
         segment.seal_indexes()?;
@@ -302,7 +317,7 @@ impl Opener<'_> {
             resume.max_timestamp,
         );
         if resume.next_offset > self.producers_from && resume.position > 0 {
-            self.walk_producers(&segment, 0, resume.position);
+            self.walk_producers(&segment, 0, resume.position)?;
         }
         self.report.clean = resume.clean;
         let end = if resume.clean {
@@ -319,7 +334,7 @@ impl Opener<'_> {
         let created_ms = if end == 0 {
             now_ms
         } else {
-            first_timestamp(&segment).unwrap_or(now_ms)
+            first_timestamp(&segment)?.unwrap_or(now_ms)
         };
         Ok(Active {
             segment: Arc::new(segment),
@@ -427,13 +442,16 @@ impl Opener<'_> {
             self.producers_from,
         ) {
             Ok(end) => end,
-            Err(stop) => {
+            Err(ScanStop::Damaged { position, reason }) => {
                 tracing::warn!(
-                    segment = %log_path.display(), position = stop.position, reason = %stop.reason,
-                    cut = file_len - stop.position, "truncating a torn or corrupt tail"
+                    segment = %log_path.display(), position, reason = %reason,
+                    cut = file_len - position, "truncating a torn or corrupt tail"
                 );
-                stop.position
+                position
             }
+            // A read error proves nothing about the bytes: cutting them
+            // would drop acknowledged batches and reuse their offsets.
+            Err(stop) => return Err(stop.into_error(log_path, "recovering its tail")),
         };
         self.report.truncated_bytes = file_len - end;
         if end < file_len {
@@ -469,12 +487,13 @@ struct ResumePoint {
 impl Opener<'_> {
     /// Replays the batch headers of `from..to` of a segment into the producer
     /// state (only needed when the snapshot is missing or older than the
-    /// checkpoint: a first start, or a damaged snapshot).
-    fn walk_producers(&mut self, segment: &Segment, from: u64, to: u64) {
+    /// checkpoint: a first start, or a damaged snapshot). A read error fails
+    /// the open; damage ends the walk of this segment (reads report it).
+    fn walk_producers(&mut self, segment: &Segment, from: u64, to: u64) -> LogResult<()> {
         let expected = if from == 0 {
             segment.base_offset
         } else {
-            return;
+            return Ok(());
         };
         let mut scanner = BatchScanner::new(
             segment.log.as_ref(),
@@ -484,9 +503,24 @@ impl Opener<'_> {
             self.config.max_batch_bytes as usize,
         );
         self.report.scanned_bytes += to - from;
-        while let Ok(Some(batch)) = scanner.next_batch() {
-            if batch.header.base_offset >= self.producers_from {
-                self.producers.apply(&batch.header);
+        loop {
+            match scanner.next_batch() {
+                Ok(Some(batch)) => {
+                    if batch.header.base_offset >= self.producers_from {
+                        self.producers.apply(&batch.header);
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(ScanStop::Damaged { position, reason }) => {
+                    tracing::error!(
+                        segment = %segment.log_path.display(), position, reason = %reason,
+                        "corrupt batch while rebuilding producer state; producers after it are not restored"
+                    );
+                    return Ok(());
+                }
+                Err(stop) => {
+                    return Err(stop.into_error(&segment.log_path, "rebuilding producer state"));
+                }
             }
         }
     }
@@ -494,15 +528,22 @@ impl Opener<'_> {
 
 /// The producer snapshot of a partition: the offset it was taken at and
 /// the table. `None` if missing or damaged (then the state is rebuilt by
-/// walking the log).
-fn read_producer_snapshot(fs: &dyn FileSystem, dir: &Path) -> Option<(u64, ProducerTable)> {
+/// walking the log); a read error is returned.
+fn read_producer_snapshot(
+    fs: &dyn FileSystem,
+    dir: &Path,
+) -> std::io::Result<Option<(u64, ProducerTable)>> {
     let path = dir.join(SNAPSHOT_FILE);
-    let bytes = read_all(fs, &path, 256 << 20).ok()?;
+    let bytes = match read_all(fs, &path, 256 << 20) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let decoded = ProducerTable::decode(&bytes);
     if decoded.is_none() {
         tracing::warn!(path = %path.display(), "producer snapshot is damaged; rebuilding producer state from the log");
     }
-    decoded
+    Ok(decoded)
 }
 
 fn empty_cursor(next_offset: u64, max_timestamp: i64) -> Cursor {
@@ -552,7 +593,7 @@ fn scan_into(
     to: u64,
     producers: &mut ProducerTable,
     producers_from: u64,
-) -> Result<u64, super::segment::ScanStop> {
+) -> Result<u64, ScanStop> {
     let mut scanner = BatchScanner::new(
         segment.log.as_ref(),
         from,
@@ -582,13 +623,19 @@ fn scan_into(
     Ok(scanner.position())
 }
 
-/// Timestamp of a segment's first batch.
-fn first_timestamp(segment: &Segment) -> Option<i64> {
+/// Timestamp of a segment's first batch (`None` if it has no whole
+/// header); a read error is an error.
+fn first_timestamp(segment: &Segment) -> LogResult<Option<i64>> {
     let mut buf = [0u8; HEADER_LEN];
-    let read = read_full_at(segment.log.as_ref(), &mut buf, 0).ok()?;
-    (read == HEADER_LEN)
+    let read = read_full_at(segment.log.as_ref(), &mut buf, 0).map_err(|e| {
+        LogError::io(
+            format!("reading the first batch of {}", segment.log_path.display()),
+            e,
+        )
+    })?;
+    Ok((read == HEADER_LEN)
         .then(|| BatchHeader::parse(&buf).ok().map(|h| h.first_timestamp))
-        .flatten()
+        .flatten())
 }
 
 /// Cheap sanity check of a sealed segment's indexes: the last entries must

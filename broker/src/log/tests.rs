@@ -869,6 +869,32 @@ fn producer_state_is_rebuilt_from_the_log_when_the_snapshot_is_lost() {
     assert_eq!(retry.base_offset, first[59].base_offset);
 }
 
+/// Issue 12, defect 2: after recovery cuts a damaged tail, the producer
+/// state must not remember the batches that were cut. Before, the snapshot
+/// (taken when the batch was whole) answered a retry of the cut batch as a
+/// duplicate, with offsets the log no longer holds: the batch was lost.
+#[test]
+fn a_cut_tail_drops_producer_state_past_the_recovered_end() {
+    let fx = Fixture::new(LogConfig::default());
+    let mut log = fx.open();
+    append_idempotent(&mut log, 0, 5);
+    log.close().expect("close");
+    let segment = fx.segment_path(0, "log");
+    flip_bit(&segment, file_len(&segment) - 2);
+    // Without the checkpoint the whole segment is scanned and the damaged
+    // last batch is cut; the producer snapshot still has it.
+    std::fs::remove_file(fx.dir.join("checkpoint")).expect("remove checkpoint");
+    let mut log = fx.open();
+    assert_eq!(log.next_offset(), 4);
+    let retry = log
+        .append(&idempotent_batch(&[&value(4)], 7, 0, 4))
+        .expect("the cut batch is sent again");
+    assert!(!retry.duplicate, "the cut batch was answered as stored");
+    assert_eq!(retry.base_offset, 4);
+    log.commit().expect("commit");
+    assert_values(&read_all(&log.reader(), 0), 0..5);
+}
+
 #[test]
 fn a_failed_write_does_not_advance_a_producers_sequence() {
     let plan = FaultPlan::new();
