@@ -7,13 +7,16 @@
 //! swap a pointer. Every batch served is checked (length, CRC, offset
 //! continuity) first: a damaged batch is never served; the read fails with
 //! an error naming the segment file and byte position, and every other
-//! range of the log keeps working.
+//! range of the log keeps working. Batch lengths are held to the format's
+//! bound ([`BATCH_BYTES_BOUND`]), not to the current `max_batch_bytes`,
+//! which limits new appends only.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use pigeon_protocol::batch::{BatchHeader, HEADER_LEN, records_of, verify_stored};
 
+use super::config::BATCH_BYTES_BOUND;
 use super::error::{LogError, LogResult};
 use super::segment::Segment;
 use super::writer::Shared;
@@ -127,7 +130,7 @@ impl LogReader {
             return Ok(None);
         };
         let bytes = Bytes::from(segment.read_exact(position, header.total_len())?);
-        verify_stored(&bytes, self.shared.max_batch_bytes)
+        verify_stored(&bytes, BATCH_BYTES_BOUND as usize)
             .map_err(|e| segment.corrupt(position, e.to_string()))?;
         let records = records_of(bytes).map_err(|e| segment.corrupt(position, e.to_string()))?;
         for record in records {
@@ -163,7 +166,7 @@ impl LogReader {
                 let header = BatchHeader::parse(&buf[at..read])
                     .map_err(|e| segment.corrupt(position + at as u64, e.to_string()))?;
                 let total = header.total_len();
-                if total < HEADER_LEN || total > self.shared.max_batch_bytes {
+                if total < HEADER_LEN || total > BATCH_BYTES_BOUND as usize {
                     return Err(segment.corrupt(
                         position + at as u64,
                         format!("impossible batch length {total}"),
@@ -200,7 +203,7 @@ impl LogReader {
             if at + total > buf.len() {
                 break;
             }
-            let checked = verify_stored(&buf[at..at + total], self.shared.max_batch_bytes)
+            let checked = verify_stored(&buf[at..at + total], BATCH_BYTES_BOUND as usize)
                 .map_err(|e| e.to_string())
                 .and_then(|h| match h.base_offset == expected {
                     true => Ok(h),

@@ -495,13 +495,7 @@ impl Opener<'_> {
         } else {
             return Ok(());
         };
-        let mut scanner = BatchScanner::new(
-            segment.log.as_ref(),
-            from,
-            to,
-            expected,
-            self.config.max_batch_bytes as usize,
-        );
+        let mut scanner = BatchScanner::new(segment.log.as_ref(), from, to, expected);
         self.report.scanned_bytes += to - from;
         loop {
             match scanner.next_batch() {
@@ -594,13 +588,7 @@ fn scan_into(
     producers: &mut ProducerTable,
     producers_from: u64,
 ) -> Result<u64, ScanStop> {
-    let mut scanner = BatchScanner::new(
-        segment.log.as_ref(),
-        from,
-        to,
-        cursor.next_offset,
-        config.max_batch_bytes as usize,
-    );
+    let mut scanner = BatchScanner::new(segment.log.as_ref(), from, to, cursor.next_offset);
     while let Some(batch) = scanner.next_batch()? {
         let header = batch.header;
         let relative = (header.base_offset - segment.base_offset) as u32;

@@ -17,6 +17,7 @@ use pigeon_protocol::batch::{
     BatchHeader, HEADER_LEN, LOG_OVERHEAD, MIN_BATCH_LENGTH, verify_stored,
 };
 
+use super::config::BATCH_BYTES_BOUND;
 use super::error::{LogError, LogResult};
 use super::index::{MappedIndex, OffsetIndex, TimeIndex};
 use crate::io::{FileSystem, OpenMode, StorageFile, read_full_at};
@@ -233,7 +234,6 @@ pub(crate) struct BatchScanner<'a> {
     end: u64,
     position: u64,
     expected_offset: u64,
-    max_batch_bytes: usize,
     buf: Vec<u8>,
     /// `buf` holds file bytes `buf_start .. buf_start + buf.len()`.
     buf_start: u64,
@@ -249,20 +249,14 @@ const SCAN_CHUNK: usize = 1 << 20;
 
 impl<'a> BatchScanner<'a> {
     /// Scans `file` from `position` (where offset `expected_offset` starts)
-    /// to `end`.
-    pub fn new(
-        file: &'a dyn StorageFile,
-        position: u64,
-        end: u64,
-        expected_offset: u64,
-        max_batch_bytes: usize,
-    ) -> Self {
+    /// to `end`. Batch lengths are checked against the format's bound
+    /// ([`BATCH_BYTES_BOUND`]), not the current `max_batch_bytes`.
+    pub fn new(file: &'a dyn StorageFile, position: u64, end: u64, expected_offset: u64) -> Self {
         BatchScanner {
             file,
             end,
             position,
             expected_offset,
-            max_batch_bytes,
             buf: Vec::new(),
             buf_start: position,
         }
@@ -282,7 +276,6 @@ impl<'a> BatchScanner<'a> {
             return Ok(None);
         }
         let position = self.position;
-        let max_batch_bytes = self.max_batch_bytes;
         let stop = |reason: String| ScanStop::Damaged { position, reason };
         let io = |error: io::Error| ScanStop::Io { position, error };
         let remaining = self.end - self.position;
@@ -294,7 +287,7 @@ impl<'a> BatchScanner<'a> {
         let prefix = self.bytes(LOG_OVERHEAD).map_err(io)?;
         let length = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
         let total = LOG_OVERHEAD as u64 + u64::from(length);
-        if length < MIN_BATCH_LENGTH || total > max_batch_bytes as u64 {
+        if length < MIN_BATCH_LENGTH || total > u64::from(BATCH_BYTES_BOUND) {
             return Err(stop(format!("batch length field {length} is impossible")));
         }
         if total > remaining {
@@ -303,7 +296,8 @@ impl<'a> BatchScanner<'a> {
             )));
         }
         let bytes = self.bytes(total as usize).map_err(io)?;
-        let header = verify_stored(bytes, max_batch_bytes).map_err(|e| stop(e.to_string()))?;
+        let header =
+            verify_stored(bytes, BATCH_BYTES_BOUND as usize).map_err(|e| stop(e.to_string()))?;
         if header.base_offset != self.expected_offset || header.record_count == 0 {
             return Err(stop(format!(
                 "batch has base offset {} and {} records where offset {} was expected",

@@ -502,6 +502,42 @@ fn missing_active_index_is_rebuilt_on_unclean_restart() {
     assert_values(&read_all(&log.reader(), 250), 250..300);
 }
 
+/// Issue 12, defect 6: `max_batch_bytes` limits new appends only. Before,
+/// lowering it made recovery cut the active segment at the first stored
+/// batch above the new limit, and reads refused the larger batches of
+/// sealed segments as corrupt.
+#[test]
+fn lowering_max_batch_bytes_keeps_and_serves_stored_larger_batches() {
+    let mut fx = Fixture::new(LogConfig {
+        checkpoint_interval_bytes: 1 << 30,
+        ..small_config()
+    });
+    let big = |i: u64| vec![b'a' + i as u8; 1500];
+    let mut log = fx.open();
+    for i in 0..7 {
+        log.append(&batch(&[&big(i)])).expect("append");
+        log.commit().expect("commit");
+    }
+    assert!(
+        log.reader().segment_count() > 2,
+        "sealed segments and a tail"
+    );
+    drop(log); // crash: the active segment's tail is scanned at open
+    fx.config.max_batch_bytes = 1024;
+    let mut log = fx.open();
+    assert_eq!(log.recovery_report().truncated_bytes, 0);
+    assert_eq!(log.next_offset(), 7);
+    let records = read_all(&log.reader(), 0);
+    let values: Vec<Vec<u8>> = records.iter().map(|r| r.value.to_vec()).collect();
+    assert_eq!(values, (0..7).map(big).collect::<Vec<_>>());
+    let err = log
+        .append(&batch(&[&big(7)]))
+        .expect_err("new batches above the limit are refused");
+    assert!(matches!(err, LogError::InvalidBatch(_)), "{err}");
+    append_n(&mut log, 7, 1);
+    assert_eq!(log.next_offset(), 8);
+}
+
 #[test]
 fn leftover_temp_and_orphan_index_files_are_removed() {
     let fx = Fixture::new(LogConfig::default());
