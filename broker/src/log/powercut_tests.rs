@@ -792,8 +792,8 @@ fn disk_full_while_recovery_rebuilds_an_index_fails_the_open_and_damages_nothing
     let err = open_faulty(&dir, &plan, &config).expect_err("cannot rebuild");
     assert!(err.to_string().contains("index"), "{err}");
     plan.clear();
-    // The failed attempt may leave an empty index file, which is then
-    // trusted as a (very sparse) index: slower lookups, same answers.
+    // The failed attempt leaves only temp files (removed at the next open,
+    // which rebuilds the index again), never a partial index.
     let log = open_faulty(&dir, &plan, &config).expect("open once space is back");
     assert_holds(&log, 120);
     assert_eq!(read_records(&log.reader(), 60)[0], (60, value(60)));
@@ -868,6 +868,47 @@ fn a_read_error_while_rebuilding_a_sealed_index_fails_the_open() {
     assert!(text.contains(&format!("{:020}.log", 0)), "{text}");
     plan.clear();
     let log = open_faulty(&dir, &plan, &config).expect("open when the disk reads again");
+    assert_holds(&log, 120);
+}
+
+/// Issue 12, defect 9: a rebuild of a sealed segment's indexes cut short
+/// (here: the time index cannot be cut to size) must not leave an index
+/// that a later open trusts. Before, the rebuild wrote in place: the time
+/// index was left at its preallocated size with a zero last entry, the next
+/// open took 0 as the segment's largest timestamp, and time retention
+/// deleted the segment although its records had just been written.
+#[test]
+fn an_index_rebuild_cut_short_leaves_no_index_to_trust() {
+    let tmp = fast_tempdir();
+    let dir = tmp.path().join("p");
+    let config = LogConfig {
+        retention_ms: Some(60_000),
+        ..fault_config()
+    };
+    let mut log = open_faulty(&dir, &FaultPlan::new(), &config).expect("open");
+    append_values(&mut log, 0, 120);
+    log.close().expect("close");
+    let first = format!("{:020}", 0);
+    std::fs::remove_file(dir.join(format!("{first}.index"))).expect("remove index");
+    std::fs::remove_file(dir.join(format!("{first}.timeindex"))).expect("remove time index");
+    let plan = FaultPlan::new();
+    // Creating the time index sets its length twice; sealing it is the third.
+    plan.inject(
+        Op::SetLen,
+        &format!("{first}.timeindex"),
+        Fault::Io,
+        2,
+        Some(1),
+    );
+    let err = open_faulty(&dir, &plan, &config).expect_err("the rebuild fails");
+    assert!(err.to_string().contains("sealing the indexes"), "{err}");
+    let mut log = open_faulty(&dir, &plan, &config).expect("open when the disk works");
+    assert_eq!(log.recovery_report().rebuilt_indexes, 1, "rebuilt again");
+    assert_eq!(
+        log.enforce_retention().expect("retention"),
+        0,
+        "nothing is older than the retention time"
+    );
     assert_holds(&log, 120);
 }
 

@@ -3,9 +3,16 @@
 //! 1. Remove leftovers: `*.tmp` files (an interrupted atomic write) and index
 //!    files whose `.log` is gone (an interrupted retention delete).
 //! 2. Read the checkpoint. Segments before the checkpoint's segment are
-//!    sealed and were fsynced before it was written: open them as they are
-//!    (O(1) each; an index file that is missing or not a whole number of
-//!    entries is rebuilt by scanning that one segment).
+//!    sealed and were fsynced before it was written: open them with their
+//!    indexes after a bounded check (the first and last entries of each
+//!    index must be non-zero, increasing and inside the segment; the batches
+//!    after the last offset entry, about one index interval, are read and
+//!    verified, and give the segment's end offset and its largest timestamp,
+//!    which therefore never comes from an index entry). Indexes that are
+//!    missing, not a whole number of entries, or fail the check are rebuilt
+//!    by scanning that one segment, into `*.tmp` files that are synced and
+//!    then renamed over the old ones, so a rebuild cut short never leaves a
+//!    partial index under the real name.
 //! 3. Clean shutdown (checkpoint says clean and matches the last segment's
 //!    size): open the active segment as it is. Nothing is scanned.
 //! 4. Otherwise scan from the checkpoint's position to the end of the last
@@ -41,7 +48,7 @@ use super::index::{MappedIndex, OffsetIndex, TimeIndex, decode_offset_entry, dec
 use super::producers::{ProducerTable, SNAPSHOT_FILE};
 use super::segment::{BatchScanner, ScanStop, Segment, parse_file_name};
 use super::writer::{Active, Cursor, Log, index_entry, push_entry};
-use crate::io::{FileSystem, OpenMode, read_all, read_full_at};
+use crate::io::{FileSystem, OpenMode, read_all, read_full_at, temp_path};
 
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering it if the
@@ -157,6 +164,9 @@ pub struct RecoveryReport {
     pub truncated_bytes: u64,
     /// Sealed segments whose indexes were rebuilt.
     pub rebuilt_indexes: usize,
+    /// Bytes read to check the end of trusted sealed segments against their
+    /// indexes: about one index interval (plus the last batch) per segment.
+    pub checked_tail_bytes: u64,
 }
 
 impl Opener<'_> {
@@ -185,9 +195,10 @@ impl Opener<'_> {
     }
 
     /// Opens a sealed segment. `trusted`: it precedes the checkpoint, so its
-    /// indexes are used as they are unless unusable; otherwise it is scanned.
+    /// indexes are used as they are if they pass [`Opener::check_trusted`];
+    /// otherwise (or if they fail) it is scanned and its indexes rebuilt.
     fn sealed(&mut self, base: u64, next_base: u64, trusted: bool) -> LogResult<Segment> {
-        let [log_path, index_path, time_path] = Segment::paths(self.dir, base);
+        let [log_path, _, _] = Segment::paths(self.dir, base);
         let log = self
             .fs
             .open(&log_path, OpenMode::ReadWrite)
@@ -195,21 +206,21 @@ impl Opener<'_> {
         let size = log
             .len()
             .map_err(self.io_error(format!("reading the size of {}", log_path.display())))?;
-        let indexes = trusted
-            .then(|| {
-                let index = MappedIndex::open_sealed(self.fs, &index_path).ok()?;
-                let time = MappedIndex::open_sealed(self.fs, &time_path).ok()?;
-                Some((OffsetIndex(index), TimeIndex(time)))
-            })
-            .flatten()
-            .filter(|(index, time)| plausible(index, time, size));
-        let segment = match indexes {
-            Some((index, time_index)) => {
-                let max_ts = time_index.last().map_or(i64::MIN, |(ts, _)| ts);
-                Segment::assemble(
-                    base, log_path, log, index, time_index, size, next_base, max_ts,
-                )
-            }
+        let checked = match trusted {
+            true => self.check_trusted(base, &log_path, log.as_ref(), size)?,
+            false => None,
+        };
+        let segment = match checked {
+            Some((index, time_index, end)) => Segment::assemble(
+                base,
+                log_path,
+                log,
+                index,
+                time_index,
+                size,
+                end.next_offset,
+                end.max_timestamp,
+            ),
             None => {
                 if trusted {
                     tracing::warn!(segment = %log_path.display(), "index files missing or damaged; rebuilding them");
@@ -222,7 +233,68 @@ impl Opener<'_> {
         Ok(segment)
     }
 
-    /// Scans a sealed segment and writes fresh indexes for it.
+    /// The indexes of a trusted sealed segment and what its end holds, if
+    /// they check out; `None` when they must be rebuilt. Bounded work: the
+    /// first and last entries of each index, and the batches after the
+    /// last offset entry (about one index interval), whose headers give the
+    /// segment's end offset and largest timestamp (CRC-checked, so never a
+    /// zero from a damaged index). Every other entry is checked where a
+    /// read uses it (see [`super::reader`]).
+    fn check_trusted(
+        &mut self,
+        base: u64,
+        log_path: &Path,
+        log: &dyn crate::io::StorageFile,
+        size: u64,
+    ) -> LogResult<Option<(OffsetIndex, TimeIndex, SegmentEnd)>> {
+        let [_, index_path, time_path] = Segment::paths(self.dir, base);
+        let (Ok(index), Ok(time)) = (
+            MappedIndex::open_sealed(self.fs, &index_path),
+            MappedIndex::open_sealed(self.fs, &time_path),
+        ) else {
+            return Ok(None);
+        };
+        let (index, time_index) = (OffsetIndex(index), TimeIndex(time));
+        let Some((relative, position)) = offset_index_start(&index, size) else {
+            return Ok(None);
+        };
+        self.report.checked_tail_bytes += size - u64::from(position);
+        let mut scanner =
+            BatchScanner::new(log, u64::from(position), size, base + u64::from(relative));
+        let mut end = SegmentEnd {
+            next_offset: base + u64::from(relative),
+            max_timestamp: i64::MIN,
+        };
+        loop {
+            match scanner.next_batch() {
+                Ok(Some(batch)) => {
+                    end.next_offset = batch.header.next_offset();
+                    end.max_timestamp = end.max_timestamp.max(batch.header.max_timestamp);
+                }
+                Ok(None) => break,
+                Err(ScanStop::Damaged { position, reason }) => {
+                    tracing::warn!(
+                        segment = %log_path.display(), position, reason = %reason,
+                        "the end of a sealed segment does not match its index"
+                    );
+                    return Ok(None);
+                }
+                Err(stop) => {
+                    return Err(stop.into_error(log_path, "checking the end of a sealed segment"));
+                }
+            }
+        }
+        if !time_index_fits(&time_index, base, &end) {
+            return Ok(None);
+        }
+        Ok(Some((index, time_index, end)))
+    }
+
+    /// Scans a sealed segment and writes fresh indexes for it. They are
+    /// built in `*.tmp` files, synced, and only then renamed over the old
+    /// ones: a rebuild cut short leaves temp files (removed at the next
+    /// open, which rebuilds again), never a partial index under the real
+    /// name.
     fn rebuild_sealed(
         &mut self,
         base: u64,
@@ -236,10 +308,11 @@ impl Opener<'_> {
             .index_capacity()
             .max((size / u64::from(self.config.index_interval_bytes)) as usize + 4);
         let [_, index_path, time_path] = Segment::paths(self.dir, base);
+        let (index_tmp, time_tmp) = (temp_path(&index_path), temp_path(&time_path));
         let shown = log_path.display().to_string();
         let io = |e| LogError::io(format!("rebuilding the indexes of {shown}"), e);
-        let index = OffsetIndex(MappedIndex::create(self.fs, &index_path, capacity).map_err(io)?);
-        let time_index = TimeIndex(MappedIndex::create(self.fs, &time_path, capacity).map_err(io)?);
+        let index = OffsetIndex(MappedIndex::create(self.fs, &index_tmp, capacity).map_err(io)?);
+        let time_index = TimeIndex(MappedIndex::create(self.fs, &time_tmp, capacity).map_err(io)?);
         let segment = Segment::assemble(
             base,
             log_path,
@@ -263,7 +336,10 @@ impl Opener<'_> {
             self.producers_from,
         );
         match end {
-            Ok(_) => {}
+            // The whole segment checked out: its end is known.
+            Ok(_) => segment
+                .next_offset
+                .store(cursor.next_offset, Ordering::Release),
             Err(ScanStop::Damaged { position, reason }) => {
                 tracing::error!(
                     segment = %segment.log_path.display(), position, reason = %reason,
@@ -274,6 +350,11 @@ impl Opener<'_> {
         }
         segment.push_final_time_entry(cursor.max_timestamp, cursor.last_batch_relative);
         segment.seal_indexes()?;
+        self.fs
+            .rename(&index_tmp, &index_path)
+            .and_then(|()| self.fs.rename(&time_tmp, &time_path))
+            .and_then(|()| self.fs.sync_dir(self.dir))
+            .map_err(io)?;
         segment
             .max_timestamp
             .store(cursor.max_timestamp, Ordering::Release);
@@ -626,13 +707,45 @@ fn first_timestamp(segment: &Segment) -> LogResult<Option<i64>> {
         .flatten())
 }
 
-/// Cheap sanity check of a sealed segment's indexes: the last entries must
-/// point inside the segment.
-fn plausible(index: &OffsetIndex, time: &TimeIndex, size: u64) -> bool {
-    let offset_ok = index
-        .0
-        .len()
-        .checked_sub(1)
-        .is_none_or(|i| u64::from(index.entry(i).1) < size);
-    offset_ok && (size == 0 || time.0.len() > 0)
+/// The end of a sealed segment, read from its last batches' headers.
+#[derive(Debug, Clone, Copy)]
+struct SegmentEnd {
+    /// Offset after its last batch.
+    next_offset: u64,
+    /// Largest timestamp of its batches (`i64::MIN` when empty).
+    max_timestamp: i64,
+}
+
+/// Where the check of a sealed segment's end starts: its offset index's
+/// last entry (`(0, 0)`, the segment start, when there is none), if the
+/// first and last entries are non-zero (no entry is ever at position 0),
+/// increase, and the last points inside the segment; `None` if not.
+fn offset_index_start(index: &OffsetIndex, size: u64) -> Option<(u32, u32)> {
+    let Some(last_at) = index.0.len().checked_sub(1) else {
+        return Some((0, 0));
+    };
+    let (first, last) = (index.entry(0), index.entry(last_at));
+    let non_zero = |(relative, position): (u32, u32)| relative > 0 && position > 0;
+    let increasing = last_at == 0 || (first.0 < last.0 && first.1 < last.1);
+    (non_zero(first) && non_zero(last) && increasing && u64::from(last.1) < size).then_some(last)
+}
+
+/// Whether a sealed segment's time index fits its end: present unless the
+/// segment is empty, first and last entries non-zero and increasing, the
+/// last one at most the segment's largest timestamp and at most its last
+/// batch's offset.
+fn time_index_fits(time: &TimeIndex, base: u64, end: &SegmentEnd) -> bool {
+    let Some(last_at) = time.0.len().checked_sub(1) else {
+        return end.next_offset == base;
+    };
+    let Some(last_relative) = end.next_offset.checked_sub(base + 1) else {
+        return false;
+    };
+    let (first, last) = (time.entry(0), time.entry(last_at));
+    let increasing = last_at == 0 || (first.0 < last.0 && first.1 < last.1);
+    first != (0, 0)
+        && last != (0, 0)
+        && increasing
+        && last.0 <= end.max_timestamp
+        && u64::from(last.1) <= last_relative
 }

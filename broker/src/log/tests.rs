@@ -538,6 +538,37 @@ fn lowering_max_batch_bytes_keeps_and_serves_stored_larger_batches() {
     assert_eq!(log.next_offset(), 8);
 }
 
+/// Issue 12, defect 9: index files of a rebuild that was killed before it
+/// wrote its entries are the right size and all zeros. Before, they passed
+/// the plausibility check, the zero time entry made the segment's largest
+/// timestamp 0, and time retention deleted data appended a moment ago.
+#[test]
+fn zeroed_sealed_indexes_are_rebuilt_and_keep_time_retention_right() {
+    let fx = Fixture::new(LogConfig {
+        retention_ms: Some(60_000),
+        ..small_config()
+    });
+    let mut log = fx.open();
+    append_n(&mut log, 0, 150);
+    log.close().expect("close");
+    let capacity = fx.config.index_capacity();
+    std::fs::write(fx.segment_path(0, "index"), vec![0u8; capacity * 8]).expect("zero index");
+    std::fs::write(fx.segment_path(0, "timeindex"), vec![0u8; capacity * 12])
+        .expect("zero time index");
+    let mut log = fx.open();
+    assert_eq!(log.recovery_report().rebuilt_indexes, 1);
+    assert_eq!(
+        log.enforce_retention().expect("retention"),
+        0,
+        "nothing is older than the retention time"
+    );
+    assert_values(&read_all(&log.reader(), 0), 0..150);
+    assert_eq!(
+        log.reader().offset_for_timestamp(T0).expect("lookup"),
+        Some(0)
+    );
+}
+
 #[test]
 fn leftover_temp_and_orphan_index_files_are_removed() {
     let fx = Fixture::new(LogConfig::default());
