@@ -25,6 +25,12 @@
 //! [`ProducerTable::encode`]) next to each checkpoint; recovery loads the
 //! snapshot taken at the checkpoint and replays only the tail. Producers idle
 //! longer than the expiry (7 days by default) are dropped at snapshot time.
+//! When the snapshot is missing or damaged, recovery replays every segment
+//! whose newest batch is within the expiry, so that every producer that
+//! could still retry is known again (a retry is answered, never appended
+//! twice); that walk is the one case where opening reads more than the
+//! tail. After recovery, batches at or past the recovered end are
+//! forgotten ([`ProducerTable::forget_from`]).
 
 use std::collections::BTreeMap;
 

@@ -30,8 +30,13 @@
 //! 5. Sync what was recovered and write a new (unclean) checkpoint, so a
 //!    crash right after start does not scan the same bytes again.
 //!
-//! The work is proportional to the bytes written since the last checkpoint,
-//! never to the size of the log.
+//! The work is proportional to the bytes written since the last checkpoint
+//! (plus about one index interval per sealed segment), never to the size of
+//! the log. The exceptions are damage: an index that fails its check is
+//! rebuilt from its segment, and a missing or damaged producer snapshot is
+//! rebuilt by walking every segment whose newest batch is within the
+//! producer expiry (so that no live producer is forgotten and a retry is
+//! never appended twice).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -82,6 +87,9 @@ impl Log {
             report: RecoveryReport::default(),
             producers,
             producers_from,
+            producer_window_start: clock
+                .now_ms()
+                .saturating_sub(i64::try_from(config.producer_expiry_ms).unwrap_or(i64::MAX)),
         };
         let (segments, active) = match bases.split_last() {
             None => opener.fresh(checkpoint.map_or(0, |c| c.next_offset))?,
@@ -151,6 +159,9 @@ struct Opener<'a> {
     /// after `producers_from` that recovery walks.
     producers: ProducerTable,
     producers_from: u64,
+    /// Producers whose last batch is older than this have expired: a
+    /// trusted sealed segment with no newer batch is not walked for them.
+    producer_window_start: i64,
 }
 
 /// What opening a log had to do.
@@ -210,27 +221,46 @@ impl Opener<'_> {
             true => self.check_trusted(base, &log_path, log.as_ref(), size)?,
             false => None,
         };
-        let segment = match checked {
-            Some((index, time_index, end)) => Segment::assemble(
-                base,
-                log_path,
-                log,
-                index,
-                time_index,
-                size,
-                end.next_offset,
-                end.max_timestamp,
+        let (checked, segment) = match checked {
+            Some((index, time_index, end)) => (
+                true,
+                Segment::assemble(
+                    base,
+                    log_path,
+                    log,
+                    index,
+                    time_index,
+                    size,
+                    end.next_offset,
+                    end.max_timestamp,
+                ),
             ),
             None => {
                 if trusted {
                     tracing::warn!(segment = %log_path.display(), "index files missing or damaged; rebuilding them");
                 }
-                self.rebuild_sealed(base, next_base, log_path, log, size)?
+                // The rebuild's scan replays the producer state too.
+                (
+                    false,
+                    self.rebuild_sealed(base, next_base, log_path, log, size)?,
+                )
             }
         };
         segment.sealed.store(true, Ordering::Release);
         self.max_timestamp = self.max_timestamp.max(segment.max_timestamp());
+        if checked && self.needs_producer_walk(&segment) {
+            self.walk_producers(&segment, 0, size)?;
+        }
         Ok(segment)
+    }
+
+    /// Whether a trusted sealed segment must be walked to rebuild producer
+    /// state: it holds batches past the snapshot (only when the snapshot is
+    /// missing or damaged, as a snapshot is never older than the
+    /// checkpoint), and batches of producers that have not expired.
+    fn needs_producer_walk(&self, segment: &Segment) -> bool {
+        segment.next_offset() > self.producers_from
+            && segment.max_timestamp() >= self.producer_window_start
     }
 
     /// The indexes of a trusted sealed segment and what its end holds, if

@@ -962,6 +962,57 @@ fn a_cut_tail_drops_producer_state_past_the_recovered_end() {
     assert_values(&read_all(&log.reader(), 0), 0..5);
 }
 
+/// Issue 12, defect 10: with the producer snapshot lost, a producer whose
+/// batches all lie in older, sealed segments must still be known. Before,
+/// only the active segment was walked: its retry was refused as an unknown
+/// producer, and a retry of its first batch (sequence 0) was appended twice.
+#[test]
+fn producer_state_is_restored_from_sealed_segments_when_the_snapshot_is_lost() {
+    let fx = Fixture::new(small_config());
+    let mut log = fx.open();
+    let first = append_idempotent(&mut log, 0, 3);
+    append_n(&mut log, 3, 150);
+    assert!(
+        log.reader().segment_count() > 2,
+        "the producer's batches are sealed"
+    );
+    log.close().expect("close");
+    std::fs::write(fx.dir.join("producers.snapshot"), b"garbage").expect("damage snapshot");
+    let mut log = fx.open();
+    for seq in [0, 2] {
+        let retry = log
+            .append(&idempotent_batch(&[&value(seq as u64)], 7, 0, seq))
+            .expect("retry");
+        assert!(retry.duplicate, "sequence {seq} was appended again");
+        assert_eq!(retry.base_offset, first[seq as usize].base_offset);
+    }
+    assert_eq!(log.next_offset(), 153, "nothing was appended twice");
+}
+
+/// Issue 12, defect 10: the walk that rebuilds lost producer state reads
+/// only the segments that can hold an unexpired producer's batches.
+#[test]
+fn the_producer_walk_skips_segments_older_than_the_producer_expiry() {
+    let mut fx = Fixture::new(small_config());
+    fx.config.producer_expiry_ms = 60_000;
+    let mut log = fx.open();
+    append_idempotent(&mut log, 0, 3);
+    append_n(&mut log, 3, 150);
+    fx.clock.advance(120_000);
+    log.roll().expect("roll");
+    append_n(&mut log, 153, 5);
+    let (active_base, _) = log.end_position();
+    log.close().expect("close");
+    std::fs::write(fx.dir.join("producers.snapshot"), b"garbage").expect("damage snapshot");
+    let log = fx.open();
+    assert_eq!(
+        log.recovery_report().scanned_bytes,
+        file_len(&fx.segment_path(active_base, "log")),
+        "only the segment newer than the expiry was walked"
+    );
+    assert!(log.producers().is_empty(), "producer 7 has expired");
+}
+
 #[test]
 fn a_failed_write_does_not_advance_a_producers_sequence() {
     let plan = FaultPlan::new();
