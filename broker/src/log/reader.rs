@@ -89,7 +89,21 @@ impl LogReader {
         if offset == end {
             return Ok(result(Bytes::new()));
         }
-        let segment = segment_for(&segments, offset);
+        let at = segment_for(&segments, offset);
+        let segment = &segments[at];
+        if offset >= segment.next_offset()
+            && let Some(next) = segments.get(at + 1)
+        {
+            return Err(segment.corrupt(
+                segment.size(),
+                format!(
+                    "offset {offset} is missing: this segment ends at offset {} and the next one begins at {}; read from {} on",
+                    segment.next_offset(),
+                    next.base_offset,
+                    next.base_offset
+                ),
+            ));
+        }
         let size = segment.size();
         let (_, position) = segment.index.lookup((offset - segment.base_offset) as u32);
         let (position, first) = self
@@ -233,8 +247,8 @@ fn bounds(segments: &[Arc<Segment>]) -> (u64, u64) {
     (start, end)
 }
 
-/// The segment holding `offset` (which is within the bounds).
-fn segment_for(segments: &[Arc<Segment>], offset: u64) -> &Segment {
+/// Index of the segment holding `offset` (which is within the bounds).
+fn segment_for(segments: &[Arc<Segment>], offset: u64) -> usize {
     let after = segments.partition_point(|s| s.base_offset <= offset);
-    &segments[after.saturating_sub(1)]
+    after.saturating_sub(1)
 }

@@ -27,7 +27,12 @@
 //!    an error naming the file and position, and nothing is cut. Producer
 //!    state remembered past the recovered end (the snapshot may be newer
 //!    than what survived) is forgotten.
-//! 5. Sync what was recovered and write a new (unclean) checkpoint, so a
+//! 5. Check that each segment ends where the next begins (the end offsets
+//!    come from the checks and scans above, so this costs nothing more). An
+//!    overlap, two copies of the same offsets, fails the open
+//!    ([`LogError::Overlap`]): neither copy is served. A gap is logged, and
+//!    reads of the missing offsets fail with an error naming them.
+//! 6. Sync what was recovered and write a new (unclean) checkpoint, so a
 //!    crash right after start does not scan the same bytes again.
 //!
 //! The work is proportional to the bytes written since the last checkpoint
@@ -105,6 +110,9 @@ impl Log {
                 (segments, active)
             }
         };
+        for pair in segments.windows(2) {
+            check_continuity(&pair[0], &pair[1])?;
+        }
         let report = opener.report;
         let mut producers = std::mem::take(&mut opener.producers);
         // The snapshot may remember batches that recovery has just cut (or
@@ -735,6 +743,32 @@ fn first_timestamp(segment: &Segment) -> LogResult<Option<i64>> {
     Ok((read == HEADER_LEN)
         .then(|| BatchHeader::parse(&buf).ok().map(|h| h.first_timestamp))
         .flatten())
+}
+
+/// Checks that `earlier` ends where `later` begins. An overlap (the
+/// earlier segment holds offsets the later one begins with) fails the open:
+/// there are two copies of those offsets and neither is served. A gap (the
+/// earlier segment ends before the later one begins, e.g. its tail was
+/// lost) is logged; reads of the missing offsets fail, naming them, and
+/// everything else is served. The end of a segment whose rebuild met
+/// damage is unknown (its next segment's base is assumed).
+fn check_continuity(earlier: &Segment, later: &Segment) -> LogResult<()> {
+    let (end, begin) = (earlier.next_offset(), later.base_offset);
+    if end > begin {
+        return Err(LogError::Overlap {
+            earlier: earlier.log_path.clone(),
+            later: later.log_path.clone(),
+            from: begin,
+            to: end,
+        });
+    }
+    if end < begin {
+        tracing::error!(
+            segment = %earlier.log_path.display(), end, next = %later.log_path.display(),
+            "offsets {end}..{begin} are missing between two segments; reads of them fail"
+        );
+    }
+    Ok(())
 }
 
 /// The end of a sealed segment, read from its last batches' headers.

@@ -569,6 +569,106 @@ fn zeroed_sealed_indexes_are_rebuilt_and_keep_time_retention_right() {
     );
 }
 
+/// Issue 12, defect 11: a sealed segment that holds offsets the next
+/// segment begins with (two copies of the same offsets) is refused with an
+/// error naming both files. Before, it was trusted without a look, and
+/// reads served the overlapping offsets from both copies.
+#[test]
+fn overlapping_segments_are_refused_not_served() {
+    let fx = Fixture::new(small_config());
+    let mut log = fx.open();
+    append_n(&mut log, 0, 150);
+    let bases: Vec<u64> = log
+        .shared
+        .snapshot()
+        .iter()
+        .map(|s| s.base_offset)
+        .collect();
+    log.close().expect("close");
+    assert!(bases.len() > 2);
+    // The first batch of the second segment, also at the end of the first.
+    let second = std::fs::read(fx.segment_path(bases[1], "log")).expect("read");
+    let (_, length) = pigeon_protocol::batch::read_prefix(&second).expect("prefix");
+    let first_batch = &second[..12 + length as usize];
+    let mut first = std::fs::read(fx.segment_path(0, "log")).expect("read");
+    first.extend_from_slice(first_batch);
+    std::fs::write(fx.segment_path(0, "log"), first).expect("write");
+    let err = Log::open(
+        fx.fs.clone(),
+        &fx.dir,
+        fx.config.clone(),
+        Arc::new(fx.clock.clone()),
+    )
+    .expect_err("overlapping segments are refused");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{:020}.log", 0))
+            && text.contains(&format!("{:020}.log", bases[1]))
+            && text.contains("overlap"),
+        "{text}"
+    );
+}
+
+/// Issue 12, defect 11: a sealed segment that ends before the next one
+/// begins (its last batch is lost) is opened; reads of the missing offsets
+/// fail naming them and where to go on, every other offset is served.
+#[test]
+fn a_gap_between_segments_is_reported_with_the_missing_offsets() {
+    let fx = Fixture::new(small_config());
+    let mut log = fx.open();
+    append_n(&mut log, 0, 150);
+    let second = log.shared.snapshot()[1].base_offset;
+    log.close().expect("close");
+    let path = fx.segment_path(0, "log");
+    let bytes = std::fs::read(&path).expect("read");
+    let mut last_start = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        let (_, length) = pigeon_protocol::batch::read_prefix(&bytes[at..]).expect("prefix");
+        last_start = at;
+        at += 12 + length as usize;
+    }
+    truncate(&path, last_start as u64);
+    let log = fx.open();
+    let reader = log.reader();
+    let err = reader.read(second - 1, 100).expect_err("the lost batch");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("offset {} is missing", second - 1))
+            && text.contains(&format!("read from {second} on")),
+        "{text}"
+    );
+    let mut before_gap = Vec::new();
+    while (before_gap.len() as u64) < second - 1 {
+        let from = before_gap.len() as u64;
+        let served = decode(&reader.read(from, 1000).expect("read").bytes);
+        before_gap.extend(served.into_iter().filter(|r| r.offset >= from));
+    }
+    assert_values(&before_gap, 0..second - 1);
+    assert_values(&read_all(&reader, second), second..150);
+}
+
+/// Issue 12, defects 9 and 11: the checks of trusted sealed segments at
+/// open read about one index interval (plus the last batch) per segment,
+/// however large the log.
+#[test]
+fn opening_reads_about_one_index_interval_per_sealed_segment() {
+    let fx = Fixture::new(small_config());
+    let mut log = fx.open();
+    append_n(&mut log, 0, 600);
+    let sealed = log.reader().segment_count() as u64 - 1;
+    log.close().expect("close");
+    let report = fx.open().recovery_report();
+    let batch_len = batch(&[&value(0)]).bytes().len() as u64;
+    let bound = sealed * (u64::from(fx.config.index_interval_bytes) + batch_len);
+    assert!(sealed > 5, "{sealed} sealed segments");
+    assert!(
+        report.checked_tail_bytes > 0 && report.checked_tail_bytes <= bound,
+        "{} bytes read for {sealed} sealed segments (bound {bound})",
+        report.checked_tail_bytes
+    );
+}
+
 #[test]
 fn leftover_temp_and_orphan_index_files_are_removed() {
     let fx = Fixture::new(LogConfig::default());
