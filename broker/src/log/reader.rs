@@ -10,6 +10,13 @@
 //! range of the log keeps working. Batch lengths are held to the format's
 //! bound ([`BATCH_BYTES_BOUND`]), not to the current `max_batch_bytes`,
 //! which limits new appends only.
+//!
+//! Index entries only say where to start looking, and a damaged one must
+//! not make a read skip records: the batch a read by offset serves first
+//! must hold the offset asked for (start at or before it), and the batch a
+//! time lookup starts from must be older than the time asked for (then,
+//! as timestamps never go back, so is everything before it). When not, the
+//! segment is searched from its start.
 
 use std::sync::Arc;
 
@@ -105,19 +112,47 @@ impl LogReader {
             ));
         }
         let size = segment.size();
-        let (_, position) = segment.index.lookup((offset - segment.base_offset) as u32);
-        let (position, first) = self
-            .locate(segment, u64::from(position), size, |h| {
-                h.next_offset() > offset
-            })?
-            .ok_or_else(|| {
-                segment.corrupt(
-                    size,
-                    format!("offset {offset} is not in the segment it belongs to"),
-                )
-            })?;
+        let (position, first) = self.batch_holding(segment, offset, size)?;
         let bytes = self.read_batches(segment, position, size, &first, max_bytes)?;
         Ok(result(bytes))
+    }
+
+    /// The batch of `segment` holding `offset`: its position and header.
+    /// The offset index says where to start looking; the batch found must
+    /// start at or before `offset`. If it starts after (or none holds it),
+    /// the index entry pointed past the offset (a damaged entry), and the
+    /// segment is searched from its start instead: a read never skips
+    /// records.
+    fn batch_holding(
+        &self,
+        segment: &Segment,
+        offset: u64,
+        size: u64,
+    ) -> LogResult<(u64, BatchHeader)> {
+        let (_, hint) = segment.index.lookup((offset - segment.base_offset) as u32);
+        let holds = move |h: &BatchHeader| h.next_offset() > offset;
+        let mut found = self.locate(segment, u64::from(hint), size, holds)?;
+        if hint > 0 && found.is_none_or(|(_, h)| h.base_offset > offset) {
+            tracing::warn!(
+                segment = %segment.log_path.display(), offset, entry_position = hint,
+                "an index entry points past the offset it was used for; searching the segment from its start"
+            );
+            found = self.locate(segment, 0, size, holds)?;
+        }
+        match found {
+            Some((position, header)) if header.base_offset <= offset => Ok((position, header)),
+            Some((position, header)) => Err(segment.corrupt(
+                position,
+                format!(
+                    "offset {offset} is missing: the batch here starts at offset {}",
+                    header.base_offset
+                ),
+            )),
+            None => Err(segment.corrupt(
+                size,
+                format!("offset {offset} is not in the segment it belongs to"),
+            )),
+        }
     }
 
     /// The first offset whose timestamp is at or after `timestamp`; `None`
@@ -135,12 +170,23 @@ impl LogReader {
             return Ok(None);
         };
         let relative = segment.time_index.lookup(timestamp);
-        let (_, position) = segment.index.lookup(relative);
+        let (_, hint) = segment.index.lookup(relative);
         let size = segment.size();
-        let Some((position, header)) = self.locate(segment, u64::from(position), size, |h| {
-            h.max_timestamp >= timestamp
-        })?
-        else {
+        let reached = move |h: &BatchHeader| h.max_timestamp >= timestamp;
+        let mut found = self.locate(segment, u64::from(hint), size, reached)?;
+        // The entries say that the batch at `hint` is older than `timestamp`,
+        // and timestamps never go back, so every batch before it is older
+        // too. If that very batch is not older (or no batch is new enough,
+        // although the segment's largest timestamp is), an entry is damaged:
+        // search the segment from its start rather than skip records.
+        if hint > 0 && found.is_none_or(|(at, _)| at == u64::from(hint)) {
+            tracing::warn!(
+                segment = %segment.log_path.display(), timestamp, entry_position = hint,
+                "a time index entry points past the records it was used for; searching the segment from its start"
+            );
+            found = self.locate(segment, 0, size, reached)?;
+        }
+        let Some((position, header)) = found else {
             return Ok(None);
         };
         let bytes = Bytes::from(segment.read_exact(position, header.total_len())?);

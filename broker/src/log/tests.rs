@@ -669,6 +669,66 @@ fn opening_reads_about_one_index_interval_per_sealed_segment() {
     );
 }
 
+/// Issue 12, defect 12: an index entry that points at a later batch than
+/// its offset says must not make a read skip records. Before, the read
+/// served from the later batch: the records in between were never seen.
+#[test]
+fn a_read_never_skips_records_when_an_index_entry_points_past_the_offset() {
+    let fx = Fixture::new(small_config());
+    let mut log = fx.open();
+    append_n(&mut log, 0, 150);
+    log.close().expect("close");
+    let path = fx.segment_path(0, "index");
+    let mut index = std::fs::read(&path).expect("read index");
+    assert!(index.len() >= 5 * 8, "a few entries");
+    // Entry 2 keeps its offset but takes entry 3's position.
+    let position_of_3: [u8; 4] = index[3 * 8 + 4..3 * 8 + 8].try_into().expect("4 bytes");
+    index[2 * 8 + 4..2 * 8 + 8].copy_from_slice(&position_of_3);
+    std::fs::write(&path, index).expect("write index");
+    let log = fx.open();
+    let reader = log.reader();
+    for offset in 0..150 {
+        let served = decode(&reader.read(offset, 1).expect("read").bytes);
+        assert!(
+            served[0].offset <= offset,
+            "a read at {offset} started at {}",
+            served[0].offset
+        );
+    }
+    assert_values(&read_all(&reader, 0), 0..150);
+}
+
+/// Issue 12, defect 12, time reads: a time index entry whose offset lies
+/// past batches at or after the timestamp asked for must not make the
+/// lookup skip them.
+#[test]
+fn a_time_lookup_never_skips_records_when_a_time_entry_points_past_them() {
+    let fx = Fixture::new(small_config());
+    let mut log = fx.open();
+    for i in 0..150u64 {
+        fx.clock.advance(10);
+        append_n(&mut log, i, 1);
+    }
+    log.close().expect("close");
+    let path = fx.segment_path(0, "timeindex");
+    let mut index = std::fs::read(&path).expect("read time index");
+    assert!(index.len() >= 5 * 12, "a few entries");
+    // Entry 2 keeps its timestamp but takes entry 3's offset.
+    let offset_of_3: [u8; 4] = index[3 * 12 + 8..3 * 12 + 12].try_into().expect("4 bytes");
+    index[2 * 12 + 8..2 * 12 + 12].copy_from_slice(&offset_of_3);
+    std::fs::write(&path, index).expect("write time index");
+    let log = fx.open();
+    // Record i was appended at T0 + 10 (i + 1).
+    for i in 0..150u64 {
+        let at = T0 + 10 * (i as i64 + 1);
+        assert_eq!(
+            log.reader().offset_for_timestamp(at).expect("lookup"),
+            Some(i),
+            "lookup of {at}"
+        );
+    }
+}
+
 #[test]
 fn leftover_temp_and_orphan_index_files_are_removed() {
     let fx = Fixture::new(LogConfig::default());
