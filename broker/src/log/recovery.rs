@@ -1,7 +1,8 @@
 //! Opening a partition log, and recovering it after an unclean stop.
 //!
-//! 1. Remove leftovers: `*.tmp` files (an interrupted atomic write) and index
-//!    files whose `.log` is gone (an interrupted retention delete).
+//! 1. Remove leftovers: `*.tmp` files (an interrupted atomic write or index
+//!    rebuild) and index files whose `.log` is gone (an interrupted
+//!    retention delete).
 //! 2. Read the checkpoint. Segments before the checkpoint's segment are
 //!    sealed and were fsynced before it was written: open them with their
 //!    indexes after a bounded check (the first and last entries of each
