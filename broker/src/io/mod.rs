@@ -237,13 +237,20 @@ pub fn sync_parent(fs: &dyn FileSystem, path: &Path) -> io::Result<()> {
     fs.sync_dir(as_dir(path.parent().unwrap_or(Path::new(""))))
 }
 
+/// The temp file a replacement of `path` is built in: `path` with `.tmp`
+/// appended. Whoever owns the directory removes leftover `*.tmp` files at
+/// start (they are interrupted replacements).
+pub fn temp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
 /// Writes `bytes` to `path` so that after a crash the file holds either its
 /// old content or all of `bytes`: write a temp file, fsync it, rename it over
 /// `path`, fsync the directory.
 pub fn write_atomically(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    let tmp = temp_path(path);
     let file = fs.open(&tmp, OpenMode::Create)?;
     file.set_len(0)?;
     write_all_at(file.as_ref(), bytes, 0)?;

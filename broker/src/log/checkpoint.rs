@@ -98,16 +98,23 @@ impl Checkpoint {
         })
     }
 
-    /// Reads the checkpoint of `dir`; `None` when missing or damaged.
-    pub fn read(fs: &dyn FileSystem, dir: &Path) -> Option<Checkpoint> {
+    /// Reads the checkpoint of `dir`; `None` when missing or damaged (then
+    /// the whole log is scanned). A read error is returned: it says nothing
+    /// about the file, and rescanning every segment because of it would
+    /// make a transient error cost a full scan.
+    pub fn read(fs: &dyn FileSystem, dir: &Path) -> std::io::Result<Option<Checkpoint>> {
         let path = dir.join(FILE_NAME);
         // One byte more than a checkpoint, so a longer file is refused.
-        let bytes = read_all(fs, &path, LEN + 1).ok()?;
+        let bytes = match read_all(fs, &path, LEN + 1) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let decoded = Checkpoint::decode(&bytes);
         if decoded.is_none() {
             tracing::warn!(path = %path.display(), "recovery checkpoint is damaged; the whole log will be scanned");
         }
-        decoded
+        Ok(decoded)
     }
 
     /// Where a fence cuts the segment at `base`, `file_len` bytes long:

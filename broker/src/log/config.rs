@@ -66,7 +66,9 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// Durability of appends.
     pub fsync: FsyncPolicy,
-    /// Largest record batch accepted, header included.
+    /// Largest record batch accepted for appending, header included. Stored
+    /// batches are only held to [`BATCH_BYTES_BOUND`], so lowering this
+    /// keeps larger batches already stored readable.
     pub max_batch_bytes: u32,
     /// A recovery checkpoint is written after this many bytes: the most an
     /// unclean restart has to scan (plus the last commit group).
@@ -75,6 +77,14 @@ pub struct LogConfig {
     /// batch from the producer (ms).
     pub producer_expiry_ms: u64,
 }
+
+/// The largest record batch the on-disk format allows, header included: the
+/// largest `max_batch_bytes` any configuration may set (2 GiB, so that a
+/// segment with its last batch stays below the 4 GiB that 32-bit index
+/// positions address). Stored batches are checked against this bound, never
+/// against the current `max_batch_bytes`: that setting limits new appends
+/// only, so lowering it never makes stored batches unreadable.
+pub const BATCH_BYTES_BOUND: u32 = 2 * 1024 * 1024 * 1024;
 
 /// 128 MiB.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
@@ -112,9 +122,9 @@ impl LogConfig {
                 self.segment_bytes
             ));
         }
-        if self.max_batch_bytes < 64 || u64::from(self.max_batch_bytes) > MAX_SEGMENT {
+        if self.max_batch_bytes < 64 || self.max_batch_bytes > BATCH_BYTES_BOUND {
             return Err(format!(
-                "max_batch_bytes is {}; it must be between 64 and {MAX_SEGMENT}",
+                "max_batch_bytes is {}; it must be between 64 and {BATCH_BYTES_BOUND}",
                 self.max_batch_bytes
             ));
         }

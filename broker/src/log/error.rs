@@ -41,6 +41,24 @@ pub enum LogError {
         /// What failed.
         reason: String,
     },
+    /// Two segments hold the same offsets: the earlier one runs past the
+    /// base offset of the later one. Neither copy can be told right, so
+    /// neither is served: the partition is not opened.
+    #[error(
+        "segments {} and {} overlap: both hold offsets {from}..{to}, and overlapping copies are not served; compare them, move the files of the segment whose copy is wrong (.log, .index, .timeindex) out of the directory, and restart",
+        earlier.display(),
+        later.display()
+    )]
+    Overlap {
+        /// The `.log` file of the earlier segment.
+        earlier: PathBuf,
+        /// The `.log` file of the later segment.
+        later: PathBuf,
+        /// The later segment's base offset: the first offset held twice.
+        from: u64,
+        /// The earlier segment's end: the offset after the last held twice.
+        to: u64,
+    },
     /// The disk is full. Retriable once space is freed.
     #[error(
         "no space left on device while {context}; free disk space or lower retention, then retry"

@@ -792,11 +792,124 @@ fn disk_full_while_recovery_rebuilds_an_index_fails_the_open_and_damages_nothing
     let err = open_faulty(&dir, &plan, &config).expect_err("cannot rebuild");
     assert!(err.to_string().contains("index"), "{err}");
     plan.clear();
-    // The failed attempt may leave an empty index file, which is then
-    // trusted as a (very sparse) index: slower lookups, same answers.
+    // The failed attempt leaves only temp files (removed at the next open,
+    // which rebuilds the index again), never a partial index.
     let log = open_faulty(&dir, &plan, &config).expect("open once space is back");
     assert_holds(&log, 120);
     assert_eq!(read_records(&log.reader(), 60)[0], (60, value(60)));
+}
+
+/// The `.log` file of the last segment in `dir`.
+fn last_segment(dir: &std::path::Path) -> PathBuf {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().expect("a segment")
+}
+
+/// Issue 12, defect 2: a read error while scanning the unclean tail is not
+/// damage. Before, the scan stopped at the error and recovery cut the
+/// segment there, dropping acknowledged batches and reusing their offsets.
+#[test]
+fn a_read_error_in_the_tail_scan_fails_the_open_and_cuts_nothing() {
+    let (_tmp, dir, config) = torn_log(40);
+    let active = last_segment(&dir);
+    let len = std::fs::metadata(&active).expect("meta").len();
+    let name = active
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .to_string();
+    let plan = FaultPlan::new();
+    plan.inject(Op::Read, &name, Fault::Io, 0, Some(1));
+    let err = open_faulty(&dir, &plan, &config).expect_err("a read error fails the open");
+    let text = err.to_string();
+    assert!(matches!(err, LogError::Io { .. }), "{text}");
+    assert!(
+        text.contains(&name) && text.contains("nothing was cut"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::metadata(&active).expect("meta").len(),
+        len,
+        "the segment was not truncated"
+    );
+    plan.clear();
+    let log = open_faulty(&dir, &plan, &config).expect("open when the disk reads again");
+    assert_eq!(
+        log.recovery_report().truncated_bytes,
+        30,
+        "only the torn half batch"
+    );
+    assert_holds(&log, 40);
+}
+
+/// Issue 12, defect 2: a read error while rebuilding a sealed segment's
+/// indexes fails the open. Before, it was logged as "corrupt batch inside a
+/// sealed segment" and the segment was opened with indexes (and a largest
+/// timestamp) covering only the part read before the error.
+#[test]
+fn a_read_error_while_rebuilding_a_sealed_index_fails_the_open() {
+    let tmp = fast_tempdir();
+    let dir = tmp.path().join("p");
+    let config = fault_config();
+    let mut log = open_faulty(&dir, &FaultPlan::new(), &config).expect("open");
+    append_values(&mut log, 0, 120);
+    log.close().expect("close");
+    std::fs::remove_file(dir.join(format!("{:020}.index", 0))).expect("remove index");
+    let plan = FaultPlan::new();
+    plan.inject(Op::Read, &format!("{:020}.log", 0), Fault::Io, 0, Some(1));
+    let err = open_faulty(&dir, &plan, &config).expect_err("a read error fails the open");
+    let text = err.to_string();
+    assert!(matches!(err, LogError::Io { .. }), "{text}");
+    assert!(text.contains(&format!("{:020}.log", 0)), "{text}");
+    plan.clear();
+    let log = open_faulty(&dir, &plan, &config).expect("open when the disk reads again");
+    assert_holds(&log, 120);
+}
+
+/// Issue 12, defect 9: a rebuild of a sealed segment's indexes cut short
+/// (here: the time index cannot be cut to size) must not leave an index
+/// that a later open trusts. Before, the rebuild wrote in place: the time
+/// index was left at its preallocated size with a zero last entry, the next
+/// open took 0 as the segment's largest timestamp, and time retention
+/// deleted the segment although its records had just been written.
+#[test]
+fn an_index_rebuild_cut_short_leaves_no_index_to_trust() {
+    let tmp = fast_tempdir();
+    let dir = tmp.path().join("p");
+    let config = LogConfig {
+        retention_ms: Some(60_000),
+        ..fault_config()
+    };
+    let mut log = open_faulty(&dir, &FaultPlan::new(), &config).expect("open");
+    append_values(&mut log, 0, 120);
+    log.close().expect("close");
+    let first = format!("{:020}", 0);
+    std::fs::remove_file(dir.join(format!("{first}.index"))).expect("remove index");
+    std::fs::remove_file(dir.join(format!("{first}.timeindex"))).expect("remove time index");
+    let plan = FaultPlan::new();
+    // Creating the time index sets its length twice; sealing it is the third.
+    plan.inject(
+        Op::SetLen,
+        &format!("{first}.timeindex"),
+        Fault::Io,
+        2,
+        Some(1),
+    );
+    let err = open_faulty(&dir, &plan, &config).expect_err("the rebuild fails");
+    assert!(err.to_string().contains("sealing the indexes"), "{err}");
+    let mut log = open_faulty(&dir, &plan, &config).expect("open when the disk works");
+    assert_eq!(log.recovery_report().rebuilt_indexes, 1, "rebuilt again");
+    assert_eq!(
+        log.enforce_retention().expect("retention"),
+        0,
+        "nothing is older than the retention time"
+    );
+    assert_holds(&log, 120);
 }
 
 #[test]

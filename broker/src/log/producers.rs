@@ -25,6 +25,12 @@
 //! [`ProducerTable::encode`]) next to each checkpoint; recovery loads the
 //! snapshot taken at the checkpoint and replays only the tail. Producers idle
 //! longer than the expiry (7 days by default) are dropped at snapshot time.
+//! When the snapshot is missing or damaged, recovery replays every segment
+//! whose newest batch is within the expiry, so that every producer that
+//! could still retry is known again (a retry is answered, never appended
+//! twice); that walk is the one case where opening reads more than the
+//! tail. After recovery, batches at or past the recovered end are
+//! forgotten ([`ProducerTable::forget_from`]).
 
 use std::collections::BTreeMap;
 
@@ -268,6 +274,25 @@ impl ProducerTable {
         };
     }
 
+    /// Forgets every batch at or after `offset` (recovery cut the log
+    /// there, so a retry of such a batch must be appended again), and the
+    /// producers left with no batch: to this partition they are new.
+    pub fn forget_from(&mut self, offset: u64) {
+        self.entries.retain(|pid, entry| {
+            let before = entry.batches.len();
+            entry.batches.retain(|b| b.last_offset < offset);
+            if entry.batches.len() < before {
+                tracing::info!(
+                    producer_id = pid,
+                    forgotten = before - entry.batches.len(),
+                    offset,
+                    "forgetting producer batches past the end of the recovered log"
+                );
+            }
+            !entry.batches.is_empty()
+        });
+    }
+
     /// Drops producers whose latest batch is older than `expiry_ms`.
     pub fn expire(&mut self, now_ms: i64, expiry_ms: u64) {
         let expiry = i64::try_from(expiry_ms).unwrap_or(i64::MAX);
@@ -463,6 +488,25 @@ mod tests {
             assert_eq!(ProducerTable::decode(&damaged), None);
         }
         assert_eq!(ProducerTable::decode(&bytes[..bytes.len() - 3]), None);
+    }
+
+    #[test]
+    fn forgetting_from_an_offset_drops_later_batches_and_emptied_producers() {
+        let mut table = ProducerTable::new();
+        for seq in 0..3 {
+            table.apply(&header(1, 0, seq, 1, 10 + seq as u64));
+        }
+        table.apply(&header(2, 0, 0, 2, 11));
+        table.forget_from(11);
+        let kept = table.get(1).expect("producer 1 keeps its batch at 10");
+        assert_eq!(kept.batches.len(), 1);
+        assert_eq!(kept.batches[0].last_offset, 10);
+        assert!(table.get(2).is_none(), "producer 2 had only cut batches");
+        assert_eq!(
+            table.check(&header(1, 0, 1, 1, 0), Some(0)),
+            Ok(Check::Append),
+            "the cut sequence is appended again"
+        );
     }
 
     #[test]

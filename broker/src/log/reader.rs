@@ -7,13 +7,23 @@
 //! swap a pointer. Every batch served is checked (length, CRC, offset
 //! continuity) first: a damaged batch is never served; the read fails with
 //! an error naming the segment file and byte position, and every other
-//! range of the log keeps working.
+//! range of the log keeps working. Batch lengths are held to the format's
+//! bound ([`BATCH_BYTES_BOUND`]), not to the current `max_batch_bytes`,
+//! which limits new appends only.
+//!
+//! Index entries only say where to start looking, and a damaged one must
+//! not make a read skip records: the batch a read by offset serves first
+//! must hold the offset asked for (start at or before it), and the batch a
+//! time lookup starts from must be older than the time asked for (then,
+//! as timestamps never go back, so is everything before it). When not, the
+//! segment is searched from its start.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use pigeon_protocol::batch::{BatchHeader, HEADER_LEN, records_of, verify_stored};
 
+use super::config::BATCH_BYTES_BOUND;
 use super::error::{LogError, LogResult};
 use super::segment::Segment;
 use super::writer::Shared;
@@ -86,21 +96,63 @@ impl LogReader {
         if offset == end {
             return Ok(result(Bytes::new()));
         }
-        let segment = segment_for(&segments, offset);
+        let at = segment_for(&segments, offset);
+        let segment = &segments[at];
+        if offset >= segment.next_offset()
+            && let Some(next) = segments.get(at + 1)
+        {
+            return Err(segment.corrupt(
+                segment.size(),
+                format!(
+                    "offset {offset} is missing: this segment ends at offset {} and the next one begins at {}; read from {} on",
+                    segment.next_offset(),
+                    next.base_offset,
+                    next.base_offset
+                ),
+            ));
+        }
         let size = segment.size();
-        let (_, position) = segment.index.lookup((offset - segment.base_offset) as u32);
-        let (position, first) = self
-            .locate(segment, u64::from(position), size, |h| {
-                h.next_offset() > offset
-            })?
-            .ok_or_else(|| {
-                segment.corrupt(
-                    size,
-                    format!("offset {offset} is not in the segment it belongs to"),
-                )
-            })?;
+        let (position, first) = self.batch_holding(segment, offset, size)?;
         let bytes = self.read_batches(segment, position, size, &first, max_bytes)?;
         Ok(result(bytes))
+    }
+
+    /// The batch of `segment` holding `offset`: its position and header.
+    /// The offset index says where to start looking; the batch found must
+    /// start at or before `offset`. If it starts after (or none holds it),
+    /// the index entry pointed past the offset (a damaged entry), and the
+    /// segment is searched from its start instead: a read never skips
+    /// records.
+    fn batch_holding(
+        &self,
+        segment: &Segment,
+        offset: u64,
+        size: u64,
+    ) -> LogResult<(u64, BatchHeader)> {
+        let (_, hint) = segment.index.lookup((offset - segment.base_offset) as u32);
+        let holds = move |h: &BatchHeader| h.next_offset() > offset;
+        let mut found = self.locate(segment, u64::from(hint), size, holds)?;
+        if hint > 0 && found.is_none_or(|(_, h)| h.base_offset > offset) {
+            tracing::warn!(
+                segment = %segment.log_path.display(), offset, entry_position = hint,
+                "an index entry points past the offset it was used for; searching the segment from its start"
+            );
+            found = self.locate(segment, 0, size, holds)?;
+        }
+        match found {
+            Some((position, header)) if header.base_offset <= offset => Ok((position, header)),
+            Some((position, header)) => Err(segment.corrupt(
+                position,
+                format!(
+                    "offset {offset} is missing: the batch here starts at offset {}",
+                    header.base_offset
+                ),
+            )),
+            None => Err(segment.corrupt(
+                size,
+                format!("offset {offset} is not in the segment it belongs to"),
+            )),
+        }
     }
 
     /// The first offset whose timestamp is at or after `timestamp`; `None`
@@ -118,16 +170,27 @@ impl LogReader {
             return Ok(None);
         };
         let relative = segment.time_index.lookup(timestamp);
-        let (_, position) = segment.index.lookup(relative);
+        let (_, hint) = segment.index.lookup(relative);
         let size = segment.size();
-        let Some((position, header)) = self.locate(segment, u64::from(position), size, |h| {
-            h.max_timestamp >= timestamp
-        })?
-        else {
+        let reached = move |h: &BatchHeader| h.max_timestamp >= timestamp;
+        let mut found = self.locate(segment, u64::from(hint), size, reached)?;
+        // The entries say that the batch at `hint` is older than `timestamp`,
+        // and timestamps never go back, so every batch before it is older
+        // too. If that very batch is not older (or no batch is new enough,
+        // although the segment's largest timestamp is), an entry is damaged:
+        // search the segment from its start rather than skip records.
+        if hint > 0 && found.is_none_or(|(at, _)| at == u64::from(hint)) {
+            tracing::warn!(
+                segment = %segment.log_path.display(), timestamp, entry_position = hint,
+                "a time index entry points past the records it was used for; searching the segment from its start"
+            );
+            found = self.locate(segment, 0, size, reached)?;
+        }
+        let Some((position, header)) = found else {
             return Ok(None);
         };
         let bytes = Bytes::from(segment.read_exact(position, header.total_len())?);
-        verify_stored(&bytes, self.shared.max_batch_bytes)
+        verify_stored(&bytes, BATCH_BYTES_BOUND as usize)
             .map_err(|e| segment.corrupt(position, e.to_string()))?;
         let records = records_of(bytes).map_err(|e| segment.corrupt(position, e.to_string()))?;
         for record in records {
@@ -163,7 +226,7 @@ impl LogReader {
                 let header = BatchHeader::parse(&buf[at..read])
                     .map_err(|e| segment.corrupt(position + at as u64, e.to_string()))?;
                 let total = header.total_len();
-                if total < HEADER_LEN || total > self.shared.max_batch_bytes {
+                if total < HEADER_LEN || total > BATCH_BYTES_BOUND as usize {
                     return Err(segment.corrupt(
                         position + at as u64,
                         format!("impossible batch length {total}"),
@@ -200,7 +263,7 @@ impl LogReader {
             if at + total > buf.len() {
                 break;
             }
-            let checked = verify_stored(&buf[at..at + total], self.shared.max_batch_bytes)
+            let checked = verify_stored(&buf[at..at + total], BATCH_BYTES_BOUND as usize)
                 .map_err(|e| e.to_string())
                 .and_then(|h| match h.base_offset == expected {
                     true => Ok(h),
@@ -230,8 +293,8 @@ fn bounds(segments: &[Arc<Segment>]) -> (u64, u64) {
     (start, end)
 }
 
-/// The segment holding `offset` (which is within the bounds).
-fn segment_for(segments: &[Arc<Segment>], offset: u64) -> &Segment {
+/// Index of the segment holding `offset` (which is within the bounds).
+fn segment_for(segments: &[Arc<Segment>], offset: u64) -> usize {
     let after = segments.partition_point(|s| s.base_offset <= offset);
-    &segments[after.saturating_sub(1)]
+    after.saturating_sub(1)
 }

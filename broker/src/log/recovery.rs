@@ -1,11 +1,19 @@
 //! Opening a partition log, and recovering it after an unclean stop.
 //!
-//! 1. Remove leftovers: `*.tmp` files (an interrupted atomic write) and index
-//!    files whose `.log` is gone (an interrupted retention delete).
+//! 1. Remove leftovers: `*.tmp` files (an interrupted atomic write or index
+//!    rebuild) and index files whose `.log` is gone (an interrupted
+//!    retention delete).
 //! 2. Read the checkpoint. Segments before the checkpoint's segment are
-//!    sealed and were fsynced before it was written: open them as they are
-//!    (O(1) each; an index file that is missing or not a whole number of
-//!    entries is rebuilt by scanning that one segment).
+//!    sealed and were fsynced before it was written: open them with their
+//!    indexes after a bounded check (the first and last entries of each
+//!    index must be non-zero, increasing and inside the segment; the batches
+//!    after the last offset entry, about one index interval, are read and
+//!    verified, and give the segment's end offset and its largest timestamp,
+//!    which therefore never comes from an index entry). Indexes that are
+//!    missing, not a whole number of entries, or fail the check are rebuilt
+//!    by scanning that one segment, into `*.tmp` files that are synced and
+//!    then renamed over the old ones, so a rebuild cut short never leaves a
+//!    partial index under the real name.
 //! 3. Clean shutdown (checkpoint says clean and matches the last segment's
 //!    size): open the active segment as it is. Nothing is scanned.
 //!    A fence checkpoint (an fsync of the active segment failed, see
@@ -17,17 +25,33 @@
 //!    segment is cut at the first bad batch (logged with its byte position);
 //!    a bad batch inside a sealed segment is left in place, logged, and
 //!    reported by reads that reach it. Index entries written after the
-//!    checkpoint are dropped and rebuilt from the scan.
-//! 5. Sync what was recovered and write a new (unclean) checkpoint, so a
+//!    checkpoint are dropped and rebuilt from the scan. Only proven damage
+//!    (an impossible length, a torn batch, a failed CRC, an offset out of
+//!    sequence) is cut: a read error fails the open of the partition with
+//!    an error naming the file and position, and nothing is cut. Producer
+//!    state remembered past the recovered end (the snapshot may be newer
+//!    than what survived) is forgotten.
+//! 5. Check that each segment ends where the next begins (the end offsets
+//!    come from the checks and scans above, so this costs nothing more). An
+//!    overlap, two copies of the same offsets, fails the open
+//!    ([`LogError::Overlap`]): neither copy is served. A gap is logged, and
+//!    reads of the missing offsets fail with an error naming them.
+//! 6. Sync what was recovered and write a new (unclean) checkpoint, so a
 //!    crash right after start does not scan the same bytes again.
 //!
 //! Before step 1 the partition directory (and any missing parent) is
 //! created if it is missing, durably (each new name is synced in its parent
-//! before anything is written into it); a directory that holds no segment yet has its parent synced again,
-//! as its creator may have died before doing so.
+//! before anything is written into it); a directory that holds no segment
+//! yet has its parent synced again, as its creator may have died before
+//! doing so.
 //!
-//! The work is proportional to the bytes written since the last checkpoint,
-//! never to the size of the log.
+//! The work is proportional to the bytes written since the last checkpoint
+//! (plus about one index interval per sealed segment), never to the size of
+//! the log. The exceptions are damage: an index that fails its check is
+//! rebuilt from its segment, and a missing or damaged producer snapshot is
+//! rebuilt by walking every segment whose newest batch is within the
+//! producer expiry (so that no live producer is forgotten and a retry is
+//! never appended twice).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -42,11 +66,11 @@ use super::config::LogConfig;
 use super::error::{LogError, LogResult};
 use super::index::{MappedIndex, OffsetIndex, TimeIndex, decode_offset_entry, decode_time_entry};
 use super::producers::{ProducerTable, SNAPSHOT_FILE};
-use super::segment::{BatchScanner, Segment, parse_file_name};
+use super::segment::{BatchScanner, ScanStop, Segment, parse_file_name};
 use super::writer::{Active, Cursor, Log, index_entry, push_entry};
 use crate::io::{
     FileSystem, OpenMode, create_dir_durably, existing_ancestor, read_all, read_full_at,
-    sync_parent,
+    sync_parent, temp_path,
 };
 
 impl Log {
@@ -77,9 +101,11 @@ impl Log {
             sync_parent(fs.as_ref(), dir)
                 .map_err(io("syncing the parent of the partition directory"))?;
         }
-        let checkpoint = Checkpoint::read(fs.as_ref(), dir);
-        let (producers_from, producers) =
-            read_producer_snapshot(fs.as_ref(), dir).unwrap_or_default();
+        let checkpoint =
+            Checkpoint::read(fs.as_ref(), dir).map_err(io("reading the checkpoint"))?;
+        let (producers_from, producers) = read_producer_snapshot(fs.as_ref(), dir)
+            .map_err(io("reading the producer snapshot"))?
+            .unwrap_or_default();
         let mut opener = Opener {
             fs: fs.as_ref(),
             dir,
@@ -88,6 +114,9 @@ impl Log {
             report: RecoveryReport::default(),
             producers,
             producers_from,
+            producer_window_start: clock
+                .now_ms()
+                .saturating_sub(i64::try_from(config.producer_expiry_ms).unwrap_or(i64::MAX)),
         };
         let (segments, active) = match bases.split_last() {
             None => opener.fresh(checkpoint.map_or(0, |c| c.next_offset))?,
@@ -103,8 +132,15 @@ impl Log {
                 (segments, active)
             }
         };
+        for pair in segments.windows(2) {
+            check_continuity(&pair[0], &pair[1])?;
+        }
         let report = opener.report;
-        let producers = std::mem::take(&mut opener.producers);
+        let mut producers = std::mem::take(&mut opener.producers);
+        // The snapshot may remember batches that recovery has just cut (or
+        // that never reached the disk): a retry of one must be appended
+        // again, not answered with offsets the log does not hold.
+        producers.forget_from(active.cursor.next_offset);
         let mut log = Log::assemble(dir, config, fs.clone(), clock, segments, active);
         log.recovery = report;
         log.producers = producers;
@@ -156,6 +192,9 @@ struct Opener<'a> {
     /// after `producers_from` that recovery walks.
     producers: ProducerTable,
     producers_from: u64,
+    /// Producers whose last batch is older than this have expired: a
+    /// trusted sealed segment with no newer batch is not walked for them.
+    producer_window_start: i64,
 }
 
 /// What opening a log had to do.
@@ -169,6 +208,9 @@ pub struct RecoveryReport {
     pub truncated_bytes: u64,
     /// Sealed segments whose indexes were rebuilt.
     pub rebuilt_indexes: usize,
+    /// Bytes read to check the end of trusted sealed segments against their
+    /// indexes: about one index interval (plus the last batch) per segment.
+    pub checked_tail_bytes: u64,
 }
 
 impl Opener<'_> {
@@ -197,9 +239,10 @@ impl Opener<'_> {
     }
 
     /// Opens a sealed segment. `trusted`: it precedes the checkpoint, so its
-    /// indexes are used as they are unless unusable; otherwise it is scanned.
+    /// indexes are used as they are if they pass [`Opener::check_trusted`];
+    /// otherwise (or if they fail) it is scanned and its indexes rebuilt.
     fn sealed(&mut self, base: u64, next_base: u64, trusted: bool) -> LogResult<Segment> {
-        let [log_path, index_path, time_path] = Segment::paths(self.dir, base);
+        let [log_path, _, _] = Segment::paths(self.dir, base);
         let log = self
             .fs
             .open(&log_path, OpenMode::ReadWrite)
@@ -207,34 +250,114 @@ impl Opener<'_> {
         let size = log
             .len()
             .map_err(self.io_error(format!("reading the size of {}", log_path.display())))?;
-        let indexes = trusted
-            .then(|| {
-                let index = MappedIndex::open_sealed(self.fs, &index_path).ok()?;
-                let time = MappedIndex::open_sealed(self.fs, &time_path).ok()?;
-                Some((OffsetIndex(index), TimeIndex(time)))
-            })
-            .flatten()
-            .filter(|(index, time)| plausible(index, time, size));
-        let segment = match indexes {
-            Some((index, time_index)) => {
-                let max_ts = time_index.last().map_or(i64::MIN, |(ts, _)| ts);
+        let checked = match trusted {
+            true => self.check_trusted(base, &log_path, log.as_ref(), size)?,
+            false => None,
+        };
+        let (checked, segment) = match checked {
+            Some((index, time_index, end)) => (
+                true,
                 Segment::assemble(
-                    base, log_path, log, index, time_index, size, next_base, max_ts,
-                )
-            }
+                    base,
+                    log_path,
+                    log,
+                    index,
+                    time_index,
+                    size,
+                    end.next_offset,
+                    end.max_timestamp,
+                ),
+            ),
             None => {
                 if trusted {
                     tracing::warn!(segment = %log_path.display(), "index files missing or damaged; rebuilding them");
                 }
-                self.rebuild_sealed(base, next_base, log_path, log, size)?
+                // The rebuild's scan replays the producer state too.
+                (
+                    false,
+                    self.rebuild_sealed(base, next_base, log_path, log, size)?,
+                )
             }
         };
         segment.sealed.store(true, Ordering::Release);
         self.max_timestamp = self.max_timestamp.max(segment.max_timestamp());
+        if checked && self.needs_producer_walk(&segment) {
+            self.walk_producers(&segment, 0, size)?;
+        }
         Ok(segment)
     }
 
-    /// Scans a sealed segment and writes fresh indexes for it.
+    /// Whether a trusted sealed segment must be walked to rebuild producer
+    /// state: it holds batches past the snapshot (only when the snapshot is
+    /// missing or damaged, as a snapshot is never older than the
+    /// checkpoint), and batches of producers that have not expired.
+    fn needs_producer_walk(&self, segment: &Segment) -> bool {
+        segment.next_offset() > self.producers_from
+            && segment.max_timestamp() >= self.producer_window_start
+    }
+
+    /// The indexes of a trusted sealed segment and what its end holds, if
+    /// they check out; `None` when they must be rebuilt. Bounded work: the
+    /// first and last entries of each index, and the batches after the
+    /// last offset entry (about one index interval), whose headers give the
+    /// segment's end offset and largest timestamp (CRC-checked, so never a
+    /// zero from a damaged index). Every other entry is checked where a
+    /// read uses it (see [`super::reader`]).
+    fn check_trusted(
+        &mut self,
+        base: u64,
+        log_path: &Path,
+        log: &dyn crate::io::StorageFile,
+        size: u64,
+    ) -> LogResult<Option<(OffsetIndex, TimeIndex, SegmentEnd)>> {
+        let [_, index_path, time_path] = Segment::paths(self.dir, base);
+        let (Ok(index), Ok(time)) = (
+            MappedIndex::open_sealed(self.fs, &index_path),
+            MappedIndex::open_sealed(self.fs, &time_path),
+        ) else {
+            return Ok(None);
+        };
+        let (index, time_index) = (OffsetIndex(index), TimeIndex(time));
+        let Some((relative, position)) = offset_index_start(&index, size) else {
+            return Ok(None);
+        };
+        self.report.checked_tail_bytes += size - u64::from(position);
+        let mut scanner =
+            BatchScanner::new(log, u64::from(position), size, base + u64::from(relative));
+        let mut end = SegmentEnd {
+            next_offset: base + u64::from(relative),
+            max_timestamp: i64::MIN,
+        };
+        loop {
+            match scanner.next_batch() {
+                Ok(Some(batch)) => {
+                    end.next_offset = batch.header.next_offset();
+                    end.max_timestamp = end.max_timestamp.max(batch.header.max_timestamp);
+                }
+                Ok(None) => break,
+                Err(ScanStop::Damaged { position, reason }) => {
+                    tracing::warn!(
+                        segment = %log_path.display(), position, reason = %reason,
+                        "the end of a sealed segment does not match its index"
+                    );
+                    return Ok(None);
+                }
+                Err(stop) => {
+                    return Err(stop.into_error(log_path, "checking the end of a sealed segment"));
+                }
+            }
+        }
+        if !time_index_fits(&time_index, base, &end) {
+            return Ok(None);
+        }
+        Ok(Some((index, time_index, end)))
+    }
+
+    /// Scans a sealed segment and writes fresh indexes for it. They are
+    /// built in `*.tmp` files, synced, and only then renamed over the old
+    /// ones: a rebuild cut short leaves temp files (removed at the next
+    /// open, which rebuilds again), never a partial index under the real
+    /// name.
     fn rebuild_sealed(
         &mut self,
         base: u64,
@@ -248,10 +371,11 @@ impl Opener<'_> {
             .index_capacity()
             .max((size / u64::from(self.config.index_interval_bytes)) as usize + 4);
         let [_, index_path, time_path] = Segment::paths(self.dir, base);
+        let (index_tmp, time_tmp) = (temp_path(&index_path), temp_path(&time_path));
         let shown = log_path.display().to_string();
         let io = |e| LogError::io(format!("rebuilding the indexes of {shown}"), e);
-        let index = OffsetIndex(MappedIndex::create(self.fs, &index_path, capacity).map_err(io)?);
-        let time_index = TimeIndex(MappedIndex::create(self.fs, &time_path, capacity).map_err(io)?);
+        let index = OffsetIndex(MappedIndex::create(self.fs, &index_tmp, capacity).map_err(io)?);
+        let time_index = TimeIndex(MappedIndex::create(self.fs, &time_tmp, capacity).map_err(io)?);
         let segment = Segment::assemble(
             base,
             log_path,
@@ -274,14 +398,26 @@ impl Opener<'_> {
             &mut self.producers,
             self.producers_from,
         );
-        if let Err(stop) = end {
-            tracing::error!(
-                segment = %segment.log_path.display(), position = stop.position, reason = %stop.reason,
-                "corrupt batch inside a sealed segment; it is kept and reads that reach it report the damage"
-            );
+        match end {
+            // The whole segment checked out: its end is known.
+            Ok(_) => segment
+                .next_offset
+                .store(cursor.next_offset, Ordering::Release),
+            Err(ScanStop::Damaged { position, reason }) => {
+                tracing::error!(
+                    segment = %segment.log_path.display(), position, reason = %reason,
+                    "corrupt batch inside a sealed segment; it is kept and reads that reach it report the damage"
+                );
+            }
+            Err(stop) => return Err(stop.into_error(&segment.log_path, "rebuilding its indexes")),
         }
         segment.push_final_time_entry(cursor.max_timestamp, cursor.last_batch_relative);
         segment.seal_indexes()?;
+        self.fs
+            .rename(&index_tmp, &index_path)
+            .and_then(|()| self.fs.rename(&time_tmp, &time_path))
+            .and_then(|()| self.fs.sync_dir(self.dir))
+            .map_err(io)?;
         segment
             .max_timestamp
             .store(cursor.max_timestamp, Ordering::Release);
@@ -334,7 +470,7 @@ impl Opener<'_> {
             resume.max_timestamp,
         );
         if resume.next_offset > self.producers_from && resume.position > 0 {
-            self.walk_producers(&segment, 0, resume.position);
+            self.walk_producers(&segment, 0, resume.position)?;
         }
         self.report.clean = resume.clean;
         let end = if resume.clean {
@@ -352,7 +488,7 @@ impl Opener<'_> {
         let created_ms = if end == 0 {
             now_ms
         } else {
-            first_timestamp(&segment).unwrap_or(now_ms)
+            first_timestamp(&segment)?.unwrap_or(now_ms)
         };
         Ok(Active {
             segment: Arc::new(segment),
@@ -460,13 +596,16 @@ impl Opener<'_> {
             self.producers_from,
         ) {
             Ok(end) => end,
-            Err(stop) => {
+            Err(ScanStop::Damaged { position, reason }) => {
                 tracing::warn!(
-                    segment = %log_path.display(), position = stop.position, reason = %stop.reason,
-                    cut = file_len - stop.position, "truncating a torn or corrupt tail"
+                    segment = %log_path.display(), position, reason = %reason,
+                    cut = file_len - position, "truncating a torn or corrupt tail"
                 );
-                stop.position
+                position
             }
+            // A read error proves nothing about the bytes: cutting them
+            // would drop acknowledged batches and reuse their offsets.
+            Err(stop) => return Err(stop.into_error(log_path, "recovering its tail")),
         };
         self.report.truncated_bytes = file_len - end;
         if end < file_len {
@@ -502,24 +641,34 @@ struct ResumePoint {
 impl Opener<'_> {
     /// Replays the batch headers of `from..to` of a segment into the producer
     /// state (only needed when the snapshot is missing or older than the
-    /// checkpoint: a first start, or a damaged snapshot).
-    fn walk_producers(&mut self, segment: &Segment, from: u64, to: u64) {
+    /// checkpoint: a first start, or a damaged snapshot). A read error fails
+    /// the open; damage ends the walk of this segment (reads report it).
+    fn walk_producers(&mut self, segment: &Segment, from: u64, to: u64) -> LogResult<()> {
         let expected = if from == 0 {
             segment.base_offset
         } else {
-            return;
+            return Ok(());
         };
-        let mut scanner = BatchScanner::new(
-            segment.log.as_ref(),
-            from,
-            to,
-            expected,
-            self.config.max_batch_bytes as usize,
-        );
+        let mut scanner = BatchScanner::new(segment.log.as_ref(), from, to, expected);
         self.report.scanned_bytes += to - from;
-        while let Ok(Some(batch)) = scanner.next_batch() {
-            if batch.header.base_offset >= self.producers_from {
-                self.producers.apply(&batch.header);
+        loop {
+            match scanner.next_batch() {
+                Ok(Some(batch)) => {
+                    if batch.header.base_offset >= self.producers_from {
+                        self.producers.apply(&batch.header);
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(ScanStop::Damaged { position, reason }) => {
+                    tracing::error!(
+                        segment = %segment.log_path.display(), position, reason = %reason,
+                        "corrupt batch while rebuilding producer state; producers after it are not restored"
+                    );
+                    return Ok(());
+                }
+                Err(stop) => {
+                    return Err(stop.into_error(&segment.log_path, "rebuilding producer state"));
+                }
             }
         }
     }
@@ -527,15 +676,22 @@ impl Opener<'_> {
 
 /// The producer snapshot of a partition: the offset it was taken at and
 /// the table. `None` if missing or damaged (then the state is rebuilt by
-/// walking the log).
-fn read_producer_snapshot(fs: &dyn FileSystem, dir: &Path) -> Option<(u64, ProducerTable)> {
+/// walking the log); a read error is returned.
+fn read_producer_snapshot(
+    fs: &dyn FileSystem,
+    dir: &Path,
+) -> std::io::Result<Option<(u64, ProducerTable)>> {
     let path = dir.join(SNAPSHOT_FILE);
-    let bytes = read_all(fs, &path, 256 << 20).ok()?;
+    let bytes = match read_all(fs, &path, 256 << 20) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let decoded = ProducerTable::decode(&bytes);
     if decoded.is_none() {
         tracing::warn!(path = %path.display(), "producer snapshot is damaged; rebuilding producer state from the log");
     }
-    decoded
+    Ok(decoded)
 }
 
 fn empty_cursor(next_offset: u64, max_timestamp: i64) -> Cursor {
@@ -585,14 +741,8 @@ fn scan_into(
     to: u64,
     producers: &mut ProducerTable,
     producers_from: u64,
-) -> Result<u64, super::segment::ScanStop> {
-    let mut scanner = BatchScanner::new(
-        segment.log.as_ref(),
-        from,
-        to,
-        cursor.next_offset,
-        config.max_batch_bytes as usize,
-    );
+) -> Result<u64, ScanStop> {
+    let mut scanner = BatchScanner::new(segment.log.as_ref(), from, to, cursor.next_offset);
     while let Some(batch) = scanner.next_batch()? {
         let header = batch.header;
         let relative = (header.base_offset - segment.base_offset) as u32;
@@ -615,22 +765,86 @@ fn scan_into(
     Ok(scanner.position())
 }
 
-/// Timestamp of a segment's first batch.
-fn first_timestamp(segment: &Segment) -> Option<i64> {
+/// Timestamp of a segment's first batch (`None` if it has no whole
+/// header); a read error is an error.
+fn first_timestamp(segment: &Segment) -> LogResult<Option<i64>> {
     let mut buf = [0u8; HEADER_LEN];
-    let read = read_full_at(segment.log.as_ref(), &mut buf, 0).ok()?;
-    (read == HEADER_LEN)
+    let read = read_full_at(segment.log.as_ref(), &mut buf, 0).map_err(|e| {
+        LogError::io(
+            format!("reading the first batch of {}", segment.log_path.display()),
+            e,
+        )
+    })?;
+    Ok((read == HEADER_LEN)
         .then(|| BatchHeader::parse(&buf).ok().map(|h| h.first_timestamp))
-        .flatten()
+        .flatten())
 }
 
-/// Cheap sanity check of a sealed segment's indexes: the last entries must
-/// point inside the segment.
-fn plausible(index: &OffsetIndex, time: &TimeIndex, size: u64) -> bool {
-    let offset_ok = index
-        .0
-        .len()
-        .checked_sub(1)
-        .is_none_or(|i| u64::from(index.entry(i).1) < size);
-    offset_ok && (size == 0 || time.0.len() > 0)
+/// Checks that `earlier` ends where `later` begins. An overlap (the
+/// earlier segment holds offsets the later one begins with) fails the open:
+/// there are two copies of those offsets and neither is served. A gap (the
+/// earlier segment ends before the later one begins, e.g. its tail was
+/// lost) is logged; reads of the missing offsets fail, naming them, and
+/// everything else is served. The end of a segment whose rebuild met
+/// damage is unknown (its next segment's base is assumed).
+fn check_continuity(earlier: &Segment, later: &Segment) -> LogResult<()> {
+    let (end, begin) = (earlier.next_offset(), later.base_offset);
+    if end > begin {
+        return Err(LogError::Overlap {
+            earlier: earlier.log_path.clone(),
+            later: later.log_path.clone(),
+            from: begin,
+            to: end,
+        });
+    }
+    if end < begin {
+        tracing::error!(
+            segment = %earlier.log_path.display(), end, next = %later.log_path.display(),
+            "offsets {end}..{begin} are missing between two segments; reads of them fail"
+        );
+    }
+    Ok(())
+}
+
+/// The end of a sealed segment, read from its last batches' headers.
+#[derive(Debug, Clone, Copy)]
+struct SegmentEnd {
+    /// Offset after its last batch.
+    next_offset: u64,
+    /// Largest timestamp of its batches (`i64::MIN` when empty).
+    max_timestamp: i64,
+}
+
+/// Where the check of a sealed segment's end starts: its offset index's
+/// last entry (`(0, 0)`, the segment start, when there is none), if the
+/// first and last entries are non-zero (no entry is ever at position 0),
+/// increase, and the last points inside the segment; `None` if not.
+fn offset_index_start(index: &OffsetIndex, size: u64) -> Option<(u32, u32)> {
+    let Some(last_at) = index.0.len().checked_sub(1) else {
+        return Some((0, 0));
+    };
+    let (first, last) = (index.entry(0), index.entry(last_at));
+    let non_zero = |(relative, position): (u32, u32)| relative > 0 && position > 0;
+    let increasing = last_at == 0 || (first.0 < last.0 && first.1 < last.1);
+    (non_zero(first) && non_zero(last) && increasing && u64::from(last.1) < size).then_some(last)
+}
+
+/// Whether a sealed segment's time index fits its end: present unless the
+/// segment is empty, first and last entries non-zero and increasing, the
+/// last one at most the segment's largest timestamp and at most its last
+/// batch's offset.
+fn time_index_fits(time: &TimeIndex, base: u64, end: &SegmentEnd) -> bool {
+    let Some(last_at) = time.0.len().checked_sub(1) else {
+        return end.next_offset == base;
+    };
+    let Some(last_relative) = end.next_offset.checked_sub(base + 1) else {
+        return false;
+    };
+    let (first, last) = (time.entry(0), time.entry(last_at));
+    let increasing = last_at == 0 || (first.0 < last.0 && first.1 < last.1);
+    first != (0, 0)
+        && last != (0, 0)
+        && increasing
+        && last.0 <= end.max_timestamp
+        && u64::from(last.1) <= last_relative
 }

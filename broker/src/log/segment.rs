@@ -17,6 +17,7 @@ use pigeon_protocol::batch::{
     BatchHeader, HEADER_LEN, LOG_OVERHEAD, MIN_BATCH_LENGTH, verify_stored,
 };
 
+use super::config::BATCH_BYTES_BOUND;
 use super::error::{LogError, LogResult};
 use super::index::{MappedIndex, OffsetIndex, TimeIndex};
 use crate::io::{FileSystem, OpenMode, StorageFile, read_full_at};
@@ -180,13 +181,50 @@ impl Segment {
     }
 }
 
-/// Why a scan stopped before the end of the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ScanStop {
-    /// Byte position of the first bad batch.
-    pub position: u64,
-    /// What is wrong there.
-    pub reason: String,
+/// Why a scan stopped before the end it was given.
+#[derive(Debug)]
+pub(crate) enum ScanStop {
+    /// Proven damage: the bytes at `position` were read and are not the
+    /// next batch (impossible length, a batch torn by the end of the file,
+    /// a failed CRC or format check, an offset out of sequence). Recovery
+    /// may cut an active segment here.
+    Damaged {
+        /// Byte position of the first bad batch.
+        position: u64,
+        /// What is wrong there.
+        reason: String,
+    },
+    /// The file could not be read at `position` (or returned fewer bytes
+    /// than its size promised): nothing is known about the bytes there, so
+    /// nothing may be cut because of it.
+    Io {
+        /// Byte position the failed read started at.
+        position: u64,
+        /// The operating system's error.
+        error: io::Error,
+    },
+}
+
+impl ScanStop {
+    /// The stop as a [`LogError`] naming `segment`: a read error fails
+    /// whatever was being done, and says that nothing was cut.
+    pub fn into_error(self, segment: &Path, doing: &str) -> LogError {
+        match self {
+            ScanStop::Damaged { position, reason } => LogError::Corrupt {
+                segment: segment.to_owned(),
+                position,
+                reason,
+            },
+            ScanStop::Io { position, error } => LogError::io(
+                format!(
+                    "reading {} at byte {position} while {doing} (nothing was cut; \
+                     check the disk, then restart to retry)",
+                    segment.display()
+                ),
+                error,
+            ),
+        }
+    }
 }
 
 /// Reads a segment's batches in order from a position, checking the length,
@@ -196,7 +234,6 @@ pub(crate) struct BatchScanner<'a> {
     end: u64,
     position: u64,
     expected_offset: u64,
-    max_batch_bytes: usize,
     buf: Vec<u8>,
     /// `buf` holds file bytes `buf_start .. buf_start + buf.len()`.
     buf_start: u64,
@@ -212,20 +249,14 @@ const SCAN_CHUNK: usize = 1 << 20;
 
 impl<'a> BatchScanner<'a> {
     /// Scans `file` from `position` (where offset `expected_offset` starts)
-    /// to `end`.
-    pub fn new(
-        file: &'a dyn StorageFile,
-        position: u64,
-        end: u64,
-        expected_offset: u64,
-        max_batch_bytes: usize,
-    ) -> Self {
+    /// to `end`. Batch lengths are checked against the format's bound
+    /// ([`BATCH_BYTES_BOUND`]), not the current `max_batch_bytes`.
+    pub fn new(file: &'a dyn StorageFile, position: u64, end: u64, expected_offset: u64) -> Self {
         BatchScanner {
             file,
             end,
             position,
             expected_offset,
-            max_batch_bytes,
             buf: Vec::new(),
             buf_start: position,
         }
@@ -237,25 +268,26 @@ impl<'a> BatchScanner<'a> {
     }
 
     /// The next good batch; `Ok(None)` at a clean end; `Err(stop)` at the
-    /// first torn, corrupt or out-of-sequence batch. I/O errors are returned
-    /// as a stop too, with the error text.
+    /// first torn, corrupt or out-of-sequence batch
+    /// ([`ScanStop::Damaged`]), or where the file could not be read
+    /// ([`ScanStop::Io`], never to be taken for damage).
     pub fn next_batch(&mut self) -> Result<Option<ScannedBatch>, ScanStop> {
         if self.position >= self.end {
             return Ok(None);
         }
         let position = self.position;
-        let max_batch_bytes = self.max_batch_bytes;
-        let stop = |reason: String| ScanStop { position, reason };
+        let stop = |reason: String| ScanStop::Damaged { position, reason };
+        let io = |error: io::Error| ScanStop::Io { position, error };
         let remaining = self.end - self.position;
         if remaining < HEADER_LEN as u64 {
             return Err(stop(format!(
                 "{remaining} trailing bytes are too few for a batch header"
             )));
         }
-        let prefix = self.bytes(LOG_OVERHEAD).map_err(|e| stop(e.to_string()))?;
+        let prefix = self.bytes(LOG_OVERHEAD).map_err(io)?;
         let length = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
         let total = LOG_OVERHEAD as u64 + u64::from(length);
-        if length < MIN_BATCH_LENGTH || total > max_batch_bytes as u64 {
+        if length < MIN_BATCH_LENGTH || total > u64::from(BATCH_BYTES_BOUND) {
             return Err(stop(format!("batch length field {length} is impossible")));
         }
         if total > remaining {
@@ -263,10 +295,9 @@ impl<'a> BatchScanner<'a> {
                 "batch of {total} bytes is torn: only {remaining} bytes remain"
             )));
         }
-        let bytes = self
-            .bytes(total as usize)
-            .map_err(|e| stop(e.to_string()))?;
-        let header = verify_stored(bytes, max_batch_bytes).map_err(|e| stop(e.to_string()))?;
+        let bytes = self.bytes(total as usize).map_err(io)?;
+        let header =
+            verify_stored(bytes, BATCH_BYTES_BOUND as usize).map_err(|e| stop(e.to_string()))?;
         if header.base_offset != self.expected_offset || header.record_count == 0 {
             return Err(stop(format!(
                 "batch has base offset {} and {} records where offset {} was expected",
@@ -283,6 +314,8 @@ impl<'a> BatchScanner<'a> {
     }
 
     /// `len` bytes at the current position, from the buffer or the file.
+    /// The caller checked that they lie before `end`, so a file that ends
+    /// sooner (its size changed under the scan) is an error, not damage.
     fn bytes(&mut self, len: usize) -> io::Result<&[u8]> {
         let start = self
             .position
@@ -297,7 +330,9 @@ impl<'a> BatchScanner<'a> {
             if read < len {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    "file shorter than expected",
+                    format!(
+                        "the file ended after {read} of {len} bytes, before the size it reported"
+                    ),
                 ));
             }
             return Ok(&self.buf[..len]);

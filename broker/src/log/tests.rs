@@ -502,6 +502,233 @@ fn missing_active_index_is_rebuilt_on_unclean_restart() {
     assert_values(&read_all(&log.reader(), 250), 250..300);
 }
 
+/// Issue 12, defect 6: `max_batch_bytes` limits new appends only. Before,
+/// lowering it made recovery cut the active segment at the first stored
+/// batch above the new limit, and reads refused the larger batches of
+/// sealed segments as corrupt.
+#[test]
+fn lowering_max_batch_bytes_keeps_and_serves_stored_larger_batches() {
+    let mut fx = Fixture::new(LogConfig {
+        checkpoint_interval_bytes: 1 << 30,
+        ..small_config()
+    });
+    let big = |i: u64| vec![b'a' + i as u8; 1500];
+    let mut log = fx.open();
+    for i in 0..7 {
+        log.append(&batch(&[&big(i)])).expect("append");
+        log.commit().expect("commit");
+    }
+    assert!(
+        log.reader().segment_count() > 2,
+        "sealed segments and a tail"
+    );
+    drop(log); // crash: the active segment's tail is scanned at open
+    fx.config.max_batch_bytes = 1024;
+    let mut log = fx.open();
+    assert_eq!(log.recovery_report().truncated_bytes, 0);
+    assert_eq!(log.next_offset(), 7);
+    let records = read_all(&log.reader(), 0);
+    let values: Vec<Vec<u8>> = records.iter().map(|r| r.value.to_vec()).collect();
+    assert_eq!(values, (0..7).map(big).collect::<Vec<_>>());
+    let err = log
+        .append(&batch(&[&big(7)]))
+        .expect_err("new batches above the limit are refused");
+    assert!(matches!(err, LogError::InvalidBatch(_)), "{err}");
+    append_n(&mut log, 7, 1);
+    assert_eq!(log.next_offset(), 8);
+}
+
+/// Issue 12, defect 9: index files of a rebuild that was killed before it
+/// wrote its entries are the right size and all zeros. Before, they passed
+/// the plausibility check, the zero time entry made the segment's largest
+/// timestamp 0, and time retention deleted data appended a moment ago.
+#[test]
+fn zeroed_sealed_indexes_are_rebuilt_and_keep_time_retention_right() {
+    let fx = Fixture::new(LogConfig {
+        retention_ms: Some(60_000),
+        ..small_config()
+    });
+    let mut log = fx.open();
+    append_n(&mut log, 0, 150);
+    log.close().expect("close");
+    let capacity = fx.config.index_capacity();
+    std::fs::write(fx.segment_path(0, "index"), vec![0u8; capacity * 8]).expect("zero index");
+    std::fs::write(fx.segment_path(0, "timeindex"), vec![0u8; capacity * 12])
+        .expect("zero time index");
+    let mut log = fx.open();
+    assert_eq!(log.recovery_report().rebuilt_indexes, 1);
+    assert_eq!(
+        log.enforce_retention().expect("retention"),
+        0,
+        "nothing is older than the retention time"
+    );
+    assert_values(&read_all(&log.reader(), 0), 0..150);
+    assert_eq!(
+        log.reader().offset_for_timestamp(T0).expect("lookup"),
+        Some(0)
+    );
+}
+
+/// Issue 12, defect 11: a sealed segment that holds offsets the next
+/// segment begins with (two copies of the same offsets) is refused with an
+/// error naming both files. Before, it was trusted without a look, and
+/// reads served the overlapping offsets from both copies.
+#[test]
+fn overlapping_segments_are_refused_not_served() {
+    let fx = Fixture::new(small_config());
+    let mut log = fx.open();
+    append_n(&mut log, 0, 150);
+    let bases: Vec<u64> = log
+        .shared
+        .snapshot()
+        .iter()
+        .map(|s| s.base_offset)
+        .collect();
+    log.close().expect("close");
+    assert!(bases.len() > 2);
+    // The first batch of the second segment, also at the end of the first.
+    let second = std::fs::read(fx.segment_path(bases[1], "log")).expect("read");
+    let (_, length) = pigeon_protocol::batch::read_prefix(&second).expect("prefix");
+    let first_batch = &second[..12 + length as usize];
+    let mut first = std::fs::read(fx.segment_path(0, "log")).expect("read");
+    first.extend_from_slice(first_batch);
+    std::fs::write(fx.segment_path(0, "log"), first).expect("write");
+    let err = Log::open(
+        fx.fs.clone(),
+        &fx.dir,
+        fx.config.clone(),
+        Arc::new(fx.clock.clone()),
+    )
+    .expect_err("overlapping segments are refused");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{:020}.log", 0))
+            && text.contains(&format!("{:020}.log", bases[1]))
+            && text.contains("overlap"),
+        "{text}"
+    );
+}
+
+/// Issue 12, defect 11: a sealed segment that ends before the next one
+/// begins (its last batch is lost) is opened; reads of the missing offsets
+/// fail naming them and where to go on, every other offset is served.
+#[test]
+fn a_gap_between_segments_is_reported_with_the_missing_offsets() {
+    let fx = Fixture::new(small_config());
+    let mut log = fx.open();
+    append_n(&mut log, 0, 150);
+    let second = log.shared.snapshot()[1].base_offset;
+    log.close().expect("close");
+    let path = fx.segment_path(0, "log");
+    let bytes = std::fs::read(&path).expect("read");
+    let mut last_start = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        let (_, length) = pigeon_protocol::batch::read_prefix(&bytes[at..]).expect("prefix");
+        last_start = at;
+        at += 12 + length as usize;
+    }
+    truncate(&path, last_start as u64);
+    let log = fx.open();
+    let reader = log.reader();
+    let err = reader.read(second - 1, 100).expect_err("the lost batch");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("offset {} is missing", second - 1))
+            && text.contains(&format!("read from {second} on")),
+        "{text}"
+    );
+    let mut before_gap = Vec::new();
+    while (before_gap.len() as u64) < second - 1 {
+        let from = before_gap.len() as u64;
+        let served = decode(&reader.read(from, 1000).expect("read").bytes);
+        before_gap.extend(served.into_iter().filter(|r| r.offset >= from));
+    }
+    assert_values(&before_gap, 0..second - 1);
+    assert_values(&read_all(&reader, second), second..150);
+}
+
+/// Issue 12, defects 9 and 11: the checks of trusted sealed segments at
+/// open read about one index interval (plus the last batch) per segment,
+/// however large the log.
+#[test]
+fn opening_reads_about_one_index_interval_per_sealed_segment() {
+    let fx = Fixture::new(small_config());
+    let mut log = fx.open();
+    append_n(&mut log, 0, 600);
+    let sealed = log.reader().segment_count() as u64 - 1;
+    log.close().expect("close");
+    let report = fx.open().recovery_report();
+    let batch_len = batch(&[&value(0)]).bytes().len() as u64;
+    let bound = sealed * (u64::from(fx.config.index_interval_bytes) + batch_len);
+    assert!(sealed > 5, "{sealed} sealed segments");
+    assert!(
+        report.checked_tail_bytes > 0 && report.checked_tail_bytes <= bound,
+        "{} bytes read for {sealed} sealed segments (bound {bound})",
+        report.checked_tail_bytes
+    );
+}
+
+/// Issue 12, defect 12: an index entry that points at a later batch than
+/// its offset says must not make a read skip records. Before, the read
+/// served from the later batch: the records in between were never seen.
+#[test]
+fn a_read_never_skips_records_when_an_index_entry_points_past_the_offset() {
+    let fx = Fixture::new(small_config());
+    let mut log = fx.open();
+    append_n(&mut log, 0, 150);
+    log.close().expect("close");
+    let path = fx.segment_path(0, "index");
+    let mut index = std::fs::read(&path).expect("read index");
+    assert!(index.len() >= 5 * 8, "a few entries");
+    // Entry 2 keeps its offset but takes entry 3's position.
+    let position_of_3: [u8; 4] = index[3 * 8 + 4..3 * 8 + 8].try_into().expect("4 bytes");
+    index[2 * 8 + 4..2 * 8 + 8].copy_from_slice(&position_of_3);
+    std::fs::write(&path, index).expect("write index");
+    let log = fx.open();
+    let reader = log.reader();
+    for offset in 0..150 {
+        let served = decode(&reader.read(offset, 1).expect("read").bytes);
+        assert!(
+            served[0].offset <= offset,
+            "a read at {offset} started at {}",
+            served[0].offset
+        );
+    }
+    assert_values(&read_all(&reader, 0), 0..150);
+}
+
+/// Issue 12, defect 12, time reads: a time index entry whose offset lies
+/// past batches at or after the timestamp asked for must not make the
+/// lookup skip them.
+#[test]
+fn a_time_lookup_never_skips_records_when_a_time_entry_points_past_them() {
+    let fx = Fixture::new(small_config());
+    let mut log = fx.open();
+    for i in 0..150u64 {
+        fx.clock.advance(10);
+        append_n(&mut log, i, 1);
+    }
+    log.close().expect("close");
+    let path = fx.segment_path(0, "timeindex");
+    let mut index = std::fs::read(&path).expect("read time index");
+    assert!(index.len() >= 5 * 12, "a few entries");
+    // Entry 2 keeps its timestamp but takes entry 3's offset.
+    let offset_of_3: [u8; 4] = index[3 * 12 + 8..3 * 12 + 12].try_into().expect("4 bytes");
+    index[2 * 12 + 8..2 * 12 + 12].copy_from_slice(&offset_of_3);
+    std::fs::write(&path, index).expect("write time index");
+    let log = fx.open();
+    // Record i was appended at T0 + 10 (i + 1).
+    for i in 0..150u64 {
+        let at = T0 + 10 * (i as i64 + 1);
+        assert_eq!(
+            log.reader().offset_for_timestamp(at).expect("lookup"),
+            Some(i),
+            "lookup of {at}"
+        );
+    }
+}
+
 #[test]
 fn leftover_temp_and_orphan_index_files_are_removed() {
     let fx = Fixture::new(LogConfig::default());
@@ -1206,6 +1433,83 @@ fn producer_state_is_rebuilt_from_the_log_when_the_snapshot_is_lost() {
         .expect("retry");
     assert!(retry.duplicate, "state was rebuilt by walking the log");
     assert_eq!(retry.base_offset, first[59].base_offset);
+}
+
+/// Issue 12, defect 2: after recovery cuts a damaged tail, the producer
+/// state must not remember the batches that were cut. Before, the snapshot
+/// (taken when the batch was whole) answered a retry of the cut batch as a
+/// duplicate, with offsets the log no longer holds: the batch was lost.
+#[test]
+fn a_cut_tail_drops_producer_state_past_the_recovered_end() {
+    let fx = Fixture::new(LogConfig::default());
+    let mut log = fx.open();
+    append_idempotent(&mut log, 0, 5);
+    log.close().expect("close");
+    let segment = fx.segment_path(0, "log");
+    flip_bit(&segment, file_len(&segment) - 2);
+    // Without the checkpoint the whole segment is scanned and the damaged
+    // last batch is cut; the producer snapshot still has it.
+    std::fs::remove_file(fx.dir.join("checkpoint")).expect("remove checkpoint");
+    let mut log = fx.open();
+    assert_eq!(log.next_offset(), 4);
+    let retry = log
+        .append(&idempotent_batch(&[&value(4)], 7, 0, 4))
+        .expect("the cut batch is sent again");
+    assert!(!retry.duplicate, "the cut batch was answered as stored");
+    assert_eq!(retry.base_offset, 4);
+    log.commit().expect("commit");
+    assert_values(&read_all(&log.reader(), 0), 0..5);
+}
+
+/// Issue 12, defect 10: with the producer snapshot lost, a producer whose
+/// batches all lie in older, sealed segments must still be known. Before,
+/// only the active segment was walked: its retry was refused as an unknown
+/// producer, and a retry of its first batch (sequence 0) was appended twice.
+#[test]
+fn producer_state_is_restored_from_sealed_segments_when_the_snapshot_is_lost() {
+    let fx = Fixture::new(small_config());
+    let mut log = fx.open();
+    let first = append_idempotent(&mut log, 0, 3);
+    append_n(&mut log, 3, 150);
+    assert!(
+        log.reader().segment_count() > 2,
+        "the producer's batches are sealed"
+    );
+    log.close().expect("close");
+    std::fs::write(fx.dir.join("producers.snapshot"), b"garbage").expect("damage snapshot");
+    let mut log = fx.open();
+    for seq in [0, 2] {
+        let retry = log
+            .append(&idempotent_batch(&[&value(seq as u64)], 7, 0, seq))
+            .expect("retry");
+        assert!(retry.duplicate, "sequence {seq} was appended again");
+        assert_eq!(retry.base_offset, first[seq as usize].base_offset);
+    }
+    assert_eq!(log.next_offset(), 153, "nothing was appended twice");
+}
+
+/// Issue 12, defect 10: the walk that rebuilds lost producer state reads
+/// only the segments that can hold an unexpired producer's batches.
+#[test]
+fn the_producer_walk_skips_segments_older_than_the_producer_expiry() {
+    let mut fx = Fixture::new(small_config());
+    fx.config.producer_expiry_ms = 60_000;
+    let mut log = fx.open();
+    append_idempotent(&mut log, 0, 3);
+    append_n(&mut log, 3, 150);
+    fx.clock.advance(120_000);
+    log.roll().expect("roll");
+    append_n(&mut log, 153, 5);
+    let (active_base, _) = log.end_position();
+    log.close().expect("close");
+    std::fs::write(fx.dir.join("producers.snapshot"), b"garbage").expect("damage snapshot");
+    let log = fx.open();
+    assert_eq!(
+        log.recovery_report().scanned_bytes,
+        file_len(&fx.segment_path(active_base, "log")),
+        "only the segment newer than the expiry was walked"
+    );
+    assert!(log.producers().is_empty(), "producer 7 has expired");
 }
 
 #[test]

@@ -88,8 +88,6 @@ pub(crate) struct Shared {
     /// All segments, oldest first; the last one is active. Replaced as a
     /// whole (roll, retention) so readers take a snapshot without blocking.
     pub segments: RwLock<Arc<Vec<Arc<Segment>>>>,
-    /// Largest batch, for sanity checks while reading.
-    pub max_batch_bytes: usize,
 }
 
 impl Shared {
@@ -284,7 +282,6 @@ impl Log {
     ) -> Log {
         let shared = Arc::new(Shared {
             segments: RwLock::new(Arc::new(segments)),
-            max_batch_bytes: config.max_batch_bytes as usize,
         });
         Log {
             dir: dir.to_owned(),
