@@ -101,12 +101,16 @@ impl BatchHeader {
     /// Offset of the last record. A batch with zero records is invalid, so
     /// this is never below `base_offset` for a validated batch.
     pub fn last_offset(&self) -> u64 {
-        self.base_offset + u64::from(self.record_count.saturating_sub(1))
+        self.base_offset
+            .saturating_add(u64::from(self.record_count.saturating_sub(1)))
     }
 
-    /// The offset right after this batch.
+    /// The offset right after this batch. Saturates at `u64::MAX` for a
+    /// damaged header whose offsets would overflow (never a panic: headers
+    /// are read from disk before their CRC is checked), which no
+    /// continuity check accepts.
     pub fn next_offset(&self) -> u64 {
-        self.base_offset + u64::from(self.record_count)
+        self.base_offset.saturating_add(u64::from(self.record_count))
     }
 
     /// Decodes the header from the front of `bytes` (no CRC check).
