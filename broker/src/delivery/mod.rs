@@ -4,7 +4,7 @@
 //! | module | job |
 //! | --- | --- |
 //! | [`settings`] | group settings, the backoff formula, jitter |
-//! | [`partition`] | the delivery state machine of one partition in one group |
+//! | [`partition`] | the delivery state machine of one partition in one group (`partition/persist.rs`: snapshot parts and journal replay) |
 //! | [`leases`] | the lease table of a partition: per-consumer counts, next deadline without scans |
 //! | [`journal`] | the events that record every change of that state, for crash recovery |
 //! | [`snapshot`] | snapshots of that state, so recovery replays only the recent journal |
