@@ -24,6 +24,13 @@
 //!   dropping them all (or [`Consumer::close`]) closes it, and the broker
 //!   hands the leases still held back to the group.
 //!
+//! - A delivery handed to the application keeps its lease until it is
+//!   settled or dropped: the [lease keeper](super::lease_keeper) extends it
+//!   by the group's ack timeout every third of it. A buffered delivery
+//!   whose lease ran out before the application asked for it (received an
+//!   ack timeout ago) is dropped, never handed out: the group has given, or
+//!   will give, that message to someone again.
+//!
 //! - A connection that dies while no request of the consumer is outstanding
 //!   (e.g. during a long handler) is noticed through the client's
 //!   [`connection_generation`](Client::connection_generation): the next
@@ -41,6 +48,7 @@ use tokio::time::Instant;
 use super::backoff::Backoff;
 use super::connection::{Client, expect_response};
 use super::error::ClientError;
+use super::lease_keeper::{self, LeaseKeeper};
 use crate::batch::{Header, Record};
 use crate::protocol::{
     ErrorCode, GroupSettings, JoinGroupRequest, ReceiveRequest, SettleAction, SettleItem,
@@ -92,9 +100,20 @@ struct Membership {
     /// The client's connection generation when the consumer joined: the
     /// membership ends with that connection.
     joined_on: std::sync::atomic::AtomicU64,
+    /// The group's ack timeout as of the last join, ms.
+    ack_timeout_ms: std::sync::atomic::AtomicU64,
+    /// Leases of the deliveries handed out and not settled, kept alive.
+    keeper: LeaseKeeper,
+    /// Set by [`Consumer::close`]: the keeper stops.
+    closed: AtomicBool,
 }
 
 impl Membership {
+    /// The group's ack timeout as of the last join.
+    fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.ack_timeout_ms.load(Ordering::Relaxed))
+    }
+
     /// Notes that `err` may have cost the connection (and so the membership).
     fn observe(&self, err: &ClientError) {
         if matches!(
@@ -131,7 +150,8 @@ pub struct Consumer {
     config: ConsumerConfig,
     consumer_id: u64,
     settings: GroupSettings,
-    buffered: VecDeque<GroupDelivery>,
+    /// Received and not handed out yet, with when they were received.
+    buffered: VecDeque<(Instant, GroupDelivery)>,
     failures: u32,
 }
 
@@ -159,8 +179,12 @@ impl Consumer {
             group: group.to_string(),
             lost: AtomicBool::new(false),
             joined_on: std::sync::atomic::AtomicU64::new(0),
+            ack_timeout_ms: std::sync::atomic::AtomicU64::new(0),
+            keeper: LeaseKeeper::default(),
+            closed: AtomicBool::new(false),
         });
         let (consumer_id, settings) = join_group(&shared, &config.consumer_name).await?;
+        keep_leases(&shared);
         Ok(Consumer {
             shared,
             config,
@@ -216,7 +240,7 @@ impl Consumer {
         &mut self,
         wait: Duration,
     ) -> Result<Option<GroupDelivery>, ClientError> {
-        if let Some(delivery) = self.buffered.pop_front() {
+        if let Some(delivery) = self.pop_live() {
             return Ok(Some(delivery));
         }
         let deadline = Instant::now() + wait;
@@ -226,7 +250,7 @@ impl Consumer {
             match self.receive(poll).await {
                 Ok(()) => {
                     self.failures = 0;
-                    if let Some(delivery) = self.buffered.pop_front() {
+                    if let Some(delivery) = self.pop_live() {
                         return Ok(Some(delivery));
                     }
                 }
@@ -261,10 +285,14 @@ impl Consumer {
         let Some(first) = self.next_within(wait).await? else {
             return Ok(Vec::new());
         };
-        let more = self.buffered.len().min(max.saturating_sub(1));
-        let mut batch = Vec::with_capacity(1 + more);
+        let mut batch = Vec::with_capacity(max.min(1 + self.buffered.len()));
         batch.push(first);
-        batch.extend(self.buffered.drain(..more));
+        while batch.len() < max {
+            match self.pop_live() {
+                Some(delivery) => batch.push(delivery),
+                None => break,
+            }
+        }
         Ok(batch)
     }
 
@@ -281,9 +309,39 @@ impl Consumer {
     }
 
     /// Leaves the group now: closes the consumer's connection, so that the
-    /// broker hands every lease it still holds back to the group.
+    /// broker hands every lease it still holds back to the group (and stops
+    /// keeping the leases of deliveries not settled yet).
     pub async fn close(self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.client.close().await;
+    }
+
+    /// The next buffered delivery whose lease can still be alive (received
+    /// less than an ack timeout ago), tracked from now on so that its lease
+    /// is kept while the application works on it. One whose lease has run
+    /// out while it waited in the buffer is dropped, not handed out: the
+    /// group gives that message to someone again.
+    fn pop_live(&mut self) -> Option<GroupDelivery> {
+        let ack_timeout = self.shared.ack_timeout();
+        while let Some((received, delivery)) = self.buffered.pop_front() {
+            if received.elapsed() >= ack_timeout {
+                tracing::debug!(
+                    partition = delivery.partition,
+                    offset = delivery.offset,
+                    "dropping a buffered delivery whose lease ran out before it was handed out"
+                );
+                continue;
+            }
+            self.shared.keeper.track(
+                delivery.partition,
+                delivery.offset,
+                delivery.attempt,
+                delivery.consumer_id,
+                &delivery.alive,
+            );
+            return Some(delivery);
+        }
+        None
     }
 
     /// One Receive of up to `max_messages`, waiting up to `wait`; joins
@@ -328,8 +386,9 @@ impl Consumer {
                 return Err(err);
             }
         };
+        let received = Instant::now();
         for d in answer.deliveries {
-            self.buffered.push_back(GroupDelivery {
+            let delivery = GroupDelivery {
                 topic: self.shared.topic.clone(),
                 partition: d.partition,
                 offset: d.offset,
@@ -348,7 +407,9 @@ impl Consumer {
                     .collect(),
                 consumer_id: self.consumer_id,
                 shared: Arc::clone(&self.shared),
-            });
+                alive: Arc::new(()),
+            };
+            self.buffered.push_back((received, delivery));
         }
         Ok(())
     }
@@ -368,7 +429,54 @@ async fn join_group(
     shared
         .joined_on
         .store(shared.client.connection_generation(), Ordering::SeqCst);
+    let ack_timeout_ms = u64::from(joined.settings.ack_timeout_ms);
+    shared
+        .ack_timeout_ms
+        .store(ack_timeout_ms, Ordering::Relaxed);
     Ok((joined.consumer_id, joined.settings))
+}
+
+/// Starts the task that keeps the leases of `shared`'s outstanding
+/// deliveries alive (see [`LeaseKeeper`]). It holds the membership only
+/// while it extends, and ends once it is dropped or closed.
+fn keep_leases(shared: &Arc<Membership>) {
+    let membership = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        loop {
+            let every = match membership.upgrade() {
+                Some(shared) if !shared.closed.load(Ordering::SeqCst) => {
+                    lease_keeper::every(shared.ack_timeout())
+                }
+                _ => return,
+            };
+            tokio::time::sleep(every).await;
+            let Some(shared) = membership.upgrade() else {
+                return;
+            };
+            if shared.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            extend_outstanding(&shared).await;
+        }
+    });
+}
+
+/// Extends every outstanding delivery's lease by the ack timeout; forgets
+/// those whose lease is lost. A failed request is tried at the next tick.
+async fn extend_outstanding(shared: &Membership) {
+    for (consumer_id, items) in shared.keeper.due(shared.ack_timeout()) {
+        let positions: Vec<(u32, u64)> = items.iter().map(|i| (i.partition, i.offset)).collect();
+        match settle_items(shared, consumer_id, items).await {
+            Ok(results) => {
+                for ((partition, offset), result) in positions.into_iter().zip(results) {
+                    if result.is_err() {
+                        shared.keeper.forget(partition, offset);
+                    }
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, "extending leases failed; retrying"),
+        }
+    }
 }
 
 /// One message leased to a [`Consumer`] until `lease_deadline_ms`: settle
@@ -397,6 +505,9 @@ pub struct GroupDelivery {
     pub headers: Vec<Header>,
     consumer_id: u64,
     shared: Arc<Membership>,
+    /// Shared by the copies of this delivery: once all are dropped, its
+    /// lease is no longer kept.
+    alive: Arc<()>,
 }
 
 impl GroupDelivery {
@@ -456,8 +567,12 @@ impl GroupDelivery {
             delay_ms,
             reason,
         };
-        let results = settle_items(&self.shared, self.consumer_id, vec![item]).await?;
-        results.into_iter().next().unwrap_or_else(|| {
+        let settled = settle_items(&self.shared, self.consumer_id, vec![item]).await;
+        if action != SettleAction::Extend {
+            // Settled, or failed: either way no longer the keeper's to extend.
+            self.shared.keeper.forget(self.partition, self.offset);
+        }
+        settled?.into_iter().next().unwrap_or_else(|| {
             Err(ClientError::UnexpectedResponse(
                 "Settle answer without a result".into(),
             ))
@@ -488,7 +603,11 @@ impl GroupDelivery {
                 .iter()
                 .map(|d| SettleItem::ack(d.partition, d.offset, d.attempt))
                 .collect();
-            let answers = settle_items(&first.shared, first.consumer_id, items).await?;
+            let answers = settle_items(&first.shared, first.consumer_id, items).await;
+            for d in run {
+                first.shared.keeper.forget(d.partition, d.offset);
+            }
+            let answers = answers?;
             if answers.len() != run.len() {
                 return Err(ClientError::UnexpectedResponse(format!(
                     "Settle answer with {} results for {} items",

@@ -42,6 +42,7 @@
 //! | `breaker.rs` | [`CircuitConfig`] and the circuit breaker |
 //! | `connection/` | [`Client`]: connection, handshake, reconnects; request matching in `connection/pending.rs` |
 //! | `admin.rs` | [`Admin`]: create/delete/list/describe topics, offset lookups |
+//! | `lease_keeper.rs` | keeping the leases of handed-out, unsettled deliveries alive |
 //! | `consumer.rs` | [`Consumer`]: group membership, long-poll receive, ack/nack/reject/extend, rejoin |
 //! | `producer/` | [`Producer`]: partitioning, batching, buffering, retries (its files: `producer/mod.rs`) |
 //! | `session.rs` | the idempotent producer session: registration, reset, fencing |
@@ -53,6 +54,7 @@ mod breaker;
 mod connection;
 mod consumer;
 mod error;
+mod lease_keeper;
 mod producer;
 mod reader;
 mod session;
