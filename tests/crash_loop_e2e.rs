@@ -228,8 +228,10 @@ fn a_late_ack_of_an_expired_lease_is_lease_lost_even_if_the_consumer_got_the_mes
             .send("orders", ProducerRecord::new("order 1").partition(0))
             .await
             .expect("send");
+        // The lease of a held delivery must run out here: no keeping.
         let config = ConsumerConfig {
             max_messages: 1,
+            keep_leases: false,
             ..ConsumerConfig::default()
         };
         let mut consumer = Consumer::join(&client, "orders", "billing", config)

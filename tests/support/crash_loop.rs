@@ -664,6 +664,9 @@ async fn run_consumer(
         max_messages: 8,
         max_wait: Duration::from_millis(200),
         retry_backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(500)),
+        // The loop stalls past the ack timeout on purpose: leases must run
+        // out then, as a hung consumer's do.
+        keep_leases: false,
     };
     let mut log = ConsumerLog::default();
     let mut consumer: Option<Consumer> = None;

@@ -26,7 +26,8 @@
 //!
 //! - A delivery handed to the application keeps its lease until it is
 //!   settled or dropped: the [lease keeper](super::lease_keeper) extends it
-//!   by the group's ack timeout every third of it. A buffered delivery
+//!   by the group's ack timeout every third of it (unless
+//!   [`ConsumerConfig::keep_leases`] is false). A buffered delivery
 //!   whose lease ran out before the application asked for it (received an
 //!   ack timeout ago) is dropped, never handed out: the group has given, or
 //!   will give, that message to someone again.
@@ -76,6 +77,11 @@ pub struct ConsumerConfig {
     /// Spacing of attempts after a retriable failure (100 ms doubling up
     /// to 5 s, ±20 %).
     pub retry_backoff: Backoff,
+    /// Keep the leases of deliveries handed out and not settled yet alive
+    /// (true): slow work keeps its message. False lets a lease run out
+    /// after the group's ack timeout whatever the application is doing,
+    /// so a hung handler's message goes to someone else.
+    pub keep_leases: bool,
 }
 
 impl Default for ConsumerConfig {
@@ -85,6 +91,7 @@ impl Default for ConsumerConfig {
             max_messages: 100,
             max_wait: Duration::from_secs(1),
             retry_backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+            keep_leases: true,
         }
     }
 }
@@ -184,7 +191,9 @@ impl Consumer {
             closed: AtomicBool::new(false),
         });
         let (consumer_id, settings) = join_group(&shared, &config.consumer_name).await?;
-        keep_leases(&shared);
+        if config.keep_leases {
+            keep_leases(&shared);
+        }
         Ok(Consumer {
             shared,
             config,
