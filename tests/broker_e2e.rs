@@ -472,6 +472,51 @@ fn health_and_metrics_report_what_the_broker_does() {
 }
 
 #[test]
+fn metrics_have_help_lines_and_per_group_series() {
+    let (_tmp, data) = temp();
+    let broker = Broker::start(&data, &[]);
+    let rt = runtime();
+    // Kept open until the scrape: its consumer holds a lease.
+    let _client = rt.block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        client.create_topic("jobs", 1).await;
+        client.produce("jobs", 0, &[b"a", b"b", b"c"]).await;
+        let create = CreateGroupRequest {
+            topic: "jobs".into(),
+            group: "workers".into(),
+            settings: GroupSettings::default(),
+        };
+        client.ok(create.into()).await;
+        let consumer = client.join_group("jobs", "workers", "w").await;
+        let got = client.receive("jobs", "workers", consumer, 1, 0).await;
+        assert_eq!(got.len(), 1);
+        client
+    });
+    let (status, metrics) = http_get(broker.http, "/metrics");
+    assert_eq!(status, 200);
+    let labels = "{topic=\"jobs\",partition=\"0\",group=\"workers\"}";
+    for expected in [
+        format!("pigeon_group_lag_messages{labels} 3"),
+        format!("pigeon_group_in_flight_messages{labels} 1"),
+        format!("pigeon_group_delayed_messages{labels} 0"),
+        format!("pigeon_group_dead_lettered_total{labels} 0"),
+    ] {
+        assert!(
+            metrics.contains(&expected),
+            "/metrics lacks {expected:?}:\n{metrics}"
+        );
+    }
+    // Every metric family has a # HELP line.
+    for typed in metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = typed.split(' ').next().expect("a name");
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "{name} has no # HELP line:\n{metrics}"
+        );
+    }
+}
+
+#[test]
 fn the_handshake_announces_only_the_apis_the_broker_serves() {
     let (_tmp, data) = temp();
     let broker = Broker::start(&data, &[]);

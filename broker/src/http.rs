@@ -43,7 +43,7 @@ async fn health(State(state): State<HttpState>) -> (StatusCode, &'static str) {
 }
 
 async fn render_metrics(State(state): State<HttpState>) -> (StatusCode, String) {
-    state.broker.refresh_metrics();
+    state.broker.refresh_metrics().await;
     match &state.prometheus {
         Some(handle) => (StatusCode::OK, handle.render()),
         None => (

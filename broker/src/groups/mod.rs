@@ -386,6 +386,15 @@ impl Groups {
         .map_err(|e| error(ErrorKind::Storage, e))
     }
 
+    /// Every running group: `(topic, group, entry)`.
+    pub fn list(&self) -> Vec<(String, String, GroupEntry)> {
+        let groups = self.groups.lock();
+        let all = groups
+            .iter()
+            .map(|((t, g), e)| (t.clone(), g.clone(), e.clone()));
+        all.collect()
+    }
+
     /// Records the new settings of a group.
     pub fn set_settings(&self, topic: &str, group: &str, settings: GroupSettings) {
         if let Some(entry) = self

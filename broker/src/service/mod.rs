@@ -42,6 +42,7 @@ mod topics;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -160,9 +161,19 @@ impl Broker {
         self.topics.close().await;
     }
 
-    /// Refreshes the per-partition log gauges (for a metrics scrape).
-    pub fn refresh_metrics(&self) {
+    /// Refreshes the gauges read at a metrics scrape: each partition log's
+    /// figures, and each group's per-partition figures (asked of its
+    /// engine; a group that does not answer in a second is skipped).
+    pub async fn refresh_metrics(&self) {
         crate::metrics::refresh_logs(&self.topics);
+        for (topic, group, entry) in self.groups.list() {
+            let asked = tokio::time::timeout(Duration::from_secs(1), entry.handle.describe());
+            if let Ok(Ok((_, figures))) = asked.await {
+                for (partition, f) in figures.iter().enumerate() {
+                    crate::metrics::group_figures(&topic, &group, partition, f);
+                }
+            }
+        }
     }
 }
 
