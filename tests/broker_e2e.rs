@@ -517,6 +517,49 @@ fn metrics_have_help_lines_and_per_group_series() {
 }
 
 #[test]
+fn health_answers_503_while_the_broker_drains() {
+    let (_tmp, data) = temp();
+    let broker = Broker::start(&data, &["--shutdown-timeout-ms", "5000"]);
+    let rt = runtime();
+    // A client that asks for big answers and reads none of them keeps the
+    // drain busy (its writer waits) until the shutdown timeout.
+    let _stalled = rt.block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        client.create_topic("big", 1).await;
+        let value = vec![7u8; 512 * 1024];
+        for _ in 0..8 {
+            client.produce("big", 0, &[&value]).await;
+        }
+        for _ in 0..32 {
+            let fetch = FetchRequest {
+                max_wait_ms: 0,
+                min_bytes: 1,
+                max_bytes: 4 << 20,
+                partitions: vec![FetchPartition {
+                    topic: "big".into(),
+                    partition: 0,
+                    offset: 0,
+                    max_bytes: 4 << 20,
+                }],
+            };
+            client.send(fetch.into()).await;
+        }
+        client
+    });
+    assert_eq!(http_get(broker.http, "/health").0, 200);
+    // SIGTERM without waiting for the exit.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &broker.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    pigeon_suite::wait_until(Duration::from_secs(4), "/health to answer 503", || {
+        let (code, body) = http_get(broker.http, "/health");
+        code == 503 && body.trim() == "draining"
+    });
+}
+
+#[test]
 fn the_handshake_announces_only_the_apis_the_broker_serves() {
     let (_tmp, data) = temp();
     let broker = Broker::start(&data, &[]);

@@ -1,5 +1,7 @@
 //! The HTTP adapter on the `--http` address: `/health` (200 while serving,
-//! 503 otherwise) and `/metrics` (Prometheus text format). Each handler
+//! 503 while draining) and `/metrics` (Prometheus text format). It keeps
+//! answering until the broker has closed its state, so a shutdown shows as
+//! 503, not as a refused connection. Each handler
 //! asks the service layer ([`Broker`]) one question and renders the answer.
 
 use std::sync::Arc;
@@ -19,9 +21,16 @@ struct HttpState {
     prometheus: Option<PrometheusHandle>,
 }
 
-/// Serves HTTP until the broker shuts down.
-pub async fn run(broker: Arc<Broker>, prometheus: Option<PrometheusHandle>, listener: TcpListener) {
-    let shutdown = broker.shutdown.clone();
+/// Serves HTTP until `stop` is cancelled: through the broker's drain too,
+/// so that `/health` and `/ready` answer 503 while it drains instead of
+/// refusing connections.
+pub async fn run(
+    broker: Arc<Broker>,
+    prometheus: Option<PrometheusHandle>,
+    listener: TcpListener,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let shutdown = stop;
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(render_metrics))
@@ -38,7 +47,7 @@ async fn health(State(state): State<HttpState>) -> (StatusCode, &'static str) {
     if state.broker.is_serving() {
         (StatusCode::OK, "serving\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not serving\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     }
 }
 

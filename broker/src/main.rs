@@ -78,8 +78,14 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         "pigeon-broker is serving"
     );
     let broker = Arc::new(broker);
-    let http = tokio::spawn(http::run(broker.clone(), prometheus, http_listener));
-    let signals = tokio::spawn(wait_for_signal(broker.shutdown.clone()));
+    let http_stop = CancellationToken::new();
+    let http = tokio::spawn(http::run(
+        broker.clone(),
+        prometheus,
+        http_listener,
+        http_stop.clone(),
+    ));
+    let signals = tokio::spawn(wait_for_signal(broker.clone()));
     let sweeper = broker.clone();
     let members = tokio::spawn(async move {
         let every = std::time::Duration::from_secs(1);
@@ -89,6 +95,8 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     // Groups first (their engines may still write dead letters into
     // topics), then the partition logs.
     broker.close().await;
+    // /health answered 503 through the drain; now it stops.
+    http_stop.cancel();
     let _ = http.await;
     let _ = members.await;
     signals.abort();
@@ -96,8 +104,9 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Cancels `shutdown` at SIGTERM or SIGINT.
-async fn wait_for_signal(shutdown: CancellationToken) {
+/// Begins the broker's shutdown at SIGTERM or SIGINT: it stops serving
+/// (`/health` answers 503 from then on) and drains.
+async fn wait_for_signal(broker: Arc<Broker>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -110,7 +119,7 @@ async fn wait_for_signal(shutdown: CancellationToken) {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
-    shutdown.cancel();
+    broker.begin_shutdown();
 }
 
 /// File descriptors kept for segments, indexes, journals and the listeners
