@@ -110,7 +110,8 @@ impl BatchHeader {
     /// are read from disk before their CRC is checked), which no
     /// continuity check accepts.
     pub fn next_offset(&self) -> u64 {
-        self.base_offset.saturating_add(u64::from(self.record_count))
+        self.base_offset
+            .saturating_add(u64::from(self.record_count))
     }
 
     /// Decodes the header from the front of `bytes` (no CRC check).
