@@ -15,7 +15,7 @@
 //! 4. After a failed `fdatasync` the partition refuses writes until restart,
 //!    and nothing past the last synced position is served or acknowledged,
 //!    in this process or after a restart (the segment is cut back and a
-//!    fence checkpoint records the position; see [`writer`]).
+//!    fence checkpoint records the position; see [`writer::fence`]).
 //! 5. Restart work is bounded by the bytes written since the last checkpoint
 //!    (default every 64 MiB and at each roll; at each roll only under
 //!    `fsync=never`), not by the log's size; a clean
@@ -40,7 +40,11 @@
 //! | [`config`] | settings and the fsync policy |
 //! | [`segment`] | one segment's files, naming, the batch scanner |
 //! | [`index`] | memory-mapped offset and time indexes |
-//! | [`writer`] | appends, commits, roll, retention, close |
+//! | [`writer`] | the writer, [`Log`]: its state, the append pipeline step by step |
+//! | [`writer::append`] | staging appends, the positioned write, rolling back a failed one |
+//! | [`writer::commit`] | commits under each fsync policy, each append's answer, syncs, checkpoints |
+//! | [`writer::fence`] | a failed fsync: back to the last synced point, read-only, fence |
+//! | [`writer::roll`] | roll and seal, retention and trim deletes, clean close |
 //! | [`recovery`] | opening and crash recovery |
 //! | [`reader`] | reads by offset and by time |
 //! | [`retention`] | which segments retention deletes |

@@ -67,7 +67,8 @@ use super::error::{LogError, LogResult};
 use super::index::{MappedIndex, OffsetIndex, TimeIndex, decode_offset_entry, decode_time_entry};
 use super::producers::{ProducerTable, SNAPSHOT_FILE};
 use super::segment::{BatchScanner, ScanStop, Segment, parse_file_name};
-use super::writer::{Active, Cursor, Log, index_entry, push_entry};
+use super::writer::append::{index_entry, push_entry};
+use super::writer::{Active, Cursor, Log};
 use crate::io::{
     FileSystem, OpenMode, create_dir_durably, existing_ancestor, read_all, read_full_at,
     sync_parent, temp_path,
