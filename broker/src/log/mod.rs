@@ -45,7 +45,10 @@
 //! | [`writer::commit`] | commits under each fsync policy, each append's answer, syncs, checkpoints |
 //! | [`writer::fence`] | a failed fsync: back to the last synced point, read-only, fence |
 //! | [`writer::roll`] | roll and seal, retention and trim deletes, clean close |
-//! | [`recovery`] | opening and crash recovery |
+//! | [`recovery`] | opening and crash recovery, step by step; leftovers, continuity |
+//! | [`recovery::sealed`] | sealed segments: the bounded check, index rebuilds |
+//! | [`recovery::active`] | the active segment: fence cut, tail scan and cut |
+//! | [`recovery::producer_state`] | the producer snapshot, and the walk when it is lost |
 //! | [`reader`] | reads by offset and by time |
 //! | [`retention`] | which segments retention deletes |
 //! | [`checkpoint`] | the recovery checkpoint file |
