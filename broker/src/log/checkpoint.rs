@@ -25,13 +25,13 @@
 //! ## Fence
 //!
 //! A checkpoint with `fence = 1` is written when an `fdatasync` of the
-//! active segment fails (see [`super::writer`]). After a failed writeback
-//! Linux may mark the dirty pages clean: a restarted process would read the
-//! never-written tail back from the page cache, valid CRCs and all, and a
-//! new descriptor's fsync would succeed. The fence says "the log ends at
-//! `position` of segment `segment_base`; nothing after it is durable":
-//! recovery cuts the segment there without scanning what follows, then
-//! replaces the fence with an ordinary checkpoint before the log takes
+//! active segment fails (see [`super::writer::fence`]). After a failed
+//! writeback Linux may mark the dirty pages clean: a restarted process
+//! would read the never-written tail back from the page cache, valid CRCs
+//! and all, and a new descriptor's fsync would succeed. The fence says "the
+//! log ends at `position` of segment `segment_base`; nothing after it is
+//! durable": recovery cuts the segment there without scanning what follows,
+//! then replaces the fence with an ordinary checkpoint before the log takes
 //! appends. No producer snapshot is written with a fence (the table in
 //! memory holds the lost batches); the existing one predates the fence, and
 //! recovery walks the log from the snapshot's offset as usual.

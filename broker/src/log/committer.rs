@@ -10,7 +10,7 @@
 //! syncs adapts to the load: one per append when idle, one per many when
 //! busy. Each append's answer is its own, not the group's: a group can be
 //! written in pieces and one piece can fail while the others are stored
-//! (see "What each append's answer says" in [`super::writer`]).
+//! (see "What each append's answer says" in [`super::writer::commit`]).
 //!
 //! The thread also runs the interval policy's timed sync and periodic
 //! retention. Dropping every handle, or [`PartitionLog::close`], shuts the log

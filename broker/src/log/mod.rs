@@ -15,7 +15,7 @@
 //! 4. After a failed `fdatasync` the partition refuses writes until restart,
 //!    and nothing past the last synced position is served or acknowledged,
 //!    in this process or after a restart (the segment is cut back and a
-//!    fence checkpoint records the position; see [`writer`]).
+//!    fence checkpoint records the position; see [`writer::fence`]).
 //! 5. Restart work is bounded by the bytes written since the last checkpoint
 //!    (default every 64 MiB and at each roll; at each roll only under
 //!    `fsync=never`), not by the log's size; a clean
@@ -40,8 +40,15 @@
 //! | [`config`] | settings and the fsync policy |
 //! | [`segment`] | one segment's files, naming, the batch scanner |
 //! | [`index`] | memory-mapped offset and time indexes |
-//! | [`writer`] | appends, commits, roll, retention, close |
-//! | [`recovery`] | opening and crash recovery |
+//! | [`writer`] | the writer, [`Log`]: its state, the append pipeline step by step |
+//! | [`writer::append`] | staging appends, the positioned write, rolling back a failed one |
+//! | [`writer::commit`] | commits under each fsync policy, each append's answer, syncs, checkpoints |
+//! | [`writer::fence`] | a failed fsync: back to the last synced point, read-only, fence |
+//! | [`writer::roll`] | roll and seal, retention and trim deletes, clean close |
+//! | [`recovery`] | opening and crash recovery, step by step; leftovers, continuity |
+//! | [`recovery::sealed`] | sealed segments: the bounded check, index rebuilds |
+//! | [`recovery::active`] | the active segment: fence cut, tail scan and cut |
+//! | [`recovery::producer_state`] | the producer snapshot, and the walk when it is lost |
 //! | [`reader`] | reads by offset and by time |
 //! | [`retention`] | which segments retention deletes |
 //! | [`checkpoint`] | the recovery checkpoint file |

@@ -1,0 +1,318 @@
+//! Opening a partition log, and recovering it after an unclean stop.
+//!
+//! 1. Remove leftovers: `*.tmp` files (an interrupted atomic write or index
+//!    rebuild) and index files whose `.log` is gone (an interrupted
+//!    retention delete).
+//! 2. Read the checkpoint. Segments before the checkpoint's segment are
+//!    sealed and were fsynced before it was written: open them with their
+//!    indexes after a bounded check (the first and last entries of each
+//!    index must be non-zero, increasing and inside the segment; the batches
+//!    after the last offset entry, about one index interval, are read and
+//!    verified, and give the segment's end offset and its largest timestamp,
+//!    which therefore never comes from an index entry). Indexes that are
+//!    missing, not a whole number of entries, or fail the check are rebuilt
+//!    by scanning that one segment, into `*.tmp` files that are synced and
+//!    then renamed over the old ones, so a rebuild cut short never leaves a
+//!    partial index under the real name.
+//! 3. Clean shutdown (checkpoint says clean and matches the last segment's
+//!    size): open the active segment as it is. Nothing is scanned.
+//!    A fence checkpoint (an fsync of the active segment failed, see
+//!    [`super::checkpoint`]) first cuts that segment at the fence, unscanned:
+//!    the page cache may hold bytes there that never reached the disk.
+//! 4. Otherwise scan from the checkpoint's position to the end of the last
+//!    segment (and through any segment sealed after the checkpoint): every
+//!    batch's length, CRC and offset continuity is checked. The active
+//!    segment is cut at the first bad batch (logged with its byte position);
+//!    a bad batch inside a sealed segment is left in place, logged, and
+//!    reported by reads that reach it. Index entries written after the
+//!    checkpoint are dropped and rebuilt from the scan. Only proven damage
+//!    (an impossible length, a torn batch, a failed CRC, an offset out of
+//!    sequence) is cut: a read error fails the open of the partition with
+//!    an error naming the file and position, and nothing is cut. Producer
+//!    state remembered past the recovered end (the snapshot may be newer
+//!    than what survived) is forgotten.
+//! 5. Check that each segment ends where the next begins (the end offsets
+//!    come from the checks and scans above, so this costs nothing more). An
+//!    overlap, two copies of the same offsets, fails the open
+//!    ([`LogError::Overlap`]): neither copy is served. A gap is logged, and
+//!    reads of the missing offsets fail with an error naming them.
+//! 6. Sync what was recovered and write a new (unclean) checkpoint, so a
+//!    crash right after start does not scan the same bytes again.
+//!
+//! Before step 1 the partition directory (and any missing parent) is
+//! created if it is missing, durably (each new name is synced in its parent
+//! before anything is written into it); a directory that holds no segment
+//! yet has its parent synced again, as its creator may have died before
+//! doing so.
+//!
+//! The work is proportional to the bytes written since the last checkpoint
+//! (plus about one index interval per sealed segment), never to the size of
+//! the log. The exceptions are damage: an index that fails its check is
+//! rebuilt from its segment, and a missing or damaged producer snapshot is
+//! rebuilt by walking every segment whose newest batch is within the
+//! producer expiry (so that no live producer is forgotten and a retry is
+//! never appended twice).
+//!
+//! ## Modules
+//!
+//! | module | job |
+//! | --- | --- |
+//! | this one | [`Log::open`]: the steps in order; leftovers (1), continuity (5), the new checkpoint (6); the scan that sealed and active segments share; [`RecoveryReport`] |
+//! | [`sealed`] | step 2: sealed segments, the bounded check of trusted ones, index rebuilds |
+//! | [`active`] | steps 3 and 4: the active segment: where it resumes, the cut at a fence, the scan and cut of its tail |
+//! | [`producer_state`] | the producer snapshot, and the walk that rebuilds producer state when it is missing or damaged |
+
+pub mod active;
+pub mod producer_state;
+pub mod sealed;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::checkpoint::Checkpoint;
+use super::clock::Clock;
+use super::config::LogConfig;
+use super::error::{LogError, LogResult};
+use super::producers::ProducerTable;
+use super::segment::{BatchScanner, ScanStop, Segment, parse_file_name};
+use super::writer::append::{index_entry, push_entry};
+use super::writer::{Active, Cursor, Log};
+use crate::io::{FileSystem, create_dir_durably, existing_ancestor, sync_parent};
+use producer_state::read_producer_snapshot;
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering it if the
+    /// last stop was not clean.
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        dir: &Path,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+    ) -> LogResult<Log> {
+        config.validate().map_err(|reason| {
+            LogError::io("checking the log settings", std::io::Error::other(reason))
+        })?;
+        let io = |what: &str| {
+            let what = format!("{what} in {}", dir.display());
+            move |e| LogError::io(what, e)
+        };
+        // Durably: each new directory's name is synced in its parent before
+        // any append into it is acknowledged.
+        let existing = existing_ancestor(fs.as_ref(), dir);
+        let created = create_dir_durably(fs.as_ref(), dir, existing)
+            .map_err(io("creating the partition directory"))?;
+        let bases = clean_leftovers(fs.as_ref(), dir).map_err(io("listing segments"))?;
+        if bases.is_empty() && !created {
+            // No segment yet: a process may have died between creating
+            // the directory and syncing its parent.
+            sync_parent(fs.as_ref(), dir)
+                .map_err(io("syncing the parent of the partition directory"))?;
+        }
+        let checkpoint =
+            Checkpoint::read(fs.as_ref(), dir).map_err(io("reading the checkpoint"))?;
+        let (producers_from, producers) = read_producer_snapshot(fs.as_ref(), dir)
+            .map_err(io("reading the producer snapshot"))?
+            .unwrap_or_default();
+        let mut opener = Opener {
+            fs: fs.as_ref(),
+            dir,
+            config: &config,
+            max_timestamp: i64::MIN,
+            report: RecoveryReport::default(),
+            producers,
+            producers_from,
+            producer_window_start: clock
+                .now_ms()
+                .saturating_sub(i64::try_from(config.producer_expiry_ms).unwrap_or(i64::MAX)),
+        };
+        let (segments, active) = match bases.split_last() {
+            None => opener.fresh(checkpoint.map_or(0, |c| c.next_offset))?,
+            Some((&last, sealed)) => {
+                let mut segments = Vec::with_capacity(bases.len());
+                for (i, &base) in sealed.iter().enumerate() {
+                    let next_base = bases[i + 1];
+                    let trusted = checkpoint.is_some_and(|c| base < c.segment_base);
+                    segments.push(Arc::new(opener.sealed(base, next_base, trusted)?));
+                }
+                let active = opener.active(last, checkpoint, clock.now_ms())?;
+                segments.push(active.segment.clone());
+                (segments, active)
+            }
+        };
+        for pair in segments.windows(2) {
+            check_continuity(&pair[0], &pair[1])?;
+        }
+        let report = opener.report;
+        let mut producers = std::mem::take(&mut opener.producers);
+        // The snapshot may remember batches that recovery has just cut (or
+        // that never reached the disk): a retry of one must be appended
+        // again, not answered with offsets the log does not hold.
+        producers.forget_from(active.cursor.next_offset);
+        let mut log = Log::assemble(dir, config, fs.clone(), clock, segments, active);
+        log.recovery = report;
+        log.producers = producers;
+        // A fence must be replaced before the log takes appends: left in
+        // place, it would cut them at the next start.
+        log.fence_pending = checkpoint.is_some_and(|c| c.fence);
+        log.write_checkpoint(false);
+        Ok(log)
+    }
+}
+
+/// Removes leftovers and returns the base offsets of the `.log` files, sorted.
+fn clean_leftovers(fs: &dyn FileSystem, dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut logs = BTreeSet::new();
+    let mut indexes = Vec::new();
+    for path in fs.read_dir(dir)? {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.ends_with(".tmp") {
+            fs.remove_file(&path)?;
+            continue;
+        }
+        match parse_file_name(name) {
+            Some((base, "log")) => {
+                logs.insert(base);
+            }
+            Some((base, "index" | "timeindex")) => indexes.push((base, path)),
+            _ => {}
+        }
+    }
+    for (base, path) in indexes {
+        if !logs.contains(&base) {
+            tracing::info!(path = %path.display(), "removing an index file whose segment was deleted");
+            fs.remove_file(&path)?;
+        }
+    }
+    Ok(logs.into_iter().collect())
+}
+
+/// Opens segments one by one, carrying the largest timestamp seen.
+struct Opener<'a> {
+    fs: &'a dyn FileSystem,
+    dir: &'a Path,
+    config: &'a LogConfig,
+    max_timestamp: i64,
+    report: RecoveryReport,
+    /// Producer state being rebuilt: the snapshot, plus every batch at or
+    /// after `producers_from` that recovery walks.
+    producers: ProducerTable,
+    producers_from: u64,
+    /// Producers whose last batch is older than this have expired: a
+    /// trusted sealed segment with no newer batch is not walked for them.
+    producer_window_start: i64,
+}
+
+/// What opening a log had to do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The last stop was clean: nothing was scanned.
+    pub clean: bool,
+    /// Bytes of log scanned and checked.
+    pub scanned_bytes: u64,
+    /// Bytes cut off the end of the active segment (torn or corrupt tail).
+    pub truncated_bytes: u64,
+    /// Sealed segments whose indexes were rebuilt.
+    pub rebuilt_indexes: usize,
+    /// Bytes read to check the end of trusted sealed segments against their
+    /// indexes: about one index interval (plus the last batch) per segment.
+    pub checked_tail_bytes: u64,
+}
+
+impl Opener<'_> {
+    fn io_error(&self, what: String) -> impl FnOnce(std::io::Error) -> LogError {
+        move |e| LogError::io(what, e)
+    }
+
+    /// A new log with one empty segment at `base`.
+    fn fresh(&mut self, base: u64) -> LogResult<(Vec<Arc<Segment>>, Active)> {
+        let segment = Segment::create(self.fs, self.dir, base, self.config.index_capacity())
+            .and_then(|s| self.fs.sync_dir(self.dir).map(|()| s))
+            .map_err(self.io_error(format!(
+                "creating the first segment in {}",
+                self.dir.display()
+            )))?;
+        let segment = Arc::new(segment);
+        let active = Active {
+            segment: segment.clone(),
+            created_ms: 0,
+            write_pos: 0,
+            synced_pos: 0,
+            checkpoint_pos: 0,
+            cursor: empty_cursor(base, i64::MIN),
+        };
+        Ok((vec![segment], active))
+    }
+}
+
+fn empty_cursor(next_offset: u64, max_timestamp: i64) -> Cursor {
+    Cursor {
+        next_offset,
+        max_timestamp,
+        bytes_since_index: 0,
+        last_indexed_timestamp: i64::MIN,
+        last_batch_relative: None,
+    }
+}
+
+/// Scans `from..to` of a segment (no readers yet), adding index entries.
+/// Returns the end of the last good batch, or where and why it stopped.
+fn scan_into(
+    segment: &Segment,
+    config: &LogConfig,
+    cursor: &mut Cursor,
+    from: u64,
+    to: u64,
+    producers: &mut ProducerTable,
+    producers_from: u64,
+) -> Result<u64, ScanStop> {
+    let mut scanner = BatchScanner::new(segment.log.as_ref(), from, to, cursor.next_offset);
+    while let Some(batch) = scanner.next_batch()? {
+        let header = batch.header;
+        let relative = (header.base_offset - segment.base_offset) as u32;
+        if let Some(entry) = index_entry(
+            cursor,
+            config,
+            batch.position,
+            relative,
+            header.max_timestamp,
+            header.total_len() as u64,
+        ) {
+            push_entry(segment, entry);
+        }
+        cursor.next_offset = header.next_offset();
+        cursor.max_timestamp = cursor.max_timestamp.max(header.max_timestamp);
+        if header.base_offset >= producers_from {
+            producers.apply(&header);
+        }
+    }
+    Ok(scanner.position())
+}
+
+/// Checks that `earlier` ends where `later` begins. An overlap (the
+/// earlier segment holds offsets the later one begins with) fails the open:
+/// there are two copies of those offsets and neither is served. A gap (the
+/// earlier segment ends before the later one begins, e.g. its tail was
+/// lost) is logged; reads of the missing offsets fail, naming them, and
+/// everything else is served. The end of a segment whose rebuild met
+/// damage is unknown (its next segment's base is assumed).
+fn check_continuity(earlier: &Segment, later: &Segment) -> LogResult<()> {
+    let (end, begin) = (earlier.next_offset(), later.base_offset);
+    if end > begin {
+        return Err(LogError::Overlap {
+            earlier: earlier.log_path.clone(),
+            later: later.log_path.clone(),
+            from: begin,
+            to: end,
+        });
+    }
+    if end < begin {
+        tracing::error!(
+            segment = %earlier.log_path.display(), end, next = %later.log_path.display(),
+            "offsets {end}..{begin} are missing between two segments; reads of them fail"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! Step 3 of the [writer](super)'s "Append, step by step" and what each
+//! append's answer says: [`Log::commit`] does the fsync policy's work for
+//! the appends since the last commit (`always`: [`Log::sync`], one
+//! `fdatasync` for the whole group; `interval`: the write, and a sync once
+//! the oldest unsynced write is older than the interval; `never`: the
+//! write), publishes what it made visible, and settles each append's
+//! ticket. This module also writes the recovery checkpoints.
+//!
+//! ## What each append's answer says
+//!
+//! A commit group can be written in several pieces (the staging buffer is
+//! written out whenever it passes [`STAGE_LIMIT`], and a roll syncs what
+//! came before it), so one piece can fail while others are stored. Each
+//! staged append gets a ticket ([`Tracked`]); [`Log::commit_tracked`]
+//! settles every ticket on its own ([`Committed::result`]): lost by a
+//! failed write (its offsets are reused), or stored and as durable as the
+//! policy promises, or not durable because the log turned read-only. A
+//! retry of an idempotent batch staged in the same group shares its
+//! original's ticket. A failed write in the last piece does not keep the
+//! pieces written before it from being synced and acknowledged.
+//! [`Log::append`] and [`Log::commit`] are the same without tickets:
+//! `commit` fails if any append since the last commit was lost.
+//!
+//! ## Invariants
+//!
+//! - Readers see a batch only once it is as durable as the policy promises:
+//!   under `fsync=always` after the `fdatasync` covering it, otherwise once
+//!   it is written.
+//! - A completed sync records the writer's state at the synced position
+//!   (`synced`), which [`fence`](super::fence) goes back to if a later
+//!   sync fails.
+//! - A checkpoint is written only when everything written is synced
+//!   (`synced_pos == write_pos`), after the producer snapshot: recovery
+//!   relies on a snapshot at or after the checkpoint's offset. No
+//!   checkpoint is written once the log is read-only.
+//!
+//! ## Crash story
+//!
+//! What a crash or power cut loses is what the policy says: under
+//! `fsync=always` nothing acknowledged; under `interval`/`never` the
+//! appends acknowledged since the last sync, whose torn tail recovery cuts.
+//! Recovery scans from the last checkpoint, written every
+//! `checkpoint_interval_bytes` and at each roll (under `fsync=never` only
+//! at roll, or when the data is synced anyway); a failed checkpoint write
+//! only costs a longer scan. A failed `fdatasync`: see
+//! [`fence`](super::fence).
+//!
+//! [`STAGE_LIMIT`]: super::append::STAGE_LIMIT
+
+use std::time::Instant;
+
+use super::fence::SyncedPoint;
+use super::{AppendInfo, Log};
+use crate::io::write_atomically;
+use crate::log::checkpoint::Checkpoint;
+use crate::log::config::FsyncPolicy;
+use crate::log::error::{LogError, LogResult};
+use crate::log::producers::SNAPSHOT_FILE;
+
+/// A staged append, until [`Log::commit_tracked`] settles it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tracked {
+    /// Where the batch goes (or, for a retry, where its original went).
+    pub info: AppendInfo,
+    /// Whose fate the append shares; `None` for a retry of a batch already
+    /// committed (nothing new to settle).
+    pub(super) ticket: Option<u64>,
+}
+
+/// How the appends since the last commit were settled.
+#[derive(Debug, Clone)]
+pub(crate) struct Committed {
+    /// Tickets lost by a failed write, with its error.
+    lost: Vec<(std::ops::Range<u64>, LogError)>,
+    /// Tickets below this (and not lost) are stored and as durable as the
+    /// policy promises.
+    durable_below: u64,
+    /// Why the commit failed, if it did.
+    error: Option<LogError>,
+}
+
+impl Committed {
+    /// What happened to one staged append.
+    pub fn result(&self, tracked: &Tracked) -> LogResult<()> {
+        let Some(ticket) = tracked.ticket else {
+            return Ok(());
+        };
+        if let Some((_, error)) = self.lost.iter().find(|(r, _)| r.contains(&ticket)) {
+            return Err(error.clone());
+        }
+        if ticket < self.durable_below {
+            return Ok(());
+        }
+        Err(self.error.clone().unwrap_or_else(|| {
+            LogError::io(
+                "committing an append",
+                std::io::Error::other("the append was neither stored nor failed (a bug)"),
+            )
+        }))
+    }
+
+    /// The first failure, if any append was lost or the commit failed.
+    fn first_error(&self) -> Option<LogError> {
+        self.lost
+            .first()
+            .map(|(_, e)| e.clone())
+            .or_else(|| self.error.clone())
+    }
+}
+
+impl Log {
+    /// Makes the appends since the last commit as durable as the policy
+    /// says, and visible. Fails if any of them was lost.
+    pub fn commit(&mut self) -> LogResult<()> {
+        match self.commit_tracked().first_error() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// [`commit`](Self::commit), saying what happened to each append.
+    pub(crate) fn commit_tracked(&mut self) -> Committed {
+        let error = self.commit_written().err();
+        self.unsettled.clear();
+        Committed {
+            lost: std::mem::take(&mut self.lost),
+            durable_below: self.durable_below,
+            error,
+        }
+    }
+
+    /// The policy's work for a commit.
+    fn commit_written(&mut self) -> LogResult<()> {
+        match self.config.fsync {
+            FsyncPolicy::Always => self.sync(),
+            FsyncPolicy::Interval(every) => self.flush_writes().and_then(|()| {
+                let due = self.unsynced_since.is_some_and(|t| t.elapsed() >= every);
+                if due {
+                    self.sync()
+                } else {
+                    self.checkpoint_if_due()
+                }
+            }),
+            FsyncPolicy::Never => self.flush_writes().and_then(|()| self.checkpoint_if_due()),
+        }
+    }
+
+    /// When the interval policy next needs a sync, if it does.
+    pub fn sync_due_at(&self) -> Option<Instant> {
+        match self.config.fsync {
+            FsyncPolicy::Interval(every) => self.unsynced_since.map(|t| t + every),
+            _ => None,
+        }
+    }
+
+    /// Writes and fsyncs everything appended; then publishes it. If the
+    /// write of the staged batches fails, what was written before them is
+    /// still synced and published, and the write's error returned.
+    pub fn sync(&mut self) -> LogResult<()> {
+        self.check_writable()?;
+        let written = self.flush_writes();
+        if self.active.synced_pos < self.active.write_pos {
+            if let Err(e) = self.active.segment.log.sync_data() {
+                return Err(self.fsync_failed(e));
+            }
+            self.active.synced_pos = self.active.write_pos;
+        }
+        self.synced = SyncedPoint::of(&self.active, self.next_ticket);
+        self.durable_below = self.next_ticket;
+        self.unsynced_since = None;
+        self.publish();
+        written?;
+        self.checkpoint_if_due()
+    }
+
+    /// Makes written batches visible to readers.
+    pub(super) fn publish(&self) {
+        let a = &self.active;
+        a.segment
+            .publish(a.write_pos, a.cursor.next_offset, a.cursor.max_timestamp);
+    }
+
+    /// Writes a checkpoint once `checkpoint_interval_bytes` were written
+    /// since the last one. Under `fsync=never` only if the data is already
+    /// synced: that policy promises no sync on the append path, so its
+    /// checkpoints come at segment roll (which syncs anyway) and restart
+    /// work is bounded by one segment instead.
+    fn checkpoint_if_due(&mut self) -> LogResult<()> {
+        let a = &self.active;
+        if a.write_pos - a.checkpoint_pos < self.config.checkpoint_interval_bytes {
+            return Ok(());
+        }
+        if a.synced_pos < a.write_pos {
+            if self.config.fsync == FsyncPolicy::Never {
+                return Ok(());
+            }
+            return self.sync();
+        }
+        self.write_checkpoint(false);
+        Ok(())
+    }
+
+    /// Records the durable point. Needs `synced_pos == write_pos`. A failure
+    /// only costs a longer scan after a crash, so it is logged, not raised.
+    pub(crate) fn write_checkpoint(&mut self, clean: bool) {
+        if let Err(e) = self.try_write_checkpoint(clean) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the recovery checkpoint (and producer snapshot)");
+        }
+    }
+
+    /// [`write_checkpoint`](Self::write_checkpoint), returning the failure.
+    /// Refused once the log is read-only: its in-memory state (producers)
+    /// may hold batches that are not durable, and the fence must stay.
+    pub(super) fn try_write_checkpoint(&mut self, clean: bool) -> std::io::Result<()> {
+        if let Some(cause) = &self.read_only {
+            return Err(std::io::Error::other(format!(
+                "no checkpoint is written once the partition refuses writes since {cause}"
+            )));
+        }
+        // The producer snapshot goes first: recovery relies on a snapshot
+        // at or after the checkpoint's offset.
+        self.producers
+            .expire(self.clock.now_ms(), self.config.producer_expiry_ms);
+        let snapshot = self.producers.encode(self.active.cursor.next_offset);
+        write_atomically(self.fs.as_ref(), &self.dir.join(SNAPSHOT_FILE), &snapshot)?;
+        let a = &self.active;
+        a.segment.index.0.flush()?;
+        a.segment.time_index.0.flush()?;
+        let checkpoint = Checkpoint {
+            clean,
+            fence: false,
+            segment_base: a.segment.base_offset,
+            position: a.synced_pos,
+            next_offset: a.cursor.next_offset,
+            max_timestamp: a.cursor.max_timestamp,
+        };
+        checkpoint.write(self.fs.as_ref(), &self.dir)?;
+        self.active.checkpoint_pos = checkpoint.position;
+        self.fence_pending = false;
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! The segments' life on the writer side: when the active segment rolls
+//! ([`Log::roll`]), sealing it, deleting whole sealed segments
+//! ([`Log::enforce_retention`], [`Log::trim_before`]), and the clean
+//! [`Log::close`].
+//!
+//! ## Roll
+//!
+//! Flush and sync the active segment, seal its indexes (mark the segment
+//! sealed so it takes no more appends, final time entry, flush, truncate to
+//! exact size, sync), create the next segment's three files, sync the
+//! directory, then write a checkpoint pointing at the new segment. A crash
+//! anywhere in between leaves either the old checkpoint (recovery scans the
+//! old segment's tail and the new, empty segment) or the new one. A failed
+//! seal turns the log read-only (appending over an index file cut to size
+//! would write through the map past its end); a failed create leaves the
+//! old segment sealed, and the next append retries the roll.
+//!
+//! ## Deleting segments
+//!
+//! Only whole sealed segments are deleted, oldest first; the active one
+//! never is. The list readers share is replaced first, then the segment's
+//! files are removed (`.log` first) and the directory synced. A crash in
+//! between leaves index files whose `.log` is gone, which recovery removes,
+//! or the whole segment, which the next start opens like any other.
+//!
+//! ## Close
+//!
+//! Write and sync everything appended, cut the active indexes to their
+//! entries, and write a clean checkpoint, so that the next open scans
+//! nothing. A crash before the clean checkpoint leaves the last one, and
+//! recovery scans from it. A read-only log closes without writing
+//! anything: its fence stays.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::fence::SyncedPoint;
+use super::{Active, Cursor, Log};
+use crate::log::error::{LogError, LogResult};
+use crate::log::retention::{SealedInfo, expired_prefix};
+use crate::log::segment::Segment;
+
+impl Log {
+    pub(super) fn should_roll(&self, len: u64, count: u32) -> bool {
+        let a = &self.active;
+        let size = a.write_pos + self.staged.len() as u64;
+        if size == 0 {
+            return false;
+        }
+        let segment = &a.segment;
+        // A segment sealed by a roll that then failed (e.g. no space for the
+        // next one) takes no more appends: the roll is retried first.
+        segment.sealed.load(Ordering::Acquire)
+            || size + len > self.config.segment_bytes
+            || self.clock.now_ms().saturating_sub(a.created_ms) >= self.config.segment_ms as i64
+            || segment.index.0.len() + self.pending_entries.len() + 1 >= segment.index.0.capacity()
+            || a.cursor.next_offset + u64::from(count) - segment.base_offset > u64::from(u32::MAX)
+    }
+
+    /// Seals the active segment and starts a new one at the next offset.
+    /// Does nothing while the active segment is empty (a new segment would
+    /// have the same base offset).
+    pub fn roll(&mut self) -> LogResult<()> {
+        if self.active.write_pos == 0 && self.staged.is_empty() {
+            return Ok(());
+        }
+        self.sync()?;
+        let old = self.active.segment.clone();
+        self.seal(&old)?;
+        let base = self.active.cursor.next_offset;
+        let capacity = self.config.index_capacity();
+        let created = Segment::create(self.fs.as_ref(), &self.dir, base, capacity)
+            .and_then(|segment| self.fs.sync_dir(&self.dir).map(|()| segment));
+        let segment = match created {
+            Ok(segment) => Arc::new(segment),
+            Err(e) => {
+                for path in Segment::paths(&self.dir, base) {
+                    let _ = self.fs.remove_file(&path);
+                }
+                return Err(LogError::io(
+                    format!("creating segment {base:020} in {}", self.dir.display()),
+                    e,
+                ));
+            }
+        };
+        segment.publish(0, base, i64::MIN);
+        {
+            let mut segments = self.shared.segments.write();
+            let mut list = Vec::clone(&segments);
+            list.push(segment.clone());
+            *segments = Arc::new(list);
+        }
+        let cursor = Cursor {
+            bytes_since_index: 0,
+            last_indexed_timestamp: i64::MIN,
+            last_batch_relative: None,
+            ..self.active.cursor
+        };
+        self.active = Active {
+            segment,
+            created_ms: self.clock.now_ms(),
+            write_pos: 0,
+            synced_pos: 0,
+            checkpoint_pos: 0,
+            cursor,
+        };
+        self.synced = SyncedPoint::of(&self.active, self.next_ticket);
+        self.write_checkpoint(false);
+        self.enforce_retention()?;
+        Ok(())
+    }
+
+    /// Final time entry, flush, truncate and sync both indexes; idempotent.
+    ///
+    /// The segment is marked sealed first, so it takes no appends from
+    /// before its index files are cut to their entries: a later entry
+    /// pushed through the map past the cut end of the file would fault,
+    /// and one past the final time entry would break its order. If the
+    /// seal fails half-way (say the index's fsync after the cut), the log
+    /// turns read-only: the index files on disk are in an unknown state,
+    /// and a restart rebuilds them from the log.
+    fn seal(&mut self, segment: &Segment) -> LogResult<()> {
+        if segment.sealed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        segment.sealed.store(true, Ordering::Release);
+        let cursor = &self.active.cursor;
+        segment.push_final_time_entry(cursor.max_timestamp, cursor.last_batch_relative);
+        segment
+            .seal_indexes()
+            .map_err(|e| self.refuse_writes(format!("sealing a segment failed ({e})")))
+    }
+
+    /// Deletes whole sealed segments past retention; returns how many.
+    pub fn enforce_retention(&mut self) -> LogResult<usize> {
+        let snapshot = self.shared.snapshot();
+        let sealed: Vec<SealedInfo> = snapshot[..snapshot.len() - 1]
+            .iter()
+            .map(|s| SealedInfo {
+                size: s.size(),
+                max_timestamp: s.max_timestamp(),
+            })
+            .collect();
+        let active_size = self.active.write_pos;
+        let config = &self.config;
+        let count = expired_prefix(
+            &sealed,
+            active_size,
+            self.clock.now_ms(),
+            config.retention_ms,
+            config.retention_bytes,
+        );
+        Ok(self.delete_oldest(&snapshot, count, "retention"))
+    }
+
+    /// Deletes the sealed segments that hold only offsets below `offset`
+    /// (the log is kept elsewhere up to there, e.g. a group journal whose
+    /// snapshot covers it); returns how many.
+    pub fn trim_before(&mut self, offset: u64) -> usize {
+        let snapshot = self.shared.snapshot();
+        let sealed = snapshot.len() - 1;
+        let count = (0..sealed)
+            .take_while(|&i| snapshot[i + 1].base_offset <= offset)
+            .count();
+        self.delete_oldest(&snapshot, count, "trim")
+    }
+
+    /// Removes the first `count` segments of `snapshot` from the log and
+    /// their files from the disk.
+    fn delete_oldest(&mut self, snapshot: &[Arc<Segment>], count: usize, why: &str) -> usize {
+        if count == 0 {
+            return 0;
+        }
+        *self.shared.segments.write() = Arc::new(snapshot[count..].to_vec());
+        for segment in &snapshot[..count] {
+            tracing::info!(segment = %segment.log_path.display(), why, "deleting segment");
+            for path in Segment::paths(&self.dir, segment.base_offset) {
+                if let Err(e) = self.fs.remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "could not delete a segment file");
+                }
+            }
+        }
+        if let Err(e) = self.fs.sync_dir(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not sync the directory after deleting segments");
+        }
+        count
+    }
+
+    /// Clean shutdown: write, sync, cut the active indexes to their entries,
+    /// and write a clean checkpoint so that the next open skips the scan.
+    pub fn close(mut self) -> LogResult<()> {
+        if self.read_only.is_some() {
+            return Ok(());
+        }
+        self.sync()?;
+        self.active.segment.seal_indexes()?;
+        self.write_checkpoint(true);
+        Ok(())
+    }
+}
