@@ -547,6 +547,11 @@ fn health_answers_503_while_the_broker_drains() {
         client
     });
     assert_eq!(http_get(broker.http, "/health").0, 200);
+    let (code, body) = http_get(broker.http, "/ready");
+    assert_eq!(
+        (code, body.trim()),
+        (200, r#"{"ready":true,"problems":[]}"#)
+    );
     // SIGTERM without waiting for the exit.
     let status = std::process::Command::new("kill")
         .args(["-TERM", &broker.pid().to_string()])
@@ -557,6 +562,9 @@ fn health_answers_503_while_the_broker_drains() {
         let (code, body) = http_get(broker.http, "/health");
         code == 503 && body.trim() == "draining"
     });
+    let (code, body) = http_get(broker.http, "/ready");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("draining"), "{body}");
 }
 
 #[test]

@@ -1,5 +1,7 @@
-//! The HTTP adapter on the `--http` address: `/health` (200 while serving,
-//! 503 while draining) and `/metrics` (Prometheus text format). It keeps
+//! The HTTP adapter on the `--http` address: `/health` (liveness: 200
+//! while serving, 503 while draining), `/ready` (200 only while serving
+//! with every partition writable, else 503 with a JSON body naming what is
+//! wrong) and `/metrics` (Prometheus text format). It keeps
 //! answering until the broker has closed its state, so a shutdown shows as
 //! 503, not as a refused connection. Each handler
 //! asks the service layer ([`Broker`]) one question and renders the answer.
@@ -33,6 +35,7 @@ pub async fn run(
     let shutdown = stop;
     let app = Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(render_metrics))
         .with_state(HttpState { broker, prometheus });
     let served = axum::serve(listener, app)
@@ -49,6 +52,19 @@ async fn health(State(state): State<HttpState>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     }
+}
+
+/// 200 while serving with every partition writable; 503 otherwise (also
+/// while draining). The JSON body names what is wrong.
+async fn ready(State(state): State<HttpState>) -> (StatusCode, String) {
+    let problems = state.broker.readiness_problems();
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({ "ready": problems.is_empty(), "problems": problems });
+    (status, format!("{body}\n"))
 }
 
 async fn render_metrics(State(state): State<HttpState>) -> (StatusCode, String) {

@@ -55,6 +55,12 @@ impl LogReader {
         LogReader { shared }
     }
 
+    /// Why the partition refuses writes, if it does (an fsync or a seal
+    /// failed; until the broker restarts).
+    pub fn read_only(&self) -> Option<String> {
+        self.shared.read_only.read().clone()
+    }
+
     /// Earliest readable offset.
     pub fn start_offset(&self) -> u64 {
         self.shared.snapshot().first().map_or(0, |s| s.base_offset)

@@ -161,6 +161,26 @@ impl Broker {
         self.topics.close().await;
     }
 
+    /// What stops the broker from serving fully now: draining, and each
+    /// partition that refuses writes (with why). Empty when ready.
+    pub fn readiness_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.is_serving() {
+            problems.push("the broker is shutting down (draining)".to_owned());
+        }
+        for topic in self.topics.list() {
+            for (id, log) in topic.partitions.iter().enumerate() {
+                if let Some(cause) = log.reader().read_only() {
+                    problems.push(format!(
+                        "partition {id} of topic {} is read-only: {cause}",
+                        topic.metadata.name
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
     /// Refreshes the gauges read at a metrics scrape: each partition log's
     /// figures, and each group's per-partition figures (asked of its
     /// engine; a group that does not answer in a second is skipped).
@@ -244,6 +264,45 @@ mod tests {
             .groups
             .get("orders", "billing")
             .expect("the created group survives");
+        broker.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readiness_names_a_read_only_partition_and_the_drain() {
+        use crate::io::{Fault, FaultPlan, FaultyFs, Op};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plan = FaultPlan::new();
+        let fs = Arc::new(FaultyFs::new(plan.clone()));
+        let broker = Broker::open(config(tmp.path()), fs, Arc::new(SystemClock)).expect("open");
+        let topic = NewTopic {
+            name: "orders".into(),
+            partitions: 2,
+            retention_ms: None,
+            retention_bytes: None,
+        };
+        broker.create_topic(topic).await.expect("topic");
+        assert!(broker.readiness_problems().is_empty());
+        plan.inject(Op::Sync, "orders/1/", Fault::Io, 0, None);
+        let mut builder = BatchBuilder::new();
+        builder.push(None, b"order", &[]);
+        let batch =
+            RecordBatch::validate(builder.build(ProducerStamp::NONE, 0), 1 << 20).expect("batch");
+        let orders = broker.topics.get("orders").expect("orders");
+        orders.partitions[1]
+            .append(batch)
+            .await
+            .expect_err("the fsync fails");
+        let problems = broker.readiness_problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("partition 1 of topic orders is read-only: "),
+            "{problems:?}"
+        );
+        plan.clear();
+        broker.begin_shutdown();
+        let problems = broker.readiness_problems();
+        assert!(problems[0].contains("draining"), "{problems:?}");
+        drop(orders);
         broker.close().await;
     }
 }

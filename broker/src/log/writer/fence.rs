@@ -75,6 +75,7 @@ impl Log {
     pub(super) fn refuse_writes(&mut self, cause: String) -> LogError {
         tracing::error!(dir = %self.dir.display(), %cause, "partition turns read-only");
         self.read_only = Some(cause.clone());
+        *self.shared.read_only.write() = Some(cause.clone());
         LogError::ReadOnly { cause }
     }
 

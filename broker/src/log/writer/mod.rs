@@ -57,6 +57,9 @@ pub(crate) struct Shared {
     /// All segments, oldest first; the last one is active. Replaced as a
     /// whole (roll, retention) so readers take a snapshot without blocking.
     pub segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    /// Why the log refuses writes, once it does (set with the writer's own
+    /// state, for readiness checks; never cleared before a restart).
+    pub read_only: RwLock<Option<String>>,
 }
 
 impl Shared {
@@ -168,6 +171,7 @@ impl Log {
     ) -> Log {
         let shared = Arc::new(Shared {
             segments: RwLock::new(Arc::new(segments)),
+            read_only: RwLock::new(None),
         });
         Log {
             dir: dir.to_owned(),
