@@ -511,20 +511,26 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         if candidates.is_empty() {
             return Vec::new();
         }
-        let mut sorted = candidates.clone();
-        sorted.sort_unstable();
-        let mut records: HashMap<u64, Record> = self
-            .source
-            .records(p, &sorted)
-            .into_iter()
-            .map(|r| (r.offset, r))
-            .collect();
+        // Usually already in offset order (new messages); redeliveries first
+        // may not be.
+        let records = if candidates.is_sorted() {
+            self.source.records(p, &candidates)
+        } else {
+            let mut sorted = candidates.clone();
+            sorted.sort_unstable();
+            self.source.records(p, &sorted)
+        };
+        // In offset order: found by binary search in `read`, taken at most
+        // once from `records`.
+        let read: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        let mut records: Vec<Option<Record>> = records.into_iter().map(Some).collect();
+        let find = |offset: u64| read.binary_search(&offset).ok();
         // How many of the candidates, in delivery order, were read and fit
         // the budget.
         let mut fitting = 0;
         let mut unread = None;
         for offset in &candidates {
-            let Some(record) = records.get(offset) else {
+            let Some(record) = find(*offset).and_then(|i| records[i].as_ref()) else {
                 unread = Some(*offset);
                 break;
             };
@@ -542,7 +548,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         let leased = state.deliver(consumer, fitting, now, log_end, &self.settings);
         let mut out = Vec::with_capacity(leased.len());
         for d in leased {
-            if let Some(record) = records.remove(&d.offset) {
+            if let Some(record) = find(d.offset).and_then(|i| records[i].take()) {
                 out.push(GroupDelivery {
                     partition: p as u32,
                     record,
