@@ -12,7 +12,8 @@
 //!   the `test-util` feature, as tokio does): `FaultyFs` wraps it and fails
 //!   the calls a `FaultPlan` says to fail; `PowerCutFs` keeps what a power
 //!   cut would leave (only what a completed fsync covered, the last write
-//!   torn). Neither is compiled into a release build.
+//!   torn, pages written through a memory map kept or lost one by one).
+//!   Neither is compiled into a release build.
 //!
 //! - [`write_atomically`], [`create_dir_durably`] and [`sync_parent`]: a
 //!   file replaced whole, and directory entries (new directories, renames,

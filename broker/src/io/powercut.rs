@@ -32,22 +32,34 @@
 //!   removed is first read in full (every file under it becomes tracked) so
 //!   that it can come back. Paths are taken as spelled: no symlink is
 //!   resolved, and `..` is applied lexically.
-//! - **At the cut** every write, truncation or extension not covered by a
-//!   completed `sync_data` of its file is dropped: the file goes back to its
+//! - **At the cut** every write, truncation or extension of a file (not
+//!   written through a memory map: see below) that is not covered by a
+//!   completed `sync_data` of the file is dropped: the file goes back to its
 //!   durable image. Except, chosen at random per file: if the last operation
 //!   on a file since its last sync was a write, a prefix of that write ending
 //!   on a 512-byte boundary of the file (possibly empty, possibly all of it)
 //!   may survive on top of the durable image — a torn write (the whole
 //!   write surviving is one of the choices).
-//! - **Index files** (`.index`, `.timeindex`) are written through a memory
-//!   map, which bypasses `write_at`. They are derived data (recovery checks
-//!   them against the log and rebuilds them), so at the cut each surviving
-//!   index file keeps its current bytes (as if the kernel had written every
-//!   dirty mapped page back), except that a file whose size was changed
-//!   since its last `sync_data` (the active segment's preallocated index,
-//!   not a sealed one: sealing syncs after cutting the file to size) is,
-//!   chosen at random, cut to a random length. Directory-entry rules apply to
-//!   index files like to any other file.
+//! - **Files written through a memory map** (any file whose OS handle was
+//!   taken with [`StorageFile::std_file`] since the model started; in the
+//!   broker, the index files `.index` and `.timeindex` and their `.tmp`
+//!   rebuilds) are written behind this file system's back, so what changed
+//!   is found by comparing. Their durable image is read from the real file
+//!   at each completed `sync_data`, which sees the mapped stores (they
+//!   share the page cache; `fdatasync` writes such pages back too). At the
+//!   cut the file keeps its current size or, if its size changed since its
+//!   last sync (`set_len`, or an `allocate` that grew it: the active
+//!   segment's preallocated index, not a sealed one, which is synced after
+//!   being cut to size), is cut to a random length one time in two. Then
+//!   each 4 KiB page ([`PAGE`]) whose bytes differ from the durable image's
+//!   page (zeros past the durable size) independently either survives (the
+//!   kernel had written it back) or reverts to the durable image's page,
+//!   whole: only the length cut ends a page early. Not modelled: an `msync`
+//!   (the indexes' `flush`) acts on the map, not through this file system,
+//!   so a page only msynced still counts as unsynced (stricter than a
+//!   kernel); and a page is either as of the last sync or as of the cut,
+//!   never as written back at some moment in between. Directory-entry rules
+//!   apply to these files like to any other.
 //! - Failures: [`PowerCutFs::fail_after`] makes every call after the next
 //!   `n` mutating calls fail with `EIO` ("the power is off"), so that a cut
 //!   can land in the middle of a roll, a checkpoint or a recovery.
@@ -74,6 +86,10 @@ use super::{FileSystem, OpenMode, StdFs, StorageFile};
 /// Writes are torn at multiples of this (the traditional sector size).
 pub const SECTOR: u64 = 512;
 
+/// Pages written through a memory map survive or revert in units of this
+/// (the page size of the machines the broker runs on).
+pub const PAGE: u64 = 4096;
+
 type FileId = u64;
 type DirId = u64;
 
@@ -98,7 +114,10 @@ struct Tracked {
     /// The last operation since the last sync, if it was a write:
     /// `(position, bytes)`.
     last_write: Option<(u64, Vec<u8>)>,
-    is_index: bool,
+    /// Its OS file was handed out ([`StorageFile::std_file`], for a memory
+    /// map) since the model started: it may have been written behind this
+    /// file system's back, page by page.
+    mapped: bool,
 }
 
 /// The entries of one directory (inode).
@@ -136,7 +155,8 @@ pub struct PowerCutFs {
 /// What a power cut did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CutReport {
-    /// Files whose unsynced changes were dropped (reverted to their durable image).
+    /// Files not written through a map whose unsynced changes were dropped
+    /// (reverted to their durable image).
     pub reverted: usize,
     /// Files where a prefix of the last unsynced write survived.
     pub torn: usize,
@@ -151,8 +171,14 @@ pub struct CutReport {
     /// Directories that came back (removed or renamed away since their
     /// parent's last sync).
     pub dirs_restored: usize,
-    /// Index files cut to a random length.
+    /// Mapped files (the indexes) cut to a random length.
     pub index_truncated: usize,
+    /// Pages of mapped files that differed from their durable image and
+    /// reverted to it (the kernel had not written them back).
+    pub pages_reverted: usize,
+    /// Pages of mapped files that differed from their durable image and
+    /// survived (the kernel had written them back).
+    pub pages_kept: usize,
 }
 
 fn power_off() -> io::Error {
@@ -163,13 +189,6 @@ fn not_found(path: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotFound,
         format!("{}: a directory on the path does not exist", path.display()),
-    )
-}
-
-fn is_index(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("index" | "timeindex")
     )
 }
 
@@ -276,7 +295,7 @@ impl State {
         id
     }
 
-    fn new_file(&mut self, handle: Arc<dyn StorageFile>, durable: Vec<u8>, path: &Path) -> FileId {
+    fn new_file(&mut self, handle: Arc<dyn StorageFile>, durable: Vec<u8>) -> FileId {
         let id = self.new_id();
         self.files.insert(
             id,
@@ -286,7 +305,7 @@ impl State {
                 dirty: false,
                 resized: false,
                 last_write: None,
-                is_index: is_index(path),
+                mapped: false,
             },
         );
         id
@@ -328,7 +347,7 @@ impl State {
         } else {
             let handle = StdFs.open(&path, OpenMode::Read)?;
             let durable = read_whole(handle.as_ref())?;
-            Node::File(self.new_file(handle, durable, &path))
+            Node::File(self.new_file(handle, durable))
         };
         let entries = self.dir(dir);
         entries.current.insert(name.to_owned(), node);
@@ -426,13 +445,8 @@ impl State {
         report: &mut CutReport,
     ) -> io::Result<Vec<u8>> {
         let file = &self.files[&id];
-        if file.is_index {
-            let mut bytes = read_whole(file.handle.as_ref())?;
-            if file.resized && rng.coin() {
-                bytes.truncate(rng.upto(bytes.len() as u64) as usize);
-                report.index_truncated += 1;
-            }
-            return Ok(bytes);
+        if file.mapped {
+            return mapped_image_after_cut(file, rng, report);
         }
         let mut bytes = file.durable.clone();
         if file.dirty {
@@ -467,6 +481,41 @@ impl State {
     }
 }
 
+/// What a file written through a memory map holds after the cut (see the
+/// module doc): its current bytes, possibly cut to a random length if its
+/// size changed since its last sync, with each page that differs from the
+/// durable image either kept or reverted to it (zeros past its size).
+fn mapped_image_after_cut(
+    file: &Tracked,
+    rng: &mut Rng,
+    report: &mut CutReport,
+) -> io::Result<Vec<u8>> {
+    let mut bytes = read_whole(file.handle.as_ref())?;
+    if file.resized && rng.coin() {
+        bytes.truncate(rng.upto(bytes.len() as u64) as usize);
+        report.index_truncated += 1;
+    }
+    let durable = &file.durable;
+    for start in (0..bytes.len()).step_by(PAGE as usize) {
+        let end = bytes.len().min(start + PAGE as usize);
+        let page = &mut bytes[start..end];
+        // The durable page, as far as the durable image reaches; zeros after.
+        let old = durable.get(start..durable.len().min(end)).unwrap_or(&[]);
+        let same = page[..old.len()] == *old && page[old.len()..].iter().all(|&b| b == 0);
+        if same {
+            continue;
+        }
+        if rng.coin() {
+            report.pages_kept += 1;
+        } else {
+            page[..old.len()].copy_from_slice(old);
+            page[old.len()..].fill(0);
+            report.pages_reverted += 1;
+        }
+    }
+    Ok(bytes)
+}
+
 impl PowerCutFs {
     /// A file system with nothing tracked yet.
     pub fn new() -> PowerCutFs {
@@ -474,8 +523,8 @@ impl PowerCutFs {
     }
 
     /// After `n` more mutating calls (open for writing, write, sync,
-    /// set_len, create dir, rename, remove, dir sync) every call fails with
-    /// `EIO`, as if the machine had lost power at that point.
+    /// set_len, allocate, create dir, rename, remove, dir sync) every call
+    /// fails with `EIO`, as if the machine had lost power at that point.
     pub fn fail_after(&self, n: u64) {
         self.state.lock().budget = Some(n);
     }
@@ -492,8 +541,8 @@ impl PowerCutFs {
     }
 
     /// Rewrites the real files and directories to what a power cut would
-    /// leave (see the module doc), choosing torn writes and index lengths
-    /// from `rng_seed`, and starts the model afresh. Nothing may use the
+    /// leave (see the module doc), choosing torn writes, the lengths of
+    /// mapped files and which of their pages survive from `rng_seed`, and starts the model afresh. Nothing may use the
     /// file system during the call, and handles opened before it must not
     /// be used after it.
     pub fn power_cut(&self, rng_seed: u64) -> io::Result<CutReport> {
@@ -591,7 +640,7 @@ impl FileSystem for PowerCutFs {
             Some(Node::File(id)) => id,
             // Created now: empty durable image, entry not durable yet.
             _ => {
-                let id = state.new_file(StdFs.open(path, OpenMode::Read)?, Vec::new(), path);
+                let id = state.new_file(StdFs.open(path, OpenMode::Read)?, Vec::new());
                 state.dir(dir).current.insert(name, Node::File(id));
                 id
             }
@@ -743,7 +792,24 @@ impl StorageFile for PowerCutFile {
         self.inner.len()
     }
 
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let mut state = self.state.lock();
+        state.spend()?;
+        let before = self.inner.len()?;
+        self.inner.allocate(len)?;
+        if self.inner.len()? != before {
+            let file = state.file(self.id);
+            file.dirty = true;
+            file.resized = true;
+            file.last_write = None;
+        }
+        Ok(())
+    }
+
+    /// The OS file, for a memory map: from now on the file may be written
+    /// behind this file system's back, so a cut treats it page by page.
     fn std_file(&self) -> &File {
+        self.state.lock().file(self.id).mapped = true;
         self.inner.std_file()
     }
 }
@@ -924,6 +990,140 @@ mod tests {
             std::fs::read(to.join("0/seg")).expect("read"),
             b"records",
             "a directory's entries go with it"
+        );
+    }
+
+    /// Opens `path` through `fs` and maps its first `len` bytes, as the
+    /// indexes do.
+    fn mapped(fs: &PowerCutFs, path: &Path, len: u64) -> (Arc<dyn StorageFile>, memmap2::MmapRaw) {
+        let file = fs.open(path, OpenMode::ReadWrite).expect("open");
+        let map = memmap2::MmapOptions::new()
+            .len(len as usize)
+            .map_raw(file.std_file())
+            .expect("map");
+        (file, map)
+    }
+
+    /// Stores `bytes` at `pos` through the map, bypassing `write_at`.
+    fn store(map: &memmap2::MmapRaw, pos: u64, bytes: &[u8]) {
+        assert!(pos as usize + bytes.len() <= map.len());
+        // SAFETY: the range is inside the map (checked above), and nothing
+        // else reads or writes the file meanwhile.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                map.as_mut_ptr().add(pos as usize),
+                bytes.len(),
+            );
+        }
+    }
+
+    /// Each page of `bytes`, as its one repeated byte (panics on a page
+    /// that mixes bytes: pages survive or revert whole).
+    fn pages(bytes: &[u8]) -> Vec<u8> {
+        bytes
+            .chunks(PAGE as usize)
+            .map(|page| {
+                assert!(page.iter().all(|&b| b == page[0]), "a page was split");
+                page[0]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unsynced_mapped_writes_survive_or_revert_page_by_page() {
+        let (_tmp, dir, fs) = setup();
+        let path = dir.join("0.index");
+        let mut outcomes = std::collections::BTreeSet::new();
+        for seed in 0..32 {
+            // Existing before the file system touched it: durable as it is.
+            std::fs::write(&path, vec![1u8; 4 * PAGE as usize]).expect("write");
+            let (file, map) = mapped(&fs, &path, 4 * PAGE);
+            store(&map, 0, &vec![2u8; 4 * PAGE as usize]);
+            drop((map, file));
+            let report = fs.power_cut(seed).expect("cut");
+            let after = pages(&std::fs::read(&path).expect("read"));
+            assert_eq!(after.len(), 4, "the size did not change");
+            let reverted = after.iter().filter(|&&b| b == 1).count();
+            assert_eq!(
+                (report.pages_reverted, report.pages_kept),
+                (reverted, 4 - reverted)
+            );
+            assert_eq!((report.reverted, report.torn), (0, 0));
+            outcomes.insert(after);
+        }
+        assert!(
+            outcomes.iter().any(|o| o.contains(&1) && o.contains(&2)),
+            "some cut kept some pages and reverted others: {outcomes:?}"
+        );
+        assert!(outcomes.len() >= 8, "many combinations: {outcomes:?}");
+    }
+
+    #[test]
+    fn a_synced_mapped_write_survives_and_later_ones_revert_to_it() {
+        let mut page_one = std::collections::BTreeSet::new();
+        for seed in 0..16 {
+            let (_tmp, dir, fs) = setup();
+            let path = dir.join("0.timeindex");
+            let file = fs.open(&path, OpenMode::Create).expect("create");
+            file.set_len(3 * PAGE).expect("set_len");
+            fs.sync_dir(&dir).expect("sync dir");
+            let (_, map) = mapped(&fs, &path, 3 * PAGE);
+            store(&map, 0, &vec![3u8; 3 * PAGE as usize]);
+            file.sync_data().expect("sync");
+            // After the sync: part of page 1 only.
+            store(&map, PAGE + 8, &[4u8; 100]);
+            drop((map, file));
+            let report = fs.power_cut(seed).expect("cut");
+            let after = std::fs::read(&path).expect("read");
+            assert_eq!(after.len() as u64, 3 * PAGE, "the synced size stays");
+            let (before, rest) = after.split_at(PAGE as usize);
+            let (one, two) = rest.split_at(PAGE as usize);
+            assert!(
+                before.iter().chain(two).all(|&b| b == 3),
+                "synced pages survive every cut"
+            );
+            let kept = one[8..108].iter().all(|&b| b == 4);
+            assert!(kept || one.iter().all(|&b| b == 3), "page 1 is whole");
+            assert_eq!(report.pages_kept + report.pages_reverted, 1);
+            assert_eq!(report.pages_kept == 1, kept);
+            page_one.insert(kept);
+        }
+        assert_eq!(page_one.len(), 2, "page 1 both survived and reverted");
+    }
+
+    #[test]
+    fn a_grown_mapped_file_may_be_cut_and_its_new_pages_revert_to_zeros() {
+        let (mut cut, mut zeros) = (0, 0);
+        for seed in 0..32 {
+            let (_tmp, dir, fs) = setup();
+            let path = dir.join("0.index");
+            synced_file(&fs, &path, &vec![1u8; PAGE as usize]);
+            let file = fs.open(&path, OpenMode::ReadWrite).expect("open");
+            file.set_len(3 * PAGE).expect("grow");
+            let (_, map) = mapped(&fs, &path, 3 * PAGE);
+            store(&map, 0, &vec![2u8; 3 * PAGE as usize]);
+            drop((map, file));
+            let report = fs.power_cut(seed).expect("cut");
+            let after = std::fs::read(&path).expect("read");
+            assert!(after.len() as u64 <= 3 * PAGE);
+            if report.index_truncated == 1 {
+                cut += 1;
+            } else {
+                assert_eq!(after.len() as u64, 3 * PAGE);
+            }
+            for (i, page) in after.chunks(PAGE as usize).enumerate() {
+                let old = if i == 0 { 1 } else { 0 };
+                assert!(
+                    page.iter().all(|&b| b == 2) || page.iter().all(|&b| b == old),
+                    "page {i} is its new bytes or its durable ones"
+                );
+                zeros += usize::from(i > 0 && page[0] == 0);
+            }
+        }
+        assert!(
+            cut > 0 && zeros > 0,
+            "cuts {cut}, reverted new pages {zeros}"
         );
     }
 

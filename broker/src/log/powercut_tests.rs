@@ -163,6 +163,8 @@ struct Stats {
     vanished: u64,
     restored: u64,
     index_truncated: u64,
+    index_pages_reverted: u64,
+    index_pages_kept: u64,
     duplicates_checked: u64,
 }
 
@@ -180,6 +182,8 @@ impl Stats {
         self.vanished += o.vanished;
         self.restored += o.restored;
         self.index_truncated += o.index_truncated;
+        self.index_pages_reverted += o.index_pages_reverted;
+        self.index_pages_kept += o.index_pages_kept;
         self.duplicates_checked += o.duplicates_checked;
     }
 }
@@ -327,6 +331,8 @@ impl Case {
         self.stats.vanished += report.vanished as u64;
         self.stats.restored += report.restored as u64;
         self.stats.index_truncated += report.index_truncated as u64;
+        self.stats.index_pages_reverted += report.pages_reverted as u64;
+        self.stats.index_pages_kept += report.pages_kept as u64;
         self.check_after_cut();
     }
 
@@ -569,7 +575,7 @@ fn run_cases(policy: FsyncPolicy, cases: u64) -> Stats {
         "power cut, fsync={policy}: {} cases, {} cuts ({} inside a call, {} inside recovery) in {:.2} s; \
          {} records checked byte for byte, {} of them acknowledged; acknowledged lost: {}; \
          unsynced records lost: {}; torn writes: {}; entries vanished: {}, restored: {}; \
-         index files cut: {}; duplicate retries checked: {}",
+         index files cut: {}; unsynced index pages reverted: {}, kept: {}; duplicate retries checked: {}",
         total.cases,
         total.cuts,
         total.cuts_mid_call,
@@ -583,6 +589,8 @@ fn run_cases(policy: FsyncPolicy, cases: u64) -> Stats {
         total.vanished,
         total.restored,
         total.index_truncated,
+        total.index_pages_reverted,
+        total.index_pages_kept,
         total.duplicates_checked,
     );
     total
