@@ -49,7 +49,7 @@ use tokio::time::Instant;
 use super::backoff::Backoff;
 use super::connection::{Client, expect_response};
 use super::error::ClientError;
-use super::lease_keeper::{self, LeaseKeeper};
+use super::lease_keeper::{self, LeaseKeeper, ReceivedBatch};
 use crate::batch::{Header, Record};
 use crate::protocol::{
     ErrorCode, GroupSettings, JoinGroupRequest, ReceiveRequest, SettleAction, SettleItem,
@@ -339,15 +339,10 @@ impl Consumer {
                     offset = delivery.offset,
                     "dropping a buffered delivery whose lease ran out before it was handed out"
                 );
+                delivery.batch.settled(delivery.index);
                 continue;
             }
-            self.shared.keeper.track(
-                delivery.partition,
-                delivery.offset,
-                delivery.attempt,
-                delivery.consumer_id,
-                &delivery.alive,
-            );
+            delivery.batch.handed(delivery.index);
             return Some(delivery);
         }
         None
@@ -396,7 +391,16 @@ impl Consumer {
             }
         };
         let received = Instant::now();
-        for d in answer.deliveries {
+        let items = answer
+            .deliveries
+            .iter()
+            .map(|d| (d.partition, d.offset, d.attempt))
+            .collect();
+        let batch = Arc::new(ReceivedBatch::new(self.consumer_id, items));
+        if self.config.keep_leases {
+            self.shared.keeper.watch(&batch);
+        }
+        for (index, d) in answer.deliveries.into_iter().enumerate() {
             let delivery = GroupDelivery {
                 topic: self.shared.topic.clone(),
                 partition: d.partition,
@@ -416,7 +420,8 @@ impl Consumer {
                     .collect(),
                 consumer_id: self.consumer_id,
                 shared: Arc::clone(&self.shared),
-                alive: Arc::new(()),
+                batch: Arc::clone(&batch),
+                index,
             };
             self.buffered.push_back((received, delivery));
         }
@@ -470,16 +475,16 @@ fn keep_leases(shared: &Arc<Membership>) {
     });
 }
 
-/// Extends every outstanding delivery's lease by the ack timeout; forgets
-/// those whose lease is lost. A failed request is tried at the next tick.
+/// Extends every outstanding delivery's lease by the ack timeout; a
+/// delivery whose lease is lost is no longer extended. A failed request is
+/// tried at the next tick.
 async fn extend_outstanding(shared: &Membership) {
-    for (consumer_id, items) in shared.keeper.due(shared.ack_timeout()) {
-        let positions: Vec<(u32, u64)> = items.iter().map(|i| (i.partition, i.offset)).collect();
-        match settle_items(shared, consumer_id, items).await {
+    for (consumer_id, due) in shared.keeper.due(shared.ack_timeout()) {
+        match settle_items(shared, consumer_id, due.items).await {
             Ok(results) => {
-                for ((partition, offset), result) in positions.into_iter().zip(results) {
+                for ((batch, index), result) in due.from.into_iter().zip(results) {
                     if result.is_err() {
-                        shared.keeper.forget(partition, offset);
+                        batch.settled(index);
                     }
                 }
             }
@@ -514,9 +519,10 @@ pub struct GroupDelivery {
     pub headers: Vec<Header>,
     consumer_id: u64,
     shared: Arc<Membership>,
-    /// Shared by the copies of this delivery: once all are dropped, its
-    /// lease is no longer kept.
-    alive: Arc<()>,
+    /// The deliveries of the same Receive, with whether each was handed
+    /// out and settled (for the lease keeper), and this one's index there.
+    batch: Arc<ReceivedBatch>,
+    index: usize,
 }
 
 impl GroupDelivery {
@@ -579,7 +585,7 @@ impl GroupDelivery {
         let settled = settle_items(&self.shared, self.consumer_id, vec![item]).await;
         if action != SettleAction::Extend {
             // Settled, or failed: either way no longer the keeper's to extend.
-            self.shared.keeper.forget(self.partition, self.offset);
+            self.batch.settled(self.index);
         }
         settled?.into_iter().next().unwrap_or_else(|| {
             Err(ClientError::UnexpectedResponse(
@@ -614,7 +620,7 @@ impl GroupDelivery {
                 .collect();
             let answers = settle_items(&first.shared, first.consumer_id, items).await;
             for d in run {
-                first.shared.keeper.forget(d.partition, d.offset);
+                d.batch.settled(d.index);
             }
             let answers = answers?;
             if answers.len() != run.len() {
