@@ -286,11 +286,15 @@ impl Groups {
         // The engine appends its last journal events and ends before its
         // files go.
         entry.handle.stop().await;
-        let dir = self.root.join(topic).join(group);
-        // Synced, or a power cut brings the group back.
+        self.remove_durably(&self.root.join(topic).join(group))
+    }
+
+    /// Removes `dir` and everything in it, then syncs its parent (or a
+    /// power cut brings it back).
+    fn remove_durably(&self, dir: &std::path::Path) -> Result<(), BrokerError> {
         self.fs
-            .remove_dir_all(&dir)
-            .and_then(|()| sync_parent(self.fs.as_ref(), &dir))
+            .remove_dir_all(dir)
+            .and_then(|()| sync_parent(self.fs.as_ref(), dir))
             .map_err(|e| {
                 error(
                     ErrorKind::Storage,
@@ -334,15 +338,7 @@ impl Groups {
         }
         let dir = self.root.join(topic);
         if self.fs.exists(&dir) {
-            self.fs
-                .remove_dir_all(&dir)
-                .and_then(|()| sync_parent(self.fs.as_ref(), &dir))
-                .map_err(|e| {
-                    error(
-                        ErrorKind::Storage,
-                        format!("deleting {}: {e}", dir.display()),
-                    )
-                })?;
+            self.remove_durably(&dir)?;
         }
         Ok(names)
     }

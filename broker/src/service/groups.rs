@@ -6,7 +6,7 @@
 //! deleted, the broker stops) answers `ShuttingDown`.
 
 use super::Broker;
-use super::topics::partition_of;
+use super::topics::{group_partition, group_source};
 use crate::delivery::GroupSettings;
 use crate::delivery::engine::PartitionFigures;
 use crate::delivery::engine::SeekTo;
@@ -113,19 +113,9 @@ impl Broker {
         target: SeekTarget,
     ) -> Result<Vec<(u32, u64)>, BrokerError> {
         let entry = self.groups.get(topic, group)?;
-        let source = self.topics.get(topic).ok_or_else(|| {
-            BrokerError::new(
-                ErrorKind::UnknownTopic,
-                format!("topic {topic} does not exist"),
-            )
-        })?;
+        let source = group_source(self, topic)?;
         if let Some(p) = partition {
-            partition_of(&source, p).map_err(|_| {
-                BrokerError::new(
-                    ErrorKind::UnknownPartition,
-                    format!("topic {topic} has no partition {p}"),
-                )
-            })?;
+            group_partition(&source, p)?;
         }
         let stopped = |_| BrokerError::group_stopped();
         let to = match target {

@@ -12,10 +12,10 @@ use pigeon_protocol::batch::Record;
 use pigeon_protocol::{MAX_CONSUMER_NAME_LEN, truncate_at_char_boundary};
 
 use super::Broker;
-use super::topics::partition_of;
+use super::topics::{group_partition, group_source};
 use crate::delivery::engine::OffsetReport;
 use crate::delivery::{OffsetState, RECOVERED};
-use crate::error::{BrokerError, ErrorKind};
+use crate::error::BrokerError;
 use crate::groups::dlq::{dlq_topic, find_parked, header_text};
 use crate::groups::source::read_records;
 use crate::log::PartitionLog;
@@ -82,18 +82,8 @@ impl Broker {
         offset: u64,
     ) -> Result<MessageReport, BrokerError> {
         let entry = self.groups.get(topic, group)?;
-        let source = self.topics.get(topic).ok_or_else(|| {
-            BrokerError::new(
-                ErrorKind::UnknownTopic,
-                format!("topic {topic} does not exist"),
-            )
-        })?;
-        let log = partition_of(&source, partition).map_err(|_| {
-            BrokerError::new(
-                ErrorKind::UnknownPartition,
-                format!("topic {topic} has no partition {partition}"),
-            )
-        })?;
+        let source = group_source(self, topic)?;
+        let log = group_partition(&source, partition)?;
         if offset >= log.reader().end_offset() {
             return Ok(MessageReport::new(MessageStatus::NotYetWritten));
         }

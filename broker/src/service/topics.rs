@@ -117,3 +117,31 @@ pub(super) fn partition_of(topic: &Topic, partition: u32) -> Result<&PartitionLo
         BrokerError::unknown_partition(&topic.metadata.name, topic.metadata.partitions, partition)
     })
 }
+
+/// The source topic of a group operation, or the short error the group
+/// APIs have always answered for a topic that went away.
+pub(super) fn group_source(broker: &Broker, topic: &str) -> Result<Arc<Topic>, BrokerError> {
+    broker.topics.get(topic).ok_or_else(|| {
+        BrokerError::new(
+            crate::error::ErrorKind::UnknownTopic,
+            format!("topic {topic} does not exist"),
+        )
+    })
+}
+
+/// Partition `partition` of a group's source topic, or the short error the
+/// group APIs answer.
+pub(super) fn group_partition(
+    source: &Topic,
+    partition: u32,
+) -> Result<&PartitionLog, BrokerError> {
+    source.partition(partition).ok_or_else(|| {
+        BrokerError::new(
+            crate::error::ErrorKind::UnknownPartition,
+            format!(
+                "topic {} has no partition {partition}",
+                source.metadata.name
+            ),
+        )
+    })
+}
