@@ -21,13 +21,13 @@
 //!   skipped: its partition's events stay queued, ahead of any later ones,
 //!   and are tried again (after a backoff, 50 ms doubling to 5 s) until
 //!   they are appended. Meanwhile the writer reports the group as not
-//!   durable ([`JournalWriter::failure`]), and the engine refuses receives
+//!   durable (`JournalWriter::failure`), and the engine refuses receives
 //!   and settles with that cause: nothing is handed out or acknowledged
 //!   that the journal cannot record. A journal that failed an fsync is
 //!   read-only until the broker restarts, so its group stays refused until
 //!   then and recovers from what is durable; a full disk clears once space
 //!   returns.
-//! - **Bounded**: the queue holds at most [`QUEUE_DEPTH`] hand-overs; an
+//! - **Bounded**: the queue holds at most `QUEUE_DEPTH` (1,024) hand-overs; an
 //!   engine that produces events faster than the journal takes them waits.
 //!
 //! ## Crash story

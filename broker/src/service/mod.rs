@@ -19,6 +19,7 @@
 //! | `groups.rs` | create, delete, alter, describe, seek, pause a group; redrive its DLQ |
 //! | `members.rs` | consumer members (sessions): join, receive, settle, leave, expiry |
 //! | `message.rs` | one message's state in a group (`message show`) |
+//! | `lock.rs` | [`DataDirLock`](lock::DataDirLock): one broker per data directory |
 //!
 //! ## Lifecycle
 //!
