@@ -187,7 +187,11 @@ fn bench_e2e_at_a_fixed_rate_takes_as_long_as_the_schedule() {
 fn bench_runs_again_on_the_same_topic_from_scratch() {
     let (_tmp, broker) = start_broker();
     for _ in 0..2 {
-        let report = bench_json(&broker, &["consume", "again", "--messages", "500"]);
+        // Not a bench-* topic: the second run needs --recreate to delete it.
+        let report = bench_json(
+            &broker,
+            &["consume", "again", "--messages", "500", "--recreate"],
+        );
         check_report(&report, "consume", 500, 100);
         // The topic and the group were created afresh: 500, not 1,000.
         check_all_consumed(&broker, "again", 500);
@@ -246,4 +250,41 @@ fn bench_refuses_bad_arguments_as_usage_errors() {
     let run = pigeon_at(addr, &["bench", "consume", "--duration-secs", "1"]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(run.stderr.contains("message count"), "{}", run.stderr);
+}
+
+#[test]
+fn bench_refuses_to_delete_an_existing_topic_that_is_not_a_bench_topic() {
+    let (_tmp, broker) = start_broker();
+    let created = pigeon_at(broker.addr, &["topic", "create", "orders"]);
+    assert_eq!(created.code, Some(0), "stderr: {}", created.stderr);
+    let mut produce = process::pigeon_command(broker.addr);
+    produce.args(["produce", "orders"]);
+    let out = process::run(produce, b"an order\n", RUN_TIMEOUT);
+    assert_eq!(out.code, Some(0), "stderr: {}", out.stderr);
+
+    let refused = pigeon_at(
+        broker.addr,
+        &["bench", "produce", "orders", "--messages", "10"],
+    );
+    assert_eq!(refused.code, Some(1), "stdout: {}", refused.stdout);
+    assert!(refused.stderr.contains("--recreate"), "{}", refused.stderr);
+    let described = pigeon_at(broker.addr, &["topic", "describe", "orders", "--json"]);
+    assert!(
+        described.stdout.contains("\"end_offset\":1"),
+        "the topic and its message are untouched: {}",
+        described.stdout
+    );
+
+    let recreated = pigeon_at(
+        broker.addr,
+        &[
+            "bench",
+            "produce",
+            "orders",
+            "--messages",
+            "10",
+            "--recreate",
+        ],
+    );
+    assert_eq!(recreated.code, Some(0), "stderr: {}", recreated.stderr);
 }

@@ -2,7 +2,9 @@
 //! ([`pigeon_cli::bench`]) against the broker at `--broker`.
 //!
 //! The topic (default `bench-<workload>`) is deleted and created afresh,
-//! with the group `pigeon-bench` on it. While the run is timed a progress
+//! with the group `pigeon-bench` on it. A topic whose name does not start
+//! with `bench-` is someone's data: if it exists, the run refuses to start
+//! unless `--recreate` says to delete it (with its groups and data). While the run is timed a progress
 //! bar is drawn on stderr, only when stderr is a terminal and without
 //! `--json`. At the end the figures are printed: a few aligned lines, or
 //! with `--json` exactly one JSON object (see
@@ -32,8 +34,13 @@ pub(crate) enum BenchCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Topic to run on, DELETED and created afresh [default: bench-WORKLOAD].
+    /// Topic to run on, DELETED and created afresh [default: bench-WORKLOAD];
+    /// an existing topic not named bench-* needs --recreate.
     topic: Option<String>,
+    /// Delete and recreate TOPIC even if it exists and is not a bench-*
+    /// topic (its data and consumer groups are lost).
+    #[arg(long)]
+    recreate: bool,
     /// Messages to publish (or consume) in all [default: 1000000; 100000 for e2e].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     messages: Option<u64>,
@@ -98,7 +105,11 @@ pub(crate) async fn run(broker: &str, command: BenchCommand) -> Result<(), Failu
         .topic
         .clone()
         .unwrap_or_else(|| format!("bench-{}", kind.as_str()));
-    let target = PigeonTarget::with_client(connect(broker).await?);
+    let client = connect(broker).await?;
+    if !topic.starts_with("bench-") && !args.recreate {
+        refuse_foreign_topic(&client, &topic).await?;
+    }
+    let target = PigeonTarget::with_client(client);
     let report = bench::run(&target, &topic, &workload).await?;
     let mut out = Out::new();
     if args.json {
@@ -134,6 +145,22 @@ fn workload(kind: WorkloadKind, args: &BenchArgs) -> Result<Workload, Failure> {
     workload.progress = !args.json;
     workload.validate()?;
     Ok(workload)
+}
+
+/// Fails if `topic` exists: the bench would delete someone's data.
+async fn refuse_foreign_topic(
+    client: &pigeon_client::client::Client,
+    topic: &str,
+) -> Result<(), Failure> {
+    let topics = client.admin().list_topics().await.map_err(|err| {
+        anyhow::anyhow!("cannot list the topics: {}", super::failure::explain(&err))
+    })?;
+    if topics.iter().any(|t| t.topic == topic) {
+        return Err(anyhow::anyhow!(
+            "topic {topic} exists and pigeon bench would delete it (with its data and consumer groups); run on a bench-* topic (the default), or pass --recreate to delete {topic}"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

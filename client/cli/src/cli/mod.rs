@@ -86,7 +86,8 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
     /// Load generator: measure throughput and latency of produce, consume
-    /// and end to end (the topic is deleted and created afresh).
+    /// and end to end (on a bench-* topic, deleted and created afresh; another
+    /// existing topic needs --recreate).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
