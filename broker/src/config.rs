@@ -233,9 +233,21 @@ impl BrokerConfig {
             frame_timeout: Duration::from_millis(frame_timeout_ms),
             produce_quota_bytes_per_sec,
             shutdown_timeout: Duration::from_millis(c.shutdown_timeout_ms.unwrap_or(10_000)),
-            log_filter: c.log.unwrap_or_else(|| "info".into()),
+            log_filter: log_filter(c.log)?,
         })
     }
+}
+
+/// The log filter, checked: a bad one stops the broker at start instead of
+/// silently logging at another level.
+fn log_filter(value: Option<String>) -> Result<String, ConfigError> {
+    let filter = value.unwrap_or_else(|| "info".into());
+    tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| {
+        ConfigError(format!(
+            "log: {filter:?} is not a log filter ({e}); use a level such as info, or directives such as info,pigeon_broker=debug"
+        ))
+    })?;
+    Ok(filter)
 }
 
 /// Parses the TOML text of a config file.
@@ -340,6 +352,23 @@ mod tests {
             .expect_err("bad address")
             .to_string();
         assert!(err.starts_with("listen:"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_log_filter_is_refused_naming_the_key() {
+        let bad = FileConfig {
+            log: Some("pigeon_broker=loud".into()),
+            ..FileConfig::default()
+        };
+        let err = BrokerConfig::from_file_config(bad)
+            .expect_err("bad filter")
+            .to_string();
+        assert!(err.starts_with("log:"), "{err}");
+        let good = FileConfig {
+            log: Some("warn,pigeon_broker=debug".into()),
+            ..FileConfig::default()
+        };
+        assert!(BrokerConfig::from_file_config(good).is_ok());
     }
 
     #[test]
