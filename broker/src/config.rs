@@ -108,6 +108,10 @@ settings! {
     /// Log filter, e.g. info or pigeon_broker=debug [default: info].
     #[arg(long, env = "PIGEON_LOG", value_name = "FILTER")]
     log: Option<String>,
+    /// Log lines as text (for people) or json (one object per line, for log
+    /// collectors) [default: text].
+    #[arg(long, env = "PIGEON_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<String>,
 }
 
 /// The settings as a config file spells them (every key optional).
@@ -141,6 +145,8 @@ pub struct BrokerConfig {
     pub shutdown_timeout: Duration,
     /// Log filter.
     pub log_filter: String,
+    /// Log lines as JSON objects (else text).
+    pub log_json: bool,
 }
 
 /// A setting that could not be used, naming its key.
@@ -234,6 +240,15 @@ impl BrokerConfig {
             produce_quota_bytes_per_sec,
             shutdown_timeout: Duration::from_millis(c.shutdown_timeout_ms.unwrap_or(10_000)),
             log_filter: log_filter(c.log)?,
+            log_json: match c.log_format.as_deref() {
+                None | Some("text") => false,
+                Some("json") => true,
+                Some(other) => {
+                    return Err(ConfigError(format!(
+                        "log_format: {other:?} is not a log format; use text or json"
+                    )));
+                }
+            },
         })
     }
 }
@@ -369,6 +384,11 @@ mod tests {
             ..FileConfig::default()
         };
         assert!(BrokerConfig::from_file_config(good).is_ok());
+        let json = flags(&["--log-format", "json"]).overlay(FileConfig::default());
+        assert!(BrokerConfig::from_file_config(json).expect("json").log_json);
+        let bad = flags(&["--log-format", "xml"]).overlay(FileConfig::default());
+        let err = BrokerConfig::from_file_config(bad).expect_err("xml").to_string();
+        assert!(err.starts_with("log_format:"), "{err}");
     }
 
     #[test]
