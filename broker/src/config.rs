@@ -387,7 +387,9 @@ mod tests {
         let json = flags(&["--log-format", "json"]).overlay(FileConfig::default());
         assert!(BrokerConfig::from_file_config(json).expect("json").log_json);
         let bad = flags(&["--log-format", "xml"]).overlay(FileConfig::default());
-        let err = BrokerConfig::from_file_config(bad).expect_err("xml").to_string();
+        let err = BrokerConfig::from_file_config(bad)
+            .expect_err("xml")
+            .to_string();
         assert!(err.starts_with("log_format:"), "{err}");
     }
 

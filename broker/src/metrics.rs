@@ -109,6 +109,12 @@ pub fn describe() {
         "pigeon_produce_throttle_seconds",
         "How long a connection was held back for its quota, in seconds."
     );
+    describe_logs_and_groups();
+}
+
+/// The `# HELP` text of the per-partition log and group metrics.
+fn describe_logs_and_groups() {
+    use metrics::{describe_counter, describe_gauge};
     describe_gauge!(
         "pigeon_log_size_bytes",
         "Bytes stored in a partition's log."
