@@ -106,6 +106,7 @@ fn main() {
                         consumer_id,
                         max_messages: BATCH,
                         max_wait_ms: 1000,
+                        max_bytes: 0,
                     }
                     .into(),
                 )

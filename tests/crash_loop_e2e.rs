@@ -300,6 +300,7 @@ fn a_consumer_id_joined_on_another_connection_settles_nothing() {
             consumer_id: owner_id,
             max_messages: 1,
             max_wait_ms: 5_000,
+            max_bytes: 0,
         };
         let Response::Receive(got) = owner.ok(receive.clone().into()).await else {
             panic!("receive")

@@ -348,6 +348,7 @@ fn a_disconnect_with_a_long_poll_pending_leases_nothing_to_the_gone_consumer() {
             consumer_id: id,
             max_messages: 10,
             max_wait_ms: 30_000,
+            max_bytes: 0,
         };
         gone.send(poll.into()).await;
         // The consumer goes away with its long-poll pending.
@@ -371,5 +372,47 @@ fn a_disconnect_with_a_long_poll_pending_leases_nothing_to_the_gone_consumer() {
             got[0].attempt, 1,
             "the message was never leased to the consumer that went away"
         );
+    });
+}
+
+#[test]
+fn a_receive_v1_returns_no_more_than_its_max_bytes_and_at_least_one_message() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(&tmp.path().join("data"), &[]);
+    runtime().block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        client.create_topic("jobs", 1).await;
+        let value = vec![b'v'; 1000];
+        client
+            .produce("jobs", 0, &[&value, &value, &value, &value, &value])
+            .await;
+        let create = CreateGroupRequest {
+            topic: "jobs".into(),
+            group: "workers".into(),
+            settings: settings(),
+        };
+        client.ok(create.into()).await;
+        let id = client.join_group("jobs", "workers", "w").await;
+        let receive = |max_bytes| ReceiveRequest {
+            topic: "jobs".into(),
+            group: "workers".into(),
+            consumer_id: id,
+            max_messages: 100,
+            max_wait_ms: 0,
+            max_bytes,
+        };
+        let count = |body: ResponseBody| match body {
+            ResponseBody::Ok(Response::Receive(r)) => r.deliveries.len(),
+            other => panic!("{other:?}"),
+        };
+        // Two 1,000-byte messages fit 2,500 bytes, a third does not.
+        let two = client.call_version(receive(2_500).into(), 1).await;
+        assert_eq!(count(two), 2);
+        // Too small for any: still one.
+        let one = client.call_version(receive(10).into(), 1).await;
+        assert_eq!(count(one), 1);
+        // Version 0 carries no bound: the rest.
+        let rest = client.call_version(receive(10).into(), 0).await;
+        assert_eq!(count(rest), 2);
     });
 }

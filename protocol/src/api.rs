@@ -110,7 +110,7 @@ api_keys! {
     /// A consumer joins a group: consumer id and the group's settings.
     JoinGroup = 46, versions: 0..=0;
     /// A consumer receives deliveries (leased messages).
-    Receive = 47, versions: 0..=0;
+    Receive = 47, versions: 0..=1;
     // v1 adds the attempt to each item.
     /// A consumer settles deliveries: ack, nack, reject or extend.
     Settle = 48, versions: 0..=1;

@@ -662,6 +662,7 @@ async fn run_consumer(
     let consumer_config = ConsumerConfig {
         consumer_name: format!("crash-loop-g{group}-c{index}"),
         max_messages: 8,
+        max_bytes: 0,
         max_wait: Duration::from_millis(200),
         retry_backoff: Backoff::new(Duration::from_millis(20), Duration::from_millis(500)),
         // The loop stalls past the ack timeout on purpose: leases must run

@@ -441,6 +441,7 @@ pub mod raw {
                 consumer_id: consumer,
                 max_messages: max,
                 max_wait_ms: wait_ms,
+                max_bytes: 0,
             };
             match self.ok(request.into()).await {
                 Response::Receive(r) => r.deliveries,

@@ -140,13 +140,17 @@ pub async fn join(broker: &Broker, owner: &MemberOwner, req: wire::JoinGroupRequ
 /// count), with room to spare.
 const RECEIVE_RESPONSE_OVERHEAD: usize = 1024;
 
-/// Receive. The deliveries must fit one response frame: the engine leases
-/// no more than that many bytes of them.
+/// Receive. The deliveries must fit one response frame, and the request's
+/// `max_bytes` (v1) if it sets one: the engine leases no more than that
+/// many bytes of them.
 pub async fn receive(broker: &Broker, owner: &MemberOwner, req: wire::ReceiveRequest) -> Answer {
     let wait = Duration::from_millis(u64::from(req.max_wait_ms));
     let (topic, group, max) = (&req.topic, &req.group, req.max_messages as usize);
     let frame = broker.config.max_frame_bytes as usize;
-    let max_bytes = frame.saturating_sub(RECEIVE_RESPONSE_OVERHEAD);
+    let mut max_bytes = frame.saturating_sub(RECEIVE_RESPONSE_OVERHEAD);
+    if req.max_bytes > 0 {
+        max_bytes = max_bytes.min(req.max_bytes as usize);
+    }
     let got = broker
         .receive(topic, group, req.consumer_id, owner, max, max_bytes, wait)
         .await?;

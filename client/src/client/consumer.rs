@@ -71,6 +71,10 @@ pub struct ConsumerConfig {
     pub consumer_name: String,
     /// Most deliveries asked for in one Receive (100).
     pub max_messages: u32,
+    /// Most bytes of deliveries one Receive may return (always at least
+    /// one message); 0 (the default): only the frame limit. Sent with
+    /// Receive version 1; a broker that speaks only version 0 ignores it.
+    pub max_bytes: u32,
     /// How long one Receive waits on the broker while nothing is
     /// available (1 s).
     pub max_wait: Duration,
@@ -89,6 +93,7 @@ impl Default for ConsumerConfig {
         ConsumerConfig {
             consumer_name: format!("pigeon-consumer-{}", std::process::id()),
             max_messages: 100,
+            max_bytes: 0,
             max_wait: Duration::from_secs(1),
             retry_backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             keep_leases: true,
@@ -375,6 +380,7 @@ impl Consumer {
             consumer_id: self.consumer_id,
             max_messages: self.config.max_messages.max(1),
             max_wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+            max_bytes: self.config.max_bytes,
         };
         let timeout = self.shared.client.config().request_timeout + wait;
         let answer = self

@@ -2,6 +2,10 @@
 //!
 //! Request v0: `topic` string (topic name), `group` string (group name),
 //! `consumer_id` u64, `max_messages` u32 (≥ 1), `max_wait_ms` u32.
+//! Request v1 adds `max_bytes` u32 after `max_wait_ms` (0: no bound but
+//! the frame's; a v0 request decodes with 0).
+//!
+//! Response v0 and v1 are the same.
 //!
 //! Response v0: `deliveries` array (possibly empty) of (`partition` u32,
 //! `offset` u64, `attempt` u32, `lease_deadline_ms` i64, `timestamp_ms`
@@ -45,6 +49,10 @@ pub struct ReceiveRequest {
     /// Longest the broker may wait while nothing is available (0: answer
     /// at once, possibly with no deliveries).
     pub max_wait_ms: u32,
+    /// Most bytes of deliveries in the response, as the broker counts them
+    /// (always at least one message); 0: only the frame limit (version 1;
+    /// not sent in version 0).
+    pub max_bytes: u32,
 }
 
 /// The messages leased to the consumer.
@@ -87,7 +95,7 @@ pub struct DeliveryHeader {
 impl Message for ReceiveRequest {
     const API_KEY: ApiKey = ApiKey::Receive;
 
-    fn encode(&self, _version: u16, w: &mut Writer<'_>) -> Result<(), CodecError> {
+    fn encode(&self, version: u16, w: &mut Writer<'_>) -> Result<(), CodecError> {
         w.topic_name("topic", &self.topic)?;
         w.group_name("group", &self.group)?;
         w.u64(self.consumer_id);
@@ -99,10 +107,13 @@ impl Message for ReceiveRequest {
         }
         w.u32(self.max_messages);
         w.u32(self.max_wait_ms);
+        if version >= 1 {
+            w.u32(self.max_bytes);
+        }
         Ok(())
     }
 
-    fn decode(_version: u16, r: &mut Reader) -> Result<Self, CodecError> {
+    fn decode(version: u16, r: &mut Reader) -> Result<Self, CodecError> {
         let topic = r.topic_name("topic")?;
         let group = r.group_name("group")?;
         let consumer_id = r.u64("consumer_id")?;
@@ -123,6 +134,7 @@ impl Message for ReceiveRequest {
             consumer_id,
             max_messages,
             max_wait_ms: r.u32("max_wait_ms")?,
+            max_bytes: if version >= 1 { r.u32("max_bytes")? } else { 0 },
         })
     }
 }

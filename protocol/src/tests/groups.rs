@@ -317,6 +317,7 @@ fn receive_needs_at_least_one_message() {
         consumer_id: 1,
         max_messages: 0,
         max_wait_ms: 100,
+        max_bytes: 0,
     };
     assert_eq!(encode_error(request), invalid(26, "max_messages", 0));
 }

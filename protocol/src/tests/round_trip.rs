@@ -270,6 +270,19 @@ proptest! {
     }
 
     #[test]
+    fn receive_v1_round_trips_with_its_byte_bound(
+        body in receive_request(),
+        max_bytes in any::<u32>(),
+        id in request_id(),
+    ) {
+        let body = ReceiveRequest { max_bytes, ..body };
+        let frame = RequestFrame { request_id: id, api_version: 1, request: body.clone().into() };
+        let incoming = decode_one_request(&request_bytes(&frame));
+        prop_assert_eq!(incoming.header.api_version, 1);
+        prop_assert_eq!(incoming.request, Ok(Request::from(body)));
+    }
+
+    #[test]
     fn settle_response_round_trips(body in settle_response(), id in any::<u32>()) {
         check_ok_response(body.into(), id)?;
     }

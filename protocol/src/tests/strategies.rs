@@ -415,6 +415,8 @@ pub fn receive_request() -> impl Strategy<Value = ReceiveRequest> {
             consumer_id,
             max_messages,
             max_wait_ms,
+            // Version 0 does not carry it; see the v1 round trip.
+            max_bytes: 0,
         },
     )
 }
