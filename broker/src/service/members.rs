@@ -131,16 +131,10 @@ impl Members {
     /// Removes and returns the members `pick` selects.
     fn take(&self, pick: impl Fn(&Member) -> bool) -> Vec<(ConsumerId, GroupHandle)> {
         let mut joined = self.joined.lock();
-        let keys: Vec<_> = joined
-            .iter()
-            .filter(|(_, m)| pick(m))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let taken = keys.into_iter().filter_map(|k| {
-            let member = joined.remove(&k)?;
-            Some((k.2, member.handle))
-        });
-        taken.collect()
+        let taken = joined.extract_if(|_, m| pick(m));
+        taken
+            .map(|((_, _, consumer), m)| (consumer, m.handle))
+            .collect()
     }
 
     /// How many members are joined.

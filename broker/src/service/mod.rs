@@ -184,17 +184,23 @@ impl Broker {
 
     /// Refreshes the gauges read at a metrics scrape: each partition log's
     /// figures, and each group's per-partition figures (asked of its
-    /// engine; a group that does not answer in a second is skipped).
+    /// engine, all at once; a group that does not answer within a second
+    /// is skipped, so a scrape takes at most about a second).
     pub async fn refresh_metrics(&self) {
         crate::metrics::refresh_logs(&self.topics);
-        for (topic, group, entry) in self.groups.list() {
-            let asked = tokio::time::timeout(Duration::from_secs(1), entry.handle.describe());
-            if let Ok(Ok((_, figures))) = asked.await {
-                for (partition, f) in figures.iter().enumerate() {
-                    crate::metrics::group_figures(&topic, &group, partition, f);
+        let asks = self
+            .groups
+            .list()
+            .into_iter()
+            .map(|(topic, group, entry)| async move {
+                let asked = tokio::time::timeout(Duration::from_secs(1), entry.handle.describe());
+                if let Ok(Ok((_, figures))) = asked.await {
+                    for (partition, f) in figures.iter().enumerate() {
+                        crate::metrics::group_figures(&topic, &group, partition, f);
+                    }
                 }
-            }
-        }
+            });
+        futures_util::future::join_all(asks).await;
     }
 }
 

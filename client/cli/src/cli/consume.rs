@@ -87,14 +87,8 @@ pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> Result<(), Failure> 
 async fn join(client: &Client, args: &ConsumeArgs) -> Result<Consumer, Failure> {
     let config = ConsumerConfig {
         consumer_name: consumer_name(),
-        // With --exec, no more than the runs can take (see exec.rs).
-        max_messages: match &args.exec {
-            Some(_) => args
-                .max
-                .unwrap_or(BATCH)
-                .clamp(1, u64::from(args.concurrency)) as u32,
-            None => args.max.unwrap_or(BATCH).clamp(1, BATCH) as u32,
-        },
+        // Both loops set it before every receive (`consume`, `Exec::run`).
+        max_messages: 1,
         ..ConsumerConfig::default()
     };
     Consumer::join(client, &args.topic, &args.group, config)
