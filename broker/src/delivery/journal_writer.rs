@@ -40,7 +40,10 @@
 //! crash story) and when it is stopped (every change is appended before the
 //! journals are closed).
 //!
-//! The task ends when the engine, which holds the only sender, is dropped.
+//! The task ends when the engine, which holds the only sender, is dropped:
+//! at once if everything is appended, or after the next failed retry if
+//! not (those events were never durable, so nothing acknowledged as
+//! durable is lost; a restart recovers from what the journal holds).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -172,7 +175,14 @@ async fn write_rounds(
         for done in barriers {
             let _ = done.send(all_ok);
         }
-        if queue.is_closed() && pending.is_empty() && queue.is_empty() {
+        if !all_ok && queue.is_closed() && queue.is_empty() {
+            // The engine is gone (group deleted, broker stopping): nobody
+            // is refused any more, and the journals are closing. What was
+            // not appended is not durable; a restart recovers from what is.
+            tracing::error!(
+                events = pending.values().map(Vec::len).sum::<usize>(),
+                "the group stopped with journal events not appended; they are dropped"
+            );
             return;
         }
     }
@@ -270,6 +280,46 @@ mod tests {
         assert!(writer.durable(&mut states).await, "every append succeeded");
         let ends: Vec<u64> = journals.iter().map(|j| j.reader().end_offset()).collect();
         assert_eq!(ends, vec![7, 3]);
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_ends_once_its_engine_is_gone_even_with_a_failed_append_pending() {
+        use crate::io::{Fault, FaultPlan, FaultyFs, Op};
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plan = FaultPlan::new();
+        let settings = GroupSettings::default();
+        let (store, mut states) = GroupStore::create(
+            Arc::new(FaultyFs::new(plan.clone())),
+            &tmp.path().join("t").join("g"),
+            GroupMeta::new("t", "g", &settings, 1),
+            &[0],
+            LogConfig::default(),
+            Arc::new(SystemClock),
+        )
+        .expect("create");
+        // The disk stays full: the append keeps failing.
+        plan.inject(Op::Write, ".log", Fault::NoSpace, 0, None);
+        let (work, queue) = mpsc::channel(QUEUE_DEPTH);
+        let failure = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(write_rounds(store.journals(), queue, failure.clone()));
+        states[0].deliver(1, 3, 1_000, 3, &settings);
+        let events = states[0].take_events();
+        work.send(Work::Events(0, events)).await.expect("send");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while failure.lock().is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the append never failed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The engine goes away (group deleted, broker stopping).
+        drop(work);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the writer gave up its retries and ended")
+            .expect("no panic");
         store.close().await;
     }
 
