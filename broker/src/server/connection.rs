@@ -330,11 +330,10 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
         let (ids, context) = (self.ids.clone(), self.context.clone());
         tokio::spawn(async move {
             let (mut response, held) = match work {
-                Work::Produce(Ok(submitted)) => {
-                    let answer = Response::from(finish_produce(submitted).await);
-                    (response_frame(&header, Ok(answer)), None)
-                }
-                Work::Produce(Err(e)) => (response_frame(&header, Err(e)), None),
+                Work::Produce(submitted) => (
+                    response_frame(&header, finish_produce(submitted).await),
+                    None,
+                ),
                 Work::Other(request) => handle(&broker, &context, &header, request).await,
             };
             if let ResponseBody::Ok(Response::Produce(produce)) = &mut response.body {

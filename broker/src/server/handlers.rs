@@ -49,10 +49,7 @@ pub async fn handle(
             .map(|()| DeleteTopicResponse.into()),
         Request::ListTopics(_) => Ok(Response::from(list_topics(broker))),
         Request::DescribeTopic(req) => describe_topic(broker, req).map(Response::from),
-        Request::Produce(req) => match submit_produce(broker, req).await {
-            Ok(submitted) => Ok(Response::from(finish_produce(submitted).await)),
-            Err(e) => Err(e),
-        },
+        Request::Produce(req) => finish_produce(submit_produce(broker, req).await).await,
         Request::RegisterProducer(req) => register_producer(broker, req).map(Response::from),
         Request::Fetch(req) => fetch(broker, req, &context.read_budget)
             .await
@@ -173,9 +170,12 @@ pub async fn submit_produce(
         .await
 }
 
-/// Waits for a submitted produce's commits and encodes the answer.
-pub async fn finish_produce(submitted: SubmittedProduce) -> ProduceResponse {
-    produce_response(submitted.finish().await)
+/// Waits for a submitted produce's commits (if it was submitted) and
+/// encodes the answer.
+pub async fn finish_produce(
+    submitted: Result<SubmittedProduce, BrokerError>,
+) -> Result<Response, BrokerError> {
+    Ok(produce_response(submitted?.finish().await).into())
 }
 
 fn produce_response(outcome: ProduceOutcome) -> ProduceResponse {
