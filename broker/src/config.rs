@@ -84,6 +84,9 @@ settings! {
     /// Idempotent producer state is dropped after this long without a batch [default: 604800000, 7 days].
     #[arg(long, env = "PIGEON_PRODUCER_EXPIRY_MS", value_name = "MS")]
     producer_expiry_ms: Option<u64>,
+    /// Bytes of a group partition's journal between two snapshots of its delivery state: bounds what a restart replays and the journal on disk [default: 4194304].
+    #[arg(long, env = "PIGEON_GROUP_SNAPSHOT_BYTES", value_name = "BYTES")]
+    group_snapshot_bytes: Option<u64>,
     /// Largest protocol frame accepted [default: 16777216].
     #[arg(long, env = "PIGEON_MAX_FRAME_BYTES", value_name = "BYTES")]
     max_frame_bytes: Option<u32>,
@@ -131,6 +134,8 @@ pub struct BrokerConfig {
     pub http: SocketAddr,
     /// Defaults for every partition log.
     pub log: LogConfig,
+    /// Journal bytes between two snapshots of a group partition's state.
+    pub group_snapshot_bytes: u64,
     /// Largest frame.
     pub max_frame_bytes: u32,
     /// Requests in flight per connection.
@@ -224,7 +229,16 @@ impl BrokerConfig {
             }
             Some(rate) => Some(rate),
         };
+        let group_snapshot_bytes = c
+            .group_snapshot_bytes
+            .unwrap_or(crate::delivery::DEFAULT_SNAPSHOT_EVERY_BYTES);
+        if group_snapshot_bytes < 4096 {
+            return Err(ConfigError(format!(
+                "group_snapshot_bytes is {group_snapshot_bytes}; it must be at least 4096"
+            )));
+        }
         Ok(BrokerConfig {
+            group_snapshot_bytes,
             data_dir: c.data_dir.unwrap_or_else(|| PathBuf::from("./pigeon-data")),
             listen: address("listen", c.listen.as_deref().unwrap_or("127.0.0.1:7420"))?,
             http: address("http", c.http.as_deref().unwrap_or("127.0.0.1:7421"))?,

@@ -1003,7 +1003,19 @@ fn run_inner(config: &Config, dir: &Path) -> (Figures, Vec<String>) {
     let config = Arc::new(config.clone());
     let data = dir.join("data");
     let segment = config.segment_bytes.to_string();
-    let mut broker = Broker::start(&data, &["--fsync", "always", "--segment-bytes", &segment]);
+    // Group snapshots every 4 KiB of journal (about 128 events), so that
+    // the kills land before, during and after snapshots and journal trims.
+    let mut broker = Broker::start(
+        &data,
+        &[
+            "--fsync",
+            "always",
+            "--segment-bytes",
+            &segment,
+            "--group-snapshot-bytes",
+            "4096",
+        ],
+    );
     let rt = crate::runtime();
     let proxy = rt.block_on(FaultyProxy::start(broker.addr, 0, 1));
     let addr = proxy.addr.to_string();

@@ -108,7 +108,11 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
     let journal = store
         .as_ref()
         .map_or_else(JournalWriter::discarding, |store| {
-            JournalWriter::spawn(store.journals())
+            JournalWriter::spawn(
+                store.journals(),
+                store.snapshot_files(),
+                store.snapshot_every(),
+            )
         });
     let appended = watch_appends(source.end_watches());
     let mut engine = Engine {
@@ -170,7 +174,8 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     /// Hands every change to the journal and waits until it is appended,
     /// then closes the journals.
     async fn stop(&mut self) {
-        self.journal_durable().await;
+        // Snapshotted too, so that the next open replays nothing.
+        self.journal.durable_with_snapshots(&mut self.states).await;
         // The journals' writer threads write their clean-shutdown
         // checkpoint when closed: that must happen before the group's
         // directory is deleted, not during.
@@ -610,14 +615,6 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     /// awaited: acks are persisted lazily, in group commits).
     async fn journal(&mut self) {
         self.journal.hand_over(&mut self.states).await;
-    }
-
-    /// Hands the state changes to the journal writer and waits until every
-    /// change made so far is appended (durable under the journal's fsync
-    /// policy); `false` if an append failed. `true` at once without a
-    /// journal (tests without storage).
-    async fn journal_durable(&mut self) -> bool {
-        self.journal.durable(&mut self.states).await
     }
 }
 

@@ -27,6 +27,16 @@
 //!   read-only until the broker restarts, so its group stays refused until
 //!   then and recovers from what is durable; a full disk clears once space
 //!   returns.
+//! - **Snapshots in order**: once a partition's events handed over since its
+//!   last snapshot reach `snapshot_every` bytes (estimated at
+//!   `EVENT_BYTES_ESTIMATE` per event), the engine hands over a copy of the
+//!   partition's state right after them. The writer appends everything
+//!   before it, syncs the journal, writes the snapshot as of the journal's
+//!   end offset (exact: this task is the journal's only writer) off the
+//!   async runtime, then deletes the segments it covers. A failed snapshot
+//!   is logged and skipped (the journal still has every event). A stop
+//!   snapshots every partition that changed
+//!   (`JournalWriter::durable_with_snapshots`).
 //! - **Bounded**: the queue holds at most `QUEUE_DEPTH` (1,024) hand-overs; an
 //!   engine that produces events faster than the journal takes them waits.
 //!
@@ -45,7 +55,7 @@
 //! not (those events were never durable, so nothing acknowledged as
 //! durable is lost; a restart recovers from what the journal holds).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,7 +63,8 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::journal::Event;
-use super::partition::PartitionDelivery;
+use super::partition::{PartitionDelivery, SnapshotParts};
+use super::store::SnapshotFiles;
 use crate::log::PartitionLog;
 
 /// Hand-overs the queue holds before the engine waits for room.
@@ -70,6 +81,9 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 enum Work {
     /// Append these events of a partition (after those sent before).
     Events(usize, Vec<Event>),
+    /// Snapshot a partition: its state as it was right after the events
+    /// sent before (boxed: a state can be large, the events small).
+    Snapshot(usize, Box<SnapshotParts>),
     /// Answer once everything sent before has been tried: `true` if it is
     /// all appended.
     Barrier(oneshot::Sender<bool>),
@@ -83,18 +97,42 @@ pub(super) struct JournalWriter {
     /// Why the journal is behind (an append failed and is being retried);
     /// `None` while everything handed over is appended or on its way.
     failure: Arc<Mutex<Option<String>>>,
+    /// Estimated journal bytes handed over per partition since its last
+    /// snapshot was asked for.
+    since_snapshot: Mutex<Vec<u64>>,
+    /// A partition is snapshotted once this many journal bytes were handed
+    /// over since its last snapshot; `u64::MAX`: never (no storage).
+    snapshot_every: u64,
 }
+
+/// What one event is taken to add to its journal, for the snapshot
+/// interval: an event is 9 to 21 bytes (more with a reject reason) plus its
+/// record's framing.
+const EVENT_BYTES_ESTIMATE: u64 = 32;
 
 impl JournalWriter {
     /// Starts the journal writer of a group over its journals (indexed by
     /// partition).
-    pub(super) fn spawn(journals: Vec<PartitionLog>) -> JournalWriter {
+    /// partition), snapshotting each partition into `snapshots` once
+    /// `snapshot_every` bytes of its journal were written since the last.
+    pub(super) fn spawn(
+        journals: Vec<PartitionLog>,
+        snapshots: SnapshotFiles,
+        snapshot_every: u64,
+    ) -> JournalWriter {
         let (work, queue) = mpsc::channel::<Work>(QUEUE_DEPTH);
         let failure = Arc::new(Mutex::new(None));
-        tokio::spawn(write_rounds(journals, queue, failure.clone()));
+        let partitions = journals.len();
+        let target = Journals {
+            logs: journals,
+            snapshots,
+        };
+        tokio::spawn(write_rounds(target, queue, failure.clone()));
         JournalWriter {
             work: Some(work),
             failure,
+            since_snapshot: Mutex::new(vec![0; partitions]),
+            snapshot_every: snapshot_every.max(1),
         }
     }
 
@@ -104,6 +142,8 @@ impl JournalWriter {
         JournalWriter {
             work: None,
             failure: Arc::new(Mutex::new(None)),
+            since_snapshot: Mutex::new(Vec::new()),
+            snapshot_every: u64::MAX,
         }
     }
 
@@ -115,16 +155,11 @@ impl JournalWriter {
 
     /// Hands the state changes of every partition to the writer, in order
     /// (not awaited: acks are persisted lazily, in group commits); waits
-    /// only for room in the queue.
+    /// only for room in the queue. A partition whose journal grew by the
+    /// snapshot interval since its last snapshot is snapshotted too, as of
+    /// these events.
     pub(super) async fn hand_over(&self, states: &mut [PartitionDelivery]) {
-        for (p, state) in states.iter_mut().enumerate() {
-            let events = state.take_events();
-            if let Some(work) = &self.work
-                && !events.is_empty()
-            {
-                let _ = work.send(Work::Events(p, events)).await;
-            }
-        }
+        self.hand_over_and_snapshot(states, false).await;
     }
 
     /// Hands the state changes to the writer and waits until every change
@@ -132,6 +167,46 @@ impl JournalWriter {
     /// under the journal's fsync policy). `true` at once without a journal.
     pub(super) async fn durable(&self, states: &mut [PartitionDelivery]) -> bool {
         self.hand_over(states).await;
+        self.barrier().await
+    }
+
+    /// Like [`durable`](Self::durable), and snapshots every partition whose
+    /// journal grew since its last snapshot, so that the next open replays
+    /// nothing (before the group's journals are closed).
+    pub(super) async fn durable_with_snapshots(&self, states: &mut [PartitionDelivery]) -> bool {
+        self.hand_over_and_snapshot(states, true).await;
+        self.barrier().await
+    }
+
+    async fn hand_over_and_snapshot(&self, states: &mut [PartitionDelivery], all: bool) {
+        for (p, state) in states.iter_mut().enumerate() {
+            let events = state.take_events();
+            let Some(work) = &self.work else { continue };
+            let due = {
+                let mut since = self.since_snapshot.lock();
+                let Some(since) = since.get_mut(p) else {
+                    continue;
+                };
+                *since += events.len() as u64 * EVENT_BYTES_ESTIMATE;
+                let due = *since >= self.snapshot_every || (all && *since > 0);
+                if due {
+                    *since = 0;
+                }
+                due
+            };
+            if !events.is_empty() {
+                let _ = work.send(Work::Events(p, events)).await;
+            }
+            if due {
+                let parts = Box::new(state.parts());
+                let _ = work.send(Work::Snapshot(p, parts)).await;
+            }
+        }
+    }
+
+    /// Waits until everything handed over has been tried: `true` if it is
+    /// all appended.
+    async fn barrier(&self) -> bool {
         let Some(work) = &self.work else {
             return true;
         };
@@ -143,15 +218,29 @@ impl JournalWriter {
     }
 }
 
-/// The writer task: takes rounds from `queue` and appends them; events of
-/// a failed append are kept, ahead of later ones, and tried again after a
+/// What the writer task writes into: a group's journals (indexed by
+/// partition) and its snapshot files.
+struct Journals {
+    logs: Vec<PartitionLog>,
+    snapshots: SnapshotFiles,
+}
+
+/// A partition's work not yet done, in order.
+enum Pending {
+    Events(Vec<Event>),
+    Snapshot(Box<SnapshotParts>),
+}
+
+/// The writer task: takes rounds from `queue` and does them; a partition's
+/// work from a failed append on is kept, in order, and tried again after a
 /// backoff while `failure` says why.
 async fn write_rounds(
-    journals: Vec<PartitionLog>,
+    journals: Journals,
     mut queue: mpsc::Receiver<Work>,
     failure: Arc<Mutex<Option<String>>>,
 ) {
-    let mut pending: BTreeMap<usize, Vec<Event>> = BTreeMap::new();
+    let journals = Arc::new(journals);
+    let mut pending: BTreeMap<usize, VecDeque<Pending>> = BTreeMap::new();
     let mut delay = FIRST_RETRY_DELAY;
     loop {
         let first = if pending.is_empty() {
@@ -166,7 +255,7 @@ async fn write_rounds(
             queue.try_recv().ok()
         };
         let barriers = take_round(first, &mut queue, &mut pending);
-        let failed = append_round(&journals, &mut pending).await;
+        let failed = run_round(&journals, &mut pending).await;
         if failed.is_none() {
             delay = FIRST_RETRY_DELAY;
         }
@@ -180,7 +269,7 @@ async fn write_rounds(
             // is refused any more, and the journals are closing. What was
             // not appended is not durable; a restart recovers from what is.
             tracing::error!(
-                events = pending.values().map(Vec::len).sum::<usize>(),
+                partitions = pending.len(),
                 "the group stopped with journal events not appended; they are dropped"
             );
             return;
@@ -189,18 +278,28 @@ async fn write_rounds(
 }
 
 /// Everything queued, starting with `first`, added to `pending` (each
-/// partition's events in the order they were sent, after those kept from a
-/// failed append); returns the barriers to answer once they are tried.
+/// partition's work in the order it was sent, after what was kept from a
+/// failed append); returns the barriers to answer once it is tried.
 fn take_round(
     first: Option<Work>,
     queue: &mut mpsc::Receiver<Work>,
-    pending: &mut BTreeMap<usize, Vec<Event>>,
+    pending: &mut BTreeMap<usize, VecDeque<Pending>>,
 ) -> Vec<oneshot::Sender<bool>> {
     let mut barriers = Vec::new();
     let mut work = first;
     while let Some(next) = work {
         match next {
-            Work::Events(p, events) => pending.entry(p).or_default().extend(events),
+            Work::Events(p, events) => {
+                let queue = pending.entry(p).or_default();
+                match queue.back_mut() {
+                    Some(Pending::Events(last)) => last.extend(events),
+                    _ => queue.push_back(Pending::Events(events)),
+                }
+            }
+            Work::Snapshot(p, parts) => pending
+                .entry(p)
+                .or_default()
+                .push_back(Pending::Snapshot(parts)),
             Work::Barrier(done) => barriers.push(done),
         }
         work = queue.try_recv().ok();
@@ -208,40 +307,89 @@ fn take_round(
     barriers
 }
 
-/// Appends what is pending, one append per partition, the partitions
-/// concurrently; what was appended leaves `pending`. `None` if every
-/// append succeeded, else the first failure.
-async fn append_round(
-    journals: &[PartitionLog],
-    pending: &mut BTreeMap<usize, Vec<Event>>,
+/// Does what is pending, the partitions concurrently (so one partition's
+/// fsync does not hold up the others'); what was done leaves `pending`.
+/// `None` if every append succeeded, else the first failure.
+async fn run_round(
+    journals: &Arc<Journals>,
+    pending: &mut BTreeMap<usize, VecDeque<Pending>>,
 ) -> Option<String> {
     let round = std::mem::take(pending);
-    let appends = round.into_iter().map(|(p, events)| {
-        let journal = journals.get(p);
-        async move {
-            let Some(journal) = journal else {
-                return (p, events, None);
-            };
-            match super::store::append_counted(journal, &events).await {
-                Ok(_) => (p, events, None),
-                Err((appended, e)) => {
-                    let cause = format!("appending to the journal of partition {p}: {e}");
-                    tracing::error!(partition = p, error = %e, "writing the group journal failed; retrying, and refusing receives and settles meanwhile");
-                    // Only what was not appended is tried again.
-                    let rest = events.into_iter().skip(appended).collect();
-                    (p, rest, Some(cause))
-                }
-            }
-        }
-    });
+    let work = round
+        .into_iter()
+        .map(|(p, queue)| run_partition(journals.clone(), p, queue));
     let mut first_failure = None;
-    for (p, events, failed) in futures_util::future::join_all(appends).await {
+    for (p, rest, failed) in futures_util::future::join_all(work).await {
         if let Some(cause) = failed {
-            pending.insert(p, events);
+            pending.insert(p, rest);
             first_failure.get_or_insert(cause);
         }
     }
     first_failure
+}
+
+/// Does partition `p`'s work in order: appends its events, and writes each
+/// snapshot once the events before it are appended. On a failed append,
+/// returns the work from there on (only the events not appended) and why.
+async fn run_partition(
+    journals: Arc<Journals>,
+    p: usize,
+    mut queue: VecDeque<Pending>,
+) -> (usize, VecDeque<Pending>, Option<String>) {
+    let Some(journal) = journals.logs.get(p) else {
+        return (p, VecDeque::new(), None);
+    };
+    while let Some(work) = queue.pop_front() {
+        match work {
+            Pending::Events(events) => {
+                if let Err((appended, e)) = super::store::append_counted(journal, &events).await {
+                    let cause = format!("appending to the journal of partition {p}: {e}");
+                    tracing::error!(partition = p, error = %e, "writing the group journal failed; retrying, and refusing receives and settles meanwhile");
+                    // Only what was not appended is tried again.
+                    let rest = events.into_iter().skip(appended).collect();
+                    queue.push_front(Pending::Events(rest));
+                    return (p, queue, Some(cause));
+                }
+            }
+            Pending::Snapshot(parts) => snapshot(&journals, p, journal, parts).await,
+        }
+    }
+    (p, queue, None)
+}
+
+/// Writes partition `p`'s snapshot as of the journal's end (everything
+/// before it in the queue is appended, nothing after it yet), then deletes
+/// the journal segments it covers. The journal is synced first, whatever
+/// its fsync policy, so a snapshot never covers journal that a crash can
+/// lose. A failure is logged and the snapshot skipped: the journal still
+/// holds every event, the next snapshot tries again.
+async fn snapshot(
+    journals: &Arc<Journals>,
+    p: usize,
+    journal: &PartitionLog,
+    parts: Box<SnapshotParts>,
+) {
+    if let Err(e) = journal.sync().await {
+        tracing::warn!(partition = p, error = %e, "syncing the group journal before a snapshot failed; no snapshot this time");
+        return;
+    }
+    let covered = journal.reader().end_offset();
+    let files = journals.snapshots.clone();
+    let written = tokio::task::spawn_blocking(move || files.write(p, &parts, covered)).await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(partition = p, error = %e, "writing a group snapshot failed; the journal keeps everything until the next one");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(partition = p, error = %e, "the group snapshot task failed");
+            return;
+        }
+    }
+    if let Err(e) = journal.trim_before(covered).await {
+        tracing::warn!(partition = p, error = %e, "deleting group journal segments a snapshot covers failed; the next snapshot tries again");
+    }
 }
 
 #[cfg(test)]
@@ -269,7 +417,7 @@ mod tests {
         )
         .expect("create");
         let journals = store.journals();
-        let writer = JournalWriter::spawn(store.journals());
+        let writer = JournalWriter::spawn(store.journals(), store.snapshot_files(), u64::MAX);
         // Partition 0: 5 leases, then 2 acks in a later hand-over;
         // partition 1: 3 leases. One event each.
         states[0].deliver(1, 5, 1_000, 5, &settings);
@@ -302,7 +450,11 @@ mod tests {
         plan.inject(Op::Write, ".log", Fault::NoSpace, 0, None);
         let (work, queue) = mpsc::channel(QUEUE_DEPTH);
         let failure = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(write_rounds(store.journals(), queue, failure.clone()));
+        let target = Journals {
+            logs: store.journals(),
+            snapshots: store.snapshot_files(),
+        };
+        let task = tokio::spawn(write_rounds(target, queue, failure.clone()));
         states[0].deliver(1, 3, 1_000, 3, &settings);
         let events = states[0].take_events();
         work.send(Work::Events(0, events)).await.expect("send");

@@ -31,7 +31,10 @@ pub use partition::{
     PartitionDelivery, RECOVERED, SettleError,
 };
 pub use settings::{GroupSettings, Jitter};
+pub use store::DEFAULT_SNAPSHOT_EVERY_BYTES;
 
+#[cfg(test)]
+mod journal_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]

@@ -37,7 +37,12 @@ fn put_times(out: &mut Vec<u8>, times: &DeliveryTimes) {
 
 /// Encodes `state` as of journal offset `journal_offset`.
 pub fn encode(state: &PartitionDelivery, journal_offset: u64) -> Vec<u8> {
-    let parts = state.parts();
+    encode_parts(&state.parts(), journal_offset)
+}
+
+/// Encodes a state's parts (taken with [`PartitionDelivery::parts`]) as of
+/// journal offset `journal_offset`.
+pub fn encode_parts(parts: &SnapshotParts, journal_offset: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + parts.settled.len() * 8 + parts.delayed.len() * 20);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());

@@ -13,15 +13,25 @@
 //! - Events are appended to the journal in batches through the journal's own
 //!   writer thread (group commit, CRC per batch, torn tails cut at restart,
 //!   see `docs/storage.md`). An event is durable once its append completes.
-//! - A snapshot is written atomically (temp, fsync, rename, fsync dir), then
-//!   the journal segments it covers are deleted. A crash between the two
-//!   leaves extra segments, which the next snapshot deletes.
+//! - A snapshot is written only once the journal it covers is synced (so a
+//!   crash cannot leave a snapshot ahead of its journal), atomically (temp,
+//!   fsync, rename, fsync dir), then the journal segments wholly below the
+//!   offset it covers are deleted. A crash between the two leaves extra
+//!   segments, which the next snapshot deletes; replay starts at the
+//!   snapshot's offset either way.
+//! - A journal found ending before its snapshot's offset (its tail lost
+//!   some other way) is taken as it is, and the snapshot is written again
+//!   as of the journal's end, so later events are not skipped at the next
+//!   open. A journal starting after its snapshot's offset (no snapshot
+//!   covers the deleted segments) fails the open, saying so.
 //! - Create makes the group's directory (and its topic's, if new) durably:
 //!   each new name is synced in its parent before the metadata is written;
 //!   each journal's log does the same for its partition directory.
 //! - Opening a group loads each partition's snapshot (or starts empty) and
-//!   replays the journal from the offset the snapshot covers. The work is
-//!   bounded by the journal written since the last snapshot.
+//!   replays the journal from the offset the snapshot covers, streaming it.
+//!   The work is bounded by the journal written since the last snapshot
+//!   (the journal writer snapshots every `snapshot_every` bytes, see
+//!   [`journal_writer`](super::journal_writer)).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,7 +40,7 @@ use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, RecordBatch, records_o
 use serde::{Deserialize, Serialize};
 
 use super::journal::Event;
-use super::partition::PartitionDelivery;
+use super::partition::{PartitionDelivery, SnapshotParts};
 use super::settings::GroupSettings;
 use super::snapshot;
 use crate::io::{FileSystem, create_dir_durably, existing_ancestor, read_all, write_atomically};
@@ -129,6 +139,11 @@ impl From<LogError> for StoreError {
     }
 }
 
+/// Journal bytes between two snapshots of a partition, by default: bounds
+/// what a restart replays and, with the journal's segment size, the journal
+/// on disk.
+pub const DEFAULT_SNAPSHOT_EVERY_BYTES: u64 = 4 * 1024 * 1024;
+
 /// The durable state of one group: metadata and per-partition journals.
 #[derive(Debug)]
 pub struct GroupStore {
@@ -136,6 +151,7 @@ pub struct GroupStore {
     dir: PathBuf,
     meta: GroupMeta,
     journals: Vec<PartitionLog>,
+    snapshot_every: u64,
 }
 
 impl GroupStore {
@@ -156,6 +172,7 @@ impl GroupStore {
             dir: dir.to_owned(),
             meta,
             journals: Vec::new(),
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY_BYTES,
         };
         store.save_meta()?;
         let mut states = Vec::new();
@@ -186,25 +203,23 @@ impl GroupStore {
         let bytes = read_file(fs.as_ref(), &meta_path)?;
         let meta: GroupMeta = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError(format!("{} is damaged: {e}", meta_path.display())))?;
+        let snapshots = SnapshotFiles {
+            fs: fs.clone(),
+            dir: dir.to_owned(),
+        };
         let mut journals = Vec::new();
         let mut states = Vec::new();
         for (p, start) in partitions.iter().enumerate() {
-            let pdir = dir.join(p.to_string());
-            let snapshot_path = pdir.join(SNAPSHOT_FILE);
-            let (base, covered) = match fs.exists(&snapshot_path) {
-                true => {
-                    snapshot::decode(&read_file(fs.as_ref(), &snapshot_path)?).ok_or_else(|| {
-                        StoreError(format!(
-                            "{} is damaged; restore it, or delete the group and create it again",
-                            snapshot_path.display()
-                        ))
-                    })?
-                }
-                false => (PartitionDelivery::new(*start), 0),
-            };
-            let log = Log::open(fs.clone(), &pdir, journal_config.clone(), clock.clone())?;
-            let events = read_journal(&log, covered)?;
-            states.push(PartitionDelivery::replay(base, events));
+            let (base, covered) = snapshots.read(p)?;
+            let log = Log::open(
+                fs.clone(),
+                &dir.join(p.to_string()),
+                journal_config.clone(),
+                clock.clone(),
+            )?;
+            let base = base.unwrap_or_else(|| PartitionDelivery::new(*start));
+            let state = recover_partition(&snapshots, p, &log, base, covered)?;
+            states.push(state);
             journals.push(PartitionLog::start(log));
         }
         Ok((
@@ -213,9 +228,23 @@ impl GroupStore {
                 dir: dir.to_owned(),
                 meta,
                 journals,
+                snapshot_every: DEFAULT_SNAPSHOT_EVERY_BYTES,
             },
             states,
         ))
+    }
+
+    /// Snapshots each partition once this many bytes of its journal were
+    /// written since its last snapshot (default
+    /// [`DEFAULT_SNAPSHOT_EVERY_BYTES`]).
+    pub fn with_snapshot_every(mut self, bytes: u64) -> GroupStore {
+        self.snapshot_every = bytes.max(1);
+        self
+    }
+
+    /// Journal bytes between two snapshots of a partition.
+    pub fn snapshot_every(&self) -> u64 {
+        self.snapshot_every
     }
 
     /// The metadata.
@@ -256,18 +285,26 @@ impl GroupStore {
     }
 
     /// Writes a snapshot of `state` covering the journal up to `covered`
-    /// (exclusive), then deletes the journal segments it makes unnecessary.
+    /// (exclusive; the journal must be synced up to there), then deletes
+    /// the journal segments it makes unnecessary.
     pub async fn snapshot(
         &self,
         partition: usize,
         state: &PartitionDelivery,
         covered: u64,
     ) -> Result<(), StoreError> {
-        let path = self.dir.join(partition.to_string()).join(SNAPSHOT_FILE);
-        write_atomically(self.fs.as_ref(), &path, &snapshot::encode(state, covered))
-            .map_err(|e| StoreError(format!("writing {}: {e}", path.display())))?;
+        self.snapshot_files()
+            .write(partition, &state.parts(), covered)?;
         self.journal(partition)?.trim_before(covered).await?;
         Ok(())
+    }
+
+    /// Where the group's snapshots are written (for the journal writer).
+    pub fn snapshot_files(&self) -> SnapshotFiles {
+        SnapshotFiles {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+        }
     }
 
     /// The journal of `partition`.
@@ -328,15 +365,112 @@ pub async fn append_counted(
     Ok(end)
 }
 
-/// Every event of `log` from `from` on.
-fn read_journal(log: &Log, from: u64) -> Result<Vec<Event>, StoreError> {
+/// The snapshot files of a group's partitions: where they are, and how
+/// one is read or replaced.
+#[derive(Debug, Clone)]
+pub struct SnapshotFiles {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+}
+
+impl SnapshotFiles {
+    fn path(&self, partition: usize) -> PathBuf {
+        self.dir.join(partition.to_string()).join(SNAPSHOT_FILE)
+    }
+
+    /// Replaces `partition`'s snapshot (temp file, fsync, rename, fsync of
+    /// the directory) with `parts` as of journal offset `covered`.
+    /// Blocking: call it off the async runtime.
+    pub fn write(
+        &self,
+        partition: usize,
+        parts: &SnapshotParts,
+        covered: u64,
+    ) -> Result<(), StoreError> {
+        let path = self.path(partition);
+        write_atomically(
+            self.fs.as_ref(),
+            &path,
+            &snapshot::encode_parts(parts, covered),
+        )
+        .map_err(|e| StoreError(format!("writing {}: {e}", path.display())))
+    }
+
+    /// `partition`'s snapshot and the journal offset it covers; `(None, 0)`
+    /// when it has none.
+    fn read(&self, partition: usize) -> Result<(Option<PartitionDelivery>, u64), StoreError> {
+        let path = self.path(partition);
+        if !self.fs.exists(&path) {
+            return Ok((None, 0));
+        }
+        let (state, covered) =
+            snapshot::decode(&read_file(self.fs.as_ref(), &path)?).ok_or_else(|| {
+                StoreError(format!(
+                    "{} is damaged; restore it, or delete the group and create it again",
+                    path.display()
+                ))
+            })?;
+        Ok((Some(state), covered))
+    }
+}
+
+/// Rebuilds partition `p`'s state: `base` (its snapshot, covering the
+/// journal below `covered`, or a new partition with `covered` 0), then the
+/// journal's events from `covered` on, applied as they are read.
+///
+/// Two mismatches between the snapshot and the journal are handled here:
+/// - The journal ends before `covered` (its tail was lost although the
+///   snapshot was written after syncing it; e.g. a restored backup): the
+///   snapshot holds everything, and is written again as covering the
+///   journal's end, so that the events appended from now on (at offsets
+///   below the old `covered`) are replayed at the next open.
+/// - The journal starts after `covered` (segments deleted that no snapshot
+///   covers, e.g. a deleted snapshot file): the state before its start is
+///   gone, and the open fails saying so, instead of redelivering or losing
+///   messages silently.
+fn recover_partition(
+    snapshots: &SnapshotFiles,
+    p: usize,
+    log: &Log,
+    base: PartitionDelivery,
+    covered: u64,
+) -> Result<PartitionDelivery, StoreError> {
+    let reader = log.reader();
+    if reader.start_offset() > covered {
+        return Err(StoreError(format!(
+            "the journal {} starts at offset {} but no snapshot covers the offsets before it \
+             ({} is missing or older); the group's delivery state is lost: restore the \
+             snapshot, or delete the group and create it again",
+            log.dir().display(),
+            reader.start_offset(),
+            snapshots.path(p).display()
+        )));
+    }
+    let end = reader.end_offset();
+    if end < covered {
+        tracing::warn!(
+            journal = %log.dir().display(),
+            end,
+            covered,
+            "the group journal ends before its snapshot's offset; the snapshot is written again as of the journal's end"
+        );
+        snapshots.write(p, &base.parts(), end)?;
+        return Ok(base);
+    }
+    let mut state = base;
+    replay_journal(log, covered, |event| state.apply_replayed(event))?;
+    Ok(state)
+}
+
+/// Calls `apply` with every event of `log` from `from` on, in order, reading
+/// the journal a megabyte at a time (memory does not grow with its length).
+fn replay_journal(log: &Log, from: u64, mut apply: impl FnMut(Event)) -> Result<(), StoreError> {
     let reader = log.reader();
     let mut offset = from.max(reader.start_offset());
-    let mut events = Vec::new();
     loop {
         let read = reader.read(offset, 1 << 20)?;
         if read.bytes.is_empty() {
-            return Ok(events);
+            return Ok(());
         }
         for record in records_of_batches(read.bytes) {
             let record = record.map_err(|e| StoreError(format!("journal: {e}")))?;
@@ -348,7 +482,7 @@ fn read_journal(log: &Log, from: u64) -> Result<Vec<Event>, StoreError> {
                         log.dir().display()
                     ))
                 })?;
-                events.push(event);
+                apply(event);
                 offset = record.offset + 1;
             }
         }

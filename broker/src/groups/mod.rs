@@ -52,6 +52,8 @@ pub struct Groups {
     fs: Arc<dyn FileSystem>,
     clock: Arc<dyn Clock>,
     journal_config: LogConfig,
+    /// Journal bytes between two snapshots of a group partition's state.
+    snapshot_every: u64,
     groups: Mutex<BTreeMap<(String, String), GroupEntry>>,
     /// Serialises create and delete.
     admin: tokio::sync::Mutex<()>,
@@ -75,6 +77,7 @@ impl Groups {
         fs: Arc<dyn FileSystem>,
         data_dir: &std::path::Path,
         log: &LogConfig,
+        snapshot_every: u64,
         clock: Arc<dyn Clock>,
         topics: &Topics,
     ) -> Result<Groups, BrokerError> {
@@ -85,8 +88,12 @@ impl Groups {
                 format!("creating {}: {e}", root.display()),
             )
         })?;
+        // Journals roll at 16 MiB (or the broker's segment size, if
+        // smaller): with a snapshot every few MiB, segments wholly covered
+        // by a snapshot are deleted, so a journal stays within a few
+        // segments however long the group runs.
         let journal_config = LogConfig {
-            segment_bytes: 16 * 1024 * 1024,
+            segment_bytes: log.segment_bytes.min(16 * 1024 * 1024),
             retention_ms: None,
             retention_bytes: None,
             ..log.clone()
@@ -96,6 +103,7 @@ impl Groups {
             fs,
             clock,
             journal_config,
+            snapshot_every,
             groups: Mutex::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
         };
@@ -157,6 +165,7 @@ impl Groups {
                 format!("opening group {group} of topic {topic}: {e}"),
             )
         })?;
+        let store = store.with_snapshot_every(self.snapshot_every);
         let entry = self.run(topic, group, store, states, source, dlq);
         self.groups
             .lock()
@@ -263,6 +272,7 @@ impl Groups {
             self.clock.clone(),
         )
         .map_err(|e| error(ErrorKind::Storage, format!("creating group {group}: {e}")))?;
+        let store = store.with_snapshot_every(self.snapshot_every);
         let entry = self.run(topic, group, store, states, source, dlq);
         self.groups
             .lock()

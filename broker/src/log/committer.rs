@@ -53,6 +53,9 @@ enum Command {
         before: u64,
         reply: oneshot::Sender<usize>,
     },
+    Sync {
+        reply: oneshot::Sender<LogResult<()>>,
+    },
     Close {
         reply: oneshot::Sender<LogResult<()>>,
     },
@@ -208,6 +211,17 @@ impl PartitionLog {
         }
     }
 
+    /// Writes and fsyncs everything appended so far, whatever the fsync
+    /// policy (e.g. before a snapshot that covers it is written).
+    pub async fn sync(&self) -> LogResult<()> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send_async(Command::Sync { reply })
+            .await
+            .map_err(|_| LogError::Closed)?;
+        answer(&self.stopped, response).await
+    }
+
     /// Commits what is queued, shuts down cleanly, and stops the writer.
     pub async fn close(&self) -> LogResult<()> {
         let (reply, response) = oneshot::channel();
@@ -287,6 +301,7 @@ impl Writer {
     /// Stages and commits one group; returns the close reply if asked to close.
     fn run_group(&mut self, group: Vec<Command>) -> Option<oneshot::Sender<LogResult<()>>> {
         let mut staged = Vec::with_capacity(group.len());
+        let mut syncs = Vec::new();
         let mut close = None;
         for command in group {
             match command {
@@ -302,6 +317,8 @@ impl Writer {
                 Command::Trim { before, reply } => {
                     let _ = reply.send(self.log.trim_before(before));
                 }
+                // After the group's appends, which it follows in the queue.
+                Command::Sync { reply } => syncs.push(reply),
                 Command::Close { reply } => close = Some(reply),
             }
         }
@@ -310,6 +327,12 @@ impl Writer {
         let committed = self.log.commit_tracked();
         for (reply, tracked) in staged {
             let _ = reply.send(committed.result(&tracked).map(|()| tracked.info));
+        }
+        if !syncs.is_empty() {
+            let synced = self.log.sync();
+            for reply in syncs {
+                let _ = reply.send(synced.clone());
+            }
         }
         self.end.send_replace(self.log.reader().end_offset());
         close

@@ -124,9 +124,15 @@ impl Broker {
             let what = format!("cannot open the data directory {}: {e}", data_dir.display());
             BrokerError::new(e.kind, what)
         })?;
-        let groups = Groups::open(fs, &data_dir, &config.log, clock, &topics).map_err(|e| {
-            BrokerError::new(e.kind, format!("cannot open the consumer groups: {e}"))
-        })?;
+        let groups = Groups::open(
+            fs,
+            &data_dir,
+            &config.log,
+            config.group_snapshot_bytes,
+            clock,
+            &topics,
+        )
+        .map_err(|e| BrokerError::new(e.kind, format!("cannot open the consumer groups: {e}")))?;
         Ok(Broker {
             config,
             topics,

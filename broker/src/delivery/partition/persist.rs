@@ -78,6 +78,14 @@ impl PartitionDelivery {
         base
     }
 
+    /// Applies one journal event during a replay (see
+    /// [`replay`](Self::replay)): for a replay that streams the journal
+    /// instead of collecting it.
+    pub fn apply_replayed(&mut self, event: Event) {
+        self.apply(event);
+        self.events.clear();
+    }
+
     fn apply(&mut self, event: Event) {
         match event {
             Event::Leased {
