@@ -69,8 +69,7 @@ fn main() {
         broker.kill();
         let restarted = Instant::now();
         broker.restart();
-        let (restart, again) =
-            runtime.block_on(first_receive(broker.addr.to_string(), restarted));
+        let (restart, again) = runtime.block_on(first_receive(broker.addr.to_string(), restarted));
         println!(
             "| {target} | {:.1} MiB | {segments} | {run_time:.1?} | {restart:.0?} | {again} |",
             bytes as f64 / (1 << 20) as f64
@@ -136,7 +135,10 @@ async fn consume(addr: String, n: u64) {
             .next_batch_within(1000, Duration::from_secs(10))
             .await
             .expect("receive");
-        assert!(!batch.is_empty(), "no message within 10 s at {acked} of {n}");
+        assert!(
+            !batch.is_empty(),
+            "no message within 10 s at {acked} of {n}"
+        );
         acked += batch.len() as u64;
         if let Some(previous) = acking.take() {
             previous.await.expect("ack task");

@@ -327,3 +327,23 @@ proptest! {
         });
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_larger_than_a_journal_batch_is_appended_in_order_in_several_batches() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("t").join("g");
+    let (store, mut states) = create(&dir, 1);
+    // 300,000 messages leased at once, then acked: some 9 MB of events in
+    // one hand-over, more than one journal batch holds.
+    let settings = GroupSettings::default();
+    states[0].deliver(1, 300_000, NOW, 300_000, &settings);
+    for offset in 0..300_000 {
+        states[0].ack(1, offset).expect("ack");
+    }
+    let events = states[0].take_events();
+    let end = store.append(0, &events).await.expect("append");
+    assert_eq!(end, events.len() as u64, "one record per event");
+    std::mem::forget(store);
+    let (_store, recovered) = reopen(&dir, 1).expect("open");
+    assert_same_after_restart(&states, &recovered);
+}

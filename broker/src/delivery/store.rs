@@ -331,22 +331,39 @@ pub async fn append_to(journal: &PartitionLog, events: &[Event]) -> Result<u64, 
     append_counted(journal, events).await.map_err(|(_, e)| e)
 }
 
+/// Most bytes of events in one journal batch. Journals take batches up to
+/// [`JOURNAL_MAX_BATCH_BYTES`]; a batch is closed once it passes this, and
+/// one event is at most about 1 KiB (a reject reason), so a batch never
+/// exceeds the journal's limit.
+const JOURNAL_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// The largest batch a group journal accepts: fixed, whatever the broker's
+/// `max_batch_bytes` for topics (a journal is the broker's own log).
+pub const JOURNAL_MAX_BATCH_BYTES: u32 = 8 * 1024 * 1024;
+
 /// Like [`append_to`]; a failure also says how many of `events` (a prefix,
 /// whole batches of them) were appended before it, so that a retry
-/// appends only the rest.
+/// appends only the rest. Events go into batches of up to
+/// [`JOURNAL_BATCH_BYTES`], appended one after another (so a failure leaves
+/// a prefix), usually one: one commit, one fsync, for a whole round.
 pub async fn append_counted(
     journal: &PartitionLog,
     events: &[Event],
 ) -> Result<u64, (usize, StoreError)> {
     let mut end = journal.reader().end_offset();
     let mut appended = 0;
-    for chunk in events.chunks(4096) {
-        let mut builder = BatchBuilder::with_capacity(chunk.len() * 24);
-        let mut buf = Vec::with_capacity(32);
-        for event in chunk {
+    let mut buf = Vec::with_capacity(32);
+    while appended < events.len() {
+        let mut builder = BatchBuilder::with_capacity((events.len() - appended).min(4096) * 24);
+        let mut taken = 0;
+        for event in &events[appended..] {
             buf.clear();
             event.encode(&mut buf);
             builder.push(None, &buf, &[]);
+            taken += 1;
+            if builder.encoded_len() >= JOURNAL_BATCH_BYTES {
+                break;
+            }
         }
         let batch = RecordBatch::validate(builder.build(ProducerStamp::NONE, 0), usize::MAX)
             .map_err(|e| {
@@ -360,7 +377,7 @@ pub async fn append_counted(
             .await
             .map_err(|e| (appended, StoreError::from(e)))?;
         end = info.last_offset + 1;
-        appended += chunk.len();
+        appended += taken;
     }
     Ok(end)
 }

@@ -96,6 +96,7 @@ impl Groups {
             segment_bytes: log.segment_bytes.min(16 * 1024 * 1024),
             retention_ms: None,
             retention_bytes: None,
+            max_batch_bytes: crate::delivery::store::JOURNAL_MAX_BATCH_BYTES,
             ..log.clone()
         };
         let groups = Groups {

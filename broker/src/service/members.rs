@@ -344,6 +344,85 @@ mod tests {
         broker
     }
 
+    /// Group journals are the broker's own logs: a small `max_batch_bytes`
+    /// for topics must not make a group's journal refuse its own batches
+    /// (it did: a Receive of 300 messages hands over 300 events at once,
+    /// and the group then refused every Settle as not durable).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_max_batch_bytes_does_not_stop_group_journals() {
+        use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, RecordBatch};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = BrokerConfig::from_file_config(FileConfig::default()).expect("config");
+        config.data_dir = dir.path().to_path_buf();
+        config.log.max_batch_bytes = 1024;
+        let quick = Duration::from_millis(1);
+        let broker =
+            Broker::open(config.clone(), Arc::new(StdFs), Arc::new(SystemClock)).expect("open");
+        let topic = NewTopic {
+            name: "t".into(),
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+        };
+        broker.create_topic(topic).await.expect("topic");
+        let partition = broker.topics.get("t").expect("t").partitions[0].clone();
+        for i in 0..300u32 {
+            let mut builder = BatchBuilder::new();
+            builder.push(None, &i.to_le_bytes(), &[]);
+            let batch =
+                RecordBatch::validate(builder.build(ProducerStamp::NONE, 0), 1024).expect("batch");
+            partition.append(batch).await.expect("append");
+        }
+        broker
+            .create_group("t", "g", GroupSettings::default())
+            .await
+            .expect("group");
+        let owner = broker.members.new_connection();
+        let (id, _) = broker
+            .join("t", "g", "c", owner.clone(), None)
+            .await
+            .expect("join");
+        let wait = Duration::from_secs(5);
+        let got = broker
+            .receive("t", "g", u64::from(id), &owner, 300, usize::MAX, wait)
+            .await
+            .expect("receive");
+        assert_eq!(got.len(), 300);
+        let items = got
+            .iter()
+            .map(|d| SettleRequest {
+                partition: d.partition,
+                offset: d.record.offset,
+                attempt: d.attempt,
+                action: SettleAction::Ack,
+            })
+            .collect();
+        let settled = broker
+            .settle("t", "g", u64::from(id), &owner, items)
+            .await
+            .expect("settle");
+        assert!(
+            settled.iter().all(Result::is_ok),
+            "every ack is taken: {:?}",
+            settled.iter().find(|r| r.is_err())
+        );
+        broker.close().await;
+        drop(broker);
+        // The acks are durable: after a restart nothing comes back.
+        let broker = Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock)).expect("reopen");
+        let owner = broker.members.new_connection();
+        let (id, _) = broker
+            .join("t", "g", "c", owner.clone(), None)
+            .await
+            .expect("join");
+        let again = broker
+            .receive("t", "g", u64::from(id), &owner, 300, usize::MAX, quick)
+            .await
+            .expect("receive after the restart");
+        assert!(again.is_empty(), "{} acked messages came back", again.len());
+        broker.close().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_member_is_held_only_by_its_owner_and_leaves_with_it() {
         let dir = tempfile::tempdir().expect("tempdir");
