@@ -349,7 +349,7 @@ fn help_names(exposition: &str) -> BTreeSet<String> {
 
 /// The family `name` belongs to among those `known`: itself, or for a
 /// histogram's series (`_bucket`, `_sum`, `_count`) the histogram.
-fn family_of<'a>(name: &'a str, known: impl Fn(&str) -> bool) -> Option<&'a str> {
+fn family_of(name: &str, known: impl Fn(&str) -> bool) -> Option<&str> {
     if known(name) {
         return Some(name);
     }
