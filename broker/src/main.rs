@@ -1,4 +1,10 @@
 //! `pigeon-broker`: the Pigeon broker server. See `pigeon-broker --help`.
+//!
+//! Under systemd (`Type=notify`, `packaging/systemd/pigeon-broker.service`)
+//! it tells the service manager `READY=1` once both listeners are bound and
+//! every topic and group is open, and `STOPPING=1` when the drain begins;
+//! without `NOTIFY_SOCKET` in the environment these notifications do
+//! nothing.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -80,6 +86,9 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         fsync = %config.log.fsync, topics = broker.topics.list().len(), startup_ms = started.elapsed().as_millis() as u64,
         "pigeon-broker is serving"
     );
+    // Connections that arrive now wait in the listeners' backlogs until the
+    // accept loops below run: the broker already answers.
+    notify_service_manager(sd_notify::NotifyState::Ready);
     let broker = Arc::new(broker);
     let http_stop = CancellationToken::new();
     let http = tokio::spawn(http::run(
@@ -123,6 +132,18 @@ async fn wait_for_signal(broker: Arc<Broker>) {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     broker.begin_shutdown();
+    notify_service_manager(sd_notify::NotifyState::Stopping);
+}
+
+/// Sends `state` to the service manager named by `NOTIFY_SOCKET` (systemd's
+/// `Type=notify`); does nothing when the variable is unset. A failure is
+/// logged, never fatal: the broker serves either way, and systemd reports a
+/// missing `READY=1` as a start timeout.
+fn notify_service_manager(state: sd_notify::NotifyState) {
+    if let Err(e) = sd_notify::notify(std::slice::from_ref(&state)) {
+        tracing::warn!(error = %e, notification = %state,
+            "cannot notify the service manager at NOTIFY_SOCKET (check the socket path and the unit's NotifyAccess)");
+    }
 }
 
 /// File descriptors kept for segments, indexes, journals and the listeners
