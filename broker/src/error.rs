@@ -149,7 +149,7 @@ impl From<&LogError> for ErrorKind {
             LogError::OffsetOutOfRange { .. } => ErrorKind::OffsetOutOfRange,
             LogError::InvalidBatch(b) => ErrorKind::from(b),
             LogError::TimestampDelta(_) => ErrorKind::InvalidTimestamp,
-            LogError::Corrupt { .. } => ErrorKind::CorruptStoredData,
+            LogError::Corrupt { .. } | LogError::Overlap { .. } => ErrorKind::CorruptStoredData,
             LogError::DiskFull { .. } => ErrorKind::DiskFull,
             LogError::ReadOnly { .. } => ErrorKind::ReadOnly,
             LogError::Closed => ErrorKind::ShuttingDown,
@@ -164,5 +164,21 @@ impl From<&LogError> for ErrorKind {
 impl From<LogError> for BrokerError {
     fn from(e: LogError) -> BrokerError {
         BrokerError::new(ErrorKind::from(&e), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_segments_are_damaged_stored_data_not_a_storage_failure() {
+        let overlap = LogError::Overlap {
+            earlier: "00000000000000000000.log".into(),
+            later: "00000000000000000010.log".into(),
+            from: 10,
+            to: 12,
+        };
+        assert_eq!(ErrorKind::from(&overlap), ErrorKind::CorruptStoredData);
     }
 }
