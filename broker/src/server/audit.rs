@@ -13,7 +13,7 @@
 //! INFO admin operation peer=127.0.0.1:53122 operation="group seek" resource="orders/billing" detail="all partitions to offset 42" result="failed" error=...
 //! ```
 
-use pigeon_protocol::{Request, Response, SeekTarget};
+use pigeon_protocol::{Request, Response, RetentionChange, SeekTarget};
 
 use crate::error::BrokerError;
 
@@ -43,8 +43,9 @@ pub fn operation(request: &Request) -> Option<AdminOperation> {
             "topic alter",
             r.topic.clone(),
             format!(
-                "retention_ms {:?}, retention_bytes {:?}",
-                r.retention_ms, r.retention_bytes
+                "retention_ms {}, retention_bytes {}",
+                change(r.retention_ms),
+                change(r.retention_bytes)
             ),
         ),
         Request::CreateGroup(r) => ("group create", group(&r.topic, &r.group), String::new()),
@@ -75,6 +76,15 @@ pub fn operation(request: &Request) -> Option<AdminOperation> {
         resource,
         detail,
     })
+}
+
+fn change(change: RetentionChange) -> String {
+    match change {
+        RetentionChange::Keep => "unchanged".to_owned(),
+        RetentionChange::Default => "to the broker default".to_owned(),
+        RetentionChange::Set(0) => "to no limit".to_owned(),
+        RetentionChange::Set(limit) => format!("to {limit}"),
+    }
 }
 
 fn seek_detail(partition: Option<u32>, target: SeekTarget) -> String {

@@ -195,12 +195,18 @@ async fn delete_question(admin: &Admin, name: &str) -> Result<String, Failure> {
 fn describe_human(out: &mut Out, topic: &DescribeTopicResponse) -> Result<(), Failure> {
     let count = topic.partitions.len();
     let plural = if count == 1 { "" } else { "s" };
-    let retention_ms = topic
-        .retention_ms
-        .map_or("unlimited".to_string(), |ms| format!("{ms} ms"));
-    let retention_bytes = topic.retention_bytes.map_or("unlimited".to_string(), |b| {
-        format!("{b} bytes per partition")
-    });
+    // The topic's own settings: none means the broker's default applies;
+    // 0 means no limit.
+    let retention_ms = match topic.retention_ms {
+        None => "the broker default".to_string(),
+        Some(0) => "forever".to_string(),
+        Some(ms) => format!("{ms} ms"),
+    };
+    let retention_bytes = match topic.retention_bytes {
+        None => "the broker default".to_string(),
+        Some(0) => "unlimited".to_string(),
+        Some(b) => format!("{b} bytes per partition"),
+    };
     out.line(format_args!(
         "topic {}: {count} partition{plural}, retention by time: {retention_ms}, by size: {retention_bytes}",
         topic.topic
