@@ -21,13 +21,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A sample's labels, in order.
+pub type Labels = Vec<(String, String)>;
+
 /// One sample line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// The sample's name (`x_bucket` for a histogram `x`).
     pub name: String,
     /// Its labels, in order.
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     /// Its value.
     pub value: f64,
 }
@@ -211,7 +214,7 @@ fn check_sample_in_family(family: &Family, sample: &Sample) -> Result<(), String
 /// Buckets ascending to `+Inf`, cumulative, `+Inf` = `_count`, a `_sum`.
 fn check_histogram(family: &Family) -> Result<(), String> {
     let name = &family.name;
-    let mut by_series: BTreeMap<Vec<(String, String)>, Vec<&Sample>> = BTreeMap::new();
+    let mut by_series: BTreeMap<Labels, Vec<&Sample>> = BTreeMap::new();
     for s in &family.samples {
         let labels: Vec<(String, String)> = s
             .labels
@@ -294,8 +297,8 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
 }
 
 /// The labels after `{`, and what follows the closing `}`.
-fn parse_labels(mut s: &str) -> Result<(Vec<(String, String)>, &str), String> {
-    let mut labels: Vec<(String, String)> = Vec::new();
+fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
+    let mut labels: Labels = Vec::new();
     loop {
         if let Some(after) = s.strip_prefix('}') {
             return Ok((labels, after));

@@ -82,6 +82,8 @@ pub struct ResourceSamples {
 }
 
 type PartitionValue = fn(&PartitionSample) -> f64;
+/// A topic's `(records, bytes)` appended → one of them.
+type TopicValue = fn(&(u64, u64)) -> u64;
 type GroupValue = fn(&GroupSample) -> f64;
 
 /// The plain per-partition families: name, type, help, value.
@@ -182,7 +184,7 @@ fn render_topics(partitions: &[PartitionSample], out: &mut String) {
         sums.0 += p.appended_records;
         sums.1 += p.appended_bytes;
     }
-    let counters: [(&str, &str, fn(&(u64, u64)) -> u64); 2] = [
+    let counters: [(&str, &str, TopicValue); 2] = [
         (
             "pigeon_produce_records_total",
             "Records appended to a topic since the broker started (produced, dead-lettered or redriven; a retried batch already stored is not counted again).",

@@ -140,6 +140,31 @@ async fn series_go_with_their_group_and_their_topic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_that_refuses_appends_shows_as_read_only() {
+    use crate::io::{Fault, FaultPlan, FaultyFs, Op};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plan = FaultPlan::new();
+    let fs = Arc::new(FaultyFs::new(plan.clone()));
+    let broker = Broker::open(config(tmp.path()), fs, Arc::new(SystemClock)).expect("open");
+    broker
+        .create_topic(topic("orders", 2))
+        .await
+        .expect("topic");
+    plan.inject(Op::Sync, "orders/1/", Fault::Io, 0, None);
+    let log = broker.partition("orders", 1).expect("partition");
+    log.append(batch(b"x")).await.expect_err("the fsync fails");
+    plan.clear();
+    let text = scrape(&broker).await;
+    for (partition, read_only) in [("0", 0.0), ("1", 1.0)] {
+        let series =
+            format!("pigeon_partition_read_only{{topic=\"orders\",partition=\"{partition}\"}}");
+        assert_eq!(value(&text, &series), Some(read_only), "{text}");
+    }
+    drop(log);
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retention_change_applies_at_once_and_survives_a_power_cut() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut small = config(tmp.path());
