@@ -6,6 +6,7 @@
 //! `delete` asks for confirmation on a terminal (see `confirm.rs`).
 
 use clap::{Args, Subcommand};
+use pigeon_client::client::Admin;
 use pigeon_client::protocol::{DescribeGroupResponse, GroupListing, GroupSettings, SeekTarget};
 use serde_json::Value;
 
@@ -134,32 +135,7 @@ pub(crate) async fn run(broker: &str, command: GroupCommand) -> Result<(), Failu
     let admin = connect(broker).await?.admin();
     let mut out = Out::new();
     match command {
-        GroupCommand::Create(args) => {
-            let defaults = GroupSettings::default();
-            let settings = GroupSettings {
-                ack_timeout_ms: args.ack_timeout_ms.unwrap_or(defaults.ack_timeout_ms),
-                max_deliveries: args.max_deliveries.unwrap_or(defaults.max_deliveries),
-                backoff_initial_ms: args
-                    .backoff_initial_ms
-                    .unwrap_or(defaults.backoff_initial_ms),
-                backoff_multiplier: args
-                    .backoff_multiplier
-                    .unwrap_or(defaults.backoff_multiplier),
-                backoff_max_ms: args.backoff_max_ms.unwrap_or(defaults.backoff_max_ms),
-                backoff_jitter_permille: args
-                    .backoff_jitter_permille
-                    .unwrap_or(defaults.backoff_jitter_permille),
-                max_in_flight: args.max_in_flight.unwrap_or(defaults.max_in_flight),
-            };
-            let GroupTarget { group, topic } = &args.target;
-            admin
-                .create_group(topic, group, settings)
-                .await
-                .map_err(client_failure)?;
-            out.line(format_args!(
-                "created group {group} on topic {topic} (dead letters go to {topic}.{group}.dlq)"
-            ))?;
-        }
+        GroupCommand::Create(args) => create(&admin, &mut out, args).await?,
         GroupCommand::Describe { target, json } => {
             let described = admin
                 .describe_group(&target.topic, &target.group)
@@ -221,6 +197,34 @@ pub(crate) async fn run(broker: &str, command: GroupCommand) -> Result<(), Failu
         }
     }
     out.flush()
+}
+
+async fn create(admin: &Admin, out: &mut Out, args: CreateArgs) -> Result<(), Failure> {
+    let defaults = GroupSettings::default();
+    let settings = GroupSettings {
+        ack_timeout_ms: args.ack_timeout_ms.unwrap_or(defaults.ack_timeout_ms),
+        max_deliveries: args.max_deliveries.unwrap_or(defaults.max_deliveries),
+        backoff_initial_ms: args
+            .backoff_initial_ms
+            .unwrap_or(defaults.backoff_initial_ms),
+        backoff_multiplier: args
+            .backoff_multiplier
+            .unwrap_or(defaults.backoff_multiplier),
+        backoff_max_ms: args.backoff_max_ms.unwrap_or(defaults.backoff_max_ms),
+        backoff_jitter_permille: args
+            .backoff_jitter_permille
+            .unwrap_or(defaults.backoff_jitter_permille),
+        max_in_flight: args.max_in_flight.unwrap_or(defaults.max_in_flight),
+    };
+    let GroupTarget { group, topic } = &args.target;
+    admin
+        .create_group(topic, group, settings)
+        .await
+        .map_err(client_failure)?;
+    out.line(format_args!(
+        "created group {group} on topic {topic} (dead letters go to {topic}.{group}.dlq)"
+    ))?;
+    Ok(())
 }
 
 fn list(out: &mut Out, groups: &[GroupListing], json: bool) -> Result<(), Failure> {
