@@ -267,6 +267,76 @@ impl BrokerConfig {
     }
 }
 
+/// What [`BrokerConfig::settings_in_effect`] shows instead of a secret.
+pub const HIDDEN: &str = "(hidden)";
+
+/// Whether a setting holds a secret (a password, a token, key material):
+/// its value is never shown (`broker describe`) or logged. No setting is
+/// secret today; the rule is here so that one added later is hidden
+/// without anyone remembering to.
+pub fn is_secret(key: &str) -> bool {
+    ["password", "secret", "token", "credential"]
+        .iter()
+        .any(|word| key.contains(word))
+        || key.ends_with("_key")
+}
+
+impl BrokerConfig {
+    /// Every setting in effect, by its config-file key, as the config file
+    /// would spell it (`0` for "no limit"), secrets replaced by
+    /// [`HIDDEN`]: what `pigeon broker describe` shows.
+    pub fn settings_in_effect(&self) -> Vec<(&'static str, String)> {
+        let log = &self.log;
+        let or_zero = |v: Option<u64>| v.unwrap_or(0).to_string();
+        let ms = |d: Duration| d.as_millis().to_string();
+        let settings = [
+            ("data_dir", self.data_dir.display().to_string()),
+            ("listen", self.listen.to_string()),
+            ("http", self.http.to_string()),
+            ("fsync", log.fsync.to_string()),
+            ("segment_bytes", log.segment_bytes.to_string()),
+            ("segment_ms", log.segment_ms.to_string()),
+            ("retention_ms", or_zero(log.retention_ms)),
+            ("retention_bytes", or_zero(log.retention_bytes)),
+            ("index_interval_bytes", log.index_interval_bytes.to_string()),
+            (
+                "checkpoint_interval_bytes",
+                log.checkpoint_interval_bytes.to_string(),
+            ),
+            ("producer_expiry_ms", log.producer_expiry_ms.to_string()),
+            ("max_frame_bytes", self.max_frame_bytes.to_string()),
+            ("max_batch_bytes", log.max_batch_bytes.to_string()),
+            (
+                "max_in_flight_per_connection",
+                self.max_in_flight_per_connection.to_string(),
+            ),
+            ("max_connections", self.max_connections.to_string()),
+            ("frame_timeout_ms", ms(self.frame_timeout)),
+            (
+                "produce_quota_bytes_per_sec",
+                or_zero(self.produce_quota_bytes_per_sec),
+            ),
+            ("shutdown_timeout_ms", ms(self.shutdown_timeout)),
+            ("log", self.log_filter.clone()),
+            (
+                "log_format",
+                if self.log_json { "json" } else { "text" }.to_owned(),
+            ),
+        ];
+        settings
+            .into_iter()
+            .map(|(key, value)| {
+                let shown = if is_secret(key) {
+                    HIDDEN.to_owned()
+                } else {
+                    value
+                };
+                (key, shown)
+            })
+            .collect()
+    }
+}
+
 /// The log filter, checked: a bad one stops the broker at start instead of
 /// silently logging at another level.
 fn log_filter(value: Option<String>) -> Result<String, ConfigError> {
@@ -405,6 +475,36 @@ mod tests {
             .expect_err("xml")
             .to_string();
         assert!(err.starts_with("log_format:"), "{err}");
+    }
+
+    #[test]
+    fn every_setting_is_shown_in_effect_and_secrets_are_hidden() {
+        use clap::CommandFactory;
+        let config =
+            BrokerConfig::from_file_config(flags(&["--segment-bytes", "65536"])).expect("config");
+        let shown = config.settings_in_effect();
+        let keys: Vec<&str> = shown.iter().map(|(k, _)| *k).collect();
+        for arg in Settings::command().get_arguments() {
+            let key = arg.get_id().as_str();
+            if key != "config" && key != "help" && key != "version" {
+                assert!(
+                    keys.contains(&key),
+                    "{key} is not shown by settings_in_effect"
+                );
+            }
+        }
+        assert!(shown.contains(&("segment_bytes", "65536".to_owned())));
+        assert!(
+            shown.contains(&("retention_bytes", "0".to_owned())),
+            "0: unlimited"
+        );
+        assert!(shown.contains(&("fsync", "always".to_owned())));
+        for secret in ["tls_key", "admin_password", "api_token", "sasl_secret"] {
+            assert!(is_secret(secret), "{secret}");
+        }
+        for plain in ["max_connections", "segment_bytes", "log", "data_dir"] {
+            assert!(!is_secret(plain), "{plain}");
+        }
     }
 
     #[test]

@@ -68,9 +68,11 @@ async fn ready(State(state): State<HttpState>) -> (StatusCode, String) {
 }
 
 async fn render_metrics(State(state): State<HttpState>) -> (StatusCode, String) {
-    state.broker.refresh_metrics().await;
     match &state.prometheus {
-        Some(handle) => (StatusCode::OK, handle.render()),
+        Some(handle) => {
+            let samples = state.broker.metric_samples().await;
+            (StatusCode::OK, crate::metrics::render(handle, &samples))
+        }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             "metrics recorder not installed\n".into(),

@@ -15,8 +15,8 @@
 //! | [`config`] | settings from defaults, file, environment and flags |
 //! | [`delivery`] | consumer groups: leases, acks, redelivery with backoff, dead letters, seek |
 //! | [`groups`] | the broker's groups: create, open, delete, source reads, dead-letter topics |
-//! | [`http`] | `/health` and `/metrics` |
-//! | [`metrics`] | metric names and recording |
+//! | [`http`] | `/health`, `/ready` and `/metrics` |
+//! | [`metrics`] | metric names, recording, and the scrape-time families (per resource, process) |
 //! | [`registry`] | idempotent producer names, ids and epochs |
 
 #![warn(missing_docs)]

@@ -7,10 +7,11 @@
 //! | keys | group |
 //! | --- | --- |
 //! | 0–9 | connection (0 Handshake) |
-//! | 10–19 | topic administration |
+//! | 10–19 | topic administration (10 CreateTopic … 14 AlterTopic) |
 //! | 20–29 | producing (20 Produce, 21 RegisterProducer) |
 //! | 30–39 | reading (30 Fetch, 31 ListOffsets) |
-//! | 40–59 | consumer groups (40 CreateGroup … 50 Redrive) |
+//! | 40–59 | consumer groups (40 CreateGroup … 50 Redrive, 51 ListGroups) |
+//! | 60–69 | broker administration (60 DescribeBroker) |
 //!
 //! Each key is written once, as one entry of the `api_keys!` table below
 //! (its doc, name, number and the versions this build speaks); the macro
@@ -86,6 +87,8 @@ api_keys! {
     ListTopics = 12, versions: 0..=0;
     /// Describe one topic's partitions.
     DescribeTopic = 13, versions: 0..=0;
+    /// Change a topic's retention.
+    AlterTopic = 14, versions: 0..=0;
     // v1 adds `throttle_ms` to the response.
     /// Append record batches.
     Produce = 20, versions: 0..=1;
@@ -118,6 +121,10 @@ api_keys! {
     MessageState = 49, versions: 0..=0;
     /// Move dead-lettered messages back into the source topic.
     Redrive = 50, versions: 0..=0;
+    /// List consumer groups (all, or one topic's) with their lag.
+    ListGroups = 51, versions: 0..=0;
+    /// The broker's version, uptime, settings in effect and disk usage.
+    DescribeBroker = 60, versions: 0..=0;
 }
 
 /// An inclusive range of versions of one API.

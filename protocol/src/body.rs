@@ -73,6 +73,8 @@ api_enum! {
         ListTopics(ListTopicsRequest),
         /// DescribeTopic (key 13).
         DescribeTopic(DescribeTopicRequest),
+        /// AlterTopic (key 14).
+        AlterTopic(AlterTopicRequest),
         /// Produce (key 20).
         Produce(ProduceRequest),
         /// RegisterProducer (key 21).
@@ -103,6 +105,10 @@ api_enum! {
         MessageState(MessageStateRequest),
         /// Redrive (key 50).
         Redrive(RedriveRequest),
+        /// ListGroups (key 51).
+        ListGroups(ListGroupsRequest),
+        /// DescribeBroker (key 60).
+        DescribeBroker(DescribeBrokerRequest),
     }
 }
 
@@ -119,6 +125,8 @@ api_enum! {
         ListTopics(ListTopicsResponse),
         /// DescribeTopic (key 13).
         DescribeTopic(DescribeTopicResponse),
+        /// AlterTopic (key 14).
+        AlterTopic(AlterTopicResponse),
         /// Produce (key 20).
         Produce(ProduceResponse),
         /// RegisterProducer (key 21).
@@ -149,5 +157,9 @@ api_enum! {
         MessageState(MessageStateResponse),
         /// Redrive (key 50).
         Redrive(RedriveResponse),
+        /// ListGroups (key 51).
+        ListGroups(ListGroupsResponse),
+        /// DescribeBroker (key 60).
+        DescribeBroker(DescribeBrokerResponse),
     }
 }

@@ -33,6 +33,7 @@ pub use super::handle::{
 use super::journal_writer::JournalWriter;
 use super::partition::{ConsumerId, DeadLetter, OffsetState, PartitionDelivery, SettleError};
 use super::settings::{GroupSettings, Jitter};
+use super::stats::{DeliveryStats, RedeliveryCause};
 use super::store::GroupStore;
 
 /// Reads the source topic's records for delivery.
@@ -63,6 +64,8 @@ struct Engine<S: SourceReader, D: DeadLetterSink> {
     settings: GroupSettings,
     paused: bool,
     states: Vec<PartitionDelivery>,
+    /// Acks and redeliveries per partition, for `/metrics`.
+    stats: Vec<DeliveryStats>,
     /// Metadata updates (pause); `None` in tests without storage.
     store: Option<GroupStore>,
     /// Ordered channel to the journal writer task (discarding in tests
@@ -99,10 +102,13 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
     let clock = TokioClock;
     let now = clock.now_ms();
     let mut recovered = Vec::new();
+    let mut stats = vec![DeliveryStats::default(); states.len()];
     for (p, state) in states.iter_mut().enumerate() {
+        let delayed = state.delayed();
         for dead in state.recover_leases(now, &settings) {
             recovered.push((p, dead));
         }
+        stats[p].returned(RedeliveryCause::ConsumerGone, delayed, state.delayed());
     }
     let (commands, inbox) = mpsc::channel(1024);
     let journal = store
@@ -119,6 +125,7 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
         settings,
         paused,
         states,
+        stats,
         store,
         journal,
         source,
@@ -207,12 +214,14 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         let now = self.clock.now_ms();
         let mut dead = Vec::new();
         for (p, state) in self.states.iter_mut().enumerate() {
+            let delayed = state.delayed();
             dead.extend(
                 state
                     .expire(now, &self.settings, &mut self.jitter)
                     .into_iter()
                     .map(|d| (p, d)),
             );
+            self.stats[p].returned(RedeliveryCause::LeaseExpired, delayed, state.delayed());
         }
         self.dead_letter(dead).await;
         self.serve_waiting();
@@ -284,12 +293,14 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         self.waiting.retain(|w| w.consumer != consumer);
         let mut dead = Vec::new();
         for (p, state) in self.states.iter_mut().enumerate() {
+            let delayed = state.delayed();
             dead.extend(
                 state
                     .drop_consumer(consumer, now, &self.settings, &mut self.jitter)
                     .into_iter()
                     .map(|d| (p, d)),
             );
+            self.stats[p].returned(RedeliveryCause::ConsumerGone, delayed, state.delayed());
         }
         self.dead_letter(dead).await;
     }
@@ -363,16 +374,25 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         if attempt != 0 && state.lease_of(offset).is_some_and(|l| l.attempt != attempt) {
             return Err(SettleError::LeaseLost { offset });
         }
+        let stats = &mut self.stats[partition as usize];
         match action {
-            Settle::Ack => state.ack(consumer, offset).map(|()| None),
-            Settle::Nack(delay) => state.nack(
-                consumer,
-                offset,
-                delay.map(|d| d.as_millis() as i64),
-                now,
-                &self.settings,
-                &mut self.jitter,
-            ),
+            Settle::Ack => state.ack(consumer, offset).map(|()| {
+                stats.acked();
+                None
+            }),
+            Settle::Nack(delay) => {
+                let delayed = state.delayed();
+                let nacked = state.nack(
+                    consumer,
+                    offset,
+                    delay.map(|d| d.as_millis() as i64),
+                    now,
+                    &self.settings,
+                    &mut self.jitter,
+                );
+                stats.returned(RedeliveryCause::Nack, delayed, state.delayed());
+                nacked
+            }
             Settle::Reject(reason) => state.reject(consumer, offset, reason),
             Settle::Extend(by) => state
                 .extend(consumer, offset, by.as_millis() as i64, now)
@@ -447,6 +467,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                     delayed: state.delayed() as u64,
                     dead_lettered: state.dead_lettered,
                     removed_by_retention: state.removed_by_retention,
+                    stats: self.stats[p],
                 }
             })
             .collect();

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::partition::{ConsumerId, DeliveryTimes, OffsetState, SettleError};
 use super::settings::GroupSettings;
+use super::stats::DeliveryStats;
 
 /// One message given to a consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +60,8 @@ pub struct PartitionFigures {
     pub dead_lettered: u64,
     /// Deleted by retention before they were settled.
     pub removed_by_retention: u64,
+    /// Acks and redeliveries since the engine started.
+    pub stats: DeliveryStats,
 }
 
 /// Where one message stands, for `message show`.

@@ -13,6 +13,7 @@
 //! | [`handle`] | the engine's handle: the requests it serves and their answers |
 //! | [`journal_writer`] | the engine's ordered channel to the group's journals: batched, per-partition appends, barriers |
 //! | [`dead_letter`] | the engine's dead-letter pipeline: journal first, then the DLQ copy, then the settle |
+//! | [`stats`] | acks and redeliveries by cause, counted by the engine for `/metrics` |
 
 pub mod dead_letter;
 pub mod engine;
@@ -23,6 +24,7 @@ pub mod leases;
 pub mod partition;
 pub mod settings;
 pub mod snapshot;
+pub mod stats;
 pub mod store;
 
 pub use journal::Event;

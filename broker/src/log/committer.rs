@@ -13,7 +13,10 @@
 //! (see "What each append's answer says" in [`super::writer::commit`]).
 //!
 //! The thread also runs the interval policy's timed sync and periodic
-//! retention. Dropping every handle, or [`PartitionLog::close`], shuts the log
+//! retention, takes retention changes ([`PartitionLog::set_retention`],
+//! applied at once), and counts each commit group's records and bytes in
+//! the log's [`LogStats`](super::stats::LogStats) (the fsync time is
+//! counted where the sync runs, in [`Log::sync`]). Dropping every handle, or [`PartitionLog::close`], shuts the log
 //! down cleanly (sync, clean checkpoint). A command sent while the log
 //! closes gets its answer or `Closed`, never a wait without end: the
 //! handles also watch for the writer thread to end (a command queued just
@@ -55,6 +58,11 @@ enum Command {
     },
     Sync {
         reply: oneshot::Sender<LogResult<()>>,
+    },
+    SetRetention {
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+        reply: oneshot::Sender<LogResult<usize>>,
     },
     Close {
         reply: oneshot::Sender<LogResult<()>>,
@@ -196,6 +204,28 @@ impl PartitionLog {
         answer(&self.stopped, response).await
     }
 
+    /// Changes the log's retention (`None`: no limit of that kind) and
+    /// applies it at once; returns the number of segments deleted. The
+    /// setting lives in memory only: whoever persists the topic's settings
+    /// passes it again when the log is next opened.
+    pub async fn set_retention(
+        &self,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> LogResult<usize> {
+        let (reply, response) = oneshot::channel();
+        let command = Command::SetRetention {
+            retention_ms,
+            retention_bytes,
+            reply,
+        };
+        self.commands
+            .send_async(command)
+            .await
+            .map_err(|_| LogError::Closed)?;
+        answer(&self.stopped, response).await
+    }
+
     /// Deletes the sealed segments holding only offsets below `before`;
     /// returns how many.
     pub async fn trim_before(&self, before: u64) -> LogResult<usize> {
@@ -306,7 +336,7 @@ impl Writer {
         for command in group {
             match command {
                 Command::Append { batch, reply } => match self.log.append_tracked(&batch) {
-                    Ok(tracked) => staged.push((reply, tracked)),
+                    Ok(tracked) => staged.push((reply, tracked, batch.bytes().len() as u64)),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -319,14 +349,30 @@ impl Writer {
                 }
                 // After the group's appends, which it follows in the queue.
                 Command::Sync { reply } => syncs.push(reply),
+                Command::SetRetention {
+                    retention_ms,
+                    retention_bytes,
+                    reply,
+                } => {
+                    self.log.set_retention(retention_ms, retention_bytes);
+                    let _ = reply.send(self.log.enforce_retention());
+                }
                 Command::Close { reply } => close = Some(reply),
             }
         }
         // Each append gets its own answer: a group can be written in
         // pieces, and one piece can fail while the others are stored.
         let committed = self.log.commit_tracked();
-        for (reply, tracked) in staged {
-            let _ = reply.send(committed.result(&tracked).map(|()| tracked.info));
+        let (mut records, mut bytes) = (0, 0);
+        for (reply, tracked, size) in staged {
+            let result = committed.result(&tracked).map(|()| tracked.info);
+            if let Ok(info) = &result
+                && !info.duplicate
+            {
+                records += info.last_offset - info.base_offset + 1;
+                bytes += size;
+            }
+            let _ = reply.send(result);
         }
         if !syncs.is_empty() {
             let synced = self.log.sync();
@@ -334,6 +380,7 @@ impl Writer {
                 let _ = reply.send(synced.clone());
             }
         }
+        self.log.shared.stats.committed(records, bytes);
         self.end.send_replace(self.log.reader().end_offset());
         close
     }

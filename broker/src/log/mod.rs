@@ -54,6 +54,7 @@
 //! | [`checkpoint`] | the recovery checkpoint file |
 //! | [`producers`] | idempotent producer state: sequence checks, snapshots |
 //! | [`committer`] | the writer thread: group commit behind an async API |
+//! | [`stats`] | what a log counts for `/metrics`: appends, fsync latency, records per commit |
 
 pub mod checkpoint;
 pub mod clock;
@@ -66,6 +67,7 @@ pub mod reader;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
+pub mod stats;
 pub mod writer;
 
 #[cfg(any(test, feature = "test-util"))]
@@ -76,6 +78,7 @@ pub use config::{FsyncPolicy, LogConfig};
 pub use error::{LogError, LogResult};
 pub use reader::{LogReader, ReadResult};
 pub use recovery::RecoveryReport;
+pub use stats::LogStats;
 pub use writer::{AppendInfo, Log};
 
 #[cfg(test)]

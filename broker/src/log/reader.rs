@@ -61,6 +61,11 @@ impl LogReader {
         self.shared.read_only.read().clone()
     }
 
+    /// What the log's writer counts (appends, fsyncs, commits).
+    pub fn stats(&self) -> &crate::log::LogStats {
+        &self.shared.stats
+    }
+
     /// Earliest readable offset.
     pub fn start_offset(&self) -> u64 {
         self.shared.snapshot().first().map_or(0, |s| s.base_offset)

@@ -129,6 +129,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
         // at all, pins at most two frames' worth of them.
         let two_frames_kib = (2 * config.max_frame_bytes as usize).div_ceil(1024);
         let context = RequestContext {
+            peer: Arc::from(peer.as_str()),
             owner: broker.members.new_connection(),
             read_budget: Arc::new(Semaphore::new(two_frames_kib)),
         };

@@ -11,7 +11,7 @@ use pigeon_protocol::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::errors::{entry_error, error_frame};
-use super::group_handlers;
+use super::{admin_handlers, audit, group_handlers};
 use crate::error::BrokerError;
 use crate::service::{self, Broker, MemberOwner, ProduceOutcome, SubmittedProduce};
 use crate::topics::NewTopic;
@@ -28,6 +28,8 @@ pub struct RequestContext {
     pub owner: MemberOwner,
     /// The connection's budget of fetched bytes in memory, in KiB.
     pub read_budget: Arc<Semaphore>,
+    /// The client's address, for the audit line of admin requests.
+    pub peer: Arc<str>,
 }
 
 /// Answers one request (a produce goes through [`submit_produce`]
@@ -39,6 +41,20 @@ pub async fn handle(
     header: &RequestHeader,
     request: Request,
 ) -> (ResponseFrame, Option<OwnedSemaphorePermit>) {
+    let audited = audit::operation(&request);
+    let (result, held) = answer(broker, context, request).await;
+    if let Some(op) = &audited {
+        audit::log(&context.peer, op, &result);
+    }
+    (response_frame(header, result), held)
+}
+
+/// The answer to one request, and the read budget it holds.
+async fn answer(
+    broker: &Broker,
+    context: &RequestContext,
+    request: Request,
+) -> (Result<Response, BrokerError>, Option<OwnedSemaphorePermit>) {
     let mut held = None;
     let result = match request {
         Request::Handshake(_) => Ok(Response::from(handshake(broker))),
@@ -69,8 +85,11 @@ pub async fn handle(
         Request::Settle(req) => group_handlers::settle(broker, &context.owner, req).await,
         Request::MessageState(req) => group_handlers::message_state(broker, req).await,
         Request::Redrive(req) => group_handlers::redrive(broker, req).await,
+        Request::AlterTopic(req) => admin_handlers::alter_topic(broker, req).await,
+        Request::ListGroups(req) => admin_handlers::list_groups(broker, req).await,
+        Request::DescribeBroker(_) => admin_handlers::describe_broker(broker).await,
     };
-    (response_frame(header, result), held)
+    (result, held)
 }
 
 /// The frame answering `header`: the response, or the error (counted).

@@ -28,6 +28,8 @@
 //! then every partition log is closed cleanly (final fsync, clean
 //! checkpoint).
 
+pub mod admin_handlers;
+pub mod audit;
 pub mod connection;
 pub mod errors;
 pub mod group_handlers;

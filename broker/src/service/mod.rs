@@ -13,12 +13,14 @@
 //! | file | operations |
 //! | --- | --- |
 //! | `mod.rs` | [`Broker`]: open, shut down, the state every operation shares |
+//! | `admin.rs` | list groups with their progress, alter a topic's retention, describe the broker |
 //! | `topics.rs` | create, delete, list, describe topics; find a partition |
 //! | `produce.rs` | register a producer; validate and queue a produce, wait for its commits |
 //! | `fetch.rs` | fetch (long-poll, read budget); list offsets |
 //! | `groups.rs` | create, delete, alter, describe, seek, pause a group; redrive its DLQ |
 //! | `members.rs` | consumer members (sessions): join, receive, settle, leave, expiry |
 //! | `message.rs` | one message's state in a group (`message show`) |
+//! | `samples.rs` | what the per-resource `/metrics` families show, gathered at a scrape |
 //! | `lock.rs` | [`DataDirLock`](lock::DataDirLock): one broker per data directory |
 //!
 //! ## Lifecycle
@@ -33,17 +35,21 @@
 //! append their last journal events), then every partition log is closed
 //! cleanly (final fsync, clean checkpoint).
 
+mod admin;
+#[cfg(test)]
+mod admin_tests;
 mod fetch;
 mod groups;
 mod lock;
 mod members;
 mod message;
 mod produce;
+mod samples;
 mod topics;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +62,7 @@ use crate::log::producers::EpochSource;
 use crate::registry::ProducerRegistry;
 use crate::topics::Topics;
 
+pub use admin::{BrokerDescription, GroupSummary, RetentionInEffect};
 pub use fetch::{FetchOutcome, FetchQuery, FetchRead, FetchedPartition, OffsetFound, OffsetSpec};
 pub use groups::{GroupDescription, SeekTarget};
 pub use lock::{DataDirLock, LOCK_FILE};
@@ -81,6 +88,8 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// True while the broker accepts requests (for `/health`).
     serving: AtomicBool,
+    /// When the broker opened its data directory (for its uptime).
+    started: Instant,
     /// The data directory's lock, released when the broker is dropped
     /// (last, after everything that writes into the directory).
     _lock: DataDirLock,
@@ -141,6 +150,7 @@ impl Broker {
             members: Members::default(),
             shutdown: CancellationToken::new(),
             serving: AtomicBool::new(true),
+            started: Instant::now(),
             _lock: lock,
         })
     }
@@ -186,27 +196,6 @@ impl Broker {
             }
         }
         problems
-    }
-
-    /// Refreshes the gauges read at a metrics scrape: each partition log's
-    /// figures, and each group's per-partition figures (asked of its
-    /// engine, all at once; a group that does not answer within a second
-    /// is skipped, so a scrape takes at most about a second).
-    pub async fn refresh_metrics(&self) {
-        crate::metrics::refresh_logs(&self.topics);
-        let asks = self
-            .groups
-            .list()
-            .into_iter()
-            .map(|(topic, group, entry)| async move {
-                let asked = tokio::time::timeout(Duration::from_secs(1), entry.handle.describe());
-                if let Ok(Ok((_, figures))) = asked.await {
-                    for (partition, f) in figures.iter().enumerate() {
-                        crate::metrics::group_figures(&topic, &group, partition, f);
-                    }
-                }
-            });
-        futures_util::future::join_all(asks).await;
     }
 }
 

@@ -83,11 +83,10 @@ pub struct SubmittedProduce {
 enum SubmittedPartition {
     /// Refused before reaching the log, or not queued in time.
     Answered(u32, Result<Appended, BrokerError>),
-    /// Queued: records and bytes for the metrics once committed.
+    /// Queued at the partition's writer (which counts what it appends,
+    /// for the metrics).
     Queued {
         partition: u32,
-        records: u64,
-        bytes: u64,
         submitted: Submitted,
     },
 }
@@ -162,9 +161,7 @@ impl Broker {
         }
         let max = self.config.log.max_batch_bytes as usize;
         let mut batches = Vec::with_capacity(part.batches.len());
-        let mut bytes = 0;
         for (i, raw) in part.batches.into_iter().enumerate() {
-            bytes += raw.len() as u64;
             match RecordBatch::validate(raw, max) {
                 Ok(batch) => batches.push(batch),
                 Err(e) => {
@@ -173,14 +170,8 @@ impl Broker {
                 }
             }
         }
-        let records = batches
-            .iter()
-            .map(|b| u64::from(b.header().record_count))
-            .sum();
         SubmittedPartition::Queued {
             partition,
-            records,
-            bytes,
             submitted: log.submit_all(batches).await,
         }
     }
@@ -196,8 +187,6 @@ impl SubmittedProduce {
                 SubmittedPartition::Answered(partition, result) => (partition, result),
                 SubmittedPartition::Queued {
                     partition,
-                    records,
-                    bytes,
                     submitted,
                 } => {
                     let committed = tokio::time::timeout_at(self.deadline, submitted.wait()).await;
@@ -205,9 +194,6 @@ impl SubmittedProduce {
                         Ok(results) => committed_range(results),
                         Err(_) => Err(timed_out(self.timeout)),
                     };
-                    if result.is_ok() {
-                        metrics::produced(&self.topic.metadata.name, records, bytes);
-                    }
                     (partition, result)
                 }
             });

@@ -17,13 +17,19 @@
 //!   append, so no acknowledged record sits in a directory a power cut can
 //!   lose. A directory without `topic.json` at start is an interrupted
 //!   create and is removed.
+//! - Alter (retention): write the new `topic.json` atomically (temp file,
+//!   fsync, rename, fsync dir: after a crash the file holds the old
+//!   settings or the new, whole), then hand the new limits to each
+//!   partition's writer, which deletes what is past them at once. A crash
+//!   between the two steps loses nothing: the next start opens the logs
+//!   with the settings of the file, and retention runs then.
 //! - Delete: close the partition logs, rename the topic directory into
 //!   `trash/` (one atomic step: the topic is gone), sync both directories,
 //!   then remove the files. `trash/` is emptied at start.
 //!
 //! Topic names are checked against `[A-Za-z0-9._-]{1,200}`, not `.` or
 //! `..`, before they touch the file system, so no name can escape the data
-//! directory. Create and delete are serialised by one lock.
+//! directory. Create, alter and delete are serialised by one lock.
 
 pub mod metadata;
 
@@ -73,6 +79,41 @@ pub struct NewTopic {
     pub retention_ms: Option<u64>,
     /// Retention by size override.
     pub retention_bytes: Option<u64>,
+}
+
+/// How an alter changes one retention setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetentionChange {
+    /// Left as it is.
+    #[default]
+    Keep,
+    /// The topic's own setting is dropped: the broker default applies.
+    Default,
+    /// The topic's own limit; 0: no limit.
+    Set(u64),
+}
+
+impl RetentionChange {
+    fn apply(self, current: Option<u64>) -> Option<u64> {
+        match self {
+            RetentionChange::Keep => current,
+            RetentionChange::Default => None,
+            RetentionChange::Set(limit) => Some(limit),
+        }
+    }
+}
+
+/// What an alter left in effect.
+#[derive(Debug, Clone)]
+pub struct Altered {
+    /// The topic as it is now.
+    pub topic: Arc<Topic>,
+    /// Retention by age in effect (defaults applied); `None`: forever.
+    pub retention_ms: Option<u64>,
+    /// Retention by size in effect (defaults applied); `None`: unlimited.
+    pub retention_bytes: Option<u64>,
+    /// Segments deleted at once under the new limits.
+    pub segments_deleted: usize,
 }
 
 /// All topics of the broker.
@@ -276,6 +317,49 @@ impl Topics {
         let topic = Arc::new(self.open_topic(metadata)?);
         self.topics.write().insert(new.name, topic.clone());
         Ok(topic)
+    }
+
+    /// Changes a topic's retention: durably in `topic.json` first, then in
+    /// every partition log, which deletes what is past the new limits at
+    /// once (see the crash story in the module doc).
+    pub async fn alter_retention(
+        &self,
+        name: &str,
+        retention_ms: RetentionChange,
+        retention_bytes: RetentionChange,
+    ) -> Result<Altered, BrokerError> {
+        let _admin = self.admin.lock().await;
+        let old = self
+            .get(name)
+            .ok_or_else(|| BrokerError::unknown_topic(name))?;
+        let mut metadata = old.metadata.clone();
+        metadata.retention_ms = retention_ms.apply(metadata.retention_ms);
+        metadata.retention_bytes = retention_bytes.apply(metadata.retention_bytes);
+        let path = self.root.join(name).join(metadata::FILE_NAME);
+        write_atomically(self.fs.as_ref(), &path, &metadata.to_json())
+            .map_err(|e| BrokerError::storage(format!("saving topic {name}'s settings"), e))?;
+        let config = self.log_config(&metadata);
+        let topic = Arc::new(Topic {
+            metadata,
+            partitions: old.partitions.clone(),
+        });
+        self.topics.write().insert(name.to_owned(), topic.clone());
+        let mut segments_deleted = 0;
+        for (id, log) in topic.partitions.iter().enumerate() {
+            let applied = log.set_retention(config.retention_ms, config.retention_bytes);
+            segments_deleted += applied.await.map_err(|e| {
+                BrokerError::storage(
+                    format!("topic {name}'s new retention is saved, but applying it to partition {id} failed (it is retried every minute and at the next start)"),
+                    e,
+                )
+            })?;
+        }
+        Ok(Altered {
+            topic,
+            retention_ms: config.retention_ms,
+            retention_bytes: config.retention_bytes,
+            segments_deleted,
+        })
     }
 
     /// Deletes a topic and all its data.

@@ -90,7 +90,7 @@ impl NewTopic {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Admin {
-    client: Client,
+    pub(super) client: Client,
 }
 
 impl Client {

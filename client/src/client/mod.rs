@@ -41,7 +41,8 @@
 //! | `backoff.rs` | [`Backoff`]: exponential delays with jitter |
 //! | `breaker.rs` | [`CircuitConfig`] and the circuit breaker |
 //! | `connection/` | [`Client`]: connection, handshake, reconnects; request matching in `connection/pending.rs` |
-//! | `admin.rs` | [`Admin`]: create/delete/list/describe topics, offset lookups |
+//! | `admin.rs` | [`Admin`]: create/delete/list/describe topics, offset lookups, group administration |
+//! | `broker_admin.rs` | [`Admin`]: alter a topic's retention, list groups, describe the broker |
 //! | `lease_keeper.rs` | keeping the leases of handed-out, unsettled deliveries alive |
 //! | `consumer.rs` | [`Consumer`]: group membership, long-poll receive, ack/nack/reject/extend, rejoin |
 //! | `producer/` | [`Producer`]: partitioning, batching, buffering, retries (its files: `producer/mod.rs`) |
@@ -51,6 +52,7 @@
 mod admin;
 mod backoff;
 mod breaker;
+mod broker_admin;
 mod connection;
 mod consumer;
 mod error;

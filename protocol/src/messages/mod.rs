@@ -6,16 +6,19 @@
 //! each live in `docs/protocol.md` and in each file's documentation.
 
 mod alter_group;
+mod alter_topic;
 mod create_group;
 mod create_topic;
 mod delete_group;
 mod delete_topic;
+mod describe_broker;
 mod describe_group;
 mod describe_topic;
 mod fetch;
 mod group_settings;
 mod handshake;
 mod join_group;
+mod list_groups;
 mod list_offsets;
 mod list_topics;
 mod message_state;
@@ -28,16 +31,21 @@ mod seek_group;
 mod settle;
 
 pub use alter_group::{AlterGroupRequest, AlterGroupResponse};
+pub use alter_topic::{AlterTopicRequest, AlterTopicResponse, RetentionChange};
 pub use create_group::{CreateGroupRequest, CreateGroupResponse};
 pub use create_topic::{CreateTopicRequest, CreateTopicResponse};
 pub use delete_group::{DeleteGroupRequest, DeleteGroupResponse};
 pub use delete_topic::{DeleteTopicRequest, DeleteTopicResponse};
+pub use describe_broker::{
+    ConfigEntry, DescribeBrokerRequest, DescribeBrokerResponse, MAX_DESCRIBE_STRING_LEN,
+};
 pub use describe_group::{DescribeGroupRequest, DescribeGroupResponse, GroupPartitionDescription};
 pub use describe_topic::{DescribeTopicRequest, DescribeTopicResponse, PartitionDescription};
 pub use fetch::{FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse};
 pub use group_settings::{GroupSettings, MAX_BACKOFF_JITTER_PERMILLE};
 pub use handshake::{ApiVersionRange, HandshakeRequest, HandshakeResponse, supported_api_versions};
 pub use join_group::{JoinGroupRequest, JoinGroupResponse, MAX_CONSUMER_NAME_LEN};
+pub use list_groups::{GroupListing, ListGroupsRequest, ListGroupsResponse};
 pub use list_offsets::{
     ListOffsetsPartition, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
     OffsetSpec,

@@ -228,6 +228,33 @@ fn settle_v1_request_bytes_carry_the_attempt_after_the_offset() {
     assert_eq!(decode_one_request(&expected).request, Ok(frame.request));
 }
 
+#[test]
+fn alter_topic_request_bytes_are_pinned() {
+    let frame = RequestFrame {
+        request_id: 9,
+        api_version: 0,
+        request: AlterTopicRequest {
+            topic: "orders".into(),
+            retention_ms: RetentionChange::Set(3_600_000),
+            retention_bytes: RetentionChange::Default,
+        }
+        .into(),
+    };
+    // length 34 | api_key 14 | version 0 | request_id 9 | topic "orders" |
+    // retention_ms: change 2 (set), value 3,600,000 |
+    // retention_bytes: change 1 (broker default), value 0
+    let expected = hex("22 00 00 00  0e 00  00 00  09 00 00 00
+         06 00 6f 72 64 65 72 73
+         02  80 ee 36 00 00 00 00 00
+         01  00 00 00 00 00 00 00 00");
+    assert_eq!(&request_bytes(&frame)[..], &expected[..]);
+    assert_eq!(decode_one_request(&expected).request, Ok(frame.request));
+    // "keep" or "default" with a value is malformed, not silently read.
+    let mut bad = expected.clone();
+    bad[37] = 1;
+    assert!(decode_one_request(&bad).request.is_err());
+}
+
 /// Parses space-separated hex bytes (for the other test modules).
 pub(super) fn hex_bytes(s: &str) -> Vec<u8> {
     hex(s)

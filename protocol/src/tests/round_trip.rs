@@ -308,6 +308,32 @@ proptest! {
     }
 
     #[test]
+    fn alter_topic_request_round_trips(body in alter_topic_request(), id in request_id()) {
+        check_request(body.into(), id)?;
+    }
+
+    #[test]
+    fn alter_topic_response_round_trips(body in alter_topic_response(), id in any::<u32>()) {
+        check_ok_response(body.into(), id)?;
+    }
+
+    #[test]
+    fn list_groups_request_round_trips(body in list_groups_request(), id in request_id()) {
+        check_request(body.into(), id)?;
+    }
+
+    #[test]
+    fn list_groups_response_round_trips(body in list_groups_response(), id in any::<u32>()) {
+        check_ok_response(body.into(), id)?;
+    }
+
+    #[test]
+    fn describe_broker_round_trips(body in describe_broker_response(), id in request_id()) {
+        check_request(DescribeBrokerRequest.into(), id)?;
+        check_ok_response(body.into(), id)?;
+    }
+
+    #[test]
     fn error_responses_round_trip(frame in response_frame()) {
         check_response(frame)?;
     }

@@ -568,6 +568,94 @@ pub fn redrive_response() -> impl Strategy<Value = RedriveResponse> {
     vec(message, 0..8).prop_map(|redriven| RedriveResponse { redriven })
 }
 
+pub fn retention_change() -> impl Strategy<Value = RetentionChange> {
+    prop_oneof![
+        Just(RetentionChange::Keep),
+        Just(RetentionChange::Default),
+        any::<u64>().prop_map(RetentionChange::Set),
+    ]
+}
+
+pub fn alter_topic_request() -> impl Strategy<Value = AlterTopicRequest> {
+    (topic(), retention_change(), retention_change()).prop_map(
+        |(topic, retention_ms, retention_bytes)| AlterTopicRequest {
+            topic,
+            retention_ms,
+            retention_bytes,
+        },
+    )
+}
+
+pub fn alter_topic_response() -> impl Strategy<Value = AlterTopicResponse> {
+    (
+        option::of(any::<u64>()),
+        option::of(any::<u64>()),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(retention_ms, retention_bytes, segments_deleted)| AlterTopicResponse {
+                retention_ms,
+                retention_bytes,
+                segments_deleted,
+            },
+        )
+}
+
+pub fn list_groups_request() -> impl Strategy<Value = ListGroupsRequest> {
+    option::of(topic()).prop_map(|topic| ListGroupsRequest { topic })
+}
+
+pub fn list_groups_response() -> impl Strategy<Value = ListGroupsResponse> {
+    let listing = (
+        topic(),
+        group(),
+        any::<bool>(),
+        any::<u32>(),
+        [any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()],
+    )
+        .prop_map(
+            |(topic, group, paused, partitions, [lag, in_flight, delayed, dead])| GroupListing {
+                topic,
+                group,
+                paused,
+                partitions,
+                lag,
+                in_flight,
+                delayed,
+                dead_lettered: dead,
+            },
+        );
+    vec(listing, 0..6).prop_map(|groups| ListGroupsResponse { groups })
+}
+
+pub fn describe_broker_response() -> impl Strategy<Value = DescribeBrokerResponse> {
+    let entry = ("[a-z_]{1,30}", "\\PC{0,40}").prop_map(|(key, value)| ConfigEntry { key, value });
+    (
+        software_name(),
+        any::<i64>(),
+        any::<u64>(),
+        "\\PC{0,60}",
+        any::<u64>(),
+        any::<u32>(),
+        any::<u32>(),
+        vec(entry, 0..8),
+    )
+        .prop_map(
+            |(version, started_ms, uptime_ms, data_dir, data_dir_bytes, topics, groups, config)| {
+                DescribeBrokerResponse {
+                    version,
+                    started_ms,
+                    uptime_ms,
+                    data_dir,
+                    data_dir_bytes,
+                    topics,
+                    groups,
+                    config,
+                }
+            },
+        )
+}
+
 pub fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         handshake_request().prop_map(Request::from),
@@ -590,6 +678,9 @@ pub fn request() -> impl Strategy<Value = Request> {
         settle_request().prop_map(Request::from),
         message_state_request().prop_map(Request::from),
         redrive_request().prop_map(Request::from),
+        alter_topic_request().prop_map(Request::from),
+        list_groups_request().prop_map(Request::from),
+        Just(Request::from(DescribeBrokerRequest)),
     ]
 }
 
@@ -615,6 +706,9 @@ pub fn response() -> impl Strategy<Value = Response> {
         settle_response().prop_map(Response::from),
         message_state_response().prop_map(Response::from),
         redrive_response().prop_map(Response::from),
+        alter_topic_response().prop_map(Response::from),
+        list_groups_response().prop_map(Response::from),
+        describe_broker_response().prop_map(Response::from),
     ]
 }
 

@@ -160,9 +160,11 @@ impl Log {
         self.check_writable()?;
         let written = self.flush_writes();
         if self.active.synced_pos < self.active.write_pos {
+            let started = Instant::now();
             if let Err(e) = self.active.segment.log.sync_data() {
                 return Err(self.fsync_failed(e));
             }
+            self.shared.stats.synced(started.elapsed());
             self.active.synced_pos = self.active.write_pos;
         }
         self.synced = SyncedPoint::of(&self.active, self.next_ticket);

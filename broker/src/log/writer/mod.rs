@@ -46,6 +46,7 @@ use super::producers::{EpochSource, ProducerEntry, ProducerTable};
 use super::reader::LogReader;
 use super::recovery::RecoveryReport;
 use super::segment::Segment;
+use super::stats::LogStats;
 use crate::io::FileSystem;
 
 use append::PendingEntry;
@@ -60,6 +61,8 @@ pub(crate) struct Shared {
     /// Why the log refuses writes, once it does (set with the writer's own
     /// state, for readiness checks; never cleared before a restart).
     pub read_only: RwLock<Option<String>>,
+    /// What the writer counts for `/metrics`.
+    pub stats: LogStats,
 }
 
 impl Shared {
@@ -172,6 +175,7 @@ impl Log {
         let shared = Arc::new(Shared {
             segments: RwLock::new(Arc::new(segments)),
             read_only: RwLock::new(None),
+            stats: LogStats::default(),
         });
         Log {
             dir: dir.to_owned(),

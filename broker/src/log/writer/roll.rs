@@ -131,6 +131,13 @@ impl Log {
             .map_err(|e| self.refuse_writes(format!("sealing a segment failed ({e})")))
     }
 
+    /// Changes the retention limits (`None`: no limit of that kind); the
+    /// next [`enforce_retention`](Self::enforce_retention) applies them.
+    pub fn set_retention(&mut self, retention_ms: Option<u64>, retention_bytes: Option<u64>) {
+        self.config.retention_ms = retention_ms;
+        self.config.retention_bytes = retention_bytes;
+    }
+
     /// Deletes whole sealed segments past retention; returns how many.
     pub fn enforce_retention(&mut self) -> LogResult<usize> {
         let snapshot = self.shared.snapshot();

@@ -1,14 +1,17 @@
-//! `pigeon group create|describe|seek|pause|resume|delete`.
+//! `pigeon group create|list|describe|seek|pause|resume|delete`.
 //!
 //! Human output is a sentence or an aligned table; `describe --json`
 //! prints one JSON object per partition (with the group's settings and
-//! pause state in each) for scripts.
+//! pause state in each), `list --json` one per group, for scripts.
+//! `delete` asks for confirmation on a terminal (see `confirm.rs`).
 
 use clap::{Args, Subcommand};
-use pigeon_client::protocol::{DescribeGroupResponse, GroupSettings, SeekTarget};
+use pigeon_client::client::Admin;
+use pigeon_client::protocol::{DescribeGroupResponse, GroupListing, GroupSettings, SeekTarget};
 use serde_json::Value;
 
 use super::Failure;
+use super::confirm::confirm;
 use super::failure::{client_failure, connect};
 use super::output::{Out, json_object};
 use super::read::parse_time;
@@ -18,6 +21,15 @@ use super::topic::print_table;
 pub(crate) enum GroupCommand {
     /// Create a consumer group on a topic (and its DLQ topic `<topic>.<group>.dlq`).
     Create(CreateArgs),
+    /// List consumer groups (of every topic, or of one) with their lag.
+    List {
+        /// Only the groups of this topic.
+        #[arg(long, value_name = "T")]
+        topic: Option<String>,
+        /// Print one JSON object per group.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a group's settings, whether it is paused, and per partition its progress.
     Describe {
         #[command(flatten)]
@@ -33,8 +45,14 @@ pub(crate) enum GroupCommand {
     Pause(GroupTarget),
     /// Resume deliveries of a paused group.
     Resume(GroupTarget),
-    /// Delete a group and its delivery state.
-    Delete(GroupTarget),
+    /// Delete a group and its delivery state (asks first on a terminal).
+    Delete {
+        #[command(flatten)]
+        target: GroupTarget,
+        /// Do not ask for confirmation (scripts need not: they are never asked).
+        #[arg(long, short)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -117,32 +135,7 @@ pub(crate) async fn run(broker: &str, command: GroupCommand) -> Result<(), Failu
     let admin = connect(broker).await?.admin();
     let mut out = Out::new();
     match command {
-        GroupCommand::Create(args) => {
-            let defaults = GroupSettings::default();
-            let settings = GroupSettings {
-                ack_timeout_ms: args.ack_timeout_ms.unwrap_or(defaults.ack_timeout_ms),
-                max_deliveries: args.max_deliveries.unwrap_or(defaults.max_deliveries),
-                backoff_initial_ms: args
-                    .backoff_initial_ms
-                    .unwrap_or(defaults.backoff_initial_ms),
-                backoff_multiplier: args
-                    .backoff_multiplier
-                    .unwrap_or(defaults.backoff_multiplier),
-                backoff_max_ms: args.backoff_max_ms.unwrap_or(defaults.backoff_max_ms),
-                backoff_jitter_permille: args
-                    .backoff_jitter_permille
-                    .unwrap_or(defaults.backoff_jitter_permille),
-                max_in_flight: args.max_in_flight.unwrap_or(defaults.max_in_flight),
-            };
-            let GroupTarget { group, topic } = &args.target;
-            admin
-                .create_group(topic, group, settings)
-                .await
-                .map_err(client_failure)?;
-            out.line(format_args!(
-                "created group {group} on topic {topic} (dead letters go to {topic}.{group}.dlq)"
-            ))?;
-        }
+        GroupCommand::Create(args) => create(&admin, &mut out, args).await?,
         GroupCommand::Describe { target, json } => {
             let described = admin
                 .describe_group(&target.topic, &target.group)
@@ -181,7 +174,21 @@ pub(crate) async fn run(broker: &str, command: GroupCommand) -> Result<(), Failu
                 .map_err(client_failure)?;
             out.line(format_args!("resumed group {group} on topic {topic}"))?;
         }
-        GroupCommand::Delete(GroupTarget { group, topic }) => {
+        GroupCommand::List { topic, json } => {
+            let groups = admin
+                .list_groups(topic.as_deref())
+                .await
+                .map_err(client_failure)?;
+            list(&mut out, &groups, json)?;
+        }
+        GroupCommand::Delete {
+            target: GroupTarget { group, topic },
+            yes,
+        } => {
+            let question = format!(
+                "Delete group {group} of topic {topic} and its delivery state (what it has settled, its leases and redeliveries)? Its dead-letter topic {topic}.{group}.dlq stays."
+            );
+            confirm(&question, yes, &format!("group {group} was not deleted"))?;
             admin
                 .delete_group(&topic, &group)
                 .await
@@ -190,6 +197,80 @@ pub(crate) async fn run(broker: &str, command: GroupCommand) -> Result<(), Failu
         }
     }
     out.flush()
+}
+
+async fn create(admin: &Admin, out: &mut Out, args: CreateArgs) -> Result<(), Failure> {
+    let defaults = GroupSettings::default();
+    let settings = GroupSettings {
+        ack_timeout_ms: args.ack_timeout_ms.unwrap_or(defaults.ack_timeout_ms),
+        max_deliveries: args.max_deliveries.unwrap_or(defaults.max_deliveries),
+        backoff_initial_ms: args
+            .backoff_initial_ms
+            .unwrap_or(defaults.backoff_initial_ms),
+        backoff_multiplier: args
+            .backoff_multiplier
+            .unwrap_or(defaults.backoff_multiplier),
+        backoff_max_ms: args.backoff_max_ms.unwrap_or(defaults.backoff_max_ms),
+        backoff_jitter_permille: args
+            .backoff_jitter_permille
+            .unwrap_or(defaults.backoff_jitter_permille),
+        max_in_flight: args.max_in_flight.unwrap_or(defaults.max_in_flight),
+    };
+    let GroupTarget { group, topic } = &args.target;
+    admin
+        .create_group(topic, group, settings)
+        .await
+        .map_err(client_failure)?;
+    out.line(format_args!(
+        "created group {group} on topic {topic} (dead letters go to {topic}.{group}.dlq)"
+    ))?;
+    Ok(())
+}
+
+fn list(out: &mut Out, groups: &[GroupListing], json: bool) -> Result<(), Failure> {
+    if json {
+        for g in groups {
+            let object = json_object([
+                ("topic", g.topic.clone().into()),
+                ("group", g.group.clone().into()),
+                ("paused", g.paused.into()),
+                ("partitions", g.partitions.into()),
+                ("lag", g.lag.into()),
+                ("in_flight", g.in_flight.into()),
+                ("delayed", g.delayed.into()),
+                ("dead_lettered", g.dead_lettered.into()),
+            ]);
+            out.line(object)?;
+        }
+        return Ok(());
+    }
+    let rows: Vec<_> = groups
+        .iter()
+        .map(|g| {
+            [
+                g.topic.clone(),
+                g.group.clone(),
+                if g.paused { "paused" } else { "active" }.to_string(),
+                g.lag.to_string(),
+                g.in_flight.to_string(),
+                g.delayed.to_string(),
+                g.dead_lettered.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        out,
+        [
+            "TOPIC",
+            "GROUP",
+            "STATE",
+            "LAG",
+            "IN FLIGHT",
+            "DELAYED",
+            "DEAD-LETTERED",
+        ],
+        &rows,
+    )
 }
 
 fn settings_json(s: &GroupSettings) -> Value {

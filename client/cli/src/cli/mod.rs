@@ -7,10 +7,12 @@
 //! | --- | --- |
 //! | `mod.rs` | the argument grammar ([`Cli`]), dispatch, exit codes |
 //! | `failure.rs` | connecting with CLI-sized timeouts; one-sentence error messages |
-//! | `topic.rs` | `pigeon topic create/list/describe/delete` |
+//! | `topic.rs` | `pigeon topic create/list/describe/alter/delete` |
+//! | `broker.rs` | `pigeon broker describe`: version, uptime, data dir usage, settings in effect |
+//! | `confirm.rs` | asking before `topic delete` and `group delete` on a terminal; `--yes` |
 //! | `produce.rs` | `pigeon produce`: stdin lines to records, pipelined |
 //! | `read.rs` | `pigeon read`: replay without a group, optionally following |
-//! | `group.rs` | `pigeon group create/describe/seek/pause/resume/delete` |
+//! | `group.rs` | `pigeon group create/list/describe/seek/pause/resume/delete` |
 //! | `consume.rs` | `pigeon consume`: a group's messages printed or handed to `--exec`, then settled |
 //! | `exec.rs` | `pigeon consume --exec`: one run of a command per message, `--concurrency` at once, leases extended while they run |
 //! | `message.rs` | `pigeon message show`: one message's state in a group |
@@ -27,6 +29,8 @@
 //! - 2: a usage error (clap's own report).
 
 mod bench;
+mod broker;
+mod confirm;
 mod consume;
 mod dlq;
 mod exec;
@@ -66,7 +70,7 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Create, list, describe and delete topics.
+    /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
     /// Publish one message per line of standard input.
@@ -74,7 +78,7 @@ pub(crate) enum Command {
     /// Replay a topic's records without a group, from a start point to the
     /// end of the log (or follow it).
     Read(read::ReadArgs),
-    /// Create, describe, seek, pause, resume and delete consumer groups.
+    /// Create, list, describe, seek, pause, resume and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
     /// Receive a group's messages: print (or run a command on) and ack each.
@@ -90,6 +94,9 @@ pub(crate) enum Command {
     /// existing topic needs --recreate).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The broker itself: version, uptime, settings in effect, disk usage.
+    #[command(subcommand)]
+    Broker(broker::BrokerCommand),
 }
 
 /// Parses the arguments, runs the command and turns its outcome into an
@@ -123,6 +130,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Message(command) => message::run(&cli.broker, command).await,
         Command::Dlq(command) => dlq::run(&cli.broker, command).await,
         Command::Bench(command) => bench::run(&cli.broker, command).await,
+        Command::Broker(command) => broker::run(&cli.broker, command).await,
     }
 }
 

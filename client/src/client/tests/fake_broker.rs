@@ -466,7 +466,10 @@ async fn handle(state: &State, incoming: IncomingRequest) -> ResponseFrame {
         | Request::Receive(_)
         | Request::Settle(_)
         | Request::MessageState(_)
-        | Request::Redrive(_) => ResponseFrame::error(
+        | Request::Redrive(_)
+        | Request::AlterTopic(_)
+        | Request::ListGroups(_)
+        | Request::DescribeBroker(_) => ResponseFrame::error(
             &header,
             ErrorCode::UnknownApi,
             "not supported by the fake broker",

@@ -1,10 +1,19 @@
-//! Prometheus metrics: names in one place, recorded through the `metrics`
-//! facade and rendered by `metrics-exporter-prometheus` at `/metrics`.
+//! Prometheus metrics at `/metrics`: names in one place.
+//!
+//! Two sources make up a scrape's text:
+//! - **process-wide series** (request counts and latencies, connections,
+//!   errors, throttles), recorded through the `metrics` facade as things
+//!   happen and rendered by `metrics-exporter-prometheus`;
+//! - **per-resource series** (per topic, partition and group), rendered by
+//!   [`scrape`] from what exists at the scrape, so they disappear with
+//!   their topic or group; and the process's own figures ([`process`]).
+//!   [`text`] writes them in the text format.
+//!
+//! Recorded through the facade:
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
 //! | `pigeon_produce_requests_total` | counter | |
-//! | `pigeon_produce_records_total`, `pigeon_produce_bytes_total` | counter | `topic` |
 //! | `pigeon_produce_latency_seconds` | histogram | |
 //! | `pigeon_fetch_requests_total`, `pigeon_fetch_bytes_total` | counter | |
 //! | `pigeon_fetch_latency_seconds` | histogram (includes long-poll waits) | |
@@ -15,22 +24,22 @@
 //! | `pigeon_frame_timeouts_total` | counter (connections closed by `frame_timeout_ms`: a request frame not whole in time, or responses not read) | |
 //! | `pigeon_produce_throttled_total` | counter (produce requests that put their connection over the quota) | |
 //! | `pigeon_produce_throttle_seconds` | histogram of each hold-back; its `_sum` is the total throttle time | |
-//! | `pigeon_log_size_bytes`, `pigeon_log_segments`, `pigeon_log_start_offset`, `pigeon_log_end_offset` | gauge, refreshed at each scrape | `topic`, `partition` |
-//! | `pigeon_group_lag_messages`, `pigeon_group_in_flight_messages`, `pigeon_group_delayed_messages` | gauge, refreshed at each scrape | `topic`, `partition`, `group` |
-//! | `pigeon_group_dead_lettered_total`, `pigeon_group_removed_by_retention_total` | counter, refreshed at each scrape (restart from the group's durable figures) | `topic`, `partition`, `group` |
 //!
-//! Every metric has a `# HELP` line ([`describe`]). Histogram buckets cover
-//! every value the code records: latencies 50 µs to 10 s, throttles to 30 s
-//! (the longest hold-back).
+//! The per-resource families are listed in [`scrape`], the process ones in
+//! [`process`]. Every metric has a `# HELP` line ([`describe`] for the
+//! facade's). Histogram buckets cover every value the code records:
+//! latencies 50 µs to 10 s, throttles to 30 s (the longest hold-back);
+//! fsyncs and records per commit: see [`crate::log::stats`].
+
+pub mod process;
+pub mod scrape;
+pub mod text;
 
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pigeon_protocol::ErrorCode;
-
-use crate::delivery::engine::PartitionFigures as GroupFigures;
-use crate::topics::Topics;
 
 /// Latency buckets, seconds: 50 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -65,14 +74,6 @@ pub fn describe() {
     describe_counter!(
         "pigeon_produce_requests_total",
         "Produce requests answered."
-    );
-    describe_counter!(
-        "pigeon_produce_records_total",
-        "Records appended, by topic."
-    );
-    describe_counter!(
-        "pigeon_produce_bytes_total",
-        "Record batch bytes appended, by topic."
     );
     describe_histogram!(
         "pigeon_produce_latency_seconds",
@@ -109,67 +110,6 @@ pub fn describe() {
         "pigeon_produce_throttle_seconds",
         "How long a connection was held back for its quota, in seconds."
     );
-    describe_logs_and_groups();
-}
-
-/// The `# HELP` text of the per-partition log and group metrics.
-fn describe_logs_and_groups() {
-    use metrics::{describe_counter, describe_gauge};
-    describe_gauge!(
-        "pigeon_log_size_bytes",
-        "Bytes stored in a partition's log."
-    );
-    describe_gauge!("pigeon_log_segments", "Segment files of a partition's log.");
-    describe_gauge!(
-        "pigeon_log_start_offset",
-        "First offset still stored in a partition."
-    );
-    describe_gauge!(
-        "pigeon_log_end_offset",
-        "The offset the next record of a partition gets."
-    );
-    describe_gauge!(
-        "pigeon_group_lag_messages",
-        "Messages of a partition the group has not settled."
-    );
-    describe_gauge!(
-        "pigeon_group_in_flight_messages",
-        "Messages of a partition leased to the group's consumers now."
-    );
-    describe_gauge!(
-        "pigeon_group_delayed_messages",
-        "Messages of a partition waiting for their redelivery in the group."
-    );
-    describe_counter!(
-        "pigeon_group_dead_lettered_total",
-        "Messages of a partition the group parked in its dead-letter topic."
-    );
-    describe_counter!(
-        "pigeon_group_removed_by_retention_total",
-        "Messages of a partition removed by retention before the group settled them."
-    );
-}
-
-/// Sets the per-partition figures of group `group` of `topic` (called at
-/// each scrape).
-pub fn group_figures(topic: &str, group: &str, partition: usize, figures: &GroupFigures) {
-    let labels = [
-        ("topic", topic.to_owned()),
-        ("partition", partition.to_string()),
-        ("group", group.to_owned()),
-    ];
-    gauge!("pigeon_group_lag_messages", &labels).set(figures.lag as f64);
-    gauge!("pigeon_group_in_flight_messages", &labels).set(figures.in_flight as f64);
-    gauge!("pigeon_group_delayed_messages", &labels).set(figures.delayed as f64);
-    counter!("pigeon_group_dead_lettered_total", &labels).absolute(figures.dead_lettered);
-    counter!("pigeon_group_removed_by_retention_total", &labels)
-        .absolute(figures.removed_by_retention);
-}
-
-/// A produce request appended `records` records in `bytes` bytes.
-pub fn produced(topic: &str, records: u64, bytes: u64) {
-    counter!("pigeon_produce_records_total", "topic" => topic.to_owned()).increment(records);
-    counter!("pigeon_produce_bytes_total", "topic" => topic.to_owned()).increment(bytes);
 }
 
 /// A produce request finished.
@@ -219,19 +159,15 @@ pub fn connection_closed() {
     gauge!("pigeon_connections").decrement(1.0);
 }
 
-/// Sets the per-partition log gauges (called at each scrape).
-pub fn refresh_logs(topics: &Topics) {
-    for topic in topics.list() {
-        for (id, log) in topic.partitions.iter().enumerate() {
-            let labels = [
-                ("topic", topic.metadata.name.clone()),
-                ("partition", id.to_string()),
-            ];
-            let reader = log.reader();
-            gauge!("pigeon_log_size_bytes", &labels).set(reader.size_bytes() as f64);
-            gauge!("pigeon_log_segments", &labels).set(reader.segment_count() as f64);
-            gauge!("pigeon_log_start_offset", &labels).set(reader.start_offset() as f64);
-            gauge!("pigeon_log_end_offset", &labels).set(reader.end_offset() as f64);
-        }
+/// The whole `/metrics` text: the facade's series (`recorded`, rendered by
+/// the exporter), then the per-resource families of `samples`, then the
+/// process's own.
+pub fn render(recorded: &PrometheusHandle, samples: &scrape::ResourceSamples) -> String {
+    let mut out = recorded.render();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
     }
+    scrape::render(samples, &mut out);
+    process::ProcessFigures::read().render(&mut out);
+    out
 }
