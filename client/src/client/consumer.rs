@@ -22,7 +22,19 @@
 //!   [`ClientError::Broker`] with the broker's code.
 //! - The connection lives as long as the consumer or any of its deliveries:
 //!   dropping them all (or [`Consumer::close`]) closes it, and the broker
-//!   hands the leases still held back to the group.
+//!   hands the leases still held back to the group (each counted as an
+//!   attempt).
+//! - [`Consumer::close`] first **releases** what the application never
+//!   received: the buffered deliveries, and those of a Receive still in
+//!   flight (awaited for at most its wait and a second). A release (Settle
+//!   version 2) returns the message at once without counting the delivery,
+//!   so the next consumer gets it with the same attempt number. With a
+//!   broker that does not speak Settle v2, or if the release fails, they
+//!   come back with the connection, counted, as before.
+//! - A Receive runs as a task of its own: when a caller stops waiting for
+//!   [`Consumer::next_within`] (or the others) part-way, e.g. in a
+//!   `select!`, its answer is kept and its deliveries buffered at the next
+//!   call or released by `close`, never lost while their leases run.
 //!
 //! - A delivery handed to the application keeps its lease until it is
 //!   settled or dropped: the [lease keeper](super::lease_keeper) extends it
@@ -46,14 +58,16 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::time::Instant;
 
+use tokio::task::JoinHandle;
+
 use super::backoff::Backoff;
 use super::connection::{Client, expect_response};
 use super::error::ClientError;
 use super::lease_keeper::{self, LeaseKeeper, ReceivedBatch};
 use crate::batch::{Header, Record};
 use crate::protocol::{
-    ErrorCode, GroupSettings, JoinGroupRequest, ReceiveRequest, SettleAction, SettleItem,
-    SettleRequest,
+    ErrorCode, GroupSettings, JoinGroupRequest, ReceiveRequest, ReceiveResponse, SettleAction,
+    SettleItem, SettleRequest,
 };
 
 /// How a [`Consumer`] receives.
@@ -164,7 +178,21 @@ pub struct Consumer {
     settings: GroupSettings,
     /// Received and not handed out yet, with when they were received.
     buffered: VecDeque<(Instant, GroupDelivery)>,
+    /// The Receive in flight, if a caller stopped waiting for it.
+    receiving: Option<Receiving>,
     failures: u32,
+}
+
+/// A Receive request running as a task of its own, so that no answer is
+/// lost when the caller waiting for it goes away.
+#[derive(Debug)]
+struct Receiving {
+    /// The membership it was sent for.
+    consumer_id: u64,
+    /// By when a broker in good health has answered it (its wait and a
+    /// second): how long `close` waits for it.
+    expected_by: Instant,
+    task: JoinHandle<Result<ReceiveResponse, ClientError>>,
 }
 
 impl Consumer {
@@ -205,6 +233,7 @@ impl Consumer {
             consumer_id,
             settings,
             buffered: VecDeque::new(),
+            receiving: None,
             failures: 0,
         })
     }
@@ -322,12 +351,68 @@ impl Consumer {
         })
     }
 
-    /// Leaves the group now: closes the consumer's connection, so that the
-    /// broker hands every lease it still holds back to the group (and stops
-    /// keeping the leases of deliveries not settled yet).
-    pub async fn close(self) {
+    /// Leaves the group now. First the deliveries the application never
+    /// received (buffered, or in the answer of a Receive still in flight)
+    /// are released: back to the group at once, not counted as an attempt.
+    /// Then the consumer's connection closes, so that the broker hands
+    /// every lease it still holds (deliveries handed out and not settled)
+    /// back to the group, each counted as an attempt, and the leases of
+    /// those are no longer kept.
+    pub async fn close(mut self) {
+        self.collect_in_flight().await;
+        let released = self.release_buffered().await;
+        if released > 0 {
+            tracing::debug!(released, "released deliveries never handed out");
+        }
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.client.close().await;
+    }
+
+    /// Waits (at most until it must have been answered) for the Receive a
+    /// caller stopped waiting for, and buffers its deliveries.
+    async fn collect_in_flight(&mut self) {
+        let Some(mut receiving) = self.receiving.take() else {
+            return;
+        };
+        match tokio::time::timeout_at(receiving.expected_by, &mut receiving.task).await {
+            Ok(Ok(Ok(answer))) => self.buffer(receiving.consumer_id, answer),
+            Ok(_) => {}
+            Err(_) => receiving.task.abort(),
+        }
+    }
+
+    /// Releases every buffered delivery whose lease may still be alive, with
+    /// one Settle request per membership: how many the broker took back.
+    /// Those it refused, or all of them if the request fails (e.g. a broker
+    /// without Settle v2), come back when their lease ends or the
+    /// connection closes, counted as before.
+    async fn release_buffered(&mut self) -> usize {
+        let ack_timeout = self.shared.ack_timeout();
+        let live: Vec<GroupDelivery> = self
+            .buffered
+            .drain(..)
+            .filter(|(received, _)| received.elapsed() < ack_timeout)
+            .map(|(_, delivery)| delivery)
+            .collect();
+        let mut released = 0;
+        for run in live.chunk_by(|a, b| a.consumer_id == b.consumer_id) {
+            let items = run
+                .iter()
+                .map(|d| SettleItem::release(d.partition, d.offset, d.attempt))
+                .collect();
+            match settle_items(&self.shared, run[0].consumer_id, items).await {
+                Ok(results) => released += results.iter().filter(|r| r.is_ok()).count(),
+                Err(err) => tracing::debug!(
+                    error = %err,
+                    count = run.len(),
+                    "cannot release buffered deliveries; they return when the connection closes"
+                ),
+            }
+            for d in run {
+                d.batch.settled(d.index);
+            }
+        }
+        released
     }
 
     /// The next buffered delivery whose lease can still be alive (received
@@ -353,9 +438,41 @@ impl Consumer {
         None
     }
 
-    /// One Receive of up to `max_messages`, waiting up to `wait`; joins
-    /// again first if the connection was lost.
+    /// One Receive of up to `max_messages`, waiting up to `wait` (or the
+    /// one a caller stopped waiting for, if any); joins again first if the
+    /// connection was lost. Cancel-safe: the Receive runs as a task, kept
+    /// in `receiving` until its answer is buffered.
     async fn receive(&mut self, wait: Duration) -> Result<(), ClientError> {
+        if self.receiving.is_none() {
+            self.rejoin_if_lost().await?;
+            self.receiving = Some(self.start_receive(wait));
+        }
+        let Some(receiving) = self.receiving.as_mut() else {
+            return Ok(());
+        };
+        let joined = (&mut receiving.task).await;
+        let consumer_id = receiving.consumer_id;
+        self.receiving = None;
+        let answer = joined.unwrap_or_else(|err| {
+            Err(ClientError::UnexpectedResponse(format!(
+                "the Receive task ended without an answer: {err}"
+            )))
+        });
+        match answer {
+            Ok(answer) => {
+                self.buffer(consumer_id, answer);
+                Ok(())
+            }
+            Err(err) => {
+                self.shared.observe(&err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Joins the group again if the connection was lost since the last
+    /// join.
+    async fn rejoin_if_lost(&mut self) -> Result<(), ClientError> {
         let reconnected = self.shared.client.connection_generation()
             != self.shared.joined_on.load(Ordering::SeqCst);
         if self.shared.lost.swap(false, Ordering::SeqCst) || reconnected {
@@ -374,6 +491,12 @@ impl Consumer {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Sends a Receive of up to `max_messages`, waiting up to `wait`, as a
+    /// task of its own.
+    fn start_receive(&self, wait: Duration) -> Receiving {
         let request = ReceiveRequest {
             topic: self.shared.topic.clone(),
             group: self.shared.group.clone(),
@@ -383,26 +506,30 @@ impl Consumer {
             max_bytes: self.config.max_bytes,
         };
         let timeout = self.shared.client.config().request_timeout + wait;
-        let answer = self
-            .shared
-            .client
-            .request_with_timeout(request.into(), timeout)
-            .await
-            .and_then(|response| expect_response!(response, Receive));
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(err) => {
-                self.shared.observe(&err);
-                return Err(err);
-            }
-        };
+        let client = self.shared.client.clone();
+        let task = tokio::spawn(async move {
+            client
+                .request_with_timeout(request.into(), timeout)
+                .await
+                .and_then(|response| expect_response!(response, Receive))
+        });
+        Receiving {
+            consumer_id: self.consumer_id,
+            expected_by: Instant::now() + wait + Duration::from_secs(1),
+            task,
+        }
+    }
+
+    /// Buffers the deliveries of a Receive answered for `consumer_id` (and
+    /// has their leases kept once handed out).
+    fn buffer(&mut self, consumer_id: u64, answer: ReceiveResponse) {
         let received = Instant::now();
         let items = answer
             .deliveries
             .iter()
             .map(|d| (d.partition, d.offset, d.attempt))
             .collect();
-        let batch = Arc::new(ReceivedBatch::new(self.consumer_id, items));
+        let batch = Arc::new(ReceivedBatch::new(consumer_id, items));
         if self.config.keep_leases {
             self.shared.keeper.watch(&batch);
         }
@@ -424,14 +551,13 @@ impl Consumer {
                         value: h.value,
                     })
                     .collect(),
-                consumer_id: self.consumer_id,
+                consumer_id,
                 shared: Arc::clone(&self.shared),
                 batch: Arc::clone(&batch),
                 index,
             };
             self.buffered.push_back((received, delivery));
         }
-        Ok(())
     }
 }
 
