@@ -53,22 +53,12 @@ impl LeaseEntry {
 }
 
 /// The open leases of one partition.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Leases {
     by_offset: BTreeMap<u64, LeaseEntry>,
     held: HashMap<ConsumerId, usize>,
     /// `(deadline_ms, offset)` of every lease.
     deadlines: Timeline,
-}
-
-impl Default for Leases {
-    fn default() -> Leases {
-        Leases {
-            by_offset: BTreeMap::new(),
-            held: HashMap::new(),
-            deadlines: Timeline::default(),
-        }
-    }
 }
 
 /// Two lease tables are equal when they hold the same leases (the counts

@@ -81,11 +81,6 @@ impl Delays {
             .map(|(_, offset)| offset)
     }
 
-    /// The earliest due time, if any.
-    pub fn first_due(&self) -> Option<i64> {
-        self.due.first().map(|(due, _)| due)
-    }
-
     /// The earliest due time after `now_ms`, if any.
     pub fn first_due_after(&self, now_ms: i64) -> Option<i64> {
         self.due.first_after(now_ms)
@@ -138,8 +133,8 @@ mod tests {
         assert_eq!(delays.pop_due(60).map(|(o, _)| o), Some(7));
         delays.remove_below(4);
         assert_eq!(delays.iter().map(|(o, _)| o).collect::<Vec<_>>(), vec![5]);
-        assert_eq!(delays.first_due(), Some(100));
+        assert_eq!(delays.first_due_after(i64::MIN), Some(100));
         assert_eq!(delays.remove(5).map(|d| d.waiting.attempts), Some(1));
-        assert_eq!((delays.len(), delays.first_due()), (0, None));
+        assert_eq!((delays.len(), delays.first_due_after(i64::MIN)), (0, None));
     }
 }

@@ -298,12 +298,6 @@ impl PartitionDelivery {
         self.delayed.first_due_after(now_ms)
     }
 
-    /// Whether a delivery now would lease something: a due redelivery or
-    /// a new offset below `log_end`.
-    pub fn has_available(&self, now_ms: i64, log_end: u64) -> bool {
-        self.delayed.first_due().is_some_and(|due| due <= now_ms) || self.next < log_end
-    }
-
     /// The offsets [`deliver`](Self::deliver) would lease now, up to
     /// `max`, in the order it would lease them (due redeliveries first,
     /// then new offsets): a caller can read them before leasing any.
