@@ -30,10 +30,11 @@
 //!   does not count: the message is due at once with the attempts it had
 //!   before that delivery, so its next delivery has the same attempt
 //!   number and `max_deliveries` is not moved closer.
-//! - Memory: a lease or a delay costs one B-tree entry by offset and a
-//!   share of a run of its time index (one run per batch of consecutive
-//!   offsets with one deadline or due time; figures from `cargo bench
-//!   --bench delivery_timers` in `docs/benchmarks.md`); settled offsets
+//! - Memory: a lease costs one B-tree entry by offset and a share of a
+//!   run of the deadline index (one run per batch of consecutive offsets
+//!   with one deadline), a delay two B-tree entries (by due time, and by
+//!   offset); figures from `cargo bench --bench delivery_timers` in
+//!   `docs/benchmarks.md`. Settled offsets
 //!   above the floor are held as ranges ([`OffsetRanges`]), so they cost
 //!   one entry per gap, not one per ack.
 //! - Cost: every operation is O(log n) per message it touches
@@ -205,7 +206,7 @@ pub struct SnapshotParts {
     pub settled: Vec<(u64, u64)>,
     /// Open leases: (offset, attempt, times).
     pub leases: Vec<(u64, u32, DeliveryTimes)>,
-    /// (due_ms, offset, attempts, times), by offset.
+    /// (due_ms, offset, attempts, times), earliest due first.
     pub delayed: Vec<(i64, u64, u32, DeliveryTimes)>,
     /// Messages whose dead-letter copy is being written.
     pub dead_lettering: Vec<DeadLetter>,
