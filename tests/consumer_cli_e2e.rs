@@ -1054,3 +1054,58 @@ fn deleting_a_topic_deletes_its_groups_so_a_new_topic_of_that_name_starts_clean(
         .collect();
     assert_eq!(got, vec![(0, "new 0"), (1, "new 1")]);
 }
+
+#[test]
+fn consume_interrupted_while_waiting_exits_0_with_what_it_printed_acked() {
+    use std::io::{BufRead, BufReader};
+
+    let (_tmp, broker) = start_broker();
+    let lines: Vec<String> = (0..3).map(|i| format!("job {i}")).collect();
+    topic_with(&broker, "jobs", &lines);
+    create_group(&broker, "jobs", "workers", &["--ack-timeout-ms", "60000"]);
+    let mut command = process::pigeon_command(broker.addr);
+    command
+        .args(["consume", "jobs", "--group", "workers", "--json"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut consumer = command.spawn().expect("spawn pigeon consume");
+    let stdout = consumer.stdout.take().expect("stdout");
+    let (line_tx, printed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    for _ in 0..3 {
+        printed
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a message printed in time");
+    }
+    // Printed; now it waits for more. Ctrl-C.
+    // SAFETY: kill(2) of the child this test started.
+    unsafe {
+        libc::kill(consumer.id() as i32, libc::SIGINT);
+    }
+    let code = process::wait_bounded(&mut consumer, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "Ctrl-C is a normal stop");
+    let again = pigeon(
+        &broker,
+        &["consume", "jobs", "--group", "workers", "--wait-ms", "500"],
+        b"",
+    )
+    .ok();
+    assert!(again.stdout.is_empty(), "redelivered: {}", again.stdout);
+    assert_eq!(describe_json(&broker, "jobs", "workers")[0]["lag"], 0);
+}
+
+#[test]
+fn consume_help_says_no_ack_messages_come_back_counted() {
+    let (_tmp, broker) = start_broker();
+    let help = pigeon(&broker, &["consume", "--help"], b"").ok().stdout;
+    let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("delivered again, counted as an attempt"),
+        "{help}"
+    );
+}

@@ -1,6 +1,8 @@
 //! End-to-end tests of the Rust `Consumer`'s leases against a real broker:
-//! a delivery the application still works on keeps its lease, and a
-//! buffered delivery whose lease ran out is not handed out.
+//! a delivery the application still works on keeps its lease, a buffered
+//! delivery whose lease ran out is not handed out, and closing the
+//! consumer releases what it never handed out (not counted as an attempt),
+//! including the answer of a Receive its caller gave up on.
 //!
 //! The slow work is the subject of these tests, so they sleep for it (a
 //! few seconds in all); every other wait is bounded.
@@ -103,5 +105,99 @@ fn a_buffered_delivery_whose_lease_ran_out_is_not_handed_out() {
             "the copy whose lease ran out in the buffer was dropped; this is the redelivery"
         );
         next.ack().await.expect("its lease is alive");
+    });
+}
+
+/// Up to `count` deliveries from a new consumer of `g` (one Receive of
+/// at most `count`, waiting up to 10 s), as `(offset, attempt)`, each
+/// acked.
+async fn next_consumer_gets(client: &Client, count: u32) -> Vec<(u64, u32)> {
+    let config = ConsumerConfig {
+        max_messages: count,
+        ..ConsumerConfig::default()
+    };
+    let mut next = Consumer::join(client, "t", "g", config)
+        .await
+        .expect("join");
+    let batch = next
+        .next_batch_within(count as usize, Duration::from_secs(10))
+        .await
+        .expect("receive");
+    let acked = pigeon_client::client::GroupDelivery::ack_all(&batch)
+        .await
+        .expect("ack");
+    assert!(acked.iter().all(Result::is_ok), "{acked:?}");
+    next.close().await;
+    batch.iter().map(|d| (d.offset, d.attempt)).collect()
+}
+
+#[test]
+fn closing_a_consumer_releases_what_it_never_handed_out_without_counting_an_attempt() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(&tmp.path().join("data"), &[]);
+    runtime().block_on(async {
+        // A long ack timeout: only a release brings the rest back soon.
+        let client = setup(&broker, 10, 30_000).await;
+        let config = ConsumerConfig {
+            max_messages: 10,
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::join(&client, "t", "g", config)
+            .await
+            .expect("join");
+        let within = Duration::from_secs(10);
+        for offset in 0..2 {
+            let delivery = tokio::time::timeout(within, consumer.next_delivery())
+                .await
+                .expect("in time")
+                .expect("delivery");
+            assert_eq!((delivery.offset, delivery.attempt), (offset, 1));
+            delivery.ack().await.expect("ack");
+        }
+        // The other 8 came in the same Receive and wait in the buffer.
+        consumer.close().await;
+        let next = next_consumer_gets(&client, 10).await;
+        assert_eq!(
+            next,
+            (2..10).map(|o| (o, 1)).collect::<Vec<_>>(),
+            "the 8 never handed out come back at once, at attempt 1"
+        );
+    });
+}
+
+#[test]
+fn a_receive_given_up_by_its_caller_is_released_by_close_not_lost() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(&tmp.path().join("data"), &[]);
+    runtime().block_on(async {
+        let client = setup(&broker, 0, 30_000).await;
+        let config = ConsumerConfig {
+            max_messages: 5,
+            max_wait: Duration::from_secs(5),
+            ..ConsumerConfig::default()
+        };
+        let mut consumer = Consumer::join(&client, "t", "g", config)
+            .await
+            .expect("join");
+        // The caller stops waiting (as `pigeon consume` does on Ctrl-C)
+        // while the broker holds the long-poll Receive.
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(300),
+            consumer.next_within(Duration::from_secs(5)),
+        )
+        .await;
+        assert!(gave_up.is_err(), "nothing to receive yet");
+        // A message arrives: the broker leases it to the waiting Receive.
+        let producer = Producer::new(client.clone(), ProducerConfig::default());
+        producer
+            .send("t", ProducerRecord::new("late"))
+            .await
+            .expect("send");
+        consumer.close().await;
+        assert_eq!(
+            next_consumer_gets(&client, 5).await,
+            vec![(0, 1)],
+            "the answer nobody waited for was kept and released, not counted"
+        );
     });
 }

@@ -114,9 +114,9 @@ api_keys! {
     JoinGroup = 46, versions: 0..=0;
     /// A consumer receives deliveries (leased messages).
     Receive = 47, versions: 0..=1;
-    // v1 adds the attempt to each item.
-    /// A consumer settles deliveries: ack, nack, reject or extend.
-    Settle = 48, versions: 0..=1;
+    // v1 adds the attempt to each item; v2 the Release action.
+    /// A consumer settles deliveries: ack, nack, reject, extend or release.
+    Settle = 48, versions: 0..=2;
     /// One message's state in a group.
     MessageState = 49, versions: 0..=0;
     /// Move dead-lettered messages back into the source topic.

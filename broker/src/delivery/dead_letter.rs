@@ -83,17 +83,16 @@ pub(super) async fn park<S: SourceReader, D: DeadLetterSink>(
 }
 
 /// `dead` followed by the dead letters pending in `states` that it does not
-/// name already.
+/// name already (one set lookup each, not a search of `dead`).
 fn with_pending(
     states: &[PartitionDelivery],
     mut dead: Vec<(usize, DeadLetter)>,
 ) -> Vec<(usize, DeadLetter)> {
+    let named: std::collections::HashSet<(usize, u64)> =
+        dead.iter().map(|(p, d)| (*p, d.offset)).collect();
     for (p, state) in states.iter().enumerate() {
         for pending in state.pending_dead_letters() {
-            if !dead
-                .iter()
-                .any(|(q, d)| *q == p && d.offset == pending.offset)
-            {
+            if !named.contains(&(p, pending.offset)) {
                 dead.push((p, pending));
             }
         }

@@ -4,7 +4,7 @@
 //! It serves `join`, `receive` (long-poll: waits up to `max_wait` for a
 //! message), `settle` (ack, nack, reject, extend), `seek`, `pause`,
 //! `describe` and `leave`, one method per request; fires lease expiries and
-//! redeliveries on time; copies dead letters out through a
+//! redeliveries on time (see "Timer" below); copies dead letters out through a
 //! [`DeadLetterSink`] and settles them only once the copy is durable (the
 //! [`dead_letter`] pipeline, with its crash story); and journals every
 //! change through the group's [journal writer](super::journal_writer)
@@ -14,10 +14,32 @@
 //!
 //! Source records are read through a [`SourceReader`], so the engine is
 //! tested with paused tokio time against an in-memory source.
+//!
+//! ## Timer
+//!
+//! The engine sleeps until the earliest of: a lease deadline (exact, from
+//! each partition's deadline index), a waiting receive's `max_wait`, and —
+//! only while a receive is waiting — the next redelivery coming due. A
+//! redelivery already due needs no timer: it waits for a receive, and a
+//! receive takes it at once. So a due redelivery that nobody can take (the
+//! group is paused, no consumer is waiting, or every waiting consumer is at
+//! `max_in_flight`) does not wake the engine again and again; it wakes
+//! once per deadline.
+//!
+//! ## Waiting receives
+//!
+//! After a request, the engine looks at its [waiting receives](Waiters)
+//! only if something may have become available to them: an append, the
+//! timer, a nack, a release, a consumer leaving, a seek, a resume, new
+//! settings, or an ack or reject by a consumer that has a receive waiting
+//! (its `max_in_flight` room grew). Then it serves them oldest first and
+//! stops at the first one with room that gets nothing. Receives whose
+//! `max_wait` passed are answered from the deadline index.
 
 use crate::log::{Clock, TokioClock};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pigeon_protocol::batch::Record;
@@ -35,6 +57,7 @@ use super::partition::{ConsumerId, DeadLetter, OffsetState, PartitionDelivery, S
 use super::settings::{GroupSettings, Jitter};
 use super::stats::{DeliveryStats, RedeliveryCause};
 use super::store::GroupStore;
+use super::waiters::{Waiters, Waiting};
 
 /// Reads the source topic's records for delivery.
 pub trait SourceReader: Send + Sync + 'static {
@@ -49,15 +72,6 @@ pub trait SourceReader: Send + Sync + 'static {
     fn end_watches(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
         Vec::new()
     }
-}
-
-/// A receive waiting for messages.
-struct Waiting {
-    consumer: ConsumerId,
-    max: usize,
-    max_bytes: usize,
-    until: Instant,
-    reply: oneshot::Sender<Result<Vec<GroupDelivery>, GroupError>>,
 }
 
 struct Engine<S: SourceReader, D: DeadLetterSink> {
@@ -77,7 +91,12 @@ struct Engine<S: SourceReader, D: DeadLetterSink> {
     next_consumer: ConsumerId,
     /// Members, with the names they joined with.
     consumers: HashMap<ConsumerId, String>,
-    waiting: Vec<Waiting>,
+    waiting: Waiters,
+    /// Something may have become available to a waiting receive since they
+    /// were last served (see "Waiting receives" above).
+    maybe_available: bool,
+    /// Times the engine woke on its timer (shared with the handles).
+    timer_wakes: Arc<AtomicU64>,
     /// Round-robin start for fairness across partitions.
     rotate: usize,
     /// Signalled when a source partition's log end moves; `None` when the
@@ -121,6 +140,7 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
             )
         });
     let appended = watch_appends(source.end_watches());
+    let timer_wakes = Arc::new(AtomicU64::new(0));
     let mut engine = Engine {
         settings,
         paused,
@@ -133,7 +153,9 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
         jitter: Jitter::new(now as u64),
         next_consumer: first_consumer_id(),
         consumers: HashMap::new(),
-        waiting: Vec::new(),
+        waiting: Waiters::default(),
+        maybe_available: false,
+        timer_wakes: Arc::clone(&timer_wakes),
         rotate: 0,
         appended,
         clock,
@@ -146,7 +168,7 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
         engine.dead_letter(recovered).await;
         engine.run(inbox).await;
     });
-    GroupHandle::new(commands)
+    GroupHandle::new(commands, timer_wakes)
 }
 
 impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
@@ -161,6 +183,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                     continue;
                 }
                 () = notified(appended.as_deref()) => {
+                    self.maybe_available = true;
                     self.serve_waiting();
                     self.journal().await;
                     continue;
@@ -192,25 +215,41 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     }
 
     /// When the engine must wake without a request: a lease deadline, a
-    /// delay coming due, or a waiting receive's deadline. New source data is
-    /// noticed through the log end watches (or, for a source without them,
-    /// by polling the waiting receives every few milliseconds).
+    /// waiting receive's deadline, or, while a receive waits, a delay
+    /// coming due (one already due is not a reason: see "Timer" above).
+    /// New source data is noticed through the log end watches (or, for a
+    /// source without them, by polling the waiting receives every few
+    /// milliseconds).
     fn next_wake(&self) -> Option<Instant> {
         let now_ms = self.clock.now_ms();
-        let due_ms = self
+        let leases = self
             .states
             .iter()
-            .filter_map(PartitionDelivery::next_deadline)
+            .filter_map(PartitionDelivery::next_lease_deadline)
             .min();
-        let due =
-            due_ms.map(|ms| Instant::now() + Duration::from_millis((ms - now_ms).max(0) as u64));
-        let waiting = self.waiting.iter().map(|w| w.until).min();
+        let delays = if self.waiting.is_empty() {
+            None
+        } else {
+            self.states
+                .iter()
+                .filter_map(|s| s.next_due_after(now_ms))
+                .min()
+        };
+        let due = leases
+            .into_iter()
+            .chain(delays)
+            .min()
+            .map(|ms| Instant::now() + Duration::from_millis((ms - now_ms).max(0) as u64));
+        let waiting = self.waiting.next_deadline();
         let poll = (!self.waiting.is_empty() && self.appended.is_none())
             .then(|| Instant::now() + Duration::from_millis(5));
         due.into_iter().chain(waiting).chain(poll).min()
     }
 
     async fn on_timer(&mut self) {
+        self.timer_wakes.fetch_add(1, Ordering::Relaxed);
+        // Leases returned, or redeliveries come due.
+        self.maybe_available = true;
         let now = self.clock.now_ms();
         let mut dead = Vec::new();
         for (p, state) in self.states.iter_mut().enumerate() {
@@ -290,7 +329,8 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     async fn leave(&mut self, consumer: ConsumerId) {
         let now = self.clock.now_ms();
         self.consumers.remove(&consumer);
-        self.waiting.retain(|w| w.consumer != consumer);
+        self.waiting.drop_consumer(consumer);
+        self.maybe_available = true;
         let mut dead = Vec::new();
         for (p, state) in self.states.iter_mut().enumerate() {
             let delayed = state.delayed();
@@ -352,11 +392,25 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         let mut dead = Vec::new();
         for item in items {
             let partition = item.0 as usize;
+            let frees = self.frees_messages(consumer, &item.3);
             let result = self.settle_one(consumer, item, now);
+            self.maybe_available |= frees && result.is_ok();
             results.push(result.map(|d| dead.extend(d.map(|d| (partition, d)))));
         }
         let _ = reply.send(Ok(results));
         self.dead_letter(dead).await;
+    }
+
+    /// Whether `action` by `consumer`, applied, may let a waiting receive
+    /// have a message: a nack or release returns one; any end of a lease
+    /// gives `consumer` room under `max_in_flight` (which matters only if
+    /// it has a receive waiting).
+    fn frees_messages(&self, consumer: ConsumerId, action: &Settle) -> bool {
+        match action {
+            Settle::Nack(_) | Settle::Release => true,
+            Settle::Ack | Settle::Reject(_) => self.waiting.has_consumer(consumer),
+            Settle::Extend(_) => false,
+        }
     }
 
     /// One settle item `(partition, offset, attempt, action)`: the dead
@@ -397,6 +451,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             Settle::Extend(by) => state
                 .extend(consumer, offset, by.as_millis() as i64, now)
                 .map(|_| None),
+            Settle::Release => state.release(consumer, offset, now).map(|()| None),
         }
     }
 
@@ -417,6 +472,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             state.seek(offset);
             moved.push((p as u32, offset));
         }
+        self.maybe_available = true;
         moved
     }
 
@@ -430,6 +486,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         };
         if saved.is_ok() {
             self.paused = paused;
+            self.maybe_available |= !paused;
         }
         saved
     }
@@ -444,6 +501,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         });
         if saved.is_ok() {
             self.settings = settings;
+            self.maybe_available = true;
         }
         saved
     }
@@ -497,11 +555,10 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     /// never leased (no attempt is counted for it).
     fn take(&mut self, consumer: ConsumerId, max: usize, max_bytes: usize) -> Vec<GroupDelivery> {
         let durable = self.journal.failure().is_none();
-        if self.paused || !durable || !self.consumers.contains_key(&consumer) {
+        if self.paused || !durable {
             return Vec::new();
         }
-        let held: usize = self.states.iter().map(|s| s.in_flight_of(consumer)).sum();
-        let mut room = max.min((self.settings.max_in_flight as usize).saturating_sub(held));
+        let mut room = self.room(consumer, max);
         let mut bytes_left = max_bytes;
         let count = self.states.len();
         let mut out = Vec::new();
@@ -516,6 +573,16 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         }
         self.rotate = self.rotate.wrapping_add(1);
         out
+    }
+
+    /// How many messages `consumer` may be leased now, up to `max`: its
+    /// room under `max_in_flight` (0 for a consumer that is not a member).
+    fn room(&self, consumer: ConsumerId, max: usize) -> usize {
+        if !self.consumers.contains_key(&consumer) {
+            return 0;
+        }
+        let held: usize = self.states.iter().map(|s| s.in_flight_of(consumer)).sum();
+        max.min((self.settings.max_in_flight as usize).saturating_sub(held))
     }
 
     /// Leases to `consumer` what partition `p` has for it, up to `room`
@@ -605,16 +672,42 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         }
     }
 
-    /// Answers waiting receives that can now be served or have timed out.
+    /// Answers the waiting receives whose `max_wait` has passed, and, if
+    /// something may have become available, those that can now be served:
+    /// oldest first, until one with room gets nothing (then nothing is
+    /// available for anyone).
     fn serve_waiting(&mut self) {
-        let waiting = std::mem::take(&mut self.waiting);
-        let now = Instant::now();
-        for w in waiting {
-            let got = self.take(w.consumer, w.max, w.max_bytes);
-            if !got.is_empty() || now >= w.until || w.reply.is_closed() {
-                let _ = w.reply.send(Ok(got));
+        for w in self.waiting.take_due(Instant::now()) {
+            let got = if w.reply.is_closed() {
+                Vec::new()
             } else {
-                self.waiting.push(w);
+                self.take(w.consumer, w.max, w.max_bytes)
+            };
+            let _ = w.reply.send(Ok(got));
+        }
+        if !std::mem::take(&mut self.maybe_available) {
+            return;
+        }
+        let mut from = 0;
+        while let Some(seq) = self.waiting.next_from(from) {
+            from = seq + 1;
+            let Some(w) = self.waiting.get(seq) else {
+                break;
+            };
+            if w.reply.is_closed() {
+                self.waiting.remove(seq);
+                continue;
+            }
+            let (consumer, max, max_bytes) = (w.consumer, w.max, w.max_bytes);
+            if self.room(consumer, max) == 0 {
+                continue;
+            }
+            let got = self.take(consumer, max, max_bytes);
+            if got.is_empty() {
+                break;
+            }
+            if let Some(w) = self.waiting.remove(seq) {
+                let _ = w.reply.send(Ok(got));
             }
         }
     }
@@ -712,6 +805,10 @@ async fn sleep_until_opt(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+#[path = "engine_timer_tests.rs"]
+mod timer_tests;
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,8 @@
 //! re-exported by [`engine`](super::engine), the path the rest of the broker
 //! uses.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pigeon_protocol::batch::Record;
@@ -39,6 +41,9 @@ pub enum Settle {
     Reject(String),
     /// Lease ends this long from now.
     Extend(Duration),
+    /// Never processed (the consumer had it buffered): available again at
+    /// once, and this delivery does not count as an attempt.
+    Release,
 }
 
 /// Per-partition figures for `describe`.
@@ -137,6 +142,8 @@ pub enum SeekTo {
 #[derive(Debug, Clone)]
 pub struct GroupHandle {
     commands: mpsc::Sender<Command>,
+    /// How many times the engine woke on its timer.
+    timer_wakes: Arc<AtomicU64>,
 }
 
 /// The engine was stopped.
@@ -165,9 +172,20 @@ impl From<Stopped> for GroupError {
 }
 
 impl GroupHandle {
-    /// The handle of the engine reading `commands`.
-    pub(super) fn new(commands: mpsc::Sender<Command>) -> GroupHandle {
-        GroupHandle { commands }
+    /// The handle of the engine reading `commands`, counting its timer
+    /// wakes in `timer_wakes`.
+    pub(super) fn new(commands: mpsc::Sender<Command>, timer_wakes: Arc<AtomicU64>) -> GroupHandle {
+        GroupHandle {
+            commands,
+            timer_wakes,
+        }
+    }
+
+    /// How many times the engine has woken on its timer (lease deadlines,
+    /// redeliveries coming due for a waiting receive, receives' `max_wait`):
+    /// a diagnostic, and how the tests see that the timer does not spin.
+    pub fn timer_wakes(&self) -> u64 {
+        self.timer_wakes.load(Ordering::Relaxed)
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Stopped> {
@@ -225,7 +243,7 @@ impl GroupHandle {
         .await?
     }
 
-    /// Acks, nacks, rejects or extends `(partition, offset, action)`,
+    /// Acks, nacks, rejects, extends or releases `(partition, offset, action)`,
     /// whichever attempt the consumer's lease is; one result per item, in
     /// order.
     pub async fn settle(

@@ -16,6 +16,7 @@
 //! | 5 | `DeadLettered` | offset u64 |
 //! | 6 | `Seek` | target u64 |
 //! | 7 | `Retention` | log_start u64 |
+//! | 10 | `Released` | offset u64, attempt u32 (the released lease's), at_ms i64 (when it is available again) |
 //!
 //! ## What survives a crash
 //!
@@ -26,6 +27,11 @@
 //! the crash come back at once when the group is reopened, each counted as
 //! an attempt, so a message that crashes every consumer still reaches the
 //! dead-letter queue after `max_deliveries`.
+//!
+//! A `Released` lost that way leaves the lease open in the journal: after
+//! the restart the message comes back counted as an attempt, as if its
+//! consumer had gone away (the release saved an attempt only once
+//! durable).
 
 use pigeon_protocol::truncate_at_char_boundary;
 
@@ -82,6 +88,17 @@ pub enum Event {
         /// The new log start.
         log_start: u64,
     },
+    /// The consumer gave `offset` back unprocessed: it is available again
+    /// from `at_ms`, and its next delivery is attempt `attempt` again (the
+    /// release is not counted).
+    Released {
+        /// The offset.
+        offset: u64,
+        /// The attempt of the lease given back.
+        attempt: u32,
+        /// When it was given back (ms since the epoch).
+        at_ms: i64,
+    },
 }
 
 /// Longest reason text kept.
@@ -133,6 +150,16 @@ impl Event {
             Event::DeadLettered { offset } => tagged_u64(out, 5, *offset),
             Event::Seek { target } => tagged_u64(out, 6, *target),
             Event::Retention { log_start } => tagged_u64(out, 7, *log_start),
+            Event::Released {
+                offset,
+                attempt,
+                at_ms,
+            } => {
+                out.push(10);
+                out.extend_from_slice(&offset.to_le_bytes());
+                out.extend_from_slice(&attempt.to_le_bytes());
+                out.extend_from_slice(&at_ms.to_le_bytes());
+            }
         }
     }
 
@@ -184,6 +211,11 @@ impl Event {
             6 => Event::Seek { target: r.u64()? },
             7 => Event::Retention {
                 log_start: r.u64()?,
+            },
+            10 => Event::Released {
+                offset: r.u64()?,
+                attempt: r.u32()?,
+                at_ms: r.u64()? as i64,
             },
             tag => return Err(format!("unknown journal event tag {tag}")),
         };
@@ -261,6 +293,13 @@ mod tests {
             any::<u64>().prop_map(|offset| Event::DeadLettered { offset }),
             any::<u64>().prop_map(|target| Event::Seek { target }),
             any::<u64>().prop_map(|log_start| Event::Retention { log_start }),
+            (any::<u64>(), any::<u32>(), any::<i64>()).prop_map(|(offset, attempt, at_ms)| {
+                Event::Released {
+                    offset,
+                    attempt,
+                    at_ms,
+                }
+            }),
         ]
     }
 
@@ -314,6 +353,28 @@ mod tests {
         assert_eq!(
             Event::decode(&trailing),
             Err("2 bytes after the event".to_string())
+        );
+    }
+
+    #[test]
+    fn known_answer_released() {
+        let mut bytes = Vec::new();
+        Event::Released {
+            offset: 258,
+            attempt: 2,
+            at_ms: -1,
+        }
+        .encode(&mut bytes);
+        let mut expected = vec![10u8, 2, 1, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0];
+        expected.extend_from_slice(&[0xff; 8]);
+        assert_eq!(bytes, expected);
+        assert_eq!(
+            Event::decode(&expected),
+            Ok(Event::Released {
+                offset: 258,
+                attempt: 2,
+                at_ms: -1
+            })
         );
     }
 

@@ -5,28 +5,30 @@
 //!
 //! - how many leases each consumer holds (flow control by
 //!   `max_in_flight`), kept exact on every insert and removal;
-//! - a lower bound of the earliest deadline (the engine's next timer).
-//!   Inserting or extending a lease lowers it; removing a lease leaves it
-//!   (still a lower bound). Only when the clock reaches it does
-//!   [`Leases::take_expired`] scan the leases, and it then sets the bound
-//!   to the exact earliest deadline of those left. Leases are mostly acked
-//!   long before their deadline, so the scan runs about once per ack
-//!   timeout, not once per command.
+//! - a deadline index (a [`Timeline`] of `(deadline, offset)`), kept exact
+//!   on every insert, removal and extend: the earliest deadline is the
+//!   engine's next timer, and expiring takes exactly the leases whose
+//!   deadline has passed, earliest first, in O(log n) each. A receive's
+//!   batch shares one deadline, so the index holds one run per batch, not
+//!   one entry per lease.
 //!
 //! ## Invariants
 //!
 //! - `held[c]` = number of leases of consumer `c` (no zero entries).
-//! - Every lease's deadline ≥ `earliest_deadline`.
+//! - `(entry.lease.deadline_ms, offset)` is in `deadlines` exactly when
+//!   `offset → entry` is in `by_offset`.
 //!
 //! ## Memory
 //!
-//! One B-tree entry per lease: the offset (8 bytes) and a
-//! [`LeaseEntry`] (24 bytes), about 55 bytes with the tree's slack
-//! (measured by `cargo bench --bench delivery_timers`).
+//! One B-tree entry per lease: the offset (8 bytes) and a [`LeaseEntry`]
+//! (24 bytes), plus one deadline run per batch of consecutive offsets
+//! leased or extended together (measured by `cargo bench --bench
+//! delivery_timers`).
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::partition::{ConsumerId, DeliveryTimes, Lease};
+use super::timeline::Timeline;
 
 /// A lease and when its message was delivered (whole seconds since the
 /// Unix epoch; 0 when unknown, e.g. a lease recovered from an old journal).
@@ -51,26 +53,16 @@ impl LeaseEntry {
 }
 
 /// The open leases of one partition.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Leases {
     by_offset: BTreeMap<u64, LeaseEntry>,
     held: HashMap<ConsumerId, usize>,
-    /// No lease ends before this (ms since the epoch).
-    earliest_deadline: i64,
-}
-
-impl Default for Leases {
-    fn default() -> Leases {
-        Leases {
-            by_offset: BTreeMap::new(),
-            held: HashMap::new(),
-            earliest_deadline: i64::MAX,
-        }
-    }
+    /// `(deadline_ms, offset)` of every lease.
+    deadlines: Timeline,
 }
 
 /// Two lease tables are equal when they hold the same leases (the counts
-/// follow from them; the deadline bound is only a hint).
+/// and the deadline index follow from them).
 impl PartialEq for Leases {
     fn eq(&self, other: &Leases) -> bool {
         self.by_offset == other.by_offset
@@ -108,18 +100,38 @@ impl Leases {
         self.by_offset.iter().map(|(o, e)| (*o, e))
     }
 
+    /// The leases below `offset`, by offset.
+    pub fn below(&self, offset: u64) -> impl Iterator<Item = (u64, &LeaseEntry)> + '_ {
+        self.by_offset.range(..offset).map(|(o, e)| (*o, e))
+    }
+
+    /// Leases in `from..to`.
+    pub fn count_in(&self, from: u64, to: u64) -> usize {
+        if from >= to {
+            return 0;
+        }
+        self.by_offset.range(from..to).count()
+    }
+
+    /// Deadline runs held (what the deadline index costs in memory).
+    pub fn deadline_runs(&self) -> usize {
+        self.deadlines.runs()
+    }
+
     /// Leases `offset` (replacing any lease it had).
     pub fn insert(&mut self, offset: u64, entry: LeaseEntry) {
         if let Some(old) = self.by_offset.insert(offset, entry) {
+            self.deadlines.remove(old.lease.deadline_ms, offset);
             self.release(old.lease.consumer);
         }
         *self.held.entry(entry.lease.consumer).or_insert(0) += 1;
-        self.earliest_deadline = self.earliest_deadline.min(entry.lease.deadline_ms);
+        self.deadlines.insert(entry.lease.deadline_ms, offset);
     }
 
     /// Ends the lease on `offset`.
     pub fn remove(&mut self, offset: u64) -> Option<LeaseEntry> {
         let entry = self.by_offset.remove(&offset)?;
+        self.deadlines.remove(entry.lease.deadline_ms, offset);
         self.release(entry.lease.consumer);
         Some(entry)
     }
@@ -136,33 +148,35 @@ impl Leases {
             .by_offset
             .get_mut(&offset)
             .filter(|e| e.lease.consumer == consumer)?;
-        entry.lease.deadline_ms = deadline_ms;
-        self.earliest_deadline = self.earliest_deadline.min(deadline_ms);
+        let old = std::mem::replace(&mut entry.lease.deadline_ms, deadline_ms);
+        self.deadlines.remove(old, offset);
+        self.deadlines.insert(deadline_ms, offset);
         Some(deadline_ms)
     }
 
-    /// A time no lease ends before; `None` when there are no leases.
+    /// The earliest deadline; `None` when there are no leases.
     pub fn next_deadline(&self) -> Option<i64> {
-        (!self.by_offset.is_empty()).then_some(self.earliest_deadline)
+        self.deadlines.first().map(|(deadline, _)| deadline)
     }
 
-    /// Removes and returns, by offset, every lease whose deadline is at or
-    /// before `now_ms`. Scans only once the deadline bound has passed.
+    /// Removes and returns every lease whose deadline is at or before
+    /// `now_ms`, earliest deadline first (then by offset). Takes them from
+    /// the deadline index: nothing else is looked at.
     pub fn take_expired(&mut self, now_ms: i64) -> Vec<(u64, LeaseEntry)> {
-        if now_ms < self.earliest_deadline {
-            return Vec::new();
+        let mut taken = Vec::new();
+        while let Some((_, first, last)) = self.deadlines.pop_run_through(now_ms) {
+            for offset in first..=last {
+                if let Some(entry) = self.by_offset.remove(&offset) {
+                    self.release(entry.lease.consumer);
+                    taken.push((offset, entry));
+                }
+            }
         }
-        let taken = self.take_where(|e| e.lease.deadline_ms <= now_ms);
-        self.earliest_deadline = self
-            .by_offset
-            .values()
-            .map(|e| e.lease.deadline_ms)
-            .min()
-            .unwrap_or(i64::MAX);
         taken
     }
 
-    /// Removes and returns, by offset, the leases `pick` chooses.
+    /// Removes and returns, by offset, the leases `pick` chooses (a scan of
+    /// every lease: for a consumer leaving, and recovery).
     pub fn take_where(
         &mut self,
         mut pick: impl FnMut(&LeaseEntry) -> bool,
@@ -182,7 +196,8 @@ impl Leases {
     /// Removes and returns, by offset, the leases at or after `offset`.
     pub fn split_off(&mut self, offset: u64) -> Vec<(u64, LeaseEntry)> {
         let tail = self.by_offset.split_off(&offset);
-        for entry in tail.values() {
+        for (o, entry) in &tail {
+            self.deadlines.remove(entry.lease.deadline_ms, *o);
             self.release(entry.lease.consumer);
         }
         tail.into_iter().collect()
@@ -232,7 +247,7 @@ mod tests {
     }
 
     #[test]
-    fn the_deadline_bound_is_a_lower_bound_made_exact_by_a_scan() {
+    fn the_deadline_index_follows_every_insert_removal_and_extend() {
         let mut leases = Leases::default();
         assert_eq!(leases.next_deadline(), None);
         leases.insert(1, entry(1, 500));
@@ -240,20 +255,34 @@ mod tests {
         leases.insert(3, entry(1, 900));
         assert_eq!(leases.next_deadline(), Some(300));
         leases.remove(2);
-        // Still a lower bound, not exact: nothing expires at 300.
-        assert_eq!(leases.next_deadline(), Some(300));
-        assert!(leases.take_expired(299).is_empty());
-        assert!(leases.take_expired(300).is_empty());
-        assert_eq!(leases.next_deadline(), Some(500), "exact after the scan");
+        assert_eq!(leases.next_deadline(), Some(500), "exact after a removal");
+        assert!(leases.take_expired(499).is_empty());
         assert_eq!(leases.set_deadline(1, 3, 200), Some(200));
         assert_eq!(leases.set_deadline(2, 3, 200), None, "not its lease");
         assert_eq!(leases.next_deadline(), Some(200));
         let expired = leases.take_expired(600);
         assert_eq!(
             expired.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
-            vec![1, 3]
+            vec![3, 1],
+            "earliest deadline first"
         );
         assert_eq!(leases.next_deadline(), None);
         assert_eq!(leases.held_by(1), 0);
+    }
+
+    #[test]
+    fn a_batch_with_one_deadline_is_one_run_of_the_index() {
+        let mut leases = Leases::default();
+        for offset in 0..1000 {
+            leases.insert(offset, entry(1, 30_000));
+        }
+        assert_eq!(leases.deadline_runs(), 1);
+        for offset in (0..1000).step_by(2) {
+            leases.remove(offset);
+        }
+        assert_eq!(leases.deadline_runs(), 500, "each removal splits a run");
+        let expired = leases.take_expired(30_000);
+        assert_eq!(expired.len(), 500);
+        assert!(leases.is_empty() && leases.deadline_runs() == 0);
     }
 }

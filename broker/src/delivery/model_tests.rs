@@ -1,12 +1,19 @@
 //! Model test of one partition's delivery state machine: random
-//! deliveries, acks, nacks, rejects, extends, lease expiries, consumer
-//! disconnects, seeks and dead-letter completions run against the real
-//! state machine and a per-offset model; after every step they must agree
-//! on every offset. Invariants checked on the way: no message leased to two
-//! consumers (the model holds one state per offset), attempts never exceed
-//! `max_deliveries`, redelivery delays follow the backoff formula within the
-//! jitter, nothing is dead-lettered twice between seeks, and in the end
-//! every message is settled or dead-lettered.
+//! deliveries, acks, nacks, rejects, extends, releases, lease expiries,
+//! consumer disconnects, seeks and dead-letter completions run against the
+//! real state machine and a per-offset model; after every step they must
+//! agree on every offset. Invariants checked on the way: no message leased
+//! to two consumers (the model holds one state per offset), attempts never
+//! exceed `max_deliveries`, redelivery delays follow the backoff formula
+//! within the jitter, a release is not counted (the message is due at once
+//! with the attempts it had before), nothing is dead-lettered twice between
+//! seeks, and in the end every message is settled or dead-lettered.
+//!
+//! The indexes are checked against the model too: the earliest lease
+//! deadline and the next due time are exact, and the settled set holds one
+//! range per run of settled offsets above the floor. The state rebuilt from
+//! the journal, from scratch and from a snapshot file, equals the live
+//! state.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -54,6 +61,10 @@ enum Step {
         pick: usize,
         ms: i64,
     },
+    Release {
+        consumer: u32,
+        pick: usize,
+    },
     Advance(i64),
     Disconnect(u32),
     Seek(usize),
@@ -69,6 +80,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (consumer.clone(), any::<usize>(), proptest::option::of(0i64..500)).prop_map(|(consumer, pick, delay)| Step::Nack { consumer, pick, delay }),
         1 => (consumer.clone(), any::<usize>()).prop_map(|(consumer, pick)| Step::Reject { consumer, pick }),
         1 => (consumer.clone(), any::<usize>(), 1i64..3000).prop_map(|(consumer, pick, ms)| Step::Extend { consumer, pick, ms }),
+        2 => (consumer.clone(), any::<usize>()).prop_map(|(consumer, pick)| Step::Release { consumer, pick }),
         3 => (1i64..1500).prop_map(Step::Advance),
         1 => consumer.prop_map(Step::Disconnect),
         1 => any::<usize>().prop_map(Step::Seek),
@@ -298,6 +310,26 @@ impl Harness {
                     _ => assert_eq!(result, Err(SettleError::LeaseLost { offset })),
                 }
             }
+            Step::Release { consumer, pick } => {
+                let Some(offset) = self.pick(pick) else {
+                    return;
+                };
+                let result = self.sut.release(consumer, offset, now);
+                match self.model[offset as usize] {
+                    M::InFlight(l) if l.consumer == consumer && offset < self.sut.floor() => {
+                        assert_eq!(result, Ok(()));
+                        self.model[offset as usize] = M::Settled;
+                    }
+                    M::InFlight(l) if l.consumer == consumer => {
+                        assert_eq!(result, Ok(()));
+                        self.model[offset as usize] = M::Delayed {
+                            attempts: l.attempt - 1,
+                            due_ms: now,
+                        };
+                    }
+                    _ => assert_eq!(result, Err(SettleError::LeaseLost { offset })),
+                }
+            }
             Step::Advance(ms) => {
                 self.now += ms;
                 let now = self.now;
@@ -441,6 +473,48 @@ impl Harness {
             open,
             "lag counts what is not settled"
         );
+        self.check_indexes();
+    }
+
+    /// The deadline and due indexes are exact, and the settled set holds
+    /// one range per run of settled offsets above the floor.
+    fn check_indexes(&self) {
+        let deadline = self
+            .model
+            .iter()
+            .filter_map(|m| match m {
+                M::InFlight(l) => Some(l.deadline_ms),
+                _ => None,
+            })
+            .min();
+        assert_eq!(
+            self.sut.next_lease_deadline(),
+            deadline,
+            "earliest deadline"
+        );
+        let due_after = self
+            .model
+            .iter()
+            .filter_map(|m| match m {
+                M::Delayed { due_ms, .. } if *due_ms > self.now => Some(*due_ms),
+                _ => None,
+            })
+            .min();
+        assert_eq!(self.sut.next_due_after(self.now), due_after, "next due");
+        let floor = self.sut.floor() as usize;
+        let above = self.model.get(floor..).unwrap_or_default();
+        let settled = above.iter().filter(|m| **m == M::Settled).count();
+        let runs = above
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| **m == M::Settled && (*i == 0 || above[i - 1] != M::Settled))
+            .count();
+        assert_eq!(
+            self.sut.settled().len(),
+            settled as u64,
+            "settled above the floor"
+        );
+        assert_eq!(self.sut.settled().range_count(), runs, "one range per run");
     }
 
     /// Delivers and acks until everything is settled or dead-lettered.
@@ -513,6 +587,86 @@ fn a_poison_message_is_dead_lettered_after_max_deliveries() {
     h.sut.dead_lettered(0);
     assert_eq!(h.sut.state_of(0), OffsetState::Settled);
     assert_eq!((h.sut.dead_lettered, h.sut.floor()), (1, 1));
+}
+
+#[test]
+fn a_release_is_replayed_from_the_journal_with_its_attempt_not_counted() {
+    let mut h = Harness::new();
+    h.apply(&Step::Produce(2));
+    let got = h.sut.deliver(1, 2, h.now, 2, &h.settings);
+    assert_eq!(got.len(), 2);
+    h.sut
+        .nack(1, 1, Some(0), h.now, &h.settings, &mut h.jitter)
+        .expect("nack");
+    let again = h.sut.deliver(1, 1, h.now, 2, &h.settings);
+    assert_eq!((again[0].offset, again[0].attempt), (1, 2));
+    h.sut.release(1, 0, h.now).expect("release");
+    h.sut.release(1, 1, h.now).expect("release");
+    h.journal_events();
+    assert!(
+        h.journal.contains(&Event::Released {
+            offset: 1,
+            attempt: 2,
+            at_ms: h.now
+        }),
+        "{:?}",
+        h.journal
+    );
+    let mut replayed = PartitionDelivery::replay(PartitionDelivery::new(0), h.journal.clone());
+    let mut live = h.sut.clone();
+    live.take_events();
+    assert_eq!(replayed, live, "replay equals the live state");
+    assert_eq!(
+        replayed.state_of(1),
+        OffsetState::Delayed {
+            attempts: 1,
+            due_ms: h.now
+        }
+    );
+    assert!(
+        replayed.recover_leases(h.now, &h.settings).is_empty(),
+        "no lease left open by the releases"
+    );
+    let next = replayed.deliver(2, 2, h.now, 2, &h.settings);
+    assert_eq!(
+        next.iter()
+            .map(|d| (d.offset, d.attempt))
+            .collect::<Vec<_>>(),
+        vec![(0, 1), (1, 2)],
+        "the same attempts again"
+    );
+}
+
+#[test]
+fn a_million_acks_behind_a_stuck_lease_are_one_settled_range() {
+    let settings = settings();
+    let mut p = PartitionDelivery::new(0);
+    let stuck = p.deliver(1, 1, 0, 1, &settings);
+    assert_eq!(stuck[0].offset, 0);
+    let n = 1_000_000u64;
+    let mut now = 0;
+    for start in (1..=n).step_by(10_000) {
+        let end = (start + 10_000).min(n + 1);
+        for d in p.deliver(2, 10_000, now, end, &settings) {
+            p.ack(2, d.offset).expect("ack");
+        }
+        // The stuck lease is extended forever.
+        now += 100;
+        p.extend(1, 0, 60_000, now).expect("extend");
+        p.take_events();
+    }
+    assert_eq!((p.floor(), p.next()), (0, n + 1));
+    assert_eq!(p.settled().len(), n);
+    assert_eq!(
+        p.settled().range_count(),
+        1,
+        "one range, not a million entries"
+    );
+    let snapshot = super::snapshot::encode(&p, 0);
+    assert!(snapshot.len() < 200, "snapshot of {} bytes", snapshot.len());
+    p.ack(1, 0).expect("ack");
+    assert_eq!(p.floor(), n + 1);
+    assert!(p.settled().is_empty());
 }
 
 #[test]

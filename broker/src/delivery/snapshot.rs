@@ -6,18 +6,30 @@
 //! | field | type |
 //! | --- | --- |
 //! | magic | `PGDS` |
-//! | version | u16 = 2 |
+//! | version | u16 = 4 |
 //! | journal_offset | u64: the journal offset the snapshot covers up to (exclusive) |
 //! | floor, next, dead_lettered, removed_by_retention | u64 × 4 |
-//! | settled | u32 count, then offsets u64 |
+//! | settled | u32 count, then ranges (first u64, last u64, inclusive), in offset order, disjoint |
 //! | leases | u32 count, then (offset u64, attempt u32, times) — open leases, recovered at restart |
 //! | delayed | u32 count, then (due_ms i64, offset u64, attempts u32, times) |
 //! | dead_lettering | u32 count, then (offset u64, attempts u32, times, reason u8, text: u16 length + UTF-8) |
 //! | crc | u32: CRC-32 of everything before |
 //!
 //! `times` is the first and the latest delivery, u32 seconds since the
-//! Unix epoch each. Version 1 (written before delivery times were kept) is
-//! the same without the `times` fields; it is still read, with times 0.
+//! Unix epoch each.
+//!
+//! Older versions, still read:
+//!
+//! | version | differs from 4 |
+//! | --- | --- |
+//! | 2 | `settled`: u32 count, then offsets u64, one by one |
+//! | 1 | as 2, without the `times` fields (read with times 0) |
+//!
+//! Settled offsets are kept as ranges since version 4: the floor stops at
+//! the oldest unsettled offset, so with offsets one by one a lease held for
+//! hours made every later ack an 8-byte entry; a range is 16 bytes per gap.
+//! (Version 3 is a change of the `dead_lettering` entries made on another
+//! branch; this file writes and reads it once both are merged.)
 
 use pigeon_protocol::truncate_at_char_boundary;
 
@@ -28,7 +40,7 @@ use super::partition::{
 use crate::io::{LeCursor, seal, unseal};
 
 const MAGIC: &[u8; 4] = b"PGDS";
-const VERSION: u16 = 2;
+const VERSION: u16 = 4;
 
 fn put_times(out: &mut Vec<u8>, times: &DeliveryTimes) {
     out.extend_from_slice(&times.first_s.to_le_bytes());
@@ -43,7 +55,7 @@ pub fn encode(state: &PartitionDelivery, journal_offset: u64) -> Vec<u8> {
 /// Encodes a state's parts (taken with [`PartitionDelivery::parts`]) as of
 /// journal offset `journal_offset`.
 pub fn encode_parts(parts: &SnapshotParts, journal_offset: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + parts.settled.len() * 8 + parts.delayed.len() * 20);
+    let mut out = Vec::with_capacity(64 + parts.settled.len() * 16 + parts.delayed.len() * 20);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     for v in [
@@ -56,8 +68,9 @@ pub fn encode_parts(parts: &SnapshotParts, journal_offset: u64) -> Vec<u8> {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&(parts.settled.len() as u32).to_le_bytes());
-    for o in &parts.settled {
-        out.extend_from_slice(&o.to_le_bytes());
+    for (first, last) in &parts.settled {
+        out.extend_from_slice(&first.to_le_bytes());
+        out.extend_from_slice(&last.to_le_bytes());
     }
     out.extend_from_slice(&(parts.leases.len() as u32).to_le_bytes());
     for (o, attempt, times) in &parts.leases {
@@ -99,7 +112,7 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
         return None;
     }
     let version = r.u16()?;
-    if version != 1 && version != VERSION {
+    if ![1, 2, VERSION].contains(&version) {
         return None;
     }
     let times_len = if version == 1 { 0 } else { 8 };
@@ -120,9 +133,7 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
         removed_by_retention: r.u64()?,
         ..SnapshotParts::default()
     };
-    for _ in 0..r.count(8)? {
-        parts.settled.push(r.u64()?);
-    }
+    parts.settled = settled(&mut r, version)?;
     for _ in 0..r.count(12 + times_len)? {
         parts.leases.push((r.u64()?, r.u32()?, times(&mut r)?));
     }
@@ -156,10 +167,32 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
     Some((PartitionDelivery::from_parts(parts), journal_offset))
 }
 
+/// The settled section: ranges (version 4) or single offsets (1 and 2),
+/// as ranges. `None` when damaged: a range ending before it starts, or out
+/// of order or overlapping the one before.
+fn settled(r: &mut LeCursor, version: u16) -> Option<Vec<(u64, u64)>> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let width = if version >= 4 { 16 } else { 8 };
+    for _ in 0..r.count(width)? {
+        let first = r.u64()?;
+        let last = if version >= 4 { r.u64()? } else { first };
+        let after_previous = ranges.last().is_none_or(|(_, l)| first > *l);
+        if first > last || !after_previous {
+            return None;
+        }
+        match ranges.last_mut() {
+            // Offsets one by one (versions 1 and 2) join their neighbours.
+            Some((_, l)) if l.checked_add(1) == Some(first) => *l = last,
+            _ => ranges.push((first, last)),
+        }
+    }
+    Some(ranges)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::{GroupSettings, Jitter};
+    use crate::delivery::{GroupSettings, Jitter, OffsetState};
 
     fn sample() -> PartitionDelivery {
         let settings = GroupSettings::default();
@@ -212,6 +245,63 @@ mod tests {
             state.parts().leases,
             vec![(11, 2, DeliveryTimes::default())]
         );
+    }
+
+    /// A version 2 snapshot (settled offsets one by one) as the previous
+    /// release wrote it: floor 10, next 20, settled 12, 13, 14 and 17.
+    fn version_2() -> Vec<u8> {
+        let mut v2 = Vec::new();
+        v2.extend_from_slice(MAGIC);
+        v2.extend_from_slice(&2u16.to_le_bytes());
+        for v in [3u64, 10, 20, 0, 0] {
+            v2.extend_from_slice(&v.to_le_bytes());
+        }
+        v2.extend_from_slice(&4u32.to_le_bytes());
+        for o in [12u64, 13, 14, 17] {
+            v2.extend_from_slice(&o.to_le_bytes());
+        }
+        for _ in 0..3 {
+            v2.extend_from_slice(&0u32.to_le_bytes()); // leases, delayed, dead_lettering
+        }
+        let crc = crc32fast::hash(&v2);
+        v2.extend_from_slice(&crc.to_le_bytes());
+        v2
+    }
+
+    #[test]
+    fn a_version_2_snapshot_is_read_with_its_settled_offsets_as_ranges() {
+        let (state, covered) = decode(&version_2()).expect("version 2 decodes");
+        assert_eq!(covered, 3);
+        assert_eq!(state.parts().settled, vec![(12, 14), (17, 17)]);
+        assert_eq!(state.state_of(13), OffsetState::Settled);
+        assert_eq!(state.state_of(15), OffsetState::Available { attempts: 0 });
+        // Written again, it is version 4 with ranges.
+        let again = encode(&state, covered);
+        assert_eq!(&again[4..6], &VERSION.to_le_bytes());
+        assert_eq!(decode(&again).expect("decodes").0.parts(), state.parts());
+    }
+
+    #[test]
+    fn settled_ranges_out_of_order_or_reversed_are_refused() {
+        for ranges in [[(5u64, 4u64), (9, 9)], [(5, 7), (6, 9)], [(8, 9), (1, 2)]] {
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(MAGIC);
+            bytes.extend_from_slice(&VERSION.to_le_bytes());
+            for v in [0u64, 0, 20, 0, 0] {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            bytes.extend_from_slice(&2u32.to_le_bytes());
+            for (first, last) in ranges {
+                bytes.extend_from_slice(&first.to_le_bytes());
+                bytes.extend_from_slice(&last.to_le_bytes());
+            }
+            for _ in 0..3 {
+                bytes.extend_from_slice(&0u32.to_le_bytes());
+            }
+            let crc = crc32fast::hash(&bytes);
+            bytes.extend_from_slice(&crc.to_le_bytes());
+            assert!(decode(&bytes).is_none(), "{ranges:?} accepted");
+        }
     }
 
     #[test]

@@ -188,6 +188,7 @@ pub async fn settle(broker: &Broker, owner: &MemberOwner, req: wire::SettleReque
             wire::SettleAction::Nack => SettleAction::Nack(delay(i.delay_ms)),
             wire::SettleAction::Reject => SettleAction::Reject(i.reason),
             wire::SettleAction::Extend => SettleAction::Extend(delay(i.delay_ms)),
+            wire::SettleAction::Release => SettleAction::Release,
         },
     });
     let (topic, group) = (&req.topic, &req.group);

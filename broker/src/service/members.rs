@@ -65,6 +65,9 @@ pub enum SettleAction {
     Reject(String),
     /// Keep the lease this much longer (`None`: the group's ack timeout).
     Extend(Option<Duration>),
+    /// Never processed: back to the group at once, not counted as an
+    /// attempt.
+    Release,
 }
 
 /// One item of a settle.
@@ -237,6 +240,7 @@ impl Broker {
                     SettleAction::Nack(delay) => Settle::Nack(delay),
                     SettleAction::Reject(reason) => Settle::Reject(reason),
                     SettleAction::Extend(by) => Settle::Extend(by.unwrap_or(ack_timeout)),
+                    SettleAction::Release => Settle::Release,
                 };
                 (i.partition, i.offset, i.attempt, action)
             })

@@ -22,7 +22,19 @@
 //!   [`ClientError::Broker`] with the broker's code.
 //! - The connection lives as long as the consumer or any of its deliveries:
 //!   dropping them all (or [`Consumer::close`]) closes it, and the broker
-//!   hands the leases still held back to the group.
+//!   hands the leases still held back to the group (each counted as an
+//!   attempt).
+//! - [`Consumer::close`] first **releases** what the application never
+//!   received: the buffered deliveries, and those of a Receive still in
+//!   flight (awaited for at most its wait and a second). A release (Settle
+//!   version 2) returns the message at once without counting the delivery,
+//!   so the next consumer gets it with the same attempt number. With a
+//!   broker that does not speak Settle v2, or if the release fails, they
+//!   come back with the connection, counted, as before.
+//! - A Receive runs as a task of its own: when a caller stops waiting for
+//!   [`Consumer::next_within`] (or the others) part-way, e.g. in a
+//!   `select!`, its answer is kept and its deliveries buffered at the next
+//!   call or released by `close`, never lost while their leases run.
 //!
 //! - A delivery handed to the application keeps its lease until it is
 //!   settled or dropped: the [lease keeper](super::lease_keeper) extends it
@@ -42,18 +54,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::Stream;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::backoff::Backoff;
 use super::connection::{Client, expect_response};
 use super::error::ClientError;
+pub use super::group_delivery::GroupDelivery;
+use super::group_delivery::settle_items;
 use super::lease_keeper::{self, LeaseKeeper, ReceivedBatch};
-use crate::batch::{Header, Record};
+use crate::batch::Header;
 use crate::protocol::{
-    ErrorCode, GroupSettings, JoinGroupRequest, ReceiveRequest, SettleAction, SettleItem,
-    SettleRequest,
+    GroupSettings, JoinGroupRequest, ReceiveRequest, ReceiveResponse, SettleItem,
 };
 
 /// How a [`Consumer`] receives.
@@ -103,10 +116,10 @@ impl Default for ConsumerConfig {
 
 /// What a consumer and its deliveries share: the connection and the group.
 #[derive(Debug)]
-struct Membership {
-    client: Client,
-    topic: String,
-    group: String,
+pub(super) struct Membership {
+    pub(super) client: Client,
+    pub(super) topic: String,
+    pub(super) group: String,
     /// Set when the connection was lost: join again before receiving.
     lost: AtomicBool,
     /// The client's connection generation when the consumer joined: the
@@ -122,12 +135,12 @@ struct Membership {
 
 impl Membership {
     /// The group's ack timeout as of the last join.
-    fn ack_timeout(&self) -> Duration {
+    pub(super) fn ack_timeout(&self) -> Duration {
         Duration::from_millis(self.ack_timeout_ms.load(Ordering::Relaxed))
     }
 
     /// Notes that `err` may have cost the connection (and so the membership).
-    fn observe(&self, err: &ClientError) {
+    pub(super) fn observe(&self, err: &ClientError) {
         if matches!(
             err,
             ClientError::Connection { .. }
@@ -164,7 +177,21 @@ pub struct Consumer {
     settings: GroupSettings,
     /// Received and not handed out yet, with when they were received.
     buffered: VecDeque<(Instant, GroupDelivery)>,
+    /// The Receive in flight, if a caller stopped waiting for it.
+    receiving: Option<Receiving>,
     failures: u32,
+}
+
+/// A Receive request running as a task of its own, so that no answer is
+/// lost when the caller waiting for it goes away.
+#[derive(Debug)]
+struct Receiving {
+    /// The membership it was sent for.
+    consumer_id: u64,
+    /// By when a broker in good health has answered it (its wait and a
+    /// second): how long `close` waits for it.
+    expected_by: Instant,
+    task: JoinHandle<Result<ReceiveResponse, ClientError>>,
 }
 
 impl Consumer {
@@ -205,6 +232,7 @@ impl Consumer {
             consumer_id,
             settings,
             buffered: VecDeque::new(),
+            receiving: None,
             failures: 0,
         })
     }
@@ -322,12 +350,68 @@ impl Consumer {
         })
     }
 
-    /// Leaves the group now: closes the consumer's connection, so that the
-    /// broker hands every lease it still holds back to the group (and stops
-    /// keeping the leases of deliveries not settled yet).
-    pub async fn close(self) {
+    /// Leaves the group now. First the deliveries the application never
+    /// received (buffered, or in the answer of a Receive still in flight)
+    /// are released: back to the group at once, not counted as an attempt.
+    /// Then the consumer's connection closes, so that the broker hands
+    /// every lease it still holds (deliveries handed out and not settled)
+    /// back to the group, each counted as an attempt, and the leases of
+    /// those are no longer kept.
+    pub async fn close(mut self) {
+        self.collect_in_flight().await;
+        let released = self.release_buffered().await;
+        if released > 0 {
+            tracing::debug!(released, "released deliveries never handed out");
+        }
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.client.close().await;
+    }
+
+    /// Waits (at most until it must have been answered) for the Receive a
+    /// caller stopped waiting for, and buffers its deliveries.
+    async fn collect_in_flight(&mut self) {
+        let Some(mut receiving) = self.receiving.take() else {
+            return;
+        };
+        match tokio::time::timeout_at(receiving.expected_by, &mut receiving.task).await {
+            Ok(Ok(Ok(answer))) => self.buffer(receiving.consumer_id, answer),
+            Ok(_) => {}
+            Err(_) => receiving.task.abort(),
+        }
+    }
+
+    /// Releases every buffered delivery whose lease may still be alive, with
+    /// one Settle request per membership: how many the broker took back.
+    /// Those it refused, or all of them if the request fails (e.g. a broker
+    /// without Settle v2), come back when their lease ends or the
+    /// connection closes, counted as before.
+    async fn release_buffered(&mut self) -> usize {
+        let ack_timeout = self.shared.ack_timeout();
+        let live: Vec<GroupDelivery> = self
+            .buffered
+            .drain(..)
+            .filter(|(received, _)| received.elapsed() < ack_timeout)
+            .map(|(_, delivery)| delivery)
+            .collect();
+        let mut released = 0;
+        for run in live.chunk_by(|a, b| a.consumer_id == b.consumer_id) {
+            let items = run
+                .iter()
+                .map(|d| SettleItem::release(d.partition, d.offset, d.attempt))
+                .collect();
+            match settle_items(&self.shared, run[0].consumer_id, items).await {
+                Ok(results) => released += results.iter().filter(|r| r.is_ok()).count(),
+                Err(err) => tracing::debug!(
+                    error = %err,
+                    count = run.len(),
+                    "cannot release buffered deliveries; they return when the connection closes"
+                ),
+            }
+            for d in run {
+                d.batch.settled(d.index);
+            }
+        }
+        released
     }
 
     /// The next buffered delivery whose lease can still be alive (received
@@ -353,9 +437,41 @@ impl Consumer {
         None
     }
 
-    /// One Receive of up to `max_messages`, waiting up to `wait`; joins
-    /// again first if the connection was lost.
+    /// One Receive of up to `max_messages`, waiting up to `wait` (or the
+    /// one a caller stopped waiting for, if any); joins again first if the
+    /// connection was lost. Cancel-safe: the Receive runs as a task, kept
+    /// in `receiving` until its answer is buffered.
     async fn receive(&mut self, wait: Duration) -> Result<(), ClientError> {
+        if self.receiving.is_none() {
+            self.rejoin_if_lost().await?;
+            self.receiving = Some(self.start_receive(wait));
+        }
+        let Some(receiving) = self.receiving.as_mut() else {
+            return Ok(());
+        };
+        let joined = (&mut receiving.task).await;
+        let consumer_id = receiving.consumer_id;
+        self.receiving = None;
+        let answer = joined.unwrap_or_else(|err| {
+            Err(ClientError::UnexpectedResponse(format!(
+                "the Receive task ended without an answer: {err}"
+            )))
+        });
+        match answer {
+            Ok(answer) => {
+                self.buffer(consumer_id, answer);
+                Ok(())
+            }
+            Err(err) => {
+                self.shared.observe(&err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Joins the group again if the connection was lost since the last
+    /// join.
+    async fn rejoin_if_lost(&mut self) -> Result<(), ClientError> {
         let reconnected = self.shared.client.connection_generation()
             != self.shared.joined_on.load(Ordering::SeqCst);
         if self.shared.lost.swap(false, Ordering::SeqCst) || reconnected {
@@ -374,6 +490,12 @@ impl Consumer {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Sends a Receive of up to `max_messages`, waiting up to `wait`, as a
+    /// task of its own.
+    fn start_receive(&self, wait: Duration) -> Receiving {
         let request = ReceiveRequest {
             topic: self.shared.topic.clone(),
             group: self.shared.group.clone(),
@@ -383,26 +505,30 @@ impl Consumer {
             max_bytes: self.config.max_bytes,
         };
         let timeout = self.shared.client.config().request_timeout + wait;
-        let answer = self
-            .shared
-            .client
-            .request_with_timeout(request.into(), timeout)
-            .await
-            .and_then(|response| expect_response!(response, Receive));
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(err) => {
-                self.shared.observe(&err);
-                return Err(err);
-            }
-        };
+        let client = self.shared.client.clone();
+        let task = tokio::spawn(async move {
+            client
+                .request_with_timeout(request.into(), timeout)
+                .await
+                .and_then(|response| expect_response!(response, Receive))
+        });
+        Receiving {
+            consumer_id: self.consumer_id,
+            expected_by: Instant::now() + wait + Duration::from_secs(1),
+            task,
+        }
+    }
+
+    /// Buffers the deliveries of a Receive answered for `consumer_id` (and
+    /// has their leases kept once handed out).
+    fn buffer(&mut self, consumer_id: u64, answer: ReceiveResponse) {
         let received = Instant::now();
         let items = answer
             .deliveries
             .iter()
             .map(|d| (d.partition, d.offset, d.attempt))
             .collect();
-        let batch = Arc::new(ReceivedBatch::new(self.consumer_id, items));
+        let batch = Arc::new(ReceivedBatch::new(consumer_id, items));
         if self.config.keep_leases {
             self.shared.keeper.watch(&batch);
         }
@@ -424,14 +550,13 @@ impl Consumer {
                         value: h.value,
                     })
                     .collect(),
-                consumer_id: self.consumer_id,
+                consumer_id,
                 shared: Arc::clone(&self.shared),
                 batch: Arc::clone(&batch),
                 index,
             };
             self.buffered.push_back((received, delivery));
         }
-        Ok(())
     }
 }
 
@@ -497,199 +622,4 @@ async fn extend_outstanding(shared: &Membership) {
             Err(err) => tracing::debug!(error = %err, "extending leases failed; retrying"),
         }
     }
-}
-
-/// One message leased to a [`Consumer`] until `lease_deadline_ms`: settle
-/// it with [`ack`](GroupDelivery::ack), [`nack`](GroupDelivery::nack),
-/// [`reject`](GroupDelivery::reject), or keep it longer with
-/// [`extend`](GroupDelivery::extend).
-#[derive(Debug, Clone)]
-pub struct GroupDelivery {
-    /// The topic.
-    pub topic: String,
-    /// Partition id.
-    pub partition: u32,
-    /// The message's offset in its partition.
-    pub offset: u64,
-    /// Which delivery of this message to the group this is: 1 the first.
-    pub attempt: u32,
-    /// When the lease ends, ms since the Unix epoch (broker clock).
-    pub lease_deadline_ms: i64,
-    /// The record's append time, ms since the Unix epoch.
-    pub timestamp: i64,
-    /// The record's key, if any.
-    pub key: Option<Bytes>,
-    /// The record's value.
-    pub value: Bytes,
-    /// The record's headers, in order.
-    pub headers: Vec<Header>,
-    consumer_id: u64,
-    shared: Arc<Membership>,
-    /// The deliveries of the same Receive, with whether each was handed
-    /// out and settled (for the lease keeper), and this one's index there.
-    batch: Arc<ReceivedBatch>,
-    index: usize,
-}
-
-impl GroupDelivery {
-    /// The message as a plain record (offset, timestamp, key, value, headers).
-    pub fn record(&self) -> Record {
-        Record {
-            offset: self.offset,
-            timestamp: self.timestamp,
-            key: self.key.clone(),
-            value: self.value.clone(),
-            headers: self.headers.clone(),
-        }
-    }
-
-    /// Settles the message: done for the group. Returns once the broker
-    /// has answered; `LeaseLost` if the lease had already ended.
-    pub async fn ack(&self) -> Result<(), ClientError> {
-        self.settle(SettleAction::Ack, 0, String::new()).await
-    }
-
-    /// Asks for redelivery after `delay` (`None`: the group's backoff).
-    pub async fn nack(&self, delay: Option<Duration>) -> Result<(), ClientError> {
-        let ms = delay.map_or(0, |d| millis(d).max(1));
-        self.settle(SettleAction::Nack, ms, String::new()).await
-    }
-
-    /// Dead-letters the message at once, recording `reason` (at most
-    /// 1024 bytes; longer is cut at a character boundary).
-    pub async fn reject(&self, reason: impl Into<String>) -> Result<(), ClientError> {
-        let mut reason = reason.into();
-        let keep = crate::protocol::truncate_at_char_boundary(
-            &reason,
-            crate::protocol::MAX_SETTLE_REASON_LEN,
-        )
-        .len();
-        reason.truncate(keep);
-        self.settle(SettleAction::Reject, 0, reason).await
-    }
-
-    /// Makes the lease end `by` from now (for slow work).
-    pub async fn extend(&self, by: Duration) -> Result<(), ClientError> {
-        self.settle(SettleAction::Extend, millis(by).max(1), String::new())
-            .await
-    }
-
-    async fn settle(
-        &self,
-        action: SettleAction,
-        delay_ms: u32,
-        reason: String,
-    ) -> Result<(), ClientError> {
-        let item = SettleItem {
-            partition: self.partition,
-            offset: self.offset,
-            attempt: self.attempt,
-            action,
-            delay_ms,
-            reason,
-        };
-        let settled = settle_items(&self.shared, self.consumer_id, vec![item]).await;
-        if action != SettleAction::Extend {
-            // Settled, or failed: either way no longer the keeper's to extend.
-            self.batch.settled(self.index);
-        }
-        settled?.into_iter().next().unwrap_or_else(|| {
-            Err(ClientError::UnexpectedResponse(
-                "Settle answer without a result".into(),
-            ))
-        })
-    }
-
-    /// Acks many deliveries with one Settle request per consumer
-    /// membership (usually exactly one), instead of one round trip each.
-    ///
-    /// The outer error is a failed request (nothing is known to be
-    /// settled; the leases come back when they expire or the connection
-    /// closes); otherwise there is one result per delivery, in order,
-    /// `LeaseLost` for a lease that had already ended.
-    pub async fn ack_all(
-        deliveries: &[GroupDelivery],
-    ) -> Result<Vec<Result<(), ClientError>>, ClientError> {
-        let mut results = Vec::with_capacity(deliveries.len());
-        let mut rest = deliveries;
-        while let Some(first) = rest.first() {
-            let same = rest
-                .iter()
-                .take_while(|d| {
-                    Arc::ptr_eq(&d.shared, &first.shared) && d.consumer_id == first.consumer_id
-                })
-                .count();
-            let (run, tail) = rest.split_at(same);
-            let items = run
-                .iter()
-                .map(|d| SettleItem::ack(d.partition, d.offset, d.attempt))
-                .collect();
-            let answers = settle_items(&first.shared, first.consumer_id, items).await;
-            for d in run {
-                d.batch.settled(d.index);
-            }
-            let answers = answers?;
-            if answers.len() != run.len() {
-                return Err(ClientError::UnexpectedResponse(format!(
-                    "Settle answer with {} results for {} items",
-                    answers.len(),
-                    run.len()
-                )));
-            }
-            results.extend(answers);
-            rest = tail;
-        }
-        Ok(results)
-    }
-}
-
-/// Sends one Settle request with `items` for `consumer_id`; one result per
-/// item, in order, naming the message when the broker refused it.
-async fn settle_items(
-    shared: &Membership,
-    consumer_id: u64,
-    items: Vec<SettleItem>,
-) -> Result<Vec<Result<(), ClientError>>, ClientError> {
-    let actions: Vec<SettleAction> = items.iter().map(|i| i.action).collect();
-    let request = SettleRequest {
-        topic: shared.topic.clone(),
-        group: shared.group.clone(),
-        consumer_id,
-        items,
-    };
-    let answer = shared
-        .client
-        .request(request.into())
-        .await
-        .and_then(|response| expect_response!(response, Settle));
-    let answer = match answer {
-        Ok(answer) => answer,
-        Err(err) => {
-            shared.observe(&err);
-            return Err(err);
-        }
-    };
-    Ok(answer
-        .results
-        .into_iter()
-        .zip(actions)
-        .map(|(result, action)| {
-            if result.error_code == ErrorCode::None {
-                Ok(())
-            } else {
-                Err(ClientError::broker_said(
-                    result.error_code,
-                    format!(
-                        "{action:?} of {}/{}@{}",
-                        shared.topic, result.partition, result.offset
-                    ),
-                    &result.error_message,
-                ))
-            }
-        })
-        .collect())
-}
-
-fn millis(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }

@@ -44,7 +44,8 @@
 //! | `admin.rs` | [`Admin`]: create/delete/list/describe topics, offset lookups, group administration |
 //! | `broker_admin.rs` | [`Admin`]: alter a topic's retention, list groups, describe the broker |
 //! | `lease_keeper.rs` | keeping the leases of handed-out, unsettled deliveries alive |
-//! | `consumer.rs` | [`Consumer`]: group membership, long-poll receive, ack/nack/reject/extend, rejoin |
+//! | `consumer.rs` | [`Consumer`]: group membership, long-poll receive, rejoin, release on close |
+//! | `group_delivery.rs` | [`GroupDelivery`]: a leased message and its settles (ack/nack/reject/extend, `ack_all`) |
 //! | `producer/` | [`Producer`]: partitioning, batching, buffering, retries (its files: `producer/mod.rs`) |
 //! | `session.rs` | the idempotent producer session: registration, reset, fencing |
 //! | `reader.rs` | [`Reader`]: a partition as an async stream of records |
@@ -56,6 +57,7 @@ mod broker_admin;
 mod connection;
 mod consumer;
 mod error;
+mod group_delivery;
 mod lease_keeper;
 mod producer;
 mod reader;

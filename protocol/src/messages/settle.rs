@@ -13,7 +13,20 @@
 //! message came back to the same consumer. 0 (and every v0 item) means "the
 //! consumer's current lease, whichever attempt".
 //!
-//! Response v0 and v1: `results` array of (`partition` u32, `offset` u64,
+//! Request v2: the same bytes as v1; `action` may also be 4, Release: the
+//! consumer gives the delivery back unprocessed (its client had it
+//! buffered and never handed it to the application). The message is
+//! available again at once and the delivery is not counted: its next
+//! delivery has the same attempt number. `delay_ms` and `reason` should be
+//! 0 and empty. Action 4 in a v0 or v1 request is invalid (and a client
+//! cannot encode it: it needs a broker that speaks v2).
+//!
+//! | action | v0 | v1 | v2 |
+//! | --- | --- | --- | --- |
+//! | 0 Ack, 1 Nack, 2 Reject, 3 Extend | yes | yes | yes |
+//! | 4 Release | — | — | yes |
+//!
+//! Response v0, v1 and v2: `results` array of (`partition` u32, `offset` u64,
 //! `error_code` u16, `error_message` string): one per item, in order.
 //!
 //! `delay_ms` is read by Nack (the redelivery delay; 0 = the group's
@@ -53,12 +66,23 @@ pub enum SettleAction {
     /// Still working: the lease now ends `delay_ms` from now (0: the
     /// group's ack timeout).
     Extend = 3,
+    /// Never processed: back to the group at once, without counting the
+    /// delivery as an attempt (version 2).
+    Release = 4,
 }
 
 impl SettleAction {
     /// The number on the wire.
     pub fn as_u8(self) -> u8 {
         self as u8
+    }
+
+    /// The lowest Settle version that carries this action.
+    pub fn since_version(self) -> u16 {
+        match self {
+            SettleAction::Release => 2,
+            _ => 0,
+        }
     }
 
     /// The action numbered `n`; an unknown number is `InvalidValue`.
@@ -68,11 +92,25 @@ impl SettleAction {
             1 => Ok(SettleAction::Nack),
             2 => Ok(SettleAction::Reject),
             3 => Ok(SettleAction::Extend),
+            4 => Ok(SettleAction::Release),
             other => Err(CodecErrorKind::InvalidValue {
                 field: "action",
                 value: u64::from(other),
             }),
         }
+    }
+
+    /// The action numbered `n` in a request of `version`: an action that
+    /// version does not have is `InvalidValue`, like an unknown number.
+    pub fn from_u8_in(n: u8, version: u16) -> Result<SettleAction, CodecErrorKind> {
+        let action = SettleAction::from_u8(n)?;
+        if action.since_version() > version {
+            return Err(CodecErrorKind::InvalidValue {
+                field: "action",
+                value: u64::from(n),
+            });
+        }
+        Ok(action)
     }
 }
 
@@ -99,7 +137,7 @@ pub struct SettleItem {
     /// The delivery's attempt number: the item applies only to that lease
     /// (v1; 0 = whichever lease the consumer holds, and what v0 decodes to).
     pub attempt: u32,
-    /// Ack, nack, reject or extend.
+    /// Ack, nack, reject, extend or release.
     pub action: SettleAction,
     /// Nack: redelivery delay (0 = the group's backoff). Extend: new lease
     /// length from now (0 = the group's ack timeout). Otherwise 0.
@@ -126,6 +164,21 @@ impl SettleItem {
             action: SettleAction::Ack,
             delay_ms: 0,
             reason: String::new(),
+        }
+    }
+
+    /// A release of the delivery at `partition`/`offset`, attempt
+    /// `attempt`: back to the group unprocessed, not counted (Settle v2).
+    ///
+    /// ```
+    /// use pigeon_protocol::{SettleAction, SettleItem};
+    /// let item = SettleItem::release(0, 7, 2);
+    /// assert_eq!((item.action, item.attempt), (SettleAction::Release, 2));
+    /// ```
+    pub fn release(partition: u32, offset: u64, attempt: u32) -> SettleItem {
+        SettleItem {
+            action: SettleAction::Release,
+            ..SettleItem::ack(partition, offset, attempt)
         }
     }
 }
@@ -160,6 +213,13 @@ impl Message for SettleRequest {
         w.group_name("group", &self.group)?;
         w.u64(self.consumer_id);
         w.vec("items", &self.items, true, |w, item| {
+            if item.action.since_version() > version {
+                // An older broker would refuse the whole request.
+                return Err(w.error(CodecErrorKind::InvalidValue {
+                    field: "action",
+                    value: u64::from(item.action.as_u8()),
+                }));
+            }
             w.u32(item.partition);
             w.u64(item.offset);
             if version >= 1 {
@@ -181,7 +241,7 @@ impl Message for SettleRequest {
                 let offset = r.u64("offset")?;
                 let attempt = if version >= 1 { r.u32("attempt")? } else { 0 };
                 let start = r.offset();
-                let action = SettleAction::from_u8(r.u8("action")?)
+                let action = SettleAction::from_u8_in(r.u8("action")?, version)
                     .map_err(|kind| CodecError::new(start, kind))?;
                 Ok(SettleItem {
                     partition,

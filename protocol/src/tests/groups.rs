@@ -197,20 +197,29 @@ fn unknown_settle_actions_are_refused_at_their_offset() {
     // (consumer_id) + 4 (count) + 4 (partition) + 8 (offset) = 53.
     let mut frame = hex_bytes(SETTLE_BYTES);
     assert_eq!(frame[53], SettleAction::Ack.as_u8());
-    for tag in [4, 0xff] {
+    // 4 (Release) exists from version 2 on: this frame is version 0.
+    for tag in [4, 5, 0xff] {
         frame[53] = tag;
         assert_eq!(request_error(&frame), invalid(53, "action", u64::from(tag)));
     }
-    for n in 0..=3 {
+    for n in 0..=4 {
         assert_eq!(SettleAction::from_u8(n).map(SettleAction::as_u8), Ok(n));
     }
     assert_eq!(
-        SettleAction::from_u8(4),
+        SettleAction::from_u8(5),
+        Err(CodecErrorKind::InvalidValue {
+            field: "action",
+            value: 5
+        })
+    );
+    assert_eq!(
+        SettleAction::from_u8_in(4, 1),
         Err(CodecErrorKind::InvalidValue {
             field: "action",
             value: 4
         })
     );
+    assert_eq!(SettleAction::from_u8_in(4, 2), Ok(SettleAction::Release));
 }
 
 #[test]

@@ -270,6 +270,24 @@ proptest! {
     }
 
     #[test]
+    fn settle_v2_round_trips_with_releases(
+        body in settle_request(),
+        releases in proptest::collection::vec(any::<bool>(), 6),
+        id in request_id(),
+    ) {
+        let mut body = body;
+        for (item, release) in body.items.iter_mut().zip(releases) {
+            if release {
+                item.action = SettleAction::Release;
+            }
+        }
+        let frame = RequestFrame { request_id: id, api_version: 2, request: body.clone().into() };
+        let incoming = decode_one_request(&request_bytes(&frame));
+        prop_assert_eq!(incoming.header.api_version, 2);
+        prop_assert_eq!(incoming.request, Ok(Request::from(body)));
+    }
+
+    #[test]
     fn receive_v1_round_trips_with_its_byte_bound(
         body in receive_request(),
         max_bytes in any::<u32>(),

@@ -9,6 +9,7 @@
 //! new (≥ next) ──deliver──▶ in flight (lease: consumer, attempt, deadline)
 //!   ▲                           │ ack ────────────────▶ settled
 //!   │                           │ nack / expiry / consumer gone
+//!   │                           │ (release: due now, attempt n − 1)
 //!   │                           ▼
 //!   └────── due ─────── delayed (attempt n, due at now + backoff(n))
 //!                               │ attempt = max_deliveries, or reject
@@ -25,17 +26,33 @@
 //!   last seek.
 //! - The attempt number of a lease never exceeds `max_deliveries`: the
 //!   attempt that reaches it is dead-lettered instead of delayed.
-//! - Memory: a lease or a delay costs one B-tree entry (≈ 55 and 42 bytes
-//!   with the trees' slack, measured by `cargo bench --bench
-//!   delivery_timers`); settled offsets above the floor cost one set entry
-//!   until the floor passes them.
+//! - A release (the consumer gives back a delivery it never processed)
+//!   does not count: the message is due at once with the attempts it had
+//!   before that delivery, so its next delivery has the same attempt
+//!   number and `max_deliveries` is not moved closer.
+//! - Memory: a lease costs one B-tree entry by offset and a share of a
+//!   run of the deadline index (one run per batch of consecutive offsets
+//!   with one deadline), a delay two B-tree entries (by due time, and by
+//!   offset); figures from `cargo bench --bench delivery_timers` in
+//!   `docs/benchmarks.md`. Settled offsets
+//!   above the floor are held as ranges ([`OffsetRanges`]), so they cost
+//!   one entry per gap, not one per ack.
+//! - Cost: every operation is O(log n) per message it touches
+//!   (deliver, ack, nack, release, extend, expiry, `state_of`, replay of an
+//!   event); only a consumer leaving scans the leases (once), and a seek or
+//!   retention drops what it passes.
 //! - Delivery times (first and latest delivery of a message, for the
 //!   dead-letter headers and `message show`) are kept to the second, as
 //!   u32 seconds since the Unix epoch, so that they fit those budgets.
 
+mod delays;
 mod persist;
+mod settled;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+use delays::Delays;
+pub use settled::OffsetRanges;
 
 use super::journal::Event;
 use super::leases::{LeaseEntry, Leases};
@@ -121,7 +138,7 @@ pub struct DeadLetter {
 
 /// A message waiting for its next attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Waiting {
+pub(super) struct Waiting {
     /// Deliveries so far.
     attempts: u32,
     /// Its first and latest delivery.
@@ -184,11 +201,12 @@ pub struct SnapshotParts {
     pub dead_lettered: u64,
     /// Messages removed by retention before the group settled them.
     pub removed_by_retention: u64,
-    /// Settled offsets in `floor..next`.
-    pub settled: Vec<u64>,
+    /// Settled offsets in `floor..next`, as inclusive ranges `(first,
+    /// last)` in offset order.
+    pub settled: Vec<(u64, u64)>,
     /// Open leases: (offset, attempt, times).
     pub leases: Vec<(u64, u32, DeliveryTimes)>,
-    /// (due_ms, offset, attempts, times).
+    /// (due_ms, offset, attempts, times), earliest due first.
     pub delayed: Vec<(i64, u64, u32, DeliveryTimes)>,
     /// Messages whose dead-letter copy is being written.
     pub dead_lettering: Vec<DeadLetter>,
@@ -202,10 +220,10 @@ pub struct PartitionDelivery {
     /// Offsets from here on were never delivered (since the last seek).
     next: u64,
     /// Settled offsets in `floor..next`.
-    settled: BTreeSet<u64>,
+    settled: OffsetRanges,
     in_flight: Leases,
-    /// `(due_ms, offset)` → deliveries so far.
-    delayed: BTreeMap<(i64, u64), Waiting>,
+    /// Messages waiting for their next attempt.
+    delayed: Delays,
     /// Offsets whose dead-letter copy is being written.
     dead_lettering: BTreeMap<u64, DeadLetter>,
     /// Changes not yet taken by the journal writer.
@@ -257,35 +275,36 @@ impl PartitionDelivery {
     pub fn lag(&self, log_end: u64) -> u64 {
         let above = log_end
             .saturating_sub(self.floor)
-            .saturating_sub(self.settled.len() as u64);
-        let below = self
-            .in_flight
-            .iter()
-            .map(|(o, _)| o)
-            .take_while(|o| *o < self.floor)
-            .count()
+            .saturating_sub(self.settled.len());
+        let below = self.in_flight.below(self.floor).count()
             + self.dead_lettering.range(..self.floor).count();
         above + below as u64
     }
 
-    /// The earliest moment something may need doing without a request: a
-    /// lease deadline (a lower bound, see [`Leases`]) or a delay coming due.
-    pub fn next_deadline(&self) -> Option<i64> {
-        let lease = self.in_flight.next_deadline();
-        let delay = self.delayed.keys().next().map(|(due, _)| *due);
-        lease.into_iter().chain(delay).min()
+    /// The settled offsets above the floor (their ranges show what they
+    /// cost).
+    pub fn settled(&self) -> &OffsetRanges {
+        &self.settled
+    }
+
+    /// The earliest lease deadline: when expiry has work to do.
+    pub fn next_lease_deadline(&self) -> Option<i64> {
+        self.in_flight.next_deadline()
+    }
+
+    /// The earliest due time after `now_ms` of a delayed message: when a
+    /// redelivery that is not due yet becomes deliverable. (Those already
+    /// due wait for a receive, not for a timer.)
+    pub fn next_due_after(&self, now_ms: i64) -> Option<i64> {
+        self.delayed.first_due_after(now_ms)
     }
 
     /// The offsets [`deliver`](Self::deliver) would lease now, up to
     /// `max`, in the order it would lease them (due redeliveries first,
     /// then new offsets): a caller can read them before leasing any.
     pub fn candidates(&self, max: usize, now_ms: i64, log_end: u64) -> Vec<u64> {
-        let due = self
-            .delayed
-            .keys()
-            .take_while(|(due, _)| *due <= now_ms)
-            .map(|(_, offset)| *offset);
-        let new = (self.next..log_end).filter(|o| !self.settled.contains(o));
+        let due = self.delayed.due_offsets(now_ms);
+        let new = (self.next..log_end).filter(|o| !self.settled.contains(*o));
         due.chain(new).take(max).collect()
     }
 
@@ -303,13 +322,10 @@ impl PartitionDelivery {
         let now_s = seconds_of(now_ms);
         let mut out = Vec::new();
         while out.len() < max {
-            let Some((&(due, offset), &waiting)) = self.delayed.first_key_value() else {
+            let Some((offset, delay)) = self.delayed.pop_due(now_ms) else {
                 break;
             };
-            if due > now_ms {
-                break;
-            }
-            self.delayed.remove(&(due, offset));
+            let waiting = delay.waiting;
             let times = DeliveryTimes {
                 first_s: waiting.times.first_s,
                 last_s: now_s,
@@ -323,7 +339,7 @@ impl PartitionDelivery {
         while out.len() < max && self.next < log_end {
             let offset = self.next;
             self.next += 1;
-            if !self.settled.contains(&offset) {
+            if !self.settled.contains(offset) {
                 out.push(self.lease(offset, 1, consumer, deadline_ms, first));
             }
         }
@@ -427,6 +443,42 @@ impl PartitionDelivery {
             .ok_or(SettleError::LeaseLost { offset })
     }
 
+    /// The consumer gives the message back unprocessed (its client had it
+    /// buffered, never handed to the application): it is available again
+    /// at once and this delivery is not counted, so the next delivery has
+    /// the same attempt number.
+    pub fn release(
+        &mut self,
+        consumer: ConsumerId,
+        offset: u64,
+        now_ms: i64,
+    ) -> Result<(), SettleError> {
+        let entry = self.take_lease(consumer, offset)?;
+        if offset < self.floor {
+            // Skipped by a seek while it was leased: nothing to redeliver.
+            self.events.push(Event::Acked { offset });
+            return Ok(());
+        }
+        let attempt = entry.lease.attempt;
+        self.put_back(offset, attempt, entry.times(), now_ms);
+        self.events.push(Event::Released {
+            offset,
+            attempt,
+            at_ms: now_ms,
+        });
+        Ok(())
+    }
+
+    /// A released lease of attempt `attempt`: due at `at_ms` with the
+    /// deliveries it had before it.
+    fn put_back(&mut self, offset: u64, attempt: u32, times: DeliveryTimes, at_ms: i64) {
+        let waiting = Waiting {
+            attempts: attempt.saturating_sub(1),
+            times,
+        };
+        self.delayed.insert(offset, at_ms, waiting);
+    }
+
     /// Ends every lease whose deadline has passed; returns the messages
     /// that reached `max_deliveries`.
     pub fn expire(
@@ -497,7 +549,8 @@ impl PartitionDelivery {
         let delay = delay_ms.unwrap_or_else(|| settings.backoff_ms(attempts, jitter.unit()));
         let due_ms = now_ms + delay.max(0);
         self.delayed.insert(
-            (due_ms, offset),
+            offset,
+            due_ms,
             Waiting {
                 attempts,
                 times: entry.times(),
@@ -582,8 +635,24 @@ impl PartitionDelivery {
             return;
         }
         self.settled.insert(offset);
-        while self.floor < self.next && self.settled.remove(&self.floor) {
-            self.floor += 1;
+        self.advance_floor();
+    }
+
+    /// Moves the floor over the settled range starting at it, if any (never
+    /// past `next`).
+    fn advance_floor(&mut self) {
+        if self.floor >= self.next {
+            return;
+        }
+        let Some(last) = self.settled.take_range_at(self.floor) else {
+            return;
+        };
+        if last >= self.next {
+            // Settled offsets at or past `next` (a journal with a gap) stay.
+            self.settled.insert_range(self.next, last);
+            self.floor = self.next;
+        } else {
+            self.floor = last + 1;
         }
     }
 
@@ -610,21 +679,18 @@ impl PartitionDelivery {
             return;
         }
         self.events.push(Event::Retention { log_start });
-        let removed = (self.floor..log_start)
-            .filter(|o| {
-                !self.settled.contains(o)
-                    && !self.in_flight.contains(*o)
-                    && !self.dead_lettering.contains_key(o)
-            })
-            .count() as u64;
+        // Every offset of `floor..log_start` not settled, leased or being
+        // dead-lettered (the three are disjoint) was never settled.
+        let kept = self.settled.count_in(self.floor, log_start)
+            + self.in_flight.count_in(self.floor, log_start) as u64
+            + self.dead_lettering.range(self.floor..log_start).count() as u64;
+        let removed = (log_start - self.floor).saturating_sub(kept);
         self.removed_by_retention += removed;
-        self.delayed.retain(|(_, offset), _| *offset >= log_start);
-        self.settled.retain(|o| *o >= log_start);
+        self.delayed.remove_below(log_start);
+        self.settled.remove_below(log_start);
         self.floor = log_start;
         self.next = self.next.max(log_start);
-        while self.floor < self.next && self.settled.remove(&self.floor) {
-            self.floor += 1;
-        }
+        self.advance_floor();
     }
 
     /// The lease on `offset`, if it is in flight.
@@ -652,14 +718,14 @@ impl PartitionDelivery {
             };
             return (state, Some(dead.times));
         }
-        if let Some(((due, _), waiting)) = self.delayed.iter().find(|((_, o), _)| *o == offset) {
+        if let Some(delay) = self.delayed.get(offset) {
             let state = OffsetState::Delayed {
-                attempts: waiting.attempts,
-                due_ms: *due,
+                attempts: delay.waiting.attempts,
+                due_ms: delay.due_ms,
             };
-            return (state, Some(waiting.times));
+            return (state, Some(delay.waiting.times));
         }
-        if offset < self.floor || self.settled.contains(&offset) {
+        if offset < self.floor || self.settled.contains(offset) {
             return (OffsetState::Settled, None);
         }
         (OffsetState::Available { attempts: 0 }, None)

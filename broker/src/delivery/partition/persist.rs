@@ -26,12 +26,12 @@ impl PartitionDelivery {
             next: self.next,
             dead_lettered: self.dead_lettered,
             removed_by_retention: self.removed_by_retention,
-            settled: self.settled.iter().copied().collect(),
+            settled: self.settled.ranges().collect(),
             leases,
             delayed: self
                 .delayed
                 .iter()
-                .map(|((due, o), w)| (*due, *o, w.attempts, w.times))
+                .map(|(o, d)| (d.due_ms, o, d.waiting.attempts, d.waiting.times))
                 .collect(),
             dead_lettering: self.dead_lettering.values().cloned().collect(),
         }
@@ -43,16 +43,20 @@ impl PartitionDelivery {
         for (offset, attempt, times) in parts.leases {
             in_flight.insert(offset, recovered_lease(attempt, times));
         }
+        let mut settled = OffsetRanges::default();
+        for (first, last) in parts.settled {
+            settled.insert_range(first, last);
+        }
+        let mut delayed = Delays::default();
+        for (due, offset, attempts, times) in parts.delayed {
+            delayed.insert(offset, due, Waiting { attempts, times });
+        }
         PartitionDelivery {
             floor: parts.floor,
             next: parts.next,
-            settled: parts.settled.into_iter().collect(),
+            settled,
             in_flight,
-            delayed: parts
-                .delayed
-                .into_iter()
-                .map(|(due, o, attempts, times)| ((due, o), Waiting { attempts, times }))
-                .collect(),
+            delayed,
             dead_lettering: parts
                 .dead_lettering
                 .into_iter()
@@ -93,10 +97,9 @@ impl PartitionDelivery {
                 attempt,
                 times,
             } => {
-                // A first attempt was never delayed (a seek clears delays).
-                if attempt > 1 {
-                    self.delayed.retain(|(_, o), _| *o != offset);
-                }
+                // Redelivered (or delivered again after a release): it
+                // waits no more.
+                self.delayed.remove(offset);
                 self.next = self.next.max(offset + 1);
                 self.in_flight
                     .insert(offset, recovered_lease(attempt, times));
@@ -115,12 +118,24 @@ impl PartitionDelivery {
                     .remove(offset)
                     .map_or(DeliveryTimes::default(), |e| e.times());
                 self.delayed.insert(
-                    (due_ms, offset),
+                    offset,
+                    due_ms,
                     Waiting {
                         attempts: attempt,
                         times,
                     },
                 );
+            }
+            Event::Released {
+                offset,
+                attempt,
+                at_ms,
+            } => {
+                let times = self
+                    .in_flight
+                    .remove(offset)
+                    .map_or(DeliveryTimes::default(), |e| e.times());
+                self.put_back(offset, attempt, times, at_ms);
             }
             Event::DeadLetterStarted {
                 offset,

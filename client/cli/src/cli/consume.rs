@@ -11,7 +11,18 @@
 //! available for `--wait-ms`, or when interrupted (Ctrl-C, exit 0).
 //! Messages are received in batches no larger than what `--max` still
 //! allows, so no message is leased (and its attempt counted) needlessly.
+//!
+//! On the way out, the messages received and never printed (or run) —
+//! those a Receive answered as Ctrl-C came, those still buffered — are
+//! released (`Consumer::close`): back to the group at once, not counted as
+//! an attempt. Ctrl-C while printing stops after the batch in hand is
+//! printed and acked. With `--exec`, Ctrl-C stops at once: the runs get the
+//! interrupt too, and their messages come back counted. With `--no-ack`,
+//! printed messages are not settled: their leases run out (or return when
+//! the command exits) and they come back counted as an attempt.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use clap::Args;
@@ -39,8 +50,10 @@ pub(crate) struct ConsumeArgs {
     /// Stop once no message has been available for this long (ms).
     #[arg(long, value_name = "MS")]
     wait_ms: Option<u64>,
-    /// Print messages without acking them (they are redelivered once this
-    /// command exits).
+    /// Print messages without acking them: each printed message's lease
+    /// runs out (or ends when this command exits) and the message is
+    /// delivered again, counted as an attempt (it reaches the dead-letter
+    /// queue after the group's max deliveries).
     #[arg(long, conflicts_with = "exec")]
     no_ack: bool,
     /// Print one JSON object per message (the `read --json` fields plus `attempt`).
@@ -70,16 +83,15 @@ pub(crate) async fn run(broker: &str, args: ConsumeArgs) -> Result<(), Failure> 
         max: args.max,
         wait: args.wait_ms.map(Duration::from_millis),
     });
-    let outcome = tokio::select! {
-        _ = &mut interrupted => Ok(()),
-        outcome = async {
-            match &exec {
-                Some(exec) => exec.run(&mut consumer).await,
-                None => consume(&mut consumer, &args, &mut out).await,
-            }
-        } => outcome,
+    let outcome = match &exec {
+        Some(exec) => tokio::select! {
+            _ = &mut interrupted => Ok(()),
+            outcome = exec.run(&mut consumer) => outcome,
+        },
+        None => consume(&mut consumer, &args, &mut out, interrupted).await,
     };
     let flushed = out.flush();
+    // What was received and never printed or run goes back uncounted.
     consumer.close().await;
     outcome.and(flushed)
 }
@@ -119,11 +131,14 @@ fn consumer_name() -> String {
 /// printed and flushed, then acked with one Settle request (never acked
 /// unseen, and one round trip per batch rather than per message). The ack
 /// of a batch overlaps the receive of the next one; at most one ack is in
-/// flight, and the last is waited for before returning.
+/// flight, and the last is waited for before returning. `interrupted`
+/// (Ctrl-C) ends the wait for a batch; a batch in hand is printed and
+/// acked first.
 async fn consume(
     consumer: &mut Consumer,
     args: &ConsumeArgs,
     out: &mut Out,
+    mut interrupted: Pin<&mut impl Future<Output = std::io::Result<()>>>,
 ) -> Result<(), Failure> {
     let mut left = args.max.unwrap_or(u64::MAX);
     let mut acking: Option<tokio::task::JoinHandle<Result<(), Failure>>> = None;
@@ -133,17 +148,20 @@ async fn consume(
         let wait = args
             .wait_ms
             .map_or(Duration::from_secs(1), Duration::from_millis);
-        let batch = consumer
-            .next_batch_within(want as usize, wait)
-            .await
-            .map_err(|err| {
-                anyhow::anyhow!(
-                    "cannot consume topic {} as group {}: {}",
-                    args.topic,
-                    args.group,
-                    explain(&err)
-                )
-            })?;
+        // Cancel-safe: a Receive answered as Ctrl-C comes is kept by the
+        // consumer and released by its close.
+        let batch = tokio::select! {
+            _ = &mut interrupted => break,
+            batch = consumer.next_batch_within(want as usize, wait) => batch,
+        };
+        let batch = batch.map_err(|err| {
+            anyhow::anyhow!(
+                "cannot consume topic {} as group {}: {}",
+                args.topic,
+                args.group,
+                explain(&err)
+            )
+        })?;
         if batch.is_empty() {
             if args.wait_ms.is_some() {
                 break;

@@ -19,7 +19,8 @@
 //!   has been available for `--wait-ms`, then waits for the runs still
 //!   going and settles them. Ctrl-C stops at once (the runs get the
 //!   terminal's interrupt too; their leases return when the connection
-//!   closes).
+//!   closes, counted as an attempt); messages received and not yet given
+//!   to a run are released, not counted (`Consumer::close`).
 
 use std::sync::Arc;
 use std::time::Duration;
