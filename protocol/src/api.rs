@@ -116,8 +116,9 @@ api_keys! {
     Settle = 48, versions: 0..=1;
     /// One message's state in a group.
     MessageState = 49, versions: 0..=0;
+    // v1 answers counts and offset ranges instead of every message.
     /// Move dead-lettered messages back into the source topic.
-    Redrive = 50, versions: 0..=0;
+    Redrive = 50, versions: 0..=1;
 }
 
 /// An inclusive range of versions of one API.

@@ -100,6 +100,7 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
     let now = clock.now_ms();
     let mut recovered = Vec::new();
     for (p, state) in states.iter_mut().enumerate() {
+        state.note_dlq_end(sink.end_offset(p));
         for dead in state.recover_leases(now, &settings) {
             recovered.push((p, dead));
         }
@@ -200,6 +201,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
 
     async fn on_timer(&mut self) {
         let now = self.clock.now_ms();
+        self.note_dlq_ends();
         let mut dead = Vec::new();
         for (p, state) in self.states.iter_mut().enumerate() {
             dead.extend(
@@ -277,6 +279,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         let now = self.clock.now_ms();
         self.consumers.remove(&consumer);
         self.waiting.retain(|w| w.consumer != consumer);
+        self.note_dlq_ends();
         let mut dead = Vec::new();
         for (p, state) in self.states.iter_mut().enumerate() {
             dead.extend(
@@ -332,6 +335,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             return;
         }
         let now = self.clock.now_ms();
+        self.note_dlq_ends();
         let mut results = Vec::with_capacity(items.len());
         let mut dead = Vec::new();
         for item in items {
@@ -590,6 +594,14 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             } else {
                 self.waiting.push(w);
             }
+        }
+    }
+
+    /// Tells each partition's state where its dead-letter partition ends,
+    /// before anything that may start a dead letter (which records it).
+    fn note_dlq_ends(&mut self) {
+        for (p, state) in self.states.iter_mut().enumerate() {
+            state.note_dlq_end(self.sink.end_offset(p));
         }
     }
 

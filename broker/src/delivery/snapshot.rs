@@ -6,18 +6,24 @@
 //! | field | type |
 //! | --- | --- |
 //! | magic | `PGDS` |
-//! | version | u16 = 2 |
+//! | version | u16 = 3 |
 //! | journal_offset | u64: the journal offset the snapshot covers up to (exclusive) |
 //! | floor, next, dead_lettered, removed_by_retention | u64 × 4 |
 //! | settled | u32 count, then offsets u64 |
 //! | leases | u32 count, then (offset u64, attempt u32, times) — open leases, recovered at restart |
 //! | delayed | u32 count, then (due_ms i64, offset u64, attempts u32, times) |
-//! | dead_lettering | u32 count, then (offset u64, attempts u32, times, reason u8, text: u16 length + UTF-8) |
+//! | dead_lettering | u32 count, then (offset u64, attempts u32, times, dlq_from u64, reason u8, text: u16 length + UTF-8) |
 //! | crc | u32: CRC-32 of everything before |
 //!
 //! `times` is the first and the latest delivery, u32 seconds since the
-//! Unix epoch each. Version 1 (written before delivery times were kept) is
-//! the same without the `times` fields; it is still read, with times 0.
+//! Unix epoch each. `dlq_from` is the dead-letter partition's end offset
+//! when the dead-lettering started (where a restart looks for a copy
+//! already written); `u64::MAX` when unknown (state written before it was
+//! kept).
+//!
+//! Older versions are still read: version 2 is version 3 without
+//! `dlq_from` (read as unknown); version 1 (written before delivery times
+//! were kept) is version 2 without the `times` fields (read as 0).
 
 use pigeon_protocol::truncate_at_char_boundary;
 
@@ -28,7 +34,9 @@ use super::partition::{
 use crate::io::{LeCursor, seal, unseal};
 
 const MAGIC: &[u8; 4] = b"PGDS";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
+/// `dlq_from` of a dead letter whose DLQ offset is unknown.
+const UNKNOWN_DLQ_FROM: u64 = u64::MAX;
 
 fn put_times(out: &mut Vec<u8>, times: &DeliveryTimes) {
     out.extend_from_slice(&times.first_s.to_le_bytes());
@@ -72,6 +80,8 @@ pub fn encode(state: &PartitionDelivery, journal_offset: u64) -> Vec<u8> {
         out.extend_from_slice(&dead.offset.to_le_bytes());
         out.extend_from_slice(&dead.attempts.to_le_bytes());
         put_times(&mut out, &dead.times);
+        let dlq_from = dead.dlq_from.unwrap_or(UNKNOWN_DLQ_FROM);
+        out.extend_from_slice(&dlq_from.to_le_bytes());
         let (kind, text) = match &dead.reason {
             DeadLetterReason::MaxDeliveries => (0u8, ""),
             DeadLetterReason::Rejected(t) => (1u8, t.as_str()),
@@ -94,9 +104,10 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
         return None;
     }
     let version = r.u16()?;
-    if version != 1 && version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return None;
     }
+    let dlq_from_len = if version >= 3 { 8 } else { 0 };
     let times_len = if version == 1 { 0 } else { 8 };
     let times = |r: &mut LeCursor| -> Option<DeliveryTimes> {
         if version == 1 {
@@ -126,10 +137,14 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
             .delayed
             .push((r.u64()? as i64, r.u64()?, r.u32()?, times(&mut r)?));
     }
-    for _ in 0..r.count(15 + times_len)? {
+    for _ in 0..r.count(15 + times_len + dlq_from_len)? {
         let offset = r.u64()?;
         let attempts = r.u32()?;
         let times = times(&mut r)?;
+        let dlq_from = match version {
+            3.. => Some(r.u64()?).filter(|from| *from != UNKNOWN_DLQ_FROM),
+            _ => None,
+        };
         let kind = r.u8()?;
         let len = r.u16()? as usize;
         let text = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
@@ -143,6 +158,7 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
             attempts,
             reason,
             times,
+            dlq_from,
         });
     }
     if !r.is_empty() {
@@ -207,6 +223,64 @@ mod tests {
             state.parts().leases,
             vec![(11, 2, DeliveryTimes::default())]
         );
+    }
+
+    #[test]
+    fn a_version_2_snapshot_is_read_with_unknown_dlq_offsets() {
+        let mut v2 = Vec::new();
+        v2.extend_from_slice(MAGIC);
+        v2.extend_from_slice(&2u16.to_le_bytes());
+        for v in [9u64, 10, 12, 0, 0] {
+            v2.extend_from_slice(&v.to_le_bytes());
+        }
+        v2.extend_from_slice(&0u32.to_le_bytes()); // settled
+        v2.extend_from_slice(&0u32.to_le_bytes()); // leases
+        v2.extend_from_slice(&0u32.to_le_bytes()); // delayed
+        v2.extend_from_slice(&1u32.to_le_bytes()); // one dead letter
+        v2.extend_from_slice(&11u64.to_le_bytes());
+        v2.extend_from_slice(&3u32.to_le_bytes());
+        v2.extend_from_slice(&5u32.to_le_bytes());
+        v2.extend_from_slice(&6u32.to_le_bytes());
+        v2.extend_from_slice(&[1, 2, 0, b'n', b'o']);
+        let crc = crc32fast::hash(&v2);
+        v2.extend_from_slice(&crc.to_le_bytes());
+        let (state, covered) = decode(&v2).expect("version 2 decodes");
+        assert_eq!(covered, 9);
+        assert_eq!(
+            state.parts().dead_lettering,
+            vec![DeadLetter {
+                offset: 11,
+                attempts: 3,
+                reason: DeadLetterReason::Rejected("no".into()),
+                times: DeliveryTimes {
+                    first_s: 5,
+                    last_s: 6
+                },
+                dlq_from: None,
+            }]
+        );
+        // Written again, it is version 3 and keeps "unknown".
+        let (again, _) = decode(&encode(&state, 9)).expect("version 3 decodes");
+        assert_eq!(again.parts(), state.parts());
+    }
+
+    #[test]
+    fn a_dead_letters_dlq_offset_survives_a_snapshot() {
+        let mut state = sample();
+        state.note_dlq_end(4_321);
+        let settings = GroupSettings::default();
+        let got = state.deliver(1, 1, 1000, 20, &settings);
+        state
+            .reject(1, got[0].offset, "late".into())
+            .expect("reject");
+        let (decoded, _) = decode(&encode(&state, 1)).expect("decodes");
+        let from: Vec<Option<u64>> = decoded
+            .parts()
+            .dead_lettering
+            .iter()
+            .map(|d| d.dlq_from)
+            .collect();
+        assert_eq!(from, [Some(0), Some(4_321)]);
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub async fn handle(
         Request::Receive(req) => group_handlers::receive(broker, &context.owner, req).await,
         Request::Settle(req) => group_handlers::settle(broker, &context.owner, req).await,
         Request::MessageState(req) => group_handlers::message_state(broker, req).await,
-        Request::Redrive(req) => group_handlers::redrive(broker, req).await,
+        Request::Redrive(req) => group_handlers::redrive(broker, req, header.api_version).await,
     };
     (response_frame(header, result), held)
 }

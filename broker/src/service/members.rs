@@ -328,7 +328,9 @@ mod tests {
     async fn broker_with_group(dir: &std::path::Path) -> Broker {
         let mut config = BrokerConfig::from_file_config(FileConfig::default()).expect("config");
         config.data_dir = dir.to_path_buf();
-        let broker = Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock)).expect("open");
+        let broker = Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock))
+            .await
+            .expect("open");
         let topic = NewTopic {
             name: "t".into(),
             partitions: 1,

@@ -61,6 +61,7 @@ impl PartitionDelivery {
             events: Vec::new(),
             dead_lettered: parts.dead_lettered,
             removed_by_retention: parts.removed_by_retention,
+            dlq_end: DlqEndHint::default(),
         }
     }
 
@@ -118,6 +119,7 @@ impl PartitionDelivery {
                 offset,
                 attempts,
                 reason,
+                dlq_from,
             } => {
                 let times = self
                     .in_flight
@@ -130,6 +132,7 @@ impl PartitionDelivery {
                         attempts,
                         reason,
                         times,
+                        dlq_from,
                     },
                 );
             }
