@@ -636,9 +636,12 @@ fn dlq_redrive_moves_each_parked_message_back_once() {
         b"",
     )
     .ok();
-    assert_eq!(dry.lines().len(), 6, "{}", dry.stdout);
-    assert!(
-        dry.lines().iter().all(|l| l.starts_with("would redrive")),
+    assert_eq!(
+        dry.lines(),
+        [
+            "would redrive 6 messages of orders.billing.dlq to orders",
+            "  partition 0: dlq offsets 0..6: 6 would move",
+        ],
         "{}",
         dry.stdout
     );
@@ -657,7 +660,15 @@ fn dlq_redrive_moves_each_parked_message_back_once() {
         b"",
     )
     .ok();
-    assert_eq!(first.lines().len(), 2, "{}", first.stdout);
+    assert_eq!(
+        first.lines()[..2],
+        [
+            "redrove 2 messages of orders.billing.dlq to orders",
+            "  partition 0: dlq offsets 0..2: 2 moved to orders/0 offsets 6..8",
+        ],
+        "{}",
+        first.stdout
+    );
     let rest = pigeon(
         &broker,
         &[
@@ -672,9 +683,10 @@ fn dlq_redrive_moves_each_parked_message_back_once() {
         b"",
     )
     .ok();
-    assert_eq!(
-        rest.lines().len(),
-        4,
+    assert!(
+        rest.stdout.starts_with(
+            "redrove 4 messages of orders.billing.dlq to orders\n  partition 0: dlq offsets 2..6"
+        ),
         "the second run moves only what the first did not: {}",
         rest.stdout
     );
@@ -684,8 +696,9 @@ fn dlq_redrive_moves_each_parked_message_back_once() {
         b"",
     )
     .ok();
-    assert!(
-        again.lines().is_empty(),
+    assert_eq!(
+        again.lines(),
+        ["nothing to redrive in orders.billing.dlq for group billing"],
         "running it again moves nothing: {}",
         again.stdout
     );

@@ -69,8 +69,9 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     raise_open_file_limit(config.max_connections);
-    let broker =
-        Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock)).map_err(anyhow::Error::msg)?;
+    let broker = Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock))
+        .await
+        .map_err(anyhow::Error::msg)?;
     let config = &broker.config;
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(

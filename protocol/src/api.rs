@@ -119,8 +119,9 @@ api_keys! {
     Settle = 48, versions: 0..=2;
     /// One message's state in a group.
     MessageState = 49, versions: 0..=0;
+    // v1 answers counts and offset ranges instead of every message.
     /// Move dead-lettered messages back into the source topic.
-    Redrive = 50, versions: 0..=0;
+    Redrive = 50, versions: 0..=1;
     /// List consumer groups (all, or one topic's) with their lag.
     ListGroups = 51, versions: 0..=0;
     /// The broker's version, uptime, settings in effect and disk usage.

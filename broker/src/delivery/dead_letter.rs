@@ -11,19 +11,28 @@
 //! ## Crash story
 //!
 //! 1. The state machine marks the message dead-lettering
-//!    (`DeadLetterStarted`): it is out of delivery from then on.
+//!    (`DeadLetterStarted`, recording the dead-letter partition's end offset,
+//!    which the engine tells it before anything that may dead-letter): it
+//!    is out of delivery from then on.
 //! 2. The pipeline waits until the journal holds that event durably (a
 //!    barrier through the [journal writer](super::journal_writer)) — the one
 //!    place the engine waits for the journal, apart from its stop. A crash before
 //!    this point: the journal still has the lease, nothing was parked, the
 //!    message comes back (an attempt).
-//! 3. The copy is written to the DLQ topic and made durable. A crash here:
-//!    the journal says dead-lettering, so after the restart the copy is
-//!    written again, and the sink finds it already parked (idempotent).
+//! 3. The sink is asked which of the dead letters are parked already (it
+//!    searches the DLQ partition from the smallest recorded end offset on,
+//!    matching each copy's identity: source topic and its incarnation,
+//!    partition, offset, group and its incarnation); the others are written
+//!    to the DLQ topic and made durable. A crash here: the journal says
+//!    dead-lettering, so after the restart the copy is looked for from its
+//!    recorded offset — it cannot be before it, since a DLQ partition only
+//!    grows — found, and not written again.
 //! 4. `DeadLettered` settles it (journaled lazily, like an ack; a crash
 //!    before it is journaled is step 3 again).
 //!
 //! So a parked message is never delivered again, and never parked twice.
+
+use std::collections::{BTreeMap, HashSet};
 
 use pigeon_protocol::batch::Record;
 
@@ -31,10 +40,20 @@ use super::engine::SourceReader;
 use super::journal_writer::JournalWriter;
 use super::partition::{DeadLetter, PartitionDelivery};
 
-/// Writes dead-letter copies (to the `<topic>.<group>.dlq` topic).
+/// Writes dead-letter copies (to the `<topic>.<group>.dlq` topic), and
+/// finds those already written.
 pub trait DeadLetterSink: Send + Sync + 'static {
-    /// Makes the copy durable; the same `(partition, offset)` written twice
-    /// must be stored once (an idempotent write keyed on the source offset).
+    /// Where the dead-letter partition of source partition `partition`
+    /// ends now: a copy written from now on lands at or after it.
+    fn end_offset(&self, partition: usize) -> u64;
+
+    /// The offsets of `dead` (dead letters of source partition `partition`)
+    /// whose copy is already durable in the dead-letter partition, searched
+    /// from each one's recorded `dlq_from` on (a bounded look back for a
+    /// dead letter without one). An error says why the search failed.
+    fn parked(&self, partition: usize, dead: &[DeadLetter]) -> Result<HashSet<u64>, String>;
+
+    /// Makes the copy durable.
     fn write(
         &self,
         partition: usize,
@@ -66,20 +85,54 @@ pub(super) async fn park<S: SourceReader, D: DeadLetterSink>(
         );
         return;
     }
-    for (p, d) in dead {
-        let records = source.records(p, &[d.offset]);
-        let written = match records.first() {
-            Some(record) => sink.write(p, &d, record).await,
-            // Deleted by retention: nothing left to park.
-            None => Ok(()),
-        };
-        match written {
-            Ok(()) => states[p].dead_lettered(d.offset),
+    for (p, dead) in by_partition(dead) {
+        let parked = match sink.parked(p, &dead) {
+            Ok(parked) => parked,
             Err(e) => {
-                tracing::warn!(partition = p, offset = d.offset, error = %e, "dead-letter copy failed; will retry")
+                tracing::warn!(partition = p, count = dead.len(), error = %e, "cannot tell which dead letters are parked already; will retry");
+                continue;
             }
+        };
+        for d in dead {
+            if parked.contains(&d.offset) {
+                states[p].dead_lettered(d.offset);
+                continue;
+            }
+            copy(&mut states[p], p, &d, source, sink).await;
         }
     }
+}
+
+/// Writes the copy of `d` (of source partition `p`), then settles it; a
+/// failed copy stays pending.
+async fn copy<S: SourceReader, D: DeadLetterSink>(
+    state: &mut PartitionDelivery,
+    p: usize,
+    d: &DeadLetter,
+    source: &S,
+    sink: &D,
+) {
+    let records = source.records(p, &[d.offset]);
+    let written = match records.first() {
+        Some(record) => sink.write(p, d, record).await,
+        // Deleted by retention: nothing left to park.
+        None => Ok(()),
+    };
+    match written {
+        Ok(()) => state.dead_lettered(d.offset),
+        Err(e) => {
+            tracing::warn!(partition = p, offset = d.offset, error = %e, "dead-letter copy failed; will retry")
+        }
+    }
+}
+
+/// `dead` by partition, each partition's in the order given.
+fn by_partition(dead: Vec<(usize, DeadLetter)>) -> BTreeMap<usize, Vec<DeadLetter>> {
+    let mut out: BTreeMap<usize, Vec<DeadLetter>> = BTreeMap::new();
+    for (p, d) in dead {
+        out.entry(p).or_default().push(d);
+    }
+    out
 }
 
 /// `dead` followed by the dead letters pending in `states` that it does not
@@ -101,8 +154,8 @@ fn with_pending(
 }
 
 /// The dead letters to write when the engine starts: `recovered` (those the
-/// recovery of open leases started) and those a crash left pending (written
-/// again; the sink is idempotent, so nothing is parked twice), in
+/// recovery of open leases started) and those a crash left pending (their
+/// copies are looked for first, so nothing is parked twice), in
 /// `(partition, offset)` order, each once.
 pub(super) fn left_by_a_crash(
     states: &[PartitionDelivery],
@@ -133,6 +186,19 @@ mod tests {
     struct FlakySink(Mutex<(u32, Vec<u64>)>);
 
     impl DeadLetterSink for FlakySink {
+        fn end_offset(&self, _partition: usize) -> u64 {
+            self.0.lock().1.len() as u64
+        }
+
+        fn parked(&self, _partition: usize, dead: &[DeadLetter]) -> Result<HashSet<u64>, String> {
+            let written = &self.0.lock().1;
+            let parked = dead.iter().filter(|d| {
+                let from = d.dlq_from.unwrap_or(0) as usize;
+                written.iter().skip(from).any(|o| *o == d.offset)
+            });
+            Ok(parked.map(|d| d.offset).collect())
+        }
+
         async fn write(
             &self,
             _partition: usize,

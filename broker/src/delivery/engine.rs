@@ -123,6 +123,7 @@ pub fn start<S: SourceReader, D: DeadLetterSink>(
     let mut recovered = Vec::new();
     let mut stats = vec![DeliveryStats::default(); states.len()];
     for (p, state) in states.iter_mut().enumerate() {
+        state.note_dlq_end(sink.end_offset(p));
         let delayed = state.delayed();
         for dead in state.recover_leases(now, &settings) {
             recovered.push((p, dead));
@@ -251,6 +252,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         // Leases returned, or redeliveries come due.
         self.maybe_available = true;
         let now = self.clock.now_ms();
+        self.note_dlq_ends();
         let mut dead = Vec::new();
         for (p, state) in self.states.iter_mut().enumerate() {
             let delayed = state.delayed();
@@ -331,6 +333,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
         self.consumers.remove(&consumer);
         self.waiting.drop_consumer(consumer);
         self.maybe_available = true;
+        self.note_dlq_ends();
         let mut dead = Vec::new();
         for (p, state) in self.states.iter_mut().enumerate() {
             let delayed = state.delayed();
@@ -388,6 +391,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             return;
         }
         let now = self.clock.now_ms();
+        self.note_dlq_ends();
         let mut results = Vec::with_capacity(items.len());
         let mut dead = Vec::new();
         for item in items {
@@ -709,6 +713,14 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
             if let Some(w) = self.waiting.remove(seq) {
                 let _ = w.reply.send(Ok(got));
             }
+        }
+    }
+
+    /// Tells each partition's state where its dead-letter partition ends,
+    /// before anything that may start a dead letter (which records it).
+    fn note_dlq_ends(&mut self) {
+        for (p, state) in self.states.iter_mut().enumerate() {
+            state.note_dlq_end(self.sink.end_offset(p));
         }
     }
 

@@ -12,11 +12,16 @@
 //! | 1 | `Leased`, as written before delivery times were kept (read only; times 0) | offset u64, attempt u32 |
 //! | 2 | `Acked` | offset u64 |
 //! | 3 | `Delayed` | offset u64, attempt u32, due_ms i64 |
-//! | 4 | `DeadLetterStarted` | offset u64, attempts u32, reason u8 (0 max deliveries, 1 rejected), reason text (u16 length + UTF-8) |
+//! | 9 | `DeadLetterStarted` | offset u64, attempts u32, dlq_from u64 (the dead-letter partition's end offset when it started), reason u8 (0 max deliveries, 1 rejected), reason text (u16 length + UTF-8) |
+//! | 4 | `DeadLetterStarted`, as written before `dlq_from` was kept (read only; `dlq_from` unknown) | offset u64, attempts u32, reason u8, reason text (u16 length + UTF-8) |
 //! | 5 | `DeadLettered` | offset u64 |
 //! | 6 | `Seek` | target u64 |
 //! | 7 | `Retention` | log_start u64 |
 //! | 10 | `Released` | offset u64, attempt u32 (the released lease's), at_ms i64 (when it is available again) |
+//!
+//! Tag 10 is taken (`Released`, another change). A tag is never reused: an
+//! older broker meeting a newer tag refuses the journal ("unknown journal
+//! event tag") rather than misreading it.
 //!
 //! ## What survives a crash
 //!
@@ -72,6 +77,9 @@ pub enum Event {
         attempts: u32,
         /// Why.
         reason: DeadLetterReason,
+        /// The dead-letter partition's end offset when it started (`None`:
+        /// read from a tag-4 event, written before it was kept).
+        dlq_from: Option<u64>,
     },
     /// `offset`'s dead-letter copy is durable.
     DeadLettered {
@@ -134,18 +142,15 @@ impl Event {
                 offset,
                 attempts,
                 reason,
+                dlq_from,
             } => {
-                out.push(4);
+                out.push(if dlq_from.is_some() { 9 } else { 4 });
                 out.extend_from_slice(&offset.to_le_bytes());
                 out.extend_from_slice(&attempts.to_le_bytes());
-                let (kind, text) = match reason {
-                    DeadLetterReason::MaxDeliveries => (0u8, ""),
-                    DeadLetterReason::Rejected(text) => (1u8, text.as_str()),
-                };
-                out.push(kind);
-                let text = truncate_at_char_boundary(text, MAX_REASON_LEN);
-                out.extend_from_slice(&(text.len() as u16).to_le_bytes());
-                out.extend_from_slice(text.as_bytes());
+                if let Some(from) = dlq_from {
+                    out.extend_from_slice(&from.to_le_bytes());
+                }
+                encode_reason(out, reason);
             }
             Event::DeadLettered { offset } => tagged_u64(out, 5, *offset),
             Event::Seek { target } => tagged_u64(out, 6, *target),
@@ -186,25 +191,15 @@ impl Event {
                 attempt: r.u32()?,
                 due_ms: r.u64()? as i64,
             },
-            4 => {
+            tag @ (4 | 9) => {
                 let offset = r.u64()?;
                 let attempts = r.u32()?;
-                let kind = r.u8()?;
-                let len = r.u16()? as usize;
-                if len > MAX_REASON_LEN {
-                    return Err(format!("reason of {len} bytes exceeds {MAX_REASON_LEN}"));
-                }
-                let text = String::from_utf8(r.take(len)?.to_vec())
-                    .map_err(|_| "reason is not UTF-8".to_string())?;
-                let reason = match kind {
-                    0 => DeadLetterReason::MaxDeliveries,
-                    1 => DeadLetterReason::Rejected(text),
-                    other => return Err(format!("unknown dead-letter reason {other}")),
-                };
+                let dlq_from = if tag == 9 { Some(r.u64()?) } else { None };
                 Event::DeadLetterStarted {
                     offset,
                     attempts,
-                    reason,
+                    reason: r.reason()?,
+                    dlq_from,
                 }
             }
             5 => Event::DeadLettered { offset: r.u64()? },
@@ -227,6 +222,19 @@ impl Event {
         }
         Ok(event)
     }
+}
+
+/// A dead-letter reason: kind u8, then the text (u16 length + UTF-8, at
+/// most [`MAX_REASON_LEN`] bytes, cut at a character boundary).
+fn encode_reason(out: &mut Vec<u8>, reason: &DeadLetterReason) {
+    let (kind, text) = match reason {
+        DeadLetterReason::MaxDeliveries => (0u8, ""),
+        DeadLetterReason::Rejected(text) => (1u8, text.as_str()),
+    };
+    out.push(kind);
+    let text = truncate_at_char_boundary(text, MAX_REASON_LEN);
+    out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
 }
 
 fn tagged_u64(out: &mut Vec<u8>, tag: u8, value: u64) {
@@ -258,6 +266,21 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, String> {
         self.read(LeCursor::u64)
     }
+    /// A dead-letter reason as [`encode_reason`] writes it.
+    fn reason(&mut self) -> Result<DeadLetterReason, String> {
+        let kind = self.u8()?;
+        let len = self.u16()? as usize;
+        if len > MAX_REASON_LEN {
+            return Err(format!("reason of {len} bytes exceeds {MAX_REASON_LEN}"));
+        }
+        let text = String::from_utf8(self.take(len)?.to_vec())
+            .map_err(|_| "reason is not UTF-8".to_string())?;
+        match kind {
+            0 => Ok(DeadLetterReason::MaxDeliveries),
+            1 => Ok(DeadLetterReason::Rejected(text)),
+            other => Err(format!("unknown dead-letter reason {other}")),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -282,14 +305,21 @@ mod tests {
                     due_ms,
                 }
             }),
-            (any::<u64>(), any::<u32>(), proptest::option::of(".{0,40}")).prop_map(
-                |(offset, attempts, text)| Event::DeadLetterStarted {
-                    offset,
-                    attempts,
-                    reason: text
-                        .map_or(DeadLetterReason::MaxDeliveries, DeadLetterReason::Rejected),
-                }
-            ),
+            (
+                any::<u64>(),
+                any::<u32>(),
+                proptest::option::of(".{0,40}"),
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(|(offset, attempts, text, dlq_from)| {
+                    Event::DeadLetterStarted {
+                        offset,
+                        attempts,
+                        reason: text
+                            .map_or(DeadLetterReason::MaxDeliveries, DeadLetterReason::Rejected),
+                        dlq_from,
+                    }
+                }),
             any::<u64>().prop_map(|offset| Event::DeadLettered { offset }),
             any::<u64>().prop_map(|target| Event::Seek { target }),
             any::<u64>().prop_map(|log_start| Event::Retention { log_start }),
@@ -330,6 +360,41 @@ mod tests {
                 times: DeliveryTimes::default(),
             })
         );
+    }
+
+    #[test]
+    fn dead_letters_started_before_dlq_from_was_kept_still_decode() {
+        let mut old = vec![4u8];
+        old.extend_from_slice(&7u64.to_le_bytes());
+        old.extend_from_slice(&3u32.to_le_bytes());
+        old.extend_from_slice(&[1, 3, 0, b'b', b'a', b'd']);
+        assert_eq!(
+            Event::decode(&old),
+            Ok(Event::DeadLetterStarted {
+                offset: 7,
+                attempts: 3,
+                reason: DeadLetterReason::Rejected("bad".into()),
+                dlq_from: None,
+            })
+        );
+    }
+
+    #[test]
+    fn known_answer_dead_letter_started_with_its_dlq_offset() {
+        let mut bytes = Vec::new();
+        Event::DeadLetterStarted {
+            offset: 7,
+            attempts: 3,
+            reason: DeadLetterReason::MaxDeliveries,
+            dlq_from: Some(513),
+        }
+        .encode(&mut bytes);
+        let mut expected = vec![9u8];
+        expected.extend_from_slice(&7u64.to_le_bytes());
+        expected.extend_from_slice(&3u32.to_le_bytes());
+        expected.extend_from_slice(&513u64.to_le_bytes());
+        expected.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(bytes, expected);
     }
 
     #[test]
@@ -384,9 +449,9 @@ mod tests {
         Event::Acked { offset: 258 }.encode(&mut bytes);
         assert_eq!(bytes, [2, 2, 1, 0, 0, 0, 0, 0, 0]);
         assert!(
-            Event::decode(&[9])
+            Event::decode(&[11])
                 .expect_err("tag")
-                .contains("unknown journal event tag 9")
+                .contains("unknown journal event tag 11")
         );
         assert!(
             Event::decode(&[2, 1])

@@ -6,30 +6,31 @@
 //! | field | type |
 //! | --- | --- |
 //! | magic | `PGDS` |
-//! | version | u16 = 4 |
+//! | version | u16 = 3 |
 //! | journal_offset | u64: the journal offset the snapshot covers up to (exclusive) |
 //! | floor, next, dead_lettered, removed_by_retention | u64 × 4 |
 //! | settled | u32 count, then ranges (first u64, last u64, inclusive), in offset order, disjoint |
 //! | leases | u32 count, then (offset u64, attempt u32, times) — open leases, recovered at restart |
 //! | delayed | u32 count, then (due_ms i64, offset u64, attempts u32, times) |
-//! | dead_lettering | u32 count, then (offset u64, attempts u32, times, reason u8, text: u16 length + UTF-8) |
+//! | dead_lettering | u32 count, then (offset u64, attempts u32, times, dlq_from u64, reason u8, text: u16 length + UTF-8) |
 //! | crc | u32: CRC-32 of everything before |
 //!
 //! `times` is the first and the latest delivery, u32 seconds since the
-//! Unix epoch each.
+//! Unix epoch each. `dlq_from` is the dead-letter partition's end offset
+//! when the dead-lettering started (where a restart looks for a copy
+//! already written); `u64::MAX` when unknown (state written before it was
+//! kept).
 //!
 //! Older versions, still read:
 //!
-//! | version | differs from 4 |
+//! | version | differs from 3 |
 //! | --- | --- |
-//! | 2 | `settled`: u32 count, then offsets u64, one by one |
+//! | 2 | `settled`: u32 count, then offsets u64, one by one; no `dlq_from` (read as unknown) |
 //! | 1 | as 2, without the `times` fields (read with times 0) |
 //!
-//! Settled offsets are kept as ranges since version 4: the floor stops at
+//! Settled offsets are kept as ranges since version 3: the floor stops at
 //! the oldest unsettled offset, so with offsets one by one a lease held for
 //! hours made every later ack an 8-byte entry; a range is 16 bytes per gap.
-//! (Version 3 is a change of the `dead_lettering` entries made on another
-//! branch; this file writes and reads it once both are merged.)
 
 use pigeon_protocol::truncate_at_char_boundary;
 
@@ -40,7 +41,9 @@ use super::partition::{
 use crate::io::{LeCursor, seal, unseal};
 
 const MAGIC: &[u8; 4] = b"PGDS";
-const VERSION: u16 = 4;
+const VERSION: u16 = 3;
+/// `dlq_from` of a dead letter whose DLQ offset is unknown.
+const UNKNOWN_DLQ_FROM: u64 = u64::MAX;
 
 fn put_times(out: &mut Vec<u8>, times: &DeliveryTimes) {
     out.extend_from_slice(&times.first_s.to_le_bytes());
@@ -90,6 +93,8 @@ pub fn encode_parts(parts: &SnapshotParts, journal_offset: u64) -> Vec<u8> {
         out.extend_from_slice(&dead.offset.to_le_bytes());
         out.extend_from_slice(&dead.attempts.to_le_bytes());
         put_times(&mut out, &dead.times);
+        let dlq_from = dead.dlq_from.unwrap_or(UNKNOWN_DLQ_FROM);
+        out.extend_from_slice(&dlq_from.to_le_bytes());
         let (kind, text) = match &dead.reason {
             DeadLetterReason::MaxDeliveries => (0u8, ""),
             DeadLetterReason::Rejected(t) => (1u8, t.as_str()),
@@ -112,9 +117,10 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
         return None;
     }
     let version = r.u16()?;
-    if ![1, 2, VERSION].contains(&version) {
+    if !(1..=VERSION).contains(&version) {
         return None;
     }
+    let dlq_from_len = if version >= 3 { 8 } else { 0 };
     let times_len = if version == 1 { 0 } else { 8 };
     let times = |r: &mut LeCursor| -> Option<DeliveryTimes> {
         if version == 1 {
@@ -142,10 +148,14 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
             .delayed
             .push((r.u64()? as i64, r.u64()?, r.u32()?, times(&mut r)?));
     }
-    for _ in 0..r.count(15 + times_len)? {
+    for _ in 0..r.count(15 + times_len + dlq_from_len)? {
         let offset = r.u64()?;
         let attempts = r.u32()?;
         let times = times(&mut r)?;
+        let dlq_from = match version {
+            3.. => Some(r.u64()?).filter(|from| *from != UNKNOWN_DLQ_FROM),
+            _ => None,
+        };
         let kind = r.u8()?;
         let len = r.u16()? as usize;
         let text = std::str::from_utf8(r.take(len)?).ok()?.to_owned();
@@ -159,6 +169,7 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
             attempts,
             reason,
             times,
+            dlq_from,
         });
     }
     if !r.is_empty() {
@@ -167,15 +178,15 @@ pub fn decode(bytes: &[u8]) -> Option<(PartitionDelivery, u64)> {
     Some((PartitionDelivery::from_parts(parts), journal_offset))
 }
 
-/// The settled section: ranges (version 4) or single offsets (1 and 2),
+/// The settled section: ranges (version 3) or single offsets (1 and 2),
 /// as ranges. `None` when damaged: a range ending before it starts, or out
 /// of order or overlapping the one before.
 fn settled(r: &mut LeCursor, version: u16) -> Option<Vec<(u64, u64)>> {
     let mut ranges: Vec<(u64, u64)> = Vec::new();
-    let width = if version >= 4 { 16 } else { 8 };
+    let width = if version >= 3 { 16 } else { 8 };
     for _ in 0..r.count(width)? {
         let first = r.u64()?;
-        let last = if version >= 4 { r.u64()? } else { first };
+        let last = if version >= 3 { r.u64()? } else { first };
         let after_previous = ranges.last().is_none_or(|(_, l)| first > *l);
         if first > last || !after_previous {
             return None;
@@ -275,7 +286,7 @@ mod tests {
         assert_eq!(state.parts().settled, vec![(12, 14), (17, 17)]);
         assert_eq!(state.state_of(13), OffsetState::Settled);
         assert_eq!(state.state_of(15), OffsetState::Available { attempts: 0 });
-        // Written again, it is version 4 with ranges.
+        // Written again, it is the current version, with ranges.
         let again = encode(&state, covered);
         assert_eq!(&again[4..6], &VERSION.to_le_bytes());
         assert_eq!(decode(&again).expect("decodes").0.parts(), state.parts());
@@ -302,6 +313,64 @@ mod tests {
             bytes.extend_from_slice(&crc.to_le_bytes());
             assert!(decode(&bytes).is_none(), "{ranges:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_version_2_snapshot_is_read_with_unknown_dlq_offsets() {
+        let mut v2 = Vec::new();
+        v2.extend_from_slice(MAGIC);
+        v2.extend_from_slice(&2u16.to_le_bytes());
+        for v in [9u64, 10, 12, 0, 0] {
+            v2.extend_from_slice(&v.to_le_bytes());
+        }
+        v2.extend_from_slice(&0u32.to_le_bytes()); // settled
+        v2.extend_from_slice(&0u32.to_le_bytes()); // leases
+        v2.extend_from_slice(&0u32.to_le_bytes()); // delayed
+        v2.extend_from_slice(&1u32.to_le_bytes()); // one dead letter
+        v2.extend_from_slice(&11u64.to_le_bytes());
+        v2.extend_from_slice(&3u32.to_le_bytes());
+        v2.extend_from_slice(&5u32.to_le_bytes());
+        v2.extend_from_slice(&6u32.to_le_bytes());
+        v2.extend_from_slice(&[1, 2, 0, b'n', b'o']);
+        let crc = crc32fast::hash(&v2);
+        v2.extend_from_slice(&crc.to_le_bytes());
+        let (state, covered) = decode(&v2).expect("version 2 decodes");
+        assert_eq!(covered, 9);
+        assert_eq!(
+            state.parts().dead_lettering,
+            vec![DeadLetter {
+                offset: 11,
+                attempts: 3,
+                reason: DeadLetterReason::Rejected("no".into()),
+                times: DeliveryTimes {
+                    first_s: 5,
+                    last_s: 6
+                },
+                dlq_from: None,
+            }]
+        );
+        // Written again, it is the current version and keeps "unknown".
+        let (again, _) = decode(&encode(&state, 9)).expect("version 3 decodes");
+        assert_eq!(again.parts(), state.parts());
+    }
+
+    #[test]
+    fn a_dead_letters_dlq_offset_survives_a_snapshot() {
+        let mut state = sample();
+        state.note_dlq_end(4_321);
+        let settings = GroupSettings::default();
+        let got = state.deliver(1, 1, 1000, 20, &settings);
+        state
+            .reject(1, got[0].offset, "late".into())
+            .expect("reject");
+        let (decoded, _) = decode(&encode(&state, 1)).expect("decodes");
+        let from: Vec<Option<u64>> = decoded
+            .parts()
+            .dead_lettering
+            .iter()
+            .map(|d| d.dlq_from)
+            .collect();
+        assert_eq!(from, [Some(0), Some(4_321)]);
     }
 
     #[test]

@@ -88,6 +88,29 @@ impl SourceReader for MemSource {
 pub(super) struct MemSink(pub(super) Mutex<Vec<(usize, u64, u32, DeadLetterReason)>>);
 
 impl DeadLetterSink for MemSink {
+    fn end_offset(&self, _partition: usize) -> u64 {
+        self.0.lock().len() as u64
+    }
+
+    fn parked(
+        &self,
+        partition: usize,
+        dead: &[DeadLetter],
+    ) -> Result<std::collections::HashSet<u64>, String> {
+        // Like the real sink: a copy counts from the dead letter's recorded
+        // end offset on (a message parked, sought back to and parked again
+        // has two copies).
+        let written = self.0.lock();
+        let parked = dead.iter().filter(|d| {
+            let from = d.dlq_from.unwrap_or(0) as usize;
+            written
+                .iter()
+                .skip(from)
+                .any(|(p, offset, _, _)| *p == partition && *offset == d.offset)
+        });
+        Ok(parked.map(|d| d.offset).collect())
+    }
+
     async fn write(
         &self,
         partition: usize,

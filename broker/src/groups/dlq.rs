@@ -5,10 +5,12 @@
 //! | header | value |
 //! | --- | --- |
 //! | `pigeon.dlq.source-topic` | source topic |
+//! | `pigeon.dlq.source-topic-created-ms` | the source topic's creation time, ms (decimal): which topic of that name |
 //! | `pigeon.dlq.source-partition` | source partition (decimal) |
 //! | `pigeon.dlq.source-offset` | source offset (decimal) |
 //! | `pigeon.dlq.source-timestamp` | source append time, ms (decimal) |
 //! | `pigeon.dlq.group` | the group |
+//! | `pigeon.dlq.group-created-ms` | the group's creation time (`created_ms` of its `group.json`), ms (decimal): which group of that name |
 //! | `pigeon.dlq.attempts` | deliveries it had (decimal) |
 //! | `pigeon.dlq.reason` | `max-deliveries` or `rejected` |
 //! | `pigeon.dlq.reason-text` | the consumer's reason (rejections) |
@@ -20,37 +22,75 @@
 //! `delivery::partition`); they are left out when unknown (a lease
 //! recovered from state written by an older version).
 //!
-//! [`find_parked`] finds the copy of a source message again (for `pigeon
-//! message show`), searching the DLQ partition from the source record's
-//! append time on: a copy is always appended after its source.
+//! ## Identity of a copy
 //!
-//! Writing twice parks once: before writing, the tail of the DLQ partition
-//! is searched for a copy of the same source offset (after a crash, the
-//! copies whose settlement was not journaled yet are the last ones written).
+//! A copy belongs to one message of one group *incarnation*: the source
+//! topic and its creation time, the partition and offset, the group and its
+//! creation time ([`DlqIdentity`] plus the coordinates). A topic deleted and
+//! created again, or a group deleted and created again, is another
+//! incarnation whose offsets start over, and a DLQ topic can hold copies of
+//! several groups (`a.b` + `c` and `a` + `b.c` both name `a.b.c.dlq`; anyone
+//! may produce into it), so "already parked?" matches on all of it.
+//!
+//! ## Already parked?
+//!
+//! [`DeadLetterSink::parked`] looks for copies from each dead letter's
+//! `dlq_from` on — the DLQ partition's end offset recorded in the journal
+//! when the dead-lettering started (a copy is appended after that moment,
+//! and a DLQ partition only grows) — to the partition's end, a page of
+//! about 1 MiB at a time, one scan for a whole batch of dead letters. A
+//! dead letter journaled before `dlq_from` was kept (an upgrade) has no
+//! offset: its copy is looked for in the partition's last 512 records, as
+//! before, and a copy without the incarnation headers (written by that
+//! older version) counts.
+//!
+//! [`find_parked`] finds the copy of a source message again (for `pigeon
+//! message show`), from the source record's append time on (a copy is
+//! always appended after its source); copies written before the
+//! incarnation headers existed match on the rest.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, Record, RecordBatch};
 
-use super::source::read_records;
+use super::source::{blocking, scan};
 use crate::delivery::engine::DeadLetterSink;
 use crate::delivery::{DeadLetter, DeadLetterReason};
 use crate::topics::Topic;
 
-/// How many of the DLQ partition's last records are searched for a copy.
-const LOOK_BACK: u64 = 512;
+/// How many of the DLQ partition's last records are searched for the copy
+/// of a dead letter that has no recorded `dlq_from` (state of an older
+/// version).
+const LEGACY_LOOK_BACK: u64 = 512;
 
 /// How many DLQ records [`find_parked`] reads at most.
 pub const FIND_LIMIT: u64 = 100_000;
 
+/// Bytes read per step of a search.
+const SEARCH_PAGE_BYTES: usize = 1 << 20;
+
+/// Whose dead letters a copy holds: the group and its source topic, each
+/// with its creation time (a group or topic deleted and created again
+/// under the same name is another incarnation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlqIdentity {
+    /// The source topic's name.
+    pub source_topic: String,
+    /// The source topic's creation time, ms (its `topic.json`).
+    pub topic_created_ms: i64,
+    /// The group's name.
+    pub group: String,
+    /// The group's creation time, ms (its `group.json`).
+    pub group_created_ms: i64,
+}
+
 /// Writes one group's dead letters.
 pub struct DlqSink {
     /// The dead-letter topic.
-    pub dlq: Arc<Topic>,
-    /// The source topic's name.
-    pub source_topic: String,
-    /// The group's name.
-    pub group: String,
+    dlq: Arc<Topic>,
+    /// Whose copies it writes.
+    identity: DlqIdentity,
 }
 
 /// The DLQ topic's name for a group.
@@ -58,57 +98,166 @@ pub fn dlq_topic(topic: &str, group: &str) -> String {
     format!("{topic}.{group}.dlq")
 }
 
-impl DlqSink {
-    fn already_parked(&self, partition: usize, offset: u64) -> bool {
-        let Some(log) = self.dlq.partitions.get(partition) else {
-            return false;
+/// How strictly a copy's incarnation headers must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Match {
+    /// Both incarnation headers present and equal.
+    Exact,
+    /// Equal, or absent (a copy written before they existed).
+    AllowLegacy,
+}
+
+impl DlqIdentity {
+    /// Whether DLQ record `record` is a copy of source `partition`@`offset`
+    /// for this identity. Every header is compared as the sink writes it.
+    fn is_copy(&self, record: &Record, partition: usize, offset: u64, strict: Match) -> bool {
+        self.copy_of(record, partition, strict) == Some(offset)
+    }
+
+    /// The source offset `record` is a copy of, when it is a copy for this
+    /// identity of source partition `partition`.
+    fn copy_of(&self, record: &Record, partition: usize, strict: Match) -> Option<u64> {
+        let text = |name: &str| header_text(record, name);
+        let same = |name: &str, value: &str| text(name) == Some(value);
+        if !same("pigeon.dlq.source-topic", &self.source_topic)
+            || !same("pigeon.dlq.group", &self.group)
+            || !same("pigeon.dlq.source-partition", &partition.to_string())
+        {
+            return None;
+        }
+        let incarnation = |name: &str, value: i64| match text(name) {
+            Some(found) => found == value.to_string(),
+            None => strict == Match::AllowLegacy,
         };
-        let reader = log.reader();
-        let end = reader.end_offset();
-        let from = end.saturating_sub(LOOK_BACK).max(reader.start_offset());
-        let offsets: Vec<u64> = (from..end).collect();
-        read_records(reader, &offsets)
-            .iter()
-            .any(|r| is_copy_of(r, offset))
+        if !incarnation("pigeon.dlq.source-topic-created-ms", self.topic_created_ms)
+            || !incarnation("pigeon.dlq.group-created-ms", self.group_created_ms)
+        {
+            return None;
+        }
+        text("pigeon.dlq.source-offset")?.parse().ok()
     }
 }
 
-/// Whether DLQ record `record` is the copy of source offset `offset` (of
-/// the partition with the DLQ partition's number).
-fn is_copy_of(record: &Record, offset: u64) -> bool {
-    let wanted = offset.to_string();
-    record
-        .headers
-        .iter()
-        .any(|h| h.name == "pigeon.dlq.source-offset" && h.value.as_ref() == wanted.as_bytes())
+impl DlqSink {
+    /// A sink writing `identity`'s copies into `dlq`.
+    pub fn new(dlq: Arc<Topic>, identity: DlqIdentity) -> DlqSink {
+        DlqSink { dlq, identity }
+    }
+
+    /// The copies of `dead` found in DLQ partition `partition` (see the
+    /// module's "Already parked?").
+    fn search(&self, partition: usize, dead: &[DeadLetter]) -> Result<HashSet<u64>, String> {
+        let Some(log) = self.dlq.partitions.get(partition) else {
+            return Ok(HashSet::new());
+        };
+        let reader = log.reader();
+        let end = reader.end_offset();
+        let legacy_from = end.saturating_sub(LEGACY_LOOK_BACK);
+        let from_of = |d: &DeadLetter| d.dlq_from.unwrap_or(legacy_from);
+        let Some(from) = dead.iter().map(from_of).min() else {
+            return Ok(HashSet::new());
+        };
+        let wanted: HashSet<u64> = dead.iter().map(|d| d.offset).collect();
+        // Source offset → (DLQ offset, exact match) of each copy found.
+        let mut found: HashMap<u64, Vec<(u64, bool)>> = HashMap::new();
+        scan(reader, from, end, SEARCH_PAGE_BYTES, |record| {
+            let id = &self.identity;
+            if let Some(offset) = id.copy_of(&record, partition, Match::AllowLegacy)
+                && wanted.contains(&offset)
+            {
+                let exact = id.is_copy(&record, partition, offset, Match::Exact);
+                found
+                    .entry(offset)
+                    .or_default()
+                    .push((record.offset, exact));
+            }
+            true
+        })
+        .map_err(|e| {
+            format!(
+                "searching partition {partition} of the dead-letter topic {} for copies: {e}",
+                self.dlq.metadata.name
+            )
+        })?;
+        let parked = dead.iter().filter(|d| {
+            let copies = found.get(&d.offset).map_or(&[][..], Vec::as_slice);
+            copies
+                .iter()
+                .any(|(at, exact)| *at >= from_of(d) && (*exact || d.dlq_from.is_none()))
+        });
+        Ok(parked.map(|d| d.offset).collect())
+    }
+
+    /// The headers a copy of `record` (dead letter `dead` of source
+    /// partition `partition`) adds to the record's own.
+    fn added_headers(
+        &self,
+        partition: usize,
+        dead: &DeadLetter,
+        record: &Record,
+    ) -> Vec<(&'static str, String)> {
+        let (reason, text) = match &dead.reason {
+            DeadLetterReason::MaxDeliveries => ("max-deliveries", ""),
+            DeadLetterReason::Rejected(text) => ("rejected", text.as_str()),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let id = &self.identity;
+        let mut added = vec![
+            ("pigeon.dlq.source-topic", id.source_topic.clone()),
+            (
+                "pigeon.dlq.source-topic-created-ms",
+                id.topic_created_ms.to_string(),
+            ),
+            ("pigeon.dlq.source-partition", partition.to_string()),
+            ("pigeon.dlq.source-offset", dead.offset.to_string()),
+            ("pigeon.dlq.source-timestamp", record.timestamp.to_string()),
+            ("pigeon.dlq.group", id.group.clone()),
+            (
+                "pigeon.dlq.group-created-ms",
+                id.group_created_ms.to_string(),
+            ),
+            ("pigeon.dlq.attempts", dead.attempts.to_string()),
+            ("pigeon.dlq.reason", reason.to_owned()),
+            ("pigeon.dlq.reason-text", text.to_owned()),
+        ];
+        let first = dead.times.first_ms().map(|ms| ms.to_string());
+        let last = dead.times.last_ms().map(|ms| ms.to_string());
+        added.extend(first.map(|v| ("pigeon.dlq.first-delivery-ms", v)));
+        added.extend(last.map(|v| ("pigeon.dlq.last-delivery-ms", v)));
+        added.push(("pigeon.dlq.dead-lettered-ms", now.to_string()));
+        added
+    }
 }
 
-/// The dead-letter copy of source `offset` in partition `partition` of the
-/// DLQ topic `dlq`, searching from the first DLQ record appended at or after
-/// `source_timestamp` (the source record's append time), at most
-/// [`FIND_LIMIT`] records. `None` if not found there (never parked, or
-/// removed by the DLQ topic's retention).
+/// The dead-letter copy of source `offset` in partition `partition`, for
+/// `identity`, in the DLQ topic `dlq`, searching from the first DLQ record
+/// appended at or after `source_timestamp` (the source record's append
+/// time), at most [`FIND_LIMIT`] records. `None` if not found there (never
+/// parked, or removed by the DLQ topic's retention).
 pub fn find_parked(
     dlq: &Topic,
+    identity: &DlqIdentity,
     partition: usize,
     offset: u64,
     source_timestamp: i64,
 ) -> Option<Record> {
     let reader = dlq.partitions.get(partition)?.reader();
-    let mut from = reader.offset_for_timestamp(source_timestamp).ok()??;
+    let from = reader.offset_for_timestamp(source_timestamp).ok()??;
     let end = reader.end_offset().min(from.saturating_add(FIND_LIMIT));
-    while from < end {
-        let to = end.min(from + 4096);
-        let offsets: Vec<u64> = (from..to).collect();
-        if let Some(found) = read_records(reader, &offsets)
-            .into_iter()
-            .find(|r| is_copy_of(r, offset))
-        {
-            return Some(found);
+    let mut found = None;
+    let scanned = scan(reader, from, end, SEARCH_PAGE_BYTES, |record| {
+        if identity.is_copy(&record, partition, offset, Match::AllowLegacy) {
+            found = Some(record);
+            return false;
         }
-        from = to;
+        true
+    });
+    if let Err(e) = scanned {
+        tracing::warn!(dlq = %dlq.metadata.name, partition, error = %e, "cannot search the dead-letter topic");
     }
-    None
+    found
 }
 
 /// The value of header `name` of `record` (the last of that name), as text.
@@ -119,42 +268,30 @@ pub fn header_text<'r>(record: &'r Record, name: &str) -> Option<&'r str> {
 }
 
 impl DeadLetterSink for DlqSink {
+    fn end_offset(&self, partition: usize) -> u64 {
+        self.dlq
+            .partitions
+            .get(partition)
+            .map_or(0, |log| log.reader().end_offset())
+    }
+
+    fn parked(&self, partition: usize, dead: &[DeadLetter]) -> Result<HashSet<u64>, String> {
+        blocking(|| self.search(partition, dead))
+    }
+
     async fn write(
         &self,
         partition: usize,
         dead: &DeadLetter,
         record: &Record,
     ) -> Result<(), String> {
-        if self.already_parked(partition, dead.offset) {
-            return Ok(());
-        }
-        let log = self
-            .dlq
-            .partitions
-            .get(partition)
-            .ok_or_else(|| format!("DLQ topic has no partition {partition}"))?;
-        let (reason, text) = match &dead.reason {
-            DeadLetterReason::MaxDeliveries => ("max-deliveries", ""),
-            DeadLetterReason::Rejected(text) => ("rejected", text.as_str()),
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        let first = dead.times.first_ms().map(|ms| ms.to_string());
-        let last = dead.times.last_ms().map(|ms| ms.to_string());
-        let mut added = vec![
-            ("pigeon.dlq.source-topic", self.source_topic.clone()),
-            ("pigeon.dlq.source-partition", partition.to_string()),
-            ("pigeon.dlq.source-offset", dead.offset.to_string()),
-            ("pigeon.dlq.source-timestamp", record.timestamp.to_string()),
-            ("pigeon.dlq.group", self.group.clone()),
-            ("pigeon.dlq.attempts", dead.attempts.to_string()),
-            ("pigeon.dlq.reason", reason.to_owned()),
-            ("pigeon.dlq.reason-text", text.to_owned()),
-        ];
-        added.extend(first.map(|v| ("pigeon.dlq.first-delivery-ms", v)));
-        added.extend(last.map(|v| ("pigeon.dlq.last-delivery-ms", v)));
-        added.push(("pigeon.dlq.dead-lettered-ms", now.to_string()));
+        let log = self.dlq.partitions.get(partition).ok_or_else(|| {
+            format!(
+                "the dead-letter topic {} has no partition {partition}",
+                self.dlq.metadata.name
+            )
+        })?;
+        let added = self.added_headers(partition, dead, record);
         let mut headers: Vec<(&str, &[u8])> = record
             .headers
             .iter()
@@ -171,3 +308,6 @@ impl DeadLetterSink for DlqSink {
             .map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests;

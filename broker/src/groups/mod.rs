@@ -1,11 +1,20 @@
 //! Consumer groups of the broker: creating, opening (at start), finding and
-//! deleting them, and running one [`engine`](crate::delivery::engine) each.
+//! deleting them, running one [`engine`](crate::delivery::engine) each,
+//! and redriving their dead-letter topics.
 //!
 //! ```text
 //! <data-dir>/groups/<topic>/<group>/     a group's store (see delivery::store)
 //! <topic>.<group>.dlq                    its dead-letter topic (an ordinary topic,
 //!                                        as many partitions as the source)
 //! ```
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `mod.rs` | [`Groups`]: the running groups; create, delete, find; the DLQ topic's protection |
+//! | [`open`] | opening the groups at start; groups that cannot run (broken) |
+//! | [`dlq`] | the dead-letter sink: copies with an identity, "already parked?" |
+//! | [`redrive`] | moving a group's parked messages back, a page at a time |
+//! | [`source`] | the engine's view of its source topic; paged reads |
 //!
 //! Create writes the store (metadata first, atomically) after creating the
 //! dead-letter topic; a crash in between leaves a DLQ topic without a group,
@@ -15,10 +24,20 @@
 //! removal, so a power cut neither loses an acknowledged group nor brings a
 //! deleted one back. A new group starts at each partition's log
 //! start: it delivers everything the topic still holds.
+//!
+//! Invariants: a running group's dead-letter topic exists — deleting it is
+//! refused while the group lives ([`Groups::delete_topic`]), and one found
+//! missing at start is created again ([`open`]). Create, delete and topic
+//! deletion are serialised by one admin lock; a redrive takes only its
+//! group's [`RedriveSlot`], never that lock.
 
 pub mod dlq;
+pub mod open;
 pub mod redrive;
 pub mod source;
+
+#[cfg(test)]
+mod crash_tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,15 +45,17 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pigeon_protocol::validate_topic_name;
+use tokio_util::sync::CancellationToken;
 
 use crate::delivery::GroupSettings;
 use crate::delivery::engine::{self, GroupHandle};
-use crate::delivery::store::{GroupMeta, GroupStore, META_FILE};
+use crate::delivery::store::{GroupMeta, GroupStore};
 use crate::error::{BrokerError, ErrorKind};
-use crate::io::{FileSystem, create_dir_durably, sync_parent};
+use crate::io::{FileSystem, sync_parent};
 use crate::log::{Clock, LogConfig};
 use crate::topics::{NewTopic, Topic, Topics};
-use dlq::{DlqSink, dlq_topic};
+use dlq::{DlqIdentity, DlqSink, dlq_topic};
+use redrive::{RedriveFilter, RedriveOptions, RedriveReport, RedriveSlot, Stop};
 use source::TopicSource;
 
 /// A running group.
@@ -44,6 +65,10 @@ pub struct GroupEntry {
     pub handle: GroupHandle,
     /// Its settings when last set.
     pub settings: GroupSettings,
+    /// The identity its dead-letter copies carry.
+    pub identity: Arc<DlqIdentity>,
+    /// Its redrive turn (one at a time; cancelled when it is deleted).
+    pub redrive: Arc<RedriveSlot>,
 }
 
 /// Every consumer group of the broker.
@@ -55,7 +80,10 @@ pub struct Groups {
     /// Journal bytes between two snapshots of a group partition's state.
     snapshot_every: u64,
     groups: Mutex<BTreeMap<(String, String), GroupEntry>>,
-    /// Serialises create and delete.
+    /// Groups found at start that cannot run: why, and what to do. Every
+    /// operation on one answers that; deleting it removes its state.
+    broken: Mutex<BTreeMap<(String, String), String>>,
+    /// Serialises create, delete and topic deletion.
     admin: tokio::sync::Mutex<()>,
 }
 
@@ -71,109 +99,11 @@ fn error(kind: ErrorKind, message: impl Into<String>) -> BrokerError {
     BrokerError::new(kind, message)
 }
 
+fn key(topic: &str, group: &str) -> (String, String) {
+    (topic.to_owned(), group.to_owned())
+}
+
 impl Groups {
-    /// Opens every group under `<data_dir>/groups` and starts its engine.
-    pub fn open(
-        fs: Arc<dyn FileSystem>,
-        data_dir: &std::path::Path,
-        log: &LogConfig,
-        snapshot_every: u64,
-        clock: Arc<dyn Clock>,
-        topics: &Topics,
-    ) -> Result<Groups, BrokerError> {
-        let root = data_dir.join("groups");
-        create_dir_durably(fs.as_ref(), &root, data_dir).map_err(|e| {
-            error(
-                ErrorKind::Storage,
-                format!("creating {}: {e}", root.display()),
-            )
-        })?;
-        // Journals roll at 16 MiB (or the broker's segment size, if
-        // smaller): with a snapshot every few MiB, segments wholly covered
-        // by a snapshot are deleted, so a journal stays within a few
-        // segments however long the group runs.
-        let journal_config = LogConfig {
-            segment_bytes: log.segment_bytes.min(16 * 1024 * 1024),
-            retention_ms: None,
-            retention_bytes: None,
-            max_batch_bytes: crate::delivery::store::JOURNAL_MAX_BATCH_BYTES,
-            ..log.clone()
-        };
-        let groups = Groups {
-            root,
-            fs,
-            clock,
-            journal_config,
-            snapshot_every,
-            groups: Mutex::new(BTreeMap::new()),
-            admin: tokio::sync::Mutex::new(()),
-        };
-        let list = |dir: &std::path::Path| {
-            groups.fs.read_dir(dir).map_err(|e| {
-                error(
-                    ErrorKind::Storage,
-                    format!("listing {}: {e}", dir.display()),
-                )
-            })
-        };
-        for topic_dir in list(&groups.root)? {
-            for group_dir in list(&topic_dir)? {
-                groups.open_one(&topic_dir, &group_dir, topics)?;
-            }
-        }
-        Ok(groups)
-    }
-
-    /// Opens the group stored in `group_dir` (under `topic_dir`) and
-    /// starts its engine; skips a directory that holds no group, and a
-    /// group whose topic or dead-letter topic is gone.
-    fn open_one(
-        &self,
-        topic_dir: &std::path::Path,
-        group_dir: &std::path::Path,
-        topics: &Topics,
-    ) -> Result<(), BrokerError> {
-        if !self.fs.exists(&group_dir.join(META_FILE)) {
-            return Ok(());
-        }
-        let names = (topic_dir.file_name(), group_dir.file_name());
-        let (Some(topic), Some(group)) = (
-            names.0.and_then(|n| n.to_str()),
-            names.1.and_then(|n| n.to_str()),
-        ) else {
-            return Ok(());
-        };
-        let (Some(source), Some(dlq)) = (topics.get(topic), topics.get(&dlq_topic(topic, group)))
-        else {
-            tracing::warn!(
-                topic,
-                group,
-                "skipping a group whose topic or dead-letter topic is gone"
-            );
-            return Ok(());
-        };
-        let starts = starts(&source);
-        let (store, states) = GroupStore::open(
-            self.fs.clone(),
-            group_dir,
-            &starts,
-            self.journal_config.clone(),
-            self.clock.clone(),
-        )
-        .map_err(|e| {
-            error(
-                ErrorKind::Storage,
-                format!("opening group {group} of topic {topic}: {e}"),
-            )
-        })?;
-        let store = store.with_snapshot_every(self.snapshot_every);
-        let entry = self.run(topic, group, store, states, source, dlq);
-        self.groups
-            .lock()
-            .insert((topic.to_owned(), group.to_owned()), entry);
-        Ok(())
-    }
-
     fn run(
         &self,
         topic: &str,
@@ -185,11 +115,13 @@ impl Groups {
     ) -> GroupEntry {
         let settings = store.meta().settings();
         let paused = store.meta().paused;
-        let sink = DlqSink {
-            dlq,
+        let identity = Arc::new(DlqIdentity {
             source_topic: topic.to_owned(),
+            topic_created_ms: source.metadata.created_ms,
             group: group.to_owned(),
-        };
+            group_created_ms: store.meta().created_ms,
+        });
+        let sink = DlqSink::new(dlq, DlqIdentity::clone(&identity));
         let handle = engine::start(
             settings,
             paused,
@@ -198,16 +130,25 @@ impl Groups {
             Arc::new(TopicSource(source)),
             Arc::new(sink),
         );
-        GroupEntry { handle, settings }
+        GroupEntry {
+            handle,
+            settings,
+            identity,
+            redrive: Arc::new(RedriveSlot::default()),
+        }
     }
 
-    /// The running group `group` of `topic`.
+    /// The running group `group` of `topic`; a group that could not open
+    /// at start answers why and what to do.
     pub fn get(&self, topic: &str, group: &str) -> Result<GroupEntry, BrokerError> {
-        self.groups
-            .lock()
-            .get(&(topic.to_owned(), group.to_owned()))
-            .cloned()
-            .ok_or_else(|| BrokerError::unknown_group(topic, group))
+        let key = key(topic, group);
+        if let Some(entry) = self.groups.lock().get(&key) {
+            return Ok(entry.clone());
+        }
+        match self.broken.lock().get(&key) {
+            Some(why) => Err(error(ErrorKind::CorruptStoredData, why.clone())),
+            None => Err(BrokerError::unknown_group(topic, group)),
+        }
     }
 
     /// Creates a group (and its dead-letter topic) and starts it.
@@ -224,11 +165,17 @@ impl Groups {
             .validate()
             .map_err(|e| error(ErrorKind::InvalidConfig, e))?;
         let _admin = self.admin.lock().await;
-        if self.get(topic, group).is_ok() {
-            return Err(error(
-                ErrorKind::GroupExists,
-                format!("group {group} of topic {topic} already exists"),
-            ));
+        match self.get(topic, group) {
+            Ok(_) => {
+                return Err(error(
+                    ErrorKind::GroupExists,
+                    format!("group {group} of topic {topic} already exists"),
+                ));
+            }
+            Err(e) if e.kind == ErrorKind::CorruptStoredData => {
+                return Err(error(ErrorKind::GroupExists, e.message));
+            }
+            Err(_) => {}
         }
         let source = topics.get(topic).ok_or_else(|| {
             error(
@@ -236,26 +183,13 @@ impl Groups {
                 format!("topic {topic} does not exist"),
             )
         })?;
-        let dlq_name = dlq_topic(topic, group);
-        validate_topic_name(&dlq_name).map_err(|_| error(ErrorKind::InvalidRequest, format!("the dead-letter topic name {dlq_name} would be too long: shorten the topic or group name")))?;
-        let dlq = match topics.get(&dlq_name) {
-            Some(dlq) => dlq,
-            None => {
-                let new = NewTopic {
-                    name: dlq_name,
-                    partitions: source.metadata.partitions,
-                    retention_ms: None,
-                    retention_bytes: None,
-                };
-                topics.create(new).await?
-            }
-        };
+        let dlq = self.dlq_of(topics, topic, group, &source).await?;
         let meta = GroupMeta::new(topic, group, &settings, self.clock.now_ms());
         let dir = self.root.join(topic).join(group);
         if self.fs.exists(&dir) {
             // Not a live group (checked above): state left by a group of an
             // earlier topic of this name (deleted while the broker was
-            // down, or skipped at startup). It must not steer the new group.
+            // down). It must not steer the new group.
             tracing::warn!(topic, group, dir = %dir.display(), "removing stale state of an earlier group of this name");
             self.fs.remove_dir_all(&dir).map_err(|e| {
                 error(
@@ -275,34 +209,70 @@ impl Groups {
         .map_err(|e| error(ErrorKind::Storage, format!("creating group {group}: {e}")))?;
         let store = store.with_snapshot_every(self.snapshot_every);
         let entry = self.run(topic, group, store, states, source, dlq);
-        self.groups
-            .lock()
-            .insert((topic.to_owned(), group.to_owned()), entry);
+        self.groups.lock().insert(key(topic, group), entry);
         Ok(())
     }
 
-    /// Stops and deletes a group (its dead-letter topic stays).
+    /// The dead-letter topic of `group` of `topic` (`source`), created if
+    /// missing with the source's partition count.
+    async fn dlq_of(
+        &self,
+        topics: &Topics,
+        topic: &str,
+        group: &str,
+        source: &Topic,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let name = dlq_topic(topic, group);
+        validate_topic_name(&name).map_err(|_| error(ErrorKind::InvalidRequest, format!("the dead-letter topic name {name} would be too long: shorten the topic or group name")))?;
+        if let Some(dlq) = topics.get(&name) {
+            return Ok(dlq);
+        }
+        let new = NewTopic {
+            name,
+            partitions: source.metadata.partitions,
+            retention_ms: None,
+            retention_bytes: None,
+        };
+        topics.create(new).await
+    }
+
+    /// Stops and deletes a group (its dead-letter topic stays); a running
+    /// redrive of it stops at its next page first. A group that could not
+    /// open at start is deleted too (its state is removed).
     pub async fn delete(&self, topic: &str, group: &str) -> Result<(), BrokerError> {
         let _admin = self.admin.lock().await;
-        let removed = self
-            .groups
-            .lock()
-            .remove(&(topic.to_owned(), group.to_owned()));
-        let entry = removed.ok_or_else(|| {
-            error(
-                ErrorKind::UnknownGroup,
-                format!("group {group} of topic {topic} does not exist"),
-            )
-        })?;
+        self.delete_locked(topic, group).await
+    }
+
+    /// [`delete`](Self::delete), with the admin lock held.
+    async fn delete_locked(&self, topic: &str, group: &str) -> Result<(), BrokerError> {
+        let dir = self.root.join(topic).join(group);
+        let removed = self.groups.lock().remove(&key(topic, group));
+        let Some(entry) = removed else {
+            if !self.broken.lock().contains_key(&key(topic, group)) {
+                return Err(error(
+                    ErrorKind::UnknownGroup,
+                    format!("group {group} of topic {topic} does not exist"),
+                ));
+            }
+            self.remove_durably(&dir)?;
+            self.broken.lock().remove(&key(topic, group));
+            return Ok(());
+        };
+        entry.redrive.cancel.cancel();
+        let _redrive = entry.redrive.turn.lock().await;
         // The engine appends its last journal events and ends before its
         // files go.
         entry.handle.stop().await;
-        self.remove_durably(&self.root.join(topic).join(group))
+        self.remove_durably(&dir)
     }
 
     /// Removes `dir` and everything in it, then syncs its parent (or a
     /// power cut brings it back).
     fn remove_durably(&self, dir: &std::path::Path) -> Result<(), BrokerError> {
+        if !self.fs.exists(dir) {
+            return Ok(());
+        }
         self.fs
             .remove_dir_all(dir)
             .and_then(|()| sync_parent(self.fs.as_ref(), dir))
@@ -328,43 +298,66 @@ impl Groups {
         futures_util::future::join_all(handles.iter().map(GroupHandle::stop)).await;
     }
 
-    /// Deletes every group of `topic` (the topic is being deleted: its
-    /// groups' progress would be meaningless, and harmful, on a new topic
-    /// of the same name). Returns the groups deleted.
-    pub async fn delete_all_of(&self, topic: &str) -> Result<Vec<String>, BrokerError> {
-        let names: Vec<String> = self
-            .groups
-            .lock()
-            .keys()
-            .filter(|(t, _)| t == topic)
-            .map(|(_, g)| g.clone())
-            .collect();
+    /// Deletes topic `name` with its groups (their progress would be
+    /// meaningless, and harmful, on a new topic of the same name; their
+    /// dead-letter topics stay). Refused while `name` is the dead-letter
+    /// topic of a running group: that group would have nowhere to park.
+    /// Returns the groups deleted.
+    pub async fn delete_topic(
+        &self,
+        topics: &Topics,
+        name: &str,
+    ) -> Result<Vec<String>, BrokerError> {
+        let _admin = self.admin.lock().await;
+        if let Some((topic, group)) = self.dlq_owner(name) {
+            return Err(error(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "topic {name} is the dead-letter topic of group {group} of topic {topic}; delete the group first (`pigeon group delete {group} --topic {topic}`), then the topic"
+                ),
+            ));
+        }
+        let mut deleted = Vec::new();
+        if topics.get(name).is_some() {
+            // Its groups go first: a crash in between leaves a topic without
+            // groups, never groups whose progress would apply to a new topic.
+            deleted = self.delete_all_of(name).await?;
+        }
+        topics.delete(name).await?;
+        Ok(deleted)
+    }
+
+    /// The running group whose dead-letter topic is `name`, if any.
+    fn dlq_owner(&self, name: &str) -> Option<(String, String)> {
+        let groups = self.groups.lock();
+        let owner = groups.keys().find(|(t, g)| dlq_topic(t, g) == name);
+        owner.cloned()
+    }
+
+    /// Deletes every group of `topic`, running or broken (admin lock held).
+    async fn delete_all_of(&self, topic: &str) -> Result<Vec<String>, BrokerError> {
+        let of_topic = |(t, g): &(String, String)| (t == topic).then(|| g.clone());
+        let mut names: Vec<String> = self.groups.lock().keys().filter_map(of_topic).collect();
+        names.extend(self.broken.lock().keys().filter_map(of_topic));
         for group in &names {
-            match self.delete(topic, group).await {
-                Ok(()) => {}
-                // Deleted meanwhile by someone else.
-                Err(e) if e.kind == ErrorKind::UnknownGroup => {}
-                Err(e) => return Err(e),
-            }
+            self.delete_locked(topic, group).await?;
         }
-        let dir = self.root.join(topic);
-        if self.fs.exists(&dir) {
-            self.remove_durably(&dir)?;
-        }
+        self.remove_durably(&self.root.join(topic))?;
         Ok(names)
     }
 
-    /// Moves parked messages back to the source topic (see [`redrive`]).
+    /// Moves the group's parked messages back to the source topic (see
+    /// [`redrive`]), holding only the group's redrive turn; stops between
+    /// pages once `shutdown` is cancelled or the group is deleted.
     pub async fn redrive(
         &self,
         topics: &Topics,
         topic: &str,
         group: &str,
-        max: u64,
-        dry_run: bool,
-        rate_per_sec: u32,
-    ) -> Result<Vec<redrive::Redriven>, BrokerError> {
-        self.get(topic, group)?;
+        options: RedriveOptions,
+        shutdown: &CancellationToken,
+    ) -> Result<RedriveReport, BrokerError> {
+        let entry = self.get(topic, group)?;
         let source = topics.get(topic).ok_or_else(|| {
             error(
                 ErrorKind::UnknownTopic,
@@ -377,17 +370,27 @@ impl Groups {
                 format!("the dead-letter topic of group {group} is gone"),
             )
         })?;
-        // One redrive of a group at a time.
-        let _admin = self.admin.lock().await;
+        let stop = Stop::new(shutdown.clone(), entry.redrive.cancel.clone());
+        let _turn = tokio::select! {
+            turn = entry.redrive.turn.lock() => turn,
+            () = stop.wait() => return Err(BrokerError::group_stopped()),
+        };
+        if stop.is_set() {
+            return Err(BrokerError::group_stopped());
+        }
+        let filter = RedriveFilter {
+            source_topic: topic.to_owned(),
+            group: group.to_owned(),
+        };
         let dir = self.root.join(topic).join(group);
         redrive::redrive(
             self.fs.as_ref(),
             &dir,
             &source,
             &dlq,
-            max,
-            dry_run,
-            rate_per_sec,
+            &filter,
+            options,
+            &stop,
         )
         .await
         .map_err(|e| error(ErrorKind::Storage, e))
@@ -402,13 +405,14 @@ impl Groups {
         all.collect()
     }
 
+    /// Every group that could not open at start, with why and what to do.
+    pub fn broken(&self) -> Vec<String> {
+        self.broken.lock().values().cloned().collect()
+    }
+
     /// Records the new settings of a group.
     pub fn set_settings(&self, topic: &str, group: &str, settings: GroupSettings) {
-        if let Some(entry) = self
-            .groups
-            .lock()
-            .get_mut(&(topic.to_owned(), group.to_owned()))
-        {
+        if let Some(entry) = self.groups.lock().get_mut(&key(topic, group)) {
             entry.settings = settings;
         }
     }

@@ -1,8 +1,12 @@
-//! [`TopicSource`]: the group engine's view of its source topic.
+//! [`TopicSource`]: the group engine's view of its source topic; and the
+//! reads the groups make of topics: records at given offsets
+//! ([`read_records`]), a paged scan ([`scan`]), and [`blocking`], which
+//! keeps those file reads from stalling the runtime's other tasks.
 
 use std::sync::Arc;
 
 use pigeon_protocol::batch::{Record, records_of_batches};
+use tokio::runtime::{Handle, RuntimeFlavor};
 
 use crate::delivery::engine::SourceReader;
 use crate::topics::Topic;
@@ -75,4 +79,59 @@ pub fn read_records(reader: &crate::log::LogReader, offsets: &[u64]) -> Vec<Reco
         }
     }
     out
+}
+
+/// Visits the records of `reader` from `from` (or the log start, if later)
+/// up to `end` (exclusive), in offset order, reading about `page_bytes` at a
+/// time (at least one batch), until `visit` returns `false`. Memory: one
+/// read at a time. Fails on a read error or a damaged batch, naming the
+/// offset (a scan never skips what it cannot read).
+pub fn scan(
+    reader: &crate::log::LogReader,
+    from: u64,
+    end: u64,
+    page_bytes: usize,
+    mut visit: impl FnMut(Record) -> bool,
+) -> Result<(), String> {
+    let mut offset = from.max(reader.start_offset());
+    while offset < end {
+        let read = reader
+            .read(offset, page_bytes)
+            .map_err(|e| format!("reading offset {offset}: {e}"))?;
+        if read.bytes.is_empty() {
+            return Ok(());
+        }
+        let before = offset;
+        for record in records_of_batches(read.bytes) {
+            let record = record.map_err(|e| format!("reading offset {offset}: {e}"))?;
+            if record.offset < offset {
+                continue;
+            }
+            if record.offset >= end {
+                return Ok(());
+            }
+            offset = record.offset + 1;
+            if !visit(record) {
+                return Ok(());
+            }
+        }
+        if offset == before {
+            return Err(format!(
+                "reading offset {offset}: the read made no progress"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` (blocking file reads or writes) on the current worker without
+/// stalling the runtime's other tasks (`block_in_place`) where the runtime
+/// allows it — a multi-threaded one, as the broker's — else in place.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }

@@ -14,6 +14,7 @@ use super::errors::entry_error;
 use crate::delivery::GroupSettings;
 use crate::delivery::engine::GroupDelivery;
 use crate::error::BrokerError;
+use crate::groups::redrive::{RedriveOptions, RedriveOutcome, RedriveReport};
 use crate::service::{
     Broker, GroupDescription, MemberOwner, MessageReport, MessageStatus, SeekTarget, SettleAction,
     SettleRequest,
@@ -243,19 +244,52 @@ fn message_state_to_wire(report: MessageReport) -> wire::MessageStateResponse {
     }
 }
 
-/// Redrive.
-pub async fn redrive(broker: &Broker, req: wire::RedriveRequest) -> Answer {
-    let (max, dry_run, rate) = (u64::from(req.max), req.dry_run, req.rate_per_sec);
-    let moved = broker
-        .redrive(&req.topic, &req.group, max, dry_run, rate)
-        .await?;
-    let redriven = moved.into_iter().map(|r| wire::RedrivenMessage {
+/// Redrive: version 1 answers the summary (counts and ranges); version 0
+/// lists every message, so it moves at most `V0_MAX_MESSAGES`.
+pub async fn redrive(broker: &Broker, req: wire::RedriveRequest, version: u16) -> Answer {
+    let listed = version == 0;
+    let max = match (listed, req.max) {
+        (true, 0) => wire::V0_MAX_MESSAGES,
+        (true, max) => max.min(wire::V0_MAX_MESSAGES),
+        (false, max) => max,
+    };
+    let options = RedriveOptions {
+        max: u64::from(max),
+        dry_run: req.dry_run,
+        rate_per_sec: req.rate_per_sec,
+        list: listed,
+    };
+    let report = broker.redrive(&req.topic, &req.group, options).await?;
+    Ok(redrive_response(report).into())
+}
+
+fn redrive_response(report: RedriveReport) -> wire::RedriveResponse {
+    let redriven = report.messages.iter().map(|r| wire::RedrivenMessage {
         dlq_offset: r.dlq_offset,
         partition: r.partition,
         new_offset: r.new_offset,
     });
-    Ok(wire::RedriveResponse {
+    let partitions = report.partitions.iter().map(|p| {
+        let (new_from, new_to) = p.new_offsets.unwrap_or((0, 0));
+        wire::RedrivePartition {
+            partition: p.partition,
+            dlq_from: p.dlq_from,
+            dlq_to: p.dlq_to,
+            moved: p.moved,
+            skipped: p.skipped,
+            new_from,
+            new_to,
+        }
+    });
+    wire::RedriveResponse {
         redriven: redriven.collect(),
+        moved: report.moved(),
+        skipped: report.skipped(),
+        outcome: match report.outcome {
+            RedriveOutcome::Done => wire::RedriveOutcome::Done,
+            RedriveOutcome::MaxReached => wire::RedriveOutcome::MaxReached,
+            RedriveOutcome::Interrupted => wire::RedriveOutcome::Interrupted,
+        },
+        partitions: partitions.collect(),
     }
-    .into())
 }

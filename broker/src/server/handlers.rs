@@ -42,17 +42,19 @@ pub async fn handle(
     request: Request,
 ) -> (ResponseFrame, Option<OwnedSemaphorePermit>) {
     let audited = audit::operation(&request);
-    let (result, held) = answer(broker, context, request).await;
+    let (result, held) = answer(broker, context, header.api_version, request).await;
     if let Some(op) = &audited {
         audit::log(&context.peer, op, &result);
     }
     (response_frame(header, result), held)
 }
 
-/// The answer to one request, and the read budget it holds.
+/// The answer to one request (of version `api_version`), and the read
+/// budget it holds.
 async fn answer(
     broker: &Broker,
     context: &RequestContext,
+    api_version: u16,
     request: Request,
 ) -> (Result<Response, BrokerError>, Option<OwnedSemaphorePermit>) {
     let mut held = None;
@@ -84,7 +86,7 @@ async fn answer(
         Request::Receive(req) => group_handlers::receive(broker, &context.owner, req).await,
         Request::Settle(req) => group_handlers::settle(broker, &context.owner, req).await,
         Request::MessageState(req) => group_handlers::message_state(broker, req).await,
-        Request::Redrive(req) => group_handlers::redrive(broker, req).await,
+        Request::Redrive(req) => group_handlers::redrive(broker, req, api_version).await,
         Request::AlterTopic(req) => admin_handlers::alter_topic(broker, req).await,
         Request::ListGroups(req) => admin_handlers::list_groups(broker, req).await,
         Request::DescribeBroker(_) => admin_handlers::describe_broker(broker).await,

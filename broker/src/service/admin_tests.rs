@@ -55,8 +55,9 @@ fn value(text: &str, series: &str) -> Option<f64> {
 async fn series_go_with_their_group_and_their_topic() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(SystemClock.now_ms() - 90_000);
-    let broker =
-        Broker::open(config(tmp.path()), Arc::new(StdFs), Arc::new(clock.clone())).expect("open");
+    let broker = Broker::open(config(tmp.path()), Arc::new(StdFs), Arc::new(clock.clone()))
+        .await
+        .expect("open");
     broker
         .create_topic(topic("orders", 2))
         .await
@@ -145,7 +146,9 @@ async fn a_partition_that_refuses_appends_shows_as_read_only() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let plan = FaultPlan::new();
     let fs = Arc::new(FaultyFs::new(plan.clone()));
-    let broker = Broker::open(config(tmp.path()), fs, Arc::new(SystemClock)).expect("open");
+    let broker = Broker::open(config(tmp.path()), fs, Arc::new(SystemClock))
+        .await
+        .expect("open");
     broker
         .create_topic(topic("orders", 2))
         .await
@@ -170,8 +173,9 @@ async fn a_retention_change_applies_at_once_and_survives_a_power_cut() {
     let mut small = config(tmp.path());
     small.log.segment_bytes = 4096;
     let fs = PowerCutFs::new();
-    let broker =
-        Broker::open(small.clone(), Arc::new(fs.clone()), Arc::new(SystemClock)).expect("open");
+    let broker = Broker::open(small.clone(), Arc::new(fs.clone()), Arc::new(SystemClock))
+        .await
+        .expect("open");
     broker
         .create_topic(topic("orders", 1))
         .await
@@ -200,7 +204,9 @@ async fn a_retention_change_applies_at_once_and_survives_a_power_cut() {
     broker.close().await;
     drop((log, broker));
     fs.power_cut(11).expect("power cut");
-    let broker = Broker::open(small, Arc::new(StdFs), Arc::new(SystemClock)).expect("reopen");
+    let broker = Broker::open(small, Arc::new(StdFs), Arc::new(SystemClock))
+        .await
+        .expect("reopen");
     let described = broker.describe_topic("orders").expect("describe");
     assert_eq!(
         described.retention_bytes,
@@ -220,8 +226,9 @@ async fn a_retention_change_applies_at_once_and_survives_a_power_cut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_are_listed_with_their_lag_and_the_broker_describes_itself() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let broker =
-        Broker::open(config(tmp.path()), Arc::new(StdFs), Arc::new(SystemClock)).expect("open");
+    let broker = Broker::open(config(tmp.path()), Arc::new(StdFs), Arc::new(SystemClock))
+        .await
+        .expect("open");
     for name in ["a", "b"] {
         broker.create_topic(topic(name, 2)).await.expect("topic");
     }

@@ -11,7 +11,7 @@ use crate::delivery::GroupSettings;
 use crate::delivery::engine::PartitionFigures;
 use crate::delivery::engine::SeekTo;
 use crate::error::{BrokerError, ErrorKind};
-use crate::groups::redrive::Redriven;
+use crate::groups::redrive::{RedriveOptions, RedriveReport};
 
 /// Where a seek moves a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,20 +142,135 @@ impl Broker {
         entry.handle.seek(partition, to).await.map_err(stopped)
     }
 
-    /// Moves up to `max` parked messages of a group's dead-letter topic
-    /// back to the source topic (none with `dry_run`: only says which),
-    /// at most `rate_per_sec` a second (0: unlimited).
+    /// Moves parked messages of a group's dead-letter topic back to the
+    /// source topic as `options` say (a dry run only counts them), a page
+    /// at a time under the group's own redrive turn; stops between pages
+    /// when the broker shuts down (see `groups::redrive`).
     pub async fn redrive(
         &self,
         topic: &str,
         group: &str,
-        max: u64,
-        dry_run: bool,
-        rate_per_sec: u32,
-    ) -> Result<Vec<Redriven>, BrokerError> {
+        options: RedriveOptions,
+    ) -> Result<RedriveReport, BrokerError> {
         let groups = &self.groups;
         groups
-            .redrive(&self.topics, topic, group, max, dry_run, rate_per_sec)
+            .redrive(&self.topics, topic, group, options, &self.shutdown)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, RecordBatch};
+
+    use super::*;
+    use crate::config::{BrokerConfig, FileConfig};
+    use crate::groups::redrive::{PAGE_MESSAGES, RedriveOutcome};
+    use crate::io::StdFs;
+    use crate::log::{FsyncPolicy, SystemClock};
+    use crate::topics::NewTopic;
+
+    async fn open(dir: &std::path::Path) -> Broker {
+        let mut config = BrokerConfig::from_file_config(FileConfig::default()).expect("config");
+        config.data_dir = dir.to_path_buf();
+        config.log.fsync = FsyncPolicy::Never;
+        Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock))
+            .await
+            .expect("open")
+    }
+
+    /// Parks `count` copies of group `g` of topic `t` in its DLQ.
+    async fn park(broker: &Broker, count: u64) {
+        let dlq = broker.topics.get("t.g.dlq").expect("dlq");
+        for i in 0..count {
+            let mut b = BatchBuilder::new();
+            let value = format!("parked {i}");
+            b.push(
+                None,
+                value.as_bytes(),
+                &[
+                    ("pigeon.dlq.source-topic", b"t"),
+                    ("pigeon.dlq.group", b"g"),
+                ],
+            );
+            let batch =
+                RecordBatch::validate(b.build(ProducerStamp::NONE, 0), usize::MAX).expect("batch");
+            dlq.partitions[0].append(batch).await.expect("park");
+        }
+    }
+
+    fn source_end(broker: &Broker) -> u64 {
+        let source = broker.topics.get("t").expect("t");
+        source.partitions[0].reader().end_offset()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_redrive_blocks_no_group_admin_and_stops_at_shutdown() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let broker = open(tmp.path()).await;
+        let topic = NewTopic {
+            name: "t".into(),
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+        };
+        broker.create_topic(topic).await.expect("topic");
+        let settings = GroupSettings::default();
+        broker
+            .create_group("t", "g", settings)
+            .await
+            .expect("group");
+        park(&broker, 300).await;
+        // 10 a second: after its first page the redrive paces for 25 s.
+        let slow = RedriveOptions {
+            rate_per_sec: 10,
+            ..RedriveOptions::default()
+        };
+        let meanwhile = async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while source_end(&broker) < PAGE_MESSAGES {
+                assert!(tokio::time::Instant::now() < deadline, "no page landed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let create = broker.create_group("t", "other", settings);
+            tokio::time::timeout(Duration::from_secs(10), create)
+                .await
+                .expect("a group is created while a redrive runs")
+                .expect("create");
+            let describe = broker.describe_group("t", "g");
+            tokio::time::timeout(Duration::from_secs(10), describe)
+                .await
+                .expect("the redriven group answers meanwhile")
+                .expect("describe");
+            broker.begin_shutdown();
+            tokio::time::Instant::now()
+        };
+        let (report, shutdown_at) = tokio::join!(broker.redrive("t", "g", slow), meanwhile);
+        assert!(
+            shutdown_at.elapsed() < Duration::from_secs(10),
+            "the shutdown ends the redrive at its next page"
+        );
+        let report = report.expect("redrive");
+        assert_eq!(
+            (report.moved(), report.outcome),
+            (PAGE_MESSAGES, RedriveOutcome::Interrupted)
+        );
+        broker.close().await;
+        drop(broker);
+
+        let broker = open(tmp.path()).await;
+        let rest = broker
+            .redrive("t", "g", RedriveOptions::default())
+            .await
+            .expect("the rest");
+        assert_eq!(
+            (rest.moved(), rest.outcome),
+            (300 - PAGE_MESSAGES, RedriveOutcome::Done)
+        );
+        assert_eq!(source_end(&broker), 300, "each parked message moved once");
+        broker.close().await;
     }
 }

@@ -332,7 +332,9 @@ mod tests {
     async fn broker_with_group(dir: &std::path::Path) -> Broker {
         let mut config = BrokerConfig::from_file_config(FileConfig::default()).expect("config");
         config.data_dir = dir.to_path_buf();
-        let broker = Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock)).expect("open");
+        let broker = Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock))
+            .await
+            .expect("open");
         let topic = NewTopic {
             name: "t".into(),
             partitions: 1,
@@ -360,8 +362,9 @@ mod tests {
         config.data_dir = dir.path().to_path_buf();
         config.log.max_batch_bytes = 1024;
         let quick = Duration::from_millis(1);
-        let broker =
-            Broker::open(config.clone(), Arc::new(StdFs), Arc::new(SystemClock)).expect("open");
+        let broker = Broker::open(config.clone(), Arc::new(StdFs), Arc::new(SystemClock))
+            .await
+            .expect("open");
         let topic = NewTopic {
             name: "t".into(),
             partitions: 1,
@@ -413,7 +416,9 @@ mod tests {
         broker.close().await;
         drop(broker);
         // The acks are durable: after a restart nothing comes back.
-        let broker = Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock)).expect("reopen");
+        let broker = Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock))
+            .await
+            .expect("reopen");
         let owner = broker.members.new_connection();
         let (id, _) = broker
             .join("t", "g", "c", owner.clone(), None)

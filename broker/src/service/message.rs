@@ -16,8 +16,8 @@ use super::topics::{group_partition, group_source};
 use crate::delivery::engine::OffsetReport;
 use crate::delivery::{OffsetState, RECOVERED};
 use crate::error::BrokerError;
-use crate::groups::dlq::{dlq_topic, find_parked, header_text};
-use crate::groups::source::read_records;
+use crate::groups::dlq::{DlqIdentity, dlq_topic, find_parked, header_text};
+use crate::groups::source::{blocking, read_records};
 use crate::log::PartitionLog;
 
 /// Where a message is in a group.
@@ -93,28 +93,28 @@ impl Broker {
         };
         let mut answer = describe(report, offset < log.reader().start_offset());
         if answer.status == MessageStatus::Settled {
-            self.describe_if_parked(&mut answer, topic, group, log, partition, offset);
+            let id = &entry.identity;
+            self.describe_if_parked(&mut answer, id, log, partition, offset);
         }
         Ok(answer)
     }
 
     /// A settled message was acked or dead-lettered: if its dead-letter
-    /// copy exists, fills `answer` from it.
+    /// copy exists (one of this group incarnation's, see `groups::dlq`),
+    /// fills `answer` from it.
     fn describe_if_parked(
         &self,
         answer: &mut MessageReport,
-        topic: &str,
-        group: &str,
+        id: &DlqIdentity,
         log: &PartitionLog,
         partition: u32,
         offset: u64,
     ) {
-        let dlq = self.topics.get(&dlq_topic(topic, group));
+        let dlq = self.topics.get(&dlq_topic(&id.source_topic, &id.group));
         let source = read_records(log.reader(), &[offset]);
         if let (Some(dlq), Some(record)) = (dlq, source.first()) {
-            let parked = tokio::task::block_in_place(|| {
-                find_parked(&dlq, partition as usize, offset, record.timestamp)
-            });
+            let parked =
+                blocking(|| find_parked(&dlq, id, partition as usize, offset, record.timestamp));
             if let Some(copy) = parked {
                 describe_parked(answer, &copy);
             }

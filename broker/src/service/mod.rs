@@ -29,7 +29,9 @@
 //! its parent is synced) and locks it ([`DataDirLock`]: one broker per
 //! directory) before it reads anything in it; then it takes the directory
 //! as it finds it: producer registry, then topics (recovering each
-//! partition log), then groups (each group's engine starts). The lock is
+//! partition log), then groups (each group's engine starts; a group that
+//! cannot run is kept as broken and named by readiness, see
+//! `groups/open.rs`). The lock is
 //! held for the broker's lifetime. [`Broker::close`] is the reverse: groups
 //! first (their engines may still write dead letters into topics and must
 //! append their last journal events), then every partition log is closed
@@ -101,7 +103,7 @@ impl Broker {
     /// (recovering its partition logs) and every group (starting its
     /// engine). Fails without touching the directory if another broker
     /// holds it.
-    pub fn open(
+    pub async fn open(
         config: BrokerConfig,
         fs: Arc<dyn FileSystem>,
         clock: Arc<dyn Clock>,
@@ -141,6 +143,7 @@ impl Broker {
             clock,
             &topics,
         )
+        .await
         .map_err(|e| BrokerError::new(e.kind, format!("cannot open the consumer groups: {e}")))?;
         Ok(Broker {
             config,
@@ -178,8 +181,10 @@ impl Broker {
         self.topics.close().await;
     }
 
-    /// What stops the broker from serving fully now: draining, and each
-    /// partition that refuses writes (with why). Empty when ready.
+    /// What stops the broker from serving fully now: draining, each
+    /// partition that refuses writes (with why), and each consumer group
+    /// that could not open at start (with why and what to do). Empty when
+    /// ready.
     pub fn readiness_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !self.is_serving() {
@@ -195,6 +200,7 @@ impl Broker {
                 }
             }
         }
+        problems.extend(self.groups.broken());
         problems
     }
 }
@@ -223,8 +229,9 @@ mod tests {
         // Neither the data directory nor its parent exists yet.
         let data = tmp.path().join("var/pigeon");
         let fs = PowerCutFs::new();
-        let broker =
-            Broker::open(config(&data), Arc::new(fs.clone()), Arc::new(SystemClock)).expect("open");
+        let broker = Broker::open(config(&data), Arc::new(fs.clone()), Arc::new(SystemClock))
+            .await
+            .expect("open");
         let topic = NewTopic {
             name: "orders".into(),
             partitions: 1,
@@ -251,8 +258,9 @@ mod tests {
         drop((orders, broker));
         fs.power_cut(7).expect("power cut");
 
-        let broker =
-            Broker::open(config(&data), Arc::new(StdFs), Arc::new(SystemClock)).expect("reopen");
+        let broker = Broker::open(config(&data), Arc::new(StdFs), Arc::new(SystemClock))
+            .await
+            .expect("reopen");
         let orders = broker.topics.get("orders").expect("the topic survives");
         let read = orders.partitions[0]
             .reader()
@@ -275,7 +283,9 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let plan = FaultPlan::new();
         let fs = Arc::new(FaultyFs::new(plan.clone()));
-        let broker = Broker::open(config(tmp.path()), fs, Arc::new(SystemClock)).expect("open");
+        let broker = Broker::open(config(tmp.path()), fs, Arc::new(SystemClock))
+            .await
+            .expect("open");
         let topic = NewTopic {
             name: "orders".into(),
             partitions: 2,

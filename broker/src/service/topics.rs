@@ -53,17 +53,15 @@ impl Broker {
     }
 
     /// Deletes a topic, its data and its consumer groups (their dead-letter
-    /// topics stay: they are ordinary topics).
+    /// topics stay: they are ordinary topics). Refused while the topic is
+    /// the dead-letter topic of a running group (the error names the group
+    /// and says to delete it first).
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
-        if self.topics.get(name).is_some() {
-            // Its groups go first: a crash in between leaves a topic without
-            // groups, never groups whose progress would apply to a new topic.
-            let deleted = self.groups.delete_all_of(name).await?;
-            if !deleted.is_empty() {
-                tracing::info!(topic = name, groups = ?deleted, "deleted the topic's consumer groups");
-            }
+        let deleted = self.groups.delete_topic(&self.topics, name).await?;
+        if !deleted.is_empty() {
+            tracing::info!(topic = name, groups = ?deleted, "deleted the topic's consumer groups");
         }
-        self.topics.delete(name).await
+        Ok(())
     }
 
     /// Every topic, by name.

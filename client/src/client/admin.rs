@@ -343,8 +343,16 @@ impl Admin {
 
     /// Moves up to `max` (0: all) parked messages of a group's dead-letter
     /// topic back into the source topic, at most `rate_per_sec` a second (0:
-    /// no limit); `dry_run` lists them without moving anything. Never moves
-    /// a message twice, even when run again or interrupted.
+    /// no limit); `dry_run` counts them without moving anything. Only the
+    /// group's own copies move. Never moves a message twice, even when run
+    /// again or interrupted.
+    ///
+    /// The answer is a summary: how many moved, how many other records were
+    /// left, why it ended, and per DLQ partition the offsets looked at and
+    /// the new offsets' span. From a broker that speaks only version 0 of
+    /// Redrive (which moves at most 100,000 messages per call and lists
+    /// each), the summary is computed from the list, which `redriven`
+    /// keeps.
     pub async fn redrive(
         &self,
         topic: &str,
@@ -364,7 +372,7 @@ impl Admin {
             .client
             .request_with_timeout(request.into(), std::time::Duration::from_secs(600))
             .await?;
-        expect_response!(response, Redrive)
+        expect_response!(response, Redrive).map(|r| r.summarised(dry_run))
     }
 
     /// Where one message stands in a group.

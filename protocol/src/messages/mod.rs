@@ -55,7 +55,10 @@ pub use message_state::{MessageState, MessageStateRequest, MessageStateResponse}
 pub use pause_group::{PauseGroupRequest, PauseGroupResponse};
 pub use produce::{ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse};
 pub use receive::{Delivery, DeliveryHeader, MAX_HEADER_NAME_LEN, ReceiveRequest, ReceiveResponse};
-pub use redrive::{RedriveRequest, RedriveResponse, RedrivenMessage};
+pub use redrive::{
+    REDRIVE_PAGE_MESSAGES, RedriveOutcome, RedrivePartition, RedriveRequest, RedriveResponse,
+    RedrivenMessage, V0_MAX_MESSAGES,
+};
 pub use register_producer::{
     MAX_PRODUCER_NAME_LEN, RegisterProducerRequest, RegisterProducerResponse,
 };

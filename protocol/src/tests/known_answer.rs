@@ -295,3 +295,110 @@ fn settle_v2_request_bytes_carry_release_as_action_4() {
 pub(super) fn hex_bytes(s: &str) -> Vec<u8> {
     hex(s)
 }
+
+fn redrive_v1_frame() -> ResponseFrame {
+    ResponseFrame::ok(
+        9,
+        1,
+        RedriveResponse {
+            moved: 3,
+            skipped: 1,
+            outcome: RedriveOutcome::MaxReached,
+            partitions: vec![RedrivePartition {
+                partition: 2,
+                dlq_from: 4,
+                dlq_to: 8,
+                moved: 3,
+                skipped: 1,
+                new_from: 10,
+                new_to: 13,
+            }],
+            ..RedriveResponse::default()
+        },
+    )
+}
+
+const REDRIVE_V1_BYTES: &str = "
+    53 00 00 00
+    32 00
+    01 00
+    09 00 00 00
+    00 00
+    03 00 00 00 00 00 00 00
+    01 00 00 00 00 00 00 00
+    01
+    01 00 00 00
+    02 00 00 00
+    04 00 00 00 00 00 00 00
+    08 00 00 00 00 00 00 00
+    03 00 00 00 00 00 00 00
+    01 00 00 00 00 00 00 00
+    0a 00 00 00 00 00 00 00
+    0d 00 00 00 00 00 00 00";
+
+#[test]
+fn redrive_v1_response_bytes_are_pinned() {
+    // length 83 | api_key 50 | version 1 | request_id 9 | error_code 0 |
+    // moved 3 | skipped 1 | outcome 1 (MaxReached) | 1 partition:
+    // partition 2, dlq 4..8, moved 3, skipped 1, new 10..13
+    let expected = hex(REDRIVE_V1_BYTES);
+    assert_eq!(&response_bytes(&redrive_v1_frame())[..], &expected[..]);
+    assert_eq!(
+        decode_one_response(&expected).body,
+        Ok(redrive_v1_frame().body)
+    );
+    let mut bad_outcome = expected.clone();
+    bad_outcome[30] = 3;
+    assert!(
+        decode_one_response(&bad_outcome).body.is_err(),
+        "an unknown outcome fails the response"
+    );
+}
+
+#[test]
+fn a_v0_redrive_list_is_summarised_per_partition() {
+    let message = |dlq_offset, partition, new_offset| RedrivenMessage {
+        dlq_offset,
+        partition,
+        new_offset,
+    };
+    let v0 = RedriveResponse {
+        redriven: vec![message(5, 1, 20), message(7, 1, 21), message(0, 0, 0)],
+        ..RedriveResponse::default()
+    };
+    let summary = v0.clone().summarised(false);
+    assert_eq!(summary.moved, 3);
+    assert_eq!(
+        summary.partitions,
+        [
+            RedrivePartition {
+                partition: 0,
+                dlq_from: 0,
+                dlq_to: 1,
+                moved: 1,
+                skipped: 0,
+                new_from: 0,
+                new_to: 1,
+            },
+            RedrivePartition {
+                partition: 1,
+                dlq_from: 5,
+                dlq_to: 8,
+                moved: 2,
+                skipped: 0,
+                new_from: 20,
+                new_to: 22,
+            },
+        ]
+    );
+    let dry = v0.summarised(true);
+    assert!(
+        dry.partitions
+            .iter()
+            .all(|p| (p.new_from, p.new_to) == (0, 0))
+    );
+    assert_eq!(
+        RedriveResponse::default().summarised(false),
+        RedriveResponse::default()
+    );
+}

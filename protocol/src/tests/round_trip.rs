@@ -352,6 +352,20 @@ proptest! {
     }
 
     #[test]
+    fn redrive_v1_request_and_response_round_trip(
+        request in redrive_request(),
+        body in redrive_response_v1(),
+        id in request_id(),
+    ) {
+        // The request layout is unchanged in version 1.
+        let frame = RequestFrame { request_id: id, api_version: 1, request: request.clone().into() };
+        let incoming = decode_one_request(&request_bytes(&frame));
+        prop_assert_eq!(incoming.header.api_version, 1);
+        prop_assert_eq!(incoming.request, Ok(Request::from(request)));
+        check_response(ResponseFrame::ok(id, 1, body))?;
+    }
+
+    #[test]
     fn error_responses_round_trip(frame in response_frame()) {
         check_response(frame)?;
     }

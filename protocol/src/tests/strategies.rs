@@ -565,7 +565,38 @@ pub fn redrive_response() -> impl Strategy<Value = RedriveResponse> {
             new_offset,
         },
     );
-    vec(message, 0..8).prop_map(|redriven| RedriveResponse { redriven })
+    vec(message, 0..8).prop_map(|redriven| RedriveResponse {
+        redriven,
+        ..RedriveResponse::default()
+    })
+}
+
+/// Version 1 responses: the summary, no list.
+pub fn redrive_response_v1() -> impl Strategy<Value = RedriveResponse> {
+    let partition =
+        (any::<u32>(), vec(any::<u64>(), 6)).prop_map(|(partition, v)| RedrivePartition {
+            partition,
+            dlq_from: v[0],
+            dlq_to: v[1],
+            moved: v[2],
+            skipped: v[3],
+            new_from: v[4],
+            new_to: v[5],
+        });
+    let outcome = prop_oneof![
+        Just(RedriveOutcome::Done),
+        Just(RedriveOutcome::MaxReached),
+        Just(RedriveOutcome::Interrupted),
+    ];
+    (any::<u64>(), any::<u64>(), outcome, vec(partition, 0..4)).prop_map(
+        |(moved, skipped, outcome, partitions)| RedriveResponse {
+            redriven: Vec::new(),
+            moved,
+            skipped,
+            outcome,
+            partitions,
+        },
+    )
 }
 
 pub fn retention_change() -> impl Strategy<Value = RetentionChange> {

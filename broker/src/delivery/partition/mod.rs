@@ -134,6 +134,26 @@ pub struct DeadLetter {
     pub reason: DeadLetterReason,
     /// When it was first and last delivered.
     pub times: DeliveryTimes,
+    /// The end offset of the dead-letter partition when the dead-lettering
+    /// started: the copy, if one was written, is at or after it, so a
+    /// restart looks for it from there on. `None` for state written before
+    /// it was recorded.
+    pub dlq_from: Option<u64>,
+}
+
+/// The end offset of a partition's dead-letter partition, as the engine
+/// last told the state machine ([`PartitionDelivery::note_dlq_end`]); a
+/// dead letter started from then on records it. It is a hint, not state:
+/// it is neither journaled nor snapshotted, and two states are equal
+/// whatever their hints. A stale (lower) value is still correct, since a
+/// dead-letter partition only grows: a restart searches a little more.
+#[derive(Debug, Clone, Copy, Default)]
+struct DlqEndHint(u64);
+
+impl PartialEq for DlqEndHint {
+    fn eq(&self, _other: &DlqEndHint) -> bool {
+        true
+    }
 }
 
 /// A message waiting for its next attempt.
@@ -232,6 +252,8 @@ pub struct PartitionDelivery {
     pub dead_lettered: u64,
     /// Messages that retention deleted before they were settled.
     pub removed_by_retention: u64,
+    /// Where the dead-letter partition ends, as last told.
+    dlq_end: DlqEndHint,
 }
 
 impl PartitionDelivery {
@@ -242,6 +264,13 @@ impl PartitionDelivery {
             next: start,
             ..PartitionDelivery::default()
         }
+    }
+
+    /// The dead-letter partition ends at `end` now: dead letters started
+    /// from now on record it (see [`DeadLetter::dlq_from`]). The engine
+    /// calls it before anything that may dead-letter.
+    pub fn note_dlq_end(&mut self, end: u64) {
+        self.dlq_end = DlqEndHint(end);
     }
 
     /// Every offset below is settled.
@@ -575,12 +604,14 @@ impl PartitionDelivery {
             attempts: entry.lease.attempt,
             reason,
             times: entry.times(),
+            dlq_from: Some(self.dlq_end.0),
         };
         self.dead_lettering.insert(offset, dead.clone());
         self.events.push(Event::DeadLetterStarted {
             offset,
             attempts: dead.attempts,
             reason: dead.reason.clone(),
+            dlq_from: dead.dlq_from,
         });
         dead
     }

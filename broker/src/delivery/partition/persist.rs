@@ -65,6 +65,7 @@ impl PartitionDelivery {
             events: Vec::new(),
             dead_lettered: parts.dead_lettered,
             removed_by_retention: parts.removed_by_retention,
+            dlq_end: DlqEndHint::default(),
         }
     }
 
@@ -141,6 +142,7 @@ impl PartitionDelivery {
                 offset,
                 attempts,
                 reason,
+                dlq_from,
             } => {
                 let times = self
                     .in_flight
@@ -153,6 +155,7 @@ impl PartitionDelivery {
                         attempts,
                         reason,
                         times,
+                        dlq_from,
                     },
                 );
             }

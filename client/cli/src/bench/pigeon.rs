@@ -100,11 +100,13 @@ impl Target for PigeonTarget {
     async fn create_topic(&self, topic: &str, partitions: u32) -> anyhow::Result<()> {
         let admin = self.admin();
         let gone = [ErrorCode::UnknownTopic];
+        // The topic first: it takes its groups with it, and a running
+        // group's dead-letter topic cannot be deleted before the group.
+        tolerate(admin.delete_topic(topic).await, &gone)?;
         tolerate(
             admin.delete_topic(&format!("{topic}.{GROUP}.dlq")).await,
             &gone,
         )?;
-        tolerate(admin.delete_topic(topic).await, &gone)?;
         admin
             .create_topic(NewTopic::new(topic, partitions))
             .await
