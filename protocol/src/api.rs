@@ -182,7 +182,8 @@ mod tests {
         assert_eq!(
             numbers,
             vec![
-                0, 10, 11, 12, 13, 20, 21, 30, 31, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50
+                0, 10, 11, 12, 13, 14, 20, 21, 30, 31, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50,
+                51, 60
             ]
         );
         for key in ALL_API_KEYS {
@@ -190,7 +191,8 @@ mod tests {
         }
         assert_eq!(ApiKey::from_u16(1), None);
         assert_eq!(ApiKey::from_u16(39), None);
-        assert_eq!(ApiKey::from_u16(51), None);
+        assert_eq!(ApiKey::from_u16(52), None);
+        assert_eq!(ApiKey::from_u16(61), None);
         assert_eq!(ApiKey::from_u16(u16::MAX), None);
     }
 
