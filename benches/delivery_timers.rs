@@ -1,7 +1,10 @@
 //! Redelivery timer load: 1,000,000 messages of one partition leased, then
 //! nacked into delayed redelivery, measured for memory (bytes of heap per
 //! tracked message, counted by a wrapping global allocator) and for the cost
-//! of firing (taking every due message back out for delivery).
+//! of firing (taking every due message back out for delivery). Then two
+//! memory figures of other shapes: leases taken one at a time (each its own
+//! deadline, the worst case of the deadline index), and acks behind one
+//! lease that is never settled (the settled offsets above the floor).
 //!
 //! ```sh
 //! cargo bench --bench delivery_timers
@@ -126,4 +129,50 @@ fn main() {
         "| fired | {fired} | {steps} timer steps of 10 ms | all taken in {fire_time:.2?} of CPU; {late_steps} steps took over 2 ms |"
     );
     assert_eq!(fired as u64, n, "every delayed message fired");
+    drop(state);
+    one_deadline_each(n, &settings);
+    acks_behind_a_stuck_lease(n, &settings);
+}
+
+/// `n` leases taken one per ms: no two share a deadline.
+fn one_deadline_each(n: u64, settings: &GroupSettings) {
+    let now = 1_700_000_000_000i64;
+    let mut state = PartitionDelivery::new(0);
+    let before = live();
+    for i in 0..n {
+        state.deliver(1, 1, now + i as i64, n, settings);
+        if i % 4096 == 0 {
+            state.take_events();
+        }
+    }
+    state.take_events();
+    state.compact();
+    println!(
+        "| leases held, each its own deadline | {n} | {:.1} B each | — |",
+        (live() - before) as f64 / n as f64
+    );
+}
+
+/// Offset 0 leased and never settled, then `n` messages delivered and
+/// acked behind it: the floor stays at 0.
+fn acks_behind_a_stuck_lease(n: u64, settings: &GroupSettings) {
+    let now = 1_700_000_000_000i64;
+    let mut state = PartitionDelivery::new(0);
+    state.deliver(1, 1, now, 1, settings);
+    state.take_events();
+    state.compact();
+    let before = live();
+    let started = Instant::now();
+    for end in (2..=n + 1).step_by(1000) {
+        for d in state.deliver(2, 1000, now, end.min(n + 1), settings) {
+            let _ = state.ack(2, d.offset);
+        }
+        state.take_events();
+    }
+    state.compact();
+    println!(
+        "| acks behind a stuck lease | {n} | {:.2} B each | acked in {:.2?} |",
+        (live() - before) as f64 / n as f64,
+        started.elapsed()
+    );
 }

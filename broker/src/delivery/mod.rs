@@ -6,7 +6,7 @@
 //! | [`settings`] | group settings, the backoff formula, jitter |
 //! | [`partition`] | the delivery state machine of one partition in one group (`partition/persist.rs`: snapshot parts and journal replay) |
 //! | [`leases`] | the lease table of a partition: per-consumer counts, a deadline index |
-//! | [`timeline`] | a time index of offsets in runs: the deadline index of leases, the due index of delays |
+//! | [`timeline`] | a time index of offsets in runs: the deadline index of the lease table |
 //! | [`journal`] | the events that record every change of that state, for crash recovery |
 //! | [`snapshot`] | snapshots of that state, so recovery replays only the recent journal |
 //! | [`store`] | a group's durable state on disk: metadata, journals, snapshots |

@@ -635,6 +635,19 @@ fn a_release_is_replayed_from_the_journal_with_its_attempt_not_counted() {
         vec![(0, 1), (1, 2)],
         "the same attempts again"
     );
+    // Crash story: a Released event lost with the last commit window
+    // leaves the lease open; after the restart it comes back counted.
+    let lost = h.journal[..h.journal.len() - 1].to_vec();
+    let mut restarted = PartitionDelivery::replay(PartitionDelivery::new(0), lost);
+    restarted.recover_leases(h.now, &h.settings);
+    assert!(
+        matches!(
+            restarted.state_of(1),
+            OffsetState::Delayed { attempts: 2, .. }
+        ),
+        "{:?}",
+        restarted.state_of(1)
+    );
 }
 
 #[test]

@@ -1,13 +1,13 @@
 //! [`Timeline`]: an exact index of `(time, offset)` pairs in time order,
-//! the deadline index of the lease table and the due index of delayed
-//! redeliveries.
+//! the deadline index of the lease table.
 //!
 //! Pairs are stored as **runs**: consecutive offsets that share a time are
 //! one entry `(time, first offset) → last offset`. A receive leases a
-//! batch of consecutive offsets with one deadline, an extend of a batch
-//! moves them together, a release gives a batch back at one moment: each
-//! costs one entry, not one per message. Removing an offset from the middle
-//! of a run splits it in two.
+//! batch of consecutive offsets with one deadline, and an extend of a
+//! batch moves them together: each costs one entry, not one per message.
+//! Removing an offset from the middle of a run splits it in two. (Delays
+//! do not use it: their due times are jittered one by one, so runs would
+//! be of one, and an entry of a run costs more than a plain key.)
 //!
 //! ## Invariants
 //!
