@@ -304,7 +304,10 @@ impl BrokerConfig {
                 log.checkpoint_interval_bytes.to_string(),
             ),
             ("producer_expiry_ms", log.producer_expiry_ms.to_string()),
-            ("group_snapshot_bytes", self.group_snapshot_bytes.to_string()),
+            (
+                "group_snapshot_bytes",
+                self.group_snapshot_bytes.to_string(),
+            ),
             ("max_frame_bytes", self.max_frame_bytes.to_string()),
             ("max_batch_bytes", log.max_batch_bytes.to_string()),
             (
