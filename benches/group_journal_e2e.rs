@@ -136,7 +136,10 @@ async fn consume(addr: String, n: u64) {
             .next_batch_within(1000, Duration::from_secs(10))
             .await
             .expect("receive");
-        assert!(!batch.is_empty(), "no message within 10 s at {acked} of {n}");
+        assert!(
+            !batch.is_empty(),
+            "no message within 10 s at {acked} of {n}"
+        );
         acked += batch.len() as u64;
         if let Some(previous) = acking.take() {
             previous.await.expect("ack task");
@@ -150,7 +153,7 @@ async fn consume(addr: String, n: u64) {
 }
 
 async fn ack(batch: Vec<GroupDelivery>) {
-    for result in Consumer::ack_all(&batch).await.expect("settle") {
+    for result in GroupDelivery::ack_all(&batch).await.expect("settle") {
         result.expect("ack");
     }
 }
