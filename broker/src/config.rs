@@ -60,6 +60,9 @@ settings! {
     /// Address of the HTTP endpoints /health and /metrics [default: 127.0.0.1:7421].
     #[arg(long, env = "PIGEON_HTTP", value_name = "ADDR")]
     http: Option<String>,
+    /// Address of the Redis Streams (RESP) listener, or off [default: 127.0.0.1:7422].
+    #[arg(long, env = "PIGEON_RESP", value_name = "ADDR")]
+    resp: Option<String>,
     /// Durability: always (ack after fdatasync, group commit), interval:<ms>, or never [default: always].
     #[arg(long, env = "PIGEON_FSYNC", value_name = "POLICY")]
     fsync: Option<String>,
@@ -132,6 +135,8 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// HTTP listener.
     pub http: SocketAddr,
+    /// Redis Streams (RESP) listener; `None`: off.
+    pub resp: Option<SocketAddr>,
     /// Defaults for every partition log.
     pub log: LogConfig,
     /// Journal bytes between two snapshots of a group partition's state.
@@ -242,6 +247,10 @@ impl BrokerConfig {
             data_dir: c.data_dir.unwrap_or_else(|| PathBuf::from("./pigeon-data")),
             listen: address("listen", c.listen.as_deref().unwrap_or("127.0.0.1:7420"))?,
             http: address("http", c.http.as_deref().unwrap_or("127.0.0.1:7421"))?,
+            resp: match c.resp.as_deref().unwrap_or("127.0.0.1:7422") {
+                "off" => None,
+                addr => Some(address("resp", addr)?),
+            },
             log,
             max_frame_bytes,
             max_in_flight_per_connection: positive(
@@ -307,6 +316,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./pigeon-data"));
         assert_eq!(config.listen.to_string(), "127.0.0.1:7420");
         assert_eq!(config.http.to_string(), "127.0.0.1:7421");
+        assert_eq!(config.resp, Some("127.0.0.1:7422".parse().expect("addr")));
         assert_eq!(config.log.fsync, FsyncPolicy::Always);
         assert_eq!(config.log.segment_bytes, 128 * 1024 * 1024);
         assert_eq!(config.max_connections, 4096);
@@ -405,6 +415,22 @@ mod tests {
             .expect_err("xml")
             .to_string();
         assert!(err.starts_with("log_format:"), "{err}");
+    }
+
+    #[test]
+    fn the_resp_listener_is_set_or_turned_off() {
+        let off = BrokerConfig::from_file_config(
+            flags(&["--resp", "off"]).overlay(FileConfig::default()),
+        );
+        assert_eq!(off.expect("off").resp, None);
+        let file = parse_file("resp = \"127.0.0.1:6379\"").expect("toml");
+        let config = BrokerConfig::from_file_config(flags(&[]).overlay(file)).expect("file");
+        assert_eq!(config.resp, Some("127.0.0.1:6379".parse().expect("addr")));
+        let bad = flags(&["--resp", "redis"]).overlay(FileConfig::default());
+        let err = BrokerConfig::from_file_config(bad)
+            .expect_err("bad")
+            .to_string();
+        assert!(err.starts_with("resp:"), "{err}");
     }
 
     #[test]

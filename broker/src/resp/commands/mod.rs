@@ -1,0 +1,312 @@
+//! Commands: the table of every command the listener knows (name, arity,
+//! flags, key positions: what `COMMAND` reports and what the arity check
+//! uses), and [`execute`], which checks a request against the table and
+//! runs it.
+//!
+//! | file | commands |
+//! | --- | --- |
+//! | `connection.rs` | `HELLO`, `AUTH`, `PING`, `ECHO`, `SELECT`, `QUIT`, `RESET`, `CLIENT …` |
+//! | `server.rs` | `COMMAND …`, `INFO`, `DBSIZE` |
+//! | `keys.rs` | `EXISTS`, `TYPE`, `KEYS`, `SCAN`, `DEL`, `UNLINK` over streams |
+//!
+//! A command not in the table gets Redis's exact "unknown command" error;
+//! a wrong number of arguments gets Redis's arity error before the command
+//! runs. Commands never close the connection except `QUIT`.
+
+mod connection;
+mod keys;
+mod server;
+
+use bytes::Bytes;
+
+use super::errors;
+use super::reply::Reply;
+use super::session::Context;
+
+/// A command as `COMMAND INFO` describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// Lower-case name.
+    pub name: &'static str,
+    /// Arguments including the name: exactly this many if positive, at
+    /// least `-arity` if negative.
+    pub arity: i64,
+    /// Redis's command flags (`write`, `readonly`, `blocking`, …).
+    pub flags: &'static [&'static str],
+    /// Position of the first key (0: none).
+    pub first_key: i64,
+    /// Position of the last key (−1: the last argument).
+    pub last_key: i64,
+    /// Step between keys.
+    pub step: i64,
+    /// Redis's command group, for `COMMAND DOCS`.
+    pub group: &'static str,
+    /// One line on what it does, for `COMMAND DOCS`.
+    pub summary: &'static str,
+}
+
+const fn spec(
+    name: &'static str,
+    arity: i64,
+    flags: &'static [&'static str],
+    keys: (i64, i64, i64),
+    group: &'static str,
+    summary: &'static str,
+) -> Spec {
+    Spec {
+        name,
+        arity,
+        flags,
+        first_key: keys.0,
+        last_key: keys.1,
+        step: keys.2,
+        group,
+        summary,
+    }
+}
+
+const NONE: (i64, i64, i64) = (0, 0, 0);
+
+/// Every command the listener serves.
+pub const COMMANDS: &[Spec] = &[
+    spec(
+        "hello",
+        -1,
+        &[
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+            "allow_busy",
+        ],
+        NONE,
+        "connection",
+        "Handshakes with the server: protocol version, authentication, client name.",
+    ),
+    spec(
+        "auth",
+        -2,
+        &[
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+            "allow_busy",
+        ],
+        NONE,
+        "connection",
+        "Authenticates the connection.",
+    ),
+    spec(
+        "ping",
+        -1,
+        &["fast"],
+        NONE,
+        "connection",
+        "Returns the server's liveliness response.",
+    ),
+    spec(
+        "echo",
+        2,
+        &["fast"],
+        NONE,
+        "connection",
+        "Returns the given string.",
+    ),
+    spec(
+        "select",
+        2,
+        &["loading", "stale", "fast"],
+        NONE,
+        "connection",
+        "Changes the selected database (only 0 exists).",
+    ),
+    spec(
+        "quit",
+        -1,
+        &[
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+            "allow_busy",
+        ],
+        NONE,
+        "connection",
+        "Closes the connection.",
+    ),
+    spec(
+        "reset",
+        1,
+        &[
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+            "allow_busy",
+        ],
+        NONE,
+        "connection",
+        "Resets the connection.",
+    ),
+    spec(
+        "client",
+        -2,
+        &[],
+        NONE,
+        "connection",
+        "A container for client connection commands.",
+    ),
+    spec(
+        "command",
+        -1,
+        &["loading", "stale"],
+        NONE,
+        "server",
+        "Returns detailed information about all commands.",
+    ),
+    spec(
+        "info",
+        -1,
+        &["loading", "stale"],
+        NONE,
+        "server",
+        "Returns information and statistics about the server.",
+    ),
+    spec(
+        "dbsize",
+        1,
+        &["readonly", "fast"],
+        NONE,
+        "server",
+        "Returns the number of streams (topics).",
+    ),
+    spec(
+        "exists",
+        -2,
+        &["readonly", "fast"],
+        (1, -1, 1),
+        "generic",
+        "Determines whether one or more streams exist.",
+    ),
+    spec(
+        "type",
+        2,
+        &["readonly", "fast"],
+        (1, 1, 1),
+        "generic",
+        "Determines the type of value stored at a key.",
+    ),
+    spec(
+        "keys",
+        2,
+        &["readonly"],
+        NONE,
+        "generic",
+        "Returns all stream names that match a pattern.",
+    ),
+    spec(
+        "scan",
+        -2,
+        &["readonly"],
+        NONE,
+        "generic",
+        "Iterates over the stream names.",
+    ),
+    spec(
+        "del",
+        -2,
+        &["write"],
+        (1, -1, 1),
+        "generic",
+        "Deletes streams (topics, with their groups).",
+    ),
+    spec(
+        "unlink",
+        -2,
+        &["write", "fast"],
+        (1, -1, 1),
+        "generic",
+        "Deletes streams (topics, with their groups).",
+    ),
+];
+
+/// The table entry of `name` (any case).
+pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    COMMANDS
+        .iter()
+        .find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Whether `argc` arguments (the name included) fit `arity`.
+pub fn arity_fits(arity: i64, argc: usize) -> bool {
+    let argc = argc as i64;
+    if arity >= 0 {
+        argc == arity
+    } else {
+        argc >= -arity
+    }
+}
+
+/// Runs one request: unknown command and arity errors first, then the
+/// command.
+pub async fn execute(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let Some(spec) = lookup(&args[0]) else {
+        return errors::unknown_command(&args[0], &args[1..]);
+    };
+    if !arity_fits(spec.arity, args.len()) {
+        return errors::wrong_arity(spec.name);
+    }
+    ctx.note_command(spec.name, args);
+    run(ctx, spec.name, args).await
+}
+
+/// Runs the command `name` (checked against the table).
+async fn run(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Reply {
+    match name {
+        "hello" => connection::hello(ctx, args),
+        "auth" => connection::auth(args),
+        "ping" => connection::ping(args),
+        "echo" => Reply::Bulk(args[1].clone()),
+        "select" => connection::select(args),
+        "quit" => connection::quit(ctx),
+        "reset" => connection::reset(ctx),
+        "client" => connection::client(ctx, args),
+        "command" => server::command(args),
+        "info" => server::info(ctx, args),
+        "dbsize" => server::dbsize(ctx),
+        "exists" => keys::exists(ctx, args),
+        "type" => keys::key_type(ctx, args),
+        "keys" => keys::keys(ctx, args),
+        "scan" => keys::scan(ctx, args),
+        "del" | "unlink" => keys::del(ctx, args).await,
+        _ => errors::unknown_command(&args[0], &args[1..]),
+    }
+}
+
+/// The upper-case text of an argument, for option matching.
+pub fn upper(arg: &[u8]) -> String {
+    String::from_utf8_lossy(arg).to_ascii_uppercase()
+}
+
+/// An argument read as an integer as Redis reads one.
+pub fn integer(arg: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(arg).ok()?;
+    if text.starts_with('+') || text.starts_with("-0") || (text.len() > 1 && text.starts_with('0'))
+    {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Whether the request may wait (a read with `BLOCK`): the replies before
+/// it are written first.
+pub fn may_block(args: &[Bytes]) -> bool {
+    let name = upper(&args[0]);
+    (name == "XREAD" || name == "XREADGROUP")
+        && args.iter().any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
+}
