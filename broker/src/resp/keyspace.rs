@@ -18,6 +18,14 @@ use bytes::Bytes;
 use crate::error::{BrokerError, ErrorKind};
 use crate::service::Broker;
 
+/// The error for a key that cannot name a stream.
+pub fn bad_key(key: &[u8]) -> String {
+    format!(
+        "ERR '{}' cannot name a Pigeon stream: a key is a topic name (1 to 200 of A-Z a-z 0-9 . _ -, not beginning with __), optionally with #<partition>",
+        String::from_utf8_lossy(key)
+    )
+}
+
 /// A key read as a stream name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamKey {
@@ -40,6 +48,10 @@ impl StreamKey {
             None => (text, None),
         };
         pigeon_protocol::validate_topic_name(topic).ok()?;
+        if topic.starts_with("__") {
+            // The broker's own topics.
+            return None;
+        }
         Some(StreamKey {
             topic: topic.to_owned(),
             partition,

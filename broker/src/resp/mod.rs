@@ -16,6 +16,7 @@
 //! | `clients` | the connections served, for `CLIENT LIST` and `INFO clients` |
 //! | `commands` | the command table, the arity check and every command, by family |
 //! | `keyspace` | how a key names a stream (topic or `topic#partition`), glob patterns |
+//! | `stream` | stream IDs ↔ offsets, entries ↔ records, reads by ID, append locks |
 //! | `errors` | `BrokerError` → Redis error reply (one place), Redis's fixed error texts |
 //!
 //! ## Concurrency model
@@ -42,6 +43,7 @@ pub mod keyspace;
 pub mod reply;
 pub mod request;
 pub mod session;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +68,8 @@ pub struct Listener {
     pub started: Instant,
     /// The port it listens on (`INFO server`).
     pub port: u16,
+    /// One lock per partition `XADD` appends to (see [`stream`]).
+    pub appends: stream::AppendLocks,
 }
 
 /// Accepts RESP connections until shutdown; returns once every connection
@@ -77,6 +81,7 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
         clients: Arc::new(Clients::default()),
         started: Instant::now(),
         port,
+        appends: stream::AppendLocks::default(),
     });
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(broker.config.max_connections as usize));

@@ -19,6 +19,8 @@
 //! | `groups.rs` | create, delete, alter, describe, seek, pause a group; redrive its DLQ |
 //! | `members.rs` | consumer members (sessions): join, receive, settle, leave, expiry |
 //! | `message.rs` | one message's state in a group (`message show`) |
+//! | `records.rs` | record-level reads of a partition, waiting for records, trimming whole segments |
+//! | `tombstones.rs` | deleted records (`XDEL`): a durable set kept in the internal topic `__deleted` |
 //! | `lock.rs` | [`DataDirLock`](lock::DataDirLock): one broker per data directory |
 //!
 //! ## Lifecycle
@@ -39,6 +41,8 @@ mod lock;
 mod members;
 mod message;
 mod produce;
+mod records;
+mod tombstones;
 mod topics;
 
 use std::sync::Arc;
@@ -62,6 +66,8 @@ pub use lock::{DataDirLock, LOCK_FILE};
 pub use members::{MemberOwner, Members, SettleAction, SettleRequest};
 pub use message::{MessageReport, MessageStatus};
 pub use produce::{Appended, PartitionBatches, ProduceOutcome, SubmittedProduce};
+pub use records::RecordsRead;
+pub use tombstones::{DELETED_TOPIC, Tombstones};
 pub use topics::{PartitionSummary, TopicDescription, TopicSummary};
 
 /// The broker: everything the operations share. One per process.
@@ -77,6 +83,8 @@ pub struct Broker {
     pub groups: Groups,
     /// Consumers joined to groups, by the adapter that joined them.
     pub members: Members,
+    /// Records deleted for reads by entry (`XDEL`).
+    pub tombstones: Tombstones,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
     /// True while the broker accepts requests (for `/health`).
@@ -139,6 +147,7 @@ impl Broker {
             producers,
             groups,
             members: Members::default(),
+            tombstones: Tombstones::default(),
             shutdown: CancellationToken::new(),
             serving: AtomicBool::new(true),
             _lock: lock,

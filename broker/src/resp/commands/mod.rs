@@ -8,6 +8,8 @@
 //! | `connection.rs` | `HELLO`, `AUTH`, `PING`, `ECHO`, `SELECT`, `QUIT`, `RESET`, `CLIENT …` |
 //! | `server.rs` | `COMMAND …`, `INFO`, `DBSIZE` |
 //! | `keys.rs` | `EXISTS`, `TYPE`, `KEYS`, `SCAN`, `DEL`, `UNLINK` over streams |
+//! | `streams.rs` | `XADD`, `XLEN`, `XRANGE`, `XREVRANGE`, `XDEL`, `XTRIM` |
+//! | `xread.rs` | `XREAD` (with `BLOCK`) |
 //!
 //! A command not in the table gets Redis's exact "unknown command" error;
 //! a wrong number of arguments gets Redis's arity error before the command
@@ -16,6 +18,8 @@
 mod connection;
 mod keys;
 mod server;
+mod streams;
+mod xread;
 
 use bytes::Bytes;
 
@@ -68,171 +72,32 @@ const fn spec(
 const NONE: (i64, i64, i64) = (0, 0, 0);
 
 /// Every command the listener serves.
+#[rustfmt::skip]
 pub const COMMANDS: &[Spec] = &[
-    spec(
-        "hello",
-        -1,
-        &[
-            "noscript",
-            "loading",
-            "stale",
-            "fast",
-            "no_auth",
-            "allow_busy",
-        ],
-        NONE,
-        "connection",
-        "Handshakes with the server: protocol version, authentication, client name.",
-    ),
-    spec(
-        "auth",
-        -2,
-        &[
-            "noscript",
-            "loading",
-            "stale",
-            "fast",
-            "no_auth",
-            "allow_busy",
-        ],
-        NONE,
-        "connection",
-        "Authenticates the connection.",
-    ),
-    spec(
-        "ping",
-        -1,
-        &["fast"],
-        NONE,
-        "connection",
-        "Returns the server's liveliness response.",
-    ),
-    spec(
-        "echo",
-        2,
-        &["fast"],
-        NONE,
-        "connection",
-        "Returns the given string.",
-    ),
-    spec(
-        "select",
-        2,
-        &["loading", "stale", "fast"],
-        NONE,
-        "connection",
-        "Changes the selected database (only 0 exists).",
-    ),
-    spec(
-        "quit",
-        -1,
-        &[
-            "noscript",
-            "loading",
-            "stale",
-            "fast",
-            "no_auth",
-            "allow_busy",
-        ],
-        NONE,
-        "connection",
-        "Closes the connection.",
-    ),
-    spec(
-        "reset",
-        1,
-        &[
-            "noscript",
-            "loading",
-            "stale",
-            "fast",
-            "no_auth",
-            "allow_busy",
-        ],
-        NONE,
-        "connection",
-        "Resets the connection.",
-    ),
-    spec(
-        "client",
-        -2,
-        &[],
-        NONE,
-        "connection",
-        "A container for client connection commands.",
-    ),
-    spec(
-        "command",
-        -1,
-        &["loading", "stale"],
-        NONE,
-        "server",
-        "Returns detailed information about all commands.",
-    ),
-    spec(
-        "info",
-        -1,
-        &["loading", "stale"],
-        NONE,
-        "server",
-        "Returns information and statistics about the server.",
-    ),
-    spec(
-        "dbsize",
-        1,
-        &["readonly", "fast"],
-        NONE,
-        "server",
-        "Returns the number of streams (topics).",
-    ),
-    spec(
-        "exists",
-        -2,
-        &["readonly", "fast"],
-        (1, -1, 1),
-        "generic",
-        "Determines whether one or more streams exist.",
-    ),
-    spec(
-        "type",
-        2,
-        &["readonly", "fast"],
-        (1, 1, 1),
-        "generic",
-        "Determines the type of value stored at a key.",
-    ),
-    spec(
-        "keys",
-        2,
-        &["readonly"],
-        NONE,
-        "generic",
-        "Returns all stream names that match a pattern.",
-    ),
-    spec(
-        "scan",
-        -2,
-        &["readonly"],
-        NONE,
-        "generic",
-        "Iterates over the stream names.",
-    ),
-    spec(
-        "del",
-        -2,
-        &["write"],
-        (1, -1, 1),
-        "generic",
-        "Deletes streams (topics, with their groups).",
-    ),
-    spec(
-        "unlink",
-        -2,
-        &["write", "fast"],
-        (1, -1, 1),
-        "generic",
-        "Deletes streams (topics, with their groups).",
-    ),
+    spec("hello", -1, &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], NONE, "connection", "Handshakes with the server: protocol version, authentication, client name."),
+    spec("auth", -2, &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], NONE, "connection", "Authenticates the connection."),
+    spec("ping", -1, &["fast"], NONE, "connection", "Returns the server's liveliness response."),
+    spec("echo", 2, &["fast"], NONE, "connection", "Returns the given string."),
+    spec("select", 2, &["loading", "stale", "fast"], NONE, "connection", "Changes the selected database (only 0 exists)."),
+    spec("quit", -1, &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], NONE, "connection", "Closes the connection."),
+    spec("reset", 1, &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], NONE, "connection", "Resets the connection."),
+    spec("client", -2, &[], NONE, "connection", "A container for client connection commands."),
+    spec("command", -1, &["loading", "stale"], NONE, "server", "Returns detailed information about all commands."),
+    spec("info", -1, &["loading", "stale"], NONE, "server", "Returns information and statistics about the server."),
+    spec("dbsize", 1, &["readonly", "fast"], NONE, "server", "Returns the number of streams (topics)."),
+    spec("exists", -2, &["readonly", "fast"], (1, -1, 1), "generic", "Determines whether one or more streams exist."),
+    spec("type", 2, &["readonly", "fast"], (1, 1, 1), "generic", "Determines the type of value stored at a key."),
+    spec("keys", 2, &["readonly"], NONE, "generic", "Returns all stream names that match a pattern."),
+    spec("scan", -2, &["readonly"], NONE, "generic", "Iterates over the stream names."),
+    spec("del", -2, &["write"], (1, -1, 1), "generic", "Deletes streams (topics, with their groups)."),
+    spec("unlink", -2, &["write", "fast"], (1, -1, 1), "generic", "Deletes streams (topics, with their groups)."),
+    spec("xadd", -5, &["write", "denyoom", "fast"], (1, 1, 1), "stream", "Appends a new entry to a stream."),
+    spec("xlen", 2, &["readonly", "fast"], (1, 1, 1), "stream", "Returns the number of entries in a stream."),
+    spec("xrange", -4, &["readonly"], (1, 1, 1), "stream", "Returns the entries of a stream within a range of IDs."),
+    spec("xrevrange", -4, &["readonly"], (1, 1, 1), "stream", "Returns the entries of a stream within a range of IDs, in reverse order."),
+    spec("xread", -4, &["readonly", "blocking", "movablekeys"], NONE, "stream", "Returns entries from several streams with IDs greater than the ones given; blocks until one is available otherwise."),
+    spec("xdel", -3, &["write", "fast"], (1, 1, 1), "stream", "Deletes entries from a stream (reads by entry skip them; the records stay in the log)."),
+    spec("xtrim", -4, &["write"], (1, 1, 1), "stream", "Deletes the oldest whole segments of a stream (approximate trimming only)."),
 ];
 
 /// The table entry of `name` (any case).
@@ -284,6 +149,13 @@ async fn run(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Reply {
         "keys" => keys::keys(ctx, args),
         "scan" => keys::scan(ctx, args),
         "del" | "unlink" => keys::del(ctx, args).await,
+        "xadd" => streams::xadd(ctx, args).await,
+        "xlen" => streams::xlen(ctx, args).await,
+        "xrange" => streams::xrange(ctx, args, false).await,
+        "xrevrange" => streams::xrange(ctx, args, true).await,
+        "xdel" => streams::xdel(ctx, args).await,
+        "xtrim" => streams::xtrim(ctx, args).await,
+        "xread" => xread::xread(ctx, args).await,
         _ => errors::unknown_command(&args[0], &args[1..]),
     }
 }
