@@ -56,6 +56,9 @@ pub async fn serve<R, W>(
         id: registration.id,
         resp3: false,
         quit: false,
+        multi: None,
+        multi_failed: false,
+        in_exec: false,
     };
     let max = listener.broker.config.max_frame_bytes as usize;
     let mut connection = Connection {

@@ -17,6 +17,12 @@ pub struct Session {
     pub resp3: bool,
     /// The connection ends once this command's reply is written (`QUIT`).
     pub quit: bool,
+    /// Inside `MULTI`: the commands queued for `EXEC`.
+    pub multi: Option<Vec<Vec<Bytes>>>,
+    /// A command queued inside `MULTI` was refused: `EXEC` aborts.
+    pub multi_failed: bool,
+    /// Running `EXEC`'s commands: reads do not block.
+    pub in_exec: bool,
 }
 
 /// What a command runs with.

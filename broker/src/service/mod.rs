@@ -19,6 +19,7 @@
 //! | `groups.rs` | create, delete, alter, describe, seek, pause a group; redrive its DLQ |
 //! | `members.rs` | consumer members (sessions): join, receive, settle, leave, expiry |
 //! | `message.rs` | one message's state in a group (`message show`) |
+//! | `pending.rs` | a group's open leases listed, acked by their holder, moved between consumers |
 //! | `records.rs` | record-level reads of a partition, waiting for records, trimming whole segments |
 //! | `tombstones.rs` | deleted records (`XDEL`): a durable set kept in the internal topic `__deleted` |
 //! | `lock.rs` | [`DataDirLock`](lock::DataDirLock): one broker per data directory |
@@ -40,6 +41,7 @@ mod groups;
 mod lock;
 mod members;
 mod message;
+mod pending;
 mod produce;
 mod records;
 mod tombstones;

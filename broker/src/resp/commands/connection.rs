@@ -123,6 +123,8 @@ pub fn quit(ctx: &mut Context<'_>) -> Reply {
 /// `RESET`: back to a fresh connection's state (RESP2, no name).
 pub fn reset(ctx: &mut Context<'_>) -> Reply {
     ctx.session.resp3 = false;
+    ctx.session.multi = None;
+    ctx.session.multi_failed = false;
     ctx.listener.clients.update(ctx.session.id, |e| {
         e.resp = 2;
         e.name.clear();

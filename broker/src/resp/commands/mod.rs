@@ -10,16 +10,26 @@
 //! | `keys.rs` | `EXISTS`, `TYPE`, `KEYS`, `SCAN`, `DEL`, `UNLINK` over streams |
 //! | `streams.rs` | `XADD`, `XLEN`, `XRANGE`, `XREVRANGE`, `XDEL`, `XTRIM` |
 //! | `xread.rs` | `XREAD` (with `BLOCK`) |
+//! | `groups.rs` | `XGROUP …`, `XINFO …`; group keys, IDs ↔ offsets in groups |
+//! | `xinfo.rs` | the replies of `XINFO STREAM`, `GROUPS`, `CONSUMERS` |
+//! | `xreadgroup.rs` | `XREADGROUP` (`>`, a consumer's history, `COUNT`, `BLOCK`, `NOACK`) |
+//! | `pending.rs` | `XACK`, `XPENDING`, `XCLAIM`, `XAUTOCLAIM` |
+//! | `multi.rs` | `MULTI`, `EXEC`, `DISCARD` |
 //!
 //! A command not in the table gets Redis's exact "unknown command" error;
 //! a wrong number of arguments gets Redis's arity error before the command
 //! runs. Commands never close the connection except `QUIT`.
 
 mod connection;
+mod groups;
 mod keys;
+mod multi;
+mod pending;
 mod server;
 mod streams;
+mod xinfo;
 mod xread;
+mod xreadgroup;
 
 use bytes::Bytes;
 
@@ -98,6 +108,16 @@ pub const COMMANDS: &[Spec] = &[
     spec("xread", -4, &["readonly", "blocking", "movablekeys"], NONE, "stream", "Returns entries from several streams with IDs greater than the ones given; blocks until one is available otherwise."),
     spec("xdel", -3, &["write", "fast"], (1, 1, 1), "stream", "Deletes entries from a stream (reads by entry skip them; the records stay in the log)."),
     spec("xtrim", -4, &["write"], (1, 1, 1), "stream", "Deletes the oldest whole segments of a stream (approximate trimming only)."),
+    spec("xgroup", -2, &[], NONE, "stream", "A container for consumer group commands."),
+    spec("xreadgroup", -7, &["write", "blocking", "movablekeys"], NONE, "stream", "Returns new or historical entries from a stream for a consumer in a group; blocks until an entry is available otherwise."),
+    spec("xack", -4, &["write", "fast"], (1, 1, 1), "stream", "Acknowledges entries of a consumer group."),
+    spec("xpending", -3, &["readonly"], (1, 1, 1), "stream", "Returns the pending entries of a consumer group."),
+    spec("xclaim", -6, &["write", "fast"], (1, 1, 1), "stream", "Changes the owner of pending entries of a consumer group."),
+    spec("xautoclaim", -6, &["write", "fast"], (1, 1, 1), "stream", "Changes the owner of pending entries that were idle long enough."),
+    spec("xinfo", -2, &[], NONE, "stream", "A container for stream introspection commands."),
+    spec("multi", 1, &["noscript", "loading", "stale", "fast", "allow_busy"], NONE, "transactions", "Starts a transaction."),
+    spec("exec", 1, &["noscript", "loading", "stale", "skip_slowlog"], NONE, "transactions", "Runs the commands queued since MULTI."),
+    spec("discard", 1, &["noscript", "loading", "stale", "fast", "allow_busy"], NONE, "transactions", "Discards the commands queued since MULTI."),
 ];
 
 /// The table entry of `name` (any case).
@@ -121,17 +141,25 @@ pub fn arity_fits(arity: i64, argc: usize) -> bool {
 /// command.
 pub async fn execute(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let Some(spec) = lookup(&args[0]) else {
+        ctx.session.multi_failed |= ctx.session.multi.is_some();
         return errors::unknown_command(&args[0], &args[1..]);
     };
     if !arity_fits(spec.arity, args.len()) {
+        ctx.session.multi_failed |= ctx.session.multi.is_some();
         return errors::wrong_arity(spec.name);
     }
     ctx.note_command(spec.name, args);
+    if let Some(queued) = ctx.session.multi.as_mut()
+        && !matches!(spec.name, "exec" | "discard" | "multi" | "quit" | "reset")
+    {
+        queued.push(args.to_vec());
+        return Reply::status("QUEUED");
+    }
     run(ctx, spec.name, args).await
 }
 
 /// Runs the command `name` (checked against the table).
-async fn run(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Reply {
+pub(super) async fn run(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Reply {
     match name {
         "hello" => connection::hello(ctx, args),
         "auth" => connection::auth(args),
@@ -156,6 +184,16 @@ async fn run(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Reply {
         "xdel" => streams::xdel(ctx, args).await,
         "xtrim" => streams::xtrim(ctx, args).await,
         "xread" => xread::xread(ctx, args).await,
+        "xgroup" => groups::xgroup(ctx, args).await,
+        "xinfo" => groups::xinfo(ctx, args).await,
+        "xreadgroup" => xreadgroup::xreadgroup(ctx, args).await,
+        "xack" => pending::xack(ctx, args).await,
+        "xpending" => pending::xpending(ctx, args).await,
+        "xclaim" => pending::xclaim(ctx, args).await,
+        "xautoclaim" => pending::xautoclaim(ctx, args).await,
+        "multi" => multi::begin(ctx),
+        "exec" => multi::exec(ctx).await,
+        "discard" => multi::discard(ctx),
         _ => errors::unknown_command(&args[0], &args[1..]),
     }
 }

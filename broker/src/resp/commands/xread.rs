@@ -93,6 +93,10 @@ pub async fn xread(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         Ok(read) => read,
         Err(reply) => return reply,
     };
+    if ctx.session.in_exec {
+        // Inside EXEC a read does not block, as in Redis.
+        read.block = None;
+    }
     let deadline = read
         .block
         .filter(|b| !b.is_zero())
