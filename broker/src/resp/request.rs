@@ -418,6 +418,61 @@ mod tests {
         assert_eq!(err.0, "ERR Protocol error: too big inline request");
     }
 
+    proptest::proptest! {
+        /// Any bytes, cut anywhere: the decoder answers requests or a
+        /// protocol error, never panics, and never holds more than the
+        /// limit.
+        #[test]
+        fn arbitrary_input_never_panics(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            cut in 0usize..512,
+        ) {
+            let mut decoder = RequestDecoder::new(256);
+            let cut = cut.min(bytes.len());
+            let mut buf = BytesMut::from(&bytes[..cut]);
+            let mut failed = false;
+            while let Ok(Some(_)) = decoder.decode(&mut buf) {}
+            buf.extend_from_slice(&bytes[cut..]);
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(request)) => proptest::prop_assert!(!request.args.is_empty()),
+                    Ok(None) => break,
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            proptest::prop_assert!(failed || buf.len() <= 512);
+        }
+
+        /// Well-formed requests decode to what was sent, however they
+        /// are split.
+        #[test]
+        fn multibulk_requests_round_trip(
+            args in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20), 1..8),
+            cut in 0usize..400,
+        ) {
+            let mut bytes = format!("*{}\r\n", args.len()).into_bytes();
+            for a in &args {
+                bytes.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                bytes.extend_from_slice(a);
+                bytes.extend_from_slice(b"\r\n");
+            }
+            let mut decoder = RequestDecoder::new(1 << 20);
+            let cut = cut.min(bytes.len());
+            let mut buf = BytesMut::from(&bytes[..cut]);
+            let early = decoder.decode(&mut buf).expect("valid");
+            buf.extend_from_slice(&bytes[cut..]);
+            let request = match early {
+                Some(r) => r,
+                None => decoder.decode(&mut buf).expect("valid").expect("whole"),
+            };
+            let got: Vec<Vec<u8>> = request.args.iter().map(|a| a.to_vec()).collect();
+            proptest::prop_assert_eq!(got, args);
+        }
+    }
+
     #[test]
     fn many_small_arguments_cannot_exceed_the_request_limit() {
         let mut decoder = RequestDecoder::new(100);

@@ -104,7 +104,7 @@ fn decode_pairs(value: &Bytes) -> Option<Vec<Bytes>> {
     for _ in 0..count {
         let len = number_line(value, &mut at, b'$')?;
         let end = at.checked_add(len)?;
-        if value.get(end..end + 2)? != b"\r\n" {
+        if value.get(end..end.checked_add(2)?)? != b"\r\n" {
             return None;
         }
         pairs.push(value.slice(at..end));
