@@ -9,7 +9,7 @@
 //! | `ErrorKind` | code word |
 //! | --- | --- |
 //! | `UnknownGroup` | `NOGROUP` |
-//! | `GroupExists` | `BUSYGROUP` |
+//! | `GroupExists` | `BUSYGROUP Consumer Group name already exists` (Redis's exact text, which clients compare) |
 //! | `ReadOnly`, `DiskFull`, `Storage`, `CorruptStoredData` | `ERR` (the partition's own message says what failed) |
 //! | `ShuttingDown` | `ERR` |
 //! | every other kind | `ERR` |
@@ -22,7 +22,9 @@ use super::reply::Reply;
 pub fn broker_error(e: &BrokerError) -> Reply {
     let code = match e.kind {
         ErrorKind::UnknownGroup => "NOGROUP",
-        ErrorKind::GroupExists => "BUSYGROUP",
+        ErrorKind::GroupExists => {
+            return Reply::error("BUSYGROUP Consumer Group name already exists");
+        }
         _ => "ERR",
     };
     Reply::error(format!("{code} {}", e.message))
@@ -108,6 +110,9 @@ mod tests {
             Reply::error("ERR unknown command 'foo', with args beginning with: ")
         );
         let kind = broker_error(&BrokerError::new(ErrorKind::GroupExists, "x"));
-        assert_eq!(kind, Reply::error("BUSYGROUP x"));
+        assert_eq!(
+            kind,
+            Reply::error("BUSYGROUP Consumer Group name already exists")
+        );
     }
 }

@@ -230,10 +230,7 @@ async fn create(broker: &Broker, topic: &str, group: &str, args: &[Bytes]) -> Re
         Err(reply) => return reply,
     };
     if let Err(e) = broker.create_group(topic, group, redis_settings()).await {
-        return match e.kind {
-            ErrorKind::GroupExists => Reply::error("BUSYGROUP Consumer Group name already exists"),
-            _ => failed(e),
-        };
+        return failed(e);
     }
     match broker.seek_group(topic, group, None, target).await {
         Ok(_) => Reply::ok(),
