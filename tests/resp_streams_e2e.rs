@@ -301,3 +301,89 @@ fn approximate_trimming_drops_whole_segments() {
     };
     assert!((1..=11).contains(&left), "{left}");
 }
+
+#[test]
+fn pipelined_appends_share_commits_and_keep_the_reply_order() {
+    let (_dir, pigeon) = start_pigeon();
+    let addr = pigeon.resp.expect("resp");
+    let mut c = RespClient::connect(addr);
+    let mut batch = Vec::new();
+    for n in 0..200 {
+        let value = n.to_string();
+        batch.extend(pigeon_suite::resp::encode(&[
+            b"XADD",
+            b"p",
+            b"*",
+            b"value",
+            value.as_bytes(),
+        ]));
+    }
+    batch.extend(pigeon_suite::resp::encode(&[b"XLEN", b"p"]));
+    batch.extend(pigeon_suite::resp::encode(&[
+        b"XADD", b"p", b"1-1", b"a", b"1",
+    ]));
+    batch.extend(pigeon_suite::resp::encode(&[
+        b"XADD", b"p", b"*", b"value", b"last",
+    ]));
+    c.send_raw(&batch);
+    let mut previous = (0u64, 0u64);
+    for n in 0..200 {
+        let id = c.read_reply().and_then(|v| v.text()).expect("an ID");
+        let (ms, seq) = id.split_once('-').expect("ms-seq");
+        let id = (ms.parse().expect("ms"), seq.parse().expect("seq"));
+        assert!(id > previous, "entry {n}: {id:?} after {previous:?}");
+        assert_eq!(id.1, n, "the offset of entry {n}");
+        previous = id;
+    }
+    assert_eq!(
+        c.read_reply(),
+        Some(Value::Int(200)),
+        "XLEN sees every append before it"
+    );
+    let refused = c.read_reply().expect("reply");
+    assert!(
+        matches!(&refused, Value::Error(e) if e.contains("equal or smaller")),
+        "{refused:?}"
+    );
+    let last = c.read_reply().and_then(|v| v.text()).expect("an ID");
+    assert!(last.ends_with("-200"), "{last}");
+
+    // Explicit-ID appends (which take the partition's lock alone) and
+    // pipelined ones from other connections do not wait on each other
+    // for ever.
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut c = RespClient::connect(addr);
+                for round in 0..20 {
+                    let mut batch = Vec::new();
+                    for _ in 0..20 {
+                        batch.extend(pigeon_suite::resp::encode(&[
+                            b"XADD", b"p", b"*", b"w", b"x",
+                        ]));
+                    }
+                    c.send_raw(&batch);
+                    for _ in 0..20 {
+                        let reply = c.read_reply().expect("reply");
+                        assert!(
+                            matches!(reply, Value::Bulk(_)),
+                            "writer {w} round {round}: {reply:?}"
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut explicit = RespClient::connect(addr);
+    for _ in 0..50 {
+        let reply = explicit.cmd(&["XADD", "p", "1-*", "a", "1"]);
+        assert!(
+            matches!(&reply, Value::Error(e) if e.contains("equal or smaller")),
+            "{reply:?}"
+        );
+    }
+    for w in writers {
+        w.join().expect("writer");
+    }
+    assert_eq!(c.cmd(&["XLEN", "p"]), Value::Int(201 + 3 * 20 * 20));
+}

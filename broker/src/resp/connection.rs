@@ -10,6 +10,16 @@
 //! [`FLUSH_BYTES`], or a command may block), so a pipeline of N requests
 //! costs about one write, and replies always come back in request order.
 //!
+//! ## Pipelined appends
+//!
+//! A plain `XADD key * field value …` is queued at its partition's writer
+//! and its commit is awaited later, together with the next ones: a
+//! pipeline of appends shares fsyncs (group commit) instead of paying one
+//! each, and no reply is written before its entry is durable. Before any
+//! other command runs, and before the output is written, the pending
+//! appends are awaited in order, so replies keep the request order. At
+//! most [`MAX_PENDING_APPENDS`] wait at once.
+//!
 //! ## Bounds
 //!
 //! - A request is at most `max_frame_bytes` (checked by the decoder before
@@ -38,6 +48,9 @@ use super::session::{Context, Session};
 
 /// Output written at once when a pipeline's replies reach this size.
 const FLUSH_BYTES: usize = 64 * 1024;
+
+/// Appends queued and not yet awaited, at most.
+const MAX_PENDING_APPENDS: usize = 1024;
 
 /// Serves one connection until the client closes it, sends `QUIT` or
 /// malformed input, or the broker shuts down.
@@ -70,6 +83,7 @@ pub async fn serve<R, W>(
         input: BytesMut::with_capacity(16 * 1024),
         output: BytesMut::with_capacity(16 * 1024),
         deadline: None,
+        pending: Vec::new(),
     };
     if let Err(why) = connection.run().await {
         tracing::debug!(%addr, why, "RESP connection closed");
@@ -88,6 +102,8 @@ struct Connection<R, W> {
     /// When the request being read must be complete (set at its first
     /// byte, cleared when it is whole).
     deadline: Option<Instant>,
+    /// Appends queued whose commits are not awaited yet, in request order.
+    pending: Vec<commands::PendingAppend>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
@@ -118,6 +134,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             }
             Ok(None) => Ok(None),
             Err(e) => {
+                self.resolve().await;
                 Reply::error(e.0.clone()).encode(self.session.resp3, &mut self.output);
                 self.flush().await?;
                 Err(e.0)
@@ -127,6 +144,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
 
     /// Runs one request and queues its reply.
     async fn serve(&mut self, request: Request) -> Result<(), String> {
+        if self.session.multi.is_none() && commands::pipelinable(&request.args) {
+            return self.append(request).await;
+        }
+        self.resolve().await;
         if commands::may_block(&request.args) {
             // What the client waits for before this must not wait with it.
             self.flush().await?;
@@ -143,8 +164,45 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         Ok(())
     }
 
-    /// Writes the queued replies.
+    /// Queues a plain `XADD`; its reply waits in `pending`.
+    async fn append(&mut self, request: Request) -> Result<(), String> {
+        loop {
+            let ctx = Context {
+                listener: &self.listener,
+                session: &mut self.session,
+            };
+            let holding = !self.pending.is_empty();
+            match commands::xadd_submit(&ctx, &request.args, holding).await {
+                commands::Submitted::Queued(append) => {
+                    self.pending.push(append);
+                    if self.pending.len() >= MAX_PENDING_APPENDS {
+                        self.resolve().await;
+                    }
+                    return Ok(());
+                }
+                commands::Submitted::Busy => self.resolve().await,
+                commands::Submitted::Done(reply) => {
+                    self.resolve().await;
+                    reply.encode(self.session.resp3, &mut self.output);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Awaits the pending appends in order and queues their replies.
+    async fn resolve(&mut self) {
+        for append in std::mem::take(&mut self.pending) {
+            append
+                .finish()
+                .await
+                .encode(self.session.resp3, &mut self.output);
+        }
+    }
+
+    /// Writes the queued replies (after awaiting the pending appends).
     async fn flush(&mut self) -> Result<(), String> {
+        self.resolve().await;
         if self.output.is_empty() {
             return Ok(());
         }

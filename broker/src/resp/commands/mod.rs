@@ -31,6 +31,8 @@ mod xinfo;
 mod xread;
 mod xreadgroup;
 
+pub use streams::{PendingAppend, Submitted, pipelinable, xadd_submit};
+
 use bytes::Bytes;
 
 use super::errors;

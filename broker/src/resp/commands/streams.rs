@@ -17,8 +17,9 @@ use super::super::stream::ids::{self, INVALID_ID, StreamId};
 use super::super::stream::read::{Entry, StreamPart};
 use super::{integer, upper};
 use crate::error::{BrokerError, ErrorKind};
-use crate::service::{Appended, Broker, PartitionBatches};
+use crate::service::{Appended, Broker, PartitionBatches, SubmittedProduce};
 use crate::topics::NewTopic;
+use tokio::sync::OwnedRwLockReadGuard;
 
 /// A reply for a failed service call.
 fn failed(e: BrokerError) -> Reply {
@@ -279,6 +280,17 @@ async fn produce(
     pairs: &[Bytes],
     id: Option<StreamId>,
 ) -> Result<Appended, Reply> {
+    committed(submit(broker, topic, partition, pairs, id).await?).await
+}
+
+/// Queues the record of an entry at its partition's writer.
+async fn submit(
+    broker: &Broker,
+    topic: &str,
+    partition: u32,
+    pairs: &[Bytes],
+    id: Option<StreamId>,
+) -> Result<SubmittedProduce, Reply> {
     let record = to_record(pairs, id);
     let headers: Vec<(&str, &[u8])> = record
         .headers
@@ -295,10 +307,88 @@ async fn produce(
     let submitted = broker
         .submit_produce(topic, vec![part], Duration::ZERO)
         .await;
-    let outcome = submitted.map_err(failed)?.finish().await;
+    submitted.map_err(failed)
+}
+
+/// Waits until a queued entry is durable; where it landed.
+async fn committed(submitted: SubmittedProduce) -> Result<Appended, Reply> {
+    let outcome = submitted.finish().await;
     match outcome.partitions.into_iter().next() {
         Some((_, result)) => result.map_err(failed),
         None => Err(Reply::error("ERR the append was not answered; retry")),
+    }
+}
+
+/// An `XADD key * field value …` queued at its partition's writer whose
+/// commit has not been awaited yet: a pipeline of them shares fsyncs.
+/// It holds the partition's append lock (shared) until it is finished.
+pub struct PendingAppend {
+    submitted: SubmittedProduce,
+    _shared: OwnedRwLockReadGuard<()>,
+}
+
+impl PendingAppend {
+    /// Waits until the entry is durable; `XADD`'s reply.
+    pub async fn finish(self) -> Reply {
+        match committed(self.submitted).await {
+            Ok(a) => Reply::bulk(
+                StreamId::new(a.append_time_ms.max(0) as u64, a.base_offset).to_string(),
+            ),
+            Err(reply) => reply,
+        }
+    }
+}
+
+/// What [`xadd_submit`] did.
+pub enum Submitted {
+    /// The entry is queued; its reply comes with [`PendingAppend::finish`].
+    Queued(PendingAppend),
+    /// The partition's lock is wanted exclusively: finish the appends
+    /// this connection has pending, then submit again.
+    Busy,
+    /// Answered at once (an error, or a form that is not pipelined).
+    Done(Reply),
+}
+
+/// Whether a request is the plain `XADD key * field value …` that a
+/// connection pipelines (queues, and awaits with the next ones).
+pub fn pipelinable(args: &[Bytes]) -> bool {
+    args.len() >= 5
+        && args.len() % 2 == 1
+        && args[0].eq_ignore_ascii_case(b"xadd")
+        && args[2].as_ref() == b"*"
+}
+
+/// Queues a [`pipelinable`] `XADD` without waiting for its commit. With
+/// `holding` (this connection has appends pending), it does not wait for
+/// the partition's lock, which an `XADD <id>` elsewhere may be waiting
+/// for behind this connection's own pending appends.
+pub async fn xadd_submit(ctx: &Context<'_>, args: &[Bytes], holding: bool) -> Submitted {
+    let broker = ctx.broker();
+    ctx.note_command("xadd", args);
+    match ensure_stream(broker, &args[1], false).await {
+        Ok(_) => {}
+        Err(reply) => return Submitted::Done(reply),
+    }
+    let (key, partition) = match resolve(broker, &args[1]) {
+        Ok(found) => found,
+        Err(reply) => return Submitted::Done(reply),
+    };
+    let lock = ctx.listener.appends.of(&key.topic, partition);
+    let shared = if holding {
+        match lock.try_read_owned() {
+            Ok(guard) => guard,
+            Err(_) => return Submitted::Busy,
+        }
+    } else {
+        lock.read_owned().await
+    };
+    match submit(broker, &key.topic, partition, &args[3..], None).await {
+        Ok(submitted) => Submitted::Queued(PendingAppend {
+            submitted,
+            _shared: shared,
+        }),
+        Err(reply) => Submitted::Done(reply),
     }
 }
 
