@@ -258,3 +258,43 @@ fn the_listener_can_be_turned_off() {
     assert_eq!(pigeon.resp, None);
     assert!(pigeon.log_text().contains("resp=off"));
 }
+
+#[test]
+fn a_connection_over_max_connections_is_told_and_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pigeon = Broker::start(&dir.path().join("data"), &["--max-connections", "2"]);
+    let addr = pigeon.resp.expect("resp");
+    let mut first = RespClient::connect(addr);
+    let mut second = RespClient::connect(addr);
+    assert_eq!(first.cmd(&["PING"]), Value::Status("PONG".into()));
+    assert_eq!(second.cmd(&["PING"]), Value::Status("PONG".into()));
+    let mut third = RespClient::connect(addr);
+    assert_eq!(
+        third.read_reply(),
+        Some(Value::Error("ERR max number of clients reached".into()))
+    );
+    assert!(third.closed_within(Duration::from_secs(5)));
+    drop(first);
+    // The slot comes back once a connection ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut again = RespClient::connect(addr);
+        again.send(&[b"PING"]);
+        if again.read_reply() == Some(Value::Status("PONG".into())) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Nested arrays are not requests: refused at once, without recursion.
+    second.send_raw(&b"*1\r\n".repeat(100_000));
+    assert_eq!(
+        second.read_reply(),
+        Some(Value::Error(
+            "ERR Protocol error: expected '$', got '*'".into()
+        ))
+    );
+}
