@@ -262,6 +262,17 @@ fn a_named_consumer_keeps_its_pending_entries_across_connections() {
         again.cmd(&["XPENDING", "jobs", "workers"]).items()[0],
         Value::Int(0)
     );
+    let info = again.cmd(&["XINFO", "STREAM", "jobs"]);
+    assert_eq!(
+        info.items()[..2],
+        [Value::bulk("length"), Value::Int(1)],
+        "{info:?}"
+    );
+    let full = again.cmd(&["XINFO", "STREAM", "jobs", "FULL"]);
+    assert!(
+        matches!(&full, Value::Error(e) if e.contains("not supported")),
+        "{full:?}"
+    );
     // The group is a Pigeon group, with the settings that behave as Redis.
     let (code, described) = {
         let out = Command::new(pigeon_suite::binary("pigeon"))

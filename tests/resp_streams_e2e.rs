@@ -252,6 +252,17 @@ fn an_explicit_id_ahead_of_the_log_is_refused_saying_why() {
         matches!(&refused, Value::Error(e) if e.contains("use * or a smaller ID")),
         "{refused:?}"
     );
+    assert_eq!(
+        c.cmd(&["EXISTS", "s"]),
+        Value::Int(0),
+        "a refused XADD creates no stream"
+    );
+    c.cmd(&["XADD", "s", "*", "a", "1"]);
+    let refused = c.cmd(&["XADD", "s", "99999999999999-0", "a", "1"]);
+    assert!(
+        matches!(&refused, Value::Error(e) if e.contains("use * or a smaller ID")),
+        "{refused:?}"
+    );
     let exact = c.cmd(&["XADD", "s", "MAXLEN", "10", "*", "a", "1"]);
     assert!(
         matches!(&exact, Value::Error(e) if e.contains("MAXLEN ~")),

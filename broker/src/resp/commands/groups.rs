@@ -318,6 +318,11 @@ pub async fn xinfo(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         Err(reply) => return reply,
     };
     let result = match sub.as_str() {
+        "STREAM" if args.len() > 3 => {
+            return Reply::error(
+                "ERR XINFO STREAM FULL is not supported by Pigeon; use XINFO STREAM, XINFO GROUPS and XINFO CONSUMERS",
+            );
+        }
         "STREAM" => super::xinfo::stream(broker, &topic).await,
         "GROUPS" => super::xinfo::groups(broker, &topic).await,
         _ => {

@@ -141,6 +141,10 @@ pub async fn xadd(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         Err(reply) => return reply,
     };
     let broker = ctx.broker();
+    if let Err(reply) = check_new_stream(broker, &args[1], new_id) {
+        // Refused before the stream is created for it.
+        return reply;
+    }
     match ensure_stream(broker, &args[1], no_create).await {
         Ok(true) => {}
         Ok(false) => return Reply::Null,
@@ -186,6 +190,30 @@ fn parse_new_id(arg: &[u8]) -> Result<NewId, Reply> {
         Some(id) => Ok(NewId::Exact(id)),
         None => Err(Reply::error(INVALID_ID)),
     }
+}
+
+/// For a stream that does not exist yet, checks an explicit ID as the
+/// append would (top `0-0`, log end 0), so that a refused `XADD` creates
+/// no topic.
+fn check_new_stream(broker: &Broker, key: &[u8], new_id: NewId) -> Result<(), Reply> {
+    let exists = StreamKey::parse(key).is_some_and(|k| broker.topics.get(&k.topic).is_some());
+    if exists || new_id == NewId::Auto {
+        return Ok(());
+    }
+    let id = explicit_id(new_id, StreamId::default())?;
+    check_bound(id, 0)
+}
+
+/// Refuses an explicit ID above `<now>-<log end>` (see [`stream`](super::super::stream)).
+fn check_bound(id: StreamId, end: u64) -> Result<(), Reply> {
+    let now = crate::log::Clock::now_ms(&crate::log::SystemClock).max(0) as u64;
+    let bound = StreamId::new(now, end);
+    if id > bound {
+        return Err(Reply::error(format!(
+            "ERR The ID specified in XADD is ahead of Pigeon's stream: an entry's ID can be at most <append time ms>-<offset>, here {bound}; use * or a smaller ID"
+        )));
+    }
+    Ok(())
 }
 
 /// Makes sure the stream `key` exists: creates a one-partition topic for
@@ -242,13 +270,7 @@ async fn append(
     let top = part.top_id().map_err(failed)?;
     let id = explicit_id(new_id, top)?;
     let (_, end) = part.bounds().map_err(failed)?;
-    let now = crate::log::Clock::now_ms(&crate::log::SystemClock).max(0) as u64;
-    let bound = StreamId::new(now, end);
-    if id > bound {
-        return Err(Reply::error(format!(
-            "ERR The ID specified in XADD is ahead of Pigeon's stream: an entry's ID can be at most <append time ms>-<offset>, here {bound}; use * or a smaller ID"
-        )));
-    }
+    check_bound(id, end)?;
     produce(broker, topic, partition, pairs, Some(id)).await?;
     Ok(id)
 }
