@@ -654,7 +654,14 @@ fn a_second_broker_on_the_same_data_dir_exits_naming_the_holder_and_changes_noth
     let mut second = Command::new(pigeon_suite::binary("pigeon-broker"))
         .arg("--data-dir")
         .arg(&data)
-        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--resp",
+            "off",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -60,6 +60,9 @@ settings! {
     /// Address of the HTTP endpoints /health and /metrics [default: 127.0.0.1:7421].
     #[arg(long, env = "PIGEON_HTTP", value_name = "ADDR")]
     http: Option<String>,
+    /// Address of the Redis Streams (RESP) listener, or off [default: 127.0.0.1:7422].
+    #[arg(long, env = "PIGEON_RESP", value_name = "ADDR")]
+    resp: Option<String>,
     /// Durability: always (ack after fdatasync, group commit), interval:<ms>, or never [default: always].
     #[arg(long, env = "PIGEON_FSYNC", value_name = "POLICY")]
     fsync: Option<String>,
@@ -132,6 +135,8 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// HTTP listener.
     pub http: SocketAddr,
+    /// Redis Streams (RESP) listener; `None`: off.
+    pub resp: Option<SocketAddr>,
     /// Defaults for every partition log.
     pub log: LogConfig,
     /// Journal bytes between two snapshots of a group partition's state.
@@ -242,6 +247,10 @@ impl BrokerConfig {
             data_dir: c.data_dir.unwrap_or_else(|| PathBuf::from("./pigeon-data")),
             listen: address("listen", c.listen.as_deref().unwrap_or("127.0.0.1:7420"))?,
             http: address("http", c.http.as_deref().unwrap_or("127.0.0.1:7421"))?,
+            resp: match c.resp.as_deref().unwrap_or("127.0.0.1:7422") {
+                "off" => None,
+                addr => Some(address("resp", addr)?),
+            },
             log,
             max_frame_bytes,
             max_in_flight_per_connection: positive(
@@ -293,6 +302,11 @@ impl BrokerConfig {
             ("data_dir", self.data_dir.display().to_string()),
             ("listen", self.listen.to_string()),
             ("http", self.http.to_string()),
+            (
+                "resp",
+                self.resp
+                    .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            ),
             ("fsync", log.fsync.to_string()),
             ("segment_bytes", log.segment_bytes.to_string()),
             ("segment_ms", log.segment_ms.to_string()),
@@ -381,6 +395,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./pigeon-data"));
         assert_eq!(config.listen.to_string(), "127.0.0.1:7420");
         assert_eq!(config.http.to_string(), "127.0.0.1:7421");
+        assert_eq!(config.resp, Some("127.0.0.1:7422".parse().expect("addr")));
         assert_eq!(config.log.fsync, FsyncPolicy::Always);
         assert_eq!(config.log.segment_bytes, 128 * 1024 * 1024);
         assert_eq!(config.max_connections, 4096);
@@ -509,6 +524,22 @@ mod tests {
         for plain in ["max_connections", "segment_bytes", "log", "data_dir"] {
             assert!(!is_secret(plain), "{plain}");
         }
+    }
+
+    #[test]
+    fn the_resp_listener_is_set_or_turned_off() {
+        let off = BrokerConfig::from_file_config(
+            flags(&["--resp", "off"]).overlay(FileConfig::default()),
+        );
+        assert_eq!(off.expect("off").resp, None);
+        let file = parse_file("resp = \"127.0.0.1:6379\"").expect("toml");
+        let config = BrokerConfig::from_file_config(flags(&[]).overlay(file)).expect("file");
+        assert_eq!(config.resp, Some("127.0.0.1:6379".parse().expect("addr")));
+        let bad = flags(&["--resp", "redis"]).overlay(FileConfig::default());
+        let err = BrokerConfig::from_file_config(bad)
+            .expect_err("bad")
+            .to_string();
+        assert!(err.starts_with("resp:"), "{err}");
     }
 
     #[test]

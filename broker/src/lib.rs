@@ -12,6 +12,7 @@
 //! | [`service`] | the service layer: the application root [`service::Broker`] and protocol-neutral operations |
 //! | [`error`] | [`error::BrokerError`]: why a domain operation failed, with no wire code |
 //! | [`server`] | the binary-protocol adapter: listener, connections, request translation |
+//! | [`resp`] | the Redis Streams adapter: a RESP2/RESP3 listener serving stream commands |
 //! | [`config`] | settings from defaults, file, environment and flags |
 //! | [`delivery`] | consumer groups: leases, acks, redelivery with backoff, dead letters, seek |
 //! | [`groups`] | the broker's groups: create, open, delete, source reads, dead-letter topics |
@@ -30,6 +31,7 @@ pub mod io;
 pub mod log;
 pub mod metrics;
 pub mod registry;
+pub mod resp;
 pub mod server;
 pub mod service;
 pub mod topics;

@@ -13,9 +13,9 @@ use clap::Parser;
 use pigeon_broker::config::{BrokerConfig, Flags};
 use pigeon_broker::io::StdFs;
 use pigeon_broker::log::SystemClock;
-use pigeon_broker::server;
 use pigeon_broker::service::Broker;
 use pigeon_broker::{http, metrics};
+use pigeon_broker::{resp, server};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -82,8 +82,18 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let http_listener = TcpListener::bind(config.http)
         .await
         .with_context(|| format!("cannot serve HTTP on {}", config.http))?;
+    let resp_listener = match config.resp {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot serve RESP on {addr} (set --resp off to turn the Redis listener off)")
+        })?),
+        None => None,
+    };
+    let resp_addr = match &resp_listener {
+        Some(l) => l.local_addr()?.to_string(),
+        None => "off".to_owned(),
+    };
     tracing::info!(
-        listen = %listener.local_addr()?, http = %http_listener.local_addr()?, data_dir = %config.data_dir.display(),
+        listen = %listener.local_addr()?, http = %http_listener.local_addr()?, resp = %resp_addr, data_dir = %config.data_dir.display(),
         fsync = %config.log.fsync, topics = broker.topics.list().len(), startup_ms = started.elapsed().as_millis() as u64,
         "pigeon-broker is serving"
     );
@@ -104,7 +114,11 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         let every = std::time::Duration::from_secs(1);
         sweeper.expire_idle_members_until_shutdown(every).await;
     });
+    let resp = resp_listener.map(|l| tokio::spawn(resp::run(broker.clone(), l)));
     server::run(broker.clone(), listener).await;
+    if let Some(resp) = resp {
+        let _ = resp.await;
+    }
     // Groups first (their engines may still write dead letters into
     // topics), then the partition logs.
     broker.close().await;

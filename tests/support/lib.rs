@@ -3,7 +3,11 @@
 //! ephemeral loopback ports with a temp data dir, stopping it (SIGTERM or
 //! SIGKILL), and waiting for a condition with a deadline (never a fixed
 //! sleep). [`crash_loop`] is the harness that kills a broker under load many
-//! times and checks what the clients and the log say afterwards.
+//! times and checks what the clients and the log say afterwards. [`resp`]
+//! holds the Redis-protocol tools: a RESP client, a `redis-server` for
+//! differential tests, and the script runner that compares the two.
+
+pub mod resp;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -90,6 +94,8 @@ pub struct Broker {
     pub addr: SocketAddr,
     /// HTTP address.
     pub http: SocketAddr,
+    /// Redis Streams (RESP) address (`None` when started with `--resp off`).
+    pub resp: Option<SocketAddr>,
     /// Data directory.
     pub data_dir: PathBuf,
     log: PathBuf,
@@ -128,6 +134,13 @@ impl Broker {
                 "--log",
                 "info",
             ])
+            // The Redis listener on an ephemeral port too, unless the
+            // test sets it.
+            .args(if extra.iter().any(|a| a == "--resp") {
+                &[][..]
+            } else {
+                &["--resp", "127.0.0.1:0"][..]
+            })
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -143,6 +156,7 @@ impl Broker {
             child: Some(child),
             addr: "0.0.0.0:0".parse().expect("addr"),
             http: "0.0.0.0:0".parse().expect("addr"),
+            resp: None,
             data_dir: data_dir.to_path_buf(),
             log,
             extra,
@@ -155,9 +169,10 @@ impl Broker {
     fn await_serving(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some((addr, http)) = self.serving_line() {
+            if let Some((addr, http, resp)) = self.serving_line() {
                 self.addr = addr;
                 self.http = http;
+                self.resp = resp;
                 return;
             }
             if let Some(child) = &mut self.child
@@ -177,7 +192,7 @@ impl Broker {
         }
     }
 
-    fn serving_line(&self) -> Option<(SocketAddr, SocketAddr)> {
+    fn serving_line(&self) -> Option<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
         let file = std::fs::File::open(&self.log).ok()?;
         let line = BufReader::new(file)
             .lines()
@@ -188,7 +203,7 @@ impl Broker {
             let start = line.find(&format!(" {name}="))? + name.len() + 2;
             line[start..].split_whitespace().next()?.parse().ok()
         };
-        Some((field("listen")?, field("http")?))
+        Some((field("listen")?, field("http")?, field("resp")))
     }
 
     /// What the broker logged so far.

@@ -46,11 +46,14 @@ use pigeon_protocol::batch::Record;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+mod claims;
+
 use super::dead_letter;
 pub use super::dead_letter::DeadLetterSink;
 use super::handle::Command;
 pub use super::handle::{
-    GroupDelivery, GroupError, GroupHandle, OffsetReport, PartitionFigures, SeekTo, Settle, Stopped,
+    GroupDelivery, GroupError, GroupHandle, OffsetReport, PartitionFigures, PendingLease, SeekTo,
+    Settle, Stopped,
 };
 use super::journal_writer::JournalWriter;
 use super::partition::{ConsumerId, DeadLetter, OffsetState, PartitionDelivery, SettleError};
@@ -314,6 +317,18 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
                 reply,
             } => {
                 let _ = reply.send(self.state_of(partition, offset));
+            }
+            Command::Pending { reply } => {
+                let _ = reply.send(self.pending());
+            }
+            Command::Claim {
+                consumer,
+                items,
+                min_idle_ms,
+                count_attempt,
+                reply,
+            } => {
+                let _ = reply.send(self.claim(consumer, &items, min_idle_ms, count_attempt));
             }
         }
     }

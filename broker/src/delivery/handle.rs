@@ -80,6 +80,24 @@ pub struct OffsetReport {
     pub holder: Option<String>,
 }
 
+/// One open lease, for pending-entry listings (the Redis listener).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingLease {
+    /// Source partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// The holder.
+    pub consumer: ConsumerId,
+    /// The name the holder joined with (`None`: gone, or a lease from
+    /// before a restart).
+    pub holder: Option<String>,
+    /// Deliveries so far, this one included.
+    pub attempt: u32,
+    /// When it was last delivered (ms since the epoch, to the second).
+    pub delivered_ms: i64,
+}
+
 /// A request to the engine, with the channel of its answer.
 pub(super) enum Command {
     Stop {
@@ -124,6 +142,16 @@ pub(super) enum Command {
         partition: u32,
         offset: u64,
         reply: oneshot::Sender<Option<OffsetReport>>,
+    },
+    Pending {
+        reply: oneshot::Sender<Vec<PendingLease>>,
+    },
+    Claim {
+        consumer: ConsumerId,
+        items: Vec<(u32, u64)>,
+        min_idle_ms: i64,
+        count_attempt: bool,
+        reply: oneshot::Sender<Vec<Option<PendingLease>>>,
     },
 }
 
@@ -300,6 +328,31 @@ impl GroupHandle {
     /// Whether paused, and per-partition figures.
     pub async fn describe(&self) -> Result<(bool, Vec<PartitionFigures>), Stopped> {
         self.ask(|reply| Command::Describe { reply }).await
+    }
+
+    /// Every open lease, by partition and offset.
+    pub async fn pending(&self) -> Result<Vec<PendingLease>, Stopped> {
+        self.ask(|reply| Command::Pending { reply }).await
+    }
+
+    /// Gives the leases on `items` (`(partition, offset)`) that have been
+    /// idle at least `min_idle_ms` to `consumer` (with `count_attempt`, as
+    /// a new delivery); per item, the lease it now holds, or `None`.
+    pub async fn claim(
+        &self,
+        consumer: ConsumerId,
+        items: Vec<(u32, u64)>,
+        min_idle_ms: i64,
+        count_attempt: bool,
+    ) -> Result<Vec<Option<PendingLease>>, Stopped> {
+        self.ask(|reply| Command::Claim {
+            consumer,
+            items,
+            min_idle_ms,
+            count_attempt,
+            reply,
+        })
+        .await
     }
 
     /// Where one message is.

@@ -107,7 +107,13 @@ impl Members {
 
     /// Whether `owner` holds `consumer` of `topic`/`group`; refreshes its
     /// idle clock if so.
-    fn touch(&self, topic: &str, group: &str, consumer: ConsumerId, owner: &MemberOwner) -> bool {
+    pub(super) fn touch(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: ConsumerId,
+        owner: &MemberOwner,
+    ) -> bool {
         let mut joined = self.joined.lock();
         let key = (topic.to_owned(), group.to_owned(), consumer);
         match joined.get_mut(&key) {
@@ -131,6 +137,20 @@ impl Members {
         })
     }
 
+    /// Removes and returns `owner`'s member of `topic`/`group`.
+    fn take_in(
+        &self,
+        topic: &str,
+        group: &str,
+        owner: &MemberOwner,
+    ) -> Vec<(ConsumerId, GroupHandle)> {
+        let mut joined = self.joined.lock();
+        let taken = joined.extract_if(|(t, g, _), m| t == topic && g == group && &m.owner == owner);
+        taken
+            .map(|((_, _, consumer), m)| (consumer, m.handle))
+            .collect()
+    }
+
     /// Removes and returns the members `pick` selects.
     fn take(&self, pick: impl Fn(&Member) -> bool) -> Vec<(ConsumerId, GroupHandle)> {
         let mut joined = self.joined.lock();
@@ -138,6 +158,24 @@ impl Members {
         taken
             .map(|((_, _, consumer), m)| (consumer, m.handle))
             .collect()
+    }
+
+    /// The named members of `topic`/`group`: name, consumer id, and how
+    /// long since they were last seen.
+    pub fn named_in(&self, topic: &str, group: &str) -> Vec<(String, ConsumerId, Duration)> {
+        let joined = self.joined.lock();
+        let now = Instant::now();
+        let named = joined
+            .iter()
+            .filter_map(|((t, g, consumer), m)| match &m.owner {
+                MemberOwner::Named(name) if t == topic && g == group => {
+                    Some((name.clone(), *consumer, now.duration_since(m.last_seen)))
+                }
+                _ => None,
+            });
+        let mut named: Vec<_> = named.collect();
+        named.sort();
+        named
     }
 
     /// How many members are joined.
@@ -253,6 +291,17 @@ impl Broker {
             })
         });
         Ok(results.collect())
+    }
+
+    /// The member `owner` has in `topic`/`group` leaves it (its leases
+    /// return at once); whether it had one.
+    pub async fn leave_group(&self, topic: &str, group: &str, owner: &MemberOwner) -> bool {
+        let left = self.members.take_in(topic, group, owner);
+        let any = !left.is_empty();
+        for (consumer, handle) in left {
+            handle.leave(consumer).await;
+        }
+        any
     }
 
     /// Every member of `owner` leaves its group: its leases return at once.

@@ -21,6 +21,9 @@
 //! | `members.rs` | consumer members (sessions): join, receive, settle, leave, expiry |
 //! | `message.rs` | one message's state in a group (`message show`) |
 //! | `samples.rs` | what the per-resource `/metrics` families show, gathered at a scrape |
+//! | `pending.rs` | a group's open leases listed, acked by their holder, moved between consumers |
+//! | `records.rs` | record-level reads of a partition, waiting for records, trimming whole segments |
+//! | `tombstones.rs` | deleted records (`XDEL`): a durable set kept in the internal topic `__deleted` |
 //! | `lock.rs` | [`DataDirLock`](lock::DataDirLock): one broker per data directory |
 //!
 //! ## Lifecycle
@@ -45,8 +48,11 @@ mod groups;
 mod lock;
 mod members;
 mod message;
+mod pending;
 mod produce;
+mod records;
 mod samples;
+mod tombstones;
 mod topics;
 
 use std::sync::Arc;
@@ -71,6 +77,8 @@ pub use lock::{DataDirLock, LOCK_FILE};
 pub use members::{MemberOwner, Members, SettleAction, SettleRequest};
 pub use message::{MessageReport, MessageStatus};
 pub use produce::{Appended, PartitionBatches, ProduceOutcome, SubmittedProduce};
+pub use records::RecordsRead;
+pub use tombstones::{DELETED_TOPIC, Tombstones};
 pub use topics::{PartitionSummary, TopicDescription, TopicSummary};
 
 /// The broker: everything the operations share. One per process.
@@ -86,6 +94,8 @@ pub struct Broker {
     pub groups: Groups,
     /// Consumers joined to groups, by the adapter that joined them.
     pub members: Members,
+    /// Records deleted for reads by entry (`XDEL`).
+    pub tombstones: Tombstones,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
     /// True while the broker accepts requests (for `/health`).
@@ -151,6 +161,7 @@ impl Broker {
             producers,
             groups,
             members: Members::default(),
+            tombstones: Tombstones::default(),
             shutdown: CancellationToken::new(),
             serving: AtomicBool::new(true),
             started: Instant::now(),

@@ -45,6 +45,7 @@
 //!   dead-letter headers and `message show`) are kept to the second, as
 //!   u32 seconds since the Unix epoch, so that they fit those budgets.
 
+mod claims;
 mod delays;
 mod persist;
 mod settled;

@@ -1,0 +1,319 @@
+//! `XREADGROUP GROUP group consumer [COUNT n] [BLOCK ms] [NOACK] STREAMS
+//! key … id …`: new entries (`>`) leased to a named consumer through the
+//! group's engine, or the consumer's own pending entries after an ID.
+//!
+//! A Redis consumer is a named member of the Pigeon group
+//! ([`MemberOwner::Named`](crate::service::MemberOwner)): it keeps its
+//! leases across connections. Reading its history counts a new delivery
+//! of each entry, as Redis counts it. Entries deleted with `XDEL` are
+//! acked and left out of `>` reads.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::super::errors;
+use super::super::reply::Reply;
+use super::super::session::Context;
+use super::super::stream::entry::{fields_of, id_of};
+use super::super::stream::ids::{INVALID_ID, StreamId};
+use super::super::stream::read::{Entry, StreamPart};
+use super::groups::{entry_at, group_topic, owner_of};
+use super::streams::entry_reply;
+use super::{integer, upper};
+use crate::error::{BrokerError, ErrorKind};
+use crate::service::{Broker, MemberOwner, SettleAction, SettleRequest};
+
+/// Most entries one `>` read hands out without a `COUNT`.
+const DEFAULT_COUNT: usize = 10_000;
+
+/// The longest single wait of a blocked read (it waits again after).
+const WAIT_STEP: Duration = Duration::from_secs(30);
+
+/// A read's options.
+struct GroupRead {
+    group: String,
+    consumer: Bytes,
+    count: usize,
+    block: Option<Duration>,
+    no_ack: bool,
+    keys: Vec<Bytes>,
+    ids: Vec<Option<StreamId>>,
+}
+
+fn parse(args: &[Bytes]) -> Result<GroupRead, Reply> {
+    if upper(&args[1]) != "GROUP" {
+        return Err(errors::syntax());
+    }
+    let (mut count, mut block, mut no_ack, mut i) = (0usize, None, false, 4);
+    loop {
+        let arg = args.get(i).ok_or_else(errors::syntax)?;
+        match upper(arg).as_str() {
+            "COUNT" => {
+                let n = args.get(i + 1).ok_or_else(errors::syntax)?;
+                count = integer(n).ok_or_else(errors::not_integer)?.max(0) as usize;
+                i += 2;
+            }
+            "BLOCK" => {
+                let ms = args.get(i + 1).ok_or_else(errors::syntax)?;
+                let ms = integer(ms)
+                    .ok_or_else(|| Reply::error("ERR timeout is not an integer or out of range"))?;
+                if ms < 0 {
+                    return Err(Reply::error("ERR timeout is negative"));
+                }
+                block = Some(Duration::from_millis(ms as u64));
+                i += 2;
+            }
+            "NOACK" => {
+                no_ack = true;
+                i += 1;
+            }
+            "STREAMS" => break,
+            _ => return Err(errors::syntax()),
+        }
+    }
+    let rest = &args[i + 1..];
+    if rest.is_empty() || !rest.len().is_multiple_of(2) {
+        return Err(Reply::error(
+            "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.",
+        ));
+    }
+    let (keys, ids) = rest.split_at(rest.len() / 2);
+    let mut parsed = Vec::with_capacity(ids.len());
+    for id in ids {
+        parsed.push(match id.as_ref() {
+            b">" => None,
+            b"$" => return Err(Reply::error(
+                "ERR The $ ID is meaningless in the context of XREADGROUP: you want to read the history of this consumer by specifying a proper ID, or use the > ID to get new messages. The $ ID would just return an empty result set.",
+            )),
+            _ => Some(StreamId::parse(id, 0).ok_or_else(|| Reply::error(INVALID_ID))?),
+        });
+    }
+    Ok(GroupRead {
+        group: String::from_utf8_lossy(&args[2]).into_owned(),
+        consumer: args[3].clone(),
+        count,
+        block,
+        no_ack,
+        keys: keys.to_vec(),
+        ids: parsed,
+    })
+}
+
+/// `XREADGROUP`.
+pub async fn xreadgroup(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
+    let read = match parse(args) {
+        Ok(read) => read,
+        Err(reply) => return reply,
+    };
+    let broker = ctx.broker();
+    let mut topics = Vec::with_capacity(read.keys.len());
+    for key in &read.keys {
+        match group_topic(broker, key) {
+            Ok(Some(topic)) if broker.groups.get(&topic, &read.group).is_ok() => topics.push(topic),
+            Ok(_) => {
+                return Reply::error(format!(
+                    "NOGROUP No such key '{}' or consumer group '{}' in XREADGROUP with GROUP option",
+                    String::from_utf8_lossy(key),
+                    read.group
+                ));
+            }
+            Err(reply) => return reply,
+        }
+    }
+    let block = read.block.filter(|_| !ctx.session.in_exec);
+    let deadline = block.filter(|b| !b.is_zero()).map(|b| Instant::now() + b);
+    let mut first = true;
+    loop {
+        let wait = match (first, block) {
+            (true, _) | (_, None) => Duration::ZERO,
+            (false, Some(_)) => {
+                let left =
+                    deadline.map_or(WAIT_STEP, |d| d.saturating_duration_since(Instant::now()));
+                if left.is_zero() {
+                    return Reply::NullArray;
+                }
+                left.min(WAIT_STEP)
+            }
+        };
+        let found = match read_all(ctx, &read, &topics, wait).await {
+            Ok(found) => found,
+            Err(e) => return errors::broker_error(&e),
+        };
+        if found
+            .iter()
+            .any(|(_, entries, history)| *history || !entries.is_empty())
+        {
+            return reply_of(ctx.session.resp3, found);
+        }
+        if block.is_none() || broker.shutdown.is_cancelled() {
+            return Reply::NullArray;
+        }
+        first = false;
+    }
+}
+
+/// One pass over the keys; each key's entries and whether it was a
+/// history read (answered even when empty).
+async fn read_all(
+    ctx: &Context<'_>,
+    read: &GroupRead,
+    topics: &[String],
+    wait: Duration,
+) -> Result<Vec<(Bytes, Vec<Reply>, bool)>, BrokerError> {
+    let broker = ctx.broker();
+    let owner = owner_of(&read.consumer);
+    let name = String::from_utf8_lossy(&read.consumer).into_owned();
+    let mut out = Vec::new();
+    // Only a lone `>` read waits in the engine; several keys are read
+    // without waiting, and waited for again by the caller.
+    let wait = if topics.len() == 1 {
+        wait
+    } else {
+        wait.min(Duration::from_millis(100))
+    };
+    for ((key, topic), id) in read.keys.iter().zip(topics).zip(&read.ids) {
+        let (consumer, _) = broker
+            .join(topic, &read.group, &name, owner.clone(), None)
+            .await?;
+        let consumer = u64::from(consumer);
+        let entries = match id {
+            None => {
+                let _blocked = (!wait.is_zero()).then(|| ctx.listener.clients.block());
+                new_entries(broker, topic, &read.group, consumer, &owner, read, wait).await?
+            }
+            Some(after) => {
+                history(
+                    broker,
+                    topic,
+                    &read.group,
+                    consumer,
+                    &owner,
+                    *after,
+                    read.count,
+                )
+                .await?
+            }
+        };
+        out.push((key.clone(), entries, id.is_some()));
+    }
+    Ok(out)
+}
+
+/// New entries for the consumer (deleted ones acked and left out).
+async fn new_entries(
+    broker: &Broker,
+    topic: &str,
+    group: &str,
+    consumer: u64,
+    owner: &MemberOwner,
+    read: &GroupRead,
+    wait: Duration,
+) -> Result<Vec<Reply>, BrokerError> {
+    let max = if read.count == 0 {
+        DEFAULT_COUNT
+    } else {
+        read.count
+    };
+    let got = broker
+        .receive(topic, group, consumer, owner, max, usize::MAX, wait)
+        .await?;
+    let (Some(lo), Some(hi)) = (got.first(), got.last()) else {
+        return Ok(Vec::new());
+    };
+    let deleted = broker
+        .deleted_in(topic, 0, lo.record.offset, hi.record.offset + 1)
+        .await?;
+    let mut acks = Vec::new();
+    let mut entries = Vec::with_capacity(got.len());
+    for delivery in got {
+        let offset = delivery.record.offset;
+        if read.no_ack || deleted.contains(&offset) {
+            acks.push(SettleRequest {
+                partition: delivery.partition,
+                offset,
+                attempt: delivery.attempt,
+                action: SettleAction::Ack,
+            });
+        }
+        if !deleted.contains(&offset) {
+            let entry = Entry {
+                id: id_of(&delivery.record),
+                offset,
+                fields: fields_of(&delivery.record),
+            };
+            entries.push(entry_reply(entry));
+        }
+    }
+    if !acks.is_empty() {
+        broker.settle(topic, group, consumer, owner, acks).await?;
+    }
+    Ok(entries)
+}
+
+/// The consumer's pending entries after `after`, each delivered again.
+async fn history(
+    broker: &Broker,
+    topic: &str,
+    group: &str,
+    consumer: u64,
+    owner: &MemberOwner,
+    after: StreamId,
+    count: usize,
+) -> Result<Vec<Reply>, BrokerError> {
+    let part = StreamPart {
+        broker,
+        topic,
+        partition: 0,
+    };
+    let from = match after.next() {
+        Some(next) => part.seek(next)?,
+        None => return Ok(Vec::new()),
+    };
+    let id = u32::try_from(consumer)
+        .map_err(|_| BrokerError::new(ErrorKind::Internal, "consumer id out of range"))?;
+    let mut mine: Vec<u64> = broker
+        .pending(topic, group)
+        .await?
+        .into_iter()
+        .filter(|l| l.consumer == id && l.offset >= from)
+        .map(|l| l.offset)
+        .collect();
+    mine.sort_unstable();
+    if count > 0 {
+        mine.truncate(count);
+    }
+    let items = mine.iter().map(|o| (0, *o)).collect();
+    broker
+        .claim(topic, group, id, owner, items, 0, true)
+        .await?;
+    let mut out = Vec::with_capacity(mine.len());
+    for offset in mine {
+        let Some(id) = super::groups::id_at(broker, topic, offset)? else {
+            continue;
+        };
+        out.push(entry_at(broker, topic, offset, id).await?);
+    }
+    Ok(out)
+}
+
+/// The reply: per key, its entries (keys without any left out of `>`
+/// reads); a map in RESP3.
+fn reply_of(resp3: bool, found: Vec<(Bytes, Vec<Reply>, bool)>) -> Reply {
+    let pairs: Vec<(Reply, Reply)> = found
+        .into_iter()
+        .filter(|(_, entries, history)| *history || !entries.is_empty())
+        .map(|(key, entries, _)| (Reply::Bulk(key), Reply::Array(entries)))
+        .collect();
+    if resp3 {
+        Reply::Map(pairs)
+    } else {
+        Reply::Array(
+            pairs
+                .into_iter()
+                .map(|(k, v)| Reply::Array(vec![k, v]))
+                .collect(),
+        )
+    }
+}

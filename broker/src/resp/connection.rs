@@ -1,0 +1,258 @@
+//! One RESP connection: read requests, run them in order, write the
+//! replies in order.
+//!
+//! ## Pipelining
+//!
+//! A client may send many requests without waiting. The connection decodes
+//! every complete request in its read buffer and runs each in turn,
+//! appending its reply to an output buffer; it writes the output once the
+//! buffer holds no further complete request (or the output passes
+//! [`FLUSH_BYTES`], or a command may block), so a pipeline of N requests
+//! costs about one write, and replies always come back in request order.
+//!
+//! ## Pipelined appends
+//!
+//! A plain `XADD key * field value …` is queued at its partition's writer
+//! and its commit is awaited later, together with the next ones: a
+//! pipeline of appends shares fsyncs (group commit) instead of paying one
+//! each, and no reply is written before its entry is durable. Before any
+//! other command runs, and before the output is written, the pending
+//! appends are awaited in order, so replies keep the request order. At
+//! most [`MAX_PENDING_APPENDS`] wait at once.
+//!
+//! ## Bounds
+//!
+//! - A request is at most `max_frame_bytes` (checked by the decoder before
+//!   allocating), and must arrive whole within `frame_timeout_ms` of its
+//!   first byte; between requests a connection may idle.
+//! - Malformed input gets Redis's protocol error and the connection is
+//!   closed, as Redis does. A command's failure is an error reply; the
+//!   connection stays open.
+//! - At shutdown the connection finishes the command it is running (a
+//!   blocking read returns at once) and closes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::codec::Decoder;
+
+use super::Listener;
+use super::commands;
+use super::reply::Reply;
+use super::request::{Request, RequestDecoder};
+use super::session::{Context, Session};
+
+/// Output written at once when a pipeline's replies reach this size.
+const FLUSH_BYTES: usize = 64 * 1024;
+
+/// Appends queued and not yet awaited, at most.
+const MAX_PENDING_APPENDS: usize = 1024;
+
+/// Serves one connection until the client closes it, sends `QUIT` or
+/// malformed input, or the broker shuts down.
+pub async fn serve<R, W>(
+    listener: Arc<Listener>,
+    read: R,
+    write: W,
+    addr: SocketAddr,
+    laddr: SocketAddr,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let registration = listener.clients.register(addr, laddr);
+    let session = Session {
+        id: registration.id,
+        resp3: false,
+        quit: false,
+        multi: None,
+        multi_failed: false,
+        in_exec: false,
+    };
+    let max = listener.broker.config.max_frame_bytes as usize;
+    let mut connection = Connection {
+        listener,
+        session,
+        read,
+        write,
+        decoder: RequestDecoder::new(max),
+        input: BytesMut::with_capacity(16 * 1024),
+        output: BytesMut::with_capacity(16 * 1024),
+        deadline: None,
+        pending: Vec::new(),
+    };
+    if let Err(why) = connection.run().await {
+        tracing::debug!(%addr, why, "RESP connection closed");
+    }
+    drop(registration);
+}
+
+struct Connection<R, W> {
+    listener: Arc<Listener>,
+    session: Session,
+    read: R,
+    write: W,
+    decoder: RequestDecoder,
+    input: BytesMut,
+    output: BytesMut,
+    /// When the request being read must be complete (set at its first
+    /// byte, cleared when it is whole).
+    deadline: Option<Instant>,
+    /// Appends queued whose commits are not awaited yet, in request order.
+    pending: Vec<commands::PendingAppend>,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
+    /// Serves requests until the connection ends; `Err` says why it ended
+    /// early.
+    async fn run(&mut self) -> Result<(), String> {
+        loop {
+            while let Some(request) = self.next_request().await? {
+                self.serve(request).await?;
+                if self.session.quit {
+                    return self.flush().await;
+                }
+            }
+            self.flush().await?;
+            if !self.fill().await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The next complete request in the input, if one is there. Malformed
+    /// input is answered and ends the connection.
+    async fn next_request(&mut self) -> Result<Option<Request>, String> {
+        match self.decoder.decode(&mut self.input) {
+            Ok(Some(request)) => {
+                self.deadline = None;
+                Ok(Some(request))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.resolve().await;
+                Reply::error(e.0.clone()).encode(self.session.resp3, &mut self.output);
+                self.flush().await?;
+                Err(e.0)
+            }
+        }
+    }
+
+    /// Runs one request and queues its reply.
+    async fn serve(&mut self, request: Request) -> Result<(), String> {
+        if self.session.multi.is_none() && commands::pipelinable(&request.args) {
+            return self.append(request).await;
+        }
+        self.resolve().await;
+        if commands::may_block(&request.args) {
+            // What the client waits for before this must not wait with it.
+            self.flush().await?;
+        }
+        let mut ctx = Context {
+            listener: &self.listener,
+            session: &mut self.session,
+        };
+        let reply = commands::execute(&mut ctx, &request.args).await;
+        reply.encode(self.session.resp3, &mut self.output);
+        if self.output.len() >= FLUSH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Queues a plain `XADD`; its reply waits in `pending`.
+    async fn append(&mut self, request: Request) -> Result<(), String> {
+        loop {
+            let ctx = Context {
+                listener: &self.listener,
+                session: &mut self.session,
+            };
+            let holding = !self.pending.is_empty();
+            match commands::xadd_submit(&ctx, &request.args, holding).await {
+                commands::Submitted::Queued(append) => {
+                    self.pending.push(append);
+                    if self.pending.len() >= MAX_PENDING_APPENDS {
+                        self.resolve().await;
+                    }
+                    return Ok(());
+                }
+                commands::Submitted::Busy => self.resolve().await,
+                commands::Submitted::Done(reply) => {
+                    self.resolve().await;
+                    reply.encode(self.session.resp3, &mut self.output);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Awaits the pending appends in order and queues their replies.
+    async fn resolve(&mut self) {
+        for append in std::mem::take(&mut self.pending) {
+            append
+                .finish()
+                .await
+                .encode(self.session.resp3, &mut self.output);
+        }
+    }
+
+    /// Writes the queued replies (after awaiting the pending appends).
+    async fn flush(&mut self) -> Result<(), String> {
+        self.resolve().await;
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let written = self.write.write_all(&self.output).await;
+        written.map_err(|e| format!("write failed: {e}"))?;
+        self.output.clear();
+        if self.output.capacity() > 4 * FLUSH_BYTES {
+            self.output = BytesMut::with_capacity(16 * 1024);
+        }
+        Ok(())
+    }
+
+    /// Reads more input; `false` once the client closed the connection or
+    /// the broker shuts down. A request begun must arrive whole within the
+    /// frame timeout.
+    async fn fill(&mut self) -> Result<bool, String> {
+        let broker = &self.listener.broker;
+        let timeout = broker.config.frame_timeout;
+        let deadline = if self.decoder.in_request(&self.input) {
+            Some(
+                *self
+                    .deadline
+                    .get_or_insert_with(|| Instant::now() + timeout),
+            )
+        } else {
+            self.deadline = None;
+            None
+        };
+        let read = self.read.read_buf(&mut self.input);
+        let read = async {
+            match deadline {
+                Some(at) => tokio::time::timeout_at(at, read).await.ok(),
+                None => Some(read.await),
+            }
+        };
+        tokio::select! {
+            got = read => match got {
+                None => Err(too_slow(timeout)),
+                Some(Ok(0)) => Ok(false),
+                Some(Ok(_)) => Ok(true),
+                Some(Err(e)) => Err(format!("read failed: {e}")),
+            },
+            _ = broker.shutdown.cancelled() => Ok(false),
+        }
+    }
+}
+
+fn too_slow(timeout: Duration) -> String {
+    format!(
+        "a request did not arrive whole within frame_timeout_ms ({} ms)",
+        timeout.as_millis()
+    )
+}

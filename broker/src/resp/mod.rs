@@ -1,0 +1,136 @@
+//! The Redis Streams adapter: a RESP2/RESP3 listener (`--resp`, default
+//! `127.0.0.1:7422`) that serves Redis's stream commands over the service
+//! layer ([`crate::service::Broker`]), so that any Redis client can
+//! produce to and consume from Pigeon. What is supported, the mapping of
+//! stream IDs and entries to offsets and records, and the differences
+//! from Redis are in `docs/resp.md`.
+//!
+//! ## Layout
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `request` | bytes → requests (multibulk and inline), limits checked before allocating |
+//! | `reply` | [`reply::Reply`] and its RESP2 / RESP3 encoding |
+//! | `connection` | one connection: pipelined requests in, replies out in order, timeouts |
+//! | `session` | a connection's state (protocol, quit) and what a command runs with |
+//! | `clients` | the connections served, for `CLIENT LIST` and `INFO clients` |
+//! | `commands` | the command table, the arity check and every command, by family |
+//! | `keyspace` | how a key names a stream (topic or `topic#partition`), glob patterns |
+//! | `stream` | stream IDs ↔ offsets, entries ↔ records, reads by ID, append locks |
+//! | `errors` | `BrokerError` → Redis error reply (one place), Redis's fixed error texts |
+//!
+//! ## Concurrency model
+//!
+//! One task accepts connections (at most `max_connections` at once; one
+//! more is told Redis's "max number of clients reached" and closed). One
+//! task per connection runs its requests one after another, as Redis does:
+//! a blocking read holds up only its own connection. Commands are
+//! protocol-neutral calls on the service layer; the listener decides no
+//! domain question.
+//!
+//! ## Shutdown
+//!
+//! When the broker's `shutdown` token is cancelled the accept loop stops,
+//! every connection finishes the command it runs (a blocking read answers
+//! at once) and closes; [`run`] returns once every connection has ended
+//! (at most `shutdown_timeout_ms`).
+
+pub mod clients;
+pub mod commands;
+pub mod connection;
+pub mod errors;
+pub mod keyspace;
+pub mod reply;
+pub mod request;
+pub mod session;
+pub mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::service::Broker;
+use clients::Clients;
+
+/// What every RESP connection shares.
+#[derive(Debug)]
+pub struct Listener {
+    /// The service layer.
+    pub broker: Arc<Broker>,
+    /// The connections served.
+    pub clients: Arc<Clients>,
+    /// When the listener started (`INFO server` uptime).
+    pub started: Instant,
+    /// The port it listens on (`INFO server`).
+    pub port: u16,
+    /// One lock per partition `XADD` appends to (see [`stream`]).
+    pub appends: stream::AppendLocks,
+}
+
+/// Accepts RESP connections until shutdown; returns once every connection
+/// ended.
+pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    let shared = Arc::new(Listener {
+        broker: broker.clone(),
+        clients: Arc::new(Clients::default()),
+        started: Instant::now(),
+        port,
+        appends: stream::AppendLocks::default(),
+    });
+    let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(broker.config.max_connections as usize));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = broker.shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    refuse(stream);
+                    continue;
+                };
+                let shared = shared.clone();
+                connections.spawn(async move {
+                    serve_tcp(shared, stream, peer).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "RESP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    connections.close();
+    let drained = tokio::time::timeout(broker.config.shutdown_timeout, connections.wait());
+    if drained.await.is_err() {
+        tracing::warn!("some RESP connections were still running when the shutdown timeout passed");
+    }
+}
+
+async fn serve_tcp(shared: Arc<Listener>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let (read, write) = stream.into_split();
+    connection::serve(shared, read, write, peer, local).await;
+}
+
+/// Tells a connection over `max_connections` why it is closed, as Redis
+/// does, and closes it.
+fn refuse(stream: TcpStream) {
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = stream
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await;
+        let _ = stream.shutdown().await;
+    });
+}

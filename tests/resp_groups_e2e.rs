@@ -1,0 +1,446 @@
+//! Redis consumer groups over Pigeon groups, end to end against a real
+//! `pigeon-broker`: a differential script against a real `redis-server`
+//! (skipped with a note when it is not installed; idle times are blanked,
+//! they depend on timing), named consumers keeping their pending entries
+//! across connections, durable delivery counts across `kill -9`, and a
+//! real client library (redis-py, skipped with a note when not installed)
+//! doing XADD / XREADGROUP / XACK.
+
+use std::process::Command;
+
+use pigeon_suite::Broker;
+use pigeon_suite::resp::{RedisServer, RespClient, Side, Value, differential, which};
+
+fn start_pigeon() -> (tempfile::TempDir, Broker) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(&dir.path().join("data"), &[]);
+    (dir, broker)
+}
+
+const SCRIPT: &[&[&str]] = &[
+    &["XGROUP", "CREATE", "s", "g", "$"],
+    &["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"],
+    &["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"],
+    &["XGROUP", "FOO"],
+    &["XGROUP", "CREATE", "s"],
+    &["XADD", "s", "1-1", "a", "1"],
+    &["XADD", "s", "2-1", "b", "2"],
+    &["XADD", "s", "3-1", "c", "3"],
+    &[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c1",
+        "COUNT",
+        "1",
+        "STREAMS",
+        "s",
+        ">",
+    ],
+    &["XREADGROUP", "GROUP", "g", "c1", "STREAMS", "s", "0"],
+    &["XREADGROUP", "GROUP", "g", "c1", "STREAMS", "s", "1-1"],
+    &["XPENDING", "s", "g"],
+    &["XPENDING", "s", "g", "-", "+", "10"],
+    &["XREADGROUP", "GROUP", "g", "c2", "STREAMS", "s", ">"],
+    &["XREADGROUP", "GROUP", "g", "c2", "STREAMS", "s", ">"],
+    &[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c2",
+        "BLOCK",
+        "100",
+        "STREAMS",
+        "s",
+        ">",
+    ],
+    &["XREADGROUP", "GROUP", "g", "c2", "STREAMS", "s", ">", ">"],
+    &["XREADGROUP", "GROUP", "g", "c2", "STREAMS", "s", "$"],
+    &["XREADGROUP", "GROUP", "g", "c2", "STREAMS", "s", "x"],
+    &["XREADGROUP", "GROUP", "nog", "c2", "STREAMS", "s", ">"],
+    &["XREADGROUP", "GROUP", "g", "c2", "STREAMS", "nos", ">"],
+    &["XPENDING", "s", "g"],
+    &["XPENDING", "s", "nog"],
+    &["XACK", "s", "g", "1-1", "9-9"],
+    &["XACK", "s", "g", "1-1"],
+    &["XACK", "s", "g", "x"],
+    &["XACK", "s", "nog", "2-1"],
+    &["XPENDING", "s", "g", "-", "+", "10", "c2"],
+    &["XPENDING", "s", "g", "IDLE", "0", "-", "+", "10"],
+    &["XPENDING", "s", "g", "(2-1", "+", "10"],
+    &["XCLAIM", "s", "g", "c3", "x", "2-1"],
+    &["XCLAIM", "s", "g", "c3", "0", "2-1", "FOO"],
+    &["XCLAIM", "s", "g", "c3", "0", "9-9"],
+    &["XCLAIM", "s", "g", "c3", "0", "2-1"],
+    &["XCLAIM", "s", "g", "c3", "0", "2-1", "JUSTID"],
+    &["XCLAIM", "s", "g", "c3", "3600000", "2-1"],
+    &["XPENDING", "s", "g", "-", "+", "10"],
+    &["XAUTOCLAIM", "s", "g", "c1", "0", "0", "COUNT", "1"],
+    &["XAUTOCLAIM", "s", "g", "c1", "0", "0", "COUNT", "0"],
+    &["XAUTOCLAIM", "s", "g", "c1", "0", "0", "JUSTID"],
+    &["XPENDING", "s", "g"],
+    &["XINFO", "CONSUMERS", "s", "g"],
+    &["XINFO", "CONSUMERS", "s", "nog"],
+    &["XINFO", "FOO"],
+    &["XGROUP", "CREATECONSUMER", "s", "g", "c9"],
+    &["XGROUP", "CREATECONSUMER", "s", "g", "c9"],
+    &["XGROUP", "DELCONSUMER", "s", "g", "c9"],
+    &["XGROUP", "DELCONSUMER", "s", "g", "nobody"],
+    &["XINFO", "GROUPS", "s"],
+    &["XADD", "s", "4-1", "d", "4"],
+    &[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c4",
+        "NOACK",
+        "STREAMS",
+        "s",
+        ">",
+    ],
+    &["XPENDING", "s", "g", "-", "+", "10", "c4"],
+    &["XGROUP", "CREATE", "s", "g2", "0"],
+    &["XREADGROUP", "GROUP", "g2", "c1", "STREAMS", "s", ">"],
+    &["XGROUP", "SETID", "s", "g2", "2-1"],
+    &["XGROUP", "SETID", "s", "nog", "0"],
+    &["XGROUP", "DESTROY", "s", "g2"],
+    &["XGROUP", "DESTROY", "s", "g2"],
+    &["MULTI"],
+    &["XADD", "s", "5-1", "e", "5"],
+    &["XLEN", "s"],
+    &[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c1",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "s",
+        ">",
+    ],
+    &["EXEC"],
+    &["EXEC"],
+    &["DISCARD"],
+    &["MULTI"],
+    &["MULTI"],
+    &["XLEN"],
+    &["EXEC"],
+    &["MULTI"],
+    &["XLEN", "s"],
+    &["DISCARD"],
+    &["HELLO", "3"],
+    &["XREADGROUP", "GROUP", "g", "c1", "STREAMS", "s", "0"],
+    &["XINFO", "CONSUMERS", "s", "g"],
+];
+
+/// Blanks what depends on timing: idle times, HELLO's server fields.
+fn blank_times(command: &[&str], reply: &mut Value) {
+    match command[0] {
+        "HELLO" => *reply = Value::Null,
+        "XPENDING" if command.len() > 3 => *reply = blank_pending_idle(reply),
+        "XINFO" => *reply = blank_idle_fields(reply),
+        _ => {}
+    }
+}
+
+/// `XPENDING` rows `[id, consumer, idle, count]` with idle 0.
+fn blank_pending_idle(reply: &Value) -> Value {
+    let rows = reply.items().iter().map(|row| match row {
+        Value::Array(fields) if fields.len() == 4 => {
+            let mut fields = fields.clone();
+            fields[2] = Value::Int(0);
+            Value::Array(fields)
+        }
+        other => other.clone(),
+    });
+    match reply {
+        Value::Array(_) => Value::Array(rows.collect()),
+        other => other.clone(),
+    }
+}
+
+/// Every `idle` field (in flat arrays and maps) set to 0.
+fn blank_idle_fields(value: &Value) -> Value {
+    let idle = Value::bulk("idle");
+    match value {
+        Value::Array(items) => {
+            let mut out: Vec<Value> = items.iter().map(blank_idle_fields).collect();
+            for i in 1..out.len() {
+                if out[i - 1] == idle {
+                    out[i] = Value::Int(0);
+                }
+            }
+            Value::Array(out)
+        }
+        Value::Map(pairs) => Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    let v = if *k == idle {
+                        Value::Int(0)
+                    } else {
+                        blank_idle_fields(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn group_commands_answer_as_redis_does() {
+    let Some(redis) = RedisServer::start("group_commands_answer_as_redis_does") else {
+        return;
+    };
+    let (_dir, pigeon) = start_pigeon();
+    let mut expected = Side::new(redis.addr);
+    let mut got = Side::new(pigeon.resp.expect("the RESP listener"));
+    differential(&mut expected, &mut got, SCRIPT, |command, redis, pigeon| {
+        blank_times(command, redis);
+        blank_times(command, pigeon);
+    });
+}
+
+#[test]
+fn a_named_consumer_keeps_its_pending_entries_across_connections() {
+    let (_dir, pigeon) = start_pigeon();
+    let addr = pigeon.resp.expect("resp");
+    let mut first = RespClient::connect(addr);
+    first.cmd(&["XGROUP", "CREATE", "jobs", "workers", "$", "MKSTREAM"]);
+    first.cmd(&["XADD", "jobs", "*", "value", "job-1"]);
+    let got = first.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "workers",
+        "alice",
+        "STREAMS",
+        "jobs",
+        ">",
+    ]);
+    let id = got.items()[0].items()[1].items()[0].items()[0]
+        .text()
+        .expect("id");
+    drop(first);
+    // Another consumer gets nothing: the entry stays alice's.
+    let mut other = RespClient::connect(addr);
+    let none = other.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "workers",
+        "bob",
+        "STREAMS",
+        "jobs",
+        ">",
+    ]);
+    assert_eq!(none, Value::Null);
+    let mut again = RespClient::connect(addr);
+    let history = again.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "workers",
+        "alice",
+        "STREAMS",
+        "jobs",
+        "0",
+    ]);
+    assert_eq!(
+        history.items()[0].items()[1].items()[0].items()[0].text(),
+        Some(id.clone())
+    );
+    let pending = again.cmd(&["XPENDING", "jobs", "workers", "-", "+", "10"]);
+    assert_eq!(pending.items()[0].items()[1], Value::bulk("alice"));
+    assert_eq!(
+        pending.items()[0].items()[3],
+        Value::Int(2),
+        "the history read was a second delivery"
+    );
+    assert_eq!(again.cmd(&["XACK", "jobs", "workers", &id]), Value::Int(1));
+    assert_eq!(
+        again.cmd(&["XPENDING", "jobs", "workers"]).items()[0],
+        Value::Int(0)
+    );
+    let info = again.cmd(&["XINFO", "STREAM", "jobs"]);
+    assert_eq!(
+        info.items()[..2],
+        [Value::bulk("length"), Value::Int(1)],
+        "{info:?}"
+    );
+    let full = again.cmd(&["XINFO", "STREAM", "jobs", "FULL"]);
+    assert!(
+        matches!(&full, Value::Error(e) if e.contains("not supported")),
+        "{full:?}"
+    );
+    // The group is a Pigeon group, with the settings that behave as Redis.
+    let (code, described) = {
+        let out = Command::new(pigeon_suite::binary("pigeon"))
+            .args([
+                "--broker",
+                &pigeon.addr.to_string(),
+                "group",
+                "describe",
+                "workers",
+                "--topic",
+                "jobs",
+            ])
+            .output()
+            .expect("pigeon group describe");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(0), "{described}");
+    assert!(described.contains("4294967295"), "{described}");
+}
+
+#[test]
+fn acked_entries_stay_acked_and_delivery_counts_survive_kill_9() {
+    let (_dir, mut pigeon) = start_pigeon();
+    let mut c = RespClient::connect(pigeon.resp.expect("resp"));
+    c.cmd(&["XGROUP", "CREATE", "orders", "billing", "0", "MKSTREAM"]);
+    for n in 0..4 {
+        c.cmd(&["XADD", "orders", "*", "value", &format!("order-{n}")]);
+    }
+    let got = c.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "billing",
+        "w1",
+        "STREAMS",
+        "orders",
+        ">",
+    ]);
+    let ids: Vec<String> = got.items()[0].items()[1]
+        .items()
+        .iter()
+        .map(|e| e.items()[0].text().expect("id"))
+        .collect();
+    assert_eq!(ids.len(), 4);
+    assert_eq!(
+        c.cmd(&["XACK", "orders", "billing", &ids[0], &ids[1]]),
+        Value::Int(2)
+    );
+    pigeon.kill();
+    pigeon.restart();
+    let mut c = RespClient::connect(pigeon.resp.expect("resp"));
+    assert_eq!(
+        c.cmd(&["XLEN", "orders"]),
+        Value::Int(4),
+        "no entry is lost"
+    );
+    let again = c.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "billing",
+        "w1",
+        "STREAMS",
+        "orders",
+        ">",
+    ]);
+    let redelivered: Vec<String> = again.items()[0].items()[1]
+        .items()
+        .iter()
+        .map(|e| e.items()[0].text().expect("id"))
+        .collect();
+    // Acks are journaled lazily: a crash may deliver the last acked ones
+    // again, never lose the pending ones.
+    assert!(redelivered.ends_with(&ids[2..]), "{redelivered:?} {ids:?}");
+    let pending = c.cmd(&["XPENDING", "orders", "billing", "-", "+", "10"]);
+    let counts: Vec<(String, Value)> = pending
+        .items()
+        .iter()
+        .map(|row| (row.items()[0].text().expect("id"), row.items()[3].clone()))
+        .collect();
+    for id in &ids[2..] {
+        assert!(
+            counts.contains(&(id.clone(), Value::Int(2))),
+            "delivery counts are Pigeon's durable attempts: {counts:?}"
+        );
+    }
+    // Ack what came back although acked before the crash; after a clean
+    // stop every ack is durable: exactly the pending ones come back.
+    let mut ack = vec!["XACK", "orders", "billing"];
+    ack.extend(
+        redelivered
+            .iter()
+            .map(String::as_str)
+            .filter(|id| !ids[2..].iter().any(|p| p == id)),
+    );
+    if ack.len() > 3 {
+        c.cmd(&ack);
+    }
+    pigeon.restart_after_clean_stop();
+    let mut c = RespClient::connect(pigeon.resp.expect("resp"));
+    let last = c.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "billing",
+        "w1",
+        "STREAMS",
+        "orders",
+        ">",
+    ]);
+    let back: Vec<String> = last.items()[0].items()[1]
+        .items()
+        .iter()
+        .map(|e| e.items()[0].text().expect("id"))
+        .collect();
+    assert_eq!(
+        back,
+        ids[2..],
+        "exactly the unacked entries, after a clean restart"
+    );
+}
+
+#[test]
+fn redis_py_produces_and_consumes_with_a_group() {
+    let Some(python) = which("python3") else {
+        return;
+    };
+    let probe = Command::new(&python)
+        .args(["-c", "import redis"])
+        .output()
+        .expect("python3");
+    if !probe.status.success() {
+        eprintln!("note: the Python redis package is not installed; skipping (pip install redis)");
+        return;
+    }
+    let (_dir, pigeon) = start_pigeon();
+    let port = pigeon.resp.expect("resp").port().to_string();
+    let script = r#"
+import sys, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), decode_responses=True, socket_timeout=20)
+assert r.ping()
+r.xgroup_create("events", "app", id="0", mkstream=True)
+ids = [r.xadd("events", {"value": f"e{n}"}) for n in range(5)]
+ids.append(r.xadd("events", {"kind": "signup", "user": "ada"}, maxlen=1000, approximate=True))
+assert r.xlen("events") == 6
+got = r.xreadgroup("app", "worker-1", {"events": ">"}, count=10, block=1000)
+entries = got[0][1]
+assert [e[0] for e in entries] == ids, (entries, ids)
+assert entries[0][1] == {"value": "e0"} and entries[5][1] == {"kind": "signup", "user": "ada"}
+assert r.xack("events", "app", *ids[:4]) == 4
+summary = r.xpending("events", "app")
+assert summary["pending"] == 2 and summary["consumers"] == [{"name": "worker-1", "pending": 2}], summary
+claimed = r.xclaim("events", "app", "worker-2", 0, [ids[4]])
+assert [c[0] for c in claimed] == [ids[4]]
+rows = r.xpending_range("events", "app", "-", "+", 10)
+assert [(x["message_id"], x["consumer"], x["times_delivered"]) for x in rows] == [(ids[4], "worker-2", 2), (ids[5], "worker-1", 1)], rows
+assert r.xack("events", "app", ids[4], ids[5]) == 2
+assert r.xreadgroup("app", "worker-1", {"events": ">"}, block=100) in ([], None)
+print("ok")
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script, &port])
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "redis-py failed:\n{stdout}\n{stderr}"
+    );
+}
