@@ -424,3 +424,63 @@ fn every_admin_operation_is_logged_with_the_peer_address_and_its_result() {
     );
     assert!(audit[8].contains("does not exist"), "{}", audit[8]);
 }
+
+#[test]
+fn group_alter_changes_only_the_settings_given_and_they_survive_a_restart() {
+    let (_tmp, mut broker) = start();
+    ok(&broker, &["topic", "create", "orders"]);
+    ok(
+        &broker,
+        &[
+            "group",
+            "create",
+            "billing",
+            "--topic",
+            "orders",
+            "--max-in-flight",
+            "7",
+        ],
+    );
+    let altered = ok(
+        &broker,
+        &[
+            "group",
+            "alter",
+            "billing",
+            "--topic",
+            "orders",
+            "--ack-timeout-ms",
+            "1500",
+            "--max-deliveries",
+            "2",
+        ],
+    );
+    assert!(altered.starts_with("altered group billing"), "{altered}");
+    let expect = "ack timeout 1500 ms, max deliveries 2, backoff 1000 ms x2 up to 300000 ms (jitter ±200‰), max in flight 7";
+    let described = ok(
+        &broker,
+        &["group", "describe", "billing", "--topic", "orders"],
+    );
+    assert!(described.contains(expect), "{described}");
+    broker.restart();
+    let described = ok(
+        &broker,
+        &["group", "describe", "billing", "--topic", "orders"],
+    );
+    assert!(described.contains(expect), "after a restart: {described}");
+    let missing = pigeon(
+        &broker,
+        &[
+            "group",
+            "alter",
+            "nobody",
+            "--topic",
+            "orders",
+            "--max-deliveries",
+            "3",
+        ],
+        b"",
+    );
+    assert_ne!(missing.code, Some(0));
+    assert!(missing.stderr.contains("nobody"), "{}", missing.stderr);
+}

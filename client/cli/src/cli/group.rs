@@ -21,6 +21,9 @@ use super::topic::print_table;
 pub(crate) enum GroupCommand {
     /// Create a consumer group on a topic (and its DLQ topic `<topic>.<group>.dlq`).
     Create(CreateArgs),
+    /// Change a group's settings: only those given change, the others keep
+    /// their values (leases already handed out keep their deadlines).
+    Alter(CreateArgs),
     /// List consumer groups (of every topic, or of one) with their lag.
     List {
         /// Only the groups of this topic.
@@ -136,6 +139,7 @@ pub(crate) async fn run(broker: &str, command: GroupCommand) -> Result<(), Failu
     let mut out = Out::new();
     match command {
         GroupCommand::Create(args) => create(&admin, &mut out, args).await?,
+        GroupCommand::Alter(args) => alter(&admin, &mut out, args).await?,
         GroupCommand::Describe { target, json } => {
             let described = admin
                 .describe_group(&target.topic, &target.group)
@@ -199,23 +203,23 @@ pub(crate) async fn run(broker: &str, command: GroupCommand) -> Result<(), Failu
     out.flush()
 }
 
-async fn create(admin: &Admin, out: &mut Out, args: CreateArgs) -> Result<(), Failure> {
-    let defaults = GroupSettings::default();
-    let settings = GroupSettings {
-        ack_timeout_ms: args.ack_timeout_ms.unwrap_or(defaults.ack_timeout_ms),
-        max_deliveries: args.max_deliveries.unwrap_or(defaults.max_deliveries),
-        backoff_initial_ms: args
-            .backoff_initial_ms
-            .unwrap_or(defaults.backoff_initial_ms),
-        backoff_multiplier: args
-            .backoff_multiplier
-            .unwrap_or(defaults.backoff_multiplier),
-        backoff_max_ms: args.backoff_max_ms.unwrap_or(defaults.backoff_max_ms),
+/// `base` with the settings `args` gives instead.
+fn settings_from(args: &CreateArgs, base: GroupSettings) -> GroupSettings {
+    GroupSettings {
+        ack_timeout_ms: args.ack_timeout_ms.unwrap_or(base.ack_timeout_ms),
+        max_deliveries: args.max_deliveries.unwrap_or(base.max_deliveries),
+        backoff_initial_ms: args.backoff_initial_ms.unwrap_or(base.backoff_initial_ms),
+        backoff_multiplier: args.backoff_multiplier.unwrap_or(base.backoff_multiplier),
+        backoff_max_ms: args.backoff_max_ms.unwrap_or(base.backoff_max_ms),
         backoff_jitter_permille: args
             .backoff_jitter_permille
-            .unwrap_or(defaults.backoff_jitter_permille),
-        max_in_flight: args.max_in_flight.unwrap_or(defaults.max_in_flight),
-    };
+            .unwrap_or(base.backoff_jitter_permille),
+        max_in_flight: args.max_in_flight.unwrap_or(base.max_in_flight),
+    }
+}
+
+async fn create(admin: &Admin, out: &mut Out, args: CreateArgs) -> Result<(), Failure> {
+    let settings = settings_from(&args, GroupSettings::default());
     let GroupTarget { group, topic } = &args.target;
     admin
         .create_group(topic, group, settings)
@@ -223,6 +227,32 @@ async fn create(admin: &Admin, out: &mut Out, args: CreateArgs) -> Result<(), Fa
         .map_err(client_failure)?;
     out.line(format_args!(
         "created group {group} on topic {topic} (dead letters go to {topic}.{group}.dlq)"
+    ))?;
+    Ok(())
+}
+
+/// Changes the settings `args` gives, keeping the group's others.
+async fn alter(admin: &Admin, out: &mut Out, args: CreateArgs) -> Result<(), Failure> {
+    let GroupTarget { group, topic } = &args.target;
+    let current = admin
+        .describe_group(topic, group)
+        .await
+        .map_err(client_failure)?
+        .settings;
+    let settings = settings_from(&args, current);
+    admin
+        .alter_group(topic, group, settings)
+        .await
+        .map_err(client_failure)?;
+    out.line(format_args!(
+        "altered group {group} on topic {topic}: ack timeout {} ms, max deliveries {}, backoff {} ms to {} ms (x{}, jitter {}‰), max in flight {}",
+        settings.ack_timeout_ms,
+        settings.max_deliveries,
+        settings.backoff_initial_ms,
+        settings.backoff_max_ms,
+        settings.backoff_multiplier,
+        settings.backoff_jitter_permille,
+        settings.max_in_flight
     ))?;
     Ok(())
 }
