@@ -33,6 +33,19 @@ pub fn resolve(broker: &Broker, key: &[u8]) -> Result<(StreamKey, u32), Reply> {
     Ok((parsed, partition))
 }
 
+/// Like [`resolve`], for a stream that exists: `None` for a key that
+/// names no stream (or cannot name one), which the read commands answer
+/// as empty.
+fn resolve_existing(broker: &Broker, key: &[u8]) -> Result<Option<(StreamKey, u32)>, Reply> {
+    match StreamKey::parse(key) {
+        Some(parsed) if parsed.exists(broker) => {
+            let partition = parsed.partition_in(broker).map_err(failed)?;
+            Ok(Some((parsed, partition)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// An entry as Redis replies it: `[id, [field, value, …]]`.
 pub fn entry_reply(entry: Entry) -> Reply {
     let fields = entry.fields.into_iter().map(Reply::Bulk).collect();
@@ -430,11 +443,9 @@ async fn trim_part(part: &StreamPart<'_>, trim: Trim) -> Result<u64, BrokerError
 /// `XLEN key`.
 pub async fn xlen(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
     let broker = ctx.broker();
-    if StreamKey::parse(&args[1]).is_none_or(|k| !k.exists(broker)) {
-        return Reply::Integer(0);
-    }
-    let (key, partition) = match resolve(broker, &args[1]) {
-        Ok(found) => found,
+    let (key, partition) = match resolve_existing(broker, &args[1]) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Reply::Integer(0),
         Err(reply) => return reply,
     };
     let part = StreamPart {
@@ -483,11 +494,12 @@ pub async fn xrange(ctx: &Context<'_>, args: &[Bytes], reverse: bool) -> Reply {
         return Reply::NullArray;
     }
     let broker = ctx.broker();
-    if first > last || StreamKey::parse(&args[1]).is_none_or(|k| !k.exists(broker)) {
+    if first > last {
         return Reply::Array(Vec::new());
     }
-    let (key, partition) = match resolve(broker, &args[1]) {
-        Ok(found) => found,
+    let (key, partition) = match resolve_existing(broker, &args[1]) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Reply::Array(Vec::new()),
         Err(reply) => return reply,
     };
     let part = StreamPart {
@@ -520,11 +532,9 @@ pub async fn xdel(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         }
     }
     let broker = ctx.broker();
-    if StreamKey::parse(&args[1]).is_none_or(|k| !k.exists(broker)) {
-        return Reply::Integer(0);
-    }
-    let (key, partition) = match resolve(broker, &args[1]) {
-        Ok(found) => found,
+    let (key, partition) = match resolve_existing(broker, &args[1]) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Reply::Integer(0),
         Err(reply) => return reply,
     };
     let part = StreamPart {
@@ -561,11 +571,9 @@ pub async fn xtrim(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         Err(reply) => return reply,
     };
     let broker = ctx.broker();
-    if StreamKey::parse(&args[1]).is_none_or(|k| !k.exists(broker)) {
-        return Reply::Integer(0);
-    }
-    let (key, partition) = match resolve(broker, &args[1]) {
-        Ok(found) => found,
+    let (key, partition) = match resolve_existing(broker, &args[1]) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Reply::Integer(0),
         Err(reply) => return reply,
     };
     let part = StreamPart {

@@ -52,26 +52,14 @@ fn parse(args: &[Bytes]) -> Result<ReadArgs, Reply> {
                 i += 2;
             }
             "BLOCK" => {
-                let ms = args.get(i + 1).ok_or_else(errors::syntax)?;
-                let ms = integer(ms)
-                    .ok_or_else(|| Reply::error("ERR timeout is not an integer or out of range"))?;
-                if ms < 0 {
-                    return Err(Reply::error("ERR timeout is negative"));
-                }
-                block = Some(Duration::from_millis(ms as u64));
+                block = Some(block_timeout(args.get(i + 1))?);
                 i += 2;
             }
             "STREAMS" => break,
             _ => return Err(errors::syntax()),
         }
     }
-    let rest = &args[i + 1..];
-    if rest.is_empty() || !rest.len().is_multiple_of(2) {
-        return Err(Reply::error(
-            "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.",
-        ));
-    }
-    let (keys, ids) = rest.split_at(rest.len() / 2);
+    let (keys, ids) = streams_and_ids(&args[i + 1..])?;
     let mut from = Vec::with_capacity(ids.len());
     for id in ids {
         from.push(match id.as_ref() {
@@ -85,6 +73,29 @@ fn parse(args: &[Bytes]) -> Result<ReadArgs, Reply> {
         keys: keys.to_vec(),
         from,
     })
+}
+
+/// The timeout of a `BLOCK` option (`XREAD`, `XREADGROUP`), with Redis's
+/// errors.
+pub(super) fn block_timeout(arg: Option<&Bytes>) -> Result<Duration, Reply> {
+    let ms = arg.ok_or_else(errors::syntax)?;
+    let ms =
+        integer(ms).ok_or_else(|| Reply::error("ERR timeout is not an integer or out of range"))?;
+    if ms < 0 {
+        return Err(Reply::error("ERR timeout is negative"));
+    }
+    Ok(Duration::from_millis(ms as u64))
+}
+
+/// What follows `STREAMS` (`XREAD`, `XREADGROUP`): the keys, then as many
+/// IDs; Redis's error when they do not pair up.
+pub(super) fn streams_and_ids(rest: &[Bytes]) -> Result<(&[Bytes], &[Bytes]), Reply> {
+    if rest.is_empty() || !rest.len().is_multiple_of(2) {
+        return Err(Reply::error(
+            "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.",
+        ));
+    }
+    Ok(rest.split_at(rest.len() / 2))
 }
 
 /// `XREAD`.

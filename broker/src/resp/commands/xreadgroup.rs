@@ -21,6 +21,7 @@ use super::super::stream::ids::{INVALID_ID, StreamId};
 use super::super::stream::read::{Entry, StreamPart};
 use super::groups::{entry_at, group_topic, owner_of};
 use super::streams::entry_reply;
+use super::xread::{block_timeout, streams_and_ids};
 use super::{integer, upper};
 use crate::error::{BrokerError, ErrorKind};
 use crate::service::{Broker, MemberOwner, SettleAction, SettleRequest};
@@ -56,13 +57,7 @@ fn parse(args: &[Bytes]) -> Result<GroupRead, Reply> {
                 i += 2;
             }
             "BLOCK" => {
-                let ms = args.get(i + 1).ok_or_else(errors::syntax)?;
-                let ms = integer(ms)
-                    .ok_or_else(|| Reply::error("ERR timeout is not an integer or out of range"))?;
-                if ms < 0 {
-                    return Err(Reply::error("ERR timeout is negative"));
-                }
-                block = Some(Duration::from_millis(ms as u64));
+                block = Some(block_timeout(args.get(i + 1))?);
                 i += 2;
             }
             "NOACK" => {
@@ -73,13 +68,7 @@ fn parse(args: &[Bytes]) -> Result<GroupRead, Reply> {
             _ => return Err(errors::syntax()),
         }
     }
-    let rest = &args[i + 1..];
-    if rest.is_empty() || !rest.len().is_multiple_of(2) {
-        return Err(Reply::error(
-            "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.",
-        ));
-    }
-    let (keys, ids) = rest.split_at(rest.len() / 2);
+    let (keys, ids) = streams_and_ids(&args[i + 1..])?;
     let mut parsed = Vec::with_capacity(ids.len());
     for id in ids {
         parsed.push(match id.as_ref() {
