@@ -286,7 +286,10 @@ impl GroupStore {
 
     /// Writes a snapshot of `state` covering the journal up to `covered`
     /// (exclusive; the journal must be synced up to there), then deletes
-    /// the journal segments it makes unnecessary.
+    /// the journal segments it makes unnecessary. Tests only: the running
+    /// broker snapshots through the journal writer, in order with the
+    /// events (see [`journal_writer`](super::journal_writer)).
+    #[cfg(test)]
     pub async fn snapshot(
         &self,
         partition: usize,

@@ -77,9 +77,8 @@ impl PartitionDelivery {
         events: impl IntoIterator<Item = Event>,
     ) -> PartitionDelivery {
         for event in events {
-            base.apply(event);
+            base.apply_replayed(event);
         }
-        base.events.clear();
         base
     }
 
