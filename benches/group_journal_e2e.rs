@@ -26,7 +26,7 @@ use pigeon_client::client::{
     ProducerConfig, ProducerRecord,
 };
 use pigeon_client::protocol::GroupSettings;
-use pigeon_suite::Broker;
+use pigeon_suite::{Broker, dir_size};
 
 const TOPIC: &str = "journal-bench";
 const GROUP: &str = "g";
@@ -191,17 +191,4 @@ fn segments(group_dir: &std::path::Path) -> usize {
             .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
             .count()
     })
-}
-
-fn dir_size(path: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            _ => e.metadata().map_or(0, |m| m.len()),
-        })
-        .sum()
 }

@@ -24,7 +24,7 @@ use pigeon_client::client::{
     Admin, Client, ClientConfig, NewTopic, Producer, ProducerConfig, ProducerRecord, Reader,
     ReaderConfig, StartAt,
 };
-use pigeon_suite::Broker;
+use pigeon_suite::{Broker, dir_size};
 
 const VALUE_BYTES: usize = 1024;
 
@@ -156,17 +156,4 @@ fn drop_page_cache() {
     if let Err(e) = std::fs::write("/proc/sys/vm/drop_caches", "3\n") {
         eprintln!("cannot drop the page cache ({e}): this restart is not cold");
     }
-}
-
-fn dir_size(path: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            _ => e.metadata().map_or(0, |m| m.len()),
-        })
-        .sum()
 }

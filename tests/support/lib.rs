@@ -66,6 +66,21 @@ fn profile_dir() -> PathBuf {
     dir.to_path_buf()
 }
 
+/// Bytes of every file under `path` (0 if it cannot be read), for the
+/// benches that report disk use.
+pub fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
 /// A two-worker tokio runtime for tests that drive real processes.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
