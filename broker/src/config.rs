@@ -16,6 +16,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::log::{FsyncPolicy, LogConfig};
+use crate::security::tls::TlsFiles;
 
 /// Declares [`Settings`] from one list of keys: each key is a field (its
 /// TOML name), a flag (`--segment-bytes`) and an environment variable
@@ -115,6 +116,15 @@ settings! {
     /// collectors) [default: text].
     #[arg(long, env = "PIGEON_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<String>,
+    /// The broker's TLS certificate chain (PEM, leaf first); with --tls-key turns TLS on for every listener. Re-read at SIGHUP.
+    #[arg(long, env = "PIGEON_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM). Re-read at SIGHUP.
+    #[arg(long, env = "PIGEON_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// A CA bundle (PEM): clients must present a certificate signed by it; a certificate whose subject CN names a user authenticates as that user. Needs --tls-cert. Re-read at SIGHUP.
+    #[arg(long, env = "PIGEON_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 /// The settings as a config file spells them (every key optional).
@@ -152,6 +162,8 @@ pub struct BrokerConfig {
     pub log_filter: String,
     /// Log lines as JSON objects (else text).
     pub log_json: bool,
+    /// TLS for every listener; `None`: plain TCP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// A setting that could not be used, naming its key.
@@ -253,6 +265,7 @@ impl BrokerConfig {
             frame_timeout: Duration::from_millis(frame_timeout_ms),
             produce_quota_bytes_per_sec,
             shutdown_timeout: Duration::from_millis(c.shutdown_timeout_ms.unwrap_or(10_000)),
+            tls: tls_files(c.tls_cert, c.tls_key, c.tls_client_ca)?,
             log_filter: log_filter(c.log)?,
             log_json: match c.log_format.as_deref() {
                 None | Some("text") => false,
@@ -277,6 +290,32 @@ fn log_filter(value: Option<String>) -> Result<String, ConfigError> {
         ))
     })?;
     Ok(filter)
+}
+
+/// The TLS files: a certificate and a key together, a client CA only
+/// with them.
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (None, None) if client_ca.is_none() => Ok(None),
+        (None, None) => Err(ConfigError(
+            "tls_client_ca needs tls_cert and tls_key: client certificates are asked for only over TLS".into(),
+        )),
+        (Some(_), None) => Err(ConfigError(
+            "tls_cert is set without tls_key; give both (PEM files) to turn TLS on".into(),
+        )),
+        (None, Some(_)) => Err(ConfigError(
+            "tls_key is set without tls_cert; give both (PEM files) to turn TLS on".into(),
+        )),
+    }
 }
 
 /// Parses the TOML text of a config file.
@@ -405,6 +444,39 @@ mod tests {
             .expect_err("xml")
             .to_string();
         assert!(err.starts_with("log_format:"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_a_key_and_a_client_ca_needs_both() {
+        let file = parse_file("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"").expect("toml");
+        let config = BrokerConfig::from_file_config(file).expect("ok");
+        let tls = config.tls.expect("tls on");
+        assert_eq!(tls.cert, PathBuf::from("c.pem"));
+        assert_eq!(tls.client_ca, None);
+        let half = parse_file("tls_cert = \"c.pem\"").expect("toml");
+        let err = BrokerConfig::from_file_config(half)
+            .expect_err("no key")
+            .to_string();
+        assert!(err.starts_with("tls_cert is set without tls_key"), "{err}");
+        let ca_only = parse_file("tls_client_ca = \"ca.pem\"").expect("toml");
+        let err = BrokerConfig::from_file_config(ca_only)
+            .expect_err("ca only")
+            .to_string();
+        assert!(err.starts_with("tls_client_ca needs"), "{err}");
+        let flags = flags(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+        ]);
+        let config =
+            BrokerConfig::from_file_config(flags.overlay(FileConfig::default())).expect("ok");
+        assert_eq!(
+            config.tls.and_then(|t| t.client_ca),
+            Some(PathBuf::from("ca.pem"))
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! | [`http`] | `/health` and `/metrics` |
 //! | [`metrics`] | metric names and recording |
 //! | [`registry`] | idempotent producer names, ids and epochs |
+//! | [`security`] | TLS for the listeners |
 
 #![warn(missing_docs)]
 
@@ -30,6 +31,7 @@ pub mod io;
 pub mod log;
 pub mod metrics;
 pub mod registry;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod topics;

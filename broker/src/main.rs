@@ -13,6 +13,8 @@ use clap::Parser;
 use pigeon_broker::config::{BrokerConfig, Flags};
 use pigeon_broker::io::StdFs;
 use pigeon_broker::log::SystemClock;
+use pigeon_broker::security::metrics::tls_reloaded;
+use pigeon_broker::security::tls::ServerTls;
 use pigeon_broker::server;
 use pigeon_broker::service::Broker;
 use pigeon_broker::{http, metrics};
@@ -69,6 +71,13 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     raise_open_file_limit(config.max_connections);
+    // Before the data directory: bad TLS files stop the start at once.
+    let tls = match config.tls.clone() {
+        Some(files) => Some(Arc::new(
+            ServerTls::load(files).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     let broker =
         Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock)).map_err(anyhow::Error::msg)?;
     let config = &broker.config;
@@ -84,8 +93,9 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     tracing::info!(
         listen = %listener.local_addr()?, http = %http_listener.local_addr()?, data_dir = %config.data_dir.display(),
         fsync = %config.log.fsync, topics = broker.topics.list().len(), startup_ms = started.elapsed().as_millis() as u64,
-        "pigeon-broker is serving"
+        tls = tls.is_some(), "pigeon-broker is serving"
     );
+    warn_if_exposed(config);
     // Connections that arrive now wait in the listeners' backlogs until the
     // accept loops below run: the broker already answers.
     notify_service_manager(sd_notify::NotifyState::Ready);
@@ -95,15 +105,17 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         broker.clone(),
         prometheus,
         http_listener,
+        tls.clone(),
         http_stop.clone(),
     ));
     let signals = tokio::spawn(wait_for_signal(broker.clone()));
+    let reloads = tokio::spawn(reload_at_sighup(tls.clone()));
     let sweeper = broker.clone();
     let members = tokio::spawn(async move {
         let every = std::time::Duration::from_secs(1);
         sweeper.expire_idle_members_until_shutdown(every).await;
     });
-    server::run(broker.clone(), listener).await;
+    server::run(broker.clone(), listener, tls).await;
     // Groups first (their engines may still write dead letters into
     // topics), then the partition logs.
     broker.close().await;
@@ -112,6 +124,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let _ = http.await;
     let _ = members.await;
     signals.abort();
+    reloads.abort();
     tracing::info!("pigeon-broker stopped cleanly");
     Ok(())
 }
@@ -133,6 +146,48 @@ async fn wait_for_signal(broker: Arc<Broker>) {
     }
     broker.begin_shutdown();
     notify_service_manager(sd_notify::NotifyState::Stopping);
+}
+
+/// Re-reads the TLS certificate, key and client CA at every SIGHUP: new
+/// handshakes use them, established connections go on; a failed reload is
+/// logged and the files in use stay. Without TLS a SIGHUP only says so
+/// (it never stops the broker).
+async fn reload_at_sighup(tls: Option<Arc<ServerTls>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; certificates will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let Some(tls) = &tls else {
+            tracing::info!("SIGHUP: nothing to reload (no TLS)");
+            continue;
+        };
+        match tls.reload() {
+            Ok(()) => {
+                tls_reloaded(true);
+                tracing::info!(
+                    "SIGHUP: TLS certificate, key and client CA reloaded; new connections use them"
+                );
+            }
+            Err(e) => {
+                tls_reloaded(false);
+                tracing::error!(error = %e, "SIGHUP: the TLS files could not be reloaded; the ones in use stay");
+            }
+        }
+    }
+}
+
+/// Warns when a listener is reachable from other hosts in the clear.
+fn warn_if_exposed(config: &pigeon_broker::config::BrokerConfig) {
+    if config.tls.is_some() {
+        return;
+    }
+    for (name, addr) in [("listen", config.listen), ("http", config.http)] {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the {name} listener is reachable from other hosts without TLS: anyone who can reach it can read and change everything; turn on TLS (--tls-cert, --tls-key) and users (--users), or listen on 127.0.0.1 (see docs/security.md)");
+        }
+    }
 }
 
 /// Sends `state` to the service manager named by `NOTIFY_SOCKET` (systemd's

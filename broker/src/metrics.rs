@@ -19,6 +19,9 @@
 //! | `pigeon_group_lag_messages`, `pigeon_group_in_flight_messages`, `pigeon_group_delayed_messages` | gauge, refreshed at each scrape | `topic`, `partition`, `group` |
 //! | `pigeon_group_dead_lettered_total`, `pigeon_group_removed_by_retention_total` | counter, refreshed at each scrape (restart from the group's durable figures) | `topic`, `partition`, `group` |
 //!
+//! The security metrics (TLS handshakes and reloads, authentication) are
+//! listed in [`crate::security::metrics`].
+//!
 //! Every metric has a `# HELP` line ([`describe`]). Histogram buckets cover
 //! every value the code records: latencies 50 µs to 10 s, throttles to 30 s
 //! (the longest hold-back).
@@ -110,6 +113,7 @@ pub fn describe() {
         "How long a connection was held back for its quota, in seconds."
     );
     describe_logs_and_groups();
+    crate::security::metrics::describe();
 }
 
 /// The `# HELP` text of the per-partition log and group metrics.

@@ -27,5 +27,5 @@ pub use pigeon_protocol::batch;
 
 pub use client::{
     Admin, Client, ClientConfig, ClientError, Consumer, ConsumerConfig, GroupDelivery, Producer,
-    ProducerConfig, ProducerRecord, Reader, ReaderConfig, RecordMetadata, StartAt,
+    ProducerConfig, ProducerRecord, Reader, ReaderConfig, RecordMetadata, StartAt, TlsConfig,
 };

@@ -158,6 +158,9 @@ error_codes! {
     /// one is closed right after the error.
     TooManyConnections = 29, retriable: true,
         "the broker serves its maximum number of connections";
+    /// The listener speaks TLS and the client did not: sent in the clear as
+    /// a connection-level error, then the connection is closed.
+    TlsRequired = 30, retriable: false, "the broker's listener requires TLS";
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -186,11 +189,12 @@ mod tests {
         assert_eq!(ErrorCode::CorruptStoredData.as_u16(), 25);
         assert_eq!(ErrorCode::DuplicateRequestId.as_u16(), 28);
         assert_eq!(ErrorCode::TooManyConnections.as_u16(), 29);
+        assert_eq!(ErrorCode::TlsRequired.as_u16(), 30);
     }
 
     #[test]
     fn unknown_numbers_are_preserved() {
-        for n in [30u16, 100, 0xFFFE, 0xFFFF] {
+        for n in [100u16, 0xFFFE, 0xFFFF] {
             let code = ErrorCode::from_u16(n);
             assert_eq!(code, ErrorCode::Unrecognized(n));
             assert_eq!(code.as_u16(), n);

@@ -13,6 +13,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod crash_loop;
+pub mod pki;
 
 /// Path of a workspace binary (`pigeon-broker` or `pigeon`), building the
 /// workspace's binaries once per test process if needed.

@@ -7,7 +7,8 @@
 //!
 //! ## How a connection works
 //!
-//! One `Framed<TcpStream, ClientCodec>` is split in two tasks:
+//! One `Framed<BrokerStream, ClientCodec>` (plain TCP, or TLS with
+//! [`ClientConfig::tls`]) is split in two tasks:
 //!
 //! - the *writer* drains a bounded queue of request frames into the socket
 //!   (a full queue makes [`Client::request`] wait: back-pressure), batching
@@ -39,10 +40,13 @@
 //! | --- | --- |
 //! | `mod.rs` | [`Client`], [`ClientConfig`]: connecting, handshake, reconnects, circuit breaker, the writer and reader tasks |
 //! | `pending.rs` | request ids, the table of callers waiting for answers, [`PendingRequest`] |
+//! | `stream.rs` | plain TCP or TLS ([`TlsConfig`]); TLS failures as sentences |
 
 mod pending;
+mod stream;
 
 pub use pending::PendingRequest;
+pub use stream::TlsConfig;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,6 +56,8 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use self::stream::{BrokerStream, connect_tls, tls_verdict};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
@@ -92,6 +98,8 @@ pub struct ClientConfig {
     pub write_queue: usize,
     /// When to stop trying an unreachable broker.
     pub circuit: CircuitConfig,
+    /// TLS to the broker (`None`: plain TCP).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ClientConfig {
@@ -103,6 +111,7 @@ impl Default for ClientConfig {
             reconnect_backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             write_queue: 1024,
             circuit: CircuitConfig::default(),
+            tls: None,
         }
     }
 }
@@ -181,8 +190,8 @@ impl Drop for Inner {
     }
 }
 
-type Sink = SplitSink<Framed<TcpStream, ClientCodec>, RequestFrame>;
-type Source = SplitStream<Framed<TcpStream, ClientCodec>>;
+type Sink = SplitSink<Framed<BrokerStream, ClientCodec>, RequestFrame>;
+type Source = SplitStream<Framed<BrokerStream, ClientCodec>>;
 
 impl Client {
     /// Connects to the broker at `addr` (e.g. `127.0.0.1:7420`) with the
@@ -517,11 +526,24 @@ impl Client {
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "could not set TCP_NODELAY");
         }
+        let stream = match &inner.config.tls {
+            None => BrokerStream::Plain(stream),
+            Some(tls) => {
+                let shaken = tokio::time::timeout(
+                    inner.config.connect_timeout,
+                    connect_tls(tls, stream, addr),
+                );
+                shaken.await.map_err(|_| ClientError::Timeout {
+                    after: inner.config.connect_timeout,
+                })??
+            }
+        };
         let mut framed = Framed::new(stream, ClientCodec::default());
         let handshake =
             match tokio::time::timeout(inner.config.request_timeout, self.handshake(&mut framed))
                 .await
             {
+                Ok(Err(err)) if inner.config.tls.is_some() => return Err(tls_verdict(addr, err)),
                 Ok(result) => result?,
                 Err(_) => {
                     return Err(ClientError::Timeout {
@@ -548,7 +570,7 @@ impl Client {
 
     async fn handshake(
         &self,
-        framed: &mut Framed<TcpStream, ClientCodec>,
+        framed: &mut Framed<BrokerStream, ClientCodec>,
     ) -> Result<HandshakeResponse, ClientError> {
         let addr = self.inner.addr.as_str();
         let request_id = next_request_id(&self.inner.next_id);
