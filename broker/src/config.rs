@@ -36,6 +36,10 @@ macro_rules! settings {
             #[arg(long, env = "PIGEON_CONFIG", value_name = "FILE")]
             #[serde(skip)]
             pub config: Option<PathBuf>,
+            /// A command instead of serving.
+            #[command(subcommand)]
+            #[serde(skip)]
+            pub command: Option<BrokerCommand>,
             $($(#[$meta])* pub $key: $ty,)*
         }
 
@@ -44,6 +48,7 @@ macro_rules! settings {
             pub fn overlay(self, file: Settings) -> Settings {
                 Settings {
                     config: self.config.or(file.config),
+                    command: self.command.or(file.command),
                     $($key: self.$key.or(file.$key),)*
                 }
             }
@@ -125,6 +130,28 @@ settings! {
     /// A CA bundle (PEM): clients must present a certificate signed by it; a certificate whose subject CN names a user authenticates as that user. Needs --tls-cert. Re-read at SIGHUP.
     #[arg(long, env = "PIGEON_TLS_CLIENT_CA", value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
+    /// The users file (TOML, see docs/security.md): turns authentication and permissions on. Re-read at SIGHUP.
+    #[arg(long, env = "PIGEON_USERS", value_name = "FILE")]
+    users: Option<PathBuf>,
+    /// With users, a connection must authenticate within this long of its accept, else it is closed [default: 5000].
+    #[arg(long, env = "PIGEON_AUTH_TIMEOUT_MS", value_name = "MS")]
+    auth_timeout_ms: Option<u64>,
+}
+
+/// What `pigeon-broker` does instead of serving.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum BrokerCommand {
+    /// Read a password from standard input (one line) and print its argon2id
+    /// hash, a PHC string for the users file's password_hash.
+    HashPassword {
+        /// Print the SCRAM-SHA-256 verifier (for scram_sha256) instead.
+        #[arg(long, conflicts_with = "toml")]
+        scram: bool,
+        /// Print both, as the two TOML lines password_hash = ... and
+        /// scram_sha256 = ....
+        #[arg(long)]
+        toml: bool,
+    },
 }
 
 /// The settings as a config file spells them (every key optional).
@@ -164,6 +191,10 @@ pub struct BrokerConfig {
     pub log_json: bool,
     /// TLS for every listener; `None`: plain TCP.
     pub tls: Option<TlsFiles>,
+    /// The users file; `None`: no authentication, no permissions.
+    pub users: Option<PathBuf>,
+    /// How long a connection has to authenticate (with users).
+    pub auth_timeout: Duration,
 }
 
 /// A setting that could not be used, naming its key.
@@ -266,6 +297,8 @@ impl BrokerConfig {
             produce_quota_bytes_per_sec,
             shutdown_timeout: Duration::from_millis(c.shutdown_timeout_ms.unwrap_or(10_000)),
             tls: tls_files(c.tls_cert, c.tls_key, c.tls_client_ca)?,
+            users: c.users,
+            auth_timeout: auth_timeout(c.auth_timeout_ms)?,
             log_filter: log_filter(c.log)?,
             log_json: match c.log_format.as_deref() {
                 None | Some("text") => false,
@@ -290,6 +323,17 @@ fn log_filter(value: Option<String>) -> Result<String, ConfigError> {
         ))
     })?;
     Ok(filter)
+}
+
+/// The time a connection has to authenticate: 100 ms to 10 minutes.
+fn auth_timeout(ms: Option<u64>) -> Result<Duration, ConfigError> {
+    let ms = ms.unwrap_or(5_000);
+    if !(100..=600_000).contains(&ms) {
+        return Err(ConfigError(format!(
+            "auth_timeout_ms is {ms}; it must be from 100 to 600000 (ten minutes)"
+        )));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 /// The TLS files: a certificate and a key together, a client CA only
@@ -476,6 +520,32 @@ mod tests {
         assert_eq!(
             config.tls.and_then(|t| t.client_ca),
             Some(PathBuf::from("ca.pem"))
+        );
+    }
+
+    #[test]
+    fn users_and_the_auth_timeout_come_from_file_or_flag() {
+        let file = parse_file("users = \"users.toml\"\nauth_timeout_ms = 2000").expect("toml");
+        let config = BrokerConfig::from_file_config(file).expect("ok");
+        assert_eq!(config.users, Some(PathBuf::from("users.toml")));
+        assert_eq!(config.auth_timeout, Duration::from_secs(2));
+        let defaults = BrokerConfig::from_file_config(FileConfig::default()).expect("ok");
+        assert_eq!(
+            (defaults.users, defaults.auth_timeout),
+            (None, Duration::from_secs(5))
+        );
+        let bad = parse_file("auth_timeout_ms = 5").expect("toml");
+        let err = BrokerConfig::from_file_config(bad)
+            .expect_err("too short")
+            .to_string();
+        assert!(err.starts_with("auth_timeout_ms"), "{err}");
+        let command = flags(&["hash-password", "--scram"]);
+        assert_eq!(
+            command.command,
+            Some(BrokerCommand::HashPassword {
+                scram: true,
+                toml: false
+            })
         );
     }
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use pigeon_broker::config::{BrokerConfig, Flags};
+use pigeon_broker::config::{BrokerCommand, BrokerConfig, Flags};
 use pigeon_broker::io::StdFs;
 use pigeon_broker::log::SystemClock;
 use pigeon_broker::security::metrics::tls_reloaded;
@@ -23,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
+    if let Some(BrokerCommand::HashPassword { scram, toml }) = flags.command {
+        return hash_password(scram, toml);
+    }
     let config = match BrokerConfig::load(flags) {
         Ok(config) => config,
         Err(e) => {
@@ -109,7 +112,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         http_stop.clone(),
     ));
     let signals = tokio::spawn(wait_for_signal(broker.clone()));
-    let reloads = tokio::spawn(reload_at_sighup(tls.clone()));
+    let reloads = tokio::spawn(reload_at_sighup(broker.clone(), tls.clone()));
     let sweeper = broker.clone();
     let members = tokio::spawn(async move {
         let every = std::time::Duration::from_secs(1);
@@ -148,19 +151,29 @@ async fn wait_for_signal(broker: Arc<Broker>) {
     notify_service_manager(sd_notify::NotifyState::Stopping);
 }
 
-/// Re-reads the TLS certificate, key and client CA at every SIGHUP: new
-/// handshakes use them, established connections go on; a failed reload is
-/// logged and the files in use stay. Without TLS a SIGHUP only says so
-/// (it never stops the broker).
-async fn reload_at_sighup(tls: Option<Arc<ServerTls>>) {
+/// Re-reads the TLS certificate, key and client CA, and the users file, at
+/// every SIGHUP: new handshakes and authentications use them, established
+/// connections go on; a failed reload is logged and the files in use stay.
+/// It never stops the broker.
+async fn reload_at_sighup(broker: Arc<Broker>, tls: Option<Arc<ServerTls>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot install the SIGHUP handler; certificates will not be reloaded");
         return;
     };
     while hangups.recv().await.is_some() {
+        match broker.reload_users() {
+            None => {}
+            Some(Ok(users)) => tracing::info!(
+                users,
+                "SIGHUP: users file reloaded; new authentications use it"
+            ),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "SIGHUP: the users file could not be reloaded; the users in use stay")
+            }
+        }
         let Some(tls) = &tls else {
-            tracing::info!("SIGHUP: nothing to reload (no TLS)");
+            tracing::info!("SIGHUP: no TLS files to reload");
             continue;
         };
         match tls.reload() {
@@ -178,16 +191,69 @@ async fn reload_at_sighup(tls: Option<Arc<ServerTls>>) {
     }
 }
 
-/// Warns when a listener is reachable from other hosts in the clear.
+/// Warns when a listener is reachable from other hosts without TLS or
+/// without users.
 fn warn_if_exposed(config: &pigeon_broker::config::BrokerConfig) {
-    if config.tls.is_some() {
-        return;
-    }
+    let missing = match (config.tls.is_some(), config.users.is_some()) {
+        (true, true) => return,
+        (false, true) => "without TLS: passwords are safe (SCRAM) but the traffic is readable",
+        (true, false) => "without users: anyone who can reach it can read and change everything",
+        (false, false) => {
+            "without TLS or users: anyone who can reach it can read and change everything"
+        }
+    };
     for (name, addr) in [("listen", config.listen), ("http", config.http)] {
         if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "the {name} listener is reachable from other hosts without TLS: anyone who can reach it can read and change everything; turn on TLS (--tls-cert, --tls-key) and users (--users), or listen on 127.0.0.1 (see docs/security.md)");
+            tracing::warn!(%addr, "the {name} listener is reachable from other hosts {missing}; turn on TLS (--tls-cert, --tls-key) and users (--users), or listen on 127.0.0.1 (see docs/security.md)");
         }
     }
+}
+
+/// `pigeon-broker hash-password [--scram | --toml]`: reads one password
+/// from standard input (its first line, without the line ending) and
+/// prints what the users file stores for it. The password itself is
+/// never printed.
+fn hash_password(scram: bool, toml: bool) -> ExitCode {
+    use pigeon_broker::security::{password, scram::ScramVerifier};
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        eprintln!(
+            "pigeon-broker: type the password and press Enter (it is shown as you type; prefer `pigeon-broker hash-password < file`)"
+        );
+    }
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+        eprintln!("pigeon-broker: cannot read the password from standard input: {e}");
+        return ExitCode::from(2);
+    }
+    let secret = line.strip_suffix('\n').unwrap_or(&line);
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    if secret.is_empty() {
+        eprintln!(
+            "pigeon-broker: the password is empty; give it on standard input, e.g. pigeon-broker hash-password < password.txt"
+        );
+        return ExitCode::from(2);
+    }
+    let phc = (!scram)
+        .then(|| password::hash(secret.as_bytes()))
+        .transpose();
+    let verifier = (scram || toml)
+        .then(|| ScramVerifier::generate(secret.as_bytes()))
+        .transpose();
+    match (phc, verifier) {
+        (Ok(Some(phc)), Ok(None)) => println!("{phc}"),
+        (Ok(None), Ok(Some(verifier))) => println!("{}", verifier.to_text()),
+        (Ok(Some(phc)), Ok(Some(verifier))) => {
+            println!("password_hash = \"{phc}\"");
+            println!("scram_sha256 = \"{}\"", verifier.to_text());
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("pigeon-broker: {e}");
+            return ExitCode::FAILURE;
+        }
+        (Ok(None), Ok(None)) => return ExitCode::FAILURE,
+    }
+    ExitCode::SUCCESS
 }
 
 /// Sends `state` to the service manager named by `NOTIFY_SOCKET` (systemd's

@@ -161,6 +161,14 @@ error_codes! {
     /// The listener speaks TLS and the client did not: sent in the clear as
     /// a connection-level error, then the connection is closed.
     TlsRequired = 30, retriable: false, "the broker's listener requires TLS";
+    /// The connection has not authenticated, and the broker has users: only
+    /// Handshake, SaslHandshake and SaslAuthenticate are served.
+    AuthenticationRequired = 31, retriable: false,
+        "the connection must authenticate first";
+    /// Authentication failed: unknown user or wrong password, a mechanism
+    /// not offered, a malformed SASL message, or too many failures from
+    /// the client's address.
+    AuthenticationFailed = 32, retriable: false, "authentication failed";
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -190,6 +198,7 @@ mod tests {
         assert_eq!(ErrorCode::DuplicateRequestId.as_u16(), 28);
         assert_eq!(ErrorCode::TooManyConnections.as_u16(), 29);
         assert_eq!(ErrorCode::TlsRequired.as_u16(), 30);
+        assert_eq!(ErrorCode::AuthenticationFailed.as_u16(), 32);
     }
 
     #[test]

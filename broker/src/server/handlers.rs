@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::errors::{entry_error, error_frame};
 use super::group_handlers;
 use crate::error::BrokerError;
-use crate::service::{self, Broker, MemberOwner, ProduceOutcome, SubmittedProduce};
+use crate::service::{self, Broker, Caller, MemberOwner, ProduceOutcome, SubmittedProduce};
 use crate::topics::NewTopic;
 
 /// Bytes of one fetch response entry besides its topic name and records
@@ -28,6 +28,8 @@ pub struct RequestContext {
     pub owner: MemberOwner,
     /// The connection's budget of fetched bytes in memory, in KiB.
     pub read_budget: Arc<Semaphore>,
+    /// Who makes the requests (changes when the connection authenticates).
+    pub caller: Arc<Caller>,
 }
 
 /// Answers one request (a produce goes through [`submit_produce`]
@@ -42,6 +44,11 @@ pub async fn handle(
     let mut held = None;
     let result = match request {
         Request::Handshake(_) => Ok(Response::from(handshake(broker))),
+        // Answered by the connection itself, in order (`server/auth.rs`).
+        Request::SaslHandshake(_) | Request::SaslAuthenticate(_) => Err(BrokerError::new(
+            crate::error::ErrorKind::InvalidRequest,
+            "authentication requests are answered by the connection, not here",
+        )),
         Request::CreateTopic(req) => create_topic(broker, req).await.map(Response::from),
         Request::DeleteTopic(req) => broker
             .delete_topic(&req.topic)

@@ -28,6 +28,7 @@
 //! then every partition log is closed cleanly (final fsync, clean
 //! checkpoint).
 
+pub mod auth;
 pub mod connection;
 pub mod errors;
 pub mod group_handlers;
@@ -90,7 +91,7 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, tls: Option<Arc<Ser
                 let tls = tls.clone();
                 connections.spawn(async move {
                     metrics::connection_opened();
-                    serve_stream(broker, stream, peer.to_string(), tls).await;
+                    serve_stream(broker, stream, peer, tls).await;
                     metrics::connection_closed();
                     drop(permit);
                 });
@@ -116,25 +117,36 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, tls: Option<Arc<Ser
 async fn serve_stream(
     broker: Arc<Broker>,
     stream: TcpStream,
-    peer: String,
+    peer: std::net::SocketAddr,
     tls: Option<Arc<ServerTls>>,
 ) {
+    let name = peer.to_string();
     match tls {
         None => {
             let shutdown = broker.shutdown.clone();
-            let Some(stream) = tls::refuse_tls_on_plain(stream, &peer, &shutdown).await else {
+            let Some(stream) = tls::refuse_tls_on_plain(stream, &name, &shutdown).await else {
                 return;
             };
             let (read, write) = stream.into_split();
-            connection::serve(broker, read, write, peer).await;
+            let link = auth::Link {
+                peer,
+                tls: false,
+                certificate_user: None,
+            };
+            connection::serve(broker, read, write, link).await;
         }
         Some(tls) => {
             let timeout = broker.config.frame_timeout;
-            let Some(stream) = tls::accept(&tls, stream, &peer, timeout).await else {
+            let Some(stream) = tls::accept(&tls, stream, &name, timeout).await else {
                 return;
             };
+            let link = auth::Link {
+                peer,
+                tls: true,
+                certificate_user: crate::security::tls::peer_user(stream.get_ref().1),
+            };
             let (read, write) = tokio::io::split(stream);
-            connection::serve(broker, read, write, peer).await;
+            connection::serve(broker, read, write, link).await;
         }
     }
 }

@@ -13,6 +13,7 @@
 //! | file | operations |
 //! | --- | --- |
 //! | `mod.rs` | [`Broker`]: open, shut down, the state every operation shares |
+//! | `auth.rs` | who a caller is ([`Caller`]); authentication by certificate, password (TLS only) or SCRAM-SHA-256; failures limited per address |
 //! | `topics.rs` | create, delete, list, describe topics; find a partition |
 //! | `produce.rs` | register a producer; validate and queue a produce, wait for its commits |
 //! | `fetch.rs` | fetch (long-poll, read budget); list offsets |
@@ -33,6 +34,7 @@
 //! append their last journal events), then every partition log is closed
 //! cleanly (final fsync, clean checkpoint).
 
+mod auth;
 mod fetch;
 mod groups;
 mod lock;
@@ -56,6 +58,7 @@ use crate::log::producers::EpochSource;
 use crate::registry::ProducerRegistry;
 use crate::topics::Topics;
 
+pub use auth::{Authenticator, Caller, Identity, MAX_CONCURRENT_CHECKS, PLAIN};
 pub use fetch::{FetchOutcome, FetchQuery, FetchRead, FetchedPartition, OffsetFound, OffsetSpec};
 pub use groups::{GroupDescription, SeekTarget};
 pub use lock::{DataDirLock, LOCK_FILE};
@@ -81,6 +84,8 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// True while the broker accepts requests (for `/health`).
     serving: AtomicBool,
+    /// Users and their credentials (`--users`); `None`: no authentication.
+    auth: Option<Authenticator>,
     /// The data directory's lock, released when the broker is dropped
     /// (last, after everything that writes into the directory).
     _lock: DataDirLock,
@@ -98,6 +103,8 @@ impl Broker {
         clock: Arc<dyn Clock>,
     ) -> Result<Broker, BrokerError> {
         let data_dir = config.data_dir.clone();
+        // A bad users file stops the start before the directory is touched.
+        let auth = config.users.clone().map(Authenticator::load).transpose()?;
         // Its nearest existing ancestor: the new directories below it are
         // made durable there.
         let existing = existing_ancestor(fs.as_ref(), &data_dir);
@@ -141,6 +148,7 @@ impl Broker {
             members: Members::default(),
             shutdown: CancellationToken::new(),
             serving: AtomicBool::new(true),
+            auth,
             _lock: lock,
         })
     }

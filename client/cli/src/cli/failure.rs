@@ -2,10 +2,11 @@
 //! options every subcommand takes (TLS), and turning every failure into
 //! one sentence for stderr.
 //!
-//! The connection options are parsed once, before the subcommand runs, into
-//! a process-wide [`ClientConfig`] ([`set_connection`]): every connection a
-//! command opens (the load generator's too, which clones it) speaks TLS and
-//! authenticates alike.
+//! The connection options (TLS, and the user with its password from
+//! `--password-file` or `PIGEON_PASSWORD`) are parsed once, before the
+//! subcommand runs, into a process-wide [`ClientConfig`]
+//! ([`set_connection`]): every connection a command opens (the load
+//! generator's too, which clones it) speaks TLS and authenticates alike.
 //!
 //! A CLI invocation is short-lived: when the broker is not there it must say
 //! so within seconds, not after the library's patient defaults (10 s
@@ -18,7 +19,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use clap::Args;
-use pigeon_client::client::{Client, ClientConfig, ClientError, TlsConfig};
+use pigeon_client::client::{Client, ClientConfig, ClientError, Credentials, TlsConfig};
 
 /// What a command fails with; printed as `pigeon: {failure:#}`.
 pub(crate) type Failure = anyhow::Error;
@@ -47,6 +48,48 @@ pub(crate) struct ConnectionArgs {
     /// --broker.
     #[arg(long, global = true, value_name = "NAME")]
     tls_server_name: Option<String>,
+    /// User to authenticate as; the password comes from --password-file or
+    /// the PIGEON_PASSWORD environment variable.
+    #[arg(long, global = true, env = "PIGEON_USER", value_name = "NAME")]
+    user: Option<String>,
+    /// File whose first line is the password of --user.
+    #[arg(long, global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+}
+
+/// The environment variable holding the password of `--user`.
+const PASSWORD_ENV: &str = "PIGEON_PASSWORD";
+
+/// The credentials of `--user`, with the password from `--password-file`
+/// or `PIGEON_PASSWORD`.
+fn credentials(args: &ConnectionArgs) -> Result<Option<Credentials>, Failure> {
+    let Some(user) = &args.user else {
+        if args.password_file.is_some() {
+            return Err(anyhow::anyhow!(
+                "--password-file needs --user (or PIGEON_USER): the user the password is for"
+            ));
+        }
+        return Ok(None);
+    };
+    let password = match &args.password_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read the password file {}: {e}", path.display())
+            })?;
+            text.lines().next().unwrap_or("").to_owned()
+        }
+        None => std::env::var(PASSWORD_ENV).map_err(|_| {
+            anyhow::anyhow!(
+                "--user {user} needs a password: set {PASSWORD_ENV} or give --password-file FILE"
+            )
+        })?,
+    };
+    if password.is_empty() {
+        return Err(anyhow::anyhow!(
+            "the password of user {user} is empty; set {PASSWORD_ENV} or give --password-file FILE"
+        ));
+    }
+    Ok(Some(Credentials::new(user.clone(), password)))
 }
 
 /// The client configuration of every command, once the options are set.
@@ -73,6 +116,7 @@ pub(crate) fn set_connection(args: &ConnectionArgs) -> Result<(), Failure> {
     };
     let config = ClientConfig {
         tls,
+        credentials: credentials(args)?,
         ..default_config()
     };
     let _ = CONFIG.set(config);

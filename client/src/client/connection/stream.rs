@@ -143,6 +143,13 @@ pub(crate) enum BrokerStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl BrokerStream {
+    /// Whether the bytes are encrypted (a password may be sent as is).
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, BrokerStream::Tls(_))
+    }
+}
+
 /// Shakes hands over `tcp` with the broker at `addr`.
 pub(crate) async fn connect_tls(
     tls: &TlsConfig,
