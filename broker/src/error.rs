@@ -71,6 +71,8 @@ pub enum ErrorKind {
     /// Authentication failed (unknown user or wrong password, a refused
     /// mechanism, too many failures from the caller's address).
     AuthenticationFailed,
+    /// The caller's rules do not allow the operation on the resource.
+    NotAuthorized,
 }
 
 /// A failed broker operation: its kind and a sentence saying what went

@@ -169,6 +169,9 @@ error_codes! {
     /// not offered, a malformed SASL message, or too many failures from
     /// the client's address.
     AuthenticationFailed = 32, retriable: false, "authentication failed";
+    /// The user's rules do not allow this operation on this resource; the
+    /// message names the user, the permission and the resource.
+    NotAuthorized = 33, retriable: false, "the user is not allowed this operation";
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -199,6 +202,7 @@ mod tests {
         assert_eq!(ErrorCode::TooManyConnections.as_u16(), 29);
         assert_eq!(ErrorCode::TlsRequired.as_u16(), 30);
         assert_eq!(ErrorCode::AuthenticationFailed.as_u16(), 32);
+        assert_eq!(ErrorCode::NotAuthorized.as_u16(), 33);
     }
 
     #[test]

@@ -418,7 +418,8 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
                     permit = self.produce_budget.clone().acquire_many_owned(kib) => permit.ok(),
                     _ = self.broker.shutdown.cancelled() => None,
                 };
-                let submitted = submit_produce(&self.broker, req).await;
+                let checked = self.broker.checked(&self.context.caller);
+                let submitted = submit_produce(&checked, req).await;
                 (Work::Produce(submitted), produce_permit)
             }
             other => (Work::Other(other), None),

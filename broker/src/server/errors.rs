@@ -35,6 +35,7 @@ impl From<ErrorKind> for ErrorCode {
             ErrorKind::LeaseLost => ErrorCode::LeaseLost,
             ErrorKind::AuthenticationRequired => ErrorCode::AuthenticationRequired,
             ErrorKind::AuthenticationFailed => ErrorCode::AuthenticationFailed,
+            ErrorKind::NotAuthorized => ErrorCode::NotAuthorized,
         }
     }
 }

@@ -13,7 +13,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::errors::{entry_error, error_frame};
 use super::group_handlers;
 use crate::error::BrokerError;
-use crate::service::{self, Broker, Caller, MemberOwner, ProduceOutcome, SubmittedProduce};
+use crate::service::{
+    self, Broker, Caller, Checked, MemberOwner, ProduceOutcome, SubmittedProduce,
+};
 use crate::topics::NewTopic;
 
 /// Bytes of one fetch response entry besides its topic name and records
@@ -42,6 +44,8 @@ pub async fn handle(
     request: Request,
 ) -> (ResponseFrame, Option<OwnedSemaphorePermit>) {
     let mut held = None;
+    // Every operation goes through the caller's permissions.
+    let broker = &broker.checked(&context.caller);
     let result = match request {
         Request::Handshake(_) => Ok(Response::from(handshake(broker))),
         // Answered by the connection itself, in order (`server/auth.rs`).
@@ -94,7 +98,7 @@ pub fn response_frame(
 /// Every API this build speaks is served: [`handle`] matches every
 /// request exhaustively, so a new API cannot be announced without a
 /// handler.
-fn handshake(broker: &Broker) -> HandshakeResponse {
+fn handshake(broker: &Checked<'_>) -> HandshakeResponse {
     HandshakeResponse {
         server_name: format!("pigeon-broker {}", env!("CARGO_PKG_VERSION")),
         api_versions: supported_api_versions(),
@@ -105,7 +109,7 @@ fn handshake(broker: &Broker) -> HandshakeResponse {
 }
 
 async fn create_topic(
-    broker: &Broker,
+    broker: &Checked<'_>,
     req: CreateTopicRequest,
 ) -> Result<CreateTopicResponse, BrokerError> {
     let new = NewTopic {
@@ -117,7 +121,7 @@ async fn create_topic(
     broker.create_topic(new).await.map(|()| CreateTopicResponse)
 }
 
-fn list_topics(broker: &Broker) -> ListTopicsResponse {
+fn list_topics(broker: &Checked<'_>) -> ListTopicsResponse {
     let topics = broker.list_topics().into_iter().map(|t| TopicListing {
         topic: t.name,
         partitions: t.partitions,
@@ -128,7 +132,7 @@ fn list_topics(broker: &Broker) -> ListTopicsResponse {
 }
 
 fn describe_topic(
-    broker: &Broker,
+    broker: &Checked<'_>,
     req: DescribeTopicRequest,
 ) -> Result<DescribeTopicResponse, BrokerError> {
     let topic = broker.describe_topic(&req.topic)?;
@@ -148,7 +152,7 @@ fn describe_topic(
 }
 
 fn register_producer(
-    broker: &Broker,
+    broker: &Checked<'_>,
     req: RegisterProducerRequest,
 ) -> Result<RegisterProducerResponse, BrokerError> {
     let (producer_id, producer_epoch) = broker.register_producer(&req.name)?;
@@ -161,7 +165,7 @@ fn register_producer(
 /// Queues a produce's batches at their partitions (see
 /// [`Broker::submit_produce`]).
 pub async fn submit_produce(
-    broker: &Broker,
+    broker: &Checked<'_>,
     req: ProduceRequest,
 ) -> Result<SubmittedProduce, BrokerError> {
     let partitions = req
@@ -211,7 +215,7 @@ fn produce_response(outcome: ProduceOutcome) -> ProduceResponse {
 }
 
 async fn fetch(
-    broker: &Broker,
+    broker: &Checked<'_>,
     req: FetchRequest,
     read_budget: &Arc<Semaphore>,
 ) -> Result<(FetchResponse, Option<OwnedSemaphorePermit>), BrokerError> {
@@ -254,7 +258,7 @@ async fn fetch(
     Ok((response, outcome.held))
 }
 
-fn list_offsets(broker: &Broker, req: ListOffsetsRequest) -> ListOffsetsResponse {
+fn list_offsets(broker: &Checked<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let partitions = req.partitions.into_iter().map(|p| {
         let spec = match p.spec {
             OffsetSpec::Earliest => service::OffsetSpec::Earliest,

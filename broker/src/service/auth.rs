@@ -131,7 +131,7 @@ impl Authenticator {
         Ok(count)
     }
 
-    fn user(&self, name: &str) -> Option<Arc<User>> {
+    pub(super) fn user(&self, name: &str) -> Option<Arc<User>> {
         self.users.read().get(name).cloned()
     }
 }

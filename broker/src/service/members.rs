@@ -153,7 +153,7 @@ impl Broker {
     /// `owner`; returns its id and the group's settings. A named owner
     /// that already has a member there gets it back (with its leases).
     /// `idle_expiry` applies to named owners only.
-    pub async fn join(
+    pub(super) async fn join(
         &self,
         topic: &str,
         group: &str,
@@ -185,7 +185,7 @@ impl Broker {
     /// (always at least one; as `delivery::engine::delivery_size` counts them), waiting up to `wait`
     /// (at most 30 s) for one. A consumer `owner` did not join gets none.
     #[allow(clippy::too_many_arguments)]
-    pub async fn receive(
+    pub(super) async fn receive(
         &self,
         topic: &str,
         group: &str,
@@ -214,7 +214,7 @@ impl Broker {
 
     /// Settles `items` for `consumer`; one result per item, in order. Items
     /// of a consumer `owner` did not join are each `LeaseLost`.
-    pub async fn settle(
+    pub(super) async fn settle(
         &self,
         topic: &str,
         group: &str,

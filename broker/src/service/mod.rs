@@ -4,6 +4,10 @@
 //! a thin adapter that decodes its request, makes one call here and
 //! encodes the answer; no adapter decides a domain question.
 //!
+//! Adapters reach the operations through [`Checked`] (`broker.checked(&caller)`),
+//! which applies the caller's permissions first; the unchecked operations
+//! are `pub(super)`, visible inside this module only.
+//!
 //! Operations take plain Rust values and fail with
 //! [`BrokerError`](crate::error::BrokerError), which carries a kind and a
 //! sentence but no wire code: each adapter maps the kind in one place.
@@ -14,6 +18,7 @@
 //! | --- | --- |
 //! | `mod.rs` | [`Broker`]: open, shut down, the state every operation shares |
 //! | `auth.rs` | who a caller is ([`Caller`]); authentication by certificate, password (TLS only) or SCRAM-SHA-256; failures limited per address |
+//! | `checked.rs` | [`Checked`]: every operation as a caller may do it; the permission rules, reserved names, producer ownership. Adapters call operations only through it (the unchecked ones are visible in `service` only) |
 //! | `topics.rs` | create, delete, list, describe topics; find a partition |
 //! | `produce.rs` | register a producer; validate and queue a produce, wait for its commits |
 //! | `fetch.rs` | fetch (long-poll, read budget); list offsets |
@@ -35,6 +40,9 @@
 //! cleanly (final fsync, clean checkpoint).
 
 mod auth;
+mod checked;
+#[cfg(test)]
+mod checked_tests;
 mod fetch;
 mod groups;
 mod lock;
@@ -59,6 +67,7 @@ use crate::registry::ProducerRegistry;
 use crate::topics::Topics;
 
 pub use auth::{Authenticator, Caller, Identity, MAX_CONCURRENT_CHECKS, PLAIN};
+pub use checked::{Checked, RESERVED_PREFIX};
 pub use fetch::{FetchOutcome, FetchQuery, FetchRead, FetchedPartition, OffsetFound, OffsetSpec};
 pub use groups::{GroupDescription, SeekTarget};
 pub use lock::{DataDirLock, LOCK_FILE};

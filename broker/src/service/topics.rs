@@ -48,13 +48,13 @@ pub struct PartitionSummary {
 
 impl Broker {
     /// Creates a topic.
-    pub async fn create_topic(&self, new: NewTopic) -> Result<(), BrokerError> {
+    pub(super) async fn create_topic(&self, new: NewTopic) -> Result<(), BrokerError> {
         self.topics.create(new).await.map(|_| ())
     }
 
     /// Deletes a topic, its data and its consumer groups (their dead-letter
     /// topics stay: they are ordinary topics).
-    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+    pub(super) async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         if self.topics.get(name).is_some() {
             // Its groups go first: a crash in between leaves a topic without
             // groups, never groups whose progress would apply to a new topic.
@@ -67,7 +67,7 @@ impl Broker {
     }
 
     /// Every topic, by name.
-    pub fn list_topics(&self) -> Vec<TopicSummary> {
+    pub(super) fn list_topics(&self) -> Vec<TopicSummary> {
         let topics = self.topics.list();
         let summaries = topics.iter().map(|t| TopicSummary {
             name: t.metadata.name.clone(),
@@ -77,7 +77,7 @@ impl Broker {
     }
 
     /// A topic's settings and its partitions' figures.
-    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError> {
+    pub(super) fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError> {
         let topic = self.topic(name)?;
         let partitions = topic.partitions.iter().enumerate().map(|(id, log)| {
             let reader = log.reader();
