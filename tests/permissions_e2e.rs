@@ -226,3 +226,125 @@ fn another_user_registering_the_same_producer_name_does_not_fence_it() {
     let read = ok(pigeon(&broker, "alice", &["read", "shared"], b""));
     assert_eq!(read.lines().count(), 3, "{read}");
 }
+
+/// The audit records in `__audit`, as JSON objects (read as `admin`).
+fn audit_records(broker: &Broker) -> Vec<serde_json::Value> {
+    let out = ok(pigeon(broker, "admin", &["read", "__audit", "--json"], b""));
+    out.lines()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).expect("a --json line");
+            let value = record["value"].as_str().expect("a text value");
+            serde_json::from_str(value).expect("an audit record is JSON")
+        })
+        .collect()
+}
+
+#[test]
+fn the_audit_trail_records_admin_operations_failed_logins_and_refusals() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let broker = start(tmp.path());
+    ok(pigeon(
+        &broker,
+        "admin",
+        &["topic", "create", "orders"],
+        b"",
+    ));
+    ok(pigeon(
+        &broker,
+        "admin",
+        &["group", "create", "billing", "--topic", "orders"],
+        b"",
+    ));
+    refused(
+        pigeon(&broker, "billing", &["topic", "delete", "orders"], b""),
+        "may not administer topic orders",
+    );
+    let mut command = pigeon_command(broker.addr);
+    command
+        .env("PIGEON_USER", "mallory")
+        .env("PIGEON_PASSWORD", "guess")
+        .args(["topic", "list"]);
+    refused(
+        run(command, b"", RUN_TIMEOUT),
+        "authentication failed for user mallory",
+    );
+    // __audit is the broker's: readable under the rules, never written.
+    refused(
+        pigeon(&broker, "admin", &["produce", "__audit"], b"forged\n"),
+        "reserved for the broker",
+    );
+    refused(
+        pigeon(&broker, "admin", &["topic", "delete", "__audit"], b""),
+        "reserved for the broker",
+    );
+    refused(
+        pigeon(&broker, "billing", &["read", "__audit"], b""),
+        "user billing may not read topic __audit",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let records = loop {
+        let records = audit_records(&broker);
+        let failed_login = records.iter().any(|r| r["op"] == "authenticate");
+        if failed_login && records.iter().any(|r| r["result"] == "refused")
+            || std::time::Instant::now() > deadline
+        {
+            break records;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for record in &records {
+        let keys: Vec<&str> = record
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for field in ["time", "user", "peer", "op", "resource", "result"] {
+            assert!(keys.contains(&field), "{field} missing in {record}");
+        }
+        assert!(
+            record["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:")),
+            "{record}"
+        );
+        assert!(
+            record["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{record}"
+        );
+    }
+    let find = |op: &str, user: &str, result: &str| {
+        records
+            .iter()
+            .find(|r| r["op"] == op && r["user"] == user && r["result"] == result)
+            .unwrap_or_else(|| panic!("no {op} by {user} ({result}) in {records:#?}"))
+    };
+    assert_eq!(
+        find("topic create", "admin", "ok")["resource"],
+        "topic:orders"
+    );
+    assert_eq!(
+        find("group create", "admin", "ok")["resource"],
+        "group:orders/billing"
+    );
+    let refusal = find("topic delete", "billing", "refused");
+    assert!(
+        refusal["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("user billing")),
+        "{refusal}"
+    );
+    assert_eq!(
+        find("authenticate", "(unauthenticated)", "failed")["resource"],
+        "user:mallory"
+    );
+    assert_eq!(
+        find("topic delete", "admin", "failed")["resource"],
+        "topic:__audit"
+    );
+    let text = serde_json::to_string(&records).expect("json");
+    assert!(
+        !text.contains("guess") && !text.contains(PASSWORD),
+        "no password in the trail"
+    );
+}

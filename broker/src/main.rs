@@ -83,6 +83,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     };
     let broker =
         Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock)).map_err(anyhow::Error::msg)?;
+    broker.start_audit().await.map_err(anyhow::Error::msg)?;
     let config = &broker.config;
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(

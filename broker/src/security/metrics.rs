@@ -5,6 +5,8 @@
 //! | --- | --- | --- |
 //! | `pigeon_tls_handshake_failures_total` | counter (handshakes that failed, timed out, or met a client not speaking TLS) | |
 //! | `pigeon_tls_reloads_total` | counter (certificate reloads at SIGHUP) | `result` (`ok`, `failed`) |
+//! | `pigeon_audit_records_total` | counter (records appended to `__audit`) | |
+//! | `pigeon_audit_dropped_total` | counter (records lost: queue full, or the append failed) | |
 
 use metrics::counter;
 
@@ -19,6 +21,16 @@ pub fn tls_reloaded(ok: bool) {
     counter!("pigeon_tls_reloads_total", "result" => result).increment(1);
 }
 
+/// Records appended to the audit trail.
+pub fn audit_written(records: u64) {
+    counter!("pigeon_audit_records_total").increment(records);
+}
+
+/// Audit records lost.
+pub fn audit_dropped(records: u64) {
+    counter!("pigeon_audit_dropped_total").increment(records);
+}
+
 /// Registers the `# HELP` text of the security metrics.
 pub fn describe() {
     use metrics::describe_counter;
@@ -29,5 +41,13 @@ pub fn describe() {
     describe_counter!(
         "pigeon_tls_reloads_total",
         "Reloads of the TLS certificate, key and client CA at SIGHUP, by result."
+    );
+    describe_counter!(
+        "pigeon_audit_records_total",
+        "Records appended to the audit trail (__audit)."
+    );
+    describe_counter!(
+        "pigeon_audit_dropped_total",
+        "Audit records lost (the queue was full, or the append failed)."
     );
 }

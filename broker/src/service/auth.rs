@@ -22,6 +22,8 @@
 //! - Password checks (argon2id, tens of ms and 19 MiB each) run on the
 //!   blocking pool, at most [`MAX_CONCURRENT_CHECKS`] at once.
 //! - No password, hash or proof appears in an error or a log line.
+//! - Every failed authentication is recorded in the audit trail
+//!   (`op` `authenticate`, `resource` `user:<name>`, `result` `failed`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +35,7 @@ use ring::rand::SecureRandom;
 use tokio::sync::Semaphore;
 
 use super::Broker;
+use super::audit::Outcome;
 use crate::error::{BrokerError, ErrorKind};
 use crate::security::limiter::FailureLimiter;
 use crate::security::password::{self, PasswordHash};
@@ -206,6 +209,25 @@ impl Broker {
         })
     }
 
+    /// Records a failed authentication of `user` from `peer` in the audit
+    /// trail, and passes the error on.
+    fn auth_failed(&self, peer: SocketAddr, tls: bool, user: &str, e: BrokerError) -> BrokerError {
+        let caller = Caller {
+            peer,
+            tls,
+            identity: Identity::Nobody,
+        };
+        let resource = format!("user:{user}");
+        self.audit(
+            &caller,
+            "authenticate",
+            &resource,
+            Outcome::Failed,
+            Some(&e.message),
+        );
+        e
+    }
+
     /// Refuses `peer` while it is over its failure budget.
     fn check_failures(&self, auth: &Authenticator, peer: SocketAddr) -> Result<(), BrokerError> {
         auth.failures
@@ -236,12 +258,14 @@ impl Broker {
         let auth = self.authenticator()?;
         if !tls {
             tracing::warn!(%peer, user, "refused a password sent without TLS");
-            return Err(BrokerError::new(
+            let refused = BrokerError::new(
                 ErrorKind::AuthenticationFailed,
                 "a password is accepted only over TLS; this connection is plain TCP (authenticate with SCRAM-SHA-256, or connect with TLS)",
-            ));
+            );
+            return Err(self.auth_failed(peer, tls, user, refused));
         }
-        self.check_failures(auth, peer)?;
+        self.check_failures(auth, peer)
+            .map_err(|e| self.auth_failed(peer, tls, user, e))?;
         let known = auth.user(user);
         let hash = known.as_ref().and_then(|u| u.password.clone());
         let checked = hash.clone().or_else(|| decoy_hash().cloned());
@@ -267,7 +291,7 @@ impl Broker {
             _ => {
                 auth.failures.record_failure(peer.ip(), Instant::now());
                 tracing::info!(%peer, user, known = hash.is_some(), "password authentication failed");
-                Err(failed(user))
+                Err(self.auth_failed(peer, tls, user, failed(user)))
             }
         }
     }
@@ -280,8 +304,10 @@ impl Broker {
         client_first: &[u8],
     ) -> Result<ServerFirst, BrokerError> {
         let auth = self.authenticator()?;
-        self.check_failures(auth, peer)?;
-        let client = ClientFirst::parse(client_first).map_err(scram_malformed)?;
+        let client = ClientFirst::parse(client_first)
+            .map_err(|e| self.auth_failed(peer, false, "", scram_malformed(e)))?;
+        self.check_failures(auth, peer)
+            .map_err(|e| self.auth_failed(peer, false, &client.user, e))?;
         let verifier = auth
             .user(&client.user)
             .and_then(|u| u.scram.clone())
@@ -312,12 +338,13 @@ impl Broker {
                 Ok((caller, server_final))
             }
             (Err(ScramError::Malformed(what)), _) => {
-                Err(scram_malformed(ScramError::Malformed(what)))
+                let malformed = scram_malformed(ScramError::Malformed(what));
+                Err(self.auth_failed(peer, tls, &name, malformed))
             }
             _ => {
                 auth.failures.record_failure(peer.ip(), Instant::now());
                 tracing::info!(%peer, user = name, "SCRAM-SHA-256 authentication failed");
-                Err(failed(&name))
+                Err(self.auth_failed(peer, tls, &name, failed(&name)))
             }
         }
     }

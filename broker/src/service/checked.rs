@@ -32,12 +32,15 @@
 //!   may be read under the rules (`__audit`).
 //! - A refusal is `NotAuthorized` and names the user, the permission and
 //!   the resource.
+//! - With users, every refusal and every administrative operation (with
+//!   its outcome) is recorded in the audit trail (`service/audit.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use super::audit::Outcome;
 use super::auth::{Caller, Identity};
 use super::{
     Broker, FetchOutcome, FetchQuery, GroupDescription, MemberOwner, MessageReport, OffsetFound,
@@ -149,8 +152,9 @@ impl Checked<'_> {
             })
     }
 
-    /// `Ok` if the caller may do `op` on `resource`, else the refusal.
-    fn allow(&self, op: Op, resource: Resource<'_>) -> Result<(), BrokerError> {
+    /// `Ok` if the caller may do `op` on `resource` (for `action`), else
+    /// the refusal, recorded in the audit trail.
+    fn allow(&self, action: &str, op: Op, resource: Resource<'_>) -> Result<(), BrokerError> {
         if self.may(op, resource) {
             return Ok(());
         }
@@ -161,22 +165,52 @@ impl Checked<'_> {
             ));
         }
         let refused = refusal(self.caller.name(), op, resource);
-        tracing::info!(peer = %self.caller.peer, user = self.caller.name(), op = op.name(), %resource, "refused");
+        tracing::info!(peer = %self.caller.peer, user = self.caller.name(), action, %resource, "refused");
+        let audited = audit_resource(resource);
+        self.broker.audit(
+            self.caller,
+            action,
+            &audited,
+            Outcome::Refused,
+            Some(&refused.message),
+        );
         Err(refused)
+    }
+
+    /// An administrative operation: `admin` on `resource`, then `run`, its
+    /// outcome recorded in the audit trail.
+    async fn admin<T>(
+        &self,
+        action: &str,
+        resource: Resource<'_>,
+        run: impl std::future::Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        self.allow(action, Op::Admin, resource)?;
+        let result = run.await;
+        self.broker
+            .audit_result(self.caller, action, &audit_resource(resource), &result);
+        result
     }
 
     /// Creates a topic (`admin`).
     pub async fn create_topic(&self, new: NewTopic) -> Result<(), BrokerError> {
-        refuse_reserved_topic(&new.name, "create")?;
-        self.allow(Op::Admin, Resource::topic(&new.name))?;
-        self.broker.create_topic(new).await
+        let name = new.name.clone();
+        let created = async {
+            refuse_reserved_topic(&new.name, "create")?;
+            self.broker.create_topic(new).await
+        };
+        self.admin("topic create", Resource::topic(&name), created)
+            .await
     }
 
     /// Deletes a topic (`admin`).
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
-        refuse_reserved_topic(name, "delete")?;
-        self.allow(Op::Admin, Resource::topic(name))?;
-        self.broker.delete_topic(name).await
+        let deleted = async {
+            refuse_reserved_topic(name, "delete")?;
+            self.broker.delete_topic(name).await
+        };
+        self.admin("topic delete", Resource::topic(name), deleted)
+            .await
     }
 
     /// Whether the caller may describe `topic`: any of `read`, `produce`
@@ -198,7 +232,7 @@ impl Checked<'_> {
     /// Describes a topic (`read`, `produce` or `admin`).
     pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError> {
         if !self.may_describe(name) {
-            self.allow(Op::Read, Resource::topic(name))?;
+            self.allow("topic describe", Op::Read, Resource::topic(name))?;
         }
         self.broker.describe_topic(name)
     }
@@ -216,13 +250,25 @@ impl Checked<'_> {
             Identity::User(user) if user.rules.allows_anywhere(Op::Produce) => self
                 .broker
                 .register_producer(&format!("{}/{name}", user.name)),
-            Identity::User(user) => Err(BrokerError::new(
-                ErrorKind::NotAuthorized,
-                format!(
-                    "user {} may not register producer {name}: it may produce to no topic",
-                    user.name
-                ),
-            )),
+            Identity::User(user) => {
+                let refused = BrokerError::new(
+                    ErrorKind::NotAuthorized,
+                    format!(
+                        "user {} may not register producer {name}: it may produce to no topic",
+                        user.name
+                    ),
+                );
+                let resource = format!("producer:{name}");
+                let reason = Some(refused.message.as_str());
+                self.broker.audit(
+                    self.caller,
+                    "producer register",
+                    &resource,
+                    Outcome::Refused,
+                    reason,
+                );
+                Err(refused)
+            }
         }
     }
 
@@ -235,7 +281,7 @@ impl Checked<'_> {
         timeout: Duration,
     ) -> Result<SubmittedProduce, BrokerError> {
         refuse_reserved_topic(topic, "produce to")?;
-        self.allow(Op::Produce, Resource::topic(topic))?;
+        self.allow("produce", Op::Produce, Resource::topic(topic))?;
         self.check_producer_ids(&partitions)?;
         self.broker.submit_produce(topic, partitions, timeout).await
     }
@@ -258,13 +304,18 @@ impl Checked<'_> {
                 .name_of(id)
                 .is_some_and(|name| name.starts_with(&prefix));
             if !owned {
-                return Err(BrokerError::new(
+                let refused = BrokerError::new(
                     ErrorKind::NotAuthorized,
                     format!(
                         "user {} may not write batches of producer id {id}: it is not one of its registered producers",
                         user.name
                     ),
-                ));
+                );
+                let resource = format!("producer:{id}");
+                let reason = Some(refused.message.as_str());
+                self.broker
+                    .audit(self.caller, "produce", &resource, Outcome::Refused, reason);
+                return Err(refused);
             }
         }
         Ok(())
@@ -278,7 +329,7 @@ impl Checked<'_> {
         read_budget: &Arc<Semaphore>,
     ) -> Result<FetchOutcome, BrokerError> {
         for read in &query.partitions {
-            self.allow(Op::Read, Resource::topic(&read.topic))?;
+            self.allow("fetch", Op::Read, Resource::topic(&read.topic))?;
         }
         self.broker.fetch(query, read_budget).await
     }
@@ -290,7 +341,7 @@ impl Checked<'_> {
         partition: u32,
         spec: OffsetSpec,
     ) -> Result<OffsetFound, BrokerError> {
-        self.allow(Op::Read, Resource::topic(topic))?;
+        self.allow("list offsets", Op::Read, Resource::topic(topic))?;
         self.broker.list_offset(topic, partition, spec)
     }
 
@@ -301,17 +352,21 @@ impl Checked<'_> {
         group: &str,
         settings: GroupSettings,
     ) -> Result<(), BrokerError> {
-        if group.starts_with(RESERVED_PREFIX) {
-            return Err(reserved("cannot create group", group));
-        }
-        self.allow(Op::Admin, Resource::group(topic, group))?;
-        self.broker.create_group(topic, group, settings).await
+        let created = async {
+            if group.starts_with(RESERVED_PREFIX) {
+                return Err(reserved("cannot create group", group));
+            }
+            self.broker.create_group(topic, group, settings).await
+        };
+        self.admin("group create", Resource::group(topic, group), created)
+            .await
     }
 
     /// Deletes a group (`admin` on it).
     pub async fn delete_group(&self, topic: &str, group: &str) -> Result<(), BrokerError> {
-        self.allow(Op::Admin, Resource::group(topic, group))?;
-        self.broker.delete_group(topic, group).await
+        let deleted = self.broker.delete_group(topic, group);
+        self.admin("group delete", Resource::group(topic, group), deleted)
+            .await
     }
 
     /// Changes a group's settings (`admin` on it).
@@ -321,8 +376,9 @@ impl Checked<'_> {
         group: &str,
         settings: GroupSettings,
     ) -> Result<(), BrokerError> {
-        self.allow(Op::Admin, Resource::group(topic, group))?;
-        self.broker.alter_group(topic, group, settings).await
+        let altered = self.broker.alter_group(topic, group, settings);
+        self.admin("group alter", Resource::group(topic, group), altered)
+            .await
     }
 
     /// Describes a group (`read` on the topic, or `consume` or `admin` on
@@ -334,7 +390,7 @@ impl Checked<'_> {
     ) -> Result<GroupDescription, BrokerError> {
         let on_group = Resource::group(topic, group);
         if !self.may(Op::Consume, on_group) && !self.may(Op::Admin, on_group) {
-            self.allow(Op::Read, Resource::topic(topic))?;
+            self.allow("group describe", Op::Read, Resource::topic(topic))?;
         }
         self.broker.describe_group(topic, group).await
     }
@@ -346,8 +402,14 @@ impl Checked<'_> {
         group: &str,
         paused: bool,
     ) -> Result<(), BrokerError> {
-        self.allow(Op::Admin, Resource::group(topic, group))?;
-        self.broker.pause_group(topic, group, paused).await
+        let action = if paused {
+            "group pause"
+        } else {
+            "group resume"
+        };
+        let done = self.broker.pause_group(topic, group, paused);
+        self.admin(action, Resource::group(topic, group), done)
+            .await
     }
 
     /// Moves a group (`admin` on it).
@@ -358,9 +420,8 @@ impl Checked<'_> {
         partition: Option<u32>,
         target: SeekTarget,
     ) -> Result<Vec<(u32, u64)>, BrokerError> {
-        self.allow(Op::Admin, Resource::group(topic, group))?;
-        self.broker
-            .seek_group(topic, group, partition, target)
+        let moved = self.broker.seek_group(topic, group, partition, target);
+        self.admin("group seek", Resource::group(topic, group), moved)
             .await
     }
 
@@ -373,9 +434,10 @@ impl Checked<'_> {
         dry_run: bool,
         rate_per_sec: u32,
     ) -> Result<Vec<Redriven>, BrokerError> {
-        self.allow(Op::Admin, Resource::group(topic, group))?;
-        self.broker
-            .redrive(topic, group, max, dry_run, rate_per_sec)
+        let moved = self
+            .broker
+            .redrive(topic, group, max, dry_run, rate_per_sec);
+        self.admin("dlq redrive", Resource::group(topic, group), moved)
             .await
     }
 
@@ -387,9 +449,8 @@ impl Checked<'_> {
         partition: u32,
         offset: u64,
     ) -> Result<MessageReport, BrokerError> {
-        self.allow(Op::Admin, Resource::group(topic, group))?;
-        self.broker
-            .message_state(topic, group, partition, offset)
+        let report = self.broker.message_state(topic, group, partition, offset);
+        self.admin("message show", Resource::group(topic, group), report)
             .await
     }
 
@@ -402,7 +463,7 @@ impl Checked<'_> {
         owner: MemberOwner,
         idle_expiry: Option<Duration>,
     ) -> Result<(ConsumerId, GroupSettings), BrokerError> {
-        self.allow(Op::Consume, Resource::group(topic, group))?;
+        self.allow("join", Op::Consume, Resource::group(topic, group))?;
         self.broker
             .join(topic, group, name, owner, idle_expiry)
             .await
@@ -420,7 +481,7 @@ impl Checked<'_> {
         max_bytes: usize,
         wait: Duration,
     ) -> Result<Vec<GroupDelivery>, BrokerError> {
-        self.allow(Op::Consume, Resource::group(topic, group))?;
+        self.allow("receive", Op::Consume, Resource::group(topic, group))?;
         self.broker
             .receive(topic, group, consumer, owner, max, max_bytes, wait)
             .await
@@ -435,10 +496,19 @@ impl Checked<'_> {
         owner: &MemberOwner,
         items: Vec<SettleRequest>,
     ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
-        self.allow(Op::Consume, Resource::group(topic, group))?;
+        self.allow("settle", Op::Consume, Resource::group(topic, group))?;
         self.broker
             .settle(topic, group, consumer, owner, items)
             .await
+    }
+}
+
+/// A resource as the audit trail names it: `topic:<name>` or
+/// `group:<topic>/<group>`.
+fn audit_resource(resource: Resource<'_>) -> String {
+    match resource.group {
+        None => format!("topic:{}", resource.topic),
+        Some(group) => format!("group:{}/{group}", resource.topic),
     }
 }
 

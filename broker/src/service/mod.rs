@@ -18,6 +18,7 @@
 //! | --- | --- |
 //! | `mod.rs` | [`Broker`]: open, shut down, the state every operation shares |
 //! | `auth.rs` | who a caller is ([`Caller`]); authentication by certificate, password (TLS only) or SCRAM-SHA-256; failures limited per address |
+//! | `audit.rs` | the audit trail: admin operations, failed authentications and refusals as JSON records in `__audit` |
 //! | `checked.rs` | [`Checked`]: every operation as a caller may do it; the permission rules, reserved names, producer ownership. Adapters call operations only through it (the unchecked ones are visible in `service` only) |
 //! | `topics.rs` | create, delete, list, describe topics; find a partition |
 //! | `produce.rs` | register a producer; validate and queue a produce, wait for its commits |
@@ -39,6 +40,7 @@
 //! append their last journal events), then every partition log is closed
 //! cleanly (final fsync, clean checkpoint).
 
+mod audit;
 mod auth;
 mod checked;
 #[cfg(test)]
@@ -66,6 +68,7 @@ use crate::log::producers::EpochSource;
 use crate::registry::ProducerRegistry;
 use crate::topics::Topics;
 
+pub use audit::{AUDIT_TOPIC, AuditLog, Outcome};
 pub use auth::{Authenticator, Caller, Identity, MAX_CONCURRENT_CHECKS, PLAIN};
 pub use checked::{Checked, RESERVED_PREFIX};
 pub use fetch::{FetchOutcome, FetchQuery, FetchRead, FetchedPartition, OffsetFound, OffsetSpec};
@@ -95,6 +98,8 @@ pub struct Broker {
     serving: AtomicBool,
     /// Users and their credentials (`--users`); `None`: no authentication.
     auth: Option<Authenticator>,
+    /// The audit trail (written with users only, once started).
+    audit: AuditLog,
     /// The data directory's lock, released when the broker is dropped
     /// (last, after everything that writes into the directory).
     _lock: DataDirLock,
@@ -158,6 +163,7 @@ impl Broker {
             shutdown: CancellationToken::new(),
             serving: AtomicBool::new(true),
             auth,
+            audit: AuditLog::default(),
             _lock: lock,
         })
     }
@@ -181,6 +187,7 @@ impl Broker {
         self.begin_shutdown();
         tracing::info!("closing consumer groups");
         self.groups.close().await;
+        self.close_audit().await;
         tracing::info!("closing partition logs");
         self.topics.close().await;
     }
