@@ -171,6 +171,13 @@ fn users_do_what_their_rules_allow_and_refusals_say_who_what_and_where() {
         "names beginning with __ are reserved for the broker",
     );
     assert!(broker.log_text().contains("refused"), "refusals are logged");
+    // The load generator authenticates every one of its connections.
+    ok(pigeon(
+        &broker,
+        "admin",
+        &["bench", "e2e", "--messages", "2000", "--json"],
+        b"",
+    ));
 }
 
 fn client_as(user: &str) -> ClientConfig {

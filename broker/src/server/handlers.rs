@@ -1,6 +1,7 @@
 //! One function per API of the binary protocol, each a translation:
 //! decode the wire request into the service's values, make one call to
-//! [`Broker`], encode the answer. No domain question is decided here.
+//! the service as the connection's caller ([`Checked`]: permissions
+//! first), encode the answer. No domain question is decided here.
 //! Errors of one partition or item go in that entry; errors of the whole
 //! request in the response's error code (see [`super::errors`]).
 
