@@ -94,6 +94,10 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let http_listener = TcpListener::bind(config.http)
         .await
         .with_context(|| format!("cannot serve HTTP on {}", config.http))?;
+    // Installed before the broker says it serves, so that a SIGHUP from then
+    // on reloads instead of killing it.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler")?;
     tracing::info!(
         listen = %listener.local_addr()?, http = %http_listener.local_addr()?, data_dir = %config.data_dir.display(),
         fsync = %config.log.fsync, topics = broker.topics.list().len(), startup_ms = started.elapsed().as_millis() as u64,
@@ -113,7 +117,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         http_stop.clone(),
     ));
     let signals = tokio::spawn(wait_for_signal(broker.clone()));
-    let reloads = tokio::spawn(reload_at_sighup(broker.clone(), tls.clone()));
+    let reloads = tokio::spawn(reload_at_sighup(broker.clone(), tls.clone(), hangups));
     let sweeper = broker.clone();
     let members = tokio::spawn(async move {
         let every = std::time::Duration::from_secs(1);
@@ -156,12 +160,11 @@ async fn wait_for_signal(broker: Arc<Broker>) {
 /// every SIGHUP: new handshakes and authentications use them, established
 /// connections go on; a failed reload is logged and the files in use stay.
 /// It never stops the broker.
-async fn reload_at_sighup(broker: Arc<Broker>, tls: Option<Arc<ServerTls>>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler; certificates will not be reloaded");
-        return;
-    };
+async fn reload_at_sighup(
+    broker: Arc<Broker>,
+    tls: Option<Arc<ServerTls>>,
+    mut hangups: tokio::signal::unix::Signal,
+) {
     while hangups.recv().await.is_some() {
         match broker.reload_users() {
             None => {}

@@ -110,6 +110,19 @@ impl AuditLog {
     }
 }
 
+/// One record, its fields in the order the documentation lists them.
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    time: String,
+    user: &'a str,
+    peer: String,
+    op: &'a str,
+    resource: &'a str,
+    result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
 /// One record's JSON bytes.
 pub fn record(
     time_ms: i64,
@@ -122,18 +135,16 @@ pub fn record(
     let time = jiff::Timestamp::from_millisecond(time_ms)
         .map(|t| format!("{t:.3}"))
         .unwrap_or_default();
-    let mut value = serde_json::json!({
-        "time": time,
-        "user": caller.name(),
-        "peer": caller.peer.to_string(),
-        "op": op,
-        "resource": resource,
-        "result": outcome.as_str(),
-    });
-    if let (Some(reason), Some(object)) = (reason, value.as_object_mut()) {
-        object.insert("reason".into(), reason.into());
-    }
-    serde_json::to_vec(&value).unwrap_or_default()
+    let record = Record {
+        time,
+        user: caller.name(),
+        peer: caller.peer.to_string(),
+        op,
+        resource,
+        result: outcome.as_str(),
+        reason,
+    };
+    serde_json::to_vec(&record).unwrap_or_default()
 }
 
 impl Broker {
@@ -267,7 +278,7 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(ok).expect("utf-8"),
-            r#"{"op":"topic create","peer":"192.0.2.7:5000","resource":"topic:orders","result":"ok","time":"2023-11-14T22:13:20.123Z","user":"(unauthenticated)"}"#
+            r#"{"time":"2023-11-14T22:13:20.123Z","user":"(unauthenticated)","peer":"192.0.2.7:5000","op":"topic create","resource":"topic:orders","result":"ok"}"#
         );
         let refused = record(
             0,
