@@ -591,8 +591,8 @@ fn the_handshake_announces_only_the_apis_the_broker_serves() {
         assert_eq!(
             keys,
             vec![
-                0, 10, 11, 12, 13, 14, 20, 21, 30, 31, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50,
-                51, 60
+                0, 1, 2, 10, 11, 12, 13, 14, 20, 21, 30, 31, 40, 41, 42, 43, 44, 45, 46, 47, 48,
+                49, 50, 51, 60
             ]
         );
         assert!(h.negotiate(ApiKey::Produce).is_some());

@@ -567,8 +567,8 @@ fn systemd_unit_has_the_required_keys() {
             "{hardening} is missing"
         );
     }
-    // A reload is SIGHUP; the broker handles none, and SIGHUP's default
-    // action would kill it.
+    // A reload is SIGHUP: present only while the broker handles it (the
+    // default action of SIGHUP would kill it).
     let handles_hangup = repo_file("broker/src/main.rs").contains("SignalKind::hangup()");
     assert_eq!(
         !get("Service", "ExecReload").is_empty(),

@@ -16,6 +16,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::log::{FsyncPolicy, LogConfig};
+use crate::security::tls::TlsFiles;
 
 /// Declares [`Settings`] from one list of keys: each key is a field (its
 /// TOML name), a flag (`--segment-bytes`) and an environment variable
@@ -35,6 +36,10 @@ macro_rules! settings {
             #[arg(long, env = "PIGEON_CONFIG", value_name = "FILE")]
             #[serde(skip)]
             pub config: Option<PathBuf>,
+            /// A command instead of serving.
+            #[command(subcommand)]
+            #[serde(skip)]
+            pub command: Option<BrokerCommand>,
             $($(#[$meta])* pub $key: $ty,)*
         }
 
@@ -43,6 +48,7 @@ macro_rules! settings {
             pub fn overlay(self, file: Settings) -> Settings {
                 Settings {
                     config: self.config.or(file.config),
+                    command: self.command.or(file.command),
                     $($key: self.$key.or(file.$key),)*
                 }
             }
@@ -118,6 +124,37 @@ settings! {
     /// collectors) [default: text].
     #[arg(long, env = "PIGEON_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<String>,
+    /// The broker's TLS certificate chain (PEM, leaf first); with --tls-key turns TLS on for every listener. Re-read at SIGHUP.
+    #[arg(long, env = "PIGEON_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM). Re-read at SIGHUP.
+    #[arg(long, env = "PIGEON_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// A CA bundle (PEM): clients must present a certificate signed by it; a certificate whose subject CN names a user authenticates as that user. Needs --tls-cert. Re-read at SIGHUP.
+    #[arg(long, env = "PIGEON_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// The users file (TOML, see docs/security.md): turns authentication and permissions on. Re-read at SIGHUP.
+    #[arg(long, env = "PIGEON_USERS", value_name = "FILE")]
+    users: Option<PathBuf>,
+    /// With users, a connection must authenticate within this long of its accept, else it is closed [default: 5000].
+    #[arg(long, env = "PIGEON_AUTH_TIMEOUT_MS", value_name = "MS")]
+    auth_timeout_ms: Option<u64>,
+}
+
+/// What `pigeon-broker` does instead of serving.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum BrokerCommand {
+    /// Read a password from standard input (one line) and print its argon2id
+    /// hash, a PHC string for the users file's password_hash.
+    HashPassword {
+        /// Print the SCRAM-SHA-256 verifier (for scram_sha256) instead.
+        #[arg(long, conflicts_with = "toml")]
+        scram: bool,
+        /// Print both, as the two TOML lines password_hash = ... and
+        /// scram_sha256 = ....
+        #[arg(long)]
+        toml: bool,
+    },
 }
 
 /// The settings as a config file spells them (every key optional).
@@ -157,6 +194,12 @@ pub struct BrokerConfig {
     pub log_filter: String,
     /// Log lines as JSON objects (else text).
     pub log_json: bool,
+    /// TLS for every listener; `None`: plain TCP.
+    pub tls: Option<TlsFiles>,
+    /// The users file; `None`: no authentication, no permissions.
+    pub users: Option<PathBuf>,
+    /// How long a connection has to authenticate (with users).
+    pub auth_timeout: Duration,
 }
 
 /// A setting that could not be used, naming its key.
@@ -262,6 +305,9 @@ impl BrokerConfig {
             frame_timeout: Duration::from_millis(frame_timeout_ms),
             produce_quota_bytes_per_sec,
             shutdown_timeout: Duration::from_millis(c.shutdown_timeout_ms.unwrap_or(10_000)),
+            tls: tls_files(c.tls_cert, c.tls_key, c.tls_client_ca)?,
+            users: c.users,
+            auth_timeout: auth_timeout(c.auth_timeout_ms)?,
             log_filter: log_filter(c.log)?,
             log_json: match c.log_format.as_deref() {
                 None | Some("text") => false,
@@ -365,6 +411,43 @@ fn log_filter(value: Option<String>) -> Result<String, ConfigError> {
         ))
     })?;
     Ok(filter)
+}
+
+/// The time a connection has to authenticate: 100 ms to 10 minutes.
+fn auth_timeout(ms: Option<u64>) -> Result<Duration, ConfigError> {
+    let ms = ms.unwrap_or(5_000);
+    if !(100..=600_000).contains(&ms) {
+        return Err(ConfigError(format!(
+            "auth_timeout_ms is {ms}; it must be from 100 to 600000 (ten minutes)"
+        )));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// The TLS files: a certificate and a key together, a client CA only
+/// with them.
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (None, None) if client_ca.is_none() => Ok(None),
+        (None, None) => Err(ConfigError(
+            "tls_client_ca needs tls_cert and tls_key: client certificates are asked for only over TLS".into(),
+        )),
+        (Some(_), None) => Err(ConfigError(
+            "tls_cert is set without tls_key; give both (PEM files) to turn TLS on".into(),
+        )),
+        (None, Some(_)) => Err(ConfigError(
+            "tls_key is set without tls_cert; give both (PEM files) to turn TLS on".into(),
+        )),
+    }
 }
 
 /// Parses the TOML text of a config file.
@@ -540,6 +623,65 @@ mod tests {
             .expect_err("bad")
             .to_string();
         assert!(err.starts_with("resp:"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_a_key_and_a_client_ca_needs_both() {
+        let file = parse_file("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"").expect("toml");
+        let config = BrokerConfig::from_file_config(file).expect("ok");
+        let tls = config.tls.expect("tls on");
+        assert_eq!(tls.cert, PathBuf::from("c.pem"));
+        assert_eq!(tls.client_ca, None);
+        let half = parse_file("tls_cert = \"c.pem\"").expect("toml");
+        let err = BrokerConfig::from_file_config(half)
+            .expect_err("no key")
+            .to_string();
+        assert!(err.starts_with("tls_cert is set without tls_key"), "{err}");
+        let ca_only = parse_file("tls_client_ca = \"ca.pem\"").expect("toml");
+        let err = BrokerConfig::from_file_config(ca_only)
+            .expect_err("ca only")
+            .to_string();
+        assert!(err.starts_with("tls_client_ca needs"), "{err}");
+        let flags = flags(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+        ]);
+        let config =
+            BrokerConfig::from_file_config(flags.overlay(FileConfig::default())).expect("ok");
+        assert_eq!(
+            config.tls.and_then(|t| t.client_ca),
+            Some(PathBuf::from("ca.pem"))
+        );
+    }
+
+    #[test]
+    fn users_and_the_auth_timeout_come_from_file_or_flag() {
+        let file = parse_file("users = \"users.toml\"\nauth_timeout_ms = 2000").expect("toml");
+        let config = BrokerConfig::from_file_config(file).expect("ok");
+        assert_eq!(config.users, Some(PathBuf::from("users.toml")));
+        assert_eq!(config.auth_timeout, Duration::from_secs(2));
+        let defaults = BrokerConfig::from_file_config(FileConfig::default()).expect("ok");
+        assert_eq!(
+            (defaults.users, defaults.auth_timeout),
+            (None, Duration::from_secs(5))
+        );
+        let bad = parse_file("auth_timeout_ms = 5").expect("toml");
+        let err = BrokerConfig::from_file_config(bad)
+            .expect_err("too short")
+            .to_string();
+        assert!(err.starts_with("auth_timeout_ms"), "{err}");
+        let command = flags(&["hash-password", "--scram"]);
+        assert_eq!(
+            command.command,
+            Some(BrokerCommand::HashPassword {
+                scram: true,
+                toml: false
+            })
+        );
     }
 
     #[test]

@@ -66,6 +66,13 @@ pub enum ErrorKind {
     UnknownProducer,
     /// The caller no longer holds the lease it settles.
     LeaseLost,
+    /// The caller has not authenticated and the broker has users.
+    AuthenticationRequired,
+    /// Authentication failed (unknown user or wrong password, a refused
+    /// mechanism, too many failures from the caller's address).
+    AuthenticationFailed,
+    /// The caller's rules do not allow the operation on the resource.
+    NotAuthorized,
 }
 
 /// A failed broker operation: its kind and a sentence saying what went

@@ -19,6 +19,7 @@
 //! | [`http`] | `/health`, `/ready` and `/metrics` |
 //! | [`metrics`] | metric names, recording, and the scrape-time families (per resource, process) |
 //! | [`registry`] | idempotent producer names, ids and epochs |
+//! | [`security`] | TLS for the listeners |
 
 #![warn(missing_docs)]
 
@@ -32,6 +33,7 @@ pub mod log;
 pub mod metrics;
 pub mod registry;
 pub mod resp;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod topics;

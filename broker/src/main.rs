@@ -10,9 +10,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use pigeon_broker::config::{BrokerConfig, Flags};
+use pigeon_broker::config::{BrokerCommand, BrokerConfig, Flags};
 use pigeon_broker::io::StdFs;
 use pigeon_broker::log::SystemClock;
+use pigeon_broker::security::metrics::tls_reloaded;
+use pigeon_broker::security::tls::ServerTls;
 use pigeon_broker::service::Broker;
 use pigeon_broker::{http, metrics};
 use pigeon_broker::{resp, server};
@@ -21,6 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
+    if let Some(BrokerCommand::HashPassword { scram, toml }) = flags.command {
+        return hash_password(scram, toml);
+    }
     let config = match BrokerConfig::load(flags) {
         Ok(config) => config,
         Err(e) => {
@@ -69,9 +74,17 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     raise_open_file_limit(config.max_connections);
+    // Before the data directory: bad TLS files stop the start at once.
+    let tls = match config.tls.clone() {
+        Some(files) => Some(Arc::new(
+            ServerTls::load(files).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     let broker = Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock))
         .await
         .map_err(anyhow::Error::msg)?;
+    broker.start_audit().await.map_err(anyhow::Error::msg)?;
     let config = &broker.config;
     let listener = TcpListener::bind(config.listen).await.with_context(|| {
         format!(
@@ -92,11 +105,16 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         Some(l) => l.local_addr()?.to_string(),
         None => "off".to_owned(),
     };
+    // Installed before the broker says it serves, so that a SIGHUP from then
+    // on reloads instead of killing it.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler")?;
     tracing::info!(
         listen = %listener.local_addr()?, http = %http_listener.local_addr()?, resp = %resp_addr, data_dir = %config.data_dir.display(),
         fsync = %config.log.fsync, topics = broker.topics.list().len(), startup_ms = started.elapsed().as_millis() as u64,
-        "pigeon-broker is serving"
+        tls = tls.is_some(), "pigeon-broker is serving"
     );
+    warn_if_exposed(config);
     // Connections that arrive now wait in the listeners' backlogs until the
     // accept loops below run: the broker already answers.
     notify_service_manager(sd_notify::NotifyState::Ready);
@@ -106,16 +124,18 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         broker.clone(),
         prometheus,
         http_listener,
+        tls.clone(),
         http_stop.clone(),
     ));
     let signals = tokio::spawn(wait_for_signal(broker.clone()));
+    let reloads = tokio::spawn(reload_at_sighup(broker.clone(), tls.clone(), hangups));
     let sweeper = broker.clone();
     let members = tokio::spawn(async move {
         let every = std::time::Duration::from_secs(1);
         sweeper.expire_idle_members_until_shutdown(every).await;
     });
-    let resp = resp_listener.map(|l| tokio::spawn(resp::run(broker.clone(), l)));
-    server::run(broker.clone(), listener).await;
+    let resp = resp_listener.map(|l| tokio::spawn(resp::run(broker.clone(), l, tls.clone())));
+    server::run(broker.clone(), listener, tls).await;
     if let Some(resp) = resp {
         let _ = resp.await;
     }
@@ -127,6 +147,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let _ = http.await;
     let _ = members.await;
     signals.abort();
+    reloads.abort();
     tracing::info!("pigeon-broker stopped cleanly");
     Ok(())
 }
@@ -148,6 +169,114 @@ async fn wait_for_signal(broker: Arc<Broker>) {
     }
     broker.begin_shutdown();
     notify_service_manager(sd_notify::NotifyState::Stopping);
+}
+
+/// Re-reads the TLS certificate, key and client CA, and the users file, at
+/// every SIGHUP: new handshakes and authentications use them, established
+/// connections go on; a failed reload is logged and the files in use stay.
+/// It never stops the broker.
+async fn reload_at_sighup(
+    broker: Arc<Broker>,
+    tls: Option<Arc<ServerTls>>,
+    mut hangups: tokio::signal::unix::Signal,
+) {
+    while hangups.recv().await.is_some() {
+        match broker.reload_users() {
+            None => {}
+            Some(Ok(users)) => tracing::info!(
+                users,
+                "SIGHUP: users file reloaded; new authentications use it"
+            ),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "SIGHUP: the users file could not be reloaded; the users in use stay")
+            }
+        }
+        let Some(tls) = &tls else {
+            tracing::info!("SIGHUP: no TLS files to reload");
+            continue;
+        };
+        match tls.reload() {
+            Ok(()) => {
+                tls_reloaded(true);
+                tracing::info!(
+                    "SIGHUP: TLS certificate, key and client CA reloaded; new connections use them"
+                );
+            }
+            Err(e) => {
+                tls_reloaded(false);
+                tracing::error!(error = %e, "SIGHUP: the TLS files could not be reloaded; the ones in use stay");
+            }
+        }
+    }
+}
+
+/// Warns when a listener is reachable from other hosts without TLS or
+/// without users.
+fn warn_if_exposed(config: &pigeon_broker::config::BrokerConfig) {
+    let missing = match (config.tls.is_some(), config.users.is_some()) {
+        (true, true) => return,
+        (false, true) => "without TLS: passwords are safe (SCRAM) but the traffic is readable",
+        (true, false) => "without users: anyone who can reach it can read and change everything",
+        (false, false) => {
+            "without TLS or users: anyone who can reach it can read and change everything"
+        }
+    };
+    let resp = config.resp.map(|addr| ("resp", addr));
+    for (name, addr) in [("listen", config.listen), ("http", config.http)]
+        .into_iter()
+        .chain(resp)
+    {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the {name} listener is reachable from other hosts {missing}; turn on TLS (--tls-cert, --tls-key) and users (--users), or listen on 127.0.0.1 (see docs/security.md)");
+        }
+    }
+}
+
+/// `pigeon-broker hash-password [--scram | --toml]`: reads one password
+/// from standard input (its first line, without the line ending) and
+/// prints what the users file stores for it. The password itself is
+/// never printed.
+fn hash_password(scram: bool, toml: bool) -> ExitCode {
+    use pigeon_broker::security::{password, scram::ScramVerifier};
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        eprintln!(
+            "pigeon-broker: type the password and press Enter (it is shown as you type; prefer `pigeon-broker hash-password < file`)"
+        );
+    }
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+        eprintln!("pigeon-broker: cannot read the password from standard input: {e}");
+        return ExitCode::from(2);
+    }
+    let secret = line.strip_suffix('\n').unwrap_or(&line);
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    if secret.is_empty() {
+        eprintln!(
+            "pigeon-broker: the password is empty; give it on standard input, e.g. pigeon-broker hash-password < password.txt"
+        );
+        return ExitCode::from(2);
+    }
+    let phc = (!scram)
+        .then(|| password::hash(secret.as_bytes()))
+        .transpose();
+    let verifier = (scram || toml)
+        .then(|| ScramVerifier::generate(secret.as_bytes()))
+        .transpose();
+    match (phc, verifier) {
+        (Ok(Some(phc)), Ok(None)) => println!("{phc}"),
+        (Ok(None), Ok(Some(verifier))) => println!("{}", verifier.to_text()),
+        (Ok(Some(phc)), Ok(Some(verifier))) => {
+            println!("password_hash = \"{phc}\"");
+            println!("scram_sha256 = \"{}\"", verifier.to_text());
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("pigeon-broker: {e}");
+            return ExitCode::FAILURE;
+        }
+        (Ok(None), Ok(None)) => return ExitCode::FAILURE,
+    }
+    ExitCode::SUCCESS
 }
 
 /// Sends `state` to the service manager named by `NOTIFY_SOCKET` (systemd's

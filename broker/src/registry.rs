@@ -45,6 +45,9 @@ const MAX_FILE_BYTES: usize = 128 << 20;
 /// Most producer names registered (a file of a few MiB, well inside
 /// [`MAX_FILE_BYTES`]).
 pub const MAX_PRODUCERS: usize = 100_000;
+/// Longest registered name: a client's name (255 bytes) under its user's
+/// name (`<user>/<name>`, see `service/checked.rs`).
+pub const MAX_NAME_LEN: usize = 512;
 
 /// Why a registration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +85,8 @@ pub struct ProducerRegistry {
     file: Mutex<RegistryFile>,
     /// Current epoch per producer id, for the partition writers.
     epochs: RwLock<HashMap<i64, i16>>,
+    /// The name of each producer id (whose user owns it).
+    names: RwLock<HashMap<i64, String>>,
 }
 
 impl ProducerRegistry {
@@ -108,19 +113,25 @@ impl ProducerRegistry {
             }
         };
         let epochs = file.producers.values().map(|r| (r.id, r.epoch)).collect();
+        let names = file
+            .producers
+            .iter()
+            .map(|(name, r)| (r.id, name.clone()))
+            .collect();
         Ok(ProducerRegistry {
             fs,
             path,
             file: Mutex::new(file),
             epochs: RwLock::new(epochs),
+            names: RwLock::new(names),
         })
     }
 
     /// Registers `name`: returns its producer id and new epoch, durably.
     pub fn register(&self, name: &str) -> Result<(i64, i16), RegisterError> {
-        if name.is_empty() || name.len() > 255 {
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
             return Err(RegisterError::InvalidName(format!(
-                "a producer name has 1 to 255 bytes, not {}",
+                "a producer name has 1 to {MAX_NAME_LEN} bytes, not {}",
                 name.len()
             )));
         }
@@ -151,7 +162,13 @@ impl ProducerRegistry {
         })?;
         *file = next;
         self.epochs.write().insert(registered.id, registered.epoch);
+        self.names.write().insert(registered.id, name.to_owned());
         Ok((registered.id, registered.epoch))
+    }
+
+    /// The name producer id `id` was registered under.
+    pub fn name_of(&self, id: i64) -> Option<String> {
+        self.names.read().get(&id).cloned()
     }
 
     /// Registered producers.
@@ -189,6 +206,8 @@ mod tests {
         assert_eq!(registry.current_epoch(0), Some(1));
         assert_eq!(registry.register("orders-7"), Ok((0, 2)));
         assert_eq!(registry.register("new"), Ok((2, 0)));
+        assert_eq!(registry.name_of(0).as_deref(), Some("orders-7"));
+        assert_eq!(registry.name_of(7), None);
         assert!(registry.register("").is_err());
     }
 

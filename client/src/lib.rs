@@ -26,6 +26,7 @@ pub use pigeon_protocol as protocol;
 pub use pigeon_protocol::batch;
 
 pub use client::{
-    Admin, Client, ClientConfig, ClientError, Consumer, ConsumerConfig, GroupDelivery, Producer,
-    ProducerConfig, ProducerRecord, Reader, ReaderConfig, RecordMetadata, StartAt,
+    Admin, Client, ClientConfig, ClientError, Consumer, ConsumerConfig, Credentials, GroupDelivery,
+    Producer, ProducerConfig, ProducerRecord, Reader, ReaderConfig, RecordMetadata, StartAt,
+    TlsConfig,
 };

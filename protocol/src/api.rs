@@ -6,7 +6,7 @@
 //!
 //! | keys | group |
 //! | --- | --- |
-//! | 0–9 | connection (0 Handshake) |
+//! | 0–9 | connection (0 Handshake, 1 SaslHandshake, 2 SaslAuthenticate) |
 //! | 10–19 | topic administration (10 CreateTopic … 14 AlterTopic) |
 //! | 20–29 | producing (20 Produce, 21 RegisterProducer) |
 //! | 30–39 | reading (30 Fetch, 31 ListOffsets) |
@@ -79,6 +79,10 @@ macro_rules! api_keys {
 api_keys! {
     /// Version negotiation and limits; the first request on a connection.
     Handshake = 0, versions: 0..=0;
+    /// Choose a SASL mechanism; the broker lists those it offers.
+    SaslHandshake = 1, versions: 0..=0;
+    /// One step of the SASL exchange (PLAIN over TLS, SCRAM-SHA-256).
+    SaslAuthenticate = 2, versions: 0..=0;
     /// Create a topic.
     CreateTopic = 10, versions: 0..=0;
     /// Delete a topic and its data.
@@ -182,14 +186,14 @@ mod tests {
         assert_eq!(
             numbers,
             vec![
-                0, 10, 11, 12, 13, 14, 20, 21, 30, 31, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50,
-                51, 60
+                0, 1, 2, 10, 11, 12, 13, 14, 20, 21, 30, 31, 40, 41, 42, 43, 44, 45, 46, 47, 48,
+                49, 50, 51, 60
             ]
         );
         for key in ALL_API_KEYS {
             assert_eq!(ApiKey::from_u16(key.as_u16()), Some(key));
         }
-        assert_eq!(ApiKey::from_u16(1), None);
+        assert_eq!(ApiKey::from_u16(3), None);
         assert_eq!(ApiKey::from_u16(39), None);
         assert_eq!(ApiKey::from_u16(52), None);
         assert_eq!(ApiKey::from_u16(61), None);

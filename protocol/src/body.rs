@@ -65,6 +65,10 @@ api_enum! {
     Request {
         /// Handshake (key 0).
         Handshake(HandshakeRequest),
+        /// SaslHandshake (key 1).
+        SaslHandshake(SaslHandshakeRequest),
+        /// SaslAuthenticate (key 2).
+        SaslAuthenticate(SaslAuthenticateRequest),
         /// CreateTopic (key 10).
         CreateTopic(CreateTopicRequest),
         /// DeleteTopic (key 11).
@@ -117,6 +121,10 @@ api_enum! {
     Response {
         /// Handshake (key 0).
         Handshake(HandshakeResponse),
+        /// SaslHandshake (key 1).
+        SaslHandshake(SaslHandshakeResponse),
+        /// SaslAuthenticate (key 2).
+        SaslAuthenticate(SaslAuthenticateResponse),
         /// CreateTopic (key 10).
         CreateTopic(CreateTopicResponse),
         /// DeleteTopic (key 11).

@@ -158,6 +158,20 @@ error_codes! {
     /// one is closed right after the error.
     TooManyConnections = 29, retriable: true,
         "the broker serves its maximum number of connections";
+    /// The listener speaks TLS and the client did not: sent in the clear as
+    /// a connection-level error, then the connection is closed.
+    TlsRequired = 30, retriable: false, "the broker's listener requires TLS";
+    /// The connection has not authenticated, and the broker has users: only
+    /// Handshake, SaslHandshake and SaslAuthenticate are served.
+    AuthenticationRequired = 31, retriable: false,
+        "the connection must authenticate first";
+    /// Authentication failed: unknown user or wrong password, a mechanism
+    /// not offered, a malformed SASL message, or too many failures from
+    /// the client's address.
+    AuthenticationFailed = 32, retriable: false, "authentication failed";
+    /// The user's rules do not allow this operation on this resource; the
+    /// message names the user, the permission and the resource.
+    NotAuthorized = 33, retriable: false, "the user is not allowed this operation";
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -186,11 +200,14 @@ mod tests {
         assert_eq!(ErrorCode::CorruptStoredData.as_u16(), 25);
         assert_eq!(ErrorCode::DuplicateRequestId.as_u16(), 28);
         assert_eq!(ErrorCode::TooManyConnections.as_u16(), 29);
+        assert_eq!(ErrorCode::TlsRequired.as_u16(), 30);
+        assert_eq!(ErrorCode::AuthenticationFailed.as_u16(), 32);
+        assert_eq!(ErrorCode::NotAuthorized.as_u16(), 33);
     }
 
     #[test]
     fn unknown_numbers_are_preserved() {
-        for n in [30u16, 100, 0xFFFE, 0xFFFF] {
+        for n in [100u16, 0xFFFE, 0xFFFF] {
             let code = ErrorCode::from_u16(n);
             assert_eq!(code, ErrorCode::Unrecognized(n));
             assert_eq!(code.as_u16(), n);

@@ -17,6 +17,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod crash_loop;
+pub mod pki;
 pub mod prometheus;
 
 /// Path of a workspace binary (`pigeon-broker` or `pigeon`), building the

@@ -29,7 +29,9 @@
 //! [`process`]. Every metric has a `# HELP` line ([`describe`] for the
 //! facade's). Histogram buckets cover every value the code records:
 //! latencies 50 µs to 10 s, throttles to 30 s (the longest hold-back);
-//! fsyncs and records per commit: see [`crate::log::stats`].
+//! fsyncs and records per commit: see [`crate::log::stats`]. The security
+//! metrics (TLS handshakes and reloads, authentication) are listed in
+//! [`crate::security::metrics`].
 
 pub mod process;
 pub mod scrape;
@@ -110,6 +112,7 @@ pub fn describe() {
         "pigeon_produce_throttle_seconds",
         "How long a connection was held back for its quota, in seconds."
     );
+    crate::security::metrics::describe();
 }
 
 /// A produce request finished.

@@ -28,6 +28,8 @@
 //! - Malformed input gets Redis's protocol error and the connection is
 //!   closed, as Redis does. A command's failure is an error reply; the
 //!   connection stays open.
+//! - With users, a connection that has not authenticated within
+//!   `auth_timeout_ms` of its accept is closed (see `commands/connection.rs`).
 //! - At shutdown the connection finishes the command it is running (a
 //!   blocking read returns at once) and closes.
 
@@ -54,17 +56,18 @@ const MAX_PENDING_APPENDS: usize = 1024;
 
 /// Serves one connection until the client closes it, sends `QUIT` or
 /// malformed input, or the broker shuts down.
-pub async fn serve<R, W>(
-    listener: Arc<Listener>,
-    read: R,
-    write: W,
-    addr: SocketAddr,
-    laddr: SocketAddr,
-) where
+pub async fn serve<R, W>(listener: Arc<Listener>, read: R, write: W, link: Link)
+where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let registration = listener.clients.register(addr, laddr);
+    let addr = link.peer;
+    let registration = listener.clients.register(addr, link.local);
+    let caller = listener
+        .broker
+        .new_caller(link.peer, link.tls, link.certificate_user.as_deref());
+    let auth_deadline =
+        (!caller.is_authenticated()).then(|| Instant::now() + listener.broker.config.auth_timeout);
     let session = Session {
         id: registration.id,
         resp3: false,
@@ -72,6 +75,8 @@ pub async fn serve<R, W>(
         multi: None,
         multi_failed: false,
         in_exec: false,
+        connected_as: caller.clone(),
+        caller,
     };
     let max = listener.broker.config.max_frame_bytes as usize;
     let mut connection = Connection {
@@ -83,6 +88,7 @@ pub async fn serve<R, W>(
         input: BytesMut::with_capacity(16 * 1024),
         output: BytesMut::with_capacity(16 * 1024),
         deadline: None,
+        auth_deadline,
         pending: Vec::new(),
     };
     if let Err(why) = connection.run().await {
@@ -102,8 +108,23 @@ struct Connection<R, W> {
     /// When the request being read must be complete (set at its first
     /// byte, cleared when it is whole).
     deadline: Option<Instant>,
+    /// When a connection that has not authenticated is closed.
+    auth_deadline: Option<Instant>,
     /// Appends queued whose commits are not awaited yet, in request order.
     pending: Vec<commands::PendingAppend>,
+}
+
+/// How a connection reached the listener.
+#[derive(Debug)]
+pub struct Link {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The listener's address it connected to.
+    pub local: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The user a verified client certificate names, if any.
+    pub certificate_user: Option<String>,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
@@ -231,6 +252,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             self.deadline = None;
             None
         };
+        let auth_deadline = match self.auth_deadline {
+            Some(_) if self.session.caller.is_authenticated() => None,
+            other => other,
+        };
+        let deadline = match (deadline, auth_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let read = self.read.read_buf(&mut self.input);
         let read = async {
             match deadline {
@@ -240,6 +269,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         };
         tokio::select! {
             got = read => match got {
+                None if auth_deadline.is_some_and(|at| Instant::now() >= at) => Err(format!(
+                    "the connection did not authenticate within auth_timeout_ms ({} ms)",
+                    broker.config.auth_timeout.as_millis()
+                )),
                 None => Err(too_slow(timeout)),
                 Some(Ok(0)) => Ok(false),
                 Some(Ok(_)) => Ok(true),

@@ -25,9 +25,16 @@ pub fn broker_error(e: &BrokerError) -> Reply {
         ErrorKind::GroupExists => {
             return Reply::error("BUSYGROUP Consumer Group name already exists");
         }
+        ErrorKind::AuthenticationRequired => return noauth(),
+        ErrorKind::NotAuthorized => "NOPERM",
         _ => "ERR",
     };
     Reply::error(format!("{code} {}", e.message))
+}
+
+/// Redis's answer to a command before the connection authenticated.
+pub fn noauth() -> Reply {
+    Reply::error("NOAUTH Authentication required.")
 }
 
 /// Redis's answer to a command it does not know.

@@ -16,7 +16,7 @@
 use bytes::Bytes;
 
 use crate::error::{BrokerError, ErrorKind};
-use crate::service::Broker;
+use crate::service::Checked;
 
 /// The error for a key that cannot name a stream.
 pub fn bad_key(key: &[u8]) -> String {
@@ -61,9 +61,8 @@ impl StreamKey {
     /// The one partition this key reads and writes: the one named, or the
     /// topic's only partition. A bare name of a topic with several
     /// partitions is an error saying how to name one.
-    pub fn partition_in(&self, broker: &Broker) -> Result<u32, BrokerError> {
-        let topic = broker.topic(&self.topic)?;
-        let count = topic.metadata.partitions;
+    pub fn partition_in(&self, broker: &Checked<'_>) -> Result<u32, BrokerError> {
+        let count = broker.describe_topic(&self.topic)?.partitions.len() as u32;
         match self.partition {
             Some(p) if p < count => Ok(p),
             Some(p) => Err(BrokerError::unknown_partition(&self.topic, count, p)),
@@ -81,16 +80,16 @@ impl StreamKey {
 
     /// Whether the key names an existing stream (a topic, or an existing
     /// partition of one).
-    pub fn exists(&self, broker: &Broker) -> bool {
-        match broker.topics.get(&self.topic) {
-            Some(topic) => self.partition.is_none_or(|p| p < topic.metadata.partitions),
+    pub fn exists(&self, broker: &Checked<'_>) -> bool {
+        match broker.partitions_of(&self.topic) {
+            Some(count) => self.partition.is_none_or(|p| p < count),
             None => false,
         }
     }
 }
 
 /// The streams shown as keys: every topic but the broker's own, by name.
-pub fn stream_names(broker: &Broker) -> Vec<String> {
+pub fn stream_names(broker: &Checked<'_>) -> Vec<String> {
     let mut names: Vec<String> = broker
         .list_topics()
         .into_iter()

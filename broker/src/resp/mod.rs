@@ -19,6 +19,16 @@
 //! | `stream` | stream IDs ↔ offsets, entries ↔ records, reads by ID, append locks |
 //! | `errors` | `BrokerError` → Redis error reply (one place), Redis's fixed error texts |
 //!
+//! ## Security
+//!
+//! With `--tls-cert` the listener speaks TLS only (the binary protocol's
+//! configuration, reloaded at SIGHUP; a plain client is told so in a
+//! Redis error and closed). With `--users`, Redis users are Pigeon users
+//! (`commands/connection.rs`), and every command runs as the connection's
+//! caller through the service layer's permission checks
+//! ([`crate::service::Checked`]): a refusal is Redis's `NOPERM` error
+//! naming the user, the permission and the stream.
+//!
 //! ## Concurrency model
 //!
 //! One task accepts connections (at most `max_connections` at once; one
@@ -54,6 +64,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use crate::security::tls::ServerTls;
 use crate::service::Broker;
 use clients::Clients;
 
@@ -74,7 +85,7 @@ pub struct Listener {
 
 /// Accepts RESP connections until shutdown; returns once every connection
 /// ended.
-pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
+pub async fn run(broker: Arc<Broker>, listener: TcpListener, tls: Option<Arc<ServerTls>>) {
     let port = listener.local_addr().map_or(0, |a| a.port());
     let shared = Arc::new(Listener {
         broker: broker.clone(),
@@ -96,9 +107,9 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
                     refuse(stream);
                     continue;
                 };
-                let shared = shared.clone();
+                let (shared, tls) = (shared.clone(), tls.clone());
                 connections.spawn(async move {
-                    serve_tcp(shared, stream, peer).await;
+                    serve_tcp(shared, stream, peer, tls).await;
                     drop(permit);
                 });
             }
@@ -116,12 +127,42 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
     }
 }
 
-async fn serve_tcp(shared: Arc<Listener>, stream: TcpStream, peer: SocketAddr) {
+async fn serve_tcp(
+    shared: Arc<Listener>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<ServerTls>>,
+) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
-    let (read, write) = stream.into_split();
-    connection::serve(shared, read, write, peer, local).await;
+    let mut link = connection::Link {
+        peer,
+        local,
+        tls: false,
+        certificate_user: None,
+    };
+    let Some(tls) = tls else {
+        let (read, write) = stream.into_split();
+        return connection::serve(shared, read, write, link).await;
+    };
+    let timeout = shared.broker.config.frame_timeout;
+    match crate::server::tls::shake_hands(&tls, stream, &peer.to_string(), timeout).await {
+        Some(Ok(stream)) => {
+            link.tls = true;
+            link.certificate_user = crate::security::tls::peer_user(stream.get_ref().1);
+            let (read, write) = tokio::io::split(stream);
+            connection::serve(shared, read, write, link).await;
+        }
+        Some(Err(mut plain)) => {
+            let _ = plain.write_all(PLAIN_ON_TLS.as_bytes()).await;
+            let _ = plain.shutdown().await;
+        }
+        None => {}
+    }
 }
+
+/// The answer to a plain client on the TLS listener, in the clear.
+const PLAIN_ON_TLS: &str = "-ERR this Pigeon Redis listener requires TLS: connect with TLS (for example redis-cli --tls --cacert ca.pem)\r\n";
 
 /// Tells a connection over `max_connections` why it is closed, as Redis
 /// does, and closes it.

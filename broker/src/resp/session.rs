@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Listener;
+use crate::service::{Caller, Checked};
 
 /// One connection's state.
 #[derive(Debug)]
@@ -23,6 +24,12 @@ pub struct Session {
     pub multi_failed: bool,
     /// Running `EXEC`'s commands: reads do not block.
     pub in_exec: bool,
+    /// Who runs the commands: set at connect (anyone without users; the
+    /// user a client certificate names; else nobody), changed by `AUTH`
+    /// and `HELLO … AUTH`.
+    pub caller: Caller,
+    /// The caller the connection opened as (`RESET` returns to it).
+    pub connected_as: Caller,
 }
 
 /// What a command runs with.
@@ -51,8 +58,8 @@ impl Context<'_> {
         });
     }
 
-    /// The broker's service layer.
-    pub fn broker(&self) -> &crate::service::Broker {
-        &self.listener.broker
+    /// The broker's operations, as this connection's caller may do them.
+    pub fn broker(&self) -> Checked<'_> {
+        self.listener.broker.checked(&self.session.caller)
     }
 }

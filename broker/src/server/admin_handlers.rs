@@ -6,7 +6,7 @@ use pigeon_protocol as wire;
 use pigeon_protocol::Response;
 
 use crate::error::BrokerError;
-use crate::service::Broker;
+use crate::service::Checked;
 use crate::topics::RetentionChange;
 
 type Answer = Result<Response, BrokerError>;
@@ -20,7 +20,7 @@ fn change_from_wire(change: wire::RetentionChange) -> RetentionChange {
 }
 
 /// AlterTopic.
-pub async fn alter_topic(broker: &Broker, req: wire::AlterTopicRequest) -> Answer {
+pub async fn alter_topic(broker: &Checked<'_>, req: wire::AlterTopicRequest) -> Answer {
     let (ms, bytes) = (req.retention_ms, req.retention_bytes);
     let altered = broker
         .alter_topic(&req.topic, change_from_wire(ms), change_from_wire(bytes))
@@ -34,7 +34,7 @@ pub async fn alter_topic(broker: &Broker, req: wire::AlterTopicRequest) -> Answe
 }
 
 /// ListGroups.
-pub async fn list_groups(broker: &Broker, req: wire::ListGroupsRequest) -> Answer {
+pub async fn list_groups(broker: &Checked<'_>, req: wire::ListGroupsRequest) -> Answer {
     let groups = broker.list_groups(req.topic.as_deref()).await?;
     let groups = groups.into_iter().map(|g| wire::GroupListing {
         topic: g.topic,
@@ -53,8 +53,8 @@ pub async fn list_groups(broker: &Broker, req: wire::ListGroupsRequest) -> Answe
 }
 
 /// DescribeBroker.
-pub async fn describe_broker(broker: &Broker) -> Answer {
-    let described = broker.describe_broker().await;
+pub async fn describe_broker(broker: &Checked<'_>) -> Answer {
+    let described = broker.describe_broker().await?;
     let config = described.config.into_iter().map(|(key, value)| {
         let mut value = value;
         truncate(&mut value, wire::MAX_DESCRIBE_STRING_LEN);

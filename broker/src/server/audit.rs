@@ -1,6 +1,9 @@
 //! The audit line of every administrative request: at `info`, with the
 //! peer's address, the operation, the resource it acts on and the result,
-//! so that an operator can tell who changed what.
+//! so that an operator can tell who changed what. With users configured
+//! the same operations are also recorded, with the user, in the audit
+//! trail topic `__audit` (see `service/audit.rs`); this line is for
+//! whoever reads the broker's log.
 //!
 //! Administrative requests are those that change what the broker holds or
 //! how it delivers: topic create, alter and delete; group create, alter,
@@ -9,13 +12,14 @@
 //! not audited.
 //!
 //! ```text
-//! INFO admin operation peer=127.0.0.1:53122 operation="topic delete" resource="orders" result="ok"
-//! INFO admin operation peer=127.0.0.1:53122 operation="group seek" resource="orders/billing" detail="all partitions to offset 42" result="failed" error=...
+//! INFO admin operation peer=127.0.0.1:53122 user="anonymous" operation="topic delete" resource="orders" result="ok"
+//! INFO admin operation peer=127.0.0.1:53122 user="ops" operation="group seek" resource="orders/billing" detail="all partitions to offset 42" result="failed" error=...
 //! ```
 
 use pigeon_protocol::{Request, Response, RetentionChange, SeekTarget};
 
 use crate::error::BrokerError;
+use crate::service::Caller;
 
 /// An administrative request, as its audit line names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,8 +105,9 @@ fn seek_detail(partition: Option<u32>, target: SeekTarget) -> String {
     format!("{which} to {to}")
 }
 
-/// Logs the audit line of `op`, done for `peer`, with its result.
-pub fn log(peer: &str, op: &AdminOperation, result: &Result<Response, BrokerError>) {
+/// Logs the audit line of `op`, done for `caller`, with its result.
+pub fn log(caller: &Caller, op: &AdminOperation, result: &Result<Response, BrokerError>) {
+    let (peer, user) = (caller.peer.to_string(), caller.name());
     let AdminOperation {
         operation,
         resource,
@@ -111,6 +116,7 @@ pub fn log(peer: &str, op: &AdminOperation, result: &Result<Response, BrokerErro
     match result {
         Ok(_) => tracing::info!(
             peer,
+            user,
             operation,
             resource = resource.as_str(),
             detail = detail.as_str(),
@@ -119,6 +125,7 @@ pub fn log(peer: &str, op: &AdminOperation, result: &Result<Response, BrokerErro
         ),
         Err(e) => tracing::info!(
             peer,
+            user,
             operation,
             resource = resource.as_str(),
             detail = detail.as_str(),

@@ -37,6 +37,13 @@
 //!   [`TokenBucket`]; when it goes into debt the response carries
 //!   `throttle_ms` (Produce v1) and the connection is muted: nothing more
 //!   is read from it until the debt is paid. Responses still go out.
+//! - With users (`--users`), a connection starts unauthenticated (unless
+//!   its client certificate names a user): it may send Handshake and the
+//!   SASL requests, which the connection task answers itself, in order
+//!   (see [`super::auth`]); any other request is answered
+//!   `AuthenticationRequired`. A connection still unauthenticated
+//!   `auth_timeout` after it was accepted gets a connection-level
+//!   `AuthenticationRequired` and is closed.
 //! - The connection is generic over its byte stream (any `AsyncRead` and
 //!   `AsyncWrite` halves: plain TCP today, TLS over it later); the wait
 //!   for a frame's first byte looks into the read buffer (`fill_buf`), not
@@ -60,6 +67,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use super::auth::{Link, SaslSession};
 use super::handlers::{RequestContext, finish_produce, handle, response_frame, submit_produce};
 use super::quota::TokenBucket;
 use crate::error::BrokerError;
@@ -67,12 +75,12 @@ use crate::metrics;
 use crate::service::{Broker, SubmittedProduce};
 
 /// Serves one connection, given its two halves, until it ends.
-pub async fn serve<R, W>(broker: Arc<Broker>, read: R, write: W, peer: String)
+pub async fn serve<R, W>(broker: Arc<Broker>, read: R, write: W, link: Link)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    Connection::new(broker, read, write, peer).run().await;
+    Connection::new(broker, read, write, link).run().await;
 }
 
 /// One connection's state.
@@ -96,6 +104,20 @@ struct Connection<R> {
     quota: Option<TokenBucket>,
     /// Throttled: read nothing until then.
     muted_until: Option<Instant>,
+    /// Who the client is as the listener saw it (address, TLS, certificate).
+    link: Link,
+    /// Where the connection is in its authentication.
+    sasl: SaslSession,
+    /// While unauthenticated on a broker with users: when it is closed.
+    auth_deadline: Option<Instant>,
+}
+
+/// What the read loop met next.
+enum Next {
+    /// A frame, or `None` once reading must stop.
+    Frame(Option<IncomingRequest>),
+    /// The connection did not authenticate in time.
+    AuthTimedOut,
 }
 
 /// A request as the connection hands it to its task.
@@ -107,10 +129,11 @@ enum Work {
 }
 
 impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
-    fn new<W>(broker: Arc<Broker>, read: R, write: W, peer: String) -> Connection<R>
+    fn new<W>(broker: Arc<Broker>, read: R, write: W, link: Link) -> Connection<R>
     where
         W: AsyncWrite + Unpin + Send + 'static,
     {
+        let peer = link.peer.to_string();
         let config = &broker.config;
         let limits = Limits {
             max_frame_size: config.max_frame_bytes,
@@ -128,10 +151,13 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
         // not yet handed to the socket: a client that reads slowly, or not
         // at all, pins at most two frames' worth of them.
         let two_frames_kib = (2 * config.max_frame_bytes as usize).div_ceil(1024);
+        let caller = broker.new_caller(link.peer, link.tls, link.certificate_user.as_deref());
+        let auth_deadline =
+            (!caller.is_authenticated()).then(|| Instant::now() + config.auth_timeout);
         let context = RequestContext {
-            peer: Arc::from(peer.as_str()),
             owner: broker.members.new_connection(),
             read_budget: Arc::new(Semaphore::new(two_frames_kib)),
+            caller: Arc::new(caller),
         };
         let quota = config
             .produce_quota_bytes_per_sec
@@ -149,14 +175,75 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
             muted_until: None,
             peer,
             broker,
+            link,
+            sasl: SaslSession::default(),
+            auth_deadline,
         }
     }
 
     async fn run(mut self) {
-        while let Some(incoming) = self.read_frame().await {
-            self.take(incoming).await;
+        loop {
+            let next = match self.auth_deadline {
+                None => Next::Frame(self.read_frame().await),
+                Some(deadline) => tokio::select! {
+                    frame = self.read_frame() => Next::Frame(frame),
+                    _ = tokio::time::sleep_until(deadline.into()) => Next::AuthTimedOut,
+                },
+            };
+            match next {
+                Next::Frame(Some(incoming)) => self.take(incoming).await,
+                Next::Frame(None) => break,
+                Next::AuthTimedOut => {
+                    self.auth_timed_out();
+                    break;
+                }
+            }
         }
         self.close().await;
+    }
+
+    /// The connection did not authenticate within `auth_timeout`: says
+    /// why, then the connection closes.
+    fn auth_timed_out(&self) {
+        let timeout = self.broker.config.auth_timeout;
+        tracing::info!(peer = %self.peer, "closing a connection that did not authenticate within {timeout:?}");
+        metrics::error(ErrorCode::AuthenticationRequired);
+        let message = format!(
+            "the connection did not authenticate within {} ms of connecting (auth_timeout_ms); it is closed. Authenticate first (pigeon --user NAME, with PIGEON_PASSWORD or --password-file)",
+            timeout.as_millis()
+        );
+        let _ = self
+            .responses
+            .try_send(connection_error(ErrorCode::AuthenticationRequired, message).into());
+    }
+
+    /// Runs one SASL step here, before the next frame is read, so that the
+    /// requests after it act as the user it authenticated.
+    async fn authenticate(&mut self, header: RequestHeader, request: Request) {
+        let (result, caller) = self.sasl.answer(&self.broker, &self.link, request).await;
+        if let Some(caller) = caller {
+            self.context.caller = Arc::new(caller);
+            self.auth_deadline = None;
+        }
+        let _ = self
+            .responses
+            .send(response_frame(&header, result).into())
+            .await;
+    }
+
+    /// Whether `request` must wait for authentication: answers it if so.
+    async fn refused_unauthenticated(&mut self, header: &RequestHeader, request: &Request) -> bool {
+        if self.context.caller.is_authenticated() || matches!(request, Request::Handshake(_)) {
+            return false;
+        }
+        metrics::error(ErrorCode::AuthenticationRequired);
+        let message = format!(
+            "{:?} needs an authenticated connection: authenticate first with SaslHandshake and SaslAuthenticate (pigeon --user NAME, with PIGEON_PASSWORD or --password-file)",
+            request.api_key()
+        );
+        let frame = ResponseFrame::error(header, ErrorCode::AuthenticationRequired, message);
+        let _ = self.responses.send(frame.into()).await;
+        true
     }
 
     /// The next whole frame, or `None` once the connection must stop
@@ -248,6 +335,15 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
                 return;
             }
         };
+        if matches!(
+            request,
+            Request::SaslHandshake(_) | Request::SaslAuthenticate(_)
+        ) {
+            return self.authenticate(header, request).await;
+        }
+        if self.refused_unauthenticated(&header, &request).await {
+            return;
+        }
         if let Some(permit) = self.admit(&header).await {
             self.dispatch(
                 header,
@@ -322,7 +418,8 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
                     permit = self.produce_budget.clone().acquire_many_owned(kib) => permit.ok(),
                     _ = self.broker.shutdown.cancelled() => None,
                 };
-                let submitted = submit_produce(&self.broker, req).await;
+                let checked = self.broker.checked(&self.context.caller);
+                let submitted = submit_produce(&checked, req).await;
                 (Work::Produce(submitted), produce_permit)
             }
             other => (Work::Other(other), None),

@@ -33,6 +33,9 @@ impl From<ErrorKind> for ErrorCode {
             ErrorKind::OutOfOrderSequence => ErrorCode::OutOfOrderSequence,
             ErrorKind::UnknownProducer => ErrorCode::UnknownProducer,
             ErrorKind::LeaseLost => ErrorCode::LeaseLost,
+            ErrorKind::AuthenticationRequired => ErrorCode::AuthenticationRequired,
+            ErrorKind::AuthenticationFailed => ErrorCode::AuthenticationFailed,
+            ErrorKind::NotAuthorized => ErrorCode::NotAuthorized,
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::delivery::engine::GroupDelivery;
 use crate::error::BrokerError;
 use crate::groups::redrive::{RedriveOptions, RedriveOutcome, RedriveReport};
 use crate::service::{
-    Broker, GroupDescription, MemberOwner, MessageReport, MessageStatus, SeekTarget, SettleAction,
+    Checked, GroupDescription, MemberOwner, MessageReport, MessageStatus, SeekTarget, SettleAction,
     SettleRequest,
 };
 
@@ -50,33 +50,33 @@ pub fn to_wire(s: &GroupSettings) -> wire::GroupSettings {
 type Answer = Result<Response, BrokerError>;
 
 /// CreateGroup.
-pub async fn create(broker: &Broker, req: wire::CreateGroupRequest) -> Answer {
+pub async fn create(broker: &Checked<'_>, req: wire::CreateGroupRequest) -> Answer {
     let settings = from_wire(&req.settings);
     let created = broker.create_group(&req.topic, &req.group, settings).await;
     created.map(|()| wire::CreateGroupResponse.into())
 }
 
 /// DeleteGroup.
-pub async fn delete(broker: &Broker, req: wire::DeleteGroupRequest) -> Answer {
+pub async fn delete(broker: &Checked<'_>, req: wire::DeleteGroupRequest) -> Answer {
     let deleted = broker.delete_group(&req.topic, &req.group).await;
     deleted.map(|()| wire::DeleteGroupResponse.into())
 }
 
 /// AlterGroup.
-pub async fn alter(broker: &Broker, req: wire::AlterGroupRequest) -> Answer {
+pub async fn alter(broker: &Checked<'_>, req: wire::AlterGroupRequest) -> Answer {
     let settings = from_wire(&req.settings);
     let altered = broker.alter_group(&req.topic, &req.group, settings).await;
     altered.map(|()| wire::AlterGroupResponse.into())
 }
 
 /// PauseGroup (pause or resume).
-pub async fn pause(broker: &Broker, req: wire::PauseGroupRequest) -> Answer {
+pub async fn pause(broker: &Checked<'_>, req: wire::PauseGroupRequest) -> Answer {
     let paused = broker.pause_group(&req.topic, &req.group, req.paused).await;
     paused.map(|()| wire::PauseGroupResponse.into())
 }
 
 /// DescribeGroup.
-pub async fn describe(broker: &Broker, req: wire::DescribeGroupRequest) -> Answer {
+pub async fn describe(broker: &Checked<'_>, req: wire::DescribeGroupRequest) -> Answer {
     let GroupDescription {
         settings,
         paused,
@@ -106,7 +106,7 @@ pub async fn describe(broker: &Broker, req: wire::DescribeGroupRequest) -> Answe
 }
 
 /// SeekGroup.
-pub async fn seek(broker: &Broker, req: wire::SeekGroupRequest) -> Answer {
+pub async fn seek(broker: &Checked<'_>, req: wire::SeekGroupRequest) -> Answer {
     let target = match req.target {
         wire::SeekTarget::Offset(o) => SeekTarget::Offset(o),
         wire::SeekTarget::Timestamp(ts) => SeekTarget::Timestamp(ts),
@@ -126,7 +126,11 @@ pub async fn seek(broker: &Broker, req: wire::SeekGroupRequest) -> Answer {
 }
 
 /// JoinGroup: the consumer is owned by the connection.
-pub async fn join(broker: &Broker, owner: &MemberOwner, req: wire::JoinGroupRequest) -> Answer {
+pub async fn join(
+    broker: &Checked<'_>,
+    owner: &MemberOwner,
+    req: wire::JoinGroupRequest,
+) -> Answer {
     let owner = owner.clone();
     let joined = broker.join(&req.topic, &req.group, &req.consumer_name, owner, None);
     let (consumer, settings) = joined.await?;
@@ -144,7 +148,11 @@ const RECEIVE_RESPONSE_OVERHEAD: usize = 1024;
 /// Receive. The deliveries must fit one response frame, and the request's
 /// `max_bytes` (v1) if it sets one: the engine leases no more than that
 /// many bytes of them.
-pub async fn receive(broker: &Broker, owner: &MemberOwner, req: wire::ReceiveRequest) -> Answer {
+pub async fn receive(
+    broker: &Checked<'_>,
+    owner: &MemberOwner,
+    req: wire::ReceiveRequest,
+) -> Answer {
     let wait = Duration::from_millis(u64::from(req.max_wait_ms));
     let (topic, group, max) = (&req.topic, &req.group, req.max_messages as usize);
     let frame = broker.config.max_frame_bytes as usize;
@@ -177,7 +185,7 @@ fn delivery_to_wire(d: GroupDelivery) -> wire::Delivery {
 }
 
 /// Settle.
-pub async fn settle(broker: &Broker, owner: &MemberOwner, req: wire::SettleRequest) -> Answer {
+pub async fn settle(broker: &Checked<'_>, owner: &MemberOwner, req: wire::SettleRequest) -> Answer {
     let positions: Vec<(u32, u64)> = req.items.iter().map(|i| (i.partition, i.offset)).collect();
     let delay = |ms: u32| (ms > 0).then(|| Duration::from_millis(u64::from(ms)));
     let items = req.items.into_iter().map(|i| SettleRequest {
@@ -215,7 +223,7 @@ pub async fn settle(broker: &Broker, owner: &MemberOwner, req: wire::SettleReque
 }
 
 /// MessageState.
-pub async fn message_state(broker: &Broker, req: wire::MessageStateRequest) -> Answer {
+pub async fn message_state(broker: &Checked<'_>, req: wire::MessageStateRequest) -> Answer {
     let (topic, group) = (&req.topic, &req.group);
     let report = broker
         .message_state(topic, group, req.partition, req.offset)
@@ -246,7 +254,7 @@ fn message_state_to_wire(report: MessageReport) -> wire::MessageStateResponse {
 
 /// Redrive: version 1 answers the summary (counts and ranges); version 0
 /// lists every message, so it moves at most `V0_MAX_MESSAGES`.
-pub async fn redrive(broker: &Broker, req: wire::RedriveRequest, version: u16) -> Answer {
+pub async fn redrive(broker: &Checked<'_>, req: wire::RedriveRequest, version: u16) -> Answer {
     let listed = version == 0;
     let max = match (listed, req.max) {
         (true, 0) => wire::V0_MAX_MESSAGES,

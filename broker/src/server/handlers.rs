@@ -1,6 +1,7 @@
 //! One function per API of the binary protocol, each a translation:
 //! decode the wire request into the service's values, make one call to
-//! [`Broker`], encode the answer. No domain question is decided here.
+//! the service as the connection's caller ([`Checked`]: permissions
+//! first), encode the answer. No domain question is decided here.
 //! Errors of one partition or item go in that entry; errors of the whole
 //! request in the response's error code (see [`super::errors`]).
 
@@ -13,7 +14,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::errors::{entry_error, error_frame};
 use super::{admin_handlers, audit, group_handlers};
 use crate::error::BrokerError;
-use crate::service::{self, Broker, MemberOwner, ProduceOutcome, SubmittedProduce};
+use crate::service::{
+    self, Broker, Caller, Checked, MemberOwner, ProduceOutcome, SubmittedProduce,
+};
 use crate::topics::NewTopic;
 
 /// Bytes of one fetch response entry besides its topic name and records
@@ -28,8 +31,8 @@ pub struct RequestContext {
     pub owner: MemberOwner,
     /// The connection's budget of fetched bytes in memory, in KiB.
     pub read_budget: Arc<Semaphore>,
-    /// The client's address, for the audit line of admin requests.
-    pub peer: Arc<str>,
+    /// Who makes the requests (changes when the connection authenticates).
+    pub caller: Arc<Caller>,
 }
 
 /// Answers one request (a produce goes through [`submit_produce`]
@@ -44,7 +47,7 @@ pub async fn handle(
     let audited = audit::operation(&request);
     let (result, held) = answer(broker, context, header.api_version, request).await;
     if let Some(op) = &audited {
-        audit::log(&context.peer, op, &result);
+        audit::log(&context.caller, op, &result);
     }
     (response_frame(header, result), held)
 }
@@ -58,8 +61,15 @@ async fn answer(
     request: Request,
 ) -> (Result<Response, BrokerError>, Option<OwnedSemaphorePermit>) {
     let mut held = None;
+    // Every operation goes through the caller's permissions.
+    let broker = &broker.checked(&context.caller);
     let result = match request {
         Request::Handshake(_) => Ok(Response::from(handshake(broker))),
+        // Answered by the connection itself, in order (`server/auth.rs`).
+        Request::SaslHandshake(_) | Request::SaslAuthenticate(_) => Err(BrokerError::new(
+            crate::error::ErrorKind::InvalidRequest,
+            "authentication requests are answered by the connection, not here",
+        )),
         Request::CreateTopic(req) => create_topic(broker, req).await.map(Response::from),
         Request::DeleteTopic(req) => broker
             .delete_topic(&req.topic)
@@ -108,7 +118,7 @@ pub fn response_frame(
 /// Every API this build speaks is served: [`handle`] matches every
 /// request exhaustively, so a new API cannot be announced without a
 /// handler.
-fn handshake(broker: &Broker) -> HandshakeResponse {
+fn handshake(broker: &Checked<'_>) -> HandshakeResponse {
     HandshakeResponse {
         server_name: format!("pigeon-broker {}", env!("CARGO_PKG_VERSION")),
         api_versions: supported_api_versions(),
@@ -119,7 +129,7 @@ fn handshake(broker: &Broker) -> HandshakeResponse {
 }
 
 async fn create_topic(
-    broker: &Broker,
+    broker: &Checked<'_>,
     req: CreateTopicRequest,
 ) -> Result<CreateTopicResponse, BrokerError> {
     let new = NewTopic {
@@ -131,7 +141,7 @@ async fn create_topic(
     broker.create_topic(new).await.map(|()| CreateTopicResponse)
 }
 
-fn list_topics(broker: &Broker) -> ListTopicsResponse {
+fn list_topics(broker: &Checked<'_>) -> ListTopicsResponse {
     let topics = broker.list_topics().into_iter().map(|t| TopicListing {
         topic: t.name,
         partitions: t.partitions,
@@ -142,7 +152,7 @@ fn list_topics(broker: &Broker) -> ListTopicsResponse {
 }
 
 fn describe_topic(
-    broker: &Broker,
+    broker: &Checked<'_>,
     req: DescribeTopicRequest,
 ) -> Result<DescribeTopicResponse, BrokerError> {
     let topic = broker.describe_topic(&req.topic)?;
@@ -162,7 +172,7 @@ fn describe_topic(
 }
 
 fn register_producer(
-    broker: &Broker,
+    broker: &Checked<'_>,
     req: RegisterProducerRequest,
 ) -> Result<RegisterProducerResponse, BrokerError> {
     let (producer_id, producer_epoch) = broker.register_producer(&req.name)?;
@@ -175,7 +185,7 @@ fn register_producer(
 /// Queues a produce's batches at their partitions (see
 /// [`Broker::submit_produce`]).
 pub async fn submit_produce(
-    broker: &Broker,
+    broker: &Checked<'_>,
     req: ProduceRequest,
 ) -> Result<SubmittedProduce, BrokerError> {
     let partitions = req
@@ -225,7 +235,7 @@ fn produce_response(outcome: ProduceOutcome) -> ProduceResponse {
 }
 
 async fn fetch(
-    broker: &Broker,
+    broker: &Checked<'_>,
     req: FetchRequest,
     read_budget: &Arc<Semaphore>,
 ) -> Result<(FetchResponse, Option<OwnedSemaphorePermit>), BrokerError> {
@@ -268,7 +278,7 @@ async fn fetch(
     Ok((response, outcome.held))
 }
 
-fn list_offsets(broker: &Broker, req: ListOffsetsRequest) -> ListOffsetsResponse {
+fn list_offsets(broker: &Checked<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let partitions = req.partitions.into_iter().map(|p| {
         let spec = match p.spec {
             OffsetSpec::Earliest => service::OffsetSpec::Earliest,

@@ -30,11 +30,13 @@
 
 pub mod admin_handlers;
 pub mod audit;
+pub mod auth;
 pub mod connection;
 pub mod errors;
 pub mod group_handlers;
 pub mod handlers;
 pub mod quota;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +49,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::metrics;
+use crate::security::tls::ServerTls;
 use crate::service::Broker;
 
 /// Refused connections kept open for a moment so that their client reads
@@ -58,7 +61,8 @@ const MAX_LINGERING_REFUSALS: usize = 256;
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Accepts connections until shutdown; returns once every connection ended.
-pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
+/// With `tls`, every connection shakes hands first (see [`tls`]).
+pub async fn run(broker: Arc<Broker>, listener: TcpListener, tls: Option<Arc<ServerTls>>) {
     let connections = TaskTracker::new();
     let max_connections = broker.config.max_connections;
     let slots = Arc::new(Semaphore::new(max_connections as usize));
@@ -86,10 +90,10 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
                 };
                 let broker = broker.clone();
                 let _ = stream.set_nodelay(true);
-                let (read, write) = stream.into_split();
+                let tls = tls.clone();
                 connections.spawn(async move {
                     metrics::connection_opened();
-                    connection::serve(broker, read, write, peer.to_string()).await;
+                    serve_stream(broker, stream, peer, tls).await;
                     metrics::connection_closed();
                     drop(permit);
                 });
@@ -107,6 +111,45 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
         .is_err()
     {
         tracing::warn!("some requests were still running when the shutdown timeout passed");
+    }
+}
+
+/// Serves one accepted connection: over TLS (after the handshake) when the
+/// listener has it, else over plain TCP.
+async fn serve_stream(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    tls: Option<Arc<ServerTls>>,
+) {
+    let name = peer.to_string();
+    match tls {
+        None => {
+            let shutdown = broker.shutdown.clone();
+            let Some(stream) = tls::refuse_tls_on_plain(stream, &name, &shutdown).await else {
+                return;
+            };
+            let (read, write) = stream.into_split();
+            let link = auth::Link {
+                peer,
+                tls: false,
+                certificate_user: None,
+            };
+            connection::serve(broker, read, write, link).await;
+        }
+        Some(tls) => {
+            let timeout = broker.config.frame_timeout;
+            let Some(stream) = tls::accept(&tls, stream, &name, timeout).await else {
+                return;
+            };
+            let link = auth::Link {
+                peer,
+                tls: true,
+                certificate_user: crate::security::tls::peer_user(stream.get_ref().1),
+            };
+            let (read, write) = tokio::io::split(stream);
+            connection::serve(broker, read, write, link).await;
+        }
     }
 }
 

@@ -71,7 +71,10 @@ pub struct BrokerDescription {
 impl Broker {
     /// The consumer groups of `topic` (of every topic with `None`), by
     /// topic then group, each with its progress summed over partitions.
-    pub async fn list_groups(&self, topic: Option<&str>) -> Result<Vec<GroupSummary>, BrokerError> {
+    pub(super) async fn list_groups(
+        &self,
+        topic: Option<&str>,
+    ) -> Result<Vec<GroupSummary>, BrokerError> {
         if let Some(name) = topic {
             self.topic(name)?;
         }
@@ -96,7 +99,7 @@ impl Broker {
 
     /// Changes a topic's retention (durably), applies it at once, and says
     /// what is in effect.
-    pub async fn alter_topic(
+    pub(super) async fn alter_topic(
         &self,
         name: &str,
         retention_ms: RetentionChange,
@@ -120,7 +123,7 @@ impl Broker {
     }
 
     /// The broker's version, uptime, settings and data directory usage.
-    pub async fn describe_broker(&self) -> BrokerDescription {
+    pub(super) async fn describe_broker(&self) -> BrokerDescription {
         let data_dir = self.config.data_dir.clone();
         let walked = data_dir.clone();
         let bytes = tokio::task::spawn_blocking(move || directory_bytes(&walked)).await;

@@ -107,7 +107,7 @@ pub struct OffsetFound {
 impl Broker {
     /// Reads the query's partitions, waiting for `min_bytes` up to
     /// `max_wait`; what it reads is charged to `read_budget` (KiB).
-    pub async fn fetch(
+    pub(super) async fn fetch(
         &self,
         query: &FetchQuery,
         read_budget: &Arc<Semaphore>,
@@ -293,7 +293,7 @@ impl Broker {
     }
 
     /// Looks up an offset of a partition.
-    pub fn list_offset(
+    pub(super) fn list_offset(
         &self,
         topic: &str,
         partition: u32,

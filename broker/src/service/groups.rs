@@ -39,7 +39,7 @@ pub struct GroupDescription {
 
 impl Broker {
     /// Creates a group of `topic` (and its dead-letter topic) and starts it.
-    pub async fn create_group(
+    pub(super) async fn create_group(
         &self,
         topic: &str,
         group: &str,
@@ -51,12 +51,12 @@ impl Broker {
     }
 
     /// Stops and deletes a group (its dead-letter topic stays).
-    pub async fn delete_group(&self, topic: &str, group: &str) -> Result<(), BrokerError> {
+    pub(super) async fn delete_group(&self, topic: &str, group: &str) -> Result<(), BrokerError> {
         self.groups.delete(topic, group).await
     }
 
     /// Changes a group's settings.
-    pub async fn alter_group(
+    pub(super) async fn alter_group(
         &self,
         topic: &str,
         group: &str,
@@ -72,7 +72,7 @@ impl Broker {
     }
 
     /// A group's settings, pause state and per-partition figures.
-    pub async fn describe_group(
+    pub(super) async fn describe_group(
         &self,
         topic: &str,
         group: &str,
@@ -89,7 +89,7 @@ impl Broker {
 
     /// Pauses (no new deliveries; settles still count) or resumes a group.
     /// The pause is durable.
-    pub async fn pause_group(
+    pub(super) async fn pause_group(
         &self,
         topic: &str,
         group: &str,
@@ -105,7 +105,7 @@ impl Broker {
     /// Moves a group (one partition, or all) to `target`: everything from
     /// there on is delivered again. Returns each moved partition's new
     /// position.
-    pub async fn seek_group(
+    pub(super) async fn seek_group(
         &self,
         topic: &str,
         group: &str,
@@ -146,7 +146,7 @@ impl Broker {
     /// source topic as `options` say (a dry run only counts them), a page
     /// at a time under the group's own redrive turn; stops between pages
     /// when the broker shuts down (see `groups::redrive`).
-    pub async fn redrive(
+    pub(super) async fn redrive(
         &self,
         topic: &str,
         group: &str,

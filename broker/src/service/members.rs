@@ -194,7 +194,7 @@ impl Broker {
     /// `owner`; returns its id and the group's settings. A named owner
     /// that already has a member there gets it back (with its leases).
     /// `idle_expiry` applies to named owners only.
-    pub async fn join(
+    pub(super) async fn join(
         &self,
         topic: &str,
         group: &str,
@@ -226,7 +226,7 @@ impl Broker {
     /// (always at least one; as `delivery::engine::delivery_size` counts them), waiting up to `wait`
     /// (at most 30 s) for one. A consumer `owner` did not join gets none.
     #[allow(clippy::too_many_arguments)]
-    pub async fn receive(
+    pub(super) async fn receive(
         &self,
         topic: &str,
         group: &str,
@@ -255,7 +255,7 @@ impl Broker {
 
     /// Settles `items` for `consumer`; one result per item, in order. Items
     /// of a consumer `owner` did not join are each `LeaseLost`.
-    pub async fn settle(
+    pub(super) async fn settle(
         &self,
         topic: &str,
         group: &str,
@@ -295,7 +295,7 @@ impl Broker {
 
     /// The member `owner` has in `topic`/`group` leaves it (its leases
     /// return at once); whether it had one.
-    pub async fn leave_group(&self, topic: &str, group: &str, owner: &MemberOwner) -> bool {
+    pub(super) async fn leave_group(&self, topic: &str, group: &str, owner: &MemberOwner) -> bool {
         let left = self.members.take_in(topic, group, owner);
         let any = !left.is_empty();
         for (consumer, handle) in left {

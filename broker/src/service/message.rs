@@ -74,7 +74,7 @@ impl MessageReport {
 
 impl Broker {
     /// The state of `topic`/`partition`@`offset` in `group`.
-    pub async fn message_state(
+    pub(super) async fn message_state(
         &self,
         topic: &str,
         group: &str,

@@ -4,6 +4,10 @@
 //! a thin adapter that decodes its request, makes one call here and
 //! encodes the answer; no adapter decides a domain question.
 //!
+//! Adapters reach the operations through [`Checked`] (`broker.checked(&caller)`),
+//! which applies the caller's permissions first; the unchecked operations
+//! are `pub(super)`, visible inside this module only.
+//!
 //! Operations take plain Rust values and fail with
 //! [`BrokerError`](crate::error::BrokerError), which carries a kind and a
 //! sentence but no wire code: each adapter maps the kind in one place.
@@ -14,6 +18,9 @@
 //! | --- | --- |
 //! | `mod.rs` | [`Broker`]: open, shut down, the state every operation shares |
 //! | `admin.rs` | list groups with their progress, alter a topic's retention, describe the broker |
+//! | `auth.rs` | who a caller is ([`Caller`]); authentication by certificate, password (TLS only) or SCRAM-SHA-256; failures limited per address |
+//! | `audit.rs` | the audit trail: admin operations, failed authentications and refusals as JSON records in `__audit` |
+//! | `checked.rs` | [`Checked`]: every operation as a caller may do it; the permission rules, reserved names, producer ownership. Adapters call operations only through it (the unchecked ones are visible in `service` only) |
 //! | `topics.rs` | create, delete, list, describe topics; find a partition |
 //! | `produce.rs` | register a producer; validate and queue a produce, wait for its commits |
 //! | `fetch.rs` | fetch (long-poll, read budget); list offsets |
@@ -43,6 +50,11 @@
 mod admin;
 #[cfg(test)]
 mod admin_tests;
+mod audit;
+mod auth;
+mod checked;
+#[cfg(test)]
+mod checked_tests;
 mod fetch;
 mod groups;
 mod lock;
@@ -71,6 +83,9 @@ use crate::registry::ProducerRegistry;
 use crate::topics::Topics;
 
 pub use admin::{BrokerDescription, GroupSummary, RetentionInEffect};
+pub use audit::{AUDIT_TOPIC, AuditLog, Outcome};
+pub use auth::{Authenticator, Caller, Identity, MAX_CONCURRENT_CHECKS, PLAIN};
+pub use checked::{Checked, RESERVED_PREFIX};
 pub use fetch::{FetchOutcome, FetchQuery, FetchRead, FetchedPartition, OffsetFound, OffsetSpec};
 pub use groups::{GroupDescription, SeekTarget};
 pub use lock::{DataDirLock, LOCK_FILE};
@@ -102,6 +117,10 @@ pub struct Broker {
     serving: AtomicBool,
     /// When the broker opened its data directory (for its uptime).
     started: Instant,
+    /// Users and their credentials (`--users`); `None`: no authentication.
+    auth: Option<Authenticator>,
+    /// The audit trail (written with users only, once started).
+    audit: AuditLog,
     /// The data directory's lock, released when the broker is dropped
     /// (last, after everything that writes into the directory).
     _lock: DataDirLock,
@@ -119,6 +138,8 @@ impl Broker {
         clock: Arc<dyn Clock>,
     ) -> Result<Broker, BrokerError> {
         let data_dir = config.data_dir.clone();
+        // A bad users file stops the start before the directory is touched.
+        let auth = config.users.clone().map(Authenticator::load).transpose()?;
         // Its nearest existing ancestor: the new directories below it are
         // made durable there.
         let existing = existing_ancestor(fs.as_ref(), &data_dir);
@@ -165,6 +186,8 @@ impl Broker {
             shutdown: CancellationToken::new(),
             serving: AtomicBool::new(true),
             started: Instant::now(),
+            auth,
+            audit: AuditLog::default(),
             _lock: lock,
         })
     }
@@ -188,6 +211,7 @@ impl Broker {
         self.begin_shutdown();
         tracing::info!("closing consumer groups");
         self.groups.close().await;
+        self.close_audit().await;
         tracing::info!("closing partition logs");
         self.topics.close().await;
     }

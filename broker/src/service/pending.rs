@@ -15,7 +15,7 @@ use crate::error::{BrokerError, ErrorKind};
 
 impl Broker {
     /// Every open lease of `group` of `topic`, by partition and offset.
-    pub async fn pending(
+    pub(super) async fn pending(
         &self,
         topic: &str,
         group: &str,
@@ -30,7 +30,7 @@ impl Broker {
 
     /// Acks `items` (`(partition, offset)`) for whichever consumer holds
     /// each lease; how many were in flight and are now settled.
-    pub async fn ack_held(
+    pub(super) async fn ack_held(
         &self,
         topic: &str,
         group: &str,
@@ -64,7 +64,7 @@ impl Broker {
     /// `consumer` (joined by `owner`); with `count_attempt` each is a new
     /// delivery. Per item, the lease it now holds, or `None`.
     #[allow(clippy::too_many_arguments)]
-    pub async fn claim(
+    pub(super) async fn claim(
         &self,
         topic: &str,
         group: &str,

@@ -94,7 +94,7 @@ enum SubmittedPartition {
 impl Broker {
     /// Registers (or re-registers) an idempotent producer's name: its id
     /// and a new epoch, which fences every older session of the name.
-    pub fn register_producer(&self, name: &str) -> Result<(i64, i16), BrokerError> {
+    pub(super) fn register_producer(&self, name: &str) -> Result<(i64, i16), BrokerError> {
         let registered = tokio::task::block_in_place(|| self.producers.register(name));
         let (id, epoch) = registered.map_err(|e| {
             let kind = match e {
@@ -116,7 +116,7 @@ impl Broker {
     /// writers, in order; waits only for room in the writers' queues, up
     /// to `timeout` (zero: the default of 30 s). Fails as a whole only for
     /// an unknown topic; a partition's own failure is in its result.
-    pub async fn submit_produce(
+    pub(super) async fn submit_produce(
         &self,
         topic: &str,
         partitions: Vec<PartitionBatches>,

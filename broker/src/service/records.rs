@@ -37,7 +37,11 @@ pub struct RecordsRead {
 
 impl Broker {
     /// The first offset still stored and the offset the next record gets.
-    pub fn partition_bounds(&self, topic: &str, partition: u32) -> Result<(u64, u64), BrokerError> {
+    pub(super) fn partition_bounds(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(u64, u64), BrokerError> {
         let log = self.partition(topic, partition)?;
         let reader = log.reader();
         Ok((reader.start_offset(), reader.end_offset()))
@@ -46,7 +50,7 @@ impl Broker {
     /// Records of `topic`/`partition` from `offset` (clamped to the log's
     /// start), reading whole batches up to about `max_bytes` (at least one
     /// batch). Empty at the end of the log.
-    pub fn read_records(
+    pub(super) fn read_records(
         &self,
         topic: &str,
         partition: u32,
@@ -86,7 +90,12 @@ impl Broker {
 
     /// The first offset of `topic`/`partition` whose record was appended
     /// at or after `ms`; the log end if none was.
-    pub fn offset_at_time(&self, topic: &str, partition: u32, ms: i64) -> Result<u64, BrokerError> {
+    pub(super) fn offset_at_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        ms: i64,
+    ) -> Result<u64, BrokerError> {
         let log = self.partition(topic, partition)?;
         let reader = log.reader();
         let found = tokio::task::block_in_place(|| reader.offset_for_timestamp(ms))?;
@@ -97,7 +106,7 @@ impl Broker {
     /// holds a record at or past its offset, `timeout` passes (`None`:
     /// no limit) or the broker shuts down; whether one did. No polling:
     /// each log announces its end through a watch channel.
-    pub async fn wait_for_records(
+    pub(super) async fn wait_for_records(
         &self,
         partitions: &[(String, u32, u64)],
         timeout: Option<Duration>,
@@ -132,7 +141,7 @@ impl Broker {
 
     /// Deletes the sealed segments of `topic`/`partition` that hold only
     /// offsets below `before`; returns how many records went.
-    pub async fn trim_partition(
+    pub(super) async fn trim_partition(
         &self,
         topic: &str,
         partition: u32,

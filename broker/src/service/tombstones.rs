@@ -54,7 +54,7 @@ impl Broker {
     /// Deletes the records at `offsets` of `topic`/`partition` (for reads
     /// by entry); returns how many were not deleted already. Offsets
     /// outside the log count as not found.
-    pub async fn delete_records(
+    pub(super) async fn delete_records(
         &self,
         topic: &str,
         partition: u32,
@@ -81,7 +81,7 @@ impl Broker {
     }
 
     /// The deleted offsets of `topic`/`partition` in `from..to`.
-    pub async fn deleted_in(
+    pub(super) async fn deleted_in(
         &self,
         topic: &str,
         partition: u32,

@@ -48,7 +48,7 @@ pub struct PartitionSummary {
 
 impl Broker {
     /// Creates a topic.
-    pub async fn create_topic(&self, new: NewTopic) -> Result<(), BrokerError> {
+    pub(super) async fn create_topic(&self, new: NewTopic) -> Result<(), BrokerError> {
         self.topics.create(new).await.map(|_| ())
     }
 
@@ -56,7 +56,7 @@ impl Broker {
     /// topics stay: they are ordinary topics). Refused while the topic is
     /// the dead-letter topic of a running group (the error names the group
     /// and says to delete it first).
-    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+    pub(super) async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         let deleted = self.groups.delete_topic(&self.topics, name).await?;
         if !deleted.is_empty() {
             tracing::info!(topic = name, groups = ?deleted, "deleted the topic's consumer groups");
@@ -65,7 +65,7 @@ impl Broker {
     }
 
     /// Every topic, by name.
-    pub fn list_topics(&self) -> Vec<TopicSummary> {
+    pub(super) fn list_topics(&self) -> Vec<TopicSummary> {
         let topics = self.topics.list();
         let summaries = topics.iter().map(|t| TopicSummary {
             name: t.metadata.name.clone(),
@@ -75,7 +75,7 @@ impl Broker {
     }
 
     /// A topic's settings and its partitions' figures.
-    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError> {
+    pub(super) fn describe_topic(&self, name: &str) -> Result<TopicDescription, BrokerError> {
         let topic = self.topic(name)?;
         let partitions = topic.partitions.iter().enumerate().map(|(id, log)| {
             let reader = log.reader();

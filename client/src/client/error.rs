@@ -51,6 +51,17 @@ pub enum ClientError {
         /// What happened.
         message: String,
     },
+    /// TLS could not be set up (an unreadable CA or certificate file) or
+    /// its handshake failed (a certificate not trusted, expired or for
+    /// another name; a broker not speaking TLS; a client certificate
+    /// refused). Not retriable: a setting must change.
+    #[error("TLS to {addr} failed: {message}")]
+    Tls {
+        /// The broker address (empty when the settings themselves failed).
+        addr: String,
+        /// What is wrong and what to change.
+        message: String,
+    },
     /// A request got no answer in time.
     #[error("request timed out after {} ms", .after.as_millis())]
     Timeout {
@@ -132,6 +143,7 @@ impl ClientError {
             | ClientError::CorruptBatch { .. }
             | ClientError::RecordTooLarge { .. }
             | ClientError::UnexpectedResponse(_)
+            | ClientError::Tls { .. }
             | ClientError::OutcomeUnknown(_)
             | ClientError::Closed => false,
         }

@@ -69,7 +69,9 @@ mod tests;
 pub use admin::{Admin, NewTopic};
 pub use backoff::Backoff;
 pub use breaker::CircuitConfig;
-pub use connection::{Client, ClientConfig, DEFAULT_BROKER_ADDR, PendingRequest};
+pub use connection::{
+    Client, ClientConfig, Credentials, DEFAULT_BROKER_ADDR, PendingRequest, TlsConfig,
+};
 pub use consumer::{Consumer, ConsumerConfig, GroupDelivery};
 pub use error::ClientError;
 pub use producer::{

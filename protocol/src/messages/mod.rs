@@ -27,6 +27,8 @@ mod produce;
 mod receive;
 mod redrive;
 mod register_producer;
+mod sasl_authenticate;
+mod sasl_handshake;
 mod seek_group;
 mod settle;
 
@@ -62,6 +64,8 @@ pub use redrive::{
 pub use register_producer::{
     MAX_PRODUCER_NAME_LEN, RegisterProducerRequest, RegisterProducerResponse,
 };
+pub use sasl_authenticate::{MAX_SASL_BYTES, SaslAuthenticateRequest, SaslAuthenticateResponse};
+pub use sasl_handshake::{MAX_SASL_MECHANISM_LEN, SaslHandshakeRequest, SaslHandshakeResponse};
 pub use seek_group::{SeekGroupPartition, SeekGroupRequest, SeekGroupResponse, SeekTarget};
 pub use settle::{
     MAX_SETTLE_REASON_LEN, SettleAction, SettleItem, SettleRequest, SettleResponse, SettleResult,

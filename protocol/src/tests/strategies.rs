@@ -687,9 +687,23 @@ pub fn describe_broker_response() -> impl Strategy<Value = DescribeBrokerRespons
         )
 }
 
+pub fn sasl_handshake_request() -> impl Strategy<Value = SaslHandshakeRequest> {
+    "[A-Z0-9-]{1,64}".prop_map(|mechanism| SaslHandshakeRequest { mechanism })
+}
+
+pub fn sasl_handshake_response() -> impl Strategy<Value = SaslHandshakeResponse> {
+    vec("[A-Z0-9-]{0,64}", 0..4).prop_map(|mechanisms| SaslHandshakeResponse { mechanisms })
+}
+
+pub fn sasl_bytes() -> impl Strategy<Value = bytes::Bytes> {
+    vec(any::<u8>(), 0..512).prop_map(bytes::Bytes::from)
+}
+
 pub fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         handshake_request().prop_map(Request::from),
+        sasl_handshake_request().prop_map(Request::from),
+        sasl_bytes().prop_map(|auth_bytes| Request::from(SaslAuthenticateRequest { auth_bytes })),
         create_topic_request().prop_map(Request::from),
         delete_topic_request().prop_map(Request::from),
         register_producer_request().prop_map(Request::from),
@@ -718,6 +732,8 @@ pub fn request() -> impl Strategy<Value = Request> {
 pub fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
         handshake_response().prop_map(Response::from),
+        sasl_handshake_response().prop_map(Response::from),
+        sasl_bytes().prop_map(|auth_bytes| Response::from(SaslAuthenticateResponse { auth_bytes })),
         Just(Response::from(CreateTopicResponse)),
         Just(Response::from(DeleteTopicResponse)),
         register_producer_response().prop_map(Response::from),

@@ -1,10 +1,24 @@
 //! Connection commands: `HELLO`, `AUTH`, `PING`, `SELECT`, `QUIT`,
 //! `RESET` and the `CLIENT` family, answered as Redis answers them.
 //!
-//! Pigeon has no users yet, so authentication behaves as a Redis server
-//! with only the passwordless `default` user: `AUTH default <anything>`
-//! succeeds, any other user is `WRONGPASS`, and `AUTH <password>` is
-//! Redis's "no password configured" error.
+//! ## Authentication
+//!
+//! - Without users (no `--users`), the listener behaves as a Redis server
+//!   with only the passwordless `default` user: `AUTH default <anything>`
+//!   succeeds, any other user is `WRONGPASS`, and `AUTH <password>` is
+//!   Redis's "no password configured" error.
+//! - With users, a Redis user is a Pigeon user: `AUTH user password` and
+//!   `HELLO 3 AUTH user password` check the password against the users
+//!   file (the same check, rate limit and audit trail as the binary
+//!   protocol's SASL PLAIN), and `AUTH password` authenticates as a user
+//!   called `default`. Redis sends passwords in clear, so they are
+//!   accepted only on a TLS connection (`--tls-cert`): on plain TCP the
+//!   answer says so and nothing is checked. A client certificate naming a
+//!   user (`--tls-client-ca`) authenticates the connection at once.
+//!   Until then every command but `AUTH`, `HELLO`, `QUIT` and `RESET` is
+//!   answered `NOAUTH`, and a connection that has not authenticated within
+//!   `auth_timeout_ms` is closed. `RESET` returns to the identity the
+//!   connection had when it opened.
 
 use bytes::Bytes;
 
@@ -21,7 +35,7 @@ pub const REDIS_VERSION: &str = "7.0.0";
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
-pub fn hello(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+pub async fn hello(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     let mut resp3 = ctx.session.resp3;
     if let Some(version) = args.get(1) {
         match integer(version) {
@@ -39,8 +53,8 @@ pub fn hello(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         let more = args.len() - i - 1;
         match upper(&args[i]).as_str() {
             "AUTH" if more >= 2 => {
-                if !authenticates(&args[i + 1]) {
-                    return Reply::error(WRONGPASS);
+                if let Err(refused) = authenticate(ctx, &args[i + 1], &args[i + 2]).await {
+                    return refused;
                 }
                 i += 3;
             }
@@ -56,6 +70,11 @@ pub fn hello(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
                 return Reply::error(format!("ERR Syntax error in HELLO option '{option}'"));
             }
         }
+    }
+    if !ctx.session.caller.is_authenticated() {
+        return Reply::error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        );
     }
     ctx.session.resp3 = resp3;
     let id = ctx.session.id;
@@ -79,20 +98,50 @@ pub fn hello(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
     ])
 }
 
-/// Whether `user` may log in: only the passwordless `default` user exists.
-fn authenticates(user: &[u8]) -> bool {
-    user == b"default"
+/// Authenticates the connection as `user` with `password` (see the
+/// module documentation); the error reply if that fails.
+async fn authenticate(ctx: &mut Context<'_>, user: &[u8], password: &[u8]) -> Result<(), Reply> {
+    let broker = &ctx.listener.broker;
+    if !broker.requires_authentication() {
+        // Only the passwordless `default` user exists.
+        return if user == b"default" {
+            Ok(())
+        } else {
+            Err(Reply::error(WRONGPASS))
+        };
+    }
+    let current = &ctx.session.caller;
+    let (peer, tls) = (current.peer, current.tls);
+    let user = String::from_utf8_lossy(user);
+    match broker
+        .authenticate_password(peer, tls, &user, password)
+        .await
+    {
+        Ok(caller) => {
+            ctx.session.caller = caller;
+            Ok(())
+        }
+        Err(e) if !tls => Err(Reply::error(format!("ERR {}", e.message))),
+        Err(_) => Err(Reply::error(WRONGPASS)),
+    }
 }
 
 /// `AUTH [user] password`.
-pub fn auth(args: &[Bytes]) -> Reply {
-    match args.len() {
-        2 => Reply::error(
-            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-        ),
-        3 if authenticates(&args[1]) => Reply::ok(),
-        3 => Reply::error(WRONGPASS),
-        _ => errors::syntax(),
+pub async fn auth(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
+    let requires = ctx.listener.broker.requires_authentication();
+    let (user, password) = match args.len() {
+        2 if !requires => {
+            return Reply::error(
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            );
+        }
+        2 => (&b"default"[..], &args[1]),
+        3 => (&args[1][..], &args[2]),
+        _ => return errors::syntax(),
+    };
+    match authenticate(ctx, user, password).await {
+        Ok(()) => Reply::ok(),
+        Err(refused) => refused,
     }
 }
 
@@ -122,6 +171,7 @@ pub fn quit(ctx: &mut Context<'_>) -> Reply {
 
 /// `RESET`: back to a fresh connection's state (RESP2, no name).
 pub fn reset(ctx: &mut Context<'_>) -> Reply {
+    ctx.session.caller = ctx.session.connected_as.clone();
     ctx.session.resp3 = false;
     ctx.session.multi = None;
     ctx.session.multi_failed = false;

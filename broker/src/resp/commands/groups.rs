@@ -23,7 +23,7 @@ use super::streams::entry_reply;
 use super::{integer, upper};
 use crate::delivery::GroupSettings;
 use crate::error::{BrokerError, ErrorKind};
-use crate::service::{Broker, MemberOwner, SeekTarget};
+use crate::service::{Checked, MemberOwner, SeekTarget};
 use crate::topics::NewTopic;
 
 /// Settings of a group made with `XGROUP CREATE`: no automatic lease
@@ -46,9 +46,9 @@ pub fn owner_of(name: &[u8]) -> MemberOwner {
 
 /// The topic whose groups `key` names (a one-partition topic), or the
 /// error reply; `Ok(None)` when the topic does not exist.
-pub fn group_topic(broker: &Broker, key: &[u8]) -> Result<Option<String>, Reply> {
+pub fn group_topic(broker: &Checked<'_>, key: &[u8]) -> Result<Option<String>, Reply> {
     let parsed = StreamKey::parse(key).ok_or_else(|| Reply::error(bad_key(key)))?;
-    let Some(topic) = broker.topics.get(&parsed.topic) else {
+    let Some(partitions) = broker.partitions_of(&parsed.topic) else {
         return Ok(None);
     };
     if let Some(p) = parsed.partition {
@@ -57,7 +57,6 @@ pub fn group_topic(broker: &Broker, key: &[u8]) -> Result<Option<String>, Reply>
             parsed.topic, parsed.topic
         )));
     }
-    let partitions = topic.metadata.partitions;
     if partitions != 1 {
         return Err(Reply::error(format!(
             "ERR Redis consumer groups work on one-partition topics, and {} has {partitions}; consume it with a Pigeon consumer, or read each partition with XREAD",
@@ -69,11 +68,16 @@ pub fn group_topic(broker: &Broker, key: &[u8]) -> Result<Option<String>, Reply>
 
 /// The offset of the entry with ID `id` in partition 0 of `topic`, if
 /// one has that ID.
-pub fn offset_of(broker: &Broker, topic: &str, id: StreamId) -> Result<Option<u64>, BrokerError> {
+pub fn offset_of(
+    broker: &Checked<'_>,
+    (topic, group): (&str, &str),
+    id: StreamId,
+) -> Result<Option<u64>, BrokerError> {
     let part = StreamPart {
         broker,
         topic,
         partition: 0,
+        group: Some(group),
     };
     let offset = part.seek(id)?;
     let found = part.record_at(offset)?;
@@ -82,11 +86,16 @@ pub fn offset_of(broker: &Broker, topic: &str, id: StreamId) -> Result<Option<u6
 
 /// The ID of the record at `offset` of partition 0 of `topic` (`None`:
 /// gone by retention).
-pub fn id_at(broker: &Broker, topic: &str, offset: u64) -> Result<Option<StreamId>, BrokerError> {
+pub fn id_at(
+    broker: &Checked<'_>,
+    (topic, group): (&str, &str),
+    offset: u64,
+) -> Result<Option<StreamId>, BrokerError> {
     let part = StreamPart {
         broker,
         topic,
         partition: 0,
+        group: Some(group),
     };
     Ok(part.record_at(offset)?.as_ref().map(id_of))
 }
@@ -94,8 +103,8 @@ pub fn id_at(broker: &Broker, topic: &str, offset: u64) -> Result<Option<StreamI
 /// The entry reply of the record at `offset` (`[id, nil]` when deleted
 /// or gone, as Redis answers for a pending entry it no longer has).
 pub async fn entry_at(
-    broker: &Broker,
-    topic: &str,
+    broker: &Checked<'_>,
+    (topic, group): (&str, &str),
     offset: u64,
     id: StreamId,
 ) -> Result<Reply, BrokerError> {
@@ -103,8 +112,11 @@ pub async fn entry_at(
         broker,
         topic,
         partition: 0,
+        group: Some(group),
     };
-    let deleted = broker.deleted_in(topic, 0, offset, offset + 1).await?;
+    let deleted = broker
+        .deleted_in((topic, Some(group)), 0, (offset, offset + 1))
+        .await?;
     let found = part.forward(offset, id, 1).await?;
     Ok(
         match found
@@ -138,7 +150,7 @@ pub async fn xgroup(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
     if !arity_ok {
         return errors::wrong_arity(&format!("xgroup|{}", sub.to_ascii_lowercase()));
     }
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let mk_stream = sub == "CREATE" && args[5..].iter().any(|a| upper(a) == "MKSTREAM");
     let topic = match group_topic(broker, &args[2]) {
         Ok(Some(topic)) => topic,
@@ -164,7 +176,7 @@ pub async fn xgroup(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
 }
 
 /// Creates the one-partition topic for `XGROUP CREATE … MKSTREAM`.
-async fn make_stream(broker: &Broker, key: &[u8]) -> Result<String, Reply> {
+async fn make_stream(broker: &Checked<'_>, key: &[u8]) -> Result<String, Reply> {
     let parsed = StreamKey::parse(key).ok_or_else(|| Reply::error(bad_key(key)))?;
     let topic = NewTopic {
         name: parsed.topic.clone(),
@@ -180,7 +192,11 @@ async fn make_stream(broker: &Broker, key: &[u8]) -> Result<String, Reply> {
 
 /// Where a group starts for `id` (`$`: new entries only; else after the
 /// entry `id`).
-fn start_of(broker: &Broker, topic: &str, id: &[u8]) -> Result<SeekTarget, Reply> {
+fn start_of(
+    broker: &Checked<'_>,
+    (topic, group): (&str, &str),
+    id: &[u8],
+) -> Result<SeekTarget, Reply> {
     if id == b"$" {
         return Ok(SeekTarget::Latest);
     }
@@ -189,6 +205,7 @@ fn start_of(broker: &Broker, topic: &str, id: &[u8]) -> Result<SeekTarget, Reply
         broker,
         topic,
         partition: 0,
+        group: Some(group),
     };
     let offset = match id.next() {
         Some(next) => part.seek(next).map_err(failed)?,
@@ -221,11 +238,11 @@ fn check_options(args: &[Bytes], allow_mkstream: bool) -> Result<(), Reply> {
     Ok(())
 }
 
-async fn create(broker: &Broker, topic: &str, group: &str, args: &[Bytes]) -> Reply {
+async fn create(broker: &Checked<'_>, topic: &str, group: &str, args: &[Bytes]) -> Reply {
     if let Err(reply) = check_options(args, true) {
         return reply;
     }
-    let target = match start_of(broker, topic, &args[4]) {
+    let target = match start_of(broker, (topic, group), &args[4]) {
         Ok(target) => target,
         Err(reply) => return reply,
     };
@@ -238,11 +255,11 @@ async fn create(broker: &Broker, topic: &str, group: &str, args: &[Bytes]) -> Re
     }
 }
 
-async fn setid(broker: &Broker, topic: &str, group: &str, args: &[Bytes]) -> Reply {
+async fn setid(broker: &Checked<'_>, topic: &str, group: &str, args: &[Bytes]) -> Reply {
     if let Err(reply) = check_options(args, false) {
         return reply;
     }
-    let target = match start_of(broker, topic, &args[4]) {
+    let target = match start_of(broker, (topic, group), &args[4]) {
         Ok(target) => target,
         Err(reply) => return reply,
     };
@@ -260,16 +277,15 @@ fn no_group(topic: &str, group: &str) -> Reply {
     ))
 }
 
-async fn create_consumer(broker: &Broker, topic: &str, group: &str, name: &[u8]) -> Reply {
-    if broker.groups.get(topic, group).is_err() {
+async fn create_consumer(broker: &Checked<'_>, topic: &str, group: &str, name: &[u8]) -> Reply {
+    if !broker.group_exists(topic, group) {
         return no_group(topic, group);
     }
     let text = String::from_utf8_lossy(name).into_owned();
-    let existed = broker
-        .members
-        .named_in(topic, group)
-        .iter()
-        .any(|(n, _, _)| *n == text);
+    let existed = match broker.named_consumers(topic, group) {
+        Ok(named) => named.iter().any(|(n, _, _)| *n == text),
+        Err(e) => return failed(e),
+    };
     match broker.join(topic, group, &text, owner_of(name), None).await {
         Ok(_) => Reply::Integer(i64::from(!existed)),
         Err(e) => failed(e),
@@ -278,16 +294,15 @@ async fn create_consumer(broker: &Broker, topic: &str, group: &str, name: &[u8])
 
 /// `DELCONSUMER`: the consumer leaves; its pending entries go back to the
 /// group (Pigeon delivers them again) rather than being dropped.
-async fn del_consumer(broker: &Broker, topic: &str, group: &str, name: &[u8]) -> Reply {
-    if broker.groups.get(topic, group).is_err() {
+async fn del_consumer(broker: &Checked<'_>, topic: &str, group: &str, name: &[u8]) -> Reply {
+    if !broker.group_exists(topic, group) {
         return no_group(topic, group);
     }
     let text = String::from_utf8_lossy(name).into_owned();
-    let member = broker
-        .members
-        .named_in(topic, group)
-        .into_iter()
-        .find(|(n, _, _)| *n == text);
+    let member = match broker.named_consumers(topic, group) {
+        Ok(named) => named.into_iter().find(|(n, _, _)| *n == text),
+        Err(e) => return failed(e),
+    };
     let Some((_, consumer, _)) = member else {
         return Reply::Integer(0);
     };
@@ -295,8 +310,10 @@ async fn del_consumer(broker: &Broker, topic: &str, group: &str, name: &[u8]) ->
         Ok(all) => all.iter().filter(|l| l.consumer == consumer).count(),
         Err(e) => return failed(e),
     };
-    broker.leave_group(topic, group, &owner_of(name)).await;
-    Reply::Integer(pending as i64)
+    match broker.leave_group(topic, group, &owner_of(name)).await {
+        Ok(_) => Reply::Integer(pending as i64),
+        Err(e) => failed(e),
+    }
 }
 
 /// `XINFO STREAM key | GROUPS key | CONSUMERS key group`.
@@ -311,7 +328,7 @@ pub async fn xinfo(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
     if !arity_ok {
         return errors::wrong_arity(&format!("xinfo|{}", sub.to_ascii_lowercase()));
     }
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let topic = match group_topic(broker, &args[2]) {
         Ok(Some(topic)) => topic,
         Ok(None) => return Reply::error("ERR no such key"),
@@ -327,7 +344,7 @@ pub async fn xinfo(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         "GROUPS" => super::xinfo::groups(broker, &topic).await,
         _ => {
             let group = String::from_utf8_lossy(&args[3]).into_owned();
-            if broker.groups.get(&topic, &group).is_err() {
+            if !broker.group_exists(&topic, &group) {
                 return no_group(&topic, &group);
             }
             super::xinfo::consumers(broker, &topic, &group).await

@@ -14,7 +14,7 @@ use super::{integer, upper};
 
 /// `EXISTS key …`: how many of the keys name streams (repeats count).
 pub fn exists(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let found = args[1..]
         .iter()
         .filter(|k| StreamKey::parse(k).is_some_and(|k| k.exists(broker)))
@@ -24,13 +24,13 @@ pub fn exists(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
 
 /// `TYPE key`: `stream` or `none`.
 pub fn key_type(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
-    let exists = StreamKey::parse(&args[1]).is_some_and(|k| k.exists(ctx.broker()));
+    let exists = StreamKey::parse(&args[1]).is_some_and(|k| k.exists(&ctx.broker()));
     Reply::status(if exists { "stream" } else { "none" })
 }
 
 /// `KEYS pattern`.
 pub fn keys(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
-    let names = matching(stream_names(ctx.broker()), Some(&args[1]));
+    let names = matching(stream_names(&ctx.broker()), Some(&args[1]));
     Reply::Array(names.into_iter().map(Reply::bulk).collect())
 }
 
@@ -61,7 +61,7 @@ pub fn scan(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         }
         i += 2;
     }
-    let names = stream_names(ctx.broker());
+    let names = stream_names(&ctx.broker());
     let start = (cursor as usize).min(names.len());
     let end = start.saturating_add(count).min(names.len());
     let next = if end >= names.len() { 0 } else { end };
@@ -81,7 +81,7 @@ pub fn scan(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
 /// groups); how many were deleted. A key naming one partition cannot be
 /// deleted alone.
 pub async fn del(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let mut deleted = 0;
     for key in &args[1..] {
         let Some(key) = StreamKey::parse(key) else {
@@ -93,7 +93,7 @@ pub async fn del(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
                 key.topic
             ));
         }
-        if broker.topics.get(&key.topic).is_none() {
+        if broker.partitions_of(&key.topic).is_none() {
             continue;
         }
         match broker.delete_topic(&key.topic).await {

@@ -150,6 +150,10 @@ pub async fn execute(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
         ctx.session.multi_failed |= ctx.session.multi.is_some();
         return errors::wrong_arity(spec.name);
     }
+    if !ctx.session.caller.is_authenticated() && !spec.flags.contains(&"no_auth") {
+        ctx.session.multi_failed |= ctx.session.multi.is_some();
+        return errors::noauth();
+    }
     ctx.note_command(spec.name, args);
     if let Some(queued) = ctx.session.multi.as_mut()
         && !matches!(spec.name, "exec" | "discard" | "multi" | "quit" | "reset")
@@ -163,8 +167,8 @@ pub async fn execute(ctx: &mut Context<'_>, args: &[Bytes]) -> Reply {
 /// Runs the command `name` (checked against the table).
 pub(super) async fn run(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Reply {
     match name {
-        "hello" => connection::hello(ctx, args),
-        "auth" => connection::auth(args),
+        "hello" => connection::hello(ctx, args).await,
+        "auth" => connection::auth(ctx, args).await,
         "ping" => connection::ping(args),
         "echo" => Reply::Bulk(args[1].clone()),
         "select" => connection::select(args),

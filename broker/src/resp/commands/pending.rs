@@ -14,16 +14,20 @@ use super::groups::{entry_at, group_topic, id_at, offset_of, owner_of};
 use super::{integer, upper};
 use crate::delivery::engine::PendingLease;
 use crate::error::BrokerError;
-use crate::service::Broker;
+use crate::service::Checked;
 
 fn failed(e: BrokerError) -> Reply {
     errors::broker_error(&e)
 }
 
 /// The topic of `key` if it and `group` exist.
-fn topic_with_group(broker: &Broker, key: &[u8], group: &str) -> Result<Option<String>, Reply> {
+fn topic_with_group(
+    broker: &Checked<'_>,
+    key: &[u8],
+    group: &str,
+) -> Result<Option<String>, Reply> {
     let topic = group_topic(broker, key)?;
-    Ok(topic.filter(|t| broker.groups.get(t, group).is_ok()))
+    Ok(topic.filter(|t| broker.group_exists(t, group)))
 }
 
 fn now_ms() -> i64 {
@@ -39,7 +43,7 @@ pub async fn xack(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
             None => return Reply::error(INVALID_ID),
         }
     }
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let group = String::from_utf8_lossy(&args[2]).into_owned();
     let topic = match topic_with_group(broker, &args[1], &group) {
         Ok(Some(topic)) => topic,
@@ -48,7 +52,7 @@ pub async fn xack(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
     };
     let mut items = Vec::with_capacity(wanted.len());
     for id in wanted {
-        match offset_of(broker, &topic, id) {
+        match offset_of(broker, (&topic, &group), id) {
             Ok(Some(offset)) => items.push((0, offset)),
             Ok(None) => {}
             Err(e) => return failed(e),
@@ -68,7 +72,7 @@ struct Pending {
 
 /// The group's pending entries with their IDs, in ID order.
 async fn pending_with_ids(
-    broker: &Broker,
+    broker: &Checked<'_>,
     topic: &str,
     group: &str,
 ) -> Result<Vec<Pending>, BrokerError> {
@@ -76,7 +80,7 @@ async fn pending_with_ids(
     leases.sort_by_key(|l| l.offset);
     let mut out = Vec::with_capacity(leases.len());
     for lease in leases {
-        if let Some(id) = id_at(broker, topic, lease.offset)? {
+        if let Some(id) = id_at(broker, (topic, group), lease.offset)? {
             out.push(Pending { id, lease });
         }
     }
@@ -115,7 +119,7 @@ pub async fn xpending(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
     } else {
         None
     };
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let group = String::from_utf8_lossy(&args[2]).into_owned();
     let topic = match topic_with_group(broker, &args[1], &group) {
         Ok(Some(topic)) => topic,
@@ -209,7 +213,7 @@ pub async fn xclaim(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         }
         i += 1;
     }
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let group = String::from_utf8_lossy(&args[2]).into_owned();
     let topic = match topic_with_group(broker, &args[1], &group) {
         Ok(Some(topic)) => topic,
@@ -218,7 +222,7 @@ pub async fn xclaim(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
     };
     let mut offsets = Vec::with_capacity(wanted.len());
     for id in &wanted {
-        match offset_of(broker, &topic, *id) {
+        match offset_of(broker, (&topic, &group), *id) {
             Ok(Some(offset)) => offsets.push((*id, offset)),
             Ok(None) => {}
             Err(e) => return failed(e),
@@ -240,7 +244,7 @@ fn no_group(key: &[u8], group: &str) -> Reply {
 /// Claims `(id, offset)`s for consumer `name`; the entries (or IDs)
 /// claimed, in order.
 async fn claim(
-    broker: &Broker,
+    broker: &Checked<'_>,
     topic: &str,
     group: &str,
     name: &[u8],
@@ -265,7 +269,7 @@ async fn claim(
         out.push(if just_id {
             Reply::bulk(id.to_string())
         } else {
-            entry_at(broker, topic, offset, id).await?
+            entry_at(broker, (topic, group), offset, id).await?
         });
     }
     Ok(out)
@@ -298,7 +302,7 @@ pub async fn xautoclaim(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
             _ => return errors::syntax(),
         }
     }
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let group = String::from_utf8_lossy(&args[2]).into_owned();
     let topic = match topic_with_group(broker, &args[1], &group) {
         Ok(Some(topic)) => topic,

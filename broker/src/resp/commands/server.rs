@@ -120,7 +120,7 @@ fn section(ctx: &Context<'_>, name: &str) -> String {
             format!("maxclients:{}", ctx.broker().config.max_connections),
         ],
         _ => {
-            let streams = stream_names(ctx.broker()).len();
+            let streams = stream_names(&ctx.broker()).len();
             let mut lines = vec!["# Keyspace".to_owned()];
             if streams > 0 {
                 lines.push(format!("db0:keys={streams},expires=0,avg_ttl=0"));
@@ -133,5 +133,5 @@ fn section(ctx: &Context<'_>, name: &str) -> String {
 
 /// `DBSIZE`: the number of streams.
 pub fn dbsize(ctx: &Context<'_>) -> Reply {
-    Reply::Integer(stream_names(ctx.broker()).len() as i64)
+    Reply::Integer(stream_names(&ctx.broker()).len() as i64)
 }

@@ -17,7 +17,7 @@ use super::super::stream::ids::{self, INVALID_ID, StreamId};
 use super::super::stream::read::{Entry, StreamPart};
 use super::{integer, upper};
 use crate::error::{BrokerError, ErrorKind};
-use crate::service::{Appended, Broker, PartitionBatches, SubmittedProduce};
+use crate::service::{Appended, Checked, PartitionBatches, SubmittedProduce};
 use crate::topics::NewTopic;
 use tokio::sync::OwnedRwLockReadGuard;
 
@@ -27,7 +27,7 @@ fn failed(e: BrokerError) -> Reply {
 }
 
 /// The one partition `key` reads and writes, as an error reply if none.
-pub fn resolve(broker: &Broker, key: &[u8]) -> Result<(StreamKey, u32), Reply> {
+pub fn resolve(broker: &Checked<'_>, key: &[u8]) -> Result<(StreamKey, u32), Reply> {
     let parsed = StreamKey::parse(key).ok_or_else(|| Reply::error(bad_key(key)))?;
     let partition = parsed.partition_in(broker).map_err(failed)?;
     Ok((parsed, partition))
@@ -36,7 +36,7 @@ pub fn resolve(broker: &Broker, key: &[u8]) -> Result<(StreamKey, u32), Reply> {
 /// Like [`resolve`], for a stream that exists: `None` for a key that
 /// names no stream (or cannot name one), which the read commands answer
 /// as empty.
-fn resolve_existing(broker: &Broker, key: &[u8]) -> Result<Option<(StreamKey, u32)>, Reply> {
+fn resolve_existing(broker: &Checked<'_>, key: &[u8]) -> Result<Option<(StreamKey, u32)>, Reply> {
     match StreamKey::parse(key) {
         Some(parsed) if parsed.exists(broker) => {
             let partition = parsed.partition_in(broker).map_err(failed)?;
@@ -153,7 +153,7 @@ pub async fn xadd(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         Ok(id) => id,
         Err(reply) => return reply,
     };
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     if let Err(reply) = check_new_stream(broker, &args[1], new_id) {
         // Refused before the stream is created for it.
         return reply;
@@ -177,6 +177,7 @@ pub async fn xadd(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
             broker,
             topic: &key.topic,
             partition,
+            group: None,
         };
         if let Err(e) = trim_part(&part, trim).await {
             return failed(e);
@@ -208,8 +209,8 @@ fn parse_new_id(arg: &[u8]) -> Result<NewId, Reply> {
 /// For a stream that does not exist yet, checks an explicit ID as the
 /// append would (top `0-0`, log end 0), so that a refused `XADD` creates
 /// no topic.
-fn check_new_stream(broker: &Broker, key: &[u8], new_id: NewId) -> Result<(), Reply> {
-    let exists = StreamKey::parse(key).is_some_and(|k| broker.topics.get(&k.topic).is_some());
+fn check_new_stream(broker: &Checked<'_>, key: &[u8], new_id: NewId) -> Result<(), Reply> {
+    let exists = StreamKey::parse(key).is_some_and(|k| broker.partitions_of(&k.topic).is_some());
     if exists || new_id == NewId::Auto {
         return Ok(());
     }
@@ -232,9 +233,9 @@ fn check_bound(id: StreamId, end: u64) -> Result<(), Reply> {
 /// Makes sure the stream `key` exists: creates a one-partition topic for
 /// a bare name unless `no_create`. `Ok(false)`: it does not exist and
 /// must not be created.
-async fn ensure_stream(broker: &Broker, key: &[u8], no_create: bool) -> Result<bool, Reply> {
+async fn ensure_stream(broker: &Checked<'_>, key: &[u8], no_create: bool) -> Result<bool, Reply> {
     let parsed = StreamKey::parse(key).ok_or_else(|| Reply::error(bad_key(key)))?;
-    if broker.topics.get(&parsed.topic).is_some() {
+    if broker.partitions_of(&parsed.topic).is_some() {
         return Ok(true);
     }
     if no_create {
@@ -264,7 +265,7 @@ async fn append(
     new_id: NewId,
     pairs: &[Bytes],
 ) -> Result<StreamId, Reply> {
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let lock = ctx.listener.appends.of(topic, partition);
     if new_id == NewId::Auto {
         let _shared = lock.read().await;
@@ -279,6 +280,7 @@ async fn append(
         broker,
         topic,
         partition,
+        group: None,
     };
     let top = part.top_id().map_err(failed)?;
     let id = explicit_id(new_id, top)?;
@@ -309,7 +311,7 @@ fn explicit_id(new_id: NewId, top: StreamId) -> Result<StreamId, Reply> {
 
 /// Appends the record of an entry and waits until it is durable.
 async fn produce(
-    broker: &Broker,
+    broker: &Checked<'_>,
     topic: &str,
     partition: u32,
     pairs: &[Bytes],
@@ -320,7 +322,7 @@ async fn produce(
 
 /// Queues the record of an entry at its partition's writer.
 async fn submit(
-    broker: &Broker,
+    broker: &Checked<'_>,
     topic: &str,
     partition: u32,
     pairs: &[Bytes],
@@ -399,7 +401,7 @@ pub fn pipelinable(args: &[Bytes]) -> bool {
 /// the partition's lock, which an `XADD <id>` elsewhere may be waiting
 /// for behind this connection's own pending appends.
 pub async fn xadd_submit(ctx: &Context<'_>, args: &[Bytes], holding: bool) -> Submitted {
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     ctx.note_command("xadd", args);
     match ensure_stream(broker, &args[1], false).await {
         Ok(_) => {}
@@ -442,7 +444,7 @@ async fn trim_part(part: &StreamPart<'_>, trim: Trim) -> Result<u64, BrokerError
 
 /// `XLEN key`.
 pub async fn xlen(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let (key, partition) = match resolve_existing(broker, &args[1]) {
         Ok(Some(found)) => found,
         Ok(None) => return Reply::Integer(0),
@@ -452,6 +454,7 @@ pub async fn xlen(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         broker,
         topic: &key.topic,
         partition,
+        group: None,
     };
     match part.entries().await {
         Ok(n) => Reply::Integer(n as i64),
@@ -493,7 +496,7 @@ pub async fn xrange(ctx: &Context<'_>, args: &[Bytes], reverse: bool) -> Reply {
         // As Redis answers COUNT 0 (or less).
         return Reply::NullArray;
     }
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     if first > last {
         return Reply::Array(Vec::new());
     }
@@ -506,6 +509,7 @@ pub async fn xrange(ctx: &Context<'_>, args: &[Bytes], reverse: bool) -> Reply {
         broker,
         topic: &key.topic,
         partition,
+        group: None,
     };
     let read = if reverse {
         part.backward(first, last, count.unwrap_or(0)).await
@@ -531,7 +535,7 @@ pub async fn xdel(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
             None => return Reply::error(INVALID_ID),
         }
     }
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let (key, partition) = match resolve_existing(broker, &args[1]) {
         Ok(Some(found)) => found,
         Ok(None) => return Reply::Integer(0),
@@ -541,6 +545,7 @@ pub async fn xdel(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         broker,
         topic: &key.topic,
         partition,
+        group: None,
     };
     let mut offsets = Vec::with_capacity(wanted.len());
     for id in wanted {
@@ -570,7 +575,7 @@ pub async fn xtrim(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         Ok(_) => return errors::syntax(),
         Err(reply) => return reply,
     };
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let (key, partition) = match resolve_existing(broker, &args[1]) {
         Ok(Some(found)) => found,
         Ok(None) => return Reply::Integer(0),
@@ -580,6 +585,7 @@ pub async fn xtrim(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         broker,
         topic: &key.topic,
         partition,
+        group: None,
     };
     match trim_part(&part, trim).await {
         Ok(n) => Reply::Integer(n as i64),

@@ -11,18 +11,19 @@ use super::super::stream::read::StreamPart;
 use super::groups::id_at;
 use super::streams::entry_reply;
 use crate::error::BrokerError;
-use crate::service::Broker;
+use crate::service::Checked;
 
 fn field(name: &str, value: Reply) -> (Reply, Reply) {
     (Reply::bulk(name), value)
 }
 
 /// `XINFO STREAM key`.
-pub async fn stream(broker: &Broker, topic: &str) -> Result<Reply, BrokerError> {
+pub async fn stream(broker: &Checked<'_>, topic: &str) -> Result<Reply, BrokerError> {
     let part = StreamPart {
         broker,
         topic,
         partition: 0,
+        group: None,
     };
     let (_, end) = part.bounds()?;
     let length = part.entries().await?;
@@ -40,12 +41,7 @@ pub async fn stream(broker: &Broker, topic: &str) -> Result<Reply, BrokerError> 
         .partitions
         .first()
         .map_or(0, |p| p.segment_count);
-    let groups = broker
-        .groups
-        .list()
-        .into_iter()
-        .filter(|(t, _, _)| t == topic)
-        .count();
+    let groups = broker.group_names(topic).len();
     let first_id = first.as_ref().map_or(StreamId::default(), |e| e.id);
     Ok(Reply::Map(vec![
         field("length", Reply::Integer(length as i64)),
@@ -62,17 +58,9 @@ pub async fn stream(broker: &Broker, topic: &str) -> Result<Reply, BrokerError> 
 }
 
 /// `XINFO GROUPS key`.
-pub async fn groups(broker: &Broker, topic: &str) -> Result<Reply, BrokerError> {
+pub async fn groups(broker: &Checked<'_>, topic: &str) -> Result<Reply, BrokerError> {
     let mut out = Vec::new();
-    let mut names: Vec<String> = broker
-        .groups
-        .list()
-        .into_iter()
-        .filter(|(t, _, _)| t == topic)
-        .map(|(_, g, _)| g)
-        .collect();
-    names.sort();
-    for group in names {
+    for group in broker.group_names(topic) {
         let pending = broker.pending(topic, &group).await?;
         let figures = broker.describe_group(topic, &group).await?;
         let Some(f) = figures.partitions.first() else {
@@ -86,10 +74,10 @@ pub async fn groups(broker: &Broker, topic: &str) -> Result<Reply, BrokerError> 
             .unwrap_or(0)
             .max(f.committed_floor);
         let last = match delivered.checked_sub(1) {
-            Some(offset) => id_at(broker, topic, offset)?.unwrap_or_default(),
+            Some(offset) => id_at(broker, (topic, &group), offset)?.unwrap_or_default(),
             None => StreamId::default(),
         };
-        let consumers = broker.members.named_in(topic, &group).len();
+        let consumers = broker.named_consumers(topic, &group)?.len();
         out.push(Reply::Map(vec![
             field("name", Reply::bulk(&group)),
             field("consumers", Reply::Integer(consumers as i64)),
@@ -106,10 +94,14 @@ pub async fn groups(broker: &Broker, topic: &str) -> Result<Reply, BrokerError> 
 }
 
 /// `XINFO CONSUMERS key group`.
-pub async fn consumers(broker: &Broker, topic: &str, group: &str) -> Result<Reply, BrokerError> {
+pub async fn consumers(
+    broker: &Checked<'_>,
+    topic: &str,
+    group: &str,
+) -> Result<Reply, BrokerError> {
     let pending = broker.pending(topic, group).await?;
     let mut out = Vec::new();
-    for (name, consumer, idle) in broker.members.named_in(topic, group) {
+    for (name, consumer, idle) in broker.named_consumers(topic, group)? {
         let held = pending.iter().filter(|l| l.consumer == consumer).count();
         out.push(Reply::Map(vec![
             field("name", Reply::bulk(&name)),

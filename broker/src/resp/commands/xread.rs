@@ -134,7 +134,7 @@ pub async fn xread(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         };
         let _blocked = ctx.listener.clients.block();
         ctx.broker().wait_for_records(&watched, wait).await;
-        if ctx.broker().shutdown.is_cancelled() {
+        if ctx.broker().is_shutting_down() {
             return Reply::NullArray;
         }
     }
@@ -147,7 +147,7 @@ async fn read_once(
     ctx: &Context<'_>,
     read: &mut ReadArgs,
 ) -> Result<(Option<Reply>, Vec<(String, u32, u64)>, bool), Reply> {
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let mut found = Vec::new();
     let mut watched = Vec::new();
     let mut missing = false;
@@ -161,6 +161,7 @@ async fn read_once(
             broker,
             topic: &stream.topic,
             partition,
+            group: None,
         };
         let failed = |e| errors::broker_error(&e);
         let offset = match *from {

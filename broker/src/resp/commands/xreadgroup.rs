@@ -24,7 +24,7 @@ use super::streams::entry_reply;
 use super::xread::{block_timeout, streams_and_ids};
 use super::{integer, upper};
 use crate::error::{BrokerError, ErrorKind};
-use crate::service::{Broker, MemberOwner, SettleAction, SettleRequest};
+use crate::service::{Checked, MemberOwner, SettleAction, SettleRequest};
 
 /// Most entries one `>` read hands out without a `COUNT`.
 const DEFAULT_COUNT: usize = 10_000;
@@ -96,11 +96,11 @@ pub async fn xreadgroup(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         Ok(read) => read,
         Err(reply) => return reply,
     };
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let mut topics = Vec::with_capacity(read.keys.len());
     for key in &read.keys {
         match group_topic(broker, key) {
-            Ok(Some(topic)) if broker.groups.get(&topic, &read.group).is_ok() => topics.push(topic),
+            Ok(Some(topic)) if broker.group_exists(&topic, &read.group) => topics.push(topic),
             Ok(_) => {
                 return Reply::error(format!(
                     "NOGROUP No such key '{}' or consumer group '{}' in XREADGROUP with GROUP option",
@@ -136,7 +136,7 @@ pub async fn xreadgroup(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         {
             return reply_of(ctx.session.resp3, found);
         }
-        if block.is_none() || broker.shutdown.is_cancelled() {
+        if block.is_none() || broker.is_shutting_down() {
             return Reply::NullArray;
         }
         first = false;
@@ -151,7 +151,7 @@ async fn read_all(
     topics: &[String],
     wait: Duration,
 ) -> Result<Vec<(Bytes, Vec<Reply>, bool)>, BrokerError> {
-    let broker = ctx.broker();
+    let broker = &ctx.broker();
     let owner = owner_of(&read.consumer);
     let name = String::from_utf8_lossy(&read.consumer).into_owned();
     let mut out = Vec::new();
@@ -192,7 +192,7 @@ async fn read_all(
 
 /// New entries for the consumer (deleted ones acked and left out).
 async fn new_entries(
-    broker: &Broker,
+    broker: &Checked<'_>,
     topic: &str,
     group: &str,
     consumer: u64,
@@ -212,7 +212,11 @@ async fn new_entries(
         return Ok(Vec::new());
     };
     let deleted = broker
-        .deleted_in(topic, 0, lo.record.offset, hi.record.offset + 1)
+        .deleted_in(
+            (topic, Some(group)),
+            0,
+            (lo.record.offset, hi.record.offset + 1),
+        )
         .await?;
     let mut acks = Vec::new();
     let mut entries = Vec::with_capacity(got.len());
@@ -243,7 +247,7 @@ async fn new_entries(
 
 /// The consumer's pending entries after `after`, each delivered again.
 async fn history(
-    broker: &Broker,
+    broker: &Checked<'_>,
     topic: &str,
     group: &str,
     consumer: u64,
@@ -255,6 +259,7 @@ async fn history(
         broker,
         topic,
         partition: 0,
+        group: Some(group),
     };
     let from = match after.next() {
         Some(next) => part.seek(next)?,
@@ -279,10 +284,10 @@ async fn history(
         .await?;
     let mut out = Vec::with_capacity(mine.len());
     for offset in mine {
-        let Some(id) = super::groups::id_at(broker, topic, offset)? else {
+        let Some(id) = super::groups::id_at(broker, (topic, group), offset)? else {
             continue;
         };
-        out.push(entry_at(broker, topic, offset, id).await?);
+        out.push(entry_at(broker, (topic, group), offset, id).await?);
     }
     Ok(out)
 }

@@ -9,7 +9,7 @@ use pigeon_protocol::batch::Record;
 use super::entry::{fields_of, id_of};
 use super::ids::StreamId;
 use crate::error::BrokerError;
-use crate::service::Broker;
+use crate::service::Checked;
 
 /// Bytes read per step of a scan.
 const READ_BYTES: usize = 256 * 1024;
@@ -42,24 +42,33 @@ impl Entry {
 #[derive(Debug, Clone, Copy)]
 pub struct StreamPart<'a> {
     /// The service layer.
-    pub broker: &'a Broker,
+    pub broker: &'a Checked<'a>,
     /// The topic.
     pub topic: &'a str,
     /// The partition.
     pub partition: u32,
+    /// The group the entries are read for (`XREADGROUP` history, `XCLAIM`:
+    /// the group's `consume` rule lets its consumers see them), or `None`
+    /// for a plain read (the topic's `read` rule).
+    pub group: Option<&'a str>,
 }
 
 impl StreamPart<'_> {
+    /// The topic and the group it is read for.
+    fn on(&self) -> (&str, Option<&str>) {
+        (self.topic, self.group)
+    }
+
     /// `(log start, log end)`.
     pub fn bounds(&self) -> Result<(u64, u64), BrokerError> {
-        self.broker.partition_bounds(self.topic, self.partition)
+        self.broker.partition_bounds(self.on(), self.partition)
     }
 
     /// The record at `offset`, if it is stored.
     pub fn record_at(&self, offset: u64) -> Result<Option<Record>, BrokerError> {
         let read = self
             .broker
-            .read_records(self.topic, self.partition, offset, 1)?;
+            .read_records(self.on(), self.partition, offset, 1)?;
         Ok(read.records.into_iter().find(|r| r.offset == offset))
     }
 
@@ -75,7 +84,7 @@ impl StreamPart<'_> {
         let ms = i64::try_from(target.ms).unwrap_or(i64::MAX);
         let mut lo = self
             .broker
-            .offset_at_time(self.topic, self.partition, ms)?
+            .offset_at_time(self.on(), self.partition, ms)?
             .max(start);
         let mut hi = end;
         // A derived ID names its offset: check it first.
@@ -106,14 +115,14 @@ impl StreamPart<'_> {
         let from = from.max(start);
         let deleted = self
             .broker
-            .deleted_in(self.topic, self.partition, from, end)
+            .deleted_in(self.on(), self.partition, (from, end))
             .await?;
         let mut out = Vec::new();
         let mut offset = from;
         while offset < end {
             let read = self
                 .broker
-                .read_records(self.topic, self.partition, offset, READ_BYTES)?;
+                .read_records(self.on(), self.partition, offset, READ_BYTES)?;
             let Some(next) = read.records.last().map(|r| r.offset + 1) else {
                 break;
             };
@@ -150,7 +159,7 @@ impl StreamPart<'_> {
         };
         let deleted = self
             .broker
-            .deleted_in(self.topic, self.partition, start, hi)
+            .deleted_in(self.on(), self.partition, (start, hi))
             .await?;
         let mut out = Vec::new();
         while hi > start {
@@ -160,7 +169,7 @@ impl StreamPart<'_> {
             while offset < hi {
                 let read =
                     self.broker
-                        .read_records(self.topic, self.partition, offset, READ_BYTES)?;
+                        .read_records(self.on(), self.partition, offset, READ_BYTES)?;
                 let Some(next) = read.records.last().map(|r| r.offset + 1) else {
                     break;
                 };
@@ -197,7 +206,7 @@ impl StreamPart<'_> {
         let (start, end) = self.bounds()?;
         let deleted = self
             .broker
-            .deleted_in(self.topic, self.partition, start, end)
+            .deleted_in(self.on(), self.partition, (start, end))
             .await?;
         Ok((end - start).saturating_sub(deleted.len() as u64))
     }

@@ -1,5 +1,12 @@
-//! Connecting with timeouts sized for a command line, and turning every
-//! failure into one sentence for stderr.
+//! Connecting with timeouts sized for a command line and the connection
+//! options every subcommand takes (TLS), and turning every failure into
+//! one sentence for stderr.
+//!
+//! The connection options (TLS, and the user with its password from
+//! `--password-file` or `PIGEON_PASSWORD`) are parsed once, before the
+//! subcommand runs, into a process-wide [`ClientConfig`]
+//! ([`set_connection`]): every connection a command opens (the load
+//! generator's too, which clones it) speaks TLS and authenticates alike.
 //!
 //! A CLI invocation is short-lived: when the broker is not there it must say
 //! so within seconds, not after the library's patient defaults (10 s
@@ -7,9 +14,12 @@
 //! eagerly and its failure ends the command with a message naming the
 //! address and how to change it.
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use pigeon_client::client::{Client, ClientConfig, ClientError};
+use clap::Args;
+use pigeon_client::client::{Client, ClientConfig, ClientError, Credentials, TlsConfig};
 
 /// What a command fails with; printed as `pigeon: {failure:#}`.
 pub(crate) type Failure = anyhow::Error;
@@ -22,8 +32,103 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `produce` keeps retrying a message before giving up.
 pub(crate) const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How to reach the broker securely: options of every subcommand.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectionArgs {
+    /// CA bundle (PEM) that signs the broker's certificate; turns TLS on.
+    #[arg(long, global = true, env = "PIGEON_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present to the broker (with --tls-key).
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Verify the broker's certificate for this name instead of the host of
+    /// --broker.
+    #[arg(long, global = true, value_name = "NAME")]
+    tls_server_name: Option<String>,
+    /// User to authenticate as; the password comes from --password-file or
+    /// the PIGEON_PASSWORD environment variable.
+    #[arg(long, global = true, env = "PIGEON_USER", value_name = "NAME")]
+    user: Option<String>,
+    /// File whose first line is the password of --user.
+    #[arg(long, global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+}
+
+/// The environment variable holding the password of `--user`.
+const PASSWORD_ENV: &str = "PIGEON_PASSWORD";
+
+/// The credentials of `--user`, with the password from `--password-file`
+/// or `PIGEON_PASSWORD`.
+fn credentials(args: &ConnectionArgs) -> Result<Option<Credentials>, Failure> {
+    let Some(user) = &args.user else {
+        if args.password_file.is_some() {
+            return Err(anyhow::anyhow!(
+                "--password-file needs --user (or PIGEON_USER): the user the password is for"
+            ));
+        }
+        return Ok(None);
+    };
+    let password = match &args.password_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read the password file {}: {e}", path.display())
+            })?;
+            text.lines().next().unwrap_or("").to_owned()
+        }
+        None => std::env::var(PASSWORD_ENV).map_err(|_| {
+            anyhow::anyhow!(
+                "--user {user} needs a password: set {PASSWORD_ENV} or give --password-file FILE"
+            )
+        })?,
+    };
+    if password.is_empty() {
+        return Err(anyhow::anyhow!(
+            "the password of user {user} is empty; set {PASSWORD_ENV} or give --password-file FILE"
+        ));
+    }
+    Ok(Some(Credentials::new(user.clone(), password)))
+}
+
+/// The client configuration of every command, once the options are set.
+static CONFIG: OnceLock<ClientConfig> = OnceLock::new();
+
+/// Builds the client configuration from the connection options (reading
+/// the certificate files now, so that a bad path is reported first).
+pub(crate) fn set_connection(args: &ConnectionArgs) -> Result<(), Failure> {
+    let tls = match &args.tls_ca {
+        None if args.tls_cert.is_some() || args.tls_server_name.is_some() => {
+            return Err(anyhow::anyhow!(
+                "--tls-cert and --tls-server-name need --tls-ca (or PIGEON_TLS_CA): the CA bundle that signs the broker's certificate"
+            ));
+        }
+        None => None,
+        Some(ca) => {
+            let client_cert = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
+            let tls = TlsConfig::from_pem_files(ca, client_cert).map_err(client_failure)?;
+            Some(match &args.tls_server_name {
+                Some(name) => tls.with_server_name(name),
+                None => tls,
+            })
+        }
+    };
+    let config = ClientConfig {
+        tls,
+        credentials: credentials(args)?,
+        ..default_config()
+    };
+    let _ = CONFIG.set(config);
+    Ok(())
+}
+
 /// The client configuration of every command.
 fn client_config() -> ClientConfig {
+    CONFIG.get().cloned().unwrap_or_else(default_config)
+}
+
+fn default_config() -> ClientConfig {
     ClientConfig {
         client_name: format!("pigeon-cli {}", env!("CARGO_PKG_VERSION")),
         connect_timeout: CONNECT_TIMEOUT,
@@ -78,6 +183,10 @@ pub(crate) fn explain(err: &ClientError) -> String {
         ),
         ClientError::Timeout { after } => {
             format!("the broker did not answer within {} ms", after.as_millis())
+        }
+        ClientError::Tls { addr, message } if addr.is_empty() => message.clone(),
+        ClientError::Tls { addr, message } => {
+            format!("TLS to the broker at {addr} failed: {message}")
         }
         ClientError::CircuitOpen {
             addr,

@@ -6,7 +6,7 @@
 //! | file | job |
 //! | --- | --- |
 //! | `mod.rs` | the argument grammar ([`Cli`]), dispatch, exit codes |
-//! | `failure.rs` | connecting with CLI-sized timeouts; one-sentence error messages |
+//! | `failure.rs` | the connection options (TLS); connecting with CLI-sized timeouts; one-sentence error messages |
 //! | `topic.rs` | `pigeon topic create/list/describe/alter/delete` |
 //! | `broker.rs` | `pigeon broker describe`: version, uptime, data dir usage, settings in effect |
 //! | `confirm.rs` | asking before `topic delete` and `group delete` on a terminal; `--yes` |
@@ -63,6 +63,9 @@ pub(crate) struct Cli {
         value_name = "ADDR"
     )]
     broker: String,
+
+    #[command(flatten)]
+    connection: failure::ConnectionArgs,
 
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -121,6 +124,7 @@ pub(crate) fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    failure::set_connection(&cli.connection)?;
     match cli.command {
         Command::Topic(command) => topic::run(&cli.broker, command).await,
         Command::Produce(args) => produce::run(&cli.broker, args).await,

@@ -7,7 +7,8 @@
 //!
 //! ## How a connection works
 //!
-//! One `Framed<TcpStream, ClientCodec>` is split in two tasks:
+//! One `Framed<BrokerStream, ClientCodec>` (plain TCP, or TLS with
+//! [`ClientConfig::tls`]) is split in two tasks:
 //!
 //! - the *writer* drains a bounded queue of request frames into the socket
 //!   (a full queue makes [`Client::request`] wait: back-pressure), batching
@@ -28,7 +29,8 @@
 //!   attempts are spaced by an exponential backoff; concurrent callers that
 //!   waited for the same attempt share its outcome instead of each trying
 //!   again, so a dead broker is never hammered.
-//! - Each connection starts with a Handshake; the codec then adopts the
+//! - Each connection starts with a Handshake, then (with
+//!   [`ClientConfig::credentials`]) authenticates; the codec then adopts the
 //!   server's limits, and each request is sent in the highest API version
 //!   both sides speak. At most the broker's `max_in_flight_requests` are
 //!   outstanding on a connection; further requests wait for a slot.
@@ -39,10 +41,16 @@
 //! | --- | --- |
 //! | `mod.rs` | [`Client`], [`ClientConfig`]: connecting, handshake, reconnects, circuit breaker, the writer and reader tasks |
 //! | `pending.rs` | request ids, the table of callers waiting for answers, [`PendingRequest`] |
+//! | `stream.rs` | plain TCP or TLS ([`TlsConfig`]); TLS failures as sentences |
+//! | `sasl.rs` | authenticating as a user ([`Credentials`]): PLAIN over TLS, SCRAM-SHA-256 otherwise |
 
 mod pending;
+mod sasl;
+mod stream;
 
 pub use pending::PendingRequest;
+pub use sasl::Credentials;
+pub use stream::TlsConfig;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,6 +60,8 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use self::stream::{BrokerStream, connect_tls, tls_verdict};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
@@ -92,6 +102,11 @@ pub struct ClientConfig {
     pub write_queue: usize,
     /// When to stop trying an unreachable broker.
     pub circuit: CircuitConfig,
+    /// TLS to the broker (`None`: plain TCP).
+    pub tls: Option<TlsConfig>,
+    /// The user to authenticate as on every connection (`None`: none, for
+    /// a broker without users or with a client certificate).
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ClientConfig {
@@ -103,6 +118,8 @@ impl Default for ClientConfig {
             reconnect_backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             write_queue: 1024,
             circuit: CircuitConfig::default(),
+            tls: None,
+            credentials: None,
         }
     }
 }
@@ -181,8 +198,8 @@ impl Drop for Inner {
     }
 }
 
-type Sink = SplitSink<Framed<TcpStream, ClientCodec>, RequestFrame>;
-type Source = SplitStream<Framed<TcpStream, ClientCodec>>;
+type Sink = SplitSink<Framed<BrokerStream, ClientCodec>, RequestFrame>;
+type Source = SplitStream<Framed<BrokerStream, ClientCodec>>;
 
 impl Client {
     /// Connects to the broker at `addr` (e.g. `127.0.0.1:7420`) with the
@@ -517,11 +534,24 @@ impl Client {
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "could not set TCP_NODELAY");
         }
+        let stream = match &inner.config.tls {
+            None => BrokerStream::Plain(stream),
+            Some(tls) => {
+                let shaken = tokio::time::timeout(
+                    inner.config.connect_timeout,
+                    connect_tls(tls, stream, addr),
+                );
+                shaken.await.map_err(|_| ClientError::Timeout {
+                    after: inner.config.connect_timeout,
+                })??
+            }
+        };
         let mut framed = Framed::new(stream, ClientCodec::default());
         let handshake =
             match tokio::time::timeout(inner.config.request_timeout, self.handshake(&mut framed))
                 .await
             {
+                Ok(Err(err)) if inner.config.tls.is_some() => return Err(tls_verdict(addr, err)),
                 Ok(result) => result?,
                 Err(_) => {
                     return Err(ClientError::Timeout {
@@ -529,6 +559,17 @@ impl Client {
                     });
                 }
             };
+        if let Some(credentials) = &inner.config.credentials {
+            let authenticated = self.authenticate(&mut framed, &handshake, credentials);
+            match tokio::time::timeout(inner.config.request_timeout, authenticated).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(ClientError::Timeout {
+                        after: inner.config.request_timeout,
+                    });
+                }
+            }
+        }
         framed.codec_mut().set_limits(handshake.limits());
         tracing::debug!(addr, server = %handshake.server_name, "connected");
         let (sink, source) = framed.split();
@@ -548,16 +589,63 @@ impl Client {
 
     async fn handshake(
         &self,
-        framed: &mut Framed<TcpStream, ClientCodec>,
+        framed: &mut Framed<BrokerStream, ClientCodec>,
     ) -> Result<HandshakeResponse, ClientError> {
+        let request = HandshakeRequest::for_this_build(self.inner.config.client_name.clone());
+        let answer = self.exchange(framed, request.into()).await?;
+        expect_response!(answer, Handshake)
+    }
+
+    /// Authenticates the new connection as `credentials` (see [`sasl`]).
+    async fn authenticate(
+        &self,
+        framed: &mut Framed<BrokerStream, ClientCodec>,
+        handshake: &HandshakeResponse,
+        credentials: &Credentials,
+    ) -> Result<(), ClientError> {
+        if handshake
+            .negotiate(crate::protocol::ApiKey::SaslAuthenticate)
+            .is_none()
+        {
+            return Err(ClientError::broker(
+                crate::protocol::ErrorCode::UnsupportedVersion,
+                "the broker does not support authentication (no SaslAuthenticate); connect without a user",
+            ));
+        }
+        let mechanism = sasl::mechanism(framed.get_ref().is_tls());
+        let answer = self
+            .exchange(framed, sasl::handshake(mechanism).into())
+            .await?;
+        expect_response!(answer, SaslHandshake)?;
+        if mechanism == "PLAIN" {
+            let answer = self
+                .exchange(framed, sasl::plain(credentials).into())
+                .await?;
+            expect_response!(answer, SaslAuthenticate)?;
+            return Ok(());
+        }
+        let (scram, first) = sasl::Scram::start(credentials)?;
+        let answer = self.exchange(framed, first.into()).await?;
+        let server_first = expect_response!(answer, SaslAuthenticate)?;
+        let (proof, last) = scram.prove(credentials, &server_first.auth_bytes)?;
+        let answer = self.exchange(framed, last.into()).await?;
+        proof.verify(&expect_response!(answer, SaslAuthenticate)?.auth_bytes)
+    }
+
+    /// Sends one request on a connection not yet handed to its tasks and
+    /// waits for its answer (or a connection-level error).
+    async fn exchange(
+        &self,
+        framed: &mut Framed<BrokerStream, ClientCodec>,
+        request: Request,
+    ) -> Result<Response, ClientError> {
         let addr = self.inner.addr.as_str();
         let request_id = next_request_id(&self.inner.next_id);
-        let request = HandshakeRequest::for_this_build(self.inner.config.client_name.clone());
         framed
             .send(RequestFrame {
                 request_id,
                 api_version: 0,
-                request: request.into(),
+                request,
             })
             .await
             .map_err(|err| codec_to_client(addr, err))?;
@@ -579,11 +667,7 @@ impl Client {
                 continue;
             }
             return match incoming.body? {
-                ResponseBody::Ok(Response::Handshake(hs)) => Ok(hs),
-                ResponseBody::Ok(other) => Err(ClientError::UnexpectedResponse(format!(
-                    "{:?} in answer to a Handshake",
-                    other.api_key()
-                ))),
+                ResponseBody::Ok(response) => Ok(response),
                 ResponseBody::Error(err) => Err(ClientError::Broker {
                     code: err.code,
                     message: err.message,

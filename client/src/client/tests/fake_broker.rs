@@ -466,6 +466,8 @@ async fn handle(state: &State, incoming: IncomingRequest) -> ResponseFrame {
         | Request::Receive(_)
         | Request::Settle(_)
         | Request::MessageState(_)
+        | Request::SaslHandshake(_)
+        | Request::SaslAuthenticate(_)
         | Request::Redrive(_)
         | Request::AlterTopic(_)
         | Request::ListGroups(_)
