@@ -381,6 +381,14 @@ impl BrokerConfig {
                 or_zero(self.produce_quota_bytes_per_sec),
             ),
             ("shutdown_timeout_ms", ms(self.shutdown_timeout)),
+            ("tls_cert", path_or_unset(self.tls.as_ref().map(|t| &t.cert))),
+            ("tls_key", path_or_unset(self.tls.as_ref().map(|t| &t.key))),
+            (
+                "tls_client_ca",
+                path_or_unset(self.tls.as_ref().and_then(|t| t.client_ca.as_ref())),
+            ),
+            ("users", path_or_unset(self.users.as_ref())),
+            ("auth_timeout_ms", ms(self.auth_timeout)),
             ("log", self.log_filter.clone()),
             (
                 "log_format",
@@ -399,6 +407,11 @@ impl BrokerConfig {
             })
             .collect()
     }
+}
+
+/// A file setting as `broker describe` shows it: its path, or `unset`.
+fn path_or_unset(path: Option<&PathBuf>) -> String {
+    path.map_or_else(|| "unset".to_owned(), |p| p.display().to_string())
 }
 
 /// The log filter, checked: a bad one stops the broker at start instead of
