@@ -381,7 +381,10 @@ impl BrokerConfig {
                 or_zero(self.produce_quota_bytes_per_sec),
             ),
             ("shutdown_timeout_ms", ms(self.shutdown_timeout)),
-            ("tls_cert", path_or_unset(self.tls.as_ref().map(|t| &t.cert))),
+            (
+                "tls_cert",
+                path_or_unset(self.tls.as_ref().map(|t| &t.cert)),
+            ),
             ("tls_key", path_or_unset(self.tls.as_ref().map(|t| &t.key))),
             (
                 "tls_client_ca",

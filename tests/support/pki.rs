@@ -92,28 +92,51 @@ impl Ca {
     }
 }
 
-/// An HTTPS GET of `path` on `addr`, trusting the CA certificate `ca`: the
-/// status code and the body.
-pub fn https_get(addr: SocketAddr, ca: &Path, path: &str) -> Result<(u16, String), String> {
+/// A TLS client connection to `addr` (as `127.0.0.1`) trusting the CA
+/// certificate `ca`, presenting `client` if given; the handshake happens
+/// at the first read or write.
+pub fn tls_connect(
+    addr: SocketAddr,
+    ca: &Path,
+    client: Option<&Issued>,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>, String> {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
-    use std::io::{Read, Write};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
     let ca = CertificateDer::from_pem_file(ca).map_err(|e| e.to_string())?;
     roots.add(ca).map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some(issued) => {
+            let chain = CertificateDer::pem_file_iter(&issued.cert)
+                .map_err(|e| e.to_string())?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let key = PrivateKeyDer::from_pem_file(&issued.key).map_err(|e| e.to_string())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| e.to_string())?
+        }
+    };
     let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
     let connection =
         rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
     let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    let mut tls = rustls::StreamOwned::new(connection, tcp);
+    Ok(rustls::StreamOwned::new(connection, tcp))
+}
+
+/// An HTTPS GET of `path` on `addr`, trusting the CA certificate `ca`: the
+/// status code and the body.
+pub fn https_get(addr: SocketAddr, ca: &Path, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut tls = tls_connect(addr, ca, None)?;
     write!(
         tls,
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"

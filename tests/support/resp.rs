@@ -134,9 +134,15 @@ fn from3(frame: Frame3) -> Value {
     }
 }
 
+/// What a RESP connection runs over: plain TCP or TLS.
+pub trait Transport: Read + Write + Send {}
+impl<T: Read + Write + Send> Transport for T {}
+
 /// A blocking RESP connection.
 pub struct RespClient {
-    stream: TcpStream,
+    stream: Box<dyn Transport>,
+    /// The TCP socket under it (for read timeouts).
+    tcp: TcpStream,
     buf: Vec<u8>,
     /// Decode replies as RESP3 (after `HELLO 3`).
     pub resp3: bool,
@@ -149,12 +155,28 @@ impl RespClient {
     /// Connects to `addr`.
     pub fn connect(addr: SocketAddr) -> RespClient {
         let stream = TcpStream::connect(addr).expect("connect to the RESP server");
-        stream.set_nodelay(true).expect("nodelay");
-        stream
-            .set_read_timeout(Some(REPLY_TIMEOUT))
-            .expect("timeout");
+        let tcp = stream.try_clone().expect("clone the socket");
+        Self::over(Box::new(stream), tcp)
+    }
+
+    /// Connects to `addr` with TLS, trusting the CA certificate `ca`, with
+    /// a client certificate if given.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        ca: &std::path::Path,
+        client: Option<&crate::pki::Issued>,
+    ) -> RespClient {
+        let stream = crate::pki::tls_connect(addr, ca, client).expect("TLS client");
+        let tcp = stream.sock.try_clone().expect("clone the socket");
+        Self::over(Box::new(stream), tcp)
+    }
+
+    fn over(stream: Box<dyn Transport>, tcp: TcpStream) -> RespClient {
+        tcp.set_nodelay(true).expect("nodelay");
+        tcp.set_read_timeout(Some(REPLY_TIMEOUT)).expect("timeout");
         RespClient {
             stream,
+            tcp,
             buf: Vec::new(),
             resp3: false,
         }
@@ -230,10 +252,19 @@ impl RespClient {
 
     /// Whether the server closed the connection (within `within`).
     pub fn closed_within(&mut self, within: Duration) -> bool {
-        self.stream.set_read_timeout(Some(within)).expect("timeout");
+        self.tcp.set_read_timeout(Some(within)).expect("timeout");
         let mut byte = [0u8; 1];
-        let closed = matches!(self.stream.read(&mut byte), Ok(0));
-        self.stream
+        // A TLS connection may end with or without close_notify.
+        let read = self.stream.read(&mut byte);
+        let closed = match read {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        self.tcp
             .set_read_timeout(Some(REPLY_TIMEOUT))
             .expect("timeout");
         closed
