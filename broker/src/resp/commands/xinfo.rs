@@ -1,6 +1,6 @@
 //! The replies of `XINFO STREAM`, `XINFO GROUPS` and `XINFO CONSUMERS`,
 //! with Redis 7.0's fields filled from Pigeon's state. Fields Pigeon does
-//! not track the way Redis does are approximated, as `docs/resp.md` says:
+//! not track the way Redis does are approximated, as `docs/redis.md` says:
 //! a group's last delivered entry is the one before the first offset it
 //! has not settled or leased past, and the radix-tree figures are the
 //! partition's segment count.
