@@ -562,7 +562,11 @@ mod tests {
                 .contains(&("resp_allow_flush", "true".to_owned()))
         );
         let flag = flags(&["--resp-allow-flush", "false"]).overlay(file);
-        assert!(!BrokerConfig::from_file_config(flag).expect("flag").resp_allow_flush);
+        assert!(
+            !BrokerConfig::from_file_config(flag)
+                .expect("flag")
+                .resp_allow_flush
+        );
         assert!(parse_file("resp_allow_flush = \"yes\"").is_err());
     }
 

@@ -21,6 +21,7 @@
 //! runs. Commands never close the connection except `QUIT`.
 
 mod connection;
+mod group_key;
 mod groups;
 mod keys;
 mod multi;
