@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use pigeon_client::protocol::{ListTopicsRequest, Response, ResponseBody};
 use pigeon_suite::raw::RawClient;
 use pigeon_suite::resp::{RedisServer, RespClient, Side, Value, differential};
 use pigeon_suite::{Broker, runtime};
@@ -297,4 +298,88 @@ fn a_connection_over_max_connections_is_told_and_closed() {
             "ERR Protocol error: expected '$', got '*'".into()
         ))
     );
+}
+
+#[test]
+fn flushall_is_refused_unless_enabled_and_says_how_to_enable_it() {
+    let (_dir, pigeon) = start_pigeon();
+    let mut c = RespClient::connect(pigeon.resp.expect("resp"));
+    c.cmd(&["XADD", "orders", "*", "value", "x"]);
+    for command in [&["FLUSHALL"][..], &["FLUSHDB", "ASYNC"]] {
+        let Value::Error(text) = c.cmd(command) else {
+            panic!("{command:?} is refused")
+        };
+        assert!(
+            text.starts_with(&format!("ERR {} is disabled", command[0]))
+                && text.contains("resp_allow_flush = true")
+                && text.contains("--resp-allow-flush true"),
+            "{text}"
+        );
+    }
+    assert_eq!(c.cmd(&["DBSIZE"]), Value::Int(1), "nothing was deleted");
+    assert_eq!(c.cmd(&["PING"]), Value::Status("PONG".into()));
+}
+
+#[test]
+fn flushall_when_enabled_answers_as_redis_and_deletes_every_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pigeon = Broker::start(&dir.path().join("data"), &["--resp-allow-flush", "true"]);
+    let addr = pigeon.resp.expect("resp");
+    let script: &[&[&str]] = &[
+        &["XADD", "a", "1-1", "v", "1"],
+        &["XADD", "b", "1-1", "v", "1"],
+        &["DBSIZE"],
+        &["FLUSHALL", "foo"],
+        &["FLUSHALL", "ASYNC", "SYNC"],
+        &["FLUSHDB", "x"],
+        &["DBSIZE"],
+        &["FLUSHALL"],
+        &["DBSIZE"],
+        &["EXISTS", "a", "b"],
+        &["XADD", "a", "1-1", "v", "1"],
+        &["FLUSHDB", "async"],
+        &["KEYS", "*"],
+        &["XADD", "c", "1-1", "v", "1"],
+        &["FLUSHALL", "SYNC"],
+        &["FLUSHDB"],
+        &["XLEN", "c"],
+        &["XINFO", "GROUPS", "a"],
+    ];
+    match RedisServer::start("flushall_when_enabled_answers_as_redis") {
+        Some(redis) => {
+            let mut expected = Side::new(redis.addr);
+            let mut got = Side::new(addr);
+            differential(&mut expected, &mut got, script, |_, _, _| {});
+        }
+        None => {
+            let mut c = RespClient::connect(addr);
+            for command in script {
+                c.cmd(command);
+            }
+        }
+    }
+    // Groups and their dead-letter topics go too; the broker's own topics
+    // (`__deleted`, written by XDEL) are not streams and stay; Pigeon's
+    // protocol sees the user topics gone.
+    let mut c = RespClient::connect(addr);
+    c.cmd(&["XADD", "d", "*", "value", "x"]);
+    assert_eq!(
+        c.cmd(&["XGROUP", "CREATE", "d", "g", "0"]),
+        Value::Status("OK".into())
+    );
+    let id = c.cmd(&["XADD", "d", "*", "value", "y"]).text().expect("id");
+    assert_eq!(c.cmd(&["XDEL", "d", &id]), Value::Int(1));
+    assert_eq!(c.cmd(&["FLUSHALL"]), Value::Status("OK".into()));
+    assert_eq!(c.cmd(&["DBSIZE"]), Value::Int(0));
+    runtime().block_on(async {
+        let mut client = RawClient::connect(pigeon.addr).await;
+        match client.call(ListTopicsRequest.into()).await {
+            ResponseBody::Ok(Response::ListTopics(list)) => assert!(
+                list.topics.iter().all(|t| t.topic.starts_with("__")),
+                "only the broker's own topics are left: {:?}",
+                list.topics
+            ),
+            other => panic!("list: {other:?}"),
+        }
+    });
 }

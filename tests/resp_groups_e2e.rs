@@ -2,14 +2,14 @@
 //! `pigeon-broker`: a differential script against a real `redis-server`
 //! (skipped with a note when it is not installed; idle times are blanked,
 //! they depend on timing), named consumers keeping their pending entries
-//! across connections, durable delivery counts across `kill -9`, and a
-//! real client library (redis-py, skipped with a note when not installed)
-//! doing XADD / XREADGROUP / XACK.
+//! across connections, durable delivery counts across `kill -9`, and
+//! groups on a topic of several partitions. Real client libraries in
+//! other languages are in `resp_clients_e2e.rs`.
 
 use std::process::Command;
 
 use pigeon_suite::Broker;
-use pigeon_suite::resp::{RedisServer, RespClient, Side, Value, differential, which};
+use pigeon_suite::resp::{RedisServer, RespClient, Side, Value, differential};
 
 fn start_pigeon() -> (tempfile::TempDir, Broker) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -395,52 +395,191 @@ fn acked_entries_stay_acked_and_delivery_counts_survive_kill_9() {
     );
 }
 
-#[test]
-fn redis_py_produces_and_consumes_with_a_group() {
-    let Some(python) = which("python3") else {
-        return;
-    };
-    let probe = Command::new(&python)
-        .args(["-c", "import redis"])
-        .output()
-        .expect("python3");
-    if !probe.status.success() {
-        eprintln!("note: the Python redis package is not installed; skipping (pip install redis)");
-        return;
+/// The entries of an XREADGROUP reply: (key, [id]) per key, in order.
+fn read_keys(reply: &Value) -> Vec<(String, Vec<String>)> {
+    reply
+        .items()
+        .iter()
+        .map(|pair| {
+            let key = pair.items()[0].text().expect("key");
+            let ids = pair.items()[1]
+                .items()
+                .iter()
+                .map(|e| e.items()[0].text().expect("id"))
+                .collect();
+            (key, ids)
+        })
+        .collect()
+}
+
+fn error_of(reply: Value) -> String {
+    match reply {
+        Value::Error(text) => text,
+        other => panic!("an error, not {other:?}"),
     }
+}
+
+#[test]
+fn groups_on_a_multi_partition_topic_answer_each_entry_under_its_partition_key() {
     let (_dir, pigeon) = start_pigeon();
-    let port = pigeon.resp.expect("resp").port().to_string();
-    let script = r#"
-import sys, redis
-r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), decode_responses=True, socket_timeout=20)
-assert r.ping()
-r.xgroup_create("events", "app", id="0", mkstream=True)
-ids = [r.xadd("events", {"value": f"e{n}"}) for n in range(5)]
-ids.append(r.xadd("events", {"kind": "signup", "user": "ada"}, maxlen=1000, approximate=True))
-assert r.xlen("events") == 6
-got = r.xreadgroup("app", "worker-1", {"events": ">"}, count=10, block=1000)
-entries = got[0][1]
-assert [e[0] for e in entries] == ids, (entries, ids)
-assert entries[0][1] == {"value": "e0"} and entries[5][1] == {"kind": "signup", "user": "ada"}
-assert r.xack("events", "app", *ids[:4]) == 4
-summary = r.xpending("events", "app")
-assert summary["pending"] == 2 and summary["consumers"] == [{"name": "worker-1", "pending": 2}], summary
-claimed = r.xclaim("events", "app", "worker-2", 0, [ids[4]])
-assert [c[0] for c in claimed] == [ids[4]]
-rows = r.xpending_range("events", "app", "-", "+", 10)
-assert [(x["message_id"], x["consumer"], x["times_delivered"]) for x in rows] == [(ids[4], "worker-2", 2), (ids[5], "worker-1", 1)], rows
-assert r.xack("events", "app", ids[4], ids[5]) == 2
-assert r.xreadgroup("app", "worker-1", {"events": ">"}, block=100) in ([], None)
-print("ok")
-"#;
-    let out = Command::new(&python)
-        .args(["-c", script, &port])
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.trim() == "ok",
-        "redis-py failed:\n{stdout}\n{stderr}"
+    pigeon_suite::runtime().block_on(async {
+        let mut client = pigeon_suite::raw::RawClient::connect(pigeon.addr).await;
+        client.create_topic("orders", 3).await;
+    });
+    let mut c = RespClient::connect(pigeon.resp.expect("resp"));
+    let mut ids = Vec::new();
+    for p in 0..3 {
+        let key = format!("orders#{p}");
+        let added: Vec<String> = (0..2)
+            .map(|n| {
+                let value = format!("p{p}-{n}");
+                c.cmd(&["XADD", &key, "*", "value", &value])
+                    .text()
+                    .expect("id")
+            })
+            .collect();
+        ids.push(added);
+    }
+    // A group covers the whole topic; a partition key cannot create one.
+    assert!(error_of(c.cmd(&["XGROUP", "CREATE", "orders#1", "g", "0"])).contains("whole topic"));
+    assert_eq!(
+        c.cmd(&["XGROUP", "CREATE", "orders", "g", "0"]),
+        Value::Status("OK".into())
     );
+    let read = |c: &mut RespClient, consumer: &str, key: &str, id: &str| {
+        c.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            consumer,
+            "COUNT",
+            "100",
+            "STREAMS",
+            key,
+            id,
+        ])
+    };
+    // New entries come from every partition, each under its own key.
+    let got = read_keys(&read(&mut c, "w1", "orders", ">"));
+    let expected: Vec<(String, Vec<String>)> = (0..3)
+        .map(|p| (format!("orders#{p}"), ids[p].clone()))
+        .collect();
+    assert_eq!(got, expected);
+    let refused = error_of(read(&mut c, "w1", "orders#1", ">"));
+    assert!(
+        refused.contains("read them with the key orders"),
+        "{refused}"
+    );
+    // Entry-level commands need the partition: IDs are per partition.
+    let bare = error_of(c.cmd(&["XACK", "orders", "g", &ids[0][0]]));
+    assert!(bare.contains("name one as orders#0 to orders#2"), "{bare}");
+    assert!(error_of(c.cmd(&["XPENDING", "orders", "g"])).contains("orders#0"));
+    assert_eq!(
+        c.cmd(&["XACK", "orders#0", "g", &ids[0][0], &ids[0][1]]),
+        Value::Int(2)
+    );
+    let summary = c.cmd(&["XPENDING", "orders#1", "g"]);
+    assert_eq!(summary.items()[0], Value::Int(2), "{summary:?}");
+    assert_eq!(summary.items()[1], Value::bulk(&ids[1][0]));
+    // Claiming, by partition.
+    let claimed = c.cmd(&["XCLAIM", "orders#2", "g", "w2", "0", &ids[2][0], "JUSTID"]);
+    assert_eq!(claimed, Value::Array(vec![Value::bulk(&ids[2][0])]));
+    let auto = c.cmd(&["XAUTOCLAIM", "orders#1", "g", "w2", "0", "0-0", "JUSTID"]);
+    assert_eq!(
+        auto.items()[1],
+        Value::Array(ids[1].iter().map(|id| Value::bulk(id)).collect())
+    );
+    // History reads: the consumer's pending entries, by partition.
+    let history = read_keys(&read(&mut c, "w2", "orders", "0"));
+    assert_eq!(
+        history,
+        vec![
+            ("orders#0".to_owned(), vec![]),
+            ("orders#1".to_owned(), ids[1].clone()),
+            ("orders#2".to_owned(), vec![ids[2][0].clone()]),
+        ]
+    );
+    let one = read_keys(&read(&mut c, "w2", "orders#2", "0"));
+    assert_eq!(one, vec![("orders#2".to_owned(), vec![ids[2][0].clone()])]);
+    // Figures: the bare key sums the partitions, a partition key is its own.
+    let groups = c.cmd(&["XINFO", "GROUPS", "orders"]);
+    let fields = groups.items()[0].items();
+    assert_eq!(
+        fields[4..6],
+        [Value::bulk("pending"), Value::Int(4)],
+        "{groups:?}"
+    );
+    let groups = c.cmd(&["XINFO", "GROUPS", "orders#1"]);
+    let fields = groups.items()[0].items();
+    assert_eq!(
+        fields[4..6],
+        [Value::bulk("pending"), Value::Int(2)],
+        "{groups:?}"
+    );
+    assert_eq!(
+        fields[6..8],
+        [Value::bulk("last-delivered-id"), Value::bulk(&ids[1][1])]
+    );
+    let consumers = c.cmd(&["XINFO", "CONSUMERS", "orders#2", "g"]);
+    let pending_of = |consumers: &Value, name: &str| {
+        consumers
+            .items()
+            .iter()
+            .find(|c| c.items()[1] == Value::bulk(name))
+            .map(|c| c.items()[3].clone())
+    };
+    assert_eq!(pending_of(&consumers, "w1"), Some(Value::Int(1)));
+    assert_eq!(pending_of(&consumers, "w2"), Some(Value::Int(1)));
+    // Acks with the key the read answered.
+    for (key, entries) in &history {
+        if !entries.is_empty() {
+            let mut ack = vec!["XACK", key.as_str(), "g"];
+            ack.extend(entries.iter().map(String::as_str));
+            assert_eq!(c.cmd(&ack), Value::Int(entries.len() as i64));
+        }
+    }
+    assert_eq!(c.cmd(&["XACK", "orders#2", "g", &ids[2][1]]), Value::Int(1));
+    for p in 0..3 {
+        let key = format!("orders#{p}");
+        assert_eq!(c.cmd(&["XPENDING", &key, "g"]).items()[0], Value::Int(0));
+    }
+    // SETID on one partition replays that partition only.
+    assert_eq!(
+        c.cmd(&["XGROUP", "SETID", "orders#1", "g", "0"]),
+        Value::Status("OK".into())
+    );
+    let again = read_keys(&read(&mut c, "w3", "orders", ">"));
+    assert_eq!(again, vec![("orders#1".to_owned(), ids[1].clone())]);
+    // A blocked read of the whole topic is woken by an append to any
+    // partition.
+    let mut blocked = RespClient::connect(pigeon.resp.expect("resp"));
+    blocked.send(&[
+        b"XREADGROUP",
+        b"GROUP",
+        b"g",
+        b"w3",
+        b"BLOCK",
+        b"20000",
+        b"STREAMS",
+        b"orders",
+        b">",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let info = c.cmd(&["INFO", "clients"]).text().expect("text");
+        if info.contains("blocked_clients:1\r\n") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never blocked: {info}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let late = c
+        .cmd(&["XADD", "orders#2", "*", "value", "late"])
+        .text()
+        .expect("id");
+    let woken = read_keys(&blocked.read_reply().expect("a reply"));
+    assert_eq!(woken, vec![("orders#2".to_owned(), vec![late])]);
 }

@@ -69,6 +69,9 @@ settings! {
     /// Address of the Redis Streams (RESP) listener, or off [default: 127.0.0.1:7422].
     #[arg(long, env = "PIGEON_RESP", value_name = "ADDR")]
     resp: Option<String>,
+    /// Whether FLUSHALL and FLUSHDB over RESP may delete every topic (true or false) [default: false].
+    #[arg(long, env = "PIGEON_RESP_ALLOW_FLUSH", value_name = "BOOL")]
+    resp_allow_flush: Option<bool>,
     /// Durability: always (ack after fdatasync, group commit), interval:<ms>, or never [default: always].
     #[arg(long, env = "PIGEON_FSYNC", value_name = "POLICY")]
     fsync: Option<String>,
@@ -174,6 +177,9 @@ pub struct BrokerConfig {
     pub http: SocketAddr,
     /// Redis Streams (RESP) listener; `None`: off.
     pub resp: Option<SocketAddr>,
+    /// Whether `FLUSHALL` / `FLUSHDB` over RESP delete every topic (else
+    /// they are refused).
+    pub resp_allow_flush: bool,
     /// Defaults for every partition log.
     pub log: LogConfig,
     /// Journal bytes between two snapshots of a group partition's state.
@@ -294,6 +300,7 @@ impl BrokerConfig {
                 "off" => None,
                 addr => Some(address("resp", addr)?),
             },
+            resp_allow_flush: c.resp_allow_flush.unwrap_or(false),
             log,
             max_frame_bytes,
             max_in_flight_per_connection: positive(
@@ -353,6 +360,7 @@ impl BrokerConfig {
                 self.resp
                     .map_or_else(|| "off".to_owned(), |a| a.to_string()),
             ),
+            ("resp_allow_flush", self.resp_allow_flush.to_string()),
             ("fsync", log.fsync.to_string()),
             ("segment_bytes", log.segment_bytes.to_string()),
             ("segment_ms", log.segment_ms.to_string()),
@@ -698,6 +706,26 @@ mod tests {
                 toml: false
             })
         );
+    }
+
+    #[test]
+    fn flush_over_resp_is_off_unless_enabled() {
+        let default = BrokerConfig::from_file_config(FileConfig::default()).expect("defaults");
+        assert!(!default.resp_allow_flush);
+        let file = parse_file("resp_allow_flush = true").expect("toml");
+        let on = BrokerConfig::from_file_config(flags(&[]).overlay(file.clone())).expect("file");
+        assert!(on.resp_allow_flush);
+        assert!(
+            on.settings_in_effect()
+                .contains(&("resp_allow_flush", "true".to_owned()))
+        );
+        let flag = flags(&["--resp-allow-flush", "false"]).overlay(file);
+        assert!(
+            !BrokerConfig::from_file_config(flag)
+                .expect("flag")
+                .resp_allow_flush
+        );
+        assert!(parse_file("resp_allow_flush = \"yes\"").is_err());
     }
 
     #[test]

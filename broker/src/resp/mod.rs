@@ -3,7 +3,7 @@
 //! layer ([`crate::service::Broker`]), so that any Redis client can
 //! produce to and consume from Pigeon. What is supported, the mapping of
 //! stream IDs and entries to offsets and records, and the differences
-//! from Redis are in `docs/resp.md`.
+//! from Redis are in `docs/redis.md`.
 //!
 //! ## Layout
 //!

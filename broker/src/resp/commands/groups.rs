@@ -1,14 +1,11 @@
 //! Consumer group administration: `XGROUP CREATE|SETID|DESTROY|
-//! CREATECONSUMER|DELCONSUMER` and `XINFO STREAM|GROUPS|CONSUMERS`, and
-//! what the group commands share: how a key names a group's stream and
-//! how entry IDs become offsets.
+//! CREATECONSUMER|DELCONSUMER` and `XINFO STREAM|GROUPS|CONSUMERS`.
 //!
-//! A Redis consumer group is a Pigeon group of the stream's topic. Groups
-//! made with `XGROUP CREATE` get settings that behave as Redis does (see
-//! [`redis_settings`]); Pigeon's redelivery, backoff and dead letters are
+//! A Redis consumer group is a Pigeon group of the stream's topic, on
+//! topics of any number of partitions (how keys name them: `group_key`).
+//! Groups made with `XGROUP CREATE` get settings that behave as Redis does
+//! ([`redis_settings`]); Pigeon's redelivery, backoff and dead letters are
 //! opt-in per group by altering its settings.
-
-use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -16,119 +13,13 @@ use super::super::errors;
 use super::super::keyspace::{StreamKey, bad_key};
 use super::super::reply::Reply;
 use super::super::session::Context;
-use super::super::stream::entry::id_of;
 use super::super::stream::ids::{INVALID_ID, StreamId};
 use super::super::stream::read::StreamPart;
-use super::streams::entry_reply;
+use super::group_key::{GroupStream, owner_of, redis_settings};
 use super::{integer, upper};
-use crate::delivery::GroupSettings;
 use crate::error::{BrokerError, ErrorKind};
-use crate::service::{Checked, MemberOwner, SeekTarget};
+use crate::service::{Checked, SeekTarget};
 use crate::topics::NewTopic;
-
-/// Settings of a group made with `XGROUP CREATE`: no automatic lease
-/// expiry in practice (the longest ack timeout Pigeon's protocol can
-/// state, 2^32 − 1 ms ≈ 49.7 days), no dead-lettering (a message is never
-/// parked for its delivery count), no cap on entries pending per consumer.
-pub fn redis_settings() -> GroupSettings {
-    GroupSettings {
-        ack_timeout: Duration::from_millis(u64::from(u32::MAX)),
-        max_deliveries: u32::MAX,
-        max_in_flight: u32::MAX,
-        ..GroupSettings::default()
-    }
-}
-
-/// The member owner of Redis consumer `name`.
-pub fn owner_of(name: &[u8]) -> MemberOwner {
-    MemberOwner::Named(String::from_utf8_lossy(name).into_owned())
-}
-
-/// The topic whose groups `key` names (a one-partition topic), or the
-/// error reply; `Ok(None)` when the topic does not exist.
-pub fn group_topic(broker: &Checked<'_>, key: &[u8]) -> Result<Option<String>, Reply> {
-    let parsed = StreamKey::parse(key).ok_or_else(|| Reply::error(bad_key(key)))?;
-    let Some(partitions) = broker.partitions_of(&parsed.topic) else {
-        return Ok(None);
-    };
-    if let Some(p) = parsed.partition {
-        return Err(Reply::error(format!(
-            "ERR consumer groups cover a whole topic: name it as {} instead of {}#{p}",
-            parsed.topic, parsed.topic
-        )));
-    }
-    if partitions != 1 {
-        return Err(Reply::error(format!(
-            "ERR Redis consumer groups work on one-partition topics, and {} has {partitions}; consume it with a Pigeon consumer, or read each partition with XREAD",
-            parsed.topic
-        )));
-    }
-    Ok(Some(parsed.topic))
-}
-
-/// The offset of the entry with ID `id` in partition 0 of `topic`, if
-/// one has that ID.
-pub fn offset_of(
-    broker: &Checked<'_>,
-    (topic, group): (&str, &str),
-    id: StreamId,
-) -> Result<Option<u64>, BrokerError> {
-    let part = StreamPart {
-        broker,
-        topic,
-        partition: 0,
-        group: Some(group),
-    };
-    let offset = part.seek(id)?;
-    let found = part.record_at(offset)?;
-    Ok(found.filter(|r| id_of(r) == id).map(|r| r.offset))
-}
-
-/// The ID of the record at `offset` of partition 0 of `topic` (`None`:
-/// gone by retention).
-pub fn id_at(
-    broker: &Checked<'_>,
-    (topic, group): (&str, &str),
-    offset: u64,
-) -> Result<Option<StreamId>, BrokerError> {
-    let part = StreamPart {
-        broker,
-        topic,
-        partition: 0,
-        group: Some(group),
-    };
-    Ok(part.record_at(offset)?.as_ref().map(id_of))
-}
-
-/// The entry reply of the record at `offset` (`[id, nil]` when deleted
-/// or gone, as Redis answers for a pending entry it no longer has).
-pub async fn entry_at(
-    broker: &Checked<'_>,
-    (topic, group): (&str, &str),
-    offset: u64,
-    id: StreamId,
-) -> Result<Reply, BrokerError> {
-    let part = StreamPart {
-        broker,
-        topic,
-        partition: 0,
-        group: Some(group),
-    };
-    let deleted = broker
-        .deleted_in((topic, Some(group)), 0, (offset, offset + 1))
-        .await?;
-    let found = part.forward(offset, id, 1).await?;
-    Ok(
-        match found
-            .into_iter()
-            .next()
-            .filter(|e| e.id == id && !deleted.contains(&offset))
-        {
-            Some(entry) => entry_reply(entry),
-            None => Reply::Array(vec![Reply::bulk(id.to_string()), Reply::NullArray]),
-        },
-    )
-}
 
 fn failed(e: BrokerError) -> Reply {
     errors::broker_error(&e)
@@ -152,19 +43,25 @@ pub async fn xgroup(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
     }
     let broker = &ctx.broker();
     let mk_stream = sub == "CREATE" && args[5..].iter().any(|a| upper(a) == "MKSTREAM");
-    let topic = match group_topic(broker, &args[2]) {
-        Ok(Some(topic)) => topic,
+    let stream = match GroupStream::resolve(broker, &args[2]) {
+        Ok(Some(stream)) => stream,
         Ok(None) if mk_stream => match make_stream(broker, &args[2]).await {
-            Ok(topic) => topic,
+            Ok(stream) => stream,
             Err(reply) => return reply,
         },
         Ok(None) => return Reply::error(KEY_REQUIRED),
         Err(reply) => return reply,
     };
+    if sub != "SETID"
+        && let Err(reply) = stream.whole_topic()
+    {
+        return reply;
+    }
+    let topic = stream.topic.clone();
     let group = String::from_utf8_lossy(&args[3]).into_owned();
     match sub.as_str() {
-        "CREATE" => create(broker, &topic, &group, args).await,
-        "SETID" => setid(broker, &topic, &group, args).await,
+        "CREATE" => create(broker, &stream, &group, args).await,
+        "SETID" => setid(broker, &stream, &group, args).await,
         "DESTROY" => match broker.delete_group(&topic, &group).await {
             Ok(()) => Reply::Integer(1),
             Err(e) if e.kind == ErrorKind::UnknownGroup => Reply::Integer(0),
@@ -176,7 +73,7 @@ pub async fn xgroup(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
 }
 
 /// Creates the one-partition topic for `XGROUP CREATE … MKSTREAM`.
-async fn make_stream(broker: &Checked<'_>, key: &[u8]) -> Result<String, Reply> {
+async fn make_stream(broker: &Checked<'_>, key: &Bytes) -> Result<GroupStream, Reply> {
     let parsed = StreamKey::parse(key).ok_or_else(|| Reply::error(bad_key(key)))?;
     let topic = NewTopic {
         name: parsed.topic.clone(),
@@ -186,32 +83,55 @@ async fn make_stream(broker: &Checked<'_>, key: &[u8]) -> Result<String, Reply> 
     };
     match broker.create_topic(topic).await {
         Err(e) if e.kind != ErrorKind::TopicExists => Err(failed(e)),
-        _ => Ok(parsed.topic),
+        _ => GroupStream::resolve(broker, key)?.ok_or_else(|| {
+            Reply::error(format!(
+                "ERR stream {} was deleted while being created; try again",
+                parsed.topic
+            ))
+        }),
     }
 }
 
 /// Where a group starts for `id` (`$`: new entries only; else after the
-/// entry `id`).
+/// entry `id`), in each partition the key covers: `(partition, target)`,
+/// `None` for every partition at once.
 fn start_of(
     broker: &Checked<'_>,
-    (topic, group): (&str, &str),
+    (stream, group): (&GroupStream, &str),
     id: &[u8],
-) -> Result<SeekTarget, Reply> {
+) -> Result<Vec<(Option<u32>, SeekTarget)>, Reply> {
     if id == b"$" {
-        return Ok(SeekTarget::Latest);
+        return Ok(vec![(stream.named, SeekTarget::Latest)]);
     }
     let id = StreamId::parse(id, 0).ok_or_else(|| Reply::error(INVALID_ID))?;
-    let part = StreamPart {
-        broker,
-        topic,
-        partition: 0,
-        group: Some(group),
-    };
-    let offset = match id.next() {
-        Some(next) => part.seek(next).map_err(failed)?,
-        None => part.bounds().map_err(failed)?.1,
-    };
-    Ok(SeekTarget::Offset(offset))
+    let mut targets = Vec::new();
+    for partition in stream.covered() {
+        let part = StreamPart {
+            broker,
+            topic: &stream.topic,
+            partition,
+            group: Some(group),
+        };
+        let offset = match id.next() {
+            Some(next) => part.seek(next).map_err(failed)?,
+            None => part.bounds().map_err(failed)?.1,
+        };
+        targets.push((Some(partition), SeekTarget::Offset(offset)));
+    }
+    Ok(targets)
+}
+
+/// Moves `group` to `targets`.
+async fn seek_to(
+    broker: &Checked<'_>,
+    topic: &str,
+    group: &str,
+    targets: Vec<(Option<u32>, SeekTarget)>,
+) -> Result<(), BrokerError> {
+    for (partition, target) in targets {
+        broker.seek_group(topic, group, partition, target).await?;
+    }
+    Ok(())
 }
 
 /// Checks the options after the ID of `CREATE` / `SETID`.
@@ -238,34 +158,36 @@ fn check_options(args: &[Bytes], allow_mkstream: bool) -> Result<(), Reply> {
     Ok(())
 }
 
-async fn create(broker: &Checked<'_>, topic: &str, group: &str, args: &[Bytes]) -> Reply {
+async fn create(broker: &Checked<'_>, stream: &GroupStream, group: &str, args: &[Bytes]) -> Reply {
     if let Err(reply) = check_options(args, true) {
         return reply;
     }
-    let target = match start_of(broker, (topic, group), &args[4]) {
-        Ok(target) => target,
+    let targets = match start_of(broker, (stream, group), &args[4]) {
+        Ok(targets) => targets,
         Err(reply) => return reply,
     };
+    let topic = &stream.topic;
     if let Err(e) = broker.create_group(topic, group, redis_settings()).await {
         return failed(e);
     }
-    match broker.seek_group(topic, group, None, target).await {
-        Ok(_) => Reply::ok(),
+    match seek_to(broker, topic, group, targets).await {
+        Ok(()) => Reply::ok(),
         Err(e) => failed(e),
     }
 }
 
-async fn setid(broker: &Checked<'_>, topic: &str, group: &str, args: &[Bytes]) -> Reply {
+/// `SETID`: a seek of every partition the key covers.
+async fn setid(broker: &Checked<'_>, stream: &GroupStream, group: &str, args: &[Bytes]) -> Reply {
     if let Err(reply) = check_options(args, false) {
         return reply;
     }
-    let target = match start_of(broker, (topic, group), &args[4]) {
-        Ok(target) => target,
+    let targets = match start_of(broker, (stream, group), &args[4]) {
+        Ok(targets) => targets,
         Err(reply) => return reply,
     };
-    match broker.seek_group(topic, group, None, target).await {
-        Ok(_) => Reply::ok(),
-        Err(e) if e.kind == ErrorKind::UnknownGroup => no_group(topic, group),
+    match seek_to(broker, &stream.topic, group, targets).await {
+        Ok(()) => Reply::ok(),
+        Err(e) if e.kind == ErrorKind::UnknownGroup => no_group(&stream.topic, group),
         Err(e) => failed(e),
     }
 }
@@ -329,8 +251,8 @@ pub async fn xinfo(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         return errors::wrong_arity(&format!("xinfo|{}", sub.to_ascii_lowercase()));
     }
     let broker = &ctx.broker();
-    let topic = match group_topic(broker, &args[2]) {
-        Ok(Some(topic)) => topic,
+    let stream = match GroupStream::resolve(broker, &args[2]) {
+        Ok(Some(stream)) => stream,
         Ok(None) => return Reply::error("ERR no such key"),
         Err(reply) => return reply,
     };
@@ -340,14 +262,17 @@ pub async fn xinfo(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
                 "ERR XINFO STREAM FULL is not supported by Pigeon; use XINFO STREAM, XINFO GROUPS and XINFO CONSUMERS",
             );
         }
-        "STREAM" => super::xinfo::stream(broker, &topic).await,
-        "GROUPS" => super::xinfo::groups(broker, &topic).await,
+        "STREAM" => match stream.one() {
+            Ok(partition) => super::xinfo::stream(broker, &stream.topic, partition).await,
+            Err(reply) => return reply,
+        },
+        "GROUPS" => super::xinfo::groups(broker, &stream).await,
         _ => {
             let group = String::from_utf8_lossy(&args[3]).into_owned();
-            if !broker.group_exists(&topic, &group) {
-                return no_group(&topic, &group);
+            if !broker.group_exists(&stream.topic, &group) {
+                return no_group(&stream.topic, &group);
             }
-            super::xinfo::consumers(broker, &topic, &group).await
+            super::xinfo::consumers(broker, &stream, &group).await
         }
     };
     result.unwrap_or_else(failed)

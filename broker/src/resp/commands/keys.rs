@@ -1,8 +1,10 @@
 //! Key commands over streams: `EXISTS`, `TYPE`, `KEYS`, `SCAN`, `DEL`,
-//! `UNLINK`. Every key is a stream (a topic, or a partition of one, see
+//! `UNLINK`, `FLUSHALL`, `FLUSHDB`. Every key is a stream (a topic, or a partition of one, see
 //! [`keyspace`](super::super::keyspace)); `DEL` deletes a topic with its
 //! consumer groups (their dead-letter topics stay, as with `pigeon topic
-//! delete`).
+//! delete`). `FLUSHALL` / `FLUSHDB` delete every stream the same way, and
+//! only when the broker's `resp_allow_flush` setting allows it; the
+//! broker's own `__`-prefixed topics are never keys and are never deleted.
 
 use bytes::Bytes;
 
@@ -103,4 +105,46 @@ pub async fn del(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         }
     }
     Reply::Integer(deleted)
+}
+
+/// `FLUSHALL [ASYNC|SYNC]` and `FLUSHDB [ASYNC|SYNC]` (`name` as typed):
+/// deletes every stream (topic), as `DEL` does, when `resp_allow_flush`
+/// is set; refused with an error saying how to allow it otherwise. With
+/// users it needs `admin` on every stream the user sees, checked before
+/// anything is deleted. Both modes delete before answering.
+pub async fn flush(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
+    match args.len() {
+        1 => {}
+        2 if matches!(upper(&args[1]).as_str(), "ASYNC" | "SYNC") => {}
+        _ => return errors::syntax(),
+    }
+    let broker = &ctx.broker();
+    if !broker.config.resp_allow_flush {
+        let name = upper(&args[0]);
+        return Reply::error(format!(
+            "ERR {name} is disabled on this Pigeon broker: it would delete every stream (topic) with its groups. \
+             To allow it, set resp_allow_flush = true in the config file (or --resp-allow-flush true, \
+             PIGEON_RESP_ALLOW_FLUSH=true) and restart the broker"
+        ));
+    }
+    let streams = stream_names(broker);
+    // All or nothing: with users, it needs admin on every stream first.
+    let on = crate::security::rules::Resource::topic;
+    if let Some(kept) = streams
+        .iter()
+        .find(|t| !broker.may(crate::security::rules::Op::Admin, on(t)))
+    {
+        return Reply::error(format!(
+            "NOPERM {} deletes every stream and needs admin on each; this user may not administer {kept}, so nothing was deleted",
+            upper(&args[0])
+        ));
+    }
+    for topic in streams {
+        match broker.delete_topic(&topic).await {
+            Ok(()) => {}
+            Err(e) if e.kind == crate::error::ErrorKind::UnknownTopic => {}
+            Err(e) => return errors::broker_error(&e),
+        }
+    }
+    Reply::ok()
 }

@@ -7,7 +7,7 @@
 //! | --- | --- |
 //! | `connection.rs` | `HELLO`, `AUTH`, `PING`, `ECHO`, `SELECT`, `QUIT`, `RESET`, `CLIENT …` |
 //! | `server.rs` | `COMMAND …`, `INFO`, `DBSIZE` |
-//! | `keys.rs` | `EXISTS`, `TYPE`, `KEYS`, `SCAN`, `DEL`, `UNLINK` over streams |
+//! | `keys.rs` | `EXISTS`, `TYPE`, `KEYS`, `SCAN`, `DEL`, `UNLINK` over streams, `FLUSHALL`, `FLUSHDB` |
 //! | `streams.rs` | `XADD`, `XLEN`, `XRANGE`, `XREVRANGE`, `XDEL`, `XTRIM` |
 //! | `xread.rs` | `XREAD` (with `BLOCK`) |
 //! | `groups.rs` | `XGROUP …`, `XINFO …`; group keys, IDs ↔ offsets in groups |
@@ -21,6 +21,7 @@
 //! runs. Commands never close the connection except `QUIT`.
 
 mod connection;
+mod group_key;
 mod groups;
 mod keys;
 mod multi;
@@ -103,6 +104,8 @@ pub const COMMANDS: &[Spec] = &[
     spec("scan", -2, &["readonly"], NONE, "generic", "Iterates over the stream names."),
     spec("del", -2, &["write"], (1, -1, 1), "generic", "Deletes streams (topics, with their groups)."),
     spec("unlink", -2, &["write", "fast"], (1, -1, 1), "generic", "Deletes streams (topics, with their groups)."),
+    spec("flushall", -1, &["write"], NONE, "server", "Deletes every stream (topic), when the broker's resp_allow_flush setting allows it."),
+    spec("flushdb", -1, &["write"], NONE, "server", "Deletes every stream (topic), when the broker's resp_allow_flush setting allows it."),
     spec("xadd", -5, &["write", "denyoom", "fast"], (1, 1, 1), "stream", "Appends a new entry to a stream."),
     spec("xlen", 2, &["readonly", "fast"], (1, 1, 1), "stream", "Returns the number of entries in a stream."),
     spec("xrange", -4, &["readonly"], (1, 1, 1), "stream", "Returns the entries of a stream within a range of IDs."),
@@ -183,6 +186,7 @@ pub(super) async fn run(ctx: &mut Context<'_>, name: &str, args: &[Bytes]) -> Re
         "keys" => keys::keys(ctx, args),
         "scan" => keys::scan(ctx, args),
         "del" | "unlink" => keys::del(ctx, args).await,
+        "flushall" | "flushdb" => keys::flush(ctx, args).await,
         "xadd" => streams::xadd(ctx, args).await,
         "xlen" => streams::xlen(ctx, args).await,
         "xrange" => streams::xrange(ctx, args, false).await,

@@ -1,4 +1,4 @@
-//! Pending entries: `XACK`, `XPENDING` (summary and extended, with
+//! Pending entries of one partition: `XACK`, `XPENDING` (summary and extended, with
 //! `IDLE` and a consumer), `XCLAIM`, `XAUTOCLAIM`. A pending entry is a
 //! lease of the group's engine; its delivery count is Pigeon's durable
 //! attempt count, and its idle time counts from its last delivery (to the
@@ -10,7 +10,7 @@ use super::super::errors;
 use super::super::reply::Reply;
 use super::super::session::Context;
 use super::super::stream::ids::{self, INVALID_ID, StreamId};
-use super::groups::{entry_at, group_topic, id_at, offset_of, owner_of};
+use super::group_key::{GroupStream, entry_at, id_at, offset_of, owner_of};
 use super::{integer, upper};
 use crate::delivery::engine::PendingLease;
 use crate::error::BrokerError;
@@ -20,14 +20,22 @@ fn failed(e: BrokerError) -> Reply {
     errors::broker_error(&e)
 }
 
-/// The topic of `key` if it and `group` exist.
+/// The topic and the one partition of `key` if it and `group` exist; an
+/// error reply when the key is the bare name of a topic of several
+/// partitions (IDs are per partition).
 fn topic_with_group(
     broker: &Checked<'_>,
-    key: &[u8],
+    key: &Bytes,
     group: &str,
-) -> Result<Option<String>, Reply> {
-    let topic = group_topic(broker, key)?;
-    Ok(topic.filter(|t| broker.group_exists(t, group)))
+) -> Result<Option<(String, u32)>, Reply> {
+    let Some(stream) = GroupStream::resolve(broker, key)? else {
+        return Ok(None);
+    };
+    if !broker.group_exists(&stream.topic, group) {
+        return Ok(None);
+    }
+    let partition = stream.one()?;
+    Ok(Some((stream.topic, partition)))
 }
 
 fn now_ms() -> i64 {
@@ -45,15 +53,15 @@ pub async fn xack(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
     }
     let broker = &ctx.broker();
     let group = String::from_utf8_lossy(&args[2]).into_owned();
-    let topic = match topic_with_group(broker, &args[1], &group) {
-        Ok(Some(topic)) => topic,
+    let (topic, partition) = match topic_with_group(broker, &args[1], &group) {
+        Ok(Some(found)) => found,
         Ok(None) => return Reply::Integer(0),
         Err(reply) => return reply,
     };
     let mut items = Vec::with_capacity(wanted.len());
     for id in wanted {
-        match offset_of(broker, (&topic, &group), id) {
-            Ok(Some(offset)) => items.push((0, offset)),
+        match offset_of(broker, (&topic, &group), partition, id) {
+            Ok(Some(offset)) => items.push((partition, offset)),
             Ok(None) => {}
             Err(e) => return failed(e),
         }
@@ -70,17 +78,20 @@ struct Pending {
     lease: PendingLease,
 }
 
-/// The group's pending entries with their IDs, in ID order.
+/// The group's pending entries in `partition` with their IDs, in ID
+/// order.
 async fn pending_with_ids(
     broker: &Checked<'_>,
     topic: &str,
+    partition: u32,
     group: &str,
 ) -> Result<Vec<Pending>, BrokerError> {
     let mut leases = broker.pending(topic, group).await?;
+    leases.retain(|l| l.partition == partition);
     leases.sort_by_key(|l| l.offset);
     let mut out = Vec::with_capacity(leases.len());
     for lease in leases {
-        if let Some(id) = id_at(broker, (topic, group), lease.offset)? {
+        if let Some(id) = id_at(broker, (topic, group), partition, lease.offset)? {
             out.push(Pending { id, lease });
         }
     }
@@ -121,17 +132,12 @@ pub async fn xpending(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
     };
     let broker = &ctx.broker();
     let group = String::from_utf8_lossy(&args[2]).into_owned();
-    let topic = match topic_with_group(broker, &args[1], &group) {
-        Ok(Some(topic)) => topic,
-        Ok(None) => {
-            return Reply::error(format!(
-                "NOGROUP No such key '{}' or consumer group '{group}'",
-                String::from_utf8_lossy(&args[1])
-            ));
-        }
+    let (topic, partition) = match topic_with_group(broker, &args[1], &group) {
+        Ok(Some(found)) => found,
+        Ok(None) => return no_group(&args[1], &group),
         Err(reply) => return reply,
     };
-    let pending = match pending_with_ids(broker, &topic, &group).await {
+    let pending = match pending_with_ids(broker, &topic, partition, &group).await {
         Ok(p) => p,
         Err(e) => return failed(e),
     };
@@ -215,20 +221,27 @@ pub async fn xclaim(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
     }
     let broker = &ctx.broker();
     let group = String::from_utf8_lossy(&args[2]).into_owned();
-    let topic = match topic_with_group(broker, &args[1], &group) {
-        Ok(Some(topic)) => topic,
+    let (topic, partition) = match topic_with_group(broker, &args[1], &group) {
+        Ok(Some(found)) => found,
         Ok(None) => return no_group(&args[1], &group),
         Err(reply) => return reply,
     };
     let mut offsets = Vec::with_capacity(wanted.len());
     for id in &wanted {
-        match offset_of(broker, (&topic, &group), *id) {
+        match offset_of(broker, (&topic, &group), partition, *id) {
             Ok(Some(offset)) => offsets.push((*id, offset)),
             Ok(None) => {}
             Err(e) => return failed(e),
         }
     }
-    match claim(broker, &topic, &group, &args[3], offsets, min_idle, just_id).await {
+    let to = Claim {
+        broker,
+        topic: &topic,
+        partition,
+        group: &group,
+        name: &args[3],
+    };
+    match to.claim(offsets, min_idle, just_id).await {
         Ok(entries) => Reply::Array(entries),
         Err(e) => failed(e),
     }
@@ -241,38 +254,47 @@ fn no_group(key: &[u8], group: &str) -> Reply {
     ))
 }
 
-/// Claims `(id, offset)`s for consumer `name`; the entries (or IDs)
-/// claimed, in order.
-async fn claim(
-    broker: &Checked<'_>,
-    topic: &str,
-    group: &str,
-    name: &[u8],
-    offsets: Vec<(StreamId, u64)>,
-    min_idle: i64,
-    just_id: bool,
-) -> Result<Vec<Reply>, BrokerError> {
-    let owner = owner_of(name);
-    let text = String::from_utf8_lossy(name).into_owned();
-    let (consumer, _) = broker
-        .join(topic, group, &text, owner.clone(), None)
-        .await?;
-    let items = offsets.iter().map(|(_, o)| (0, *o)).collect();
-    let claimed = broker
-        .claim(topic, group, consumer, &owner, items, min_idle, !just_id)
-        .await?;
-    let mut out = Vec::new();
-    for ((id, offset), lease) in offsets.into_iter().zip(claimed) {
-        if lease.is_none() {
-            continue;
+/// Where claimed entries go: consumer `name` of `group`, in `partition`
+/// of `topic`.
+struct Claim<'a> {
+    broker: &'a Checked<'a>,
+    topic: &'a str,
+    partition: u32,
+    group: &'a str,
+    name: &'a [u8],
+}
+
+impl Claim<'_> {
+    /// Claims `(id, offset)`s; the entries (or IDs) claimed, in order.
+    async fn claim(
+        &self,
+        offsets: Vec<(StreamId, u64)>,
+        min_idle: i64,
+        just_id: bool,
+    ) -> Result<Vec<Reply>, BrokerError> {
+        let (broker, topic, group) = (self.broker, self.topic, self.group);
+        let owner = owner_of(self.name);
+        let text = String::from_utf8_lossy(self.name).into_owned();
+        let (consumer, _) = broker
+            .join(topic, group, &text, owner.clone(), None)
+            .await?;
+        let items = offsets.iter().map(|(_, o)| (self.partition, *o)).collect();
+        let claimed = broker
+            .claim(topic, group, consumer, &owner, items, min_idle, !just_id)
+            .await?;
+        let mut out = Vec::new();
+        for ((id, offset), lease) in offsets.into_iter().zip(claimed) {
+            if lease.is_none() {
+                continue;
+            }
+            out.push(if just_id {
+                Reply::bulk(id.to_string())
+            } else {
+                entry_at(broker, (topic, group), self.partition, offset, id).await?
+            });
         }
-        out.push(if just_id {
-            Reply::bulk(id.to_string())
-        } else {
-            entry_at(broker, (topic, group), offset, id).await?
-        });
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// `XAUTOCLAIM key group consumer min-idle-time start [COUNT n]
@@ -304,12 +326,12 @@ pub async fn xautoclaim(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
     }
     let broker = &ctx.broker();
     let group = String::from_utf8_lossy(&args[2]).into_owned();
-    let topic = match topic_with_group(broker, &args[1], &group) {
-        Ok(Some(topic)) => topic,
+    let (topic, partition) = match topic_with_group(broker, &args[1], &group) {
+        Ok(Some(found)) => found,
         Ok(None) => return no_group(&args[1], &group),
         Err(reply) => return reply,
     };
-    let pending = match pending_with_ids(broker, &topic, &group).await {
+    let pending = match pending_with_ids(broker, &topic, partition, &group).await {
         Ok(p) => p,
         Err(e) => return failed(e),
     };
@@ -320,7 +342,14 @@ pub async fn xautoclaim(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         .map(|p| (p.id, p.lease.offset))
         .collect();
     let next = scan.next().map_or(StreamId::default(), |p| p.id);
-    match claim(broker, &topic, &group, &args[3], batch, min_idle, just_id).await {
+    let to = Claim {
+        broker,
+        topic: &topic,
+        partition,
+        group: &group,
+        name: &args[3],
+    };
+    match to.claim(batch, min_idle, just_id).await {
         Ok(entries) => Reply::Array(vec![
             Reply::bulk(next.to_string()),
             Reply::Array(entries),

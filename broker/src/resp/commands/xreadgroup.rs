@@ -7,7 +7,13 @@
 //! leases across connections. Reading its history counts a new delivery
 //! of each entry, as Redis counts it. Entries deleted with `XDEL` are
 //! acked and left out of `>` reads.
+//!
+//! On a topic of several partitions (the key its bare name), `>` leases
+//! from every partition, as the group shares them among its consumers,
+//! and the reply answers each partition's entries under its own key
+//! `<topic>#<p>` (IDs are per partition); see `group_key`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,10 +25,11 @@ use super::super::session::Context;
 use super::super::stream::entry::{fields_of, id_of};
 use super::super::stream::ids::{INVALID_ID, StreamId};
 use super::super::stream::read::{Entry, StreamPart};
-use super::groups::{entry_at, group_topic, owner_of};
+use super::group_key::{GroupStream, entry_at, id_at, owner_of};
 use super::streams::entry_reply;
 use super::xread::{block_timeout, streams_and_ids};
 use super::{integer, upper};
+use crate::delivery::handle::GroupDelivery;
 use crate::error::{BrokerError, ErrorKind};
 use crate::service::{Checked, MemberOwner, SettleAction, SettleRequest};
 
@@ -97,10 +104,20 @@ pub async fn xreadgroup(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         Err(reply) => return reply,
     };
     let broker = &ctx.broker();
-    let mut topics = Vec::with_capacity(read.keys.len());
-    for key in &read.keys {
-        match group_topic(broker, key) {
-            Ok(Some(topic)) if broker.group_exists(&topic, &read.group) => topics.push(topic),
+    let mut streams = Vec::with_capacity(read.keys.len());
+    for (key, id) in read.keys.iter().zip(&read.ids) {
+        match GroupStream::resolve(broker, key) {
+            Ok(Some(s)) if broker.group_exists(&s.topic, &read.group) => {
+                if id.is_none()
+                    && let (Some(p), true) = (s.named, s.partitions > 1)
+                {
+                    return Reply::error(format!(
+                        "ERR the partitions of {0} are shared by the consumers of a group: new entries cannot be read from {0}#{p} alone; read them with the key {0} (each entry is answered under its partition's key)",
+                        s.topic
+                    ));
+                }
+                streams.push(s);
+            }
             Ok(_) => {
                 return Reply::error(format!(
                     "NOGROUP No such key '{}' or consumer group '{}' in XREADGROUP with GROUP option",
@@ -126,7 +143,7 @@ pub async fn xreadgroup(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
                 left.min(WAIT_STEP)
             }
         };
-        let found = match read_all(ctx, &read, &topics, wait).await {
+        let found = match read_all(ctx, &read, &streams, wait).await {
             Ok(found) => found,
             Err(e) => return errors::broker_error(&e),
         };
@@ -143,158 +160,189 @@ pub async fn xreadgroup(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
     }
 }
 
-/// One pass over the keys; each key's entries and whether it was a
-/// history read (answered even when empty).
+/// Entries answered under one key, and whether they are a history read
+/// (answered even when empty).
+type Found = (Bytes, Vec<Reply>, bool);
+
+/// One pass over the keys: per key (per partition, for the bare name of
+/// a topic of several), its entries.
 async fn read_all(
     ctx: &Context<'_>,
     read: &GroupRead,
-    topics: &[String],
+    streams: &[GroupStream],
     wait: Duration,
-) -> Result<Vec<(Bytes, Vec<Reply>, bool)>, BrokerError> {
+) -> Result<Vec<Found>, BrokerError> {
     let broker = &ctx.broker();
     let owner = owner_of(&read.consumer);
     let name = String::from_utf8_lossy(&read.consumer).into_owned();
     let mut out = Vec::new();
     // Only a lone `>` read waits in the engine; several keys are read
     // without waiting, and waited for again by the caller.
-    let wait = if topics.len() == 1 {
+    let wait = if streams.len() == 1 {
         wait
     } else {
         wait.min(Duration::from_millis(100))
     };
-    for ((key, topic), id) in read.keys.iter().zip(topics).zip(&read.ids) {
+    for (stream, id) in streams.iter().zip(&read.ids) {
         let (consumer, _) = broker
-            .join(topic, &read.group, &name, owner.clone(), None)
+            .join(&stream.topic, &read.group, &name, owner.clone(), None)
             .await?;
-        let consumer = u64::from(consumer);
-        let entries = match id {
+        let member = Member {
+            broker,
+            topic: &stream.topic,
+            group: &read.group,
+            consumer: u64::from(consumer),
+            owner: &owner,
+        };
+        match id {
             None => {
                 let _blocked = (!wait.is_zero()).then(|| ctx.listener.clients.block());
-                new_entries(broker, topic, &read.group, consumer, &owner, read, wait).await?
+                let by_partition = member.new_entries(read, wait).await?;
+                out.extend(
+                    by_partition
+                        .into_iter()
+                        .map(|(p, entries)| (stream.key_of(p), entries, false)),
+                );
             }
             Some(after) => {
-                history(
-                    broker,
-                    topic,
-                    &read.group,
-                    consumer,
-                    &owner,
-                    *after,
-                    read.count,
-                )
-                .await?
+                for p in stream.covered() {
+                    let entries = member.history(p, *after, read.count).await?;
+                    out.push((stream.key_of(p), entries, true));
+                }
             }
-        };
-        out.push((key.clone(), entries, id.is_some()));
+        }
     }
     Ok(out)
 }
 
-/// New entries for the consumer (deleted ones acked and left out).
-async fn new_entries(
-    broker: &Checked<'_>,
-    topic: &str,
-    group: &str,
+/// A Redis consumer, joined to a group.
+struct Member<'a> {
+    broker: &'a Checked<'a>,
+    topic: &'a str,
+    group: &'a str,
     consumer: u64,
-    owner: &MemberOwner,
-    read: &GroupRead,
-    wait: Duration,
-) -> Result<Vec<Reply>, BrokerError> {
-    let max = if read.count == 0 {
-        DEFAULT_COUNT
-    } else {
-        read.count
-    };
-    let got = broker
-        .receive(topic, group, consumer, owner, max, usize::MAX, wait)
-        .await?;
-    let (Some(lo), Some(hi)) = (got.first(), got.last()) else {
-        return Ok(Vec::new());
-    };
-    let deleted = broker
-        .deleted_in(
-            (topic, Some(group)),
-            0,
-            (lo.record.offset, hi.record.offset + 1),
-        )
-        .await?;
-    let mut acks = Vec::new();
-    let mut entries = Vec::with_capacity(got.len());
-    for delivery in got {
-        let offset = delivery.record.offset;
-        if read.no_ack || deleted.contains(&offset) {
-            acks.push(SettleRequest {
-                partition: delivery.partition,
-                offset,
-                attempt: delivery.attempt,
-                action: SettleAction::Ack,
-            });
+    owner: &'a MemberOwner,
+}
+
+impl Member<'_> {
+    /// New entries for the consumer, by partition in partition order
+    /// (deleted ones acked and left out).
+    async fn new_entries(
+        &self,
+        read: &GroupRead,
+        wait: Duration,
+    ) -> Result<Vec<(u32, Vec<Reply>)>, BrokerError> {
+        let (broker, topic, group) = (self.broker, self.topic, self.group);
+        let max = if read.count == 0 {
+            DEFAULT_COUNT
+        } else {
+            read.count
+        };
+        let got = broker
+            .receive(
+                topic,
+                group,
+                self.consumer,
+                self.owner,
+                max,
+                usize::MAX,
+                wait,
+            )
+            .await?;
+        let mut by_partition: BTreeMap<u32, Vec<GroupDelivery>> = BTreeMap::new();
+        for delivery in got {
+            by_partition
+                .entry(delivery.partition)
+                .or_default()
+                .push(delivery);
         }
-        if !deleted.contains(&offset) {
-            let entry = Entry {
-                id: id_of(&delivery.record),
-                offset,
-                fields: fields_of(&delivery.record),
+        let mut acks = Vec::new();
+        let mut out = Vec::with_capacity(by_partition.len());
+        for (partition, got) in by_partition {
+            let (lo, hi) = (got[0].record.offset, got[got.len() - 1].record.offset);
+            let deleted = broker
+                .deleted_in((topic, Some(group)), partition, (lo, hi + 1))
+                .await?;
+            let mut entries = Vec::with_capacity(got.len());
+            for delivery in got {
+                let offset = delivery.record.offset;
+                if read.no_ack || deleted.contains(&offset) {
+                    acks.push(SettleRequest {
+                        partition,
+                        offset,
+                        attempt: delivery.attempt,
+                        action: SettleAction::Ack,
+                    });
+                }
+                if !deleted.contains(&offset) {
+                    let entry = Entry {
+                        id: id_of(&delivery.record),
+                        offset,
+                        fields: fields_of(&delivery.record),
+                    };
+                    entries.push(entry_reply(entry));
+                }
+            }
+            out.push((partition, entries));
+        }
+        if !acks.is_empty() {
+            broker
+                .settle(topic, group, self.consumer, self.owner, acks)
+                .await?;
+        }
+        Ok(out)
+    }
+
+    /// The consumer's pending entries in `partition` after `after`, each
+    /// delivered again.
+    async fn history(
+        &self,
+        partition: u32,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<Reply>, BrokerError> {
+        let (broker, topic, group) = (self.broker, self.topic, self.group);
+        let part = StreamPart {
+            broker,
+            topic,
+            partition,
+            group: Some(group),
+        };
+        let from = match after.next() {
+            Some(next) => part.seek(next)?,
+            None => return Ok(Vec::new()),
+        };
+        let id = u32::try_from(self.consumer)
+            .map_err(|_| BrokerError::new(ErrorKind::Internal, "consumer id out of range"))?;
+        let mut mine: Vec<u64> = broker
+            .pending(topic, group)
+            .await?
+            .into_iter()
+            .filter(|l| l.consumer == id && l.partition == partition && l.offset >= from)
+            .map(|l| l.offset)
+            .collect();
+        mine.sort_unstable();
+        if count > 0 {
+            mine.truncate(count);
+        }
+        let items = mine.iter().map(|o| (partition, *o)).collect();
+        broker
+            .claim(topic, group, id, self.owner, items, 0, true)
+            .await?;
+        let mut out = Vec::with_capacity(mine.len());
+        for offset in mine {
+            let Some(id) = id_at(broker, (topic, group), partition, offset)? else {
+                continue;
             };
-            entries.push(entry_reply(entry));
+            out.push(entry_at(broker, (topic, group), partition, offset, id).await?);
         }
+        Ok(out)
     }
-    if !acks.is_empty() {
-        broker.settle(topic, group, consumer, owner, acks).await?;
-    }
-    Ok(entries)
-}
-
-/// The consumer's pending entries after `after`, each delivered again.
-async fn history(
-    broker: &Checked<'_>,
-    topic: &str,
-    group: &str,
-    consumer: u64,
-    owner: &MemberOwner,
-    after: StreamId,
-    count: usize,
-) -> Result<Vec<Reply>, BrokerError> {
-    let part = StreamPart {
-        broker,
-        topic,
-        partition: 0,
-        group: Some(group),
-    };
-    let from = match after.next() {
-        Some(next) => part.seek(next)?,
-        None => return Ok(Vec::new()),
-    };
-    let id = u32::try_from(consumer)
-        .map_err(|_| BrokerError::new(ErrorKind::Internal, "consumer id out of range"))?;
-    let mut mine: Vec<u64> = broker
-        .pending(topic, group)
-        .await?
-        .into_iter()
-        .filter(|l| l.consumer == id && l.offset >= from)
-        .map(|l| l.offset)
-        .collect();
-    mine.sort_unstable();
-    if count > 0 {
-        mine.truncate(count);
-    }
-    let items = mine.iter().map(|o| (0, *o)).collect();
-    broker
-        .claim(topic, group, id, owner, items, 0, true)
-        .await?;
-    let mut out = Vec::with_capacity(mine.len());
-    for offset in mine {
-        let Some(id) = super::groups::id_at(broker, (topic, group), offset)? else {
-            continue;
-        };
-        out.push(entry_at(broker, (topic, group), offset, id).await?);
-    }
-    Ok(out)
 }
 
 /// The reply: per key, its entries (keys without any left out of `>`
 /// reads); a map in RESP3.
-fn reply_of(resp3: bool, found: Vec<(Bytes, Vec<Reply>, bool)>) -> Reply {
+fn reply_of(resp3: bool, found: Vec<Found>) -> Reply {
     let pairs: Vec<(Reply, Reply)> = found
         .into_iter()
         .filter(|(_, entries, history)| *history || !entries.is_empty())

@@ -27,7 +27,7 @@
 //! share fsyncs); `XADD <id>` holds it exclusively, so that the stream's
 //! top ID it checks against is final: every earlier `XADD` has committed
 //! and no other lands before its own. Producers using Pigeon's own
-//! protocol do not take the lock; see `docs/resp.md` for what that allows.
+//! protocol do not take the lock; see `docs/redis.md` for what that allows.
 //!
 //! | module | job |
 //! | --- | --- |
