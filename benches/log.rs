@@ -780,7 +780,10 @@ fn roll_stall(root: &Path, measuring: bool) {
     took.sort();
     let at = |q: f64| took[((count as f64 * q) as usize).min(count - 1)];
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let slow = took.iter().filter(|d| **d >= Duration::from_millis(10)).count();
+    let slow = took
+        .iter()
+        .filter(|d| **d >= Duration::from_millis(10))
+        .count();
     eprintln!(
         "\n### roll_stall: {count} appends of {}, fsync=never, segment_bytes {} MiB, {segments} segments\n",
         shape.label(),

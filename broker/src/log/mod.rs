@@ -45,6 +45,7 @@
 //! | [`writer::commit`] | commits under each fsync policy, each append's answer, syncs, checkpoints |
 //! | [`writer::fence`] | a failed fsync: back to the last synced point, read-only, fence |
 //! | [`writer::roll`] | roll and seal, retention and trim deletes, clean close |
+//! | [`writer::seal`] | under `fsync=never`/`interval`: the sealed segment's sync in the background, its checkpoint once it completed |
 //! | [`recovery`] | opening and crash recovery, step by step; leftovers, continuity |
 //! | [`recovery::sealed`] | sealed segments: the bounded check, index rebuilds |
 //! | [`recovery::active`] | the active segment: fence cut, tail scan and cut |
@@ -85,5 +86,7 @@ pub use writer::{AppendInfo, Log};
 mod model_tests;
 #[cfg(test)]
 mod powercut_tests;
+#[cfg(test)]
+mod seal_tests;
 #[cfg(test)]
 mod tests;
