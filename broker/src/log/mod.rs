@@ -87,6 +87,8 @@ mod model_tests;
 #[cfg(test)]
 mod powercut_tests;
 #[cfg(test)]
+mod read_tests;
+#[cfg(test)]
 mod seal_tests;
 #[cfg(test)]
 mod tests;
