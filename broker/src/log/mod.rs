@@ -18,7 +18,8 @@
 //!    fence checkpoint records the position; see [`writer::fence`]).
 //! 5. Restart work is bounded by the bytes written since the last checkpoint
 //!    (default every 64 MiB and at each roll; at each roll only under
-//!    `fsync=never`), not by the log's size; a clean
+//!    `fsync=never`, once the sealed segment's background sync completed),
+//!    not by the log's size; a clean
 //!    shutdown makes it zero.
 //! 6. Nothing damaged is ever served: every batch read is checked.
 //!

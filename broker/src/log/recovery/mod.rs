@@ -13,12 +13,22 @@
 //!    missing, not a whole number of entries, or fail the check are rebuilt
 //!    by scanning that one segment, into `*.tmp` files that are synced and
 //!    then renamed over the old ones, so a rebuild cut short never leaves a
-//!    partial index under the real name.
+//!    partial index under the real name. Sealed segments the checkpoint
+//!    does not cover are scanned whole the same way. The one just before
+//!    the last segment may have been sealed without its background sync
+//!    completing ([`super::writer::seal`]): if it is torn, corrupt, or ends
+//!    before the last segment begins, it lost its unsynced tail, so the
+//!    last segment is removed (durably, first) and it is recovered as the
+//!    active segment in step 4; if it checks out, it is synced before it is
+//!    trusted. (At most one seal runs at a time, so every earlier sealed
+//!    segment was synced; damage in one is bit rot, kept and reported.)
 //! 3. Clean shutdown (checkpoint says clean and matches the last segment's
 //!    size): open the active segment as it is. Nothing is scanned.
-//!    A fence checkpoint (an fsync of the active segment failed, see
-//!    [`super::checkpoint`]) first cuts that segment at the fence, unscanned:
-//!    the page cache may hold bytes there that never reached the disk.
+//!    A fence checkpoint (an fsync failed, see [`super::checkpoint`])
+//!    first removes every segment after the fenced one (a sealed segment's
+//!    background sync failed), durably, then cuts the fenced segment at the
+//!    fence, unscanned: the page cache may hold bytes there that never
+//!    reached the disk.
 //! 4. Otherwise scan from the checkpoint's position to the end of the last
 //!    segment (and through any segment sealed after the checkpoint): every
 //!    batch's length, CRC and offset continuity is checked. The active

@@ -18,6 +18,13 @@
 //! was acknowledged; under `interval`/`never` the appends acknowledged
 //! since the last sync are dropped, as a power cut would drop them.
 //!
+//! The same happens when the background sync of a sealed segment fails
+//! (see [`seal`](super::seal)): the log goes back into that segment, at its
+//! last completed sync, and the next segment is emptied; the fence names
+//! the sealed segment. A failed sync of the active segment while a sealed
+//! one's sync runs waits for that first: if it failed too, the log goes
+//! back into the sealed segment.
+//!
 //! ## Invariants
 //!
 //! - `SyncedPoint` is the writer's state (cursor, index lengths, tickets)
