@@ -17,10 +17,10 @@
 //! next append retries the roll.
 //!
 //! Under `fsync=never` and `interval`: write the staged batches, mark the
-//! segment sealed (final time entry), create the next segment and sync the
-//! directory, then hand the sealed segment to a background job that syncs
-//! it and seals its indexes; the checkpoint pointing at the new segment is
-//! written once that job completed. Each step's crash story, and what a
+//! segment sealed (final time entry), create the next segment, then hand
+//! the sealed segment to a background job that syncs it, seals its
+//! indexes, syncs the directory and writes the checkpoint pointing at the
+//! new segment. Nothing on the append path waits for the disk. Each step's crash story, and what a
 //! failed background sync does, is in [`super::seal`]. A roll while a
 //! seal still runs waits for it first, so at most one sealed segment is
 //! ever unsynced.
@@ -92,7 +92,8 @@ impl Log {
         let old = self.active.segment.clone();
         self.seal(&old, !background)?;
         let base = self.active.cursor.next_offset;
-        let segment = self.create_segment(base)?;
+        // Under a background seal the job syncs the directory.
+        let segment = self.create_segment(base, !background)?;
         let before = (self.active.synced_pos, self.synced);
         let checkpoint = Checkpoint {
             clean: false,
@@ -131,12 +132,18 @@ impl Log {
         Ok(())
     }
 
-    /// Creates segment `base`, syncs the directory, and adds it to the
-    /// list readers share. On failure nothing of it is left behind.
-    fn create_segment(&mut self, base: u64) -> LogResult<Arc<Segment>> {
+    /// Creates segment `base`, syncs the directory if `sync_dir`, and adds
+    /// it to the list readers share. On failure nothing of it is left
+    /// behind.
+    fn create_segment(&mut self, base: u64, sync_dir: bool) -> LogResult<Arc<Segment>> {
         let capacity = self.config.index_capacity();
-        let created = Segment::create(self.fs.as_ref(), &self.dir, base, capacity)
-            .and_then(|segment| self.fs.sync_dir(&self.dir).map(|()| segment));
+        let created =
+            Segment::create(self.fs.as_ref(), &self.dir, base, capacity).and_then(|segment| {
+                match sync_dir {
+                    true => self.fs.sync_dir(&self.dir).map(|()| segment),
+                    false => Ok(segment),
+                }
+            });
         let segment = match created {
             Ok(segment) => Arc::new(segment),
             Err(e) => {

@@ -12,9 +12,10 @@
 //!    *Crash: the checkpoint names `S` (or an earlier segment); recovery
 //!    scans `S`'s tail and cuts it at the first torn batch, as for any
 //!    active segment.*
-//! 2. It creates the next segment `N` and syncs the directory, switches
-//!    appends to `N`, encodes the producer snapshot as of `N`'s base, and
-//!    starts the background job. Appends to `N` go on at once. *Crash: `S`
+//! 2. It creates the next segment `N` (its directory entries are not
+//!    synced yet), switches appends to `N`, encodes the producer snapshot
+//!    as of `N`'s base, and starts the background job. Appends to `N` go
+//!    on at once: nothing on the append path waits for a disk. *Crash: `S`
 //!    is a sealed segment that the checkpoint does not cover, directly
 //!    followed by the last one, `N`: its tail may never have reached the
 //!    disk. Recovery scans it whole; if it is torn, corrupt, or ends before
@@ -23,17 +24,20 @@
 //!    Nothing after a lost piece is served, so what a power cut loses is
 //!    still a suffix. If `S` checks out, recovery syncs it before trusting
 //!    it.*
+//!    A power cut may also undo `N`'s creation: then `S` is the last
+//!    segment and is recovered as the active one.
 //! 3. The job: `fdatasync` of `S`'s `.log`, then its indexes are sealed
 //!    (flushed, cut to their entries, synced). *Crash during or after it,
 //!    before step 4: as in step 2 (the scan finds `S` whole once its sync
 //!    completed).*
-//! 4. The writer notices the job finished (at its next commit, or on a
-//!    timer every [`SEAL_POLL`] while a job runs) and writes the producer
-//!    snapshot encoded in step 2 and a checkpoint naming `N` at position 0.
-//!    *Crash after it: `S` is trusted (before the checkpoint's segment),
-//!    `N` is scanned from its start.* If that checkpoint cannot be written
-//!    (say the disk is full), the writer tries again at each commit; a
-//!    later roll supersedes it.
+//! 4. The job then syncs the directory (`N`'s names are durable), writes
+//!    the producer snapshot encoded in step 2 and a checkpoint naming `N`
+//!    at position 0, each atomically. *Crash after it: `S` is trusted
+//!    (before the checkpoint's segment), `N` is scanned from its start.*
+//!    The writer settles the job when it sees it finished (at its next
+//!    commit, or on a timer every [`SEAL_POLL`] while a job runs). If the
+//!    checkpoint could not be written (say the disk is full), the writer
+//!    tries again at each commit; a later roll supersedes it.
 //!
 //! At most one seal runs at a time: a roll while one runs waits for it. So
 //! the only segment whose sync may not have completed is the one just
@@ -41,9 +45,11 @@
 //! its successor was created. This is what lets recovery treat exactly
 //! that segment as a possibly unsynced tail (`recovery` step 2) and every
 //! earlier one as synced (damage inside one is bit rot, kept and
-//! reported). No checkpoint is written while a seal runs (it would name
-//! `N` and so trust `S`), and retention does not delete `S` until it is
-//! synced.
+//! reported). The writer writes no checkpoint while a seal runs (it would
+//! name `N` and so trust `S`, and it would race the job's), and retention
+//! does not delete `S` until it is synced. Every other checkpoint writer
+//! (a failed fsync's fence, a roll, a clean close) waits for the job
+//! first.
 //!
 //! ## What "durable" means meanwhile
 //!
@@ -80,13 +86,14 @@
 //! durable; a background seal would save little (the indexes' syncs) and
 //! would make an acknowledgement in `N` depend on a sync still running.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::Log;
 use super::fence::SyncedPoint;
-use crate::io::write_atomically;
+use crate::io::{FileSystem, write_atomically};
 use crate::log::checkpoint::Checkpoint;
 use crate::log::error::{LogError, LogResult};
 use crate::log::producers::SNAPSHOT_FILE;
@@ -111,22 +118,55 @@ pub(crate) enum SealMode {
 /// What a seal job did.
 #[derive(Debug)]
 pub(crate) enum SealOutcome {
-    /// The log bytes and the indexes are synced.
+    /// The log bytes and the indexes are synced, the next segment's name
+    /// too, and the checkpoint naming it is written.
     Synced,
+    /// All synced; writing the checkpoint failed (the writer tries again).
+    CheckpointFailed(std::io::Error),
     /// The `fdatasync` of the `.log` failed: its unsynced bytes may be lost.
     LogSyncFailed(std::io::Error),
     /// The log bytes are synced; sealing the indexes failed.
     IndexSealFailed(LogError),
 }
 
-/// The job: sync the sealed segment's bytes, then seal its indexes.
-fn seal_job(segment: &Segment) -> SealOutcome {
+/// What a seal job needs besides the segment: where to write the
+/// checkpoint, and what.
+#[derive(Debug, Clone)]
+struct SealWork {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    checkpoint: Checkpoint,
+    snapshot: Arc<Vec<u8>>,
+}
+
+impl SealWork {
+    /// The directory (the next segment's names), the producer snapshot,
+    /// the checkpoint; each durable before the next.
+    fn write_checkpoint(&self) -> std::io::Result<()> {
+        self.fs.sync_dir(&self.dir)?;
+        write_atomically(
+            self.fs.as_ref(),
+            &self.dir.join(SNAPSHOT_FILE),
+            &self.snapshot,
+        )?;
+        self.checkpoint.write(self.fs.as_ref(), &self.dir)
+    }
+}
+
+/// The job: sync the sealed segment's bytes, seal its indexes, then make
+/// the next segment's names durable and write the checkpoint naming it.
+/// The writer writes no checkpoint while a job runs, so this one cannot
+/// overtake or be overtaken by another.
+fn seal_job(segment: &Segment, work: &SealWork) -> SealOutcome {
     if let Err(e) = segment.log.sync_data() {
         return SealOutcome::LogSyncFailed(e);
     }
-    match segment.seal_indexes() {
+    if let Err(e) = segment.seal_indexes() {
+        return SealOutcome::IndexSealFailed(e);
+    }
+    match work.write_checkpoint() {
         Ok(()) => SealOutcome::Synced,
-        Err(e) => SealOutcome::IndexSealFailed(e),
+        Err(e) => SealOutcome::CheckpointFailed(e),
     }
 }
 
@@ -152,8 +192,7 @@ pub(crate) struct PendingSeal {
     synced: SyncedPoint,
     /// The checkpoint naming the next segment, and the producer snapshot
     /// as of its base, to write once `S` is synced.
-    checkpoint: Checkpoint,
-    snapshot: Vec<u8>,
+    work: SealWork,
     job: Job,
     /// When the writer next looks whether the job finished.
     next_poll: Instant,
@@ -174,9 +213,11 @@ impl PendingSeal {
                 }))
             }
             #[cfg(test)]
-            Job::Manual if wait => Some(seal_job(&self.segment)),
+            Job::Manual if wait => Some(seal_job(&self.segment, &self.work)),
             Job::Done(outcome) => Some(outcome),
-            Job::CheckpointOwed => Some(SealOutcome::Synced),
+            Job::CheckpointOwed => Some(SealOutcome::CheckpointFailed(std::io::Error::other(
+                "not written yet",
+            ))),
             running => {
                 self.job = running;
                 None
@@ -208,18 +249,24 @@ impl Log {
         checkpoint: Checkpoint,
         snapshot: Vec<u8>,
     ) {
+        let work = SealWork {
+            fs: self.fs.clone(),
+            dir: self.dir.clone(),
+            checkpoint,
+            snapshot: Arc::new(snapshot),
+        };
         let job = match self.seal_mode {
             SealMode::Background => {
-                let job_segment = segment.clone();
+                let (job_segment, job_work) = (segment.clone(), work.clone());
                 let spawned = std::thread::Builder::new()
                     .name(format!("seal-{:020}", segment.base_offset))
-                    .spawn(move || seal_job(&job_segment));
+                    .spawn(move || seal_job(&job_segment, &job_work));
                 match spawned {
                     Ok(handle) => Job::Running(handle),
                     // No thread to be had: seal in the foreground.
                     Err(e) => {
                         tracing::warn!(error = %e, "could not start a thread to sync a sealed segment; syncing it on the append path");
-                        Job::Done(seal_job(&segment))
+                        Job::Done(seal_job(&segment, &work))
                     }
                 }
             }
@@ -230,8 +277,7 @@ impl Log {
             segment,
             synced_pos,
             synced,
-            checkpoint,
-            snapshot,
+            work,
             job,
             next_poll: Instant::now() + SEAL_POLL,
             warned: false,
@@ -251,6 +297,11 @@ impl Log {
         };
         match outcome {
             SealOutcome::Synced => {
+                self.pending_seal = None;
+                Ok(())
+            }
+            SealOutcome::CheckpointFailed(e) => {
+                tracing::debug!(dir = %self.dir.display(), error = %e, "the seal job could not write the checkpoint; the writer tries");
                 self.write_seal_checkpoint();
                 Ok(())
             }
@@ -275,12 +326,7 @@ impl Log {
             Some(cause) => Err(std::io::Error::other(format!(
                 "no checkpoint is written once the partition refuses writes since {cause}"
             ))),
-            None => write_atomically(
-                self.fs.as_ref(),
-                &self.dir.join(SNAPSHOT_FILE),
-                &pending.snapshot,
-            )
-            .and_then(|()| pending.checkpoint.write(self.fs.as_ref(), &self.dir)),
+            None => pending.work.write_checkpoint(),
         };
         match written {
             Ok(()) => self.pending_seal = None,
@@ -366,7 +412,7 @@ impl Log {
     pub(crate) fn run_seal_job(&mut self) -> bool {
         match self.pending_seal.as_mut() {
             Some(pending) if matches!(pending.job, Job::Manual) => {
-                pending.job = Job::Done(seal_job(&pending.segment));
+                pending.job = Job::Done(seal_job(&pending.segment, &pending.work));
                 true
             }
             _ => false,
