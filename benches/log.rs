@@ -745,8 +745,16 @@ fn wants_roll_stall(measuring: bool) -> bool {
 /// Times every `append` + `commit` of 1 KiB × 100 batches (103,353 B)
 /// under `fsync=never` with 32 MiB segments: 512 MiB in all, so 15 rolls,
 /// each of which used to `fdatasync` the segment it sealed on the append
-/// path. Prints the latency distribution and the throughput.
+/// path. The appends are paced at `PIGEON_ROLL_STALL_MIBS` MiB/s (default
+/// 64, below what the disk writes, so that the disk keeps up and what is
+/// measured is the append path, not back-pressure from a full disk
+/// queue); each append is timed from when it starts. Prints the latency
+/// distribution and the rate reached.
 fn roll_stall(root: &Path, measuring: bool) {
+    let rate: f64 = std::env::var("PIGEON_ROLL_STALL_MIBS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(64.0);
     let (segment_bytes, total) = if measuring {
         (32 * MIB, 512 * MIB)
     } else {
@@ -768,7 +776,11 @@ fn roll_stall(root: &Path, measuring: bool) {
     let count = (total / len) as usize;
     let mut took = Vec::with_capacity(count);
     let start = Instant::now();
-    for _ in 0..count {
+    let every = Duration::from_secs_f64(len as f64 / (rate * MIB as f64));
+    for i in 0..count {
+        if let Some(wait) = (start + every * i as u32).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
         let at = Instant::now();
         log.append(&batch).expect("append");
         log.commit().expect("commit");
@@ -785,7 +797,7 @@ fn roll_stall(root: &Path, measuring: bool) {
         .filter(|d| **d >= Duration::from_millis(10))
         .count();
     eprintln!(
-        "\n### roll_stall: {count} appends of {}, fsync=never, segment_bytes {} MiB, {segments} segments\n",
+        "\n### roll_stall: {count} appends of {}, fsync=never, segment_bytes {} MiB, {segments} segments, paced at {rate} MiB/s\n",
         shape.label(),
         segment_bytes / MIB
     );
