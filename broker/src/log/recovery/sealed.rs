@@ -233,25 +233,9 @@ impl Opener<'_> {
             &mut self.producers,
             self.producers_from,
         );
-        let lost_tail = match &end {
-            Ok(_) => cursor.next_offset < next_base,
-            Err(stop) => matches!(stop, ScanStop::Damaged { .. }),
-        };
-        if maybe_unsynced && lost_tail {
-            let position = match &end {
-                Err(ScanStop::Damaged { position, .. }) => *position,
-                _ => size,
-            };
-            tracing::warn!(
-                segment = %segment.log_path.display(), position, ends_at = cursor.next_offset, next_base,
-                "a segment sealed after the last checkpoint lost its unsynced tail; it is recovered as the end of the log"
-            );
+        if maybe_unsynced && lost_tail(&segment, &end, cursor.next_offset, next_base) {
             drop(segment);
-            for tmp in [&index_tmp, &time_tmp] {
-                if let Err(e) = self.fs.remove_file(tmp) {
-                    tracing::warn!(path = %tmp.display(), error = %e, "could not remove a temp index (the next start removes it)");
-                }
-            }
+            self.remove_temp_indexes(&[&index_tmp, &time_tmp]);
             return Ok(None);
         }
         match end {
@@ -286,6 +270,39 @@ impl Opener<'_> {
             .store(cursor.max_timestamp, Ordering::Release);
         Ok(Some(segment))
     }
+}
+
+impl Opener<'_> {
+    /// Removes the temp files of a rebuild given up (the next start would
+    /// remove them too).
+    fn remove_temp_indexes(&self, paths: &[&Path]) {
+        for tmp in paths {
+            if let Err(e) = self.fs.remove_file(tmp) {
+                tracing::warn!(path = %tmp.display(), error = %e, "could not remove a temp index (the next start removes it)");
+            }
+        }
+    }
+}
+
+/// Whether a scan of a sealed `segment` that ended with `end` (the last
+/// good batch's end, or where it stopped) at offset `next_offset` shows a
+/// lost tail: damage, or an end before `next_base`. Logged if so.
+fn lost_tail(
+    segment: &Segment,
+    end: &Result<u64, ScanStop>,
+    next_offset: u64,
+    next_base: u64,
+) -> bool {
+    let position = match end {
+        Ok(end) if next_offset < next_base => *end,
+        Err(ScanStop::Damaged { position, .. }) => *position,
+        _ => return false,
+    };
+    tracing::warn!(
+        segment = %segment.log_path.display(), position, ends_at = next_offset, next_base,
+        "a segment sealed after the last checkpoint lost its unsynced tail; it is recovered as the end of the log"
+    );
+    true
 }
 
 /// The end of a sealed segment, read from its last batches' headers.
