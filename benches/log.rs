@@ -13,6 +13,7 @@
 //! | `append_never`, `append_always` | one `append` + one `commit` per batch | `write_all_at` of the same bytes at increasing positions (+ `sync_data` for `always`) |
 //! | `read` | a pass over a 256 MiB log with `reader().read(offset, 1 MiB)` | `read_exact_at` of the same lengths from a plain file of the same size |
 //! | `recovery_1GiB` | `Log::open` after a crash with a 1 GiB unchecked tail | reading the same 1 GiB file in 1 MiB chunks |
+//! | `roll_stall` | the latency of every append + commit under `fsync=never` across many segment rolls (not a criterion group: run with the filter `roll_stall`) | none: the figure is the distribution's tail |
 //!
 //! Besides criterion's own report, each group prints a markdown table of
 //! medians (stderr), and the run starts by printing the fsync latency of the
@@ -68,6 +69,9 @@ fn main() {
     read(&mut c, &root, &rec);
     recovery(&mut c, &root, &rec);
     c.final_summary();
+    if wants_roll_stall(measuring) {
+        roll_stall(&root, measuring);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -721,4 +725,91 @@ fn recovery(c: &mut Criterion, root: &Path, rec: &Recorder) {
         );
     }
     eprintln!();
+}
+
+// ---------------------------------------------------------------------------
+// Append latency across segment rolls.
+
+/// Whether to run [`roll_stall`]: asked for by name (`-- roll_stall`), or
+/// once, small, as a smoke test under `cargo test --benches`.
+fn wants_roll_stall(measuring: bool) -> bool {
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-') && !a.is_empty());
+    match filter {
+        Some(filter) => "roll_stall".contains(filter.as_str()) && measuring,
+        None => !measuring,
+    }
+}
+
+/// Times every `append` + `commit` of 1 KiB × 100 batches (103,353 B)
+/// under `fsync=never` with 32 MiB segments: 512 MiB in all, so 15 rolls,
+/// each of which used to `fdatasync` the segment it sealed on the append
+/// path. The appends are paced at `PIGEON_ROLL_STALL_MIBS` MiB/s (default
+/// 64, below what the disk writes, so that the disk keeps up and what is
+/// measured is the append path, not back-pressure from a full disk
+/// queue); each append is timed from when it starts. Prints the latency
+/// distribution and the rate reached.
+fn roll_stall(root: &Path, measuring: bool) {
+    let rate: f64 = std::env::var("PIGEON_ROLL_STALL_MIBS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(64.0);
+    let (segment_bytes, total) = if measuring {
+        (32 * MIB, 512 * MIB)
+    } else {
+        (MIB, 4 * MIB)
+    };
+    let shape = Shape {
+        records: 100,
+        value_len: 1024,
+    };
+    let batch = shape.batch();
+    let len = batch.bytes().len() as u64;
+    let dir = tempfile::tempdir_in(root).expect("temp dir");
+    let config = LogConfig {
+        fsync: FsyncPolicy::Never,
+        segment_bytes,
+        ..LogConfig::default()
+    };
+    let mut log = open_log(&dir.path().join("log"), config);
+    let count = (total / len) as usize;
+    let mut took = Vec::with_capacity(count);
+    let start = Instant::now();
+    let every = Duration::from_secs_f64(len as f64 / (rate * MIB as f64));
+    for i in 0..count {
+        if let Some(wait) = (start + every * i as u32).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let at = Instant::now();
+        log.append(&batch).expect("append");
+        log.commit().expect("commit");
+        took.push(at.elapsed());
+    }
+    let elapsed = start.elapsed();
+    let segments = log.reader().segment_count();
+    drop(log);
+    took.sort();
+    let at = |q: f64| took[((count as f64 * q) as usize).min(count - 1)];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let slow = took
+        .iter()
+        .filter(|d| **d >= Duration::from_millis(10))
+        .count();
+    eprintln!(
+        "\n### roll_stall: {count} appends of {}, fsync=never, segment_bytes {} MiB, {segments} segments, paced at {rate} MiB/s\n",
+        shape.label(),
+        segment_bytes / MIB
+    );
+    eprintln!(
+        "| p50 | p99 | p99.9 | max | appends ≥ 10 ms | MiB/s |\n| --- | --- | --- | --- | --- | --- |"
+    );
+    eprintln!(
+        "| {:.3} ms | {:.3} ms | {:.3} ms | {:.1} ms | {slow} | {:.0} |\n",
+        ms(at(0.5)),
+        ms(at(0.99)),
+        ms(at(0.999)),
+        ms(took[count - 1]),
+        mib_per_s(count as u64 * len, elapsed),
+    );
 }

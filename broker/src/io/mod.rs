@@ -4,7 +4,10 @@
 //!
 //! - [`FileSystem`] opens files and does directory operations.
 //! - [`StorageFile`] is one open file: positioned reads and writes
-//!   (`pread`/`pwrite`), `fdatasync`, `set_len`, and `allocate` (disk space
+//!   (`pread`/`pwrite`; reads also into a buffer's uninitialised spare
+//!   capacity, [`read_full_into`], and from the page cache only,
+//!   `RWF_NOWAIT`), page-cache advice (`posix_fadvise`, [`Advice`]),
+//!   `fdatasync`, `set_len`, and `allocate` (disk space
 //!   reserved up front, for files written through a memory map: on a full
 //!   disk a store into an unallocated mapped page is a `SIGBUS` that kills
 //!   the process, while a failed `allocate` is an `ENOSPC` answer).
@@ -106,6 +109,62 @@ pub trait StorageFile: Send + Sync + Debug {
     }
     /// The underlying OS file, for memory maps.
     fn std_file(&self) -> &std::fs::File;
+    /// Reads up to `len` bytes at `pos` into the spare capacity of `buf`
+    /// (appended; never zero-filled first); returns how many were read (0
+    /// at end of file, fewer than asked when the read was short).
+    fn read_into(&self, buf: &mut Vec<u8>, len: usize, pos: u64) -> io::Result<usize> {
+        let start = buf.len();
+        buf.resize(start + len, 0);
+        let read = self.read_at(&mut buf[start..], pos);
+        buf.truncate(start + *read.as_ref().unwrap_or(&0));
+        read
+    }
+    /// [`read_into`](Self::read_into), but only what the page cache holds
+    /// (`preadv2` with `RWF_NOWAIT`): the bytes read (possibly 0) from
+    /// `pos` on; `None` when the file cannot tell.
+    fn read_cached_into(
+        &self,
+        _buf: &mut Vec<u8>,
+        _len: usize,
+        _pos: u64,
+    ) -> io::Result<Option<usize>> {
+        Ok(None)
+    }
+    /// Advice to the page cache about `len` bytes at `pos`
+    /// (`posix_fadvise`); a file that cannot take it ignores it.
+    fn advise(&self, _pos: u64, _len: u64, _advice: Advice) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Page-cache advice ([`StorageFile::advise`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advice {
+    /// The file is read sequentially: read further ahead.
+    Sequential,
+    /// The range will not be read again soon: drop its clean pages.
+    DontNeed,
+}
+
+/// Appends exactly `len` bytes at `pos` to `buf` (into its spare capacity)
+/// unless the file ends first; returns the bytes appended.
+pub fn read_full_into(
+    file: &dyn StorageFile,
+    buf: &mut Vec<u8>,
+    len: usize,
+    pos: u64,
+) -> io::Result<usize> {
+    buf.reserve(len);
+    let mut done = 0;
+    while done < len {
+        match file.read_into(buf, len - done, pos + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// Writes all of `buf` at `pos`, continuing short writes.

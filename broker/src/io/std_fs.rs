@@ -1,5 +1,8 @@
-//! The real file system: `std::fs` with positioned I/O, and disk space
-//! reserved up front with `fallocate` ([`allocate`]).
+//! The real file system: `std::fs` with positioned I/O (reads straight
+//! into a buffer's uninitialised capacity, and page-cache-only reads with
+//! `preadv2(RWF_NOWAIT)`), page-cache advice (`posix_fadvise`), and disk
+//! space reserved up front with `fallocate` ([`allocate`]). All through
+//! `libc`, which the crate already uses for `fallocate`.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -7,7 +10,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{FileSystem, OpenMode, StorageFile};
+use std::os::fd::AsRawFd;
+
+use super::{Advice, FileSystem, OpenMode, StorageFile};
 
 /// The operating system's file system.
 #[derive(Debug, Clone, Copy, Default)]
@@ -71,7 +76,6 @@ impl FileSystem for StdFs {
 pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::AsRawFd;
         let end = libc::off_t::try_from(len).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -143,4 +147,87 @@ impl StorageFile for StdFile {
     fn std_file(&self) -> &File {
         &self.0
     }
+
+    fn read_into(&self, buf: &mut Vec<u8>, len: usize, pos: u64) -> io::Result<usize> {
+        let offset = offset_of(pos)?;
+        buf.reserve(len);
+        let spare = &mut buf.spare_capacity_mut()[..len];
+        // SAFETY: pread writes at most `len` bytes into the `len` bytes of
+        // spare capacity the pointer addresses, which `buf` owns and
+        // nothing else references during the call.
+        let read = unsafe {
+            libc::pread(
+                self.0.as_raw_fd(),
+                spare.as_mut_ptr().cast::<libc::c_void>(),
+                len,
+                offset,
+            )
+        };
+        let read = usize::try_from(read).map_err(|_| io::Error::last_os_error())?;
+        // SAFETY: the kernel initialised the first `read` (≤ `len`) bytes
+        // of the spare capacity.
+        unsafe { buf.set_len(buf.len() + read) };
+        Ok(read)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn read_cached_into(
+        &self,
+        buf: &mut Vec<u8>,
+        len: usize,
+        pos: u64,
+    ) -> io::Result<Option<usize>> {
+        let offset = offset_of(pos)?;
+        buf.reserve(len);
+        let spare = &mut buf.spare_capacity_mut()[..len];
+        let iov = libc::iovec {
+            iov_base: spare.as_mut_ptr().cast::<libc::c_void>(),
+            iov_len: len,
+        };
+        loop {
+            // SAFETY: one iovec addressing `len` bytes of spare capacity
+            // that `buf` owns; the kernel writes at most that many.
+            let read =
+                unsafe { libc::preadv2(self.0.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+            if let Ok(read) = usize::try_from(read) {
+                // SAFETY: the kernel initialised the first `read` bytes.
+                unsafe { buf.set_len(buf.len() + read) };
+                return Ok(Some(read));
+            }
+            let error = io::Error::last_os_error();
+            return match error.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // Not (all) in the page cache.
+                Some(libc::EAGAIN) => Ok(Some(0)),
+                // The kernel or file system cannot tell.
+                Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => Ok(None),
+                _ => Err(error),
+            };
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn advise(&self, pos: u64, len: u64, advice: Advice) -> io::Result<()> {
+        let advice = match advice {
+            Advice::Sequential => libc::POSIX_FADV_SEQUENTIAL,
+            Advice::DontNeed => libc::POSIX_FADV_DONTNEED,
+        };
+        let (offset, len) = (offset_of(pos)?, offset_of(len)?);
+        // SAFETY: posix_fadvise takes a descriptor `self` keeps open and
+        // no pointers.
+        match unsafe { libc::posix_fadvise(self.0.as_raw_fd(), offset, len, advice) } {
+            0 => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+/// A file position as `off_t`.
+fn offset_of(pos: u64) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(pos).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("position {pos} is too large for off_t"),
+        )
+    })
 }

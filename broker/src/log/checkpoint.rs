@@ -20,12 +20,18 @@
 //! Invariant: the checkpoint is only written after the log bytes before
 //! `position` (and every earlier segment) were fsynced and the index entries
 //! for them were flushed, so recovery may trust them and scan only what
-//! follows. A missing or damaged checkpoint means "scan everything".
+//! follows. A missing or damaged checkpoint means "scan everything". Under
+//! `fsync=never` and `interval` the checkpoint naming a new segment is
+//! written only once the background sync of the segment sealed before it
+//! completed, and no checkpoint is written while that sync runs (see
+//! [`super::writer::seal`]).
 //!
 //! ## Fence
 //!
 //! A checkpoint with `fence = 1` is written when an `fdatasync` of the
-//! active segment fails (see [`super::writer::fence`]). After a failed
+//! active segment fails (see [`super::writer::fence`]), or the background
+//! sync of a sealed segment does (then it names that segment, and recovery
+//! first removes the segments after it). After a failed
 //! writeback Linux may mark the dirty pages clean: a restarted process
 //! would read the never-written tail back from the page cache, valid CRCs
 //! and all, and a new descriptor's fsync would succeed. The fence says "the

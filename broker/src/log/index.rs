@@ -253,6 +253,13 @@ impl OffsetIndex {
         decode_offset_entry(&self.0.get(i))
     }
 
+    /// The position of the last entry at or before byte `position` of the
+    /// log (a batch boundary), if any.
+    pub fn position_at_or_before(&self, position: u64) -> Option<u64> {
+        let after = partition_point(self.0.len(), |i| u64::from(self.entry(i).1) <= position);
+        after.checked_sub(1).map(|i| u64::from(self.entry(i).1))
+    }
+
     /// The last entry at or before `relative_offset`: where a scan for it
     /// starts. `(0, 0)` (the segment start) when there is none.
     pub fn lookup(&self, relative_offset: u32) -> (u32, u32) {

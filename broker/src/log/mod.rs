@@ -18,7 +18,8 @@
 //!    fence checkpoint records the position; see [`writer::fence`]).
 //! 5. Restart work is bounded by the bytes written since the last checkpoint
 //!    (default every 64 MiB and at each roll; at each roll only under
-//!    `fsync=never`), not by the log's size; a clean
+//!    `fsync=never`, once the sealed segment's background sync completed),
+//!    not by the log's size; a clean
 //!    shutdown makes it zero.
 //! 6. Nothing damaged is ever served: every batch read is checked.
 //!
@@ -45,6 +46,7 @@
 //! | [`writer::commit`] | commits under each fsync policy, each append's answer, syncs, checkpoints |
 //! | [`writer::fence`] | a failed fsync: back to the last synced point, read-only, fence |
 //! | [`writer::roll`] | roll and seal, retention and trim deletes, clean close |
+//! | [`writer::seal`] | under `fsync=never`/`interval`: the sealed segment's sync in the background, its checkpoint once it completed |
 //! | [`recovery`] | opening and crash recovery, step by step; leftovers, continuity |
 //! | [`recovery::sealed`] | sealed segments: the bounded check, index rebuilds |
 //! | [`recovery::active`] | the active segment: fence cut, tail scan and cut |
@@ -85,5 +87,9 @@ pub use writer::{AppendInfo, Log};
 mod model_tests;
 #[cfg(test)]
 mod powercut_tests;
+#[cfg(test)]
+mod read_tests;
+#[cfg(test)]
+mod seal_tests;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,9 @@
 //! Model test of the log: random sequences of append, read, roll,
-//! retention, clean restart and crash (the process dies; the active
-//! segment is cut at a random byte of its unsynced tail, as a power cut
-//! would) run against the real log and a plain vector of records. After
+//! retention, background seal jobs, clean restart and crash (the process
+//! dies; the segment holding the durable point, the active one or a
+//! sealed one whose background sync is unsettled, is cut at a random byte
+//! of its unsynced tail, as a power cut would, and a sealed segment that
+//! lost its tail takes the segments after it along) run against the real log and a plain vector of records. After
 //! every step the log must hold exactly the model's records.
 
 use std::sync::Arc;
@@ -27,6 +29,9 @@ enum Step {
     CleanRestart,
     /// Crash; cut the active segment at this fraction of its unsynced tail.
     Crash(f64),
+    /// Run a background seal's job (a roll under `fsync=never` leaves the
+    /// sealed segment's sync to one), and the commit that settles it.
+    SealJob,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -37,6 +42,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u64..8_000).prop_map(Step::Retention),
         1 => Just(Step::CleanRestart),
         2 => (0.0..1.0f64).prop_map(Step::Crash),
+        1 => Just(Step::SealJob),
     ]
 }
 
@@ -96,7 +102,8 @@ impl Harness {
             self.config.clone(),
             Arc::new(self.clock.clone()),
         );
-        self.log = Some(log.expect("reopen"));
+        // Seal jobs run when a step says so (or the log waits for one).
+        self.log = Some(log.expect("reopen").with_manual_seals());
     }
 
     fn log(&mut self) -> &mut Log {
@@ -127,6 +134,10 @@ impl Harness {
                 self.reopen();
             }
             Step::Crash(at) => self.crash(*at),
+            Step::SealJob => {
+                self.log().run_seal_job();
+                self.log().commit().expect("settle the seal");
+            }
         }
     }
 
@@ -168,6 +179,8 @@ impl Harness {
         // record is older than the retention time.
         let now = self.clock.now_ms();
         let active = self.log().end_position().0;
+        // A segment whose background seal runs is kept until it is synced.
+        let sealing = self.log().sealing_base();
         let mut segments: Vec<u64> = self.model.iter().map(|r| r.segment).collect();
         segments.dedup();
         for segment in segments {
@@ -178,7 +191,7 @@ impl Harness {
                 .map(|r| r.timestamp)
                 .max();
             let expired = newest.is_some_and(|ts| now - ts > RETENTION_MS as i64);
-            if segment == active || !expired {
+            if segment == active || Some(segment) == sealing || !expired {
                 break;
             }
             self.model.retain(|r| r.segment != segment);
@@ -188,17 +201,23 @@ impl Harness {
     fn crash(&mut self, at: f64) {
         let log = self.log.take().expect("open");
         let (segment, durable) = log.durable_position();
-        let (_, end) = log.end_position();
+        let path = self.dir.join(format!("{segment:020}.log"));
+        // While a sealed segment's background sync is unsettled, the
+        // durable point is in it, not in the active segment.
+        let end = std::fs::metadata(&path).expect("segment").len();
         drop(log);
         let cut = durable + ((end - durable) as f64 * at) as u64;
-        let path = self.dir.join(format!("{segment:020}.log"));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
             .expect("open segment");
         file.set_len(cut).expect("cut");
-        self.model
-            .retain(|r| r.segment != segment || r.batch_end <= cut);
+        // A sealed segment that lost its tail ends the log: the segments
+        // after it go too.
+        let lost_tail = cut < end;
+        self.model.retain(|r| {
+            r.segment < segment || (r.segment == segment && r.batch_end <= cut) || !lost_tail
+        });
         self.next = self
             .model
             .last()

@@ -4,7 +4,11 @@
 //! ## Power cuts
 //!
 //! Each case runs the log on a [`PowerCutFs`] through random appends (plain
-//! and idempotent), commits, rolls, timer syncs, clean restarts and
+//! and idempotent), commits, rolls, timer syncs, explicit syncs, the jobs
+//! of background seals (`fsync=never`/`interval`: a roll leaves the sealed
+//! segment's sync to a job, which runs only when a step says so, so the
+//! cut lands before, during or after it, and before or after the
+//! checkpoint the next commit writes for it), clean restarts and
 //! `kill -9` restarts, recording which appends were acknowledged (commit
 //! returned `Ok`) and which the log claims are synced. Then the power is cut,
 //! either between two calls or in the middle of one (the file system fails
@@ -250,6 +254,8 @@ impl Case {
         }
     }
 
+    /// Opens the log; background seals run when a step says so (or when
+    /// the log waits for one), so a cut lands before, during or after one.
     fn open_with(&self, fs: Arc<dyn FileSystem>) -> LogResult<Log> {
         Log::open(
             fs,
@@ -257,6 +263,7 @@ impl Case {
             self.config.clone(),
             Arc::new(self.clock.clone()),
         )
+        .map(Log::with_manual_seals)
     }
 
     fn open_cut(&self) -> LogResult<Log> {
@@ -338,7 +345,7 @@ impl Case {
 
     fn step(&mut self, log: &mut Option<Log>, next_before: u64) -> LogResult<()> {
         let current = log.as_mut().expect("open");
-        match self.rng.below(24) {
+        match self.rng.below(27) {
             0..=11 => self.append(current),
             12..=17 => {
                 current.commit()?;
@@ -355,11 +362,21 @@ impl Case {
             18 => current.roll(),
             // Written, not yet synced: what the writer does before its fsync.
             19 => current.flush_writes(),
-            20 | 21 => match self.policy {
-                // What the interval policy's timer does.
+            20 => match self.policy {
+                // What the interval policy's timer does: the active
+                // segment only, not waiting for a background seal.
                 FsyncPolicy::Never => Ok(()),
-                _ => current.sync(),
+                _ => current.sync_active(),
             },
+            // An explicit sync (a journal before its snapshot): waits for
+            // a background seal too.
+            21 => current.sync(),
+            // A background seal's job: sync the sealed segment and its
+            // indexes; the next commit writes its checkpoint.
+            23 | 24 => {
+                current.run_seal_job();
+                Ok(())
+            }
             22 => {
                 // Clean restart on the same (simulated) disk.
                 let closing = log.take().expect("open");
@@ -369,7 +386,8 @@ impl Case {
                 Ok(())
             }
             _ => {
-                // kill -9: the page cache survives, staged appends do not.
+                // kill -9 (a background seal's job dies with the process):
+                // the page cache survives, staged appends do not.
                 let written_end = {
                     let current = log.as_ref().expect("open");
                     current.reader().end_offset()

@@ -11,6 +11,17 @@
 //! bound ([`BATCH_BYTES_BOUND`]), not to the current `max_batch_bytes`,
 //! which limits new appends only.
 //!
+//! A read by offset is one pass in the common case: one read from the
+//! index entry at or before the offset to the last batch boundary the
+//! index knows within `max_bytes` (or the segment's end), into a buffer's
+//! uninitialised capacity; the headers in it lead to the batch holding the
+//! offset, and the checked batches from there are served out of the same
+//! buffer. Each byte is read once, and no byte of a batch that does not
+//! fit is read. When those bytes do not lead to the batch (a damaged
+//! entry, a bad header), the careful path below searches and reports. A
+//! read of a cold sealed segment leaves it out of the page cache (see
+//! [`Segment::read_range`]).
+//!
 //! Index entries only say where to start looking, and a damaged one must
 //! not make a read skip records: the batch a read by offset serves first
 //! must hold the offset asked for (start at or before it), and the batch a
@@ -123,9 +134,65 @@ impl LogReader {
             ));
         }
         let size = segment.size();
+        if let Some(bytes) = self.read_from_entry(segment, offset, size, max_bytes)? {
+            return Ok(result(bytes));
+        }
         let (position, first) = self.batch_holding(segment, offset, size)?;
         let bytes = self.read_batches(segment, position, size, &first, max_bytes)?;
         Ok(result(bytes))
+    }
+
+    /// The common read, in one pass: one read from the index entry at or
+    /// before `offset` to the last batch boundary the index knows within
+    /// `max_bytes` of it (or the segment's end), walking the headers in
+    /// that buffer to the batch holding `offset` and serving the checked
+    /// whole batches from there, out of the same buffer. Each byte is read
+    /// once, into uninitialised capacity; at most the batches between the
+    /// entry and `offset` (under one index interval) are read and not
+    /// served. `None` when the bytes read do not lead to that batch (a
+    /// damaged entry, a bad header, or the batch lies past the window):
+    /// the careful path ([`Self::batch_holding`]) then searches and
+    /// reports.
+    fn read_from_entry(
+        &self,
+        segment: &Segment,
+        offset: u64,
+        size: u64,
+        max_bytes: usize,
+    ) -> LogResult<Option<Bytes>> {
+        let (_, hint) = segment.index.lookup((offset - segment.base_offset) as u32);
+        let start = u64::from(hint);
+        let limit = start.saturating_add(max_bytes as u64);
+        let end = if size <= limit {
+            size
+        } else {
+            segment
+                .index
+                .position_at_or_before(limit)
+                .filter(|&p| p > start)
+                .unwrap_or(limit)
+                .min(limit)
+        };
+        if start >= end {
+            return Ok(None);
+        }
+        let mut buf = Vec::new();
+        segment.read_range(&mut buf, start, end)?;
+        let Some((at, first)) = walk_to(&buf, offset) else {
+            return Ok(None);
+        };
+        let first_end = at + first.total_len();
+        if first_end > buf.len() {
+            // At least one batch, however large.
+            let first_end = start + first_end as u64;
+            if first_end > size {
+                return Ok(None);
+            }
+            let read_to = start + buf.len() as u64;
+            segment.read_range(&mut buf, read_to, first_end)?;
+        }
+        let served = checked_batches(segment, start + at as u64, &buf[at..], first.base_offset)?;
+        Ok(Some(Bytes::from(buf).slice(at..at + served)))
     }
 
     /// The batch of `segment` holding `offset`: its position and header.
@@ -263,38 +330,72 @@ impl LogReader {
         max_bytes: usize,
     ) -> LogResult<Bytes> {
         let want = ((size - position) as usize).min(max_bytes.max(first.total_len()));
-        let mut buf = segment.read_exact(position, want)?;
-        let mut at = 0usize;
-        let mut expected = first.base_offset;
-        while at + HEADER_LEN <= buf.len() {
-            let Some((_, length)) = pigeon_protocol::batch::read_prefix(&buf[at..]) else {
-                break;
-            };
-            let total = 12 + length as usize;
-            if at + total > buf.len() {
-                break;
-            }
-            let checked = verify_stored(&buf[at..at + total], BATCH_BYTES_BOUND as usize)
-                .map_err(|e| e.to_string())
-                .and_then(|h| match h.base_offset == expected {
-                    true => Ok(h),
-                    false => Err(format!(
-                        "batch has base offset {} where {expected} was expected",
-                        h.base_offset
-                    )),
-                });
-            match checked {
-                Ok(header) => expected = header.next_offset(),
-                // Serve the good batches before the damage; the next read
-                // starts at the damaged one and reports it.
-                Err(_) if at > 0 => break,
-                Err(reason) => return Err(segment.corrupt(position + at as u64, reason)),
-            }
-            at += total;
-        }
-        buf.truncate(at);
+        let mut buf = Vec::new();
+        segment.read_range(&mut buf, position, position + want as u64)?;
+        let served = checked_batches(segment, position, &buf, first.base_offset)?;
+        buf.truncate(served);
         Ok(Bytes::from(buf))
     }
+}
+
+/// The batch holding `offset` among the whole headers at the start of
+/// `buf`: its index in `buf` and header. `None` when a header is damaged,
+/// the first batch starts after `offset` (a damaged index entry), or the
+/// batch is not in `buf`.
+fn walk_to(buf: &[u8], offset: u64) -> Option<(usize, BatchHeader)> {
+    let mut at = 0usize;
+    while at + HEADER_LEN <= buf.len() {
+        let header = BatchHeader::parse(&buf[at..]).ok()?;
+        let total = header.total_len();
+        if total < HEADER_LEN || total > BATCH_BYTES_BOUND as usize || header.base_offset > offset {
+            return None;
+        }
+        if header.next_offset() > offset {
+            return Some((at, header));
+        }
+        at += total;
+    }
+    None
+}
+
+/// Bytes of the whole, checked batches at the start of `buf` (read from
+/// `position` of `segment`), the first of which has base offset
+/// `expected`: each passes its length, CRC and offset-continuity check. A
+/// damaged first batch is an error naming the segment and position; a
+/// damaged later one ends what is served (the next read starts at it and
+/// reports it). A partial batch at the end is not served.
+fn checked_batches(
+    segment: &Segment,
+    position: u64,
+    buf: &[u8],
+    mut expected: u64,
+) -> LogResult<usize> {
+    let mut at = 0usize;
+    while at + HEADER_LEN <= buf.len() {
+        let Some((_, length)) = pigeon_protocol::batch::read_prefix(&buf[at..]) else {
+            break;
+        };
+        let total = 12 + length as usize;
+        if at + total > buf.len() {
+            break;
+        }
+        let checked = verify_stored(&buf[at..at + total], BATCH_BYTES_BOUND as usize)
+            .map_err(|e| e.to_string())
+            .and_then(|h| match h.base_offset == expected {
+                true => Ok(h),
+                false => Err(format!(
+                    "batch has base offset {} where {expected} was expected",
+                    h.base_offset
+                )),
+            });
+        match checked {
+            Ok(header) => expected = header.next_offset(),
+            Err(_) if at > 0 => break,
+            Err(reason) => return Err(segment.corrupt(position + at as u64, reason)),
+        }
+        at += total;
+    }
+    Ok(at)
 }
 
 /// `(start, end)` offsets of a segment list.

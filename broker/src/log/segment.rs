@@ -7,6 +7,11 @@
 //! (of the last readable batch). The writer stores `size` before
 //! `next_offset`, so a reader that loads `next_offset` first and `size` second
 //! always finds the batches below that offset inside `size`.
+//!
+//! Reads ([`Segment::read_range`]) go straight into a buffer's spare
+//! capacity; a read of a sealed segment that was not in the page cache
+//! leaves it out of the cache again, so catch-up reads of old segments do
+//! not evict the active segment's pages.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,7 +25,7 @@ use pigeon_protocol::batch::{
 use super::config::BATCH_BYTES_BOUND;
 use super::error::{LogError, LogResult};
 use super::index::{MappedIndex, OffsetIndex, TimeIndex};
-use crate::io::{FileSystem, OpenMode, StorageFile, read_full_at};
+use crate::io::{Advice, FileSystem, OpenMode, StorageFile, read_full_at, read_full_into};
 
 /// File name of a segment's `kind` file (`log`, `index`, `timeindex`).
 pub(crate) fn file_name(base_offset: u64, kind: &str) -> String {
@@ -57,6 +62,9 @@ pub(crate) struct Segment {
     pub max_timestamp: AtomicI64,
     /// Whether the segment is sealed (immutable).
     pub sealed: AtomicBool,
+    /// A read found part of this sealed segment outside the page cache (it
+    /// was advised sequential then).
+    cold: AtomicBool,
 }
 
 impl Segment {
@@ -110,6 +118,7 @@ impl Segment {
             next_offset: AtomicU64::new(next_offset),
             max_timestamp: AtomicI64::new(max_timestamp),
             sealed: AtomicBool::new(false),
+            cold: AtomicBool::new(false),
         }
     }
 
@@ -168,16 +177,53 @@ impl Segment {
 
     /// Reads `len` bytes at `position`, failing if the file is shorter.
     pub fn read_exact(&self, position: u64, len: usize) -> LogResult<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        let read = read_full_at(self.log.as_ref(), &mut buf, position)
-            .map_err(|e| LogError::io(format!("reading {}", self.log_path.display()), e))?;
-        if read < len {
+        let mut buf = Vec::new();
+        self.read_range(&mut buf, position, position + len as u64)?;
+        Ok(buf)
+    }
+
+    /// Appends bytes `from..to` of the `.log` to `buf`, failing if the file
+    /// is shorter. The bytes go straight into `buf`'s spare capacity (no
+    /// zero-filling). For a sealed segment, a read that finds part of the
+    /// range outside the page cache (a catch-up read of a cold segment)
+    /// drops the range from the cache afterwards (`POSIX_FADV_DONTNEED`)
+    /// and marks the file sequential (more readahead), so that it does not
+    /// evict the hot tail that live readers use; a range found whole in
+    /// the cache is left as it was.
+    pub fn read_range(&self, buf: &mut Vec<u8>, from: u64, to: u64) -> LogResult<()> {
+        let len = usize::try_from(to.saturating_sub(from)).unwrap_or(usize::MAX);
+        let io = |e| LogError::io(format!("reading {}", self.log_path.display()), e);
+        let mut done = 0;
+        let mut cold = false;
+        if self.sealed.load(Ordering::Acquire)
+            && let Some(cached) = self.log.read_cached_into(buf, len, from).map_err(io)?
+        {
+            done = cached;
+            cold = done < len;
+        }
+        if cold && !self.cold.swap(true, Ordering::Relaxed) {
+            self.advise(0, 0, Advice::Sequential);
+        }
+        done +=
+            read_full_into(self.log.as_ref(), buf, len - done, from + done as u64).map_err(io)?;
+        if cold {
+            self.advise(from, len as u64, Advice::DontNeed);
+        }
+        if done < len {
             return Err(self.corrupt(
-                position + read as u64,
-                format!("file ends {} bytes early", len - read),
+                from + done as u64,
+                format!("file ends {} bytes early", len - done),
             ));
         }
-        Ok(buf)
+        Ok(())
+    }
+
+    /// Page-cache advice about the `.log` (`len` 0: to the end); advice is
+    /// only that, so a failure is logged, not raised.
+    fn advise(&self, from: u64, len: u64, advice: Advice) {
+        if let Err(e) = self.log.advise(from, len, advice) {
+            tracing::debug!(segment = %self.log_path.display(), error = %e, ?advice, "page-cache advice refused");
+        }
     }
 }
 

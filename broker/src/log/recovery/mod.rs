@@ -13,12 +13,22 @@
 //!    missing, not a whole number of entries, or fail the check are rebuilt
 //!    by scanning that one segment, into `*.tmp` files that are synced and
 //!    then renamed over the old ones, so a rebuild cut short never leaves a
-//!    partial index under the real name.
+//!    partial index under the real name. Sealed segments the checkpoint
+//!    does not cover are scanned whole the same way. The one just before
+//!    the last segment may have been sealed without its background sync
+//!    completing ([`super::writer::seal`]): if it is torn, corrupt, or ends
+//!    before the last segment begins, it lost its unsynced tail, so the
+//!    last segment is removed (durably, first) and it is recovered as the
+//!    active segment in step 4; if it checks out, it is synced before it is
+//!    trusted. (At most one seal runs at a time, so every earlier sealed
+//!    segment was synced; damage in one is bit rot, kept and reported.)
 //! 3. Clean shutdown (checkpoint says clean and matches the last segment's
 //!    size): open the active segment as it is. Nothing is scanned.
-//!    A fence checkpoint (an fsync of the active segment failed, see
-//!    [`super::checkpoint`]) first cuts that segment at the fence, unscanned:
-//!    the page cache may hold bytes there that never reached the disk.
+//!    A fence checkpoint (an fsync failed, see [`super::checkpoint`])
+//!    first removes every segment after the fenced one (a sealed segment's
+//!    background sync failed), durably, then cuts the fenced segment at the
+//!    fence, unscanned: the page cache may hold bytes there that never
+//!    reached the disk.
 //! 4. Otherwise scan from the checkpoint's position to the end of the last
 //!    segment (and through any segment sealed after the checkpoint): every
 //!    batch's length, CRC and offset continuity is checked. The active
@@ -126,18 +136,11 @@ impl Log {
                 .now_ms()
                 .saturating_sub(i64::try_from(config.producer_expiry_ms).unwrap_or(i64::MAX)),
         };
+        let bases = drop_after_fence(fs.as_ref(), dir, bases, checkpoint)?;
         let (segments, active) = match bases.split_last() {
             None => opener.fresh(checkpoint.map_or(0, |c| c.next_offset))?,
-            Some((&last, sealed)) => {
-                let mut segments = Vec::with_capacity(bases.len());
-                for (i, &base) in sealed.iter().enumerate() {
-                    let next_base = bases[i + 1];
-                    let trusted = checkpoint.is_some_and(|c| base < c.segment_base);
-                    segments.push(Arc::new(opener.sealed(base, next_base, trusted)?));
-                }
-                let active = opener.active(last, checkpoint, clock.now_ms())?;
-                segments.push(active.segment.clone());
-                (segments, active)
+            Some((_, sealed)) => {
+                opener.segments(&bases, sealed.len(), checkpoint, clock.now_ms())?
             }
         };
         for pair in segments.windows(2) {
@@ -187,6 +190,99 @@ fn clean_leftovers(fs: &dyn FileSystem, dir: &Path) -> std::io::Result<Vec<u64>>
         }
     }
     Ok(logs.into_iter().collect())
+}
+
+/// A fence in a segment before the last (a sealed segment's background
+/// sync failed, see [`super::writer::seal`]): the log ends in it, so every
+/// later segment is removed, durably, before it is cut at the fence.
+fn drop_after_fence(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    mut bases: Vec<u64>,
+    checkpoint: Option<Checkpoint>,
+) -> LogResult<Vec<u64>> {
+    let fenced = checkpoint
+        .filter(|c| c.fence)
+        .and_then(|c| bases.iter().position(|&b| b == c.segment_base));
+    if let Some(at) = fenced.filter(|&at| at + 1 < bases.len()) {
+        remove_segments(fs, dir, &bases[at + 1..], "written after a failed fsync")?;
+        bases.truncate(at + 1);
+    }
+    Ok(bases)
+}
+
+/// Removes the segments at `bases` (their three files), then syncs the
+/// directory, so that the removal is durable before anything else changes.
+fn remove_segments(fs: &dyn FileSystem, dir: &Path, bases: &[u64], why: &str) -> LogResult<()> {
+    for &base in bases {
+        let [log_path, ..] = Segment::paths(dir, base);
+        let bytes = fs
+            .open(&log_path, crate::io::OpenMode::Read)
+            .and_then(|f| f.len())
+            .unwrap_or(0);
+        tracing::warn!(segment = %log_path.display(), bytes, why, "removing a segment that follows the end of the log");
+        for path in Segment::paths(dir, base) {
+            match fs.remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(LogError::io(format!("removing {}", path.display()), e));
+                }
+                _ => {}
+            }
+        }
+    }
+    fs.sync_dir(dir).map_err(|e| {
+        LogError::io(
+            format!("syncing {} after removing segments", dir.display()),
+            e,
+        )
+    })
+}
+
+impl Opener<'_> {
+    /// Opens the segments at `bases` (the first `sealed` of them sealed,
+    /// the last active). The sealed segment just before the last one, when
+    /// the checkpoint does not cover it, may have been sealed without its
+    /// sync completing ([`super::writer::seal`]): if it lost its tail, the
+    /// last segment is removed and it becomes the active one, recovered
+    /// like any unsynced tail.
+    fn segments(
+        &mut self,
+        bases: &[u64],
+        sealed: usize,
+        checkpoint: Option<Checkpoint>,
+        now_ms: i64,
+    ) -> LogResult<(Vec<Arc<Segment>>, Active)> {
+        let mut segments = Vec::with_capacity(bases.len());
+        for (i, &base) in bases[..sealed].iter().enumerate() {
+            let next_base = bases[i + 1];
+            let trusted = checkpoint.is_some_and(|c| base < c.segment_base);
+            if trusted || i + 1 < sealed {
+                segments.push(Arc::new(self.sealed(base, next_base, trusted)?));
+                continue;
+            }
+            let before = (self.producers.clone(), self.max_timestamp);
+            match self.sealed_maybe_unsynced(base, next_base)? {
+                Some(segment) => segments.push(Arc::new(segment)),
+                None => {
+                    // Nothing after a lost piece is served: the last
+                    // segment goes (durably) before this one is cut.
+                    (self.producers, self.max_timestamp) = before;
+                    remove_segments(
+                        self.fs,
+                        self.dir,
+                        &bases[sealed..],
+                        "its sealed predecessor lost its unsynced tail",
+                    )?;
+                    let active = self.active(base, checkpoint, now_ms)?;
+                    segments.push(active.segment.clone());
+                    return Ok((segments, active));
+                }
+            }
+        }
+        let active = self.active(bases[sealed], checkpoint, now_ms)?;
+        segments.push(active.segment.clone());
+        Ok((segments, active))
+    }
 }
 
 /// Opens segments one by one, carrying the largest timestamp seen.

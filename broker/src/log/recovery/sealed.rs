@@ -47,6 +47,37 @@ impl Opener<'_> {
         next_base: u64,
         trusted: bool,
     ) -> LogResult<Segment> {
+        // Only a possibly unsynced segment is ever given up.
+        self.open_sealed(base, next_base, trusted, false)?
+            .ok_or_else(|| {
+                LogError::io(
+                    format!("opening segment {base:020}"),
+                    std::io::Error::other("a sealed segment was given up (a bug)"),
+                )
+            })
+    }
+
+    /// Opens the sealed segment just before the last one when the
+    /// checkpoint does not cover it: it may have been sealed without its
+    /// sync completing ([`crate::log::writer::seal`]). It is scanned whole;
+    /// `None` if it lost its tail (torn, corrupt, or ending before
+    /// `next_base`): the caller recovers it as the active segment. If it
+    /// checks out, it is synced.
+    pub(super) fn sealed_maybe_unsynced(
+        &mut self,
+        base: u64,
+        next_base: u64,
+    ) -> LogResult<Option<Segment>> {
+        self.open_sealed(base, next_base, false, true)
+    }
+
+    fn open_sealed(
+        &mut self,
+        base: u64,
+        next_base: u64,
+        trusted: bool,
+        maybe_unsynced: bool,
+    ) -> LogResult<Option<Segment>> {
         let [log_path, _, _] = Segment::paths(self.dir, base);
         let log = self
             .fs
@@ -78,10 +109,12 @@ impl Opener<'_> {
                     tracing::warn!(segment = %log_path.display(), "index files missing or damaged; rebuilding them");
                 }
                 // The rebuild's scan replays the producer state too.
-                (
-                    false,
-                    self.rebuild_sealed(base, next_base, log_path, log, size)?,
-                )
+                let rebuilt =
+                    self.rebuild_sealed(base, next_base, log_path, log, size, maybe_unsynced)?;
+                let Some(segment) = rebuilt else {
+                    return Ok(None);
+                };
+                (false, segment)
             }
         };
         segment.sealed.store(true, Ordering::Release);
@@ -89,7 +122,7 @@ impl Opener<'_> {
         if checked && self.needs_producer_walk(&segment) {
             self.walk_producers(&segment, 0, size)?;
         }
-        Ok(segment)
+        Ok(Some(segment))
     }
 
     /// The indexes of a trusted sealed segment and what its end holds, if
@@ -154,6 +187,11 @@ impl Opener<'_> {
     /// ones: a rebuild cut short leaves temp files (removed at the next
     /// open, which rebuilds again), never a partial index under the real
     /// name.
+    ///
+    /// `maybe_unsynced`: the segment may have been sealed without its sync
+    /// completing; if it lost its tail (damage, or it ends before
+    /// `next_base`), nothing is renamed and `None` is returned. Otherwise
+    /// it is synced before it is trusted.
     fn rebuild_sealed(
         &mut self,
         base: u64,
@@ -161,7 +199,8 @@ impl Opener<'_> {
         log_path: std::path::PathBuf,
         log: Arc<dyn crate::io::StorageFile>,
         size: u64,
-    ) -> LogResult<Segment> {
+        maybe_unsynced: bool,
+    ) -> LogResult<Option<Segment>> {
         let capacity = self
             .config
             .index_capacity()
@@ -194,6 +233,11 @@ impl Opener<'_> {
             &mut self.producers,
             self.producers_from,
         );
+        if maybe_unsynced && lost_tail(&segment, &end, cursor.next_offset, next_base) {
+            drop(segment);
+            self.remove_temp_indexes(&[&index_tmp, &time_tmp]);
+            return Ok(None);
+        }
         match end {
             // The whole segment checked out: its end is known.
             Ok(_) => segment
@@ -207,6 +251,13 @@ impl Opener<'_> {
             }
             Err(stop) => return Err(stop.into_error(&segment.log_path, "rebuilding its indexes")),
         }
+        if maybe_unsynced {
+            // Its sync may not have completed: it is trusted from now on.
+            segment
+                .log
+                .sync_data()
+                .map_err(|e| LogError::io(format!("syncing {shown}"), e))?;
+        }
         segment.push_final_time_entry(cursor.max_timestamp, cursor.last_batch_relative);
         segment.seal_indexes()?;
         self.fs
@@ -217,8 +268,41 @@ impl Opener<'_> {
         segment
             .max_timestamp
             .store(cursor.max_timestamp, Ordering::Release);
-        Ok(segment)
+        Ok(Some(segment))
     }
+}
+
+impl Opener<'_> {
+    /// Removes the temp files of a rebuild given up (the next start would
+    /// remove them too).
+    fn remove_temp_indexes(&self, paths: &[&Path]) {
+        for tmp in paths {
+            if let Err(e) = self.fs.remove_file(tmp) {
+                tracing::warn!(path = %tmp.display(), error = %e, "could not remove a temp index (the next start removes it)");
+            }
+        }
+    }
+}
+
+/// Whether a scan of a sealed `segment` that ended with `end` (the last
+/// good batch's end, or where it stopped) at offset `next_offset` shows a
+/// lost tail: damage, or an end before `next_base`. Logged if so.
+fn lost_tail(
+    segment: &Segment,
+    end: &Result<u64, ScanStop>,
+    next_offset: u64,
+    next_base: u64,
+) -> bool {
+    let position = match end {
+        Ok(end) if next_offset < next_base => *end,
+        Err(ScanStop::Damaged { position, .. }) => *position,
+        _ => return false,
+    };
+    tracing::warn!(
+        segment = %segment.log_path.display(), position, ends_at = next_offset, next_base,
+        "a segment sealed after the last checkpoint lost its unsynced tail; it is recovered as the end of the log"
+    );
+    true
 }
 
 /// The end of a sealed segment, read from its last batches' headers.

@@ -134,29 +134,41 @@ impl Log {
         match self.config.fsync {
             FsyncPolicy::Always => self.sync(),
             FsyncPolicy::Interval(every) => self.flush_writes().and_then(|()| {
+                // A sealed segment's background sync, if it finished.
+                self.settle_seal(false)?;
                 let due = self.unsynced_since.is_some_and(|t| t.elapsed() >= every);
                 if due {
-                    self.sync()
+                    self.sync_active()
                 } else {
                     self.checkpoint_if_due()
                 }
             }),
-            FsyncPolicy::Never => self.flush_writes().and_then(|()| self.checkpoint_if_due()),
+            FsyncPolicy::Never => self
+                .flush_writes()
+                .and_then(|()| self.settle_seal(false))
+                .and_then(|()| self.checkpoint_if_due()),
         }
     }
 
-    /// When the interval policy next needs a sync, if it does.
+    /// When the writer's timer next has work: the interval policy's sync,
+    /// or a look at a sealed segment's background sync
+    /// ([`seal`](super::seal)); a [`commit`](Self::commit) then does it.
     pub fn sync_due_at(&self) -> Option<Instant> {
-        match self.config.fsync {
+        let sync = match self.config.fsync {
             FsyncPolicy::Interval(every) => self.unsynced_since.map(|t| t + every),
             _ => None,
+        };
+        match (sync, self.seal_poll_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// Writes and fsyncs everything appended; then publishes it. If the
-    /// write of the staged batches fails, what was written before them is
-    /// still synced and published, and the write's error returned.
-    pub fn sync(&mut self) -> LogResult<()> {
+    /// Writes and fsyncs everything appended to the active segment; then
+    /// publishes it. If the write of the staged batches fails, what was
+    /// written before them is still synced and published, and the write's
+    /// error returned. [`Log::sync`] also waits for a background seal.
+    pub(crate) fn sync_active(&mut self) -> LogResult<()> {
         self.check_writable()?;
         let written = self.flush_writes();
         if self.active.synced_pos < self.active.write_pos {
@@ -188,6 +200,11 @@ impl Log {
     /// checkpoints come at segment roll (which syncs anyway) and restart
     /// work is bounded by one segment instead.
     fn checkpoint_if_due(&mut self) -> LogResult<()> {
+        if self.seal_pending() {
+            // It would name the active segment and so trust the sealed
+            // one, whose sync has not completed (see `seal`).
+            return Ok(());
+        }
         let a = &self.active;
         if a.write_pos - a.checkpoint_pos < self.config.checkpoint_interval_bytes {
             return Ok(());

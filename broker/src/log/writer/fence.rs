@@ -18,6 +18,13 @@
 //! was acknowledged; under `interval`/`never` the appends acknowledged
 //! since the last sync are dropped, as a power cut would drop them.
 //!
+//! The same happens when the background sync of a sealed segment fails
+//! (see [`seal`](super::seal)): the log goes back into that segment, at its
+//! last completed sync, and the next segment is emptied; the fence names
+//! the sealed segment. A failed sync of the active segment while a sealed
+//! one's sync runs waits for that first: if it failed too, the log goes
+//! back into the sealed segment.
+//!
 //! ## Invariants
 //!
 //! - `SyncedPoint` is the writer's state (cursor, index lengths, tickets)
@@ -81,14 +88,32 @@ impl Log {
 
     /// After a failed fdatasync of the active segment (see the module doc):
     /// read-only, back to the last synced position, file cut there, fence
-    /// checkpoint written.
+    /// checkpoint written. If a sealed segment's background sync is
+    /// unsettled, it is waited for first: when it failed too, the log goes
+    /// back into that segment instead.
     pub(super) fn fsync_failed(&mut self, e: std::io::Error) -> LogError {
+        let active_base = self.active.segment.base_offset;
+        if let Err(sealed_failed) = self.settle_seal(true)
+            && self.active.segment.base_offset != active_base
+        {
+            // The sealed segment's sync failed: the log went back into it.
+            return sealed_failed;
+        }
         let segment = self.active.segment.clone();
         let error = self.refuse_writes(format!(
             "an fsync failed (fdatasync of {}: {e})",
             segment.log_path.display()
         ));
-        let synced = self.synced;
+        self.go_back_and_fence(self.synced);
+        error
+    }
+
+    /// Takes the active segment back to `active.synced_pos`, where the
+    /// writer's state was `synced`: readers, index entries and the cursor
+    /// forget what followed, the file is cut there and a fence checkpoint
+    /// records the position. The log is read-only already.
+    pub(super) fn go_back_and_fence(&mut self, synced: SyncedPoint) {
+        let segment = self.active.segment.clone();
         let position = self.active.synced_pos;
         let max_timestamp = if position == 0 {
             i64::MIN
@@ -103,6 +128,7 @@ impl Log {
         segment.time_index.0.truncate(synced.time_index_len);
         self.active.write_pos = position;
         self.active.cursor = synced.cursor;
+        self.synced = synced;
         self.durable_below = self.durable_below.min(synced.ticket);
         self.unsynced_since = None;
         let cut = segment.log.set_len(position);
@@ -139,7 +165,6 @@ impl Log {
                 "could neither cut the segment back to its last synced position nor record it: before restarting the broker, cut the file to that many bytes (or drop the page cache, or reboot), or a restart may serve bytes that never reached the disk"
             ),
         }
-        error
     }
 
     /// Refuses writes after a failure; replaces a fence left by the last

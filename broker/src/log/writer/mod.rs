@@ -27,11 +27,13 @@
 //! | [`commit`] | step 3 and the answers: the fsync policy's work, tickets, sync, publishing to readers, recovery checkpoints |
 //! | [`fence`] | a failed `fdatasync`: read-only, back to the last synced point, cut and fence checkpoint |
 //! | [`roll`] | roll and seal, deleting whole sealed segments (retention, trim), clean close |
+//! | [`seal`] | under `fsync=never`/`interval`: the sealed segment's sync in the background, and its checkpoint once it completed |
 
 pub mod append;
 pub mod commit;
 pub mod fence;
 pub mod roll;
+pub mod seal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -157,6 +159,10 @@ pub struct Log {
     pub(crate) recovery: RecoveryReport,
     /// Idempotent producers' sequences and recent batches.
     pub(crate) producers: ProducerTable,
+    /// A sealed segment whose background sync is not settled yet.
+    pending_seal: Option<seal::PendingSeal>,
+    /// How seal jobs run.
+    seal_mode: seal::SealMode,
     /// The broker's producer registry, for fencing.
     epochs: Option<Arc<dyn EpochSource>>,
     /// Producer entries as they were before the staged group touched them.
@@ -197,6 +203,8 @@ impl Log {
             unsynced_since: None,
             recovery: RecoveryReport::default(),
             producers: ProducerTable::new(),
+            pending_seal: None,
+            seal_mode: seal::SealMode::Background,
             epochs: None,
             staged_producers: Vec::new(),
             active,
@@ -244,8 +252,13 @@ impl Log {
         self.active.cursor.next_offset
     }
 
-    /// Bytes of the active segment covered by a completed fsync.
+    /// `(segment base, bytes)` up to which the log is durable: the active
+    /// segment's bytes covered by a completed fsync, or, while a sealed
+    /// segment's background sync is unsettled, that segment's.
     pub fn durable_position(&self) -> (u64, u64) {
+        if let Some(position) = self.pending_durable_position() {
+            return position;
+        }
         (self.active.segment.base_offset, self.active.synced_pos)
     }
 }

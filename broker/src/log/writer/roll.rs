@@ -5,28 +5,39 @@
 //!
 //! ## Roll
 //!
-//! Flush and sync the active segment, seal its indexes (mark the segment
-//! sealed so it takes no more appends, final time entry, flush, truncate to
-//! exact size, sync), create the next segment's three files, sync the
-//! directory, then write a checkpoint pointing at the new segment. A crash
-//! anywhere in between leaves either the old checkpoint (recovery scans the
-//! old segment's tail and the new, empty segment) or the new one. A failed
-//! seal turns the log read-only (appending over an index file cut to size
-//! would write through the map past its end); a failed create leaves the
-//! old segment sealed, and the next append retries the roll.
+//! Under `fsync=always`: flush and sync the active segment, seal its
+//! indexes (mark the segment sealed so it takes no more appends, final
+//! time entry, flush, truncate to exact size, sync), create the next
+//! segment's three files, sync the directory, then write a checkpoint
+//! pointing at the new segment. A crash anywhere in between leaves either
+//! the old checkpoint (recovery scans the old segment's tail and the new,
+//! empty segment) or the new one. A failed seal turns the log read-only
+//! (appending over an index file cut to size would write through the map
+//! past its end); a failed create leaves the old segment sealed, and the
+//! next append retries the roll.
+//!
+//! Under `fsync=never` and `interval`: write the staged batches, mark the
+//! segment sealed (final time entry), create the next segment, then hand
+//! the sealed segment to a background job that syncs it, seals its
+//! indexes, syncs the directory and writes the checkpoint pointing at the
+//! new segment. Nothing on the append path waits for the disk. Each step's crash story, and what a
+//! failed background sync does, is in [`super::seal`]. A roll while a
+//! seal still runs waits for it first, so at most one sealed segment is
+//! ever unsynced.
 //!
 //! ## Deleting segments
 //!
 //! Only whole sealed segments are deleted, oldest first; the active one
-//! never is. The list readers share is replaced first, then the segment's
+//! never is, nor one whose background seal is still running. The list readers share is replaced first, then the segment's
 //! files are removed (`.log` first) and the directory synced. A crash in
 //! between leaves index files whose `.log` is gone, which recovery removes,
 //! or the whole segment, which the next start opens like any other.
 //!
 //! ## Close
 //!
-//! Write and sync everything appended, cut the active indexes to their
-//! entries, and write a clean checkpoint, so that the next open scans
+//! Wait for a background seal (and write its checkpoint), write and sync
+//! everything appended, cut the active indexes to their entries, and write
+//! a clean checkpoint, so that the next open scans
 //! nothing. A crash before the clean checkpoint leaves the last one, and
 //! recovery scans from it. A read-only log closes without writing
 //! anything: its fence stays.
@@ -36,6 +47,8 @@ use std::sync::atomic::Ordering;
 
 use super::fence::SyncedPoint;
 use super::{Active, Cursor, Log};
+use crate::log::checkpoint::Checkpoint;
+use crate::log::config::FsyncPolicy;
 use crate::log::error::{LogError, LogResult};
 use crate::log::retention::{SealedInfo, expired_prefix};
 use crate::log::segment::Segment;
@@ -59,37 +72,37 @@ impl Log {
 
     /// Seals the active segment and starts a new one at the next offset.
     /// Does nothing while the active segment is empty (a new segment would
-    /// have the same base offset).
+    /// have the same base offset). Under `fsync=always` the sealed segment
+    /// is synced here; otherwise in the background ([`super::seal`]).
     pub fn roll(&mut self) -> LogResult<()> {
         if self.active.write_pos == 0 && self.staged.is_empty() {
             return Ok(());
         }
-        self.sync()?;
-        let old = self.active.segment.clone();
-        self.seal(&old)?;
-        let base = self.active.cursor.next_offset;
-        let capacity = self.config.index_capacity();
-        let created = Segment::create(self.fs.as_ref(), &self.dir, base, capacity)
-            .and_then(|segment| self.fs.sync_dir(&self.dir).map(|()| segment));
-        let segment = match created {
-            Ok(segment) => Arc::new(segment),
-            Err(e) => {
-                for path in Segment::paths(&self.dir, base) {
-                    let _ = self.fs.remove_file(&path);
-                }
-                return Err(LogError::io(
-                    format!("creating segment {base:020} in {}", self.dir.display()),
-                    e,
-                ));
-            }
-        };
-        segment.publish(0, base, i64::MIN);
-        {
-            let mut segments = self.shared.segments.write();
-            let mut list = Vec::clone(&segments);
-            list.push(segment.clone());
-            *segments = Arc::new(list);
+        // At most one sealed segment whose sync has not completed.
+        self.settle_seal(true)?;
+        // An owed checkpoint is superseded by this roll's.
+        self.pending_seal = None;
+        let background = self.config.fsync != FsyncPolicy::Always;
+        if background {
+            self.check_writable()?;
+            self.flush_writes()?;
+        } else {
+            self.sync()?;
         }
+        let old = self.active.segment.clone();
+        self.seal(&old, !background)?;
+        let base = self.active.cursor.next_offset;
+        // Under a background seal the job syncs the directory.
+        let segment = self.create_segment(base, !background)?;
+        let before = (self.active.synced_pos, self.synced);
+        let checkpoint = Checkpoint {
+            clean: false,
+            fence: false,
+            segment_base: base,
+            position: 0,
+            next_offset: base,
+            max_timestamp: self.active.cursor.max_timestamp,
+        };
         let cursor = Cursor {
             bytes_since_index: 0,
             last_indexed_timestamp: i64::MIN,
@@ -105,9 +118,50 @@ impl Log {
             cursor,
         };
         self.synced = SyncedPoint::of(&self.active, self.next_ticket);
-        self.write_checkpoint(false);
+        if background {
+            // The sealed segment's unsynced bytes are the seal's business.
+            self.unsynced_since = None;
+            self.producers
+                .expire(self.clock.now_ms(), self.config.producer_expiry_ms);
+            let snapshot = self.producers.encode(base);
+            self.start_seal(old, before.0, before.1, checkpoint, snapshot);
+        } else {
+            self.write_checkpoint(false);
+        }
         self.enforce_retention()?;
         Ok(())
+    }
+
+    /// Creates segment `base`, syncs the directory if `sync_dir`, and adds
+    /// it to the list readers share. On failure nothing of it is left
+    /// behind.
+    fn create_segment(&mut self, base: u64, sync_dir: bool) -> LogResult<Arc<Segment>> {
+        let capacity = self.config.index_capacity();
+        let created =
+            Segment::create(self.fs.as_ref(), &self.dir, base, capacity).and_then(|segment| {
+                match sync_dir {
+                    true => self.fs.sync_dir(&self.dir).map(|()| segment),
+                    false => Ok(segment),
+                }
+            });
+        let segment = match created {
+            Ok(segment) => Arc::new(segment),
+            Err(e) => {
+                for path in Segment::paths(&self.dir, base) {
+                    let _ = self.fs.remove_file(&path);
+                }
+                return Err(LogError::io(
+                    format!("creating segment {base:020} in {}", self.dir.display()),
+                    e,
+                ));
+            }
+        };
+        segment.publish(0, base, i64::MIN);
+        let mut segments = self.shared.segments.write();
+        let mut list = Vec::clone(&segments);
+        list.push(segment.clone());
+        *segments = Arc::new(list);
+        Ok(segment)
     }
 
     /// Final time entry, flush, truncate and sync both indexes; idempotent.
@@ -119,13 +173,18 @@ impl Log {
     /// seal fails half-way (say the index's fsync after the cut), the log
     /// turns read-only: the index files on disk are in an unknown state,
     /// and a restart rebuilds them from the log.
-    fn seal(&mut self, segment: &Segment) -> LogResult<()> {
+    /// `indexes`: also seal the index files now (`fsync=always`); a
+    /// background seal does that after syncing the log bytes.
+    fn seal(&mut self, segment: &Segment, indexes: bool) -> LogResult<()> {
         if segment.sealed.load(Ordering::Acquire) {
             return Ok(());
         }
         segment.sealed.store(true, Ordering::Release);
         let cursor = &self.active.cursor;
         segment.push_final_time_entry(cursor.max_timestamp, cursor.last_batch_relative);
+        if !indexes {
+            return Ok(());
+        }
         segment
             .seal_indexes()
             .map_err(|e| self.refuse_writes(format!("sealing a segment failed ({e})")))
@@ -175,6 +234,11 @@ impl Log {
     /// Removes the first `count` segments of `snapshot` from the log and
     /// their files from the disk.
     fn delete_oldest(&mut self, snapshot: &[Arc<Segment>], count: usize, why: &str) -> usize {
+        // A segment being sealed stays until its sync has completed.
+        let count = match self.sealing_base() {
+            Some(base) => count.min(snapshot.partition_point(|s| s.base_offset < base)),
+            None => count,
+        };
         if count == 0 {
             return 0;
         }
@@ -198,6 +262,8 @@ impl Log {
     /// Clean shutdown: write, sync, cut the active indexes to their entries,
     /// and write a clean checkpoint so that the next open skips the scan.
     pub fn close(mut self) -> LogResult<()> {
+        // A background seal first: its failure is the close's.
+        self.settle_seal(true)?;
         if self.read_only.is_some() {
             return Ok(());
         }
