@@ -13,7 +13,6 @@
 //! | `max_producer_names` | producer names the registry keeps (idle ones expire after `producer_expiry_ms`) | 100,000 |
 //! | `max_connections_per_peer` | connections from one IP address, on both listeners together | 256 |
 //! | `idle_timeout_ms` | how long a connection may send no request (with none in flight) before it is closed; 0: never | 600,000 |
-//! | `fetch_quota_bytes_per_sec` | fetch response bytes per second per user (per connection without users); 0: unlimited | 0 |
 //!
 //! Request-level bounds are constants here ([`MAX_REQUEST_ENTRIES`]) and
 //! apply to every listener through the service layer.
@@ -63,9 +62,6 @@ pub struct Caps {
     pub max_connections_per_peer: u32,
     /// A connection idle this long is closed; `None`: never.
     pub idle_timeout: Option<Duration>,
-    /// Fetch bytes per second per user (per connection without users);
-    /// `None`: unlimited.
-    pub fetch_quota_bytes_per_sec: Option<u64>,
 }
 
 impl Default for Caps {
@@ -78,7 +74,6 @@ impl Default for Caps {
             max_producer_names: 100_000,
             max_connections_per_peer: 256,
             idle_timeout: Some(Duration::from_secs(600)),
-            fetch_quota_bytes_per_sec: None,
         }
     }
 }
@@ -100,8 +95,6 @@ pub struct CapSettings {
     pub max_connections_per_peer: Option<u32>,
     /// `idle_timeout_ms` (0: never).
     pub idle_timeout_ms: Option<u64>,
-    /// `fetch_quota_bytes_per_sec` (0: unlimited).
-    pub fetch_quota_bytes_per_sec: Option<u64>,
 }
 
 impl Caps {
@@ -121,15 +114,6 @@ impl Caps {
                 ));
             }
             Some(ms) => Some(Duration::from_millis(ms)),
-        };
-        let fetch_quota_bytes_per_sec = match s.fetch_quota_bytes_per_sec {
-            None | Some(0) => None,
-            Some(rate) if rate < 1024 => {
-                return Err(format!(
-                    "fetch_quota_bytes_per_sec is {rate}; it must be 0 (unlimited) or at least 1024"
-                ));
-            }
-            Some(rate) => Some(rate),
         };
         Ok(Caps {
             max_topics: positive("max_topics", s.max_topics, d.max_topics)?,
@@ -155,12 +139,11 @@ impl Caps {
                 d.max_connections_per_peer,
             )?,
             idle_timeout,
-            fetch_quota_bytes_per_sec,
         })
     }
 
     /// The caps as `broker describe` shows them (`0`: no limit).
-    pub fn in_effect(&self) -> [(&'static str, String); 8] {
+    pub fn in_effect(&self) -> [(&'static str, String); 7] {
         let ms = self.idle_timeout.map_or(0, |d| d.as_millis());
         [
             ("max_topics", self.max_topics.to_string()),
@@ -179,10 +162,6 @@ impl Caps {
                 self.max_connections_per_peer.to_string(),
             ),
             ("idle_timeout_ms", ms.to_string()),
-            (
-                "fetch_quota_bytes_per_sec",
-                self.fetch_quota_bytes_per_sec.unwrap_or(0).to_string(),
-            ),
         ]
     }
 }
@@ -298,14 +277,10 @@ mod tests {
         assert!(err.starts_with("max_topics"), "{err}");
         let never = Caps::from_settings(CapSettings {
             idle_timeout_ms: Some(0),
-            fetch_quota_bytes_per_sec: Some(0),
             ..CapSettings::default()
         })
-        .expect("0 is never / unlimited");
-        assert_eq!(
-            (never.idle_timeout, never.fetch_quota_bytes_per_sec),
-            (None, None)
-        );
+        .expect("0 is never");
+        assert_eq!(never.idle_timeout, None);
         let err = Caps::from_settings(CapSettings {
             idle_timeout_ms: Some(5),
             ..CapSettings::default()

@@ -161,9 +161,6 @@ settings! {
     /// A connection that sends no request for this long (with none in flight) is closed; 0 never [default: 600000].
     #[arg(long, env = "PIGEON_IDLE_TIMEOUT_MS", value_name = "MS")]
     idle_timeout_ms: Option<u64>,
-    /// Fetch bytes per second per user (per connection without users), token bucket; 0 is unlimited [default: 0].
-    #[arg(long, env = "PIGEON_FETCH_QUOTA_BYTES_PER_SEC", value_name = "BYTES")]
-    fetch_quota_bytes_per_sec: Option<u64>,
 }
 
 /// What `pigeon-broker` does instead of serving.
@@ -343,7 +340,6 @@ impl BrokerConfig {
                 max_producer_names: c.max_producer_names,
                 max_connections_per_peer: c.max_connections_per_peer,
                 idle_timeout_ms: c.idle_timeout_ms,
-                fetch_quota_bytes_per_sec: c.fetch_quota_bytes_per_sec,
             })
             .map_err(ConfigError)?,
             log_filter: log_filter(c.log)?,
