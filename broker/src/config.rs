@@ -15,6 +15,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::caps::{CapSettings, Caps};
 use crate::log::{FsyncPolicy, LogConfig};
 use crate::security::tls::TlsFiles;
 
@@ -142,6 +143,27 @@ settings! {
     /// With users, a connection must authenticate within this long of its accept, else it is closed [default: 5000].
     #[arg(long, env = "PIGEON_AUTH_TIMEOUT_MS", value_name = "MS")]
     auth_timeout_ms: Option<u64>,
+    /// Most topics, dead-letter topics included (the broker's own __ topics are not counted) [default: 10000].
+    #[arg(long, env = "PIGEON_MAX_TOPICS", value_name = "N")]
+    max_topics: Option<u32>,
+    /// Most partitions of all topics together [default: 10000].
+    #[arg(long, env = "PIGEON_MAX_PARTITIONS", value_name = "N")]
+    max_partitions: Option<u32>,
+    /// Most consumer groups of one topic [default: 1000].
+    #[arg(long, env = "PIGEON_MAX_GROUPS_PER_TOPIC", value_name = "N")]
+    max_groups_per_topic: Option<u32>,
+    /// Most consumers joined to one group at once [default: 1000].
+    #[arg(long, env = "PIGEON_MAX_MEMBERS_PER_GROUP", value_name = "N")]
+    max_members_per_group: Option<u32>,
+    /// Most producer names kept; a name unused for producer_expiry_ms expires [default: 100000].
+    #[arg(long, env = "PIGEON_MAX_PRODUCER_NAMES", value_name = "N")]
+    max_producer_names: Option<u32>,
+    /// Most connections from one IP address, both listeners together [default: 256].
+    #[arg(long, env = "PIGEON_MAX_CONNECTIONS_PER_PEER", value_name = "N")]
+    max_connections_per_peer: Option<u32>,
+    /// A connection that sends no request for this long (with none in flight) is closed; 0 never [default: 600000].
+    #[arg(long, env = "PIGEON_IDLE_TIMEOUT_MS", value_name = "MS")]
+    idle_timeout_ms: Option<u64>,
 }
 
 /// What `pigeon-broker` does instead of serving.
@@ -206,6 +228,8 @@ pub struct BrokerConfig {
     pub users: Option<PathBuf>,
     /// How long a connection has to authenticate (with users).
     pub auth_timeout: Duration,
+    /// What one client can make the broker hold (see `crate::caps`).
+    pub caps: Caps,
 }
 
 /// A setting that could not be used, naming its key.
@@ -315,6 +339,16 @@ impl BrokerConfig {
             tls: tls_files(c.tls_cert, c.tls_key, c.tls_client_ca)?,
             users: c.users,
             auth_timeout: auth_timeout(c.auth_timeout_ms)?,
+            caps: Caps::from_settings(CapSettings {
+                max_topics: c.max_topics,
+                max_partitions: c.max_partitions,
+                max_groups_per_topic: c.max_groups_per_topic,
+                max_members_per_group: c.max_members_per_group,
+                max_producer_names: c.max_producer_names,
+                max_connections_per_peer: c.max_connections_per_peer,
+                idle_timeout_ms: c.idle_timeout_ms,
+            })
+            .map_err(ConfigError)?,
             log_filter: log_filter(c.log)?,
             log_json: match c.log_format.as_deref() {
                 None | Some("text") => false,
@@ -408,6 +442,7 @@ impl BrokerConfig {
         ];
         settings
             .into_iter()
+            .chain(self.caps.in_effect())
             .map(|(key, value)| {
                 let shown = if is_secret(key) {
                     HIDDEN.to_owned()

@@ -14,6 +14,7 @@
 //! | [`server`] | the binary-protocol adapter: listener, connections, request translation |
 //! | [`resp`] | the Redis Streams adapter: a RESP2/RESP3 listener serving stream commands |
 //! | [`config`] | settings from defaults, file, environment and flags |
+//! | [`caps`] | what one client can make the broker hold: the caps, connections per address, keepalive |
 //! | [`delivery`] | consumer groups: leases, acks, redelivery with backoff, dead letters, seek |
 //! | [`groups`] | the broker's groups: create, open, delete, source reads, dead-letter topics |
 //! | [`http`] | `/health`, `/ready` and `/metrics` |
@@ -23,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+pub mod caps;
 pub mod config;
 pub mod delivery;
 pub mod error;

@@ -85,6 +85,9 @@ pub struct Groups {
     broken: Mutex<BTreeMap<(String, String), String>>,
     /// Serialises create, delete and topic deletion.
     admin: tokio::sync::Mutex<()>,
+    /// `max_groups_per_topic` (see `crate::caps`), checked at create
+    /// under `admin`.
+    max_per_topic: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for Groups {
@@ -183,6 +186,7 @@ impl Groups {
                 format!("topic {topic} does not exist"),
             )
         })?;
+        self.check_cap(topic, group)?;
         let dlq = self.dlq_of(topics, topic, group, &source).await?;
         let meta = GroupMeta::new(topic, group, &settings, self.clock.now_ms());
         let dir = self.root.join(topic).join(group);
@@ -213,6 +217,36 @@ impl Groups {
         Ok(())
     }
 
+    /// Sets `max_groups_per_topic`.
+    pub fn set_max_per_topic(&self, max: u32) {
+        self.max_per_topic
+            .store(max, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Refuses a group beyond `max_groups_per_topic` (broken groups count:
+    /// they hold state on disk).
+    fn check_cap(&self, topic: &str, group: &str) -> Result<(), BrokerError> {
+        let max = self
+            .max_per_topic
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let of_topic = |keys: &mut dyn Iterator<Item = &(String, String)>| {
+            keys.filter(|(t, _)| t == topic).count()
+        };
+        let count =
+            of_topic(&mut self.groups.lock().keys()) + of_topic(&mut self.broken.lock().keys());
+        if count >= max as usize {
+            let what = format!("cannot create group {group} of topic {topic}");
+            let advice = "delete unused groups of the topic or raise max_groups_per_topic";
+            return Err(crate::caps::cap_reached(
+                &what,
+                "max_groups_per_topic",
+                max,
+                advice,
+            ));
+        }
+        Ok(())
+    }
+
     /// The dead-letter topic of `group` of `topic` (`source`), created if
     /// missing with the source's partition count.
     async fn dlq_of(
@@ -224,6 +258,25 @@ impl Groups {
     ) -> Result<Arc<Topic>, BrokerError> {
         let name = dlq_topic(topic, group);
         validate_topic_name(&name).map_err(|_| error(ErrorKind::InvalidRequest, format!("the dead-letter topic name {name} would be too long: shorten the topic or group name")))?;
+        let taken = self.groups.lock().keys().find_map(|(t, g)| {
+            (dlq_topic(t, g) == name && (t != topic || g != group)).then(|| (t.clone(), g.clone()))
+        });
+        if let Some((other_topic, other_group)) = taken {
+            return Err(error(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "group {group} of topic {topic} would dead-letter into {name}, which is already the dead-letter topic of group {other_group} of topic {other_topic}; rename the group (or the topic) so that <topic>.<group>.dlq differs"
+                ),
+            ));
+        }
+        if name.starts_with("__") {
+            return Err(error(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "the dead-letter topic {name} would begin with __, which is reserved for the broker; rename the group or the topic"
+                ),
+            ));
+        }
         if let Some(dlq) = topics.get(&name) {
             return Ok(dlq);
         }

@@ -71,6 +71,7 @@ impl Groups {
             groups: Mutex::new(BTreeMap::new()),
             broken: Mutex::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            max_per_topic: std::sync::atomic::AtomicU32::new(u32::MAX),
         };
         let list = |dir: &Path| {
             groups.fs.read_dir(dir).map_err(|e| {

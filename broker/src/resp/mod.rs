@@ -32,7 +32,11 @@
 //! ## Concurrency model
 //!
 //! One task accepts connections (at most `max_connections` at once; one
-//! more is told Redis's "max number of clients reached" and closed). One
+//! more is told Redis's "max number of clients reached" and closed; at
+//! most `max_connections_per_peer` from one IP address, counted with the
+//! binary protocol's, see `crate::caps`). Sockets have TCP keepalive on,
+//! and a connection that sends nothing for `idle_timeout_ms` between
+//! commands is closed (`server/idle.rs`). One
 //! task per connection runs its requests one after another, as Redis does:
 //! a blocking read holds up only its own connection. Commands are
 //! protocol-neutral calls on the service layer; the listener decides no
@@ -65,6 +69,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::security::tls::ServerTls;
+use crate::server::idle::IdleTimeout;
 use crate::service::Broker;
 use clients::Clients;
 
@@ -103,14 +108,21 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, tls: Option<Arc<Ser
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    refuse(stream);
+                let per_peer = broker.config.caps.max_connections_per_peer;
+                let Some(peer_slot) = broker.peers.admit(peer, per_peer) else {
+                    let error = crate::caps::too_many_from_peer(peer, per_peer);
+                    refuse(stream, format!("-ERR {error}\r\n"));
                     continue;
                 };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    refuse(stream, "-ERR max number of clients reached\r\n".into());
+                    continue;
+                };
+                crate::caps::keepalive(&stream);
                 let (shared, tls) = (shared.clone(), tls.clone());
                 connections.spawn(async move {
                     serve_tcp(shared, stream, peer, tls).await;
-                    drop(permit);
+                    drop((permit, peer_slot));
                 });
             }
             Err(e) => {
@@ -141,8 +153,10 @@ async fn serve_tcp(
         tls: false,
         certificate_user: None,
     };
+    let idle = shared.broker.config.caps.idle_timeout;
     let Some(tls) = tls else {
-        let (read, write) = stream.into_split();
+        let stream = IdleTimeout::new(stream, idle, peer.to_string());
+        let (read, write) = tokio::io::split(stream);
         return connection::serve(shared, read, write, link).await;
     };
     let timeout = shared.broker.config.frame_timeout;
@@ -150,6 +164,7 @@ async fn serve_tcp(
         Some(Ok(stream)) => {
             link.tls = true;
             link.certificate_user = crate::security::tls::peer_user(stream.get_ref().1);
+            let stream = IdleTimeout::new(stream, idle, peer.to_string());
             let (read, write) = tokio::io::split(stream);
             connection::serve(shared, read, write, link).await;
         }
@@ -164,14 +179,13 @@ async fn serve_tcp(
 /// The answer to a plain client on the TLS listener, in the clear.
 const PLAIN_ON_TLS: &str = "-ERR this Pigeon Redis listener requires TLS: connect with TLS (for example redis-cli --tls --cacert ca.pem)\r\n";
 
-/// Tells a connection over `max_connections` why it is closed, as Redis
-/// does, and closes it.
-fn refuse(stream: TcpStream) {
+/// Tells a connection over `max_connections` (or
+/// `max_connections_per_peer`) why it is closed, as Redis does, and
+/// closes it.
+fn refuse(stream: TcpStream, error: String) {
     tokio::spawn(async move {
         let mut stream = stream;
-        let _ = stream
-            .write_all(b"-ERR max number of clients reached\r\n")
-            .await;
+        let _ = stream.write_all(error.as_bytes()).await;
         let _ = stream.shutdown().await;
     });
 }

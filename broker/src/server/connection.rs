@@ -8,9 +8,10 @@
 //!   length is too large or too small: answered with a connection-level
 //!   error, then closed), a frame is not whole within `frame_timeout` of
 //!   its first byte (slowloris: trickling bytes does not reset the clock;
-//!   an idle connection between frames is not timed; answered with a
-//!   connection-level `RequestTimedOut`, then closed), the writer gave up
-//!   (below), or the broker shuts down.
+//!   answered with a connection-level `RequestTimedOut`, then closed), the
+//!   connection was idle (nothing in flight and no byte for
+//!   `idle_timeout_ms`: closed), the writer gave up (below), or the
+//!   broker shuts down.
 //! - At most `max_in_flight_per_connection` requests run at once; one more
 //!   is answered with `TooManyRequestsInFlight` at once, so a client cannot
 //!   queue unbounded work. A request id already in flight is refused.
@@ -261,12 +262,23 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
         // Between frames the connection may idle as long as it likes; the
         // frame clock starts with the first byte of the next frame.
         if self.frames.read_buffer().is_empty() {
-            tokio::select! {
-                // An error or the end of the stream shows up in `next` below.
-                _ = self.frames.get_mut().fill_buf() => {}
-                _ = shutdown.cancelled() => return None,
-                // The writer gave up on a client that does not read.
-                _ = self.responses.closed() => return None,
+            let idle = self.broker.config.caps.idle_timeout;
+            loop {
+                tokio::select! {
+                    // An error or the end of the stream shows up in `next` below.
+                    _ = self.frames.get_mut().fill_buf() => break,
+                    _ = shutdown.cancelled() => return None,
+                    // The writer gave up on a client that does not read.
+                    _ = self.responses.closed() => return None,
+                    _ = idle_for(idle) => {
+                        // Idle only with nothing in flight (a long-poll
+                        // waiting for data is not idleness).
+                        if self.in_flight.available_permits() == self.max_in_flight {
+                            tracing::info!(peer = %self.peer, "closing a connection idle for {:?} (idle_timeout_ms)", idle.unwrap_or_default());
+                            return None;
+                        }
+                    }
+                }
             }
         }
         let frame_timeout = self.broker.config.frame_timeout;
@@ -463,6 +475,14 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
         self.broker.leave_all(&self.context.owner).await;
         drop(self.responses);
         let _ = self.writer.await;
+    }
+}
+
+/// Sleeps `idle` (for ever with `None`).
+async fn idle_for(idle: Option<Duration>) {
+    match idle {
+        Some(idle) => tokio::time::sleep(idle).await,
+        None => std::future::pending().await,
     }
 }
 

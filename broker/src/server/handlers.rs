@@ -85,7 +85,7 @@ async fn answer(
                 held = permit;
                 Response::from(r)
             }),
-        Request::ListOffsets(req) => Ok(Response::from(list_offsets(broker, req))),
+        Request::ListOffsets(req) => list_offsets(broker, req).map(Response::from),
         Request::CreateGroup(req) => group_handlers::create(broker, req).await,
         Request::DeleteGroup(req) => group_handlers::delete(broker, req).await,
         Request::AlterGroup(req) => group_handlers::alter(broker, req).await,
@@ -278,14 +278,21 @@ async fn fetch(
     Ok((response, outcome.held))
 }
 
-fn list_offsets(broker: &Checked<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
-    let partitions = req.partitions.into_iter().map(|p| {
+fn list_offsets(
+    broker: &Checked<'_>,
+    req: ListOffsetsRequest,
+) -> Result<ListOffsetsResponse, BrokerError> {
+    let queries = req.partitions.iter().map(|p| {
         let spec = match p.spec {
             OffsetSpec::Earliest => service::OffsetSpec::Earliest,
             OffsetSpec::Latest => service::OffsetSpec::Latest,
             OffsetSpec::ByTimestamp(ts) => service::OffsetSpec::ByTimestamp(ts),
         };
-        let (found, error) = match broker.list_offset(&p.topic, p.partition, spec) {
+        (p.topic.as_str(), p.partition, spec)
+    });
+    let answers = broker.list_offsets(&queries.collect::<Vec<_>>())?;
+    let partitions = req.partitions.into_iter().zip(answers).map(|(p, answer)| {
+        let (found, error) = match answer {
             Ok(found) => (Some(found), None),
             Err(e) => (None, Some(e)),
         };
@@ -299,7 +306,7 @@ fn list_offsets(broker: &Checked<'_>, req: ListOffsetsRequest) -> ListOffsetsRes
             timestamp_ms: found.and_then(|f| f.timestamp_ms),
         }
     });
-    ListOffsetsResponse {
+    Ok(ListOffsetsResponse {
         partitions: partitions.collect(),
-    }
+    })
 }

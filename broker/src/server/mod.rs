@@ -8,6 +8,12 @@
 //!   served at once; one more is answered, at once, with a
 //!   connection-level `TooManyConnections` error and closed, so a client
 //!   learns why instead of hanging in the kernel's backlog.
+//! - At most `max_connections_per_peer` connections come from one IP
+//!   address (counted with the Redis listener's, see `crate::caps`); one
+//!   more gets `TooManyConnections` saying so, the same way. Every
+//!   accepted socket has TCP keepalive on (a peer that vanished is
+//!   noticed), and a connection with nothing in flight that sends nothing
+//!   for `idle_timeout_ms` is closed (`connection.rs`).
 //! - One task per connection reads frames; each request runs in its own
 //!   task (bounded per connection), so a slow fetch long-poll never holds up
 //!   a produce on the same connection. A produce's batches are queued at
@@ -35,6 +41,7 @@ pub mod connection;
 pub mod errors;
 pub mod group_handlers;
 pub mod handlers;
+pub mod idle;
 pub mod quota;
 pub mod tls;
 
@@ -77,6 +84,18 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, tls: Option<Arc<Ser
         };
         match accepted {
             Ok((stream, peer)) => {
+                let per_peer = broker.config.caps.max_connections_per_peer;
+                let Some(peer_slot) = broker.peers.admit(peer, per_peer) else {
+                    metrics::connection_refused();
+                    if last_refusal_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                        last_refusal_log = Some(Instant::now());
+                        tracing::warn!(%peer, max_connections_per_peer = per_peer,
+                            "refusing a connection: its address already has max_connections_per_peer");
+                    }
+                    let error = encoded_refusal(crate::caps::too_many_from_peer(peer, per_peer));
+                    refuse(stream, &error, refusals.clone().try_acquire_owned().ok());
+                    continue;
+                };
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     refused += 1;
                     metrics::connection_refused();
@@ -90,12 +109,13 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, tls: Option<Arc<Ser
                 };
                 let broker = broker.clone();
                 let _ = stream.set_nodelay(true);
+                crate::caps::keepalive(&stream);
                 let tls = tls.clone();
                 connections.spawn(async move {
                     metrics::connection_opened();
                     serve_stream(broker, stream, peer, tls).await;
                     metrics::connection_closed();
-                    drop(permit);
+                    drop((permit, peer_slot));
                 });
             }
             Err(e) => {
@@ -155,9 +175,13 @@ async fn serve_stream(
 
 /// The connection-level `TooManyConnections` error, encoded.
 fn refusal_frame(max_connections: u32) -> BytesMut {
-    let message = format!(
+    encoded_refusal(format!(
         "the broker already serves {max_connections} connections (max_connections); close idle connections or retry later"
-    );
+    ))
+}
+
+/// A connection-level `TooManyConnections` error saying `message`, encoded.
+fn encoded_refusal(message: String) -> BytesMut {
     let frame = connection::connection_error(ErrorCode::TooManyConnections, message);
     let mut bytes = BytesMut::new();
     if let Err(e) = encode_response(&frame, Limits::default(), &mut bytes) {

@@ -113,6 +113,7 @@ impl Broker {
         read_budget: &Arc<Semaphore>,
     ) -> Result<FetchOutcome, BrokerError> {
         let started = Instant::now();
+        crate::caps::check_entries("partitions", query.partitions.len())?;
         named_once(query)?;
         let deadline = started + query.max_wait.min(MAX_FETCH_WAIT);
         let min_bytes = (query.min_bytes as usize).max(1);

@@ -125,6 +125,11 @@ impl Members {
         }
     }
 
+    /// Consumers joined to `topic`/`group`.
+    pub fn count_in(&self, topic: &str, group: &str) -> usize {
+        count_in(&self.joined.lock(), topic, group)
+    }
+
     /// The consumer a named owner already has in `topic`/`group`.
     fn named(&self, topic: &str, group: &str, owner: &MemberOwner) -> Option<ConsumerId> {
         let mut joined = self.joined.lock();
@@ -189,6 +194,19 @@ impl Members {
     }
 }
 
+/// Members of `topic`/`group` in `joined` (a scan: joins are rare next
+/// to receives and settles, and the table is bounded by the caps).
+fn count_in(
+    joined: &HashMap<(String, String, ConsumerId), Member>,
+    topic: &str,
+    group: &str,
+) -> usize {
+    joined
+        .keys()
+        .filter(|(t, g, _)| t == topic && g == group)
+        .count()
+}
+
 impl Broker {
     /// Joins a consumer called `name` to `group` of `topic` on behalf of
     /// `owner`; returns its id and the group's settings. A named owner
@@ -208,6 +226,15 @@ impl Broker {
         {
             return Ok((consumer, entry.settings));
         }
+        let max = self.config.caps.max_members_per_group;
+        let full = || {
+            let what = format!("consumer {name} cannot join group {group} of topic {topic}");
+            let advice = "close idle consumers of the group or raise max_members_per_group";
+            crate::caps::cap_reached(&what, "max_members_per_group", max, advice)
+        };
+        if self.members.count_in(topic, group) >= max as usize {
+            return Err(full());
+        }
         let joined = entry.handle.join(name.to_owned()).await;
         let consumer = joined.map_err(|_| BrokerError::group_stopped())?;
         let idle_expiry = idle_expiry.filter(|_| matches!(owner, MemberOwner::Named(_)));
@@ -218,8 +245,17 @@ impl Broker {
             idle_expiry,
         };
         let key = (topic.to_owned(), group.to_owned(), consumer);
-        self.members.joined.lock().insert(key, member);
-        Ok((consumer, entry.settings))
+        {
+            // Checked again with the table locked: joins racing past the
+            // first check cannot pass the cap together.
+            let mut joined = self.members.joined.lock();
+            if count_in(&joined, topic, group) < max as usize {
+                joined.insert(key, member);
+                return Ok((consumer, entry.settings));
+            }
+        }
+        entry.handle.leave(consumer).await;
+        Err(full())
     }
 
     /// Up to `max` messages for `consumer`, of at most `max_bytes` in all
@@ -263,15 +299,22 @@ impl Broker {
         owner: &MemberOwner,
         items: Vec<SettleRequest>,
     ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+        crate::caps::check_entries("settle items", items.len())?;
         let entry = self.groups.get(topic, group)?;
         let id = consumer_id(consumer)?;
         if !self.members.touch(topic, group, id, owner) {
             let lost = not_joined(topic, group, consumer, owner);
             return Ok(items.iter().map(|_| Err(lost.clone())).collect());
         }
+        // A message settled twice in one request: the first item counts,
+        // the others are answered here without reaching the engine.
+        let repeated = crate::caps::repeats(items.iter().map(|i| (i.partition, i.offset)));
         let ack_timeout = entry.settings.ack_timeout;
         let items = items
             .into_iter()
+            .zip(&repeated)
+            .filter(|(_, r)| !**r)
+            .map(|(i, _)| i)
             .map(|i| {
                 let action = match i.action {
                     SettleAction::Ack => Settle::Ack,
@@ -285,12 +328,20 @@ impl Broker {
             .collect();
         let settled = entry.handle.settle_attempts(id, items).await;
         let outcomes = settled.map_err(group_error)?;
-        let results = outcomes.into_iter().map(|outcome| {
+        let mut results = outcomes.into_iter().map(|outcome| {
             outcome.map_err(|e @ SettleError::LeaseLost { .. }| {
                 BrokerError::new(ErrorKind::LeaseLost, e.to_string())
             })
         });
-        Ok(results.collect())
+        let twice = BrokerError::new(
+            ErrorKind::InvalidRequest,
+            "this message is settled by an earlier item of the same request",
+        );
+        let answers = repeated.iter().map(|r| match r {
+            true => Err(twice.clone()),
+            false => results.next().unwrap_or_else(|| Err(twice.clone())),
+        });
+        Ok(answers.collect())
     }
 
     /// The member `owner` has in `topic`/`group` leaves it (its leases

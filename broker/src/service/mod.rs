@@ -73,13 +73,14 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::caps::PeerConnections;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::Groups;
 use crate::io::{FileSystem, create_dir_durably, existing_ancestor};
 use crate::log::Clock;
 use crate::log::producers::EpochSource;
-use crate::registry::ProducerRegistry;
+use crate::registry::{ProducerRegistry, RegistryLimits};
 use crate::topics::Topics;
 
 pub use admin::{BrokerDescription, GroupSummary, RetentionInEffect};
@@ -113,6 +114,8 @@ pub struct Broker {
     pub tombstones: Tombstones,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
+    /// Connections open per peer address, on every listener.
+    pub peers: Arc<PeerConnections>,
     /// True while the broker accepts requests (for `/health`).
     serving: AtomicBool,
     /// When the broker opened its data directory (for its uptime).
@@ -151,7 +154,11 @@ impl Broker {
         })?;
         // Before anything in the directory is read.
         let lock = DataDirLock::acquire(&data_dir)?;
-        let producers = ProducerRegistry::open(fs.clone(), &data_dir)
+        let limits = RegistryLimits {
+            max_names: config.caps.max_producer_names as usize,
+            expiry: std::time::Duration::from_millis(config.log.producer_expiry_ms),
+        };
+        let producers = ProducerRegistry::open_with(fs.clone(), &data_dir, limits)
             .map_err(|e| BrokerError::new(crate::error::ErrorKind::Storage, e))?;
         let producers = Arc::new(producers);
         let epochs: Arc<dyn EpochSource> = producers.clone();
@@ -176,7 +183,11 @@ impl Broker {
         )
         .await
         .map_err(|e| BrokerError::new(e.kind, format!("cannot open the consumer groups: {e}")))?;
+        let caps = config.caps;
+        topics.set_caps(caps.max_topics, caps.max_partitions);
+        groups.set_max_per_topic(caps.max_groups_per_topic);
         Ok(Broker {
+            peers: Arc::new(PeerConnections::default()),
             config,
             topics,
             producers,

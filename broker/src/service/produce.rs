@@ -11,6 +11,10 @@
 //! producer's pipelined batches appended in the order sent while their
 //! commits overlap.
 //!
+//! A produce names each partition once (a partition named twice is
+//! refused as a whole: its batches' order between the entries would be a
+//! guess) and at most `caps::MAX_REQUEST_ENTRIES` partitions.
+//!
 //! Both steps are bounded by the request's timeout. A partition that does
 //! not answer in time is reported `TimedOut`: its batches may still be
 //! appended (an idempotent producer's retry then gets the original
@@ -124,6 +128,17 @@ impl Broker {
     ) -> Result<SubmittedProduce, BrokerError> {
         let started = Instant::now();
         let topic = self.topic(topic)?;
+        crate::caps::check_entries("partitions", partitions.len())?;
+        let repeated = crate::caps::repeats(partitions.iter().map(|p| p.partition));
+        if let Some((part, _)) = partitions.iter().zip(repeated).find(|(_, r)| *r) {
+            return Err(BrokerError::new(
+                ErrorKind::InvalidRequest,
+                format!(
+                    "partition {} of topic {} is named twice in one produce; put all its batches in one entry, in order",
+                    part.partition, topic.metadata.name
+                ),
+            ));
+        }
         let timeout = if timeout.is_zero() {
             DEFAULT_PRODUCE_TIMEOUT
         } else {

@@ -128,6 +128,9 @@ pub struct Topics {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// Serialises create and delete.
     admin: tokio::sync::Mutex<()>,
+    /// `max_topics` and `max_partitions` (see `crate::caps`), checked at
+    /// create under `admin`.
+    caps: parking_lot::Mutex<(u32, u32)>,
 }
 
 impl Topics {
@@ -171,6 +174,7 @@ impl Topics {
             epochs,
             topics: RwLock::new(BTreeMap::new()),
             admin: tokio::sync::Mutex::new(()),
+            caps: parking_lot::Mutex::new((u32::MAX, u32::MAX)),
         };
         topics.open_existing()?;
         Ok(topics)
@@ -291,6 +295,7 @@ impl Topics {
                 format!("topic {} already exists", new.name),
             ));
         }
+        self.check_caps(&new)?;
         let metadata = TopicMetadata {
             version: 1,
             name: new.name.clone(),
@@ -317,6 +322,49 @@ impl Topics {
         let topic = Arc::new(self.open_topic(metadata)?);
         self.topics.write().insert(new.name, topic.clone());
         Ok(topic)
+    }
+
+    /// Sets `max_topics` and `max_partitions` (the broker's `__` topics
+    /// are not counted).
+    pub fn set_caps(&self, max_topics: u32, max_partitions: u32) {
+        *self.caps.lock() = (max_topics, max_partitions);
+    }
+
+    /// Refuses a topic beyond `max_topics` or `max_partitions`.
+    fn check_caps(&self, new: &NewTopic) -> Result<(), BrokerError> {
+        if new.name.starts_with("__") {
+            return Ok(());
+        }
+        let (max_topics, max_partitions) = *self.caps.lock();
+        let topics = self.topics.read();
+        let counted = topics
+            .values()
+            .filter(|t| !t.metadata.name.starts_with("__"));
+        let (count, partitions) = counted.fold((0u64, 0u64), |(n, p), t| {
+            (n + 1, p + u64::from(t.metadata.partitions))
+        });
+        let what = format!("cannot create topic {}", new.name);
+        if count >= u64::from(max_topics) {
+            return Err(crate::caps::cap_reached(
+                &what,
+                "max_topics",
+                max_topics,
+                "delete unused topics (dead-letter topics count too) or raise max_topics",
+            ));
+        }
+        if partitions + u64::from(new.partitions) > u64::from(max_partitions) {
+            let advice = format!(
+                "the topics have {partitions} partitions and this one would add {}; delete unused topics, create it with fewer partitions, or raise max_partitions",
+                new.partitions
+            );
+            return Err(crate::caps::cap_reached(
+                &what,
+                "max_partitions",
+                max_partitions,
+                &advice,
+            ));
+        }
+        Ok(())
     }
 
     /// Changes a topic's retention: durably in `topic.json` first, then in

@@ -286,7 +286,13 @@ fn check_envelope(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, B
     Ok(header)
 }
 
-/// Walks every record; returns the largest timestamp delta.
+/// Longest header name a record may carry at produce, in bytes: a
+/// delivery (Receive) carries names of at most this many, so a longer one
+/// would make every delivery of its record fail.
+pub const MAX_HEADER_NAME_BYTES: usize = 255;
+
+/// Walks every record (header names at most [`MAX_HEADER_NAME_BYTES`]);
+/// returns the largest timestamp delta.
 fn check_records(bytes: &[u8], header: &BatchHeader) -> Result<u32, BatchError> {
     let mut at = HEADER_LEN;
     let mut found = 0u32;
@@ -304,6 +310,13 @@ fn check_records(bytes: &[u8], header: &BatchHeader) -> Result<u32, BatchError> 
                 index: found,
                 at,
                 what: "offset delta is not the record's index in the batch",
+            });
+        }
+        if spans.longest_header_name as usize > MAX_HEADER_NAME_BYTES {
+            return Err(BatchError::BadRecord {
+                index: found,
+                at,
+                what: "a header name is longer than 255 bytes (the most a delivery carries); shorten it",
             });
         }
         max_delta = max_delta.max(spans.timestamp_delta);

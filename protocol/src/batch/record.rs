@@ -72,6 +72,8 @@ pub(crate) struct RecordSpans {
     /// The encoded headers (count excluded).
     pub headers: Range<usize>,
     pub header_count: u32,
+    /// Bytes of the longest header name.
+    pub longest_header_name: u32,
     /// Position right after this record.
     pub end: usize,
 }
@@ -168,8 +170,10 @@ pub(crate) fn parse_record(bytes: &[u8], at: usize, index: u32) -> Result<Record
     let value = cur.take(value_length, "value runs past the end of the record")?;
     let header_count = cur.varint("header count truncated")?;
     let headers_start = cur.at;
+    let mut longest_header_name = 0;
     for _ in 0..header_count {
         let name_length = cur.varint("header name length truncated")?;
+        longest_header_name = longest_header_name.max(name_length);
         let name = cur.take(name_length, "header name runs past the end of the record")?;
         if std::str::from_utf8(&bytes[name]).is_err() {
             return Err(cur.fail("header name is not UTF-8"));
@@ -187,6 +191,7 @@ pub(crate) fn parse_record(bytes: &[u8], at: usize, index: u32) -> Result<Record
         value,
         headers: headers_start..body.end,
         header_count,
+        longest_header_name,
         end: body.end,
     })
 }

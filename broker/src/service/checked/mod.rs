@@ -342,6 +342,30 @@ impl Checked<'_> {
         self.broker.fetch(query, read_budget).await
     }
 
+    /// Looks up offsets, one answer per query, in order (`read` on each
+    /// topic): at most `caps::MAX_REQUEST_ENTRIES` queries; a query
+    /// repeated is answered once and its copies get an error.
+    pub fn list_offsets(
+        &self,
+        queries: &[(&str, u32, OffsetSpec)],
+    ) -> Result<Vec<Result<OffsetFound, BrokerError>>, BrokerError> {
+        crate::caps::check_entries("partitions", queries.len())?;
+        let repeated = crate::caps::repeats(queries.iter().map(|(t, p, _)| (*t, *p)));
+        let answers = queries
+            .iter()
+            .zip(repeated)
+            .map(|((topic, partition, spec), r)| {
+                if r {
+                    return Err(BrokerError::new(
+                        ErrorKind::InvalidRequest,
+                        "this partition is named by an earlier entry of the same request",
+                    ));
+                }
+                self.list_offset(topic, *partition, *spec)
+            });
+        Ok(answers.collect())
+    }
+
     /// Looks up an offset (`read`).
     pub fn list_offset(
         &self,
