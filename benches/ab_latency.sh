@@ -9,8 +9,9 @@
 #
 #   benches/ab_latency.sh CLI A_BIN_DIR B_BIN_DIR [ROUNDS] [W3_SECONDS] [WORKLOADS]
 #
-# CLI is a `pigeon` binary with `--fsync-probe-dir` (this tree's); each
-# BIN_DIR holds a `pigeon-broker`. WORKLOADS is a comma list of w3, w1, w4
+# CLI is a `pigeon` binary with `--fsync-probe-dir` (this tree's), or `own`:
+# each build's `pigeon` (to compare client changes too); each BIN_DIR holds
+# a `pigeon-broker` (and, with `own`, a `pigeon` with `--fsync-probe-dir`). WORKLOADS is a comma list of w3, w1, w4
 # (default all). Needs jq. Ports 7630/7631 must be free. Opt-in: not run
 # by CI.
 set -euo pipefail
@@ -26,7 +27,8 @@ results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
 run_build() {
-  local label=$1 bin=$2 dir pid line
+  local label=$1 bin=$2 dir pid line cli=$cli
+  [[ $cli == own ]] && cli=$bin/pigeon
   dir=$(mktemp -d -p "${PIGEON_BENCH_DIR:-/tmp}")
   "$bin/pigeon-broker" --data-dir "$dir/data" --listen "$addr" --http "$http" --fsync always \
     >"$dir/broker.log" 2>&1 &
