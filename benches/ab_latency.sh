@@ -30,7 +30,7 @@ run_build() {
   local label=$1 bin=$2 dir pid line cli=$cli
   [[ $cli == own ]] && cli=$bin/pigeon
   dir=$(mktemp -d -p "${PIGEON_BENCH_DIR:-/tmp}")
-  "$bin/pigeon-broker" --data-dir "$dir/data" --listen "$addr" --http "$http" --fsync always \
+  "$bin/pigeon-broker" --data-dir "$dir/data" --listen "$addr" --http "$http" --resp off --fsync always \
     >"$dir/broker.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do
