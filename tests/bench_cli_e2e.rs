@@ -119,6 +119,63 @@ fn check_all_consumed(broker: &Broker, topic: &str, total: u64) {
     assert_eq!(log_end, total, "{partitions:?}");
 }
 
+/// The disk's floor, the broker's stages and its CPU time come with the
+/// figures: the probe ran in the directory given (and left nothing there),
+/// every append of the run shows in each of the four stages, and the
+/// broker's CPU time is counted per message.
+#[test]
+fn bench_reports_the_fsync_floor_the_broker_stages_and_its_cpu_time() {
+    let (tmp, broker) = start_broker();
+    let probe_dir = tmp.path().join("probe");
+    std::fs::create_dir(&probe_dir).expect("probe dir");
+    let report = bench_json(
+        &broker,
+        &[
+            "produce",
+            "--messages",
+            "3000",
+            "--batch-bytes",
+            "10000",
+            "--fsync-probe-dir",
+            probe_dir.to_str().expect("utf-8 path"),
+            "--metrics-addr",
+            &broker.http.to_string(),
+            "--server-pid",
+            &broker.pid().to_string(),
+        ],
+    );
+    check_report(&report, "produce", 3000, 100);
+    let floor = &report["fsync_floor"];
+    assert!(floor["rounds"].as_u64().is_some_and(|r| r >= 1), "{report}");
+    assert!(
+        floor["p50_us"].as_u64() <= floor["p99_us"].as_u64(),
+        "{report}"
+    );
+    assert_eq!(floor["dir"], probe_dir.display().to_string());
+    let left = std::fs::read_dir(&probe_dir).expect("read_dir").count();
+    assert_eq!(left, 0, "the probe's scratch file is removed");
+    let stages = report["stages"].as_object().expect("stages");
+    let names: Vec<&str> = stages.keys().map(String::as_str).collect();
+    assert_eq!(names, ["queued", "write", "fsync", "wake"], "{report}");
+    // 3,000 records of ~110 bytes in batches of at most 10,000 bytes: at
+    // least 33 appends, each counted once per stage.
+    let appends = stages["fsync"]["count"].as_u64().expect("count");
+    assert!(appends >= 33, "{report}");
+    for (name, stage) in stages {
+        assert_eq!(stage["count"].as_u64(), Some(appends), "{name}: {report}");
+    }
+    assert!(
+        report["server_cpu_seconds"]
+            .as_f64()
+            .is_some_and(|s| s >= 0.0)
+    );
+    assert!(
+        report["server_cpu_us_per_message"].as_f64().is_some(),
+        "{report}"
+    );
+    assert!(report["load_average_end"].as_f64().is_some(), "{report}");
+}
+
 #[test]
 fn bench_produce_json_reports_every_requested_message() {
     let (_tmp, broker) = start_broker();

@@ -319,6 +319,7 @@ fn the_whole_output_is_valid_prometheus_text_with_a_help_line_for_every_metric()
         "pigeon_produce_throttle_seconds",
         "pigeon_errors_total",
         "pigeon_log_fsync_seconds",
+        "pigeon_append_stage_seconds",
         "pigeon_group_redeliveries_total",
         "process_open_fds",
     ] {
@@ -331,6 +332,50 @@ fn the_whole_output_is_valid_prometheus_text_with_a_help_line_for_every_metric()
         .filter_map(|s| s.label("cause"))
         .collect();
     assert_eq!(causes, ["nack", "lease_expired", "consumer_gone"]);
+}
+
+/// Every append is timed through its four stages, and the stages of a
+/// produce fit inside its request latency (they follow each other from
+/// the queueing of the batch to the request task's wake-up, both inside
+/// the request).
+#[test]
+fn each_append_is_timed_through_its_four_stages() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::start(&tmp.path().join("data"), &[]);
+    runtime().block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        client.create_topic("staged", 2).await;
+        for i in 0..5u8 {
+            client
+                .produce("staged", u32::from(i % 2), &[&[i; 100]])
+                .await;
+        }
+    });
+    let families = scrape(&broker);
+    let stage = |name: &str, stage: &str| {
+        series(&families, name, &[("stage", stage)])
+            .unwrap_or_else(|| panic!("{name}{{stage={stage}}} is missing"))
+    };
+    let mut stages_sum = 0.0;
+    for label in ["queued", "write", "fsync", "wake"] {
+        let count = stage("pigeon_append_stage_seconds_count", label);
+        assert_eq!(
+            count, 5.0,
+            "{label}: one observation per append, over both partitions"
+        );
+        stages_sum += stage("pigeon_append_stage_seconds_sum", label);
+    }
+    let fsync = stage("pigeon_append_stage_seconds_sum", "fsync");
+    assert!(
+        fsync > 0.0,
+        "fsync=always: each commit waited for its fdatasync"
+    );
+    let produce =
+        series(&families, "pigeon_produce_latency_seconds_sum", &[]).expect("produce latency");
+    assert!(
+        stages_sum <= produce + 1e-6,
+        "the stages ({stages_sum} s) fit inside the produce requests ({produce} s)"
+    );
 }
 
 /// `promtool check metrics` over a scrape, where Prometheus' own tool is

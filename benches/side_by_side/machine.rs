@@ -3,19 +3,16 @@
 //! latency, measured here (every system in the comparison pays it on each
 //! durable write, so it bounds what `fsync=always` can do).
 //!
-//! The fsync probe writes [`PROBE_BYTES`] at the end of a scratch file and
-//! calls `fdatasync`, [`PROBE_ROUNDS`] times, the way a log appends; the
-//! file is removed afterwards.
+//! The fsync probe is `pigeon_cli::bench::floor` (the one `pigeon bench`
+//! runs alongside each run): here [`PROBE_ROUNDS`] rounds of a 4 KiB
+//! append + `fdatasync`, back to back, before the first run.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
+
+use pigeon_cli::bench::floor::{Floor, probe_back_to_back};
 
 /// Rounds of the fsync probe.
 pub const PROBE_ROUNDS: usize = 1_000;
-/// Bytes appended before each `fdatasync` of the probe.
-pub const PROBE_BYTES: usize = 4096;
 
 /// The machine and its disk.
 #[derive(Debug, Clone)]
@@ -31,21 +28,12 @@ pub struct Machine {
     /// Filesystem type and device of the data dir (from `/proc/mounts`).
     pub filesystem: String,
     /// The fsync probe's result.
-    pub fsync: FsyncLatency,
-}
-
-/// Latency of a 4 KiB append + `fdatasync`.
-#[derive(Debug, Clone, Copy)]
-pub struct FsyncLatency {
-    /// Median.
-    pub p50: Duration,
-    /// 99th percentile.
-    pub p99: Duration,
+    pub fsync: Floor,
 }
 
 impl Machine {
     /// Describes this machine, probing fsync in `data_dir`.
-    pub fn describe(data_dir: &Path) -> std::io::Result<Machine> {
+    pub fn describe(data_dir: &Path) -> anyhow::Result<Machine> {
         Ok(Machine {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu: cpu_model().unwrap_or_else(|| "unknown".into()),
@@ -54,7 +42,7 @@ impl Machine {
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| "unknown".into()),
             filesystem: filesystem_of(data_dir).unwrap_or_else(|| "unknown".into()),
-            fsync: probe_fsync(data_dir)?,
+            fsync: probe_back_to_back(data_dir, PROBE_ROUNDS)?,
         })
     }
 }
@@ -95,30 +83,4 @@ fn filesystem_of(path: &Path) -> Option<String> {
         })
         .max_by_key(|(len, _)| *len)
         .map(|(_, description)| description)
-}
-
-/// [`PROBE_ROUNDS`] × (append [`PROBE_BYTES`] + `fdatasync`) in `dir`.
-fn probe_fsync(dir: &Path) -> std::io::Result<FsyncLatency> {
-    let path = dir.join("fsync-probe");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)?;
-    let block = vec![0x5a_u8; PROBE_BYTES];
-    let mut samples = Vec::with_capacity(PROBE_ROUNDS);
-    for _ in 0..PROBE_ROUNDS {
-        let start = Instant::now();
-        file.write_all(&block)?;
-        file.sync_data()?;
-        samples.push(start.elapsed());
-    }
-    drop(file);
-    std::fs::remove_file(&path)?;
-    samples.sort_unstable();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    Ok(FsyncLatency {
-        p50: at(0.5),
-        p99: at(0.99),
-    })
 }

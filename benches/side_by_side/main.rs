@@ -32,6 +32,14 @@
 //! is missing is reported as skipped, never silently dropped; every server
 //! process is killed when its guard drops, also on panic.
 //!
+//! Same footing: before the runs the disk's fsync latency is probed back
+//! to back (the machine table); during every run the harness probes it
+//! again alongside the timed phase (one 4 KiB append + `fdatasync` every
+//! 10 ms, `pigeon_cli::bench::floor`), and records the 1-minute load
+//! average at both ends and the server process's CPU time (user + system
+//! from `/proc/<pid>/stat`) over the phase, so that each figure can be
+//! read against the disk and the CPU it had.
+//!
 //! Output: the tables on stdout and in `<target>/side-by-side/report.md`,
 //! the chart in `docs/benchmarks-side-by-side.svg`; progress on stderr.
 
@@ -47,6 +55,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use pigeon_cli::bench::floor::ProbeSettings;
 use pigeon_cli::bench::{self, PigeonTarget, Target, Workload, WorkloadKind};
 use pigeon_suite::Broker;
 
@@ -300,9 +309,7 @@ fn main() -> anyhow::Result<()> {
     let footer = format!(
         "cargo bench --bench side_by_side, {date}, scale {}; {} cores, fsync p50 {} µs; \
          pigeon fsync=always, redis appendfsync always{nats}",
-        knobs.scale,
-        machine.cores,
-        machine.fsync.p50.as_micros()
+        knobs.scale, machine.cores, machine.fsync.latency.p50
     );
     chart::draw(&chart_path, &knobs.targets, &runs, &footer)?;
     eprintln!(
@@ -345,9 +352,12 @@ fn run_pigeon(
         .tempdir_in(scratch)?;
     let broker = Broker::start(&dir.path().join("data"), &["--fsync", "always"]);
     eprintln!("{} pigeon: running", case.name());
+    let workload = footing(workload, scratch, broker.pid());
     let report = runtime.block_on(async {
-        let target = PigeonTarget::connect(&broker.addr.to_string()).await?;
-        drive(&target, case, workload).await
+        let target = PigeonTarget::connect(&broker.addr.to_string())
+            .await?
+            .with_metrics(broker.http.to_string());
+        drive(&target, case, &workload).await
     });
     drop(broker);
     report
@@ -364,6 +374,7 @@ fn run_peer(
 ) -> anyhow::Result<bench::Report> {
     let server = installed.start(scratch)?;
     let addr = server.addr.to_string();
+    let workload = &footing(workload, scratch, server.pid());
     eprintln!("{} {}: running", case.name(), installed.peer.binary_name());
     let report = runtime.block_on(async {
         match installed.peer {
@@ -392,6 +403,16 @@ fn run_peer(
         );
     }
     report
+}
+
+/// `workload` on the same footing for every system: the fsync floor
+/// probed in the scratch dir (the filesystem of every data dir) alongside
+/// the timed phase, and the CPU time of the server process `pid` counted.
+fn footing(workload: &Workload, scratch: &Path, pid: u32) -> Workload {
+    let mut workload = workload.clone();
+    workload.fsync_probe = Some(ProbeSettings::in_dir(scratch));
+    workload.server_pid = Some(pid);
+    workload
 }
 
 /// Runs `workload` through the harness on a topic named after the case.

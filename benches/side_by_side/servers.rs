@@ -276,6 +276,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's stdout and stderr so far.
     pub fn log_text(&self) -> String {
         let mut text = String::new();

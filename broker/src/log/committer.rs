@@ -16,7 +16,21 @@
 //! retention, takes retention changes ([`PartitionLog::set_retention`],
 //! applied at once), and counts each commit group's records and bytes in
 //! the log's [`LogStats`](super::stats::LogStats) (the fsync time is
-//! counted where the sync runs, in [`Log::sync`]). Dropping every handle, or [`PartitionLog::close`], shuts the log
+//! counted where the sync runs, in [`Log::sync`]).
+//!
+//! ## Stage timings
+//!
+//! Every append is timed through its [stages](super::stats::Stage), which
+//! follow each other without gap: `queued` from the moment its caller
+//! queues it (waiting for room in the queue included) until the writer
+//! takes its group; `write` until the group's staging and positioned write
+//! are done; `fsync` until the commit is done; `wake` until the task that
+//! waits for it runs again (recorded by that task, from the commit's end
+//! carried in the answer). The log end watch moves as soon as the commit
+//! is done, before the appends are answered, so a waiting consumer's
+//! wake-up does not queue behind the producers' answers.
+//!
+//! Dropping every handle, or [`PartitionLog::close`], shuts the log
 //! down cleanly (sync, clean checkpoint). A command sent while the log
 //! closes gets its answer or `Closed`, never a wait without end: the
 //! handles also watch for the writer thread to end (a command queued just
@@ -34,6 +48,7 @@ use super::clock::Clock;
 use super::config::LogConfig;
 use super::error::{LogError, LogResult};
 use super::reader::LogReader;
+use super::stats::{LogStats, Stage};
 use super::writer::{AppendInfo, Log};
 use crate::io::FileSystem;
 
@@ -44,10 +59,20 @@ const QUEUE_DEPTH: usize = 1024;
 /// How often retention runs when nothing rolls.
 const RETENTION_CHECK: Duration = Duration::from_secs(60);
 
+/// The writer's answer to an append.
+#[derive(Debug)]
+struct Answered {
+    result: LogResult<AppendInfo>,
+    /// When the commit that settled it ended (the start of its `wake`).
+    committed_at: Instant,
+}
+
 enum Command {
     Append {
         batch: RecordBatch,
-        reply: oneshot::Sender<LogResult<AppendInfo>>,
+        /// When the caller queued it (the start of its `queued` stage).
+        queued_at: Instant,
+        reply: oneshot::Sender<Answered>,
     },
     Retention {
         reply: oneshot::Sender<LogResult<usize>>,
@@ -90,6 +115,25 @@ async fn answer<T>(
     tokio::select! {
         biased;
         answer = response => answer.unwrap_or(Err(LogError::Closed)),
+        () = stopped.cancelled() => Err(LogError::Closed),
+    }
+}
+
+/// [`answer`] to an append: records its `wake` stage in `stats`.
+async fn appended(
+    stopped: &CancellationToken,
+    stats: &LogStats,
+    response: oneshot::Receiver<Answered>,
+) -> LogResult<AppendInfo> {
+    tokio::select! {
+        biased;
+        answered = response => match answered {
+            Ok(answered) => {
+                stats.stages.record(Stage::Wake, answered.committed_at.elapsed());
+                answered.result
+            }
+            Err(_) => Err(LogError::Closed),
+        },
         () = stopped.cancelled() => Err(LogError::Closed),
     }
 }
@@ -145,11 +189,16 @@ impl PartitionLog {
     /// fsync policy promises (and visible to readers).
     pub async fn append(&self, batch: RecordBatch) -> LogResult<AppendInfo> {
         let (reply, response) = oneshot::channel();
+        let queued_at = Instant::now();
         self.commands
-            .send_async(Command::Append { batch, reply })
+            .send_async(Command::Append {
+                batch,
+                queued_at,
+                reply,
+            })
             .await
             .map_err(|_| LogError::Closed)?;
-        answer(&self.stopped, response).await
+        appended(&self.stopped, self.reader.stats(), response).await
     }
 
     /// Appends batches in order, letting them share commits; one result
@@ -168,9 +217,14 @@ impl PartitionLog {
         let mut responses = Vec::with_capacity(batches.len());
         for batch in batches {
             let (reply, response) = oneshot::channel();
+            let queued_at = Instant::now();
             match self
                 .commands
-                .send_async(Command::Append { batch, reply })
+                .send_async(Command::Append {
+                    batch,
+                    queued_at,
+                    reply,
+                })
                 .await
             {
                 Ok(()) => responses.push(Some(response)),
@@ -180,6 +234,7 @@ impl PartitionLog {
         Submitted {
             responses,
             stopped: self.stopped.clone(),
+            reader: self.reader.clone(),
         }
     }
 
@@ -266,8 +321,10 @@ impl PartitionLog {
 /// Batches queued by [`PartitionLog::submit_all`], waiting for their commit.
 #[derive(Debug)]
 pub struct Submitted {
-    responses: Vec<Option<oneshot::Receiver<LogResult<AppendInfo>>>>,
+    responses: Vec<Option<oneshot::Receiver<Answered>>>,
     stopped: CancellationToken,
+    /// Where the `wake` stage is counted.
+    reader: LogReader,
 }
 
 impl Submitted {
@@ -278,7 +335,7 @@ impl Submitted {
         let mut results = Vec::with_capacity(self.responses.len());
         for response in self.responses {
             let result = match response {
-                Some(response) => answer(&self.stopped, response).await,
+                Some(response) => appended(&self.stopped, self.reader.stats(), response).await,
                 None => Err(LogError::Closed),
             };
             results.push(result);
@@ -330,17 +387,32 @@ impl Writer {
 
     /// Stages and commits one group; returns the close reply if asked to close.
     fn run_group(&mut self, group: Vec<Command>) -> Option<oneshot::Sender<LogResult<()>>> {
+        let started = Instant::now();
+        let shared = Arc::clone(&self.log.shared);
+        let stats = &shared.stats;
         let mut staged = Vec::with_capacity(group.len());
         let mut syncs = Vec::new();
         let mut close = None;
         for command in group {
             match command {
-                Command::Append { batch, reply } => match self.log.append_tracked(&batch) {
-                    Ok(tracked) => staged.push((reply, tracked, batch.bytes().len() as u64)),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
+                Command::Append {
+                    batch,
+                    queued_at,
+                    reply,
+                } => {
+                    let queued = started.saturating_duration_since(queued_at);
+                    stats.stages.record(Stage::Queued, queued);
+                    match self.log.append_tracked(&batch) {
+                        Ok(tracked) => staged.push((reply, tracked, batch.bytes().len() as u64)),
+                        Err(e) => {
+                            let answered = Answered {
+                                result: Err(e),
+                                committed_at: Instant::now(),
+                            };
+                            let _ = reply.send(answered);
+                        }
                     }
-                },
+                }
                 Command::Retention { reply } => {
                     let _ = reply.send(self.log.enforce_retention());
                 }
@@ -363,8 +435,16 @@ impl Writer {
         // Each append gets its own answer: a group can be written in
         // pieces, and one piece can fail while the others are stored.
         let committed = self.log.commit_tracked();
+        let committed_at = Instant::now();
+        // Readers first: a consumer waiting at the end wakes while the
+        // producers are answered.
+        self.end.send_replace(self.log.reader().end_offset());
+        let write = committed.written_at.saturating_duration_since(started);
+        let fsync = committed_at.saturating_duration_since(committed.written_at);
         let (mut records, mut bytes) = (0, 0);
         for (reply, tracked, size) in staged {
+            stats.stages.record(Stage::Write, write);
+            stats.stages.record(Stage::Fsync, fsync);
             let result = committed.result(&tracked).map(|()| tracked.info);
             if let Ok(info) = &result
                 && !info.duplicate
@@ -372,7 +452,10 @@ impl Writer {
                 records += info.last_offset - info.base_offset + 1;
                 bytes += size;
             }
-            let _ = reply.send(result);
+            let _ = reply.send(Answered {
+                result,
+                committed_at,
+            });
         }
         if !syncs.is_empty() {
             let synced = self.log.sync();
@@ -380,8 +463,7 @@ impl Writer {
                 let _ = reply.send(synced.clone());
             }
         }
-        self.log.shared.stats.committed(records, bytes);
-        self.end.send_replace(self.log.reader().end_offset());
+        stats.committed(records, bytes);
         close
     }
 
@@ -460,13 +542,17 @@ mod tests {
             .map(|batch| {
                 let (reply, response) = oneshot::channel();
                 responses.push(response);
-                Command::Append { batch, reply }
+                Command::Append {
+                    batch,
+                    queued_at: Instant::now(),
+                    reply,
+                }
             })
             .collect();
         assert!(writer.run_group(group).is_none());
         responses
             .into_iter()
-            .map(|mut r| r.try_recv().expect("every append is answered"))
+            .map(|mut r| r.try_recv().expect("every append is answered").result)
             .collect()
     }
 

@@ -29,7 +29,7 @@
 //! [`process`]. Every metric has a `# HELP` line ([`describe`] for the
 //! facade's). Histogram buckets cover every value the code records:
 //! latencies 50 µs to 10 s, throttles to 30 s (the longest hold-back);
-//! fsyncs and records per commit: see [`crate::log::stats`]. The security
+//! fsyncs, records per commit and append stages: see [`crate::log::stats`]. The security
 //! metrics (TLS handshakes and reloads, authentication) are listed in
 //! [`crate::security::metrics`].
 

@@ -14,6 +14,7 @@
 //! | `pigeon_partition_read_only` | gauge (1: the partition refuses appends) | `topic`, `partition` |
 //! | `pigeon_log_fsync_seconds` | histogram | `topic`, `partition` |
 //! | `pigeon_log_commit_batch_records` | histogram | `topic`, `partition` |
+//! | `pigeon_append_stage_seconds` | histogram, summed over every partition (per partition it would be 4 × 33 lines each) | `stage` (`queued`, `write`, `fsync`, `wake`: see [`Stage`]) |
 //! | `pigeon_group_lag_messages`, `pigeon_group_in_flight_messages`, `pigeon_group_delayed_messages` | gauge | `topic`, `partition`, `group` |
 //! | `pigeon_group_oldest_unacked_age_seconds` | gauge | `topic`, `partition`, `group` |
 //! | `pigeon_group_dead_lettered_total`, `pigeon_group_removed_by_retention_total`, `pigeon_group_acks_total` | counter | `topic`, `partition`, `group` |
@@ -27,7 +28,7 @@ use std::time::Duration;
 use super::text::{self, Kind};
 use crate::delivery::engine::PartitionFigures;
 use crate::delivery::stats::RedeliveryCause;
-use crate::log::stats::HistogramSnapshot;
+use crate::log::stats::{HistogramSnapshot, Stage};
 
 /// What one partition of a topic shows at a scrape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,9 @@ pub struct PartitionSample {
     pub fsync_ns: HistogramSnapshot,
     /// Records per commit group.
     pub commit_records: HistogramSnapshot,
+    /// Each append's time per [`Stage`], in nanoseconds, in
+    /// [`Stage::ALL`]'s order.
+    pub stages: [HistogramSnapshot; 4],
 }
 
 /// What one group shows in one partition of its topic at a scrape.
@@ -170,7 +174,30 @@ const GROUP_FAMILIES: &[(&str, Kind, &str, GroupValue)] = &[
 pub fn render(samples: &ResourceSamples, out: &mut String) {
     render_topics(&samples.partitions, out);
     render_partitions(&samples.partitions, out);
+    render_stages(&samples.partitions, out);
     render_groups(&samples.groups, out);
+}
+
+/// `pigeon_append_stage_seconds`: each stage's histogram summed over the
+/// partitions.
+fn render_stages(partitions: &[PartitionSample], out: &mut String) {
+    let Some(first) = partitions.first() else {
+        return;
+    };
+    let name = "pigeon_append_stage_seconds";
+    text::family(
+        out,
+        name,
+        Kind::Histogram,
+        "Where each append to a partition's log spent its time, in seconds, by stage: queued (waiting for the writer), write (the group's staging and write), fsync (the group's commit: its fdatasync under fsync=always), wake (from the commit until the waiting request ran again). One observation per append, over every partition.",
+    );
+    for (i, stage) in Stage::ALL.into_iter().enumerate() {
+        let mut sum = first.stages[i].clone();
+        for p in &partitions[1..] {
+            sum.merge(&p.stages[i]);
+        }
+        text::histogram(out, name, &[("stage", stage.label())], &sum, 1e9);
+    }
 }
 
 /// The per-topic counters: sums over the topic's partitions.

@@ -14,6 +14,7 @@ use pigeon_protocol::batch::records_of_batches;
 
 use super::Broker;
 use crate::delivery::engine::PartitionFigures;
+use crate::log::stats::Stage;
 use crate::metrics::scrape::{GroupSample, PartitionSample, ResourceSamples};
 use crate::topics::Topic;
 
@@ -40,6 +41,7 @@ impl Broker {
                     appended_bytes: stats.appended_bytes(),
                     fsync_ns: stats.fsync_ns.snapshot(),
                     commit_records: stats.commit_records.snapshot(),
+                    stages: Stage::ALL.map(|stage| stats.stages.snapshot(stage)),
                 });
             }
         }

@@ -77,6 +77,9 @@ pub(crate) struct Committed {
     durable_below: u64,
     /// Why the commit failed, if it did.
     error: Option<LogError>,
+    /// When the group's write ended and its sync began (the boundary of
+    /// the `write` and `fsync` [stages](crate::log::stats::Stage)).
+    pub written_at: Instant,
 }
 
 impl Committed {
@@ -120,12 +123,20 @@ impl Log {
 
     /// [`commit`](Self::commit), saying what happened to each append.
     pub(crate) fn commit_tracked(&mut self) -> Committed {
+        // The write first, so that it is timed apart from the sync. A
+        // failed write is kept in `lost` (settled below), as when the
+        // policy's work writes; a read-only log has nothing staged.
+        if self.read_only.is_none() {
+            let _ = self.flush_writes();
+        }
+        let written_at = Instant::now();
         let error = self.commit_written().err();
         self.unsettled.clear();
         Committed {
             lost: std::mem::take(&mut self.lost),
             durable_below: self.durable_below,
             error,
+            written_at,
         }
     }
 

@@ -34,6 +34,10 @@
 //!   (receive time minus the stamp in the value), and publish→ack from the
 //!   publishers in the `ack_*` fields.
 //!
+//! Around each timed phase a [`Window`] runs the fsync probe and reads the
+//! target's stage histograms (opened once publishers and subscribers are
+//! ready, closed once the last task is done).
+//!
 //! ## Invariants
 //!
 //! - Memory is bounded whatever the target does: at most `window` acks
@@ -61,6 +65,7 @@ use super::report::{Measured, Report};
 use super::schedule::{IndexSource, Pacer, Schedule};
 use super::seen::SeenSet;
 use super::target::{Publisher, Received, Subscriber, Target};
+use super::window::Window;
 use super::workload::{Workload, WorkloadKind};
 
 /// The consumer group every run consumes as.
@@ -102,6 +107,7 @@ pub async fn run<T: Target>(
 /// The produce workload.
 async fn produce<T: Target>(target: &T, topic: &str, w: &Workload) -> anyhow::Result<Measured> {
     let publishers = open_publishers(target, topic, w).await?;
+    let window = Window::open(target, w).await?;
     let run = Arc::new(Run::new(w, u64::MAX));
     let (_pacer, sources) = sources(&run, w, true)?;
     let goal = goal(w);
@@ -112,6 +118,7 @@ async fn produce<T: Target>(target: &T, topic: &str, w: &Workload) -> anyhow::Re
     }
     let outcomes = join(&mut tasks, &run, w.producers).await?;
     let nanos = run.epoch.ns();
+    let seen = window.close(target).await?;
     progress.finish();
     let (published, _) = merge(outcomes);
     Ok(Measured {
@@ -121,6 +128,7 @@ async fn produce<T: Target>(target: &T, topic: &str, w: &Workload) -> anyhow::Re
         acks: None,
         schedule_lag: published.lag,
         redeliveries: 0,
+        seen,
     })
 }
 
@@ -141,6 +149,7 @@ async fn consume<T: Target>(target: &T, topic: &str, w: &Workload) -> anyhow::Re
         .context("pre-loading the topic")?;
 
     let subscribers = open_subscribers(target, topic, w).await?;
+    let window = Window::open(target, w).await?;
     let run = Arc::new(Run::new(w, w.messages));
     let progress = Progress::start(
         w.progress,
@@ -154,6 +163,7 @@ async fn consume<T: Target>(target: &T, topic: &str, w: &Workload) -> anyhow::Re
         tasks.spawn(receive(subscriber, run.clone()));
     }
     let outcomes = join(&mut tasks, &run, 0).await?;
+    let seen = window.close(target).await?;
     progress.finish();
     let (_, consumed) = merge(outcomes);
     Ok(Measured {
@@ -163,6 +173,7 @@ async fn consume<T: Target>(target: &T, topic: &str, w: &Workload) -> anyhow::Re
         acks: None,
         schedule_lag: None,
         redeliveries: consumed.redeliveries,
+        seen,
     })
 }
 
@@ -175,6 +186,7 @@ async fn end_to_end<T: Target>(target: &T, topic: &str, w: &Workload) -> anyhow:
         Some(_) => u64::MAX,
         None => w.messages,
     };
+    let window = Window::open(target, w).await?;
     let run = Arc::new(Run::new(w, expected));
     let (_pacer, sources) = sources(&run, w, true)?;
     let progress = Progress::start(w.progress, "e2e", goal(w), run.counted.clone(), run.epoch);
@@ -186,6 +198,7 @@ async fn end_to_end<T: Target>(target: &T, topic: &str, w: &Workload) -> anyhow:
         tasks.spawn(publish(publisher, source, run.clone()));
     }
     let outcomes = join(&mut tasks, &run, w.producers).await?;
+    let seen = window.close(target).await?;
     progress.finish();
     let (published, consumed) = merge(outcomes);
     Ok(Measured {
@@ -195,6 +208,7 @@ async fn end_to_end<T: Target>(target: &T, topic: &str, w: &Workload) -> anyhow:
         acks: Some(published.acks),
         schedule_lag: published.lag,
         redeliveries: consumed.redeliveries,
+        seen,
     })
 }
 

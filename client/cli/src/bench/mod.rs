@@ -35,6 +35,18 @@
 //!   in bytes 8..16 of the value ([`seen`]); redeliveries are reported
 //!   apart.
 //!
+//! ## Next to the figures
+//!
+//! - The disk's floor ([`floor`]): with [`Workload::fsync_probe`], a
+//!   thread appends 4 KiB and `fdatasync`s every 10 ms in the given
+//!   directory for the whole timed phase; its p50/p99/p99.9 are reported
+//!   with the run's latencies, so a durable ack latency is read against
+//!   what the disk allowed at that moment.
+//! - Where the time went ([`stages`]): a target that exposes stage
+//!   histograms (Pigeon, with [`PigeonTarget::with_metrics`]) is read
+//!   before and after the timed phase; the report carries each stage's
+//!   count, mean and percentiles.
+//!
 //! ## Layout
 //!
 //! | module | job |
@@ -47,9 +59,13 @@
 //! | [`latency`] | HdrHistogram of µs per task, merged |
 //! | [`seen`] | which messages were counted already (bounded bitmap) |
 //! | [`progress`] | the live bar on stderr |
+//! | [`floor`] | the disk's fsync floor: 4 KiB append + `fdatasync`, alongside a run or back to back (also used by `benches/side_by_side`) |
+//! | [`stages`] | the broker's stage histograms, scraped from `/metrics` and subtracted |
+//! | [`window`] | the probe and the stages, around the timed phase |
 //! | [`report`] | [`Report`]: figures, JSON and text |
 //! | [`pigeon`] | [`PigeonTarget`]: Pigeon through this crate's client |
 
+pub mod floor;
 pub mod harness;
 pub mod latency;
 pub mod payload;
@@ -58,7 +74,9 @@ pub mod progress;
 pub mod report;
 pub mod schedule;
 pub mod seen;
+pub mod stages;
 pub mod target;
+pub mod window;
 pub mod workload;
 
 #[cfg(test)]

@@ -18,6 +18,9 @@
 //! - [`Target::create_topic`] deletes the topic (the broker deletes its
 //!   groups with it) and the harness group's dead-letter topic (an ordinary
 //!   topic, which stays), so every run starts from nothing.
+//! - With [`PigeonTarget::with_metrics`], [`Target::stage_counts`] scrapes
+//!   the broker's `/metrics` for its append stage histograms
+//!   ([`super::stages`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -30,6 +33,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::harness::GROUP;
+use super::stages::{self, StageCounts};
 use super::target::{PublishSettings, Publisher, Received, SubscribeSettings, Subscriber, Target};
 use pigeon_client::client::{
     Admin, Client, ClientError, Consumer, ConsumerConfig, Delivery, GroupDelivery, NewTopic,
@@ -46,6 +50,8 @@ pub struct PigeonTarget {
     client: Client,
     /// Numbers publisher and consumer names.
     members: AtomicU64,
+    /// `host:port` of the broker's HTTP listener, to read its stages.
+    metrics: Option<String>,
 }
 
 impl PigeonTarget {
@@ -64,7 +70,15 @@ impl PigeonTarget {
         PigeonTarget {
             client,
             members: AtomicU64::new(0),
+            metrics: None,
         }
+    }
+
+    /// Reads the broker's stage histograms from its HTTP listener at
+    /// `addr` (`host:port`) around each run.
+    pub fn with_metrics(mut self, addr: impl Into<String>) -> PigeonTarget {
+        self.metrics = Some(addr.into());
+        self
     }
 
     fn admin(&self) -> Admin {
@@ -164,6 +178,14 @@ impl Target for PigeonTarget {
             last: Vec::new(),
             settling: VecDeque::new(),
         })
+    }
+
+    async fn stage_counts(&self) -> anyhow::Result<Option<StageCounts>> {
+        let Some(addr) = &self.metrics else {
+            return Ok(None);
+        };
+        let text = stages::scrape(addr).await?;
+        Ok(Some(StageCounts::parse(&text)))
     }
 }
 

@@ -8,7 +8,10 @@
 
 use serde_json::{Value, json};
 
+use super::floor::Floor;
 use super::latency::{Latency, Percentiles};
+use super::stages::StageFigures;
+use super::window::Seen;
 use super::workload::Workload;
 
 /// The figures of one run.
@@ -65,6 +68,16 @@ pub struct Report {
     /// Deliveries of messages already counted (redeliveries), not counted
     /// again in `messages`.
     pub redeliveries: u64,
+    /// The disk's fsync floor measured alongside the timed phase, if asked.
+    pub fsync_floor: Option<Floor>,
+    /// The system's own stage figures over the timed phase, if it exposes
+    /// them (one observation per appended batch, every client's).
+    pub stages: Option<Vec<StageFigures>>,
+    /// CPU seconds (user + system) the server process used in the timed
+    /// phase, when its pid was given.
+    pub server_cpu_seconds: Option<f64>,
+    /// The 1-minute load average at the start and at the end of the phase.
+    pub load_average: Option<(f64, f64)>,
 }
 
 /// What a run measured, handed to [`Report::new`].
@@ -82,6 +95,8 @@ pub struct Measured {
     pub schedule_lag: Option<Latency>,
     /// Redeliveries seen.
     pub redeliveries: u64,
+    /// The fsync floor and the stages of the timed phase.
+    pub seen: Seen,
 }
 
 impl Report {
@@ -130,7 +145,17 @@ impl Report {
             schedule_lag_p99_us: field(lag, |p| p.p99),
             schedule_lag_max_us: field(lag, |p| p.max),
             redeliveries: measured.redeliveries,
+            fsync_floor: measured.seen.floor.clone(),
+            stages: measured.seen.stages.clone(),
+            server_cpu_seconds: measured.seen.server_cpu.map(|d| d.as_secs_f64()),
+            load_average: measured.seen.load,
         }
+    }
+
+    /// Server CPU µs per message counted (when both are known).
+    pub fn server_cpu_us_per_message(&self) -> Option<f64> {
+        let seconds = self.server_cpu_seconds?;
+        (self.messages > 0).then(|| seconds * 1e6 / self.messages as f64)
     }
 
     /// The report as one JSON object (absent figures are `null`).
@@ -170,6 +195,17 @@ impl Report {
             "schedule_lag_p99_us": self.schedule_lag_p99_us,
             "schedule_lag_max_us": self.schedule_lag_max_us,
             "redeliveries": self.redeliveries,
+            "server_cpu_seconds": self.server_cpu_seconds,
+            "server_cpu_us_per_message": self.server_cpu_us_per_message(),
+            "load_average_start": self.load_average.map(|l| l.0),
+            "load_average_end": self.load_average.map(|l| l.1),
+            "fsync_floor": self.fsync_floor.as_ref().map(Floor::to_json),
+            "stages": self.stages.as_ref().map(|stages| {
+                stages
+                    .iter()
+                    .map(|s| (s.stage.clone(), s.to_json()))
+                    .collect::<serde_json::Map<String, Value>>()
+            }),
         })
     }
 
@@ -228,6 +264,7 @@ impl Report {
                 format!("p99 {p99} µs, max {max} µs (included in the latencies)"),
             ));
         }
+        rows.extend(self.floor_rows());
         if self.redeliveries > 0 {
             rows.push((
                 "redeliveries".to_string(),
@@ -245,6 +282,58 @@ impl Report {
                 format!("{name}{}  {value}\n", " ".repeat(pad))
             })
             .collect()
+    }
+}
+
+impl Report {
+    /// The fsync floor, how far the ack p99 is above it, and the stages.
+    fn floor_rows(&self) -> Vec<(String, String)> {
+        let mut rows = Vec::new();
+        if let Some(floor) = &self.fsync_floor {
+            let l = floor.latency;
+            rows.push((
+                "disk floor (4 KiB + fdatasync)".to_string(),
+                format!(
+                    "{}, {} rounds in {}",
+                    percentiles_text(l.p50, l.p99, l.p999, l.max),
+                    floor.rounds,
+                    floor.dir.display()
+                ),
+            ));
+            let ack_p99 = self
+                .ack_p99_us
+                .or((self.workload == "produce").then_some(self.p99_us));
+            if let Some(ack) = ack_p99 {
+                rows.push((
+                    "publish→ack p99 − floor p99".to_string(),
+                    format!("{} µs", ack as i64 - l.p99 as i64),
+                ));
+            }
+        }
+        if let (Some(seconds), Some(per)) =
+            (self.server_cpu_seconds, self.server_cpu_us_per_message())
+        {
+            rows.push((
+                "server CPU (user + system)".to_string(),
+                format!("{seconds:.2} s, {per:.2} µs per message"),
+            ));
+        }
+        if let Some((start, end)) = self.load_average {
+            rows.push((
+                "load average (1 min)".to_string(),
+                format!("{start:.2} at the start, {end:.2} at the end"),
+            ));
+        }
+        for stage in self.stages.iter().flatten() {
+            rows.push((
+                format!("broker stage {}", stage.stage),
+                format!(
+                    "mean {:.0} µs, p50 {} µs, p99 {} µs, p99.9 {} µs ({} appends; from buckets)",
+                    stage.mean_us, stage.p50_us, stage.p99_us, stage.p999_us, stage.count
+                ),
+            ));
+        }
+        rows
     }
 }
 
@@ -323,6 +412,55 @@ mod tests {
         assert_eq!(json["consumers"], 1);
         assert_eq!(json["schedule_lag_p99_us"], 0);
         assert!(report.to_text().contains("publish→ack"));
+    }
+
+    #[test]
+    fn the_floor_and_the_stages_go_next_to_the_latencies() {
+        let (mut workload, mut measured) = measured(WorkloadKind::E2e);
+        workload.rate = Some(10_000);
+        let mut acks = Latency::new();
+        acks.record_us(900);
+        measured.acks = Some(acks);
+        let mut probe = Latency::new();
+        probe.record_us(400);
+        measured.seen.floor = Some(Floor {
+            dir: "/data".into(),
+            rounds: 1,
+            latency: probe.percentiles(),
+        });
+        measured.seen.stages = Some(vec![StageFigures {
+            stage: "fsync".into(),
+            count: 7,
+            mean_us: 412.34,
+            p50_us: 400,
+            p99_us: 700,
+            p999_us: 750,
+        }]);
+        measured.seen.server_cpu = Some(std::time::Duration::from_millis(500));
+        measured.seen.load = Some((1.5, 2.25));
+        let report = Report::new("pigeon", &workload, &measured);
+        let json = report.to_json();
+        assert_eq!(json["server_cpu_seconds"], 0.5);
+        assert_eq!(json["server_cpu_us_per_message"], 250.0, "0.5 s over 2,000");
+        assert_eq!(json["load_average_end"], 2.25);
+        assert_eq!(json["fsync_floor"]["p99_us"], 400);
+        assert_eq!(json["fsync_floor"]["rounds"], 1);
+        assert_eq!(json["fsync_floor"]["dir"], "/data");
+        assert_eq!(json["stages"]["fsync"]["count"], 7);
+        assert_eq!(json["stages"]["fsync"]["mean_us"], 412.3);
+        let text = report.to_text();
+        assert!(text.contains("p50 400 µs, p99 400 µs"), "{text}");
+        let over = text
+            .lines()
+            .find(|l| l.contains("− floor p99"))
+            .expect("the gap");
+        assert!(over.ends_with(" 500 µs"), "{text}");
+        assert!(text.contains("broker stage fsync"), "{text}");
+        assert!(text.contains("250.00 µs per message"), "{text}");
+        let plain = Report::new("pigeon", &workload, &self::measured(WorkloadKind::E2e).1);
+        assert!(plain.to_json()["fsync_floor"].is_null());
+        assert!(plain.to_json()["stages"].is_null());
+        assert!(plain.to_json()["server_cpu_us_per_message"].is_null());
     }
 
     #[test]

@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::stages::StageCounts;
+
 /// How a publisher batches (what `--batch-bytes`, `--linger-ms` and
 /// `--in-flight` set).
 #[derive(Debug, Clone)]
@@ -93,6 +95,13 @@ pub trait Target: Send + Sync + 'static {
         group: &str,
         settings: &SubscribeSettings,
     ) -> impl Future<Output = anyhow::Result<Self::Subscriber>> + Send;
+
+    /// The system's own stage histograms now (cumulative), where it
+    /// exposes them: the harness reads them before and after the timed
+    /// phase ([`super::stages`]). `None`, the default, when it has none.
+    fn stage_counts(&self) -> impl Future<Output = anyhow::Result<Option<StageCounts>>> + Send {
+        async { Ok(None) }
+    }
 }
 
 /// Publishes messages to one topic.

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use super::floor::ProbeSettings;
 use super::payload::STAMP_LEN;
 use super::target::{PublishSettings, SubscribeSettings};
 
@@ -105,6 +106,12 @@ pub struct Workload {
     /// A run fails when consumers see no new message for this long
     /// (instead of hanging on a lost message).
     pub stall_timeout: Duration,
+    /// Measure the disk's fsync floor alongside the timed phase
+    /// ([`super::floor`]); `None` measures nothing.
+    pub fsync_probe: Option<ProbeSettings>,
+    /// The server process, to report its CPU time over the timed phase
+    /// (from `/proc/<pid>/stat`; it must run on this machine).
+    pub server_pid: Option<u32>,
 }
 
 /// Default number of messages of `produce` and `consume`.
@@ -117,7 +124,8 @@ impl Workload {
     /// for e2e) of 100 bytes, one producer, one consumer, one partition,
     /// 1 MiB batches with 5 ms linger (0 for e2e, which measures latency),
     /// receives of up to 1,000 messages, 30 s leases, no rate limit,
-    /// 100,000 outstanding acks per publisher, 60 s stall timeout.
+    /// 100,000 outstanding acks per publisher, 60 s stall timeout, no
+    /// fsync probe, no server pid.
     pub fn new(kind: WorkloadKind) -> Workload {
         let linger = match kind {
             WorkloadKind::E2e => Duration::ZERO,
@@ -147,6 +155,8 @@ impl Workload {
             progress: false,
             window: 100_000,
             stall_timeout: Duration::from_secs(60),
+            fsync_probe: None,
+            server_pid: None,
         }
     }
 
@@ -194,6 +204,9 @@ impl Workload {
         }
         if self.window == 0 {
             return fail("the window of outstanding acks must not be zero");
+        }
+        if self.fsync_probe.as_ref().is_some_and(|p| p.every.is_zero()) {
+            return fail("the fsync probe needs a pause between its rounds (at least 1 ms)");
         }
         Ok(())
     }

@@ -6,13 +6,18 @@
 //! with `bench-` is someone's data: if it exists, the run refuses to start
 //! unless `--recreate` says to delete it (with its groups and data). While the run is timed a progress
 //! bar is drawn on stderr, only when stderr is a terminal and without
-//! `--json`. At the end the figures are printed: a few aligned lines, or
+//! `--json`. Alongside the timed phase the disk's fsync floor is measured
+//! (`--fsync-probe-dir`, the temp dir by default; `--no-fsync-probe`), and
+//! with `--metrics-addr` the broker's append stages are read from its
+//! `/metrics` before and after. At the end the figures are printed: a few aligned lines, or
 //! with `--json` exactly one JSON object (see
 //! [`Report::to_json`](pigeon_cli::bench::Report::to_json)) on stdout.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use pigeon_cli::bench::floor::ProbeSettings;
 use pigeon_cli::bench::{self, PigeonTarget, Workload, WorkloadKind};
 
 use super::Failure;
@@ -76,6 +81,22 @@ pub(crate) struct BenchArgs {
     /// Most messages one receive returns [default: 1000].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_messages: Option<u64>,
+    /// Measure the disk's fsync floor (4 KiB append + fdatasync every
+    /// 10 ms, alongside the run) in a scratch file in DIR: a directory on
+    /// the broker's data filesystem [default: the system temp dir].
+    #[arg(long, value_name = "DIR")]
+    fsync_probe_dir: Option<PathBuf>,
+    /// Do not measure the fsync floor.
+    #[arg(long, conflicts_with = "fsync_probe_dir")]
+    no_fsync_probe: bool,
+    /// The broker's HTTP listener (HOST:PORT): its append stage histograms
+    /// are read before and after the run and reported with the figures.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
+    /// The broker's process id (on this machine): its CPU time over the
+    /// run is reported, in all and per message.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
     /// Print exactly one JSON object with the figures (no progress bar).
     #[arg(long)]
     json: bool,
@@ -109,7 +130,10 @@ pub(crate) async fn run(broker: &str, command: BenchCommand) -> Result<(), Failu
     if !topic.starts_with("bench-") && !args.recreate {
         refuse_foreign_topic(&client, &topic).await?;
     }
-    let target = PigeonTarget::with_client(client);
+    let mut target = PigeonTarget::with_client(client);
+    if let Some(addr) = &args.metrics_addr {
+        target = target.with_metrics(addr.clone());
+    }
     let report = bench::run(&target, &topic, &workload).await?;
     let mut out = Out::new();
     if args.json {
@@ -142,7 +166,15 @@ fn workload(kind: WorkloadKind, args: &BenchArgs) -> Result<Workload, Failure> {
         workload.subscribe.max_messages = usize::try_from(max)?;
     }
     workload.rate = args.rate;
+    workload.server_pid = args.server_pid;
     workload.progress = !args.json;
+    if !args.no_fsync_probe {
+        let dir = args
+            .fsync_probe_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        workload.fsync_probe = Some(ProbeSettings::in_dir(dir));
+    }
     workload.validate()?;
     Ok(workload)
 }
@@ -211,6 +243,10 @@ mod tests {
             "10000",
             "--max-messages",
             "50",
+            "--fsync-probe-dir",
+            "/data",
+            "--metrics-addr",
+            "127.0.0.1:7421",
             "--json",
         ])
         .expect("valid");
@@ -231,6 +267,8 @@ mod tests {
         assert_eq!(w.rate, Some(10_000));
         assert_eq!(w.subscribe.max_messages, 50);
         assert!(!w.progress);
+        let probe = w.fsync_probe.expect("a probe");
+        assert_eq!(probe.dir, PathBuf::from("/data"));
     }
 
     #[test]
@@ -238,6 +276,10 @@ mod tests {
         let (_, produce) = parse(&["produce"]).expect("valid");
         assert_eq!(produce.messages, 1_000_000);
         assert!(produce.progress);
+        let probe = produce.fsync_probe.expect("probed by default");
+        assert_eq!(probe.dir, std::env::temp_dir());
+        let (_, unprobed) = parse(&["produce", "--no-fsync-probe"]).expect("valid");
+        assert!(unprobed.fsync_probe.is_none());
         let (_, e2e) = parse(&["e2e", "--duration-secs", "1.5"]).expect("valid");
         assert_eq!(e2e.messages, 100_000);
         assert_eq!(e2e.duration, Some(Duration::from_millis(1500)));

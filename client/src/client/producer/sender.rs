@@ -16,7 +16,10 @@
 //! order (the broker appends a connection's produces to a partition in the
 //! order it read them). A batch that is not full waits, after its linger,
 //! until nothing of its partition is in flight, gathering the records that
-//! arrive meanwhile.
+//! arrive meanwhile. A linger that is already over when the batch opens
+//! (always, with a linger of zero) arms no timer: tokio's timers fire on
+//! whole-millisecond ticks, so sleeping until an instant just passed would
+//! hold the batch up to 1 ms.
 //!
 //! ## Invariants
 //!
@@ -217,7 +220,10 @@ impl PartitionSender {
         commands: &mut mpsc::UnboundedReceiver<Command>,
     ) -> Filled {
         let deadline = batch.created_at + self.ctx.config.linger;
-        let mut lingered = false;
+        // A linger already over (always with no linger) arms no timer:
+        // tokio's timers fire on whole-millisecond ticks, so a sleep until
+        // an instant just passed would hold the batch up to 1 ms.
+        let mut lingered = deadline <= Instant::now();
         let mut filled = Filled {
             carry: None,
             flush_acks: Vec::new(),
@@ -228,11 +234,20 @@ impl PartitionSender {
         // batch is committed share the next batch (one request, one
         // commit) instead of each taking a request of its own.
         while batch.builder.encoded_len() < self.max_batch_bytes {
-            let event = tokio::select! {
-                biased;
-                command = commands.recv() => Event::Command(command),
-                _ = tokio::time::sleep_until(deadline), if !lingered => Event::Linger,
-                answer = front_answer(&mut self.in_flight) => Event::Answer(answer),
+            let event = if lingered && self.in_flight.is_empty() {
+                // The batch goes now, with the records already queued.
+                match commands.try_recv() {
+                    Ok(command) => Event::Command(Some(command)),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => Event::Command(None),
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    command = commands.recv() => Event::Command(command),
+                    _ = tokio::time::sleep_until(deadline), if !lingered => Event::Linger,
+                    answer = front_answer(&mut self.in_flight) => Event::Answer(answer),
+                }
             };
             match event {
                 Event::Command(None) => break,
@@ -403,5 +418,66 @@ async fn recover(
                 resend(ctx, sequence, batch, prior).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::client::connection::Client;
+    use crate::client::producer::{ProducerConfig, ProducerRecord};
+    use crate::client::tests::fake_broker::FakeBroker;
+    use crate::client::tests::{fast_client_config, fast_producer_config};
+
+    /// With no linger and nothing in flight, a batch goes at once: on a
+    /// paused clock, filling it must not move time. It used to sleep until
+    /// its (already passed) linger deadline, which tokio rounds up to the
+    /// next millisecond tick: up to 1 ms added to every such batch
+    /// (issue 16, W3 latency).
+    #[tokio::test]
+    async fn a_batch_without_linger_goes_without_waiting_for_a_timer_tick() {
+        let broker = FakeBroker::start().await;
+        broker.create_topic("t", 1);
+        let client = Client::connect_with(broker.addr(), fast_client_config())
+            .await
+            .unwrap();
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            ..fast_producer_config()
+        };
+        let mut sender = PartitionSender {
+            ctx: Arc::new(SenderCtx::new(client, config)),
+            topic: "t".into(),
+            partition: 0,
+            max_batch_bytes: 1 << 20,
+            sequence: None,
+            in_flight: VecDeque::new(),
+            last_batch_bytes: 0,
+        };
+        let (queue, mut commands) = mpsc::unbounded_channel();
+        let buffer = Arc::new(Semaphore::new(1024));
+        let record = |value: &'static str| Enqueued {
+            record: ProducerRecord::new(value).partition(0),
+            size: 16,
+            permit: buffer.clone().try_acquire_many_owned(16).unwrap(),
+            enqueued_at: Instant::now(),
+            reply: oneshot::channel().0,
+        };
+        tokio::time::pause();
+        // Mid-tick, so that a timer would have to wait for the next one.
+        tokio::time::advance(Duration::from_micros(300)).await;
+        queue.send(Command::Record(record("queued"))).unwrap();
+        let mut batch = OpenBatch::new(record("first"), 0);
+        let before = Instant::now();
+        let filled = sender.fill(&mut batch, &mut commands).await;
+        assert_eq!(Instant::now(), before, "the batch waited for a timer");
+        assert!(filled.carry.is_none());
+        assert_eq!(batch.replies.len(), 2, "what was queued went with it");
     }
 }
