@@ -5,7 +5,7 @@
 //! then the broker is killed with SIGKILL and started again, and the
 //! client checks that every entry whose `XADD` was answered is still
 //! there and that the entries pending at the kill are delivered again
-//! with their delivery counts.
+//! and pending again.
 //!
 //! Each test prints a note and passes when its language or client library
 //! is not installed (`.ci/run` installs both when it can: redis-py with

@@ -354,10 +354,17 @@ fn acked_entries_stay_acked_and_delivery_counts_survive_kill_9() {
         .iter()
         .map(|row| (row.items()[0].text().expect("id"), row.items()[3].clone()))
         .collect();
+    // Delivery counts are the group journal's attempts: a lease it had
+    // made durable comes back counted (2); one handed out in its last
+    // commit window before the kill comes back with the same attempt
+    // number (docs/delivery.md). The kill follows the reads within
+    // milliseconds, so either may happen here.
     for id in &ids[2..] {
         assert!(
-            counts.contains(&(id.clone(), Value::Int(2))),
-            "delivery counts are Pigeon's durable attempts: {counts:?}"
+            counts
+                .iter()
+                .any(|(c, n)| c == id && matches!(n, Value::Int(1 | 2))),
+            "delivery counts are Pigeon's attempts: {counts:?}"
         );
     }
     // Ack what came back although acked before the crash; after a clean

@@ -398,3 +398,67 @@ fn pipelined_appends_share_commits_and_keep_the_reply_order() {
     }
     assert_eq!(c.cmd(&["XLEN", "p"]), Value::Int(201 + 3 * 20 * 20));
 }
+
+#[test]
+fn pipelined_appends_to_several_keys_answer_each_with_the_id_it_reads_back_with() {
+    let (_dir, pigeon) = start_pigeon();
+    let mut c = RespClient::connect(pigeon.resp.expect("resp"));
+    let mut batch = Vec::new();
+    // Runs of appends to one key (one batch each), switches of key, a key
+    // that cannot name a stream, and an entry of several fields.
+    let keys: Vec<&[u8]> = [&b"a"[..]; 50]
+        .into_iter()
+        .chain([&b"b"[..]; 30])
+        .chain([&b"bad:key"[..]])
+        .chain([&b"a"[..], b"b", b"a"])
+        .collect();
+    for (n, key) in keys.iter().enumerate() {
+        let value = n.to_string();
+        let args: Vec<&[u8]> = if n == 40 {
+            vec![b"XADD", key, b"*", b"f1", value.as_bytes(), b"f2", b"x"]
+        } else {
+            vec![b"XADD", key, b"*", b"value", value.as_bytes()]
+        };
+        batch.extend(pigeon_suite::resp::encode(&args));
+    }
+    c.send_raw(&batch);
+    let mut added: Vec<(String, String, String)> = Vec::new();
+    for (n, key) in keys.iter().enumerate() {
+        let reply = c.read_reply().expect("a reply");
+        let key = String::from_utf8_lossy(key).into_owned();
+        if key == "bad:key" {
+            assert!(
+                matches!(&reply, Value::Error(e) if e.contains("cannot name")),
+                "{reply:?}"
+            );
+            continue;
+        }
+        added.push((key, reply.text().expect("an ID"), n.to_string()));
+    }
+    for key in ["a", "b"] {
+        let range = c.cmd(&["XRANGE", key, "-", "+"]);
+        let read: Vec<(String, Value)> = range
+            .items()
+            .iter()
+            .map(|e| (e.items()[0].text().expect("id"), e.items()[1].clone()))
+            .collect();
+        let expected: Vec<(String, Value)> = added
+            .iter()
+            .filter(|(k, _, _)| k == key)
+            .map(|(_, id, n)| {
+                let fields = if n == "40" {
+                    vec![
+                        Value::bulk("f1"),
+                        Value::bulk(n),
+                        Value::bulk("f2"),
+                        Value::bulk("x"),
+                    ]
+                } else {
+                    vec![Value::bulk("value"), Value::bulk(n)]
+                };
+                (id.clone(), Value::Array(fields))
+            })
+            .collect();
+        assert_eq!(read, expected, "stream {key}");
+    }
+}

@@ -8,7 +8,7 @@
 //   node ioredis_streams.js replay PORT ID,ID,...
 //     after the broker was killed with SIGKILL and started again: every
 //     entry is still in the stream, and the entries pending at the kill
-//     are delivered again with their delivery counts; prints "ok".
+//     are delivered again and pending again; prints "ok".
 //
 // Any failed check throws: the process exits non-zero with the message.
 'use strict';
@@ -95,12 +95,15 @@ async function replay(port, idList) {
   const pending = ids.slice(3);
   assert.deepStrictEqual(again.slice(-3), pending, `redelivered ${again}`);
   assert.ok(again.every((id) => ids.includes(id)), `redelivered ${again}`);
-  // Delivery counts are durable: each pending entry was delivered before
-  // the kill and once more now.
+  // They are pending again, with worker-3. Their delivery counts are the
+  // group journal's attempts: a lease the journal had made durable comes
+  // back counted (2 or more); one handed out in its last commit window
+  // before the kill comes back with the same attempt number
+  // (docs/delivery.md), so the count is not checked more closely.
   const rows = await r.xpending('events', 'app', '-', '+', 10);
   for (const id of pending) {
     const row = rows.find((x) => x[0] === id);
-    assert.ok(row && row[1] === 'worker-3' && row[3] >= 2, `pending ${JSON.stringify(rows)}`);
+    assert.ok(row && row[1] === 'worker-3' && row[3] >= 1, `pending ${JSON.stringify(rows)}`);
   }
   assert.strictEqual(await r.xack('events', 'app', ...again), again.length);
   assert.deepStrictEqual(await r.xpending('events', 'app'), [0, null, null, null]);

@@ -8,7 +8,7 @@
 #   python3 redis_py_streams.py replay PORT ID,ID,...
 #     after the broker was killed with SIGKILL and started again: every
 #     entry is still in the stream, and the entries pending at the kill
-#     are delivered again with their delivery counts; prints "ok".
+#     are delivered again and pending again; prints "ok".
 #
 # Any failed check raises: the process exits non-zero with the message.
 import sys
@@ -68,11 +68,14 @@ def replay(port, id_list):
     again = [e[0] for e in entries_of(r.xreadgroup("app", "worker-3", {"events": ">"}, count=10, block=5000))]
     pending = ids[3:]
     assert again[-3:] == pending and all(i in ids for i in again), (again, ids)
-    # Delivery counts are durable: each pending entry was delivered before
-    # the kill and once more now.
+    # They are pending again, with worker-3. Their delivery counts are the
+    # group journal's attempts: a lease the journal had made durable comes
+    # back counted (2 or more); one handed out in its last commit window
+    # before the kill comes back with the same attempt number
+    # (docs/delivery.md), so the count is not checked more closely.
     rows = {x["message_id"]: x for x in r.xpending_range("events", "app", "-", "+", 10)}
     for i in pending:
-        assert rows[i]["consumer"] == "worker-3" and rows[i]["times_delivered"] >= 2, rows
+        assert rows[i]["consumer"] == "worker-3" and rows[i]["times_delivered"] >= 1, rows
     assert r.xack("events", "app", *again) == len(again)
     assert r.xpending("events", "app")["pending"] == 0
     print("ok")

@@ -12,13 +12,16 @@
 //!
 //! ## Pipelined appends
 //!
-//! A plain `XADD key * field value …` is queued at its partition's writer
-//! and its commit is awaited later, together with the next ones: a
-//! pipeline of appends shares fsyncs (group commit) instead of paying one
-//! each, and no reply is written before its entry is durable. Before any
-//! other command runs, and before the output is written, the pending
-//! appends are awaited in order, so replies keep the request order. At
-//! most [`MAX_PENDING_APPENDS`] wait at once.
+//! Consecutive plain `XADD key * field value …` requests to one key are
+//! gathered into one batch (`commands/appends.rs`), queued at the
+//! partition's writer as one record batch when the pipeline read so far
+//! ends (or another command comes, or the batch is full), and their
+//! commit is awaited later, together with the next batches: a pipeline of
+//! appends costs one produce per batch and shares fsyncs (group commit)
+//! instead of paying one each, and no reply is written before its entry
+//! is durable. Before any other command runs, and before the output is
+//! written, the pending appends are awaited in order, so replies keep the
+//! request order. At most [`MAX_PENDING_APPENDS`] entries wait at once.
 //!
 //! ## Bounds
 //!
@@ -51,8 +54,12 @@ use super::session::{Context, Session};
 /// Output written at once when a pipeline's replies reach this size.
 const FLUSH_BYTES: usize = 64 * 1024;
 
-/// Appends queued and not yet awaited, at most.
-const MAX_PENDING_APPENDS: usize = 1024;
+/// Appended entries queued and not yet awaited, at most.
+const MAX_PENDING_APPENDS: usize = 16 * 1024;
+
+/// Room made in the input buffer before each read: how much of a
+/// pipeline one read may take.
+const READ_BYTES: usize = 64 * 1024;
 
 /// Serves one connection until the client closes it, sends `QUIT` or
 /// malformed input, or the broker shuts down.
@@ -89,7 +96,10 @@ where
         output: BytesMut::with_capacity(16 * 1024),
         deadline: None,
         auth_deadline,
+        open: None,
         pending: Vec::new(),
+        pending_entries: 0,
+        read_full: false,
     };
     if let Err(why) = connection.run().await {
         tracing::debug!(%addr, why, "RESP connection closed");
@@ -110,8 +120,15 @@ struct Connection<R, W> {
     deadline: Option<Instant>,
     /// When a connection that has not authenticated is closed.
     auth_deadline: Option<Instant>,
+    /// Pipelined `XADD`s gathered and not queued yet (after `pending`).
+    open: Option<commands::OpenBatch>,
     /// Appends queued whose commits are not awaited yet, in request order.
     pending: Vec<commands::PendingAppend>,
+    /// The entries of `pending`.
+    pending_entries: usize,
+    /// The last read filled the input buffer's room (a client is
+    /// pipelining): the next one makes [`READ_BYTES`] of room.
+    read_full: bool,
 }
 
 /// How a connection reached the listener.
@@ -166,7 +183,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     /// Runs one request and queues its reply.
     async fn serve(&mut self, request: Request) -> Result<(), String> {
         if self.session.multi.is_none() && commands::pipelinable(&request.args) {
-            return self.append(request).await;
+            self.append(request.args).await;
+            return Ok(());
         }
         self.resolve().await;
         if commands::may_block(&request.args) {
@@ -185,40 +203,70 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         Ok(())
     }
 
-    /// Queues a plain `XADD`; its reply waits in `pending`.
-    async fn append(&mut self, request: Request) -> Result<(), String> {
+    /// Gathers a plain `XADD` into the open batch; its reply waits.
+    async fn append(&mut self, args: Vec<bytes::Bytes>) {
+        let args = match self.open.as_mut() {
+            Some(open) => match open.add(args) {
+                Ok(()) => return,
+                Err(args) => args,
+            },
+            None => args,
+        };
+        self.submit_open().await;
+        self.open = Some(commands::OpenBatch::new(args));
+    }
+
+    /// Queues the open batch at its partition's writer (its replies wait
+    /// in `pending`).
+    async fn submit_open(&mut self) {
+        let Some(mut batch) = self.open.take() else {
+            return;
+        };
         loop {
             let ctx = Context {
                 listener: &self.listener,
                 session: &mut self.session,
             };
             let holding = !self.pending.is_empty();
-            match commands::xadd_submit(&ctx, &request.args, holding).await {
+            match commands::submit_batch(&ctx, batch, holding).await {
                 commands::Submitted::Queued(append) => {
+                    self.pending_entries += append.len();
                     self.pending.push(append);
-                    if self.pending.len() >= MAX_PENDING_APPENDS {
-                        self.resolve().await;
+                    if self.pending_entries >= MAX_PENDING_APPENDS {
+                        self.await_pending().await;
                     }
-                    return Ok(());
+                    return;
                 }
-                commands::Submitted::Busy => self.resolve().await,
-                commands::Submitted::Done(reply) => {
-                    self.resolve().await;
-                    reply.encode(self.session.resp3, &mut self.output);
-                    return Ok(());
+                commands::Submitted::Busy(back) => {
+                    self.await_pending().await;
+                    batch = back;
+                }
+                commands::Submitted::Done(replies) => {
+                    self.await_pending().await;
+                    for reply in replies {
+                        reply.encode(self.session.resp3, &mut self.output);
+                    }
+                    return;
                 }
             }
         }
     }
 
-    /// Awaits the pending appends in order and queues their replies.
-    async fn resolve(&mut self) {
+    /// Awaits the queued appends in order and queues their replies.
+    async fn await_pending(&mut self) {
         for append in std::mem::take(&mut self.pending) {
-            append
-                .finish()
-                .await
-                .encode(self.session.resp3, &mut self.output);
+            for reply in append.finish().await {
+                reply.encode(self.session.resp3, &mut self.output);
+            }
         }
+        self.pending_entries = 0;
+    }
+
+    /// Queues the open batch, then awaits every pending append: every
+    /// request before this point is answered in `output`.
+    async fn resolve(&mut self) {
+        self.submit_open().await;
+        self.await_pending().await;
     }
 
     /// Writes the queued replies (after awaiting the pending appends).
@@ -260,6 +308,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if self.read_full {
+            // A pipeline is coming: take more of it at once.
+            self.input.reserve(READ_BYTES);
+        }
+        let room = self.input.capacity() - self.input.len();
         let read = self.read.read_buf(&mut self.input);
         let read = async {
             match deadline {
@@ -275,7 +328,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                 )),
                 None => Err(too_slow(timeout)),
                 Some(Ok(0)) => Ok(false),
-                Some(Ok(_)) => Ok(true),
+                Some(Ok(n)) => {
+                    self.read_full = n >= room;
+                    Ok(true)
+                }
                 Some(Err(e)) => Err(format!("read failed: {e}")),
             },
             _ = broker.shutdown.cancelled() => Ok(false),

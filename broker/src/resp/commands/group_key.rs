@@ -162,6 +162,47 @@ pub fn offset_of(
     Ok(found.filter(|r| id_of(r) == id).map(|r| r.offset))
 }
 
+/// Widest span of offsets [`offsets_of`] reads at once.
+const SPAN_MAX: u64 = 16 * 1024;
+
+/// Bytes [`offsets_of`] reads at most at once.
+const SPAN_BYTES: usize = 4 << 20;
+
+/// The offsets of the entries with IDs `ids` in `partition` of `topic`
+/// (`None` where no entry has that ID), in order. IDs that name their
+/// offset (`<append time>-<offset>`, every ID `XADD *` answers) are
+/// checked with one read of the span of offsets they cover, which reads
+/// each batch once, instead of one read (of a whole batch) per ID; the
+/// others are looked up one by one.
+pub fn offsets_of(
+    broker: &Checked<'_>,
+    (topic, group): (&str, &str),
+    partition: u32,
+    ids: &[StreamId],
+) -> Result<Vec<Option<u64>>, BrokerError> {
+    let mut found = std::collections::HashMap::new();
+    let lo = ids.iter().map(|id| id.seq).min();
+    let hi = ids.iter().map(|id| id.seq).max();
+    if let (Some(lo), Some(hi)) = (lo, hi)
+        && hi - lo < SPAN_MAX
+    {
+        let bytes = (((hi - lo + 1) as usize) * 256).min(SPAN_BYTES);
+        let read = broker.read_records((topic, Some(group)), partition, lo, bytes)?;
+        for record in read.records {
+            if record.offset > hi {
+                break;
+            }
+            found.insert(record.offset, id_of(&record));
+        }
+    }
+    ids.iter()
+        .map(|id| match found.get(&id.seq) {
+            Some(at) if at == id => Ok(Some(id.seq)),
+            _ => offset_of(broker, (topic, group), partition, *id),
+        })
+        .collect()
+}
+
 /// The ID of the record at `offset` of `partition` of `topic` (`None`:
 /// gone by retention).
 pub fn id_at(

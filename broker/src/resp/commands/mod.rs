@@ -9,8 +9,10 @@
 //! | `server.rs` | `COMMAND …`, `INFO`, `DBSIZE` |
 //! | `keys.rs` | `EXISTS`, `TYPE`, `KEYS`, `SCAN`, `DEL`, `UNLINK` over streams, `FLUSHALL`, `FLUSHDB` |
 //! | `streams.rs` | `XADD`, `XLEN`, `XRANGE`, `XREVRANGE`, `XDEL`, `XTRIM` |
+//! | `appends.rs` | pipelined `XADD key * …`: consecutive ones to a key queued as one batch |
 //! | `xread.rs` | `XREAD` (with `BLOCK`) |
-//! | `groups.rs` | `XGROUP …`, `XINFO …`; group keys, IDs ↔ offsets in groups |
+//! | `groups.rs` | `XGROUP …`, `XINFO …` |
+//! | `group_key.rs` | how a key names a group's topic or one partition of it; IDs ↔ offsets in a partition |
 //! | `xinfo.rs` | the replies of `XINFO STREAM`, `GROUPS`, `CONSUMERS` |
 //! | `xreadgroup.rs` | `XREADGROUP` (`>`, a consumer's history, `COUNT`, `BLOCK`, `NOACK`) |
 //! | `pending.rs` | `XACK`, `XPENDING`, `XCLAIM`, `XAUTOCLAIM` |
@@ -20,6 +22,7 @@
 //! a wrong number of arguments gets Redis's arity error before the command
 //! runs. Commands never close the connection except `QUIT`.
 
+pub mod appends;
 mod connection;
 mod group_key;
 mod groups;
@@ -32,7 +35,7 @@ mod xinfo;
 mod xread;
 mod xreadgroup;
 
-pub use streams::{PendingAppend, Submitted, pipelinable, xadd_submit};
+pub use appends::{OpenBatch, PendingAppend, Submitted, pipelinable, submit_batch};
 
 use bytes::Bytes;
 

@@ -10,7 +10,7 @@ use super::super::errors;
 use super::super::reply::Reply;
 use super::super::session::Context;
 use super::super::stream::ids::{self, INVALID_ID, StreamId};
-use super::group_key::{GroupStream, entry_at, id_at, offset_of, owner_of};
+use super::group_key::{GroupStream, entry_at, id_at, offsets_of, owner_of};
 use super::{integer, upper};
 use crate::delivery::engine::PendingLease;
 use crate::error::BrokerError;
@@ -58,14 +58,14 @@ pub async fn xack(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         Ok(None) => return Reply::Integer(0),
         Err(reply) => return reply,
     };
-    let mut items = Vec::with_capacity(wanted.len());
-    for id in wanted {
-        match offset_of(broker, (&topic, &group), partition, id) {
-            Ok(Some(offset)) => items.push((partition, offset)),
-            Ok(None) => {}
-            Err(e) => return failed(e),
-        }
-    }
+    let items: Vec<(u32, u64)> = match offsets_of(broker, (&topic, &group), partition, &wanted) {
+        Ok(found) => found
+            .into_iter()
+            .flatten()
+            .map(|o| (partition, o))
+            .collect(),
+        Err(e) => return failed(e),
+    };
     match broker.ack_held(&topic, &group, &items).await {
         Ok(n) => Reply::Integer(n as i64),
         Err(e) => failed(e),
@@ -226,14 +226,15 @@ pub async fn xclaim(ctx: &Context<'_>, args: &[Bytes]) -> Reply {
         Ok(None) => return no_group(&args[1], &group),
         Err(reply) => return reply,
     };
-    let mut offsets = Vec::with_capacity(wanted.len());
-    for id in &wanted {
-        match offset_of(broker, (&topic, &group), partition, *id) {
-            Ok(Some(offset)) => offsets.push((*id, offset)),
-            Ok(None) => {}
+    let offsets: Vec<(StreamId, u64)> =
+        match offsets_of(broker, (&topic, &group), partition, &wanted) {
+            Ok(found) => wanted
+                .iter()
+                .zip(found)
+                .filter_map(|(id, o)| Some((*id, o?)))
+                .collect(),
             Err(e) => return failed(e),
-        }
-    }
+        };
     let to = Claim {
         broker,
         topic: &topic,

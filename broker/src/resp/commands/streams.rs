@@ -12,14 +12,13 @@ use super::super::errors;
 use super::super::keyspace::{StreamKey, bad_key};
 use super::super::reply::Reply;
 use super::super::session::Context;
-use super::super::stream::entry::to_record;
+use super::super::stream::entry::{NewRecord, to_record};
 use super::super::stream::ids::{self, INVALID_ID, StreamId};
 use super::super::stream::read::{Entry, StreamPart};
 use super::{integer, upper};
 use crate::error::{BrokerError, ErrorKind};
 use crate::service::{Appended, Checked, PartitionBatches, SubmittedProduce};
 use crate::topics::NewTopic;
-use tokio::sync::OwnedRwLockReadGuard;
 
 /// A reply for a failed service call.
 fn failed(e: BrokerError) -> Reply {
@@ -233,7 +232,11 @@ fn check_bound(id: StreamId, end: u64) -> Result<(), Reply> {
 /// Makes sure the stream `key` exists: creates a one-partition topic for
 /// a bare name unless `no_create`. `Ok(false)`: it does not exist and
 /// must not be created.
-async fn ensure_stream(broker: &Checked<'_>, key: &[u8], no_create: bool) -> Result<bool, Reply> {
+pub(super) async fn ensure_stream(
+    broker: &Checked<'_>,
+    key: &[u8],
+    no_create: bool,
+) -> Result<bool, Reply> {
     let parsed = StreamKey::parse(key).ok_or_else(|| Reply::error(bad_key(key)))?;
     if broker.partitions_of(&parsed.topic).is_some() {
         return Ok(true);
@@ -328,14 +331,26 @@ async fn submit(
     pairs: &[Bytes],
     id: Option<StreamId>,
 ) -> Result<SubmittedProduce, Reply> {
-    let record = to_record(pairs, id);
-    let headers: Vec<(&str, &[u8])> = record
-        .headers
-        .iter()
-        .map(|(n, v)| (*n, v.as_ref()))
-        .collect();
+    submit_records(broker, topic, partition, [to_record(pairs, id)]).await
+}
+
+/// Queues `records`, in order, as one batch at the partition's writer
+/// (one produce: one commit, consecutive offsets, one append time).
+pub(super) async fn submit_records(
+    broker: &Checked<'_>,
+    topic: &str,
+    partition: u32,
+    records: impl IntoIterator<Item = NewRecord>,
+) -> Result<SubmittedProduce, Reply> {
     let mut builder = BatchBuilder::new();
-    builder.push(record.key.as_deref(), &record.value, &headers);
+    for record in records {
+        let headers: Vec<(&str, &[u8])> = record
+            .headers
+            .iter()
+            .map(|(n, v)| (*n, v.as_ref()))
+            .collect();
+        builder.push(record.key.as_deref(), &record.value, &headers);
+    }
     let batch = builder.build(ProducerStamp::NONE, 0);
     let part = PartitionBatches {
         partition,
@@ -348,84 +363,11 @@ async fn submit(
 }
 
 /// Waits until a queued entry is durable; where it landed.
-async fn committed(submitted: SubmittedProduce) -> Result<Appended, Reply> {
+pub(super) async fn committed(submitted: SubmittedProduce) -> Result<Appended, Reply> {
     let outcome = submitted.finish().await;
     match outcome.partitions.into_iter().next() {
         Some((_, result)) => result.map_err(failed),
         None => Err(Reply::error("ERR the append was not answered; retry")),
-    }
-}
-
-/// An `XADD key * field value …` queued at its partition's writer whose
-/// commit has not been awaited yet: a pipeline of them shares fsyncs.
-/// It holds the partition's append lock (shared) until it is finished.
-pub struct PendingAppend {
-    submitted: SubmittedProduce,
-    _shared: OwnedRwLockReadGuard<()>,
-}
-
-impl PendingAppend {
-    /// Waits until the entry is durable; `XADD`'s reply.
-    pub async fn finish(self) -> Reply {
-        match committed(self.submitted).await {
-            Ok(a) => Reply::bulk(
-                StreamId::new(a.append_time_ms.max(0) as u64, a.base_offset).to_string(),
-            ),
-            Err(reply) => reply,
-        }
-    }
-}
-
-/// What [`xadd_submit`] did.
-pub enum Submitted {
-    /// The entry is queued; its reply comes with [`PendingAppend::finish`].
-    Queued(PendingAppend),
-    /// The partition's lock is wanted exclusively: finish the appends
-    /// this connection has pending, then submit again.
-    Busy,
-    /// Answered at once (an error, or a form that is not pipelined).
-    Done(Reply),
-}
-
-/// Whether a request is the plain `XADD key * field value …` that a
-/// connection pipelines (queues, and awaits with the next ones).
-pub fn pipelinable(args: &[Bytes]) -> bool {
-    args.len() >= 5
-        && args.len() % 2 == 1
-        && args[0].eq_ignore_ascii_case(b"xadd")
-        && args[2].as_ref() == b"*"
-}
-
-/// Queues a [`pipelinable`] `XADD` without waiting for its commit. With
-/// `holding` (this connection has appends pending), it does not wait for
-/// the partition's lock, which an `XADD <id>` elsewhere may be waiting
-/// for behind this connection's own pending appends.
-pub async fn xadd_submit(ctx: &Context<'_>, args: &[Bytes], holding: bool) -> Submitted {
-    let broker = &ctx.broker();
-    ctx.note_command("xadd", args);
-    match ensure_stream(broker, &args[1], false).await {
-        Ok(_) => {}
-        Err(reply) => return Submitted::Done(reply),
-    }
-    let (key, partition) = match resolve(broker, &args[1]) {
-        Ok(found) => found,
-        Err(reply) => return Submitted::Done(reply),
-    };
-    let lock = ctx.listener.appends.of(&key.topic, partition);
-    let shared = if holding {
-        match lock.try_read_owned() {
-            Ok(guard) => guard,
-            Err(_) => return Submitted::Busy,
-        }
-    } else {
-        lock.read_owned().await
-    };
-    match submit(broker, &key.topic, partition, &args[3..], None).await {
-        Ok(submitted) => Submitted::Queued(PendingAppend {
-            submitted,
-            _shared: shared,
-        }),
-        Err(reply) => Submitted::Done(reply),
     }
 }
 
