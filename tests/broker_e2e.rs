@@ -519,11 +519,14 @@ fn metrics_have_help_lines_and_per_group_series() {
 #[test]
 fn health_answers_503_while_the_broker_drains() {
     let (_tmp, data) = temp();
-    let broker = Broker::start(&data, &["--shutdown-timeout-ms", "5000"]);
+    // The drain lasts until the stalled client below goes away (or a
+    // minute passes): the test sees the draining state for as long as it
+    // needs, however loaded the machine, then ends the drain itself.
+    let mut broker = Broker::start(&data, &["--shutdown-timeout-ms", "60000"]);
     let rt = runtime();
     // A client that asks for big answers and reads none of them keeps the
-    // drain busy (its writer waits) until the shutdown timeout.
-    let _stalled = rt.block_on(async {
+    // drain busy (its writer waits).
+    let stalled = rt.block_on(async {
         let mut client = RawClient::connect(broker.addr).await;
         client.create_topic("big", 1).await;
         let value = vec![7u8; 512 * 1024];
@@ -558,13 +561,27 @@ fn health_answers_503_while_the_broker_drains() {
         .status()
         .expect("kill");
     assert!(status.success());
-    pigeon_suite::wait_until(Duration::from_secs(4), "/health to answer 503", || {
-        let (code, body) = http_get(broker.http, "/health");
-        code == 503 && body.trim() == "draining"
+    pigeon_suite::wait_until(Duration::from_secs(30), "/health to answer 503", || {
+        match pigeon_suite::try_http_get(broker.http, "/health") {
+            Ok((code, body)) => code == 503 && body.trim() == "draining",
+            Err(e) => panic!(
+                "/health is gone ({e}) before it answered 503: the drain ended while a client still had responses to read\n{}",
+                broker.log_text()
+            ),
+        }
     });
     let (code, body) = http_get(broker.http, "/ready");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("draining"), "{body}");
+    // The client goes away: its unread responses can never be written, so
+    // the drain ends and the broker stops cleanly, well before the timeout.
+    rt.block_on(async move { drop(stalled) });
+    let started = std::time::Instant::now();
+    assert_eq!(broker.terminate(), Some(0), "{}", broker.log_text());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the drain went on after its last client left"
+    );
 }
 
 #[test]

@@ -884,18 +884,21 @@ pub fn memory(pid: u32) -> Option<Memory> {
 
 /// A plain HTTP GET over loopback: the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    try_http_get(addr, path).unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"))
+}
+
+/// A plain HTTP GET over loopback: the status code and the body, or the
+/// I/O error (the server is gone, or closed the connection unanswered).
+pub fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect http");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
+    )?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read http");
+    stream.read_to_string(&mut response)?;
     let status = response
         .split_whitespace()
         .nth(1)
@@ -904,7 +907,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let body = response
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
+    Ok((status, body))
 }
 
 /// The value of one series of the broker's `/metrics` (e.g.
