@@ -247,6 +247,63 @@ fn a_group_cannot_take_another_groups_dead_letter_topic_and_redrive_moves_its_ow
 }
 
 #[test]
+fn a_group_takes_no_topic_of_its_dead_letter_name_that_is_not_its_own() {
+    let (_tmp, broker) = start_broker();
+    for topic in ["orders", "orders.billing.dlq", "a", "a.b", "t", "t.g.dlq"] {
+        pigeon(&broker, &["topic", "create", topic], b"").ok();
+    }
+    // A client's topic that happens to have the dead-letter name, with
+    // records of its own: dead letters must not be mixed into it.
+    produce(&broker, "orders.billing.dlq", &["not a dead letter".into()]);
+    let refused = pigeon(
+        &broker,
+        &["group", "create", "billing", "--topic", "orders"],
+        b"",
+    );
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("orders.billing.dlq")
+            && refused.stderr.contains("not dead letters of this group")
+            && refused
+                .stderr
+                .contains("pigeon topic delete orders.billing.dlq"),
+        "{}",
+        refused.stderr
+    );
+    // Another group's dead-letter topic stays after that group is deleted:
+    // a group whose dead-letter name is the same does not take it.
+    create_group(&broker, "a.b", "c");
+    pigeon(&broker, &["group", "delete", "c", "--topic", "a.b"], b"").ok();
+    let refused = pigeon(&broker, &["group", "create", "b.c", "--topic", "a"], b"");
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    assert!(
+        refused
+            .stderr
+            .contains("holds the dead letters of group c of topic a.b"),
+        "{}",
+        refused.stderr
+    );
+    // Once the client's topic is gone the group gets a dead-letter topic
+    // of its own, and parks its dead letters there.
+    pigeon(
+        &broker,
+        &["topic", "delete", "orders.billing.dlq", "--yes"],
+        b"",
+    )
+    .ok();
+    produce(&broker, "orders", &["o0".into()]);
+    create_group(&broker, "orders", "billing");
+    reject_all(&broker, "orders", "billing");
+    let values: Vec<String> = read(&broker, "orders.billing.dlq")
+        .iter()
+        .map(|r| r["value"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(values, ["o0"]);
+    // An empty topic of the name holds nothing to mix up: it is taken.
+    create_group(&broker, "t", "g");
+}
+
+#[test]
 fn redrive_of_more_than_a_page_asks_for_yes_when_stdin_is_not_a_terminal() {
     let (_tmp, broker) = start_broker();
     pigeon(&broker, &["topic", "create", "orders"], b"").ok();

@@ -309,5 +309,6 @@ impl DeadLetterSink for DlqSink {
     }
 }
 
+pub mod adopt;
 #[cfg(test)]
 mod tests;

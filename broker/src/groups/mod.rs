@@ -53,7 +53,7 @@ use crate::delivery::store::{GroupMeta, GroupStore};
 use crate::error::{BrokerError, ErrorKind};
 use crate::io::{FileSystem, sync_parent};
 use crate::log::{Clock, LogConfig};
-use crate::topics::{NewTopic, Topic, Topics};
+use crate::topics::{DeadLettersOf, NewTopic, Topic, Topics};
 use dlq::{DlqIdentity, DlqSink, dlq_topic};
 use redrive::{RedriveFilter, RedriveOptions, RedriveReport, RedriveSlot, Stop};
 use source::TopicSource;
@@ -277,8 +277,9 @@ impl Groups {
                 ),
             ));
         }
-        if let Some(dlq) = topics.get(&name) {
-            return Ok(dlq);
+        if let Some(existing) = topics.get(&name) {
+            dlq::adopt::check_adoptable(&existing, topic, group, source)?;
+            return Ok(existing);
         }
         let new = NewTopic {
             name,
@@ -286,7 +287,11 @@ impl Groups {
             retention_ms: None,
             retention_bytes: None,
         };
-        topics.create(new).await
+        let of = DeadLettersOf {
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+        };
+        topics.create_dead_letter_topic(new, of).await
     }
 
     /// Stops and deletes a group (its dead-letter topic stays); a running

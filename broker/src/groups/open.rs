@@ -29,7 +29,7 @@ use crate::delivery::store::{GroupStore, META_FILE};
 use crate::error::{BrokerError, ErrorKind};
 use crate::io::{FileSystem, create_dir_durably};
 use crate::log::{Clock, LogConfig};
-use crate::topics::{NewTopic, Topics};
+use crate::topics::{DeadLettersOf, NewTopic, Topics};
 
 impl Groups {
     /// Opens every group under `<data_dir>/groups` and starts its engine;
@@ -147,9 +147,18 @@ impl Groups {
                     retention_ms: None,
                     retention_bytes: None,
                 };
-                let created = topics.create(new).await.map_err(|e| {
-                    format!("its dead-letter topic {name} is missing and cannot be created: {e}")
-                })?;
+                let of = DeadLettersOf {
+                    topic: topic.to_owned(),
+                    group: group.to_owned(),
+                };
+                let created = topics
+                    .create_dead_letter_topic(new, of)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "its dead-letter topic {name} is missing and cannot be created: {e}"
+                        )
+                    })?;
                 tracing::warn!(
                     topic,
                     group,

@@ -45,7 +45,7 @@ use crate::error::{BrokerError, ErrorKind};
 use crate::io::{FileSystem, create_dir_durably, read_all, write_atomically};
 use crate::log::producers::EpochSource;
 use crate::log::{Clock, Log, LogConfig, PartitionLog};
-pub use metadata::TopicMetadata;
+pub use metadata::{DeadLettersOf, TopicMetadata};
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 1024;
@@ -277,6 +277,25 @@ impl Topics {
 
     /// Creates a topic.
     pub async fn create(&self, new: NewTopic) -> Result<Arc<Topic>, BrokerError> {
+        self.create_topic(new, None).await
+    }
+
+    /// Creates the dead-letter topic of group `of`: a topic like any other
+    /// whose `topic.json` names the group (so that a group of that name
+    /// created later knows the topic for its own).
+    pub async fn create_dead_letter_topic(
+        &self,
+        new: NewTopic,
+        of: DeadLettersOf,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        self.create_topic(new, Some(of)).await
+    }
+
+    async fn create_topic(
+        &self,
+        new: NewTopic,
+        dead_letters_of: Option<DeadLettersOf>,
+    ) -> Result<Arc<Topic>, BrokerError> {
         validate_topic_name(&new.name)
             .map_err(|e| BrokerError::new(ErrorKind::InvalidTopicName, e.to_string()))?;
         if new.partitions == 0 || new.partitions > MAX_PARTITIONS {
@@ -303,6 +322,7 @@ impl Topics {
             retention_ms: new.retention_ms,
             retention_bytes: new.retention_bytes,
             created_ms: self.clock.now_ms(),
+            dead_letters_of,
         };
         let dir = self.root.join(&new.name);
         let persisted = create_dir_durably(self.fs.as_ref(), &dir, &self.root).and_then(|_| {
