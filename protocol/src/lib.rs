@@ -114,6 +114,7 @@ mod error_code;
 mod frame;
 mod limits;
 pub mod messages;
+pub mod scram;
 mod wire;
 
 #[cfg(test)]

@@ -32,7 +32,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ring::{digest, hmac, pbkdf2, rand::SecureRandom};
+use pigeon_protocol::scram::{hmac_sha256, salted_password, sha256, xor};
+use ring::rand::SecureRandom;
 use subtle::ConstantTimeEq;
 
 /// The mechanism name.
@@ -68,8 +69,8 @@ impl ScramVerifier {
         ScramVerifier {
             iterations,
             salt: salt.to_vec(),
-            stored_key: sha256(&hmac256(&salted, b"Client Key")),
-            server_key: hmac256(&salted, b"Server Key"),
+            stored_key: sha256(&hmac_sha256(&salted, b"Client Key")),
+            server_key: hmac_sha256(&salted, b"Server Key"),
         }
     }
 
@@ -128,7 +129,7 @@ impl ScramVerifier {
     /// A verifier no proof matches, for a user that has none: its salt is
     /// derived from the name and `secret`, so it is the same at every try.
     pub fn decoy(user: &str, secret: &[u8; 32]) -> ScramVerifier {
-        let salt = hmac256(secret, user.as_bytes());
+        let salt = hmac_sha256(secret, user.as_bytes());
         let mut stored_key = [0u8; 32];
         let _ = ring::rand::SystemRandom::new().fill(&mut stored_key);
         ScramVerifier {
@@ -288,15 +289,12 @@ impl ServerFirst {
         let proof = <[u8; 32]>::try_from(proof.as_slice())
             .map_err(|_| malformed("the proof is not 32 bytes"))?;
         let auth_message = format!("{},{},{without_proof}", self.client.bare, self.message);
-        let signature = hmac256(&self.verifier.stored_key, auth_message.as_bytes());
-        let mut client_key = proof;
-        for (k, s) in client_key.iter_mut().zip(signature) {
-            *k ^= s;
-        }
+        let signature = hmac_sha256(&self.verifier.stored_key, auth_message.as_bytes());
+        let client_key = xor(proof, signature);
         if !bool::from(sha256(&client_key).ct_eq(&self.verifier.stored_key)) {
             return Err(ScramError::BadProof);
         }
-        let server_signature = hmac256(&self.verifier.server_key, auth_message.as_bytes());
+        let server_signature = hmac_sha256(&self.verifier.server_key, auth_message.as_bytes());
         Ok(format!("v={}", BASE64.encode(server_signature)).into_bytes())
     }
 }
@@ -333,33 +331,6 @@ fn check_nonce(nonce: &str) -> Result<(), ScramError> {
         )));
     }
     Ok(())
-}
-
-fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    let iterations =
-        std::num::NonZeroU32::new(iterations.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
-    pbkdf2::derive(
-        pbkdf2::PBKDF2_HMAC_SHA256,
-        iterations,
-        salt,
-        password,
-        &mut out,
-    );
-    out
-}
-
-fn hmac256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), message);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(tag.as_ref());
-    out
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, data).as_ref());
-    out
 }
 
 #[cfg(test)]

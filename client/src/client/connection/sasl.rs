@@ -16,11 +16,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use ring::rand::SecureRandom;
-use ring::{digest, hmac, pbkdf2};
 use subtle::ConstantTimeEq;
 
 use crate::client::error::ClientError;
 use crate::protocol::{ErrorCode, SaslAuthenticateRequest, SaslHandshakeRequest};
+use pigeon_protocol::scram::{hmac_sha256, salted_password, sha256, xor};
 
 /// Most PBKDF2 iterations a broker may ask of the client.
 const MAX_ITERATIONS: u32 = 10_000_000;
@@ -162,22 +162,19 @@ impl Scram {
             )));
         }
         let salted = salted_password(credentials.password.as_bytes(), &salt, iterations);
-        let client_key = hmac256(&salted, b"Client Key");
+        let client_key = hmac_sha256(&salted, b"Client Key");
         let stored_key = sha256(&client_key);
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{text},{without_proof}", self.bare);
-        let signature = hmac256(&stored_key, auth_message.as_bytes());
-        let mut proof = client_key;
-        for (p, s) in proof.iter_mut().zip(signature) {
-            *p ^= s;
-        }
+        let signature = hmac_sha256(&stored_key, auth_message.as_bytes());
+        let proof = xor(client_key, signature);
         let last = format!("{without_proof},p={}", BASE64.encode(proof));
         let request = SaslAuthenticateRequest {
             auth_bytes: Bytes::from(last),
         };
         let proof = ScramProof {
             auth_message,
-            server_key: hmac256(&salted, b"Server Key"),
+            server_key: hmac_sha256(&salted, b"Server Key"),
         };
         Ok((proof, request))
     }
@@ -196,7 +193,7 @@ impl ScramProof {
             .strip_prefix("v=")
             .and_then(|v| BASE64.decode(v).ok())
             .ok_or_else(|| failed("the broker's last SCRAM message carries no signature"))?;
-        let expected = hmac256(&self.server_key, self.auth_message.as_bytes());
+        let expected = hmac_sha256(&self.server_key, self.auth_message.as_bytes());
         if !bool::from(signature.ct_eq(&expected)) {
             return Err(failed(
                 "the broker's SCRAM signature is wrong: it does not hold this user's verifier (is it the real broker?)",
@@ -204,32 +201,6 @@ impl ScramProof {
         }
         Ok(())
     }
-}
-
-fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    let iterations = std::num::NonZeroU32::new(iterations).unwrap_or(std::num::NonZeroU32::MIN);
-    pbkdf2::derive(
-        pbkdf2::PBKDF2_HMAC_SHA256,
-        iterations,
-        salt,
-        password,
-        &mut out,
-    );
-    out
-}
-
-fn hmac256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), message);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(tag.as_ref());
-    out
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest::digest(&digest::SHA256, data).as_ref());
-    out
 }
 
 #[cfg(test)]
