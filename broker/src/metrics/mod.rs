@@ -24,6 +24,8 @@
 //! | `pigeon_frame_timeouts_total` | counter (connections closed by `frame_timeout_ms`: a request frame not whole in time, or responses not read) | |
 //! | `pigeon_produce_throttled_total` | counter (produce requests that put their connection over the quota) | |
 //! | `pigeon_produce_throttle_seconds` | histogram of each hold-back; its `_sum` is the total throttle time | |
+//! | `pigeon_fetch_throttled_total` | counter (Fetch and Receive responses that put their connection over the fetch quota) | |
+//! | `pigeon_fetch_throttle_seconds` | histogram of each hold-back for the fetch quota; `_sum` is the total | |
 //!
 //! The per-resource families are listed in [`scrape`], the process ones in
 //! [`process`]. Every metric has a `# HELP` line ([`describe`] for the
@@ -59,6 +61,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("pigeon_produce_throttle_seconds".into()),
+            THROTTLE_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(
+            Matcher::Full("pigeon_fetch_throttle_seconds".into()),
             THROTTLE_BUCKETS,
         )
         .map_err(|e| e.to_string())?
@@ -110,7 +117,15 @@ pub fn describe() {
     );
     describe_histogram!(
         "pigeon_produce_throttle_seconds",
-        "How long a connection was held back for its quota, in seconds."
+        "How long a connection was held back for its produce quota, in seconds."
+    );
+    describe_counter!(
+        "pigeon_fetch_throttled_total",
+        "Fetch and Receive responses that put their connection over its byte-rate fetch quota."
+    );
+    describe_histogram!(
+        "pigeon_fetch_throttle_seconds",
+        "How long a connection was held back for its fetch quota, in seconds."
     );
     crate::security::metrics::describe();
 }
@@ -155,6 +170,13 @@ pub fn frame_timed_out() {
 pub fn produce_throttled(wait: Duration) {
     counter!("pigeon_produce_throttled_total").increment(1);
     histogram!("pigeon_produce_throttle_seconds").record(wait.as_secs_f64());
+}
+
+/// A Fetch or Receive response put its connection over the fetch quota:
+/// the connection's next request waits `wait`.
+pub fn fetch_throttled(wait: Duration) {
+    counter!("pigeon_fetch_throttled_total").increment(1);
+    histogram!("pigeon_fetch_throttle_seconds").record(wait.as_secs_f64());
 }
 
 /// A connection ended.

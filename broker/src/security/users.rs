@@ -18,6 +18,8 @@
 //! | `password_hash` | optional: an argon2id PHC string; the password is then accepted with PLAIN over TLS |
 //! | `scram_sha256` | optional: a SCRAM-SHA-256 verifier; the password is then accepted with SCRAM-SHA-256 on any connection |
 //! | `allow` | rules: `topics` pattern, optional `groups` pattern, `ops` list (`produce`, `read`, `consume`, `admin`, `all`) |
+//! | `produce_quota_bytes_per_sec` | optional: this user's produce quota instead of the broker's (0 unlimited, else at least 1024) |
+//! | `fetch_quota_bytes_per_sec` | optional: this user's fetch quota instead of the broker's (0 unlimited, else at least 1024) |
 //!
 //! A user without `password_hash` and `scram_sha256` can only authenticate
 //! with a client certificate. Unknown keys, a bad pattern or op, a duplicate
@@ -55,6 +57,8 @@ struct UserEntry {
     scram_sha256: Option<String>,
     #[serde(default)]
     allow: Vec<RuleEntry>,
+    produce_quota_bytes_per_sec: Option<u64>,
+    fetch_quota_bytes_per_sec: Option<u64>,
 }
 
 impl std::fmt::Debug for UserEntry {
@@ -84,6 +88,11 @@ pub struct User {
     pub scram: Option<ScramVerifier>,
     /// What the user may do.
     pub rules: Rules,
+    /// The user's own produce quota: `None` uses the broker's
+    /// `produce_quota_bytes_per_sec`, `Some(None)` is unlimited.
+    pub produce_quota: Option<Option<u64>>,
+    /// The user's own fetch quota, like `produce_quota`.
+    pub fetch_quota: Option<Option<u64>>,
 }
 
 /// Every user, by name.
@@ -158,11 +167,23 @@ fn user(entry: UserEntry) -> Result<User, String> {
         .into_iter()
         .map(|r| rule(r).map_err(|e| format!("user {name}: allow: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
+    let quota = |key: &str, rate: Option<u64>| {
+        rate.map(|r| crate::config::quota_rate(key, Some(r)))
+            .transpose()
+            .map_err(|e| format!("user {name}: {e}"))
+    };
+    let produce_quota = quota(
+        "produce_quota_bytes_per_sec",
+        entry.produce_quota_bytes_per_sec,
+    )?;
+    let fetch_quota = quota("fetch_quota_bytes_per_sec", entry.fetch_quota_bytes_per_sec)?;
     Ok(User {
         name,
         password,
         scram,
         rules: Rules(rules),
+        produce_quota,
+        fetch_quota,
     })
 }
 
@@ -245,6 +266,18 @@ name = "reporting@example.com"
             .get("reporting@example.com")
             .expect("certificate-only user");
         assert!(reporting.password.is_none() && reporting.rules.0.is_empty());
+        assert_eq!(billing.produce_quota, None, "the broker's quota");
+    }
+
+    #[test]
+    fn a_user_may_set_its_own_quotas() {
+        let users = Users::parse(
+            "[[users]]\nname = \"a\"\nproduce_quota_bytes_per_sec = 4096\nfetch_quota_bytes_per_sec = 0",
+        )
+        .expect("parse");
+        let a = users.get("a").expect("a");
+        assert_eq!(a.produce_quota, Some(Some(4096)));
+        assert_eq!(a.fetch_quota, Some(None), "0: unlimited for this user");
     }
 
     #[test]
@@ -274,6 +307,15 @@ name = "reporting@example.com"
         let err =
             Users::parse("[[users]]\nname = \"a\"\n[[users]]\nname = \"a\"").expect_err("twice");
         assert!(err.contains("defined twice"), "{err}");
+        let err = Users::parse("[[users]]\nname = \"a\"\nfetch_quota_bytes_per_sec = 10")
+            .expect_err("quota below 1024");
+        assert!(
+            err.starts_with("user a: fetch_quota_bytes_per_sec is 10"),
+            "{err}"
+        );
+        let err = Users::parse("[[users]]\nname = \"a\"\nproduce_quota_bytes_per_sec = \"lots\"")
+            .expect_err("quota not a number");
+        assert!(err.contains("produce_quota_bytes_per_sec"), "{err}");
         let err = Users::parse("[[users]]\nname = \"a/b\"").expect_err("bad name");
         assert!(err.contains("user name"), "{err}");
     }
