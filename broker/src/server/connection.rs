@@ -21,7 +21,9 @@
 //!   slot, requests and group leases are freed). A response that would exceed
 //!   the frame limit (a fetch or settle naming thousands of partitions or
 //!   items) is replaced by a `FrameTooLarge` error for that request; the
-//!   connection goes on.
+//!   connection goes on. List answers (ListTopics, ListGroups) do not get
+//!   that far: their handlers stop building at the limit and answer
+//!   `FrameTooLarge` themselves.
 //! - Produce batches count against the connection's produce budget (two
 //!   frames' worth) from the read until the produce is answered: when
 //!   produces in flight hold that much, the connection reads nothing more
