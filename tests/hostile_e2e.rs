@@ -801,7 +801,10 @@ fn flood(connections: usize) {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let during = memory(pid).expect("memory");
         let served_gauge = metric(broker.http, "pigeon_connections");
-        let refused_metric = metric(broker.http, "pigeon_connections_refused_total");
+        let refused_metric = metric(
+            broker.http,
+            "pigeon_connections_refused_total{reason=\"max_connections\"}",
+        );
         let _ = release.send(true);
         for task in tasks {
             task.await.expect("flood task");

@@ -20,7 +20,7 @@
 //! | `pigeon_errors_total` | counter | `code` (error code name) |
 //! | `pigeon_connections` | gauge | |
 //! | `pigeon_connections_total` | counter | |
-//! | `pigeon_connections_refused_total` | counter (over `max_connections`) | |
+//! | `pigeon_connections_refused_total` | counter (binary-protocol connections refused: over `max_connections`, or over `max_connections_per_peer` from one address) | `reason` (`max_connections`, `per_peer`) |
 //! | `pigeon_frame_timeouts_total` | counter (connections closed by `frame_timeout_ms`: a request frame not whole in time, or responses not read) | |
 //! | `pigeon_produce_throttled_total` | counter (produce requests that put their connection over the quota) | |
 //! | `pigeon_produce_throttle_seconds` | histogram of each hold-back; its `_sum` is the total throttle time | |
@@ -105,7 +105,7 @@ pub fn describe() {
     describe_counter!("pigeon_connections_total", "Client connections accepted.");
     describe_counter!(
         "pigeon_connections_refused_total",
-        "Connections refused because max_connections were already served."
+        "Binary-protocol connections refused, by reason: max_connections (the broker already served max_connections) or per_peer (the address already had max_connections_per_peer)."
     );
     describe_counter!(
         "pigeon_frame_timeouts_total",
@@ -154,9 +154,22 @@ pub fn connection_opened() {
     counter!("pigeon_connections_total").increment(1);
 }
 
-/// A connection over `max_connections` was refused.
-pub fn connection_refused() {
-    counter!("pigeon_connections_refused_total").increment(1);
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_connections` were already served.
+    MaxConnections,
+    /// Its address already had `max_connections_per_peer`.
+    PerPeer,
+}
+
+/// A connection was refused for `reason`.
+pub fn connection_refused(reason: Refusal) {
+    let reason = match reason {
+        Refusal::MaxConnections => "max_connections",
+        Refusal::PerPeer => "per_peer",
+    };
+    counter!("pigeon_connections_refused_total", "reason" => reason).increment(1);
 }
 
 /// A connection was closed by the frame timeout (a request frame that
