@@ -25,7 +25,8 @@
 //! with a client certificate. Unknown keys, a bad pattern or op, a duplicate
 //! name, a hash that is not argon2id: the file is refused at start (and at
 //! a reload) with a message naming the user and the key, never quoting a
-//! hash.
+//! hash (a TOML syntax error names its line, column and key, not the
+//! line's text).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -120,7 +121,7 @@ impl Users {
 
     /// Parses and checks the TOML text of a users file.
     pub fn parse(text: &str) -> Result<Users, String> {
-        let file: UsersFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let file: UsersFile = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let mut by_name = HashMap::new();
         for entry in file.users {
             let user = user(entry)?;
@@ -145,6 +146,39 @@ impl Users {
     /// Whether there is no user (then nobody can connect).
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+}
+
+/// A TOML error of the users file: where and what, without the source
+/// line that the TOML library's own text quotes (it may hold a password
+/// hash or a SCRAM verifier, and the error is logged at a reload).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before.len() - line_start + 1;
+            // The key of the line, never its value.
+            let key = text
+                .get(line_start..)
+                .and_then(|rest| rest.split_once('='))
+                .map(|(key, _)| key.trim())
+                .filter(|key| {
+                    !key.is_empty()
+                        && key
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                });
+            match key {
+                Some(key) => {
+                    format!("TOML error at line {line}, column {column} (key {key}): {message}")
+                }
+                None => format!("TOML error at line {line}, column {column}: {message}"),
+            }
+        }
+        None => format!("TOML error: {message}"),
     }
 }
 
@@ -267,6 +301,26 @@ name = "reporting@example.com"
             .expect("certificate-only user");
         assert!(reporting.password.is_none() && reporting.rules.0.is_empty());
         assert_eq!(billing.produce_quota, None, "the broker's quota");
+    }
+
+    #[test]
+    fn a_syntax_error_on_a_hash_line_does_not_quote_the_hash() {
+        let hash = crate::security::password::hash(b"pw").expect("hash");
+        let scram = ScramVerifier::generate(b"pw").expect("scram").to_text();
+        for line in [
+            format!("password_hash = \"{hash}\" oops"),
+            format!("scram_sha256 = \"{scram}\" oops"),
+            format!("password_hash = \"{hash}"),
+        ] {
+            let text = format!("[[users]]\nname = \"a\"\n{line}\n");
+            let err = Users::parse(&text).expect_err("broken");
+            assert!(err.starts_with("TOML error at line 3, column"), "{err}");
+            for secret in [hash.as_str(), scram.as_str()] {
+                for field in secret.split(['$', ':', ',']).filter(|f| f.len() >= 12) {
+                    assert!(!err.contains(field), "{err}");
+                }
+            }
+        }
     }
 
     #[test]
