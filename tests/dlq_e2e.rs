@@ -486,3 +486,171 @@ fn a_v0_redrive_request_is_still_answered_message_by_message() {
         .collect();
     assert_eq!(pairs, [(0, 2), (1, 3)]);
 }
+
+/// Rejects `deliveries` (dead-letters them at once).
+async fn reject(
+    c: &mut pigeon_suite::raw::RawClient,
+    consumer: u64,
+    deliveries: &[pigeon_client::protocol::Delivery],
+) {
+    use pigeon_client::protocol::*;
+    let items = deliveries
+        .iter()
+        .map(|d| SettleItem {
+            action: SettleAction::Reject,
+            reason: "poison".into(),
+            ..SettleItem::ack(d.partition, d.offset, d.attempt)
+        })
+        .collect();
+    let settle = SettleRequest {
+        topic: "big".into(),
+        group: "g".into(),
+        consumer_id: consumer,
+        items,
+    };
+    match c.ok(settle.into()).await {
+        Response::Settle(r) => {
+            for result in r.results {
+                assert_eq!(
+                    result.error_code,
+                    ErrorCode::None,
+                    "{}",
+                    result.error_message
+                );
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn message_show_reads_a_bounded_part_of_a_large_dead_letter_topic_and_says_where_to_read_on() {
+    use pigeon_client::protocol::*;
+    let (_tmp, broker) = start_broker();
+    let value = vec![b'b'; 64 * 1024];
+    let rt = runtime();
+    let (state_of_first, state_of_second) = rt.block_on(async {
+        let mut c = pigeon_suite::raw::RawClient::connect(broker.addr).await;
+        c.create_topic("big", 1).await;
+        let create = CreateGroupRequest {
+            topic: "big".into(),
+            group: "g".into(),
+            settings: GroupSettings::default(),
+        };
+        c.ok(create.into()).await;
+        // Offset 0 first, then 80 messages of 64 KiB (5 MiB).
+        let ack = c.produce("big", 0, &[b"first"]).await;
+        assert_eq!(ack.error_code, ErrorCode::None);
+        for _ in 0..10 {
+            let values: Vec<&[u8]> = (0..8).map(|_| value.as_slice()).collect();
+            let ack = c.produce("big", 0, &values).await;
+            assert_eq!(ack.error_code, ErrorCode::None, "{}", ack.error_message);
+        }
+        let consumer = c.join_group("big", "g", "c").await;
+        // Hold the first message while the 80 others are dead-lettered,
+        // then dead-letter it: its copy comes after 5 MiB of others, all
+        // appended after it was.
+        let first = c.receive("big", "g", consumer, 1, 5000).await;
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].offset, 0);
+        let mut rejected = 0;
+        while rejected < 80 {
+            let got = c.receive("big", "g", consumer, 16, 5000).await;
+            assert!(!got.is_empty(), "the group delivers the 80 messages");
+            rejected += got.len();
+            reject(&mut c, consumer, &got).await;
+        }
+        reject(&mut c, consumer, &first).await;
+        let state = |offset: u64| MessageStateRequest {
+            topic: "big".into(),
+            group: "g".into(),
+            partition: 0,
+            offset,
+        };
+        // The copies are written by the group's engine; the first
+        // message is settled once its copy (the last) is written.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let first = loop {
+            match c.ok(state(0).into()).await {
+                Response::MessageState(s) if s.state == MessageState::Settled => break s,
+                other => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "not settled: {other:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        // A copy within the bound is found.
+        let second = match c.ok(state(1).into()).await {
+            Response::MessageState(s) => s,
+            other => panic!("{other:?}"),
+        };
+        (first, second)
+    });
+    assert_eq!(state_of_second.state, MessageState::DeadLettered);
+    assert_eq!(
+        state_of_second.reason, "rejected: poison",
+        "{state_of_second:?}"
+    );
+    let reason = &state_of_first.reason;
+    println!("message show of offset 0: {reason}");
+    assert!(
+        reason.contains("pigeon read big.g.dlq --partition 0 --from-offset")
+            && reason.contains("pigeon.dlq.source-offset = 0"),
+        "{reason}"
+    );
+    // The search read about 4 MiB (plus at most one 64 KiB copy), not the
+    // whole 5 MiB topic: it stopped before the copy at DLQ offset 80.
+    let next: u64 = reason
+        .rsplit("--from-offset ")
+        .next()
+        .and_then(|rest| rest.split('`').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no offset to read on from: {reason}"));
+    assert!((55..=80).contains(&next), "{reason}");
+    // Reading on from there finds the copy.
+    let on = pigeon(
+        &broker,
+        &[
+            "read",
+            "big.g.dlq",
+            "--partition",
+            "0",
+            "--from-offset",
+            &next.to_string(),
+            "--json",
+        ],
+        b"",
+    )
+    .ok()
+    .json_lines();
+    assert!(
+        on.iter()
+            .any(|r| header(r, "pigeon.dlq.source-offset") == "0"),
+        "the copy is where the answer said"
+    );
+    // The CLI shows it.
+    let shown = pigeon(
+        &broker,
+        &[
+            "message",
+            "show",
+            "big",
+            "--group",
+            "g",
+            "--partition",
+            "0",
+            "--offset",
+            "0",
+        ],
+        b"",
+    )
+    .ok();
+    assert!(
+        shown.stdout.contains("settled (acked, or dead-lettered"),
+        "{}",
+        shown.stdout
+    );
+}

@@ -180,6 +180,13 @@ fn connections_per_address_are_capped_on_both_listeners_and_idle_ones_are_closed
         assert_eq!((kept.len(), refused), (8, 22));
         kept
     });
+    let http = broker.http;
+    let per_peer = "pigeon_connections_refused_total{reason=\"per_peer\"}";
+    pigeon_suite::wait_until(Duration::from_secs(10), "22 refusals counted", || {
+        pigeon_suite::metric(http, per_peer) >= 22.0
+    });
+    let global = "pigeon_connections_refused_total{reason=\"max_connections\"}";
+    assert_eq!(pigeon_suite::metric(http, global), 0.0);
     // The Redis listener counts against the same cap.
     let mut redis = std::net::TcpStream::connect(resp).expect("connect");
     let mut line = String::new();

@@ -801,7 +801,19 @@ fn flood(connections: usize) {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let during = memory(pid).expect("memory");
         let served_gauge = metric(broker.http, "pigeon_connections");
-        let refused_metric = metric(broker.http, "pigeon_connections_refused_total");
+        // Every refusal, whichever cap answered it: with
+        // max_connections_per_peer = max_connections and every connection
+        // from one address, the per-address cap is met at the same moment
+        // and checked first.
+        let refused_metric = ["max_connections", "per_peer"]
+            .iter()
+            .map(|reason| {
+                metric(
+                    broker.http,
+                    &format!("pigeon_connections_refused_total{{reason=\"{reason}\"}}"),
+                )
+            })
+            .sum::<f64>();
         let _ = release.send(true);
         for task in tasks {
             task.await.expect("flood task");

@@ -405,7 +405,10 @@ fn exercise(broker: &Broker) {
         // One connection more than --max-connections 1: refused.
         let _refused = std::net::TcpStream::connect(broker.addr).expect("connect");
         wait_until(WAIT, "a refused connection to be counted", || {
-            metric(broker.http, "pigeon_connections_refused_total") >= 1.0
+            metric(
+                broker.http,
+                "pigeon_connections_refused_total{reason=\"max_connections\"}",
+            ) >= 1.0
         });
     });
 }

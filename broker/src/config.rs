@@ -115,9 +115,12 @@ settings! {
     /// A frame must arrive whole within this long of its first byte, else the connection is closed [default: 30000].
     #[arg(long, env = "PIGEON_FRAME_TIMEOUT_MS", value_name = "MS")]
     frame_timeout_ms: Option<u64>,
-    /// Produce bytes per second each connection may send (token bucket, one second of burst); above it the broker throttles the connection; 0 is unlimited [default: 0].
+    /// Produce bytes per second (whole request frames) each user may send, all its connections together (each connection without users); token bucket, one second of burst; above it the broker throttles; 0 is unlimited [default: 0].
     #[arg(long, env = "PIGEON_PRODUCE_QUOTA_BYTES_PER_SEC", value_name = "BYTES")]
     produce_quota_bytes_per_sec: Option<u64>,
+    /// Fetch and Receive response bytes per second each user may be sent, all its connections together (each connection without users); token bucket, one second of burst; above it the broker throttles; 0 is unlimited [default: 0].
+    #[arg(long, env = "PIGEON_FETCH_QUOTA_BYTES_PER_SEC", value_name = "BYTES")]
+    fetch_quota_bytes_per_sec: Option<u64>,
     /// How long shutdown waits for in-flight requests [default: 10000].
     #[arg(long, env = "PIGEON_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
     shutdown_timeout_ms: Option<u64>,
@@ -214,8 +217,13 @@ pub struct BrokerConfig {
     pub max_connections: u32,
     /// Longest a frame may take to arrive once its first byte has.
     pub frame_timeout: Duration,
-    /// Produce bytes per second per connection; `None`: unlimited.
+    /// Produce bytes per second per user (per connection without users);
+    /// `None`: unlimited. A user's own setting overrides it.
     pub produce_quota_bytes_per_sec: Option<u64>,
+    /// Fetch and Receive response bytes per second per user (per
+    /// connection without users); `None`: unlimited. A user's own setting
+    /// overrides it.
+    pub fetch_quota_bytes_per_sec: Option<u64>,
     /// Longest wait for in-flight work at shutdown.
     pub shutdown_timeout: Duration,
     /// Log filter.
@@ -298,15 +306,12 @@ impl BrokerConfig {
                 "frame_timeout_ms is {frame_timeout_ms}; it must be from 10 to 3600000 (one hour)"
             )));
         }
-        let produce_quota_bytes_per_sec = match c.produce_quota_bytes_per_sec {
-            None | Some(0) => None,
-            Some(rate) if rate < 1024 => {
-                return Err(ConfigError(format!(
-                    "produce_quota_bytes_per_sec is {rate}; it must be 0 (unlimited) or at least 1024"
-                )));
-            }
-            Some(rate) => Some(rate),
-        };
+        let produce_quota_bytes_per_sec =
+            quota_rate("produce_quota_bytes_per_sec", c.produce_quota_bytes_per_sec)
+                .map_err(ConfigError)?;
+        let fetch_quota_bytes_per_sec =
+            quota_rate("fetch_quota_bytes_per_sec", c.fetch_quota_bytes_per_sec)
+                .map_err(ConfigError)?;
         let group_snapshot_bytes = c
             .group_snapshot_bytes
             .unwrap_or(crate::delivery::DEFAULT_SNAPSHOT_EVERY_BYTES);
@@ -335,6 +340,7 @@ impl BrokerConfig {
             max_connections: positive("max_connections", c.max_connections, 4096)?,
             frame_timeout: Duration::from_millis(frame_timeout_ms),
             produce_quota_bytes_per_sec,
+            fetch_quota_bytes_per_sec,
             shutdown_timeout: Duration::from_millis(c.shutdown_timeout_ms.unwrap_or(10_000)),
             tls: tls_files(c.tls_cert, c.tls_key, c.tls_client_ca)?,
             users: c.users,
@@ -360,6 +366,19 @@ impl BrokerConfig {
                 }
             },
         })
+    }
+}
+
+/// A byte-rate quota as set (`key` names it): 0 or unset is unlimited
+/// (`None`), else at least 1024 bytes per second. The users file's
+/// per-user quotas are checked by the same rule.
+pub fn quota_rate(key: &str, rate: Option<u64>) -> Result<Option<u64>, String> {
+    match rate {
+        None | Some(0) => Ok(None),
+        Some(rate) if rate < 1024 => Err(format!(
+            "{key} is {rate}; it must be 0 (unlimited) or at least 1024"
+        )),
+        Some(rate) => Ok(Some(rate)),
     }
 }
 
@@ -421,6 +440,10 @@ impl BrokerConfig {
             (
                 "produce_quota_bytes_per_sec",
                 or_zero(self.produce_quota_bytes_per_sec),
+            ),
+            (
+                "fetch_quota_bytes_per_sec",
+                or_zero(self.fetch_quota_bytes_per_sec),
             ),
             ("shutdown_timeout_ms", ms(self.shutdown_timeout)),
             (
@@ -545,6 +568,27 @@ mod tests {
         assert_eq!(
             config.produce_quota_bytes_per_sec, None,
             "no quota by default"
+        );
+    }
+
+    #[test]
+    fn the_fetch_quota_comes_from_file_or_flag_and_is_shown() {
+        let file = parse_file("fetch_quota_bytes_per_sec = 65536").expect("toml");
+        let config = BrokerConfig::from_file_config(flags(&[]).overlay(file.clone())).expect("ok");
+        assert_eq!(config.fetch_quota_bytes_per_sec, Some(65536));
+        let shown = config.settings_in_effect();
+        assert!(shown.contains(&("fetch_quota_bytes_per_sec", "65536".to_owned())));
+        let config = BrokerConfig::from_file_config(
+            flags(&["--fetch-quota-bytes-per-sec", "0"]).overlay(file),
+        )
+        .expect("ok");
+        assert_eq!(config.fetch_quota_bytes_per_sec, None, "0 is unlimited");
+        let err = BrokerConfig::from_file_config(flags(&["--fetch-quota-bytes-per-sec", "1023"]))
+            .expect_err("below 1024")
+            .to_string();
+        assert!(
+            err.starts_with("fetch_quota_bytes_per_sec is 1023"),
+            "{err}"
         );
     }
 

@@ -73,6 +73,8 @@ pub enum ErrorKind {
     AuthenticationFailed,
     /// The caller's rules do not allow the operation on the resource.
     NotAuthorized,
+    /// The answer would not fit in one frame (`max_frame_bytes`).
+    FrameTooLarge,
 }
 
 /// A failed broker operation: its kind and a sentence saying what went

@@ -71,6 +71,9 @@ pub struct IncomingRequest {
     pub header: RequestHeader,
     /// The body, or why it could not be decoded.
     pub request: Result<Request, CodecError>,
+    /// The whole frame's size on the wire, length field included (what a
+    /// byte-rate quota charges: header and body, not only the payload).
+    pub frame_bytes: u32,
 }
 
 /// A top-level error response body: the request failed as a whole.
@@ -339,6 +342,7 @@ fn header_reader(frame: Bytes, limits: Limits) -> Result<(Reader, u16, u16, u32)
 /// errors land in
 /// [`IncomingRequest::request`].
 pub fn decode_request(frame: Bytes, limits: Limits) -> Result<IncomingRequest, CodecError> {
+    let frame_bytes = u32::try_from(frame.len()).unwrap_or(u32::MAX);
     let (mut r, api_key, api_version, request_id) = header_reader(frame, limits)?;
     let header = RequestHeader {
         api_key,
@@ -346,7 +350,11 @@ pub fn decode_request(frame: Bytes, limits: Limits) -> Result<IncomingRequest, C
         request_id,
     };
     let request = Request::decode(api_key, api_version, &mut r);
-    Ok(IncomingRequest { header, request })
+    Ok(IncomingRequest {
+        header,
+        request,
+        frame_bytes,
+    })
 }
 
 /// Decodes a whole response frame (length field included). `Err` only if

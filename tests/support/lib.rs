@@ -142,14 +142,13 @@ impl Broker {
         let child = Command::new(binary("pigeon-broker"))
             .arg("--data-dir")
             .arg(data_dir)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--log",
-                "info",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            // Logging at info, unless the test sets it.
+            .args(if extra.iter().any(|a| a == "--log") {
+                &[][..]
+            } else {
+                &["--log", "info"][..]
+            })
             // The Redis listener on an ephemeral port too, unless the
             // test sets it.
             .args(if extra.iter().any(|a| a == "--resp") {

@@ -46,15 +46,18 @@
 //!
 //! [`find_parked`] finds the copy of a source message again (for `pigeon
 //! message show`), from the source record's append time on (a copy is
-//! always appended after its source); copies written before the
-//! incarnation headers existed match on the rest.
+//! always appended after its source), reading at most [`FIND_LIMIT`]
+//! records and about [`FIND_MAX_BYTES`] bytes, so that one request costs
+//! bounded I/O; a search stopped by a bound says where it stopped
+//! ([`Parked::NotSearched`]). Copies written before the incarnation
+//! headers existed match on the rest.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, Record, RecordBatch};
 
-use super::source::{blocking, scan};
+use super::source::{blocking, scan, scan_at_most};
 use crate::delivery::engine::DeadLetterSink;
 use crate::delivery::{DeadLetter, DeadLetterReason};
 use crate::topics::Topic;
@@ -66,6 +69,10 @@ const LEGACY_LOOK_BACK: u64 = 512;
 
 /// How many DLQ records [`find_parked`] reads at most.
 pub const FIND_LIMIT: u64 = 100_000;
+
+/// How many bytes of the DLQ partition [`find_parked`] reads at most (one
+/// batch may pass it): one `message show` costs at most this much I/O.
+pub const FIND_MAX_BYTES: usize = 4 << 20;
 
 /// Bytes read per step of a search.
 const SEARCH_PAGE_BYTES: usize = 1 << 20;
@@ -231,33 +238,82 @@ impl DlqSink {
     }
 }
 
+/// What [`find_parked`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parked {
+    /// The copy.
+    Found(Record),
+    /// No copy in the whole range where it could be (never parked, or
+    /// removed by the DLQ topic's retention).
+    Absent,
+    /// No copy in what the search's bounds let it read: it may be further.
+    NotSearched {
+        /// The DLQ offset the search began at.
+        from: u64,
+        /// The first DLQ offset it did not read.
+        next: u64,
+        /// Bytes it read.
+        bytes: usize,
+    },
+}
+
 /// The dead-letter copy of source `offset` in partition `partition`, for
 /// `identity`, in the DLQ topic `dlq`, searching from the first DLQ record
 /// appended at or after `source_timestamp` (the source record's append
-/// time), at most [`FIND_LIMIT`] records. `None` if not found there (never
-/// parked, or removed by the DLQ topic's retention).
+/// time), reading at most [`FIND_LIMIT`] records and about
+/// [`FIND_MAX_BYTES`] bytes: a search that hits a bound without finding
+/// the copy says where it stopped.
 pub fn find_parked(
     dlq: &Topic,
     identity: &DlqIdentity,
     partition: usize,
     offset: u64,
     source_timestamp: i64,
-) -> Option<Record> {
-    let reader = dlq.partitions.get(partition)?.reader();
-    let from = reader.offset_for_timestamp(source_timestamp).ok()??;
-    let end = reader.end_offset().min(from.saturating_add(FIND_LIMIT));
+) -> Parked {
+    let Some(log) = dlq.partitions.get(partition) else {
+        return Parked::Absent;
+    };
+    let reader = log.reader();
+    let Ok(Some(from)) = reader.offset_for_timestamp(source_timestamp) else {
+        return Parked::Absent;
+    };
+    let log_end = reader.end_offset();
+    let end = log_end.min(from.saturating_add(FIND_LIMIT));
     let mut found = None;
-    let scanned = scan(reader, from, end, SEARCH_PAGE_BYTES, |record| {
-        if identity.is_copy(&record, partition, offset, Match::AllowLegacy) {
-            found = Some(record);
-            return false;
+    let scanned = scan_at_most(
+        reader,
+        from,
+        end,
+        SEARCH_PAGE_BYTES,
+        FIND_MAX_BYTES,
+        |record| {
+            if identity.is_copy(&record, partition, offset, Match::AllowLegacy) {
+                found = Some(record);
+                return false;
+            }
+            true
+        },
+    );
+    match (found, scanned) {
+        (Some(record), _) => Parked::Found(record),
+        (None, Ok(scanned)) => match scanned.stopped_at {
+            Some(next) => Parked::NotSearched {
+                from,
+                next,
+                bytes: scanned.bytes,
+            },
+            None if end < log_end => Parked::NotSearched {
+                from,
+                next: end,
+                bytes: scanned.bytes,
+            },
+            None => Parked::Absent,
+        },
+        (None, Err(e)) => {
+            tracing::warn!(dlq = %dlq.metadata.name, partition, error = %e, "cannot search the dead-letter topic");
+            Parked::Absent
         }
-        true
-    });
-    if let Err(e) = scanned {
-        tracing::warn!(dlq = %dlq.metadata.name, partition, error = %e, "cannot search the dead-letter topic");
     }
-    found
 }
 
 /// The value of header `name` of `record` (the last of that name), as text.

@@ -91,15 +91,50 @@ pub fn scan(
     from: u64,
     end: u64,
     page_bytes: usize,
-    mut visit: impl FnMut(Record) -> bool,
+    visit: impl FnMut(Record) -> bool,
 ) -> Result<(), String> {
+    scan_at_most(reader, from, end, page_bytes, usize::MAX, visit).map(|_| ())
+}
+
+/// What [`scan_at_most`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned {
+    /// Bytes of batches read from the log.
+    pub bytes: usize,
+    /// `Some(offset)`: the byte bound stopped the scan before `offset`
+    /// (which is below `end`); `None`: it reached `end`, the log's end, or
+    /// the visitor stopped it.
+    pub stopped_at: Option<u64>,
+}
+
+/// Like [`scan`], reading at most about `max_bytes` of the log: it stops
+/// once that many have been read (a page is read up to what is left of the
+/// bound, but at least one whole batch, so one batch may pass it).
+pub fn scan_at_most(
+    reader: &crate::log::LogReader,
+    from: u64,
+    end: u64,
+    page_bytes: usize,
+    max_bytes: usize,
+    mut visit: impl FnMut(Record) -> bool,
+) -> Result<Scanned, String> {
     let mut offset = from.max(reader.start_offset());
+    let mut scanned = Scanned {
+        bytes: 0,
+        stopped_at: None,
+    };
     while offset < end {
+        if scanned.bytes >= max_bytes {
+            scanned.stopped_at = Some(offset);
+            return Ok(scanned);
+        }
+        let page = page_bytes.min(max_bytes - scanned.bytes).max(1);
         let read = reader
-            .read(offset, page_bytes)
+            .read(offset, page)
             .map_err(|e| format!("reading offset {offset}: {e}"))?;
+        scanned.bytes = scanned.bytes.saturating_add(read.bytes.len());
         if read.bytes.is_empty() {
-            return Ok(());
+            return Ok(scanned);
         }
         let before = offset;
         for record in records_of_batches(read.bytes) {
@@ -108,11 +143,11 @@ pub fn scan(
                 continue;
             }
             if record.offset >= end {
-                return Ok(());
+                return Ok(scanned);
             }
             offset = record.offset + 1;
             if !visit(record) {
-                return Ok(());
+                return Ok(scanned);
             }
         }
         if offset == before {
@@ -121,7 +156,7 @@ pub fn scan(
             ));
         }
     }
-    Ok(())
+    Ok(scanned)
 }
 
 /// Runs `f` (blocking file reads or writes) on the current worker without

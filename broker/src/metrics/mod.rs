@@ -20,10 +20,12 @@
 //! | `pigeon_errors_total` | counter | `code` (error code name) |
 //! | `pigeon_connections` | gauge | |
 //! | `pigeon_connections_total` | counter | |
-//! | `pigeon_connections_refused_total` | counter (over `max_connections`) | |
+//! | `pigeon_connections_refused_total` | counter (binary-protocol connections refused: over `max_connections`, or over `max_connections_per_peer` from one address) | `reason` (`max_connections`, `per_peer`) |
 //! | `pigeon_frame_timeouts_total` | counter (connections closed by `frame_timeout_ms`: a request frame not whole in time, or responses not read) | |
 //! | `pigeon_produce_throttled_total` | counter (produce requests that put their connection over the quota) | |
 //! | `pigeon_produce_throttle_seconds` | histogram of each hold-back; its `_sum` is the total throttle time | |
+//! | `pigeon_fetch_throttled_total` | counter (Fetch and Receive responses that put their connection over the fetch quota) | |
+//! | `pigeon_fetch_throttle_seconds` | histogram of each hold-back for the fetch quota; `_sum` is the total | |
 //!
 //! The per-resource families are listed in [`scrape`], the process ones in
 //! [`process`]. Every metric has a `# HELP` line ([`describe`] for the
@@ -59,6 +61,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("pigeon_produce_throttle_seconds".into()),
+            THROTTLE_BUCKETS,
+        )
+        .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(
+            Matcher::Full("pigeon_fetch_throttle_seconds".into()),
             THROTTLE_BUCKETS,
         )
         .map_err(|e| e.to_string())?
@@ -98,7 +105,7 @@ pub fn describe() {
     describe_counter!("pigeon_connections_total", "Client connections accepted.");
     describe_counter!(
         "pigeon_connections_refused_total",
-        "Connections refused because max_connections were already served."
+        "Binary-protocol connections refused, by reason: max_connections (the broker already served max_connections) or per_peer (the address already had max_connections_per_peer)."
     );
     describe_counter!(
         "pigeon_frame_timeouts_total",
@@ -110,7 +117,15 @@ pub fn describe() {
     );
     describe_histogram!(
         "pigeon_produce_throttle_seconds",
-        "How long a connection was held back for its quota, in seconds."
+        "How long a connection was held back for its produce quota, in seconds."
+    );
+    describe_counter!(
+        "pigeon_fetch_throttled_total",
+        "Fetch and Receive responses that put their connection over its byte-rate fetch quota."
+    );
+    describe_histogram!(
+        "pigeon_fetch_throttle_seconds",
+        "How long a connection was held back for its fetch quota, in seconds."
     );
     crate::security::metrics::describe();
 }
@@ -139,9 +154,22 @@ pub fn connection_opened() {
     counter!("pigeon_connections_total").increment(1);
 }
 
-/// A connection over `max_connections` was refused.
-pub fn connection_refused() {
-    counter!("pigeon_connections_refused_total").increment(1);
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_connections` were already served.
+    MaxConnections,
+    /// Its address already had `max_connections_per_peer`.
+    PerPeer,
+}
+
+/// A connection was refused for `reason`.
+pub fn connection_refused(reason: Refusal) {
+    let reason = match reason {
+        Refusal::MaxConnections => "max_connections",
+        Refusal::PerPeer => "per_peer",
+    };
+    counter!("pigeon_connections_refused_total", "reason" => reason).increment(1);
 }
 
 /// A connection was closed by the frame timeout (a request frame that
@@ -155,6 +183,13 @@ pub fn frame_timed_out() {
 pub fn produce_throttled(wait: Duration) {
     counter!("pigeon_produce_throttled_total").increment(1);
     histogram!("pigeon_produce_throttle_seconds").record(wait.as_secs_f64());
+}
+
+/// A Fetch or Receive response put its connection over the fetch quota:
+/// the connection's next request waits `wait`.
+pub fn fetch_throttled(wait: Duration) {
+    counter!("pigeon_fetch_throttled_total").increment(1);
+    histogram!("pigeon_fetch_throttle_seconds").record(wait.as_secs_f64());
 }
 
 /// A connection ended.

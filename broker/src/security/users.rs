@@ -18,12 +18,15 @@
 //! | `password_hash` | optional: an argon2id PHC string; the password is then accepted with PLAIN over TLS |
 //! | `scram_sha256` | optional: a SCRAM-SHA-256 verifier; the password is then accepted with SCRAM-SHA-256 on any connection |
 //! | `allow` | rules: `topics` pattern, optional `groups` pattern, `ops` list (`produce`, `read`, `consume`, `admin`, `all`) |
+//! | `produce_quota_bytes_per_sec` | optional: this user's produce quota instead of the broker's (0 unlimited, else at least 1024) |
+//! | `fetch_quota_bytes_per_sec` | optional: this user's fetch quota instead of the broker's (0 unlimited, else at least 1024) |
 //!
 //! A user without `password_hash` and `scram_sha256` can only authenticate
 //! with a client certificate. Unknown keys, a bad pattern or op, a duplicate
 //! name, a hash that is not argon2id: the file is refused at start (and at
 //! a reload) with a message naming the user and the key, never quoting a
-//! hash.
+//! hash (a TOML syntax error names its line, column and key, not the
+//! line's text).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -55,6 +58,8 @@ struct UserEntry {
     scram_sha256: Option<String>,
     #[serde(default)]
     allow: Vec<RuleEntry>,
+    produce_quota_bytes_per_sec: Option<u64>,
+    fetch_quota_bytes_per_sec: Option<u64>,
 }
 
 impl std::fmt::Debug for UserEntry {
@@ -84,6 +89,11 @@ pub struct User {
     pub scram: Option<ScramVerifier>,
     /// What the user may do.
     pub rules: Rules,
+    /// The user's own produce quota: `None` uses the broker's
+    /// `produce_quota_bytes_per_sec`, `Some(None)` is unlimited.
+    pub produce_quota: Option<Option<u64>>,
+    /// The user's own fetch quota, like `produce_quota`.
+    pub fetch_quota: Option<Option<u64>>,
 }
 
 /// Every user, by name.
@@ -111,7 +121,7 @@ impl Users {
 
     /// Parses and checks the TOML text of a users file.
     pub fn parse(text: &str) -> Result<Users, String> {
-        let file: UsersFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let file: UsersFile = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let mut by_name = HashMap::new();
         for entry in file.users {
             let user = user(entry)?;
@@ -139,6 +149,39 @@ impl Users {
     }
 }
 
+/// A TOML error of the users file: where and what, without the source
+/// line that the TOML library's own text quotes (it may hold a password
+/// hash or a SCRAM verifier, and the error is logged at a reload).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before.len() - line_start + 1;
+            // The key of the line, never its value.
+            let key = text
+                .get(line_start..)
+                .and_then(|rest| rest.split_once('='))
+                .map(|(key, _)| key.trim())
+                .filter(|key| {
+                    !key.is_empty()
+                        && key
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                });
+            match key {
+                Some(key) => {
+                    format!("TOML error at line {line}, column {column} (key {key}): {message}")
+                }
+                None => format!("TOML error at line {line}, column {column}: {message}"),
+            }
+        }
+        None => format!("TOML error: {message}"),
+    }
+}
+
 /// Checks one entry.
 fn user(entry: UserEntry) -> Result<User, String> {
     let name = entry.name;
@@ -158,11 +201,23 @@ fn user(entry: UserEntry) -> Result<User, String> {
         .into_iter()
         .map(|r| rule(r).map_err(|e| format!("user {name}: allow: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
+    let quota = |key: &str, rate: Option<u64>| {
+        rate.map(|r| crate::config::quota_rate(key, Some(r)))
+            .transpose()
+            .map_err(|e| format!("user {name}: {e}"))
+    };
+    let produce_quota = quota(
+        "produce_quota_bytes_per_sec",
+        entry.produce_quota_bytes_per_sec,
+    )?;
+    let fetch_quota = quota("fetch_quota_bytes_per_sec", entry.fetch_quota_bytes_per_sec)?;
     Ok(User {
         name,
         password,
         scram,
         rules: Rules(rules),
+        produce_quota,
+        fetch_quota,
     })
 }
 
@@ -245,6 +300,38 @@ name = "reporting@example.com"
             .get("reporting@example.com")
             .expect("certificate-only user");
         assert!(reporting.password.is_none() && reporting.rules.0.is_empty());
+        assert_eq!(billing.produce_quota, None, "the broker's quota");
+    }
+
+    #[test]
+    fn a_syntax_error_on_a_hash_line_does_not_quote_the_hash() {
+        let hash = crate::security::password::hash(b"pw").expect("hash");
+        let scram = ScramVerifier::generate(b"pw").expect("scram").to_text();
+        for line in [
+            format!("password_hash = \"{hash}\" oops"),
+            format!("scram_sha256 = \"{scram}\" oops"),
+            format!("password_hash = \"{hash}"),
+        ] {
+            let text = format!("[[users]]\nname = \"a\"\n{line}\n");
+            let err = Users::parse(&text).expect_err("broken");
+            assert!(err.starts_with("TOML error at line 3, column"), "{err}");
+            for secret in [hash.as_str(), scram.as_str()] {
+                for field in secret.split(['$', ':', ',']).filter(|f| f.len() >= 12) {
+                    assert!(!err.contains(field), "{err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_user_may_set_its_own_quotas() {
+        let users = Users::parse(
+            "[[users]]\nname = \"a\"\nproduce_quota_bytes_per_sec = 4096\nfetch_quota_bytes_per_sec = 0",
+        )
+        .expect("parse");
+        let a = users.get("a").expect("a");
+        assert_eq!(a.produce_quota, Some(Some(4096)));
+        assert_eq!(a.fetch_quota, Some(None), "0: unlimited for this user");
     }
 
     #[test]
@@ -274,6 +361,15 @@ name = "reporting@example.com"
         let err =
             Users::parse("[[users]]\nname = \"a\"\n[[users]]\nname = \"a\"").expect_err("twice");
         assert!(err.contains("defined twice"), "{err}");
+        let err = Users::parse("[[users]]\nname = \"a\"\nfetch_quota_bytes_per_sec = 10")
+            .expect_err("quota below 1024");
+        assert!(
+            err.starts_with("user a: fetch_quota_bytes_per_sec is 10"),
+            "{err}"
+        );
+        let err = Users::parse("[[users]]\nname = \"a\"\nproduce_quota_bytes_per_sec = \"lots\"")
+            .expect_err("quota not a number");
+        assert!(err.contains("produce_quota_bytes_per_sec"), "{err}");
         let err = Users::parse("[[users]]\nname = \"a/b\"").expect_err("bad name");
         assert!(err.contains("user name"), "{err}");
     }

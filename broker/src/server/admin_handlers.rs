@@ -34,8 +34,34 @@ pub async fn alter_topic(broker: &Checked<'_>, req: wire::AlterTopicRequest) -> 
 }
 
 /// ListGroups.
+///
+/// Adds up the encoded size of the listings as the groups are found: as
+/// soon as the answer would pass `max_frame_bytes`, the request is answered
+/// `FrameTooLarge` before any group is asked for its figures.
 pub async fn list_groups(broker: &Checked<'_>, req: wire::ListGroupsRequest) -> Answer {
-    let groups = broker.list_groups(req.topic.as_deref()).await?;
+    let max_frame = broker.config.max_frame_bytes;
+    let room = (max_frame as usize).saturating_sub(wire::LIST_RESPONSE_OVERHEAD);
+    let (mut used, mut count) = (0, 0usize);
+    let whole = req.topic.is_none();
+    let fits = |topic: &str, group: &str| {
+        used += wire::GroupListing::encoded_len(topic, group);
+        if used > room {
+            let what = if whole {
+                "name one topic (pigeon group list --topic T) to list fewer, or raise the broker's max_frame_bytes"
+            } else {
+                "raise the broker's max_frame_bytes"
+            };
+            return Err(BrokerError::new(
+                crate::error::ErrorKind::FrameTooLarge,
+                format!(
+                    "the list of groups does not fit in one response of max_frame_bytes ({max_frame} bytes; {count} fit); {what}"
+                ),
+            ));
+        }
+        count += 1;
+        Ok(())
+    };
+    let groups = broker.list_groups(req.topic.as_deref(), fits).await?;
     let groups = groups.into_iter().map(|g| wire::GroupListing {
         topic: g.topic,
         group: g.group,

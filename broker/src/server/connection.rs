@@ -21,7 +21,9 @@
 //!   slot, requests and group leases are freed). A response that would exceed
 //!   the frame limit (a fetch or settle naming thousands of partitions or
 //!   items) is replaced by a `FrameTooLarge` error for that request; the
-//!   connection goes on.
+//!   connection goes on. List answers (ListTopics, ListGroups) do not get
+//!   that far: their handlers stop building at the limit and answer
+//!   `FrameTooLarge` themselves.
 //! - Produce batches count against the connection's produce budget (two
 //!   frames' worth) from the read until the produce is answered: when
 //!   produces in flight hold that much, the connection reads nothing more
@@ -34,10 +36,16 @@
 //!   pipelined fetches stop reading the log.
 //! - Malformed bodies get an error response and the connection goes on.
 //! - With a produce quota (`produce_quota_bytes_per_sec`), each produce
-//!   request's batch bytes are charged to the connection's
-//!   [`TokenBucket`]; when it goes into debt the response carries
+//!   request's whole frame is charged to the connection's produce bucket
+//!   (its user's, shared by all of the user's connections, with users; see
+//!   [`super::quota`]); when it goes into debt the response carries
 //!   `throttle_ms` (Produce v1) and the connection is muted: nothing more
 //!   is read from it until the debt is paid. Responses still go out.
+//! - With a fetch quota (`fetch_quota_bytes_per_sec`), the writer charges
+//!   each Fetch and Receive response's whole encoded frame to the fetch
+//!   bucket; a response that puts it into debt mutes the connection the
+//!   same way: its next request is neither read nor started until the
+//!   debt is paid.
 //! - With users (`--users`), a connection starts unauthenticated (unless
 //!   its client certificate names a user): it may send Handshake and the
 //!   SASL requests, which the connection task answers itself, in order
@@ -51,8 +59,9 @@
 //!   at the socket.
 //!
 //! All of one connection's state is in [`Connection`], one small method per
-//! step: [`read_frame`](Connection::read_frame), [`charge`](Connection::charge)
-//! (the quota), [`admit`](Connection::admit) (in-flight limit and request
+//! step: [`read_frame`](Connection::read_frame),
+//! [`wait_out_mute`](Connection::wait_out_mute) (the quota),
+//! [`admit`](Connection::admit) (in-flight limit and request
 //! ids), [`dispatch`](Connection::dispatch) (queue a produce, or start the
 //! request's task).
 
@@ -70,7 +79,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::auth::{Link, SaslSession};
 use super::handlers::{RequestContext, finish_produce, handle, response_frame, submit_produce};
-use super::quota::TokenBucket;
+use super::quota::{Direction, Throttle};
 use crate::error::BrokerError;
 use crate::metrics;
 use crate::service::{Broker, SubmittedProduce};
@@ -102,9 +111,9 @@ struct Connection<R> {
     ids: Arc<Mutex<HashSet<u32>>>,
     /// The connection's consumers' owner and its read budget.
     context: RequestContext,
-    quota: Option<TokenBucket>,
-    /// Throttled: read nothing until then.
-    muted_until: Option<Instant>,
+    /// The quota buckets charged and the mute they set, shared with the
+    /// writer (which charges fetch responses).
+    throttle: Arc<Throttle>,
     /// Who the client is as the listener saw it (address, TLS, certificate).
     link: Link,
     /// Where the connection is in its authentication.
@@ -142,8 +151,14 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
         };
         let max_in_flight = config.max_in_flight_per_connection as usize;
         let (responses, outbox) = mpsc::channel::<Outgoing>(max_in_flight);
+        let caller = broker.new_caller(link.peer, link.tls, link.certificate_user.as_deref());
+        let throttle = Arc::new(Throttle::new(broker.connection_quota(&caller)));
+        let codec = MeteredCodec {
+            inner: ServerCodec::new(limits),
+            throttle: throttle.clone(),
+        };
         let writer = tokio::spawn(write_responses(
-            FramedWrite::new(write, ServerCodec::new(limits)),
+            FramedWrite::new(write, codec),
             outbox,
             config.frame_timeout,
             peer.clone(),
@@ -152,7 +167,6 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
         // not yet handed to the socket: a client that reads slowly, or not
         // at all, pins at most two frames' worth of them.
         let two_frames_kib = (2 * config.max_frame_bytes as usize).div_ceil(1024);
-        let caller = broker.new_caller(link.peer, link.tls, link.certificate_user.as_deref());
         let auth_deadline =
             (!caller.is_authenticated()).then(|| Instant::now() + config.auth_timeout);
         let context = RequestContext {
@@ -160,9 +174,6 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
             read_budget: Arc::new(Semaphore::new(two_frames_kib)),
             caller: Arc::new(caller),
         };
-        let quota = config
-            .produce_quota_bytes_per_sec
-            .map(|rate| TokenBucket::new(rate, Instant::now()));
         Connection {
             frames: FramedRead::new(BufReader::new(read), ServerCodec::new(limits)),
             responses,
@@ -172,8 +183,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
             produce_budget: Arc::new(Semaphore::new(two_frames_kib)),
             ids: Arc::new(Mutex::new(HashSet::new())),
             context,
-            quota,
-            muted_until: None,
+            throttle,
             peer,
             broker,
             link,
@@ -192,7 +202,14 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
                 },
             };
             match next {
-                Next::Frame(Some(incoming)) => self.take(incoming).await,
+                Next::Frame(Some(incoming)) => {
+                    // A fetch response written meanwhile may have put the
+                    // connection in debt: the request waits it out.
+                    if !self.wait_out_mute().await {
+                        break;
+                    }
+                    self.take(incoming).await
+                }
                 Next::Frame(None) => break,
                 Next::AuthTimedOut => {
                     self.auth_timed_out();
@@ -223,6 +240,7 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
     async fn authenticate(&mut self, header: RequestHeader, request: Request) {
         let (result, caller) = self.sasl.answer(&self.broker, &self.link, request).await;
         if let Some(caller) = caller {
+            self.throttle.set(self.broker.connection_quota(&caller));
             self.context.caller = Arc::new(caller);
             self.auth_deadline = None;
         }
@@ -253,11 +271,8 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
     async fn read_frame(&mut self) -> Option<IncomingRequest> {
         let shutdown = self.broker.shutdown.clone();
         // Throttled: read nothing until the connection's debt is paid.
-        if let Some(until) = self.muted_until.take() {
-            tokio::select! {
-                _ = tokio::time::sleep_until(until.into()) => {}
-                _ = shutdown.cancelled() => return None,
-            }
+        if !self.wait_out_mute().await {
+            return None;
         }
         // Between frames the connection may idle as long as it likes; the
         // frame clock starts with the first byte of the next frame.
@@ -312,6 +327,18 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
         }
     }
 
+    /// Waits until the connection's quota debt is paid, if it is muted;
+    /// false if the broker shuts down meanwhile.
+    async fn wait_out_mute(&self) -> bool {
+        let Some(until) = self.throttle.take_mute() else {
+            return true;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(until.into()) => true,
+            _ = self.broker.shutdown.cancelled() => false,
+        }
+    }
+
     /// A frame did not arrive whole in time (slowloris): says why, then
     /// the connection closes.
     fn frame_timed_out(&self) {
@@ -337,7 +364,14 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
             Ok(Request::Produce(produce)) => Some(batch_bytes(produce)),
             _ => None,
         };
-        let throttle = produce_bytes.map_or(Duration::ZERO, |bytes| self.charge(bytes));
+        // The whole frame, header and body: many tiny produces pay for
+        // their overhead as much as one large one for its records.
+        let throttle = if header.api_key == ApiKey::Produce.as_u16() {
+            self.throttle
+                .charge(Direction::Produce, u64::from(incoming.frame_bytes))
+        } else {
+            Duration::ZERO
+        };
         let request = match incoming.request {
             Ok(request) => request,
             Err(e) => {
@@ -366,21 +400,6 @@ impl<R: AsyncRead + Unpin + Send + 'static> Connection<R> {
             )
             .await;
         }
-    }
-
-    /// Charges a produce's batch bytes to the quota; returns how long the
-    /// connection is muted for it (zero when not in debt).
-    fn charge(&mut self, bytes: u64) -> Duration {
-        let Some(bucket) = &mut self.quota else {
-            return Duration::ZERO;
-        };
-        let now = Instant::now();
-        let wait = bucket.charge(bytes, now);
-        if !wait.is_zero() {
-            metrics::produce_throttled(wait);
-            self.muted_until = Some(now + wait);
-        }
-        wait
     }
 
     /// A slot for the request, unless `max_in_flight` requests already run
@@ -513,7 +532,7 @@ impl From<ResponseFrame> for Outgoing {
 /// nothing for `stall_timeout` while a response waits to be written is
 /// given up on: the writer ends, which ends the connection.
 async fn write_responses<W: AsyncWrite + Unpin>(
-    mut sink: FramedWrite<W, ServerCodec>,
+    mut sink: FramedWrite<W, MeteredCodec>,
     mut outbox: mpsc::Receiver<Outgoing>,
     stall_timeout: Duration,
     peer: String,
@@ -556,6 +575,32 @@ async fn write_responses<W: AsyncWrite + Unpin>(
     }
 }
 
+/// The server codec, charging every Fetch and Receive response's encoded
+/// frame to the connection's fetch quota as it is written.
+struct MeteredCodec {
+    inner: ServerCodec,
+    throttle: Arc<Throttle>,
+}
+
+impl tokio_util::codec::Encoder<ResponseFrame> for MeteredCodec {
+    type Error = CodecError;
+
+    fn encode(
+        &mut self,
+        frame: ResponseFrame,
+        dst: &mut bytes::BytesMut,
+    ) -> Result<(), CodecError> {
+        let api_key = frame.api_key();
+        let before = dst.len();
+        self.inner.encode(frame, dst)?;
+        if api_key == ApiKey::Fetch.as_u16() || api_key == ApiKey::Receive.as_u16() {
+            let written = dst.len().saturating_sub(before) as u64;
+            self.throttle.charge(Direction::Fetch, written);
+        }
+        Ok(())
+    }
+}
+
 /// A connection-level error: request id `0xFFFFFFFF`, API key `0xFFFF`.
 pub(super) fn connection_error(code: ErrorCode, message: String) -> ResponseFrame {
     let header = RequestHeader {
@@ -571,7 +616,7 @@ pub(super) fn connection_error(code: ErrorCode, message: String) -> ResponseFram
 /// request, so that the client learns why and the connection goes on; only
 /// a failed write ends the connection.
 async fn feed<W: AsyncWrite + Unpin>(
-    sink: &mut FramedWrite<W, ServerCodec>,
+    sink: &mut FramedWrite<W, MeteredCodec>,
     frame: ResponseFrame,
 ) -> Result<(), CodecError> {
     let header = RequestHeader {

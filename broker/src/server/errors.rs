@@ -36,6 +36,7 @@ impl From<ErrorKind> for ErrorCode {
             ErrorKind::AuthenticationRequired => ErrorCode::AuthenticationRequired,
             ErrorKind::AuthenticationFailed => ErrorCode::AuthenticationFailed,
             ErrorKind::NotAuthorized => ErrorCode::NotAuthorized,
+            ErrorKind::FrameTooLarge => ErrorCode::FrameTooLarge,
         }
     }
 }

@@ -75,7 +75,7 @@ async fn answer(
             .delete_topic(&req.topic)
             .await
             .map(|()| DeleteTopicResponse.into()),
-        Request::ListTopics(_) => Ok(Response::from(list_topics(broker))),
+        Request::ListTopics(_) => list_topics(broker).map(Response::from),
         Request::DescribeTopic(req) => describe_topic(broker, req).map(Response::from),
         Request::Produce(req) => finish_produce(submit_produce(broker, req).await).await,
         Request::RegisterProducer(req) => register_producer(broker, req).map(Response::from),
@@ -141,14 +141,32 @@ async fn create_topic(
     broker.create_topic(new).await.map(|()| CreateTopicResponse)
 }
 
-fn list_topics(broker: &Checked<'_>) -> ListTopicsResponse {
-    let topics = broker.list_topics().into_iter().map(|t| TopicListing {
-        topic: t.name,
-        partitions: t.partitions,
-    });
-    ListTopicsResponse {
-        topics: topics.collect(),
+/// The topics the caller may see, built listing by listing: as soon as the
+/// encoded answer would pass `max_frame_bytes`, the request is answered
+/// `FrameTooLarge` instead (nothing more is built).
+fn list_topics(broker: &Checked<'_>) -> Result<ListTopicsResponse, BrokerError> {
+    let max_frame = broker.config.max_frame_bytes;
+    let room = (max_frame as usize).saturating_sub(LIST_RESPONSE_OVERHEAD);
+    let summaries = broker.list_topics();
+    let (total, mut used) = (summaries.len(), 0);
+    let mut topics = Vec::new();
+    for t in summaries {
+        used += TopicListing::encoded_len(&t.name);
+        if used > room {
+            return Err(BrokerError::new(
+                crate::error::ErrorKind::FrameTooLarge,
+                format!(
+                    "the list of {total} topics does not fit in one response of max_frame_bytes ({max_frame} bytes; {} fit); raise the broker's max_frame_bytes",
+                    topics.len()
+                ),
+            ));
+        }
+        topics.push(TopicListing {
+            topic: t.name,
+            partitions: t.partitions,
+        });
     }
+    Ok(ListTopicsResponse { topics })
 }
 
 fn describe_topic(

@@ -86,7 +86,7 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, tls: Option<Arc<Ser
             Ok((stream, peer)) => {
                 let per_peer = broker.config.caps.max_connections_per_peer;
                 let Some(peer_slot) = broker.peers.admit(peer, per_peer) else {
-                    metrics::connection_refused();
+                    metrics::connection_refused(metrics::Refusal::PerPeer);
                     if last_refusal_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                         last_refusal_log = Some(Instant::now());
                         tracing::warn!(%peer, max_connections_per_peer = per_peer,
@@ -98,7 +98,7 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, tls: Option<Arc<Ser
                 };
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     refused += 1;
-                    metrics::connection_refused();
+                    metrics::connection_refused(metrics::Refusal::MaxConnections);
                     if last_refusal_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                         last_refusal_log = Some(Instant::now());
                         tracing::warn!(%peer, max_connections, refused,

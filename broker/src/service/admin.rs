@@ -71,16 +71,28 @@ pub struct BrokerDescription {
 impl Broker {
     /// The consumer groups of `topic` (of every topic with `None`), by
     /// topic then group, each with its progress summed over partitions.
+    ///
+    /// Only the groups `keep` accepts are listed; `fits` is told each
+    /// listed group's names before any group is asked for its figures, and
+    /// its refusal (the answer would not fit in a frame) is the answer.
     pub(super) async fn list_groups(
         &self,
         topic: Option<&str>,
+        keep: impl Fn(&str, &str) -> bool,
+        mut fits: impl FnMut(&str, &str) -> Result<(), BrokerError>,
     ) -> Result<Vec<GroupSummary>, BrokerError> {
         if let Some(name) = topic {
             self.topic(name)?;
         }
         let entries = self.groups.list().into_iter();
-        let wanted = entries.filter(|(t, _, _)| topic.is_none_or(|only| only == t));
-        let asks = wanted.map(|(topic, group, entry)| async move {
+        let mut wanted = Vec::new();
+        for (t, group, entry) in entries {
+            if topic.is_none_or(|only| only == t) && keep(&t, &group) {
+                fits(&t, &group)?;
+                wanted.push((t, group, entry));
+            }
+        }
+        let asks = wanted.into_iter().map(|(topic, group, entry)| async move {
             let (paused, figures) = entry.handle.describe().await.ok()?;
             Some(GroupSummary {
                 topic,

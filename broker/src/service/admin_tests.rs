@@ -242,16 +242,27 @@ async fn groups_are_listed_with_their_lag_and_the_broker_describes_itself() {
             .await
             .expect("group");
     }
-    let all = broker.list_groups(None).await.expect("list");
+    let all = broker
+        .list_groups(None, |_, _| true, |_, _| Ok(()))
+        .await
+        .expect("list");
     let names: Vec<(&str, &str, u64)> = all
         .iter()
         .map(|g| (g.topic.as_str(), g.group.as_str(), g.lag))
         .collect();
     assert_eq!(names, [("a", "one", 0), ("b", "three", 3), ("b", "two", 3)]);
-    let of_b = broker.list_groups(Some("b")).await.expect("list");
+    let of_b = broker
+        .list_groups(Some("b"), |_, _| true, |_, _| Ok(()))
+        .await
+        .expect("list");
     assert_eq!(of_b.len(), 2);
     assert_eq!(of_b[0].partitions, 2);
-    assert!(broker.list_groups(Some("nope")).await.is_err());
+    assert!(
+        broker
+            .list_groups(Some("nope"), |_, _| true, |_, _| Ok(()))
+            .await
+            .is_err()
+    );
 
     let described = broker.describe_broker().await;
     assert!(described.version.starts_with("pigeon-broker "));

@@ -190,6 +190,29 @@ impl Broker {
         }
     }
 
+    /// The quota buckets a connection of `caller` charges: its user's
+    /// (shared by all of the user's connections, at the user's own rates
+    /// if the users file sets them), else the connection's own at the
+    /// broker's rates.
+    pub fn connection_quota(&self, caller: &Caller) -> crate::server::quota::ConnectionQuota {
+        let (produce, fetch) = (
+            self.config.produce_quota_bytes_per_sec,
+            self.config.fetch_quota_bytes_per_sec,
+        );
+        let now = Instant::now();
+        match &caller.identity {
+            Identity::User(user) => self.quotas.attach(
+                &user.name,
+                user.produce_quota.unwrap_or(produce),
+                user.fetch_quota.unwrap_or(fetch),
+                now,
+            ),
+            Identity::Anyone | Identity::Nobody => {
+                crate::server::quota::ConnectionQuota::own(produce, fetch, now)
+            }
+        }
+    }
+
     /// The SASL mechanisms offered on a connection.
     pub fn sasl_mechanisms(&self, tls: bool) -> Vec<String> {
         let mut offered = vec![scram::MECHANISM.to_owned()];

@@ -2,6 +2,11 @@
 //! different rules, on topics and groups whose names do and do not match
 //! them, compared with what the design's table says (written out here
 //! independently of `rules.rs`).
+//!
+//! And a property test ([`generated`]): random users with random rules,
+//! asked about random operations on random topics (dead-letter topics and
+//! `__` names included) and groups, must get from [`Checked::may`] what a
+//! small model written from docs/security.md says.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -365,7 +370,10 @@ async fn group_lists_show_only_what_the_user_may_describe_and_the_broker_needs_a
         let caller = caller(&broker, user);
         let broker = &broker;
         async move {
-            let groups = broker.checked(&caller).list_groups(None).await;
+            let groups = broker
+                .checked(&caller)
+                .list_groups(None, |_, _| Ok(()))
+                .await;
             let groups = groups.expect("a list is never refused");
             let mut names: Vec<String> = groups
                 .into_iter()
@@ -451,4 +459,246 @@ async fn a_user_cannot_register_anothers_producer_name_nor_write_with_its_id() {
         .expect_err("no produce");
     assert_eq!(err.kind, ErrorKind::NotAuthorized);
     broker.close().await;
+}
+
+/// Generated rules against a model: for random users (random allow rules:
+/// literal or trailing-`*` topic patterns, optional group patterns, random
+/// op sets) and random operations on random topics and groups (dead-letter
+/// topics `<topic>.<group>.dlq` of existing groups and of none, `__` names
+/// included), [`Checked::may`] decides exactly as the small model below,
+/// written from docs/security.md with plain string operations.
+mod generated {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+    use super::*;
+    use crate::security::rules::{Op, OpSet, Pattern, Resource, Rule, Rules};
+    use crate::security::users::User;
+
+    const TOPIC_NAMES: [&str; 6] = ["orders", "orders-eu", "payments", "a", "a.b", "__audit"];
+    const GROUP_NAMES: [&str; 5] = ["billing", "billing-2", "shipping", "b.c", "c"];
+    /// The groups that exist (each with its dead-letter topic).
+    const EXISTING: [(&str, &str); 4] = [
+        ("orders", "billing"),
+        ("orders", "shipping"),
+        ("payments", "billing"),
+        ("a", "b.c"),
+    ];
+    /// Topics asked about besides the names: the dead-letter topics, one
+    /// that looks like a dead-letter topic but has no group, and one that
+    /// is both a topic name and another group's DLQ name shape.
+    const DLQ_LIKE: [&str; 6] = [
+        "orders.billing.dlq",
+        "orders.shipping.dlq",
+        "payments.billing.dlq",
+        "a.b.c.dlq",
+        "orders.nobody.dlq",
+        "a.dlq",
+    ];
+    const PATTERNS: [&str; 22] = [
+        "*",
+        "orders",
+        "orders*",
+        "orders.*",
+        "orders.billing.dlq",
+        "o*",
+        "payments",
+        "pay*",
+        "a",
+        "a*",
+        "a.b",
+        "a.b*",
+        "__audit",
+        "__*",
+        "billing",
+        "billing*",
+        "shipping",
+        "b.c",
+        "b*",
+        "c",
+        "c*",
+        "orders.b*",
+    ];
+
+    /// The model's rule: patterns as text, ops as a list.
+    #[derive(Debug, Clone)]
+    struct ModelRule {
+        topics: String,
+        groups: Option<String>,
+        ops: Vec<Op>,
+    }
+
+    fn matches(pattern: &str, name: &str) -> bool {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => pattern == name,
+        }
+    }
+
+    /// Whether a rule allows `op` on `topic` (and `group`) by its own
+    /// patterns: a rule with groups covers only resources with a group.
+    fn direct(rules: &[ModelRule], op: Op, topic: &str, group: Option<&str>) -> bool {
+        rules.iter().any(|r| {
+            let group_ok = match (&r.groups, group) {
+                (None, _) => true,
+                (Some(p), Some(g)) => matches(p, g),
+                (Some(_), None) => false,
+            };
+            r.ops.contains(&op) && matches(&r.topics, topic) && group_ok
+        })
+    }
+
+    /// docs/security.md: allowed on the topic itself, or, for the DLQ of
+    /// existing groups, on that group (or the operation's own group) of
+    /// every source topic.
+    fn model(rules: &[ModelRule], op: Op, topic: &str, group: Option<&str>) -> bool {
+        if direct(rules, op, topic, group) {
+            return true;
+        }
+        let sources: Vec<(&str, &str)> = EXISTING
+            .iter()
+            .copied()
+            .filter(|(t, g)| format!("{t}.{g}.dlq") == topic)
+            .collect();
+        !sources.is_empty()
+            && sources
+                .iter()
+                .all(|(t, g)| direct(rules, op, t, Some(group.unwrap_or(g))))
+    }
+
+    fn op_strategy() -> impl Strategy<Value = Op> {
+        prop::sample::select(Op::ALL.to_vec())
+    }
+
+    fn rule_strategy() -> impl Strategy<Value = ModelRule> {
+        (
+            prop::sample::select(PATTERNS.to_vec()),
+            prop::option::of(prop::sample::select(PATTERNS.to_vec())),
+            prop::sample::subsequence(Op::ALL.to_vec(), 1..=4),
+        )
+            .prop_map(|(topics, groups, ops)| ModelRule {
+                topics: topics.to_owned(),
+                groups: groups.map(str::to_owned),
+                ops,
+            })
+    }
+
+    fn topic_strategy() -> impl Strategy<Value = String> {
+        let names: Vec<&str> = TOPIC_NAMES.iter().chain(DLQ_LIKE.iter()).copied().collect();
+        prop_oneof![
+            4 => prop::sample::select(names).prop_map(str::to_owned),
+            1 => "[a-z_.]{1,12}",
+        ]
+    }
+
+    fn group_strategy() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop_oneof![
+            4 => prop::sample::select(GROUP_NAMES.to_vec()).prop_map(str::to_owned),
+            1 => "[a-z_.]{1,8}",
+        ])
+    }
+
+    fn user_of(rules: &[ModelRule]) -> User {
+        let rules = rules
+            .iter()
+            .map(|r| Rule {
+                topics: Pattern::parse(&r.topics).expect("pattern"),
+                groups: r
+                    .groups
+                    .as_deref()
+                    .map(|g| Pattern::parse(g).expect("pattern")),
+                ops: OpSet::of(&r.ops),
+            })
+            .collect();
+        User {
+            name: "generated".into(),
+            password: None,
+            scram: None,
+            rules: Rules(rules),
+            produce_quota: None,
+            fetch_quota: None,
+        }
+    }
+
+    #[test]
+    fn generated_rules_decide_as_the_model() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let broker = rt.block_on(async {
+            let mut config = BrokerConfig::from_file_config(FileConfig::default()).expect("config");
+            config.data_dir = tmp.path().join("data");
+            let broker = Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock))
+                .await
+                .expect("open");
+            for topic in ["orders", "payments", "a"] {
+                let new = NewTopic {
+                    name: topic.into(),
+                    partitions: 1,
+                    retention_ms: None,
+                    retention_bytes: None,
+                };
+                broker.create_topic(new).await.expect("topic");
+            }
+            for (topic, group) in EXISTING {
+                broker
+                    .create_group(topic, group, GroupSettings::default())
+                    .await
+                    .expect("group");
+            }
+            broker
+        });
+        let case = (
+            prop::collection::vec(rule_strategy(), 0..5),
+            prop::collection::vec((op_strategy(), topic_strategy(), group_strategy()), 1..40),
+        );
+        let mut runner = TestRunner::new(Config {
+            cases: 512,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let counts = std::cell::Cell::new((0u32, 0u32, 0u32));
+        let result = runner.run(&case, |(rules, asks)| {
+            let caller = Caller {
+                peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+                tls: false,
+                identity: Identity::User(Arc::new(user_of(&rules))),
+            };
+            let checked = broker.checked(&caller);
+            for (op, topic, group) in &asks {
+                let resource = Resource {
+                    topic,
+                    group: group.as_deref(),
+                };
+                let want = model(&rules, *op, topic, group.as_deref());
+                let got = checked.may(*op, resource);
+                if got != want {
+                    return Err(TestCaseError::fail(format!(
+                        "{op} on {resource}: Checked says {got}, the model {want}; rules {rules:?}"
+                    )));
+                }
+                let (mut allowed, mut refused, mut through_source) = counts.get();
+                match want {
+                    true if !direct(&rules, *op, topic, group.as_deref()) => through_source += 1,
+                    true => allowed += 1,
+                    false => refused += 1,
+                }
+                counts.set((allowed, refused, through_source));
+            }
+            Ok(())
+        });
+        rt.block_on(broker.close());
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        // The generated cases reach every branch of the model.
+        let (allowed, refused, through_source) = counts.get();
+        assert!(
+            allowed > 100 && refused > 100 && through_source > 10,
+            "{allowed} {refused} {through_source}"
+        );
+    }
 }

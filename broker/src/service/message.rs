@@ -16,7 +16,7 @@ use super::topics::{group_partition, group_source};
 use crate::delivery::engine::OffsetReport;
 use crate::delivery::{OffsetState, RECOVERED};
 use crate::error::BrokerError;
-use crate::groups::dlq::{DlqIdentity, dlq_topic, find_parked, header_text};
+use crate::groups::dlq::{DlqIdentity, Parked, dlq_topic, find_parked, header_text};
 use crate::groups::source::{blocking, read_records};
 use crate::log::PartitionLog;
 
@@ -110,13 +110,21 @@ impl Broker {
         partition: u32,
         offset: u64,
     ) {
-        let dlq = self.topics.get(&dlq_topic(&id.source_topic, &id.group));
+        let dlq_name = dlq_topic(&id.source_topic, &id.group);
+        let dlq = self.topics.get(&dlq_name);
         let source = read_records(log.reader(), &[offset]);
         if let (Some(dlq), Some(record)) = (dlq, source.first()) {
             let parked =
                 blocking(|| find_parked(&dlq, id, partition as usize, offset, record.timestamp));
-            if let Some(copy) = parked {
-                describe_parked(answer, &copy);
+            match parked {
+                Parked::Found(copy) => describe_parked(answer, &copy),
+                Parked::Absent => {}
+                Parked::NotSearched { from, next, bytes } => {
+                    answer.reason = format!(
+                        "acked, or dead-lettered with its copy past what one message show reads: offsets {from} to {} ({bytes} bytes) of partition {partition} of {dlq_name} hold no copy of it; read on with `pigeon read {dlq_name} --partition {partition} --from-offset {next}` and look for header pigeon.dlq.source-offset = {offset}",
+                        next.saturating_sub(1)
+                    );
+                }
             }
         }
     }

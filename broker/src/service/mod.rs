@@ -116,6 +116,9 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// Connections open per peer address, on every listener.
     pub peers: Arc<PeerConnections>,
+    /// The produce and fetch quota buckets of each user with an open
+    /// connection (see [`crate::server::quota`]).
+    pub quotas: crate::server::quota::UserQuotas,
     /// True while the broker accepts requests (for `/health`).
     serving: AtomicBool,
     /// When the broker opened its data directory (for its uptime).
@@ -188,6 +191,7 @@ impl Broker {
         groups.set_max_per_topic(caps.max_groups_per_topic);
         Ok(Broker {
             peers: Arc::new(PeerConnections::default()),
+            quotas: crate::server::quota::UserQuotas::default(),
             config,
             topics,
             producers,

@@ -17,6 +17,15 @@ use crate::wire::{Reader, Writer};
 /// length prefixes included, each name at least one byte).
 const LISTING_MIN_LEN: usize = 2 + 1 + 2 + 1 + 1 + 4 + 8 * 4;
 
+impl GroupListing {
+    /// Bytes the listing of `group` of `topic` takes in an encoded
+    /// response: what a broker adds up to stop building a list before it
+    /// passes the frame limit.
+    pub fn encoded_len(topic: &str, group: &str) -> usize {
+        2 + topic.len() + 2 + group.len() + 1 + 4 + 8 * 4
+    }
+}
+
 /// List consumer groups.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListGroupsRequest {

@@ -21,6 +21,19 @@ pub struct TopicListing {
     pub partitions: u32,
 }
 
+impl TopicListing {
+    /// Bytes the listing of `topic` takes in an encoded response: what a
+    /// broker adds up to stop building a list before it passes the frame
+    /// limit.
+    pub fn encoded_len(topic: &str) -> usize {
+        2 + topic.len() + 4
+    }
+}
+
+/// Bytes of a [`ListTopicsResponse`] frame besides its listings (frame
+/// header and the array's count).
+pub const LIST_RESPONSE_OVERHEAD: usize = crate::frame::RESPONSE_HEADER_LEN + 4;
+
 /// Every topic the broker has.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListTopicsResponse {

@@ -52,7 +52,9 @@ pub use list_offsets::{
     ListOffsetsPartition, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
     OffsetSpec,
 };
-pub use list_topics::{ListTopicsRequest, ListTopicsResponse, TopicListing};
+pub use list_topics::{
+    LIST_RESPONSE_OVERHEAD, ListTopicsRequest, ListTopicsResponse, TopicListing,
+};
 pub use message_state::{MessageState, MessageStateRequest, MessageStateResponse};
 pub use pause_group::{PauseGroupRequest, PauseGroupResponse};
 pub use produce::{ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse};

@@ -644,3 +644,48 @@ fn whole_frame_decoders_check_the_length_field() {
     frame[0] = 0;
     assert!(decode_response(Bytes::from(frame), Limits::default()).is_err());
 }
+
+#[test]
+fn list_answers_are_as_long_as_their_listings_say() {
+    let topics = ListTopicsResponse {
+        topics: vec![
+            TopicListing {
+                topic: "a".into(),
+                partitions: 1,
+            },
+            TopicListing {
+                topic: "orders.eu-west".into(),
+                partitions: 12,
+            },
+        ],
+    };
+    let expected = LIST_RESPONSE_OVERHEAD
+        + topics
+            .topics
+            .iter()
+            .map(|t| TopicListing::encoded_len(&t.topic))
+            .sum::<usize>();
+    let mut dst = bytes::BytesMut::new();
+    let frame = ResponseFrame::ok(7, 0, topics);
+    encode_response(&frame, Limits::default(), &mut dst).expect("encode");
+    assert_eq!(dst.len(), expected);
+
+    let listing = GroupListing {
+        topic: "orders".into(),
+        group: "billing".into(),
+        paused: true,
+        partitions: 3,
+        lag: 1,
+        in_flight: 2,
+        delayed: 3,
+        dead_lettered: 4,
+    };
+    let expected = LIST_RESPONSE_OVERHEAD + GroupListing::encoded_len("orders", "billing");
+    let groups = ListGroupsResponse {
+        groups: vec![listing],
+    };
+    let mut dst = bytes::BytesMut::new();
+    let frame = ResponseFrame::ok(7, 0, groups);
+    encode_response(&frame, Limits::default(), &mut dst).expect("encode");
+    assert_eq!(dst.len(), expected);
+}

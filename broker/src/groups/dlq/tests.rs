@@ -126,6 +126,14 @@ async fn a_copy_counts_only_for_its_own_identity_from_the_recorded_offset_on() {
     );
 }
 
+/// The copy a search found, if it found one.
+fn copy_found(parked: Parked) -> Option<Record> {
+    match parked {
+        Parked::Found(record) => Some(record),
+        _ => None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_show_finds_our_copy_and_an_older_versions_not_another_groups() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -139,15 +147,16 @@ async fn message_show_finds_our_copy_and_an_older_versions_not_another_groups() 
         ],
     )
     .await;
-    let found = find_parked(&dlq, &identity(), 0, 5, 0).expect("our copy of 5");
+    let found = copy_found(find_parked(&dlq, &identity(), 0, 5, 0)).expect("our copy of 5");
     assert_eq!(found.offset, 3);
     assert_eq!(
-        find_parked(&dlq, &identity(), 0, 6, 0).map(|r| r.offset),
+        copy_found(find_parked(&dlq, &identity(), 0, 6, 0)).map(|r| r.offset),
         Some(2)
     );
-    assert!(find_parked(&dlq, &identity(), 0, 7, 0).is_none());
-    assert!(
-        find_parked(&dlq, &identity(), 1, 5, 0).is_none(),
+    assert_eq!(find_parked(&dlq, &identity(), 0, 7, 0), Parked::Absent);
+    assert_eq!(
+        find_parked(&dlq, &identity(), 1, 5, 0),
+        Parked::Absent,
         "no such partition"
     );
 }
@@ -170,7 +179,7 @@ async fn a_written_copy_carries_the_identity_and_is_found_again() {
         sink.parked(0, &[d]).expect("search"),
         [3].into_iter().collect()
     );
-    let copy = find_parked(&dlq, &identity(), 0, 3, 77).expect("found");
+    let copy = copy_found(find_parked(&dlq, &identity(), 0, 3, 77)).expect("found");
     assert_eq!(
         header_text(&copy, "pigeon.dlq.group-created-ms"),
         Some("10")
@@ -183,4 +192,37 @@ async fn a_written_copy_carries_the_identity_and_is_found_again() {
         header_text(&copy, "pigeon.dlq.reason"),
         Some("max-deliveries")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_stops_at_its_byte_bound_and_says_where() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_topics, dlq) = dlq_with(tmp.path(), &[]).await;
+    // About 6 MiB of copies of another message, then the one wanted.
+    let other = copy(6, "g", Some((1, 10)));
+    let headers: Vec<(&str, &[u8])> = other
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    let value = vec![b'v'; 1024];
+    for _ in 0..48 {
+        let mut b = BatchBuilder::new();
+        for _ in 0..128 {
+            b.push(None, &value, &headers);
+        }
+        let batch =
+            RecordBatch::validate(b.build(ProducerStamp::NONE, 0), usize::MAX).expect("batch");
+        dlq.partitions[0].append(batch).await.expect("append");
+    }
+    let end = dlq.partitions[0].reader().end_offset();
+    match find_parked(&dlq, &identity(), 0, 5, 0) {
+        Parked::NotSearched { from, next, bytes } => {
+            assert_eq!(from, 0);
+            assert!(next > 0 && next < end, "{next} of {end}");
+            assert!(bytes >= FIND_MAX_BYTES, "{bytes}");
+            // One batch (about 150 KiB here) may pass the bound.
+            assert!(bytes < FIND_MAX_BYTES + (256 << 10), "{bytes}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

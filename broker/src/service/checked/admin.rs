@@ -13,15 +13,21 @@ impl Checked<'_> {
     /// The groups the caller may describe (of `topic`, or of every topic):
     /// those of a topic it may read, or on which it may consume or
     /// administer. Naming a topic it may not describe at all is refused.
-    pub async fn list_groups(&self, topic: Option<&str>) -> Result<Vec<GroupSummary>, BrokerError> {
+    ///
+    /// `fits` is told the names of each group listed, before any group is
+    /// asked for its figures; its refusal is the answer.
+    pub async fn list_groups(
+        &self,
+        topic: Option<&str>,
+        fits: impl FnMut(&str, &str) -> Result<(), BrokerError>,
+    ) -> Result<Vec<GroupSummary>, BrokerError> {
         if let Some(name) = topic
             && !self.may_describe(name)
         {
             self.allow("group list", Op::Read, Resource::topic(name))?;
         }
-        let mut groups = self.broker.list_groups(topic).await?;
-        groups.retain(|g| self.may_describe_group(&g.topic, &g.group));
-        Ok(groups)
+        let keep = |topic: &str, group: &str| self.may_describe_group(topic, group);
+        self.broker.list_groups(topic, keep, fits).await
     }
 
     /// Changes a topic's retention (`admin` on it).

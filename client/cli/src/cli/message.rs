@@ -109,7 +109,8 @@ fn show_human(args: &ShowArgs, s: &MessageStateResponse) -> String {
             rfc3339_ms(s.until_ms)
         ),
         MessageState::Delayed => format!("delayed until {}", rfc3339_ms(s.until_ms)),
-        MessageState::Settled => "settled".to_string(),
+        MessageState::Settled if s.reason.is_empty() => "settled".to_string(),
+        MessageState::Settled => format!("settled ({})", s.reason),
         MessageState::DeadLettered if s.reason.is_empty() => "dead-lettered".to_string(),
         MessageState::DeadLettered => format!("dead-lettered ({})", s.reason),
         MessageState::NotYetWritten => "not yet written".to_string(),
