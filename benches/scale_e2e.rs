@@ -17,9 +17,11 @@
 //! **Groups.** For each G of `PIGEON_SCALE_GROUPS`, a fresh broker gets
 //! one topic of `PIGEON_SCALE_GROUP_PARTITIONS` partitions (default 1)
 //! filled with `PIGEON_SCALE_GROUP_RECORDS` 1 KiB records, and G groups
-//! on it, each with one consumer on its own connection that receives and
-//! acks for `PIGEON_SCALE_SECS` seconds; it reports the aggregate acked
-//! msgs/s, threads, RSS and fds.
+//! on it (each with its dead-letter topic), each with one consumer on its
+//! own connection that receives and acks for `PIGEON_SCALE_SECS` seconds
+//! (or until it read everything); it reports the aggregate acked msgs/s
+//! (acks over the time until the last consumer stopped), threads, RSS and
+//! fds.
 //!
 //! ```sh
 //! cargo bench --bench scale_e2e          # 1, 100, 1000, 10000 partitions; 1, 100, 1000 groups
@@ -61,7 +63,11 @@ fn list(name: &str, default: &str) -> Vec<u32> {
         .unwrap_or_else(|_| default.into())
         .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{name}: counts")))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: counts"))
+        })
         .collect()
 }
 
@@ -167,7 +173,7 @@ fn main() {
         "--max-partitions",
         "30000",
         "--max-topics",
-        "1000",
+        "5000",
         "--max-connections-per-peer",
         "10000",
     ]
@@ -270,7 +276,7 @@ fn main() {
         let idle = sample(broker.pid());
         let stop = Arc::new(AtomicBool::new(false));
         let peak = sampler(broker.pid(), stop.clone());
-        let (acked, drained) =
+        let (acked, drained, took) =
             runtime.block_on(consume_groups(addr, g, records, Duration::from_secs(secs)));
         stop.store(true, Ordering::Relaxed);
         let loaded = peak.join().expect("sampler");
@@ -279,7 +285,7 @@ fn main() {
             idle.threads,
             mib(idle.rss_kib),
             idle.fds,
-            acked as f64 / secs as f64,
+            acked as f64 / took.as_secs_f64(),
             loaded.threads,
             mib(loaded.rss_kib),
             loaded.fds,
@@ -375,7 +381,10 @@ async fn produce(
 async fn produce_one(addr: String, topic: String, partition: u32) {
     let producer = Producer::new(connect(addr).await, ProducerConfig::default());
     producer
-        .enqueue(&topic, ProducerRecord::new(vec![b'y'; VALUE_BYTES]).partition(partition))
+        .enqueue(
+            &topic,
+            ProducerRecord::new(vec![b'y'; VALUE_BYTES]).partition(partition),
+        )
         .await
         .expect("enqueue")
         .await
@@ -405,7 +414,12 @@ async fn fill_for_groups(addr: String, partitions: u32, records: u64, groups: u3
     let mut pending = VecDeque::new();
     for i in 0..records {
         let record = ProducerRecord::new(value.clone()).partition((i % partitions as u64) as u32);
-        pending.push_back(producer.enqueue(GROUP_TOPIC, record).await.expect("enqueue"));
+        pending.push_back(
+            producer
+                .enqueue(GROUP_TOPIC, record)
+                .await
+                .expect("enqueue"),
+        );
         if pending.len() >= 50_000
             && let Some(oldest) = pending.pop_front()
         {
@@ -425,9 +439,15 @@ async fn fill_for_groups(addr: String, partitions: u32, records: u64, groups: u3
 }
 
 /// `groups` consumers, one per group, each receiving and acking for
-/// `duration`; returns the acks done within it and how many groups read
-/// all `records`.
-async fn consume_groups(addr: String, groups: u32, records: u64, duration: Duration) -> (u64, u64) {
+/// `duration` or until it read all `records`; returns the acks done within
+/// `duration`, how many groups read everything, and the time until the
+/// last consumer stopped (at most `duration`).
+async fn consume_groups(
+    addr: String,
+    groups: u32,
+    records: u64,
+    duration: Duration,
+) -> (u64, u64, Duration) {
     let acked = Arc::new(AtomicU64::new(0));
     let drained = Arc::new(AtomicU64::new(0));
     let client = connect(addr).await;
@@ -446,7 +466,8 @@ async fn consume_groups(addr: String, groups: u32, records: u64, duration: Durat
         .expect("join");
         consumers.push(consumer);
     }
-    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let deadline = started + duration;
     let mut tasks = Vec::new();
     for mut consumer in consumers {
         let acked = acked.clone();
@@ -478,7 +499,11 @@ async fn consume_groups(addr: String, groups: u32, records: u64, duration: Durat
     for task in tasks {
         task.await.expect("consumer");
     }
-    (acked.load(Ordering::Relaxed), drained.load(Ordering::Relaxed))
+    (
+        acked.load(Ordering::Relaxed),
+        drained.load(Ordering::Relaxed),
+        started.elapsed().min(duration),
+    )
 }
 
 /// Acks `batch`; returns how many acks were done before `deadline`.
