@@ -7,7 +7,7 @@
 //! | setting | bounds | default |
 //! | --- | --- | --- |
 //! | `max_topics` | topics (dead-letter topics included; the broker's own `__` topics are not counted) | 10,000 |
-//! | `max_partitions` | partitions of all topics together (each has a writer thread and open files) | 10,000 |
+//! | `max_partitions` | partitions of all topics together (each has its state in memory and open files) | 10,000 |
 //! | `max_groups_per_topic` | consumer groups of one topic | 1,000 |
 //! | `max_members_per_group` | consumers joined to one group at once | 1,000 |
 //! | `max_producer_names` | producer names the registry keeps (idle ones expire after `producer_expiry_ms`) | 100,000 |

@@ -100,6 +100,9 @@ settings! {
     /// Bytes of a group partition's journal between two snapshots of its delivery state: bounds what a restart replays and the journal on disk [default: 4194304].
     #[arg(long, env = "PIGEON_GROUP_SNAPSHOT_BYTES", value_name = "BYTES")]
     group_snapshot_bytes: Option<u64>,
+    /// Threads that write every partition log and group journal (a fixed pool; an idle partition holds none) [default: twice the CPUs, at least 4, at most 32].
+    #[arg(long, env = "PIGEON_WRITER_THREADS", value_name = "N")]
+    writer_threads: Option<u32>,
     /// Largest protocol frame accepted [default: 16777216].
     #[arg(long, env = "PIGEON_MAX_FRAME_BYTES", value_name = "BYTES")]
     max_frame_bytes: Option<u32>,
@@ -209,6 +212,8 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// Journal bytes between two snapshots of a group partition's state.
     pub group_snapshot_bytes: u64,
+    /// Threads of the log writer pool (`crate::log::pool`).
+    pub writer_threads: usize,
     /// Largest frame.
     pub max_frame_bytes: u32,
     /// Requests in flight per connection.
@@ -320,8 +325,18 @@ impl BrokerConfig {
                 "group_snapshot_bytes is {group_snapshot_bytes}; it must be at least 4096"
             )));
         }
+        let writer_threads = match c.writer_threads {
+            None => crate::log::pool::default_threads(),
+            Some(n @ 1..=1024) => n as usize,
+            Some(n) => {
+                return Err(ConfigError(format!(
+                    "writer_threads is {n}; it must be from 1 to 1024"
+                )));
+            }
+        };
         Ok(BrokerConfig {
             group_snapshot_bytes,
+            writer_threads,
             data_dir: c.data_dir.unwrap_or_else(|| PathBuf::from("./pigeon-data")),
             listen: address("listen", c.listen.as_deref().unwrap_or("127.0.0.1:7420"))?,
             http: address("http", c.http.as_deref().unwrap_or("127.0.0.1:7421"))?,
@@ -429,6 +444,7 @@ impl BrokerConfig {
                 "group_snapshot_bytes",
                 self.group_snapshot_bytes.to_string(),
             ),
+            ("writer_threads", self.writer_threads.to_string()),
             ("max_frame_bytes", self.max_frame_bytes.to_string()),
             ("max_batch_bytes", log.max_batch_bytes.to_string()),
             (

@@ -44,6 +44,9 @@ fn main() -> ExitCode {
     } else {
         logs.with_ansi(ansi).init();
     }
+    // Before any log is opened: every partition log and group journal is
+    // written by this pool.
+    pigeon_broker::log::pool::WriterPool::init(config.writer_threads);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

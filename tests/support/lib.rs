@@ -55,6 +55,15 @@ pub fn binary(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// The `pigeon-broker` to start: `PIGEON_BENCH_BROKER` if set (a benchmark
+/// comparing builds runs another build's binary), else this workspace's.
+fn broker_binary() -> PathBuf {
+    match std::env::var_os("PIGEON_BENCH_BROKER") {
+        Some(path) => PathBuf::from(path),
+        None => binary("pigeon-broker"),
+    }
+}
+
 /// `target/<profile>`, from the path of the running test executable.
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -118,8 +127,15 @@ pub struct Broker {
     extra: Vec<String>,
 }
 
-/// How long a broker may take to start serving.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a broker may take to start serving: 30 s, or
+/// `PIGEON_BENCH_START_TIMEOUT_SECS` (a benchmark timing slow restarts).
+fn start_timeout() -> Duration {
+    let secs = std::env::var("PIGEON_BENCH_START_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+}
 
 impl Broker {
     /// Starts a broker on `data_dir` with ephemeral ports and `extra` flags.
@@ -139,7 +155,7 @@ impl Broker {
         };
         let log = data_dir.with_extension(format!("broker-{}-{id}.log", std::process::id()));
         let log_file = std::fs::File::create(&log).expect("broker log file");
-        let child = Command::new(binary("pigeon-broker"))
+        let child = Command::new(broker_binary())
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
@@ -182,7 +198,7 @@ impl Broker {
 
     /// Reads the addresses from the "serving" log line.
     fn await_serving(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + start_timeout();
         loop {
             if let Some((addr, http, resp)) = self.serving_line() {
                 self.addr = addr;

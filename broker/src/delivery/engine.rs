@@ -210,7 +210,7 @@ impl<S: SourceReader, D: DeadLetterSink> Engine<S, D> {
     async fn stop(&mut self) {
         // Snapshotted too, so that the next open replays nothing.
         self.journal.durable_with_snapshots(&mut self.states).await;
-        // The journals' writer threads write their clean-shutdown
+        // The journals' writers write their clean-shutdown
         // checkpoint when closed: that must happen before the group's
         // directory is deleted, not during.
         if let Some(store) = &self.store {

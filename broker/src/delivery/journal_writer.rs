@@ -39,6 +39,10 @@
 //!   (`JournalWriter::durable_with_snapshots`).
 //! - **Bounded**: the queue holds at most `QUEUE_DEPTH` (1,024) hand-overs; an
 //!   engine that produces events faster than the journal takes them waits.
+//! - **Threads**: the journals' appends run on the log writer pool
+//!   ([`crate::log::pool`]), shared with the partition logs, and snapshot
+//!   files are written on the runtime's blocking threads, at most four at
+//!   once over the whole broker: many groups cost no thread of their own.
 //!
 //! ## Crash story
 //!
@@ -76,6 +80,10 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 
 /// Longest wait between two tries of a failed append.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// Group snapshots written at once, over every group of the broker (each
+/// on a thread of the runtime's blocking pool).
+static SNAPSHOT_WRITES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// What the journal writer is asked to do.
 enum Work {
@@ -375,6 +383,12 @@ async fn snapshot(
     }
     let covered = journal.reader().end_offset();
     let files = journals.snapshots.clone();
+    // Bounded across every group: without it, many groups snapshotting at
+    // once would each take a thread of the runtime's blocking pool (up to
+    // its 512).
+    let Ok(_permit) = SNAPSHOT_WRITES.acquire().await else {
+        return;
+    };
     let written = tokio::task::spawn_blocking(move || files.write(p, &parts, covered)).await;
     match written {
         Ok(Ok(())) => {}

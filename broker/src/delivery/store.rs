@@ -11,7 +11,7 @@
 //! ## Crash story
 //!
 //! - Events are appended to the journal in batches through the journal's own
-//!   writer thread (group commit, CRC per batch, torn tails cut at restart,
+//!   writer (on the log writer pool; group commit, CRC per batch, torn tails cut at restart,
 //!   see `docs/storage.md`). An event is durable once its append completes.
 //! - A snapshot is written only once the journal it covers is synced (so a
 //!   crash cannot leave a snapshot ahead of its journal), atomically (temp,

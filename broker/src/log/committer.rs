@@ -1,44 +1,58 @@
-//! [`PartitionLog`]: a partition log driven by its own writer thread, with
-//! group commit behind an async API.
+//! [`PartitionLog`]: a partition log driven by a writer on the shared
+//! [writer pool](super::pool), with group commit behind an async API.
 //!
 //! Appends arrive on a bounded channel (back-pressure: when the writer falls
-//! behind, `append` waits for room instead of growing a queue). The thread
-//! takes every append waiting (up to [`MAX_GROUP_BYTES`]), stages them all,
-//! then commits once: under `fsync=always` one `fdatasync` covers the whole
-//! group, and each append's future completes only after it. While that sync
-//! runs, new appends queue up and form the next group, so the number of
-//! syncs adapts to the load: one per append when idle, one per many when
-//! busy. Each append's answer is its own, not the group's: a group can be
-//! written in pieces and one piece can fail while the others are stored
-//! (see "What each append's answer says" in [`super::writer::commit`]).
+//! behind, `append` waits for room instead of growing a queue). Queueing a
+//! command schedules the log on the pool; a worker then runs one *turn*:
+//! it takes every append waiting (up to [`MAX_GROUP_BYTES`], at most a
+//! queue's worth of commands), stages them all, then commits once: under
+//! `fsync=always` one `fdatasync` covers the whole group, and each
+//! append's future completes only after it. While that sync runs, new
+//! appends queue up and form the next group (the log goes back on the run
+//! queue after its turn), so the number of syncs adapts to the load: one
+//! per append when idle, one per many when busy. Each append's answer is
+//! its own, not the group's: a group can be written in pieces and one
+//! piece can fail while the others are stored (see "What each append's
+//! answer says" in [`super::writer::commit`]). A turn touches one log
+//! only, and one log has at most one turn running: its commands are
+//! committed in order, as by a thread of its own (the pool's invariants).
+//! An idle log holds no thread.
 //!
-//! The thread also runs the interval policy's timed sync and periodic
-//! retention, takes retention changes ([`PartitionLog::set_retention`],
-//! applied at once), and counts each commit group's records and bytes in
-//! the log's [`LogStats`](super::stats::LogStats) (the fsync time is
-//! counted where the sync runs, in [`Log::sync`]).
+//! The writer also runs the interval policy's timed sync, a background
+//! seal's poll and periodic retention (on the pool's timer, which puts the
+//! log on the run queue when they come due), takes retention changes
+//! ([`PartitionLog::set_retention`], applied at once), and counts each
+//! commit group's records and bytes in the log's
+//! [`LogStats`](super::stats::LogStats) (the fsync time is counted where
+//! the sync runs, in [`Log::sync`]).
 //!
 //! ## Stage timings
 //!
 //! Every append is timed through its [stages](super::stats::Stage), which
 //! follow each other without gap: `queued` from the moment its caller
-//! queues it (waiting for room in the queue included) until the writer
-//! takes its group; `write` until the group's staging and positioned write
-//! are done; `fsync` until the commit is done; `wake` until the task that
-//! waits for it runs again (recorded by that task, from the commit's end
-//! carried in the answer). The log end watch moves as soon as the commit
-//! is done, before the appends are answered, so a waiting consumer's
-//! wake-up does not queue behind the producers' answers.
+//! queues it (waiting for room in the queue and for a worker included)
+//! until the writer takes its group; `write` until the group's staging and
+//! positioned write are done; `fsync` until the commit is done; `wake`
+//! until the task that waits for it runs again (recorded by that task, from
+//! the commit's end carried in the answer). The log end watch moves as
+//! soon as the commit is done, before the appends are answered, so a
+//! waiting consumer's wake-up does not queue behind the producers' answers.
 //!
 //! Dropping every handle, or [`PartitionLog::close`], shuts the log
 //! down cleanly (sync, clean checkpoint). A command sent while the log
-//! closes gets its answer or `Closed`, never a wait without end: the
-//! handles also watch for the writer thread to end (a command queued just
-//! after the writer took its Close stays in the channel unanswered).
+//! closes gets its answer or `Closed`, never a wait without end: once the
+//! writer has closed, its queue is dropped (a later send fails; a command
+//! still queued is dropped unanswered), and the handles also watch for the
+//! writer to end. A turn that panics stops the log as a panicking thread
+//! of its own did: the log is dropped unclosed (the next start recovers
+//! its tail) and every command gets `Closed`.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use pigeon_protocol::batch::RecordBatch;
 use tokio::sync::{oneshot, watch};
@@ -47,6 +61,7 @@ use tokio_util::sync::CancellationToken;
 use super::clock::Clock;
 use super::config::LogConfig;
 use super::error::{LogError, LogResult};
+use super::pool::{self, Job, WriterPool};
 use super::reader::LogReader;
 use super::stats::{LogStats, Stage};
 use super::writer::{AppendInfo, Log};
@@ -94,14 +109,28 @@ enum Command {
     },
 }
 
-/// Handle to a partition log and its writer thread. Cheap to clone.
+/// Handle to a partition log and its writer. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PartitionLog {
+    /// Declared before `slot`: when the last handle is dropped, the channel
+    /// is disconnected before [`Handles`] schedules the writer to close.
     commands: flume::Sender<Command>,
+    slot: Arc<Handles>,
     reader: LogReader,
     end: watch::Receiver<u64>,
-    /// Cancelled when the writer thread has stopped (or never started).
+    /// Cancelled when the writer has stopped.
     stopped: CancellationToken,
+}
+
+/// Held by every handle: when the last one goes, the writer is scheduled
+/// (it finds its queue disconnected, commits what is queued and closes).
+#[derive(Debug)]
+struct Handles(Arc<Slot>);
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        self.0.clone().schedule();
+    }
 }
 
 /// The writer's answer to a command, or `Closed` once the writer has
@@ -150,35 +179,36 @@ impl PartitionLog {
         Ok(Self::start(log))
     }
 
-    /// Starts the writer thread of an opened log.
+    /// Starts the writer of an opened log on the [writer pool](super::pool).
     pub fn start(log: Log) -> PartitionLog {
+        Self::start_on(WriterPool::global(), log)
+    }
+
+    /// Starts the writer of an opened log on `pool`.
+    pub(crate) fn start_on(pool: &'static WriterPool, log: Log) -> PartitionLog {
         let (commands, receiver) = flume::bounded(QUEUE_DEPTH);
         let reader = log.reader();
         let (end_tx, end) = watch::channel(reader.end_offset());
         let stopped = CancellationToken::new();
         let writer = Writer { log, end: end_tx };
-        // Dropped (cancelling `stopped`) once the thread has answered its
-        // last command and ended, or at once if it cannot start.
-        let stopped_guard = stopped.clone().drop_guard();
-        let name = format!(
-            "log-{}",
-            writer
-                .log
-                .dir()
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        );
-        let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            let _stopped = stopped_guard;
-            writer.run(receiver);
+        let slot = Arc::new(Slot {
+            pool,
+            scheduled: AtomicBool::new(false),
+            state: Mutex::new(SlotState {
+                writer: Some(writer),
+                commands: Some(receiver),
+                next_retention: Instant::now() + RETENTION_CHECK,
+                timer_at: None,
+                // Dropped (cancelling `stopped`) once the writer has
+                // answered its last command and closed.
+                stopped: Some(stopped.clone().drop_guard()),
+            }),
         });
-        if let Err(e) = spawned {
-            // Without a thread every append fails with `Closed`.
-            tracing::error!(error = %e, "could not start a partition writer thread");
-        }
+        // The first timer (retention).
+        slot.clone().arm_timer();
         PartitionLog {
             commands,
+            slot: Arc::new(Handles(slot)),
             reader,
             end,
             stopped,
@@ -198,6 +228,7 @@ impl PartitionLog {
             })
             .await
             .map_err(|_| LogError::Closed)?;
+        self.slot.0.clone().schedule();
         appended(&self.stopped, self.reader.stats(), response).await
     }
 
@@ -227,7 +258,10 @@ impl PartitionLog {
                 })
                 .await
             {
-                Ok(()) => responses.push(Some(response)),
+                Ok(()) => {
+                    self.slot.0.clone().schedule();
+                    responses.push(Some(response));
+                }
                 Err(_) => responses.push(None),
             }
         }
@@ -256,6 +290,7 @@ impl PartitionLog {
             .send_async(Command::Retention { reply })
             .await
             .map_err(|_| LogError::Closed)?;
+        self.slot.0.clone().schedule();
         answer(&self.stopped, response).await
     }
 
@@ -278,6 +313,7 @@ impl PartitionLog {
             .send_async(command)
             .await
             .map_err(|_| LogError::Closed)?;
+        self.slot.0.clone().schedule();
         answer(&self.stopped, response).await
     }
 
@@ -289,6 +325,7 @@ impl PartitionLog {
             .send_async(Command::Trim { before, reply })
             .await
             .map_err(|_| LogError::Closed)?;
+        self.slot.0.clone().schedule();
         tokio::select! {
             biased;
             deleted = response => deleted.map_err(|_| LogError::Closed),
@@ -304,6 +341,7 @@ impl PartitionLog {
             .send_async(Command::Sync { reply })
             .await
             .map_err(|_| LogError::Closed)?;
+        self.slot.0.clone().schedule();
         answer(&self.stopped, response).await
     }
 
@@ -314,6 +352,7 @@ impl PartitionLog {
             .send_async(Command::Close { reply })
             .await
             .map_err(|_| LogError::Closed)?;
+        self.slot.0.clone().schedule();
         answer(&self.stopped, response).await
     }
 }
@@ -349,42 +388,172 @@ struct Writer {
     end: watch::Sender<u64>,
 }
 
-impl Writer {
-    fn run(mut self, commands: flume::Receiver<Command>) {
-        let mut next_retention = Instant::now() + RETENTION_CHECK;
-        loop {
-            let deadline = self
-                .log
-                .sync_due_at()
-                .map_or(next_retention, |t| t.min(next_retention));
-            let first = match commands.recv_deadline(deadline) {
-                Ok(command) => command,
-                Err(flume::RecvTimeoutError::Timeout) => {
-                    self.on_timer(&mut next_retention);
-                    continue;
-                }
-                Err(flume::RecvTimeoutError::Disconnected) => {
-                    let _ = self.close();
-                    return;
-                }
-            };
-            let mut group = vec![first];
-            let mut bytes = 0;
-            while bytes < MAX_GROUP_BYTES
-                && let Ok(command) = commands.try_recv()
-            {
-                if let Command::Append { batch, .. } = &command {
-                    bytes += batch.bytes().len();
-                }
-                group.push(command);
+/// A log's place in the [writer pool](super::pool): its writer, its
+/// command queue, and its timer.
+struct Slot {
+    pool: &'static WriterPool,
+    /// Set while the slot is on the run queue or running a turn.
+    scheduled: AtomicBool,
+    /// Locked by the turn (one at a time, see the pool's invariants), and
+    /// briefly after it to look at the queue.
+    state: Mutex<SlotState>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").finish_non_exhaustive()
+    }
+}
+
+struct SlotState {
+    /// `None` once the log is closed (or its turn panicked).
+    writer: Option<Writer>,
+    /// Dropped with the writer: commands sent after that fail with
+    /// `Closed`, and those still queued are dropped unanswered (their
+    /// callers see `Closed`).
+    commands: Option<flume::Receiver<Command>>,
+    /// When retention next runs if nothing asks for it.
+    next_retention: Instant,
+    /// The earliest instant the timer thread holds for this slot (it may
+    /// hold later ones too, which wake it for nothing).
+    timer_at: Option<Instant>,
+    /// Cancels the handles' `stopped` when dropped.
+    stopped: Option<tokio_util::sync::DropGuard>,
+}
+
+impl SlotState {
+    /// Closes the writer (if `reply`, answering it) and stops the slot.
+    fn close(&mut self, reply: Option<oneshot::Sender<LogResult<()>>>) {
+        if let Some(writer) = self.writer.take() {
+            let closed = writer.close();
+            if let Some(reply) = reply {
+                let _ = reply.send(closed);
             }
-            if let Some(reply) = self.run_group(group) {
-                let _ = reply.send(self.close());
-                return;
+        }
+        self.stop();
+    }
+
+    /// Drops the queue, then cancels `stopped`: nothing more is answered.
+    fn stop(&mut self) {
+        self.writer = None;
+        self.commands = None;
+        self.timer_at = None;
+        self.stopped = None;
+    }
+}
+
+impl Slot {
+    fn schedule(self: Arc<Self>) {
+        let pool = self.pool;
+        pool::schedule(pool, self);
+    }
+
+    /// One turn: the next commit group (at most [`MAX_GROUP_BYTES`] of
+    /// batches, at most [`QUEUE_DEPTH`] commands), then whatever timer is
+    /// due, then the next timer armed. As the loop of a writer thread of
+    /// its own did, but one group per turn so that the pool's workers take
+    /// turns between logs.
+    fn run(self: &Arc<Self>) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let (Some(writer), Some(commands)) = (state.writer.as_mut(), state.commands.as_ref())
+        else {
+            return;
+        };
+        if state.timer_at.is_some_and(|t| t <= Instant::now()) {
+            state.timer_at = None;
+        }
+        let mut group = Vec::new();
+        let mut bytes = 0;
+        let mut disconnected = false;
+        while bytes < MAX_GROUP_BYTES && group.len() < QUEUE_DEPTH {
+            match commands.try_recv() {
+                Ok(command) => {
+                    if let Command::Append { batch, .. } = &command {
+                        bytes += batch.bytes().len();
+                    }
+                    group.push(command);
+                }
+                Err(flume::TryRecvError::Empty) => break,
+                Err(flume::TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
+                }
             }
+        }
+        if !group.is_empty()
+            && let Some(reply) = writer.run_group(group)
+        {
+            state.close(Some(reply));
+            return;
+        }
+        if disconnected {
+            // Every handle is gone and the queue is empty.
+            state.close(None);
+            return;
+        }
+        let now = Instant::now();
+        let due = writer
+            .log
+            .sync_due_at()
+            .map_or(state.next_retention, |t| t.min(state.next_retention));
+        if due <= now {
+            writer.on_timer(&mut state.next_retention);
+        }
+        drop(guard);
+        self.clone().arm_timer();
+    }
+
+    /// Gives the timer thread the instant of the writer's next timer,
+    /// unless it already holds one as early.
+    fn arm_timer(self: Arc<Self>) {
+        let mut state = self.state.lock();
+        let Some(writer) = state.writer.as_ref() else {
+            return;
+        };
+        let due = writer
+            .log
+            .sync_due_at()
+            .map_or(state.next_retention, |t| t.min(state.next_retention));
+        if state
+            .timer_at
+            .is_some_and(|t| t <= due && t > Instant::now())
+        {
+            return;
+        }
+        state.timer_at = Some(due);
+        drop(state);
+        let weak: Weak<dyn Job> = Arc::downgrade(&(self.clone() as Arc<dyn Job>));
+        self.pool.wake_at(due, weak);
+    }
+}
+
+impl Job for Slot {
+    fn scheduled(&self) -> &AtomicBool {
+        &self.scheduled
+    }
+
+    fn turn(self: Arc<Self>, _pool: &WriterPool) {
+        let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run()));
+        if turn.is_err() {
+            // As when a writer thread of its own panicked: the log is
+            // dropped unclosed (the next start recovers its tail), and
+            // every command gets `Closed`.
+            tracing::error!("a partition writer panicked; the partition is closed");
+            self.state.lock().stop();
         }
     }
 
+    fn has_work(&self) -> bool {
+        self.state
+            .lock()
+            .commands
+            .as_ref()
+            .is_some_and(|c| !c.is_empty() || c.is_disconnected())
+    }
+}
+
+impl Writer {
     /// Stages and commits one group; returns the close reply if asked to close.
     fn run_group(&mut self, group: Vec<Command>) -> Option<oneshot::Sender<LogResult<()>>> {
         let started = Instant::now();
@@ -660,5 +829,98 @@ mod tests {
             writer.log.end_position().1,
             "what was acknowledged is synced"
         );
+    }
+
+    fn open_on(pool: &'static WriterPool, dir: &Path) -> PartitionLog {
+        let log = Log::open(
+            Arc::new(crate::io::StdFs),
+            dir,
+            LogConfig::default(),
+            Arc::new(ManualClock::new(1_700_000_000_000)),
+        )
+        .expect("open");
+        PartitionLog::start_on(pool, log)
+    }
+
+    /// One worker serves many logs: their appends all complete, each log's
+    /// in order, and dropping the handles closes every log cleanly.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pool_of_one_thread_serves_many_logs_and_closes_them_when_dropped() {
+        let pool = WriterPool::start(1);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dirs: Vec<_> = (0..50).map(|i| tmp.path().join(i.to_string())).collect();
+        let logs: Vec<_> = dirs.iter().map(|d| open_on(pool, d)).collect();
+        let mut tasks = Vec::new();
+        for log in &logs {
+            for i in 0..20u8 {
+                let log = log.clone();
+                tasks.push(tokio::spawn(async move { log.append(plain(10, i)).await }));
+            }
+        }
+        for task in tasks {
+            task.await.expect("join").expect("append");
+        }
+        for log in &logs {
+            assert_eq!(log.reader().end_offset(), 20);
+        }
+        let stopped: Vec<_> = logs.iter().map(|l| l.stopped.clone()).collect();
+        drop(logs);
+        for token in stopped {
+            tokio::time::timeout(Duration::from_secs(30), token.cancelled())
+                .await
+                .expect("every log closes once its handles are gone");
+        }
+        for dir in &dirs {
+            let log = Log::open(
+                Arc::new(crate::io::StdFs),
+                dir,
+                LogConfig::default(),
+                Arc::new(ManualClock::new(1_700_000_000_000)),
+            )
+            .expect("reopen");
+            assert!(
+                log.recovery_report().clean,
+                "{} closed cleanly",
+                dir.display()
+            );
+            assert_eq!(log.next_offset(), 20);
+        }
+    }
+
+    /// A log whose queue never empties does not keep the pool's only worker
+    /// from another log: each turn takes one group, then the log goes to the
+    /// back of the run queue.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_log_does_not_starve_another_on_the_same_worker() {
+        let pool = WriterPool::start(1);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let busy = open_on(pool, &tmp.path().join("busy"));
+        let other = open_on(pool, &tmp.path().join("other"));
+        let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flood = {
+            let busy = busy.clone();
+            let flooding = flooding.clone();
+            tokio::spawn(async move {
+                while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                    let batches = (0..256).map(|i| plain(100, i as u8)).collect();
+                    let submitted = busy.submit_all(batches).await;
+                    tokio::spawn(submitted.wait());
+                }
+            })
+        };
+        // Let the flood fill the busy log's queue.
+        while busy.reader().end_offset() < 2_000 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let appended = tokio::time::timeout(Duration::from_secs(10), other.append(plain(10, 1)))
+            .await
+            .expect("the other log's append is not starved")
+            .expect("append");
+        assert_eq!(appended.base_offset, 0);
+        assert!(!flood.is_finished(), "the busy log was still being flooded");
+        flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+        flood.await.expect("flood");
+        busy.close().await.expect("close");
+        other.close().await.expect("close");
     }
 }

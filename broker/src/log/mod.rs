@@ -55,7 +55,8 @@
 //! | [`retention`] | which segments retention deletes |
 //! | [`checkpoint`] | the recovery checkpoint file |
 //! | [`producers`] | idempotent producer state: sequence checks, snapshots |
-//! | [`committer`] | the writer thread: group commit behind an async API |
+//! | [`committer`] | the writer of a log: group commit behind an async API, one turn at a time on the pool |
+//! | [`pool`] | the writer pool: a fixed set of threads and one timer thread serving every log with work |
 //! | [`stats`] | what a log counts for `/metrics`: appends, fsync latency, records per commit |
 
 pub mod checkpoint;
@@ -64,6 +65,7 @@ pub mod committer;
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod pool;
 pub mod producers;
 pub mod reader;
 pub mod recovery;

@@ -4,9 +4,9 @@
 //! each append's time went ([`AppendStages`]).
 //!
 //! Recording is plain relaxed atomic adds (no lock, nothing allocated):
-//! the writer thread records everything but the `wake` stage, which the
-//! task that waited for the append records when it resumes; a scrape reads
-//! from any thread. A
+//! the log's writer (on a pool thread) records everything but the `wake`
+//! stage, which the task that waited for the append records when it
+//! resumes; a scrape reads from any thread. A
 //! histogram keeps one count per bucket (not cumulative) plus an overflow
 //! count, so a reader never sees a bucket smaller than the one before it
 //! once it sums them, even while the writer records: its total is the sum

@@ -20,8 +20,8 @@
 //!   their partitions by the connection task before it reads the next
 //!   frame (only the wait for the commit runs in the request's task), so a
 //!   connection's produces reach each partition in the order sent.
-//! - Each partition log has its own writer thread fed by a bounded channel
-//!   (see [`crate::log::committer`]): appends from every connection meet
+//! - Each partition log has its own writer fed by a bounded channel and run
+//!   on the shared writer pool (see [`crate::log::committer`]): appends from every connection meet
 //!   there and share fsyncs. Reads run on the request's task against the
 //!   log's lock-free reader.
 //!

@@ -1,4 +1,5 @@
-//! [`Log`]: the writer side of a partition log, owned by one thread.
+//! [`Log`]: the writer side of a partition log, owned by its writer (run
+//! by one thread of the [writer pool](super::pool) at a time).
 //!
 //! ## Append, step by step (what is on disk at each point)
 //!
