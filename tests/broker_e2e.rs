@@ -549,6 +549,13 @@ fn health_answers_503_while_the_broker_drains() {
         }
         client
     });
+    // Requests still unread in the socket at SIGTERM are never served (the
+    // drain finishes what was accepted): wait until the broker has read
+    // and answered 8 of the fetches, 32 MiB, more than the socket buffers
+    // hold, so that its writer waits for this client.
+    pigeon_suite::wait_until(Duration::from_secs(30), "8 fetches answered", || {
+        pigeon_suite::metric(broker.http, "pigeon_fetch_requests_total") >= 8.0
+    });
     assert_eq!(http_get(broker.http, "/health").0, 200);
     let (code, body) = http_get(broker.http, "/ready");
     assert_eq!(
