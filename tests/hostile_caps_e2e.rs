@@ -187,7 +187,9 @@ fn connections_per_address_are_capped_on_both_listeners_and_idle_ones_are_closed
     });
     let global = "pigeon_connections_refused_total{reason=\"max_connections\"}";
     assert_eq!(pigeon_suite::metric(http, global), 0.0);
-    // The Redis listener counts against the same cap.
+    // The Redis listener counts against the same cap, and counts its
+    // refusals in the same series.
+    let binary_refusals = pigeon_suite::metric(http, per_peer);
     let mut redis = std::net::TcpStream::connect(resp).expect("connect");
     let mut line = String::new();
     use std::io::{BufRead, BufReader};
@@ -198,6 +200,9 @@ fn connections_per_address_are_capped_on_both_listeners_and_idle_ones_are_closed
         line.starts_with("-ERR") && line.contains("max_connections_per_peer"),
         "{line}"
     );
+    pigeon_suite::wait_until(Duration::from_secs(10), "the RESP refusal counted", || {
+        pigeon_suite::metric(http, per_peer) >= binary_refusals + 1.0
+    });
     // Idle for 3 s with nothing in flight: closed, and their slots free
     // (the exact timing is `server::idle`'s unit test, with paused time).
     runtime().block_on(async {

@@ -20,7 +20,7 @@
 //! | `pigeon_errors_total` | counter | `code` (error code name) |
 //! | `pigeon_connections` | gauge | |
 //! | `pigeon_connections_total` | counter | |
-//! | `pigeon_connections_refused_total` | counter (binary-protocol connections refused: over `max_connections`, or over `max_connections_per_peer` from one address) | `reason` (`max_connections`, `per_peer`) |
+//! | `pigeon_connections_refused_total` | counter (connections refused, binary protocol and Redis listener: over `max_connections`, or over `max_connections_per_peer` from one address) | `reason` (`max_connections`, `per_peer`) |
 //! | `pigeon_frame_timeouts_total` | counter (connections closed by `frame_timeout_ms`: a request frame not whole in time, or responses not read) | |
 //! | `pigeon_produce_throttled_total` | counter (produce requests that put their connection over the quota) | |
 //! | `pigeon_produce_throttle_seconds` | histogram of each hold-back; its `_sum` is the total throttle time | |
@@ -105,7 +105,7 @@ pub fn describe() {
     describe_counter!("pigeon_connections_total", "Client connections accepted.");
     describe_counter!(
         "pigeon_connections_refused_total",
-        "Binary-protocol connections refused, by reason: max_connections (the broker already served max_connections) or per_peer (the address already had max_connections_per_peer)."
+        "Connections refused (binary protocol and Redis listener), by reason: max_connections (the listener already served max_connections) or per_peer (the address already had max_connections_per_peer)."
     );
     describe_counter!(
         "pigeon_frame_timeouts_total",

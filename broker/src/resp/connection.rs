@@ -35,6 +35,18 @@
 //!   `auth_timeout_ms` of its accept is closed (see `commands/connection.rs`).
 //! - At shutdown the connection finishes the command it is running (a
 //!   blocking read returns at once) and closes.
+//!
+//! ## Quotas
+//!
+//! The broker's byte-rate quotas (`broker/src/server/quota.rs`) apply here
+//! as on the binary protocol, through the same buckets: per user with
+//! users (a user's RESP and binary connections share them; `AUTH` and
+//! `HELLO … AUTH` move the connection to the user's buckets), per
+//! connection otherwise. Every `XADD` request is charged whole (its RESP
+//! encoding as read) to the produce bucket; every other command's reply
+//! is charged whole to the fetch bucket. Nothing is refused: when a bucket
+//! is in debt, the connection writes the replies it has and then runs no
+//! further request until the debt is paid.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +62,7 @@ use super::commands;
 use super::reply::Reply;
 use super::request::{Request, RequestDecoder};
 use super::session::{Context, Session};
+use crate::server::quota::{Direction, Throttle};
 
 /// Output written at once when a pipeline's replies reach this size.
 const FLUSH_BYTES: usize = 64 * 1024;
@@ -86,7 +99,9 @@ where
         caller,
     };
     let max = listener.broker.config.max_frame_bytes as usize;
+    let throttle = Throttle::new(listener.broker.connection_quota(&session.caller));
     let mut connection = Connection {
+        throttle,
         listener,
         session,
         read,
@@ -108,6 +123,8 @@ where
 }
 
 struct Connection<R, W> {
+    /// The quota buckets this connection charges, and its mute.
+    throttle: Throttle,
     listener: Arc<Listener>,
     session: Session,
     read: R,
@@ -149,8 +166,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     /// early.
     async fn run(&mut self) -> Result<(), String> {
         loop {
-            while let Some(request) = self.next_request().await? {
-                self.serve(request).await?;
+            while let Some((request, size)) = self.next_request().await? {
+                self.wait_out_mute().await?;
+                self.serve(request, size).await?;
                 if self.session.quit {
                     return self.flush().await;
                 }
@@ -164,11 +182,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
 
     /// The next complete request in the input, if one is there. Malformed
     /// input is answered and ends the connection.
-    async fn next_request(&mut self) -> Result<Option<Request>, String> {
+    async fn next_request(&mut self) -> Result<Option<(Request, usize)>, String> {
+        let before = self.input.len();
         match self.decoder.decode(&mut self.input) {
             Ok(Some(request)) => {
                 self.deadline = None;
-                Ok(Some(request))
+                Ok(Some((request, before - self.input.len())))
             }
             Ok(None) => Ok(None),
             Err(e) => {
@@ -180,8 +199,30 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         }
     }
 
-    /// Runs one request and queues its reply.
-    async fn serve(&mut self, request: Request) -> Result<(), String> {
+    /// When a quota bucket this connection charged is in debt: writes the
+    /// replies queued so far, then waits until the debt is paid (or the
+    /// broker shuts down).
+    async fn wait_out_mute(&mut self) -> Result<(), String> {
+        let Some(until) = self.throttle.take_mute() else {
+            return Ok(());
+        };
+        self.flush().await?;
+        tokio::select! {
+            _ = tokio::time::sleep_until(until.into()) => {}
+            _ = self.listener.broker.shutdown.cancelled() => {}
+        }
+        Ok(())
+    }
+
+    /// Runs one request (`size` bytes as read) and queues its reply.
+    async fn serve(&mut self, request: Request, size: usize) -> Result<(), String> {
+        let is_append = request
+            .args
+            .first()
+            .is_some_and(|name| name.eq_ignore_ascii_case(b"XADD"));
+        if is_append {
+            self.throttle.charge(Direction::Produce, size as u64);
+        }
         if self.session.multi.is_none() && commands::pipelinable(&request.args) {
             self.append(request.args).await;
             return Ok(());
@@ -191,12 +232,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             // What the client waits for before this must not wait with it.
             self.flush().await?;
         }
+        let caller_before = self.session.caller.clone();
         let mut ctx = Context {
             listener: &self.listener,
             session: &mut self.session,
         };
         let reply = commands::execute(&mut ctx, &request.args).await;
+        let before = self.output.len();
         reply.encode(self.session.resp3, &mut self.output);
+        if !is_append {
+            let reply_bytes = self.output.len() - before;
+            self.throttle.charge(Direction::Fetch, reply_bytes as u64);
+        }
+        if !same_caller(&self.session.caller, &caller_before) {
+            // AUTH, HELLO … AUTH or RESET: charge the new caller's buckets.
+            let quota = self.listener.broker.connection_quota(&self.session.caller);
+            self.throttle.set(quota);
+        }
         if self.output.len() >= FLUSH_BYTES {
             self.flush().await?;
         }
@@ -337,6 +389,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
             _ = broker.shutdown.cancelled() => Ok(false),
         }
     }
+}
+
+/// Whether two callers are the same user (or both anonymous, or both
+/// unauthenticated).
+fn same_caller(a: &crate::service::Caller, b: &crate::service::Caller) -> bool {
+    a.name() == b.name()
 }
 
 fn too_slow(timeout: Duration) -> String {

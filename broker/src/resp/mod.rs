@@ -110,11 +110,13 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener, tls: Option<Arc<Ser
             Ok((stream, peer)) => {
                 let per_peer = broker.config.caps.max_connections_per_peer;
                 let Some(peer_slot) = broker.peers.admit(peer, per_peer) else {
+                    crate::metrics::connection_refused(crate::metrics::Refusal::PerPeer);
                     let error = crate::caps::too_many_from_peer(peer, per_peer);
                     refuse(stream, format!("-ERR {error}\r\n"));
                     continue;
                 };
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    crate::metrics::connection_refused(crate::metrics::Refusal::MaxConnections);
                     refuse(stream, "-ERR max number of clients reached\r\n".into());
                     continue;
                 };
