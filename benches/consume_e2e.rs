@@ -46,25 +46,8 @@ fn main() {
             },
         );
         let value = vec![b'x'; 100];
-        let mut pending = std::collections::VecDeque::new();
-        for _ in 0..records {
-            pending.push_back(
-                producer
-                    .enqueue("bench", ProducerRecord::new(value.clone()).partition(0))
-                    .await
-                    .expect("enqueue"),
-            );
-            if pending.len() >= 100_000 {
-                pending
-                    .pop_front()
-                    .expect("delivery")
-                    .await
-                    .expect("stored");
-            }
-        }
-        for d in pending {
-            d.await.expect("stored");
-        }
+        let load = (0..records).map(|_| ProducerRecord::new(value.clone()).partition(0));
+        pigeon_suite::load::produce_all(&producer, "bench", load, 100_000).await;
         admin
             .create_group(
                 "bench",

@@ -105,19 +105,8 @@ async fn produce(addr: String, n: u64) {
         },
     );
     let value = bytes::Bytes::from(vec![b'x'; VALUE_BYTES]);
-    let mut pending = std::collections::VecDeque::new();
-    for _ in 0..n {
-        let record = ProducerRecord::new(value.clone()).partition(0);
-        pending.push_back(producer.enqueue(TOPIC, record).await.expect("enqueue"));
-        if pending.len() >= 50_000
-            && let Some(oldest) = pending.pop_front()
-        {
-            oldest.await.expect("delivered");
-        }
-    }
-    for delivery in pending {
-        delivery.await.expect("delivered");
-    }
+    let records = (0..n).map(|_| ProducerRecord::new(value.clone()).partition(0));
+    pigeon_suite::load::produce_all(&producer, TOPIC, records, 50_000).await;
     producer.close().await;
 }
 

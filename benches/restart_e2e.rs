@@ -17,7 +17,6 @@
 //! measured; every restart scans what the last checkpoint does not cover
 //! either way) and needs that much free disk in the temp directory.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use pigeon_client::client::{
@@ -101,19 +100,8 @@ async fn fill(addr: String, records: u64) {
         },
     );
     let value = bytes::Bytes::from(vec![b'x'; VALUE_BYTES]);
-    let mut pending = VecDeque::new();
-    for _ in 0..records {
-        let record = ProducerRecord::new(value.clone()).partition(0);
-        pending.push_back(producer.enqueue("bench", record).await.expect("enqueue"));
-        if pending.len() >= 50_000
-            && let Some(oldest) = pending.pop_front()
-        {
-            oldest.await.expect("delivered");
-        }
-    }
-    for delivery in pending {
-        delivery.await.expect("delivered");
-    }
+    let records = (0..records).map(|_| ProducerRecord::new(value.clone()).partition(0));
+    pigeon_suite::load::produce_all(&producer, "bench", records, 50_000).await;
     producer.close().await;
 }
 

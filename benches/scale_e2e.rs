@@ -411,24 +411,9 @@ async fn fill_for_groups(addr: String, partitions: u32, records: u64, groups: u3
         },
     );
     let value = bytes::Bytes::from(vec![b'x'; VALUE_BYTES]);
-    let mut pending = VecDeque::new();
-    for i in 0..records {
-        let record = ProducerRecord::new(value.clone()).partition((i % partitions as u64) as u32);
-        pending.push_back(
-            producer
-                .enqueue(GROUP_TOPIC, record)
-                .await
-                .expect("enqueue"),
-        );
-        if pending.len() >= 50_000
-            && let Some(oldest) = pending.pop_front()
-        {
-            oldest.await.expect("delivered");
-        }
-    }
-    for delivery in pending {
-        delivery.await.expect("delivered");
-    }
+    let load = (0..records)
+        .map(|i| ProducerRecord::new(value.clone()).partition((i % partitions as u64) as u32));
+    pigeon_suite::load::produce_all(&producer, GROUP_TOPIC, load, 50_000).await;
     producer.close().await;
     for g in 0..groups {
         admin

@@ -14,7 +14,6 @@
 //! Prints a markdown table (medians) for `docs/benchmarks.md`, with the
 //! load average before and after the run.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -147,19 +146,8 @@ async fn produce(client: Client, topic: &str, records: usize, size: usize) -> Du
     let producer = Producer::new(client, config);
     let value = vec![b'x'; size];
     let started = Instant::now();
-    let mut pending = VecDeque::with_capacity(WINDOW);
-    for _ in 0..records {
-        let record = ProducerRecord::new(value.clone()).partition(0);
-        pending.push_back(producer.enqueue(topic, record).await.expect("enqueue"));
-        if pending.len() >= WINDOW
-            && let Some(oldest) = pending.pop_front()
-        {
-            oldest.await.expect("delivered");
-        }
-    }
-    for delivery in pending {
-        delivery.await.expect("delivered");
-    }
+    let records = (0..records).map(|_| ProducerRecord::new(value.clone()).partition(0));
+    pigeon_suite::load::produce_all(&producer, topic, records, WINDOW).await;
     let elapsed = started.elapsed();
     producer.close().await;
     elapsed

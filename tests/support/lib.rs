@@ -17,6 +17,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod crash_loop;
+pub mod load;
 pub mod pki;
 pub mod prometheus;
 
