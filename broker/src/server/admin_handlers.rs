@@ -5,6 +5,7 @@
 use pigeon_protocol as wire;
 use pigeon_protocol::Response;
 
+use super::handlers::ListRoom;
 use crate::error::BrokerError;
 use crate::service::Checked;
 use crate::topics::RetentionChange;
@@ -39,27 +40,18 @@ pub async fn alter_topic(broker: &Checked<'_>, req: wire::AlterTopicRequest) -> 
 /// soon as the answer would pass `max_frame_bytes`, the request is answered
 /// `FrameTooLarge` before any group is asked for its figures.
 pub async fn list_groups(broker: &Checked<'_>, req: wire::ListGroupsRequest) -> Answer {
-    let max_frame = broker.config.max_frame_bytes;
-    let room = (max_frame as usize).saturating_sub(wire::LIST_RESPONSE_OVERHEAD);
-    let (mut used, mut count) = (0, 0usize);
-    let whole = req.topic.is_none();
+    let mut room = ListRoom::new(broker.config.max_frame_bytes);
+    let advice = if req.topic.is_none() {
+        "name one topic (pigeon group list --topic T) to list fewer, or raise the broker's max_frame_bytes"
+    } else {
+        "raise the broker's max_frame_bytes"
+    };
     let fits = |topic: &str, group: &str| {
-        used += wire::GroupListing::encoded_len(topic, group);
-        if used > room {
-            let what = if whole {
-                "name one topic (pigeon group list --topic T) to list fewer, or raise the broker's max_frame_bytes"
-            } else {
-                "raise the broker's max_frame_bytes"
-            };
-            return Err(BrokerError::new(
-                crate::error::ErrorKind::FrameTooLarge,
-                format!(
-                    "the list of groups does not fit in one response of max_frame_bytes ({max_frame} bytes; {count} fit); {what}"
-                ),
-            ));
-        }
-        count += 1;
-        Ok(())
+        room.take(
+            wire::GroupListing::encoded_len(topic, group),
+            "groups",
+            advice,
+        )
     };
     let groups = broker.list_groups(req.topic.as_deref(), fits).await?;
     let groups = groups.into_iter().map(|g| wire::GroupListing {

@@ -145,28 +145,61 @@ async fn create_topic(
 /// encoded answer would pass `max_frame_bytes`, the request is answered
 /// `FrameTooLarge` instead (nothing more is built).
 fn list_topics(broker: &Checked<'_>) -> Result<ListTopicsResponse, BrokerError> {
-    let max_frame = broker.config.max_frame_bytes;
-    let room = (max_frame as usize).saturating_sub(LIST_RESPONSE_OVERHEAD);
     let summaries = broker.list_topics();
-    let (total, mut used) = (summaries.len(), 0);
+    let what = format!("{} topics", summaries.len());
+    let mut room = ListRoom::new(broker.config.max_frame_bytes);
     let mut topics = Vec::new();
     for t in summaries {
-        used += TopicListing::encoded_len(&t.name);
-        if used > room {
-            return Err(BrokerError::new(
-                crate::error::ErrorKind::FrameTooLarge,
-                format!(
-                    "the list of {total} topics does not fit in one response of max_frame_bytes ({max_frame} bytes; {} fit); raise the broker's max_frame_bytes",
-                    topics.len()
-                ),
-            ));
-        }
+        room.take(
+            TopicListing::encoded_len(&t.name),
+            &what,
+            "raise the broker's max_frame_bytes",
+        )?;
         topics.push(TopicListing {
             topic: t.name,
             partitions: t.partitions,
         });
     }
     Ok(ListTopicsResponse { topics })
+}
+
+/// What is left of one response frame for a list answer's listings
+/// (ListTopics, ListGroups), counted as the listings are found.
+pub(super) struct ListRoom {
+    max_frame: u32,
+    room: usize,
+    used: usize,
+    fitted: usize,
+}
+
+impl ListRoom {
+    /// The room of a list answer in a frame of `max_frame` bytes.
+    pub(super) fn new(max_frame: u32) -> ListRoom {
+        ListRoom {
+            max_frame,
+            room: (max_frame as usize).saturating_sub(LIST_RESPONSE_OVERHEAD),
+            used: 0,
+            fitted: 0,
+        }
+    }
+
+    /// Counts one more listing of `len` encoded bytes; once the answer
+    /// would pass the frame, the `FrameTooLarge` error saying the list of
+    /// `what` does not fit, how many did, and `advice`.
+    pub(super) fn take(&mut self, len: usize, what: &str, advice: &str) -> Result<(), BrokerError> {
+        self.used += len;
+        if self.used > self.room {
+            return Err(BrokerError::new(
+                crate::error::ErrorKind::FrameTooLarge,
+                format!(
+                    "the list of {what} does not fit in one response of max_frame_bytes ({} bytes; {} fit); {advice}",
+                    self.max_frame, self.fitted
+                ),
+            ));
+        }
+        self.fitted += 1;
+        Ok(())
+    }
 }
 
 fn describe_topic(
