@@ -502,25 +502,7 @@ async fn reject(
             ..SettleItem::ack(d.partition, d.offset, d.attempt)
         })
         .collect();
-    let settle = SettleRequest {
-        topic: "big".into(),
-        group: "g".into(),
-        consumer_id: consumer,
-        items,
-    };
-    match c.ok(settle.into()).await {
-        Response::Settle(r) => {
-            for result in r.results {
-                assert_eq!(
-                    result.error_code,
-                    ErrorCode::None,
-                    "{}",
-                    result.error_message
-                );
-            }
-        }
-        other => panic!("{other:?}"),
-    }
+    c.settle_ok("big", "g", consumer, items).await;
 }
 
 #[test]

@@ -35,16 +35,7 @@ async fn settle(
             reason: reason.into(),
         })
         .collect();
-    let req = SettleRequest {
-        topic: "orders".into(),
-        group: "billing".into(),
-        consumer_id: consumer,
-        items,
-    };
-    match client.ok(req.into()).await {
-        Response::Settle(r) => r.results,
-        other => panic!("{other:?}"),
-    }
+    client.settle("orders", "billing", consumer, items).await
 }
 
 async fn describe(client: &mut RawClient) -> DescribeGroupResponse {

@@ -90,19 +90,7 @@ fn item(offset: u64, action: SettleAction) -> SettleItem {
 }
 
 async fn settle(client: &mut RawClient, consumer: u64, items: Vec<SettleItem>) {
-    let request = SettleRequest {
-        topic: TOPIC.into(),
-        group: GROUP.into(),
-        consumer_id: consumer,
-        items,
-    };
-    match client.ok(request.into()).await {
-        Response::Settle(r) => assert!(
-            r.results.iter().all(|r| r.error_code == ErrorCode::None),
-            "{r:?}"
-        ),
-        other => panic!("{other:?}"),
-    }
+    client.settle_ok(TOPIC, GROUP, consumer, items).await;
 }
 
 /// Receives until exactly `offsets` (with these attempts) are leased.

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pigeon_client::client::{Client, Producer, ProducerConfig, ProducerRecord};
+use pigeon_client::client::{Client, Producer, ProducerConfig};
 use pigeon_client::protocol::*;
+use pigeon_suite::load::produce_until_stopped;
 use pigeon_suite::raw::{RawClient, batch};
 use pigeon_suite::{Broker, memory, metric, runtime};
 
@@ -70,16 +71,8 @@ fn the_produce_quota_holds_heavy_connections_near_it_and_leaves_a_light_one_alon
         let heavy = {
             let (producer, stop) = (producer.clone(), stop.clone());
             tokio::spawn(async move {
-                let mut deliveries = Vec::new();
-                let value = vec![b'h'; 1024];
-                while !stop.load(Ordering::SeqCst) {
-                    let record = ProducerRecord::new(value.clone());
-                    deliveries.push(producer.enqueue("heavy", record).await.expect("enqueue"));
-                }
-                producer.close().await;
-                for delivery in deliveries {
-                    delivery.await.expect("every heavy record delivered");
-                }
+                let what = "every heavy record delivered";
+                produce_until_stopped(&producer, "heavy", &[b'h'; 1024], &stop, what).await;
             })
         };
 
@@ -233,25 +226,7 @@ async fn ack(client: &mut RawClient, topic: &str, group: &str, consumer: u64, d:
         .iter()
         .map(|d| SettleItem::ack(d.partition, d.offset, d.attempt))
         .collect();
-    let req = SettleRequest {
-        topic: topic.into(),
-        group: group.into(),
-        consumer_id: consumer,
-        items,
-    };
-    match client.ok(req.into()).await {
-        Response::Settle(r) => {
-            for result in r.results {
-                assert_eq!(
-                    result.error_code,
-                    ErrorCode::None,
-                    "{}",
-                    result.error_message
-                );
-            }
-        }
-        other => panic!("{other:?}"),
-    }
+    client.settle_ok(topic, group, consumer, items).await;
 }
 
 /// Counts of events per second since `origin`.

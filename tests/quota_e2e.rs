@@ -20,10 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use pigeon_client::client::{
-    Client, ClientConfig, Credentials, Producer, ProducerConfig, ProducerRecord,
-};
+use pigeon_client::client::{Client, ClientConfig, Credentials, Producer, ProducerConfig};
 use pigeon_client::protocol::*;
+use pigeon_suite::load::produce_until_stopped;
 use pigeon_suite::process::run;
 use pigeon_suite::raw::{RawClient, batch};
 use pigeon_suite::{Broker, binary, metric, runtime};
@@ -123,16 +122,8 @@ fn two_connections_of_one_user_share_its_produce_quota_and_another_user_is_not_s
             producers.push(producer.clone());
             let stop = stop.clone();
             heavy.push(tokio::spawn(async move {
-                let mut deliveries = Vec::new();
-                let value = vec![b'a'; 1024];
-                while !stop.load(Ordering::SeqCst) {
-                    let record = ProducerRecord::new(value.clone());
-                    deliveries.push(producer.enqueue("alice", record).await.expect("enqueue"));
-                }
-                producer.close().await;
-                for delivery in deliveries {
-                    delivery.await.expect("every record of alice delivered");
-                }
+                let what = "every record of alice delivered";
+                produce_until_stopped(&producer, "alice", &[b'a'; 1024], &stop, what).await;
             }));
         }
         // bob: 200 bytes every 50 ms, timed, with Produce v1 (negotiated)

@@ -461,6 +461,46 @@ pub mod raw {
             }
         }
 
+        /// Settles `items` of `group` of `topic` as `consumer`; each
+        /// item's result.
+        pub async fn settle(
+            &mut self,
+            topic: &str,
+            group: &str,
+            consumer: u64,
+            items: Vec<SettleItem>,
+        ) -> Vec<SettleResult> {
+            let request = SettleRequest {
+                topic: topic.into(),
+                group: group.into(),
+                consumer_id: consumer,
+                items,
+            };
+            match self.ok(request.into()).await {
+                Response::Settle(r) => r.results,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// [`settle`](Self::settle), panicking unless every item settled
+        /// (with the first failure's message).
+        pub async fn settle_ok(
+            &mut self,
+            topic: &str,
+            group: &str,
+            consumer: u64,
+            items: Vec<SettleItem>,
+        ) {
+            for result in self.settle(topic, group, consumer, items).await {
+                assert_eq!(
+                    result.error_code,
+                    ErrorCode::None,
+                    "{}",
+                    result.error_message
+                );
+            }
+        }
+
         /// Joins `group` of `topic` as `consumer_name`; the consumer id.
         pub async fn join_group(&mut self, topic: &str, group: &str, consumer_name: &str) -> u64 {
             let join = JoinGroupRequest {

@@ -1,7 +1,9 @@
-//! Load for the benchmarks: records sent through a batching `Producer`
-//! with a bounded number of acknowledgements awaited lazily.
+//! Load for benchmarks and tests: records sent through a batching
+//! `Producer`, with a bounded number of acknowledgements awaited lazily,
+//! or as fast as it takes them until told to stop.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pigeon_client::client::{Producer, ProducerRecord};
 
@@ -32,4 +34,26 @@ pub async fn produce_all(
         acked += 1;
     }
     acked
+}
+
+/// Enqueues copies of `value` to `topic` as fast as `producer` takes them
+/// until `stop` is set, then closes the producer and waits for every
+/// acknowledgement; panics with `what` on any failure (an overloaded
+/// broker may slow a producer, never lose its records).
+pub async fn produce_until_stopped(
+    producer: &Producer,
+    topic: &str,
+    value: &[u8],
+    stop: &AtomicBool,
+    what: &str,
+) {
+    let mut deliveries = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let record = ProducerRecord::new(value.to_vec());
+        deliveries.push(producer.enqueue(topic, record).await.expect("enqueue"));
+    }
+    producer.close().await;
+    for delivery in deliveries {
+        delivery.await.expect(what);
+    }
 }
