@@ -21,6 +21,11 @@ use crate::client::backoff::Backoff;
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
     /// How long a batch waits for more records after its first (5 ms).
+    /// After its linger, a batch that is not full also waits until nothing
+    /// of its partition is in flight, gathering records meanwhile; with a
+    /// linger of zero it does not: it goes at once with the records
+    /// already queued, pipelined behind the batches in flight (lowest
+    /// latency, more and smaller requests).
     pub linger: Duration,
     /// Largest batch, in encoded bytes (1 MiB; also capped by the broker's
     /// max batch size once known).

@@ -28,7 +28,8 @@
 //!    that is not full waits, after its linger, until nothing of its
 //!    partition is in flight, gathering the records that arrive meanwhile
 //!    (at a moderate rate, one request per commit rather than one per
-//!    record). Answers
+//!    record); with a linger of zero it goes at once, pipelined too (the
+//!    broker's group commit still shares the fsync). Answers
 //!    are handled oldest first. Retriable failures (lost connection,
 //!    timeout, open circuit, retriable broker codes) resend the *same
 //!    bytes* after an exponential backoff with jitter, until

@@ -16,10 +16,14 @@
 //! order (the broker appends a connection's produces to a partition in the
 //! order it read them). A batch that is not full waits, after its linger,
 //! until nothing of its partition is in flight, gathering the records that
-//! arrive meanwhile. A linger that is already over when the batch opens
-//! (always, with a linger of zero) arms no timer: tokio's timers fire on
-//! whole-millisecond ticks, so sleeping until an instant just passed would
-//! hold the batch up to 1 ms.
+//! arrive meanwhile, unless the linger is zero: then nothing waits, and a
+//! batch goes with the records already queued as soon as the window has
+//! room (the broker's group commit still shares one fsync among the
+//! requests that arrive while one runs, so a record does not wait for the
+//! round trip of the batch before it). A linger that is already over when
+//! the batch opens (always, with a linger of zero) arms no timer: tokio's
+//! timers fire on whole-millisecond ticks, so sleeping until an instant
+//! just passed would hold the batch up to 1 ms.
 //!
 //! ## Invariants
 //!
@@ -212,7 +216,8 @@ impl PartitionSender {
     }
 
     /// Adds records from the queue to `batch` until it is full, its
-    /// linger is over with nothing in flight, a flush asks for it or the
+    /// linger is over with nothing in flight (with a linger of zero: at
+    /// once, with the records already queued), a flush asks for it or the
     /// queue closes; handles the answers that arrive meanwhile.
     async fn fill(
         &mut self,
@@ -229,12 +234,17 @@ impl PartitionSender {
             flush_acks: Vec::new(),
         };
         // A batch goes when it is full, or once its linger is over and no
-        // batch of the partition is in flight: only full batches are
-        // pipelined. At a moderate rate the records that arrive while one
-        // batch is committed share the next batch (one request, one
-        // commit) instead of each taking a request of its own.
+        // batch of the partition is in flight: with a linger, only full
+        // batches are pipelined, and at a moderate rate the records that
+        // arrive while one batch is committed share the next batch (one
+        // request) instead of each taking a request of its own. A linger
+        // of zero asks for latency: the batch goes now, pipelined behind
+        // those in flight (the caller left room in the window), and the
+        // broker commits the requests that queue during one fsync with the
+        // next one.
+        let pipeline_partial = self.ctx.config.linger.is_zero();
         while batch.builder.encoded_len() < self.max_batch_bytes {
-            let event = if lingered && self.in_flight.is_empty() {
+            let event = if lingered && (pipeline_partial || self.in_flight.is_empty()) {
                 // The batch goes now, with the records already queued.
                 match commands.try_recv() {
                     Ok(command) => Event::Command(Some(command)),

@@ -404,7 +404,7 @@ async fn without_idempotence_one_batch_per_partition_is_in_flight() {
 async fn a_batch_that_is_not_full_waits_for_the_one_in_flight_and_gathers_records() {
     bounded(async {
         let config = ProducerConfig {
-            linger: Duration::ZERO,
+            linger: Duration::from_millis(1),
             ..fast_producer_config()
         };
         let (broker, _client, producer) = setup(1, config).await;
@@ -436,6 +436,49 @@ async fn a_batch_that_is_not_full_waits_for_the_one_in_flight_and_gathers_record
             broker.produce_requests(),
             2,
             "the five later records share one batch"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_no_linger_a_batch_that_is_not_full_goes_behind_the_one_in_flight() {
+    bounded(async {
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            ..fast_producer_config()
+        };
+        let (broker, _client, producer) = setup(1, config).await;
+        broker.stall_produce(true);
+        let mut deliveries = Vec::new();
+        for i in 0..3u64 {
+            let record = ProducerRecord::new(format!("record-{i}")).partition(0);
+            deliveries.push(producer.enqueue("t", record).await.unwrap());
+            let sent = i as usize + 1;
+            eventually("the record goes without waiting for the one before", || {
+                broker.produce_requests() == sent
+            })
+            .await;
+        }
+        broker.stall_produce(false);
+        let offsets: Vec<u64> = join_all(deliveries)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().offset)
+            .collect();
+        assert_eq!(offsets, vec![0, 1, 2]);
+        let stored: Vec<Vec<u8>> = broker
+            .records("t", 0)
+            .into_iter()
+            .map(|r| r.value.to_vec())
+            .collect();
+        assert_eq!(
+            stored,
+            vec![
+                b"record-0".to_vec(),
+                b"record-1".to_vec(),
+                b"record-2".to_vec()
+            ]
         );
     })
     .await;
