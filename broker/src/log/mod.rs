@@ -57,6 +57,7 @@
 //! | [`producers`] | idempotent producer state: sequence checks, snapshots |
 //! | [`committer`] | the writer of a log: group commit behind an async API, one turn at a time on the pool |
 //! | [`pool`] | the writer pool: a fixed set of threads and one timer thread serving every log with work |
+//! | [`sealer`] | the sealer: a fixed set of threads running the background seal jobs of every log |
 //! | [`stats`] | what a log counts for `/metrics`: appends, fsync latency, records per commit |
 
 pub mod checkpoint;
@@ -70,6 +71,7 @@ pub mod producers;
 pub mod reader;
 pub mod recovery;
 pub mod retention;
+pub mod sealer;
 pub mod segment;
 pub mod stats;
 pub mod writer;

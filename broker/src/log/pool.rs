@@ -41,9 +41,9 @@
 //!   `fdatasync`) as the log's own thread did; with `threads` workers at
 //!   most `threads` commits run at once. A turn never waits for another
 //!   log or for the async runtime, so the pool cannot deadlock on itself.
-//!   A background seal still runs on a short-lived thread of its own (one
-//!   per roll, at most one per log at a time, see
-//!   [`seal`](super::writer::seal)).
+//!   A background seal runs on the [`sealer`](super::sealer)'s threads
+//!   (at most one per log at a time, see [`seal`](super::writer::seal)),
+//!   never on a worker.
 //!
 //! The pool is process-wide ([`WriterPool::global`]): the broker sizes it
 //! once at start ([`WriterPool::init`], setting `writer_threads`), before

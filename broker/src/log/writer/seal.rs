@@ -1,6 +1,7 @@
 //! Background sealing: under `fsync=never` and `fsync=interval`, the
 //! `fdatasync` of a segment that rolls (and the sync of its indexes) runs
-//! on its own thread, off the append path; the checkpoint that makes
+//! on a [`sealer`](crate::log::sealer) thread, off the append path; the
+//! checkpoint that makes
 //! recovery trust the sealed segment is written by the writer once that
 //! sync has completed. Under `fsync=always` the roll stays in the
 //! foreground (see "fsync=always" below).
@@ -88,7 +89,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::Log;
@@ -97,6 +97,7 @@ use crate::io::{FileSystem, write_atomically};
 use crate::log::checkpoint::Checkpoint;
 use crate::log::error::{LogError, LogResult};
 use crate::log::producers::SNAPSHOT_FILE;
+use crate::log::sealer::{self, TaskHandle};
 use crate::log::segment::Segment;
 
 /// How often the writer looks for a finished seal while one runs and no
@@ -106,7 +107,7 @@ pub(crate) const SEAL_POLL: Duration = Duration::from_millis(10);
 /// How seal jobs run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SealMode {
-    /// On a thread of their own.
+    /// On the [`sealer`](crate::log::sealer)'s threads.
     Background,
     /// Tests: only when the test runs them ([`Log::run_seal_job`]), or
     /// when the writer waits for one; never, if the log is dropped first
@@ -172,7 +173,7 @@ fn seal_job(segment: &Segment, work: &SealWork) -> SealOutcome {
 
 #[derive(Debug)]
 enum Job {
-    Running(JoinHandle<SealOutcome>),
+    Running(TaskHandle<SealOutcome>),
     #[cfg(test)]
     Manual,
     /// Finished; its outcome not yet handled.
@@ -206,9 +207,9 @@ impl PendingSeal {
         let job = std::mem::replace(&mut self.job, Job::CheckpointOwed);
         match job {
             Job::Running(handle) if wait || handle.is_finished() => {
-                Some(handle.join().unwrap_or_else(|_| {
+                Some(handle.join().unwrap_or_else(|| {
                     SealOutcome::LogSyncFailed(std::io::Error::other(
-                        "the thread syncing the sealed segment panicked",
+                        "the job syncing the sealed segment panicked",
                     ))
                 }))
             }
@@ -228,8 +229,9 @@ impl PendingSeal {
 
 impl Drop for PendingSeal {
     /// A log dropped without closing (a crash, in tests) waits for a
-    /// running sync, so that no thread touches the files of a log reopened
-    /// after it; a manual job that never ran is a crash before the sync.
+    /// running (or queued) sync, so that no thread touches the files of a
+    /// log reopened after it; a manual job that never ran is a crash
+    /// before the sync.
     fn drop(&mut self) {
         if let Job::Running(handle) = std::mem::replace(&mut self.job, Job::CheckpointOwed) {
             let _ = handle.join();
@@ -258,17 +260,7 @@ impl Log {
         let job = match self.seal_mode {
             SealMode::Background => {
                 let (job_segment, job_work) = (segment.clone(), work.clone());
-                let spawned = std::thread::Builder::new()
-                    .name(format!("seal-{:020}", segment.base_offset))
-                    .spawn(move || seal_job(&job_segment, &job_work));
-                match spawned {
-                    Ok(handle) => Job::Running(handle),
-                    // No thread to be had: seal in the foreground.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not start a thread to sync a sealed segment; syncing it on the append path");
-                        Job::Done(seal_job(&segment, &work))
-                    }
-                }
+                Job::Running(sealer::submit(move || seal_job(&job_segment, &job_work)))
             }
             #[cfg(test)]
             SealMode::Manual => Job::Manual,
