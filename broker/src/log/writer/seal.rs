@@ -176,7 +176,8 @@ enum Job {
     Running(TaskHandle<SealOutcome>),
     #[cfg(test)]
     Manual,
-    /// Finished; its outcome not yet handled.
+    /// Tests: a manual job that ran; its outcome not yet handled.
+    #[cfg(test)]
     Done(SealOutcome),
     /// Synced; its checkpoint could not be written yet.
     CheckpointOwed,
@@ -215,6 +216,7 @@ impl PendingSeal {
             }
             #[cfg(test)]
             Job::Manual if wait => Some(seal_job(&self.segment, &self.work)),
+            #[cfg(test)]
             Job::Done(outcome) => Some(outcome),
             Job::CheckpointOwed => Some(SealOutcome::CheckpointFailed(std::io::Error::other(
                 "not written yet",
