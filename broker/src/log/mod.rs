@@ -71,7 +71,7 @@ pub mod producers;
 pub mod reader;
 pub mod recovery;
 pub mod retention;
-pub mod sealer;
+pub(crate) mod sealer;
 pub mod segment;
 pub mod stats;
 pub mod writer;

@@ -38,7 +38,7 @@
 //!
 //! ## Quotas
 //!
-//! The broker's byte-rate quotas (`broker/src/server/quota.rs`) apply here
+//! The broker's byte-rate quotas (`broker/src/service/quota.rs`) apply here
 //! as on the binary protocol, through the same buckets: per user with
 //! users (a user's RESP and binary connections share them; `AUTH` and
 //! `HELLO … AUTH` move the connection to the user's buckets), per
@@ -62,7 +62,7 @@ use super::commands;
 use super::reply::Reply;
 use super::request::{Request, RequestDecoder};
 use super::session::{Context, Session};
-use crate::server::quota::{Direction, Throttle};
+use crate::service::quota::{Direction, Throttle};
 
 /// Output written at once when a pipeline's replies reach this size.
 const FLUSH_BYTES: usize = 64 * 1024;

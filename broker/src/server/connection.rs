@@ -38,7 +38,7 @@
 //! - With a produce quota (`produce_quota_bytes_per_sec`), each produce
 //!   request's whole frame is charged to the connection's produce bucket
 //!   (its user's, shared by all of the user's connections, with users; see
-//!   [`super::quota`]); when it goes into debt the response carries
+//!   [`crate::service::quota`]); when it goes into debt the response carries
 //!   `throttle_ms` (Produce v1) and the connection is muted: nothing more
 //!   is read from it until the debt is paid. Responses still go out.
 //! - With a fetch quota (`fetch_quota_bytes_per_sec`), the writer charges
@@ -79,9 +79,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::auth::{Link, SaslSession};
 use super::handlers::{RequestContext, finish_produce, handle, response_frame, submit_produce};
-use super::quota::{Direction, Throttle};
 use crate::error::BrokerError;
 use crate::metrics;
+use crate::service::quota::{Direction, Throttle};
 use crate::service::{Broker, SubmittedProduce};
 
 /// Serves one connection, given its two halves, until it ends.

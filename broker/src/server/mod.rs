@@ -42,7 +42,6 @@ pub mod errors;
 pub mod group_handlers;
 pub mod handlers;
 pub mod idle;
-pub mod quota;
 pub mod tls;
 
 use std::sync::Arc;

@@ -194,7 +194,7 @@ impl Broker {
     /// (shared by all of the user's connections, at the user's own rates
     /// if the users file sets them), else the connection's own at the
     /// broker's rates.
-    pub fn connection_quota(&self, caller: &Caller) -> crate::server::quota::ConnectionQuota {
+    pub fn connection_quota(&self, caller: &Caller) -> crate::service::quota::ConnectionQuota {
         let (produce, fetch) = (
             self.config.produce_quota_bytes_per_sec,
             self.config.fetch_quota_bytes_per_sec,
@@ -208,7 +208,7 @@ impl Broker {
                 now,
             ),
             Identity::Anyone | Identity::Nobody => {
-                crate::server::quota::ConnectionQuota::own(produce, fetch, now)
+                crate::service::quota::ConnectionQuota::own(produce, fetch, now)
             }
         }
     }

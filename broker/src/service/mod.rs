@@ -23,6 +23,7 @@
 //! | `checked.rs` | [`Checked`]: every operation as a caller may do it; the permission rules, reserved names, producer ownership. Adapters call operations only through it (the unchecked ones are visible in `service` only) |
 //! | `topics.rs` | create, delete, list, describe topics; find a partition |
 //! | `produce.rs` | register a producer; validate and queue a produce, wait for its commits |
+//! | `quota.rs` | byte-rate quotas: each user's (or connection's) produce and fetch token buckets, shared by every listener |
 //! | `fetch.rs` | fetch (long-poll, read budget); list offsets |
 //! | `groups.rs` | create, delete, alter, describe, seek, pause a group; redrive its DLQ |
 //! | `members.rs` | consumer members (sessions): join, receive, settle, leave, expiry |
@@ -62,6 +63,7 @@ mod members;
 mod message;
 mod pending;
 mod produce;
+pub mod quota;
 mod records;
 mod samples;
 mod tombstones;
@@ -117,8 +119,8 @@ pub struct Broker {
     /// Connections open per peer address, on every listener.
     pub peers: Arc<PeerConnections>,
     /// The produce and fetch quota buckets of each user with an open
-    /// connection (see [`crate::server::quota`]).
-    pub quotas: crate::server::quota::UserQuotas,
+    /// connection (see [`crate::service::quota`]).
+    pub quotas: crate::service::quota::UserQuotas,
     /// True while the broker accepts requests (for `/health`).
     serving: AtomicBool,
     /// When the broker opened its data directory (for its uptime).
@@ -191,7 +193,7 @@ impl Broker {
         groups.set_max_per_topic(caps.max_groups_per_topic);
         Ok(Broker {
             peers: Arc::new(PeerConnections::default()),
-            quotas: crate::server::quota::UserQuotas::default(),
+            quotas: crate::service::quota::UserQuotas::default(),
             config,
             topics,
             producers,
