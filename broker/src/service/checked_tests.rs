@@ -296,29 +296,47 @@ fn caller(broker: &Broker, user: &str) -> Caller {
 }
 
 async fn setup() -> (tempfile::TempDir, Broker) {
+    let topics = ["orders", "orders-eu", "payments"];
+    let groups: Vec<(&str, &str)> = topics
+        .iter()
+        .flat_map(|topic| GROUPS.map(|group| (*topic, group)))
+        .collect();
+    open_broker(Some(USERS), &topics, &groups).await
+}
+
+/// A broker on a fresh data dir (with `users` as its users file, if
+/// given) holding `topics` of one partition and `groups` as
+/// `(topic, group)`.
+async fn open_broker(
+    users: Option<&str>,
+    topics: &[&str],
+    groups: &[(&str, &str)],
+) -> (tempfile::TempDir, Broker) {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let users = tmp.path().join("users.toml");
-    std::fs::write(&users, USERS).expect("users");
     let mut config = BrokerConfig::from_file_config(FileConfig::default()).expect("config");
     config.data_dir = tmp.path().join("data");
-    config.users = Some(users);
+    if let Some(users) = users {
+        let path = tmp.path().join("users.toml");
+        std::fs::write(&path, users).expect("users");
+        config.users = Some(path);
+    }
     let broker = Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock))
         .await
         .expect("open");
-    for topic in ["orders", "orders-eu", "payments"] {
+    for topic in topics {
         let new = NewTopic {
-            name: topic.into(),
+            name: (*topic).into(),
             partitions: 1,
             retention_ms: None,
             retention_bytes: None,
         };
         broker.create_topic(new).await.expect("topic");
-        for group in GROUPS {
-            broker
-                .create_group(topic, group, GroupSettings::default())
-                .await
-                .expect("group");
-        }
+    }
+    for (topic, group) in groups {
+        broker
+            .create_group(topic, group, GroupSettings::default())
+            .await
+            .expect("group");
     }
     (tmp, broker)
 }
@@ -627,30 +645,8 @@ mod generated {
             .enable_all()
             .build()
             .expect("runtime");
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let broker = rt.block_on(async {
-            let mut config = BrokerConfig::from_file_config(FileConfig::default()).expect("config");
-            config.data_dir = tmp.path().join("data");
-            let broker = Broker::open(config, Arc::new(StdFs), Arc::new(SystemClock))
-                .await
-                .expect("open");
-            for topic in ["orders", "payments", "a"] {
-                let new = NewTopic {
-                    name: topic.into(),
-                    partitions: 1,
-                    retention_ms: None,
-                    retention_bytes: None,
-                };
-                broker.create_topic(new).await.expect("topic");
-            }
-            for (topic, group) in EXISTING {
-                broker
-                    .create_group(topic, group, GroupSettings::default())
-                    .await
-                    .expect("group");
-            }
-            broker
-        });
+        let (_tmp, broker) =
+            rt.block_on(open_broker(None, &["orders", "payments", "a"], &EXISTING));
         let case = (
             prop::collection::vec(rule_strategy(), 0..5),
             prop::collection::vec((op_strategy(), topic_strategy(), group_strategy()), 1..40),
