@@ -264,3 +264,43 @@ fn a_sighup_reload_serves_new_connections_and_keeps_established_ones() {
         assert_eq!(old.connection_generation(), 1, "no reconnection happened");
     });
 }
+
+/// A plain HTTP client whose request reaches the HTTPS listener after the
+/// broker answered it (the broker decides on the first bytes) still gets
+/// a clean close: the broker reads what the client sends before closing,
+/// so the client's later writes and its read of the `400` do not meet a
+/// reset (on a close with unread bytes, TCP resets the connection).
+#[test]
+fn a_plain_http_client_that_writes_after_the_https_hint_is_not_reset() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new(tmp.path(), "main");
+    let broker = start(&tmp.path().join("data"), &ca.broker("broker"), &[]);
+    let mut stream = std::net::TcpStream::connect(broker.http).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(b"GET").expect("first bytes");
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !answer.ends_with(b"use https://\n") {
+        let read = stream.read(&mut chunk).expect("the broker's answer");
+        assert!(read > 0, "closed before the whole answer: {answer:?}");
+        answer.extend_from_slice(&chunk[..read]);
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // The rest of the request, after the broker answered and shut its side.
+    for piece in [&b" /health HTTP/1.1\r\n"[..], b"Host: localhost\r\n\r\n"] {
+        std::thread::sleep(Duration::from_millis(50));
+        stream
+            .write_all(piece)
+            .expect("the broker still reads what the client sends");
+    }
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let mut rest = Vec::new();
+    let end = stream.read_to_end(&mut rest);
+    assert!(end.is_ok(), "a reset instead of a clean close: {end:?}");
+}

@@ -71,7 +71,6 @@ mod tls_listener {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
     use tokio::sync::mpsc;
     use tokio_rustls::server::TlsStream;
@@ -144,8 +143,7 @@ mod tls_listener {
                 "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            crate::server::close_with(&mut stream, response.as_bytes()).await;
             return None;
         }
         match tls.acceptor().accept(stream).await {

@@ -63,7 +63,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -171,8 +170,7 @@ async fn serve_tcp(
             connection::serve(shared, read, write, link).await;
         }
         Some(Err(mut plain)) => {
-            let _ = plain.write_all(PLAIN_ON_TLS.as_bytes()).await;
-            let _ = plain.shutdown().await;
+            crate::server::close_with(&mut plain, PLAIN_ON_TLS.as_bytes()).await;
         }
         None => {}
     }
@@ -183,11 +181,10 @@ const PLAIN_ON_TLS: &str = "-ERR this Pigeon Redis listener requires TLS: connec
 
 /// Tells a connection over `max_connections` (or
 /// `max_connections_per_peer`) why it is closed, as Redis does, and
-/// closes it.
+/// closes it once the client read it (see [`crate::server::close_with`]).
 fn refuse(stream: TcpStream, error: String) {
     tokio::spawn(async move {
         let mut stream = stream;
-        let _ = stream.write_all(error.as_bytes()).await;
-        let _ = stream.shutdown().await;
+        crate::server::close_with(&mut stream, error.as_bytes()).await;
     });
 }

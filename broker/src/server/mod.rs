@@ -202,13 +202,7 @@ fn refuse(stream: TcpStream, error: &[u8], lingering: Option<OwnedSemaphorePermi
         Some(permit) => {
             tokio::spawn(async move {
                 let mut stream = stream;
-                let _ = tokio::time::timeout(REFUSAL_LINGER, async {
-                    stream.shutdown().await?;
-                    let mut drained = [0u8; 1024];
-                    while stream.read(&mut drained).await? > 0 {}
-                    Ok::<(), std::io::Error>(())
-                })
-                .await;
+                close_with(&mut stream, &[]).await;
                 drop(permit);
             });
         }
@@ -220,6 +214,23 @@ fn refuse(stream: TcpStream, error: &[u8], lingering: Option<OwnedSemaphorePermi
             }
         }
     }
+}
+
+/// Ends a refused connection gracefully, all within [`REFUSAL_LINGER`]:
+/// writes `last_words`, shuts the broker's side (the client reads them,
+/// then the end of the stream) and reads and drops what the client still
+/// sends until it closes. Closing a socket with unread bytes would reset
+/// the connection, and a client still writing its request, or yet to read
+/// the refusal, would see the reset instead of the refusal.
+pub(crate) async fn close_with(stream: &mut TcpStream, last_words: &[u8]) {
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        stream.write_all(last_words).await?;
+        stream.shutdown().await?;
+        let mut drained = [0u8; 1024];
+        while stream.read(&mut drained).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use pigeon_protocol::{ErrorCode, Limits, encode_response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -34,9 +33,6 @@ use super::connection::connection_error;
 use crate::metrics;
 use crate::security::metrics::tls_handshake_failed;
 use crate::security::tls::ServerTls;
-
-/// Longest a refused plain client is kept to read its error.
-const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Shakes hands with a new connection; `None` if it did not complete (the
 /// reason is logged, and a plain client was told to use TLS).
@@ -136,20 +132,13 @@ async fn refuse_plain(stream: TcpStream, peer: &str) {
 }
 
 /// Sends a connection-level error and closes once the client read it (or
-/// after [`REFUSAL_LINGER`]).
+/// after [`REFUSAL_LINGER`](super::REFUSAL_LINGER)).
 async fn refuse(mut stream: TcpStream, code: ErrorCode, message: &str) {
     metrics::error(code);
     let Some(bytes) = refusal(code, message) else {
         return;
     };
-    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
-        stream.write_all(&bytes).await?;
-        stream.shutdown().await?;
-        let mut drained = [0u8; 1024];
-        while stream.read(&mut drained).await? > 0 {}
-        Ok::<(), std::io::Error>(())
-    })
-    .await;
+    super::close_with(&mut stream, &bytes).await;
 }
 
 /// The connection-level error frame, encoded.
