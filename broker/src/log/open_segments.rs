@@ -21,7 +21,7 @@
 //! - Index files are never held open (see [`super::index`]); their memory
 //!   maps are, and this cache does not bound them: two maps per segment
 //!   (of the process's `vm.max_map_count`, 65,530 by default), for sealed
-//!   segments too. See docs/storage.md, "Open files".
+//!   segments too. See docs/storage.md, "Open files and maps".
 //!
 //! ## Policy
 //!
