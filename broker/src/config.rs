@@ -16,7 +16,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::caps::{CapSettings, Caps};
-use crate::log::{FsyncPolicy, LogConfig};
+use crate::log::{FsyncPolicy, LogConfig, OpenSegments};
 use crate::security::tls::TlsFiles;
 
 /// Declares [`Settings`] from one list of keys: each key is a field (its
@@ -100,6 +100,9 @@ settings! {
     /// Bytes of a group partition's journal between two snapshots of its delivery state: bounds what a restart replays and the journal on disk [default: 4194304].
     #[arg(long, env = "PIGEON_GROUP_SNAPSHOT_BYTES", value_name = "BYTES")]
     group_snapshot_bytes: Option<u64>,
+    /// Most sealed segments' .log files open at once, broker-wide; a colder one is closed and reopened by its next read (the active segments' files are always open, and index files never are) [default: 1024].
+    #[arg(long, env = "PIGEON_MAX_OPEN_SEGMENTS", value_name = "N")]
+    max_open_segments: Option<u32>,
     /// Threads that write every partition log and group journal (a fixed pool; an idle partition holds none) [default: twice the CPUs, at least 4, at most 32].
     #[arg(long, env = "PIGEON_WRITER_THREADS", value_name = "N")]
     writer_threads: Option<u32>,
@@ -292,6 +295,15 @@ impl BrokerConfig {
                 .checkpoint_interval_bytes
                 .unwrap_or(defaults.checkpoint_interval_bytes),
             producer_expiry_ms: c.producer_expiry_ms.unwrap_or(defaults.producer_expiry_ms),
+            open_segments: match c.max_open_segments {
+                None => defaults.open_segments,
+                Some(n @ 1..=1_000_000) => OpenSegments::new(n as usize),
+                Some(n) => {
+                    return Err(ConfigError(format!(
+                        "max_open_segments is {n}; it must be from 1 to 1000000"
+                    )));
+                }
+            },
         };
         log.validate().map_err(ConfigError)?;
         let max_frame_bytes = c.max_frame_bytes.unwrap_or(16 * 1024 * 1024);
@@ -445,6 +457,10 @@ impl BrokerConfig {
                 self.group_snapshot_bytes.to_string(),
             ),
             ("writer_threads", self.writer_threads.to_string()),
+            (
+                "max_open_segments",
+                log.open_segments.capacity().to_string(),
+            ),
             ("max_frame_bytes", self.max_frame_bytes.to_string()),
             ("max_batch_bytes", log.max_batch_bytes.to_string()),
             (
@@ -672,6 +688,28 @@ mod tests {
             .expect_err("bad address")
             .to_string();
         assert!(err.starts_with("listen:"), "{err}");
+    }
+
+    #[test]
+    fn max_open_segments_comes_from_file_or_flag_and_is_checked() {
+        let config = BrokerConfig::from_file_config(FileConfig::default()).expect("defaults");
+        assert_eq!(
+            config.log.open_segments.capacity(),
+            crate::log::DEFAULT_MAX_OPEN_SEGMENTS
+        );
+        let file = parse_file("max_open_segments = 64").expect("toml");
+        let config = BrokerConfig::from_file_config(flags(&[]).overlay(file.clone())).expect("ok");
+        assert_eq!(config.log.open_segments.capacity(), 64);
+        let shown = config.settings_in_effect();
+        assert!(shown.contains(&("max_open_segments", "64".to_owned())));
+        let config =
+            BrokerConfig::from_file_config(flags(&["--max-open-segments", "8"]).overlay(file))
+                .expect("ok");
+        assert_eq!(config.log.open_segments.capacity(), 8, "the flag wins");
+        let err = BrokerConfig::from_file_config(flags(&["--max-open-segments", "0"]))
+            .expect_err("zero")
+            .to_string();
+        assert!(err.starts_with("max_open_segments is 0"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! Settings of one partition log, with the defaults of docs/design.md.
+//! Settings of one partition log, with the defaults of docs/design.md, and
+//! the handle of the broker-wide cache of open segment files its clones
+//! share ([`super::open_segments`]).
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
+
+use super::open_segments::OpenSegments;
 
 /// When appended bytes are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +80,11 @@ pub struct LogConfig {
     /// Idempotent producer state is dropped after this long without a
     /// batch from the producer (ms).
     pub producer_expiry_ms: u64,
+    /// The cache bounding the open `.log` files of sealed segments
+    /// (`max_open_segments`), shared by every log given a clone of this
+    /// config (see [`super::open_segments`]). Two configs compare equal
+    /// here when the capacities do.
+    pub open_segments: OpenSegments,
 }
 
 /// The largest record batch the on-disk format allows, header included: the
@@ -107,6 +116,7 @@ impl Default for LogConfig {
             max_batch_bytes: 8 * 1024 * 1024,
             checkpoint_interval_bytes: 64 * 1024 * 1024,
             producer_expiry_ms: DEFAULT_PRODUCER_EXPIRY_MS,
+            open_segments: OpenSegments::default(),
         }
     }
 }

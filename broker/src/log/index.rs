@@ -20,6 +20,19 @@
 //! exactly its entries; the map stays valid because readers only touch
 //! entries below the count, which lie inside the file.
 //!
+//! No index file is held open: a map stays valid once its file descriptor
+//! is closed, so [`MappedIndex`] keeps the map and the file's path, and the
+//! only step that needs the file, the seal (cut to the entries, then
+//! synced), reopens it through the [`FileSystem`]. The seal opens first
+//! and changes nothing before both files of a segment are open
+//! ([`MappedIndex::open_to_seal`], then [`MappedIndex::seal_with`]): a
+//! failed reopen (`EMFILE`, a full disk in tests) leaves the index as it
+//! was, and the roll is retried. A sealed index is never reopened again: an
+//! index rebuilt under a temporary name (see [`super::recovery::sealed`])
+//! is sealed there, then renamed, and its stale path is never used. So a
+//! segment costs no index fd, only its two maps (see
+//! [`super::open_segments`] for what bounds, and does not bound, them).
+//!
 //! ## Full disk
 //!
 //! A store through a shared map into a page the file system cannot
@@ -42,19 +55,23 @@
 //! recognisable.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::io::{FileSystem, OpenMode, StorageFile, read_full_at};
 
-/// A file of fixed-size `N`-byte entries, memory-mapped.
+/// A file of fixed-size `N`-byte entries, memory-mapped. The file is not
+/// held open (see the module doc).
 #[derive(Debug)]
 pub(crate) struct MappedIndex<const N: usize> {
-    file: Arc<dyn StorageFile>,
+    /// The file, reopened to seal it; unused once sealed.
+    path: PathBuf,
     map: Option<MmapRaw>,
+    /// Cut to its entries and synced: never written again.
+    sealed: AtomicBool,
     /// Entries the map has room for.
     capacity: usize,
     /// Entries written and visible to readers.
@@ -70,7 +87,7 @@ impl<const N: usize> MappedIndex<N> {
         let len = (capacity * N) as u64;
         file.set_len(len)?;
         file.allocate(len)?;
-        Self::map(file, capacity, 0)
+        Self::map(path, file.as_ref(), capacity, 0, false)
     }
 
     /// Opens a sealed index: every entry in the file counts. Fails when the
@@ -85,7 +102,7 @@ impl<const N: usize> MappedIndex<N> {
             ));
         }
         let count = (size / N as u64) as usize;
-        Self::map(file, count, count)
+        Self::map(path, file.as_ref(), count, count, true)
     }
 
     /// Opens the active segment's index, keeping the leading entries that
@@ -125,20 +142,28 @@ impl<const N: usize> MappedIndex<N> {
         let grown = file.set_len(len).and_then(|()| file.allocate(len));
         match grown {
             Ok(()) => {
-                let index = Self::map(file, capacity, present)?;
+                let index = Self::map(path, file.as_ref(), capacity, present, false)?;
                 index.truncate(kept);
                 Ok(index)
             }
             Err(e) if is_no_space(&e) => {
                 tracing::warn!(path = %path.display(), error = %e, "no space to grow the active index; it is cut to its entries and the segment rolls at its next index entry");
                 file.set_len((kept * N) as u64)?;
-                Self::map(file, kept, kept)
+                Self::map(path, file.as_ref(), kept, kept, false)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn map(file: Arc<dyn StorageFile>, capacity: usize, len: usize) -> io::Result<Self> {
+    /// Maps `capacity` entries of `file` (at `path`), `len` of them
+    /// visible. The caller closes the file: the map outlives it.
+    fn map(
+        path: &Path,
+        file: &dyn StorageFile,
+        capacity: usize,
+        len: usize,
+        sealed: bool,
+    ) -> io::Result<Self> {
         let map = if capacity == 0 {
             None
         } else {
@@ -149,8 +174,9 @@ impl<const N: usize> MappedIndex<N> {
             )
         };
         Ok(MappedIndex {
-            file,
+            path: path.to_owned(),
             map,
+            sealed: AtomicBool::new(sealed),
             capacity,
             len: AtomicUsize::new(len),
         })
@@ -227,11 +253,34 @@ impl<const N: usize> MappedIndex<N> {
         }
     }
 
-    /// Seals: flushes, cuts the file to exactly its entries, syncs.
-    pub fn seal(&self) -> io::Result<()> {
+    /// Seals: flushes, reopens the file, cuts it to exactly its entries,
+    /// syncs. Does nothing once sealed.
+    #[cfg(test)]
+    pub fn seal(&self, fs: &dyn FileSystem) -> io::Result<()> {
+        match self.open_to_seal(fs)? {
+            Some(file) => self.seal_with(file.as_ref()),
+            None => Ok(()),
+        }
+    }
+
+    /// The first step of a seal: reopens the file (nothing is changed);
+    /// `None` when the index is sealed already.
+    pub fn open_to_seal(&self, fs: &dyn FileSystem) -> io::Result<Option<Arc<dyn StorageFile>>> {
+        if self.sealed.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        fs.open(&self.path, OpenMode::ReadWrite).map(Some)
+    }
+
+    /// The rest of the seal, through `file` (from
+    /// [`open_to_seal`](Self::open_to_seal)): flushes the map, cuts the
+    /// file to exactly its entries, syncs it. Writer only.
+    pub fn seal_with(&self, file: &dyn StorageFile) -> io::Result<()> {
         self.flush()?;
-        self.file.set_len((self.len() * N) as u64)?;
-        self.file.sync_data()
+        file.set_len((self.len() * N) as u64)?;
+        file.sync_data()?;
+        self.sealed.store(true, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -364,12 +413,54 @@ mod tests {
         let index = TimeIndex(MappedIndex::create(&StdFs, &path, 100).expect("create"));
         index.push(1000, 3);
         index.push(2000, 9);
-        index.0.seal().expect("seal");
+        index.0.seal(&StdFs).expect("seal");
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), 24);
         let reopened = TimeIndex(MappedIndex::open_sealed(&StdFs, &path).expect("open"));
         assert_eq!(reopened.last(), Some((2000, 9)));
         assert_eq!(reopened.lookup(1500), 3);
         assert_eq!(reopened.lookup(1000), 0);
+    }
+
+    /// This process's file descriptors open on `path`.
+    fn fds_on(path: &Path) -> usize {
+        let path = path.canonicalize().expect("canonical path");
+        std::fs::read_dir("/proc/self/fd")
+            .expect("/proc/self/fd")
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| *target == path)
+            .count()
+    }
+
+    #[test]
+    fn the_file_is_not_held_open_and_the_seal_reopens_it_to_cut_and_sync() {
+        use crate::io::{Fault, FaultPlan, FaultyFs, Op};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("00000000000000000000.index");
+        let plan = FaultPlan::new();
+        let fs = FaultyFs::new(plan.clone());
+        let index = OffsetIndex(MappedIndex::create(&fs, &path, 100).expect("create"));
+        assert_eq!(fds_on(&path), 0, "only the map is kept");
+        for (rel, pos) in [(10, 4096), (20, 8200), (35, 12300)] {
+            assert!(index.push(rel, pos), "stores through the map");
+        }
+        let name = "00000000000000000000.index";
+        // A failed reopen changes nothing, and the seal can be retried.
+        plan.inject(Op::Open, name, Fault::Io, 0, Some(1));
+        index.0.seal(&fs).expect_err("the reopen fails");
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), 800);
+        let (opens, syncs) = (plan.calls(Op::Open, name), plan.calls(Op::Sync, name));
+        index.0.seal(&fs).expect("seal");
+        assert_eq!(plan.calls(Op::Open, name), opens + 1, "reopened to seal");
+        assert_eq!(plan.calls(Op::Sync, name), syncs + 1, "synced");
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), 24, "cut");
+        assert_eq!(fds_on(&path), 0, "closed again");
+        index.0.seal(&fs).expect("sealed already");
+        assert_eq!(plan.calls(Op::Open, name), opens + 1, "not reopened");
+        assert_eq!(index.lookup(34), (20, 8200), "the map still serves");
+        let reopened = OffsetIndex(MappedIndex::open_sealed(&StdFs, &path).expect("open sealed"));
+        assert_eq!(fds_on(&path), 0);
+        assert_eq!(reopened.0.len(), 3);
+        assert_eq!(reopened.lookup(u32::MAX), (35, 12300));
     }
 
     #[test]

@@ -34,13 +34,23 @@
 //!
 //! `<base>` is the segment's first offset, zero-padded to 20 digits.
 //!
+//! ## Open files and maps
+//!
+//! | what | held open |
+//! | --- | --- |
+//! | `.log` of the active segment (and of a sealed one until its sync completed) | always, by the writer |
+//! | `.log` of the other sealed segments | while among the `max_open_segments` most recently read of the broker (see [`open_segments`]); reopened by a read |
+//! | `.index`, `.timeindex` | never: reopened only to seal them (see [`index`]) |
+//! | the two index maps of every segment | always, sealed segments too: not bounded by `max_open_segments` |
+//!
 //! ## Modules
 //!
 //! | module | job |
 //! | --- | --- |
 //! | [`config`] | settings and the fsync policy |
 //! | [`segment`] | one segment's files, naming, the batch scanner |
-//! | [`index`] | memory-mapped offset and time indexes |
+//! | [`index`] | memory-mapped offset and time indexes (maps kept, files reopened only to seal) |
+//! | [`open_segments`] | the broker-wide bound on open `.log` files: a CLOCK cache of sealed segments' files, reopened on demand |
 //! | [`writer`] | the writer, [`Log`]: its state, the append pipeline step by step |
 //! | [`writer::append`] | staging appends, the positioned write, rolling back a failed one |
 //! | [`writer::commit`] | commits under each fsync policy, each append's answer, syncs, checkpoints |
@@ -66,6 +76,7 @@ pub mod committer;
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod open_segments;
 pub mod pool;
 pub mod producers;
 pub mod reader;
@@ -82,6 +93,7 @@ pub use clock::{Clock, SystemClock, TokioClock};
 pub use committer::{PartitionLog, Submitted};
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::{LogError, LogResult};
+pub use open_segments::{DEFAULT_MAX_OPEN_SEGMENTS, OpenSegments};
 pub use reader::{LogReader, ReadResult};
 pub use recovery::RecoveryReport;
 pub use stats::LogStats;
@@ -89,6 +101,8 @@ pub use writer::{AppendInfo, Log};
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod open_segments_tests;
 #[cfg(test)]
 mod powercut_tests;
 #[cfg(test)]

@@ -291,11 +291,12 @@ impl LogReader {
         size: u64,
         found: impl Fn(&BatchHeader) -> bool,
     ) -> LogResult<Option<(u64, BatchHeader)>> {
+        let io = |e| LogError::io(format!("reading {}", segment.log_path.display()), e);
+        let file = segment.file().map_err(io)?;
         let mut buf = vec![0u8; LOCATE_CHUNK];
         while position < size {
             let want = ((size - position) as usize).min(LOCATE_CHUNK);
-            let read = read_full_at(segment.log.as_ref(), &mut buf[..want], position)
-                .map_err(|e| LogError::io(format!("reading {}", segment.log_path.display()), e))?;
+            let read = read_full_at(file.as_ref(), &mut buf[..want], position).map_err(io)?;
             if read < HEADER_LEN {
                 return Err(segment.corrupt(position, "file ends inside a batch header"));
             }

@@ -12,6 +12,19 @@
 //! capacity; a read of a sealed segment that was not in the page cache
 //! leaves it out of the cache again, so catch-up reads of old segments do
 //! not evict the active segment's pages.
+//!
+//! ## Open files
+//!
+//! The `.log` file is reached through [`Segment::file`], never held as a
+//! field: while the writer holds the segment (active, or sealed with its
+//! sync not completed) it is pinned open; once the writer releases it
+//! ([`Segment::release`]) the broker-wide cache of
+//! [`super::open_segments`] keeps it open only while it is among the
+//! `max_open_segments` most recently read, and a read reopens it when it
+//! was closed. A read keeps the `Arc` it got for as long as it reads, so
+//! a file closed meanwhile stays usable to it. The index files are not
+//! held open at all: their maps are (see [`super::index`]); sealing them
+//! reopens them ([`Segment::open_indexes_to_seal`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,6 +38,7 @@ use pigeon_protocol::batch::{
 use super::config::BATCH_BYTES_BOUND;
 use super::error::{LogError, LogResult};
 use super::index::{MappedIndex, OffsetIndex, TimeIndex};
+use super::open_segments::{OpenSegments, SegmentFile};
 use crate::io::{Advice, FileSystem, OpenMode, StorageFile, read_full_at, read_full_into};
 
 /// File name of a segment's `kind` file (`log`, `index`, `timeindex`).
@@ -48,8 +62,9 @@ pub(crate) struct Segment {
     pub base_offset: u64,
     /// Path of the `.log` file, for error messages and deletion.
     pub log_path: PathBuf,
-    /// The `.log` file.
-    pub log: Arc<dyn StorageFile>,
+    /// The `.log` file, pinned open or in the cache of open files (see the
+    /// module doc); reached through [`Segment::file`].
+    log: Arc<SegmentFile>,
     /// Sparse offset → position index.
     pub index: OffsetIndex,
     /// Sparse timestamp → offset index.
@@ -62,9 +77,13 @@ pub(crate) struct Segment {
     pub max_timestamp: AtomicI64,
     /// Whether the segment is sealed (immutable).
     pub sealed: AtomicBool,
-    /// A read found part of this sealed segment outside the page cache (it
-    /// was advised sequential then).
-    cold: AtomicBool,
+}
+
+/// The index files of a segment reopened to seal them
+/// ([`Segment::open_indexes_to_seal`]); `None` for one sealed already.
+pub(crate) struct IndexFiles {
+    index: Option<Arc<dyn StorageFile>>,
+    time_index: Option<Arc<dyn StorageFile>>,
 }
 
 impl Segment {
@@ -110,16 +129,37 @@ impl Segment {
     ) -> Segment {
         Segment {
             base_offset,
+            log: SegmentFile::pinned(log_path.clone(), log),
             log_path,
-            log,
             index,
             time_index,
             size: AtomicU64::new(size),
             next_offset: AtomicU64::new(next_offset),
             max_timestamp: AtomicI64::new(max_timestamp),
             sealed: AtomicBool::new(false),
-            cold: AtomicBool::new(false),
         }
+    }
+
+    /// The `.log` file, reopened (read-only) if the cache of open files
+    /// closed it. The error is the operating system's; callers wrap it as
+    /// they wrap a failed read. Never fails for a segment the writer holds
+    /// (its file is pinned open).
+    pub fn file(&self) -> io::Result<Arc<dyn StorageFile>> {
+        self.log.get()
+    }
+
+    /// Hands the `.log` file to the cache of open files: from now on it
+    /// is closed when cold and reopened by the next read. For a sealed
+    /// segment whose sync has completed (it is never written again). Once
+    /// only; later calls do nothing.
+    pub fn release(&self, fs: Arc<dyn FileSystem>, cache: &OpenSegments) {
+        self.log.release(fs, cache);
+    }
+
+    /// Whether the `.log` file is open now.
+    #[cfg(test)]
+    pub fn file_is_open(&self) -> bool {
+        self.log.is_open()
     }
 
     /// Makes bytes up to `size` and offsets below `next_offset` readable.
@@ -155,9 +195,45 @@ impl Segment {
         }
     }
 
-    /// Flushes both indexes, cuts them to exactly their entries, syncs them.
-    pub fn seal_indexes(&self) -> LogResult<()> {
-        let sealed = self.index.0.seal().and_then(|()| self.time_index.0.seal());
+    /// Flushes both indexes, cuts them to exactly their entries, syncs them
+    /// (each reopened for it, see the module doc of [`super::index`]). Does
+    /// nothing for an index sealed already.
+    pub fn seal_indexes(&self, fs: &dyn FileSystem) -> LogResult<()> {
+        let files = self.open_indexes_to_seal(fs)?;
+        self.seal_indexes_with(files)
+    }
+
+    /// The first step of [`seal_indexes`](Self::seal_indexes): reopens both
+    /// index files. Nothing on disk is changed yet, so a failure here can be
+    /// retried.
+    pub fn open_indexes_to_seal(&self, fs: &dyn FileSystem) -> LogResult<IndexFiles> {
+        let opened = self.index.0.open_to_seal(fs).and_then(|index| {
+            let time_index = self.time_index.0.open_to_seal(fs)?;
+            Ok(IndexFiles { index, time_index })
+        });
+        opened.map_err(|e| {
+            LogError::io(
+                format!(
+                    "reopening the indexes of {} to seal them",
+                    self.log_path.display()
+                ),
+                e,
+            )
+        })
+    }
+
+    /// The rest of [`seal_indexes`](Self::seal_indexes), through the files
+    /// [`open_indexes_to_seal`](Self::open_indexes_to_seal) opened: flush,
+    /// cut, sync. A failure leaves the files in an unknown state.
+    pub fn seal_indexes_with(&self, files: IndexFiles) -> LogResult<()> {
+        let sealed = match files.index {
+            Some(file) => self.index.0.seal_with(file.as_ref()),
+            None => Ok(()),
+        }
+        .and_then(|()| match files.time_index {
+            Some(file) => self.time_index.0.seal_with(file.as_ref()),
+            None => Ok(()),
+        });
         sealed.map_err(|e| {
             LogError::io(
                 format!("sealing the indexes of {}", self.log_path.display()),
@@ -193,21 +269,21 @@ impl Segment {
     pub fn read_range(&self, buf: &mut Vec<u8>, from: u64, to: u64) -> LogResult<()> {
         let len = usize::try_from(to.saturating_sub(from)).unwrap_or(usize::MAX);
         let io = |e| LogError::io(format!("reading {}", self.log_path.display()), e);
+        let file = self.file().map_err(io)?;
         let mut done = 0;
         let mut cold = false;
         if self.sealed.load(Ordering::Acquire)
-            && let Some(cached) = self.log.read_cached_into(buf, len, from).map_err(io)?
+            && let Some(cached) = file.read_cached_into(buf, len, from).map_err(io)?
         {
             done = cached;
             cold = done < len;
         }
-        if cold && !self.cold.swap(true, Ordering::Relaxed) {
-            self.advise(0, 0, Advice::Sequential);
+        if cold && self.log.first_cold_read() {
+            self.advise(file.as_ref(), 0, 0, Advice::Sequential);
         }
-        done +=
-            read_full_into(self.log.as_ref(), buf, len - done, from + done as u64).map_err(io)?;
+        done += read_full_into(file.as_ref(), buf, len - done, from + done as u64).map_err(io)?;
         if cold {
-            self.advise(from, len as u64, Advice::DontNeed);
+            self.advise(file.as_ref(), from, len as u64, Advice::DontNeed);
         }
         if done < len {
             return Err(self.corrupt(
@@ -220,8 +296,8 @@ impl Segment {
 
     /// Page-cache advice about the `.log` (`len` 0: to the end); advice is
     /// only that, so a failure is logged, not raised.
-    fn advise(&self, from: u64, len: u64, advice: Advice) {
-        if let Err(e) = self.log.advise(from, len, advice) {
+    fn advise(&self, file: &dyn StorageFile, from: u64, len: u64, advice: Advice) {
+        if let Err(e) = file.advise(from, len, advice) {
             tracing::debug!(segment = %self.log_path.display(), error = %e, ?advice, "page-cache advice refused");
         }
     }

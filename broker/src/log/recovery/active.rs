@@ -231,13 +231,13 @@ impl Opener<'_> {
         self.report.truncated_bytes = file_len - end;
         if end < file_len {
             segment
-                .log
-                .set_len(end)
+                .file()
+                .and_then(|file| file.set_len(end))
                 .map_err(io("truncating the torn tail of"))?;
         }
         segment
-            .log
-            .sync_data()
+            .file()
+            .and_then(|file| file.sync_data())
             .map_err(io("syncing the recovered tail of"))?;
         Ok(end)
     }
@@ -290,12 +290,15 @@ fn resume_cursor(
 /// header); a read error is an error.
 fn first_timestamp(segment: &Segment) -> LogResult<Option<i64>> {
     let mut buf = [0u8; HEADER_LEN];
-    let read = read_full_at(segment.log.as_ref(), &mut buf, 0).map_err(|e| {
-        LogError::io(
-            format!("reading the first batch of {}", segment.log_path.display()),
-            e,
-        )
-    })?;
+    let read = segment
+        .file()
+        .and_then(|file| read_full_at(file.as_ref(), &mut buf, 0))
+        .map_err(|e| {
+            LogError::io(
+                format!("reading the first batch of {}", segment.log_path.display()),
+                e,
+            )
+        })?;
     Ok((read == HEADER_LEN)
         .then(|| BatchHeader::parse(&buf).ok().map(|h| h.first_timestamp))
         .flatten())

@@ -364,7 +364,11 @@ fn scan_into(
     producers: &mut ProducerTable,
     producers_from: u64,
 ) -> Result<u64, ScanStop> {
-    let mut scanner = BatchScanner::new(segment.log.as_ref(), from, to, cursor.next_offset);
+    let file = segment.file().map_err(|error| ScanStop::Io {
+        position: from,
+        error,
+    })?;
+    let mut scanner = BatchScanner::new(file.as_ref(), from, to, cursor.next_offset);
     while let Some(batch) = scanner.next_batch()? {
         let header = batch.header;
         let relative = (header.base_offset - segment.base_offset) as u32;

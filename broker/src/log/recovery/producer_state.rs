@@ -29,7 +29,7 @@ use std::path::Path;
 
 use super::Opener;
 use crate::io::{FileSystem, read_all};
-use crate::log::error::LogResult;
+use crate::log::error::{LogError, LogResult};
 use crate::log::producers::{ProducerTable, SNAPSHOT_FILE};
 use crate::log::segment::{BatchScanner, ScanStop, Segment};
 
@@ -58,7 +58,10 @@ impl Opener<'_> {
         } else {
             return Ok(());
         };
-        let mut scanner = BatchScanner::new(segment.log.as_ref(), from, to, expected);
+        let file = segment
+            .file()
+            .map_err(|e| LogError::io(format!("reading {}", segment.log_path.display()), e))?;
+        let mut scanner = BatchScanner::new(file.as_ref(), from, to, expected);
         self.report.scanned_bytes += to - from;
         loop {
             match scanner.next_batch() {

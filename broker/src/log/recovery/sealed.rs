@@ -254,12 +254,14 @@ impl Opener<'_> {
         if maybe_unsynced {
             // Its sync may not have completed: it is trusted from now on.
             segment
-                .log
-                .sync_data()
+                .file()
+                .and_then(|file| file.sync_data())
                 .map_err(|e| LogError::io(format!("syncing {shown}"), e))?;
         }
         segment.push_final_time_entry(cursor.max_timestamp, cursor.last_batch_relative);
-        segment.seal_indexes()?;
+        // Sealed under their temp names, which the renames below retire:
+        // a sealed index never uses its path again.
+        segment.seal_indexes(self.fs)?;
         self.fs
             .rename(&index_tmp, &index_path)
             .and_then(|()| self.fs.rename(&time_tmp, &time_path))

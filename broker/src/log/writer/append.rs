@@ -221,7 +221,10 @@ impl Log {
             return Ok(());
         }
         let segment = self.active.segment.clone();
-        if let Err(e) = write_all_at(segment.log.as_ref(), &self.staged, self.active.write_pos) {
+        let written = segment
+            .file()
+            .and_then(|file| write_all_at(file.as_ref(), &self.staged, self.active.write_pos));
+        if let Err(e) = written {
             let error = LogError::io(format!("appending to {}", segment.log_path.display()), e);
             self.discard_staged(&error);
             return Err(error);
@@ -256,7 +259,10 @@ impl Log {
             self.producers.restore(pid, entry);
         }
         let segment = &self.active.segment;
-        if let Err(e) = segment.log.set_len(self.active.write_pos) {
+        if let Err(e) = segment
+            .file()
+            .and_then(|file| file.set_len(self.active.write_pos))
+        {
             // Harmless for readers (they stop at the published size) and for
             // the next write (positioned at write_pos); recovery cuts it.
             tracing::warn!(segment = %segment.log_path.display(), error = %e, "could not cut a failed write off the segment");

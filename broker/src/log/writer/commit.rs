@@ -184,7 +184,8 @@ impl Log {
         let written = self.flush_writes();
         if self.active.synced_pos < self.active.write_pos {
             let started = Instant::now();
-            if let Err(e) = self.active.segment.log.sync_data() {
+            let synced = self.active.segment.file().and_then(|f| f.sync_data());
+            if let Err(e) = synced {
                 return Err(self.fsync_failed(e));
             }
             self.shared.stats.synced(started.elapsed());

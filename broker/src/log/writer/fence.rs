@@ -131,7 +131,7 @@ impl Log {
         self.synced = synced;
         self.durable_below = self.durable_below.min(synced.ticket);
         self.unsynced_since = None;
-        let cut = segment.log.set_len(position);
+        let cut = segment.file().and_then(|file| file.set_len(position));
         if let Err(e) = segment
             .index
             .0

@@ -179,6 +179,13 @@ impl Log {
         segments: Vec<Arc<Segment>>,
         active: Active,
     ) -> Log {
+        // Every segment but the active one was sealed and synced when the
+        // log was opened: their files may be closed when cold.
+        if let Some((_, sealed)) = segments.split_last() {
+            for segment in sealed {
+                segment.release(fs.clone(), &config.open_segments);
+            }
+        }
         let shared = Arc::new(Shared {
             segments: RwLock::new(Arc::new(segments)),
             read_only: RwLock::new(None),

@@ -13,14 +13,18 @@
 //! the old checkpoint (recovery scans the old segment's tail and the new,
 //! empty segment) or the new one. A failed seal turns the log read-only
 //! (appending over an index file cut to size would write through the map
-//! past its end); a failed create leaves the old segment sealed, and the
-//! next append retries the roll.
+//! past its end); a failed create, or a failed reopen of the index files
+//! to seal them (nothing is cut before both are open), leaves the old
+//! segment sealed, and the next append retries the roll. Once the new
+//! segment takes appends, the old one is released to the cache of open
+//! files ([`crate::log::open_segments`]): its `.log` may then be closed
+//! when cold.
 //!
 //! Under `fsync=never` and `interval`: write the staged batches, mark the
 //! segment sealed (final time entry), create the next segment, then hand
 //! the sealed segment to a background job that syncs it, seals its
-//! indexes, syncs the directory and writes the checkpoint pointing at the
-//! new segment. Nothing on the append path waits for the disk. Each step's crash story, and what a
+//! indexes, releases it to the cache of open files, syncs the directory
+//! and writes the checkpoint pointing at the new segment. Nothing on the append path waits for the disk. Each step's crash story, and what a
 //! failed background sync does, is in [`super::seal`]. A roll while a
 //! seal still runs waits for it first, so at most one sealed segment is
 //! ever unsynced.
@@ -118,6 +122,10 @@ impl Log {
             cursor,
         };
         self.synced = SyncedPoint::of(&self.active, self.next_ticket);
+        if !background {
+            // Synced and sealed for good: its file may be closed when cold.
+            old.release(self.fs.clone(), &self.config.open_segments);
+        }
         if background {
             // The sealed segment's unsynced bytes are the seal's business.
             self.unsynced_since = None;
@@ -175,18 +183,24 @@ impl Log {
     /// and a restart rebuilds them from the log.
     /// `indexes`: also seal the index files now (`fsync=always`); a
     /// background seal does that after syncing the log bytes.
+    ///
+    /// The index files are reopened first (they are not held open, see
+    /// [`crate::log::index`]); if that fails (say `EMFILE`), nothing was
+    /// changed: the error is the roll's, the segment stays sealed and the
+    /// next append retries the roll, which seals the indexes not sealed
+    /// yet.
     fn seal(&mut self, segment: &Segment, indexes: bool) -> LogResult<()> {
-        if segment.sealed.load(Ordering::Acquire) {
-            return Ok(());
+        if !segment.sealed.load(Ordering::Acquire) {
+            segment.sealed.store(true, Ordering::Release);
+            let cursor = &self.active.cursor;
+            segment.push_final_time_entry(cursor.max_timestamp, cursor.last_batch_relative);
         }
-        segment.sealed.store(true, Ordering::Release);
-        let cursor = &self.active.cursor;
-        segment.push_final_time_entry(cursor.max_timestamp, cursor.last_batch_relative);
         if !indexes {
             return Ok(());
         }
+        let files = segment.open_indexes_to_seal(self.fs.as_ref())?;
         segment
-            .seal_indexes()
+            .seal_indexes_with(files)
             .map_err(|e| self.refuse_writes(format!("sealing a segment failed ({e})")))
     }
 
@@ -268,7 +282,7 @@ impl Log {
             return Ok(());
         }
         self.sync()?;
-        self.active.segment.seal_indexes()?;
+        self.active.segment.seal_indexes(self.fs.as_ref())?;
         self.write_checkpoint(true);
         Ok(())
     }

@@ -28,7 +28,11 @@
 //!    A power cut may also undo `N`'s creation: then `S` is the last
 //!    segment and is recovered as the active one.
 //! 3. The job: `fdatasync` of `S`'s `.log`, then its indexes are sealed
-//!    (flushed, cut to their entries, synced). *Crash during or after it,
+//!    (reopened, flushed, cut to their entries, synced), then `S` is
+//!    released to the cache of open files ([`crate::log::open_segments`]:
+//!    from then on its `.log` may be closed when cold; until then the
+//!    writer keeps it open, as `S` may become the active segment again).
+//!    *Crash during or after it,
 //!    before step 4: as in step 2 (the scan finds `S` whole once its sync
 //!    completed).*
 //! 4. The job then syncs the directory (`N`'s names are durable), writes
@@ -96,6 +100,7 @@ use super::fence::SyncedPoint;
 use crate::io::{FileSystem, write_atomically};
 use crate::log::checkpoint::Checkpoint;
 use crate::log::error::{LogError, LogResult};
+use crate::log::open_segments::OpenSegments;
 use crate::log::producers::SNAPSHOT_FILE;
 use crate::log::sealer::{self, TaskHandle};
 use crate::log::segment::Segment;
@@ -135,6 +140,8 @@ pub(crate) enum SealOutcome {
 #[derive(Debug, Clone)]
 struct SealWork {
     fs: Arc<dyn FileSystem>,
+    /// The cache the sealed segment's file is released to once synced.
+    open_segments: OpenSegments,
     dir: PathBuf,
     checkpoint: Checkpoint,
     snapshot: Arc<Vec<u8>>,
@@ -154,17 +161,21 @@ impl SealWork {
     }
 }
 
-/// The job: sync the sealed segment's bytes, seal its indexes, then make
-/// the next segment's names durable and write the checkpoint naming it.
+/// The job: sync the sealed segment's bytes, seal its indexes, release its
+/// file to the cache of open files, then make the next segment's names
+/// durable and write the checkpoint naming it.
 /// The writer writes no checkpoint while a job runs, so this one cannot
 /// overtake or be overtaken by another.
 fn seal_job(segment: &Segment, work: &SealWork) -> SealOutcome {
-    if let Err(e) = segment.log.sync_data() {
+    if let Err(e) = segment.file().and_then(|file| file.sync_data()) {
         return SealOutcome::LogSyncFailed(e);
     }
-    if let Err(e) = segment.seal_indexes() {
+    if let Err(e) = segment.seal_indexes(work.fs.as_ref()) {
         return SealOutcome::IndexSealFailed(e);
     }
+    // Synced for good: never written again, whatever becomes of the
+    // checkpoint. Its file may now be closed when cold.
+    segment.release(work.fs.clone(), &work.open_segments);
     match work.write_checkpoint() {
         Ok(()) => SealOutcome::Synced,
         Err(e) => SealOutcome::CheckpointFailed(e),
@@ -255,6 +266,7 @@ impl Log {
     ) {
         let work = SealWork {
             fs: self.fs.clone(),
+            open_segments: self.config.open_segments.clone(),
             dir: self.dir.clone(),
             checkpoint,
             snapshot: Arc::new(snapshot),
@@ -390,7 +402,7 @@ impl Log {
         }
         let next = self.active.segment.clone();
         next.publish(0, next.base_offset, i64::MIN);
-        if let Err(e) = next.log.set_len(0) {
+        if let Err(e) = next.file().and_then(|file| file.set_len(0)) {
             tracing::warn!(segment = %next.log_path.display(), error = %e, "could not empty the segment after a sealed one whose fsync failed; the fence makes recovery remove it");
         }
         self.active.segment = sealed;

@@ -1,0 +1,324 @@
+//! Tests of the bound on open segment files ([`super::open_segments`]):
+//! the cache closes cold files and reads reopen them, reads racing the
+//! closing work, the count of open files stays bounded however many
+//! sealed segments there are, a failed reopen is a clear error, and
+//! retention deletes segments whose files are open or closed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pigeon_protocol::batch::records_of_batches;
+
+use super::tests::batch;
+use super::*;
+use crate::io::{Fault, FaultPlan, FaultyFs, FileSystem, Op, StdFs, read_full_at};
+
+/// Segments of about five batches of about 150 bytes.
+fn config(cache: &OpenSegments) -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 128,
+        fsync: FsyncPolicy::Always,
+        open_segments: cache.clone(),
+        ..LogConfig::default()
+    }
+}
+
+fn value(i: u64) -> Vec<u8> {
+    format!("value-{i:06}-{}", "x".repeat(80)).into_bytes()
+}
+
+fn open(fs: Arc<dyn FileSystem>, dir: &Path, cache: &OpenSegments) -> Log {
+    Log::open(fs, dir, config(cache), Arc::new(SystemClock)).expect("open")
+}
+
+/// Appends records `range`, one batch each, each committed.
+fn fill(log: &mut Log, range: std::ops::Range<u64>) {
+    for i in range {
+        log.append(&batch(&[&value(i)])).expect("append");
+        log.commit().expect("commit");
+    }
+}
+
+/// Reads `offset` and checks that its record is the one appended.
+fn check(reader: &LogReader, offset: u64) {
+    let read = reader
+        .read(offset, 4096)
+        .unwrap_or_else(|e| panic!("read at {offset}: {e}"));
+    let record = records_of_batches(read.bytes)
+        .map(|r| r.expect("record"))
+        .find(|r| r.offset == offset)
+        .unwrap_or_else(|| panic!("offset {offset} was not served"));
+    assert_eq!(
+        record.value.to_vec(),
+        value(offset),
+        "the record at {offset}"
+    );
+}
+
+/// Sealed segments (all but the last) whose `.log` is open now.
+fn sealed_open(log: &Log) -> usize {
+    let segments = log.shared.snapshot();
+    segments[..segments.len() - 1]
+        .iter()
+        .filter(|s| s.file_is_open())
+        .count()
+}
+
+/// This process's file descriptors open on files under `dir`.
+fn fds_under(dir: &Path) -> usize {
+    let dir = dir.canonicalize().expect("canonical dir");
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.starts_with(&dir))
+        .count()
+}
+
+#[test]
+fn the_cache_closes_cold_files_and_a_read_reopens_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("p");
+    let plan = FaultPlan::new();
+    let cache = OpenSegments::new(2);
+    let mut log = open(Arc::new(FaultyFs::new(plan.clone())), &dir, &cache);
+    fill(&mut log, 0..80);
+    let reader = log.reader();
+    let sealed = reader.segment_count() - 1;
+    assert!(sealed >= 8, "{sealed} sealed segments");
+    assert!(
+        sealed_open(&log) <= 2,
+        "released at each roll, at most two stay open"
+    );
+    // The oldest segments were closed: reading them reopens them, one by
+    // one, and closes others.
+    let first = "00000000000000000000.log";
+    let opens = plan.calls(Op::Open, first);
+    for offset in 0..80 {
+        check(&reader, offset);
+    }
+    assert_eq!(
+        plan.calls(Op::Open, first),
+        opens + 1,
+        "the first segment was reopened once for its reads"
+    );
+    assert!(
+        cache.reopened() >= sealed as u64 - 2,
+        "{}",
+        cache.reopened()
+    );
+    assert!(sealed_open(&log) <= 2, "{} open", sealed_open(&log));
+    assert!(cache.len() <= 2);
+    // Read again from the start: closed again, reopened again.
+    check(&reader, 0);
+    assert_eq!(plan.calls(Op::Open, first), opens + 2);
+    // The active segment is never closed.
+    let active = log.shared.snapshot().last().cloned().expect("active");
+    assert!(active.file_is_open());
+}
+
+#[test]
+fn open_files_stay_bounded_however_many_sealed_segments() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("p");
+    let cache = OpenSegments::new(4);
+    let mut log = open(Arc::new(StdFs), &dir, &cache);
+    fill(&mut log, 0..400);
+    let reader = log.reader();
+    let segments = reader.segment_count();
+    assert!(segments >= 50, "{segments} segments");
+    // Three files a segment were open before: no index file is, and the
+    // active `.log` plus at most four sealed ones.
+    assert!(fds_under(&dir) <= 5, "{} fds open", fds_under(&dir));
+    for offset in (0..400).rev() {
+        check(&reader, offset);
+    }
+    let open_now = fds_under(&dir);
+    assert!(
+        open_now <= 5,
+        "{open_now} fds open for {segments} segments after reading them all"
+    );
+    // After a restart too, once the log is open.
+    drop(reader);
+    log.close().expect("close");
+    let log = open(Arc::new(StdFs), &dir, &cache);
+    assert_eq!(log.reader().segment_count(), segments);
+    assert!(fds_under(&dir) <= 5, "{} fds open", fds_under(&dir));
+    check(&log.reader(), 0);
+    check(&log.reader(), 399);
+}
+
+#[test]
+fn a_file_closed_by_the_cache_stays_usable_to_the_read_holding_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("p");
+    let cache = OpenSegments::new(1);
+    let mut log = open(Arc::new(StdFs), &dir, &cache);
+    fill(&mut log, 0..30);
+    let segments = log.shared.snapshot();
+    assert!(segments.len() >= 4);
+    let first = &segments[0];
+    let held = first.file().expect("open the first segment");
+    for segment in &segments[1..segments.len() - 1] {
+        segment.file().expect("open");
+    }
+    assert!(!first.file_is_open(), "closed in the cache");
+    let mut buf = vec![0u8; 64];
+    assert_eq!(
+        read_full_at(held.as_ref(), &mut buf, 0).expect("read"),
+        64,
+        "the file held by the read is still open"
+    );
+    drop(held);
+    check(&log.reader(), 0);
+}
+
+#[test]
+fn reads_racing_the_closing_of_their_files_all_succeed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("p");
+    let cache = OpenSegments::new(1);
+    let mut log = open(Arc::new(StdFs), &dir, &cache);
+    fill(&mut log, 0..200);
+    let reader = log.reader();
+    std::thread::scope(|scope| {
+        for thread in 0..4u64 {
+            let reader = reader.clone();
+            scope.spawn(move || {
+                for round in 0..3u64 {
+                    for offset in ((thread + round) % 7..200).step_by(7) {
+                        check(&reader, offset);
+                    }
+                }
+            });
+        }
+    });
+    assert!(cache.closed() > 0 && cache.reopened() > 0);
+    assert!(
+        sealed_open(&log) <= 1 + 4,
+        "at most one, but for busy slots"
+    );
+    check(&reader, 0);
+}
+
+#[test]
+fn a_failed_reopen_fails_the_read_with_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("p");
+    let plan = FaultPlan::new();
+    let cache = OpenSegments::new(1);
+    let mut log = open(Arc::new(FaultyFs::new(plan.clone())), &dir, &cache);
+    fill(&mut log, 0..30);
+    let reader = log.reader();
+    let segments = log.shared.snapshot();
+    let last_sealed = segments[segments.len() - 2].base_offset;
+    check(&reader, last_sealed);
+    assert!(!segments[0].file_is_open());
+    let first = "00000000000000000000.log";
+    plan.inject(Op::Open, first, Fault::Io, 0, None);
+    for err in [
+        reader.read(0, 4096).expect_err("the reopen fails"),
+        reader
+            .offset_for_timestamp(i64::MIN)
+            .expect_err("the reopen fails"),
+    ] {
+        assert!(matches!(err, LogError::Io { .. }), "{err}");
+        assert!(err.is_retriable());
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("I/O error while reading") && shown.contains(first),
+            "{shown}"
+        );
+    }
+    plan.clear();
+    check(&reader, 0);
+    // Deleted behind the log's back while closed: the read says so.
+    check(&reader, last_sealed);
+    assert!(!segments[0].file_is_open());
+    std::fs::remove_file(dir.join(first)).expect("remove");
+    let err = reader.read(0, 4096).expect_err("the file is gone");
+    let LogError::Io { source, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains(first), "{err}");
+    // The rest of the log is served.
+    check(&reader, last_sealed);
+    check(&reader, 29);
+}
+
+#[test]
+fn retention_deletes_segments_whether_their_files_are_open_or_closed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("p");
+    let cache = OpenSegments::new(2);
+    let mut log = open(Arc::new(StdFs), &dir, &cache);
+    fill(&mut log, 0..100);
+    let reader = log.reader();
+    for offset in 0..100 {
+        check(&reader, offset);
+    }
+    let segments = log.shared.snapshot();
+    let sealed = &segments[..segments.len() - 1];
+    let open_before = sealed.iter().filter(|s| s.file_is_open()).count();
+    assert!(open_before >= 1 && open_before < sealed.len());
+    let bases: Vec<u64> = sealed.iter().map(|s| s.base_offset).collect();
+    drop(segments);
+    log.set_retention(None, Some(1));
+    assert_eq!(log.enforce_retention().expect("retention"), bases.len());
+    for base in bases {
+        assert!(!dir.join(format!("{base:020}.log")).exists(), "{base}");
+    }
+    assert_eq!(reader.segment_count(), 1);
+    fill(&mut log, 100..110);
+    for offset in reader.start_offset()..110 {
+        check(&reader, offset);
+    }
+    assert!(
+        fds_under(&dir) <= 3,
+        "the active segment's file and at most two sealed ones: {}",
+        fds_under(&dir)
+    );
+}
+
+#[test]
+fn indexes_rebuilt_under_temp_names_are_sealed_there_and_serve_after_the_rename() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("p");
+    let cache = OpenSegments::new(2);
+    let mut log = open(Arc::new(StdFs), &dir, &cache);
+    fill(&mut log, 0..40);
+    log.close().expect("close");
+    let index = dir.join("00000000000000000000.index");
+    let expected = std::fs::metadata(&index).expect("index").len();
+    assert!(expected > 0, "the first segment has offset entries");
+    for kind in ["index", "timeindex"] {
+        std::fs::remove_file(dir.join(format!("00000000000000000000.{kind}"))).expect("remove");
+    }
+    let log = open(Arc::new(StdFs), &dir, &cache);
+    assert_eq!(log.recovery_report().rebuilt_indexes, 1);
+    assert_eq!(
+        std::fs::metadata(&index).expect("rebuilt").len(),
+        expected,
+        "rebuilt, cut to its entries, renamed"
+    );
+    let leftovers = std::fs::read_dir(&dir)
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .count();
+    assert_eq!(leftovers, 0, "no temp index left");
+    for offset in 0..40 {
+        check(&log.reader(), offset);
+    }
+    log.close().expect("close");
+    let log = open(Arc::new(StdFs), &dir, &cache);
+    assert_eq!(
+        log.recovery_report().rebuilt_indexes,
+        0,
+        "the renamed indexes are trusted"
+    );
+    for offset in 0..40 {
+        check(&log.reader(), offset);
+    }
+}
