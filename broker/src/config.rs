@@ -292,6 +292,7 @@ impl BrokerConfig {
                 .checkpoint_interval_bytes
                 .unwrap_or(defaults.checkpoint_interval_bytes),
             producer_expiry_ms: c.producer_expiry_ms.unwrap_or(defaults.producer_expiry_ms),
+            idle_checkpoint_ms: defaults.idle_checkpoint_ms,
         };
         log.validate().map_err(ConfigError)?;
         let max_frame_bytes = c.max_frame_bytes.unwrap_or(16 * 1024 * 1024);

@@ -47,7 +47,19 @@
 //!    ([`LogError::Overlap`]): neither copy is served. A gap is logged, and
 //!    reads of the missing offsets fail with an error naming them.
 //! 6. Sync what was recovered and write a new (unclean) checkpoint, so a
-//!    crash right after start does not scan the same bytes again.
+//!    crash right after start does not scan the same bytes again; unless
+//!    the checkpoint on disk already says exactly where the log ends (the
+//!    same segment, position, next offset and largest timestamp, no
+//!    fence) next to a readable producer snapshot, which is the case after
+//!    a clean stop and after a kill of a log checkpointed at its end when
+//!    it went idle ([`super::writer::commit`]): then no checkpoint or
+//!    snapshot is written, and such a log opens without a write of its
+//!    own (nothing is scanned either, the checkpoint being at the end). A
+//!    clean checkpoint so kept is replaced by an unclean one before the
+//!    first append (left in place, a later start would keep the index
+//!    entries of appends that never reached the disk), as a fence that
+//!    could not be replaced here is (see
+//!    [`super::writer::StaleCheckpoint`]).
 //!
 //! Before step 1 the partition directory (and any missing parent) is
 //! created if it is missing, durably (each new name is synced in its parent
@@ -71,8 +83,10 @@
 //! | [`sealed`] | step 2: sealed segments, the bounded check of trusted ones, index rebuilds |
 //! | [`active`] | steps 3 and 4: the active segment: where it resumes, the cut at a fence, the scan and cut of its tail |
 //! | [`producer_state`] | the producer snapshot, and the walk that rebuilds producer state when it is missing or damaged |
+//! | [`many`] | opening many logs at once (broker start, topic create), a bounded number at a time |
 
 pub mod active;
+pub mod many;
 pub mod producer_state;
 pub mod sealed;
 
@@ -87,7 +101,7 @@ use super::error::{LogError, LogResult};
 use super::producers::ProducerTable;
 use super::segment::{BatchScanner, ScanStop, Segment, parse_file_name};
 use super::writer::append::{index_entry, push_entry};
-use super::writer::{Active, Cursor, Log};
+use super::writer::{Active, Cursor, Log, StaleCheckpoint};
 use crate::io::{FileSystem, create_dir_durably, existing_ancestor, sync_parent};
 use producer_state::read_producer_snapshot;
 
@@ -100,6 +114,7 @@ impl Log {
         config: LogConfig,
         clock: Arc<dyn Clock>,
     ) -> LogResult<Log> {
+        let started = std::time::Instant::now();
         config.validate().map_err(|reason| {
             LogError::io("checking the log settings", std::io::Error::other(reason))
         })?;
@@ -121,9 +136,10 @@ impl Log {
         }
         let checkpoint =
             Checkpoint::read(fs.as_ref(), dir).map_err(io("reading the checkpoint"))?;
-        let (producers_from, producers) = read_producer_snapshot(fs.as_ref(), dir)
-            .map_err(io("reading the producer snapshot"))?
-            .unwrap_or_default();
+        let snapshot = read_producer_snapshot(fs.as_ref(), dir)
+            .map_err(io("reading the producer snapshot"))?;
+        let had_snapshot = snapshot.is_some();
+        let (producers_from, producers) = snapshot.unwrap_or_default();
         let mut opener = Opener {
             fs: fs.as_ref(),
             dir,
@@ -155,12 +171,39 @@ impl Log {
         let mut log = Log::assemble(dir, config, fs.clone(), clock, segments, active);
         log.recovery = report;
         log.producers = producers;
-        // A fence must be replaced before the log takes appends: left in
-        // place, it would cut them at the next start.
-        log.fence_pending = checkpoint.is_some_and(|c| c.fence);
-        log.write_checkpoint(false);
+        let checkpoint_written = new_checkpoint(&mut log, checkpoint, had_snapshot);
+        tracing::debug!(
+            dir = %dir.display(), clean = report.clean, scanned_bytes = report.scanned_bytes,
+            truncated_bytes = report.truncated_bytes, checkpoint_written,
+            took_us = started.elapsed().as_micros() as u64, "opened a partition log"
+        );
         Ok(log)
     }
+}
+
+/// Step 6: the checkpoint after recovery. Written unless the one on disk
+/// already says where the log ends (same segment, position, next offset
+/// and largest timestamp, no fence) next to a readable producer snapshot:
+/// then it is kept, and the open writes nothing. A clean one kept must
+/// still be replaced by an unclean one before the first append, and a
+/// fence that could not be replaced here is retried then (see
+/// [`StaleCheckpoint`]). Returns whether a checkpoint was written (or its
+/// write tried: a failure only costs a longer scan after a crash).
+fn new_checkpoint(log: &mut Log, on_disk: Option<Checkpoint>, had_snapshot: bool) -> bool {
+    let here = log.checkpoint_here(false);
+    if let Some(c) = on_disk
+        && had_snapshot
+        && !c.fence
+        && (Checkpoint { clean: false, ..c }) == here
+    {
+        log.stale_checkpoint = c.clean.then_some(StaleCheckpoint::Clean);
+        return false;
+    }
+    // A fence must be replaced before the log takes appends: left in
+    // place, it would cut them at the next start.
+    log.stale_checkpoint = on_disk.filter(|c| c.fence).map(|_| StaleCheckpoint::Fence);
+    log.write_checkpoint(false);
+    true
 }
 
 /// Removes leftovers and returns the base offsets of the `.log` files, sorted.

@@ -106,6 +106,20 @@ pub(crate) struct Cursor {
     pub last_batch_relative: Option<u32>,
 }
 
+/// Why the checkpoint left on disk by the last run must be replaced by an
+/// ordinary (unclean) one before the log takes its first append; until
+/// then it is true of the log as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StaleCheckpoint {
+    /// A fence (an fsync failed, see [`super::checkpoint`]): left in
+    /// place, the next start would cut the appends after it.
+    Fence,
+    /// A clean one: left in place, the next start would trust the active
+    /// segment's index entries of appends that never reached the disk
+    /// (a clean open keeps every entry of the index files).
+    Clean,
+}
+
 /// The active segment and the writer's position in it.
 #[derive(Debug)]
 pub(crate) struct Active {
@@ -151,9 +165,13 @@ pub struct Log {
     read_only: Option<String>,
     /// The writer's state at `active.synced_pos`.
     synced: SyncedPoint,
-    /// The checkpoint on disk is a fence (see [`super::checkpoint`]); it
-    /// must be replaced before any append, or the next start would cut it.
-    pub(crate) fence_pending: bool,
+    /// The checkpoint on disk must be replaced by an ordinary one before
+    /// the first append (see [`StaleCheckpoint`]).
+    pub(crate) stale_checkpoint: Option<StaleCheckpoint>,
+    /// When bytes were last written to the active segment: the start of
+    /// the idle period after which a checkpoint is written at the end (see
+    /// [`commit`]); cleared once that checkpoint was tried.
+    pub(crate) last_write_at: Option<Instant>,
     /// When the oldest write not yet synced happened (interval policy).
     unsynced_since: Option<Instant>,
     /// What opening the log had to do.
@@ -200,7 +218,8 @@ impl Log {
             durable_below: 0,
             read_only: None,
             synced: SyncedPoint::of(&active, 0),
-            fence_pending: false,
+            stale_checkpoint: None,
+            last_write_at: None,
             unsynced_since: None,
             recovery: RecoveryReport::default(),
             producers: ProducerTable::new(),
