@@ -64,6 +64,11 @@ fn expected(n: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Temp files opened to replace the checkpoint or the producer snapshot.
+fn replaced(plan: &FaultPlan) -> usize {
+    plan.calls(Op::Open, "checkpoint.tmp") + plan.calls(Op::Open, "producers.snapshot.tmp")
+}
+
 fn checkpoint(dir: &Path) -> Checkpoint {
     Checkpoint::read(&StdFs, dir)
         .expect("read the checkpoint")
@@ -112,7 +117,7 @@ fn an_idle_log_is_checkpointed_at_its_end_and_a_kill_then_costs_no_scan() {
     assert!(!report.clean);
     assert_eq!(report.scanned_bytes, 0, "the checkpoint was at the end");
     assert_eq!(
-        (plan.calls(Op::Open, ".tmp"), plan.calls(Op::DirOp, "")),
+        (replaced(&plan), plan.calls(Op::DirOp, "")),
         (0, 0),
         "the checkpoint on disk says where the log ends: nothing is replaced"
     );
@@ -145,7 +150,7 @@ fn writes_after_an_idle_checkpoint_are_recovered_from_it() {
     let end = log.end_position().1;
     drop(log);
 
-    let log = open(&fs, &dir, &config());
+    let mut log = open(&fs, &dir, &config());
     let report = log.recovery_report();
     assert_eq!(
         report.scanned_bytes,
@@ -153,7 +158,39 @@ fn writes_after_an_idle_checkpoint_are_recovered_from_it() {
         "scanned from the idle checkpoint"
     );
     assert_eq!(values(&log), expected(50));
-    assert_eq!(checkpoint(&dir).position, end, "step 6 wrote a new one");
+    // The checkpoint on disk stays true; the new one is the idle
+    // checkpoint's, one to two idle periods after the open.
+    assert_eq!(checkpoint(&dir).position, at, "kept at open");
+    let due = log.idle_checkpoint_at().expect("the recovered tail is due");
+    assert!(due >= Instant::now() + Duration::from_millis(900));
+    assert!(due <= Instant::now() + Duration::from_millis(2000));
+    assert!(log.checkpoint_if_idle(due));
+    assert_eq!(checkpoint(&dir).position, end);
+    drop(log);
+    let log = open(&fs, &dir, &config());
+    assert_eq!(log.recovery_report().scanned_bytes, 0);
+    assert_eq!(values(&log), expected(50));
+}
+
+/// With the idle checkpoint off, a recovered tail gets its checkpoint at
+/// open, as there is nothing to write it later.
+#[test]
+fn without_idle_checkpoints_recovery_writes_its_checkpoint_at_open() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("0");
+    let fs: Arc<dyn FileSystem> = Arc::new(StdFs);
+    let off = LogConfig {
+        idle_checkpoint_ms: 0,
+        ..config()
+    };
+    let mut log = open(&fs, &dir, &off);
+    append_n(&mut log, 0, 20);
+    let end = log.end_position().1;
+    drop(log);
+    let log = open(&fs, &dir, &off);
+    assert!(log.recovery_report().scanned_bytes > 0);
+    assert_eq!(checkpoint(&dir).position, end);
+    assert_eq!(values(&log), expected(20));
 }
 
 /// No idle checkpoint when it is turned off, nor under `fsync=never`
@@ -200,7 +237,7 @@ fn a_clean_checkpoint_is_kept_at_open_and_replaced_before_the_first_append() {
     assert!(log.recovery_report().clean);
     assert_eq!(
         (
-            plan.calls(Op::Open, ".tmp"),
+            replaced(&plan),
             plan.calls(Op::DirOp, ""),
             plan.calls(Op::Sync, "")
         ),
@@ -211,7 +248,7 @@ fn a_clean_checkpoint_is_kept_at_open_and_replaced_before_the_first_append() {
     // Closed unwritten: nothing to do, the clean checkpoint is still true.
     log.close().expect("close");
     assert_eq!(
-        (plan.calls(Op::Open, ".tmp"), plan.calls(Op::Sync, "")),
+        (replaced(&plan), plan.calls(Op::Sync, "")),
         (0, 0),
         "closing an unwritten log writes nothing"
     );

@@ -39,13 +39,6 @@ use crate::log::writer::Log;
 /// How many logs are opened at once: four per CPU (opening is mostly
 /// waiting for the disk), at least 8, at most 64.
 pub fn open_threads() -> usize {
-    // TEMPORARY (measurement only, removed before commit).
-    if let Some(n) = std::env::var("PIGEON_OPEN_THREADS_EXPERIMENT")
-        .ok()
-        .and_then(|s| s.parse::<usize>().ok())
-    {
-        return n.max(1);
-    }
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     (4 * cpus).clamp(8, 64)
 }

@@ -46,20 +46,33 @@
 //!    overlap, two copies of the same offsets, fails the open
 //!    ([`LogError::Overlap`]): neither copy is served. A gap is logged, and
 //!    reads of the missing offsets fail with an error naming them.
-//! 6. Sync what was recovered and write a new (unclean) checkpoint, so a
-//!    crash right after start does not scan the same bytes again; unless
-//!    the checkpoint on disk already says exactly where the log ends (the
-//!    same segment, position, next offset and largest timestamp, no
-//!    fence) next to a readable producer snapshot, which is the case after
-//!    a clean stop and after a kill of a log checkpointed at its end when
-//!    it went idle ([`super::writer::commit`]): then no checkpoint or
-//!    snapshot is written, and such a log opens without a write of its
-//!    own (nothing is scanned either, the checkpoint being at the end). A
-//!    clean checkpoint so kept is replaced by an unclean one before the
-//!    first append (left in place, a later start would keep the index
-//!    entries of appends that never reached the disk), as a fence that
-//!    could not be replaced here is (see
-//!    [`super::writer::StaleCheckpoint`]).
+//! 6. Sync what was recovered (the scan's cut and the scanned tail). Then
+//!    the checkpoint:
+//!    - The one on disk already says exactly where the log ends (the same
+//!      segment, position, next offset and largest timestamp, no fence,
+//!      with a readable producer snapshot): after a clean stop, and after
+//!      a kill of a log whose idle checkpoint
+//!      ([`super::writer::commit`]) was written. It is kept: nothing is
+//!      written. A clean one is replaced by an unclean one before the
+//!      first append (left in place, a later start would keep the index
+//!      entries of appends that never reached the disk).
+//!    - It is an ordinary checkpoint in the active segment, behind the
+//!      recovered end (with a readable snapshot): it stays true (what was
+//!      cut was cut durably), so it is kept too, and the new one is left
+//!      to the log's idle checkpoint, due one to two idle periods after
+//!      the open (spread, so that the logs opened together do not all
+//!      write theirs at once), or to the next checkpoint appends bring. A
+//!      crash before then scans the same tail again: still bounded by the
+//!      bytes written since that checkpoint. (With the idle checkpoint
+//!      off, it is written now, as below.)
+//!    - Otherwise (no checkpoint, a fence, a checkpoint in an earlier
+//!      segment, no readable snapshot) a new unclean checkpoint is written
+//!      now; a fence that cannot be replaced here is replaced before the
+//!      first append (see [`super::writer::StaleCheckpoint`]).
+//!
+//!    So the open of a log writes no checkpoint or snapshot unless the log
+//!    is new, or it found a fence, a missing or damaged snapshot, or a
+//!    checkpoint in an earlier segment.
 //!
 //! Before step 1 the partition directory (and any missing parent) is
 //! created if it is missing, durably (each new name is synced in its parent
@@ -93,6 +106,7 @@ pub mod sealed;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::checkpoint::Checkpoint;
 use super::clock::Clock;
@@ -181,22 +195,33 @@ impl Log {
     }
 }
 
-/// Step 6: the checkpoint after recovery. Written unless the one on disk
-/// already says where the log ends (same segment, position, next offset
-/// and largest timestamp, no fence) next to a readable producer snapshot:
-/// then it is kept, and the open writes nothing. A clean one kept must
-/// still be replaced by an unclean one before the first append, and a
-/// fence that could not be replaced here is retried then (see
-/// [`StaleCheckpoint`]). Returns whether a checkpoint was written (or its
-/// write tried: a failure only costs a longer scan after a crash).
+/// Step 6: the checkpoint after recovery (see the module doc). Kept when
+/// the one on disk already says where the log ends; left behind, for the
+/// idle checkpoint to catch up, when it is an ordinary one in the active
+/// segment; written now otherwise. Returns whether a checkpoint was
+/// written (or its write tried: a failure only costs a longer scan after
+/// a crash).
 fn new_checkpoint(log: &mut Log, on_disk: Option<Checkpoint>, had_snapshot: bool) -> bool {
     let here = log.checkpoint_here(false);
     if let Some(c) = on_disk
         && had_snapshot
         && !c.fence
-        && (Checkpoint { clean: false, ..c }) == here
+        && c.segment_base == here.segment_base
+        && (log.config.idle_checkpoint_ms > 0 || (Checkpoint { clean: false, ..c }) == here)
     {
-        log.stale_checkpoint = c.clean.then_some(StaleCheckpoint::Clean);
+        if (Checkpoint { clean: false, ..c }) == here {
+            // The checkpoint says where the log ends. A clean one must be
+            // replaced before the first append (see `StaleCheckpoint`).
+            log.stale_checkpoint = c.clean.then_some(StaleCheckpoint::Clean);
+        } else {
+            // Recovered past an ordinary checkpoint of this segment: it
+            // stays true (what was cut is cut durably), so the new one is
+            // left to the idle checkpoint, spread over one more idle
+            // period so that many logs recovered together do not all write
+            // theirs at once.
+            let idle = Duration::from_millis(log.config.idle_checkpoint_ms);
+            log.idle_since = Some(Instant::now() + idle.mul_f64(spread(&log.dir)));
+        }
         return false;
     }
     // A fence must be replaced before the log takes appends: left in
@@ -204,6 +229,14 @@ fn new_checkpoint(log: &mut Log, on_disk: Option<Checkpoint>, had_snapshot: bool
     log.stale_checkpoint = on_disk.filter(|c| c.fence).map(|_| StaleCheckpoint::Fence);
     log.write_checkpoint(false);
     true
+}
+
+/// A fraction in `0..1` that depends only on `dir`.
+fn spread(dir: &Path) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    (hasher.finish() % 1024) as f64 / 1024.0
 }
 
 /// Removes leftovers and returns the base offsets of the `.log` files, sorted.

@@ -238,7 +238,7 @@ impl Log {
         }
         let now = Instant::now();
         self.unsynced_since.get_or_insert(now);
-        self.last_write_at = Some(now);
+        self.idle_since = Some(now);
         if self.config.fsync != FsyncPolicy::Always {
             self.durable_below = self.next_ticket;
             self.publish();

@@ -208,7 +208,7 @@ impl Log {
         {
             return None;
         }
-        self.last_write_at
+        self.idle_since
             .map(|at| at + Duration::from_millis(idle_ms))
     }
 
@@ -220,7 +220,7 @@ impl Log {
         if !self.idle_checkpoint_at().is_some_and(|at| at <= now) {
             return false;
         }
-        self.last_write_at = None;
+        self.idle_since = None;
         self.write_checkpoint(false);
         true
     }

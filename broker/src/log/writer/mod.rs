@@ -168,10 +168,12 @@ pub struct Log {
     /// The checkpoint on disk must be replaced by an ordinary one before
     /// the first append (see [`StaleCheckpoint`]).
     pub(crate) stale_checkpoint: Option<StaleCheckpoint>,
-    /// When bytes were last written to the active segment: the start of
-    /// the idle period after which a checkpoint is written at the end (see
-    /// [`commit`]); cleared once that checkpoint was tried.
-    pub(crate) last_write_at: Option<Instant>,
+    /// Start of the idle period after which a checkpoint is written at the
+    /// end (see [`commit`]): when bytes were last written to the active
+    /// segment, or, after a recovery that left the checkpoint behind the
+    /// recovered end, about when the open ended; cleared once that
+    /// checkpoint was tried.
+    pub(crate) idle_since: Option<Instant>,
     /// When the oldest write not yet synced happened (interval policy).
     unsynced_since: Option<Instant>,
     /// What opening the log had to do.
@@ -219,7 +221,7 @@ impl Log {
             read_only: None,
             synced: SyncedPoint::of(&active, 0),
             stale_checkpoint: None,
-            last_write_at: None,
+            idle_since: None,
             unsynced_since: None,
             recovery: RecoveryReport::default(),
             producers: ProducerTable::new(),
