@@ -217,7 +217,7 @@ impl Log {
     /// it was written (or tried: a failure is logged, and not retried
     /// before the next write).
     pub fn checkpoint_if_idle(&mut self, now: Instant) -> bool {
-        if !self.idle_checkpoint_at().is_some_and(|at| at <= now) {
+        if self.idle_checkpoint_at().is_none_or(|at| at > now) {
             return false;
         }
         self.idle_since = None;
