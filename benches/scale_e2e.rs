@@ -11,7 +11,9 @@
 //! reports the records acknowledged per second (until the last one's
 //! acknowledgement), the
 //! threads, RSS and fds under that load; then it kills the broker with
-//! SIGKILL and times the restart until its "serving" line, and until a
+//! SIGKILL (at once, or `PIGEON_SCALE_IDLE_SECS` seconds after the last
+//! acknowledgement, giving the broker time to checkpoint the idle
+//! partitions) and times the restart until its "serving" line, and until a
 //! produce to the last partition is acknowledged.
 //!
 //! **Groups.** For each G of `PIGEON_SCALE_GROUPS`, a fresh broker gets
@@ -30,6 +32,7 @@
 //! PIGEON_SCALE_FLAGS="--writer-threads 8" cargo bench --bench scale_e2e   # extra broker flags
 //! PIGEON_BENCH_BROKER=path/to/pigeon-broker cargo bench --bench scale_e2e  # another build
 //! PIGEON_BENCH_START_TIMEOUT_SECS=600 cargo bench --bench scale_e2e       # slow restarts (default 30 s)
+//! PIGEON_SCALE_IDLE_SECS=7 cargo bench --bench scale_e2e                  # kill 7 s after the traffic stopped
 //! ```
 //!
 //! The broker runs with its defaults (`fsync=always`) but for the caps the
@@ -174,6 +177,7 @@ fn main() {
     let groups = list("PIGEON_SCALE_GROUPS", "1,100,1000");
     let secs = number("PIGEON_SCALE_SECS", 10);
     let connections = number("PIGEON_SCALE_CONNECTIONS", 4) as usize;
+    let idle_before_kill = Duration::from_secs(number("PIGEON_SCALE_IDLE_SECS", 0));
     let extra = std::env::var("PIGEON_SCALE_FLAGS").unwrap_or_default();
     let mut flags: Vec<String> = [
         "--max-partitions",
@@ -190,8 +194,9 @@ fn main() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let runtime = pigeon_suite::runtime();
     println!(
-        "{} s of produce per run, {connections} producer connections, 1 KiB records; open-file limit {files}; broker flags: {}",
+        "{} s of produce per run, {connections} producer connections, 1 KiB records; kill -9 {} s after the last acknowledgement; open-file limit {files}; broker flags: {}",
         secs,
+        idle_before_kill.as_secs(),
         flags.join(" ")
     );
 
@@ -234,6 +239,9 @@ fn main() {
         let rate = acked as f64 / took.as_secs_f64();
         let load = load_average();
 
+        // The partitions' writes have stopped: the broker may checkpoint
+        // them (the idle checkpoint) before the kill.
+        std::thread::sleep(idle_before_kill);
         broker.kill();
         let started = Instant::now();
         broker.restart();

@@ -304,6 +304,7 @@ impl BrokerConfig {
                     )));
                 }
             },
+            idle_checkpoint_ms: defaults.idle_checkpoint_ms,
         };
         log.validate().map_err(ConfigError)?;
         let max_frame_bytes = c.max_frame_bytes.unwrap_or(16 * 1024 * 1024);

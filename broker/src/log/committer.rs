@@ -19,8 +19,9 @@
 //! An idle log holds no thread.
 //!
 //! The writer also runs the interval policy's timed sync, a background
-//! seal's poll and periodic retention (on the pool's timer, which puts the
-//! log on the run queue when they come due), takes retention changes
+//! seal's poll, the idle checkpoint (see [`super::writer::commit`]) and
+//! periodic retention (on the pool's timer, which puts the log on the run
+//! queue when they come due), takes retention changes
 //! ([`PartitionLog::set_retention`], applied at once), and counts each
 //! commit group's records and bytes in the log's
 //! [`LogStats`](super::stats::LogStats) (the fsync time is counted where
@@ -495,7 +496,7 @@ impl Slot {
         let now = Instant::now();
         let due = writer
             .log
-            .sync_due_at()
+            .timer_due_at()
             .map_or(state.next_retention, |t| t.min(state.next_retention));
         if due <= now {
             writer.on_timer(&mut state.next_retention);
@@ -513,7 +514,7 @@ impl Slot {
         };
         let due = writer
             .log
-            .sync_due_at()
+            .timer_due_at()
             .map_or(state.next_retention, |t| t.min(state.next_retention));
         if state
             .timer_at
@@ -642,6 +643,7 @@ impl Writer {
         {
             tracing::error!(error = %e, "timed fsync failed");
         }
+        self.log.checkpoint_if_idle(Instant::now());
         if Instant::now() >= *next_retention {
             if let Err(e) = self.log.enforce_retention() {
                 tracing::warn!(error = %e, "retention failed");

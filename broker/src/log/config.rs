@@ -85,6 +85,11 @@ pub struct LogConfig {
     /// config (see [`super::open_segments`]). Two configs compare equal
     /// here when the capacities do.
     pub open_segments: OpenSegments,
+    /// A log that takes no write for this long (ms) gets a recovery
+    /// checkpoint at its synced end, so that a crash after its traffic
+    /// stopped finds nothing to scan; 0: never. At most one such
+    /// checkpoint per log per this period. See [`super::writer::commit`].
+    pub idle_checkpoint_ms: u64,
 }
 
 /// The largest record batch the on-disk format allows, header included: the
@@ -103,6 +108,8 @@ pub const DEFAULT_SEGMENT_MS: u64 = 7 * 24 * 3600 * 1000;
 pub const DEFAULT_PRODUCER_EXPIRY_MS: u64 = 7 * 24 * 3600 * 1000;
 /// 7 days.
 pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// 5 s.
+pub const DEFAULT_IDLE_CHECKPOINT_MS: u64 = 5000;
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -117,6 +124,7 @@ impl Default for LogConfig {
             checkpoint_interval_bytes: 64 * 1024 * 1024,
             producer_expiry_ms: DEFAULT_PRODUCER_EXPIRY_MS,
             open_segments: OpenSegments::default(),
+            idle_checkpoint_ms: DEFAULT_IDLE_CHECKPOINT_MS,
         }
     }
 }

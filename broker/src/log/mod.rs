@@ -18,9 +18,11 @@
 //!    fence checkpoint records the position; see [`writer::fence`]).
 //! 5. Restart work is bounded by the bytes written since the last checkpoint
 //!    (default every 64 MiB and at each roll; at each roll only under
-//!    `fsync=never`, once the sealed segment's background sync completed),
-//!    not by the log's size; a clean
-//!    shutdown makes it zero.
+//!    `fsync=never`, once the sealed segment's background sync completed;
+//!    and once the log took no write for 5 s, see
+//!    [`writer::commit`]), not by the log's size; a clean shutdown, or a
+//!    checkpoint at the end, makes it zero, and such an open writes
+//!    nothing. Many logs are opened side by side ([`recovery::many`]).
 //! 6. Nothing damaged is ever served: every batch read is checked.
 //!
 //! ## Files of a partition directory
@@ -109,5 +111,7 @@ mod powercut_tests;
 mod read_tests;
 #[cfg(test)]
 mod seal_tests;
+#[cfg(test)]
+mod startup_tests;
 #[cfg(test)]
 mod tests;

@@ -9,14 +9,15 @@
 //!   job (see [`committer`](super::committer): at most one commit group,
 //!   then the timers that are due) and takes the next job.
 //! - one **timer thread** (`log-timers`) holding, for each log that has a
-//!   timer (the interval policy's sync, a background seal's poll, periodic
-//!   retention), the instant it comes due; at that instant it puts the log
-//!   on the run queue.
+//!   timer (the interval policy's sync, a background seal's poll, the idle
+//!   checkpoint, periodic retention), the instant it comes due; at that
+//!   instant it puts the log on the run queue.
 //!
 //! Nothing else: the logs' state (the [`Log`](super::writer::Log), its
 //! command queue) stays with each log, and an idle log (no command queued,
 //! no timer due) is on no queue and holds no thread, only its state and
-//! one timer entry (retention, every minute).
+//! one timer entry (retention, every minute; once after its last write,
+//! the idle checkpoint's).
 //!
 //! ## Invariants
 //!

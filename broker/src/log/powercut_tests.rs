@@ -4,7 +4,8 @@
 //! ## Power cuts
 //!
 //! Each case runs the log on a [`PowerCutFs`] through random appends (plain
-//! and idempotent), commits, rolls, timer syncs, explicit syncs, the jobs
+//! and idempotent), commits, rolls, timer syncs, explicit syncs, idle
+//! checkpoints, the jobs
 //! of background seals (`fsync=never`/`interval`: a roll leaves the sealed
 //! segment's sync to a job, which runs only when a step says so, so the
 //! cut lands before, during or after it, and before or after the
@@ -345,7 +346,7 @@ impl Case {
 
     fn step(&mut self, log: &mut Option<Log>, next_before: u64) -> LogResult<()> {
         let current = log.as_mut().expect("open");
-        match self.rng.below(27) {
+        match self.rng.below(28) {
             0..=11 => self.append(current),
             12..=17 => {
                 current.commit()?;
@@ -375,6 +376,13 @@ impl Case {
             // indexes; the next commit writes its checkpoint.
             23 | 24 => {
                 current.run_seal_job();
+                Ok(())
+            }
+            // The writer's idle checkpoint, as its timer writes it once the
+            // log took no write for a while (a no-op unless everything
+            // written is synced and the last checkpoint is behind).
+            25 => {
+                current.checkpoint_if_idle(Instant::now() + Duration::from_secs(3600));
                 Ok(())
             }
             22 => {

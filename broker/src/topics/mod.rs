@@ -10,9 +10,15 @@
 //! ## Crash story
 //!
 //! - Open: `topics/` and `trash/` are created if missing, durably (their
-//!   names synced in the data directory).
+//!   names synced in the data directory). The partition logs of every
+//!   topic are then opened (recovered) side by side, a bounded number at a
+//!   time ([`crate::log::recovery::many`]); each log's recovery is its
+//!   own, so this changes nothing in what is on disk when. The first
+//!   failure in listing order (topics, then partition ids) fails the
+//!   open, with the same error as when they were opened one by one.
 //! - Create: make the topic directory and sync `topics/` (the new name is
-//!   durable), write `topic.json` atomically, then open the partition logs; each log creates
+//!   durable), write `topic.json` atomically, then open the partition logs
+//!   (side by side, as at open); each log creates
 //!   its directory and syncs it into the topic directory before it takes an
 //!   append, so no acknowledged record sits in a directory a power cut can
 //!   lose. A directory without `topic.json` at start is an interrupted
@@ -44,7 +50,8 @@ use crate::error::{BrokerError, ErrorKind};
 
 use crate::io::{FileSystem, create_dir_durably, read_all, write_atomically};
 use crate::log::producers::EpochSource;
-use crate::log::{Clock, Log, LogConfig, PartitionLog};
+use crate::log::recovery::many::{open_all, open_threads};
+use crate::log::{Clock, LogConfig, PartitionLog};
 pub use metadata::{DeadLettersOf, TopicMetadata};
 
 /// Most partitions one topic may have.
@@ -180,11 +187,19 @@ impl Topics {
         Ok(topics)
     }
 
+    /// Opens every topic found, their partition logs side by side (see
+    /// [`open_all`](crate::log::recovery::many::open_all)). The first
+    /// failure in listing order fails the open, as if the topics and
+    /// their partitions were opened one after another.
     fn open_existing(&self) -> Result<(), BrokerError> {
         let listing = self
             .fs
             .read_dir(&self.root)
             .map_err(|e| BrokerError::storage(format!("listing {}", self.root.display()), e))?;
+        let mut found = Vec::new();
+        // A topic whose metadata cannot be read: reported once the topics
+        // listed before it are open (or failed first).
+        let mut unreadable = None;
         for dir in listing {
             let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
                 continue;
@@ -193,17 +208,44 @@ impl Topics {
                 tracing::warn!(path = %dir.display(), "ignoring a directory that is not a topic");
                 continue;
             }
-            let Some(metadata) = self.read_metadata(&dir)? else {
-                tracing::warn!(topic = %name, "removing a topic whose creation was interrupted");
-                self.fs
-                    .remove_dir_all(&dir)
-                    .map_err(|e| BrokerError::storage(format!("removing {}", dir.display()), e))?;
-                continue;
+            let metadata = match self.read_metadata(&dir) {
+                Ok(Some(metadata)) => metadata,
+                Ok(None) => {
+                    tracing::warn!(topic = %name, "removing a topic whose creation was interrupted");
+                    if let Err(e) = self.fs.remove_dir_all(&dir) {
+                        unreadable = Some(BrokerError::storage(
+                            format!("removing {}", dir.display()),
+                            e,
+                        ));
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    unreadable = Some(e);
+                    break;
+                }
             };
-            let topic = self.open_topic(metadata)?;
-            self.topics.write().insert(name, Arc::new(topic));
+            found.push(metadata);
         }
-        Ok(())
+        let started = std::time::Instant::now();
+        let partitions: u64 = found.iter().map(|m| u64::from(m.partitions)).sum();
+        for topic in self.open_topics(found)? {
+            self.topics
+                .write()
+                .insert(topic.metadata.name.clone(), Arc::new(topic));
+        }
+        tracing::info!(
+            topics = self.topics.read().len(),
+            partitions,
+            threads = open_threads(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "opened the partition logs"
+        );
+        match unreadable {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn read_metadata(&self, dir: &Path) -> Result<Option<TopicMetadata>, BrokerError> {
@@ -225,32 +267,43 @@ impl Topics {
         })
     }
 
-    fn open_topic(&self, metadata: TopicMetadata) -> Result<Topic, BrokerError> {
-        let config = self.log_config(&metadata);
-        let dir = self.root.join(&metadata.name);
-        let mut partitions = Vec::with_capacity(metadata.partitions as usize);
-        for id in 0..metadata.partitions {
-            let mut log = Log::open(
-                self.fs.clone(),
-                &dir.join(id.to_string()),
-                config.clone(),
-                self.clock.clone(),
-            )
-            .map_err(|e| {
-                BrokerError::storage(
-                    format!("opening partition {id} of topic {}", metadata.name),
-                    e,
-                )
-            })?;
-            if let Some(epochs) = &self.epochs {
-                log = log.with_epochs(epochs.clone());
+    /// Opens the partition logs of `topics`, up to
+    /// [`open_threads`] at once. Fails with the first partition (in the
+    /// order of `topics`, then of partition ids) that could not be opened.
+    fn open_topics(&self, topics: Vec<TopicMetadata>) -> Result<Vec<Topic>, BrokerError> {
+        let mut logs = Vec::new();
+        // Whose each log is: (topic name, partition id).
+        let mut owners = Vec::new();
+        for metadata in &topics {
+            let config = self.log_config(metadata);
+            let dir = self.root.join(&metadata.name);
+            for id in 0..metadata.partitions {
+                logs.push((dir.join(id.to_string()), config.clone()));
+                owners.push((metadata.name.as_str(), id));
             }
-            partitions.push(PartitionLog::start(log));
         }
-        Ok(Topic {
-            metadata,
-            partitions,
-        })
+        let opened =
+            open_all(&self.fs, &self.clock, &logs, open_threads()).map_err(|(at, e)| {
+                let (topic, id) = owners.get(at).copied().unwrap_or(("?", 0));
+                BrokerError::storage(format!("opening partition {id} of topic {topic}"), e)
+            })?;
+        let mut opened = opened.into_iter();
+        let mut out = Vec::with_capacity(topics.len());
+        for metadata in topics {
+            let partitions = opened
+                .by_ref()
+                .take(metadata.partitions as usize)
+                .map(|log| match &self.epochs {
+                    Some(epochs) => PartitionLog::start(log.with_epochs(epochs.clone())),
+                    None => PartitionLog::start(log),
+                })
+                .collect();
+            out.push(Topic {
+                metadata,
+                partitions,
+            });
+        }
+        Ok(out)
     }
 
     fn log_config(&self, metadata: &TopicMetadata) -> LogConfig {
@@ -339,7 +392,16 @@ impl Topics {
                 e,
             ));
         }
-        let topic = Arc::new(self.open_topic(metadata)?);
+        let topic = self.open_topics(vec![metadata])?.pop().ok_or_else(|| {
+            BrokerError::new(
+                ErrorKind::Storage,
+                format!(
+                    "creating topic {}: its partitions were not opened (a bug)",
+                    new.name
+                ),
+            )
+        })?;
+        let topic = Arc::new(topic);
         self.topics.write().insert(new.name, topic.clone());
         Ok(topic)
     }
@@ -598,6 +660,39 @@ mod tests {
             }
             topics.close().await;
         }
+    }
+
+    /// The partitions are opened side by side, but a failure is reported
+    /// as when they were opened one after another: the first partition
+    /// (in order) that cannot be opened fails the open, naming itself.
+    #[tokio::test]
+    async fn the_first_partition_that_cannot_be_opened_fails_the_open() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let topics = open(tmp.path());
+        topics.create(new_topic("a", 3)).await.expect("create");
+        topics.create(new_topic("b", 40)).await.expect("create");
+        topics.close().await;
+        drop(topics);
+        for broken in [29, 11] {
+            let checkpoint = tmp.path().join(format!("topics/b/{broken}/checkpoint"));
+            std::fs::remove_file(&checkpoint).expect("remove");
+            std::fs::create_dir(&checkpoint).expect("a directory cannot be read as one");
+        }
+        let err = Topics::open(
+            Arc::new(StdFs),
+            tmp.path(),
+            LogConfig::default(),
+            Arc::new(SystemClock),
+        )
+        .expect_err("a partition cannot be opened");
+        assert_eq!(err.kind, ErrorKind::Storage);
+        let message = err.to_string();
+        assert!(
+            message.contains("opening partition 11 of topic b:")
+                && message.contains("reading the checkpoint in")
+                && message.contains("b/11"),
+            "{message}"
+        );
     }
 
     #[tokio::test]

@@ -46,8 +46,33 @@
 //!    overlap, two copies of the same offsets, fails the open
 //!    ([`LogError::Overlap`]): neither copy is served. A gap is logged, and
 //!    reads of the missing offsets fail with an error naming them.
-//! 6. Sync what was recovered and write a new (unclean) checkpoint, so a
-//!    crash right after start does not scan the same bytes again.
+//! 6. Sync what was recovered (the scan's cut and the scanned tail). Then
+//!    the checkpoint:
+//!    - The one on disk already says exactly where the log ends (the same
+//!      segment, position, next offset and largest timestamp, no fence,
+//!      with a readable producer snapshot): after a clean stop, and after
+//!      a kill of a log whose idle checkpoint
+//!      ([`super::writer::commit`]) was written. It is kept: nothing is
+//!      written. A clean one is replaced by an unclean one before the
+//!      first append (left in place, a later start would keep the index
+//!      entries of appends that never reached the disk).
+//!    - It is an ordinary checkpoint in the active segment, behind the
+//!      recovered end (with a readable snapshot): it stays true (what was
+//!      cut was cut durably), so it is kept too, and the new one is left
+//!      to the log's idle checkpoint, due one to two idle periods after
+//!      the open (spread, so that the logs opened together do not all
+//!      write theirs at once), or to the next checkpoint appends bring. A
+//!      crash before then scans the same tail again: still bounded by the
+//!      bytes written since that checkpoint. (With the idle checkpoint
+//!      off, it is written now, as below.)
+//!    - Otherwise (no checkpoint, a fence, a checkpoint in an earlier
+//!      segment, no readable snapshot) a new unclean checkpoint is written
+//!      now; a fence that cannot be replaced here is replaced before the
+//!      first append (see [`super::writer::StaleCheckpoint`]).
+//!
+//!    So the open of a log writes no checkpoint or snapshot unless the log
+//!    is new, or it found a fence, a missing or damaged snapshot, or a
+//!    checkpoint in an earlier segment.
 //!
 //! Before step 1 the partition directory (and any missing parent) is
 //! created if it is missing, durably (each new name is synced in its parent
@@ -71,14 +96,17 @@
 //! | [`sealed`] | step 2: sealed segments, the bounded check of trusted ones, index rebuilds |
 //! | [`active`] | steps 3 and 4: the active segment: where it resumes, the cut at a fence, the scan and cut of its tail |
 //! | [`producer_state`] | the producer snapshot, and the walk that rebuilds producer state when it is missing or damaged |
+//! | [`many`] | opening many logs at once (broker start, topic create), a bounded number at a time |
 
 pub mod active;
+pub mod many;
 pub mod producer_state;
 pub mod sealed;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::checkpoint::Checkpoint;
 use super::clock::Clock;
@@ -87,7 +115,7 @@ use super::error::{LogError, LogResult};
 use super::producers::ProducerTable;
 use super::segment::{BatchScanner, ScanStop, Segment, parse_file_name};
 use super::writer::append::{index_entry, push_entry};
-use super::writer::{Active, Cursor, Log};
+use super::writer::{Active, Cursor, Log, StaleCheckpoint};
 use crate::io::{FileSystem, create_dir_durably, existing_ancestor, sync_parent};
 use producer_state::read_producer_snapshot;
 
@@ -100,6 +128,7 @@ impl Log {
         config: LogConfig,
         clock: Arc<dyn Clock>,
     ) -> LogResult<Log> {
+        let started = std::time::Instant::now();
         config.validate().map_err(|reason| {
             LogError::io("checking the log settings", std::io::Error::other(reason))
         })?;
@@ -121,9 +150,10 @@ impl Log {
         }
         let checkpoint =
             Checkpoint::read(fs.as_ref(), dir).map_err(io("reading the checkpoint"))?;
-        let (producers_from, producers) = read_producer_snapshot(fs.as_ref(), dir)
-            .map_err(io("reading the producer snapshot"))?
-            .unwrap_or_default();
+        let snapshot = read_producer_snapshot(fs.as_ref(), dir)
+            .map_err(io("reading the producer snapshot"))?;
+        let had_snapshot = snapshot.is_some();
+        let (producers_from, producers) = snapshot.unwrap_or_default();
         let mut opener = Opener {
             fs: fs.as_ref(),
             dir,
@@ -155,12 +185,58 @@ impl Log {
         let mut log = Log::assemble(dir, config, fs.clone(), clock, segments, active);
         log.recovery = report;
         log.producers = producers;
-        // A fence must be replaced before the log takes appends: left in
-        // place, it would cut them at the next start.
-        log.fence_pending = checkpoint.is_some_and(|c| c.fence);
-        log.write_checkpoint(false);
+        let checkpoint_written = new_checkpoint(&mut log, checkpoint, had_snapshot);
+        tracing::debug!(
+            dir = %dir.display(), clean = report.clean, scanned_bytes = report.scanned_bytes,
+            truncated_bytes = report.truncated_bytes, checkpoint_written,
+            took_us = started.elapsed().as_micros() as u64, "opened a partition log"
+        );
         Ok(log)
     }
+}
+
+/// Step 6: the checkpoint after recovery (see the module doc). Kept when
+/// the one on disk already says where the log ends; left behind, for the
+/// idle checkpoint to catch up, when it is an ordinary one in the active
+/// segment; written now otherwise. Returns whether a checkpoint was
+/// written (or its write tried: a failure only costs a longer scan after
+/// a crash).
+fn new_checkpoint(log: &mut Log, on_disk: Option<Checkpoint>, had_snapshot: bool) -> bool {
+    let here = log.checkpoint_here(false);
+    if let Some(c) = on_disk
+        && had_snapshot
+        && !c.fence
+        && c.segment_base == here.segment_base
+        && (log.config.idle_checkpoint_ms > 0 || (Checkpoint { clean: false, ..c }) == here)
+    {
+        if (Checkpoint { clean: false, ..c }) == here {
+            // The checkpoint says where the log ends. A clean one must be
+            // replaced before the first append (see `StaleCheckpoint`).
+            log.stale_checkpoint = c.clean.then_some(StaleCheckpoint::Clean);
+        } else {
+            // Recovered past an ordinary checkpoint of this segment: it
+            // stays true (what was cut is cut durably), so the new one is
+            // left to the idle checkpoint, spread over one more idle
+            // period so that many logs recovered together do not all write
+            // theirs at once.
+            let idle = Duration::from_millis(log.config.idle_checkpoint_ms);
+            log.idle_since = Some(Instant::now() + idle.mul_f64(spread(&log.dir)));
+        }
+        return false;
+    }
+    // A fence must be replaced before the log takes appends: left in
+    // place, it would cut them at the next start.
+    log.stale_checkpoint = on_disk.filter(|c| c.fence).map(|_| StaleCheckpoint::Fence);
+    log.write_checkpoint(false);
+    true
+}
+
+/// A fraction in `0..1` that depends only on `dir`.
+fn spread(dir: &Path) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    (hasher.finish() % 1024) as f64 / 1024.0
 }
 
 /// Removes leftovers and returns the base offsets of the `.log` files, sorted.

@@ -239,7 +239,9 @@ impl Log {
                 segment.time_index.push(ts, entry.relative_offset);
             }
         }
-        self.unsynced_since.get_or_insert_with(Instant::now);
+        let now = Instant::now();
+        self.unsynced_since.get_or_insert(now);
+        self.idle_since = Some(now);
         if self.config.fsync != FsyncPolicy::Always {
             self.durable_below = self.next_ticket;
             self.publish();

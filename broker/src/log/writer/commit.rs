@@ -45,9 +45,26 @@
 //! only costs a longer scan. A failed `fdatasync`: see
 //! [`fence`](super::fence).
 //!
+//! ## Idle checkpoint
+//!
+//! A log that takes no write for `idle_checkpoint_ms` (default 5 s) while
+//! everything written is synced and its last checkpoint is behind the end
+//! gets a checkpoint at its synced end ([`Log::checkpoint_if_idle`], run by
+//! the writer's timer on the [pool](crate::log::pool)). It is the same
+//! checkpoint as any other (producer snapshot first, index entries
+//! flushed, then the checkpoint), so the crash story above holds as it
+//! is; what it changes is that a crash after the traffic of a partition
+//! stopped finds its checkpoint at the end: recovery scans nothing and
+//! keeps that checkpoint ([recovery](crate::log::recovery) step 6), where
+//! it used to scan up to `checkpoint_interval_bytes` and write a new one.
+//! Its cost is bounded: at most one per log per `idle_checkpoint_ms`, and
+//! none while writes keep coming (nor when the log is read-only, a seal is
+//! pending, or, under `fsync=never`, the tail is not synced: it adds no
+//! sync). A failed one is logged and not retried before the next write.
+//!
 //! [`STAGE_LIMIT`]: super::append::STAGE_LIMIT
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::fence::SyncedPoint;
 use super::{AppendInfo, Log};
@@ -175,6 +192,50 @@ impl Log {
         }
     }
 
+    /// When the idle checkpoint comes due: `idle_checkpoint_ms` after the
+    /// last write, if everything written is synced (no sync is added for
+    /// it, so under `fsync=never` only once a roll or sync made it so) and
+    /// the last checkpoint is behind it; `None` otherwise.
+    pub(crate) fn idle_checkpoint_at(&self) -> Option<Instant> {
+        let a = &self.active;
+        let behind = a.checkpoint_pos < a.synced_pos && a.synced_pos == a.write_pos;
+        let idle_ms = self.config.idle_checkpoint_ms;
+        if idle_ms == 0
+            || !behind
+            || !self.staged.is_empty()
+            || self.read_only.is_some()
+            || self.seal_pending()
+        {
+            return None;
+        }
+        self.idle_since
+            .map(|at| at + Duration::from_millis(idle_ms))
+    }
+
+    /// Writes the idle checkpoint if it is due at `now` (see
+    /// [`idle_checkpoint_at`](Self::idle_checkpoint_at)); returns whether
+    /// it was written (or tried: a failure is logged, and not retried
+    /// before the next write).
+    pub fn checkpoint_if_idle(&mut self, now: Instant) -> bool {
+        if self.idle_checkpoint_at().is_none_or(|at| at > now) {
+            return false;
+        }
+        self.idle_since = None;
+        self.write_checkpoint(false);
+        true
+    }
+
+    /// When the writer's timer next has work: [`sync_due_at`] or the idle
+    /// checkpoint, whichever comes first.
+    ///
+    /// [`sync_due_at`]: Self::sync_due_at
+    pub fn timer_due_at(&self) -> Option<Instant> {
+        match (self.sync_due_at(), self.idle_checkpoint_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Writes and fsyncs everything appended to the active segment; then
     /// publishes it. If the write of the staged batches fails, what was
     /// written before them is still synced and published, and the write's
@@ -257,17 +318,24 @@ impl Log {
         let a = &self.active;
         a.segment.index.0.flush()?;
         a.segment.time_index.0.flush()?;
-        let checkpoint = Checkpoint {
+        let checkpoint = self.checkpoint_here(clean);
+        checkpoint.write(self.fs.as_ref(), &self.dir)?;
+        self.active.checkpoint_pos = checkpoint.position;
+        self.stale_checkpoint = None;
+        Ok(())
+    }
+
+    /// The checkpoint that says the log is durable up to the synced end of
+    /// the active segment.
+    pub(crate) fn checkpoint_here(&self, clean: bool) -> Checkpoint {
+        let a = &self.active;
+        Checkpoint {
             clean,
             fence: false,
             segment_base: a.segment.base_offset,
             position: a.synced_pos,
             next_offset: a.cursor.next_offset,
             max_timestamp: a.cursor.max_timestamp,
-        };
-        checkpoint.write(self.fs.as_ref(), &self.dir)?;
-        self.active.checkpoint_pos = checkpoint.position;
-        self.fence_pending = false;
-        Ok(())
+        }
     }
 }

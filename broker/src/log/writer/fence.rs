@@ -35,7 +35,8 @@
 //!   [`Log::close`] writes nothing, so the fence stays.
 //! - A fence left by the last run is replaced by an ordinary checkpoint
 //!   before the first append (which is refused while it cannot be): left in
-//!   place, it would cut that append at the next start.
+//!   place, it would cut that append at the next start. (Recovery writes
+//!   that checkpoint at open already; this is the retry when it failed.)
 //!
 //! ## Crash story
 //!
@@ -48,7 +49,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Active, Cursor, Log};
+use super::{Active, Cursor, Log, StaleCheckpoint};
 use crate::log::checkpoint::Checkpoint;
 use crate::log::error::{LogError, LogResult};
 use crate::log::segment::Segment;
@@ -167,19 +168,23 @@ impl Log {
         }
     }
 
-    /// Refuses writes after a failure; replaces a fence left by the last
-    /// run before the first append.
+    /// Refuses writes after a failure; replaces a fence or clean checkpoint
+    /// left by the last run before the first append.
     pub(super) fn check_writable(&mut self) -> LogResult<()> {
         if let Some(cause) = &self.read_only {
             return Err(LogError::ReadOnly {
                 cause: cause.clone(),
             });
         }
-        if self.fence_pending {
+        if let Some(stale) = self.stale_checkpoint {
             self.try_write_checkpoint(false).map_err(|e| {
+                let which = match stale {
+                    StaleCheckpoint::Fence => "the fence checkpoint (left by a failed fsync)",
+                    StaleCheckpoint::Clean => "the clean-shutdown checkpoint",
+                };
                 LogError::io(
                     format!(
-                        "replacing the fence checkpoint of {} (left by a failed fsync) before the first append",
+                        "replacing {which} of {} before the first append",
                         self.dir.display()
                     ),
                     e,

@@ -106,6 +106,20 @@ pub(crate) struct Cursor {
     pub last_batch_relative: Option<u32>,
 }
 
+/// Why the checkpoint left on disk by the last run must be replaced by an
+/// ordinary (unclean) one before the log takes its first append; until
+/// then it is true of the log as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StaleCheckpoint {
+    /// A fence (an fsync failed, see [`super::checkpoint`]): left in
+    /// place, the next start would cut the appends after it.
+    Fence,
+    /// A clean one: left in place, the next start would trust the active
+    /// segment's index entries of appends that never reached the disk
+    /// (a clean open keeps every entry of the index files).
+    Clean,
+}
+
 /// The active segment and the writer's position in it.
 #[derive(Debug)]
 pub(crate) struct Active {
@@ -151,9 +165,15 @@ pub struct Log {
     read_only: Option<String>,
     /// The writer's state at `active.synced_pos`.
     synced: SyncedPoint,
-    /// The checkpoint on disk is a fence (see [`super::checkpoint`]); it
-    /// must be replaced before any append, or the next start would cut it.
-    pub(crate) fence_pending: bool,
+    /// The checkpoint on disk must be replaced by an ordinary one before
+    /// the first append (see [`StaleCheckpoint`]).
+    pub(crate) stale_checkpoint: Option<StaleCheckpoint>,
+    /// Start of the idle period after which a checkpoint is written at the
+    /// end (see [`commit`]): when bytes were last written to the active
+    /// segment, or, after a recovery that left the checkpoint behind the
+    /// recovered end, about when the open ended; cleared once that
+    /// checkpoint was tried.
+    pub(crate) idle_since: Option<Instant>,
     /// When the oldest write not yet synced happened (interval policy).
     unsynced_since: Option<Instant>,
     /// What opening the log had to do.
@@ -207,7 +227,8 @@ impl Log {
             durable_below: 0,
             read_only: None,
             synced: SyncedPoint::of(&active, 0),
-            fence_pending: false,
+            stale_checkpoint: None,
+            idle_since: None,
             unsynced_since: None,
             recovery: RecoveryReport::default(),
             producers: ProducerTable::new(),

@@ -44,13 +44,17 @@
 //! a clean checkpoint, so that the next open scans
 //! nothing. A crash before the clean checkpoint leaves the last one, and
 //! recovery scans from it. A read-only log closes without writing
-//! anything: its fence stays.
+//! anything: its fence stays. Nor does a log opened after a clean stop and
+//! never written since: the clean checkpoint it kept
+//! ([`StaleCheckpoint::Clean`]) is still true (its active indexes keep
+//! the room the open gave them; a clean open reads their entries up to the
+//! first empty one).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::fence::SyncedPoint;
-use super::{Active, Cursor, Log};
+use super::{Active, Cursor, Log, StaleCheckpoint};
 use crate::log::checkpoint::Checkpoint;
 use crate::log::config::FsyncPolicy;
 use crate::log::error::{LogError, LogResult};
@@ -279,6 +283,11 @@ impl Log {
         // A background seal first: its failure is the close's.
         self.settle_seal(true)?;
         if self.read_only.is_some() {
+            return Ok(());
+        }
+        if self.stale_checkpoint == Some(StaleCheckpoint::Clean) && self.staged.is_empty() {
+            // Opened after a clean stop and never written since (the first
+            // write replaces that checkpoint): it is still true.
             return Ok(());
         }
         self.sync()?;
