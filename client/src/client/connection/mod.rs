@@ -429,8 +429,8 @@ impl Client {
             )
         })?;
         let (reply, answer) = oneshot::channel();
-        let request_id = conn.shared.register(&self.inner.next_id, reply)?;
-        let pending = PendingRequest::new(conn.shared.clone(), request_id, answer, slot);
+        let request_id = conn.shared.register(&self.inner.next_id, reply, slot)?;
+        let pending = PendingRequest::new(conn.shared.clone(), request_id, answer);
         let frame = RequestFrame {
             request_id,
             api_version,

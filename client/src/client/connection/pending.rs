@@ -44,10 +44,19 @@ pub(super) struct ConnShared {
 /// Where the answer to one request goes.
 type Reply = oneshot::Sender<Result<Response, ClientError>>;
 
+/// A request in flight: where its answer goes, and its in-flight slot,
+/// freed when the answer arrives (or the request fails or is forgotten),
+/// whether or not its caller has read the answer yet.
+#[derive(Debug)]
+struct Waiter {
+    reply: Reply,
+    _slot: OwnedSemaphorePermit,
+}
+
 /// The callers waiting for answers, by request id.
 #[derive(Debug, Default)]
 struct Pending {
-    waiting: HashMap<u32, Reply>,
+    waiting: HashMap<u32, Waiter>,
     /// Set once the connection is dead: why.
     dead: Option<ClientError>,
 }
@@ -85,8 +94,14 @@ impl ConnShared {
             .unwrap_or_else(|| ClientError::connection(&self.addr, "connection closed"))
     }
 
-    /// Registers a waiter under a fresh id (skipping ids still in flight).
-    pub(super) fn register(&self, counter: &AtomicU32, reply: Reply) -> Result<u32, ClientError> {
+    /// Registers a waiter under a fresh id (skipping ids still in flight),
+    /// holding its in-flight `slot` until the answer arrives.
+    pub(super) fn register(
+        &self,
+        counter: &AtomicU32,
+        reply: Reply,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<u32, ClientError> {
         let mut pending = lock(&self.pending);
         if let Some(err) = &pending.dead {
             return Err(err.clone());
@@ -97,7 +112,7 @@ impl ConnShared {
                 break id;
             }
         };
-        pending.waiting.insert(id, reply);
+        pending.waiting.insert(id, Waiter { reply, _slot: slot });
         Ok(id)
     }
 
@@ -111,7 +126,7 @@ impl ConnShared {
         let waiter = lock(&self.pending).waiting.remove(&id);
         match waiter {
             // The caller may have given up (timeout): nothing to do.
-            Some(reply) => drop(reply.send(result)),
+            Some(waiter) => drop(waiter.reply.send(result)),
             None => tracing::debug!(request_id = id, "response to a request nobody waits for"),
         }
     }
@@ -126,8 +141,8 @@ impl ConnShared {
             }
             std::mem::take(&mut pending.waiting)
         };
-        for (_, reply) in waiting {
-            drop(reply.send(Err(err.clone())));
+        for (_, waiter) in waiting {
+            drop(waiter.reply.send(Err(err.clone())));
         }
         self.shutdown.cancel();
     }
@@ -148,32 +163,30 @@ impl Drop for PendingGuard {
 }
 
 /// A request queued on a connection by [`Client::send_request`], waiting
-/// for its answer. Dropping it forgets the request (a late answer is
-/// dropped) and frees its in-flight slot.
+/// for its answer. Its in-flight slot is freed as soon as the answer
+/// arrives (before it is read here), or when the request fails or is
+/// dropped. Dropping it forgets the request (a late answer is dropped).
 ///
 /// [`Client::send_request`]: super::Client::send_request
 #[derive(Debug)]
 pub struct PendingRequest {
     answer: oneshot::Receiver<Result<Response, ClientError>>,
     guard: PendingGuard,
-    _slot: OwnedSemaphorePermit,
     /// When the answer is due, and the timeout that set it.
     deadline: Option<(Instant, Duration)>,
 }
 
 impl PendingRequest {
-    /// The request registered as `id` on `shared`, holding its in-flight
-    /// `slot`, with no deadline yet.
+    /// The request registered as `id` on `shared` (which holds its
+    /// in-flight slot), with no deadline yet.
     pub(super) fn new(
         shared: Arc<ConnShared>,
         id: u32,
         answer: oneshot::Receiver<Result<Response, ClientError>>,
-        slot: OwnedSemaphorePermit,
     ) -> PendingRequest {
         PendingRequest {
             answer,
             guard: PendingGuard { shared, id },
-            _slot: slot,
             deadline: None,
         }
     }
@@ -194,7 +207,6 @@ impl PendingRequest {
         let PendingRequest {
             answer,
             guard,
-            _slot,
             deadline,
         } = self;
         let dead = || guard.shared.dead_error();
@@ -230,15 +242,21 @@ mod tests {
             shutdown: CancellationToken::new(),
         };
         let counter = AtomicU32::new(5);
+        let slots = Arc::new(tokio::sync::Semaphore::new(3));
+        let slot = || slots.clone().try_acquire_owned().expect("a slot");
         let (a, _ra) = oneshot::channel();
-        assert_eq!(shared.register(&counter, a).ok(), Some(5));
+        assert_eq!(shared.register(&counter, a, slot()).ok(), Some(5));
         counter.store(5, Ordering::Relaxed);
         let (b, _rb) = oneshot::channel();
-        assert_eq!(shared.register(&counter, b).ok(), Some(6));
+        assert_eq!(shared.register(&counter, b, slot()).ok(), Some(6));
+        assert_eq!(slots.available_permits(), 1);
+        shared.complete(5, Err(ClientError::connection("a:1", "test")));
+        assert_eq!(slots.available_permits(), 2, "an answer frees its slot");
         shared.fail_all(ClientError::connection("a:1", "gone"));
+        assert_eq!(slots.available_permits(), 3, "a failure frees every slot");
         let (c, _rc) = oneshot::channel();
         assert!(matches!(
-            shared.register(&counter, c),
+            shared.register(&counter, c, slot()),
             Err(ClientError::Connection { .. })
         ));
     }

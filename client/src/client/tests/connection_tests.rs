@@ -59,6 +59,40 @@ async fn requests_beyond_the_brokers_in_flight_limit_wait_for_a_slot() {
     .await;
 }
 
+/// A request stops counting against the broker's in-flight limit once
+/// its answer has arrived, not once its caller has read the answer: a
+/// caller that holds answered requests while it sends more (a producer's
+/// partition sender with batches in flight, one per partition of
+/// hundreds) must not starve itself of slots.
+#[tokio::test]
+async fn an_answered_request_frees_its_slot_before_its_caller_reads_the_answer() {
+    bounded(async {
+        let broker = FakeBroker::start().await;
+        broker.behave(|b| b.max_in_flight = 2);
+        let client = Client::connect_with(broker.addr(), fast_client_config())
+            .await
+            .unwrap();
+        let timeout = Duration::from_secs(30);
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let request = crate::protocol::ListTopicsRequest.into();
+            held.push(client.send_request(request, timeout).await.unwrap());
+        }
+        let request = crate::protocol::ListTopicsRequest.into();
+        let third = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.send_request(request, timeout),
+        )
+        .await
+        .expect("the third request waited for the answered ones to be read");
+        third.unwrap().answer().await.unwrap();
+        for pending in held {
+            pending.answer().await.unwrap();
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_dropped_connection_fails_requests_in_flight_and_the_next_request_reconnects() {
     bounded(async {
