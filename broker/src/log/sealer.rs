@@ -28,37 +28,31 @@
 //! - If the threads cannot be started (the system refuses a thread), a
 //!   task runs on the caller's thread instead, as a foreground seal did.
 
-use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, OnceLock};
-
-use parking_lot::{Condvar, Mutex};
+use std::sync::OnceLock;
 
 /// Seal jobs that run at once (each is mostly one `fdatasync`).
 pub(crate) const SEALER_THREADS: usize = 4;
 
 type Task = Box<dyn FnOnce() + Send>;
 
-/// The queue the sealer threads take tasks from.
-struct Queue {
-    tasks: Mutex<VecDeque<Task>>,
-    ready: Condvar,
-}
-
-/// The process-wide sealer, or `None` if its threads could not start.
-fn queue() -> Option<&'static Arc<Queue>> {
-    static QUEUE: OnceLock<Option<Arc<Queue>>> = OnceLock::new();
+/// The queue of the process-wide sealer, or `None` if its threads could
+/// not start.
+fn queue() -> Option<&'static flume::Sender<Task>> {
+    static QUEUE: OnceLock<Option<flume::Sender<Task>>> = OnceLock::new();
     QUEUE
         .get_or_init(|| {
-            let queue = Arc::new(Queue {
-                tasks: Mutex::new(VecDeque::new()),
-                ready: Condvar::new(),
-            });
+            let (queue, tasks) = flume::unbounded::<Task>();
             for n in 0..SEALER_THREADS {
-                let worker = queue.clone();
+                let tasks = tasks.clone();
                 let started = std::thread::Builder::new()
                     .name(format!("log-sealer-{n}"))
-                    .spawn(move || run(&worker));
+                    .spawn(move || {
+                        // The sender lives as long as the process.
+                        while let Ok(task) = tasks.recv() {
+                            task();
+                        }
+                    });
                 if let Err(e) = started {
                     if n == 0 {
                         tracing::warn!(error = %e, "could not start a sealer thread; sealed segments are synced on the append path");
@@ -73,32 +67,10 @@ fn queue() -> Option<&'static Arc<Queue>> {
         .as_ref()
 }
 
-/// A sealer thread: runs tasks for ever, one at a time.
-fn run(queue: &Queue) {
-    loop {
-        let task = {
-            let mut tasks = queue.tasks.lock();
-            loop {
-                if let Some(task) = tasks.pop_front() {
-                    break task;
-                }
-                queue.ready.wait(&mut tasks);
-            }
-        };
-        task();
-    }
-}
-
-/// Where a task leaves its result.
-struct Slot<T> {
-    /// `None` while it runs; `Some(None)` if it panicked.
-    result: Mutex<Option<Option<T>>>,
-    done: Condvar,
-}
-
-/// The submitter's side of a task.
+/// The submitter's side of a task: its result arrives on a channel of
+/// one (`None` if the task panicked).
 pub(crate) struct TaskHandle<T> {
-    slot: Arc<Slot<T>>,
+    result: flume::Receiver<Option<T>>,
 }
 
 impl<T> std::fmt::Debug for TaskHandle<T> {
@@ -112,18 +84,12 @@ impl<T> std::fmt::Debug for TaskHandle<T> {
 impl<T> TaskHandle<T> {
     /// Whether the task ended (its result is ready).
     pub fn is_finished(&self) -> bool {
-        self.slot.result.lock().is_some()
+        !self.result.is_empty()
     }
 
     /// Waits for the task; `None` if it panicked.
     pub fn join(self) -> Option<T> {
-        let mut result = self.slot.result.lock();
-        loop {
-            if let Some(done) = result.take() {
-                return done;
-            }
-            self.slot.done.wait(&mut result);
-        }
+        self.result.recv().ok().flatten()
     }
 }
 
@@ -132,29 +98,23 @@ impl<T> TaskHandle<T> {
 pub(crate) fn submit<T: Send + 'static>(
     task: impl FnOnce() -> T + Send + 'static,
 ) -> TaskHandle<T> {
-    let slot = Arc::new(Slot {
-        result: Mutex::new(None),
-        done: Condvar::new(),
-    });
-    let handle = TaskHandle { slot: slot.clone() };
+    let (done, result) = flume::bounded(1);
     let job = move || {
-        let result = std::panic::catch_unwind(AssertUnwindSafe(task)).ok();
-        *slot.result.lock() = Some(result);
-        slot.done.notify_all();
+        let _ = done.send(std::panic::catch_unwind(AssertUnwindSafe(task)).ok());
     };
     match queue() {
-        Some(queue) => {
-            queue.tasks.lock().push_back(Box::new(job));
-            queue.ready.notify_one();
-        }
+        // The threads hold the receiver for the life of the process.
+        Some(queue) => drop(queue.send(Box::new(job))),
         None => job(),
     }
-    handle
+    TaskHandle { result }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parking_lot::{Condvar, Mutex};
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
