@@ -10,9 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use pigeon_client::client::{
-    Admin, Client, ClientConfig, NewTopic, Producer, ProducerConfig, ProducerRecord,
-};
+use pigeon_client::client::{Admin, Client, ClientConfig, NewTopic, ProducerRecord};
 use pigeon_client::protocol::*;
 use pigeon_suite::Broker;
 
@@ -38,13 +36,7 @@ fn main() {
             .create_topic(NewTopic::new("bench", 1))
             .await
             .expect("topic");
-        let producer = Producer::new(
-            client.clone(),
-            ProducerConfig {
-                idempotent: false,
-                ..ProducerConfig::default()
-            },
-        );
+        let producer = pigeon_suite::load::loader(client.clone());
         let value = vec![b'x'; 100];
         let load = (0..records).map(|_| ProducerRecord::new(value.clone()).partition(0));
         pigeon_suite::load::produce_all(&producer, "bench", load, 100_000).await;

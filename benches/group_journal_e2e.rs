@@ -22,8 +22,7 @@
 use std::time::{Duration, Instant};
 
 use pigeon_client::client::{
-    Admin, Client, ClientConfig, Consumer, ConsumerConfig, GroupDelivery, NewTopic, Producer,
-    ProducerConfig, ProducerRecord,
+    Admin, Client, ClientConfig, Consumer, ConsumerConfig, GroupDelivery, NewTopic, ProducerRecord,
 };
 use pigeon_client::protocol::GroupSettings;
 use pigeon_suite::{Broker, dir_size};
@@ -97,13 +96,7 @@ async fn setup(addr: String) {
 
 /// Produces `n` records of [`VALUE_BYTES`].
 async fn produce(addr: String, n: u64) {
-    let producer = Producer::new(
-        connect(addr).await,
-        ProducerConfig {
-            idempotent: false,
-            ..ProducerConfig::default()
-        },
-    );
+    let producer = pigeon_suite::load::loader(connect(addr).await);
     let value = bytes::Bytes::from(vec![b'x'; VALUE_BYTES]);
     let records = (0..n).map(|_| ProducerRecord::new(value.clone()).partition(0));
     pigeon_suite::load::produce_all(&producer, TOPIC, records, 50_000).await;

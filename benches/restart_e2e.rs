@@ -92,13 +92,7 @@ async fn fill(addr: String, records: u64) {
         .create_topic(NewTopic::new("bench", 1))
         .await
         .expect("create topic");
-    let producer = Producer::new(
-        client,
-        ProducerConfig {
-            idempotent: false,
-            ..ProducerConfig::default()
-        },
-    );
+    let producer = pigeon_suite::load::loader(client);
     let value = bytes::Bytes::from(vec![b'x'; VALUE_BYTES]);
     let records = (0..records).map(|_| ProducerRecord::new(value.clone()).partition(0));
     pigeon_suite::load::produce_all(&producer, "bench", records, 50_000).await;

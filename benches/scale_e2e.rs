@@ -356,13 +356,7 @@ async fn produce(
         let acked = acked.clone();
         let addr = addr.clone();
         tasks.push(tokio::spawn(async move {
-            let producer = Producer::new(
-                connect(addr).await,
-                ProducerConfig {
-                    idempotent: false,
-                    ..ProducerConfig::default()
-                },
-            );
+            let producer = pigeon_suite::load::loader(connect(addr).await);
             let value = bytes::Bytes::from(vec![b'x'; VALUE_BYTES]);
             let mut pending = VecDeque::new();
             let mut next = c;
@@ -417,13 +411,7 @@ async fn fill_for_groups(addr: String, partitions: u32, records: u64, groups: u3
         .create_topic(NewTopic::new(GROUP_TOPIC, partitions))
         .await
         .expect("create topic");
-    let producer = Producer::new(
-        client,
-        ProducerConfig {
-            idempotent: false,
-            ..ProducerConfig::default()
-        },
-    );
+    let producer = pigeon_suite::load::loader(client);
     let value = bytes::Bytes::from(vec![b'x'; VALUE_BYTES]);
     let load = (0..records)
         .map(|i| ProducerRecord::new(value.clone()).partition((i % partitions as u64) as u32));

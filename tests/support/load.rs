@@ -5,7 +5,20 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use pigeon_client::client::{Producer, ProducerRecord};
+use pigeon_client::client::{Client, Producer, ProducerConfig, ProducerRecord};
+
+/// The benchmarks' loading producer on `client`: default batching, no
+/// idempotence (a load is sent once, without the producer's registration
+/// and sequence checks).
+pub fn loader(client: Client) -> Producer {
+    Producer::new(
+        client,
+        ProducerConfig {
+            idempotent: false,
+            ..ProducerConfig::default()
+        },
+    )
+}
 
 /// Enqueues every record of `records` to `topic` and waits for each one's
 /// acknowledgement, holding at most `window` unawaited at a time (the
