@@ -100,7 +100,7 @@ settings! {
     /// Bytes of a group partition's journal between two snapshots of its delivery state: bounds what a restart replays and the journal on disk [default: 4194304].
     #[arg(long, env = "PIGEON_GROUP_SNAPSHOT_BYTES", value_name = "BYTES")]
     group_snapshot_bytes: Option<u64>,
-    /// Most sealed segments' .log files open at once, broker-wide; a colder one is closed and reopened by its next read (the active segments' files are always open, and index files never are) [default: 1024].
+    /// Most sealed segments' .log files open at once, broker-wide, and twice as many of their index maps; a colder one is closed (unmapped) and reopened by its next read (the active segments' files and maps are always open) [default: 1024].
     #[arg(long, env = "PIGEON_MAX_OPEN_SEGMENTS", value_name = "N")]
     max_open_segments: Option<u32>,
     /// Threads that write every partition log and group journal (a fixed pool; an idle partition holds none) [default: twice the CPUs, at least 4, at most 32].

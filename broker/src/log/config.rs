@@ -80,8 +80,8 @@ pub struct LogConfig {
     /// Idempotent producer state is dropped after this long without a
     /// batch from the producer (ms).
     pub producer_expiry_ms: u64,
-    /// The cache bounding the open `.log` files of sealed segments
-    /// (`max_open_segments`), shared by every log given a clone of this
+    /// The caches bounding the open `.log` files (`max_open_segments`)
+    /// and index maps (twice that) of sealed segments, shared by every log given a clone of this
     /// config (see [`super::open_segments`]). Two configs compare equal
     /// here when the capacities do.
     pub open_segments: OpenSegments,

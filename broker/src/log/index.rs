@@ -27,11 +27,21 @@
 //! and changes nothing before both files of a segment are open
 //! ([`MappedIndex::open_to_seal`], then [`MappedIndex::seal_with`]): a
 //! failed reopen (`EMFILE`, a full disk in tests) leaves the index as it
-//! was, and the roll is retried. A sealed index is never reopened again: an
-//! index rebuilt under a temporary name (see [`super::recovery::sealed`])
-//! is sealed there, then renamed, and its stale path is never used. So a
-//! segment costs no index fd, only its two maps (see
-//! [`super::open_segments`] for what bounds, and does not bound, them).
+//! was, and the roll is retried. An index rebuilt under a temporary name
+//! (see [`super::recovery::sealed`]) is sealed there, then renamed, and
+//! told its new name ([`MappedIndex::renamed_to`]). So a segment costs no
+//! index fd, only its two maps.
+//!
+//! A sealed index's map, once its segment is released (synced for good,
+//! see [`super::open_segments`]), is in the broker-wide cache of open
+//! segments: unmapped when cold, mapped again (read-only, exactly its
+//! entries; the file is opened for the mapping only) by the next lookup.
+//! A lookup takes one reference to the map ([`View`]) and reads through
+//! it, so an unmapping meanwhile does not touch it. If the map cannot be
+//! made again (the file deleted behind the broker's back, `ENOMEM`), the
+//! lookup does without the index: a read scans from the segment start,
+//! which is slower and still exact. The active index's map is pinned:
+//! the writer stores entries through it and it is never unmapped.
 //!
 //! ## Full disk
 //!
@@ -61,15 +71,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use super::open_segments::{IndexMap, OpenSegments};
 use crate::io::{FileSystem, OpenMode, StorageFile, read_full_at};
 
 /// A file of fixed-size `N`-byte entries, memory-mapped. The file is not
 /// held open (see the module doc).
 #[derive(Debug)]
 pub(crate) struct MappedIndex<const N: usize> {
-    /// The file, reopened to seal it; unused once sealed.
+    /// The file, reopened to seal it (and, once released, to map it again).
     path: PathBuf,
-    map: Option<MmapRaw>,
+    /// The map: pinned (writable) until the sealed index is released to
+    /// the cache of open segments, then mapped read-only while cached.
+    map: Option<Arc<IndexMap>>,
     /// Cut to its entries and synced: never written again.
     sealed: AtomicBool,
     /// Entries the map has room for.
@@ -167,11 +180,10 @@ impl<const N: usize> MappedIndex<N> {
         let map = if capacity == 0 {
             None
         } else {
-            Some(
-                MmapOptions::new()
-                    .len(capacity * N)
-                    .map_raw(file.std_file())?,
-            )
+            let map = MmapOptions::new()
+                .len(capacity * N)
+                .map_raw(file.std_file())?;
+            Some(IndexMap::pinned(path.to_owned(), Arc::new(map)))
         };
         Ok(MappedIndex {
             path: path.to_owned(),
@@ -192,30 +204,73 @@ impl<const N: usize> MappedIndex<N> {
         self.capacity
     }
 
-    /// Entry `i`, which must be below [`len`](Self::len).
-    pub fn get(&self, i: usize) -> [u8; N] {
-        let mut entry = [0u8; N];
-        if let Some(map) = &self.map
-            && i < self.capacity
-        {
-            // SAFETY: `i < capacity`, so the N bytes at `i * N` lie inside the
-            // map; entries below `len` are inside the file (whose size is at
-            // least `len * N`) and are never written again once published.
-            unsafe {
-                std::ptr::copy_nonoverlapping(map.as_ptr().add(i * N), entry.as_mut_ptr(), N);
+    /// The entries visible now, through one reference to the map (mapped
+    /// again if the cache unmapped it). `None` when there are none, or
+    /// when a released index cannot be mapped again (logged): callers then
+    /// do without the index (a lookup falls back to the segment start).
+    pub fn view(&self) -> Option<View<N>> {
+        let len = self.len();
+        if len == 0 {
+            return None;
+        }
+        match self.map.as_ref()?.get() {
+            Ok(map) => Some(View { map, len }),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot map the sealed index again; reads of its segment scan from the segment start");
+                None
             }
         }
-        entry
     }
 
-    /// Appends an entry; `false` when the index is full. Writer only.
+    /// Entry `i`, which must be below [`len`](Self::len) (zeroes
+    /// otherwise, or when the index cannot be mapped).
+    pub fn get(&self, i: usize) -> [u8; N] {
+        self.view().map_or([0; N], |view| view.get(i))
+    }
+
+    /// The pinned, writable map of an index not sealed yet. Writer only.
+    fn writable(&self) -> Option<Arc<MmapRaw>> {
+        if self.sealed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.map.as_ref()?.get().ok()
+    }
+
+    /// Hands a sealed index's map to `cache` (see
+    /// [`super::open_segments`]): from now on it is unmapped when cold and
+    /// mapped again (read-only) by the next lookup. Does nothing for an
+    /// index not sealed (its map stays pinned).
+    pub fn release(&self, fs: Arc<dyn FileSystem>, cache: &OpenSegments) {
+        if let Some(map) = &self.map
+            && self.sealed.load(Ordering::Acquire)
+        {
+            map.release(fs, cache, self.path.clone(), self.len() * N);
+        }
+    }
+
+    /// The file was renamed to `path` (a rebuilt index, sealed under a
+    /// temp name): mapping it again uses the new name.
+    pub fn renamed_to(&mut self, path: PathBuf) {
+        self.path = path;
+    }
+
+    /// Whether the map is there now (not unmapped by the cache).
+    #[cfg(test)]
+    pub fn is_mapped(&self) -> bool {
+        self.map.as_ref().is_some_and(|map| map.is_open())
+    }
+
+    /// Appends an entry; `false` when the index is full (or sealed).
+    /// Writer only.
     pub fn push(&self, entry: [u8; N]) -> bool {
         let len = self.len.load(Ordering::Relaxed);
-        let Some(map) = &self.map else { return false };
-        if len >= self.capacity {
+        let Some(map) = self.writable() else {
+            return false;
+        };
+        if len >= self.capacity || (len + 1) * N > map.len() {
             return false;
         }
-        // SAFETY: `len < capacity`: inside the map. Only the single writer
+        // SAFETY: `(len + 1) * N <= map.len()`: inside the map. Only the single writer
         // writes, and readers do not read slot `len` until the release
         // store below publishes it.
         unsafe {
@@ -229,15 +284,15 @@ impl<const N: usize> MappedIndex<N> {
     /// never mistakes them for valid ones. Writer only, with no readers of
     /// the dropped entries (recovery, or a failed append's rollback).
     pub fn truncate(&self, keep: usize) {
-        let Some(map) = &self.map else { return };
+        let Some(map) = self.writable() else { return };
         let len = self.len.load(Ordering::Relaxed);
         if keep >= len {
             return;
         }
-        let end = self.capacity.min(len.max(keep));
+        let end = (map.len() / N).min(len.max(keep));
         self.len.store(keep.min(len), Ordering::Release);
         if end > keep {
-            // SAFETY: `keep..end` is inside the map (end ≤ capacity), and the
+            // SAFETY: `keep..end` is inside the map (`end * N <= map.len()`), and the
             // count no longer covers it, so no reader looks at these bytes.
             unsafe {
                 std::ptr::write_bytes(map.as_mut_ptr().add(keep * N), 0, (end - keep) * N);
@@ -245,9 +300,10 @@ impl<const N: usize> MappedIndex<N> {
         }
     }
 
-    /// Writes the mapped entries to disk.
+    /// Writes the mapped entries to disk (nothing to do once sealed: the
+    /// seal flushed and synced them).
     pub fn flush(&self) -> io::Result<()> {
-        match &self.map {
+        match self.writable() {
             Some(map) => map.flush(),
             None => Ok(()),
         }
@@ -284,6 +340,36 @@ impl<const N: usize> MappedIndex<N> {
     }
 }
 
+/// An index's entries as they were when the view was taken, through one
+/// reference to its map (which stays mapped while the view lives, even if
+/// the cache lets go of it meanwhile).
+pub(crate) struct View<const N: usize> {
+    map: Arc<MmapRaw>,
+    len: usize,
+}
+
+impl<const N: usize> View<N> {
+    /// Entries in the view.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Entry `i`; zeroes when `i` is not below [`len`](Self::len).
+    pub fn get(&self, i: usize) -> [u8; N] {
+        let mut entry = [0u8; N];
+        if i < self.len && (i + 1) * N <= self.map.len() {
+            // SAFETY: the N bytes at `i * N` lie inside the map (checked
+            // above); entries below `len` are inside the file (whose size
+            // is at least `len * N`) and are never written again once
+            // published.
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.map.as_ptr().add(i * N), entry.as_mut_ptr(), N);
+            }
+        }
+        entry
+    }
+}
+
 /// The offset index of a segment.
 #[derive(Debug)]
 pub(crate) struct OffsetIndex(pub MappedIndex<8>);
@@ -305,20 +391,21 @@ impl OffsetIndex {
     /// The position of the last entry at or before byte `position` of the
     /// log (a batch boundary), if any.
     pub fn position_at_or_before(&self, position: u64) -> Option<u64> {
-        let after = partition_point(self.0.len(), |i| u64::from(self.entry(i).1) <= position);
-        after.checked_sub(1).map(|i| u64::from(self.entry(i).1))
+        let view = self.0.view()?;
+        let entry = |i| decode_offset_entry(&view.get(i));
+        let after = partition_point(view.len(), |i| u64::from(entry(i).1) <= position);
+        after.checked_sub(1).map(|i| u64::from(entry(i).1))
     }
 
     /// The last entry at or before `relative_offset`: where a scan for it
     /// starts. `(0, 0)` (the segment start) when there is none.
     pub fn lookup(&self, relative_offset: u32) -> (u32, u32) {
-        let len = self.0.len();
-        let after = partition_point(len, |i| self.entry(i).0 <= relative_offset);
-        if after == 0 {
-            (0, 0)
-        } else {
-            self.entry(after - 1)
-        }
+        let Some(view) = self.0.view() else {
+            return (0, 0);
+        };
+        let entry = |i| decode_offset_entry(&view.get(i));
+        let after = partition_point(view.len(), |i| entry(i).0 <= relative_offset);
+        if after == 0 { (0, 0) } else { entry(after - 1) }
     }
 }
 
@@ -342,18 +429,20 @@ impl TimeIndex {
 
     /// The last entry, if any.
     pub fn last(&self) -> Option<(i64, u32)> {
-        self.0.len().checked_sub(1).map(|i| self.entry(i))
+        let view = self.0.view()?;
+        Some(decode_time_entry(&view.get(view.len() - 1)))
     }
 
     /// Relative offset to start a scan for the first record at or after
-    /// `timestamp`: the last entry strictly before it, else 0.
+    /// `timestamp`: the last entry strictly before it, else 0 (also when
+    /// the index cannot be mapped).
     pub fn lookup(&self, timestamp: i64) -> u32 {
-        let after = partition_point(self.0.len(), |i| self.entry(i).0 < timestamp);
-        if after == 0 {
-            0
-        } else {
-            self.entry(after - 1).1
-        }
+        let Some(view) = self.0.view() else {
+            return 0;
+        };
+        let entry = |i| decode_time_entry(&view.get(i));
+        let after = partition_point(view.len(), |i| entry(i).0 < timestamp);
+        if after == 0 { 0 } else { entry(after - 1).1 }
     }
 }
 

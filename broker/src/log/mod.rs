@@ -43,7 +43,8 @@
 //! | `.log` of the active segment (and of a sealed one until its sync completed) | always, by the writer |
 //! | `.log` of the other sealed segments | while among the `max_open_segments` most recently read of the broker (see [`open_segments`]); reopened by a read |
 //! | `.index`, `.timeindex` | never: reopened only to seal them (see [`index`]) |
-//! | the two index maps of every segment | always, sealed segments too: not bounded by `max_open_segments` |
+//! | the two index maps of the active segment (and of a sealed one until its sync completed) | always, by the writer |
+//! | the two index maps of the other sealed segments | while among the `2 × max_open_segments` most recently used maps of the broker (see [`open_segments`]); mapped again by a lookup |
 //!
 //! ## Modules
 //!

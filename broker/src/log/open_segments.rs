@@ -1,27 +1,33 @@
-//! The broker-wide bound on open segment files: [`OpenSegments`], a CLOCK
-//! (second-chance) cache of the sealed segments whose `.log` file is open,
-//! and [`SegmentFile`], one segment's `.log` file as its readers and its
-//! writer reach it.
+//! The broker-wide bound on what sealed segments hold open:
+//! [`OpenSegments`], two CLOCK (second-chance) caches, one of `.log` files
+//! and one of index maps, and [`Cached`], one thing a segment holds open as
+//! its readers and its writer reach it: its `.log` file ([`SegmentFile`])
+//! or one of its two index maps ([`IndexMap`]).
 //!
 //! ## What is open
 //!
-//! - A segment its writer holds keeps its `.log` open: the active segment,
-//!   and a sealed one until its sync has completed (it may become the
-//!   active one again if that sync fails, see [`super::writer::seal`]). Such
-//!   a file is *pinned*: it is not in the cache and is never closed while
-//!   the segment lives. One fd per partition log, two during a background
-//!   seal.
+//! - A segment its writer holds keeps its `.log` open and its index maps
+//!   mapped: the active segment, and a sealed one until its sync has
+//!   completed (it may become the active one again if that sync fails, see
+//!   [`super::writer::seal`]). Such a file or map is *pinned*: it is not in
+//!   a cache and is never closed while the segment lives. One fd and two
+//!   maps per partition log, twice that during a background seal.
 //! - Once a sealed segment is synced for good (at the roll under
 //!   `fsync=always`, when its background seal completed otherwise, or when
-//!   the log is opened), the writer *releases* it to the cache
-//!   ([`SegmentFile::release`]). From then on its file is open only while
-//!   it is among the cache's `max_open_segments` entries: a read of a
-//!   closed one reopens it (read-only; a released segment is never written
-//!   again), which may close the coldest other one.
-//! - Index files are never held open (see [`super::index`]); their memory
-//!   maps are, and this cache does not bound them: two maps per segment
-//!   (of the process's `vm.max_map_count`, 65,530 by default), for sealed
-//!   segments too. See docs/storage.md, "Open files and maps".
+//!   the log is opened), the writer *releases* it to the caches
+//!   ([`Cached::release_to`], through `SegmentFile::release` and
+//!   `IndexMap::release`). From then on its file is open only while it is
+//!   among the `max_open_segments` entries of the file cache, and each
+//!   index map is mapped only while it is among the `2 × max_open_segments`
+//!   entries of the map cache: a read of a closed one reopens it
+//!   (read-only; a released segment is never written again), which may
+//!   close the coldest other one of its cache.
+//! - Index files are never held open (see [`super::index`]): a map is
+//!   made from a file opened for the mapping only. So what a broker holds
+//!   is bounded, against `ulimit -n` and the kernel's `vm.max_map_count`
+//!   (65,530 by default), by one fd and two maps per partition log plus
+//!   `max_open_segments` fds and `2 × max_open_segments` maps. See
+//!   docs/storage.md, "Open files and maps".
 //!
 //! ## Policy
 //!
@@ -34,13 +40,14 @@
 //!
 //! ## Invariants
 //!
-//! - A read of an open file never takes the cache's lock: it read-locks its
-//!   own segment's slot (shared with the other readers), clones the file's
-//!   `Arc` and sets the referenced bit. The cache's lock is taken only to
-//!   admit a reopened (or released) file and close another.
-//! - An in-flight read holds an `Arc` of the file: closing it in the cache
-//!   only drops the cache's reference, and the fd closes when the read is
-//!   done with it.
+//! - A read of an open file (or a lookup in a mapped index) never takes
+//!   the cache's lock: it read-locks its own slot (shared with the other
+//!   readers), clones the file's (map's) `Arc` and sets the referenced bit.
+//!   The cache's lock is taken only to admit a reopened (or released) entry
+//!   and close another.
+//! - An in-flight read holds an `Arc` of the file or map: closing it in the
+//!   cache only drops the cache's reference, and the fd closes (the map is
+//!   unmapped) when the read is done with it.
 //! - The cache never waits for a segment's slot: it passes over a slot that
 //!   is busy (being reopened) as if its bit were set, and gives up after two
 //!   sweeps. So for a moment the count may exceed the bound by the slots
@@ -49,17 +56,24 @@
 //!   for being closed. A released file that cannot be reopened (retention
 //!   deleted it after a reader took its snapshot, an I/O error) fails the
 //!   read that needed it with the operating system's error, which the
-//!   caller wraps like any failed read (`LogError::Io`, "reading …").
+//!   caller wraps like any failed read (`LogError::Io`, "reading …"). A
+//!   released index map that cannot be made again makes the lookup do
+//!   without the index (the read scans from the segment start, see
+//!   [`super::index`]): the index is derived data.
+//! - The active index's map is pinned and writable; a released (sealed)
+//!   one is never written, and is mapped again read-only.
 //! - Deleting a segment's files (retention, trim) needs nothing from the
 //!   cache: an open file stays readable after its unlink and is closed
 //!   when its segment is dropped or it is evicted.
 
+use std::any::Any;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
+use memmap2::{MmapOptions, MmapRaw};
 use parking_lot::{Mutex, RwLock};
 
 use crate::io::{FileSystem, OpenMode, StorageFile};
@@ -67,54 +81,83 @@ use crate::io::{FileSystem, OpenMode, StorageFile};
 /// `max_open_segments` by default.
 pub const DEFAULT_MAX_OPEN_SEGMENTS: usize = 1024;
 
-/// The broker-wide cache of released segments' open `.log` files. Cheap to
-/// clone (shared); every log opened with the same [`super::LogConfig`]
-/// shares it.
+/// The broker-wide caches of released segments' open `.log` files and
+/// index maps. Cheap to clone (shared); every log opened with the same
+/// [`super::LogConfig`] shares them.
 #[derive(Clone)]
 pub struct OpenSegments {
-    inner: Arc<Inner>,
+    inner: Arc<Caches>,
 }
 
-struct Inner {
-    /// Most released files open at once.
+struct Caches {
+    /// `.log` files: at most `max_open_segments`.
+    files: Clock,
+    /// Index maps (two per segment): at most twice `max_open_segments`.
+    maps: Clock,
+}
+
+/// One CLOCK cache: at most `capacity` released entries open.
+struct Clock {
+    /// Most released entries open at once.
     capacity: usize,
     ring: Mutex<Ring>,
-    /// Files reopened after they were closed (or first opened on demand).
+    /// Entries reopened after they were closed (or first opened on demand).
     reopened: AtomicU64,
-    /// Files closed to make room.
+    /// Entries closed to make room.
     closed: AtomicU64,
 }
 
 /// The clock: entries in no particular order, and the hand.
 #[derive(Default)]
 struct Ring {
-    entries: Vec<Weak<SegmentFile>>,
+    entries: Vec<Weak<dyn Closable>>,
     hand: usize,
 }
 
+/// What the clock needs of an entry, whatever it holds open.
+trait Closable: Send + Sync {
+    /// CLOCK's second chance: whether it was used since the hand last
+    /// passed (clearing the bit).
+    fn take_referenced(&self) -> bool;
+    /// Takes the open value out of its slot, to be dropped (closed) after
+    /// the cache's lock is released; `Err(Busy)` when the slot is busy
+    /// (being reopened).
+    fn close(&self) -> Result<Option<Box<dyn Any + Send>>, Busy>;
+}
+
+struct Busy;
+
+/// What an eviction step found.
+enum Evicted {
+    /// An entry closed in the cache: drop this (outside the lock).
+    Closed(Option<Box<dyn Any + Send>>),
+    /// A dead entry (its segment dropped) was removed.
+    Dead,
+}
+
 impl OpenSegments {
-    /// A cache keeping at most `capacity` released files open (at least one).
+    /// Caches keeping at most `capacity` released files, and twice as many
+    /// index maps, open (at least one of each).
     pub fn new(capacity: usize) -> OpenSegments {
+        let capacity = capacity.max(1);
         OpenSegments {
-            inner: Arc::new(Inner {
-                capacity: capacity.max(1),
-                ring: Mutex::new(Ring::default()),
-                reopened: AtomicU64::new(0),
-                closed: AtomicU64::new(0),
+            inner: Arc::new(Caches {
+                files: Clock::new(capacity),
+                maps: Clock::new(capacity.saturating_mul(2)),
             }),
         }
     }
 
-    /// Most released files open at once.
+    /// Most released files open at once (`max_open_segments`).
     pub fn capacity(&self) -> usize {
-        self.inner.capacity
+        self.inner.files.capacity
     }
 
     /// Released files in the cache now: open, or (a few) of segments
     /// dropped since, not yet swept. At most the capacity but for a moment
     /// (see the module doc).
     pub fn len(&self) -> usize {
-        self.inner.ring.lock().entries.len()
+        self.inner.files.len()
     }
 
     /// Whether no released file is open.
@@ -124,30 +167,61 @@ impl OpenSegments {
 
     /// Files opened again on demand since the cache was made.
     pub fn reopened(&self) -> u64 {
-        self.inner.reopened.load(Ordering::Relaxed)
+        self.inner.files.reopened.load(Ordering::Relaxed)
     }
 
     /// Files closed to make room since the cache was made.
     pub fn closed(&self) -> u64 {
-        self.inner.closed.load(Ordering::Relaxed)
+        self.inner.files.closed.load(Ordering::Relaxed)
     }
 
-    /// Adds an open released file, closing others while over capacity.
-    /// The files closed are dropped after the lock is released.
-    fn admit(&self, file: &Arc<SegmentFile>) {
+    /// Released index maps in the cache now (at most twice the capacity
+    /// but for a moment).
+    pub fn maps_len(&self) -> usize {
+        self.inner.maps.len()
+    }
+
+    /// Index maps mapped again on demand, and unmapped to make room, since
+    /// the cache was made.
+    pub fn maps_reopened_and_closed(&self) -> (u64, u64) {
+        let maps = &self.inner.maps;
+        (
+            maps.reopened.load(Ordering::Relaxed),
+            maps.closed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Clock {
+    fn new(capacity: usize) -> Clock {
+        Clock {
+            capacity,
+            ring: Mutex::new(Ring::default()),
+            reopened: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ring.lock().entries.len()
+    }
+
+    /// Adds an open released entry, closing others while over capacity.
+    /// What is closed is dropped after the lock is released.
+    fn admit(&self, entry: Weak<dyn Closable>) {
         let mut closed = Vec::new();
         {
-            let mut ring = self.inner.ring.lock();
-            ring.entries.push(Arc::downgrade(file));
-            while ring.entries.len() > self.inner.capacity {
+            let mut ring = self.ring.lock();
+            ring.entries.push(entry);
+            while ring.entries.len() > self.capacity {
                 match ring.evict_one() {
-                    Some(file) => closed.extend(file),
+                    Some(Evicted::Closed(value)) => closed.push(value),
+                    Some(Evicted::Dead) => {}
                     None => break,
                 }
             }
         }
-        self.inner
-            .closed
+        self.closed
             .fetch_add(closed.len() as u64, Ordering::Relaxed);
     }
 }
@@ -168,7 +242,7 @@ impl PartialEq for OpenSegments {
 impl fmt::Debug for OpenSegments {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenSegments")
-            .field("capacity", &self.inner.capacity)
+            .field("capacity", &self.capacity())
             .finish_non_exhaustive()
     }
 }
@@ -176,125 +250,131 @@ impl fmt::Debug for OpenSegments {
 impl Ring {
     /// Makes room for one: closes the first entry whose referenced bit is
     /// clear (clearing the bits it passes over), or removes a dead entry.
-    /// `Some(Some(file))`: `file` was closed in the cache (drop it);
-    /// `Some(None)`: a dead entry was removed; `None`: every entry was busy
-    /// or referenced over two sweeps.
-    fn evict_one(&mut self) -> Option<Option<Arc<dyn StorageFile>>> {
+    /// `None`: every entry was busy or referenced over two sweeps.
+    fn evict_one(&mut self) -> Option<Evicted> {
         let mut steps = 2 * self.entries.len() + 1;
         while steps > 0 && !self.entries.is_empty() {
             steps -= 1;
             if self.hand >= self.entries.len() {
                 self.hand = 0;
             }
-            let Some(segment) = self.entries[self.hand].upgrade() else {
+            let Some(entry) = self.entries[self.hand].upgrade() else {
                 self.entries.swap_remove(self.hand);
-                return Some(None);
+                return Some(Evicted::Dead);
             };
-            if segment.referenced.swap(false, Ordering::Relaxed) {
+            if entry.take_referenced() {
                 self.hand += 1;
                 continue;
             }
-            let Some(mut slot) = segment.file.try_write() else {
+            let Ok(value) = entry.close() else {
                 self.hand += 1;
                 continue;
             };
-            let file = slot.take();
-            segment.advised.store(false, Ordering::Relaxed);
-            drop(slot);
             self.entries.swap_remove(self.hand);
-            return Some(file);
+            return Some(Evicted::Closed(value));
         }
         None
     }
 }
 
-/// One segment's `.log` file: open while pinned by the writer; once
-/// released, opened on demand and closed by the cache when cold.
-pub(crate) struct SegmentFile {
+/// One thing a segment holds open, `T`: its `.log` file
+/// ([`SegmentFile`]) or an index's map ([`IndexMap`]). Open while pinned
+/// by the writer; once released, opened on demand and closed by its cache
+/// when cold.
+pub(crate) struct Cached<T: ?Sized> {
     path: PathBuf,
-    /// The open file, `None` while closed (only once released).
-    file: RwLock<Option<Arc<dyn StorageFile>>>,
-    /// Read since the clock's hand last passed (CLOCK's second chance).
+    /// The open value, `None` while closed (only once released).
+    value: RwLock<Option<Arc<T>>>,
+    /// Used since the clock's hand last passed (CLOCK's second chance).
     referenced: AtomicBool,
-    /// The open file was advised sequential (a cold read): advice given to
-    /// one open file is lost when it closes.
+    /// Set on first use of an open value, cleared when it closes (for the
+    /// `.log` file: it was advised sequential, see
+    /// [`SegmentFile::first_cold_read`]).
     advised: AtomicBool,
-    /// Set when the writer releases the file: how to reopen it and the
-    /// cache that bounds it.
-    released: OnceLock<Released>,
+    /// Set when the writer releases it: how to reopen it and the cache
+    /// that bounds it.
+    released: OnceLock<Released<T>>,
 }
 
-struct Released {
-    fs: Arc<dyn FileSystem>,
+/// A segment's `.log` file.
+pub(crate) type SegmentFile = Cached<dyn StorageFile>;
+
+/// A sealed index's memory map (its file is not held open, see
+/// [`super::index`]).
+pub(crate) type IndexMap = Cached<MmapRaw>;
+
+type Reopen<T> = Box<dyn Fn() -> io::Result<Arc<T>> + Send + Sync>;
+
+struct Released<T: ?Sized> {
+    reopen: Reopen<T>,
     cache: OpenSegments,
+    clock: fn(&Caches) -> &Clock,
 }
 
-impl SegmentFile {
-    /// `file`, open at `path`, pinned: never closed until released.
-    pub fn pinned(path: PathBuf, file: Arc<dyn StorageFile>) -> Arc<SegmentFile> {
-        Arc::new(SegmentFile {
+impl<T: ?Sized + Send + Sync + 'static> Cached<T> {
+    /// `value`, open (for `path`), pinned: never closed until released.
+    pub fn pinned(path: PathBuf, value: Arc<T>) -> Arc<Cached<T>> {
+        Arc::new(Cached {
             path,
-            file: RwLock::new(Some(file)),
+            value: RwLock::new(Some(value)),
             referenced: AtomicBool::new(true),
             advised: AtomicBool::new(false),
             released: OnceLock::new(),
         })
     }
 
-    /// The open file, reopened (read-only) if the cache closed it. Fails
-    /// only for a released file that cannot be reopened.
-    pub fn get(self: &Arc<Self>) -> io::Result<Arc<dyn StorageFile>> {
-        if let Some(file) = self.file.read().as_ref() {
+    /// The open value, reopened if the cache closed it. Fails only for a
+    /// released value that cannot be reopened.
+    pub fn get(self: &Arc<Self>) -> io::Result<Arc<T>> {
+        if let Some(value) = self.value.read().as_ref() {
             self.touch();
-            return Ok(file.clone());
+            return Ok(value.clone());
         }
         let Some(released) = self.released.get() else {
-            // A pinned file is never closed: not reached.
+            // A pinned value is never closed: not reached.
             return Err(io::Error::other(format!(
                 "{} is closed and was never released to be reopened",
                 self.path.display()
             )));
         };
-        let mut slot = self.file.write();
-        if let Some(file) = slot.as_ref() {
+        let mut slot = self.value.write();
+        if let Some(value) = slot.as_ref() {
             self.touch();
-            return Ok(file.clone());
+            return Ok(value.clone());
         }
-        let file = released.fs.open(&self.path, OpenMode::Read)?;
-        *slot = Some(file.clone());
+        let value = (released.reopen)()?;
+        *slot = Some(value.clone());
         self.referenced.store(true, Ordering::Relaxed);
         drop(slot);
-        released
-            .cache
-            .inner
-            .reopened
-            .fetch_add(1, Ordering::Relaxed);
-        released.cache.admit(self);
-        Ok(file)
+        let clock = (released.clock)(&released.cache.inner);
+        clock.reopened.fetch_add(1, Ordering::Relaxed);
+        clock.admit(Arc::downgrade(self) as Weak<dyn Closable>);
+        Ok(value)
     }
 
-    /// Hands the file to `cache`: from now on it may be closed when cold,
-    /// and is reopened through `fs`. Once only; later calls do nothing.
-    pub fn release(self: &Arc<Self>, fs: Arc<dyn FileSystem>, cache: &OpenSegments) {
+    /// Hands the value to `cache`'s `clock`: from now on it may be closed
+    /// when cold, and is reopened by `reopen`. Once only; later calls do
+    /// nothing.
+    fn release_to(
+        self: &Arc<Self>,
+        cache: &OpenSegments,
+        clock: fn(&Caches) -> &Clock,
+        reopen: Reopen<T>,
+    ) {
         let released = Released {
-            fs,
+            reopen,
             cache: cache.clone(),
+            clock,
         };
-        if self.released.set(released).is_ok() && self.file.read().is_some() {
-            cache.admit(self);
+        if self.released.set(released).is_ok() && self.value.read().is_some() {
+            clock(&cache.inner).admit(Arc::downgrade(self) as Weak<dyn Closable>);
         }
     }
 
-    /// Whether the file is open now.
+    /// Whether it is open now.
     #[cfg(test)]
     pub fn is_open(&self) -> bool {
-        self.file.read().is_some()
-    }
-
-    /// Whether this is the first cold read of the open file (which then
-    /// advises it sequential).
-    pub fn first_cold_read(&self) -> bool {
-        !self.advised.swap(true, Ordering::Relaxed)
+        self.value.read().is_some()
     }
 
     fn touch(&self) {
@@ -304,11 +384,72 @@ impl SegmentFile {
     }
 }
 
-impl fmt::Debug for SegmentFile {
+impl<T: ?Sized + Send + Sync + 'static> Closable for Cached<T> {
+    fn take_referenced(&self) -> bool {
+        self.referenced.swap(false, Ordering::Relaxed)
+    }
+
+    fn close(&self) -> Result<Option<Box<dyn Any + Send>>, Busy> {
+        let mut slot = self.value.try_write().ok_or(Busy)?;
+        let value = slot.take();
+        self.advised.store(false, Ordering::Relaxed);
+        Ok(value.map(|value| Box::new(value) as Box<dyn Any + Send>))
+    }
+}
+
+impl SegmentFile {
+    /// Hands the file to `cache`: from now on it may be closed when cold,
+    /// and is reopened (read-only; a released segment is never written
+    /// again) through `fs`. Once only; later calls do nothing.
+    pub fn release(self: &Arc<Self>, fs: Arc<dyn FileSystem>, cache: &OpenSegments) {
+        let path = self.path.clone();
+        let reopen = Box::new(move || fs.open(&path, OpenMode::Read));
+        self.release_to(cache, |caches| &caches.files, reopen);
+    }
+
+    /// Whether this is the first cold read of the open file (which then
+    /// advises it sequential).
+    pub fn first_cold_read(&self) -> bool {
+        !self.advised.swap(true, Ordering::Relaxed)
+    }
+}
+
+impl IndexMap {
+    /// Hands a sealed index's map to `cache`: from now on it may be
+    /// unmapped when cold, and is mapped again (read-only, `len` bytes; a
+    /// sealed index is never written again) from its file at `path`
+    /// (where it is now: a rebuilt index was renamed), opened through `fs`
+    /// for the mapping only. Once only; later calls do nothing.
+    pub fn release(
+        self: &Arc<Self>,
+        fs: Arc<dyn FileSystem>,
+        cache: &OpenSegments,
+        path: PathBuf,
+        len: usize,
+    ) {
+        let reopen = Box::new(move || {
+            let file = fs.open(&path, OpenMode::Read)?;
+            let size = file.len()?;
+            if size < len as u64 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the sealed index holds {size} bytes, {len} expected"),
+                ));
+            }
+            MmapOptions::new()
+                .len(len)
+                .map_raw_read_only(file.std_file())
+                .map(Arc::new)
+        });
+        self.release_to(cache, |caches| &caches.maps, reopen);
+    }
+}
+
+impl<T: ?Sized> fmt::Debug for Cached<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SegmentFile")
+        f.debug_struct("Cached")
             .field("path", &self.path)
-            .field("open", &self.file.read().is_some())
+            .field("open", &self.value.read().is_some())
             .field("released", &self.released.get().is_some())
             .finish()
     }

@@ -1,8 +1,9 @@
-//! Tests of the bound on open segment files ([`super::open_segments`]):
-//! the cache closes cold files and reads reopen them, reads racing the
-//! closing work, the count of open files stays bounded however many
-//! sealed segments there are, a failed reopen is a clear error, and
-//! retention deletes segments whose files are open or closed.
+//! Tests of the bound on open segment files and index maps
+//! ([`super::open_segments`]): the cache closes cold files and reads reopen
+//! them, reads racing the closing work, the count of open files and of
+//! index maps stays bounded however many sealed segments there are, a
+//! failed reopen is a clear error (a failed remap costs a scan, not a wrong
+//! answer), and retention deletes segments whose files are open or closed.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -73,6 +74,110 @@ fn fds_under(dir: &Path) -> usize {
         .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
         .filter(|target| target.starts_with(&dir))
         .count()
+}
+
+/// The index files under `dir` this process has memory-mapped now, one
+/// per map.
+fn index_maps_under(dir: &Path) -> Vec<String> {
+    let dir = dir.canonicalize().expect("canonical dir");
+    let dir = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("/proc/self/maps")
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| path.starts_with(&dir) && path.contains("index"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The offset of the first record at or after each record's timestamp is
+/// that record's (one record per batch, timestamps non-decreasing: the
+/// first record with the timestamp).
+fn check_time_lookups(reader: &LogReader, offsets: std::ops::Range<u64>) {
+    for offset in offsets {
+        let read = reader.read(offset, 4096).expect("read");
+        let record = records_of_batches(read.bytes)
+            .map(|r| r.expect("record"))
+            .find(|r| r.offset == offset)
+            .expect("served");
+        let found = reader
+            .offset_for_timestamp(record.timestamp)
+            .expect("time lookup")
+            .expect("an offset");
+        assert!(found <= offset, "{found} for the timestamp of {offset}");
+        let first = reader.read(found, 4096).expect("read");
+        let first = records_of_batches(first.bytes)
+            .map(|r| r.expect("record"))
+            .find(|r| r.offset == found)
+            .expect("served");
+        assert_eq!(first.timestamp, record.timestamp, "at {found}");
+    }
+}
+
+#[test]
+fn index_maps_stay_bounded_however_many_sealed_segments() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("p");
+    let cache = OpenSegments::new(2);
+    let mut log = open(Arc::new(StdFs), &dir, &cache);
+    fill(&mut log, 0..400);
+    let reader = log.reader();
+    let segments = reader.segment_count();
+    assert!(segments >= 50, "{segments} segments");
+    // Two maps a segment were kept before: now the active segment's two
+    // and at most four (twice the cache's capacity) of sealed segments.
+    let bound = 2 + 4;
+    let maps = index_maps_under(&dir).len();
+    assert!(maps <= bound, "{maps} index maps for {segments} segments");
+    for offset in (0..400).rev() {
+        check(&reader, offset);
+    }
+    check_time_lookups(&reader, 0..400);
+    let maps = index_maps_under(&dir).len();
+    assert!(maps <= bound, "{maps} index maps after reading them all");
+    let (reopened, closed) = cache.maps_reopened_and_closed();
+    assert!(
+        reopened > 0 && closed > 0,
+        "{reopened} remapped, {closed} unmapped"
+    );
+    assert!(cache.maps_len() <= 4);
+    // After a restart too, once the log is open.
+    drop(reader);
+    log.close().expect("close");
+    let log = open(Arc::new(StdFs), &dir, &cache);
+    let maps = index_maps_under(&dir).len();
+    assert!(maps <= bound, "{maps} index maps after the open");
+    check(&log.reader(), 0);
+    check_time_lookups(&log.reader(), 395..400);
+}
+
+#[test]
+fn a_sealed_index_that_cannot_be_mapped_again_costs_a_scan_not_a_wrong_answer() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("p");
+    let cache = OpenSegments::new(1);
+    let mut log = open(Arc::new(StdFs), &dir, &cache);
+    fill(&mut log, 0..60);
+    let reader = log.reader();
+    let segments = log.shared.snapshot();
+    let first_end = segments[1].base_offset;
+    assert!(
+        first_end >= 3,
+        "the first segment holds {first_end} records"
+    );
+    // Read the later segments: the first one's maps are unmapped.
+    for offset in first_end..60 {
+        check(&reader, offset);
+    }
+    assert!(!segments[0].index.0.is_mapped());
+    for kind in ["index", "timeindex"] {
+        std::fs::remove_file(dir.join(format!("00000000000000000000.{kind}"))).expect("remove");
+    }
+    for offset in 0..first_end {
+        check(&reader, offset);
+    }
+    check_time_lookups(&reader, 0..first_end);
+    assert!(!segments[0].index.0.is_mapped(), "nothing to map");
 }
 
 #[test]
@@ -311,6 +416,23 @@ fn indexes_rebuilt_under_temp_names_are_sealed_there_and_serve_after_the_rename(
     for offset in 0..40 {
         check(&log.reader(), offset);
     }
+    // Once unmapped, the rebuilt indexes are mapped again by their real
+    // names, not the temp names they were sealed under.
+    let first = dir
+        .join("00000000000000000000.index")
+        .canonicalize()
+        .expect("path");
+    let first = first.to_string_lossy().into_owned();
+    assert!(
+        !index_maps_under(&dir).contains(&first),
+        "unmapped by the reads after it"
+    );
+    check(&log.reader(), 0);
+    assert!(
+        index_maps_under(&dir).contains(&first),
+        "mapped again: {:?}",
+        index_maps_under(&dir)
+    );
     log.close().expect("close");
     let log = open(Arc::new(StdFs), &dir, &cache);
     assert_eq!(

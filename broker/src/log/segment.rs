@@ -23,8 +23,9 @@
 //! `max_open_segments` most recently read, and a read reopens it when it
 //! was closed. A read keeps the `Arc` it got for as long as it reads, so
 //! a file closed meanwhile stays usable to it. The index files are not
-//! held open at all: their maps are (see [`super::index`]); sealing them
-//! reopens them ([`Segment::open_indexes_to_seal`]).
+//! held open at all: their maps are, bounded the same way once released
+//! (see [`super::index`]); sealing them reopens them
+//! ([`Segment::open_indexes_to_seal`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -148,11 +149,14 @@ impl Segment {
         self.log.get()
     }
 
-    /// Hands the `.log` file to the cache of open files: from now on it
-    /// is closed when cold and reopened by the next read. For a sealed
-    /// segment whose sync has completed (it is never written again). Once
-    /// only; later calls do nothing.
+    /// Hands the `.log` file and the two index maps to the cache of open
+    /// segments: from now on each is closed (unmapped) when cold and
+    /// reopened by the next read that needs it. For a sealed segment whose
+    /// sync has completed (it is never written again); an index not sealed
+    /// yet keeps its map pinned. Once only; later calls do nothing.
     pub fn release(&self, fs: Arc<dyn FileSystem>, cache: &OpenSegments) {
+        self.index.0.release(fs.clone(), cache);
+        self.time_index.0.release(fs.clone(), cache);
         self.log.release(fs, cache);
     }
 

@@ -211,7 +211,7 @@ impl Opener<'_> {
         let io = |e| LogError::io(format!("rebuilding the indexes of {shown}"), e);
         let index = OffsetIndex(MappedIndex::create(self.fs, &index_tmp, capacity).map_err(io)?);
         let time_index = TimeIndex(MappedIndex::create(self.fs, &time_tmp, capacity).map_err(io)?);
-        let segment = Segment::assemble(
+        let mut segment = Segment::assemble(
             base,
             log_path,
             log,
@@ -259,14 +259,17 @@ impl Opener<'_> {
                 .map_err(|e| LogError::io(format!("syncing {shown}"), e))?;
         }
         segment.push_final_time_entry(cursor.max_timestamp, cursor.last_batch_relative);
-        // Sealed under their temp names, which the renames below retire:
-        // a sealed index never uses its path again.
+        // Sealed under their temp names, then renamed: from then on they
+        // are known by the real names (which mapping them again uses once
+        // the cache has unmapped them).
         segment.seal_indexes(self.fs)?;
         self.fs
             .rename(&index_tmp, &index_path)
             .and_then(|()| self.fs.rename(&time_tmp, &time_path))
             .and_then(|()| self.fs.sync_dir(self.dir))
             .map_err(io)?;
+        segment.index.0.renamed_to(index_path);
+        segment.time_index.0.renamed_to(time_path);
         segment
             .max_timestamp
             .store(cursor.max_timestamp, Ordering::Release);
