@@ -58,6 +58,9 @@ struct Rule {
 pub struct FaultPlan {
     rules: Arc<Mutex<Vec<Rule>>>,
     calls: Arc<Mutex<Vec<(Op, String)>>>,
+    /// Files opened through the plan's file systems and not yet closed:
+    /// now, and the most at any moment since [`FaultPlan::reset_peak_open`].
+    open_files: Arc<Mutex<(usize, usize)>>,
 }
 
 impl FaultPlan {
@@ -90,6 +93,28 @@ impl FaultPlan {
             .iter()
             .filter(|(o, p)| *o == op && p.contains(path_contains))
             .count()
+    }
+
+    /// Files open now, and the most open at once since the last
+    /// [`reset_peak_open`](Self::reset_peak_open).
+    pub fn open_files(&self) -> (usize, usize) {
+        *self.open_files.lock()
+    }
+
+    /// Starts counting the peak of open files again from now.
+    pub fn reset_peak_open(&self) {
+        let mut open = self.open_files.lock();
+        open.1 = open.0;
+    }
+
+    fn opened(&self) {
+        let mut open = self.open_files.lock();
+        open.0 += 1;
+        open.1 = open.1.max(open.0);
+    }
+
+    fn closed(&self) {
+        self.open_files.lock().0 -= 1;
     }
 
     /// The fault to apply to this call, if any.
@@ -155,8 +180,10 @@ struct FaultyFile {
 impl FileSystem for FaultyFs {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
         self.plan.fail(Op::Open, path)?;
+        let inner = StdFs.open(path, mode)?;
+        self.plan.opened();
         Ok(Arc::new(FaultyFile {
-            inner: StdFs.open(path, mode)?,
+            inner,
             path: path.to_owned(),
             plan: self.plan.clone(),
         }))
@@ -193,6 +220,12 @@ impl FileSystem for FaultyFs {
 
     fn exists(&self, path: &Path) -> bool {
         StdFs.exists(path)
+    }
+}
+
+impl Drop for FaultyFile {
+    fn drop(&mut self) {
+        self.plan.closed();
     }
 }
 

@@ -254,6 +254,39 @@ fn open_files_stay_bounded_however_many_sealed_segments() {
 }
 
 #[test]
+fn opening_a_log_of_many_segments_holds_no_more_files_open_than_serving_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("p");
+    let cache = OpenSegments::new(2);
+    let mut log = open(Arc::new(StdFs), &dir, &cache);
+    fill(&mut log, 0..300);
+    let segments = log.reader().segment_count();
+    assert!(segments >= 40, "{segments} segments");
+    log.close().expect("close");
+    for clean in [true, false] {
+        if !clean {
+            // An unclean stop: the checkpoint names an earlier segment,
+            // so the later sealed ones are scanned, not trusted.
+            std::fs::remove_file(dir.join(crate::log::checkpoint::FILE_NAME)).expect("remove");
+        }
+        let plan = FaultPlan::new();
+        let log = open(Arc::new(FaultyFs::new(plan.clone())), &dir, &cache);
+        let (now, peak) = plan.open_files();
+        // Each sealed segment went to the cache as it was opened: the
+        // cache's two, the active segment's, and the few files an open
+        // reads and closes (an index to map it, the checkpoint).
+        assert!(
+            peak <= 6,
+            "{peak} files open at once opening {segments} segments (clean: {clean})"
+        );
+        assert!(now <= 3, "{now} open after the open");
+        check(&log.reader(), 0);
+        check(&log.reader(), 299);
+        log.close().expect("close");
+    }
+}
+
+#[test]
 fn a_file_closed_by_the_cache_stays_usable_to_the_read_holding_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("p");

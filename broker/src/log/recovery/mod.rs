@@ -22,6 +22,9 @@
 //!    active segment in step 4; if it checks out, it is synced before it is
 //!    trusted. (At most one seal runs at a time, so every earlier sealed
 //!    segment was synced; damage in one is bit rot, kept and reported.)
+//!    Each sealed segment, once opened, goes to the caches of open
+//!    segments ([`super::open_segments`]) at once, so an open holds no more
+//!    files and maps than serving the partition does.
 //! 3. Clean shutdown (checkpoint says clean and matches the last segment's
 //!    size): open the active segment as it is. Nothing is scanned.
 //!    A fence checkpoint (an fsync failed, see [`super::checkpoint`])
@@ -156,6 +159,7 @@ impl Log {
         let (producers_from, producers) = snapshot.unwrap_or_default();
         let mut opener = Opener {
             fs: fs.as_ref(),
+            fs_handle: &fs,
             dir,
             config: &config,
             max_timestamp: i64::MIN,
@@ -364,6 +368,8 @@ impl Opener<'_> {
 /// Opens segments one by one, carrying the largest timestamp seen.
 struct Opener<'a> {
     fs: &'a dyn FileSystem,
+    /// The same, to hand to the caches of open segments.
+    fs_handle: &'a Arc<dyn FileSystem>,
     dir: &'a Path,
     config: &'a LogConfig,
     max_timestamp: i64,

@@ -122,6 +122,11 @@ impl Opener<'_> {
         if checked && self.needs_producer_walk(&segment) {
             self.walk_producers(&segment, 0, size)?;
         }
+        // Synced (trusted, or synced by the rebuild): its file and maps go
+        // to the caches of open segments now, not when the whole log is
+        // open, so that opening a partition of many segments holds no
+        // more of them open than serving it does.
+        segment.release(self.fs_handle.clone(), &self.config.open_segments);
         Ok(Some(segment))
     }
 
