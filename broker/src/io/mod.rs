@@ -35,6 +35,7 @@
 
 #[cfg(any(test, feature = "test-util"))]
 mod fault;
+pub mod journal;
 #[cfg(any(test, feature = "test-util"))]
 mod powercut;
 mod state_bytes;
