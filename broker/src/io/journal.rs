@@ -328,8 +328,13 @@ pub struct Journal {
     dir: PathBuf,
     state: Mutex<State>,
     synced: Condvar,
-    /// Journal syncs done, and records they covered (for stats and tests).
+    /// A journal file is followed by a new one once it holds this much.
+    rotate_bytes: u64,
+    /// Journal syncs done; journal files started after the first; journal
+    /// files retired (their segments synced, the file deleted).
     syncs: AtomicU64,
+    rotations: AtomicU64,
+    retired: AtomicU64,
     /// The checkpointer's queue: a journal file to delete once the
     /// journaled files written in it are synced.
     retire: flume::Sender<(u64, BTreeSet<PathBuf>)>,
@@ -388,7 +393,7 @@ impl Journal {
                 Ok(()) => {
                     state.synced = upto;
                     self.syncs.fetch_add(1, Ordering::Relaxed);
-                    if state.len >= ROTATE_BYTES
+                    if state.len >= self.rotate_bytes
                         && let Err(e) = self.rotate(&mut state)
                     {
                         state.failed = Some(format!("starting a new journal file failed: {e}"));
@@ -422,6 +427,7 @@ impl Journal {
         // The buffer (records appended since the leader took its bytes)
         // goes to the new file, with its `buffer_dirty`.
         let dirty = std::mem::take(&mut state.dirty);
+        self.rotations.fetch_add(1, Ordering::Relaxed);
         let _ = self.retire.send((old, dirty));
         Ok(())
     }
@@ -429,6 +435,15 @@ impl Journal {
     /// Journal syncs done so far.
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Journal files started after the first, and journal files retired
+    /// (their segments synced for real, the file deleted) so far.
+    pub fn rotations_and_retired(&self) -> (u64, u64) {
+        (
+            self.rotations.load(Ordering::Relaxed),
+            self.retired.load(Ordering::Relaxed),
+        )
     }
 
     /// The checkpointer: syncs the files a retired journal file covered
@@ -443,7 +458,9 @@ impl Journal {
             }
         }
         self.fs.remove_file(&self.dir.join(journal_name(number)))?;
-        self.fs.sync_dir(&self.dir)
+        self.fs.sync_dir(&self.dir)?;
+        self.retired.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Records that whatever was written under `path` must not be replayed,
@@ -480,6 +497,16 @@ impl JournaledFs {
     /// Replays the journal in `dir` (see the crash story), then starts a
     /// new one there. Call before anything opens a journaled file.
     pub fn open(inner: Arc<dyn FileSystem>, dir: &Path) -> io::Result<(JournaledFs, ReplayReport)> {
+        Self::open_rotating_at(inner, dir, ROTATE_BYTES)
+    }
+
+    /// [`open`](Self::open), starting a new journal file every
+    /// `rotate_bytes` (tests use small ones).
+    pub(crate) fn open_rotating_at(
+        inner: Arc<dyn FileSystem>,
+        dir: &Path,
+        rotate_bytes: u64,
+    ) -> io::Result<(JournaledFs, ReplayReport)> {
         let existing = existing_ancestor(inner.as_ref(), dir);
         create_dir_durably(inner.as_ref(), dir, existing)?;
         let report = replay(inner.as_ref(), dir)?;
@@ -503,7 +530,10 @@ impl JournaledFs {
                 buffer_dirty: BTreeSet::new(),
             }),
             synced: Condvar::new(),
+            rotate_bytes,
             syncs: AtomicU64::new(0),
+            rotations: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
             retire,
         });
         let weak = Arc::downgrade(&journal);
@@ -673,3 +703,7 @@ impl StorageFile for JournaledFile {
         self.inner.advise(pos, len, advice)
     }
 }
+
+#[cfg(test)]
+#[path = "journal_tests.rs"]
+mod tests;
