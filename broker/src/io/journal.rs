@@ -43,11 +43,19 @@
 //!   after a `kill -9` and syncs before it trusts it).
 //! - A journal file is deleted only after every journaled file written in
 //!   it was synced for real (by the *checkpointer* thread, once the next
-//!   journal file has begun), oldest journal file first.
+//!   journal file has begun; it takes every journal file retired since
+//!   its last pass together, syncs each file they cover once, on up to 8
+//!   threads), oldest journal file first.
+//! - At most [`RETIRING`] journal files wait for the checkpointer: beyond,
+//!   appends wait for it, so the journal on disk (what a start replays)
+//!   stays under about `(RETIRING + 1) × ROTATE_BYTES` (96 MiB).
 //! - Renaming or removing a journaled file, or a directory (which may hold
-//!   some), first appends a *forget* record for the path(s) and syncs the
-//!   journal: a replay never writes records from before it into a file
-//!   created later under the same name (a topic deleted and created again).
+//!   some), first syncs the file (each journaled file under the directory)
+//!   for real, then appends a *forget* record for the path(s) and syncs
+//!   the journal: a replay never writes records from before it into a file
+//!   created later under the same name (a topic deleted and created
+//!   again), and if the power goes before the rename or delete is durable,
+//!   the file that comes back holds all it held.
 //! - A failed journal write or sync (or a failed real sync of the
 //!   checkpointer) stops the journal: that sync and every later one fails,
 //!   so every partition fences itself as after a failed `fdatasync` of its
@@ -86,7 +94,15 @@ use super::{
 pub const JOURNAL_DIR: &str = "journal";
 
 /// A journal file is followed by a new one once it holds this much.
-pub const ROTATE_BYTES: u64 = 64 * 1024 * 1024;
+pub const ROTATE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Journal files handed to the checkpointer and not yet deleted, at most:
+/// beyond, appends wait for it. This bounds the journal on disk (and so
+/// what a start replays) to about `(RETIRING + 1) × ROTATE_BYTES`.
+pub const RETIRING: u64 = 2;
+
+/// Threads the checkpointer syncs segment files on.
+const CHECKPOINT_THREADS: usize = 8;
 
 const KIND_WRITE: u8 = 1;
 const KIND_SET_LEN: u8 = 2;
@@ -320,6 +336,8 @@ struct State {
     /// Journaled files written in the records of `buffer` (they join
     /// `dirty` of the journal file the buffer is written to).
     buffer_dirty: BTreeSet<PathBuf>,
+    /// Journal files handed to the checkpointer, not yet deleted.
+    retiring: u64,
 }
 
 /// The broker-wide journal (see the module doc).
@@ -352,6 +370,10 @@ impl Journal {
     /// Appends one record; returns its number.
     fn append(&self, kind: u8, path: &Path, pos: u64, data: &[u8]) -> io::Result<u64> {
         let mut state = self.state.lock();
+        // Back-pressure: the checkpointer is behind.
+        while state.retiring >= RETIRING && state.failed.is_none() {
+            self.synced.wait(&mut state);
+        }
         if let Some(why) = &state.failed {
             return Err(stopped(why));
         }
@@ -428,6 +450,7 @@ impl Journal {
         // goes to the new file, with its `buffer_dirty`.
         let dirty = std::mem::take(&mut state.dirty);
         self.rotations.fetch_add(1, Ordering::Relaxed);
+        state.retiring += 1;
         let _ = self.retire.send((old, dirty));
         Ok(())
     }
@@ -446,20 +469,54 @@ impl Journal {
         )
     }
 
-    /// The checkpointer: syncs the files a retired journal file covered
-    /// for real, then deletes it.
-    fn checkpoint(&self, number: u64, dirty: &BTreeSet<PathBuf>) -> io::Result<()> {
-        for path in dirty {
+    /// The checkpointer's work for the journal files retired so far (in
+    /// order): syncs every file any of them covered for real, each once,
+    /// on a few threads, then deletes them, oldest first.
+    fn checkpoint(&self, retired: &[(u64, BTreeSet<PathBuf>)]) -> io::Result<()> {
+        let dirty: Vec<&PathBuf> = retired
+            .iter()
+            .flat_map(|(_, dirty)| dirty)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let threads = CHECKPOINT_THREADS.min(dirty.len()).max(1);
+        let chunk = dirty.len().div_ceil(threads).max(1);
+        let synced: io::Result<()> = std::thread::scope(|scope| {
+            let workers: Vec<_> = dirty
+                .chunks(chunk)
+                .map(|paths| scope.spawn(move || self.sync_files(paths)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("a sync thread panicked")))
+                })
+                .collect()
+        });
+        synced?;
+        for (number, _) in retired {
+            self.fs.remove_file(&self.dir.join(journal_name(*number)))?;
+        }
+        self.fs.sync_dir(&self.dir)?;
+        self.retired
+            .fetch_add(retired.len() as u64, Ordering::Relaxed);
+        let mut state = self.state.lock();
+        state.retiring -= retired.len() as u64;
+        self.synced.notify_all();
+        Ok(())
+    }
+
+    /// Syncs each of `paths` for real; a file deleted since was forgotten
+    /// (see `forget`).
+    fn sync_files(&self, paths: &[&PathBuf]) -> io::Result<()> {
+        for path in paths {
             match self.fs.open(path, OpenMode::Read) {
                 Ok(file) => file.sync_data()?,
-                // Deleted since: forgotten (see `forget`).
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
-        self.fs.remove_file(&self.dir.join(journal_name(number)))?;
-        self.fs.sync_dir(&self.dir)?;
-        self.retired.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -528,6 +585,7 @@ impl JournaledFs {
                 len: 0,
                 dirty: BTreeSet::new(),
                 buffer_dirty: BTreeSet::new(),
+                retiring: 0,
             }),
             synced: Condvar::new(),
             rotate_bytes,
@@ -540,13 +598,17 @@ impl JournaledFs {
         std::thread::Builder::new()
             .name("journal-checkpoint".into())
             .spawn(move || {
-                for (number, dirty) in retired.iter() {
+                while let Ok(first) = retired.recv() {
+                    // Everything retired meanwhile, in one pass.
+                    let mut batch = vec![first];
+                    batch.extend(retired.try_iter());
                     let Some(journal) = weak.upgrade() else {
                         return;
                     };
-                    if let Err(e) = journal.checkpoint(number, &dirty) {
+                    if let Err(e) = journal.checkpoint(&batch) {
                         journal.stop(format!(
-                            "syncing the segments of journal file {number} failed: {e}"
+                            "syncing the segments of journal file {} failed: {e}",
+                            batch[0].0
                         ));
                         return;
                     }
@@ -560,12 +622,37 @@ impl JournaledFs {
         &self.journal
     }
 
-    /// Forgets `path` first if it is, or may hold, a journaled file.
+    /// Before a rename or delete of `path`: if it is, or may hold, a
+    /// journaled file, syncs each such file for real (if the rename or
+    /// delete is not durable when the power goes, the file comes back, and
+    /// with what it held, which the journal will not restore), then
+    /// forgets `path` in the journal.
     fn forget_if_journaled(&self, path: &Path) -> io::Result<()> {
-        if is_journaled(path) || std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
-            self.journal.forget(path)?;
+        let is_dir = std::fs::metadata(path).is_ok_and(|m| m.is_dir());
+        if !is_journaled(path) && !is_dir {
+            return Ok(());
         }
-        Ok(())
+        self.sync_journaled_under(path)?;
+        self.journal.forget(path)
+    }
+
+    /// Syncs `path` if it is a journaled file, or every journaled file
+    /// under it if it is a directory; a path that does not exist is fine.
+    fn sync_journaled_under(&self, path: &Path) -> io::Result<()> {
+        if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            for entry in self.inner.read_dir(path)? {
+                self.sync_journaled_under(&entry)?;
+            }
+            return Ok(());
+        }
+        if !is_journaled(path) {
+            return Ok(());
+        }
+        match self.inner.open(path, OpenMode::Read) {
+            Ok(file) => file.sync_data(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 

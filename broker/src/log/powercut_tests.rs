@@ -698,6 +698,7 @@ fn power_cut_long() {
     ] {
         total.add(&run_cases(policy, cases));
     }
+    total.add(&run_cases_with(FsyncPolicy::Always, cases, true));
     println!("power cut, all policies: {total:?}");
 }
 
