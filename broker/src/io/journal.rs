@@ -486,13 +486,10 @@ impl Journal {
                 .chunks(chunk)
                 .map(|paths| scope.spawn(move || self.sync_files(paths)))
                 .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join()
-                        .unwrap_or_else(|_| Err(io::Error::other("a sync thread panicked")))
-                })
-                .collect()
+            workers.into_iter().try_for_each(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a sync thread panicked")))
+            })
         });
         synced?;
         for (number, _) in retired {
