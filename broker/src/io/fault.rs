@@ -262,6 +262,10 @@ impl StorageFile for FaultyFile {
         self.inner.len()
     }
 
+    fn data_after(&self, pos: u64) -> io::Result<Option<(u64, u64)>> {
+        self.inner.data_after(pos)
+    }
+
     fn std_file(&self) -> &File {
         self.inner.std_file()
     }

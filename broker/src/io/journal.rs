@@ -786,6 +786,10 @@ impl StorageFile for JournaledFile {
     fn advise(&self, pos: u64, len: u64, advice: Advice) -> io::Result<()> {
         self.inner.advise(pos, len, advice)
     }
+
+    fn data_after(&self, pos: u64) -> io::Result<Option<(u64, u64)>> {
+        self.inner.data_after(pos)
+    }
 }
 
 #[cfg(test)]

@@ -136,6 +136,16 @@ pub trait StorageFile: Send + Sync + Debug {
     fn advise(&self, _pos: u64, _len: u64, _advice: Advice) -> io::Result<()> {
         Ok(())
     }
+    /// The first range `start..end` at or after `pos` that may hold bytes
+    /// other than zeros, `None` when none does (`lseek` with `SEEK_DATA`
+    /// and `SEEK_HOLE`). What is outside every such range reads as zeros:
+    /// a hole, or space reserved by [`allocate`](Self::allocate) and never
+    /// written. A file that cannot tell answers `pos..len`: everything
+    /// may be data.
+    fn data_after(&self, pos: u64) -> io::Result<Option<(u64, u64)>> {
+        let len = self.len()?;
+        Ok((pos < len).then_some((pos, len)))
+    }
 }
 
 /// Page-cache advice ([`StorageFile::advise`]).
@@ -145,6 +155,9 @@ pub enum Advice {
     Sequential,
     /// The range will not be read again soon: drop its clean pages.
     DontNeed,
+    /// The file is read here and there: read only what is asked (no
+    /// read-ahead).
+    Random,
 }
 
 /// Appends exactly `len` bytes at `pos` to `buf` (into its spare capacity)

@@ -1,7 +1,8 @@
 //! The real file system: `std::fs` with positioned I/O (reads straight
 //! into a buffer's uninitialised capacity, and page-cache-only reads with
-//! `preadv2(RWF_NOWAIT)`), page-cache advice (`posix_fadvise`), and disk
-//! space reserved up front with `fallocate` ([`allocate`]). All through
+//! `preadv2(RWF_NOWAIT)`), page-cache advice (`posix_fadvise`), disk
+//! space reserved up front with `fallocate` ([`allocate`]), and where a
+//! file holds data (`lseek` with `SEEK_DATA`/`SEEK_HOLE`). All through
 //! `libc`, which the crate already uses for `fallocate`.
 
 use std::fs::{File, OpenOptions};
@@ -207,10 +208,29 @@ impl StorageFile for StdFile {
     }
 
     #[cfg(target_os = "linux")]
+    fn data_after(&self, pos: u64) -> io::Result<Option<(u64, u64)>> {
+        let found = seek(&self.0, pos, libc::SEEK_DATA).and_then(|start| match start {
+            // Every file ends in a hole (its end), so `None` here means it
+            // was cut since: no data after `start` either.
+            Some(start) => Ok(seek(&self.0, start, libc::SEEK_HOLE)?.map(|end| (start, end))),
+            None => Ok(None),
+        });
+        match found {
+            // A file system that cannot tell: everything may be data.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let len = self.len()?;
+                Ok((pos < len).then_some((pos, len)))
+            }
+            found => found,
+        }
+    }
+
+    #[cfg(target_os = "linux")]
     fn advise(&self, pos: u64, len: u64, advice: Advice) -> io::Result<()> {
         let advice = match advice {
             Advice::Sequential => libc::POSIX_FADV_SEQUENTIAL,
             Advice::DontNeed => libc::POSIX_FADV_DONTNEED,
+            Advice::Random => libc::POSIX_FADV_RANDOM,
         };
         let (offset, len) = (offset_of(pos)?, offset_of(len)?);
         // SAFETY: posix_fadvise takes a descriptor `self` keeps open and
@@ -219,6 +239,23 @@ impl StorageFile for StdFile {
             0 => Ok(()),
             errno => Err(io::Error::from_raw_os_error(errno)),
         }
+    }
+}
+
+/// `lseek(fd, pos, whence)`: the position it answers, or `None` for
+/// `ENXIO` (no data, or no hole, at or after `pos`).
+#[cfg(target_os = "linux")]
+fn seek(file: &File, pos: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    // SAFETY: lseek takes a descriptor `file` keeps open and no pointers.
+    // The descriptor's own position, which it moves, is not used: every
+    // read and write names its position.
+    let at = unsafe { libc::lseek(file.as_raw_fd(), offset_of(pos)?, whence) };
+    match u64::try_from(at) {
+        Ok(at) => Ok(Some(at)),
+        Err(_) => match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+            e => Err(e),
+        },
     }
 }
 

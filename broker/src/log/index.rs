@@ -53,8 +53,13 @@
 //! `DiskFull`, the append is refused, service resumes once space is back),
 //! never at an entry's store. Opening the active index after a restart
 //! reads its entries with `pread` (on tmpfs even a read fault of a hole
-//! allocates) and grows it to capacity the same way; on a full disk it is
-//! cut to its kept entries instead, and the first append needing an entry
+//! allocates), only where the file may hold data (`SEEK_DATA`: the
+//! reserved, never written tail reads as zeros unread), zeroes through
+//! the map only the dropped entries up to the last non-zero one (the
+//! pages after it are neither read nor dirtied; maps are advised random
+//! access, so a fault does not read the reserved tail around it either),
+//! and grows it to capacity the same way; on a full disk it is cut to its
+//! kept entries instead, and the first append needing an entry
 //! rolls (and fails with `DiskFull` until there is space). The space costs
 //! `capacity × 20` bytes per partition's active segment (about 640 KiB
 //! with the defaults); sealing gives back what the entries do not use.
@@ -72,7 +77,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::open_segments::{IndexMap, OpenSegments};
-use crate::io::{FileSystem, OpenMode, StorageFile, read_full_at};
+use crate::io::{Advice, FileSystem, OpenMode, StorageFile, read_full_at};
 
 /// A file of fixed-size `N`-byte entries, memory-mapped. The file is not
 /// held open (see the module doc).
@@ -132,17 +137,14 @@ impl<const N: usize> MappedIndex<N> {
         let file = fs.open(path, OpenMode::Create)?;
         let size = file.len()?;
         let present = (size / N as u64) as usize;
-        // Read with pread, not through a map: the file may be sparse.
-        let mut bytes = vec![0u8; present * N];
-        let read = read_full_at(file.as_ref(), &mut bytes, 0)?;
-        bytes.truncate(read - read % N);
+        let (first, used) = read_entries::<N>(file.as_ref(), present)?;
         let entry = |i: usize| {
             let mut entry = [0u8; N];
-            entry.copy_from_slice(&bytes[i * N..(i + 1) * N]);
+            entry.copy_from_slice(&first[i * N..(i + 1) * N]);
             entry
         };
         let mut kept = 0;
-        while kept < bytes.len() / N {
+        while kept < first.len() / N {
             let previous = kept.checked_sub(1).map(entry);
             let current = entry(kept);
             if current == [0; N] || !keep(&current, previous.as_ref()) {
@@ -152,10 +154,19 @@ impl<const N: usize> MappedIndex<N> {
         }
         let capacity = capacity.max(present);
         let len = (capacity * N) as u64;
-        let grown = file.set_len(len).and_then(|()| file.allocate(len));
+        // Not `set_len` to the size the file has: ext4 then truncates
+        // (dirtying the inode) all the same.
+        let resized = if size == len {
+            Ok(())
+        } else {
+            file.set_len(len)
+        };
+        let grown = resized.and_then(|()| file.allocate(len));
         match grown {
             Ok(()) => {
-                let index = Self::map(path, file.as_ref(), capacity, present, false)?;
+                // Only the entries up to the last non-zero one are zeroed:
+                // the rest are zeros already.
+                let index = Self::map(path, file.as_ref(), capacity, used, false)?;
                 index.truncate(kept);
                 Ok(index)
             }
@@ -183,6 +194,12 @@ impl<const N: usize> MappedIndex<N> {
             let map = MmapOptions::new()
                 .len(capacity * N)
                 .map_raw(file.std_file())?;
+            // A fault reads its own page only. The kernel's read-around
+            // (up to the disk's read-ahead: the whole preallocated file)
+            // would fill the page cache with the reserved tail's zeros,
+            // which `SEEK_DATA` then counts as data at the next open.
+            // Advice only: without it, more is read, nothing else.
+            let _ = map.advise(memmap2::Advice::Random);
             Some(IndexMap::pinned(path.to_owned(), Arc::new(map)))
         };
         Ok(MappedIndex {
@@ -368,6 +385,70 @@ impl<const N: usize> View<N> {
         }
         entry
     }
+}
+
+/// Reads the first `present` entries of an active index file with
+/// `pread`, not through a map (the file may be sparse), and only where the
+/// file may hold data ([`StorageFile::data_after`]): the preallocated
+/// tail, never written, reads as zeros without being read (a read of it
+/// would fill the page cache with zeros, 640 KiB per partition with the
+/// defaults). Not a byte outside those ranges is read: an entry partly in
+/// a hole has zeros there (a read past the range would fill the page
+/// cache there, making it data for the next `SEEK_DATA`). Returns the
+/// entries from the first on up to the first one wholly in a hole (the
+/// only ones that can be kept), and how many entries there are up to the
+/// last non-zero one (those after it are zeros). Read-ahead is off for
+/// the same reason.
+fn read_entries<const N: usize>(
+    file: &dyn StorageFile,
+    present: usize,
+) -> io::Result<(Vec<u8>, usize)> {
+    // Advice only: without it the reads cost more, and nothing else.
+    let _ = file.advise(0, 0, Advice::Random);
+    let end = (present * N) as u64;
+    let mut ranges = Vec::new();
+    let mut pos = 0;
+    while pos < end {
+        match file.data_after(pos)? {
+            Some((start, stop)) if start >= pos && start < end && stop > start => {
+                ranges.push((start, stop.min(end)));
+                pos = stop;
+            }
+            _ => break,
+        }
+    }
+    let n = N as u64;
+    let mut first = Vec::new();
+    let mut used = 0;
+    let mut i = 0;
+    while i < ranges.len() {
+        // A span of whole entries, with every range that shares an entry
+        // with it.
+        let from = ranges[i].0 / n * n;
+        let mut to = ranges[i].1.div_ceil(n) * n;
+        let mut j = i + 1;
+        while j < ranges.len() && ranges[j].0 < to {
+            to = ranges[j].1.div_ceil(n) * n;
+            j += 1;
+        }
+        let mut bytes = vec![0u8; (to - from) as usize];
+        for &(start, stop) in &ranges[i..j] {
+            let at = (start - from) as usize..(stop - from) as usize;
+            // A short read (the file is shorter than it was) leaves zeros.
+            read_full_at(file, &mut bytes[at], start)?;
+        }
+        let last = bytes
+            .chunks_exact(N)
+            .rposition(|e| e.iter().any(|&b| b != 0));
+        if let Some(last) = last {
+            used = (from / n) as usize + last + 1;
+        }
+        if from == 0 {
+            first = bytes;
+        }
+        i = j;
+    }
+    Ok((first, used))
 }
 
 /// The offset index of a segment.

@@ -25,7 +25,9 @@
 //!
 //! ## Crash story
 //!
-//! What is kept is synced before the open goes on. A crash before the new
+//! What is kept is synced before the open goes on (when the checkpoint is
+//! at the end of the file and nothing was cut, all of it was synced before
+//! the checkpoint was written: no sync). A crash before the new
 //! checkpoint of step 6 leaves the old one, and the next open recovers
 //! from it again: the cuts made here are the cuts it would make.
 
@@ -97,7 +99,14 @@ impl Opener<'_> {
         let end = if resume.clean {
             resume.position
         } else {
-            self.recover_tail(&segment, &mut cursor, resume.position, file_len)?
+            let cut_at_fence = fenced.is_some();
+            self.recover_tail(
+                &segment,
+                &mut cursor,
+                resume.position,
+                file_len,
+                cut_at_fence,
+            )?
         };
         self.report.truncated_bytes += fenced_bytes;
         let segment_max = if end == 0 {
@@ -192,13 +201,17 @@ impl Opener<'_> {
 
     /// Scans the active segment from `from` to `file_len` after an unclean
     /// stop, cuts the file at the first torn or corrupt batch, and syncs
-    /// what is kept. Returns the end of the last good batch.
+    /// what is kept, and the cut (also the one at a fence, `cut_at_fence`).
+    /// With nothing after `from` (the checkpoint, whose bytes were synced
+    /// before it was written) and no cut, there is nothing to sync, and
+    /// nothing is. Returns the end of the last good batch.
     fn recover_tail(
         &mut self,
         segment: &Segment,
         cursor: &mut Cursor,
         from: u64,
         file_len: u64,
+        cut_at_fence: bool,
     ) -> LogResult<u64> {
         let log_path = &segment.log_path;
         let io = |what: &str| {
@@ -235,10 +248,12 @@ impl Opener<'_> {
                 .and_then(|file| file.set_len(end))
                 .map_err(io("truncating the torn tail of"))?;
         }
-        segment
-            .file()
-            .and_then(|file| file.sync_data())
-            .map_err(io("syncing the recovered tail of"))?;
+        if from < file_len || cut_at_fence {
+            segment
+                .file()
+                .and_then(|file| file.sync_data())
+                .map_err(io("syncing the recovered tail of"))?;
+        }
         Ok(end)
     }
 }

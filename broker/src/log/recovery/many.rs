@@ -36,11 +36,13 @@ use crate::log::config::LogConfig;
 use crate::log::error::{LogError, LogResult};
 use crate::log::writer::Log;
 
-/// How many logs are opened at once: four per CPU (opening is mostly
-/// waiting for the disk), at least 8, at most 64.
+/// How many logs are opened at once: sixteen per CPU, at least 32, at
+/// most 64. Opening a log is mostly waiting (file opens, the `fdatasync`
+/// of a recovered tail), little CPU: at 10,000 partitions on 2 CPUs, 32 at
+/// once started in 1.1–1.5 s where 8 took 1.8–1.9 s.
 pub fn open_threads() -> usize {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    (4 * cpus).clamp(8, 64)
+    (16 * cpus).clamp(32, 64)
 }
 
 /// Opens (creating or recovering as needed) the log of each `(dir,
