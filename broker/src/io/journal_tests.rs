@@ -347,3 +347,55 @@ fn files_other_than_segments_are_not_journaled() {
     write_synced(&fs, &tmp.path().join("0.log"), 0, b"records");
     assert_eq!(fs.journal().syncs(), 1);
 }
+
+/// Commits a second of `threads` writers, each appending 1 KiB and syncing
+/// its own file in a loop for `secs`, through `fs`.
+fn commits_per_sec(fs: Arc<dyn FileSystem>, dir: &Path, threads: usize, secs: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let total: u64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let fs = fs.clone();
+                let path = dir.join(format!("{t:020}.log"));
+                scope.spawn(move || {
+                    let file = fs.open(&path, OpenMode::Create).expect("create");
+                    let mut done = 0u64;
+                    while Instant::now() < deadline {
+                        write_all_at(file.as_ref(), &[1; 1024], done * 1024).expect("write");
+                        file.sync_data().expect("sync");
+                        done += 1;
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("worker")).sum()
+    });
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The journal against a sync of each file, many files at once, on the
+/// disk under the temp dir: not a test (nothing is asserted), a
+/// measurement. `cargo test --release -p pigeon-broker --lib
+/// journal_against_a_sync_per_file -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement of this machine's disk; run by hand"]
+fn journal_against_a_sync_per_file() {
+    for threads in [4, 16, 64] {
+        for round in 0..2 {
+            let plain = tempfile::tempdir().expect("tempdir");
+            let own = commits_per_sec(Arc::new(StdFs), plain.path(), threads, 3.0);
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let (fs, _) =
+                JournaledFs::open(Arc::new(StdFs), &tmp.path().join("journal")).expect("journal");
+            let journal = fs.journal().clone();
+            let shared = commits_per_sec(Arc::new(fs), tmp.path(), threads, 3.0);
+            println!(
+                "{threads} files at once, round {round}: a sync per file {own:.0} commits/s, the journal {shared:.0} commits/s ({:.1}x; {} journal syncs)",
+                shared / own,
+                journal.syncs()
+            );
+        }
+    }
+}
