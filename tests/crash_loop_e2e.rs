@@ -27,27 +27,6 @@ fn crash_loop_short() {
     assert_fixed_bugs_stay_fixed(&figures);
 }
 
-/// The same under the commit journal: every partition's and group
-/// journal's sync is the journal's, and each start replays it.
-#[test]
-fn crash_loop_short_with_the_commit_journal() {
-    let config = Config {
-        commit_journal: true,
-        ..Config::short()
-    }
-    .with_env();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let figures = crash_loop::run(&config, dir.path());
-    assert_eq!(figures.cycles, config.cycles);
-    assert_eq!((figures.lost, figures.log_duplicates), (0, 0));
-    assert!(figures.acked > 0 && figures.deliveries > 0, "{figures}");
-    assert!(
-        dir.path().join("data").join("journal").is_dir(),
-        "the broker ran with the journal"
-    );
-    assert_fixed_bugs_stay_fixed(&figures);
-}
-
 /// The bugs the crash loop found must not come back: two in the broker
 /// (each with its own test below), a parked message delivered again after
 /// a crash and a late settle applied to a newer lease; and one in the

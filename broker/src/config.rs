@@ -76,9 +76,6 @@ settings! {
     /// Durability: always (ack after fdatasync, group commit), interval:<ms>, or never [default: always].
     #[arg(long, env = "PIGEON_FSYNC", value_name = "POLICY")]
     fsync: Option<String>,
-    /// One broker-wide commit journal makes the segments' syncs under fsync=always (true or false; only with fsync=always): one journal fdatasync covers every partition that wrote meanwhile, for many busy partitions [default: false].
-    #[arg(long, env = "PIGEON_COMMIT_JOURNAL", value_name = "BOOL")]
-    commit_journal: Option<bool>,
     /// A segment rolls when it would grow past this many bytes [default: 134217728].
     #[arg(long, env = "PIGEON_SEGMENT_BYTES", value_name = "BYTES")]
     segment_bytes: Option<u64>,
@@ -220,9 +217,6 @@ pub struct BrokerConfig {
     pub group_snapshot_bytes: u64,
     /// Threads of the log writer pool (`crate::log::pool`).
     pub writer_threads: usize,
-    /// Segments' syncs go through the commit journal
-    /// (`crate::io::journal`); only with `fsync = always`.
-    pub commit_journal: bool,
     /// Largest frame.
     pub max_frame_bytes: u32,
     /// Requests in flight per connection.
@@ -344,17 +338,7 @@ impl BrokerConfig {
                 "group_snapshot_bytes is {group_snapshot_bytes}; it must be at least 4096"
             )));
         }
-        let commit_journal = c.commit_journal.unwrap_or(false);
-        if commit_journal && log.fsync != FsyncPolicy::Always {
-            return Err(ConfigError(format!(
-                "commit_journal needs fsync = always (it is {}); turn one of them off",
-                log.fsync
-            )));
-        }
         let writer_threads = match c.writer_threads {
-            // Under the journal a worker's commit only waits for a shared
-            // sync: more of them share each one.
-            None if commit_journal => crate::log::pool::JOURNAL_THREADS,
             None => crate::log::pool::default_threads(),
             Some(n @ 1..=1024) => n as usize,
             Some(n) => {
@@ -366,7 +350,6 @@ impl BrokerConfig {
         Ok(BrokerConfig {
             group_snapshot_bytes,
             writer_threads,
-            commit_journal,
             data_dir: c.data_dir.unwrap_or_else(|| PathBuf::from("./pigeon-data")),
             listen: address("listen", c.listen.as_deref().unwrap_or("127.0.0.1:7420"))?,
             http: address("http", c.http.as_deref().unwrap_or("127.0.0.1:7421"))?,
@@ -460,7 +443,6 @@ impl BrokerConfig {
             ),
             ("resp_allow_flush", self.resp_allow_flush.to_string()),
             ("fsync", log.fsync.to_string()),
-            ("commit_journal", self.commit_journal.to_string()),
             ("segment_bytes", log.segment_bytes.to_string()),
             ("segment_ms", log.segment_ms.to_string()),
             ("retention_ms", or_zero(log.retention_ms)),

@@ -148,8 +148,6 @@ pub struct Config {
     pub segment_bytes: u64,
     /// Longest time the consumers may take to drain after the last cycle.
     pub drain_within: Duration,
-    /// The broker runs with the commit journal (`--commit-journal true`).
-    pub commit_journal: bool,
 }
 
 impl Config {
@@ -170,7 +168,6 @@ impl Config {
             outage: Duration::from_millis(4_000),
             segment_bytes: 128 * 1024,
             drain_within: Duration::from_secs(120),
-            commit_journal: false,
         }
     }
 
@@ -1008,11 +1005,6 @@ fn run_inner(config: &Config, dir: &Path) -> (Figures, Vec<String>) {
     let segment = config.segment_bytes.to_string();
     // Group snapshots every 4 KiB of journal (about 128 events), so that
     // the kills land before, during and after snapshots and journal trims.
-    let journal = if config.commit_journal {
-        "true"
-    } else {
-        "false"
-    };
     let mut broker = Broker::start(
         &data,
         &[
@@ -1022,8 +1014,6 @@ fn run_inner(config: &Config, dir: &Path) -> (Figures, Vec<String>) {
             &segment,
             "--group-snapshot-bytes",
             "4096",
-            "--commit-journal",
-            journal,
         ],
     );
     let rt = crate::runtime();

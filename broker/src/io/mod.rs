@@ -35,7 +35,6 @@
 
 #[cfg(any(test, feature = "test-util"))]
 mod fault;
-pub mod journal;
 #[cfg(any(test, feature = "test-util"))]
 mod powercut;
 mod state_bytes;

@@ -83,12 +83,6 @@ pub fn default_threads() -> usize {
     (2 * cpus).clamp(4, 32)
 }
 
-/// The default number of worker threads under the commit journal
-/// ([`crate::io::journal`]): a commit's sync is a wait for the journal's
-/// shared `fdatasync`, so the more workers wait together, the more
-/// partitions one sync covers.
-pub const JOURNAL_THREADS: usize = 64;
-
 /// See the module doc.
 pub struct WriterPool {
     queue: flume::Sender<Arc<dyn Job>>,

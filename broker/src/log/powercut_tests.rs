@@ -46,7 +46,6 @@ use super::producers::CACHED_BATCHES;
 use super::*;
 use proptest::prelude::*;
 
-use crate::io::journal::JournaledFs;
 use crate::io::{Fault, FaultPlan, FaultyFs, FileSystem, Op, PowerCutFs, StdFs};
 
 const T0: i64 = 1_700_000_000_000;
@@ -203,10 +202,6 @@ struct Case {
     config: LogConfig,
     clock: ManualClock,
     fs: PowerCutFs,
-    /// Segments' syncs go through the commit journal
-    /// ([`crate::io::journal`]), kept in `journal_dir`.
-    journal: bool,
-    journal_dir: PathBuf,
     /// Every value appended, by offset (offsets are reused only after a cut
     /// lost them).
     written: BTreeMap<u64, Vec<u8>>,
@@ -223,11 +218,10 @@ struct Case {
 }
 
 impl Case {
-    fn new(seed: u64, policy: FsyncPolicy, journal: bool) -> Case {
+    fn new(seed: u64, policy: FsyncPolicy) -> Case {
         let mut rng = Rng(seed);
         let tmp = fast_tempdir();
         let dir = tmp.path().join("p");
-        let journal_dir = tmp.path().join("journal");
         let segment_bytes = [1024, 2048, 4096][rng.below(3) as usize];
         let config = LogConfig {
             segment_bytes,
@@ -247,8 +241,6 @@ impl Case {
             config,
             clock: ManualClock::new(T0),
             fs: PowerCutFs::new(),
-            journal,
-            journal_dir,
             written: BTreeMap::new(),
             acked_end: 0,
             durable_end: 0,
@@ -275,20 +267,8 @@ impl Case {
         .map(Log::with_manual_seals)
     }
 
-    /// Opens the log on the power-cut file system (through the journal,
-    /// replayed first, if the case has one).
     fn open_cut(&self) -> LogResult<Log> {
-        self.open_with(self.file_system(Arc::new(self.fs.clone()))?)
-    }
-
-    /// `fs`, or the journal over it (replaying what it holds).
-    fn file_system(&self, fs: Arc<dyn FileSystem>) -> LogResult<Arc<dyn FileSystem>> {
-        if !self.journal {
-            return Ok(fs);
-        }
-        let (journaled, _) = JournaledFs::open(fs, &self.journal_dir)
-            .map_err(|e| LogError::io("opening the commit journal", e))?;
-        Ok(Arc::new(journaled))
+        self.open_with(Arc::new(self.fs.clone()))
     }
 
     fn run(mut self) -> Stats {
@@ -489,8 +469,7 @@ impl Case {
 
     fn check_after_cut(&mut self) {
         let mut log = self
-            .file_system(Arc::new(StdFs))
-            .and_then(|fs| self.open_with(fs))
+            .open_with(Arc::new(StdFs))
             .unwrap_or_else(|e| panic!("recovery after a power cut failed: {e}"));
         let reader = log.reader();
         let start = reader.start_offset();
@@ -599,39 +578,27 @@ fn case_count(default: u64) -> u64 {
 
 /// Runs `cases` cases under `policy` and prints the figures.
 fn run_cases(policy: FsyncPolicy, cases: u64) -> Stats {
-    run_cases_with(policy, cases, false)
-}
-
-/// Runs `cases` cases under `policy`, through the commit journal if
-/// `journal`, and prints the figures.
-fn run_cases_with(policy: FsyncPolicy, cases: u64, journal: bool) -> Stats {
     let seed = base_seed();
-    let policy_shown = if journal {
-        format!("{policy} with the commit journal")
-    } else {
-        policy.to_string()
-    };
-    let policy_shown = &policy_shown;
     println!(
-        "power cut, fsync={policy_shown}: base seed {seed} (replay: PIGEON_TEST_SEED={seed} cargo test -p pigeon-broker power_cut)"
+        "power cut, fsync={policy}: base seed {seed} (replay: PIGEON_TEST_SEED={seed} cargo test -p pigeon-broker power_cut)"
     );
     let started = Instant::now();
     let mut total = Stats::default();
     for i in 0..cases {
         let case_seed = Rng(seed.wrapping_add(i)).next();
-        let outcome = std::panic::catch_unwind(|| Case::new(case_seed, policy, journal).run());
+        let outcome = std::panic::catch_unwind(|| Case::new(case_seed, policy).run());
         match outcome {
             Ok(stats) => total.add(&stats),
             Err(panic) => {
                 eprintln!(
-                    "power cut case {i} failed: fsync={policy_shown}, base seed {seed} (PIGEON_TEST_SEED={seed})"
+                    "power cut case {i} failed: fsync={policy}, base seed {seed} (PIGEON_TEST_SEED={seed})"
                 );
                 std::panic::resume_unwind(panic);
             }
         }
     }
     println!(
-        "power cut, fsync={policy_shown}: {} cases, {} cuts ({} inside a call, {} inside recovery) in {:.2} s; \
+        "power cut, fsync={policy}: {} cases, {} cuts ({} inside a call, {} inside recovery) in {:.2} s; \
          {} records checked byte for byte, {} of them acknowledged; acknowledged lost: {}; \
          unsynced records lost: {}; torn writes: {}; entries vanished: {}, restored: {}; \
          index files cut: {}; unsynced index pages reverted: {}, kept: {}; duplicate retries checked: {}",
@@ -658,13 +625,6 @@ fn run_cases_with(policy: FsyncPolicy, cases: u64, journal: bool) -> Stats {
 #[test]
 fn power_cut_with_fsync_always_loses_no_acknowledged_record() {
     let stats = run_cases(FsyncPolicy::Always, case_count(200));
-    assert_eq!(stats.acked_lost, 0);
-    assert!(stats.torn > 0 && stats.cuts_mid_call > 0, "{stats:?}");
-}
-
-#[test]
-fn power_cut_with_the_commit_journal_loses_no_acknowledged_record() {
-    let stats = run_cases_with(FsyncPolicy::Always, case_count(200), true);
     assert_eq!(stats.acked_lost, 0);
     assert!(stats.torn > 0 && stats.cuts_mid_call > 0, "{stats:?}");
 }
@@ -698,7 +658,6 @@ fn power_cut_long() {
     ] {
         total.add(&run_cases(policy, cases));
     }
-    total.add(&run_cases_with(FsyncPolicy::Always, cases, true));
     println!("power cut, all policies: {total:?}");
 }
 

@@ -79,7 +79,6 @@ use crate::caps::PeerConnections;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::groups::Groups;
-use crate::io::journal::{self, JOURNAL_DIR, JournaledFs};
 use crate::io::{FileSystem, create_dir_durably, existing_ancestor};
 use crate::log::Clock;
 use crate::log::producers::EpochSource;
@@ -160,43 +159,6 @@ impl Broker {
         })?;
         // Before anything in the directory is read.
         let lock = DataDirLock::acquire(&data_dir)?;
-        // Before any log is opened: the journal's replay restores what its
-        // last sync covered (see `crate::io::journal`).
-        let fs: Arc<dyn FileSystem> = if config.commit_journal {
-            let dir = data_dir.join(JOURNAL_DIR);
-            let (journaled, report) = JournaledFs::open(fs, &dir).map_err(|e| {
-                BrokerError::storage(
-                    format_args!("cannot replay the commit journal in {}", dir.display()),
-                    e,
-                )
-            })?;
-            tracing::info!(
-                files = report.files,
-                applied = report.applied,
-                skipped = report.skipped,
-                synced_files = report.synced_files,
-                "commit journal replayed"
-            );
-            Arc::new(journaled)
-        } else {
-            // Left by a run with the journal on: its records may be all
-            // that holds acknowledged appends.
-            let dir = data_dir.join(JOURNAL_DIR);
-            if fs.exists(&dir) {
-                let report = journal::replay(fs.as_ref(), &dir).map_err(|e| {
-                    BrokerError::storage(
-                        format_args!("cannot replay the commit journal in {}", dir.display()),
-                        e,
-                    )
-                })?;
-                tracing::info!(
-                    files = report.files,
-                    applied = report.applied,
-                    "commit journal left by an earlier run replayed (the journal is off now)"
-                );
-            }
-            fs
-        };
         let limits = RegistryLimits {
             max_names: config.caps.max_producer_names as usize,
             expiry: std::time::Duration::from_millis(config.log.producer_expiry_ms),
