@@ -143,7 +143,7 @@ proptest! {
 
 /// Pages of the file at `path` in the page cache, and pages in all
 /// (`mincore` over a read-only map).
-fn resident_pages(path: &Path) -> (usize, usize) {
+pub(super) fn resident_pages(path: &Path) -> (usize, usize) {
     let file = std::fs::File::open(path).expect("open");
     // SAFETY: a read-only map of a file nothing truncates while it lives;
     // only its residency is looked at, never its bytes.

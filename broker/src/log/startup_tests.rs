@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, RecordBatch, records_of_batches};
 
 use super::checkpoint::Checkpoint;
+use super::read_tests::resident_pages;
 use super::recovery::many::open_all;
 use super::*;
 use crate::io::{FaultPlan, FaultyFs, FileSystem, Op, StdFs};
@@ -344,27 +345,6 @@ fn many_logs_open_side_by_side_and_the_first_failure_in_order_is_reported() {
             .expect_err("broken alone too");
         assert_eq!(error.to_string(), alone.to_string());
     }
-}
-
-/// Pages of the file at `path` in the page cache (`mincore` over a map of
-/// it), out of its pages.
-fn resident_pages(path: &Path) -> (usize, usize) {
-    let file = std::fs::File::open(path).expect("open");
-    let map = unsafe { memmap2::Mmap::map(&file) }.expect("map");
-    let page = 4096;
-    let pages = map.len().div_ceil(page);
-    let mut resident = vec![0u8; pages];
-    // SAFETY: the map is `map.len()` bytes long and page-aligned, and
-    // `resident` has one byte per page of it.
-    let done = unsafe {
-        libc::mincore(
-            map.as_ptr() as *mut libc::c_void,
-            map.len(),
-            resident.as_mut_ptr(),
-        )
-    };
-    assert_eq!(done, 0, "mincore: {}", std::io::Error::last_os_error());
-    (resident.iter().filter(|&&r| r & 1 == 1).count(), pages)
 }
 
 /// Drops the clean pages of the file at `path` from the page cache.
