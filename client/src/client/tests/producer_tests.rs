@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use super::fake_broker::FakeBroker;
 use super::{bounded, eventually, fast_client_config, fast_producer_config};
 use crate::client::{
-    Client, ClientError, MAX_IN_FLIGHT_BATCHES, Producer, ProducerConfig, ProducerRecord,
+    Client, ClientError, Delivery, MAX_IN_FLIGHT_BATCHES, Producer, ProducerConfig, ProducerRecord,
     partition_for_key,
 };
 use crate::protocol::ErrorCode;
@@ -23,6 +23,15 @@ async fn setup(partitions: u32, config: ProducerConfig) -> (FakeBroker, Client, 
         .unwrap();
     let producer = Producer::new(client.clone(), config);
     (broker, client, producer)
+}
+
+/// The offsets `deliveries` were stored at, in order (each must succeed).
+async fn offsets_of(deliveries: Vec<Delivery>) -> Vec<u64> {
+    join_all(deliveries)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().offset)
+        .collect()
 }
 
 #[tokio::test]
@@ -370,11 +379,7 @@ async fn requests_in_flight_while_stalled(idempotent: bool) -> (usize, Vec<u64>)
     assert!(more.is_err(), "more than {window} batches in flight");
     let sent = broker.produce_requests();
     broker.stall_produce(false);
-    let offsets = join_all(deliveries)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().offset)
-        .collect();
+    let offsets = offsets_of(deliveries).await;
     let stored: Vec<u8> = broker.records("t", 0).iter().map(|r| r.value[0]).collect();
     assert_eq!(stored, (0..20).collect::<Vec<u8>>(), "stored out of order");
     (sent, offsets)
@@ -426,11 +431,7 @@ async fn a_batch_that_is_not_full_waits_for_the_one_in_flight_and_gathers_record
         .await;
         assert!(more.is_err(), "a partial batch was pipelined");
         broker.stall_produce(false);
-        let offsets: Vec<u64> = join_all(deliveries)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap().offset)
-            .collect();
+        let offsets = offsets_of(deliveries).await;
         assert_eq!(offsets, (0..6).collect::<Vec<u64>>());
         assert_eq!(
             broker.produce_requests(),
@@ -461,11 +462,7 @@ async fn with_no_linger_a_batch_that_is_not_full_goes_behind_the_one_in_flight()
             .await;
         }
         broker.stall_produce(false);
-        let offsets: Vec<u64> = join_all(deliveries)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap().offset)
-            .collect();
+        let offsets = offsets_of(deliveries).await;
         assert_eq!(offsets, vec![0, 1, 2]);
         let stored: Vec<Vec<u8>> = broker
             .records("t", 0)
