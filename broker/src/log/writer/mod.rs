@@ -200,13 +200,8 @@ impl Log {
         active: Active,
     ) -> Log {
         // Every segment but the active one was sealed and synced when the
-        // log was opened: their files may be closed when cold. (Recovery
-        // released each as it opened it; releasing again does nothing.)
-        if let Some((_, sealed)) = segments.split_last() {
-            for segment in sealed {
-                segment.release(fs.clone(), &config.open_segments);
-            }
-        }
+        // log was opened, and recovery released each to the caches of open
+        // segments as it opened it.
         let shared = Arc::new(Shared {
             segments: RwLock::new(Arc::new(segments)),
             read_only: RwLock::new(None),
