@@ -59,7 +59,7 @@ pub struct FaultPlan {
     rules: Arc<Mutex<Vec<Rule>>>,
     calls: Arc<Mutex<Vec<(Op, String)>>>,
     /// Files opened through the plan's file systems and not yet closed:
-    /// now, and the most at any moment since [`FaultPlan::reset_peak_open`].
+    /// now, and the most at any moment so far.
     open_files: Arc<Mutex<(usize, usize)>>,
 }
 
@@ -95,16 +95,9 @@ impl FaultPlan {
             .count()
     }
 
-    /// Files open now, and the most open at once since the last
-    /// [`reset_peak_open`](Self::reset_peak_open).
+    /// Files open now, and the most open at once so far.
     pub fn open_files(&self) -> (usize, usize) {
         *self.open_files.lock()
-    }
-
-    /// Starts counting the peak of open files again from now.
-    pub fn reset_peak_open(&self) {
-        let mut open = self.open_files.lock();
-        open.1 = open.0;
     }
 
     fn opened(&self) {
