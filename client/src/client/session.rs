@@ -52,6 +52,11 @@ struct SessionState {
 pub(crate) struct Session {
     name: String,
     state: AsyncMutex<SessionState>,
+    /// `state.current` while it needs no new registration (`None` when
+    /// reset), readable without waiting for `state`: after a registration,
+    /// thousands of partition senders take it at once instead of passing
+    /// through the lock one per scheduler turn. Written only under `state`.
+    usable: std::sync::Mutex<Option<SessionId>>,
     fenced: std::sync::Mutex<Option<ClientError>>,
 }
 
@@ -60,6 +65,7 @@ impl Session {
         Session {
             name,
             state: AsyncMutex::new(SessionState::default()),
+            usable: std::sync::Mutex::new(None),
             fenced: std::sync::Mutex::new(None),
         }
     }
@@ -88,6 +94,9 @@ impl Session {
         if let Some(err) = self.fenced() {
             return Err(err);
         }
+        if let Some(id) = *self.usable() {
+            return Ok(id);
+        }
         let mut state = self.state.lock().await;
         if let (Some(id), false) = (state.current, state.reset) {
             return Ok(id);
@@ -113,6 +122,7 @@ impl Session {
                     tracing::debug!(name = %self.name, producer_id = id.producer_id, epoch = id.epoch, "producer registered");
                     state.current = Some(id);
                     state.reset = false;
+                    *self.usable() = Some(id);
                     return Ok(id);
                 }
                 Err(err)
@@ -132,7 +142,12 @@ impl Session {
         let mut state = self.state.lock().await;
         if state.generation == generation {
             state.reset = true;
+            *self.usable() = None;
         }
+    }
+
+    fn usable(&self) -> std::sync::MutexGuard<'_, Option<SessionId>> {
+        self.usable.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Handles `ProducerFenced` for a batch of session `id`: if `id` is the

@@ -18,12 +18,13 @@
 //!   throttle's end only moves later.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::config::ProducerConfig;
+use super::gather::Gatherer;
 use super::lock;
 use crate::client::admin::describe_topic;
 use crate::client::connection::Client;
@@ -61,6 +62,9 @@ pub(super) struct SenderCtx {
     /// Until when the broker asked for no more produce requests, and the
     /// statistics of it.
     throttle: Mutex<(Option<Instant>, ThrottleStats)>,
+    /// The task that puts the senders' batches together into requests,
+    /// started by the first batch sent.
+    gatherer: OnceLock<Gatherer>,
 }
 
 impl SenderCtx {
@@ -80,7 +84,30 @@ impl SenderCtx {
             config,
             partition_counts: Mutex::new(HashMap::new()),
             throttle: Mutex::new((None, ThrottleStats::default())),
+            gatherer: OnceLock::new(),
         }
+    }
+
+    /// The largest batch: the configured one, capped by the broker's
+    /// largest once known.
+    pub(super) fn max_batch_bytes(&self) -> usize {
+        let configured = self.config.max_batch_bytes;
+        match self.client.server_limits() {
+            Some(limits) => configured.min(limits.max_batch_size as usize),
+            None => configured,
+        }
+    }
+
+    /// The producer's gatherer (see [`gather`](super::gather)), started
+    /// on first use (from a sender task, so on the producer's runtime).
+    pub(super) fn gatherer(&self) -> &Gatherer {
+        self.gatherer.get_or_init(|| {
+            Gatherer::start(
+                self.client.clone(),
+                self.config.request_timeout,
+                self.max_batch_bytes(),
+            )
+        })
     }
 
     /// The producer's current session id (registering if needed, until

@@ -217,11 +217,7 @@ impl Producer {
 
     /// The largest batch: the configured one, capped by the broker's limit.
     fn max_batch_bytes(&self) -> usize {
-        let configured = self.shared.ctx.config.max_batch_bytes;
-        match self.shared.ctx.client.server_limits() {
-            Some(limits) => configured.min(limits.max_batch_size as usize),
-            None => configured,
-        }
+        self.shared.ctx.max_batch_bytes()
     }
 
     /// The queue of the sender of `topic`/`partition`, started on first use.

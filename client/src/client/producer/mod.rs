@@ -19,7 +19,11 @@
 //!    was enqueued, or the next record would make the batch larger than
 //!    [`ProducerConfig::max_batch_bytes`], or a flush asks for it.
 //! 4. The batch is built once (its bytes and, later, its producer stamp
-//!    fixed from then on) and sent in one Produce request. An idempotent
+//!    fixed from then on) and sent in a Produce request: the producer's
+//!    gatherer puts the batches of many partitions of a topic that are
+//!    ready at the same moment into one request (see
+//!    [`gather`](self::gather)), so a producer spread over thousands of
+//!    partitions does not pay a request per record. An idempotent
 //!    producer does not wait for the answer before sending the partition's
 //!    next *full* batches: up to [`ProducerConfig::max_in_flight_batches`]
 //!    are in flight on the connection, in order (the broker appends a
@@ -85,6 +89,7 @@
 //! | `context.rs` | what the senders share: client, config, session, partition counts, throttle ([`ThrottleStats`]) |
 //! | `batching.rs` | records waiting for a batch, the batch being filled, the sealed batch |
 //! | `sender.rs` | the per-partition sender loop: linger, in-flight window, recovery of the window in order |
+//! | `gather.rs` | the senders' batches put together, per topic, into multi-partition Produce requests |
 //! | `retry.rs` | retries of one batch: backoff, delivery timeout, renumbering, session reset and fencing |
 //! | `outcome.rs` | reading a Produce answer; completing or failing each record's future |
 //! | `sequence.rs` | a partition's sequence numbers for idempotent batches |
@@ -92,6 +97,7 @@
 mod batching;
 mod config;
 mod context;
+mod gather;
 mod handle;
 mod outcome;
 mod record;
@@ -106,6 +112,8 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use config::{MAX_IN_FLIGHT_BATCHES, ProducerConfig};
 pub use context::ThrottleStats;
+#[cfg(test)]
+pub(crate) use gather::MAX_REQUESTS_IN_FLIGHT;
 pub use handle::Producer;
 pub use record::{Delivery, ProducerRecord, RecordMetadata, partition_for_key};
 

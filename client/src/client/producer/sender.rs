@@ -51,26 +51,24 @@ use tokio::time::Instant;
 use super::batching::{Command, Enqueued, OpenBatch, ProducerBatch};
 use super::config::MAX_IN_FLIGHT_BATCHES;
 use super::context::SenderCtx;
+use super::gather::{Answer, Part, Reply};
 use super::outcome::{Failed, fail, interpret};
 use super::retry::resend;
 use super::sequence::{next_sequence, stamp_for};
 use crate::batch::ProducerStamp;
 use crate::client::error::ClientError;
-use crate::protocol::{ErrorCode, Response};
+use crate::protocol::ErrorCode;
 
 /// A batch sent and waiting for its answer.
 pub(super) struct Sent {
     batch: ProducerBatch,
-    answer: Pin<Box<dyn Future<Output = Result<Response, ClientError>> + Send>>,
-    /// Whether the request was queued on a connection (else its error
-    /// came before: the broker never saw it).
-    queued: bool,
+    answer: Pin<Box<dyn Future<Output = Answer> + Send>>,
 }
 
 /// What woke a partition sender.
 enum Event {
     Command(Option<Command>),
-    Answer(Result<Response, ClientError>),
+    Answer(Answer),
     Linger,
 }
 
@@ -93,7 +91,7 @@ struct Filled {
 }
 
 /// The answer of the oldest batch in flight (never ready when none is).
-async fn front_answer(in_flight: &mut VecDeque<Sent>) -> Result<Response, ClientError> {
+async fn front_answer(in_flight: &mut VecDeque<Sent>) -> Answer {
     match in_flight.front_mut() {
         Some(sent) => sent.answer.as_mut().await,
         None => std::future::pending().await,
@@ -292,7 +290,7 @@ impl PartitionSender {
 
     /// Handles the answer of the oldest batch in flight (see
     /// [`on_front_answer`]).
-    async fn on_front_answer(&mut self, answer: Result<Response, ClientError>) {
+    async fn on_front_answer(&mut self, answer: Answer) {
         on_front_answer(&self.ctx, &mut self.sequence, &mut self.in_flight, answer).await;
     }
 
@@ -315,8 +313,9 @@ pub(super) async fn drain(
 }
 
 /// Stamps a batch for the idempotent session (if any), advancing the
-/// partition's sequence past it, and sends it without waiting for the
-/// answer.
+/// partition's sequence past it, and hands it to the producer's gatherer
+/// (which sends it, with other partitions' batches ready at the same
+/// moment) without waiting for the answer.
 pub(super) async fn send_batch(
     ctx: &SenderCtx,
     sequence: &mut Option<(u64, i32)>,
@@ -343,29 +342,41 @@ pub(super) async fn send_batch(
     };
     ctx.wait_out_throttle(deadline).await;
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let sent = if remaining.is_zero() {
+    let answer: Pin<Box<dyn Future<Output = Answer> + Send>> = if remaining.is_zero() {
         // Its records waited past their delivery timeout (an outage):
         // never sent; the retry path fails it as not stored.
-        Err(ClientError::Timeout {
-            after: ctx.config.delivery_timeout,
-        })
+        Box::pin(std::future::ready(Answer {
+            result: Err(ClientError::Timeout {
+                after: ctx.config.delivery_timeout,
+            }),
+            queued: false,
+        }))
     } else {
-        ctx.client
-            .send_request(
-                batch.produce_request(ctx.config.request_timeout),
-                ctx.config.request_timeout.min(remaining),
-            )
-            .await
+        let (reply, replied) = oneshot::channel();
+        ctx.gatherer().send(Part {
+            topic: batch.topic.clone(),
+            partition: batch.partition,
+            bytes: batch.bytes.clone(),
+            timeout: ctx.config.request_timeout.min(remaining),
+            reply,
+        });
+        Box::pin(async move {
+            match replied.await {
+                Ok(Reply::Alone(pending, _in_flight)) => Answer {
+                    result: pending.answer().await,
+                    queued: true,
+                },
+                Ok(Reply::Answered(answer)) => answer,
+                // The gatherer dropped the batch unanswered (it panicked):
+                // whether it was sent is unknown.
+                Err(_) => Answer {
+                    result: Err(ClientError::Closed),
+                    queued: true,
+                },
+            }
+        })
     };
-    let (answer, queued): (Pin<Box<dyn Future<Output = _> + Send>>, bool) = match sent {
-        Ok(pending) => (Box::pin(pending.answer()), true),
-        Err(err) => (Box::pin(std::future::ready(Err(err))), false),
-    };
-    in_flight.push_back(Sent {
-        batch,
-        answer,
-        queued,
-    });
+    in_flight.push_back(Sent { batch, answer });
 }
 
 /// Handles the answer of the oldest batch in flight: completes it, or, if
@@ -374,13 +385,13 @@ async fn on_front_answer(
     ctx: &SenderCtx,
     sequence: &mut Option<(u64, i32)>,
     in_flight: &mut VecDeque<Sent>,
-    answer: Result<Response, ClientError>,
+    answer: Answer,
 ) {
     let Some(sent) = in_flight.pop_front() else {
         return;
     };
-    if let Err(failed) = interpret(ctx, sent.batch, answer) {
-        recover(ctx, sequence, (failed, sent.queued), in_flight).await;
+    if let Err(failed) = interpret(ctx, sent.batch, answer.result) {
+        recover(ctx, sequence, (failed, answer.queued), in_flight).await;
     }
 }
 
@@ -400,7 +411,7 @@ async fn recover(
     let mut later = Vec::with_capacity(in_flight.len());
     while let Some(sent) = in_flight.pop_front() {
         let answer = sent.answer.await;
-        later.push((interpret(ctx, sent.batch, answer), sent.queued));
+        later.push((interpret(ctx, sent.batch, answer.result), answer.queued));
     }
     // Sequences restart from the failed batch's: later batches are
     // renumbered from what is really stored.

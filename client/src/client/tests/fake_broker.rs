@@ -63,6 +63,8 @@ struct State {
     /// While true, produce requests wait.
     stall_produce: watch::Sender<bool>,
     produce_requests: AtomicUsize,
+    /// Record batches received in produce requests, over all partitions.
+    produce_batches: AtomicUsize,
     /// When each produce request arrived, in order.
     produce_arrivals: Mutex<Vec<std::time::Instant>>,
     connections: AtomicUsize,
@@ -98,6 +100,7 @@ impl FakeBroker {
             appended: watch::channel(0).0,
             stall_produce: watch::channel(false).0,
             produce_requests: AtomicUsize::new(0),
+            produce_batches: AtomicUsize::new(0),
             produce_arrivals: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -169,6 +172,12 @@ impl FakeBroker {
     /// Produce requests received so far.
     pub fn produce_requests(&self) -> usize {
         self.state.produce_requests.load(Ordering::SeqCst)
+    }
+
+    /// Record batches received in produce requests so far, over all
+    /// partitions of all requests.
+    pub fn produce_batches(&self) -> usize {
+        self.state.produce_batches.load(Ordering::SeqCst)
     }
 
     /// When each produce request arrived, in order.
@@ -486,6 +495,8 @@ fn produce(state: &State, header: &RequestHeader, req: ProduceRequest) -> Respon
         return ResponseFrame::error(header, ErrorCode::UnknownTopic, req.topic);
     };
     let mut partitions = Vec::new();
+    let batches = req.partitions.iter().map(|p| p.batches.len()).sum();
+    state.produce_batches.fetch_add(batches, Ordering::SeqCst);
     for part in req.partitions {
         let mut result = ProducePartitionResponse {
             error_message: String::new(),

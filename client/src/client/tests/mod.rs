@@ -24,7 +24,7 @@ async fn bounded<T>(test: impl Future<Output = T>) -> T {
 }
 
 /// Polls `condition` every few milliseconds until it holds, failing after 5 s.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+pub(super) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !condition() {
         assert!(
