@@ -848,7 +848,7 @@ mod tests {
     /// in order, and dropping the handles closes every log cleanly.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pool_of_one_thread_serves_many_logs_and_closes_them_when_dropped() {
-        let pool = WriterPool::start(1);
+        let pool = WriterPool::fixed(1);
         let tmp = tempfile::tempdir().expect("tempdir");
         let dirs: Vec<_> = (0..50).map(|i| tmp.path().join(i.to_string())).collect();
         let logs: Vec<_> = dirs.iter().map(|d| open_on(pool, d)).collect();
@@ -894,7 +894,7 @@ mod tests {
     /// back of the run queue.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_busy_log_does_not_starve_another_on_the_same_worker() {
-        let pool = WriterPool::start(1);
+        let pool = WriterPool::fixed(1);
         let tmp = tempfile::tempdir().expect("tempdir");
         let busy = open_on(pool, &tmp.path().join("busy"));
         let other = open_on(pool, &tmp.path().join("other"));

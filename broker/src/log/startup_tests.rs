@@ -281,7 +281,7 @@ fn a_clean_checkpoint_is_kept_at_open_and_replaced_before_the_first_append() {
 /// idle checkpoint from the pool's timer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_writes_the_idle_checkpoint_of_a_partition_whose_writes_stopped() {
-    let pool = pool::WriterPool::start(1);
+    let pool = pool::WriterPool::fixed(1);
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("0");
     let config = LogConfig {
