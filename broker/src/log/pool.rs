@@ -101,6 +101,14 @@ pub const DEFAULT_MAX_THREADS: usize = 64;
 /// How long a worker beyond the core waits for a job before it exits.
 pub const IDLE_EXIT: Duration = Duration::from_secs(10);
 
+/// Whether a worker is one of the core, which always run, or an extra
+/// one, which exits when idle.
+#[derive(Debug, Clone, Copy)]
+enum Tenure {
+    Core,
+    Extra,
+}
+
 /// See the module doc.
 pub struct WriterPool {
     queue: flume::Sender<Arc<dyn Job>>,
@@ -173,7 +181,7 @@ impl WriterPool {
             started: AtomicUsize::new(0),
         }));
         for _ in 0..core {
-            pool.add_worker();
+            pool.add_worker(Tenure::Core);
         }
         let spawned = std::thread::Builder::new()
             .name("log-timers".into())
@@ -191,7 +199,7 @@ impl WriterPool {
     }
 
     /// Starts one more worker unless `max` run already.
-    fn add_worker(&'static self) {
+    fn add_worker(&'static self, tenure: Tenure) {
         let room = self
             .live
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |live| {
@@ -203,34 +211,30 @@ impl WriterPool {
         let n = self.started.fetch_add(1, Ordering::Relaxed);
         let spawned = std::thread::Builder::new()
             .name(format!("log-writer-{n}"))
-            .spawn(move || self.work());
+            .spawn(move || self.work(tenure));
         if let Err(e) = spawned {
             self.live.fetch_sub(1, Ordering::SeqCst);
             tracing::error!(error = %e, "could not start a log writer thread");
         }
     }
 
-    /// A worker's loop: takes jobs; beyond the core, exits after
+    /// A worker's loop: takes jobs; an extra worker exits after
     /// `idle_exit` without one.
-    fn work(&'static self) {
+    fn work(&'static self, tenure: Tenure) {
         loop {
             self.idle.fetch_add(1, Ordering::SeqCst);
-            let next = self.jobs.recv_timeout(self.idle_exit);
+            let next = match tenure {
+                Tenure::Core => self.jobs.recv().ok(),
+                Tenure::Extra => self.jobs.recv_timeout(self.idle_exit).ok(),
+            };
             self.idle.fetch_sub(1, Ordering::SeqCst);
             match next {
-                Ok(job) => run_turn(self, job),
-                Err(flume::RecvTimeoutError::Timeout) => {
-                    let shrunk =
-                        self.live
-                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |live| {
-                                (live > self.core).then(|| live - 1)
-                            });
-                    if shrunk.is_ok() {
-                        return;
-                    }
+                Some(job) => run_turn(self, job),
+                // Idle that long (or, never, the queue gone): exit.
+                None => {
+                    self.live.fetch_sub(1, Ordering::SeqCst);
+                    return;
                 }
-                // The pool holds a sender for the life of the process.
-                Err(flume::RecvTimeoutError::Disconnected) => return,
             }
         }
     }
@@ -240,7 +244,7 @@ impl WriterPool {
         let _ = self.queue.send(job);
         // More jobs wait than workers are free to take them: one more.
         if self.queue.len() > self.idle.load(Ordering::SeqCst) {
-            self.add_worker();
+            self.add_worker(Tenure::Extra);
         }
     }
 
