@@ -31,15 +31,23 @@
 //!   did with one request per batch.
 //! - Every batch gets exactly one [`Reply`]: a request of one batch hands
 //!   its [`PendingRequest`] over (its answer reaches the sender with no
-//!   extra task in between); a request of several is answered by a task
-//!   that splits the response, each batch getting its own partition's
+//!   extra task in between), with its place among the requests in flight,
+//!   which is freed when the sender has read the answer (a sender reads
+//!   its oldest batch's answer first, and the gatherer sends a
+//!   partition's batches in order, so the place of a sender's oldest
+//!   batch never waits on anything but its answer); a request of several
+//!   is answered by a task that frees its place and splits the response, each batch getting its own partition's
 //!   result. A whole-request error (the connection failed, the broker
 //!   refused the request) is every batch's error. The response's
 //!   `throttle_ms` is given to the first batch only, so the producer's
 //!   throttle statistics count one throttled response per response.
-//! - A request waits for its connection at most the shortest time any of
-//!   its batches may still wait (the request timeout, or less when a
-//!   batch's delivery deadline is nearer).
+//! - Each batch has a deadline for its answer, set when it is handed over
+//!   (the request timeout from then, or its delivery deadline if nearer):
+//!   time spent waiting in the gatherer counts. A batch whose deadline
+//!   passed before its request went is not sent (it fails as never
+//!   queued, so the sender may retry it); a request waits for its
+//!   connection and its answer until the nearest deadline of its
+//!   batches.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,6 +55,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::config::MAX_IN_FLIGHT_BATCHES;
 use crate::client::connection::{Client, PendingRequest};
@@ -91,8 +100,11 @@ pub(super) struct Part {
     pub(super) partition: u32,
     /// The encoded batch.
     pub(super) bytes: Bytes,
-    /// Longest wait for a connection and the answer.
+    /// The wait it was given for a connection and the answer, from when
+    /// it was handed over (for the error that reports it).
     pub(super) timeout: Duration,
+    /// When that wait ends.
+    pub(super) deadline: Instant,
     /// Where its reply goes.
     pub(super) reply: oneshot::Sender<Reply>,
 }
@@ -251,7 +263,22 @@ async fn send(
     permit: OwnedSemaphorePermit,
 ) {
     let Gathered { topic, parts, .. } = request;
-    let timeout = parts.iter().map(|p| p.timeout).min().unwrap_or_default();
+    let now = Instant::now();
+    let (parts, expired): (Vec<Part>, Vec<Part>) =
+        parts.into_iter().partition(|p| p.deadline > now);
+    for part in expired {
+        let result = Err(ClientError::Timeout {
+            after: part.timeout,
+        });
+        let _ = part.reply.send(Reply::Answered(Answer {
+            result,
+            queued: false,
+        }));
+    }
+    let Some(deadline) = parts.iter().map(|p| p.deadline).min() else {
+        return;
+    };
+    let timeout = deadline.saturating_duration_since(now);
     let produce = ProduceRequest {
         timeout_ms: broker_timeout_ms,
         topic: topic.to_string(),
@@ -350,6 +377,7 @@ mod tests {
             partition,
             bytes: builder.build(ProducerStamp::NONE, 0),
             timeout: Duration::from_secs(5),
+            deadline: Instant::now() + Duration::from_secs(5),
             reply,
         };
         (part, replied)
@@ -473,6 +501,59 @@ mod tests {
             };
             assert!(matches!(answer.result, Err(ClientError::Closed)));
         }
+    }
+
+    /// A batch whose deadline passes while it waits in the gatherer is
+    /// answered as timed out and never queued, and not sent.
+    #[tokio::test]
+    async fn a_batch_past_its_deadline_in_the_queue_is_not_sent() {
+        let broker = FakeBroker::start().await;
+        broker.create_topic("t", 1);
+        let client = Client::connect_with(broker.addr(), fast_client_config())
+            .await
+            .unwrap();
+        let gatherer = Gatherer::start(client, Duration::from_secs(5), MAX_BYTES);
+        broker.stall_produce(true);
+        let mut early = Vec::new();
+        for i in 0..MAX_REQUESTS_IN_FLIGHT {
+            let (part, replied) = part("t", 0, &format!("early-{i}"));
+            gatherer.send(part);
+            early.push(replied);
+        }
+        eventually("the window is full", || {
+            broker.produce_requests() == MAX_REQUESTS_IN_FLIGHT
+        })
+        .await;
+        let (mut late, replied) = part("t", 0, "late");
+        late.timeout = Duration::from_millis(10);
+        late.deadline = Instant::now() + late.timeout;
+        let deadline = late.deadline;
+        gatherer.send(late);
+        while Instant::now() <= deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The early batches' senders read their answers (releasing their
+        // places in flight), as partition senders do.
+        let early = tokio::spawn(async move {
+            for replied in early {
+                match replied.await.unwrap() {
+                    Reply::Alone(pending, _in_flight) => assert!(pending.answer().await.is_ok()),
+                    Reply::Answered(answer) => panic!("{answer:?}"),
+                }
+            }
+        });
+        broker.stall_produce(false);
+        let Reply::Answered(answer) = replied.await.unwrap() else {
+            panic!("the late batch was sent");
+        };
+        assert!(!answer.queued);
+        assert!(
+            matches!(answer.result, Err(ClientError::Timeout { .. })),
+            "{:?}",
+            answer.result
+        );
+        early.await.unwrap();
+        assert_eq!(broker.produce_batches(), MAX_REQUESTS_IN_FLIGHT);
     }
 
     /// While its requests in flight are at their bound, what the senders

@@ -353,11 +353,13 @@ pub(super) async fn send_batch(
         }))
     } else {
         let (reply, replied) = oneshot::channel();
+        let timeout = ctx.config.request_timeout.min(remaining);
         ctx.gatherer().send(Part {
             topic: batch.topic.clone(),
             partition: batch.partition,
             bytes: batch.bytes.clone(),
-            timeout: ctx.config.request_timeout.min(remaining),
+            timeout,
+            deadline: Instant::now() + timeout,
             reply,
         });
         Box::pin(async move {
