@@ -122,6 +122,9 @@ pub struct WriterPool {
     live: AtomicUsize,
     /// Workers waiting for a job.
     idle: AtomicUsize,
+    /// Jobs queued and not yet taken (the queue's length, without taking
+    /// the queue's lock on every push).
+    waiting: AtomicUsize,
     /// Workers ever started: the next one's name.
     started: AtomicUsize,
 }
@@ -178,6 +181,7 @@ impl WriterPool {
             idle_exit,
             live: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
         }));
         for _ in 0..core {
@@ -229,7 +233,10 @@ impl WriterPool {
             };
             self.idle.fetch_sub(1, Ordering::SeqCst);
             match next {
-                Some(job) => run_turn(self, job),
+                Some(job) => {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    run_turn(self, job);
+                }
                 // Idle that long (or, never, the queue gone): exit.
                 None => {
                     self.live.fetch_sub(1, Ordering::SeqCst);
@@ -240,10 +247,11 @@ impl WriterPool {
     }
 
     fn push(&'static self, job: Arc<dyn Job>) {
+        let waiting = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
         // The pool holds the receiver for the life of the process.
         let _ = self.queue.send(job);
         // More jobs wait than workers are free to take them: one more.
-        if self.queue.len() > self.idle.load(Ordering::SeqCst) {
+        if waiting > self.idle.load(Ordering::SeqCst) {
             self.add_worker(Tenure::Extra);
         }
     }
