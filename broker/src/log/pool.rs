@@ -11,14 +11,18 @@
 //! - **Elastic between a core and a most.** The `core` workers start with
 //!   the pool and stay ([`default_threads`], or fewer if the most is
 //!   lower). When a job is queued and more jobs wait than workers are idle,
-//!   one more worker starts, up to `max` (`writer_threads`,
-//!   [`DEFAULT_MAX_THREADS`] by default); a worker beyond the core that
+//!   one more worker starts, up to `max` (`writer_threads`; by default the
+//!   core, so the default pool is fixed); a worker beyond the core that
 //!   finds no job for [`IDLE_EXIT`] exits. Under `fsync=always` a turn
 //!   spends most of its time blocked in `fdatasync`, and the file system
 //!   folds concurrent syncs of many files into few journal commits, so
-//!   many busy partitions commit faster with many workers (10,000
-//!   partitions: 34k msgs/s with 4, 55k with 64, docs/benchmarks.md),
-//!   while an idle or lightly loaded broker keeps its few.
+//!   thousands of busy partitions, each committing a record or two per
+//!   turn, commit faster with many workers (10,000 partitions: 34k msgs/s
+//!   with 4, 45k with up to 64), while an idle broker keeps its few. The
+//!   most is not raised by default because fewer workers mean larger
+//!   commits where partitions have more to commit: 100 busy partitions
+//!   did 463–492k msgs/s with 4 workers and 289–361k with up to 64
+//!   (docs/benchmarks.md, "An elastic writer pool").
 //! - one **timer thread** (`log-timers`) holding, for each log that has a
 //!   timer (the interval policy's sync, a background seal's poll, the idle
 //!   checkpoint, periodic retention), the instant it comes due; at that
@@ -95,9 +99,6 @@ pub fn default_threads() -> usize {
     (2 * cpus).clamp(4, 32)
 }
 
-/// The most workers by default (`writer_threads`).
-pub const DEFAULT_MAX_THREADS: usize = 64;
-
 /// How long a worker beyond the core waits for a job before it exits.
 pub const IDLE_EXIT: Duration = Duration::from_secs(10);
 
@@ -157,7 +158,7 @@ impl WriterPool {
     /// The process-wide pool, started with the defaults if
     /// [`init`](Self::init) was not called.
     pub fn global() -> &'static WriterPool {
-        GLOBAL.get_or_init(|| WriterPool::start(default_threads(), DEFAULT_MAX_THREADS, IDLE_EXIT))
+        GLOBAL.get_or_init(|| WriterPool::start(default_threads(), default_threads(), IDLE_EXIT))
     }
 
     /// Workers running now.

@@ -25,10 +25,11 @@
 //!   `max_batch_bytes`, unless the request is a single batch: a gathered
 //!   request is never larger than the largest single-batch request.
 //! - Order: a partition's batches reach the gatherer in the order its
-//!   sender made them, and its requests are sent in the order they were
-//!   opened (a request closed by a repeat of a partition goes before the
-//!   one that repeat opens), so the broker appends them in order, as it
-//!   did with one request per batch.
+//!   sender made them; each goes into a later request of its topic than
+//!   the partition's batch before it, and a topic's requests are sent in
+//!   the order they were made (one gathering after another), so the
+//!   broker appends a partition's batches in order, as it did with one
+//!   request per batch.
 //! - Every batch gets exactly one [`Reply`]: a request of one batch hands
 //!   its [`PendingRequest`] over (its answer reaches the sender with no
 //!   extra task in between), with its place among the requests in flight,
@@ -36,8 +37,8 @@
 //!   its oldest batch's answer first, and the gatherer sends a
 //!   partition's batches in order, so the place of a sender's oldest
 //!   batch never waits on anything but its answer); a request of several
-//!   is answered by a task that frees its place and splits the response, each batch getting its own partition's
-//!   result. A whole-request error (the connection failed, the broker
+//!   is answered by a task that frees its place and splits the response,
+//!   each batch getting its own partition's result. A whole-request error (the connection failed, the broker
 //!   refused the request) is every batch's error. The response's
 //!   `throttle_ms` is given to the first batch only, so the producer's
 //!   throttle statistics count one throttled response per response.
