@@ -504,12 +504,14 @@ mod tests {
         }
     }
 
-    /// A batch whose deadline passes while it waits in the gatherer is
-    /// answered as timed out and never queued, and not sent.
-    #[tokio::test]
-    async fn a_batch_past_its_deadline_in_the_queue_is_not_sent() {
+    /// A gatherer on a fake broker (topics `t` and `u`, 100 partitions
+    /// each) that holds every produce, with its window full: twenty
+    /// batches of `t`/0 sent as twenty requests, unanswered. Returns their
+    /// replies, in order.
+    async fn full_window() -> (FakeBroker, Gatherer, Vec<oneshot::Receiver<Reply>>) {
         let broker = FakeBroker::start().await;
-        broker.create_topic("t", 1);
+        broker.create_topic("t", 100);
+        broker.create_topic("u", 100);
         let client = Client::connect_with(broker.addr(), fast_client_config())
             .await
             .unwrap();
@@ -525,6 +527,14 @@ mod tests {
             broker.produce_requests() == MAX_REQUESTS_IN_FLIGHT
         })
         .await;
+        (broker, gatherer, early)
+    }
+
+    /// A batch whose deadline passes while it waits in the gatherer is
+    /// answered as timed out and never queued, and not sent.
+    #[tokio::test]
+    async fn a_batch_past_its_deadline_in_the_queue_is_not_sent() {
+        let (broker, gatherer, early) = full_window().await;
         let (mut late, replied) = part("t", 0, "late");
         late.timeout = Duration::from_millis(10);
         late.deadline = Instant::now() + late.timeout;
@@ -563,25 +573,8 @@ mod tests {
     /// offsets, in the order handed over.
     #[tokio::test]
     async fn batches_queued_behind_a_full_window_go_together() {
-        let broker = FakeBroker::start().await;
-        broker.create_topic("t", 100);
-        broker.create_topic("u", 100);
-        let client = Client::connect_with(broker.addr(), fast_client_config())
-            .await
-            .unwrap();
-        let gatherer = Gatherer::start(client, Duration::from_secs(5), MAX_BYTES);
-        broker.stall_produce(true);
-        // Twenty batches of one partition: twenty requests, in order.
-        let mut replies = Vec::new();
-        for i in 0..MAX_REQUESTS_IN_FLIGHT {
-            let (part, replied) = part("t", 0, &format!("early-{i}"));
-            gatherer.send(part);
-            replies.push((("t", 0), replied));
-        }
-        eventually("the window is full", || {
-            broker.produce_requests() == MAX_REQUESTS_IN_FLIGHT
-        })
-        .await;
+        let (broker, gatherer, early) = full_window().await;
+        let mut replies: Vec<_> = early.into_iter().map(|r| (("t", 0), r)).collect();
         for round in 0..2 {
             for partition in 0..100 {
                 for topic in ["t", "u"] {
