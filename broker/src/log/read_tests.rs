@@ -164,8 +164,8 @@ pub(super) fn resident_pages(path: &Path) -> (usize, usize) {
     (resident.iter().filter(|b| **b & 1 == 1).count(), pages)
 }
 
-/// Drops a synced file's pages from the page cache.
-fn evict(path: &Path) {
+/// Syncs the file at `path` and drops its pages from the page cache.
+pub(super) fn evict(path: &Path) {
     use std::os::fd::AsRawFd;
     let file = std::fs::File::open(path).expect("open");
     file.sync_all().expect("sync");

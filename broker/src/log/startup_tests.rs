@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, RecordBatch, records_of_batches};
 
 use super::checkpoint::Checkpoint;
-use super::read_tests::resident_pages;
+use super::read_tests::{evict, resident_pages};
 use super::recovery::many::open_all;
 use super::*;
 use crate::io::{FaultPlan, FaultyFs, FileSystem, Op, StdFs};
@@ -345,15 +345,6 @@ fn many_logs_open_side_by_side_and_the_first_failure_in_order_is_reported() {
             .expect_err("broken alone too");
         assert_eq!(error.to_string(), alone.to_string());
     }
-}
-
-/// Drops the clean pages of the file at `path` from the page cache.
-fn evict(path: &Path) {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::File::open(path).expect("open");
-    // SAFETY: no pointers; the descriptor is open.
-    let done = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(done, 0, "posix_fadvise");
 }
 
 /// Whether the file system says the file at `path` holds no data from
