@@ -142,9 +142,18 @@ pub trait StorageFile: Send + Sync + Debug {
     /// written. A file that cannot tell answers `pos..len`: everything
     /// may be data.
     fn data_after(&self, pos: u64) -> io::Result<Option<(u64, u64)>> {
-        let len = self.len()?;
-        Ok((pos < len).then_some((pos, len)))
+        all_data_after(self, pos)
     }
+}
+
+/// What [`StorageFile::data_after`] answers for a file that cannot tell
+/// data from holes: everything from `pos` to its end may be data.
+pub(crate) fn all_data_after<F: StorageFile + ?Sized>(
+    file: &F,
+    pos: u64,
+) -> io::Result<Option<(u64, u64)>> {
+    let len = file.len()?;
+    Ok((pos < len).then_some((pos, len)))
 }
 
 /// Page-cache advice ([`StorageFile::advise`]).

@@ -217,10 +217,7 @@ impl StorageFile for StdFile {
         });
         match found {
             // A file system that cannot tell: everything may be data.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                let len = self.len()?;
-                Ok((pos < len).then_some((pos, len)))
-            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => super::all_data_after(self, pos),
             found => found,
         }
     }
