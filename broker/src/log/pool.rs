@@ -116,7 +116,6 @@ pub struct WriterPool {
     /// The run queue's other end, for the workers started later.
     jobs: flume::Receiver<Arc<dyn Job>>,
     timers: Timers,
-    core: usize,
     max: usize,
     idle_exit: Duration,
     /// Workers running (started and not exited).
@@ -133,7 +132,6 @@ pub struct WriterPool {
 impl std::fmt::Debug for WriterPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriterPool")
-            .field("core", &self.core)
             .field("max", &self.max)
             .field("live", &self.live.load(Ordering::Relaxed))
             .finish_non_exhaustive()
@@ -177,7 +175,6 @@ impl WriterPool {
             queue,
             jobs,
             timers: Timers::default(),
-            core,
             max: max.max(core),
             idle_exit,
             live: AtomicUsize::new(0),
