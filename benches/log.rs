@@ -14,6 +14,7 @@
 //! | `read` | a pass over a 256 MiB log with `reader().read(offset, 1 MiB)` | `read_exact_at` of the same lengths from a plain file of the same size |
 //! | `recovery_1GiB` | `Log::open` after a crash with a 1 GiB unchecked tail | reading the same 1 GiB file in 1 MiB chunks |
 //! | `roll_stall` | the latency of every append + commit under `fsync=never` across many segment rolls (not a criterion group: run with the filter `roll_stall`) | none: the figure is the distribution's tail |
+//! | `fsync_threads` | none: the disk alone. 1, 4, 16, 64 and 256 threads each append 4 KiB + `fdatasync` to a file of its own, as partition logs do; syncs per second and latency (not a criterion group: run with the filter `fsync_threads`) | the same with 1 thread |
 //!
 //! Besides criterion's own report, each group prints a markdown table of
 //! medians (stderr), and the run starts by printing the fsync latency of the
@@ -69,8 +70,11 @@ fn main() {
     read(&mut c, &root, &rec);
     recovery(&mut c, &root, &rec);
     c.final_summary();
-    if wants_roll_stall(measuring) {
+    if wants("roll_stall", measuring) {
         roll_stall(&root, measuring);
+    }
+    if wants("fsync_threads", measuring) {
+        fsync_threads(&root, measuring);
     }
 }
 
@@ -730,14 +734,15 @@ fn recovery(c: &mut Criterion, root: &Path, rec: &Recorder) {
 // ---------------------------------------------------------------------------
 // Append latency across segment rolls.
 
-/// Whether to run [`roll_stall`]: asked for by name (`-- roll_stall`), or
-/// once, small, as a smoke test under `cargo test --benches`.
-fn wants_roll_stall(measuring: bool) -> bool {
+/// Whether to run `name` ([`roll_stall`], [`fsync_threads`]): asked for by
+/// name (`-- roll_stall`), or once, small, as a smoke test under
+/// `cargo test --benches`.
+fn wants(name: &str, measuring: bool) -> bool {
     let filter = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-') && !a.is_empty());
     match filter {
-        Some(filter) => "roll_stall".contains(filter.as_str()) && measuring,
+        Some(filter) => name.contains(filter.as_str()) && measuring,
         None => !measuring,
     }
 }
@@ -812,4 +817,70 @@ fn roll_stall(root: &Path, measuring: bool) {
         ms(took[count - 1]),
         mib_per_s(count as u64 * len, elapsed),
     );
+}
+
+// ---------------------------------------------------------------------------
+// How many fdatasyncs the disk completes when several files sync at once.
+
+/// For 1, 4, 16, 64 and 256 threads, each appending 4 KiB + `fdatasync` to a
+/// file of its own (as partition logs under `fsync=always` do) for a few
+/// seconds: the syncs completed per second in all and the latency of each.
+/// The first row is the baseline: when the rate stops growing with the
+/// threads, the disk (or the filesystem's journal) completes syncs one
+/// after another, and every partition commit queues behind the others.
+fn fsync_threads(root: &Path, measuring: bool) {
+    let run_for = if measuring {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_millis(50)
+    };
+    eprintln!(
+        "\n### fsync_threads: 4 KiB append + fdatasync, each thread on a file of its own, {run_for:?} per row\n"
+    );
+    eprintln!(
+        "| threads | syncs/s (all) | vs 1 thread | median | p99 |\n| --- | --- | --- | --- | --- |"
+    );
+    let mut baseline = None;
+    for threads in [1usize, 4, 16, 64, 256] {
+        let dir = tempfile::tempdir_in(root).expect("temp dir");
+        let started = Instant::now();
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let path = dir.path().join(format!("sync-{t}"));
+                std::thread::spawn(move || {
+                    let file = File::create(path).expect("probe file");
+                    let block = vec![0xa5u8; 4096];
+                    let mut took = Vec::new();
+                    let mut pos = 0u64;
+                    // At least one round, however late the thread starts.
+                    loop {
+                        let start = Instant::now();
+                        file.write_all_at(&block, pos).expect("probe write");
+                        file.sync_data().expect("probe fdatasync");
+                        took.push(start.elapsed());
+                        pos += block.len() as u64;
+                        if started.elapsed() >= run_for {
+                            break took;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut took: Vec<Duration> = workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("sync thread"))
+            .collect();
+        let elapsed = started.elapsed();
+        took.sort();
+        let rate = took.len() as f64 / elapsed.as_secs_f64();
+        let base = *baseline.get_or_insert(rate);
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        eprintln!(
+            "| {threads} | {rate:.0} | {:.2}× | {:.0} µs | {:.0} µs |",
+            rate / base,
+            us(took[took.len() / 2]),
+            us(took[took.len() * 99 / 100]),
+        );
+    }
+    eprintln!();
 }

@@ -9,8 +9,11 @@
 //! sending 1 KiB records round-robin over all N partitions for
 //! `PIGEON_SCALE_SECS` seconds (at most 20,000 unacknowledged each), and
 //! reports the records acknowledged per second (until the last one's
-//! acknowledgement), the
-//! threads, RSS and fds under that load; then it kills the broker with
+//! acknowledgement), the partition-log fsyncs per second during that time
+//! and the records each one made durable on average (from `/metrics`; the
+//! disk's own ceiling for many files syncing at once is
+//! `cargo bench --bench log -- fsync_threads`), the threads, RSS and fds
+//! under that load; then it kills the broker with
 //! SIGKILL (at once, or `PIGEON_SCALE_IDLE_SECS` seconds after the last
 //! acknowledgement, giving the broker time to checkpoint the idle
 //! partitions) and times the restart until its "serving" line, and until a
@@ -113,6 +116,18 @@ fn sample(pid: u32) -> Sample {
     }
 }
 
+/// The broker's partition-log fsyncs so far: the sum of every partition's
+/// `pigeon_log_fsync_seconds_count` in `/metrics` (one scrape; at 10,000
+/// partitions it is tens of MB, so it is read only before and after the
+/// produce phase).
+fn fsyncs(broker: &Broker) -> u64 {
+    let (_, body) = pigeon_suite::http_get(broker.http, "/metrics");
+    body.lines()
+        .filter(|l| l.starts_with("pigeon_log_fsync_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// The larger of each figure.
 fn max(a: Sample, b: Sample) -> Sample {
     Sample {
@@ -203,15 +218,15 @@ fn main() {
     if !partitions.is_empty() {
         println!();
         println!(
-            "| partitions | topics | idle: threads / RSS / fds | create time | msgs/s (acked) | under load: threads / RSS / fds (peak) | restart after kill -9: serving / produce acked | load average |"
+            "| partitions | topics | idle: threads / RSS / fds | create time | msgs/s (acked) | fsyncs/s / records per fsync | under load: threads / RSS / fds (peak) | restart after kill -9: serving / produce acked | load average |"
         );
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     }
     for &n in &partitions {
         let needed = u64::from(n) + OTHER_FILES;
         if needed > files {
             println!(
-                "| {n} | — | skipped: needs about {needed} open files (one per partition), the limit is {files} | | | | | {} |",
+                "| {n} | — | skipped: needs about {needed} open files (one per partition), the limit is {files} | | | | | | {} |",
                 load_average()
             );
             continue;
@@ -226,6 +241,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(500));
         let idle = sample(broker.pid());
 
+        let synced_before = fsyncs(&broker);
         let stop = Arc::new(AtomicBool::new(false));
         let peak = sampler(broker.pid(), stop.clone());
         let (acked, took) = runtime.block_on(produce(
@@ -237,6 +253,16 @@ fn main() {
         stop.store(true, Ordering::Relaxed);
         let loaded = peak.join().expect("sampler");
         let rate = acked as f64 / took.as_secs_f64();
+        let synced = fsyncs(&broker).saturating_sub(synced_before);
+        let syncs = if synced == 0 {
+            "— / —".to_owned()
+        } else {
+            format!(
+                "{:.0} / {:.1}",
+                synced as f64 / took.as_secs_f64(),
+                acked as f64 / synced as f64
+            )
+        };
         let load = load_average();
 
         // The partitions' writes have stopped: the broker may checkpoint
@@ -254,7 +280,7 @@ fn main() {
         runtime.block_on(produce_one(broker.addr.to_string(), topic, partition));
         let usable = started.elapsed();
         println!(
-            "| {n} | {} | {} / {} / {} | {create_time:.1?} | {rate:.0} | {} / {} / {} | {serving:.0?} / {usable:.0?} | {load} |",
+            "| {n} | {} | {} / {} / {} | {create_time:.1?} | {rate:.0} | {syncs} | {} / {} / {} | {serving:.0?} / {usable:.0?} | {load} |",
             layout.len(),
             idle.threads,
             mib(idle.rss_kib),
