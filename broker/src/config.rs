@@ -103,7 +103,7 @@ settings! {
     /// Most sealed segments' .log files open at once, broker-wide, and twice as many of their index maps; a colder one is closed (unmapped) and reopened by its next read (the active segments' files and maps are always open) [default: 1024].
     #[arg(long, env = "PIGEON_MAX_OPEN_SEGMENTS", value_name = "N")]
     max_open_segments: Option<u32>,
-    /// Most threads that write every partition log and group journal: twice the CPUs (at least 4, at most 32, or this if lower) always run; above that, more start while commits wait for a thread and exit after 10 s idle (raise it for thousands of busy partitions under fsync=always); an idle partition holds none [default: twice the CPUs, at least 4, at most 32].
+    /// Most threads that write every partition log and group journal: twice the CPUs (at least 4, at most 32, or this if lower) always run; above that, more start while commits wait for a thread and the recent commits are small (under 64 KiB on average: many partitions with a little each, bound by the disk's syncs), and exit after 10 s idle or once commits are large; an idle partition holds none [default: four times that core, at most 64].
     #[arg(long, env = "PIGEON_WRITER_THREADS", value_name = "N")]
     writer_threads: Option<u32>,
     /// Largest protocol frame accepted [default: 16777216].
@@ -339,7 +339,7 @@ impl BrokerConfig {
             )));
         }
         let writer_threads = match c.writer_threads {
-            None => crate::log::pool::default_threads(),
+            None => crate::log::pool::default_most(),
             Some(n @ 1..=1024) => n as usize,
             Some(n) => {
                 return Err(ConfigError(format!(

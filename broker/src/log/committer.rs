@@ -482,6 +482,9 @@ impl Slot {
                 }
             }
         }
+        if bytes > 0 {
+            self.pool.note_commit(bytes as u64);
+        }
         if !group.is_empty()
             && let Some(reply) = writer.run_group(group)
         {

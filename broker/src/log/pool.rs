@@ -8,21 +8,26 @@
 //!   that came due. A worker runs one *turn* of the job (see
 //!   [`committer`](super::committer): at most one commit group, then the
 //!   timers that are due) and takes the next job.
-//! - **Elastic between a core and a most.** The `core` workers start with
-//!   the pool and stay ([`default_threads`], or fewer if the most is
-//!   lower). When a job is queued and more jobs wait than workers are idle,
-//!   one more worker starts, up to `max` (`writer_threads`; by default the
-//!   core, so the default pool is fixed); a worker beyond the core that
-//!   finds no job for [`IDLE_EXIT`] exits. Under `fsync=always` a turn
-//!   spends most of its time blocked in `fdatasync`, and the file system
-//!   folds concurrent syncs of many files into few journal commits, so
-//!   thousands of busy partitions, each committing a record or two per
-//!   turn, commit faster with many workers (10,000 partitions: 34k msgs/s
-//!   with 4, 45k with up to 64), while an idle broker keeps its few. The
-//!   most is not raised by default because fewer workers mean larger
-//!   commits where partitions have more to commit: 100 busy partitions
-//!   did 463–492k msgs/s with 4 workers and 289–361k with up to 64
-//!   (docs/benchmarks.md, "An elastic writer pool").
+//! - **Elastic between a core and a most, while commits are small.** The
+//!   `core` workers start with the pool and stay ([`default_threads`], or
+//!   fewer if the most is lower). When a job is queued, more jobs wait than
+//!   workers are idle, and the logs' recent commits are small (a moving
+//!   average below [`SMALL_COMMIT_BYTES`], see [`WriterPool::note_commit`]),
+//!   one more worker starts, up to `max` (`writer_threads`; by default
+//!   [`default_most`]). A worker beyond the core exits when it finds no job
+//!   for [`IDLE_EXIT`], or after a turn once commits are no longer small.
+//!   Why the gate: under `fsync=always` a turn spends most of its time
+//!   blocked in `fdatasync`, and the file system folds concurrent syncs of
+//!   many files into few journal commits (this disk: about 5,700 syncs/s
+//!   from one thread, 20,000 from 16, `cargo bench --bench log --
+//!   fsync_threads`). Thousands of busy partitions, each committing a few
+//!   KiB per turn, are bound by that rate, and commit faster with more
+//!   workers (10,000 partitions: 34k msgs/s with 4, 60k with 16). Where
+//!   partitions have more to commit, fewer workers mean larger commits and
+//!   fewer syncs for the same records, and more workers only split them:
+//!   100 busy partitions did 490–497k msgs/s with 4 workers and 329–336k
+//!   with 16 (docs/benchmarks.md, "Writer threads that follow the size of
+//!   the commits").
 //! - one **timer thread** (`log-timers`) holding, for each log that has a
 //!   timer (the interval policy's sync, a background seal's poll, the idle
 //!   checkpoint, periodic retention), the instant it comes due; at that
@@ -99,8 +104,22 @@ pub fn default_threads() -> usize {
     (2 * cpus).clamp(4, 32)
 }
 
+/// The most workers by default: four times the core, at most 64 (this
+/// disk completed no more syncs with 64 threads than with 16).
+pub fn default_most() -> usize {
+    (4 * default_threads()).min(64)
+}
+
 /// How long a worker beyond the core waits for a job before it exits.
 pub const IDLE_EXIT: Duration = Duration::from_secs(10);
+
+/// Commits smaller than this on average (bytes of batches per commit
+/// group) let the pool grow beyond its core: the logs are bound by the
+/// rate of syncs, not by the bytes they write.
+pub const SMALL_COMMIT_BYTES: u64 = 64 * 1024;
+
+/// The weight of one commit in the moving average: 1 / 2^this.
+const COMMIT_AVERAGE_SHIFT: u32 = 4;
 
 /// Whether a worker is one of the core, which always run, or an extra
 /// one, which exits when idle.
@@ -127,6 +146,9 @@ pub struct WriterPool {
     waiting: AtomicUsize,
     /// Workers ever started: the next one's name.
     started: AtomicUsize,
+    /// Moving average of the bytes of the recent commit groups (see
+    /// [`WriterPool::note_commit`]); starts at 0, small.
+    commit_bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for WriterPool {
@@ -156,7 +178,21 @@ impl WriterPool {
     /// The process-wide pool, started with the defaults if
     /// [`init`](Self::init) was not called.
     pub fn global() -> &'static WriterPool {
-        GLOBAL.get_or_init(|| WriterPool::start(default_threads(), default_threads(), IDLE_EXIT))
+        GLOBAL.get_or_init(|| WriterPool::start(default_threads(), default_most(), IDLE_EXIT))
+    }
+
+    /// Counts a commit group of `bytes` into the moving average that gates
+    /// the workers beyond the core. Workers may race on it; a lost update
+    /// only skews an estimate.
+    pub(crate) fn note_commit(&self, bytes: u64) {
+        let old = self.commit_bytes.load(Ordering::Relaxed);
+        let new = old - (old >> COMMIT_AVERAGE_SHIFT) + (bytes >> COMMIT_AVERAGE_SHIFT);
+        self.commit_bytes.store(new, Ordering::Relaxed);
+    }
+
+    /// Whether recent commits were small enough for more workers to help.
+    fn commits_small(&self) -> bool {
+        self.commit_bytes.load(Ordering::Relaxed) < SMALL_COMMIT_BYTES
     }
 
     /// Workers running now.
@@ -181,6 +217,7 @@ impl WriterPool {
             idle: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
+            commit_bytes: AtomicU64::new(0),
         }));
         for _ in 0..core {
             pool.add_worker(Tenure::Core);
@@ -221,7 +258,7 @@ impl WriterPool {
     }
 
     /// A worker's loop: takes jobs; an extra worker exits after
-    /// `idle_exit` without one.
+    /// `idle_exit` without one, or after a turn once commits are large.
     fn work(&'static self, tenure: Tenure) {
         loop {
             self.idle.fetch_add(1, Ordering::SeqCst);
@@ -234,6 +271,10 @@ impl WriterPool {
                 Some(job) => {
                     self.waiting.fetch_sub(1, Ordering::SeqCst);
                     run_turn(self, job);
+                    if matches!(tenure, Tenure::Extra) && !self.commits_small() {
+                        self.live.fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    }
                 }
                 // Idle that long (or, never, the queue gone): exit.
                 None => {
@@ -248,8 +289,9 @@ impl WriterPool {
         let waiting = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
         // The pool holds the receiver for the life of the process.
         let _ = self.queue.send(job);
-        // More jobs wait than workers are free to take them: one more.
-        if waiting > self.idle.load(Ordering::SeqCst) {
+        // More jobs wait than workers are free to take them, and the
+        // commits are small (bound by the syncs, not the bytes): one more.
+        if waiting > self.idle.load(Ordering::SeqCst) && self.commits_small() {
             self.add_worker(Tenure::Extra);
         }
     }
@@ -430,5 +472,79 @@ mod tests {
             wait_for("idle workers", || pool.idle.load(Ordering::SeqCst) == 2);
         }
         assert_eq!(pool.threads(), 2);
+    }
+
+    #[test]
+    fn large_commits_keep_a_backlog_on_the_core() {
+        let pool = WriterPool::start(1, 4, Duration::from_secs(60));
+        for _ in 0..64 {
+            pool.note_commit(4 * SMALL_COMMIT_BYTES);
+        }
+        assert!(!pool.commits_small());
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let turns = Arc::new(AtomicUsize::new(0));
+        wait_for("the core started", || pool.idle.load(Ordering::SeqCst) == 1);
+        for _ in 0..10 {
+            schedule(pool, gated(&gate, &turns));
+        }
+        wait_for("the core busy", || pool.idle.load(Ordering::SeqCst) == 0);
+        assert_eq!(pool.threads(), 1, "large commits: no worker beyond the core");
+        open(&gate, true);
+        wait_for("every turn", || turns.load(Ordering::SeqCst) == 10);
+        assert_eq!(pool.threads(), 1);
+    }
+
+    #[test]
+    fn extra_workers_retire_after_a_turn_once_commits_are_large() {
+        // Idle workers would wait an hour: only large commits end them.
+        let pool = WriterPool::start(1, 4, Duration::from_secs(3600));
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let turns = Arc::new(AtomicUsize::new(0));
+        wait_for("the core started", || pool.idle.load(Ordering::SeqCst) == 1);
+        for _ in 0..10 {
+            schedule(pool, gated(&gate, &turns));
+        }
+        wait_for("four workers (small commits)", || pool.threads() == 4);
+        for _ in 0..64 {
+            pool.note_commit(4 * SMALL_COMMIT_BYTES);
+        }
+        open(&gate, true);
+        wait_for("every turn", || turns.load(Ordering::SeqCst) == 10);
+        // An extra worker that found no job waits (here an hour); the next
+        // turn it takes is its last.
+        wait_for("back to the core", || {
+            schedule(pool, gated(&gate, &turns));
+            pool.threads() == 1
+        });
+        let done = turns.load(Ordering::SeqCst);
+        // Small again: a backlog grows the pool again.
+        for _ in 0..256 {
+            pool.note_commit(0);
+        }
+        assert!(pool.commits_small());
+        open(&gate, false);
+        for _ in 0..10 {
+            schedule(pool, gated(&gate, &turns));
+        }
+        wait_for("four workers again", || pool.threads() == 4);
+        open(&gate, true);
+        wait_for("every turn", || turns.load(Ordering::SeqCst) >= done + 10);
+    }
+
+    #[test]
+    fn the_commit_average_follows_the_recent_commits() {
+        let pool = WriterPool::start(1, 1, Duration::from_secs(60));
+        assert!(pool.commits_small(), "an unused pool counts as small");
+        for _ in 0..64 {
+            pool.note_commit(1024 * 1024);
+        }
+        let average = pool.commit_bytes.load(Ordering::Relaxed);
+        assert!((1000 * 1024..=1024 * 1024).contains(&average), "{average}");
+        for _ in 0..128 {
+            pool.note_commit(4096);
+        }
+        assert!(pool.commits_small());
+        let average = pool.commit_bytes.load(Ordering::Relaxed);
+        assert!((4000..8192).contains(&average), "{average}");
     }
 }
