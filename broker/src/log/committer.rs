@@ -483,7 +483,8 @@ impl Slot {
             }
         }
         if bytes > 0 {
-            self.pool.note_commit(bytes as u64);
+            let synced = writer.log.config().fsync == super::config::FsyncPolicy::Always;
+            self.pool.note_commit(bytes as u64, synced);
         }
         if !group.is_empty()
             && let Some(reply) = writer.run_group(group)

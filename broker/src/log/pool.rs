@@ -11,8 +11,9 @@
 //! - **Elastic between a core and a most, while commits are small.** The
 //!   `core` workers start with the pool and stay ([`default_threads`], or
 //!   fewer if the most is lower). When a job is queued, more jobs wait than
-//!   workers are idle, and the logs' recent commits are small (a moving
-//!   average below [`SMALL_COMMIT_BYTES`], see [`WriterPool::note_commit`]),
+//!   workers are idle, and the logs' recent commits are small syncs (a
+//!   moving average below [`SMALL_COMMIT_BYTES`], a commit without an
+//!   `fdatasync` counting as large, see [`WriterPool::note_commit`]),
 //!   one more worker starts, up to `max` (`writer_threads`; by default
 //!   [`default_most`]). A worker beyond the core exits when it finds no job
 //!   for [`IDLE_EXIT`], or after a turn once commits are no longer small.
@@ -26,8 +27,10 @@
 //!   partitions have more to commit, fewer workers mean larger commits and
 //!   fewer syncs for the same records, and more workers only split them:
 //!   100 busy partitions did 490–497k msgs/s with 4 workers and 329–336k
-//!   with 16 (docs/benchmarks.md, "Writer threads that follow the size of
-//!   the commits").
+//!   with 16. Without syncs (`fsync=never`) the turns do not block, and
+//!   more workers only compete for the CPUs: 10,000 partitions did
+//!   128–133k msgs/s with 4 and 107–110k with 21 (docs/benchmarks.md,
+//!   "Writer threads that follow the size of the commits").
 //! - one **timer thread** (`log-timers`) holding, for each log that has a
 //!   timer (the interval policy's sync, a background seal's poll, the idle
 //!   checkpoint, periodic retention), the instant it comes due; at that
@@ -118,6 +121,9 @@ pub const IDLE_EXIT: Duration = Duration::from_secs(10);
 /// rate of syncs, not by the bytes they write.
 pub const SMALL_COMMIT_BYTES: u64 = 64 * 1024;
 
+/// What a commit without an `fdatasync` counts as in the moving average.
+const UNSYNCED_COMMIT: u64 = 16 * SMALL_COMMIT_BYTES;
+
 /// The weight of one commit in the moving average: 1 / 2^this.
 const COMMIT_AVERAGE_SHIFT: u32 = 4;
 
@@ -182,11 +188,15 @@ impl WriterPool {
     }
 
     /// Counts a commit group of `bytes` into the moving average that gates
-    /// the workers beyond the core. Workers may race on it; a lost update
-    /// only skews an estimate.
-    pub(crate) fn note_commit(&self, bytes: u64) {
+    /// the workers beyond the core. A commit that did not end in an
+    /// `fdatasync` (`fsync=interval` or `never`) counts as large: its turn
+    /// does not block on the disk, so more workers would only compete for
+    /// the CPUs. Workers may race on the average; a lost update only skews
+    /// an estimate.
+    pub(crate) fn note_commit(&self, bytes: u64, synced: bool) {
+        let sample = if synced { bytes } else { UNSYNCED_COMMIT };
         let old = self.commit_bytes.load(Ordering::Relaxed);
-        let new = old - (old >> COMMIT_AVERAGE_SHIFT) + (bytes >> COMMIT_AVERAGE_SHIFT);
+        let new = old - (old >> COMMIT_AVERAGE_SHIFT) + (sample >> COMMIT_AVERAGE_SHIFT);
         self.commit_bytes.store(new, Ordering::Relaxed);
     }
 
@@ -478,7 +488,7 @@ mod tests {
     fn large_commits_keep_a_backlog_on_the_core() {
         let pool = WriterPool::start(1, 4, Duration::from_secs(60));
         for _ in 0..64 {
-            pool.note_commit(4 * SMALL_COMMIT_BYTES);
+            pool.note_commit(4 * SMALL_COMMIT_BYTES, true);
         }
         assert!(!pool.commits_small());
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
@@ -506,7 +516,7 @@ mod tests {
         }
         wait_for("four workers (small commits)", || pool.threads() == 4);
         for _ in 0..64 {
-            pool.note_commit(4 * SMALL_COMMIT_BYTES);
+            pool.note_commit(4 * SMALL_COMMIT_BYTES, true);
         }
         open(&gate, true);
         wait_for("every turn", || turns.load(Ordering::SeqCst) == 10);
@@ -519,7 +529,7 @@ mod tests {
         let done = turns.load(Ordering::SeqCst);
         // Small again: a backlog grows the pool again.
         for _ in 0..256 {
-            pool.note_commit(0);
+            pool.note_commit(0, true);
         }
         assert!(pool.commits_small());
         open(&gate, false);
@@ -536,15 +546,20 @@ mod tests {
         let pool = WriterPool::start(1, 1, Duration::from_secs(60));
         assert!(pool.commits_small(), "an unused pool counts as small");
         for _ in 0..64 {
-            pool.note_commit(1024 * 1024);
+            pool.note_commit(1024 * 1024, true);
         }
         let average = pool.commit_bytes.load(Ordering::Relaxed);
         assert!((1000 * 1024..=1024 * 1024).contains(&average), "{average}");
         for _ in 0..128 {
-            pool.note_commit(4096);
+            pool.note_commit(4096, true);
         }
         assert!(pool.commits_small());
         let average = pool.commit_bytes.load(Ordering::Relaxed);
         assert!((4000..8192).contains(&average), "{average}");
+        // Small commits without a sync (fsync=interval or never) are large.
+        for _ in 0..64 {
+            pool.note_commit(4096, false);
+        }
+        assert!(!pool.commits_small());
     }
 }
