@@ -498,7 +498,11 @@ mod tests {
             schedule(pool, gated(&gate, &turns));
         }
         wait_for("the core busy", || pool.idle.load(Ordering::SeqCst) == 0);
-        assert_eq!(pool.threads(), 1, "large commits: no worker beyond the core");
+        assert_eq!(
+            pool.threads(),
+            1,
+            "large commits: no worker beyond the core"
+        );
         open(&gate, true);
         wait_for("every turn", || turns.load(Ordering::SeqCst) == 10);
         assert_eq!(pool.threads(), 1);
