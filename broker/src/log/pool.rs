@@ -19,8 +19,8 @@
 //!   for [`IDLE_EXIT`], or after a turn once commits are no longer small.
 //!   Why the gate: under `fsync=always` a turn spends most of its time
 //!   blocked in `fdatasync`, and the file system folds concurrent syncs of
-//!   many files into few journal commits (this disk: about 5,700 syncs/s
-//!   from one thread, 20,000 from 16, `cargo bench --bench log --
+//!   many files into few journal commits (this disk: 4,700–5,700 syncs/s
+//!   from one thread, 20,000–25,000 from 16, `cargo bench --bench log --
 //!   fsync_threads`). Thousands of busy partitions, each committing a few
 //!   KiB per turn, are bound by that rate, and commit faster with more
 //!   workers (10,000 partitions: 34k msgs/s with 4, 60k with 16). Where
@@ -107,8 +107,9 @@ pub fn default_threads() -> usize {
     (2 * cpus).clamp(4, 32)
 }
 
-/// The most workers by default: four times the core, at most 64 (this
-/// disk completed no more syncs with 64 threads than with 16).
+/// The most workers by default: four times the core, at most 64 (16 on
+/// two CPUs: 10,000 partitions did better with 16 than with 64, whose
+/// smaller commits gave back what the extra syncs won).
 pub fn default_most() -> usize {
     (4 * default_threads()).min(64)
 }
