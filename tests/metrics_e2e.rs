@@ -270,6 +270,18 @@ fn check_partition_families(families: &BTreeMap<String, Family>) {
         assert!(value >= 0.0, "{name} is missing");
     }
     assert!(families["process_resident_memory_bytes"].samples[0].value > 1e6);
+    // The writer pool: its core runs (at least 4), within its most, and the
+    // synced commit of the produce moved the commit-size average off 0.
+    let gauge = |name: &str| series(families, name, &[]).unwrap_or(-1.0);
+    let threads = gauge("pigeon_writer_threads");
+    assert!(threads >= 4.0, "pigeon_writer_threads {threads}");
+    assert!(gauge("pigeon_writer_threads_max") >= threads);
+    assert!(gauge("pigeon_writer_jobs_waiting") >= 0.0);
+    let average = gauge("pigeon_writer_commit_bytes_average");
+    assert!(
+        average > 0.0,
+        "pigeon_writer_commit_bytes_average {average}"
+    );
 }
 
 #[test]

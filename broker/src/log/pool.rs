@@ -128,6 +128,21 @@ const UNSYNCED_COMMIT: u64 = 16 * SMALL_COMMIT_BYTES;
 /// The weight of one commit in the moving average: 1 / 2^this.
 const COMMIT_AVERAGE_SHIFT: u32 = 4;
 
+/// The pool at one moment, for `/metrics` (see
+/// [`crate::metrics::writer_pool`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolFigures {
+    /// Workers running.
+    pub threads: usize,
+    /// The most workers it may run (`writer_threads`).
+    pub most: usize,
+    /// Logs queued for a worker and not yet taken.
+    pub waiting: usize,
+    /// The moving average of the commit groups' bytes that gates the
+    /// workers beyond the core ([`SMALL_COMMIT_BYTES`]).
+    pub commit_bytes_average: u64,
+}
+
 /// Whether a worker is one of the core, which always run, or an extra
 /// one, which exits when idle.
 #[derive(Debug, Clone, Copy)]
@@ -209,6 +224,16 @@ impl WriterPool {
     /// Workers running now.
     pub fn threads(&self) -> usize {
         self.live.load(Ordering::SeqCst)
+    }
+
+    /// What the pool shows at a metrics scrape.
+    pub fn figures(&self) -> PoolFigures {
+        PoolFigures {
+            threads: self.threads(),
+            most: self.max,
+            waiting: self.waiting.load(Ordering::SeqCst),
+            commit_bytes_average: self.commit_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Starts a pool of `core` workers (at least one) that may grow to

@@ -27,8 +27,8 @@
 //! | `pigeon_fetch_throttled_total` | counter (Fetch and Receive responses that put their connection over the fetch quota) | |
 //! | `pigeon_fetch_throttle_seconds` | histogram of each hold-back for the fetch quota; `_sum` is the total | |
 //!
-//! The per-resource families are listed in [`scrape`], the process ones in
-//! [`process`]. Every metric has a `# HELP` line ([`describe`] for the
+//! The per-resource families are listed in [`scrape`], the writer pool's
+//! in [`writer_pool`], the process ones in [`process`]. Every metric has a `# HELP` line ([`describe`] for the
 //! facade's). Histogram buckets cover every value the code records:
 //! latencies 50 µs to 10 s, throttles to 30 s (the longest hold-back);
 //! fsyncs, records per commit and append stages: see [`crate::log::stats`]. The security
@@ -38,6 +38,7 @@
 pub mod process;
 pub mod scrape;
 pub mod text;
+pub mod writer_pool;
 
 use std::time::Duration;
 
@@ -206,6 +207,7 @@ pub fn render(recorded: &PrometheusHandle, samples: &scrape::ResourceSamples) ->
         out.push('\n');
     }
     scrape::render(samples, &mut out);
+    writer_pool::render(&crate::log::pool::WriterPool::global().figures(), &mut out);
     process::ProcessFigures::read().render(&mut out);
     out
 }
