@@ -822,65 +822,95 @@ fn roll_stall(root: &Path, measuring: bool) {
 // ---------------------------------------------------------------------------
 // How many fdatasyncs the disk completes when several files sync at once.
 
-/// For 1, 4, 16, 64 and 256 threads, each appending 4 KiB + `fdatasync` to a
-/// file of its own (as partition logs under `fsync=always` do) for a few
-/// seconds: the syncs completed per second in all and the latency of each.
-/// The first row is the baseline: when the rate stops growing with the
-/// threads, the disk (or the filesystem's journal) completes syncs one
-/// after another, and every partition commit queues behind the others.
+/// For 1, 4, 16, 64 and 256 threads, each appending 4 KiB + `fdatasync`
+/// for a few seconds, first each to a file of its own (as partition logs
+/// under `fsync=always` do), then all to one file (as one log's commits
+/// would if they overlapped): the syncs completed per second in all and
+/// the latency of each. The first row is the baseline: when the rate
+/// stops growing with the threads, the syncs complete one after another,
+/// and every commit queues behind the others.
 fn fsync_threads(root: &Path, measuring: bool) {
     let run_for = if measuring {
         Duration::from_secs(3)
     } else {
         Duration::from_millis(50)
     };
-    eprintln!(
-        "\n### fsync_threads: 4 KiB append + fdatasync, each thread on a file of its own, {run_for:?} per row\n"
-    );
-    eprintln!(
-        "| threads | syncs/s (all) | vs 1 thread | median | p99 |\n| --- | --- | --- | --- | --- |"
-    );
-    let mut baseline = None;
-    for threads in [1usize, 4, 16, 64, 256] {
-        let dir = tempfile::tempdir_in(root).expect("temp dir");
-        let started = Instant::now();
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                let path = dir.path().join(format!("sync-{t}"));
-                std::thread::spawn(move || {
-                    let file = File::create(path).expect("probe file");
-                    let block = vec![0xa5u8; 4096];
-                    let mut took = Vec::new();
-                    let mut pos = 0u64;
-                    // At least one round, however late the thread starts.
-                    loop {
-                        let start = Instant::now();
-                        file.write_all_at(&block, pos).expect("probe write");
-                        file.sync_data().expect("probe fdatasync");
-                        took.push(start.elapsed());
-                        pos += block.len() as u64;
-                        if started.elapsed() >= run_for {
-                            break took;
-                        }
-                    }
-                })
-            })
-            .collect();
-        let mut took: Vec<Duration> = workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("sync thread"))
-            .collect();
-        let elapsed = started.elapsed();
-        took.sort();
-        let rate = took.len() as f64 / elapsed.as_secs_f64();
-        let base = *baseline.get_or_insert(rate);
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
+    for shared in [false, true] {
+        let files = if shared {
+            "all threads on one file"
+        } else {
+            "each thread on a file of its own"
+        };
+        eprintln!("\n### fsync_threads: 4 KiB append + fdatasync, {files}, {run_for:?} per row\n");
         eprintln!(
-            "| {threads} | {rate:.0} | {:.2}× | {:.0} µs | {:.0} µs |",
-            rate / base,
-            us(took[took.len() / 2]),
-            us(took[took.len() * 99 / 100]),
+            "| threads | syncs/s (all) | vs 1 thread | median | p99 |\n| --- | --- | --- | --- | --- |"
         );
+        let mut baseline = None;
+        for threads in [1usize, 4, 16, 64, 256] {
+            let (rate, took) = sync_rounds(root, threads, shared, run_for);
+            let base = *baseline.get_or_insert(rate);
+            let us = |d: Duration| d.as_secs_f64() * 1e6;
+            eprintln!(
+                "| {threads} | {rate:.0} | {:.2}× | {:.0} µs | {:.0} µs |",
+                rate / base,
+                us(took[took.len() / 2]),
+                us(took[took.len() * 99 / 100]),
+            );
+        }
     }
     eprintln!();
+}
+
+/// `threads` threads appending 4 KiB + `fdatasync` for `run_for` (at least
+/// one round each), to files of their own or to one `shared` file (each
+/// at positions of its own); returns the syncs per second in all and
+/// every round's latency, sorted.
+fn sync_rounds(
+    root: &Path,
+    threads: usize,
+    shared: bool,
+    run_for: Duration,
+) -> (f64, Vec<Duration>) {
+    const BLOCK: u64 = 4096;
+    let dir = tempfile::tempdir_in(root).expect("temp dir");
+    let one = Arc::new(File::create(dir.path().join("sync-shared")).expect("probe file"));
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let file = if shared {
+                one.clone()
+            } else {
+                Arc::new(File::create(dir.path().join(format!("sync-{t}"))).expect("probe file"))
+            };
+            let next = next.clone();
+            std::thread::spawn(move || {
+                let block = vec![0xa5u8; BLOCK as usize];
+                let mut took = Vec::new();
+                let mut own = 0u64;
+                loop {
+                    let pos = if shared {
+                        next.fetch_add(BLOCK, std::sync::atomic::Ordering::Relaxed)
+                    } else {
+                        own += BLOCK;
+                        own - BLOCK
+                    };
+                    let start = Instant::now();
+                    file.write_all_at(&block, pos).expect("probe write");
+                    file.sync_data().expect("probe fdatasync");
+                    took.push(start.elapsed());
+                    if started.elapsed() >= run_for {
+                        break took;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut took: Vec<Duration> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("sync thread"))
+        .collect();
+    let rate = took.len() as f64 / started.elapsed().as_secs_f64();
+    took.sort();
+    (rate, took)
 }

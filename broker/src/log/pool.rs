@@ -18,9 +18,9 @@
 //!   [`default_most`]). A worker beyond the core exits when it finds no job
 //!   for [`IDLE_EXIT`], or after a turn once commits are no longer small.
 //!   Why the gate: under `fsync=always` a turn spends most of its time
-//!   blocked in `fdatasync`, and the file system folds concurrent syncs of
-//!   many files into few journal commits (this disk: 4,700–5,700 syncs/s
-//!   from one thread, 20,000–25,000 from 16, `cargo bench --bench log --
+//!   blocked in `fdatasync`, and the disk serves concurrent syncs of many
+//!   files in parallel (this disk: 4,000–5,700 syncs/s
+//!   from one thread, 19,000–25,000 from 16, `cargo bench --bench log --
 //!   fsync_threads`). Thousands of busy partitions, each committing a few
 //!   KiB per turn, are bound by that rate, and commit faster with more
 //!   workers (10,000 partitions: 34k msgs/s with 4, 60k with 16). Where
