@@ -888,11 +888,21 @@ mod tests {
         let (source, sink) = (MemSource::with(1, 10), Arc::new(MemSink::default()));
         let group = start(settings, false, states, Some(store), source, sink);
         let consumer = group.join("test").await.expect("join");
+        let synced = plan.calls(Op::Sync, ".log");
         let got = group
             .receive(consumer, 2, Duration::ZERO)
             .await
             .expect("receive");
         assert_eq!(offsets(&got), vec![(0, 0, 1), (0, 1, 1)]);
+        // The journal is written lazily: wait until the receive's leases are
+        // committed, so that the fault below meets the ack's append and not
+        // theirs (on a busy machine they could still be queued, and the
+        // settle would then be refused before it is applied).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while plan.calls(Op::Sync, ".log") == synced {
+            assert!(Instant::now() < deadline, "the leases were never journaled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
 
         // The disk fills up: the next journal append fails.
         plan.inject(Op::Write, ".log", Fault::NoSpace, 0, None);
