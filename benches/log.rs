@@ -14,6 +14,7 @@
 //! | `read` | a pass over a 256 MiB log with `reader().read(offset, 1 MiB)` | `read_exact_at` of the same lengths from a plain file of the same size |
 //! | `recovery_1GiB` | `Log::open` after a crash with a 1 GiB unchecked tail | reading the same 1 GiB file in 1 MiB chunks |
 //! | `roll_stall` | the latency of every append + commit under `fsync=never` across many segment rolls (not a criterion group: run with the filter `roll_stall`) | none: the figure is the distribution's tail |
+//! | `commit_overlap` | none: a model of one log's group commit at W3's rate (10,000 appends/s of 1 KiB), the syncs one after another against up to 2 or 4 overlapping and answered in order; the time from each append to its answer, next to a 4 KiB append + fdatasync probe every 10 ms on another file (not a criterion group: run with the filter `commit_overlap`) | the probe's p99: W3's floor |
 //! | `fsync_threads` | none: the disk alone. 1, 4, 16, 64 and 256 threads each append 4 KiB + `fdatasync` to a file of its own, as partition logs do; syncs per second and latency (not a criterion group: run with the filter `fsync_threads`) | the same with 1 thread |
 //!
 //! Besides criterion's own report, each group prints a markdown table of
@@ -75,6 +76,9 @@ fn main() {
     }
     if wants("fsync_threads", measuring) {
         fsync_threads(&root, measuring);
+    }
+    if wants("commit_overlap", measuring) {
+        commit_overlap(&root, measuring);
     }
 }
 
@@ -913,4 +917,176 @@ fn sync_rounds(
     let rate = took.len() as f64 / started.elapsed().as_secs_f64();
     took.sort();
     (rate, took)
+}
+
+// ---------------------------------------------------------------------------
+// One log's group commit at W3's rate: syncs in series or overlapping.
+
+/// A model of one partition log's group commit, without the broker: a
+/// thread appends 1 KiB records at 10,000 a second; `syncers` threads
+/// each take every record waiting, write them at the end of one file and
+/// `fdatasync` it; a record is answered once its sync and every earlier
+/// one completed (so the answers stay in order). One syncer is today's
+/// commit (a log's syncs in series); 2 and 4 let a sync start while
+/// another runs. Next to it, a probe appends 4 KiB + `fdatasync` to a file
+/// of its own every 10 ms, as `pigeon bench` does for W3: its p99 is the
+/// floor W3's target is set against (ack p99 ≤ floor p99 + 0.5 ms).
+fn commit_overlap(root: &Path, measuring: bool) {
+    let run_for = if measuring {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_millis(50)
+    };
+    eprintln!(
+        "\n### commit_overlap: 10,000 appends/s of 1 KiB to one file for {run_for:?}, answered in order\n"
+    );
+    eprintln!(
+        "| syncers | syncs/s | records per sync | answer p50 | answer p99 | probe fsync p99 | answer p99 − probe p99 |\n| --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for syncers in [1usize, 2, 4] {
+        let dir = tempfile::tempdir_in(root).expect("temp dir");
+        let run = OverlapRun::run(dir.path(), syncers, run_for);
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let p = |v: &[Duration], q: usize| v[(v.len() * q / 100).min(v.len() - 1)];
+        eprintln!(
+            "| {syncers} | {:.0} | {:.1} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs |",
+            run.syncs as f64 / run_for.as_secs_f64(),
+            run.answers.len() as f64 / run.syncs.max(1) as f64,
+            us(p(&run.answers, 50)),
+            us(p(&run.answers, 99)),
+            us(p(&run.probe, 99)),
+            us(p(&run.answers, 99)) - us(p(&run.probe, 99)),
+        );
+    }
+    eprintln!();
+}
+
+/// What one [`commit_overlap`] run measured, each list sorted.
+struct OverlapRun {
+    /// From each record's arrival to its answer.
+    answers: Vec<Duration>,
+    /// The probe's append + fdatasync rounds.
+    probe: Vec<Duration>,
+    syncs: u64,
+}
+
+/// The state the arrivals and the syncers share.
+#[derive(Default)]
+struct Commits {
+    /// Arrival instants of the records not yet taken by a syncer.
+    waiting: Vec<Instant>,
+    /// The next file position and the next group's number.
+    end: u64,
+    next_group: u64,
+    /// Groups whose sync completed, with their records' arrivals, until
+    /// every earlier group's has too.
+    done: BTreeMap<u64, (Vec<Instant>, Instant)>,
+    /// Groups below this are answered.
+    answered_below: u64,
+    answers: Vec<Duration>,
+    syncs: u64,
+    stop: bool,
+}
+
+impl OverlapRun {
+    fn run(dir: &Path, syncers: usize, run_for: Duration) -> OverlapRun {
+        const RECORD: usize = 1024;
+        const EVERY: Duration = Duration::from_micros(100);
+        let file = Arc::new(File::create(dir.join("log")).expect("log file"));
+        let shared = Arc::new((
+            std::sync::Mutex::new(Commits::default()),
+            std::sync::Condvar::new(),
+        ));
+        let workers: Vec<_> = (0..syncers)
+            .map(|_| {
+                let (file, shared) = (file.clone(), shared.clone());
+                std::thread::spawn(move || {
+                    let (state, wake) = &*shared;
+                    loop {
+                        let (arrivals, pos, group) = {
+                            let mut s = state.lock().expect("commits");
+                            while s.waiting.is_empty() && !s.stop {
+                                s = wake.wait(s).expect("commits");
+                            }
+                            if s.waiting.is_empty() {
+                                return;
+                            }
+                            let arrivals = std::mem::take(&mut s.waiting);
+                            let pos = s.end;
+                            s.end += (arrivals.len() * RECORD) as u64;
+                            s.next_group += 1;
+                            (arrivals, pos, s.next_group - 1)
+                        };
+                        let bytes = vec![0xa5u8; arrivals.len() * RECORD];
+                        file.write_all_at(&bytes, pos).expect("write");
+                        file.sync_data().expect("fdatasync");
+                        let synced = Instant::now();
+                        let mut s = state.lock().expect("commits");
+                        s.syncs += 1;
+                        s.done.insert(group, (arrivals, synced));
+                        // Answer in order: every group whose sync and every
+                        // earlier one's completed, at the latest completion.
+                        loop {
+                            let below = s.answered_below;
+                            let Some((arrivals, at)) = s.done.remove(&below) else {
+                                break;
+                            };
+                            let now = at.max(synced);
+                            s.answers.extend(arrivals.iter().map(|a| now - *a));
+                            s.answered_below += 1;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let probe_file = File::create(dir.join("probe")).expect("probe file");
+        let stop_probe = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe = {
+            let stop = stop_probe.clone();
+            std::thread::spawn(move || {
+                let block = vec![0x5au8; 4096];
+                let (mut took, mut pos) = (Vec::new(), 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let start = Instant::now();
+                    probe_file.write_all_at(&block, pos).expect("probe write");
+                    probe_file.sync_data().expect("probe fdatasync");
+                    took.push(start.elapsed());
+                    pos += block.len() as u64;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                took
+            })
+        };
+        let started = Instant::now();
+        let mut next = started;
+        while next - started < run_for {
+            let now = Instant::now();
+            if now < next {
+                std::thread::sleep(next - now);
+            }
+            let (state, wake) = &*shared;
+            state.lock().expect("commits").waiting.push(Instant::now());
+            wake.notify_one();
+            next += EVERY;
+        }
+        {
+            let (state, wake) = &*shared;
+            state.lock().expect("commits").stop = true;
+            wake.notify_all();
+        }
+        for worker in workers {
+            worker.join().expect("syncer");
+        }
+        stop_probe.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut probe = probe.join().expect("probe");
+        probe.sort();
+        let mut s = shared.0.lock().expect("commits");
+        let mut answers = std::mem::take(&mut s.answers);
+        answers.sort();
+        OverlapRun {
+            answers,
+            probe,
+            syncs: s.syncs,
+        }
+    }
 }
