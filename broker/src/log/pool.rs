@@ -29,7 +29,7 @@
 //!   100 busy partitions did 490–497k msgs/s with 4 workers and 329–336k
 //!   with 16. Without syncs (`fsync=never`) the turns do not block, and
 //!   more workers only compete for the CPUs: 10,000 partitions did
-//!   128–133k msgs/s with 4 and 107–110k with 21 (docs/benchmarks.md,
+//!   128–133k msgs/s with 4 workers and 107–110k with 16 (docs/benchmarks.md,
 //!   "Writer threads that follow the size of the commits").
 //! - one **timer thread** (`log-timers`) holding, for each log that has a
 //!   timer (the interval policy's sync, a background seal's poll, the idle
