@@ -457,6 +457,31 @@ mod tests {
         })
     }
 
+    /// Queues `jobs` jobs behind `gate` on `pool`.
+    fn queue_gated(
+        pool: &'static WriterPool,
+        gate: &Arc<(Mutex<bool>, Condvar)>,
+        turns: &Arc<AtomicUsize>,
+        jobs: usize,
+    ) {
+        for _ in 0..jobs {
+            schedule(pool, gated(gate, turns));
+        }
+    }
+
+    /// Once `pool`'s single core worker waits, queues `jobs` jobs behind a
+    /// closed gate; returns the gate and the count of turns run.
+    fn backlog(
+        pool: &'static WriterPool,
+        jobs: usize,
+    ) -> (Arc<(Mutex<bool>, Condvar)>, Arc<AtomicUsize>) {
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let turns = Arc::new(AtomicUsize::new(0));
+        wait_for("the core started", || pool.idle.load(Ordering::SeqCst) == 1);
+        queue_gated(pool, &gate, &turns, jobs);
+        (gate, turns)
+    }
+
     fn open(gate: &(Mutex<bool>, Condvar), value: bool) {
         *gate.0.lock() = value;
         gate.1.notify_all();
@@ -475,12 +500,7 @@ mod tests {
     fn a_backlog_starts_workers_up_to_the_most_and_the_extra_ones_exit_when_idle() {
         let pool = WriterPool::start(1, 4, Duration::from_millis(100));
         assert_eq!(pool.threads(), 1);
-        let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        let turns = Arc::new(AtomicUsize::new(0));
-        wait_for("the core started", || pool.idle.load(Ordering::SeqCst) == 1);
-        for _ in 0..10 {
-            schedule(pool, gated(&gate, &turns));
-        }
+        let (gate, turns) = backlog(pool, 10);
         wait_for("four workers", || pool.threads() == 4);
         wait_for("every worker busy", || {
             pool.idle.load(Ordering::SeqCst) == 0
@@ -517,12 +537,7 @@ mod tests {
             pool.note_commit(4 * SMALL_COMMIT_BYTES, true);
         }
         assert!(!pool.commits_small());
-        let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        let turns = Arc::new(AtomicUsize::new(0));
-        wait_for("the core started", || pool.idle.load(Ordering::SeqCst) == 1);
-        for _ in 0..10 {
-            schedule(pool, gated(&gate, &turns));
-        }
+        let (gate, turns) = backlog(pool, 10);
         wait_for("the core busy", || pool.idle.load(Ordering::SeqCst) == 0);
         assert_eq!(
             pool.threads(),
@@ -538,12 +553,7 @@ mod tests {
     fn extra_workers_retire_after_a_turn_once_commits_are_large() {
         // Idle workers would wait an hour: only large commits end them.
         let pool = WriterPool::start(1, 4, Duration::from_secs(3600));
-        let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        let turns = Arc::new(AtomicUsize::new(0));
-        wait_for("the core started", || pool.idle.load(Ordering::SeqCst) == 1);
-        for _ in 0..10 {
-            schedule(pool, gated(&gate, &turns));
-        }
+        let (gate, turns) = backlog(pool, 10);
         wait_for("four workers (small commits)", || pool.threads() == 4);
         for _ in 0..64 {
             pool.note_commit(4 * SMALL_COMMIT_BYTES, true);
@@ -563,9 +573,7 @@ mod tests {
         }
         assert!(pool.commits_small());
         open(&gate, false);
-        for _ in 0..10 {
-            schedule(pool, gated(&gate, &turns));
-        }
+        queue_gated(pool, &gate, &turns, 10);
         wait_for("four workers again", || pool.threads() == 4);
         open(&gate, true);
         wait_for("every turn", || turns.load(Ordering::SeqCst) >= done + 10);
