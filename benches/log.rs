@@ -143,6 +143,16 @@ fn grouped(x: f64) -> String {
 // ---------------------------------------------------------------------------
 // fsync latency of the disk.
 
+/// One probe round: `block` written at `pos`, then `fdatasync`; how long
+/// the two took together (the `fsync_latency`, `fsync_threads` and
+/// `commit_overlap` probes all time this).
+fn probe_round(file: &File, block: &[u8], pos: u64) -> Duration {
+    let start = Instant::now();
+    file.write_all_at(block, pos).expect("probe write");
+    file.sync_data().expect("probe fdatasync");
+    start.elapsed()
+}
+
 /// Times 1000 × (4 KiB positioned write + `sync_data`) on a plain file and
 /// prints the distribution: the floor of every `fsync=always` figure.
 fn fsync_latency(root: &Path) {
@@ -152,11 +162,7 @@ fn fsync_latency(root: &Path) {
     let block = vec![0xa5u8; 4096];
     let mut took = Vec::with_capacity(ROUNDS);
     for i in 0..ROUNDS {
-        let start = Instant::now();
-        file.write_all_at(&block, (i * block.len()) as u64)
-            .expect("probe write");
-        file.sync_data().expect("probe fdatasync");
-        took.push(start.elapsed());
+        took.push(probe_round(&file, &block, (i * block.len()) as u64));
     }
     took.sort();
     let total: Duration = took.iter().sum();
@@ -899,10 +905,7 @@ fn sync_rounds(
                         own += BLOCK;
                         own - BLOCK
                     };
-                    let start = Instant::now();
-                    file.write_all_at(&block, pos).expect("probe write");
-                    file.sync_data().expect("probe fdatasync");
-                    took.push(start.elapsed());
+                    took.push(probe_round(&file, &block, pos));
                     if started.elapsed() >= run_for {
                         break took;
                     }
@@ -1047,10 +1050,7 @@ impl OverlapRun {
                 let block = vec![0x5au8; 4096];
                 let (mut took, mut pos) = (Vec::new(), 0u64);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let start = Instant::now();
-                    probe_file.write_all_at(&block, pos).expect("probe write");
-                    probe_file.sync_data().expect("probe fdatasync");
-                    took.push(start.elapsed());
+                    took.push(probe_round(&probe_file, &block, pos));
                     pos += block.len() as u64;
                     std::thread::sleep(Duration::from_millis(10));
                 }
