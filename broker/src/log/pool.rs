@@ -46,7 +46,9 @@
 //!
 //! - **One turn at a time per log.** A job is on the run queue at most once:
 //!   [`Job::schedule`] queues it only if its `scheduled` flag was clear,
-//!   and the flag is cleared only after its turn ends. So a log's commands
+//!   and the flag is cleared only after its turn ends (whoever sets it
+//!   again owns the next turn: a sender queues the job, the worker that
+//!   ran the last turn runs it or queues it). So a log's commands
 //!   are taken and committed in order by one worker at a time, exactly as
 //!   by a thread of its own; the crash story of the log (what is on disk
 //!   when, what recovery does: [`writer`](super::writer),
@@ -54,12 +56,15 @@
 //!   the same steps in the same order, only on a worker chosen per turn.
 //! - **No lost wake-up.** Whoever queues a command schedules the log after
 //!   queueing it; a turn, after clearing the flag, looks at the queue again
-//!   and schedules the log if anything is there. Either the turn sees the
-//!   command or the sender sees the flag clear.
+//!   and, if anything is there, takes the flag back and runs the next turn
+//!   or queues it. Either the turn sees the command or the sender sees the
+//!   flag clear.
 //! - **Fairness.** A turn does a bounded amount of work (one commit group:
 //!   at most [`MAX_GROUP_BYTES`](super::committer::MAX_GROUP_BYTES) of
 //!   batches or a queue's worth of commands); a log with more queued goes
-//!   to the back of the run queue. A busy log cannot keep a worker from the
+//!   to the back of the run queue when other jobs wait there, and is run
+//!   again by the same worker when none does (no thread hand-off between
+//!   the turns of a busy log; see [`run_turn`]). A busy log cannot keep a worker from the
 //!   others: each log with work gets a turn within one round of the queue.
 //! - **Blocking is local.** A turn blocks its worker on the disk (write,
 //!   `fdatasync`) as the log's own thread did; with `threads` workers at
@@ -295,29 +300,46 @@ impl WriterPool {
 
     /// A worker's loop: takes jobs; an extra worker exits after
     /// `idle_exit` without one, or after a turn once commits are large.
+    /// A job that still has work after its turn is run again by the same
+    /// worker when no other job waits (see [`run_turn`]), and goes to the
+    /// back of the run queue otherwise.
     fn work(&'static self, tenure: Tenure) {
+        let mut carried: Option<Arc<dyn Job>> = None;
         loop {
-            self.idle.fetch_add(1, Ordering::SeqCst);
-            let next = match tenure {
-                Tenure::Core => self.jobs.recv().ok(),
-                Tenure::Extra => self.jobs.recv_timeout(self.idle_exit).ok(),
-            };
-            self.idle.fetch_sub(1, Ordering::SeqCst);
-            match next {
-                Some(job) => {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
-                    run_turn(self, job);
-                    if matches!(tenure, Tenure::Extra) && !self.commits_small() {
+            let job = match carried.take() {
+                Some(job) => job,
+                None => {
+                    self.idle.fetch_add(1, Ordering::SeqCst);
+                    let next = match tenure {
+                        Tenure::Core => self.jobs.recv().ok(),
+                        Tenure::Extra => self.jobs.recv_timeout(self.idle_exit).ok(),
+                    };
+                    self.idle.fetch_sub(1, Ordering::SeqCst);
+                    // Idle that long (or, never, the queue gone): exit.
+                    let Some(job) = next else {
                         self.live.fetch_sub(1, Ordering::SeqCst);
                         return;
-                    }
+                    };
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    job
                 }
-                // Idle that long (or, never, the queue gone): exit.
-                None => {
-                    self.live.fetch_sub(1, Ordering::SeqCst);
-                    return;
+            };
+            let again = run_turn(self, job);
+            if matches!(tenure, Tenure::Extra) && !self.commits_small() {
+                if let Some(job) = again {
+                    self.push(job);
                 }
+                self.live.fetch_sub(1, Ordering::SeqCst);
+                return;
             }
+            carried = again.and_then(|job| {
+                if self.waiting.load(Ordering::SeqCst) == 0 {
+                    Some(job)
+                } else {
+                    self.push(job);
+                    None
+                }
+            });
         }
     }
 
@@ -339,12 +361,17 @@ impl WriterPool {
 }
 
 /// One turn of `job`, then the flag cleared and the queue looked at again.
-fn run_turn(pool: &'static WriterPool, job: Arc<dyn Job>) {
+/// Returns the job when it has more work and this worker took its flag
+/// back: the worker then owns its next turn (runs it, or queues it), as a
+/// sender that sets the flag owns queueing it. Running it again on the
+/// same worker, rather than queueing it, spares a busy log a thread
+/// hand-off per turn: a job queued while workers are parked wakes one of
+/// them (a context switch on the way of every commit), and the worker
+/// that queued it goes to sleep.
+fn run_turn(pool: &'static WriterPool, job: Arc<dyn Job>) -> Option<Arc<dyn Job>> {
     job.clone().turn(pool);
     job.scheduled().store(false, Ordering::SeqCst);
-    if job.has_work() {
-        schedule(pool, job);
-    }
+    (job.has_work() && !job.scheduled().swap(true, Ordering::SeqCst)).then_some(job)
 }
 
 /// The timer thread's state: due instants, earliest first.
@@ -577,6 +604,75 @@ mod tests {
         wait_for("four workers again", || pool.threads() == 4);
         open(&gate, true);
         wait_for("every turn", || turns.load(Ordering::SeqCst) >= done + 10);
+    }
+
+    /// A job with `remaining` turns of work; each turn notes its thread.
+    struct Busy {
+        scheduled: AtomicBool,
+        name: &'static str,
+        remaining: AtomicUsize,
+        turns: Arc<Mutex<Vec<(&'static str, std::thread::ThreadId)>>>,
+    }
+
+    impl Job for Busy {
+        fn scheduled(&self) -> &AtomicBool {
+            &self.scheduled
+        }
+        fn turn(self: Arc<Self>, _pool: &WriterPool) {
+            self.turns
+                .lock()
+                .push((self.name, std::thread::current().id()));
+            self.remaining.fetch_sub(1, Ordering::SeqCst);
+        }
+        fn has_work(&self) -> bool {
+            self.remaining.load(Ordering::SeqCst) > 0
+        }
+    }
+
+    fn busy(
+        name: &'static str,
+        turns: usize,
+        seen: &Arc<Mutex<Vec<(&'static str, std::thread::ThreadId)>>>,
+    ) -> Arc<dyn Job> {
+        Arc::new(Busy {
+            scheduled: AtomicBool::new(false),
+            name,
+            remaining: AtomicUsize::new(turns),
+            turns: seen.clone(),
+        })
+    }
+
+    #[test]
+    fn a_busy_job_alone_runs_its_turns_on_one_worker() {
+        // Two workers parked: queueing the job again after each turn would
+        // hand it to the other one (a thread wake-up per turn).
+        let pool = WriterPool::start(2, 2, Duration::from_secs(60));
+        wait_for("the core started", || pool.idle.load(Ordering::SeqCst) == 2);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        schedule(pool, busy("a", 50, &seen));
+        wait_for("every turn", || seen.lock().len() == 50);
+        let seen = seen.lock();
+        let first = seen[0].1;
+        assert!(
+            seen.iter().all(|&(_, thread)| thread == first),
+            "the turns moved between workers"
+        );
+    }
+
+    #[test]
+    fn busy_jobs_take_turns_on_one_worker() {
+        let pool = WriterPool::start(1, 1, Duration::from_secs(60));
+        let (gate, gated_turns) = backlog(pool, 1);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        // Both queued while the worker is held: neither may run all its
+        // turns before the other's first.
+        schedule(pool, busy("a", 5, &seen));
+        schedule(pool, busy("b", 5, &seen));
+        open(&gate, true);
+        wait_for("every turn", || seen.lock().len() == 10);
+        assert_eq!(gated_turns.load(Ordering::SeqCst), 1);
+        let order: String = seen.lock().iter().map(|&(name, _)| name).collect();
+        assert_eq!(order, "ababababab");
     }
 
     #[test]
