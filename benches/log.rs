@@ -15,6 +15,7 @@
 //! | `recovery_1GiB` | `Log::open` after a crash with a 1 GiB unchecked tail | reading the same 1 GiB file in 1 MiB chunks |
 //! | `roll_stall` | the latency of every append + commit under `fsync=never` across many segment rolls (not a criterion group: run with the filter `roll_stall`) | none: the figure is the distribution's tail |
 //! | `commit_overlap` | none: a model of one log's group commit at W3's rate (10,000 appends/s of 1 KiB), the syncs one after another against up to 2 or 4 overlapping and answered in order; the time from each append to its answer, next to a 4 KiB append + fdatasync probe every 10 ms on another file (not a criterion group: run with the filter `commit_overlap`) | the probe's p99: W3's floor |
+//! | `cpu_stalls` | none: the machine's own stalls. A thread that only reads the clock counts the gaps between its readings (≥ 1, 5 and 10 ms) alone, then beside a thread appending 1 KiB + `fdatasync` back to back, then paced to about 1,000 syncs/s; with the CPU time the hypervisor took (`steal` in `/proc/stat`) over each row (not a criterion group: run with the filter `cpu_stalls`) | the row without syncs |
 //! | `fsync_threads` | none: the disk alone. 1, 4, 16, 64 and 256 threads each append 4 KiB + `fdatasync` to a file of its own, as partition logs do; syncs per second and latency (not a criterion group: run with the filter `fsync_threads`) | the same with 1 thread |
 //!
 //! Besides criterion's own report, each group prints a markdown table of
@@ -79,6 +80,9 @@ fn main() {
     }
     if wants("commit_overlap", measuring) {
         commit_overlap(&root, measuring);
+    }
+    if wants("cpu_stalls", measuring) {
+        cpu_stalls(&root, measuring);
     }
 }
 
@@ -1089,4 +1093,116 @@ impl OverlapRun {
             syncs: s.syncs,
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The machine's own stalls, with and without a stream of syncs.
+
+/// A thread that does nothing but read the clock sees a gap between two
+/// readings only when it did not run: preempted in the guest, or the whole
+/// virtual CPU held back by the host. Each row counts those gaps over
+/// `run_for`: with nothing else running, beside a thread appending 1 KiB +
+/// `fdatasync` back to back, and beside one paced to about 1,000 syncs/s.
+/// On a virtual machine whose host charges the disk's work to the guest,
+/// a stream of syncs can cost the guest its CPUs for whole scheduling
+/// periods: every latency of the run (and the fsync probe's) then carries
+/// those gaps. The `steal` column is what `/proc/stat` counts as taken by
+/// the host over the row (Linux; `-` elsewhere).
+fn cpu_stalls(root: &Path, measuring: bool) {
+    let run_for = if measuring {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_millis(50)
+    };
+    eprintln!("\n### cpu_stalls: gaps seen by a thread reading the clock, {run_for:?} per row\n");
+    eprintln!(
+        "| beside it | syncs/s | gaps ≥ 1 ms | ≥ 5 ms | ≥ 10 ms | longest | steal (share of the CPUs) |\n| --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for (label, pace) in [
+        ("nothing", None),
+        ("1 KiB + fdatasync, back to back", Some(Duration::ZERO)),
+        (
+            "1 KiB + fdatasync, about 1,000/s",
+            Some(Duration::from_millis(1)),
+        ),
+    ] {
+        let dir = tempfile::tempdir_in(root).expect("temp dir");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let syncer = pace.map(|pace| {
+            let file = File::create(dir.path().join("stall-syncs")).expect("sync file");
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let block = [0x5au8; 1024];
+                let mut syncs = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let round = Instant::now();
+                    probe_round(&file, &block, syncs * 1024);
+                    syncs += 1;
+                    if let Some(rest) = pace.checked_sub(round.elapsed()) {
+                        std::thread::sleep(rest);
+                    }
+                }
+                syncs
+            })
+        });
+        let steal_before = steal_ticks();
+        let started = Instant::now();
+        let gaps = clock_gaps(run_for);
+        let elapsed = started.elapsed();
+        let steal = steal_ticks()
+            .zip(steal_before)
+            .map(|(after, before)| after.saturating_sub(before));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let syncs = syncer.map(|s| s.join().expect("sync thread"));
+        let count = |at_least_ms: u64| {
+            gaps.iter()
+                .filter(|g| **g >= Duration::from_millis(at_least_ms))
+                .count()
+        };
+        let longest = gaps.iter().max().copied().unwrap_or_default();
+        let rate = syncs.map_or("-".to_string(), |n| {
+            format!("{:.0}", n as f64 / elapsed.as_secs_f64())
+        });
+        let steal = steal.map_or("-".to_string(), |ticks| {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // USER_HZ is 100 on Linux.
+            let share = ticks as f64 / 100.0 / (elapsed.as_secs_f64() * cpus as f64);
+            format!("{:.1} %", share * 100.0)
+        });
+        eprintln!(
+            "| {label} | {rate} | {} | {} | {} | {:.1} ms | {steal} |",
+            count(1),
+            count(5),
+            count(10),
+            longest.as_secs_f64() * 1e3,
+        );
+    }
+    eprintln!();
+}
+
+/// Reads the clock for `run_for`; returns every gap of 1 ms or more
+/// between two readings.
+fn clock_gaps(run_for: Duration) -> Vec<Duration> {
+    let started = Instant::now();
+    let mut last = started;
+    let mut gaps = Vec::new();
+    loop {
+        let now = Instant::now();
+        let gap = now - last;
+        if gap >= Duration::from_millis(1) {
+            gaps.push(gap);
+        }
+        last = now;
+        if now - started >= run_for {
+            return gaps;
+        }
+    }
+}
+
+/// The `steal` ticks of all CPUs from `/proc/stat` (Linux), if readable.
+fn steal_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // cpu user nice system idle iowait irq softirq steal ...
+    cpu.split_whitespace().nth(8)?.parse().ok()
 }

@@ -116,3 +116,5 @@ mod seal_tests;
 mod startup_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod zeros_tests;

@@ -7,7 +7,11 @@
 //! clean stop nothing is scanned. Otherwise the bytes from the resume
 //! point to the end are scanned batch by batch, index entries are rebuilt
 //! for them, and the file is cut at the first torn or corrupt batch
-//! (`Opener::recover_tail`).
+//! (`Opener::recover_tail`). Zeros right at the resume point are the
+//! zeros a writer under `fsync=always` writes ahead of its appends
+//! ([`crate::log::writer::commit`]), with nothing written since the
+//! checkpoint: they are cut unscanned, so a log killed after its idle
+//! checkpoint still opens without reading its tail.
 //!
 //! ## Invariants
 //!
@@ -33,7 +37,7 @@
 
 use std::sync::Arc;
 
-use pigeon_protocol::batch::{BatchHeader, HEADER_LEN};
+use pigeon_protocol::batch::{BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 
 use super::{Opener, scan_into};
 use crate::io::{OpenMode, read_full_at};
@@ -124,6 +128,7 @@ impl Opener<'_> {
             segment: Arc::new(segment),
             created_ms,
             write_pos: end,
+            file_len: end,
             synced_pos: end,
             checkpoint_pos: resume.position,
             cursor,
@@ -218,9 +223,37 @@ impl Opener<'_> {
             let what = format!("{what} {}", log_path.display());
             move |e| LogError::io(what, e)
         };
-        self.report.scanned_bytes += file_len - from;
+        // Zeros right at the resume point: the zeros written ahead of the
+        // appends (see `writer::commit`), and nothing written into them
+        // since the checkpoint (or only writes the stop lost). They are cut
+        // unread, and the cut is not synced: a stop before the next sync
+        // brings them back, and this open's cut with them; the next sync
+        // (of the writes that go there) makes the file's new size durable.
+        let zeros_at_resume = from < file_len
+            && zero_length_field(segment, from).map_err(|error| {
+                ScanStop::Io {
+                    position: from,
+                    error,
+                }
+                .into_error(log_path, "recovering its tail")
+            })?;
+        if zeros_at_resume {
+            tracing::info!(segment = %log_path.display(), position = from, cut = file_len - from, "cutting the zeros written ahead of the appends");
+            segment
+                .file()
+                .and_then(|file| file.set_len(from))
+                .map_err(io("cutting the zeros written ahead of the appends off"))?;
+            self.report.zero_bytes_cut = file_len - from;
+            if cut_at_fence {
+                segment
+                    .file()
+                    .and_then(|file| file.sync_data())
+                    .map_err(io("syncing the recovered tail of"))?;
+            }
+            return Ok(from);
+        }
         tracing::info!(segment = %log_path.display(), from = from, to = file_len, "recovering the log tail after an unclean stop");
-        let end = match scan_into(
+        let scanned = scan_into(
             segment,
             self.config,
             cursor,
@@ -228,20 +261,39 @@ impl Opener<'_> {
             file_len,
             &mut self.producers,
             self.producers_from,
-        ) {
+        );
+        // Zeros after the last batch are not scanned past their first bytes.
+        let scanned_to = match &scanned {
+            Err(ScanStop::Damaged { position, .. })
+                if zero_length_field(segment, *position).unwrap_or(false) =>
+            {
+                *position
+            }
+            _ => file_len,
+        };
+        self.report.scanned_bytes += scanned_to - from;
+        let end = match scanned {
             Ok(end) => end,
             Err(ScanStop::Damaged { position, reason }) => {
-                tracing::warn!(
-                    segment = %log_path.display(), position, reason = %reason,
-                    cut = file_len - position, "truncating a torn or corrupt tail"
-                );
+                if scanned_to == position && position < file_len {
+                    tracing::info!(
+                        segment = %log_path.display(), position, cut = file_len - position,
+                        "cutting the zeros after the last batch (written ahead of the appends, or a write the stop lost)"
+                    );
+                    self.report.zero_bytes_cut = file_len - position;
+                } else {
+                    tracing::warn!(
+                        segment = %log_path.display(), position, reason = %reason,
+                        cut = file_len - position, "truncating a torn or corrupt tail"
+                    );
+                    self.report.truncated_bytes = file_len - position;
+                }
                 position
             }
             // A read error proves nothing about the bytes: cutting them
             // would drop acknowledged batches and reuse their offsets.
             Err(stop) => return Err(stop.into_error(log_path, "recovering its tail")),
         };
-        self.report.truncated_bytes = file_len - end;
         if end < file_len {
             segment
                 .file()
@@ -299,6 +351,18 @@ fn resume_cursor(
         last_batch_relative: (next_offset > segment.base_offset)
             .then(|| (next_offset - 1 - segment.base_offset) as u32),
     }
+}
+
+/// Whether the batch length field at `position` (the first
+/// [`LOG_OVERHEAD`] bytes there) is all zeros: no batch starts there, and
+/// an active segment's tail from there is zeros written ahead of the
+/// appends or a write that never reached the disk.
+fn zero_length_field(segment: &Segment, position: u64) -> std::io::Result<bool> {
+    let mut buf = [0u8; LOG_OVERHEAD];
+    let read = segment
+        .file()
+        .and_then(|file| read_full_at(file.as_ref(), &mut buf, position))?;
+    Ok(read == LOG_OVERHEAD && buf.iter().all(|&b| b == 0))
 }
 
 /// Timestamp of a segment's first batch (`None` if it has no whole

@@ -392,6 +392,11 @@ pub struct RecoveryReport {
     pub scanned_bytes: u64,
     /// Bytes cut off the end of the active segment (torn or corrupt tail).
     pub truncated_bytes: u64,
+    /// Zeros cut off the end of the active segment: those a writer under
+    /// `fsync=always` writes ahead of its appends (see
+    /// [`crate::log::writer::commit`]), or writes a stop lost, which read
+    /// back as zeros.
+    pub zero_bytes_cut: u64,
     /// Sealed segments whose indexes were rebuilt.
     pub rebuilt_indexes: usize,
     /// Bytes read to check the end of trusted sealed segments against their
@@ -417,6 +422,7 @@ impl Opener<'_> {
             segment: segment.clone(),
             created_ms: 0,
             write_pos: 0,
+            file_len: 0,
             synced_pos: 0,
             checkpoint_pos: 0,
             cursor: empty_cursor(base, i64::MIN),

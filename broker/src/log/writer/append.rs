@@ -229,7 +229,11 @@ impl Log {
             self.discard_staged(&error);
             return Err(error);
         }
-        self.active.write_pos += self.staged.len() as u64;
+        let group = self.staged.len() as u64;
+        self.active.write_pos += group;
+        // Before the sync that follows (fsync=always), which makes them
+        // durable with the batches.
+        self.write_zeros_ahead(group);
         self.staged.clear();
         self.staged_from = None;
         self.staged_producers.clear();
@@ -261,6 +265,8 @@ impl Log {
             self.producers.restore(pid, entry);
         }
         let segment = &self.active.segment;
+        // Zeros written ahead go too: the length is at most `write_pos` now.
+        self.active.file_len = self.active.write_pos;
         if let Err(e) = segment
             .file()
             .and_then(|file| file.set_len(self.active.write_pos))

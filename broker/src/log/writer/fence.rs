@@ -128,6 +128,7 @@ impl Log {
         segment.index.0.truncate(synced.index_len);
         segment.time_index.0.truncate(synced.time_index_len);
         self.active.write_pos = position;
+        self.active.file_len = position;
         self.active.cursor = synced.cursor;
         self.synced = synced;
         self.durable_below = self.durable_below.min(synced.ticket);

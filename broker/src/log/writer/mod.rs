@@ -128,6 +128,11 @@ pub(crate) struct Active {
     pub created_ms: i64,
     /// Bytes written to the file.
     pub write_pos: u64,
+    /// At least the file's length: `write_pos` plus the zeros written
+    /// ahead of small commits under `fsync=always` (see
+    /// [`commit`](self::commit), "Zeros ahead of the appends"); cut back to
+    /// `write_pos` at a roll and a clean close.
+    pub file_len: u64,
     /// Bytes covered by a completed fdatasync.
     pub synced_pos: u64,
     /// Position of the last checkpoint in this segment.

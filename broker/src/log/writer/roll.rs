@@ -5,7 +5,9 @@
 //!
 //! ## Roll
 //!
-//! Under `fsync=always`: flush and sync the active segment, seal its
+//! Under `fsync=always`: flush and sync the active segment, cut off the
+//! zeros written ahead of its appends and sync the cut (see
+//! [`commit`](super::commit), "Zeros ahead of the appends"), seal its
 //! indexes (mark the segment sealed so it takes no more appends, final
 //! time entry, flush, truncate to exact size, sync), create the next
 //! segment's three files, sync the directory, then write a checkpoint
@@ -40,7 +42,8 @@
 //! ## Close
 //!
 //! Wait for a background seal (and write its checkpoint), write and sync
-//! everything appended, cut the active indexes to their entries, and write
+//! everything appended, cut off the zeros written ahead (and sync the
+//! cut), cut the active indexes to their entries, and write
 //! a clean checkpoint, so that the next open scans
 //! nothing. A crash before the clean checkpoint leaves the last one, and
 //! recovery scans from it. A read-only log closes without writing
@@ -97,6 +100,8 @@ impl Log {
         } else {
             self.sync()?;
         }
+        // Sealed at the end of its data, whatever the policy.
+        self.cut_zeros_ahead()?;
         let old = self.active.segment.clone();
         self.seal(&old, !background)?;
         let base = self.active.cursor.next_offset;
@@ -121,6 +126,7 @@ impl Log {
             segment,
             created_ms: self.clock.now_ms(),
             write_pos: 0,
+            file_len: 0,
             synced_pos: 0,
             checkpoint_pos: 0,
             cursor,
@@ -291,6 +297,7 @@ impl Log {
             return Ok(());
         }
         self.sync()?;
+        self.cut_zeros_ahead()?;
         self.active.segment.seal_indexes(self.fs.as_ref())?;
         self.write_checkpoint(true);
         Ok(())

@@ -407,6 +407,8 @@ impl Log {
         }
         self.active.segment = sealed;
         self.active.write_pos = self.active.segment.size();
+        // Cut to its data when it rolled.
+        self.active.file_len = self.active.write_pos;
         self.active.synced_pos = pending.synced_pos;
         self.go_back_and_fence(pending.synced);
         error
