@@ -196,6 +196,8 @@ impl Stats {
 struct Case {
     seed: u64,
     policy: FsyncPolicy,
+    /// The log writes zeros ahead of its small commits from the start.
+    busy: bool,
     rng: Rng,
     _tmp: tempfile::TempDir,
     dir: PathBuf,
@@ -232,9 +234,13 @@ impl Case {
             checkpoint_interval_bytes: [512, 4096, 1 << 30][rng.below(3) as usize],
             ..LogConfig::default()
         };
+        // Half the cases write zeros ahead of every small commit (under
+        // fsync=always), without waiting to be busy.
+        let busy = rng.chance(2);
         Case {
             seed,
             policy,
+            busy,
             rng,
             _tmp: tmp,
             dir,
@@ -265,6 +271,12 @@ impl Case {
             Arc::new(self.clock.clone()),
         )
         .map(Log::with_manual_seals)
+        .map(|mut log| {
+            if self.busy {
+                log.small_writes = super::writer::commit::WriteRate::busy_for_an_hour();
+            }
+            log
+        })
     }
 
     fn open_cut(&self) -> LogResult<Log> {

@@ -10,11 +10,20 @@ use std::sync::Arc;
 
 use pigeon_protocol::batch::{BatchBuilder, ProducerStamp, RecordBatch, records_of};
 
-use super::writer::commit::{ZEROS_AHEAD_BELOW, zeros_ahead_len};
+use super::writer::commit::{BUSY_WRITES_PER_SEC, WriteRate, ZEROS_AHEAD_BELOW, zeros_ahead_len};
 use super::*;
 use crate::io::{Fault, FaultPlan, FaultyFs, FileSystem, Op, StdFs};
 
 const T0: i64 = 1_700_000_000_000;
+
+/// Commits the tests make before they look (more than make a log busy,
+/// though [`busy`] makes it so without racing the clock).
+const BUSY: u64 = BUSY_WRITES_PER_SEC as u64 + 6;
+
+/// Makes `log` busy: zeros are written ahead of its small commits.
+fn busy(log: &mut Log) {
+    log.small_writes = WriteRate::busy_for_an_hour();
+}
 
 fn batch(values: &[Vec<u8>]) -> RecordBatch {
     let mut builder = BatchBuilder::new();
@@ -110,7 +119,8 @@ fn expected(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
 fn small_synced_commits_leave_zeros_ahead_that_a_close_cuts() {
     let fx = Fixture::new(always());
     let mut log = fx.open();
-    append_n(&mut log, 0, 10);
+    busy(&mut log);
+    append_n(&mut log, 0, BUSY);
     let (base, end) = log.end_position();
     let path = fx.segment(base);
     let len = file_len(&path);
@@ -118,20 +128,30 @@ fn small_synced_commits_leave_zeros_ahead_that_a_close_cuts() {
     assert!(len - end <= zeros_ahead_len(ZEROS_AHEAD_BELOW - 1), "{len}");
     let bytes = std::fs::read(&path).expect("read");
     assert!(bytes[end as usize..].iter().all(|&b| b == 0), "only zeros");
-    assert_eq!(values(&log), expected(0..10), "readers see the data only");
+    assert_eq!(values(&log), expected(0..BUSY), "readers see the data only");
     log.close().expect("close");
     assert_eq!(file_len(&path), end, "a clean close cuts the zeros");
     let log = fx.open();
     let report = log.recovery_report();
     assert!(report.clean);
     assert_eq!((report.scanned_bytes, report.zero_bytes_cut), (0, 0));
-    assert_eq!(values(&log), expected(0..10));
+    assert_eq!(values(&log), expected(0..BUSY));
+}
+
+#[test]
+fn a_log_with_few_commits_gets_no_zeros() {
+    let fx = Fixture::new(always());
+    let mut log = fx.open();
+    append_n(&mut log, 0, BUSY - 10);
+    let (base, end) = log.end_position();
+    assert_eq!(file_len(&fx.segment(base)), end);
 }
 
 #[test]
 fn large_commits_and_unsynced_policies_write_no_zeros() {
     let fx = Fixture::new(always());
     let mut log = fx.open();
+    busy(&mut log);
     let big: Vec<Vec<u8>> = (0..100).map(|_| vec![7u8; 1024]).collect();
     log.append(&batch(&big)).expect("append");
     log.commit().expect("commit");
@@ -153,7 +173,8 @@ fn large_commits_and_unsynced_policies_write_no_zeros() {
             ..LogConfig::default()
         });
         let mut log = fx.open();
-        append_n(&mut log, 0, 10);
+        busy(&mut log);
+        append_n(&mut log, 0, BUSY);
         log.sync().expect("sync");
         let (base, end) = log.end_position();
         assert_eq!(file_len(&fx.segment(base)), end, "{fsync:?}");
@@ -164,7 +185,8 @@ fn large_commits_and_unsynced_policies_write_no_zeros() {
 fn a_kill_with_zeros_ahead_loses_nothing_and_later_appends_follow_the_last_batch() {
     let fx = Fixture::new(always());
     let mut log = fx.open();
-    append_n(&mut log, 0, 10);
+    busy(&mut log);
+    append_n(&mut log, 0, BUSY);
     let (base, end) = log.end_position();
     let zeros = file_len(&fx.segment(base)) - end;
     assert!(zeros > 0);
@@ -177,11 +199,15 @@ fn a_kill_with_zeros_ahead_loses_nothing_and_later_appends_follow_the_last_batch
     assert_eq!(report.zero_bytes_cut, zeros);
     assert_eq!(report.scanned_bytes, end, "the batches, not the zeros");
     assert_eq!(log.end_position(), (base, end));
-    append_n(&mut log, 10, 10);
+    append_n(&mut log, BUSY, 10);
     drop(log);
 
     let log = fx.open();
-    assert_eq!(values(&log), expected(0..20), "no gap where the zeros were");
+    assert_eq!(
+        values(&log),
+        expected(0..BUSY + 10),
+        "no gap where the zeros were"
+    );
 }
 
 #[test]
@@ -191,6 +217,7 @@ fn a_roll_seals_the_segment_at_its_last_batch() {
         ..always()
     });
     let mut log = fx.open();
+    busy(&mut log);
     let mut n = 0;
     while log.reader().segment_count() < 3 {
         append_n(&mut log, n, 1);
@@ -218,14 +245,15 @@ fn a_roll_seals_the_segment_at_its_last_batch() {
 fn a_torn_batch_inside_the_zeros_is_cut_with_them() {
     let fx = Fixture::new(always());
     let mut log = fx.open();
-    append_n(&mut log, 0, 10);
+    busy(&mut log);
+    append_n(&mut log, 0, BUSY);
     let (base, end) = log.end_position();
     drop(log);
     // A write of the next batch that a power cut left half done: its
     // first 30 bytes landed in the zeros, the rest did not.
     let path = fx.segment(base);
     let len = file_len(&path);
-    let half = batch(&[value(10)]);
+    let half = batch(&[value(BUSY)]);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&path)
@@ -243,16 +271,17 @@ fn a_torn_batch_inside_the_zeros_is_cut_with_them() {
     assert_eq!(report.zero_bytes_cut, 0);
     assert_eq!(log.end_position(), (base, end));
     assert_eq!(file_len(&path), end);
-    append_n(&mut log, 10, 1);
+    append_n(&mut log, BUSY, 1);
     drop(log);
-    assert_eq!(values(&fx.open()), expected(0..11));
+    assert_eq!(values(&fx.open()), expected(0..BUSY + 1));
 }
 
 #[test]
 fn zeros_after_an_idle_checkpoint_are_cut_unread_and_unsynced() {
     let fx = Fixture::new(always());
     let mut log = fx.open();
-    append_n(&mut log, 0, 10);
+    busy(&mut log);
+    append_n(&mut log, 0, BUSY);
     let due = log.idle_checkpoint_at().expect("an idle checkpoint is due");
     assert!(log.checkpoint_if_idle(due));
     let (base, end) = log.end_position();
@@ -274,7 +303,7 @@ fn zeros_after_an_idle_checkpoint_are_cut_unread_and_unsynced() {
         "the cut needs no sync of its own"
     );
     assert_eq!(file_len(&fx.segment(base)), end);
-    assert_eq!(values(&log), expected(0..10));
+    assert_eq!(values(&log), expected(0..BUSY));
 }
 
 #[test]
@@ -282,6 +311,7 @@ fn a_failed_write_of_the_zeros_fails_no_commit() {
     let fx = Fixture::new(always());
     let plan = FaultPlan::new();
     let mut log = fx.open_on(Arc::new(FaultyFs::new(plan.clone())));
+    busy(&mut log);
     // The first commit's second write to the segment is its zeros.
     plan.inject(Op::Write, ".log", Fault::NoSpace, 1, Some(1));
     append_n(&mut log, 0, 1);

@@ -181,6 +181,9 @@ pub struct Log {
     pub(crate) idle_since: Option<Instant>,
     /// When the oldest write not yet synced happened (interval policy).
     unsynced_since: Option<Instant>,
+    /// How often the log writes small groups: whether zeros are written
+    /// ahead of them (see [`commit`], "Zeros ahead of the appends").
+    pub(crate) small_writes: commit::WriteRate,
     /// What opening the log had to do.
     pub(crate) recovery: RecoveryReport,
     /// Idempotent producers' sequences and recent batches.
@@ -231,6 +234,7 @@ impl Log {
             stale_checkpoint: None,
             idle_since: None,
             unsynced_since: None,
+            small_writes: commit::WriteRate::default(),
             recovery: RecoveryReport::default(),
             producers: ProducerTable::new(),
             pending_seal: None,
