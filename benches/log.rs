@@ -15,6 +15,7 @@
 //! | `recovery_1GiB` | `Log::open` after a crash with a 1 GiB unchecked tail | reading the same 1 GiB file in 1 MiB chunks |
 //! | `roll_stall` | the latency of every append + commit under `fsync=never` across many segment rolls (not a criterion group: run with the filter `roll_stall`) | none: the figure is the distribution's tail |
 //! | `commit_overlap` | none: a model of one log's group commit at W3's rate (10,000 appends/s of 1 KiB), the syncs one after another against up to 2 or 4 overlapping and answered in order; the time from each append to its answer, next to a 4 KiB append + fdatasync probe every 10 ms on another file (not a criterion group: run with the filter `commit_overlap`) | the probe's p99: W3's floor |
+//! | `zeros_ahead` | none: the disk alone. 1 KiB appends + `fdatasync` into bytes already written as zeros (and synced), as a busy partition's commits under `fsync=always` go (not a criterion group: run with the filter `zeros_ahead`) | the same appends growing the file, in the same run, alternating |
 //! | `cpu_stalls` | none: the machine's own stalls. A thread that only reads the clock counts the gaps between its readings (≥ 1, 5 and 10 ms) alone, then beside a thread appending 1 KiB + `fdatasync` back to back, then paced to about 1,000 syncs/s; with the CPU time the hypervisor took (`steal` in `/proc/stat`) over each row (not a criterion group: run with the filter `cpu_stalls`) | the row without syncs |
 //! | `fsync_threads` | none: the disk alone. 1, 4, 16, 64 and 256 threads each append 4 KiB + `fdatasync` to a file of its own, as partition logs do; syncs per second and latency (not a criterion group: run with the filter `fsync_threads`) | the same with 1 thread |
 //!
@@ -80,6 +81,9 @@ fn main() {
     }
     if wants("commit_overlap", measuring) {
         commit_overlap(&root, measuring);
+    }
+    if wants("zeros_ahead", measuring) {
+        zeros_ahead(&root, measuring);
     }
     if wants("cpu_stalls", measuring) {
         cpu_stalls(&root, measuring);
@@ -1205,4 +1209,55 @@ fn steal_ticks() -> Option<u64> {
     let cpu = stat.lines().find(|l| l.starts_with("cpu "))?;
     // cpu user nice system idle iowait irq softirq steal ...
     cpu.split_whitespace().nth(8)?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------
+// Appends that grow the file against appends into zeros written ahead.
+
+/// 1 KiB appended + `fdatasync`, rounds of `per_round` appends alternating
+/// between a file that grows with each append (its `fdatasync` writes the
+/// new size) and one whose bytes were written as zeros and synced first
+/// (the data only), as the writer's zeros ahead of a busy partition's
+/// appends make it. Prints each kind's syncs per second and latency.
+fn zeros_ahead(root: &Path, measuring: bool) {
+    let (rounds, per_round) = if measuring { (6, 2000) } else { (2, 20) };
+    let dir = tempfile::tempdir_in(root).expect("temp dir");
+    let block = [0x3cu8; 1024];
+    let mut took: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut busy = [Duration::ZERO; 2];
+    for round in 0..rounds {
+        for (kind, zeroed) in [(0, false), (1, true)] {
+            let path = dir.path().join(format!("zeros-{round}-{kind}"));
+            let file = File::create(&path).expect("file");
+            let len = per_round as u64 * block.len() as u64;
+            if zeroed {
+                let zeros = vec![0u8; len as usize];
+                file.write_all_at(&zeros, 0).expect("zeros");
+                file.sync_data().expect("sync the zeros");
+            }
+            let started = Instant::now();
+            for i in 0..per_round as u64 {
+                took[kind].push(probe_round(&file, &block, i * block.len() as u64));
+            }
+            busy[kind] += started.elapsed();
+            drop(file);
+            std::fs::remove_file(&path).expect("remove");
+        }
+    }
+    eprintln!(
+        "\n### zeros_ahead: 1 KiB append + fdatasync, {rounds} alternating rounds of {per_round}\n"
+    );
+    eprintln!("| appends | syncs/s | median | p99 |\n| --- | --- | --- | --- |");
+    for (kind, label) in [(0, "grow the file"), (1, "go into zeros written ahead")] {
+        let mut all = std::mem::take(&mut took[kind]);
+        all.sort();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        eprintln!(
+            "| {label} | {:.0} | {:.0} µs | {:.0} µs |",
+            all.len() as f64 / busy[kind].as_secs_f64(),
+            us(all[all.len() / 2]),
+            us(all[all.len() * 99 / 100]),
+        );
+    }
+    eprintln!();
 }
