@@ -12,8 +12,10 @@
 # CLI is a `pigeon` binary with `--fsync-probe-dir` (this tree's), or `own`:
 # each build's `pigeon` (to compare client changes too); each BIN_DIR holds
 # a `pigeon-broker` (and, with `own`, a `pigeon` with `--fsync-probe-dir`). WORKLOADS is a comma list of w3, w1, w4
-# (default all). Needs jq. Ports 7630/7631 must be free. Opt-in: not run
-# by CI.
+# (default all). PIGEON_AB_A_FLAGS and PIGEON_AB_B_FLAGS add broker flags
+# to each build's broker (e.g. PIGEON_AB_B_FLAGS="--preallocate true" with
+# one build as both A and B). Needs jq. Ports 7630/7631 must be free.
+# Opt-in: not run by CI.
 set -euo pipefail
 cli=${1:?usage: ab_latency.sh CLI A_BIN_DIR B_BIN_DIR [ROUNDS] [W3_SECONDS] [WORKLOADS]}
 a=${2:?usage: ab_latency.sh CLI A_BIN_DIR B_BIN_DIR [ROUNDS] [W3_SECONDS] [WORKLOADS]}
@@ -30,8 +32,10 @@ run_build() {
   local label=$1 bin=$2 dir pid line cli=$cli
   [[ $cli == own ]] && cli=$bin/pigeon
   dir=$(mktemp -d -p "${PIGEON_BENCH_DIR:-/tmp}")
+  local flags_var="PIGEON_AB_${label}_FLAGS"
+  # shellcheck disable=SC2086 # the flags are words
   "$bin/pigeon-broker" --data-dir "$dir/data" --listen "$addr" --http "$http" --resp off --fsync always \
-    >"$dir/broker.log" 2>&1 &
+    ${!flags_var:-} >"$dir/broker.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do
     "$cli" --broker "$addr" topic list >/dev/null 2>&1 && break

@@ -238,8 +238,19 @@ fn fetch_at_the_end_waits_for_new_data() {
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_record() {
+    kill_9_under_load(&[]);
+}
+
+/// With zeros written ahead of the busy partition's appends: the kill
+/// leaves them after the last batch, and the restart cuts them.
+#[test]
+fn kill_9_under_load_with_preallocate_loses_no_acknowledged_record() {
+    kill_9_under_load(&["--preallocate", "true"]);
+}
+
+fn kill_9_under_load(flags: &[&str]) {
     let (_tmp, data) = temp();
-    let mut broker = Broker::start(&data, &["--segment-bytes", "65536"]);
+    let mut broker = Broker::start(&data, &[&["--segment-bytes", "65536"], flags].concat());
     let rt = runtime();
     let acked = rt.block_on(async {
         let mut admin = RawClient::connect(broker.addr).await;
@@ -298,6 +309,61 @@ fn kill_9_under_load_loses_no_acknowledged_record() {
                 "acknowledged record at offset {offset} lost"
             );
         }
+        // Appends after the restart follow the last record, with no gap.
+        let end = stored.len() as u64;
+        assert!(
+            stored.keys().all(|offset| *offset < end),
+            "offsets are dense"
+        );
+        client.produce("t", 0, &[b"after"]).await;
+        let after = client.read_values("t", 0, end).await;
+        assert_eq!(after, vec![(end, b"after".to_vec())]);
+    });
+}
+
+#[test]
+fn a_clean_stop_with_preallocate_leaves_segments_ending_with_their_last_batch() {
+    let (_tmp, data) = temp();
+    let mut broker = Broker::start(&data, &["--preallocate", "true"]);
+    let dir = data.join("topics").join("t").join("0");
+    let active_ends_with_zeros = || {
+        let mut logs: Vec<_> = std::fs::read_dir(&dir)
+            .expect("partition dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        let bytes = std::fs::read(logs.last().expect("a segment")).expect("read");
+        bytes.len() > 12 && bytes[bytes.len() - 12..].iter().all(|&b| b == 0)
+    };
+    let rt = runtime();
+    let produced = rt.block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        client.create_topic("t", 1).await;
+        // Small commits one after another, 64 a second or more, make the
+        // partition busy: zeros are then written ahead of its appends.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut produced = 0u32;
+        while !active_ends_with_zeros() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no zeros were written ahead of {produced} appends in 30 s"
+            );
+            client
+                .produce("t", 0, &[format!("v{produced}").as_bytes()])
+                .await;
+            produced += 1;
+        }
+        produced
+    });
+    broker.restart_after_clean_stop();
+    assert!(
+        !active_ends_with_zeros(),
+        "the active segment ends with zeros after a clean stop"
+    );
+    rt.block_on(async {
+        let mut client = RawClient::connect(broker.addr).await;
+        assert_eq!(client.read_values("t", 0, 0).await.len(), produced as usize);
     });
 }
 

@@ -70,6 +70,11 @@ pub struct LogConfig {
     pub retention_bytes: Option<u64>,
     /// Durability of appends.
     pub fsync: FsyncPolicy,
+    /// Under `fsync=always`, write zeros ahead of a busy log's small
+    /// commits, so that their `fdatasync`s carry no file-size update (see
+    /// "Zeros ahead of the appends" in [`super::writer::commit`]). Off by
+    /// default: the active segment's file then ends with its last batch.
+    pub preallocate: bool,
     /// Largest record batch accepted for appending, header included. Stored
     /// batches are only held to [`BATCH_BYTES_BOUND`], so lowering this
     /// keeps larger batches already stored readable.
@@ -120,6 +125,7 @@ impl Default for LogConfig {
             retention_ms: Some(DEFAULT_RETENTION_MS),
             retention_bytes: None,
             fsync: FsyncPolicy::Always,
+            preallocate: false,
             max_batch_bytes: 8 * 1024 * 1024,
             checkpoint_interval_bytes: 64 * 1024 * 1024,
             producer_expiry_ms: DEFAULT_PRODUCER_EXPIRY_MS,

@@ -225,18 +225,19 @@ impl Case {
         let tmp = fast_tempdir();
         let dir = tmp.path().join("p");
         let segment_bytes = [1024, 2048, 4096][rng.below(3) as usize];
+        // Half the cases write zeros ahead of every small commit (under
+        // fsync=always), without waiting to be busy.
+        let busy = rng.chance(2);
         let config = LogConfig {
             segment_bytes,
             index_interval_bytes: 128,
             fsync: policy,
+            preallocate: busy,
             retention_ms: None,
             retention_bytes: rng.chance(3).then(|| segment_bytes * 3),
             checkpoint_interval_bytes: [512, 4096, 1 << 30][rng.below(3) as usize],
             ..LogConfig::default()
         };
-        // Half the cases write zeros ahead of every small commit (under
-        // fsync=always), without waiting to be busy.
-        let busy = rng.chance(2);
         Case {
             seed,
             policy,

@@ -76,6 +76,7 @@ impl Fixture {
 fn always() -> LogConfig {
     LogConfig {
         fsync: FsyncPolicy::Always,
+        preallocate: true,
         ..LogConfig::default()
     }
 }
@@ -139,6 +140,19 @@ fn small_synced_commits_leave_zeros_ahead_that_a_close_cuts() {
 }
 
 #[test]
+fn without_preallocate_a_busy_log_gets_no_zeros() {
+    let fx = Fixture::new(LogConfig {
+        preallocate: false,
+        ..always()
+    });
+    let mut log = fx.open();
+    busy(&mut log);
+    append_n(&mut log, 0, BUSY);
+    let (base, end) = log.end_position();
+    assert_eq!(file_len(&fx.segment(base)), end);
+}
+
+#[test]
 fn a_log_with_few_commits_gets_no_zeros() {
     let fx = Fixture::new(always());
     let mut log = fx.open();
@@ -168,10 +182,7 @@ fn large_commits_and_unsynced_policies_write_no_zeros() {
         FsyncPolicy::Never,
         FsyncPolicy::Interval(std::time::Duration::from_millis(1)),
     ] {
-        let fx = Fixture::new(LogConfig {
-            fsync,
-            ..LogConfig::default()
-        });
+        let fx = Fixture::new(LogConfig { fsync, ..always() });
         let mut log = fx.open();
         busy(&mut log);
         append_n(&mut log, 0, BUSY);

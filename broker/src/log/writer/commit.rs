@@ -53,8 +53,11 @@
 //! disk's cache flush. A small commit pays that in full: 1 KiB appended +
 //! `fdatasync` took 199–229 µs at the median where the same write into
 //! bytes already allocated and written took 123–138 µs (docs/benchmarks.md,
-//! "Zeros ahead of the appends"). So under `fsync=always`, after a commit
-//! smaller than [`ZEROS_AHEAD_BELOW`] by a *busy* log (at least
+//! "Zeros ahead of the appends"). So with `preallocate` set (off by
+//! default: the active segment's file then ends with its last batch, as
+//! tools and tests that damage a file's end expect) and under
+//! `fsync=always`, after a commit smaller than [`ZEROS_AHEAD_BELOW`] by a
+//! *busy* log (at least
 //! [`BUSY_WRITES_PER_SEC`] such writes in a second, [`WriteRate`]: a
 //! partition whose acks wait on its syncs back to back), the writer
 //! writes zeros past the
@@ -369,8 +372,9 @@ impl Log {
         self.checkpoint_if_due()
     }
 
-    /// Under `fsync=always`, after a write of `group` bytes smaller than
-    /// [`ZEROS_AHEAD_BELOW`] by a busy log ([`WriteRate`]): unless the file
+    /// With `preallocate` and under `fsync=always`, after a write of `group`
+    /// bytes smaller than [`ZEROS_AHEAD_BELOW`] by a busy log
+    /// ([`WriteRate`]): unless the file
     /// already holds room for
     /// another such commit past `write_pos`, writes zeros from its end up
     /// to [`zeros_ahead_len`] past `write_pos` (not past the segment's
@@ -378,7 +382,11 @@ impl Log {
     /// A failed write is logged and changes nothing else: the next commits
     /// then grow the file as before (see "Zeros ahead of the appends").
     pub(super) fn write_zeros_ahead(&mut self, group: u64) {
-        if self.config.fsync != FsyncPolicy::Always || group == 0 || group >= ZEROS_AHEAD_BELOW {
+        if !self.config.preallocate
+            || self.config.fsync != FsyncPolicy::Always
+            || group == 0
+            || group >= ZEROS_AHEAD_BELOW
+        {
             return;
         }
         if !self.small_writes.note(Instant::now()) {

@@ -129,7 +129,7 @@ pub(crate) struct Active {
     /// Bytes written to the file.
     pub write_pos: u64,
     /// At least the file's length: `write_pos` plus the zeros written
-    /// ahead of small commits under `fsync=always` (see
+    /// ahead of small commits with `preallocate` (see
     /// [`commit`](self::commit), "Zeros ahead of the appends"); cut back to
     /// `write_pos` at a roll and a clean close.
     pub file_len: u64,
