@@ -35,7 +35,10 @@
 //! 4. Otherwise scan from the checkpoint's position to the end of the last
 //!    segment (and through any segment sealed after the checkpoint): every
 //!    batch's length, CRC and offset continuity is checked. The active
-//!    segment is cut at the first bad batch (logged with its byte position);
+//!    segment is cut at the first bad batch (logged with its byte position),
+//!    or at the first zeros after its batches (the zeros a writer with
+//!    `preallocate` writes ahead of its appends; zeros right at the
+//!    checkpoint are cut unread, see [`active`]);
 //!    a bad batch inside a sealed segment is left in place, logged, and
 //!    reported by reads that reach it. Index entries written after the
 //!    checkpoint are dropped and rebuilt from the scan. Only proven damage
