@@ -8,7 +8,7 @@
 //! point to the end are scanned batch by batch, index entries are rebuilt
 //! for them, and the file is cut at the first torn or corrupt batch
 //! (`Opener::recover_tail`). Zeros right at the resume point are the
-//! zeros a writer under `fsync=always` writes ahead of its appends
+//! zeros a writer with `preallocate` writes ahead of its appends
 //! ([`crate::log::writer::commit`]), with nothing written since the
 //! checkpoint: they are cut unscanned, so a log killed after its idle
 //! checkpoint still opens without reading its tail.

@@ -51,9 +51,9 @@
 //! file's new size too: on ext4 without a journal, as here, a second
 //! synchronous write (the inode's block) after the data and before the
 //! disk's cache flush. A small commit pays that in full: 1 KiB appended +
-//! `fdatasync` took 199–229 µs at the median where the same write into
-//! bytes already allocated and written took 123–138 µs (docs/benchmarks.md,
-//! "Zeros ahead of the appends"). So with `preallocate` set (off by
+//! `fdatasync` took 216 µs at the median where the same write into bytes
+//! already written (as zeros) and synced took 149 µs (`cargo bench --bench
+//! log -- zeros_ahead`; docs/benchmarks.md, "Zeros ahead of the appends"). So with `preallocate` set (off by
 //! default: the active segment's file then ends with its last batch, as
 //! tools and tests that damage a file's end expect) and under
 //! `fsync=always`, after a commit smaller than [`ZEROS_AHEAD_BELOW`] by a
