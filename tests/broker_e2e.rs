@@ -356,10 +356,16 @@ fn a_clean_stop_with_preallocate_leaves_segments_ending_with_their_last_batch() 
         }
         produced
     });
-    broker.restart_after_clean_stop();
+    assert_eq!(broker.terminate(), Some(0), "clean exit");
     assert!(
         !active_ends_with_zeros(),
         "the active segment ends with zeros after a clean stop"
+    );
+    broker.restart();
+    let log = broker.log_text();
+    assert!(
+        !log.contains("recovering the log tail") && !log.contains("cutting the zeros"),
+        "the restart after a clean stop found a tail to recover:\n{log}"
     );
     rt.block_on(async {
         let mut client = RawClient::connect(broker.addr).await;
