@@ -196,8 +196,6 @@ impl Stats {
 struct Case {
     seed: u64,
     policy: FsyncPolicy,
-    /// The log writes zeros ahead of its small commits from the start.
-    busy: bool,
     rng: Rng,
     _tmp: tempfile::TempDir,
     dir: PathBuf,
@@ -226,13 +224,13 @@ impl Case {
         let dir = tmp.path().join("p");
         let segment_bytes = [1024, 2048, 4096][rng.below(3) as usize];
         // Half the cases write zeros ahead of every small commit (under
-        // fsync=always), without waiting to be busy.
-        let busy = rng.chance(2);
+        // fsync=always): preallocate, and the log busy from the start.
+        let preallocate = rng.chance(2);
         let config = LogConfig {
             segment_bytes,
             index_interval_bytes: 128,
             fsync: policy,
-            preallocate: busy,
+            preallocate,
             retention_ms: None,
             retention_bytes: rng.chance(3).then(|| segment_bytes * 3),
             checkpoint_interval_bytes: [512, 4096, 1 << 30][rng.below(3) as usize],
@@ -241,7 +239,6 @@ impl Case {
         Case {
             seed,
             policy,
-            busy,
             rng,
             _tmp: tmp,
             dir,
@@ -273,7 +270,7 @@ impl Case {
         )
         .map(Log::with_manual_seals)
         .map(|mut log| {
-            if self.busy {
+            if self.config.preallocate {
                 log.small_writes = super::writer::commit::WriteRate::busy_for_an_hour();
             }
             log

@@ -109,16 +109,23 @@ fn values(log: &Log) -> Vec<Vec<u8>> {
     }
 }
 
+/// A busy log (see [`busy`]) with `preallocate`, after [`BUSY`] small
+/// commits: its segment ends in zeros.
+fn busy_log() -> (Fixture, Log) {
+    let fx = Fixture::new(always());
+    let mut log = fx.open();
+    busy(&mut log);
+    append_n(&mut log, 0, BUSY);
+    (fx, log)
+}
+
 fn expected(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
     range.map(value).collect()
 }
 
 #[test]
 fn small_synced_commits_leave_zeros_ahead_that_a_close_cuts() {
-    let fx = Fixture::new(always());
-    let mut log = fx.open();
-    busy(&mut log);
-    append_n(&mut log, 0, BUSY);
+    let (fx, log) = busy_log();
     let (base, end) = log.end_position();
     let path = fx.segment(base);
     let len = file_len(&path);
@@ -197,10 +204,7 @@ fn large_commits_and_unsynced_policies_write_no_zeros() {
 
 #[test]
 fn a_kill_with_zeros_ahead_loses_nothing_and_later_appends_follow_the_last_batch() {
-    let fx = Fixture::new(always());
-    let mut log = fx.open();
-    busy(&mut log);
-    append_n(&mut log, 0, BUSY);
+    let (fx, log) = busy_log();
     let (base, end) = log.end_position();
     let zeros = file_len(&fx.segment(base)) - end;
     assert!(zeros > 0);
@@ -257,10 +261,7 @@ fn a_roll_seals_the_segment_at_its_last_batch() {
 
 #[test]
 fn a_torn_batch_inside_the_zeros_is_cut_with_them() {
-    let fx = Fixture::new(always());
-    let mut log = fx.open();
-    busy(&mut log);
-    append_n(&mut log, 0, BUSY);
+    let (fx, log) = busy_log();
     let (base, end) = log.end_position();
     drop(log);
     // A write of the next batch that a power cut left half done: its
@@ -292,10 +293,7 @@ fn a_torn_batch_inside_the_zeros_is_cut_with_them() {
 
 #[test]
 fn zeros_after_an_idle_checkpoint_are_cut_unread_and_unsynced() {
-    let fx = Fixture::new(always());
-    let mut log = fx.open();
-    busy(&mut log);
-    append_n(&mut log, 0, BUSY);
+    let (fx, mut log) = busy_log();
     let due = log.idle_checkpoint_at().expect("an idle checkpoint is due");
     assert!(log.checkpoint_if_idle(due));
     let (base, end) = log.end_position();

@@ -237,21 +237,51 @@ impl Opener<'_> {
                 }
                 .into_error(log_path, "recovering its tail")
             })?;
-        if zeros_at_resume {
+        // Where the file is cut, what the cut is called if it fails, and
+        // whether what is kept and the cut are synced.
+        let (end, cutting, sync) = if zeros_at_resume {
             tracing::info!(segment = %log_path.display(), position = from, cut = file_len - from, "cutting the zeros written ahead of the appends");
+            self.report.zero_bytes_cut = file_len - from;
+            (
+                from,
+                "cutting the zeros written ahead of the appends off",
+                cut_at_fence,
+            )
+        } else {
+            let end = self.scan_tail(segment, cursor, from, file_len)?;
+            (
+                end,
+                "truncating the torn tail of",
+                from < file_len || cut_at_fence,
+            )
+        };
+        if end < file_len {
             segment
                 .file()
-                .and_then(|file| file.set_len(from))
-                .map_err(io("cutting the zeros written ahead of the appends off"))?;
-            self.report.zero_bytes_cut = file_len - from;
-            if cut_at_fence {
-                segment
-                    .file()
-                    .and_then(|file| file.sync_data())
-                    .map_err(io("syncing the recovered tail of"))?;
-            }
-            return Ok(from);
+                .and_then(|file| file.set_len(end))
+                .map_err(io(cutting))?;
         }
+        if sync {
+            segment
+                .file()
+                .and_then(|file| file.sync_data())
+                .map_err(io("syncing the recovered tail of"))?;
+        }
+        Ok(end)
+    }
+
+    /// Scans the active segment's tail from `from` to `file_len`; returns
+    /// where its batches end: the end of the file, the first torn or
+    /// corrupt batch, or the first zeros after them (counted apart, and
+    /// not scanned past their length field).
+    fn scan_tail(
+        &mut self,
+        segment: &Segment,
+        cursor: &mut Cursor,
+        from: u64,
+        file_len: u64,
+    ) -> LogResult<u64> {
+        let log_path = &segment.log_path;
         tracing::info!(segment = %log_path.display(), from = from, to = file_len, "recovering the log tail after an unclean stop");
         let scanned = scan_into(
             segment,
@@ -262,20 +292,19 @@ impl Opener<'_> {
             &mut self.producers,
             self.producers_from,
         );
-        // Zeros after the last batch are not scanned past their first bytes.
-        let scanned_to = match &scanned {
+        let zeros_from = match &scanned {
             Err(ScanStop::Damaged { position, .. })
                 if zero_length_field(segment, *position).unwrap_or(false) =>
             {
-                *position
+                Some(*position)
             }
-            _ => file_len,
+            _ => None,
         };
-        self.report.scanned_bytes += scanned_to - from;
-        let end = match scanned {
-            Ok(end) => end,
+        self.report.scanned_bytes += zeros_from.unwrap_or(file_len) - from;
+        match scanned {
+            Ok(end) => Ok(end),
             Err(ScanStop::Damaged { position, reason }) => {
-                if scanned_to == position && position < file_len {
+                if zeros_from.is_some() {
                     tracing::info!(
                         segment = %log_path.display(), position, cut = file_len - position,
                         "cutting the zeros after the last batch (written ahead of the appends, or a write the stop lost)"
@@ -288,25 +317,12 @@ impl Opener<'_> {
                     );
                     self.report.truncated_bytes = file_len - position;
                 }
-                position
+                Ok(position)
             }
             // A read error proves nothing about the bytes: cutting them
             // would drop acknowledged batches and reuse their offsets.
-            Err(stop) => return Err(stop.into_error(log_path, "recovering its tail")),
-        };
-        if end < file_len {
-            segment
-                .file()
-                .and_then(|file| file.set_len(end))
-                .map_err(io("truncating the torn tail of"))?;
+            Err(stop) => Err(stop.into_error(log_path, "recovering its tail")),
         }
-        if from < file_len || cut_at_fence {
-            segment
-                .file()
-                .and_then(|file| file.sync_data())
-                .map_err(io("syncing the recovered tail of"))?;
-        }
-        Ok(end)
     }
 }
 

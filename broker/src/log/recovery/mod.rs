@@ -395,8 +395,8 @@ pub struct RecoveryReport {
     pub scanned_bytes: u64,
     /// Bytes cut off the end of the active segment (torn or corrupt tail).
     pub truncated_bytes: u64,
-    /// Zeros cut off the end of the active segment: those a writer under
-    /// `fsync=always` writes ahead of its appends (see
+    /// Zeros cut off the end of the active segment: those a writer with
+    /// `preallocate` writes ahead of its appends (see
     /// [`crate::log::writer::commit`]), or writes a stop lost, which read
     /// back as zeros.
     pub zero_bytes_cut: u64,
