@@ -385,6 +385,19 @@ async fn try_produce(client: &mut RawClient, request: ProduceRequest) -> Option<
     }
 }
 
+/// SIGTERM as soon as the broker says it serves drains it (exit 0): its
+/// handlers are installed before that line. They were installed by a task
+/// spawned after it, and a SIGTERM in between killed the broker by signal
+/// (seen once in CI, in the packaging test of a broken NOTIFY_SOCKET).
+#[test]
+fn a_sigterm_right_after_the_serving_line_stops_the_broker_cleanly() {
+    let (_tmp, data) = temp();
+    for _ in 0..5 {
+        let mut broker = Broker::start(&data, &[]);
+        assert_eq!(broker.terminate(), Some(0), "{}", broker.log_text());
+    }
+}
+
 #[test]
 fn graceful_shutdown_loses_nothing_and_restarts_without_a_scan() {
     let (_tmp, data) = temp();

@@ -109,9 +109,12 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         None => "off".to_owned(),
     };
     // Installed before the broker says it serves, so that a SIGHUP from then
-    // on reloads instead of killing it.
+    // on reloads instead of killing it, and a SIGTERM or SIGINT drains it
+    // (installed in the task that waits for them, a signal sent right after
+    // the serving line could come first and kill the broker uncleanly).
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot install the SIGHUP handler")?;
+    let stops = StopSignals::install().context("cannot install the SIGTERM and SIGINT handlers")?;
     tracing::info!(
         listen = %listener.local_addr()?, http = %http_listener.local_addr()?, resp = %resp_addr, data_dir = %config.data_dir.display(),
         fsync = %config.log.fsync, topics = broker.topics.list().len(), startup_ms = started.elapsed().as_millis() as u64,
@@ -130,7 +133,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         tls.clone(),
         http_stop.clone(),
     ));
-    let signals = tokio::spawn(wait_for_signal(broker.clone()));
+    let signals = tokio::spawn(wait_for_signal(broker.clone(), stops));
     let reloads = tokio::spawn(reload_at_sighup(broker.clone(), tls.clone(), hangups));
     let sweeper = broker.clone();
     let members = tokio::spawn(async move {
@@ -155,20 +158,28 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The handlers of the signals that stop the broker.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
 /// Begins the broker's shutdown at SIGTERM or SIGINT: it stops serving
 /// (`/health` answers 503 from then on) and drains.
-async fn wait_for_signal(broker: Arc<Broker>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the broker with SIGKILL");
-        return;
-    };
+async fn wait_for_signal(broker: Arc<Broker>, mut stops: StopSignals) {
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = stops.term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = stops.int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     broker.begin_shutdown();
     notify_service_manager(sd_notify::NotifyState::Stopping);
